@@ -1,0 +1,31 @@
+// Softmax attention for MHA and GQA: a plain reference (the slow twin and test oracle) and a fast path.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace vlm2mla {
+
+enum class AttentionBackend {
+  kReference,  // matmul + float32 softmax + matmul, GQA by grouping query heads; any libtorch
+  kFused,      // at::scaled_dot_product_attention (libtorch >= 2.0), kv heads expanded to query heads
+};
+const char* attention_backend_name(AttentionBackend backend);
+// kFused where this libtorch has it, else kReference.
+AttentionBackend default_attention_backend();
+
+// q [b, h_q, s_q, d], k/v [b, h_kv, s_kv, d] with h_q % h_kv == 0; mask bool [b, 1, s_q, s_kv]
+// (true = attend) or undefined (attend to all). Every query row must allow at least one key.
+// Returns [b, h_q, s_q, d] in q's dtype.
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& mask, double scale);
+at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
+                     const at::Tensor& v, const at::Tensor& mask, double scale);
+
+// Causal mask over a cache: query i (absolute position past + i) sees key j when j <= past + i and
+// key_valid[b, j]; each query always sees itself, so that padding rows never go fully masked
+// (their outputs are meaningless either way). key_valid: bool [b, past + s] or undefined.
+// Returns bool [b, 1, s, past + s], or undefined when nothing is masked (s == 1, all keys valid).
+at::Tensor causal_mask(const at::Tensor& key_valid, int64_t batch, int64_t past, int64_t s,
+                       at::Device device);
+
+}  // namespace vlm2mla

@@ -1,0 +1,31 @@
+// The few differences between the libtorch versions we build against, in one place:
+// Debian's libtorch 1.13 (CPU; CI and developer machines) and the torch 2.11 wheel (CUDA; the device).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+// at::scaled_dot_product_attention exists from torch 2.0.
+#if TORCH_VERSION_MAJOR >= 2
+#define VLM2MLA_HAS_SDPA 1
+#else
+#define VLM2MLA_HAS_SDPA 0
+#endif
+
+namespace vlm2mla::compat {
+
+// Fused attention where this libtorch has it. q [b, h, s_q, d], k/v [b, h, s_kv, d] (same head count),
+// mask bool [b, 1, s_q, s_kv] (true = attend) or undefined. Only callable when VLM2MLA_HAS_SDPA.
+inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& mask, double scale) {
+#if VLM2MLA_HAS_SDPA
+  c10::optional<at::Tensor> m;
+  if (mask.defined()) m = mask;
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale);
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)scale;
+  TORCH_CHECK(false, "scaled_dot_product_attention needs libtorch >= 2.0");
+#endif
+}
+
+}  // namespace vlm2mla::compat

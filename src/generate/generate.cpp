@@ -1,0 +1,127 @@
+#include "generate/generate.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/json_file.h"
+
+namespace vlm2mla {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void sync(at::Device device) {
+  if (device.is_cuda()) at::empty({1}, at::TensorOptions().device(device)).cpu();
+}
+}  // namespace
+
+GenerateOptions load_generate_defaults(const std::string& model_dir, const TextConfig& config) {
+  GenerateOptions o;
+  o.eos_token_ids = config.eos_token_ids;
+  std::optional<int64_t> pad = config.pad_token_id;
+  const std::string path = model_dir + "/generation_config.json";
+  if (std::filesystem::exists(path)) {
+    nlohmann::json g = io::read_json_file(path);
+    VLM2MLA_CHECK(g.is_object(), FormatError, path, ": expected a JSON object");
+    auto number = [&](const char* key, double fallback) {
+      if (!g.contains(key) || g[key].is_null()) return fallback;
+      VLM2MLA_CHECK(g[key].is_number(), FormatError, path, ": key '", key, "' must be a number");
+      return g[key].get<double>();
+    };
+    if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
+      o.eos_token_ids.clear();
+      const auto& e = g["eos_token_id"];
+      VLM2MLA_CHECK(e.is_number_integer() || e.is_array(), FormatError, path,
+                    ": key 'eos_token_id' must be an integer or a list of integers");
+      if (e.is_number_integer()) {
+        o.eos_token_ids.push_back(e.get<int64_t>());
+      } else {
+        for (const auto& x : e) {
+          VLM2MLA_CHECK(x.is_number_integer(), FormatError, path,
+                        ": key 'eos_token_id' must hold integers");
+          o.eos_token_ids.push_back(x.get<int64_t>());
+        }
+      }
+    }
+    if (g.contains("pad_token_id") && g["pad_token_id"].is_number_integer()) {
+      pad = g["pad_token_id"].get<int64_t>();
+    }
+    if (g.contains("do_sample") && g["do_sample"].is_boolean()) o.sampling.do_sample = g["do_sample"];
+    o.sampling.temperature = number("temperature", o.sampling.temperature);
+    o.sampling.top_k = static_cast<int64_t>(number("top_k", static_cast<double>(o.sampling.top_k)));
+    o.sampling.top_p = number("top_p", o.sampling.top_p);
+    o.sampling.repetition_penalty = number("repetition_penalty", o.sampling.repetition_penalty);
+  }
+  o.pad_token_id = pad ? *pad : (o.eos_token_ids.empty() ? 0 : o.eos_token_ids.front());
+  return o;
+}
+
+at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
+  at::Tensor m = attention_mask.to(at::kLong);
+  return (m.cumsum(-1) - 1).masked_fill(m.eq(0), 1);
+}
+
+GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
+                        const at::Tensor& attention_mask, const GenerateOptions& options) {
+  VLM2MLA_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, ArgumentError,
+                "input_ids must be [batch, tokens] with at least one token, got shape ",
+                input_ids.sizes());
+  VLM2MLA_CHECK(options.max_new_tokens >= 0, ArgumentError, "--max-new-tokens must be >= 0");
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  at::Tensor ids = input_ids.to(at::kCPU).to(at::kLong);
+  at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kCPU).to(at::kLong)
+                                             : at::ones({b, t}, at::kLong);
+  VLM2MLA_CHECK(mask.sizes() == ids.sizes(), ArgumentError, "attention_mask has shape ",
+                mask.sizes(), ", expected the shape of input_ids ", ids.sizes());
+  check_token_ids(ids, model.config().vocab_size, "input_ids");
+
+  Sampler sampler(options.sampling);
+  DenseKvCache cache = model.make_cache(b, t + std::max<int64_t>(options.max_new_tokens, 1));
+  at::Tensor eos = at::tensor(std::vector<int64_t>(options.eos_token_ids.begin(),
+                                                   options.eos_token_ids.end()),
+                              at::kLong);
+  at::Tensor running = at::ones({b}, at::kBool);
+  std::vector<at::Tensor> steps;  // [b] each
+  at::Tensor seen = ids;          // prompt + generated, for the repetition penalty
+
+  GenerateResult result;
+  auto t0 = std::chrono::steady_clock::now();
+  DecoderInput in;
+  in.input_ids = ids;
+  in.attention_mask = mask;
+  in.position_ids = position_ids_from_mask(mask);
+  at::Tensor next_pos = in.position_ids.narrow(1, t - 1, 1) + 1;  // [b, 1]
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    at::Tensor hidden = model.forward_hidden(in, &cache);  // [b, s, d]
+    at::Tensor logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);  // [b, V]
+    at::Tensor tok = sampler.next(logits, seen);  // [b] CPU
+    if (step == 0) {
+      sync(model.device());
+      result.prefill_seconds = seconds_since(t0);
+      t0 = std::chrono::steady_clock::now();
+    }
+    tok = at::where(running, tok, at::full_like(tok, options.pad_token_id));
+    at::Tensor before = running.clone();
+    if (eos.numel() > 0) running = running.logical_and(at::isin(tok, eos).logical_not());
+    steps.push_back(tok);
+    seen = at::cat({seen, tok.unsqueeze(1)}, 1);
+    if (options.on_step) options.on_step(tok, before);
+    if (!running.any().item<bool>()) break;
+    // Next step: the new token, its position, and the grown mask.
+    mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
+    in.input_ids = tok.unsqueeze(1);
+    in.position_ids = next_pos;
+    in.attention_mask = mask;
+    next_pos = next_pos + 1;
+  }
+  sync(model.device());
+  result.decode_seconds = steps.size() > 1 ? seconds_since(t0) : 0.0;
+  result.new_tokens = static_cast<int64_t>(steps.size());
+  result.sequences = steps.empty() ? ids : at::cat({ids, at::stack(steps, 1)}, 1);
+  return result;
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,46 @@
+// Autoregressive generation with transformers' semantics: left-padded batches take position ids from
+// the attention mask (cumsum - 1), finished rows are filled with the pad id, generation stops when
+// every row has produced an end-of-sequence token or max_new_tokens is reached.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "generate/sampling.h"
+#include "models/decoder.h"
+
+namespace vlm2mla {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  SamplingParams sampling;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;
+  // Called after each step with the new token of every row ([b] int64, CPU) and which rows were
+  // still running before the step ([b] bool).
+  std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;
+};
+
+// Defaults as transformers takes them: generation_config.json in `model_dir` when present (eos,
+// pad, do_sample, temperature, top_k, top_p, repetition_penalty), else config.json's ids; pad falls
+// back to the first eos id.
+GenerateOptions load_generate_defaults(const std::string& model_dir, const TextConfig& config);
+
+struct GenerateResult {
+  at::Tensor sequences;  // [b, t + n] int64: prompt then new tokens (n <= max_new_tokens)
+  int64_t new_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+// input_ids [b, t] int64; attention_mask [b, t] (nonzero = token, zero = left padding) or undefined.
+GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
+                        const at::Tensor& attention_mask, const GenerateOptions& options);
+
+// transformers' position ids for a (left-)padded batch: cumsum(mask) - 1, 1 where masked.
+at::Tensor position_ids_from_mask(const at::Tensor& attention_mask);
+
+}  // namespace vlm2mla

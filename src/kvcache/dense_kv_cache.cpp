@@ -1,0 +1,66 @@
+#include "kvcache/dense_kv_cache.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace vlm2mla {
+
+DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_heads, int64_t head_dim,
+                           int64_t capacity, at::ScalarType dtype, at::Device device)
+    : batch_(batch), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
+      capacity_(std::max<int64_t>(capacity, 1)) {
+  VLM2MLA_CHECK(num_layers > 0 && batch > 0 && num_kv_heads > 0 && head_dim > 0, ArgumentError,
+                "DenseKvCache: dimensions must be positive");
+  auto opts = at::TensorOptions().dtype(dtype).device(device);
+  for (int64_t l = 0; l < num_layers; ++l) {
+    keys_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
+    values_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
+  }
+}
+
+void DenseKvCache::grow(int64_t needed) {
+  int64_t cap = capacity_;
+  while (cap < needed) cap *= 2;
+  for (size_t l = 0; l < keys_.size(); ++l) {
+    for (auto* buf : {&keys_[l], &values_[l]}) {
+      at::Tensor bigger = at::empty({batch_, num_kv_heads_, cap, head_dim_}, buf->options());
+      bigger.narrow(2, 0, length_).copy_(buf->narrow(2, 0, length_));
+      *buf = bigger;
+    }
+  }
+  capacity_ = cap;
+}
+
+std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::Tensor& k,
+                                                       const at::Tensor& v) {
+  VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(keys_.size()), ArgumentError,
+                "DenseKvCache: layer ", layer, " out of range");
+  VLM2MLA_CHECK(k.size(0) == batch_ && k.size(1) == num_kv_heads_ && k.size(3) == head_dim_,
+                ArgumentError, "DenseKvCache: keys of shape ", k.sizes(), " do not fit a cache of [",
+                batch_, ", ", num_kv_heads_, ", *, ", head_dim_, "]");
+  const int64_t s = k.size(2);
+  if (length_ + s > capacity_) grow(length_ + s);
+  keys_[layer].narrow(2, length_, s).copy_(k);
+  values_[layer].narrow(2, length_, s).copy_(v);
+  return {keys_[layer].narrow(2, 0, length_ + s), values_[layer].narrow(2, 0, length_ + s)};
+}
+
+void DenseKvCache::advance(int64_t s) {
+  VLM2MLA_CHECK(length_ + s <= capacity_, ArgumentError, "DenseKvCache: advance past capacity");
+  length_ += s;
+}
+
+int64_t DenseKvCache::bytes_allocated() const {
+  int64_t total = 0;
+  for (size_t l = 0; l < keys_.size(); ++l) total += keys_[l].nbytes() + values_[l].nbytes();
+  return total;
+}
+
+int64_t DenseKvCache::bytes_per_token() const {
+  if (keys_.empty()) return 0;
+  return static_cast<int64_t>(keys_.size()) * 2 * num_kv_heads_ * head_dim_ *
+         static_cast<int64_t>(keys_[0].element_size());
+}
+
+}  // namespace vlm2mla

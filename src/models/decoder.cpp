@@ -1,0 +1,101 @@
+#include "models/decoder.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/tensor_store.h"
+
+namespace vlm2mla {
+
+TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions options)
+    : config_(std::move(config)), weights_(std::move(weights)), options_(options),
+      rope_(make_rope_table(config_.rope, config_.head_dim)), backend_(default_attention_backend()) {
+  rope_.inv_freq = rope_.inv_freq.to(options_.device);
+}
+
+std::shared_ptr<TextDecoder> TextDecoder::load(const std::string& dir,
+                                               const LoadOptions& options) {
+  TextConfig config = load_text_config(dir);
+  io::TensorStore store = io::TensorStore::open_dir(dir);
+  TextLayout layout = detect_text_layout(store);
+  std::set<std::string> consumed;
+  DecoderWeights weights = load_decoder_weights(config, layout, store, options, &consumed);
+  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.arch)
+                                                                  : config.architecture);
+  return std::make_shared<TextDecoder>(std::move(config), std::move(weights), options);
+}
+
+DenseKvCache TextDecoder::make_cache(int64_t batch, int64_t capacity) const {
+  return DenseKvCache(config_.num_hidden_layers, batch, config_.num_key_value_heads,
+                      config_.head_dim, capacity, options_.dtype, options_.device);
+}
+
+void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::string& what) {
+  if (ids.numel() == 0) return;
+  at::Tensor flat = ids.to(at::kCPU).to(at::kLong).contiguous().view({-1});
+  at::Tensor bad = (flat < 0).logical_or(flat >= vocab_size);
+  if (!bad.any().item<bool>()) return;
+  int64_t index = bad.nonzero()[0][0].item<int64_t>();  // first offending element
+  const int64_t value = flat[index].item<int64_t>();
+  std::vector<int64_t> pos(static_cast<size_t>(ids.dim()));
+  for (int64_t d = ids.dim() - 1; d >= 0; --d) {
+    pos[static_cast<size_t>(d)] = index % ids.size(d);
+    index /= ids.size(d);
+  }
+  throw ArgumentError(detail::concat(what, ": token id ", value, " at ", shape_str(pos),
+                                     " is outside the vocabulary [0, ", vocab_size, ")"));
+}
+
+at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
+  check_token_ids(input_ids, config_.vocab_size, "input_ids");
+  return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
+}
+
+at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cache) const {
+  at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds.to(options_.device, options_.dtype)
+                                            : embed(in.input_ids);  // [b, s, d]
+  const int64_t b = x.size(0), s = x.size(1);
+  const int64_t past = cache ? cache->length() : 0;
+  const int64_t h_q = config_.num_attention_heads, h_kv = config_.num_key_value_heads;
+  const int64_t dh = config_.head_dim;
+  VLM2MLA_CHECK(in.position_ids.defined() && in.position_ids.dim() == 2 &&
+                    in.position_ids.size(0) == b && in.position_ids.size(1) == s,
+                ArgumentError, "position_ids must be [", b, ", ", s, "]");
+  at::Tensor key_valid;
+  if (in.attention_mask.defined()) {
+    VLM2MLA_CHECK(in.attention_mask.dim() == 2 && in.attention_mask.size(0) == b &&
+                      in.attention_mask.size(1) == past + s,
+                  ArgumentError, "attention_mask has shape ", in.attention_mask.sizes(),
+                  ", expected [", b, ", ", past + s, "] (cached + new positions)");
+    key_valid = in.attention_mask.to(options_.device).ne(0);
+    if (key_valid.all().item<bool>()) key_valid = at::Tensor();  // nothing to mask but causality
+  }
+  at::Tensor mask = causal_mask(key_valid, b, past, s, options_.device);  // [b, 1, s, past+s]
+  RopeCosSin cs = rope_cos_sin(rope_, in.position_ids.to(options_.device), options_.dtype);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    at::Tensor q = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
+    at::Tensor k = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+    at::Tensor v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+    q = apply_rope(q, cs);
+    k = apply_rope(k, cs);
+    if (cache) std::tie(k, v) = cache->append(l, k, v);  // [b, h_kv, past + s, d]
+    at::Tensor a = attention(backend_, q, k, v, mask, scale);              // [b, h_q, s, d]
+    a = a.transpose(1, 2).reshape({b, s, h_q * dh});                       // [b, s, h_q*d]
+    x = x + linear(a, w.o_proj);
+    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
+    x = x + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
+  }
+  if (cache) cache->advance(s);
+  return rms_norm(x, weights_.norm, config_.rms_norm_eps);
+}
+
+at::Tensor TextDecoder::lm_head(const at::Tensor& hidden) const {
+  return at::linear(hidden, weights_.lm_head);
+}
+
+}  // namespace vlm2mla

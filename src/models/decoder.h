@@ -1,0 +1,65 @@
+// The Llama / Qwen2 decoder-only language model. Immutable once built: caches live outside.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+
+#include "attention/attention.h"
+#include "kvcache/dense_kv_cache.h"
+#include "models/text_config.h"
+#include "models/weights.h"
+#include "nn/rope.h"
+
+namespace vlm2mla {
+
+struct DecoderInput {
+  at::Tensor input_ids;       // [b, s] int64, or
+  at::Tensor inputs_embeds;   // [b, s, d] in the compute dtype
+  at::Tensor position_ids;    // [b, s] int64 (required)
+  at::Tensor attention_mask;  // [b, past + s], nonzero = real token; undefined = all real
+};
+
+class TextDecoder {
+ public:
+  TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions options);
+
+  // Loads <dir>/config.json and the safetensors weights strictly (every expected tensor present with
+  // its shape, nothing left over).
+  static std::shared_ptr<TextDecoder> load(const std::string& dir, const LoadOptions& options);
+
+  const TextConfig& config() const { return config_; }
+  const DecoderWeights& weights() const { return weights_; }
+  at::ScalarType dtype() const { return options_.dtype; }
+  at::Device device() const { return options_.device; }
+
+  void set_attention_backend(AttentionBackend backend) { backend_ = backend; }
+  AttentionBackend attention_backend() const { return backend_; }
+
+  // A dense cache sized for this model.
+  DenseKvCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // ids [b, s] -> [b, s, d]. Throws ArgumentError for ids outside [0, vocab_size).
+  at::Tensor embed(const at::Tensor& input_ids) const;
+
+  // Runs every layer and the final norm: [b, s, d]. With a cache, attends over the cached positions
+  // too and appends this step's keys and values (then commits them).
+  at::Tensor forward_hidden(const DecoderInput& input, DenseKvCache* cache) const;
+
+  // [b, s, d] -> [b, s, V] in the compute dtype.
+  at::Tensor lm_head(const at::Tensor& hidden) const;
+
+ private:
+  TextConfig config_;
+  DecoderWeights weights_;
+  LoadOptions options_;
+  RopeTable rope_;
+  AttentionBackend backend_;
+};
+
+// Validates token ids against the vocabulary: ArgumentError naming `what`, the offending id and its
+// position.
+void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::string& what);
+
+}  // namespace vlm2mla

@@ -1,0 +1,164 @@
+#include "models/weights.h"
+
+#include <sstream>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace vlm2mla {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+TextLayout detect_text_layout(const io::TensorStore& store) {
+  static const TextLayout kCandidates[] = {
+      {"model.", "lm_head."},
+      {"language_model.model.", "language_model.lm_head."},
+      {"model.language_model.", "lm_head."},
+  };
+  for (const auto& c : kCandidates) {
+    if (store.contains(c.decoder_prefix + "embed_tokens.weight")) return c;
+  }
+  throw FormatError(detail::concat(
+      store.source(), ": no decoder found: expected a tensor 'model.embed_tokens.weight' (or "
+      "'language_model.model.embed_tokens.weight', 'model.language_model.embed_tokens.weight')"));
+}
+
+void for_each_param(const TextConfig& c, const TextLayout& layout, DecoderWeights& w,
+                    const std::function<void(const ParamRef&)>& fn) {
+  const int64_t d = c.hidden_size, dh = c.head_dim;
+  const int64_t q_out = c.num_attention_heads * dh, kv_out = c.num_key_value_heads * dh;
+  const std::string& p = layout.decoder_prefix;
+  auto linear = [&](const std::string& name, LinearWeights& lw, int64_t out, int64_t in, bool bias) {
+    fn({name + ".weight", {out, in}, &lw.weight});
+    if (bias) fn({name + ".bias", {out}, &lw.bias});
+  };
+  fn({p + "embed_tokens.weight", {c.vocab_size, d}, &w.embed_tokens});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    DecoderLayerWeights& lw = w.layers.at(static_cast<size_t>(l));
+    const std::string lp = p + "layers." + std::to_string(l) + ".";
+    fn({lp + "input_layernorm.weight", {d}, &lw.input_layernorm});
+    linear(lp + "self_attn.q_proj", lw.q_proj, q_out, d, c.qkv_bias);
+    linear(lp + "self_attn.k_proj", lw.k_proj, kv_out, d, c.qkv_bias);
+    linear(lp + "self_attn.v_proj", lw.v_proj, kv_out, d, c.qkv_bias);
+    linear(lp + "self_attn.o_proj", lw.o_proj, d, q_out, c.o_bias);
+    fn({lp + "post_attention_layernorm.weight", {d}, &lw.post_attention_layernorm});
+    linear(lp + "mlp.gate_proj", lw.gate_proj, c.intermediate_size, d, c.mlp_bias);
+    linear(lp + "mlp.up_proj", lw.up_proj, c.intermediate_size, d, c.mlp_bias);
+    linear(lp + "mlp.down_proj", lw.down_proj, d, c.intermediate_size, c.mlp_bias);
+  }
+  fn({p + "norm.weight", {d}, &w.norm});
+  if (!c.tie_word_embeddings) fn({layout.lm_head_prefix + "weight", {c.vocab_size, d}, &w.lm_head});
+}
+
+namespace {
+void check_tensor(const io::TensorStore& store, const ParamRef& ref) {
+  VLM2MLA_CHECK(store.contains(ref.name), FormatError, store.source(), ": missing tensor '",
+                ref.name, "' (expected shape ", shape_str(ref.shape), ")");
+  const io::StTensorInfo& info = store.info(ref.name);
+  VLM2MLA_CHECK(info.shape == ref.shape, FormatError, store.source(), ": tensor '", ref.name,
+                "' has shape ", shape_str(info.shape), ", expected ", shape_str(ref.shape));
+  VLM2MLA_CHECK(info.dtype == io::StDtype::kF32 || info.dtype == io::StDtype::kF16 ||
+                    info.dtype == io::StDtype::kBF16 || info.dtype == io::StDtype::kF64,
+                FormatError, store.source(), ": tensor '", ref.name, "' has dtype ",
+                io::st_dtype_name(info.dtype), ", expected a floating type (F32, F16, BF16)");
+}
+
+// With tied embeddings some checkpoints still carry lm_head.weight; transformers ties it to the
+// embedding, so it counts as consumed.
+void consume_tied_head(const TextConfig& config, const TextLayout& layout,
+                       const io::TensorStore& store, std::set<std::string>* consumed) {
+  const std::string head = layout.lm_head_prefix + "weight";
+  if (config.tie_word_embeddings && consumed && store.contains(head)) consumed->insert(head);
+}
+}  // namespace
+
+void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
+                           const io::TensorStore& store, std::set<std::string>* consumed) {
+  DecoderWeights w;
+  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  for_each_param(config, layout, w, [&](const ParamRef& ref) {
+    check_tensor(store, ref);
+    if (consumed) consumed->insert(ref.name);
+  });
+  consume_tied_head(config, layout, store, consumed);
+}
+
+DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
+                                    const io::TensorStore& store, const LoadOptions& options,
+                                    std::set<std::string>* consumed) {
+  DecoderWeights w;
+  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  for_each_param(config, layout, w, [&](const ParamRef& ref) {
+    check_tensor(store, ref);
+    // A CPU view over the mapping is kept when neither dtype nor device changes.
+    *ref.slot = store.tensor(ref.name).to(options.device, options.dtype);
+    if (consumed) consumed->insert(ref.name);
+  });
+  if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
+  consume_tied_head(config, layout, store, consumed);
+  return w;
+}
+
+void check_all_consumed(const io::TensorStore& store, const std::set<std::string>& consumed,
+                        const std::string& what) {
+  std::vector<std::string> left;
+  for (const auto& name : store.names()) {
+    if (consumed.count(name)) continue;
+    // Non-persistent RoPE buffers saved by old transformers versions carry no information.
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    left.push_back(name);
+  }
+  if (left.empty()) return;
+  std::ostringstream os;
+  os << store.source() << ": " << left.size() << " tensor(s) not used by " << what << ": ";
+  for (size_t i = 0; i < left.size() && i < 5; ++i) {
+    os << (i ? ", " : "") << "'" << left[i] << "' " << shape_str(store.info(left[i]).shape);
+  }
+  if (left.size() > 5) os << ", ...";
+  os << " (wrong architecture in config.json, or a config that does not match the weights?)";
+  throw FormatError(os.str());
+}
+
+DecoderWeights random_decoder_weights(const TextConfig& config, const LoadOptions& options,
+                                      uint64_t seed) {
+  DecoderWeights w;
+  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  auto opts = at::TensorOptions().dtype(options.dtype).device(options.device);
+  const double std_dev = 0.02;
+  for_each_param(config, TextLayout{}, w, [&](const ParamRef& ref) {
+    const bool is_norm = ref.name.size() > 11 && ref.name.compare(ref.name.size() - 11, 11, "norm.weight") == 0;
+    if (is_norm) {
+      *ref.slot = at::ones(ref.shape, opts);
+    } else if (ref.name.size() > 5 && ref.name.compare(ref.name.size() - 5, 5, ".bias") == 0) {
+      *ref.slot = at::zeros(ref.shape, opts);
+    } else if (options.device.is_cpu()) {
+      *ref.slot = at::normal(0.0, std_dev, ref.shape, gen, at::TensorOptions().dtype(at::kFloat))
+                      .to(options.dtype);
+    } else {  // fill on the device: real shapes are too large to make on the host quickly
+      *ref.slot = at::empty(ref.shape, opts).normal_(0.0, std_dev);
+    }
+  });
+  if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
+  return w;
+}
+
+int64_t count_parameters(const TextConfig& config) {
+  DecoderWeights w;
+  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  int64_t total = 0;
+  for_each_param(config, TextLayout{}, w, [&](const ParamRef& ref) {
+    int64_t n = 1;
+    for (int64_t s : ref.shape) n *= s;
+    total += n;
+  });
+  return total;
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,85 @@
+// The weights of a Llama/Qwen2 decoder, their Hugging Face names and shapes, and strict loading.
+//
+// One walk over the parameters (for_each_param) drives loading, casting, moving and counting: a
+// tensor is declared once, with its checkpoint name and expected shape.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io/tensor_store.h"
+#include "models/text_config.h"
+#include "nn/layers.h"
+
+namespace vlm2mla {
+
+struct DecoderLayerWeights {
+  at::Tensor input_layernorm;  // [d]
+  LinearWeights q_proj, k_proj, v_proj, o_proj;
+  at::Tensor post_attention_layernorm;  // [d]
+  LinearWeights gate_proj, up_proj, down_proj;
+};
+
+struct DecoderWeights {
+  at::Tensor embed_tokens;  // [V, d]
+  std::vector<DecoderLayerWeights> layers;
+  at::Tensor norm;     // [d]
+  at::Tensor lm_head;  // [V, d]; the embed_tokens tensor itself when embeddings are tied
+};
+
+// Where the decoder sits in a checkpoint's key space.
+struct TextLayout {
+  std::string decoder_prefix = "model.";  // + "embed_tokens.weight", "layers.N....", "norm.weight"
+  std::string lm_head_prefix = "lm_head.";
+};
+
+// Finds the layout whose embed_tokens key the store holds: "model." (published *ForCausalLM),
+// "language_model.model." (published LLaVA), "model.language_model." (transformers 5 VLMs).
+// Throws FormatError naming the store when none matches.
+TextLayout detect_text_layout(const io::TensorStore& store);
+
+struct ParamRef {
+  std::string name;            // full checkpoint key
+  std::vector<int64_t> shape;  // expected shape
+  at::Tensor* slot;
+};
+
+// Visits every parameter the config implies. With tied embeddings lm_head is not visited (it aliases
+// embed_tokens). `weights.layers` must already have num_hidden_layers entries.
+void for_each_param(const TextConfig& config, const TextLayout& layout, DecoderWeights& weights,
+                    const std::function<void(const ParamRef&)>& fn);
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::Device(at::kCPU);
+};
+
+// Checks, from the headers alone, that every parameter is present with its shape and a floating
+// dtype (FormatError naming the key and both shapes otherwise). Adds the keys to `consumed`.
+void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
+                           const io::TensorStore& store, std::set<std::string>* consumed);
+
+// Loads every parameter strictly: a missing or misshapen tensor is a FormatError naming the key and
+// both shapes. Adds the keys it consumed to `consumed`.
+DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
+                                    const io::TensorStore& store, const LoadOptions& options,
+                                    std::set<std::string>* consumed);
+
+// Throws FormatError listing tensors of `store` that nobody consumed (ignoring the non-persistent
+// buffers some old checkpoints carry, such as rotary_emb.inv_freq).
+void check_all_consumed(const io::TensorStore& store, const std::set<std::string>& consumed,
+                        const std::string& what);
+
+// Random weights of the right shapes (benchmarks of real shapes without a checkpoint).
+DecoderWeights random_decoder_weights(const TextConfig& config, const LoadOptions& options,
+                                      uint64_t seed);
+
+int64_t count_parameters(const TextConfig& config);
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+}  // namespace vlm2mla

@@ -1,0 +1,26 @@
+// Small building blocks shared by the decoders.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace vlm2mla {
+
+struct LinearWeights {
+  at::Tensor weight;  // [out, in]
+  at::Tensor bias;    // [out] or undefined
+};
+
+// x [..., in] -> [..., out]
+inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
+  return at::linear(x, w.weight, w.bias);
+}
+
+// Llama/Qwen2 RMSNorm as transformers computes it: normalise in float32, cast back to x's dtype,
+// then multiply by the weight. x [..., d], weight [d].
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// SwiGLU MLP: down(silu(gate(x)) * up(x)). x [..., d] -> [..., d]
+at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
+                      const LinearWeights& down);
+
+}  // namespace vlm2mla

@@ -1,0 +1,60 @@
+#include "nn/rope.h"
+
+#include <cmath>
+
+namespace vlm2mla {
+
+RopeTable make_rope_table(const RopeParameters& rope, int64_t head_dim) {
+  // inv_freq = 1 / base^(arange(0, d, 2) / d), in float32 as transformers computes it.
+  at::Tensor exponents = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(at::Scalar(rope.rope_theta), exponents);
+  RopeTable table;
+  switch (rope.rope_type) {
+    case RopeType::kDefault:
+      break;
+    case RopeType::kLinear:
+      inv_freq = inv_freq / rope.factor;
+      break;
+    case RopeType::kLlama3: {
+      // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between
+      // interpolated smoothly.
+      const double old_len = static_cast<double>(rope.original_max_position_embeddings);
+      const double low_freq_wavelen = old_len / rope.low_freq_factor;
+      const double high_freq_wavelen = old_len / rope.high_freq_factor;
+      at::Tensor wavelen = 2 * M_PI / inv_freq;
+      at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / rope.factor, inv_freq);
+      at::Tensor smooth = (old_len / wavelen - rope.low_freq_factor) /
+                          (rope.high_freq_factor - rope.low_freq_factor);
+      at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+      at::Tensor is_medium = at::logical_not(wavelen < high_freq_wavelen)
+                                 .logical_and(at::logical_not(wavelen > low_freq_wavelen));
+      inv_freq = at::where(is_medium, smoothed, scaled);
+      break;
+    }
+  }
+  table.inv_freq = inv_freq.contiguous();
+  return table;
+}
+
+RopeCosSin rope_cos_sin(const RopeTable& table, const at::Tensor& position_ids, at::ScalarType dtype) {
+  // freqs[b, s, k] = pos[b, s] * inv_freq[k]   (a single product: exact like HF's matmul)
+  at::Tensor inv = table.inv_freq.to(position_ids.device());
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv.view({1, 1, -1});  // [b, s, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                                       // [b, s, d]
+  RopeCosSin cs;
+  cs.cos = (emb.cos() * table.attention_scaling).to(dtype);
+  cs.sin = (emb.sin() * table.attention_scaling).to(dtype);
+  return cs;
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs) {
+  at::Tensor cos = cs.cos.unsqueeze(1), sin = cs.sin.unsqueeze(1);  // [b, 1, s, d]
+  return x * cos + rotate_half(x) * sin;
+}
+
+}  // namespace vlm2mla

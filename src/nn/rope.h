@@ -1,0 +1,33 @@
+// Rotary position embeddings in Hugging Face's "rotate_half" layout: frequency pair k in
+// [0, d_h/2) owns dims k and k + d_h/2, theta_k = base^(-2k/d_h) (then scaled per rope_type).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "models/text_config.h"
+
+namespace vlm2mla {
+
+struct RopeTable {
+  at::Tensor inv_freq;            // [d_h/2] float32, scaling applied
+  double attention_scaling = 1.0;  // multiplies cos and sin (1 for default, linear, llama3)
+};
+
+// As transformers' ROPE_INIT_FUNCTIONS compute it, in float32.
+RopeTable make_rope_table(const RopeParameters& rope, int64_t head_dim);
+
+struct RopeCosSin {
+  at::Tensor cos;  // [b, s, d_h] in the compute dtype
+  at::Tensor sin;  // [b, s, d_h]
+};
+
+// position_ids: [b, s] integer. Computed in float32 on inv_freq's device, then cast to `dtype`.
+RopeCosSin rope_cos_sin(const RopeTable& table, const at::Tensor& position_ids, at::ScalarType dtype);
+
+// x: [b, h, s, d_h]; cos/sin [b, s, d_h]. Returns x*cos + rotate_half(x)*sin.
+at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs);
+
+// [..., d] -> cat(-x[..., d/2:], x[..., :d/2])
+at::Tensor rotate_half(const at::Tensor& x);
+
+}  // namespace vlm2mla

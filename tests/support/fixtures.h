@@ -1,0 +1,32 @@
+// Access to the transformers-made fixtures under tests/fixtures (see scripts/make_text_fixtures.py).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "support/test_support.h"
+
+namespace vlm2mla::testing {
+
+struct TextFixture {
+  std::string name;
+  std::string dir;        // tests/fixtures/text/<name>
+  std::string model_dir;  // .../model
+  std::map<std::string, at::Tensor> inputs;       // input_ids, attention_mask
+  std::map<std::string, at::Tensor> inputs_row1;  // input_ids (row 1 without padding)
+  std::map<std::string, at::Tensor> expected;     // logits, logits_row1, generated, generated_row1, ...
+  int64_t pad = 0;
+  double hf_bf16_error = 0;  // HF's own bf16-on-CUDA vs fp32 max abs logit error (meta.json)
+};
+
+const std::vector<std::string>& text_fixture_names();
+TextFixture load_text_fixture(const std::string& name);
+
+// max |a - b| / max |b| over the positions where valid [B, T] is true (all when undefined).
+double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
+double max_abs_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
+
+}  // namespace vlm2mla::testing

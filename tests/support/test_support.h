@@ -1,0 +1,40 @@
+// Shared helpers for the test executables.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace vlm2mla::testing {
+
+// A fresh temporary directory, removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CliResult {
+  int exit_code = -1;  // -1 when the process did not exit normally (crash, signal)
+  bool crashed = false;
+  std::string out;
+  std::string err;
+};
+
+// Runs the vlm2mla CLI built beside the tests with the given arguments (no shell quoting needed).
+CliResult run_cli(const std::vector<std::string>& args);
+
+std::string fixtures_dir();  // tests/fixtures
+std::string shared_dir();    // ../shared beside the checkout (may not exist)
+bool path_exists(const std::string& path);
+
+void write_bytes(const std::string& path, const std::string& bytes);
+std::string read_bytes(const std::string& path);
+
+}  // namespace vlm2mla::testing

@@ -1,0 +1,168 @@
+// Strict loading, attention against a naive per-head loop, masks, the dense cache.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "attention/attention.h"
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "models/decoder.h"
+#include "support/fixtures.h"
+
+namespace vlm2mla {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+// A copy of a fixture checkpoint whose tensors the test may edit before writing.
+struct EditableCheckpoint {
+  TempDir dir;
+  std::map<std::string, at::Tensor> tensors;
+  explicit EditableCheckpoint(const std::string& fixture) {
+    const std::string src = testing::fixtures_dir() + "/text/" + fixture + "/model";
+    fs::copy_file(src + "/config.json", dir.file("config.json"));
+    io::TensorStore store = io::TensorStore::open_dir(src);
+    for (const auto& n : store.names()) tensors[n] = store.tensor(n).clone();
+  }
+  std::string write() {
+    std::vector<std::pair<std::string, at::Tensor>> list(tensors.begin(), tensors.end());
+    io::write_safetensors(dir.file("model.safetensors"), list);
+    return dir.path();
+  }
+};
+
+std::string load_error(const std::string& dir) {
+  try {
+    TextDecoder::load(dir, LoadOptions{});
+  } catch (const FormatError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StrictLoading, MissingTensorNamesKeyAndShape) {
+  EditableCheckpoint c("llama-mha");
+  c.tensors.erase("model.layers.1.mlp.up_proj.weight");
+  std::string err = load_error(c.write());
+  EXPECT_NE(err.find("missing tensor 'model.layers.1.mlp.up_proj.weight'"), std::string::npos) << err;
+  EXPECT_NE(err.find("[160, 64]"), std::string::npos) << err;
+}
+
+TEST(StrictLoading, MisshapenTensorNamesBothShapes) {
+  EditableCheckpoint c("llama-mha");
+  c.tensors["model.layers.0.self_attn.k_proj.weight"] = at::zeros({32, 64});
+  std::string err = load_error(c.write());
+  EXPECT_NE(err.find("'model.layers.0.self_attn.k_proj.weight' has shape [32, 64], expected [64, 64]"),
+            std::string::npos)
+      << err;
+}
+
+TEST(StrictLoading, LeftoverTensorIsAnError) {
+  EditableCheckpoint c("llama-mha");
+  c.tensors["model.layers.0.self_attn.q_proj.bias"] = at::zeros({64});
+  std::string err = load_error(c.write());
+  EXPECT_NE(err.find("'model.layers.0.self_attn.q_proj.bias'"), std::string::npos) << err;
+  EXPECT_NE(err.find("not used"), std::string::npos) << err;
+}
+
+TEST(StrictLoading, OldRotaryBuffersAreIgnored) {
+  EditableCheckpoint c("llama-mha");
+  c.tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = at::zeros({8});
+  EXPECT_EQ(load_error(c.write()), "");
+}
+
+TEST(StrictLoading, TiedEmbeddingsWithOrWithoutHead) {
+  EditableCheckpoint c("qwen2");
+  ASSERT_EQ(c.tensors.count("lm_head.weight"), 0u);
+  auto m = TextDecoder::load(c.write(), LoadOptions{});
+  EXPECT_TRUE(m->weights().lm_head.is_same(m->weights().embed_tokens));
+  c.tensors["lm_head.weight"] = c.tensors["model.embed_tokens.weight"];  // some tied files carry it
+  EXPECT_EQ(load_error(c.write()), "");
+}
+
+TEST(StrictLoading, UntiedModelWithoutHeadFails) {
+  EditableCheckpoint c("llama-mha");
+  c.tensors.erase("lm_head.weight");
+  EXPECT_NE(load_error(c.write()).find("missing tensor 'lm_head.weight'"), std::string::npos);
+}
+
+TEST(StrictLoading, BFloat16CheckpointLoadsAsFloat32) {
+  auto m = TextDecoder::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
+  EXPECT_EQ(m->weights().embed_tokens.scalar_type(), at::kFloat);
+}
+
+// Naive attention: one (batch, head, query) at a time, softmax in double.
+at::Tensor naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& mask, double scale) {
+  const int64_t b = q.size(0), hq = q.size(1), sq = q.size(2), hkv = k.size(1), skv = k.size(2);
+  at::Tensor out = at::zeros({b, hq, sq, v.size(3)}, at::kDouble);
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t h = 0; h < hq; ++h)
+      for (int64_t i = 0; i < sq; ++i) {
+        const int64_t g = h / (hq / hkv);
+        at::Tensor s = at::mv(k[bi][g].to(at::kDouble), q[bi][h][i].to(at::kDouble)) * scale;
+        if (mask.defined()) s = s.masked_fill(mask[bi][0][i].logical_not(), -INFINITY);
+        out[bi][h][i] = at::mv(v[bi][g].to(at::kDouble).t(), at::softmax(s, 0));
+      }
+  return out;
+}
+
+TEST(Attention, ReferenceMatchesNaiveLoopForGqaWithPaddingAndCache) {
+  at::manual_seed(0);
+  const int64_t b = 2, hq = 6, hkv = 2, past = 3, s = 4, d = 8;
+  at::Tensor q = at::randn({b, hq, s, d}), k = at::randn({b, hkv, past + s, d}),
+             v = at::randn({b, hkv, past + s, d});
+  at::Tensor valid = at::ones({b, past + s}, at::kBool);
+  valid[1].narrow(0, 0, 2).fill_(false);  // row 1: two left-pad positions
+  at::Tensor mask = causal_mask(valid, b, past, s, at::kCPU);
+  ASSERT_EQ(mask.sizes(), (std::vector<int64_t>{b, 1, s, past + s}));
+  EXPECT_FALSE(mask[0][0][0][past + 1].item<bool>());  // future key hidden
+  EXPECT_FALSE(mask[1][0][3][0].item<bool>());         // pad key hidden
+  at::Tensor ref = attention_reference(q, k, v, mask, 0.3);
+  EXPECT_TRUE(at::allclose(ref.to(at::kDouble), naive_attention(q, k, v, mask, 0.3), 1e-5, 1e-6));
+  if (default_attention_backend() == AttentionBackend::kFused) {
+    at::Tensor fused = attention(AttentionBackend::kFused, q, k, v, mask, 0.3);
+    EXPECT_TRUE(at::allclose(fused, ref, 1e-5, 1e-6));
+  }
+}
+
+TEST(Attention, FullyPaddedQueryRowsStayFinite) {
+  at::Tensor valid = at::zeros({1, 3}, at::kBool);
+  valid[0][2] = true;
+  at::Tensor mask = causal_mask(valid, 1, 0, 3, at::kCPU);
+  at::Tensor q = at::randn({1, 2, 3, 4}), k = at::randn({1, 2, 3, 4}), v = at::randn({1, 2, 3, 4});
+  EXPECT_TRUE(at::isfinite(attention_reference(q, k, v, mask, 0.5)).all().item<bool>());
+}
+
+TEST(DenseKvCache, GrowsAndAccountsBytes) {
+  DenseKvCache cache(2, 1, 2, 4, 2, at::kFloat, at::kCPU);
+  EXPECT_EQ(cache.bytes_allocated(), 2 * 2 * (1 * 2 * 2 * 4) * 4);
+  EXPECT_EQ(cache.bytes_per_token(), 2 * 2 * 2 * 4 * 4);
+  at::Tensor k = at::randn({1, 2, 3, 4}), v = at::randn({1, 2, 3, 4});
+  for (int64_t l = 0; l < 2; ++l) {
+    auto kv = cache.append(l, k, v);
+    EXPECT_TRUE(kv.first.equal(k));
+  }
+  cache.advance(3);
+  EXPECT_GE(cache.capacity(), 3);
+  at::Tensor k2 = at::randn({1, 2, 1, 4});
+  auto kv = cache.append(0, k2, k2);
+  EXPECT_TRUE(kv.first.narrow(2, 0, 3).equal(k));
+  EXPECT_TRUE(kv.first.narrow(2, 3, 1).equal(k2));
+}
+
+TEST(Decoder, TokenIdsOutsideVocabularyAreRejected) {
+  auto m = TextDecoder::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
+  try {
+    m->embed(at::tensor({5, 320, 7}, at::kLong).view({1, 3}));
+    FAIL();
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("token id 320 at [0, 1]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[0, 320)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(m->embed(at::tensor({-1}, at::kLong).view({1, 1})), ArgumentError);
+}
+
+}  // namespace
+}  // namespace vlm2mla

@@ -1,0 +1,43 @@
+// vlm2mla: convert vision-language models to Multi-head Latent Attention and serve them.
+// One CLI; one file per subcommand. Errors: the library throws, main prints "error: ..." and
+// exits 1 (2 for command-line usage errors).
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "common.h"
+#include "core/error.h"
+#include "core/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"vlm2mla: vision-language models with Multi-head Latent Attention"};
+  app.require_subcommand(1);
+  bool verbose = false, quiet = false;
+  app.add_flag("-v,--verbose", verbose, "more detail on stderr (load and step times)");
+  app.add_flag("-q,--quiet", quiet, "only errors on stderr");
+  vlm2mla::cli::register_logits(app);
+  vlm2mla::cli::register_generate(app);
+  vlm2mla::cli::register_inspect(app);
+  app.parse_complete_callback([&]() {
+    vlm2mla::set_log_level(quiet     ? vlm2mla::LogLevel::kQuiet
+                           : verbose ? vlm2mla::LogLevel::kDebug
+                                     : vlm2mla::LogLevel::kInfo);
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const vlm2mla::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: internal (libtorch): %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
