@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "core/device_memory.h"
 #include "core/error.h"
 #include "io/json_file.h"
 
@@ -11,10 +12,6 @@ namespace vlm2mla {
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-void sync(at::Device device) {
-  if (device.is_cuda()) at::empty({1}, at::TensorOptions().device(device)).cpu();
 }
 }  // namespace
 
@@ -99,7 +96,7 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
     at::Tensor logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);  // [b, V]
     at::Tensor tok = sampler.next(logits, seen);  // [b] CPU
     if (step == 0) {
-      sync(model.device());
+      synchronize(model.device());
       result.prefill_seconds = seconds_since(t0);
       t0 = std::chrono::steady_clock::now();
     }
@@ -117,9 +114,11 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
     in.attention_mask = mask;
     next_pos = next_pos + 1;
   }
-  sync(model.device());
+  synchronize(model.device());
   result.decode_seconds = steps.size() > 1 ? seconds_since(t0) : 0.0;
   result.new_tokens = static_cast<int64_t>(steps.size());
+  result.kv_bytes_allocated = cache.bytes_allocated();
+  result.kv_bytes_per_token = cache.bytes_per_token();
   result.sequences = steps.empty() ? ids : at::cat({ids, at::stack(steps, 1)}, 1);
   return result;
 }

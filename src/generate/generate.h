@@ -34,6 +34,8 @@ struct GenerateResult {
   int64_t new_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
+  int64_t kv_bytes_allocated = 0;  // bytes of the cache tensors at the end of the run
+  int64_t kv_bytes_per_token = 0;  // cache bytes one position costs, all layers
 };
 
 // input_ids [b, t] int64; attention_mask [b, t] (nonzero = token, zero = left padding) or undefined.

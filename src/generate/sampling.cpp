@@ -51,6 +51,8 @@ at::Tensor Sampler::process(const at::Tensor& logits, const at::Tensor& seen) co
 }
 
 at::Tensor Sampler::next(const at::Tensor& logits, const at::Tensor& seen) {
+  // Plain greedy: argmax where the logits are, move only the ids.
+  if (!params_.do_sample && params_.repetition_penalty == 1.0) return logits.argmax(-1).to(at::kCPU);
   at::Tensor scores = process(logits, seen);
   if (!params_.do_sample) return scores.argmax(-1);
   at::Tensor probs = scores.softmax(-1);

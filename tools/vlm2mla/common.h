@@ -32,6 +32,8 @@ TextInputs read_text_inputs(const std::string& path);
 void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_init_random(CLI::App& app);
+void register_bench(CLI::App& app);
 
 }  // namespace vlm2mla::cli
 

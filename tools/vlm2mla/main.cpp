@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   vlm2mla::cli::register_logits(app);
   vlm2mla::cli::register_generate(app);
   vlm2mla::cli::register_inspect(app);
+  vlm2mla::cli::register_init_random(app);
+  vlm2mla::cli::register_bench(app);
   app.parse_complete_callback([&]() {
     vlm2mla::set_log_level(quiet     ? vlm2mla::LogLevel::kQuiet
                            : verbose ? vlm2mla::LogLevel::kDebug

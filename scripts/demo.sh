@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The demo: builds vlm2mla if needed, then inspects a committed tiny Qwen2 checkpoint (made by
+# transformers), computes its logits and generates greedily from a left-padded batch.
+#
+#   scripts/demo.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/build.sh >/dev/null
+model=tests/fixtures/text/qwen2/model
+inputs=tests/fixtures/text/qwen2/inputs.safetensors
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+set -x
+./build/vlm2mla inspect --model "$model"
+./build/vlm2mla logits --model "$model" --inputs "$inputs" --out "$out/logits.safetensors"
+./build/vlm2mla generate --model "$model" --inputs tests/fixtures/text/qwen2/inputs_row1.safetensors \
+  --max-new-tokens 16 --greedy
+./build/vlm2mla generate --model "$model" --inputs "$inputs" --max-new-tokens 16 --greedy
+./build/vlm2mla bench --model "$model" --context 64 --batch 2 --new-tokens 16

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what vlm2mla needs to build and test, from Debian's packages. Idempotent: installs only
+# what is missing, and runs `apt-get update` only then.
+#
+#   scripts/install-deps.sh          (as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ ccache git pkg-config
+  libtorch-dev            # tensors, autograd (CPU build of libtorch 1.13)
+  libopenblas0-openmp     # fast BLAS for libtorch (Debian's default reference BLAS is ~30x slower)
+  nlohmann-json3-dev      # config.json, safetensors headers
+  libcli11-dev            # the command line
+  libgtest-dev            # tests
+  clang libclang-rt-14-dev  # the libFuzzer target (scripts/fuzz.sh)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} == 0 )); then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
