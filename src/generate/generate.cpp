@@ -1,10 +1,10 @@
 #include "generate/generate.h"
 
 #include <chrono>
-#include <filesystem>
 
 #include "core/device_memory.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "io/json_file.h"
 
 namespace vlm2mla {
@@ -20,7 +20,7 @@ GenerateOptions load_generate_defaults(const std::string& model_dir, const TextC
   o.eos_token_ids = config.eos_token_ids;
   std::optional<int64_t> pad = config.pad_token_id;
   const std::string path = model_dir + "/generation_config.json";
-  if (std::filesystem::exists(path)) {
+  if (fs::exists(path)) {
     nlohmann::json g = io::read_json_file(path);
     VLM2MLA_CHECK(g.is_object(), FormatError, path, ": expected a JSON object");
     auto number = [&](const char* key, double fallback) {

@@ -1,41 +1,38 @@
 #include "io/tensor_store.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <set>
-#include <system_error>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "io/json_file.h"
 
 namespace vlm2mla::io {
-
-namespace fs = std::filesystem;
 
 namespace {
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 
-bool is_file(const fs::path& path) {
-  std::error_code ec;
-  return fs::is_regular_file(path, ec);
-}
+bool is_file(const std::string& path) { return fs::is_regular_file(path); }
 
 // Shard names come from a file we did not write; keep them inside the checkpoint directory.
 bool is_safe_relative(const std::string& name) {
   if (name.empty()) return false;
-  const fs::path path(name);
-  if (path.is_absolute()) return false;
-  for (const fs::path& part : path) {
-    if (part == "..") return false;
+  if (name.front() == '/') return false;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('/', start);
+    if (end == std::string::npos) end = name.size();
+    if (name.compare(start, end - start, "..") == 0 && end - start == 2) return false;
+    start = end + 1;
   }
   return true;
 }
 
-void open_index(const fs::path& dir, const fs::path& index_path,
+void open_index(const std::string& dir, const std::string& index_path,
                        std::vector<SafetensorsFile>* files, std::map<std::string, size_t>* where) {
-  const std::string index = index_path.string();
+  const std::string& index = index_path;
   const nlohmann::json root = read_json_file(index);
   VLM2MLA_CHECK(root.is_object(), FormatError, "index file '", index, "' is a JSON ",
                 root.type_name(), ", expected an object with a \"weight_map\"");
@@ -58,17 +55,17 @@ void open_index(const fs::path& dir, const fs::path& index_path,
                   "', expected a relative path inside the directory");
     shard_of.emplace(it.key(), shard);
     if (shard_index.count(shard) == 0) {
-      const fs::path shard_path = dir / shard;
+      const std::string shard_path = fs::join(dir, shard);
       VLM2MLA_CHECK(is_file(shard_path), IoError, "index file '", index,
                     "' names shard '", shard, "' (for tensor '", it.key(), "'), but '",
-                    shard_path.string(), "' does not exist or is not a file");
+                    shard_path, "' does not exist or is not a file");
       shard_index.emplace(shard, shard_names.size());
       shard_names.push_back(shard);
     }
   }
 
   for (const std::string& shard : shard_names) {
-    files->emplace_back((dir / shard).string());
+    files->emplace_back(fs::join(dir, shard));
     const SafetensorsFile& file = files->back();
     const size_t file_index = files->size() - 1;
     for (const StTensorInfo& info : file.header().tensors) {
@@ -86,7 +83,7 @@ void open_index(const fs::path& dir, const fs::path& index_path,
   }
   for (const auto& [name, shard] : shard_of) {
     VLM2MLA_CHECK(where->count(name) != 0, FormatError, "index file '", index, "' lists tensor '",
-                  name, "' in shard '", shard, "', but '", (dir / shard).string(),
+                  name, "' in shard '", shard, "', but '", fs::join(dir, shard),
                   "' has no such tensor");
   }
 }
@@ -94,27 +91,24 @@ void open_index(const fs::path& dir, const fs::path& index_path,
 }  // namespace
 
 TensorStore TensorStore::open_dir(const std::string& dir) {
-  std::error_code ec;
-  VLM2MLA_CHECK(fs::is_directory(dir, ec), IoError, "checkpoint directory '", dir,
+  VLM2MLA_CHECK(fs::is_directory(dir), IoError, "checkpoint directory '", dir,
                 "' does not exist or is not a directory");
 
-  const fs::path index_path = fs::path(dir) / kIndexName;
+  const std::string index_path = fs::join(dir, kIndexName);
   if (is_file(index_path)) {
     TensorStore store;
-    store.source_ = index_path.string();
-    open_index(fs::path(dir), index_path, &store.files_, &store.where_);
+    store.source_ = index_path;
+    open_index(dir, index_path, &store.files_, &store.where_);
     return store;
   }
-  const fs::path single = fs::path(dir) / kSingleName;
-  if (is_file(single)) return open_file(single.string());
+  const std::string single = fs::join(dir, kSingleName);
+  if (is_file(single)) return open_file(single);
 
   std::vector<std::string> candidates;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().extension() == ".safetensors" && is_file(it->path())) {
-      candidates.push_back(it->path().string());
-    }
+  for (const std::string& name : fs::list_directory(dir)) {
+    const std::string path = fs::join(dir, name);
+    if (fs::extension(name) == ".safetensors" && is_file(path)) candidates.push_back(path);
   }
-  VLM2MLA_CHECK(!ec, IoError, "cannot list checkpoint directory '", dir, "': ", ec.message());
   VLM2MLA_CHECK(!candidates.empty(), IoError, "checkpoint directory '", dir, "' has no ",
                 kIndexName, ", no ", kSingleName, " and no other *.safetensors file");
   std::sort(candidates.begin(), candidates.end());

@@ -1,28 +1,26 @@
 #include "support/test_support.h"
 
+#include "core/fs.h"
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 namespace vlm2mla::testing {
 
-namespace fs = std::filesystem;
-
 TempDir::TempDir() {
-  std::string tmpl = (fs::temp_directory_path() / "vlm2mla-test-XXXXXX").string();
+  std::string tmpl = fs::join(fs::temp_directory(), "vlm2mla-test-XXXXXX");
   if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
 }
 
 TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
+  fs::remove_all(path_);
 }
 
 static std::string slurp_and_remove(const std::string& path) {

@@ -2,17 +2,16 @@
 // and no half-written output file.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/torch_compat.h"
+#include "core/fs.h"
 #include "io/safetensors.h"
 #include "support/fixtures.h"
 
 namespace vlm2mla {
 namespace {
 
-namespace fs = std::filesystem;
 using testing::CliResult;
 using testing::run_cli;
 using testing::TempDir;

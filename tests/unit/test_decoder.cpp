@@ -1,10 +1,10 @@
 // Strict loading, attention against a naive per-head loop, masks, the dense cache.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 
 #include "attention/attention.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "io/safetensors.h"
 #include "models/decoder.h"
 #include "support/fixtures.h"
@@ -12,7 +12,6 @@
 namespace vlm2mla {
 namespace {
 
-namespace fs = std::filesystem;
 using testing::TempDir;
 
 // A copy of a fixture checkpoint whose tensors the test may edit before writing.

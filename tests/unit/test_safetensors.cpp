@@ -4,13 +4,13 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "io/json_file.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
@@ -23,7 +23,6 @@ namespace {
 using vlm2mla::testing::read_bytes;
 using vlm2mla::testing::TempDir;
 using vlm2mla::testing::write_bytes;
-namespace fs = std::filesystem;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -84,7 +83,7 @@ void expect_bad_file(const std::string& bytes, const std::vector<std::string>& p
 
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename());
+  for (const auto& name : fs::list_directory(dir)) names.push_back(name);
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -523,7 +522,7 @@ TEST(TensorStore, SingleFileAndOnlySafetensorsFile) {
   write_safetensors(lone.file("weights.safetensors"), {{"y", at::ones({2})}});
   EXPECT_EQ(TensorStore::open_dir(lone.path()).names(), std::vector<std::string>{"y"});
 
-  fs::remove(dir.file("model.safetensors"));
+  fs::remove_all(dir.file("model.safetensors"));
   write_safetensors(dir.file("third.safetensors"), {{"z", at::ones({2})}});
   const std::string msg = error_of<FormatError>([&] { TensorStore::open_dir(dir.path()); });
   EXPECT_TRUE(contains(msg, dir.path()) && contains(msg, "several")) << msg;
@@ -585,7 +584,7 @@ TEST(AtomicWrite, FailureMidStreamLeavesOldFileAndNoTemp) {
 
 TEST(AtomicWrite, RenameOntoADirectoryFailsCleanly) {
   TempDir dir;
-  fs::create_directory(dir.file("target"));
+  fs::create_directories(dir.file("target"));
   const std::string msg = error_of<IoError>([&] { write_file_atomic(dir.file("target"), "x"); });
   EXPECT_TRUE(contains(msg, dir.file("target")) && contains(msg, "rename")) << msg;
   EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"target"});

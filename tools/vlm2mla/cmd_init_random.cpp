@@ -1,10 +1,9 @@
 // vlm2mla init-random --config CONFIG.json --out DIR [--dtype bfloat16] [--seed S]
 // Writes a random-weight checkpoint of the config's shapes in the published Hub layout, so that real
 // shapes can be benchmarked and tested without downloading weights.
-#include <filesystem>
-
 #include "common.h"
 #include "core/dtype.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -35,7 +34,7 @@ void register_init_random(CLI::App& app) {
     for_each_param(config, TextLayout{}, w, [&](const ParamRef& ref) {
       tensors.emplace_back(ref.name, *ref.slot);
     });
-    std::filesystem::create_directories(args->out);
+    fs::create_directories(args->out);
     raw["torch_dtype"] = dtype_name(o.dtype);
     raw.erase("dtype");
     io::write_safetensors(args->out + "/model.safetensors", tensors, {{"format", "pt"}});
