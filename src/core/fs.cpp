@@ -50,14 +50,19 @@ std::string extension(const std::string& path) {
 }
 
 void create_directories(const std::string& path) {
-  if (path.empty() || is_directory(path)) return;
-  const size_t slash = path.find_last_of('/', path.size() > 1 ? path.size() - 2 : 0);
-  if (slash != std::string::npos && slash > 0) create_directories(path.substr(0, slash));
-  if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) {
-    throw IoError(detail::concat("cannot create directory '", path, "': ", std::strerror(errno)));
+  // Each prefix ending before a '/', then the path itself.
+  for (size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
+    const std::string prefix = pos == std::string::npos ? path : path.substr(0, pos);
+    if (!prefix.empty() && !is_directory(prefix)) {
+      if (::mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST) {
+        throw IoError(detail::concat("cannot create directory '", path, "': '", prefix, "': ",
+                                     std::strerror(errno)));
+      }
+      VLM2MLA_CHECK(is_directory(prefix), IoError, "cannot create directory '", path, "': '",
+                    prefix, "' exists and is not a directory");
+    }
+    if (pos == std::string::npos) break;
   }
-  VLM2MLA_CHECK(is_directory(path), IoError, "cannot create directory '", path,
-                "': a file of that name exists");
 }
 
 bool remove_all(const std::string& path) {
