@@ -18,7 +18,7 @@ for cfg in "512 1 128" "2048 1 128" "512 8 128" "2048 8 128"; do
   set -- $cfg
   run --device cuda --dtype bfloat16 --context "$1" --batch "$2" --new-tokens "$3"
 done
-run --device cuda --dtype bfloat16 --attention reference --context 2048 --batch 8 --new-tokens 128
+for a in fused reference; do run --device cuda --dtype bfloat16 --attention $a --context 2048 --batch 8 --new-tokens 128; done
 run --device cpu --dtype float32 --context 512 --batch 1 --new-tokens 32
 PYTHONUNBUFFERED=1 python3 scripts/bench_transformers_text.py --model "$model" \
   --shapes "512x1x128,2048x1x128,512x8x128,2048x8x128" | tee -a "$out/bench.jsonl"

@@ -9,12 +9,13 @@ const char* attention_backend_name(AttentionBackend backend) {
   switch (backend) {
     case AttentionBackend::kReference: return "reference";
     case AttentionBackend::kFused: return "fused";
+    case AttentionBackend::kAuto: return "auto";
   }
   return "?";
 }
 
 AttentionBackend default_attention_backend() {
-  return VLM2MLA_HAS_SDPA ? AttentionBackend::kFused : AttentionBackend::kReference;
+  return VLM2MLA_HAS_SDPA ? AttentionBackend::kAuto : AttentionBackend::kReference;
 }
 
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -38,6 +39,9 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
                      const at::Tensor& v, const at::Tensor& mask, double scale) {
   switch (backend) {
+    case AttentionBackend::kAuto:
+      if (q.size(2) == 1 || !VLM2MLA_HAS_SDPA) return attention_reference(q, k, v, mask, scale);
+      return attention(AttentionBackend::kFused, q, k, v, mask, scale);
     case AttentionBackend::kReference:
       return attention_reference(q, k, v, mask, scale);
     case AttentionBackend::kFused: {

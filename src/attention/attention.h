@@ -8,9 +8,11 @@ namespace vlm2mla {
 enum class AttentionBackend {
   kReference,  // matmul + float32 softmax + matmul, GQA by grouping query heads; any libtorch
   kFused,      // at::scaled_dot_product_attention (libtorch >= 2.0), kv heads expanded to query heads
+  kAuto,       // fused for prefill (s_q > 1), reference for single-token decode, where it measured
+               // 5x faster on the H200 (SDPA's per-call cost dominates a one-query step: BENCHMARKS.md)
 };
 const char* attention_backend_name(AttentionBackend backend);
-// kFused where this libtorch has it, else kReference.
+// kAuto where this libtorch has fused attention, else kReference.
 AttentionBackend default_attention_backend();
 
 // q [b, h_q, s_q, d], k/v [b, h_kv, s_kv, d] with h_q % h_kv == 0; mask bool [b, 1, s_q, s_kv]

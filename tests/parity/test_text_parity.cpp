@@ -150,8 +150,9 @@ TEST_P(TextParity, CudaBfloat16WithinMeasuredTolerance) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   auto gpu = TextDecoder::load(fx_.model_dir, LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
   at::Tensor ids = fx_.inputs.at("input_ids"), mask = fx_.inputs.at("attention_mask");
-  for (AttentionBackend backend : {AttentionBackend::kReference, AttentionBackend::kFused}) {
-    if (backend == AttentionBackend::kFused && !VLM2MLA_HAS_SDPA) continue;
+  for (AttentionBackend backend :
+       {AttentionBackend::kReference, AttentionBackend::kFused, AttentionBackend::kAuto}) {
+    if (backend != AttentionBackend::kReference && !VLM2MLA_HAS_SDPA) continue;
     gpu->set_attention_backend(backend);
     at::Tensor ours = forward_logits(*gpu, ids, mask);
     const double err = max_abs_error(ours, fx_.expected.at("logits"), mask);

@@ -11,7 +11,8 @@ void RunFlags::add_to(CLI::App* app) {
   app->add_option("--dtype", dtype, "float32 | bfloat16 | float16 (default: float32 on cpu, "
                                     "bfloat16 on cuda)");
   app->add_option("--attention", attention,
-                  "attention implementation: auto | reference | fused (fused needs libtorch >= 2)")
+                  "attention implementation: auto (fused prefill, reference decode) | reference | "
+                  "fused (fused needs libtorch >= 2)")
       ->capture_default_str();
 }
 
@@ -74,13 +75,15 @@ std::shared_ptr<TextDecoder> load_model(const std::string& dir, const RunFlags& 
   const LoadOptions options = flags.load_options();
   auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<TextDecoder> model = TextDecoder::load(dir, options);
-  if (flags.attention == "reference") {
+  if (flags.attention == "auto") {
+    model->set_attention_backend(default_attention_backend());
+  } else if (flags.attention == "reference") {
     model->set_attention_backend(AttentionBackend::kReference);
   } else if (flags.attention == "fused") {
     model->set_attention_backend(AttentionBackend::kFused);
   } else {
-    VLM2MLA_CHECK(flags.attention == "auto", ArgumentError, "--attention: unknown value '",
-                  flags.attention, "' (expected auto, reference or fused)");
+    throw ArgumentError(detail::concat("--attention: unknown value '", flags.attention,
+                                       "' (expected auto, reference or fused)"));
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   VLM2MLA_DEBUG("loaded ", dir, " (", model->config().architecture, ") in ", secs, " s on ",
