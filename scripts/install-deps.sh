@@ -13,6 +13,9 @@ packages=(
   libcli11-dev            # the command line
   libgtest-dev            # tests
   clang libclang-rt-14-dev  # the libFuzzer target (scripts/fuzz.sh)
+  libstb-dev              # PNG/JPEG decoding (stb_image)
+  libpcre2-dev            # tokenizer pre-tokenizer regexes
+  libsentencepiece-dev    # SentencePiece tokenizer.model files
 )
 
 missing=()
