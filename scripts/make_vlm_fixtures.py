@@ -63,6 +63,8 @@ def hub_state_dict_llava(model):
             k = "language_model.model." + k[len("model.language_model."):]
         elif k.startswith("lm_head."):
             k = "language_model." + k
+        elif k.startswith("model.vision_tower."):  # published: vision_tower.vision_model.*
+            k = "vision_tower.vision_model." + k[len("model.vision_tower."):]
         elif k.startswith("model."):
             k = k[len("model."):]
         out[k] = v.detach().contiguous()

@@ -56,23 +56,16 @@ GenerateOptions load_generate_defaults(const std::string& model_dir, const TextC
   return o;
 }
 
-at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
-  at::Tensor m = attention_mask.to(at::kLong);
-  return (m.cumsum(-1) - 1).masked_fill(m.eq(0), 1);
-}
-
 GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
                         const at::Tensor& attention_mask, const GenerateOptions& options) {
-  VLM2MLA_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, ArgumentError,
-                "input_ids must be [batch, tokens] with at least one token, got shape ",
-                input_ids.sizes());
+  return generate(model, text_prompt(input_ids, attention_mask), options);
+}
+
+GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const GenerateOptions& options) {
   VLM2MLA_CHECK(options.max_new_tokens >= 0, ArgumentError, "--max-new-tokens must be >= 0");
-  const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  at::Tensor ids = input_ids.to(at::kCPU).to(at::kLong);
-  at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kCPU).to(at::kLong)
-                                             : at::ones({b, t}, at::kLong);
-  VLM2MLA_CHECK(mask.sizes() == ids.sizes(), ArgumentError, "attention_mask has shape ",
-                mask.sizes(), ", expected the shape of input_ids ", ids.sizes());
+  const at::Tensor& ids = prompt.input_ids;
+  const int64_t b = ids.size(0), t = ids.size(1);
+  at::Tensor mask = prompt.attention_mask;
   check_token_ids(ids, model.config().vocab_size, "input_ids");
 
   Sampler sampler(options.sampling);
@@ -83,14 +76,16 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
   at::Tensor running = at::ones({b}, at::kBool);
   std::vector<at::Tensor> steps;  // [b] each
   at::Tensor seen = ids;          // prompt + generated, for the repetition penalty
+  const bool mrope = prompt.position_ids.dim() == 3;
 
   GenerateResult result;
   auto t0 = std::chrono::steady_clock::now();
   DecoderInput in;
   in.input_ids = ids;
+  in.inputs_embeds = prompt.inputs_embeds;
   in.attention_mask = mask;
-  in.position_ids = position_ids_from_mask(mask);
-  at::Tensor next_pos = in.position_ids.narrow(1, t - 1, 1) + 1;  // [b, 1]
+  in.position_ids = prompt.position_ids;
+  at::Tensor next_pos = prompt.next_position.to(at::kLong).view({b, 1});  // [b, 1]
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor hidden = model.forward_hidden(in, &cache);  // [b, s, d]
     at::Tensor logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);  // [b, V]
@@ -107,10 +102,11 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
     seen = at::cat({seen, tok.unsqueeze(1)}, 1);
     if (options.on_step) options.on_step(tok, before);
     if (!running.any().item<bool>()) break;
-    // Next step: the new token, its position, and the grown mask.
+    // Next step: the new token (text: the same position on every M-RoPE axis), the grown mask.
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
     in.input_ids = tok.unsqueeze(1);
-    in.position_ids = next_pos;
+    in.inputs_embeds = at::Tensor();
+    in.position_ids = mrope ? next_pos.unsqueeze(0).expand({3, b, 1}) : next_pos;
     in.attention_mask = mask;
     next_pos = next_pos + 1;
   }

@@ -38,11 +38,12 @@ struct GenerateResult {
   int64_t kv_bytes_per_token = 0;  // cache bytes one position costs, all layers
 };
 
-// input_ids [b, t] int64; attention_mask [b, t] (nonzero = token, zero = left padding) or undefined.
+// From a prepared prompt (text or multimodal: embeddings and M-RoPE positions included).
+GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const GenerateOptions& options);
+
+// Text only: input_ids [b, t] int64; attention_mask [b, t] (nonzero = token, zero = left padding)
+// or undefined.
 GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
                         const at::Tensor& attention_mask, const GenerateOptions& options);
-
-// transformers' position ids for a (left-)padded batch: cumsum(mask) - 1, 1 where masked.
-at::Tensor position_ids_from_mask(const at::Tensor& attention_mask);
 
 }  // namespace vlm2mla

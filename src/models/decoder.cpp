@@ -17,6 +17,8 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
 std::shared_ptr<TextDecoder> TextDecoder::load(const std::string& dir,
                                                const LoadOptions& options) {
   TextConfig config = load_text_config(dir);
+  VLM2MLA_CHECK(!is_vlm(config.model_arch), ArgumentError, dir, " holds a vision-language model (",
+                config.architecture, "): load it with Model::load");
   io::TensorStore store = io::TensorStore::open_dir(dir);
   TextLayout layout = detect_text_layout(store);
   std::set<std::string> consumed;
@@ -47,6 +49,28 @@ void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::strin
                                      " is outside the vocabulary [0, ", vocab_size, ")"));
 }
 
+at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
+  at::Tensor m = attention_mask.to(at::kLong);
+  return (m.cumsum(-1) - 1).masked_fill(m.eq(0), 1);
+}
+
+Prompt text_prompt(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
+  VLM2MLA_CHECK(input_ids.dim() == 2 && input_ids.size(1) > 0, ArgumentError,
+                "input_ids must be [batch, tokens] with at least one token, got shape ",
+                input_ids.sizes());
+  Prompt p;
+  p.input_ids = input_ids.to(at::kCPU).to(at::kLong);
+  const int64_t b = p.input_ids.size(0), t = p.input_ids.size(1);
+  p.attention_mask = attention_mask.defined() ? attention_mask.to(at::kCPU).to(at::kLong)
+                                              : at::ones({b, t}, at::kLong);
+  VLM2MLA_CHECK(p.attention_mask.sizes() == p.input_ids.sizes(), ArgumentError,
+                "attention_mask has shape ", p.attention_mask.sizes(),
+                ", expected the shape of input_ids ", p.input_ids.sizes());
+  p.position_ids = position_ids_from_mask(p.attention_mask);
+  p.next_position = p.attention_mask.sum(-1);
+  return p;
+}
+
 at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
   check_token_ids(input_ids, config_.vocab_size, "input_ids");
   return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
@@ -59,9 +83,15 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
   const int64_t past = cache ? cache->length() : 0;
   const int64_t h_q = config_.num_attention_heads, h_kv = config_.num_key_value_heads;
   const int64_t dh = config_.head_dim;
-  VLM2MLA_CHECK(in.position_ids.defined() && in.position_ids.dim() == 2 &&
-                    in.position_ids.size(0) == b && in.position_ids.size(1) == s,
-                ArgumentError, "position_ids must be [", b, ", ", s, "]");
+  at::Tensor positions = in.position_ids;
+  VLM2MLA_CHECK(positions.defined() && positions.size(-2) == b && positions.size(-1) == s &&
+                    (positions.dim() == 2 || (positions.dim() == 3 && positions.size(0) == 3)),
+                ArgumentError, "position_ids must be [", b, ", ", s, "] (or [3, ", b, ", ", s,
+                "] with M-RoPE), got ", positions.sizes());
+  const bool mrope = !config_.rope.mrope_section.empty();
+  VLM2MLA_CHECK(mrope || positions.dim() == 2, ArgumentError,
+                "3-D position_ids given, but the model has no M-RoPE (mrope_section)");
+  if (mrope && positions.dim() == 2) positions = positions.unsqueeze(0).expand({3, b, s});  // text
   at::Tensor key_valid;
   if (in.attention_mask.defined()) {
     VLM2MLA_CHECK(in.attention_mask.dim() == 2 && in.attention_mask.size(0) == b &&
@@ -72,7 +102,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
     if (key_valid.all().item<bool>()) key_valid = at::Tensor();  // nothing to mask but causality
   }
   at::Tensor mask = causal_mask(key_valid, b, past, s, options_.device);  // [b, 1, s, past+s]
-  RopeCosSin cs = rope_cos_sin(rope_, in.position_ids.to(options_.device), options_.dtype);
+  RopeCosSin cs = rope_cos_sin(rope_, positions.to(options_.device), options_.dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
 
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {

@@ -17,9 +17,24 @@ namespace vlm2mla {
 struct DecoderInput {
   at::Tensor input_ids;       // [b, s] int64, or
   at::Tensor inputs_embeds;   // [b, s, d] in the compute dtype
-  at::Tensor position_ids;    // [b, s] int64 (required)
+  at::Tensor position_ids;    // [b, s] int64, or [3, b, s] (t, h, w) for M-RoPE models (required)
   at::Tensor attention_mask;  // [b, past + s], nonzero = real token; undefined = all real
 };
+
+// What the decoder runs for a prompt, ready for generation.
+struct Prompt {
+  at::Tensor input_ids;       // [b, s] int64 (CPU)
+  at::Tensor attention_mask;  // [b, s] int64 (CPU), ones when none was given
+  at::Tensor inputs_embeds;   // [b, s, d] with image features, or undefined for text-only input
+  at::Tensor position_ids;    // [b, s] or [3, b, s]
+  at::Tensor next_position;   // [b]: position of the first generated token
+};
+
+// transformers' position ids for a (left-)padded batch: cumsum(mask) - 1, 1 where masked.
+at::Tensor position_ids_from_mask(const at::Tensor& attention_mask);
+
+// A text prompt as generate takes it: positions from the mask.
+Prompt text_prompt(const at::Tensor& input_ids, const at::Tensor& attention_mask);
 
 class TextDecoder {
  public:

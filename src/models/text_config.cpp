@@ -119,6 +119,17 @@ RopeParameters parse_rope(const Keys& top, const json& cfg, const std::string& o
   Keys r(block, origin, std::string(key) + ".");
   rope.rope_theta = r.number("rope_theta", rope.rope_theta);
   std::string type = r.string("rope_type", r.string("type", "default"));
+  if (block.contains("mrope_section")) {
+    const json& m = block.at("mrope_section");
+    VLM2MLA_CHECK(m.is_array() && m.size() == 3, FormatError, origin, ": '", key,
+                  ".mrope_section' must be a list of 3 integers (t, h, w pairs)");
+    for (const auto& x : m) {
+      VLM2MLA_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0, FormatError, origin, ": '",
+                    key, ".mrope_section' must hold non-negative integers");
+      rope.mrope_section.push_back(x.get<int64_t>());
+    }
+  }
+  if (type == "mrope") type = "default";  // transformers 4 spelled M-RoPE as a type of its own
   if (type == "default") {
     rope.rope_type = RopeType::kDefault;
   } else if (type == "linear") {
@@ -164,14 +175,42 @@ TextConfig parse_text_config(const json& root, const std::string& origin) {
   c.model_type = outer.string("model_type", "");
   VLM2MLA_CHECK(!c.architecture.empty() || !c.model_type.empty(), FormatError, origin,
                 ": missing key 'architectures' (and no 'model_type' to fall back on)");
-  c.arch = arch_from_hf(c.architecture, c.model_type, origin);
-  const ArchTraits traits = arch_traits(c.arch);
-
-  // transformers 5 nests the language model's keys under text_config; keys there win.
+  c.model_arch = arch_from_hf(c.architecture, c.model_type, origin);
+  const bool nested = root.contains("text_config") && root.at("text_config").is_object();
   json merged = root;
-  if (root.contains("text_config") && root.at("text_config").is_object()) {
-    for (const auto& [k, v] : root.at("text_config").items()) merged[k] = v;
+  switch (c.model_arch) {
+    case ArchId::kLlama:
+    case ArchId::kQwen2:
+    case ArchId::kQwen2_5_VL:
+      // transformers 5 nests the language model's keys under text_config; keys there win.
+      c.arch = c.model_arch == ArchId::kQwen2_5_VL ? ArchId::kQwen2 : c.model_arch;
+      if (nested) {
+        for (const auto& [k, v] : root.at("text_config").items()) merged[k] = v;
+      }
+      break;
+    case ArchId::kLlava:
+    case ArchId::kLlavaNext: {
+      // The language model lives in text_config; published LLaVA configs list only the keys that
+      // differ from transformers' LlamaConfig defaults, so those defaults fill the rest.
+      const json text = nested ? root.at("text_config") : json::object();
+      const std::string type = text.value("model_type", std::string("llama"));
+      VLM2MLA_CHECK(type == "llama" || type == "qwen2", ArgumentError, origin,
+                    ": text_config.model_type '", type,
+                    "' is not supported for LLaVA (supported: llama, qwen2)");
+      c.arch = type == "llama" ? ArchId::kLlama : ArchId::kQwen2;
+      merged = json{{"vocab_size", 32000}, {"hidden_size", 4096}, {"intermediate_size", 11008},
+                    {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+                    {"max_position_embeddings", 2048}, {"rms_norm_eps", 1e-6},
+                    {"rope_theta", 10000.0}};
+      if (type == "qwen2") merged["intermediate_size"] = 22016, merged["vocab_size"] = 151936;
+      for (const auto& [k, v] : text.items()) merged[k] = v;
+      if (!merged.contains("tie_word_embeddings") && root.contains("tie_word_embeddings")) {
+        merged["tie_word_embeddings"] = root.at("tie_word_embeddings");
+      }
+      break;
+    }
   }
+  const ArchTraits traits = arch_traits(c.arch);
   Keys k(merged, origin, "");
 
   c.vocab_size = k.integer("vocab_size");
@@ -206,11 +245,17 @@ TextConfig parse_text_config(const json& root, const std::string& origin) {
       k.integer("max_position_embeddings", traits.default_max_position_embeddings);
   c.rms_norm_eps = k.number("rms_norm_eps", traits.default_rms_norm_eps);
   c.rope = parse_rope(k, merged, origin, traits.default_rope_theta);
-  c.tie_word_embeddings = outer.boolean("tie_word_embeddings", k.boolean("tie_word_embeddings", false));
+  c.tie_word_embeddings = k.boolean("tie_word_embeddings", outer.boolean("tie_word_embeddings", false));
   c.hidden_act = k.string("hidden_act", "silu");
   VLM2MLA_CHECK(c.hidden_act == "silu", ArgumentError, origin, ": hidden_act '", c.hidden_act,
                 "' is not supported (supported: silu)");
   c.torch_dtype = k.string("dtype", k.string("torch_dtype", ""));
+  if (!c.rope.mrope_section.empty()) {
+    int64_t pairs = 0;
+    for (int64_t s : c.rope.mrope_section) pairs += s;
+    VLM2MLA_CHECK(pairs == c.head_dim / 2, FormatError, origin, ": mrope_section sums to ", pairs,
+                  " frequency pairs, expected head_dim / 2 = ", c.head_dim / 2);
+  }
 
   switch (c.arch) {
     case ArchId::kLlama:
@@ -248,6 +293,7 @@ json text_config_to_json(const TextConfig& c) {
     rope["high_freq_factor"] = c.rope.high_freq_factor;
     rope["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
   }
+  if (!c.rope.mrope_section.empty()) rope["mrope_section"] = c.rope.mrope_section;
   return {{"architecture", c.architecture.empty() ? arch_hf_name(c.arch) : c.architecture},
           {"arch", arch_name(c.arch)},
           {"vocab_size", c.vocab_size},

@@ -26,10 +26,13 @@ struct RopeParameters {
   double low_freq_factor = 1.0;        // llama3
   double high_freq_factor = 4.0;       // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
+  // M-RoPE (Qwen2.5-VL): frequency pairs per position axis (t, h, w); empty for 1-D RoPE.
+  std::vector<int64_t> mrope_section;
 };
 
 struct TextConfig {
-  ArchId arch = ArchId::kLlama;
+  ArchId arch = ArchId::kLlama;        // the language model's architecture (kLlama or kQwen2)
+  ArchId model_arch = ArchId::kLlama;  // the checkpoint's (a VLM for multimodal checkpoints)
   std::string architecture;  // as written in config.json
   std::string model_type;
   int64_t vocab_size = 0;
@@ -55,7 +58,9 @@ struct TextConfig {
   int64_t num_key_value_groups() const { return num_attention_heads / num_key_value_heads; }
 };
 
-// Parses a config.json document; `origin` (the path) prefixes every error. Throws FormatError for
+// Parses a config.json document (a text model, or the language model of a VLM: LLaVA's
+// text_config with LlamaConfig's defaults for keys the Hub configs leave out, Qwen2.5-VL's
+// top-level or nested keys); `origin` (the path) prefixes every error. Throws FormatError for
 // missing or mistyped keys and inconsistent dimensions, ArgumentError for unsupported architectures
 // or features (naming the key and the supported values).
 TextConfig parse_text_config(const nlohmann::json& root, const std::string& origin);

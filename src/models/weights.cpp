@@ -56,8 +56,7 @@ void for_each_param(const TextConfig& c, const TextLayout& layout, DecoderWeight
   if (!c.tie_word_embeddings) fn({layout.lm_head_prefix + "weight", {c.vocab_size, d}, &w.lm_head});
 }
 
-namespace {
-void check_tensor(const io::TensorStore& store, const ParamRef& ref) {
+void check_param(const io::TensorStore& store, const ParamRef& ref) {
   VLM2MLA_CHECK(store.contains(ref.name), FormatError, store.source(), ": missing tensor '",
                 ref.name, "' (expected shape ", shape_str(ref.shape), ")");
   const io::StTensorInfo& info = store.info(ref.name);
@@ -69,6 +68,15 @@ void check_tensor(const io::TensorStore& store, const ParamRef& ref) {
                 io::st_dtype_name(info.dtype), ", expected a floating type (F32, F16, BF16)");
 }
 
+void load_param(const io::TensorStore& store, const ParamRef& ref, const LoadOptions& options,
+                std::set<std::string>* consumed) {
+  check_param(store, ref);
+  // A CPU view over the mapping is kept when neither dtype nor device changes.
+  *ref.slot = store.tensor(ref.name).to(options.device, options.dtype);
+  if (consumed) consumed->insert(ref.name);
+}
+
+namespace {
 // With tied embeddings some checkpoints still carry lm_head.weight; transformers ties it to the
 // embedding, so it counts as consumed.
 void consume_tied_head(const TextConfig& config, const TextLayout& layout,
@@ -83,7 +91,7 @@ void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
   DecoderWeights w;
   w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
   for_each_param(config, layout, w, [&](const ParamRef& ref) {
-    check_tensor(store, ref);
+    check_param(store, ref);
     if (consumed) consumed->insert(ref.name);
   });
   consume_tied_head(config, layout, store, consumed);
@@ -94,12 +102,8 @@ DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& 
                                     std::set<std::string>* consumed) {
   DecoderWeights w;
   w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
-  for_each_param(config, layout, w, [&](const ParamRef& ref) {
-    check_tensor(store, ref);
-    // A CPU view over the mapping is kept when neither dtype nor device changes.
-    *ref.slot = store.tensor(ref.name).to(options.device, options.dtype);
-    if (consumed) consumed->insert(ref.name);
-  });
+  for_each_param(config, layout, w,
+                 [&](const ParamRef& ref) { load_param(store, ref, options, consumed); });
   if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
   consume_tied_head(config, layout, store, consumed);
   return w;
@@ -110,8 +114,14 @@ void check_all_consumed(const io::TensorStore& store, const std::set<std::string
   std::vector<std::string> left;
   for (const auto& name : store.names()) {
     if (consumed.count(name)) continue;
-    // Non-persistent RoPE buffers saved by old transformers versions carry no information.
+    // Non-persistent buffers old exports carry, with no information: RoPE tables, CLIP's
+    // position_ids.
+    const std::string position_ids = "embeddings.position_ids";
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    if (name.size() >= position_ids.size() &&
+        name.compare(name.size() - position_ids.size(), position_ids.size(), position_ids) == 0) {
+      continue;
+    }
     left.push_back(name);
   }
   if (left.empty()) return;

@@ -58,6 +58,13 @@ struct LoadOptions {
   at::Device device = at::Device(at::kCPU);
 };
 
+// One parameter, strictly: present, of the expected shape and a floating dtype (FormatError naming
+// the key and both shapes otherwise); loaded into *ref.slot in the options' dtype and device, and
+// its key added to `consumed`. Every model part (decoder, vision towers, projectors) loads this way.
+void check_param(const io::TensorStore& store, const ParamRef& ref);
+void load_param(const io::TensorStore& store, const ParamRef& ref, const LoadOptions& options,
+                std::set<std::string>* consumed);
+
 // Checks, from the headers alone, that every parameter is present with its shape and a floating
 // dtype (FormatError naming the key and both shapes otherwise). Adds the keys to `consumed`.
 void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,

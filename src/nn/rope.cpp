@@ -33,13 +33,28 @@ RopeTable make_rope_table(const RopeParameters& rope, int64_t head_dim) {
     }
   }
   table.inv_freq = inv_freq.contiguous();
+  table.mrope_section = rope.mrope_section;
   return table;
 }
 
 RopeCosSin rope_cos_sin(const RopeTable& table, const at::Tensor& position_ids, at::ScalarType dtype) {
   // freqs[b, s, k] = pos[b, s] * inv_freq[k]   (a single product: exact like HF's matmul)
   at::Tensor inv = table.inv_freq.to(position_ids.device());
-  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv.view({1, 1, -1});  // [b, s, d/2]
+  at::Tensor freqs;  // [b, s, d/2]
+  if (position_ids.dim() == 3) {
+    TORCH_CHECK(table.mrope_section.size() == 3 && position_ids.size(0) == 3,
+                "3-D position ids need M-RoPE (mrope_section) and 3 axes");
+    at::Tensor axes = position_ids.to(at::kFloat).unsqueeze(-1) * inv.view({1, 1, 1, -1});  // [3, b, s, d/2]
+    std::vector<at::Tensor> parts;
+    int64_t start = 0;
+    for (int64_t a = 0; a < 3; ++a) {
+      parts.push_back(axes[a].narrow(-1, start, table.mrope_section[static_cast<size_t>(a)]));
+      start += table.mrope_section[static_cast<size_t>(a)];
+    }
+    freqs = at::cat(parts, -1);
+  } else {
+    freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv.view({1, 1, -1});
+  }
   at::Tensor emb = at::cat({freqs, freqs}, -1);                                       // [b, s, d]
   RopeCosSin cs;
   cs.cos = (emb.cos() * table.attention_scaling).to(dtype);

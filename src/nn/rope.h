@@ -11,6 +11,7 @@ namespace vlm2mla {
 struct RopeTable {
   at::Tensor inv_freq;            // [d_h/2] float32, scaling applied
   double attention_scaling = 1.0;  // multiplies cos and sin (1 for default, linear, llama3)
+  std::vector<int64_t> mrope_section;  // M-RoPE: pairs taking their angle from t, h, w; else empty
 };
 
 // As transformers' ROPE_INIT_FUNCTIONS compute it, in float32.
@@ -21,7 +22,9 @@ struct RopeCosSin {
   at::Tensor sin;  // [b, s, d_h]
 };
 
-// position_ids: [b, s] integer. Computed in float32 on inv_freq's device, then cast to `dtype`.
+// position_ids: [b, s] integer, or [3, b, s] (t, h, w) with M-RoPE: pair k takes its angle from
+// axis t for k < s0, h for s0 <= k < s0 + s1, w otherwise. Computed in float32 on the positions'
+// device, then cast to `dtype`.
 RopeCosSin rope_cos_sin(const RopeTable& table, const at::Tensor& position_ids, at::ScalarType dtype);
 
 // x: [b, h, s, d_h]; cos/sin [b, s, d_h]. Returns x*cos + rotate_half(x)*sin.

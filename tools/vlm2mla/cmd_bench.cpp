@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "generate/generate.h"
 #include "io/json_file.h"
-#include "models/decoder.h"
+#include "models/model.h"
 
 namespace vlm2mla::cli {
 
@@ -45,13 +45,17 @@ void register_bench(CLI::App& app) {
                   "bench: give --model DIR or --random-weights CONFIG.json");
     const LoadOptions options = args->run.load_options();
     auto t0 = std::chrono::steady_clock::now();
-    std::shared_ptr<TextDecoder> m;
+    std::shared_ptr<const TextDecoder> m;
+    std::shared_ptr<Model> loaded;  // keeps a loaded checkpoint alive
     if (!args->model.empty()) {
-      m = load_model(args->model, args->run);
+      loaded = load_model(args->model, args->run);
+      m = std::shared_ptr<const TextDecoder>(loaded, &loaded->decoder());
     } else {
       TextConfig config = parse_text_config(io::read_json_file(args->random_config), args->random_config);
-      m = std::make_shared<TextDecoder>(config, random_decoder_weights(config, options, args->seed),
-                                        options);
+      auto decoder = std::make_shared<TextDecoder>(
+          config, random_decoder_weights(config, options, args->seed), options);
+      decoder->set_attention_backend(args->run.attention_backend());
+      m = decoder;
     }
     synchronize(options.device);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

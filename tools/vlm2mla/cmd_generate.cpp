@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
+#include "models/model.h"
 
 namespace vlm2mla::cli {
 
@@ -44,9 +45,9 @@ void register_generate(CLI::App& app) {
                   "write 'generated' int64 [B, T+N] here instead of printing the new ids");
   args->run.add_to(cmd);
   cmd->callback([args]() {
-    TextInputs in = read_text_inputs(args->inputs);
+    ModelInputs in = read_model_inputs(args->inputs);
     auto model = load_model(args->model, args->run);
-    GenerateOptions opts = load_generate_defaults(args->model, model->config());
+    GenerateOptions opts = load_generate_defaults(args->model, model->text_config());
     opts.max_new_tokens = args->max_new_tokens;
     if (args->greedy) opts.sampling.do_sample = false;
     if (args->sample) opts.sampling.do_sample = true;
@@ -70,7 +71,7 @@ void register_generate(CLI::App& app) {
         *first = false;
       };
     }
-    GenerateResult r = generate(*model, in.input_ids, in.attention_mask, opts);
+    GenerateResult r = generate(model->decoder(), model->prepare(in, /*forward_semantics=*/false), opts);
     if (stream) {
       std::printf("]\n");
     } else if (args->out_ids.empty()) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "attention/attention.h"
 #include "models/weights.h"
 
 namespace vlm2mla::cli {
@@ -18,16 +19,9 @@ struct RunFlags {
   std::string attention = "auto";  // auto | reference | fused
   void add_to(CLI::App* app);
   LoadOptions load_options() const;
+  AttentionBackend attention_backend() const;  // throws ArgumentError for an unknown --attention
 };
 
-// Reads an inputs .safetensors in the `logits` format and checks the tensors it needs:
-// input_ids int [B,T] (int32 accepted, widened), optional attention_mask [B,T], position_ids [B,T].
-struct TextInputs {
-  at::Tensor input_ids;       // int64 [B, T]
-  at::Tensor attention_mask;  // int64 [B, T] or undefined
-  at::Tensor position_ids;    // int64 [B, T] or undefined
-};
-TextInputs read_text_inputs(const std::string& path);
 
 void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
@@ -38,9 +32,13 @@ void register_bench(CLI::App& app);
 }  // namespace vlm2mla::cli
 
 namespace vlm2mla {
-class TextDecoder;
+class Model;
+struct ModelInputs;
 }
 namespace vlm2mla::cli {
 // Loads the model at `dir` with the run flags (device, dtype, attention backend); logs the load time.
-std::shared_ptr<TextDecoder> load_model(const std::string& dir, const RunFlags& flags);
+std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags);
+// Reads an inputs .safetensors in the `logits` format (input_ids, attention_mask, position_ids,
+// pixel_values, image_sizes, image_grid_thw; others ignored) and checks it.
+ModelInputs read_model_inputs(const std::string& path);
 }  // namespace vlm2mla::cli

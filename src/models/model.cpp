@@ -1,0 +1,173 @@
+#include "models/model.h"
+
+#include "core/error.h"
+#include "io/json_file.h"
+#include "io/tensor_store.h"
+
+namespace vlm2mla {
+
+namespace {
+
+at::Tensor optional_tensor(const std::map<std::string, at::Tensor>& t, const char* name) {
+  auto it = t.find(name);
+  return it == t.end() ? at::Tensor() : it->second;
+}
+
+at::Tensor integral(const at::Tensor& x, const std::string& origin, const char* name) {
+  if (!x.defined()) return x;
+  VLM2MLA_CHECK(!at::isFloatingType(x.scalar_type()), FormatError, origin, ": tensor '", name,
+                "' has dtype ", x.scalar_type(), ", expected an integer type (int64)");
+  return x.to(at::kLong);
+}
+
+}  // namespace
+
+ModelInputs ModelInputs::from_tensors(const std::map<std::string, at::Tensor>& t,
+                                      const std::string& origin) {
+  ModelInputs in;
+  VLM2MLA_CHECK(t.count("input_ids"), FormatError, origin,
+                ": missing tensor 'input_ids' (expected int64 [batch, tokens])");
+  in.input_ids = integral(t.at("input_ids"), origin, "input_ids");
+  VLM2MLA_CHECK(in.input_ids.dim() == 2 && in.input_ids.numel() > 0, FormatError, origin,
+                ": tensor 'input_ids' has shape ", in.input_ids.sizes(), ", expected [batch, tokens]");
+  in.attention_mask = integral(optional_tensor(t, "attention_mask"), origin, "attention_mask");
+  in.position_ids = integral(optional_tensor(t, "position_ids"), origin, "position_ids");
+  in.image_sizes = integral(optional_tensor(t, "image_sizes"), origin, "image_sizes");
+  in.image_grid_thw = integral(optional_tensor(t, "image_grid_thw"), origin, "image_grid_thw");
+  in.pixel_values = optional_tensor(t, "pixel_values");
+  VLM2MLA_CHECK(!in.pixel_values.defined() || at::isFloatingType(in.pixel_values.scalar_type()),
+                FormatError, origin, ": tensor 'pixel_values' must be floating point");
+  VLM2MLA_CHECK(!in.attention_mask.defined() || in.attention_mask.sizes() == in.input_ids.sizes(),
+                FormatError, origin, ": tensor 'attention_mask' has shape ", in.attention_mask.sizes(),
+                ", expected that of input_ids ", in.input_ids.sizes());
+  if (in.position_ids.defined()) {
+    const auto& p = in.position_ids;
+    VLM2MLA_CHECK(p.size(-1) == in.input_ids.size(1) && p.size(-2) == in.input_ids.size(0) &&
+                      (p.dim() == 2 || (p.dim() == 3 && p.size(0) == 3)),
+                  FormatError, origin, ": tensor 'position_ids' has shape ", p.sizes(),
+                  ", expected [batch, tokens] or [3, batch, tokens]");
+  }
+  return in;
+}
+
+std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  const std::string config_path = dir + "/config.json";
+  nlohmann::json root = io::read_json_file(config_path);
+  TextConfig config = parse_text_config(root, config_path);
+  io::TensorStore store = io::TensorStore::open_dir(dir);
+  TextLayout layout = detect_text_layout(store);
+  std::set<std::string> consumed;
+  DecoderWeights weights = load_decoder_weights(config, layout, store, options, &consumed);
+  auto model = std::make_shared<Model>();
+  // Where the vision side sits follows from where the language model does.
+  const bool hf5 = layout.decoder_prefix == "model.language_model.";
+  switch (config.model_arch) {
+    case ArchId::kLlama:
+    case ArchId::kQwen2:
+      break;
+    case ArchId::kLlava:
+    case ArchId::kLlavaNext: {
+      const bool next = config.model_arch == ArchId::kLlavaNext;
+      LlavaConfig lc = parse_llava_config(root, config_path, next);
+      LlavaWeightNames names = hf5 ? LlavaWeightNames{"model.vision_tower.", "model.multi_modal_projector.",
+                                                      "model.image_newline"}
+                                   : LlavaWeightNames{"vision_tower.", "multi_modal_projector.",
+                                                      "image_newline"};
+      // The Hub publishes CLIP under vision_tower.vision_model.*; transformers 5 saves vision_tower.*.
+      if (store.contains(names.vision_tower + "vision_model.embeddings.class_embedding")) {
+        names.vision_tower += "vision_model.";
+      }
+      model->llava_ = LlavaVision::load(lc, next, config.hidden_size, names, store, options, &consumed);
+      model->image_token_id_ = lc.image_token_id;
+      break;
+    }
+    case ArchId::kQwen2_5_VL: {
+      QwenVisionConfig qc = parse_qwen_vision_config(root, config_path);
+      VLM2MLA_CHECK(qc.out_hidden_size == config.hidden_size, FormatError, config_path,
+                    ": vision_config.out_hidden_size (", qc.out_hidden_size,
+                    ") must equal the language model's hidden_size (", config.hidden_size, ")");
+      model->qwen_ = QwenVisionTower::load(qc, hf5 ? "model.visual." : "visual.", store, options, &consumed);
+      model->image_token_id_ = qc.image_token_id;
+      break;
+    }
+  }
+  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
+                                                                  : config.architecture);
+  model->decoder_ = std::make_shared<TextDecoder>(std::move(config), std::move(weights), options);
+  return model;
+}
+
+void Model::set_attention_backend(AttentionBackend backend) {
+  decoder_->set_attention_backend(backend);
+  if (llava_) llava_->set_attention_backend(backend);
+  if (qwen_) qwen_->set_attention_backend(backend);
+}
+
+at::Tensor Model::image_features(const ModelInputs& in) const {
+  if (!in.pixel_values.defined()) return {};
+  if (llava_) return llava_->image_features(in.pixel_values, in.image_sizes);
+  if (qwen_) {
+    VLM2MLA_CHECK(in.image_grid_thw.defined(), ArgumentError,
+                  "Qwen2.5-VL needs image_grid_thw [images, 3] beside pixel_values");
+    return qwen_->forward(in.pixel_values, in.image_grid_thw);
+  }
+  throw ArgumentError(detail::concat("pixel_values given, but ", arch_hf_name(arch()),
+                                     " is a text-only model"));
+}
+
+Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
+  const TextConfig& c = decoder_->config();
+  Prompt p;
+  p.input_ids = in.input_ids.to(at::kCPU).to(at::kLong);
+  const int64_t b = p.input_ids.size(0), s = p.input_ids.size(1);
+  check_token_ids(p.input_ids, c.vocab_size, "input_ids");
+  p.attention_mask = in.attention_mask.defined() ? in.attention_mask.to(at::kCPU).to(at::kLong)
+                                                 : at::ones({b, s}, at::kLong);
+  at::Tensor features = image_features(in);
+  if (image_token_id_ >= 0) {
+    at::Tensor is_image = p.input_ids.eq(image_token_id_);
+    const int64_t n_tokens = is_image.sum().item<int64_t>();
+    const int64_t n_features = features.defined() ? features.size(0) : 0;
+    VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens,
+                  " image tokens (id ", image_token_id_, ") but the images give ", n_features,
+                  " image features", n_features == 0 ? " (no pixel_values)" : "");
+    if (n_features > 0) {
+      at::Tensor embeds = decoder_->embed(p.input_ids);  // [b, s, d]
+      at::Tensor where = is_image.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
+      p.inputs_embeds = embeds.masked_scatter(where, features.to(embeds.scalar_type()));
+    }
+  } else {
+    VLM2MLA_CHECK(!in.pixel_values.defined(), ArgumentError, "pixel_values given, but ",
+                  arch_hf_name(arch()), " is a text-only model");
+  }
+
+  if (qwen_) {
+    QwenRopeIndex r = qwen_rope_index(qwen_->config(), p.input_ids, p.attention_mask,
+                                      in.image_grid_thw);
+    p.position_ids = in.position_ids.defined() ? in.position_ids : r.position_ids;
+    p.next_position = r.next_position;
+  } else {
+    at::Tensor from_mask = position_ids_from_mask(p.attention_mask);
+    if (in.position_ids.defined()) {
+      p.position_ids = in.position_ids;
+    } else if (forward_semantics) {
+      p.position_ids = at::arange(s, at::kLong).unsqueeze(0).expand({b, s}).contiguous();
+    } else {
+      p.position_ids = from_mask;
+    }
+    p.next_position = std::get<0>(p.position_ids.masked_fill(p.attention_mask.eq(0), -1).max(-1)) + 1;
+  }
+  return p;
+}
+
+at::Tensor Model::logits(const ModelInputs& inputs) const {
+  Prompt p = prepare(inputs, /*forward_semantics=*/true);
+  DecoderInput d;
+  d.input_ids = p.input_ids;
+  d.inputs_embeds = p.inputs_embeds;
+  d.attention_mask = inputs.attention_mask.defined() ? p.attention_mask : at::Tensor();
+  d.position_ids = p.position_ids;
+  return decoder_->lm_head(decoder_->forward_hidden(d, nullptr));
+}
+
+}  // namespace vlm2mla

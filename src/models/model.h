@@ -1,0 +1,60 @@
+// A loaded checkpoint of any supported architecture: the language model (TextDecoder) and, for
+// vision-language models, its vision side. Turns the tensors a transformers forward takes into the
+// decoder's input (embeddings with image features scattered in, position ids).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "models/decoder.h"
+#include "models/llava.h"
+#include "models/qwen2_5_vl.h"
+
+namespace vlm2mla {
+
+// The tensors of an inputs file, under transformers' names.
+struct ModelInputs {
+  at::Tensor input_ids;       // int64 [b, s]
+  at::Tensor attention_mask;  // [b, s] or undefined
+  at::Tensor position_ids;    // [b, s] / [3, b, s] or undefined
+  at::Tensor pixel_values;    // LLaVA [n, C, H, W]; NeXT [n, P, C, H, W]; Qwen [patches, C*T*p*p]
+  at::Tensor image_sizes;     // NeXT: [n, 2] (height, width)
+  at::Tensor image_grid_thw;  // Qwen: [n, 3]
+  // Reads and checks them from a safetensors map (unknown names are ignored); errors name `origin`.
+  static ModelInputs from_tensors(const std::map<std::string, at::Tensor>& tensors,
+                                  const std::string& origin);
+};
+
+class Model {
+ public:
+  static std::shared_ptr<Model> load(const std::string& dir, const LoadOptions& options);
+
+  ArchId arch() const { return decoder_->config().model_arch; }
+  const TextConfig& text_config() const { return decoder_->config(); }
+  const TextDecoder& decoder() const { return *decoder_; }
+  void set_attention_backend(AttentionBackend backend);
+  AttentionBackend attention_backend() const { return decoder_->attention_backend(); }
+
+  // forward_semantics: positions as transformers' forward takes them (0..s-1 for 1-D RoPE unless
+  // position_ids is given); otherwise as generate takes them (from the attention mask). M-RoPE
+  // positions come from input_ids and image_grid_thw in both cases.
+  Prompt prepare(const ModelInputs& inputs, bool forward_semantics) const;
+
+  // logits float32-or-compute-dtype [b, s, V] of a forward pass.
+  at::Tensor logits(const ModelInputs& inputs) const;
+
+  // The projected image features of the inputs' images, [image tokens, d] (empty if no images).
+  at::Tensor image_features(const ModelInputs& inputs) const;
+
+ private:
+  std::shared_ptr<TextDecoder> decoder_;
+  std::optional<LlavaVision> llava_;
+  std::optional<QwenVisionTower> qwen_;
+  int64_t image_token_id_ = -1;
+};
+
+}  // namespace vlm2mla

@@ -1,0 +1,81 @@
+// Qwen2.5-VL's vision transformer and its M-RoPE position ids.
+//
+// Vision: patches of temporal_patch_size x patch_size^2 pixels (a 3-D conv = one matmul), 2-D RoPE
+// (height and width angles) in the merge-window order, window attention (windows of
+// window_size / patch_size patches a side) except in fullatt_block_indexes, RMSNorm, SwiGLU MLPs,
+// then a PatchMerger (2x2 patches -> one LM token). Weights under "visual." (Hub) or "model.visual.".
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "attention/attention.h"
+#include "models/vision_config.h"
+#include "models/weights.h"
+
+namespace vlm2mla {
+
+struct QwenVisionBlockWeights {
+  at::Tensor norm1, norm2;      // [d]
+  LinearWeights qkv, proj;      // qkv [3d, d]
+  LinearWeights gate_proj, up_proj, down_proj;
+};
+
+struct QwenVisionWeights {
+  at::Tensor patch_embed;  // [d, C, T, p, p]
+  std::vector<QwenVisionBlockWeights> blocks;
+  at::Tensor merger_ln_q;                // [d]
+  LinearWeights merger_fc1, merger_fc2;  // mlp.0 [4d, 4d], mlp.2 [out, 4d]
+};
+
+void for_each_qwen_vision_param(const QwenVisionConfig& config, const std::string& prefix,
+                                QwenVisionWeights& w, const std::function<void(const ParamRef&)>& fn);
+
+// Window layout of one forward: the permutation of merge units into window order and the segment
+// boundaries (in patches) of windows and of whole images.
+struct QwenWindows {
+  at::Tensor window_index;  // [merged tokens] int64: window order -> original merged-token index
+  std::vector<int64_t> cu_window_seqlens;  // boundaries, deduplicated, starting at 0
+  std::vector<int64_t> cu_seqlens;         // per image (and frame) boundaries
+};
+QwenWindows qwen_window_layout(const QwenVisionConfig& config, const at::Tensor& grid_thw);
+
+class QwenVisionTower {
+ public:
+  QwenVisionTower(QwenVisionConfig config, QwenVisionWeights weights, AttentionBackend backend);
+  static QwenVisionTower load(const QwenVisionConfig& config, const std::string& prefix,
+                              const io::TensorStore& store, const LoadOptions& options,
+                              std::set<std::string>* consumed);
+  const QwenVisionConfig& config() const { return config_; }
+  void set_attention_backend(AttentionBackend backend) { backend_ = backend; }
+
+  // pixel_values [sum t*h*w, C*T*p*p] as Qwen2VLImageProcessor writes them, grid_thw [n, 3] ->
+  // [sum t*h*w / merge^2, out_hidden_size], images in order.
+  at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
+
+ private:
+  at::Tensor rotary(const at::Tensor& grid_thw) const;  // [patches, head_dim / 2] angles
+
+  QwenVisionConfig config_;
+  QwenVisionWeights weights_;
+  AttentionBackend backend_;
+  at::Tensor inv_freq_;  // [head_dim / 4]
+};
+
+struct QwenRopeIndex {
+  at::Tensor position_ids;   // [3, b, s] int64 (t, h, w); padding positions hold 1... see .cpp
+  at::Tensor next_position;  // [b] int64: the position of the first generated token
+};
+
+// transformers' get_rope_index for images: text tokens count up on all three axes; an image's
+// tokens take (t, h, w) grid positions offset by the text before it, and the text after it resumes
+// at that offset + max(h, w) / merge. Positions are computed over the tokens where attention_mask
+// (may be undefined) is set. Image tokens are found from input_ids; their runs must match
+// image_grid_thw in order.
+QwenRopeIndex qwen_rope_index(const QwenVisionConfig& config, const at::Tensor& input_ids,
+                              const at::Tensor& attention_mask, const at::Tensor& image_grid_thw);
+
+}  // namespace vlm2mla
