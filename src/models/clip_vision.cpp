@@ -43,12 +43,10 @@ void for_each_clip_param(const ClipVisionConfig& c, const std::string& prefix, C
 }
 
 ClipVisionTower ClipVisionTower::load(const ClipVisionConfig& config, const std::string& prefix,
-                                      const io::TensorStore& store, const LoadOptions& options,
-                                      std::set<std::string>* consumed) {
+                                      const ParamFiller& fill) {
   ClipVisionWeights w;
   w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
-  for_each_clip_param(config, prefix, w,
-                      [&](const ParamRef& ref) { load_param(store, ref, options, consumed); });
+  for_each_clip_param(config, prefix, w, fill);
   return ClipVisionTower(config, std::move(w), default_attention_backend());
 }
 

@@ -42,8 +42,7 @@ class ClipVisionTower {
   ClipVisionTower(ClipVisionConfig config, ClipVisionWeights weights, AttentionBackend backend)
       : config_(std::move(config)), weights_(std::move(weights)), backend_(backend) {}
   static ClipVisionTower load(const ClipVisionConfig& config, const std::string& prefix,
-                              const io::TensorStore& store, const LoadOptions& options,
-                              std::set<std::string>* consumed);
+                              const ParamFiller& fill);
 
   const ClipVisionConfig& config() const { return config_; }
   void set_attention_backend(AttentionBackend backend) { backend_ = backend; }

@@ -48,19 +48,17 @@ at::Tensor unpad_image(const at::Tensor& t, int64_t original_height, int64_t ori
 }
 
 LlavaVision LlavaVision::load(const LlavaConfig& config, bool next, int64_t text_hidden,
-                              const LlavaWeightNames& names, const io::TensorStore& store,
-                              const LoadOptions& options, std::set<std::string>* consumed) {
-  ClipVisionTower tower = ClipVisionTower::load(config.vision, names.vision_tower, store, options, consumed);
+                              const LlavaWeightNames& names, const ParamFiller& fill) {
+  ClipVisionTower tower = ClipVisionTower::load(config.vision, names.vision_tower, fill);
   const int64_t in = config.vision.hidden_size * static_cast<int64_t>(config.vision_feature_layers.size());
   LinearWeights l1, l2;
   const bool bias = config.multimodal_projector_bias;
-  load_param(store, {names.projector + "linear_1.weight", {text_hidden, in}, &l1.weight}, options, consumed);
-  if (bias) load_param(store, {names.projector + "linear_1.bias", {text_hidden}, &l1.bias}, options, consumed);
-  load_param(store, {names.projector + "linear_2.weight", {text_hidden, text_hidden}, &l2.weight},
-             options, consumed);
-  if (bias) load_param(store, {names.projector + "linear_2.bias", {text_hidden}, &l2.bias}, options, consumed);
+  fill({names.projector + "linear_1.weight", {text_hidden, in}, &l1.weight});
+  if (bias) fill({names.projector + "linear_1.bias", {text_hidden}, &l1.bias});
+  fill({names.projector + "linear_2.weight", {text_hidden, text_hidden}, &l2.weight});
+  if (bias) fill({names.projector + "linear_2.bias", {text_hidden}, &l2.bias});
   at::Tensor newline;
-  if (next) load_param(store, {names.image_newline, {text_hidden}, &newline}, options, consumed);
+  if (next) fill({names.image_newline, {text_hidden}, &newline});
   return LlavaVision(config, next, std::move(tower), std::move(l1), std::move(l2), std::move(newline));
 }
 

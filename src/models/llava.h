@@ -23,8 +23,7 @@ struct LlavaWeightNames {
 class LlavaVision {
  public:
   static LlavaVision load(const LlavaConfig& config, bool next, int64_t text_hidden,
-                          const LlavaWeightNames& names, const io::TensorStore& store,
-                          const LoadOptions& options, std::set<std::string>* consumed);
+                          const LlavaWeightNames& names, const ParamFiller& fill);
 
   const LlavaConfig& config() const { return config_; }
   bool next() const { return next_; }

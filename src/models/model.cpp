@@ -50,17 +50,12 @@ ModelInputs ModelInputs::from_tensors(const std::map<std::string, at::Tensor>& t
   return in;
 }
 
-std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
-  const std::string config_path = dir + "/config.json";
-  nlohmann::json root = io::read_json_file(config_path);
-  TextConfig config = parse_text_config(root, config_path);
-  io::TensorStore store = io::TensorStore::open_dir(dir);
-  TextLayout layout = detect_text_layout(store);
-  std::set<std::string> consumed;
-  DecoderWeights weights = load_decoder_weights(config, layout, store, options, &consumed);
+std::shared_ptr<Model> Model::build(const nlohmann::json& root, const std::string& origin,
+                                    const TextLayout& layout, const VisionNames& names,
+                                    const ParamFiller& fill, const LoadOptions& options) {
+  TextConfig config = parse_text_config(root, origin);
+  DecoderWeights weights = fill_decoder_weights(config, layout, fill);
   auto model = std::make_shared<Model>();
-  // Where the vision side sits follows from where the language model does.
-  const bool hf5 = layout.decoder_prefix == "model.language_model.";
   switch (config.model_arch) {
     case ArchId::kLlama:
     case ArchId::kQwen2:
@@ -68,33 +63,56 @@ std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     case ArchId::kLlava:
     case ArchId::kLlavaNext: {
       const bool next = config.model_arch == ArchId::kLlavaNext;
-      LlavaConfig lc = parse_llava_config(root, config_path, next);
-      LlavaWeightNames names = hf5 ? LlavaWeightNames{"model.vision_tower.", "model.multi_modal_projector.",
-                                                      "model.image_newline"}
-                                   : LlavaWeightNames{"vision_tower.", "multi_modal_projector.",
-                                                      "image_newline"};
-      // The Hub publishes CLIP under vision_tower.vision_model.*; transformers 5 saves vision_tower.*.
-      if (store.contains(names.vision_tower + "vision_model.embeddings.class_embedding")) {
-        names.vision_tower += "vision_model.";
-      }
-      model->llava_ = LlavaVision::load(lc, next, config.hidden_size, names, store, options, &consumed);
+      LlavaConfig lc = parse_llava_config(root, origin, next);
+      model->llava_ = LlavaVision::load(lc, next, config.hidden_size, names.llava, fill);
       model->image_token_id_ = lc.image_token_id;
       break;
     }
     case ArchId::kQwen2_5_VL: {
-      QwenVisionConfig qc = parse_qwen_vision_config(root, config_path);
-      VLM2MLA_CHECK(qc.out_hidden_size == config.hidden_size, FormatError, config_path,
+      QwenVisionConfig qc = parse_qwen_vision_config(root, origin);
+      VLM2MLA_CHECK(qc.out_hidden_size == config.hidden_size, FormatError, origin,
                     ": vision_config.out_hidden_size (", qc.out_hidden_size,
                     ") must equal the language model's hidden_size (", config.hidden_size, ")");
-      model->qwen_ = QwenVisionTower::load(qc, hf5 ? "model.visual." : "visual.", store, options, &consumed);
+      model->qwen_ = QwenVisionTower::load(qc, names.qwen, fill);
       model->image_token_id_ = qc.image_token_id;
       break;
     }
   }
-  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
-                                                                  : config.architecture);
   model->decoder_ = std::make_shared<TextDecoder>(std::move(config), std::move(weights), options);
   return model;
+}
+
+std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  const std::string config_path = dir + "/config.json";
+  nlohmann::json root = io::read_json_file(config_path);
+  const TextConfig config = parse_text_config(root, config_path);  // fail on the config first
+  io::TensorStore store = io::TensorStore::open_dir(dir);
+  TextLayout layout = detect_text_layout(store);
+  // Where the vision side sits follows from where the language model does: the Hub's LLaVA keys
+  // (vision_tower.vision_model.*, multi_modal_projector.*, image_newline), what transformers 5
+  // saves (vision_tower.* without vision_model.), or transformers 5's in-memory names (model.*).
+  const bool hf5 = layout.decoder_prefix == "model.language_model.";
+  VisionNames names;
+  names.llava = hf5 ? LlavaWeightNames{"model.vision_tower.", "model.multi_modal_projector.",
+                                       "model.image_newline"}
+                    : LlavaWeightNames{"vision_tower.", "multi_modal_projector.", "image_newline"};
+  if (store.contains(names.llava.vision_tower + "vision_model.embeddings.class_embedding")) {
+    names.llava.vision_tower += "vision_model.";
+  }
+  names.qwen = hf5 ? "model.visual." : "visual.";
+  std::set<std::string> consumed;
+  auto model = build(root, config_path, layout, names, checkpoint_filler(store, options, &consumed), options);
+  consume_tied_head(config, layout, store, &consumed);
+  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
+                                                                  : config.architecture);
+  return model;
+}
+
+std::shared_ptr<Model> Model::random(const std::string& config_path, const LoadOptions& options,
+                                     uint64_t seed) {
+  nlohmann::json root = io::read_json_file(config_path);
+  VisionNames names{{"vision_tower.vision_model.", "multi_modal_projector.", "image_newline"}, "visual."};
+  return build(root, config_path, TextLayout{}, names, random_filler(options, seed), options);
 }
 
 void Model::set_attention_backend(AttentionBackend backend) {

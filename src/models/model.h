@@ -31,7 +31,15 @@ struct ModelInputs {
 
 class Model {
  public:
+  // A checkpoint directory: config.json and safetensors, loaded strictly.
   static std::shared_ptr<Model> load(const std::string& dir, const LoadOptions& options);
+  // The shapes of a config.json with random weights (benchmarks of real shapes).
+  static std::shared_ptr<Model> random(const std::string& config_path, const LoadOptions& options,
+                                       uint64_t seed);
+  // The image token id of a VLM, -1 for text models.
+  int64_t image_token_id() const { return image_token_id_; }
+  const LlavaVision* llava() const { return llava_ ? &*llava_ : nullptr; }
+  const QwenVisionTower* qwen_vision() const { return qwen_ ? &*qwen_ : nullptr; }
 
   ArchId arch() const { return decoder_->config().model_arch; }
   const TextConfig& text_config() const { return decoder_->config(); }
@@ -51,6 +59,14 @@ class Model {
   at::Tensor image_features(const ModelInputs& inputs) const;
 
  private:
+  struct VisionNames {  // where the vision side's tensors are
+    LlavaWeightNames llava;
+    std::string qwen;
+  };
+  static std::shared_ptr<Model> build(const nlohmann::json& root, const std::string& origin,
+                                      const TextLayout& layout, const VisionNames& names,
+                                      const ParamFiller& fill, const LoadOptions& options);
+
   std::shared_ptr<TextDecoder> decoder_;
   std::optional<LlavaVision> llava_;
   std::optional<QwenVisionTower> qwen_;

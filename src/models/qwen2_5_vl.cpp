@@ -44,12 +44,10 @@ QwenVisionTower::QwenVisionTower(QwenVisionConfig config, QwenVisionWeights weig
 }
 
 QwenVisionTower QwenVisionTower::load(const QwenVisionConfig& config, const std::string& prefix,
-                                      const io::TensorStore& store, const LoadOptions& options,
-                                      std::set<std::string>* consumed) {
+                                      const ParamFiller& fill) {
   QwenVisionWeights w;
   w.blocks.resize(static_cast<size_t>(config.depth));
-  for_each_qwen_vision_param(config, prefix, w,
-                             [&](const ParamRef& ref) { load_param(store, ref, options, consumed); });
+  for_each_qwen_vision_param(config, prefix, w, fill);
   return QwenVisionTower(config, std::move(w), default_attention_backend());
 }
 

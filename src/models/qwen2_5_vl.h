@@ -47,8 +47,7 @@ class QwenVisionTower {
  public:
   QwenVisionTower(QwenVisionConfig config, QwenVisionWeights weights, AttentionBackend backend);
   static QwenVisionTower load(const QwenVisionConfig& config, const std::string& prefix,
-                              const io::TensorStore& store, const LoadOptions& options,
-                              std::set<std::string>* consumed);
+                              const ParamFiller& fill);
   const QwenVisionConfig& config() const { return config_; }
   void set_attention_backend(AttentionBackend backend) { backend_ = backend; }
 

@@ -76,15 +76,11 @@ void load_param(const io::TensorStore& store, const ParamRef& ref, const LoadOpt
   if (consumed) consumed->insert(ref.name);
 }
 
-namespace {
-// With tied embeddings some checkpoints still carry lm_head.weight; transformers ties it to the
-// embedding, so it counts as consumed.
 void consume_tied_head(const TextConfig& config, const TextLayout& layout,
                        const io::TensorStore& store, std::set<std::string>* consumed) {
   const std::string head = layout.lm_head_prefix + "weight";
   if (config.tie_word_embeddings && consumed && store.contains(head)) consumed->insert(head);
 }
-}  // namespace
 
 void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
                            const io::TensorStore& store, std::set<std::string>* consumed) {
@@ -97,14 +93,49 @@ void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
   consume_tied_head(config, layout, store, consumed);
 }
 
+ParamFiller checkpoint_filler(const io::TensorStore& store, const LoadOptions& options,
+                              std::set<std::string>* consumed) {
+  return [&store, options, consumed](const ParamRef& ref) { load_param(store, ref, options, consumed); };
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+}  // namespace
+
+ParamFiller random_filler(const LoadOptions& options, uint64_t seed) {
+  auto gen = std::make_shared<at::Generator>(at::detail::createCPUGenerator(seed));
+  return [options, gen](const ParamRef& ref) {
+    auto opts = at::TensorOptions().dtype(options.dtype).device(options.device);
+    const std::string& n = ref.name;
+    const bool norm = n.find("norm") != std::string::npos || n.find(".ln_") != std::string::npos;
+    if (norm && ends_with(n, "weight")) {
+      *ref.slot = at::ones(ref.shape, opts);
+    } else if (ends_with(n, "bias")) {
+      *ref.slot = at::zeros(ref.shape, opts);
+    } else if (options.device.is_cpu()) {
+      *ref.slot = at::normal(0.0, 0.02, ref.shape, *gen, at::TensorOptions().dtype(at::kFloat))
+                      .to(options.dtype);
+    } else {  // real shapes are too large to make on the host quickly
+      *ref.slot = at::empty(ref.shape, opts).normal_(0.0, 0.02);
+    }
+  };
+}
+
+DecoderWeights fill_decoder_weights(const TextConfig& config, const TextLayout& layout,
+                                    const ParamFiller& fill) {
+  DecoderWeights w;
+  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  for_each_param(config, layout, w, fill);
+  if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
+  return w;
+}
+
 DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
                                     const io::TensorStore& store, const LoadOptions& options,
                                     std::set<std::string>* consumed) {
-  DecoderWeights w;
-  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
-  for_each_param(config, layout, w,
-                 [&](const ParamRef& ref) { load_param(store, ref, options, consumed); });
-  if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
+  DecoderWeights w = fill_decoder_weights(config, layout, checkpoint_filler(store, options, consumed));
   consume_tied_head(config, layout, store, consumed);
   return w;
 }
@@ -137,26 +168,7 @@ void check_all_consumed(const io::TensorStore& store, const std::set<std::string
 
 DecoderWeights random_decoder_weights(const TextConfig& config, const LoadOptions& options,
                                       uint64_t seed) {
-  DecoderWeights w;
-  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  auto opts = at::TensorOptions().dtype(options.dtype).device(options.device);
-  const double std_dev = 0.02;
-  for_each_param(config, TextLayout{}, w, [&](const ParamRef& ref) {
-    const bool is_norm = ref.name.size() > 11 && ref.name.compare(ref.name.size() - 11, 11, "norm.weight") == 0;
-    if (is_norm) {
-      *ref.slot = at::ones(ref.shape, opts);
-    } else if (ref.name.size() > 5 && ref.name.compare(ref.name.size() - 5, 5, ".bias") == 0) {
-      *ref.slot = at::zeros(ref.shape, opts);
-    } else if (options.device.is_cpu()) {
-      *ref.slot = at::normal(0.0, std_dev, ref.shape, gen, at::TensorOptions().dtype(at::kFloat))
-                      .to(options.dtype);
-    } else {  // fill on the device: real shapes are too large to make on the host quickly
-      *ref.slot = at::empty(ref.shape, opts).normal_(0.0, std_dev);
-    }
-  });
-  if (config.tie_word_embeddings) w.lm_head = w.embed_tokens;
-  return w;
+  return fill_decoder_weights(config, TextLayout{}, random_filler(options, seed));
 }
 
 int64_t count_parameters(const TextConfig& config) {

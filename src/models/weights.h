@@ -65,6 +65,18 @@ void check_param(const io::TensorStore& store, const ParamRef& ref);
 void load_param(const io::TensorStore& store, const ParamRef& ref, const LoadOptions& options,
                 std::set<std::string>* consumed);
 
+// Fills one parameter slot: from a checkpoint (load_param) or with random values. Every model part
+// takes one, so checkpoints and random-weight benchmarks of real shapes share one walk.
+using ParamFiller = std::function<void(const ParamRef&)>;
+ParamFiller checkpoint_filler(const io::TensorStore& store, const LoadOptions& options,
+                              std::set<std::string>* consumed);
+// Norm weights 1, norm biases and biases 0, everything else N(0, 0.02); filled on the device.
+ParamFiller random_filler(const LoadOptions& options, uint64_t seed);
+
+// The decoder's parameters from a filler (lm_head aliases embed_tokens when tied).
+DecoderWeights fill_decoder_weights(const TextConfig& config, const TextLayout& layout,
+                                    const ParamFiller& fill);
+
 // Checks, from the headers alone, that every parameter is present with its shape and a floating
 // dtype (FormatError naming the key and both shapes otherwise). Adds the keys to `consumed`.
 void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
@@ -75,6 +87,11 @@ void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
 DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
                                     const io::TensorStore& store, const LoadOptions& options,
                                     std::set<std::string>* consumed);
+
+// With tied embeddings some checkpoints still carry lm_head.weight; transformers ties it to the
+// embedding, so it counts as consumed.
+void consume_tied_head(const TextConfig& config, const TextLayout& layout,
+                       const io::TensorStore& store, std::set<std::string>* consumed);
 
 // Throws FormatError listing tensors of `store` that nobody consumed (ignoring the non-persistent
 // buffers some old checkpoints carry, such as rotary_emb.inv_freq).
