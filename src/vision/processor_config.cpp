@@ -222,7 +222,9 @@ ProcessorConfig parse_processor_config(const nlohmann::json& j, const std::strin
 }
 
 ProcessorConfig load_processor_config(const std::string& model_dir, std::optional<Backend> backend) {
-  const std::string path = fs::is_directory(model_dir) ? fs::join(model_dir, "preprocessor_config.json") : model_dir;
+  // A directory (or a path that is not a .json file) names the model directory.
+  const bool is_file_path = !fs::is_directory(model_dir) && fs::extension(model_dir) == ".json";
+  const std::string path = is_file_path ? model_dir : fs::join(model_dir, "preprocessor_config.json");
   VLM2MLA_CHECK(fs::is_regular_file(path), IoError, path,
                 ": missing (the image processor's preprocessor_config.json is needed to preprocess images)");
   return parse_processor_config(io::read_json_file(path), path, backend);

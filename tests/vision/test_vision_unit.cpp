@@ -199,7 +199,13 @@ TEST(VisionConfig, Errors) {
   EXPECT_THROW(parse_processor_config(
                    nlohmann::json::parse(R"({"image_processor_type": "CLIPImageProcessor", "resample": 2})"), "x"),
                FormatError);
-  EXPECT_THROW(load_processor_config("/nonexistent/model"), IoError);
+  try {
+    load_processor_config("/nonexistent/model");
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model/preprocessor_config.json"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_processor_config("/nonexistent/pp.json"), IoError);
   EXPECT_THROW(parse_backend("cuda", "--backend"), ArgumentError);
 }
 
