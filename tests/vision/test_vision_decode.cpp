@@ -95,5 +95,34 @@ TEST(VisionDecode, BadFiles) {
   expect_error([&] { load_image(d.file("cut.png")); }, {"cut.png"});
 }
 
+// Corrupted files (bytes flipped, cut anywhere): a clean Error or a decoded image, never a crash.
+TEST(VisionDecode, MutatedFilesNeverCrash) {
+  TempDir d;
+  const std::string png = testing::read_bytes(write_png(d, "m.png", 23, 17, 4, pattern(23 * 17 * 4)));
+  auto px = pattern(24 * 16 * 3);
+  ASSERT_TRUE(stbi_write_jpg(d.file("m.jpg").c_str(), 24, 16, 3, px.data(), 90));
+  const std::string jpg = testing::read_bytes(d.file("m.jpg"));
+  uint32_t state = 12345;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  int decoded = 0, refused = 0;
+  for (const std::string* base : {&png, &jpg}) {
+    for (int trial = 0; trial < 300; ++trial) {
+      std::string b = *base;
+      const int flips = 1 + next() % 8;
+      for (int f = 0; f < flips; ++f) b[8 + next() % (b.size() - 8)] = static_cast<char>(next() >> 24);
+      if (trial % 3 == 0) b.resize(next() % b.size());
+      try {
+        Image img = decode_image(b, "mutated");
+        EXPECT_EQ(img.rgb.size(), static_cast<size_t>(img.width) * img.height * 3);
+        ++decoded;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mutated"), std::string::npos) << e.what();
+        ++refused;
+      }
+    }
+  }
+  EXPECT_EQ(decoded + refused, 600);
+}
+
 }  // namespace
 }  // namespace vlm2mla::vision
