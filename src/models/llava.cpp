@@ -3,28 +3,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "vision/processors.h"
 
 namespace vlm2mla {
-
-std::pair<int64_t, int64_t> select_best_resolution(
-    std::pair<int64_t, int64_t> original_hw, const std::vector<std::pair<int64_t, int64_t>>& possible) {
-  const double oh = static_cast<double>(original_hw.first), ow = static_cast<double>(original_hw.second);
-  std::pair<int64_t, int64_t> best{0, 0};
-  int64_t max_effective = 0;
-  double min_wasted = INFINITY;
-  for (const auto& [h, w] : possible) {
-    const double scale = std::min(static_cast<double>(w) / ow, static_cast<double>(h) / oh);
-    const int64_t dw = static_cast<int64_t>(ow * scale), dh = static_cast<int64_t>(oh * scale);
-    const int64_t effective = std::min<int64_t>(dw * dh, original_hw.first * original_hw.second);
-    const double wasted = static_cast<double>(w * h - effective);
-    if (effective > max_effective || (effective == max_effective && wasted < min_wasted)) {
-      max_effective = effective;
-      min_wasted = wasted;
-      best = {h, w};
-    }
-  }
-  return best;
-}
 
 namespace {
 // Python's int(round(x, 7)): round to 7 decimals, then truncate toward zero.
@@ -84,7 +65,7 @@ int64_t LlavaVision::tokens_per_image(int64_t height, int64_t width) const {
   const auto& v = config_.vision;
   const int64_t base = v.num_patches() + (config_.vision_feature_select_strategy == "full" ? 1 : 0);
   if (!next_) return base;
-  const auto [bh, bw] = select_best_resolution({height, width}, config_.image_grid_pinpoints);
+  const auto [bh, bw] = vision::select_best_resolution(height, width, config_.image_grid_pinpoints);
   const int64_t side = v.image_size / v.patch_size;
   const int64_t gh = bh / v.image_size, gw = bw / v.image_size;
   // The unpadded grid of crop features plus one newline per row, after the base image's tokens.
@@ -115,7 +96,7 @@ at::Tensor LlavaVision::image_features(const at::Tensor& pixel_values,
   for (int64_t i = 0; i < pixel_values.size(0); ++i) {
     const int64_t h = sizes[i][0].item<int64_t>(), w = sizes[i][1].item<int64_t>();
     VLM2MLA_CHECK(h > 0 && w > 0, ArgumentError, "image_sizes[", i, "] = (", h, ", ", w, ") must be positive");
-    const auto [bh, bw] = select_best_resolution({h, w}, config_.image_grid_pinpoints);
+    const auto [bh, bw] = vision::select_best_resolution(h, w, config_.image_grid_pinpoints);
     const int64_t gh = bh / v.image_size, gw = bw / v.image_size;
     const int64_t patches = gh * gw + 1;
     VLM2MLA_CHECK(patches <= pixel_values.size(1), ArgumentError, "image ", i, " of size ", h, "x", w,

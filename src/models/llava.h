@@ -51,11 +51,6 @@ class LlavaVision {
   at::Tensor image_newline_;  // [d_text], NeXT only
 };
 
-// transformers' select_best_resolution: the (height, width) among `possible` that keeps the most
-// of the image's resolution when it is scaled to fit, wasting the least on ties.
-std::pair<int64_t, int64_t> select_best_resolution(
-    std::pair<int64_t, int64_t> original_hw, const std::vector<std::pair<int64_t, int64_t>>& possible);
-
 // transformers' unpad_image on a [C, H, W] feature map of an image of original (height, width).
 at::Tensor unpad_image(const at::Tensor& features, int64_t original_height, int64_t original_width);
 
