@@ -5,12 +5,24 @@
 
 #include "tokenizer/sentencepiece_shim.h"
 
+// Declared in sentencepiece's common.h (not installed); exported by libsentencepiece.
+namespace sentencepiece::logging {
+void SetMinLogLevel(int v);
+}
+
 namespace {
 
 using sentencepiece::SentencePieceProcessor;
+
+// Deep binding resolves std::cerr inside libsentencepiece to libstdc++'s own (never constructed)
+// object when the executable holds a copy-relocated std::cerr, so SentencePiece must not log: its
+// INFO and WARNING messages are silenced before every call that could log (errors come back as
+// Status values, which we pass on).
+void quiet() { sentencepiece::logging::SetMinLogLevel(3); }
 SentencePieceProcessor* sp(void* m) { return static_cast<SentencePieceProcessor*>(m); }
 
 void* load(const std::string& path, std::string* error) {
+  quiet();
   auto* p = new SentencePieceProcessor();
   const auto status = p->Load(path);
   if (!status.ok()) {
@@ -46,6 +58,7 @@ int unk_id(void* m) { return sp(m)->unk_id(); }
 int bos_id(void* m) { return sp(m)->bos_id(); }
 int eos_id(void* m) { return sp(m)->eos_id(); }
 bool train(const std::string& args, std::string* error) {
+  quiet();
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
   if (!status.ok()) *error = status.ToString();
   return status.ok();
