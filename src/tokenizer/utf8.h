@@ -20,7 +20,8 @@ std::string utf8_lossy(std::string_view bytes);
 
 // The Unicode White_Space property (what Rust's char::is_whitespace tests).
 bool is_unicode_whitespace(uint32_t cp);
-// Letters, numbers (general categories L*, N*) and '_': the "word" characters of single_word.
+// Unicode \w as Rust's regex has it (letters, marks, decimal digits, connector punctuation such as
+// '_', ZWNJ/ZWJ): the "word" characters that single_word added tokens must not touch.
 bool is_word_char(uint32_t cp);
 
 enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };

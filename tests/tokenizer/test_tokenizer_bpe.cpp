@@ -216,6 +216,50 @@ TEST(TokenizerByteLevel, PrefixSpaceRegexAndDecoder) {
   EXPECT_EQ(t.decode({4, 4, 5}, false), " hi hi!");
 }
 
+// Split behaviours, observed through ignore_merges: a piece found whole in the vocabulary is one id.
+TEST(TokenizerPreTokenizers, SplitBehaviors) {
+  const json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"-", 3}, {"a-", 4}, {"-b", 5},
+                      {"--", 6}, {"b--", 7}, {"--c", 8}, {"-c", 9}, {"b-", 10}};
+  auto encode = [&](const char* behavior, bool invert) {
+    testing::TempDir d;
+    json j = make_json(vocab, json::array());
+    j["model"]["ignore_merges"] = true;
+    j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior},
+                          {"invert", invert}};
+    return load_json(d, j).encode("a-b--c", false);
+  };
+  EXPECT_EQ(encode("Isolated", false), (Ids{0, 3, 1, 3, 3, 2}));
+  EXPECT_EQ(encode("Removed", false), (Ids{0, 1, 2}));
+  EXPECT_EQ(encode("MergedWithPrevious", false), (Ids{4, 10, 3, 2}));
+  EXPECT_EQ(encode("MergedWithNext", false), (Ids{0, 5, 3, 9}));
+  EXPECT_EQ(encode("Contiguous", false), (Ids{0, 3, 1, 6, 2}));
+  EXPECT_EQ(encode("Isolated", true), (Ids{0, 3, 1, 3, 3, 2}));
+  EXPECT_EQ(encode("Removed", true), (Ids{3, 3, 3}));
+}
+
+// Metaspace (newer Llama/Mistral files): prepend_scheme "first" prepends only at the start of the
+// text, not after a special token; "always" prepends to every run; the decoder drops the first
+// token's "▁".
+TEST(TokenizerPreTokenizers, MetaspacePrependSchemes) {
+  const json vocab = {{"\u2581a", 0}, {"\u2581b", 1}, {"a", 2}, {"b", 3}, {"\u2581", 4}, {"<s>", 5}};
+  auto load = [&](const testing::TempDir& d, const char* scheme) {
+    json j = make_json(vocab, {"\u2581 a", "\u2581 b"});
+    j["added_tokens"] = {added(5, "<s>", true)};
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", scheme},
+                          {"split", true}};
+    j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", scheme},
+                    {"split", true}};
+    return load_json(d, j);
+  };
+  testing::TempDir d1, d2;
+  auto first = load(d1, "first");
+  EXPECT_EQ(first.encode("a b", false), (Ids{0, 1}));
+  EXPECT_EQ(first.encode("<s>a b", false), (Ids{5, 2, 1}));
+  EXPECT_EQ(first.decode({0, 1}, false), "a b");
+  auto always = load(d2, "always");
+  EXPECT_EQ(always.encode("<s>a b", false), (Ids{5, 0, 1}));
+}
+
 TEST(TokenizerErrors, MissingAndMalformedFiles) {
   testing::TempDir d;
   EXPECT_THROW(Tokenizer::load(d.file("absent")), IoError);

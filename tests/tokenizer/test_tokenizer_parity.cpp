@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unistd.h>
 
 #include "core/fs.h"
 #include "support/test_support.h"
@@ -73,7 +74,7 @@ const Reference& reference() {
     }
     const std::string work = VLM2MLA_TOKENIZER_WORK_DIR;
     fs::create_directories(work);
-    const std::string err_file = work + "/node-stderr.txt";
+    const std::string err_file = work + "/node-stderr-" + std::to_string(getpid()) + ".txt";
     const std::string out = run_command("cd '" + dir + "' && node encode.mjs corpus.json '" + work +
                                             "' 2>'" + err_file + "'",
                                         &status);

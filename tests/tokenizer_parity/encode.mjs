@@ -79,7 +79,10 @@ function writeLlamaJsTokenizer(dir) {
     },
   };
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(json));
+  // Written under a temporary name and renamed: parallel test processes may read it meanwhile.
+  const tmp = path.join(dir, `tokenizer.json.tmp-${process.pid}`);
+  fs.writeFileSync(tmp, JSON.stringify(json));
+  fs.renameSync(tmp, path.join(dir, "tokenizer.json"));
 }
 
 const results = [];

@@ -8,7 +8,9 @@
 
 #include "common.h"
 #include "core/error.h"
+#ifndef VLM2MLA_NO_TOKENIZER
 #include "tokenizer/tokenizer.h"
+#endif
 
 namespace vlm2mla::cli {
 
@@ -22,7 +24,7 @@ std::string read_text_file(const std::string& path) {
   return os.str();
 }
 
-std::vector<int64_t> parse_ids(const std::string& text) {
+[[maybe_unused]] std::vector<int64_t> parse_ids(const std::string& text) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -62,6 +64,10 @@ void register_tokenize(CLI::App& app) {
     VLM2MLA_CHECK(text->count() + file->count() == 1, ArgumentError,
                   "tokenize needs --text or --text-file");
     const std::string input = file->count() ? read_text_file(args->text_file) : args->text;
+#ifdef VLM2MLA_NO_TOKENIZER
+    (void)input;
+    throw ArgumentError("this vlm2mla was built without tokenizers (-DVLM2MLA_TOKENIZER=OFF)");
+#else
     const Tokenizer tokenizer = Tokenizer::load(args->model);
     if (args->decode) {
       const std::string out = tokenizer.decode(parse_ids(input), /*skip_special_tokens=*/false);
@@ -70,6 +76,7 @@ void register_tokenize(CLI::App& app) {
     }
     const std::vector<int64_t> ids = tokenizer.encode(input, args->add_special_tokens);
     std::printf("%s\n", nlohmann::json(ids).dump().c_str());
+#endif
   });
 }
 
