@@ -105,6 +105,23 @@ TEST(TokenizerSentencePiece, TokenizerConfigAddsEos) {
   EXPECT_EQ(t.encode("hello", true), cat({plain, {2}}));
 }
 
+// The CLI loads the plugin from beside the executable and round-trips through it.
+TEST(TokenizerSentencePiece, CliEncodesAndDecodes) {
+  testing::TempDir dir;
+  train_tiny_model(dir);
+  if (HasFatalFailure()) return;
+  const std::string text = "hello <s>world\tCASE 42 \xE6\x97\xA5";
+  const Tokenizer t = Tokenizer::load(dir.path());
+  auto enc = testing::run_cli({"tokenize", "--model", dir.path(), "--text", text, "--add-special-tokens"});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  EXPECT_EQ(nlohmann::json::parse(enc.out).get<Ids>(), t.encode(text, true));
+  enc = testing::run_cli({"tokenize", "--model", dir.path(), "--text", text});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  const auto dec = testing::run_cli({"tokenize", "--model", dir.path(), "--decode", "--text", enc.out});
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_EQ(dec.out, text);
+}
+
 TEST(TokenizerSentencePiece, MalformedModelIsAFormatError) {
   testing::TempDir dir;
   testing::write_bytes(dir.file("tokenizer.model"), "this is not a protobuf");
