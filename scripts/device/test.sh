@@ -11,7 +11,8 @@ out="${OUT:-$root/device-out}"
 mkdir -p "$out"
 torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 test -f .deps/ready || { echo "missing .deps: run scripts/device/prepare.sh here and carry .deps" >&2; exit 2; }
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
+# Tokenizers off: the GPU machine has no PCRE2/utf8proc/SentencePiece (nor node for their parity).
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DVLM2MLA_TOKENIZER=OFF \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$root/.deps/prefix/usr" \
   -DVLM2MLA_GTEST_SOURCE="$root/.deps/prefix/usr/src/googletest" 2>&1 | tee "$out/configure.log" | tail -5
 cmake --build build-device -j"$(nproc)" 2>&1 | tee "$out/build.log" | grep -E "error|warning: unused|FAILED" || true
