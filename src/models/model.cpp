@@ -82,12 +82,7 @@ std::shared_ptr<Model> Model::build(const nlohmann::json& root, const std::strin
   return model;
 }
 
-std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
-  const std::string config_path = dir + "/config.json";
-  nlohmann::json root = io::read_json_file(config_path);
-  const TextConfig config = parse_text_config(root, config_path);  // fail on the config first
-  io::TensorStore store = io::TensorStore::open_dir(dir);
-  TextLayout layout = detect_text_layout(store);
+Model::VisionNames Model::vision_names(const io::TensorStore& store, const TextLayout& layout) {
   // Where the vision side sits follows from where the language model does: the Hub's LLaVA keys
   // (vision_tower.vision_model.*, multi_modal_projector.*, image_newline), what transformers 5
   // saves (vision_tower.* without vision_model.), or transformers 5's in-memory names (model.*).
@@ -100,8 +95,40 @@ std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
     names.llava.vision_tower += "vision_model.";
   }
   names.qwen = hf5 ? "model.visual." : "visual.";
+  return names;
+}
+
+int64_t Model::check_checkpoint(const std::string& dir) {
+  const std::string config_path = dir + "/config.json";
+  nlohmann::json root = io::read_json_file(config_path);
+  const TextConfig config = parse_text_config(root, config_path);
+  io::TensorStore store = io::TensorStore::open_dir(dir);
+  TextLayout layout = detect_text_layout(store);
   std::set<std::string> consumed;
-  auto model = build(root, config_path, layout, names, checkpoint_filler(store, options, &consumed), options);
+  int64_t params = 0;
+  ParamFiller check = [&](const ParamRef& ref) {
+    check_param(store, ref);
+    consumed.insert(ref.name);
+    int64_t n = 1;
+    for (int64_t d : ref.shape) n *= d;
+    params += n;
+  };
+  build(root, config_path, layout, vision_names(store, layout), check, LoadOptions{});
+  consume_tied_head(config, layout, store, &consumed);
+  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
+                                                                  : config.architecture);
+  return params;
+}
+
+std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  const std::string config_path = dir + "/config.json";
+  nlohmann::json root = io::read_json_file(config_path);
+  const TextConfig config = parse_text_config(root, config_path);  // fail on the config first
+  io::TensorStore store = io::TensorStore::open_dir(dir);
+  TextLayout layout = detect_text_layout(store);
+  std::set<std::string> consumed;
+  auto model = build(root, config_path, layout, vision_names(store, layout),
+                     checkpoint_filler(store, options, &consumed), options);
   consume_tied_head(config, layout, store, &consumed);
   check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
                                                                   : config.architecture);

@@ -33,6 +33,9 @@ class Model {
  public:
   // A checkpoint directory: config.json and safetensors, loaded strictly.
   static std::shared_ptr<Model> load(const std::string& dir, const LoadOptions& options);
+  // Checks a checkpoint from its headers alone, as load would (every tensor present with its shape,
+  // none left over), without reading weights. Returns the parameter count.
+  static int64_t check_checkpoint(const std::string& dir);
   // The shapes of a config.json with random weights (benchmarks of real shapes).
   static std::shared_ptr<Model> random(const std::string& config_path, const LoadOptions& options,
                                        uint64_t seed);
@@ -63,6 +66,7 @@ class Model {
     LlavaWeightNames llava;
     std::string qwen;
   };
+  static VisionNames vision_names(const io::TensorStore& store, const TextLayout& layout);
   static std::shared_ptr<Model> build(const nlohmann::json& root, const std::string& origin,
                                       const TextLayout& layout, const VisionNames& names,
                                       const ParamFiller& fill, const LoadOptions& options);

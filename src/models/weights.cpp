@@ -82,17 +82,6 @@ void consume_tied_head(const TextConfig& config, const TextLayout& layout,
   if (config.tie_word_embeddings && consumed && store.contains(head)) consumed->insert(head);
 }
 
-void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
-                           const io::TensorStore& store, std::set<std::string>* consumed) {
-  DecoderWeights w;
-  w.layers.resize(static_cast<size_t>(config.num_hidden_layers));
-  for_each_param(config, layout, w, [&](const ParamRef& ref) {
-    check_param(store, ref);
-    if (consumed) consumed->insert(ref.name);
-  });
-  consume_tied_head(config, layout, store, consumed);
-}
-
 ParamFiller checkpoint_filler(const io::TensorStore& store, const LoadOptions& options,
                               std::set<std::string>* consumed) {
   return [&store, options, consumed](const ParamRef& ref) { load_param(store, ref, options, consumed); };

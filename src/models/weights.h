@@ -77,11 +77,6 @@ ParamFiller random_filler(const LoadOptions& options, uint64_t seed);
 DecoderWeights fill_decoder_weights(const TextConfig& config, const TextLayout& layout,
                                     const ParamFiller& fill);
 
-// Checks, from the headers alone, that every parameter is present with its shape and a floating
-// dtype (FormatError naming the key and both shapes otherwise). Adds the keys to `consumed`.
-void check_decoder_tensors(const TextConfig& config, const TextLayout& layout,
-                           const io::TensorStore& store, std::set<std::string>* consumed);
-
 // Loads every parameter strictly: a missing or misshapen tensor is a FormatError naming the key and
 // both shapes. Adds the keys it consumed to `consumed`.
 DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,

@@ -1,5 +1,7 @@
 // vlm2mla bench (--model DIR | --random-weights CONFIG.json) --context N --batch B --new-tokens M
-// Load time, prefill and decode throughput, KV-cache bytes and peak memory of one generate run.
+//               [--image HxW]
+// Load time, vision encoding (VLMs, with --image), prefill and decode throughput, KV-cache bytes and
+// peak memory of one greedy generate run.
 #include <chrono>
 #include <cstdio>
 
@@ -9,14 +11,71 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "generate/generate.h"
-#include "io/json_file.h"
 #include "models/model.h"
+#include "vision/processors.h"
 
 namespace vlm2mla::cli {
 
+namespace {
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Random inputs of the shapes a real image of `h` x `w` gives each architecture, and a prompt of
+// `context` text tokens after the image's tokens (Qwen: inside vision_start ... vision_end).
+ModelInputs make_inputs(const Model& m, int64_t batch, int64_t context, int64_t h, int64_t w,
+                        at::Generator& gen, at::Device device) {
+  const int64_t vocab = m.text_config().vocab_size;
+  // Text ids below the image token and every special id of these vocabularies.
+  int64_t text_max = std::min<int64_t>(vocab, 30000);
+  if (m.image_token_id() >= 0) text_max = std::min(text_max, m.image_token_id());
+  if (const QwenVisionTower* q = m.qwen_vision()) {
+    text_max = std::min({text_max, q->config().vision_start_token_id, q->config().video_token_id});
+  }
+  text_max = std::max<int64_t>(text_max, 2);
+  auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  ModelInputs in;
+  at::Tensor text = at::randint(0, text_max, {batch, context}, gen, at::TensorOptions().dtype(at::kLong));
+  if (h <= 0 || m.image_token_id() < 0) {
+    in.input_ids = at::randint(0, vocab, {batch, context}, gen, at::TensorOptions().dtype(at::kLong));
+    return in;
+  }
+  std::vector<at::Tensor> prefix;
+  if (const LlavaVision* llava = m.llava()) {
+    const auto& v = llava->config().vision;
+    if (llava->next()) {
+      const auto [bh, bw] = vision::select_best_resolution(h, w, llava->config().image_grid_pinpoints);
+      const int64_t patches = (bh / v.image_size) * (bw / v.image_size) + 1;
+      in.pixel_values = at::randn({batch, patches, 3, v.image_size, v.image_size}, opts);
+      in.image_sizes = at::tensor({h, w}, at::kLong).repeat({batch, 1});
+    } else {
+      in.pixel_values = at::randn({batch, 3, v.image_size, v.image_size}, opts);
+    }
+    prefix.push_back(at::full({batch, llava->tokens_per_image(h, w)}, m.image_token_id(), at::kLong));
+  } else if (const QwenVisionTower* q = m.qwen_vision()) {
+    const auto& c = q->config();
+    const int64_t factor = c.patch_size * c.spatial_merge_size;
+    // Qwen2.5-VL's published processor bounds (min_pixels 3136, max_pixels 12845056).
+    const auto [rh, rw] = vision::smart_resize(h, w, factor, 3136, 12845056);
+    const int64_t gh = rh / c.patch_size, gw = rw / c.patch_size;
+    in.pixel_values = at::randn({batch * gh * gw, c.patch_dim()}, opts);
+    in.image_grid_thw = at::tensor({int64_t{1}, gh, gw}, at::kLong).repeat({batch, 1});
+    const int64_t tokens = gh * gw / (c.spatial_merge_size * c.spatial_merge_size);
+    prefix.push_back(at::full({batch, 1}, c.vision_start_token_id, at::kLong));
+    prefix.push_back(at::full({batch, tokens}, m.image_token_id(), at::kLong));
+    prefix.push_back(at::full({batch, 1}, c.vision_end_token_id, at::kLong));
+  }
+  prefix.push_back(text);
+  in.input_ids = at::cat(prefix, 1);
+  return in;
+}
+
+}  // namespace
+
 void register_bench(CLI::App& app) {
   struct Args {
-    std::string model, random_config;
+    std::string model, random_config, image;
     int64_t context = 512, batch = 1, new_tokens = 32;
     int64_t warmup = 1;
     bool json = false;
@@ -25,17 +84,20 @@ void register_bench(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Time loading, prefill and greedy decode; report KV-cache bytes and peak memory");
+      "bench", "Time loading, vision encoding, prefill and greedy decode; report KV-cache bytes and "
+               "peak memory");
   auto* model = cmd->add_option("--model", args->model, "model directory");
   auto* random = cmd->add_option("--random-weights", args->random_config,
                                  "benchmark the shapes of this config.json with random weights");
   model->excludes(random);
-  cmd->add_option("--context", args->context, "prompt tokens per sequence")
+  cmd->add_option("--context", args->context, "text tokens per sequence (after the image's tokens)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch", args->batch, "sequences")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--new-tokens", args->new_tokens, "decode steps")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--warmup", args->warmup, "untimed warm-up runs (short) before the timed one")
+  cmd->add_option("--image", args->image,
+                  "HxW: one random image of that original size per sequence (vision-language models)");
+  cmd->add_option("--warmup", args->warmup, "untimed warm-up runs (few steps) before the timed one")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->seed, "seed of the random prompt and weights")->capture_default_str();
   cmd->add_flag("--json", args->json, "print one JSON object");
@@ -43,54 +105,63 @@ void register_bench(CLI::App& app) {
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->model.empty() || !args->random_config.empty(), ArgumentError,
                   "bench: give --model DIR or --random-weights CONFIG.json");
+    int64_t h = 0, w = 0;
+    if (!args->image.empty()) {
+      char x = 0;
+      VLM2MLA_CHECK(std::sscanf(args->image.c_str(), "%ld%c%ld", &h, &x, &w) == 3 && x == 'x' && h > 0 &&
+                        w > 0,
+                    ArgumentError, "--image: expected HxW (e.g. 336x336), got '", args->image, "'");
+    }
     const LoadOptions options = args->run.load_options();
     auto t0 = std::chrono::steady_clock::now();
-    std::shared_ptr<const TextDecoder> m;
-    std::shared_ptr<Model> loaded;  // keeps a loaded checkpoint alive
-    if (!args->model.empty()) {
-      loaded = load_model(args->model, args->run);
-      m = std::shared_ptr<const TextDecoder>(loaded, &loaded->decoder());
-    } else {
-      TextConfig config = parse_text_config(io::read_json_file(args->random_config), args->random_config);
-      auto decoder = std::make_shared<TextDecoder>(
-          config, random_decoder_weights(config, options, args->seed), options);
-      decoder->set_attention_backend(args->run.attention_backend());
-      m = decoder;
-    }
+    std::shared_ptr<Model> m = args->model.empty()
+                                   ? Model::random(args->random_config, options, args->seed)
+                                   : Model::load(args->model, options);
+    m->set_attention_backend(args->run.attention_backend());
     synchronize(options.device);
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double load_s = since(t0);
+    VLM2MLA_CHECK(h == 0 || m->image_token_id() >= 0, ArgumentError, "--image given, but ",
+                  m->text_config().architecture, " is a text-only model");
 
     at::Generator gen = at::detail::createCPUGenerator(args->seed);
-    at::Tensor ids = at::randint(0, m->config().vocab_size, {args->batch, args->context}, gen,
-                                 at::TensorOptions().dtype(at::kLong));
+    ModelInputs in = make_inputs(*m, args->batch, args->context, h, w, gen, options.device);
     GenerateOptions go;  // greedy, no end-of-sequence: exactly new_tokens steps
     go.max_new_tokens = args->new_tokens;
     for (int64_t i = 0; i < args->warmup; ++i) {  // same shapes, few steps
-      GenerateOptions w = go;
-      w.max_new_tokens = std::min<int64_t>(go.max_new_tokens, 4);
-      generate(*m, ids, at::Tensor(), w);
+      GenerateOptions wo = go;
+      wo.max_new_tokens = std::min<int64_t>(go.max_new_tokens, 4);
+      generate(m->decoder(), m->prepare(in, false), wo);
     }
     reset_peak_memory(options.device);
-    GenerateResult r = generate(*m, ids, at::Tensor(), go);
+    t0 = std::chrono::steady_clock::now();
+    Prompt prompt = m->prepare(in, false);  // vision encoding, embedding, positions
+    synchronize(options.device);
+    const double vision_s = since(t0);
+    GenerateResult r = generate(m->decoder(), prompt, go);
     const int64_t peak = peak_memory_bytes(options.device);
-    const int64_t kv_per_token = r.kv_bytes_per_token, kv_allocated = r.kv_bytes_allocated;
+    const int64_t s = in.input_ids.size(1);
+    const int64_t image_tokens = m->image_token_id() >= 0 ? in.input_ids.eq(m->image_token_id()).sum().item<int64_t>() / args->batch : 0;
     const int64_t steps = r.new_tokens - 1;  // the first new token comes out of the prefill
     nlohmann::json j = {
         {"model", args->model.empty() ? args->random_config + " (random weights)" : args->model},
+        {"architecture", m->text_config().architecture},
         {"device", options.device.str()},
         {"dtype", dtype_name(options.dtype)},
         {"attention", attention_backend_name(m->attention_backend())},
-        {"context", args->context},
+        {"context", s},
         {"batch", args->batch},
+        {"image", args->image},
+        {"image_tokens", image_tokens},
         {"new_tokens", r.new_tokens},
         {"load_seconds", load_s},
+        {"vision_seconds", vision_s},
         {"prefill_seconds", r.prefill_seconds},
-        {"prefill_tokens_per_s", args->batch * args->context / r.prefill_seconds},
+        {"prefill_tokens_per_s", args->batch * s / r.prefill_seconds},
         {"decode_seconds", r.decode_seconds},
         {"decode_ms_per_step", steps > 0 ? 1e3 * r.decode_seconds / steps : 0.0},
         {"decode_tokens_per_s", steps > 0 ? args->batch * steps / r.decode_seconds : 0.0},
-        {"kv_bytes_per_token", kv_per_token},
-        {"kv_bytes_allocated", kv_allocated},
+        {"kv_bytes_per_token", r.kv_bytes_per_token},
+        {"kv_bytes_allocated", r.kv_bytes_allocated},
         {"peak_memory_bytes", peak},
         {"peak_memory_kind", options.device.is_cuda() ? "cuda caching allocator peak"
                                                       : "process peak resident set"}};
@@ -102,13 +173,15 @@ void register_bench(CLI::App& app) {
                 j["device"].get<std::string>().c_str(), j["dtype"].get<std::string>().c_str(),
                 j["attention"].get<std::string>().c_str());
     std::printf("load      %.3f s\n", load_s);
-    std::printf("prefill   %lld x %lld tokens in %.3f s: %.1f tokens/s\n", (long long)args->batch,
-                (long long)args->context, r.prefill_seconds, j["prefill_tokens_per_s"].get<double>());
+    if (h > 0) std::printf("vision    %s image, %lld tokens: %.4f s (encoder, projector, embedding)\n",
+                           args->image.c_str(), (long long)image_tokens, vision_s);
+    std::printf("prefill   %lld x %lld tokens in %.4f s: %.1f tokens/s\n", (long long)args->batch,
+                (long long)s, r.prefill_seconds, j["prefill_tokens_per_s"].get<double>());
     std::printf("decode    %lld steps x %lld: %.2f ms/step, %.1f tokens/s\n", (long long)steps,
                 (long long)args->batch, j["decode_ms_per_step"].get<double>(),
                 j["decode_tokens_per_s"].get<double>());
-    std::printf("kv cache  %lld bytes/token, %lld bytes allocated\n", (long long)kv_per_token,
-                (long long)kv_allocated);
+    std::printf("kv cache  %lld bytes/token, %lld bytes allocated\n", (long long)r.kv_bytes_per_token,
+                (long long)r.kv_bytes_allocated);
     std::printf("peak mem  %.1f MiB (%s)\n", peak / 1048576.0, j["peak_memory_kind"].get<std::string>().c_str());
   });
 }

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "io/tensor_store.h"
 #include "models/text_config.h"
+#include "models/model.h"
 #include "models/weights.h"
 
 namespace vlm2mla::cli {
@@ -34,11 +35,8 @@ void register_inspect(CLI::App& app) {
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->callback([args]() {
     TextConfig config = load_text_config(args->model);
+    const int64_t params = Model::check_checkpoint(args->model);  // strict, headers only
     io::TensorStore store = io::TensorStore::open_dir(args->model);
-    TextLayout layout = detect_text_layout(store);
-    std::set<std::string> consumed;
-    check_decoder_tensors(config, layout, store, &consumed);
-    check_all_consumed(store, consumed, config.architecture);
 
     std::map<std::string, int64_t> stored;  // dtype -> parameters
     int64_t checkpoint_bytes = 0, stored_params = 0;
@@ -48,7 +46,6 @@ void register_inspect(CLI::App& app) {
       checkpoint_bytes += static_cast<int64_t>(info.end - info.begin);
       stored_params += static_cast<int64_t>(info.numel());
     }
-    const int64_t params = count_parameters(config);
     // Dense bf16 cache: keys and values, every layer, every kv head.
     const int64_t kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads *
                              config.head_dim * 2;
@@ -69,7 +66,7 @@ void register_inspect(CLI::App& app) {
     }
     const auto& c = config;
     std::printf("model:         %s\n", args->model.c_str());
-    std::printf("architecture:  %s (%s)\n", j["architecture"].get<std::string>().c_str(),
+    std::printf("architecture:  %s (language model: %s)\n", j["architecture"].get<std::string>().c_str(),
                 arch_name(c.arch));
     std::printf("layers:        %lld, hidden %lld, intermediate %lld, vocab %lld\n",
                 (long long)c.num_hidden_layers, (long long)c.hidden_size,
