@@ -160,6 +160,53 @@ at::Tensor Model::image_features(const ModelInputs& in) const {
                                      " is a text-only model"));
 }
 
+std::vector<int64_t> Model::image_token_counts(const ModelInputs& in) const {
+  std::vector<int64_t> counts;
+  if (!in.pixel_values.defined()) return counts;
+  if (llava_) {
+    const int64_t n = in.pixel_values.size(0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (llava_->next()) {
+        VLM2MLA_CHECK(in.image_sizes.defined() && in.image_sizes.size(0) == n, ArgumentError,
+                      "LLaVA-NeXT needs image_sizes [", n, ", 2] beside pixel_values");
+        counts.push_back(llava_->tokens_per_image(in.image_sizes[i][0].item<int64_t>(),
+                                                  in.image_sizes[i][1].item<int64_t>()));
+      } else {
+        counts.push_back(llava_->tokens_per_image(0, 0));
+      }
+    }
+  } else if (qwen_) {
+    VLM2MLA_CHECK(in.image_grid_thw.defined(), ArgumentError, "Qwen2.5-VL needs image_grid_thw");
+    const int64_t unit = qwen_->config().spatial_merge_size * qwen_->config().spatial_merge_size;
+    at::Tensor g = in.image_grid_thw.to(at::kCPU);
+    for (int64_t i = 0; i < g.size(0); ++i) {
+      counts.push_back(g[i][0].item<int64_t>() * g[i][1].item<int64_t>() * g[i][2].item<int64_t>() / unit);
+    }
+  }
+  return counts;
+}
+
+at::Tensor expand_image_tokens(const at::Tensor& ids, int64_t image_token_id,
+                               const std::vector<int64_t>& counts) {
+  VLM2MLA_CHECK(ids.dim() == 2 && ids.size(0) == 1, ArgumentError, "expand_image_tokens: ids must be [1, s]");
+  at::Tensor row = ids[0].to(at::kCPU).to(at::kLong);
+  std::vector<int64_t> out;
+  size_t image = 0;
+  for (int64_t j = 0; j < row.size(0); ++j) {
+    const int64_t id = row[j].item<int64_t>();
+    if (id != image_token_id) {
+      out.push_back(id);
+      continue;
+    }
+    VLM2MLA_CHECK(image < counts.size(), ArgumentError, "the prompt has more image placeholders than the ",
+                  counts.size(), " image(s) given");
+    out.insert(out.end(), static_cast<size_t>(counts[image++]), image_token_id);
+  }
+  VLM2MLA_CHECK(image == counts.size(), ArgumentError, "the prompt has ", image,
+                " image placeholder(s) but ", counts.size(), " image(s) were given");
+  return at::tensor(out, at::kLong).unsqueeze(0);
+}
+
 Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
   const TextConfig& c = decoder_->config();
   Prompt p;

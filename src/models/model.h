@@ -29,6 +29,12 @@ struct ModelInputs {
                                   const std::string& origin);
 };
 
+// ids [1, s] with one `image_token_id` placeholder per image -> each placeholder repeated
+// counts[i] times, in order (as the HF processors expand them). ArgumentError when the number of
+// placeholders is not counts.size().
+at::Tensor expand_image_tokens(const at::Tensor& ids, int64_t image_token_id,
+                               const std::vector<int64_t>& counts);
+
 class Model {
  public:
   // A checkpoint directory: config.json and safetensors, loaded strictly.
@@ -60,6 +66,10 @@ class Model {
 
   // The projected image features of the inputs' images, [image tokens, d] (empty if no images).
   at::Tensor image_features(const ModelInputs& inputs) const;
+
+  // Image tokens each of the inputs' images takes in input_ids (LLaVA: the tower's patches; NeXT:
+  // from image_sizes; Qwen: t*h*w / merge^2 of image_grid_thw).
+  std::vector<int64_t> image_token_counts(const ModelInputs& inputs) const;
 
  private:
   struct VisionNames {  // where the vision side's tensors are

@@ -1,17 +1,61 @@
-// vlm2mla generate --model DIR --inputs IN.safetensors --max-new-tokens N [--greedy] [--out-ids F]
+// vlm2mla generate --model DIR (--inputs IN.safetensors | --prompt TEXT [--image PATH ...])
+//                  --max-new-tokens N [--greedy] [--out-ids F]
+#include <algorithm>
 #include <cstdio>
 
 #include "common.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "models/model.h"
+#ifndef VLM2MLA_NO_TOKENIZER
+#include "chat_inputs.h"
+#include "tokenizer/tokenizer.h"
+#endif
 
 namespace vlm2mla::cli {
 
+namespace {
+
+// Streams the text of row 0 as it grows: decodes all new ids each step and prints what was added,
+// holding back a trailing incomplete UTF-8 character (decoded as U+FFFD).
+class TextStreamer {
+ public:
+  explicit TextStreamer(std::function<std::string(const std::vector<int64_t>&)> decode)
+      : decode_(std::move(decode)) {}
+  void push(int64_t id) {
+    ids_.push_back(id);
+    const std::string text = decode_(ids_);
+    const std::string replacement = "\xEF\xBF\xBD";
+    if (text.size() >= replacement.size() &&
+        text.compare(text.size() - replacement.size(), replacement.size(), replacement) == 0) {
+      return;
+    }
+    if (text.size() > printed_ && text.compare(0, printed_, shown_, 0, printed_) == 0) {
+      std::fputs(text.c_str() + printed_, stdout);
+    } else if (text != shown_) {  // the decoder rewrote earlier text (rare): print the rest anyway
+      std::fputs(text.substr(std::min(printed_, text.size())).c_str(), stdout);
+    }
+    std::fflush(stdout);
+    shown_ = text;
+    printed_ = text.size();
+  }
+
+ private:
+  std::function<std::string(const std::vector<int64_t>&)> decode_;
+  std::vector<int64_t> ids_;
+  std::string shown_;
+  size_t printed_ = 0;
+};
+
+}  // namespace
+
 void register_generate(CLI::App& app) {
   struct Args {
-    std::string model, inputs, out_ids;
+    std::string model, inputs, out_ids, prompt, system;
+    std::vector<std::string> images;
+    bool raw = false;
     int64_t max_new_tokens = 32;
     bool greedy = false, sample = false;
     double temperature = -1, top_p = -1, repetition_penalty = -1;
@@ -21,12 +65,21 @@ void register_generate(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "generate", "Generate tokens after the prompts in --inputs (greedy or sampled), as "
-                  "transformers' generate");
+      "generate", "Generate after a prompt (--prompt, with --image files for VLMs; the answer streams "
+                  "as text) or after token ids (--inputs), as transformers' generate");
   cmd->add_option("--model", args->model, "model directory")->required();
-  cmd->add_option("--inputs", args->inputs,
-                  "safetensors with input_ids int64 [B,T] and optional attention_mask (left padding)")
-      ->required();
+  auto* inputs = cmd->add_option(
+      "--inputs", args->inputs,
+      "safetensors with input_ids int64 [B,T], optional attention_mask (left padding), pixel_values, "
+      "image_sizes, image_grid_thw");
+  auto* prompt = cmd->add_option("--prompt", args->prompt,
+                                 "the user's message, rendered with the model family's chat template");
+  inputs->excludes(prompt);
+  cmd->add_option("--image", args->images, "an image file (PNG or JPEG) for the prompt; repeatable")
+      ->needs(prompt);
+  cmd->add_option("--system", args->system, "a system message for the chat template")->needs(prompt);
+  cmd->add_flag("--raw", args->raw, "encode --prompt as given (with BOS), without the chat template")
+      ->needs(prompt);
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "tokens to generate at most")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -42,10 +95,11 @@ void register_generate(CLI::App& app) {
                   "penalty for tokens already seen (default: generation_config.json, else 1)");
   cmd->add_option("--seed", args->seed, "random seed for sampling")->capture_default_str();
   cmd->add_option("--out-ids", args->out_ids,
-                  "write 'generated' int64 [B, T+N] here instead of printing the new ids");
+                  "write 'generated' int64 [B, T+N] here instead of printing the new tokens");
   args->run.add_to(cmd);
   cmd->callback([args]() {
-    ModelInputs in = read_model_inputs(args->inputs);
+    VLM2MLA_CHECK(!args->inputs.empty() || !args->prompt.empty(), ArgumentError,
+                  "generate: give --inputs IN.safetensors or --prompt TEXT");
     auto model = load_model(args->model, args->run);
     GenerateOptions opts = load_generate_defaults(args->model, model->text_config());
     opts.max_new_tokens = args->max_new_tokens;
@@ -58,36 +112,70 @@ void register_generate(CLI::App& app) {
     opts.sampling.seed = args->seed;
     validate(opts.sampling);
 
+    ModelInputs in;
+    std::function<std::string(const std::vector<int64_t>&)> decode;  // set for text prompts
+    if (!args->prompt.empty()) {
+#ifndef VLM2MLA_NO_TOKENIZER
+      ChatInputs chat = build_chat_inputs(*model, args->model, args->images, args->prompt,
+                                          args->system, args->raw);
+      in = chat.inputs;
+      for (int64_t id : chat.stop_ids) {
+        if (std::find(opts.eos_token_ids.begin(), opts.eos_token_ids.end(), id) == opts.eos_token_ids.end()) {
+          opts.eos_token_ids.push_back(id);
+        }
+      }
+      auto tok = chat.tokenizer;
+      decode = [tok](const std::vector<int64_t>& ids) { return tok->decode(ids, /*skip_special_tokens=*/true); };
+      VLM2MLA_DEBUG("prompt: ", chat.rendered, " (", in.input_ids.size(1), " tokens)");
+#else
+      throw ArgumentError("--prompt needs tokenizers: this build has VLM2MLA_TOKENIZER=OFF (use --inputs)");
+#endif
+    } else {
+      in = read_model_inputs(args->inputs);
+    }
+
     const int64_t b = in.input_ids.size(0);
-    const bool stream = args->out_ids.empty() && b == 1;
-    if (stream) {
+    const bool stream_ids = args->out_ids.empty() && b == 1 && !decode;
+    const bool stream_text = args->out_ids.empty() && b == 1 && decode;
+    auto first = std::make_shared<bool>(true);
+    auto streamer = decode ? std::make_shared<TextStreamer>(decode) : nullptr;
+    if (stream_ids) {
       std::printf("[");
       std::fflush(stdout);
-      auto first = std::make_shared<bool>(true);
-      opts.on_step = [first](const at::Tensor& tok, const at::Tensor& running) {
+    }
+    if (stream_ids || stream_text) {
+      const std::vector<int64_t> eos = opts.eos_token_ids;
+      opts.on_step = [first, streamer, eos](const at::Tensor& tok, const at::Tensor& running) {
         if (!running[0].item<bool>()) return;
-        std::printf("%s%lld", *first ? "" : ", ", static_cast<long long>(tok[0].item<int64_t>()));
+        const int64_t id = tok[0].item<int64_t>();
+        if (streamer) {
+          if (std::find(eos.begin(), eos.end(), id) == eos.end()) streamer->push(id);
+          return;
+        }
+        std::printf("%s%lld", *first ? "" : ", ", static_cast<long long>(id));
         std::fflush(stdout);
         *first = false;
       };
     }
     GenerateResult r = generate(model->decoder(), model->prepare(in, /*forward_semantics=*/false), opts);
-    if (stream) {
+    if (stream_ids) {
       std::printf("]\n");
+    } else if (stream_text) {
+      std::printf("\n");
     } else if (args->out_ids.empty()) {
-      // One JSON array of new ids per row, up to and including its end-of-sequence token.
+      // One line per row: the new ids as a JSON array (or their text), up to and including the
+      // row's end-of-sequence token.
       const int64_t t = in.input_ids.size(1);
       for (int64_t row = 0; row < b; ++row) {
-        std::printf("[");
+        std::vector<int64_t> ids;
         for (int64_t j = t; j < r.sequences.size(1); ++j) {
           const int64_t id = r.sequences[row][j].item<int64_t>();
-          std::printf("%s%lld", j > t ? ", " : "", static_cast<long long>(id));
-          if (std::find(opts.eos_token_ids.begin(), opts.eos_token_ids.end(), id) !=
-              opts.eos_token_ids.end()) {
-            break;
-          }
+          ids.push_back(id);
+          if (std::find(opts.eos_token_ids.begin(), opts.eos_token_ids.end(), id) != opts.eos_token_ids.end()) break;
         }
-        std::printf("]\n");
+        std::string line = "[";
+        for (size_t k = 0; k < ids.size(); ++k) line += (k ? ", " : "") + std::to_string(ids[k]);
+        std::printf("%s\n", line.c_str());
       }
     } else {
       io::write_safetensors(args->out_ids, {{"generated", r.sequences.contiguous()}});

@@ -1,0 +1,86 @@
+#include "tokenizer/chat_template.h"
+
+#include "core/error.h"
+
+namespace vlm2mla {
+
+const char* chat_family_name(ChatFamily family) {
+  switch (family) {
+    case ChatFamily::kLlava15: return "llava-1.5";
+    case ChatFamily::kLlavaNextLlama3: return "llava-next-llama3";
+    case ChatFamily::kQwen2_5_VL: return "qwen2.5-vl";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Jinja's `trim`: strip leading and trailing whitespace.
+std::string trim(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  const size_t a = s.find_first_not_of(ws);
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(ws) - a + 1);
+}
+
+std::string repeat(const std::string& s, int64_t n) {
+  std::string out;
+  for (int64_t i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+}  // namespace
+
+ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messages,
+                       const std::string& bos_token) {
+  for (const auto& m : messages) {
+    VLM2MLA_CHECK(m.role == "system" || m.role == "user" || m.role == "assistant", ArgumentError,
+                  "chat: unknown role '", m.role, "' (expected system, user or assistant)");
+  }
+  ChatFormat f;
+  switch (family) {
+    case ChatFamily::kLlava15:
+      // Per message: "ROLE: " (not for system), "<image>\n" per image, each text + " ".
+      for (const auto& m : messages) {
+        if (m.role != "system") f.text += upper(m.role) + ": ";
+        f.text += repeat("<image>\n", m.images);
+        f.text += m.text + " ";
+      }
+      f.text += "ASSISTANT:";
+      f.add_special_tokens = true;  // the processor's tokenizer call adds <s>
+      f.image_token = "<image>";
+      break;
+    case ChatFamily::kLlavaNextLlama3:
+      f.text = bos_token;
+      for (const auto& m : messages) {
+        f.text += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n";
+        f.text += repeat("<image>\n", m.images);
+        f.text += trim(m.text) + "<|eot_id|>";
+      }
+      f.text += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      f.image_token = "<image>";
+      f.stop_tokens = {"<|eot_id|>"};
+      break;
+    case ChatFamily::kQwen2_5_VL:
+      if (messages.empty() || messages.front().role != "system") {
+        f.text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
+      }
+      for (const auto& m : messages) {
+        f.text += "<|im_start|>" + m.role + "\n";
+        f.text += repeat("<|vision_start|><|image_pad|><|vision_end|>", m.images);
+        f.text += m.text + "<|im_end|>\n";
+      }
+      f.text += "<|im_start|>assistant\n";
+      f.image_token = "<|image_pad|>";
+      f.stop_tokens = {"<|im_end|>", "<|endoftext|>"};
+      break;
+  }
+  return f;
+}
+
+}  // namespace vlm2mla

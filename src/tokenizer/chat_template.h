@@ -1,0 +1,36 @@
+// The chat templates of the supported vision-language families, as the strings their Hugging Face
+// chat templates render (add_generation_prompt=True). The Hub's tokenizer_config.json carries them
+// as Jinja; we render the known families natively instead of evaluating Jinja.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace vlm2mla {
+
+enum class ChatFamily {
+  kLlava15,         // llava-hf/llava-1.5-*: "USER: <image>\n{text} ASSISTANT:"
+  kLlavaNextLlama3, // llava-hf/llama3-llava-next-8b-hf: Llama-3 headers, "<image>\n" before text
+  kQwen2_5_VL,      // Qwen/Qwen2.5-VL-*: ChatML with <|vision_start|><|image_pad|><|vision_end|>
+};
+const char* chat_family_name(ChatFamily family);
+
+struct ChatMessage {
+  std::string role;     // "system", "user", "assistant"
+  std::string text;
+  int64_t images = 0;   // images attached to this message (rendered before its text)
+};
+
+struct ChatFormat {
+  std::string text;                     // the rendered prompt
+  bool add_special_tokens = false;      // encode with the tokenizer's BOS (LLaVA-1.5's processor does)
+  std::string image_token;              // the one placeholder per image to expand after encoding
+  std::vector<std::string> stop_tokens; // besides the model's eos ids
+};
+
+// Renders `messages` with the generation prompt appended. `bos_token` is used by templates that
+// write it themselves (Llama-3).
+ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messages,
+                       const std::string& bos_token);
+
+}  // namespace vlm2mla

@@ -1,0 +1,121 @@
+// Chat templates and the prompt -> tokens -> image expansion path of `generate --prompt --image`.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "io/json_file.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "support/fixtures.h"
+#include "tokenizer/chat_template.h"
+
+namespace vlm2mla {
+namespace {
+
+TEST(ChatTemplate, Llava15) {
+  ChatFormat f = render_chat(ChatFamily::kLlava15, {{"user", "What is shown?", 1}}, "<s>");
+  EXPECT_EQ(f.text, "USER: <image>\nWhat is shown? ASSISTANT:");
+  EXPECT_TRUE(f.add_special_tokens);
+  f = render_chat(ChatFamily::kLlava15, {{"system", "Be brief.", 0}, {"user", "Hi", 2}}, "<s>");
+  EXPECT_EQ(f.text, "Be brief. USER: <image>\n<image>\nHi ASSISTANT:");
+}
+
+TEST(ChatTemplate, LlavaNextLlama3) {
+  ChatFormat f = render_chat(ChatFamily::kLlavaNextLlama3, {{"user", " Describe. ", 1}}, "<|begin_of_text|>");
+  EXPECT_EQ(f.text,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<image>\nDescribe.<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_FALSE(f.add_special_tokens);
+  EXPECT_EQ(f.stop_tokens, std::vector<std::string>{"<|eot_id|>"});
+}
+
+TEST(ChatTemplate, Qwen25VLAddsTheDefaultSystemMessage) {
+  ChatFormat f = render_chat(ChatFamily::kQwen2_5_VL, {{"user", "Describe this image.", 1}}, "");
+  EXPECT_EQ(f.text,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            "<|vision_start|><|image_pad|><|vision_end|>Describe this image.<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  f = render_chat(ChatFamily::kQwen2_5_VL, {{"system", "S", 0}, {"user", "U", 0}}, "");
+  EXPECT_EQ(f.text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_THROW(render_chat(ChatFamily::kQwen2_5_VL, {{"robot", "x", 0}}, ""), ArgumentError);
+}
+
+TEST(ImageTokens, ExpandOnePlaceholderPerImage) {
+  at::Tensor ids = at::tensor({1, 9, 2, 9, 3}, at::kLong).view({1, 5});
+  at::Tensor out = expand_image_tokens(ids, 9, {2, 3});
+  EXPECT_TRUE(out.equal(at::tensor({1, 9, 9, 2, 9, 9, 9, 3}, at::kLong).view({1, 8})));
+  EXPECT_THROW(expand_image_tokens(ids, 9, {2}), ArgumentError);
+  EXPECT_THROW(expand_image_tokens(ids, 9, {1, 1, 1}), ArgumentError);
+}
+
+// A byte-level BPE tokenizer.json over the 256 bytes (no merges) with Qwen's special tokens at the
+// ids of the tiny Qwen2.5-VL fixture.
+nlohmann::json tiny_qwen_tokenizer() {
+  nlohmann::json vocab = nlohmann::json::object();
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    const int cp = printable ? b : 256 + extra++;
+    std::string utf8;
+    if (cp < 0x80) {
+      utf8 = std::string(1, static_cast<char>(cp));
+    } else {
+      utf8 = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+    }
+    vocab[utf8] = b;
+  }
+  nlohmann::json added = nlohmann::json::array();
+  const std::vector<std::pair<std::string, int>> specials = {
+      {"<|image_pad|>", 300}, {"<|vision_start|>", 302}, {"<|vision_end|>", 303},
+      {"<|im_start|>", 304},  {"<|im_end|>", 305},       {"<|endoftext|>", 306}};
+  for (const auto& [t, id] : specials) {
+    added.push_back({{"id", id}, {"content", t}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  }
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+                             {"use_regex", true}}},
+          {"post_processor", nullptr},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
+                       {"use_regex", true}}},
+          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                     {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
+                     {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
+                     {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+}
+
+TEST(GeneratePrompt, QwenImageAndPromptThroughTheCli) {
+  testing::TempDir dir;
+  const std::string src = testing::fixtures_dir() + "/vlm/qwen2_5_vl/model";
+  for (const char* f : {"config.json", "model.safetensors", "generation_config.json"}) {
+    fs::copy_file(src + "/" + f, dir.file(f));
+  }
+  fs::copy_file(testing::fixtures_dir() + "/../../configs/preprocessor/tiny-qwen2-vl.json",
+                dir.file("preprocessor_config.json"));
+  io::write_json_file(dir.file("tokenizer.json"), tiny_qwen_tokenizer());
+  const std::string image = testing::fixtures_dir() + "/images/images/gray_L_50x40.png";
+
+  auto r = testing::run_cli({"generate", "--model", dir.path(), "--prompt", "Hi", "--image", image,
+                             "--max-new-tokens", "5", "--greedy", "--out-ids", dir.file("g.safetensors")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  at::Tensor g = io::read_safetensors(dir.file("g.safetensors")).at("generated");
+  // The prompt: system message, user turn with the expanded image, assistant header.
+  const int64_t image_tokens = g.eq(300).sum().item<int64_t>();
+  EXPECT_GT(image_tokens, 0);
+  EXPECT_EQ(g[0][0].item<int64_t>(), 304);  // <|im_start|>, no BOS for Qwen
+  EXPECT_EQ(g.eq(302).sum().item<int64_t>(), 1);
+  // The same run streaming text must succeed too (ids from a random model decode to bytes).
+  r = testing::run_cli({"generate", "--model", dir.path(), "--prompt", "Hi", "--image", image,
+                        "--max-new-tokens", "3", "--greedy"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Two images, one given: a clear error; an image for a missing preprocessor config too.
+  fs::remove_all(dir.file("preprocessor_config.json"));
+  r = testing::run_cli({"generate", "--model", dir.path(), "--prompt", "Hi", "--image", image});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("preprocessor_config.json"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace vlm2mla
