@@ -37,11 +37,11 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
 }
 
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
-                     const at::Tensor& v, const at::Tensor& mask, double scale) {
+                     const at::Tensor& v, const at::Tensor& mask, double scale, bool plain_causal) {
   switch (backend) {
     case AttentionBackend::kAuto:
       if (q.size(2) == 1 || !VLM2MLA_HAS_SDPA) return attention_reference(q, k, v, mask, scale);
-      return attention(AttentionBackend::kFused, q, k, v, mask, scale);
+      return attention(AttentionBackend::kFused, q, k, v, mask, scale, plain_causal);
     case AttentionBackend::kReference:
       return attention_reference(q, k, v, mask, scale);
     case AttentionBackend::kFused: {
@@ -56,6 +56,7 @@ at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Te
         ve = v.unsqueeze(2).expand({v.size(0), v.size(1), g, v.size(2), v.size(3)})
                  .reshape({v.size(0), v.size(1) * g, v.size(2), v.size(3)});
       }
+      if (plain_causal) return compat::sdpa(q, ke, ve, at::Tensor(), scale, /*is_causal=*/true);
       return compat::sdpa(q, ke, ve, mask, scale);
     }
   }

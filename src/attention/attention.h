@@ -20,8 +20,11 @@ AttentionBackend default_attention_backend();
 // Returns [b, h_q, s_q, d] in q's dtype.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& mask, double scale);
+// `plain_causal`: the mask is exactly the causal mask of a square s_q == s_kv block (no padding, no
+// cache), which the fused path then applies itself (flash kernels) instead of reading it.
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
-                     const at::Tensor& v, const at::Tensor& mask, double scale);
+                     const at::Tensor& v, const at::Tensor& mask, double scale,
+                     bool plain_causal = false);
 
 // Causal mask over a cache: query i (absolute position past + i) sees key j when j <= past + i and
 // key_valid[b, j]; each query always sees itself, so that padding rows never go fully masked

@@ -15,15 +15,16 @@
 namespace vlm2mla::compat {
 
 // Fused attention where this libtorch has it. q [b, h, s_q, d], k/v [b, h, s_kv, d] (same head count),
-// mask bool [b, 1, s_q, s_kv] (true = attend) or undefined. Only callable when VLM2MLA_HAS_SDPA.
+// mask bool [b, 1, s_q, s_kv] (true = attend) or undefined; is_causal (with no mask) lets the
+// flash kernels apply the causal mask themselves. Only callable when VLM2MLA_HAS_SDPA.
 inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       const at::Tensor& mask, double scale) {
+                       const at::Tensor& mask, double scale, bool is_causal = false) {
 #if VLM2MLA_HAS_SDPA
   c10::optional<at::Tensor> m;
   if (mask.defined()) m = mask;
-  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale);
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, scale);
 #else
-  (void)q, (void)k, (void)v, (void)mask, (void)scale;
+  (void)q, (void)k, (void)v, (void)mask, (void)scale, (void)is_causal;
   TORCH_CHECK(false, "scaled_dot_product_attention needs libtorch >= 2.0");
 #endif
 }

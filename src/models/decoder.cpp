@@ -102,6 +102,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
     if (key_valid.all().item<bool>()) key_valid = at::Tensor();  // nothing to mask but causality
   }
   at::Tensor mask = causal_mask(key_valid, b, past, s, options_.device);  // [b, 1, s, past+s]
+  const bool plain_causal = !key_valid.defined() && past == 0 && s > 1;
   RopeCosSin cs = rope_cos_sin(rope_, positions.to(options_.device), options_.dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
 
@@ -114,7 +115,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
     q = apply_rope(q, cs);
     k = apply_rope(k, cs);
     if (cache) std::tie(k, v) = cache->append(l, k, v);  // [b, h_kv, past + s, d]
-    at::Tensor a = attention(backend_, q, k, v, mask, scale);              // [b, h_q, s, d]
+    at::Tensor a = attention(backend_, q, k, v, mask, scale, plain_causal);  // [b, h_q, s, d]
     a = a.transpose(1, 2).reshape({b, s, h_q * dh});                       // [b, s, h_q*d]
     x = x + linear(a, w.o_proj);
     h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);

@@ -126,6 +126,18 @@ TEST(Attention, ReferenceMatchesNaiveLoopForGqaWithPaddingAndCache) {
   }
 }
 
+TEST(Attention, FusedPlainCausalEqualsReferenceWithMask) {
+  if (default_attention_backend() == AttentionBackend::kReference) {
+    GTEST_SKIP() << "fused attention needs libtorch >= 2 (runs on the GPU machine)";
+  }
+  at::manual_seed(1);
+  const int64_t b = 2, hq = 4, hkv = 2, s = 7, d = 8;
+  at::Tensor q = at::randn({b, hq, s, d}), k = at::randn({b, hkv, s, d}), v = at::randn({b, hkv, s, d});
+  at::Tensor mask = causal_mask(at::Tensor(), b, 0, s, at::kCPU);
+  at::Tensor ref = attention_reference(q, k, v, mask, 0.35);
+  EXPECT_TRUE(at::allclose(attention(AttentionBackend::kFused, q, k, v, mask, 0.35, true), ref, 1e-5, 1e-6));
+}
+
 TEST(Attention, FullyPaddedQueryRowsStayFinite) {
   at::Tensor valid = at::zeros({1, 3}, at::kBool);
   valid[0][2] = true;
