@@ -49,7 +49,8 @@ at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Te
                     "the fused attention backend needs libtorch >= 2.0 (this build has ",
                     TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ")");
       const int64_t g = q.size(1) / k.size(1);
-      at::Tensor ke = k, ve = v;
+      // Cache views are strided (capacity > length); the flash kernels want dense keys and values.
+      at::Tensor ke = k.contiguous(), ve = v.contiguous();
       if (g > 1) {  // [b, h_kv, s, d] -> [b, h_kv*g, s, d], query head h reads kv head h / g
         ke = k.unsqueeze(2).expand({k.size(0), k.size(1), g, k.size(2), k.size(3)})
                  .reshape({k.size(0), k.size(1) * g, k.size(2), k.size(3)});
