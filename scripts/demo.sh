@@ -18,3 +18,10 @@ set -x
   --max-new-tokens 16 --greedy
 ./build/vlm2mla generate --model "$model" --inputs "$inputs" --max-new-tokens 16 --greedy
 ./build/vlm2mla bench --model "$model" --context 64 --batch 2 --new-tokens 16
+# A vision-language model (tiny random Qwen2.5-VL made by transformers): two images in one row.
+vlm=tests/fixtures/vlm/qwen2_5_vl
+./build/vlm2mla inspect --model "$vlm/model"
+./build/vlm2mla generate --model "$vlm/model" --inputs "$vlm/inputs.safetensors" --max-new-tokens 8 --greedy
+# Image preprocessing exactly as transformers' Qwen2VLImageProcessor, on a committed test image.
+./build/vlm2mla preprocess --model configs/preprocessor/tiny-qwen2-vl.json \
+  --image tests/fixtures/images/images/gray_L_50x40.png --out "$out/pixels.safetensors"

@@ -132,6 +132,23 @@ TEST_P(TextParity, CliLogitsAndGenerateFollowTheContract) {
     want += (j ? ", " : "") + std::to_string(expect[0][t + j].item<int64_t>());
   }
   EXPECT_EQ(r.out, want + "]\n");
+
+  // A batch prints one JSON array per row: the new ids up to the row's end-of-sequence token.
+  r = testing::run_cli({"generate", "--model", fx_.model_dir, "--inputs",
+                        fx_.dir + "/inputs.safetensors", "--max-new-tokens", "3", "--greedy"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  at::Tensor batch = fx_.expected.at("generated");
+  const int64_t tb = fx_.inputs.at("input_ids").size(1);
+  std::string lines;
+  for (int64_t row = 0; row < 2; ++row) {
+    std::string line = "[";
+    for (int64_t j = 0; j < 3 && tb + j < batch.size(1); ++j) {
+      line += (j ? ", " : "") + std::to_string(batch[row][tb + j].item<int64_t>());
+      if (batch[row][tb + j].item<int64_t>() == 2) break;  // eos
+    }
+    lines += line + "]\n";
+  }
+  EXPECT_EQ(r.out, lines);
 }
 
 TEST_P(TextParity, FusedAttentionEqualsReference) {

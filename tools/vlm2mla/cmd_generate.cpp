@@ -175,7 +175,7 @@ void register_generate(CLI::App& app) {
         }
         std::string line = "[";
         for (size_t k = 0; k < ids.size(); ++k) line += (k ? ", " : "") + std::to_string(ids[k]);
-        std::printf("%s\n", line.c_str());
+        std::printf("%s]\n", line.c_str());
       }
     } else {
       io::write_safetensors(args->out_ids, {{"generated", r.sequences.contiguous()}});
