@@ -1,9 +1,9 @@
 // The chat templates of the supported vision-language families, as the strings their Hugging Face
 // chat templates render (add_generation_prompt=True). The Hub's tokenizer_config.json carries them
 // as Jinja; we render the known families natively instead of evaluating Jinja. Provenance: LLaVA-1.5
-// was checked against the published Jinja string of llava-hf/llava-1.5-7b-hf; the Qwen2.5-VL
-// (ChatML, default system message) and llama3-llava-next (Llama-3 headers, `trim`) renderings
-// follow those repositories' templates as recalled and are not yet checked against the files.
+// and Qwen2-VL/Qwen2.5-VL were checked against their published Jinja strings (as quoted in public
+// code); llama3-llava-next follows the Llama-3 pattern (`trim`, `<|eot_id|>`) with llava-hf's
+// images-first rendering, not yet checked against that repository's file.
 #pragma once
 
 #include <string>
