@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install-deps.sh
+# ccache hits across clones and worktrees: paths below the checkout are hashed relative to it.
+export CCACHE_BASEDIR="$root"
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 if [[ ! -f build/CMakeCache.txt ]]; then
