@@ -76,7 +76,8 @@ at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
   return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
 }
 
-at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cache) const {
+at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cache,
+                                      DecoderObserver* observer) const {
   at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds.to(options_.device, options_.dtype)
                                             : embed(in.input_ids);  // [b, s, d]
   const int64_t b = x.size(0), s = x.size(1);
@@ -105,15 +106,23 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
   const bool plain_causal = !key_valid.defined() && past == 0 && s > 1;
   RopeCosSin cs = rope_cos_sin(rope_, positions.to(options_.device), options_.dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  at::Tensor valid;  // [b, s] real tokens of this step, for observers
+  if (observer) {
+    valid = in.attention_mask.defined()
+                ? in.attention_mask.to(options_.device).narrow(1, past, s).ne(0)
+                : at::ones({b, s}, at::TensorOptions().dtype(at::kBool).device(options_.device));
+  }
 
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
-    at::Tensor q = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
-    at::Tensor k = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-    at::Tensor v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-    q = apply_rope(q, cs);
-    k = apply_rope(k, cs);
+    if (observer) observer->attention_input(l, h, valid, in.image_mask);
+    at::Tensor q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
+    at::Tensor k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+    at::Tensor v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
+    at::Tensor q = apply_rope(q0, cs);
+    at::Tensor k = apply_rope(k0, cs);
+    if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
     if (cache) std::tie(k, v) = cache->append(l, k, v);  // [b, h_kv, past + s, d]
     at::Tensor a = attention(backend_, q, k, v, mask, scale, plain_causal);  // [b, h_q, s, d]
     a = a.transpose(1, 2).reshape({b, s, h_q * dh});                       // [b, s, h_q*d]

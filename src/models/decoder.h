@@ -8,6 +8,7 @@
 
 #include "attention/attention.h"
 #include "kvcache/dense_kv_cache.h"
+#include "models/observer.h"
 #include "models/text_config.h"
 #include "models/weights.h"
 #include "nn/rope.h"
@@ -19,6 +20,7 @@ struct DecoderInput {
   at::Tensor inputs_embeds;   // [b, s, d] in the compute dtype
   at::Tensor position_ids;    // [b, s] int64, or [3, b, s] (t, h, w) for M-RoPE models (required)
   at::Tensor attention_mask;  // [b, past + s], nonzero = real token; undefined = all real
+  at::Tensor image_mask;      // [b, s] bool, image tokens (for observers); may be undefined
 };
 
 // What the decoder runs for a prompt, ready for generation.
@@ -60,7 +62,9 @@ class TextDecoder {
 
   // Runs every layer and the final norm: [b, s, d]. With a cache, attends over the cached positions
   // too and appends this step's keys and values (then commits them).
-  at::Tensor forward_hidden(const DecoderInput& input, DenseKvCache* cache) const;
+  // An observer, when given, sees the taps of DecoderObserver as the forward runs.
+  at::Tensor forward_hidden(const DecoderInput& input, DenseKvCache* cache,
+                            DecoderObserver* observer = nullptr) const;
 
   // [b, s, d] -> [b, s, V] in the compute dtype.
   at::Tensor lm_head(const at::Tensor& hidden) const;
