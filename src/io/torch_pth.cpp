@@ -193,8 +193,10 @@ class ZipReader {
       if (!in_file(entry.data_offset, entry.compressed_size))
         fail("entry '", entry.name, "' (", entry.compressed_size, " bytes at offset ",
              entry.data_offset, ") runs past the end of the file of ", size_, " bytes");
-      if (entry.method == 8 && entry.size > (uint64_t{1} << 40))
-        fail("entry '", entry.name, "' claims an uncompressed size of ", entry.size, " bytes");
+      // DEFLATE expands at most ~1032:1; a larger claim is a lie that would allocate too much.
+      if (entry.method == 8 && entry.size / 1032 > entry.compressed_size + 1)
+        fail("entry '", entry.name, "' claims ", entry.size, " bytes from ", entry.compressed_size,
+             " compressed (more than DEFLATE can expand)");
       if (!index_.emplace(entry.name, entries_.size()).second)
         fail("entry '", entry.name, "' appears twice");
       entries_.push_back(std::move(entry));
@@ -245,6 +247,7 @@ struct Obj {
   std::string s;                           // kString; kGlobal: "module.name"
   std::vector<Obj*> items;                 // kTuple, kList
   std::vector<std::pair<Obj*, Obj*>> dict; // kDict
+  std::unordered_map<std::string, size_t> str_keys;  // kDict: string key -> index in `dict`
   at::Tensor tensor;                       // kStorage: flat typed storage [numel]; kTensor
 };
 
@@ -544,9 +547,10 @@ class PickleVm {
   }
   void set_item(Obj* d, Obj* key, Obj* value) {
     if (d->k != Obj::K::kDict) fail("SETITEM(S) on a ", obj_kind_name(d->k), " (expected a dict)");
-    for (auto& kv : d->dict) {
-      if (key->k == Obj::K::kString && kv.first->k == Obj::K::kString && kv.first->s == key->s) {
-        kv.second = value;
+    if (key->k == Obj::K::kString) {
+      auto [it, fresh] = d->str_keys.emplace(key->s, d->dict.size());
+      if (!fresh) {
+        d->dict[it->second].second = value;  // a repeated key replaces the value, as in Python
         return;
       }
     }
@@ -657,11 +661,29 @@ class PickleVm {
     }
     if (!empty && last >= limit) fail_bounds(a[0]->s, offset, sizes, strides, limit);
     if (empty && static_cast<uint64_t>(offset) > limit) fail_bounds(a[0]->s, offset, sizes, strides, limit);
+    // The copy's size: stride-0 (expanded) views may be far larger than their storage; cap at 1 TiB.
+    uint64_t count = 1;
+    for (int64_t sz : sizes) {
+      if (sz != 0 && count > (uint64_t{1} << 40) / static_cast<uint64_t>(sz)) {
+        count = UINT64_MAX;
+        break;
+      }
+      count *= static_cast<uint64_t>(sz);
+    }
+    if (count != 0 && count > (uint64_t{1} << 40) / storage.element_size())
+      fail("tensor with sizes ", at::IntArrayRef(sizes), " would take more than 1 TiB");
     Obj* t = make(Obj::K::kTensor);
-    if (empty) {
-      t->tensor = at::empty(sizes, storage.options());
-    } else {
-      t->tensor = storage.as_strided(sizes, strides, offset).clone(at::MemoryFormat::Contiguous);
+    try {
+      if (empty) {
+        t->tensor = at::empty(sizes, storage.options());
+      } else {
+        t->tensor = storage.as_strided(sizes, strides, offset).clone(at::MemoryFormat::Contiguous);
+      }
+    } catch (const c10::Error& e) {  // e.g. sizes whose product overflows in an empty tensor
+      fail("cannot build a tensor with sizes ", at::IntArrayRef(sizes), " and strides ",
+           at::IntArrayRef(strides), ": ", e.what_without_backtrace());
+    } catch (const std::bad_alloc&) {
+      fail("cannot allocate a tensor with sizes ", at::IntArrayRef(sizes));
     }
     return t;
   }

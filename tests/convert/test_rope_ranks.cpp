@@ -45,6 +45,8 @@ struct Reference {
   int64_t layers, n_kv, head_dim;
 };
 
+void PrintTo(const Reference& r, std::ostream* os) { *os << r.file; }
+
 class RopeRanksReference : public ::testing::TestWithParam<Reference> {};
 
 TEST_P(RopeRanksReference, ReadsAndValidates) {

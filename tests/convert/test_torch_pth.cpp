@@ -43,22 +43,35 @@ void put32(std::string* out, uint32_t v) {
 }
 
 // Entries in order; each local header gets `pad` bytes of extra field (torch aligns data so).
-std::string make_zip(const std::vector<std::pair<std::string, std::string>>& entries, uint16_t pad = 0) {
+// A raw DEFLATE stream of one final "stored" block (BFINAL=1, BTYPE=00): valid input for any
+// inflater, written without a compressor. Data up to 65535 bytes.
+std::string deflate_stored(const std::string& data) {
+  std::string out(1, '\x01');
+  put16(&out, data.size());
+  put16(&out, ~data.size() & 0xffff);
+  return out + data;
+}
+
+// With `deflate`, every entry is method 8 (a DEFLATE stream of stored blocks) instead of 0.
+std::string make_zip(const std::vector<std::pair<std::string, std::string>>& entries, uint16_t pad = 0,
+                     bool deflate = false) {
   std::string out, central;
-  for (const auto& [name, data] : entries) {
+  for (const auto& [name, plain] : entries) {
     const uint32_t offset = static_cast<uint32_t>(out.size());
-    const uint32_t crc = test_crc32(data);
+    const uint32_t crc = test_crc32(plain);
+    const std::string data = deflate ? deflate_stored(plain) : plain;
+    const uint16_t method = deflate ? 8 : 0;
     put32(&out, 0x04034b50);
-    put16(&out, 20); put16(&out, 0); put16(&out, 0); put16(&out, 0); put16(&out, 0);
-    put32(&out, crc); put32(&out, data.size()); put32(&out, data.size());
+    put16(&out, 20); put16(&out, 0); put16(&out, method); put16(&out, 0); put16(&out, 0);
+    put32(&out, crc); put32(&out, data.size()); put32(&out, plain.size());
     put16(&out, name.size()); put16(&out, pad + (pad ? 4 : 0));
     out += name;
     if (pad) { put16(&out, 0xcafe); put16(&out, pad); out.append(pad, 'Z'); }
     out += data;
     put32(&central, 0x02014b50);
-    put16(&central, 20); put16(&central, 20); put16(&central, 0); put16(&central, 0);
+    put16(&central, 20); put16(&central, 20); put16(&central, 0); put16(&central, method);
     put16(&central, 0); put16(&central, 0);
-    put32(&central, crc); put32(&central, data.size()); put32(&central, data.size());
+    put32(&central, crc); put32(&central, data.size()); put32(&central, plain.size());
     put16(&central, name.size()); put16(&central, 0); put16(&central, 0);
     put16(&central, 0); put16(&central, 0); put32(&central, 0); put32(&central, offset);
     central += name;
@@ -232,6 +245,25 @@ TEST(Pth, PlainValuesListsAndMemo) {
   EXPECT_EQ(v.list[8].integer, int64_t{1} << 40);
 }
 
+TEST(Pth, DeflatedEntries) {
+  Pickle p;
+  p.tensor("ByteStorage", "0", 6, 0, {2, 3}, {3, 1});
+  const std::string zip = make_zip({{"archive/data.pkl", p.stop()},
+                                    {"archive/byteorder", "little"},
+                                    {"archive/data/0", raw<uint8_t>({1, 2, 3, 4, 5, 250})}},
+                                   0, /*deflate=*/true);
+#ifdef VLM2MLA_WITH_ZLIB
+  TempDir dir;
+  write_bytes(dir.file("z.pth"), zip);
+  EXPECT_TRUE(read_pth_tensor(dir.file("z.pth")).equal(at::tensor({1, 2, 3, 4, 5, 250}, at::kByte).view({2, 3})));
+  std::string bad = zip;  // a corrupt stream: the stored block's NLEN no longer matches LEN
+  bad[bad.find(p.stop().substr(0, 4)) - 1] ^= 0x55;
+  EXPECT_FALSE(pth_error(bad).empty());
+#else
+  EXPECT_TRUE(has(pth_error(zip), "zlib"));
+#endif
+}
+
 TEST(Pth, TruncatedZipIsAFormatError) {
   const std::string good = uint8_tensor_pth();
   EXPECT_TRUE(has(pth_error(good.substr(0, good.size() / 2)), "end-of-central-directory"));
@@ -260,6 +292,21 @@ TEST(Pth, ViewOutsideTheStorageIsAFormatError) {
   Pickle q;  // huge stride: no overflow, still an error
   q.tensor("ByteStorage", "0", 8, 0, {2, 2}, {1, int64_t{1} << 62});
   EXPECT_TRUE(has(pth_error(pth(q.stop(), {{"0", std::string(8, '\0')}})), "reaches past storage"));
+}
+
+TEST(Pth, HugeOrEmptyShapesAreSafe) {
+  Pickle p;  // an empty tensor with a huge other dimension: fine, no allocation
+  p.tensor("ByteStorage", "0", 1, 0, {0, int64_t{1} << 50}, {1, 1});
+  TempDir dir;
+  write_bytes(dir.file("e.pth"), pth(p.stop(), {{"0", "x"}}));
+  EXPECT_EQ(read_pth_tensor(dir.file("e.pth")).numel(), 0);
+  Pickle q;  // a stride-0 view of 2^60 elements over one byte: in bounds, but refused (too large)
+  q.tensor("ByteStorage", "0", 1, 0, {int64_t{1} << 30, int64_t{1} << 30}, {0, 0});
+  EXPECT_TRUE(has(pth_error(pth(q.stop(), {{"0", "x"}})), "1 TiB"));
+  Pickle e;  // a small stride-0 (expanded) view is legitimate
+  e.tensor("ByteStorage", "0", 1, 0, {2, 3}, {0, 0});
+  write_bytes(dir.file("x.pth"), pth(e.stop(), {{"0", "x"}}));
+  EXPECT_TRUE(read_pth_tensor(dir.file("x.pth")).eq('x').all().item<bool>());
 }
 
 TEST(Pth, UnknownOpcodeIsAFormatErrorNamingItAndItsOffset) {
