@@ -84,6 +84,48 @@ std::string make_zip(const std::vector<std::pair<std::string, std::string>>& ent
   return out;
 }
 
+void put64(std::string* out, uint64_t v) {
+  put32(out, static_cast<uint32_t>(v));
+  put32(out, static_cast<uint32_t>(v >> 32));
+}
+
+// The same archive in zip64 form: sizes and offsets in zip64 extra fields, a zip64 end record and
+// its locator, and 0xFFFF.. placeholders in the classic records (what large torch.save files hold).
+std::string make_zip64(const std::vector<std::pair<std::string, std::string>>& entries) {
+  std::string out, central;
+  for (const auto& [name, data] : entries) {
+    const uint64_t offset = out.size();
+    const uint32_t crc = test_crc32(data);
+    put32(&out, 0x04034b50);
+    put16(&out, 45); put16(&out, 0); put16(&out, 0); put16(&out, 0); put16(&out, 0);
+    put32(&out, crc); put32(&out, 0xFFFFFFFF); put32(&out, 0xFFFFFFFF);
+    put16(&out, name.size()); put16(&out, 20);
+    out += name;
+    put16(&out, 1); put16(&out, 16); put64(&out, data.size()); put64(&out, data.size());
+    out += data;
+    put32(&central, 0x02014b50);
+    put16(&central, 45); put16(&central, 45); put16(&central, 0); put16(&central, 0);
+    put16(&central, 0); put16(&central, 0);
+    put32(&central, crc); put32(&central, 0xFFFFFFFF); put32(&central, 0xFFFFFFFF);
+    put16(&central, name.size()); put16(&central, 28); put16(&central, 0);
+    put16(&central, 0); put16(&central, 0); put32(&central, 0); put32(&central, 0xFFFFFFFF);
+    central += name;
+    put16(&central, 1); put16(&central, 24);
+    put64(&central, data.size()); put64(&central, data.size()); put64(&central, offset);
+  }
+  const uint64_t cd_offset = out.size();
+  out += central;
+  const uint64_t end64 = out.size();
+  put32(&out, 0x06064b50); put64(&out, 44); put16(&out, 45); put16(&out, 45);
+  put32(&out, 0); put32(&out, 0); put64(&out, entries.size()); put64(&out, entries.size());
+  put64(&out, central.size()); put64(&out, cd_offset);
+  put32(&out, 0x07064b50); put32(&out, 0); put64(&out, end64); put32(&out, 1);
+  put32(&out, 0x06054b50);
+  put16(&out, 0); put16(&out, 0); put16(&out, 0xFFFF); put16(&out, 0xFFFF);
+  put32(&out, 0xFFFFFFFF); put32(&out, 0xFFFFFFFF); put16(&out, 0);
+  return out;
+}
+
 // ---- a protocol-2 pickle assembler ---------------------------------------------------------------
 
 struct Pickle {
@@ -264,6 +306,20 @@ TEST(Pth, DeflatedEntries) {
 #endif
 }
 
+TEST(Pth, Zip64Archive) {
+  Pickle p;
+  p.tensor("ByteStorage", "0", 6, 0, {2, 3}, {3, 1});
+  const std::string zip = make_zip64({{"archive/data.pkl", p.stop()},
+                                      {"archive/byteorder", "little"},
+                                      {"archive/data/0", raw<uint8_t>({1, 2, 3, 4, 5, 250})}});
+  TempDir dir;
+  write_bytes(dir.file("z64.pth"), zip);
+  EXPECT_TRUE(read_pth_tensor(dir.file("z64.pth")).equal(at::tensor({1, 2, 3, 4, 5, 250}, at::kByte).view({2, 3})));
+  std::string no_locator = zip;  // break the locator's signature
+  no_locator[no_locator.size() - 22 - 20] = 'X';
+  EXPECT_TRUE(has(pth_error(no_locator), "zip64")) << pth_error(no_locator);
+}
+
 TEST(Pth, TruncatedZipIsAFormatError) {
   const std::string good = uint8_tensor_pth();
   EXPECT_TRUE(has(pth_error(good.substr(0, good.size() / 2)), "end-of-central-directory"));
@@ -368,22 +424,29 @@ TEST(Pth, CorruptedPickleNeverCrashes) {
 }
 
 TEST(Pth, CorruptedZipNeverCrashes) {
-  // Every truncation and every single-byte overwrite either parses or raises FormatError.
-  const std::string good = dict_pth(true);
-  for (size_t n = 0; n < good.size(); ++n) {
-    const std::string cut = good.substr(0, n);
-    try {
-      parse_pth(reinterpret_cast<const uint8_t*>(cut.data()), cut.size(), "cut");
-    } catch (const FormatError&) {
-    }
-  }
-  for (size_t i = 0; i < good.size(); ++i) {
-    for (unsigned char v : {0x00, 0x7f, 0xff}) {
-      std::string bad = good;
-      bad[i] = static_cast<char>(v);
+  // Every truncation and every single-byte overwrite, of a classic and of a zip64 archive, either
+  // parses or raises FormatError.
+  std::vector<std::pair<std::string, std::string>> entries = {{"archive/data.pkl", dict_pickle()},
+                                                              {"archive/byteorder", "little"}};
+  entries.emplace_back("archive/data/0", raw<float>({0, 1, 2, 3, 4, 5, 6, 7}));
+  entries.emplace_back("archive/data/1", raw<int64_t>({10, -20, 30, 40}));
+  for (const std::string& good : {dict_pth(true), make_zip64(entries)}) {
+    ASSERT_NO_THROW(parse_pth(reinterpret_cast<const uint8_t*>(good.data()), good.size(), "good"));
+    for (size_t n = 0; n < good.size(); ++n) {
+      const std::string cut = good.substr(0, n);
       try {
-        parse_pth(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), "flip");
+        parse_pth(reinterpret_cast<const uint8_t*>(cut.data()), cut.size(), "cut");
       } catch (const FormatError&) {
+      }
+    }
+    for (size_t i = 0; i < good.size(); ++i) {
+      for (int v : {0x00, 0x7f, 0xff}) {
+        std::string bad = good;
+        bad[i] = static_cast<char>(v);
+        try {
+          parse_pth(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), "flip");
+        } catch (const FormatError&) {
+        }
       }
     }
   }
