@@ -423,6 +423,44 @@ TEST(Pth, CorruptedPickleNeverCrashes) {
     }
 }
 
+TEST(Pth, RandomlyMutatedPicklesNeverCrash) {
+  // A seeded sweep of multi-byte mutations (overwrite, insert, delete) of a valid pickle, in zips
+  // with valid CRCs, so the VM (not the CRC check) sees them.
+  const std::string pickle = dict_pickle();
+  const std::vector<std::pair<std::string, std::string>> storages = {
+      {"0", raw<float>({0, 1, 2, 3, 4, 5, 6, 7})}, {"1", raw<int64_t>({10, -20, 30, 40})}};
+  static const char kOps[] = "()tQRbaeu}]sqhjKMJG.XNX\x85\x86\x87\x88\x89\x8a\x94\x95\x00\xff";
+  const std::string alphabet(kOps, sizeof(kOps) - 1);  // opcodes and edge bytes, NUL included
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {  // xorshift64
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int parsed = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string bad = pickle;
+    const int edits = 1 + static_cast<int>(next() % 4);
+    for (int e = 0; e < edits && !bad.empty(); ++e) {
+      const size_t at = next() % bad.size();
+      const char c = (next() & 1) ? alphabet[next() % alphabet.size()] : static_cast<char>(next());
+      switch (next() % 3) {
+        case 0: bad[at] = c; break;
+        case 1: bad.insert(bad.begin() + at, c); break;
+        default: bad.erase(at, 1); break;
+      }
+    }
+    const std::string zip = pth(bad, storages);
+    try {
+      parse_pth(reinterpret_cast<const uint8_t*>(zip.data()), zip.size(), "mutant");
+      ++parsed;
+    } catch (const FormatError&) {
+    }
+  }
+  EXPECT_LT(parsed, 3000);
+}
+
 TEST(Pth, CorruptedZipNeverCrashes) {
   // Every truncation and every single-byte overwrite, of a classic and of a zip64 archive, either
   // parses or raises FormatError.
