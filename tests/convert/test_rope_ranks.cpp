@@ -51,7 +51,7 @@ class RopeRanksReference : public ::testing::TestWithParam<Reference> {};
 
 TEST_P(RopeRanksReference, ReadsAndValidates) {
   const Reference ref = GetParam();
-  const std::string path = std::string(VLM2MLA_SHARED_DIR) + "/reference-ranks/" + ref.file;
+  const std::string path = vlm2mla::testing::shared_dir() + "/reference-ranks/" + ref.file;
   if (!vlm2mla::testing::path_exists(path)) GTEST_SKIP() << "reference rank file missing: " << path;
   // The pickle's top level is one tensor.
   const io::PthValue v = io::read_pth(path);
