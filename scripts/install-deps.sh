@@ -16,6 +16,7 @@ packages=(
   libstb-dev              # PNG/JPEG decoding (stb_image)
   libpcre2-dev            # tokenizer pre-tokenizer regexes
   libsentencepiece-dev    # SentencePiece tokenizer.model files
+  zlib1g-dev              # DEFLATE entries of torch .pth zip files
   libutf8proc-dev         # Unicode normalization (NFC etc.) for tokenizer.json normalizers (Qwen2)
 )
 # node + npm run the reference tokenizers of the tokenizer parity tests (tests/tokenizer_parity);

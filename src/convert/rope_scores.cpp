@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-namespace vlm2mla {
+namespace vlm2mla::convert {
 
 at::Tensor pair_norms(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -116,4 +116,4 @@ at::Tensor MklScores::scores() const {
   return at::stack(out, 0).to(at::kFloat);
 }
 
-}  // namespace vlm2mla
+}  // namespace vlm2mla::convert

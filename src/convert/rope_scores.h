@@ -9,7 +9,7 @@
 #include "models/observer.h"
 #include "models/text_config.h"
 
-namespace vlm2mla {
+namespace vlm2mla::convert {
 
 // MHA2MLA's 2-norm criterion: per layer, kv head g and frequency pair k,
 //   score[g, k] = sum over query heads h of group g of mean_t ||q_h^(k)(t)|| * mean_t ||k_g^(k)(t)||
@@ -63,4 +63,4 @@ class MklScores : public DecoderObserver {
 // Per-pair 2-norm of x [b, h, s, d_h]: [b, h, s, d_h / 2].
 at::Tensor pair_norms(const at::Tensor& x);
 
-}  // namespace vlm2mla
+}  // namespace vlm2mla::convert

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "convert/rope_ranks.h"
 #include "convert/rope_scores.h"
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -13,6 +14,9 @@
 
 namespace vlm2mla {
 namespace {
+
+using convert::MklScores;
+using convert::TwoNormScores;
 
 // Layer 0 by hand: x = embed(ids), h = rms_norm(x), q = h Wq^T + b, per head and pair the mean over
 // real tokens of sqrt(q_k^2 + q_{k+d/2}^2), likewise k; product summed over each group's q heads.
@@ -175,6 +179,28 @@ TEST(MklScores, TextOnlyUsesTheTextMean) {
   model->decoder().forward_hidden(d, nullptr, &cap);
   EXPECT_EQ(mkl.image_queries(), 0);
   EXPECT_TRUE(at::allclose(mkl.scores()[0].to(at::kDouble), brute_force_mkl(cap), 1e-4, 1e-9));
+}
+
+TEST(Calibrate, CliWritesValidRanksOrderedByScore) {
+  const std::string dir = testing::fixtures_dir() + "/vlm/qwen2_5_vl";
+  testing::TempDir tmp;
+  for (const std::string strategy : {"2-norm", "mkl"}) {
+    const std::string out = tmp.file(strategy + ".safetensors");
+    auto r = testing::run_cli({"calibrate", "--model", dir + "/model", "--calib",
+                               dir + "/inputs.safetensors", "--rope-strategy", strategy, "--out", out});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    convert::RopeRanks ranks = convert::read_rope_ranks(out);
+    convert::validate_rope_ranks(ranks, 2, 2, 16, out);
+    ASSERT_TRUE(ranks.score.defined());
+    // rank 0 is the highest score of its (layer, kv head)
+    at::Tensor best = ranks.score.argmax(-1);
+    at::Tensor rank0 = (ranks.rank.narrow(-1, 0, 8) == 0).to(at::kLong).argmax(-1);
+    EXPECT_TRUE(best.equal(rank0)) << strategy;
+  }
+  auto r = testing::run_cli({"calibrate", "--model", dir + "/model", "--calib", dir + "/inputs.safetensors",
+                             "--rope-strategy", "low", "--out", tmp.file("x")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown strategy 'low'"), std::string::npos) << r.err;
 }
 
 TEST(TwoNormScores, NothingObservedIsAnError) {
