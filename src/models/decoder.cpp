@@ -3,8 +3,6 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/log.h"
-#include "io/tensor_store.h"
 
 namespace vlm2mla {
 
@@ -12,20 +10,6 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
     : config_(std::move(config)), weights_(std::move(weights)), options_(options),
       rope_(make_rope_table(config_.rope, config_.head_dim)), backend_(default_attention_backend()) {
   rope_.inv_freq = rope_.inv_freq.to(options_.device);
-}
-
-std::shared_ptr<TextDecoder> TextDecoder::load(const std::string& dir,
-                                               const LoadOptions& options) {
-  TextConfig config = load_text_config(dir);
-  VLM2MLA_CHECK(!is_vlm(config.model_arch), ArgumentError, dir, " holds a vision-language model (",
-                config.architecture, "): load it with Model::load");
-  io::TensorStore store = io::TensorStore::open_dir(dir);
-  TextLayout layout = detect_text_layout(store);
-  std::set<std::string> consumed;
-  DecoderWeights weights = load_decoder_weights(config, layout, store, options, &consumed);
-  check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.arch)
-                                                                  : config.architecture);
-  return std::make_shared<TextDecoder>(std::move(config), std::move(weights), options);
 }
 
 DenseKvCache TextDecoder::make_cache(int64_t batch, int64_t capacity) const {

@@ -42,10 +42,6 @@ class TextDecoder {
  public:
   TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions options);
 
-  // Loads <dir>/config.json and the safetensors weights strictly (every expected tensor present with
-  // its shape, nothing left over).
-  static std::shared_ptr<TextDecoder> load(const std::string& dir, const LoadOptions& options);
-
   const TextConfig& config() const { return config_; }
   const DecoderWeights& weights() const { return weights_; }
   at::ScalarType dtype() const { return options_.dtype; }

@@ -121,14 +121,6 @@ DecoderWeights fill_decoder_weights(const TextConfig& config, const TextLayout& 
   return w;
 }
 
-DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
-                                    const io::TensorStore& store, const LoadOptions& options,
-                                    std::set<std::string>* consumed) {
-  DecoderWeights w = fill_decoder_weights(config, layout, checkpoint_filler(store, options, consumed));
-  consume_tied_head(config, layout, store, consumed);
-  return w;
-}
-
 void check_all_consumed(const io::TensorStore& store, const std::set<std::string>& consumed,
                         const std::string& what) {
   std::vector<std::string> left;

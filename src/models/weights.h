@@ -77,12 +77,6 @@ ParamFiller random_filler(const LoadOptions& options, uint64_t seed);
 DecoderWeights fill_decoder_weights(const TextConfig& config, const TextLayout& layout,
                                     const ParamFiller& fill);
 
-// Loads every parameter strictly: a missing or misshapen tensor is a FormatError naming the key and
-// both shapes. Adds the keys it consumed to `consumed`.
-DecoderWeights load_decoder_weights(const TextConfig& config, const TextLayout& layout,
-                                    const io::TensorStore& store, const LoadOptions& options,
-                                    std::set<std::string>* consumed);
-
 // With tied embeddings some checkpoints still carry lm_head.weight; transformers ties it to the
 // embedding, so it counts as consumed.
 void consume_tied_head(const TextConfig& config, const TextLayout& layout,

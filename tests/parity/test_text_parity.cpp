@@ -5,7 +5,7 @@
 #include "core/torch_compat.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
-#include "models/decoder.h"
+#include "models/model.h"
 #include "support/fixtures.h"
 
 namespace vlm2mla {
@@ -22,8 +22,9 @@ class TextParity : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     fx_ = load_text_fixture(GetParam());
-    model_ = TextDecoder::load(fx_.model_dir, LoadOptions{at::kFloat, at::Device(at::kCPU)});
-    model_->set_attention_backend(AttentionBackend::kReference);
+    holder_ = Model::load(fx_.model_dir, LoadOptions{at::kFloat, at::Device(at::kCPU)});
+    holder_->set_attention_backend(AttentionBackend::kReference);
+    model_ = &holder_->decoder();
   }
 
   // HF forward semantics: positions 0..T-1 whatever the padding.
@@ -43,7 +44,8 @@ class TextParity : public ::testing::TestWithParam<std::string> {
   }
 
   TextFixture fx_;
-  std::shared_ptr<TextDecoder> model_;
+  std::shared_ptr<Model> holder_;
+  const TextDecoder* model_ = nullptr;
 };
 
 TEST_P(TextParity, LogitsMatchTransformersFloat32) {
@@ -155,7 +157,7 @@ TEST_P(TextParity, FusedAttentionEqualsReference) {
   if (!VLM2MLA_HAS_SDPA) GTEST_SKIP() << "fused attention needs libtorch >= 2 (this is the twin check)";
   at::Tensor ids = fx_.inputs.at("input_ids"), mask = fx_.inputs.at("attention_mask");
   at::Tensor ref = forward_logits(*model_, ids, mask);
-  model_->set_attention_backend(AttentionBackend::kFused);
+  holder_->set_attention_backend(AttentionBackend::kFused);
   at::Tensor fused = forward_logits(*model_, ids, mask);
   EXPECT_LE(max_rel_error(fused, ref, mask), 1e-5);
 }
@@ -165,13 +167,13 @@ TEST_P(TextParity, FusedAttentionEqualsReference) {
 // logits (meta.json: hf_bf16_cuda_vs_fp32_max_abs, about 0.21-0.23 on logits of magnitude ~8).
 TEST_P(TextParity, CudaBfloat16WithinMeasuredTolerance) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  auto gpu = TextDecoder::load(fx_.model_dir, LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  auto gpu_model = Model::load(fx_.model_dir, LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
   at::Tensor ids = fx_.inputs.at("input_ids"), mask = fx_.inputs.at("attention_mask");
   for (AttentionBackend backend :
        {AttentionBackend::kReference, AttentionBackend::kFused, AttentionBackend::kAuto}) {
     if (backend != AttentionBackend::kReference && !VLM2MLA_HAS_SDPA) continue;
-    gpu->set_attention_backend(backend);
-    at::Tensor ours = forward_logits(*gpu, ids, mask);
+    gpu_model->set_attention_backend(backend);
+    at::Tensor ours = forward_logits(gpu_model->decoder(), ids, mask);
     const double err = max_abs_error(ours, fx_.expected.at("logits"), mask);
     const double hf_vs_ours = max_abs_error(ours, fx_.expected.at("logits_bf16_cuda"), mask);
     std::printf("[%s/%s] bf16 cuda: ours vs HF fp32 max abs %.4f (HF bf16 vs fp32 %.4f), ours vs HF "
@@ -180,7 +182,7 @@ TEST_P(TextParity, CudaBfloat16WithinMeasuredTolerance) {
     EXPECT_LE(err, 1.5 * fx_.hf_bf16_error);
   }
   // Greedy in bf16 runs and produces valid ids (bf16 may legitimately pick other tokens).
-  GenerateResult r = generate(*gpu, ids, mask, greedy_options(16));
+  GenerateResult r = generate(gpu_model->decoder(), ids, mask, greedy_options(16));
   EXPECT_GT(r.sequences.size(1), ids.size(1));
   EXPECT_LE(r.sequences.size(1), ids.size(1) + 16);
 }

@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "io/safetensors.h"
-#include "models/decoder.h"
+#include "models/model.h"
 #include "support/fixtures.h"
 
 namespace vlm2mla {
@@ -33,7 +33,7 @@ struct EditableCheckpoint {
 
 std::string load_error(const std::string& dir) {
   try {
-    TextDecoder::load(dir, LoadOptions{});
+    Model::load(dir, LoadOptions{});
   } catch (const FormatError& e) {
     return e.what();
   }
@@ -74,8 +74,8 @@ TEST(StrictLoading, OldRotaryBuffersAreIgnored) {
 TEST(StrictLoading, TiedEmbeddingsWithOrWithoutHead) {
   EditableCheckpoint c("qwen2");
   ASSERT_EQ(c.tensors.count("lm_head.weight"), 0u);
-  auto m = TextDecoder::load(c.write(), LoadOptions{});
-  EXPECT_TRUE(m->weights().lm_head.is_same(m->weights().embed_tokens));
+  auto m = Model::load(c.write(), LoadOptions{});
+  EXPECT_TRUE(m->decoder().weights().lm_head.is_same(m->decoder().weights().embed_tokens));
   c.tensors["lm_head.weight"] = c.tensors["model.embed_tokens.weight"];  // some tied files carry it
   EXPECT_EQ(load_error(c.write()), "");
 }
@@ -87,8 +87,8 @@ TEST(StrictLoading, UntiedModelWithoutHeadFails) {
 }
 
 TEST(StrictLoading, BFloat16CheckpointLoadsAsFloat32) {
-  auto m = TextDecoder::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
-  EXPECT_EQ(m->weights().embed_tokens.scalar_type(), at::kFloat);
+  auto m = Model::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
+  EXPECT_EQ(m->decoder().weights().embed_tokens.scalar_type(), at::kFloat);
 }
 
 // Naive attention: one (batch, head, query) at a time, softmax in double.
@@ -164,15 +164,15 @@ TEST(DenseKvCache, GrowsAndAccountsBytes) {
 }
 
 TEST(Decoder, TokenIdsOutsideVocabularyAreRejected) {
-  auto m = TextDecoder::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
+  auto m = Model::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
   try {
-    m->embed(at::tensor({5, 320, 7}, at::kLong).view({1, 3}));
+    m->decoder().embed(at::tensor({5, 320, 7}, at::kLong).view({1, 3}));
     FAIL();
   } catch (const ArgumentError& e) {
     EXPECT_NE(std::string(e.what()).find("token id 320 at [0, 1]"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("[0, 320)"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(m->embed(at::tensor({-1}, at::kLong).view({1, 1})), ArgumentError);
+  EXPECT_THROW(m->decoder().embed(at::tensor({-1}, at::kLong).view({1, 1})), ArgumentError);
 }
 
 }  // namespace
