@@ -80,11 +80,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
 
   GenerateResult result;
   auto t0 = std::chrono::steady_clock::now();
-  DecoderInput in;
-  in.input_ids = ids;
-  in.inputs_embeds = prompt.inputs_embeds;
-  in.attention_mask = mask;
-  in.position_ids = prompt.position_ids;
+  DecoderInput in = prompt.decoder_input();
   at::Tensor next_pos = prompt.next_position.to(at::kLong).view({b, 1});  // [b, 1]
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor hidden = model.forward_hidden(in, &cache);  // [b, s, d]
@@ -106,6 +102,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
     in.input_ids = tok.unsqueeze(1);
     in.inputs_embeds = at::Tensor();
+    in.image_mask = at::Tensor();  // generated tokens are text
     in.position_ids = mrope ? next_pos.unsqueeze(0).expand({3, b, 1}) : next_pos;
     in.attention_mask = mask;
     next_pos = next_pos + 1;

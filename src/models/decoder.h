@@ -30,6 +30,18 @@ struct Prompt {
   at::Tensor inputs_embeds;   // [b, s, d] with image features, or undefined for text-only input
   at::Tensor position_ids;    // [b, s] or [3, b, s]
   at::Tensor next_position;   // [b]: position of the first generated token
+  at::Tensor image_mask;      // [b, s] bool image tokens (vision-language models), else undefined
+
+  // The decoder input of the whole prompt (the prefill).
+  DecoderInput decoder_input() const {
+    DecoderInput d;
+    d.input_ids = input_ids;
+    d.inputs_embeds = inputs_embeds;
+    d.attention_mask = attention_mask;
+    d.position_ids = position_ids;
+    d.image_mask = image_mask;
+    return d;
+  }
 };
 
 // transformers' position ids for a (left-)padded batch: cumsum(mask) - 1, 1 where masked.

@@ -218,6 +218,7 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
   at::Tensor features = image_features(in);
   if (image_token_id_ >= 0) {
     at::Tensor is_image = p.input_ids.eq(image_token_id_);
+    p.image_mask = is_image;
     const int64_t n_tokens = is_image.sum().item<int64_t>();
     const int64_t n_features = features.defined() ? features.size(0) : 0;
     VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens,
@@ -254,12 +255,7 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
 
 at::Tensor Model::logits(const ModelInputs& inputs) const {
   Prompt p = prepare(inputs, /*forward_semantics=*/true);
-  DecoderInput d;
-  d.input_ids = p.input_ids;
-  d.inputs_embeds = p.inputs_embeds;
-  d.attention_mask = inputs.attention_mask.defined() ? p.attention_mask : at::Tensor();
-  d.position_ids = p.position_ids;
-  return decoder_->lm_head(decoder_->forward_hidden(d, nullptr));
+  return decoder_->lm_head(decoder_->forward_hidden(p.decoder_input(), nullptr));
 }
 
 }  // namespace vlm2mla

@@ -147,12 +147,7 @@ TEST(MklScores, Layer0EqualsBruteForceWithImageAndTextQueries) {
   auto model = Model::load(dir + "/model", LoadOptions{});
   ModelInputs in = ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
   Prompt p = model->prepare(in, true);
-  DecoderInput d;
-  d.inputs_embeds = p.inputs_embeds;
-  d.input_ids = p.input_ids;
-  d.attention_mask = p.attention_mask;
-  d.position_ids = p.position_ids;
-  d.image_mask = p.input_ids.eq(model->image_token_id());
+  const DecoderInput d = p.decoder_input();
   MklScores mkl(model->text_config());
   Layer0Capture cap;
   model->decoder().forward_hidden(d, nullptr, &mkl);

@@ -89,22 +89,13 @@ TEST_P(VlmParity, IncrementalDecodeWithImagesEqualsFullForward) {
   full_in.input_ids = seq;
   full_in.attention_mask = at::cat({in_.attention_mask, at::ones({seq.size(0), total - t}, at::kLong)}, 1);
   Prompt full_prompt = model_->prepare(full_in, false);
-  DecoderInput fd;
-  fd.input_ids = full_prompt.input_ids;
-  fd.inputs_embeds = full_prompt.inputs_embeds;
-  fd.attention_mask = full_prompt.attention_mask;
-  fd.position_ids = full_prompt.position_ids;
-  at::Tensor full = model_->decoder().lm_head(model_->decoder().forward_hidden(fd, nullptr));
+  at::Tensor full = model_->decoder().lm_head(
+      model_->decoder().forward_hidden(full_prompt.decoder_input(), nullptr));
 
   Prompt p = model_->prepare(in_, false);
   DenseKvCache cache = model_->decoder().make_cache(seq.size(0), 8);
-  DecoderInput d;
-  d.input_ids = p.input_ids;
-  d.inputs_embeds = p.inputs_embeds;
-  d.attention_mask = p.attention_mask;
-  d.position_ids = p.position_ids;
   at::Tensor mask = full_in.attention_mask;
-  at::Tensor step = model_->decoder().lm_head(model_->decoder().forward_hidden(d, &cache));
+  at::Tensor step = model_->decoder().lm_head(model_->decoder().forward_hidden(p.decoder_input(), &cache));
   at::Tensor valid = p.attention_mask;
   EXPECT_LE(max_rel_error(step, full.narrow(1, 0, t), valid), 1e-5);
   for (int64_t j = t; j < total; ++j) {

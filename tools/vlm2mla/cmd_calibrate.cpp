@@ -40,12 +40,7 @@ void register_calibrate(CLI::App& app) {
     ModelInputs in = read_model_inputs(args->calib);
     auto model = load_model(args->model, args->run);
     Prompt p = model->prepare(in, /*forward_semantics=*/true);
-    DecoderInput d;
-    d.input_ids = p.input_ids;
-    d.inputs_embeds = p.inputs_embeds;
-    d.attention_mask = p.attention_mask;
-    d.position_ids = p.position_ids;
-    if (model->image_token_id() >= 0) d.image_mask = p.input_ids.eq(model->image_token_id());
+    const DecoderInput d = p.decoder_input();
     at::Tensor score;
     if (args->strategy == "2-norm") {
       TwoNormScores obs(model->text_config());
