@@ -37,10 +37,7 @@ class TextParity : public ::testing::TestWithParam<std::string> {
   }
 
   GenerateOptions greedy_options(int64_t n) {
-    GenerateOptions o = load_generate_defaults(fx_.model_dir, model_->config());
-    o.max_new_tokens = n;
-    o.sampling.do_sample = false;
-    return o;
+    return testing::greedy_options(fx_.model_dir, model_->config(), n);
   }
 
   TextFixture fx_;

@@ -43,10 +43,7 @@ class VlmParity : public ::testing::TestWithParam<std::string> {
     in_ = ModelInputs::from_tensors(fx_.inputs, fx_.dir);
   }
   GenerateOptions greedy(int64_t n) {
-    GenerateOptions o = load_generate_defaults(fx_.model_dir, model_->text_config());
-    o.max_new_tokens = n;
-    o.sampling.do_sample = false;
-    return o;
+    return testing::greedy_options(fx_.model_dir, model_->text_config(), n);
   }
   VlmFixture fx_;
   std::shared_ptr<Model> model_;

@@ -24,6 +24,13 @@ TextFixture load_text_fixture(const std::string& name) {
   return f;
 }
 
+GenerateOptions greedy_options(const std::string& model_dir, const TextConfig& config, int64_t n) {
+  GenerateOptions o = load_generate_defaults(model_dir, config);
+  o.max_new_tokens = n;
+  o.sampling.do_sample = false;
+  return o;
+}
+
 namespace {
 at::Tensor select_valid(const at::Tensor& x, const at::Tensor& valid) {
   at::Tensor xf = x.to(at::kCPU).to(at::kDouble);

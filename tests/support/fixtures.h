@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "generate/generate.h"
 #include "support/test_support.h"
 
 namespace vlm2mla::testing {
@@ -24,6 +25,9 @@ struct TextFixture {
 
 const std::vector<std::string>& text_fixture_names();
 TextFixture load_text_fixture(const std::string& name);
+
+// transformers' do_sample=False with the checkpoint's generation_config.json, n new tokens.
+GenerateOptions greedy_options(const std::string& model_dir, const TextConfig& config, int64_t n);
 
 // max |a - b| / max |b| over the positions where valid [B, T] is true (all when undefined).
 double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
