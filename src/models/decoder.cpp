@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "models/mla_attention.h"
 
 namespace vlm2mla {
 
@@ -10,6 +11,11 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
     : config_(std::move(config)), weights_(std::move(weights)), options_(options),
       rope_(make_rope_table(config_.rope, config_.head_dim)), backend_(default_attention_backend()) {
   rope_.inv_freq = rope_.inv_freq.to(options_.device);
+  if (config_.mla) {
+    for (const auto& layer : config_.mla->kept_pairs) {
+      mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
+    }
+  }
 }
 
 DenseKvCache TextDecoder::make_cache(int64_t batch, int64_t capacity) const {
@@ -97,15 +103,30 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
                 : at::ones({b, s}, at::TensorOptions().dtype(at::kBool).device(options_.device));
   }
 
+  at::Tensor visual;  // [b, s] tokens of the image projection set (md models)
+  if (config_.mla && config_.mla->modality_split) {
+    VLM2MLA_CHECK(in.input_ids.defined(), ArgumentError,
+                  "this converted model has per-modality K/V projections and needs input_ids to "
+                  "choose them (only inputs_embeds were given)");
+    visual = visual_token_mask(config_.mla->visual_token_ids, in.input_ids.to(options_.device));
+  }
+
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
-    at::Tensor q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
-    at::Tensor k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-    at::Tensor v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
-    at::Tensor q = apply_rope(q0, cs);
-    at::Tensor k = apply_rope(k0, cs);
+    at::Tensor q0, k0, q, k, v;  // [b, h, s, d]
+    if (!config_.mla) {
+      q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
+      k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+      v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
+      q = apply_rope(q0, cs);
+      k = apply_rope(k0, cs);
+    } else {
+      QkvHeads qkv = mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs,
+                                      visual);
+      q0 = qkv.q_pre, k0 = qkv.k_pre, q = qkv.q, k = qkv.k, v = qkv.v;
+    }
     if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
     if (cache) std::tie(k, v) = cache->append(l, k, v);  // [b, h_kv, past + s, d]
     at::Tensor a = attention(backend_, q, k, v, mask, scale, plain_causal);  // [b, h_q, s, d]

@@ -21,6 +21,8 @@ struct DecoderInput {
   at::Tensor position_ids;    // [b, s] int64, or [3, b, s] (t, h, w) for M-RoPE models (required)
   at::Tensor attention_mask;  // [b, past + s], nonzero = real token; undefined = all real
   at::Tensor image_mask;      // [b, s] bool, image tokens (for observers); may be undefined
+  // Converted md models pick each token's projection set from input_ids (mla.visual_token_ids), so
+  // they need input_ids (beside inputs_embeds) in every step.
 };
 
 // What the decoder runs for a prompt, ready for generation.
@@ -83,6 +85,7 @@ class TextDecoder {
   LoadOptions options_;
   RopeTable rope_;
   AttentionBackend backend_;
+  std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
 };
 
 // Validates token ids against the vocabulary: ArgumentError naming `what`, the offending id and its

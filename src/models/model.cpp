@@ -142,6 +142,21 @@ std::shared_ptr<Model> Model::random(const std::string& config_path, const LoadO
   return build(root, config_path, TextLayout{}, names, random_filler(options, seed), options);
 }
 
+std::vector<int64_t> Model::visual_token_ids() const {
+  if (qwen_) {
+    const QwenVisionConfig& c = qwen_->config();
+    return {c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id};
+  }
+  if (image_token_id_ >= 0) return {image_token_id_};
+  return {};
+}
+
+std::shared_ptr<Model> Model::with_decoder(std::shared_ptr<TextDecoder> decoder) const {
+  auto m = std::make_shared<Model>(*this);
+  m->decoder_ = std::move(decoder);
+  return m;
+}
+
 void Model::set_attention_backend(AttentionBackend backend) {
   decoder_->set_attention_backend(backend);
   if (llava_) llava_->set_attention_backend(backend);

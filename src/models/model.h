@@ -47,6 +47,13 @@ class Model {
                                        uint64_t seed);
   // The image token id of a VLM, -1 for text models.
   int64_t image_token_id() const { return image_token_id_; }
+  // Every token id that belongs to the visual side (MD-SVD's image set, METHOD.md section 4):
+  // LLaVA/NeXT the image token; Qwen2.5-VL image and video pads, vision start and end. Empty for
+  // text models.
+  std::vector<int64_t> visual_token_ids() const;
+  // This model with another language model (same vision side): conversion's stage-1 and converted
+  // models share the original's vision tower.
+  std::shared_ptr<Model> with_decoder(std::shared_ptr<TextDecoder> decoder) const;
   const LlavaVision* llava() const { return llava_ ? &*llava_ : nullptr; }
   const QwenVisionTower* qwen_vision() const { return qwen_ ? &*qwen_ : nullptr; }
 

@@ -277,6 +277,10 @@ TextConfig parse_text_config(const json& root, const std::string& origin) {
   c.eos_token_ids = k.int_list("eos_token_id");
   if (k.has("bos_token_id")) c.bos_token_id = k.integer("bos_token_id");
   if (k.has("pad_token_id")) c.pad_token_id = k.integer("pad_token_id");
+  if (root.contains("mla") && !root.at("mla").is_null()) {
+    c.mla = parse_mla_config(root.at("mla"), origin, c.num_hidden_layers, c.num_key_value_heads,
+                             c.head_dim, c.hidden_size);
+  }
   return c;
 }
 
@@ -309,7 +313,8 @@ json text_config_to_json(const TextConfig& c) {
           {"tie_word_embeddings", c.tie_word_embeddings},
           {"qkv_bias", c.qkv_bias},
           {"o_bias", c.o_bias},
-          {"mlp_bias", c.mlp_bias}};
+          {"mlp_bias", c.mlp_bias},
+          {"mla", c.mla ? mla_config_to_json(*c.mla) : json()}};
 }
 
 }  // namespace vlm2mla

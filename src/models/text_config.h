@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arch/arch.h"
+#include "models/mla_config.h"
 
 namespace vlm2mla {
 
@@ -54,6 +55,8 @@ struct TextConfig {
   std::vector<int64_t> eos_token_ids;
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> pad_token_id;
+  // Converted models (config.json's "mla" block): partial RoPE and the K/V projections.
+  std::optional<MlaConfig> mla;
 
   int64_t num_key_value_groups() const { return num_attention_heads / num_key_value_heads; }
 };

@@ -44,8 +44,28 @@ void for_each_param(const TextConfig& c, const TextLayout& layout, DecoderWeight
     const std::string lp = p + "layers." + std::to_string(l) + ".";
     fn({lp + "input_layernorm.weight", {d}, &lw.input_layernorm});
     linear(lp + "self_attn.q_proj", lw.q_proj, q_out, d, c.qkv_bias);
-    linear(lp + "self_attn.k_proj", lw.k_proj, kv_out, d, c.qkv_bias);
-    linear(lp + "self_attn.v_proj", lw.v_proj, kv_out, d, c.qkv_bias);
+    if (!c.mla) {
+      linear(lp + "self_attn.k_proj", lw.k_proj, kv_out, d, c.qkv_bias);
+      linear(lp + "self_attn.v_proj", lw.v_proj, kv_out, d, c.qkv_bias);
+    } else {
+      const MlaConfig& m = *c.mla;
+      const int64_t R = m.qk_rope_head_dim, n_kv = c.num_key_value_heads;
+      linear(lp + "self_attn.k_rope_proj", lw.k_rope_proj, n_kv * R, d, c.qkv_bias);
+      if (!m.low_rank()) {
+        linear(lp + "self_attn.k_nope_proj", lw.k_nope_proj, n_kv * (dh - R), d, c.qkv_bias);
+        linear(lp + "self_attn.v_proj", lw.v_proj, kv_out, d, c.qkv_bias);
+      } else {
+        const int64_t r_kv = m.kv_lora_rank.at(static_cast<size_t>(l));
+        lw.kv.resize(static_cast<size_t>(m.kv_sets()));
+        for (int64_t set = 0; set < m.kv_sets(); ++set) {
+          const std::string suffix = !m.modality_split ? "" : set == 0 ? "_text" : "_image";
+          KvLatentWeights& kw = lw.kv[static_cast<size_t>(set)];
+          linear(lp + "self_attn.kv_a_proj" + suffix, kw.kv_a_proj, r_kv, d, false);
+          linear(lp + "self_attn.kv_b_proj" + suffix, kw.kv_b_proj, n_kv * (2 * dh - R), r_kv,
+                 c.qkv_bias);
+        }
+      }
+    }
     linear(lp + "self_attn.o_proj", lw.o_proj, d, q_out, c.o_bias);
     fn({lp + "post_attention_layernorm.weight", {d}, &lw.post_attention_layernorm});
     linear(lp + "mlp.gate_proj", lw.gate_proj, c.intermediate_size, d, c.mlp_bias);

@@ -17,9 +17,20 @@
 
 namespace vlm2mla {
 
+// A low-rank K/V projection set of a converted layer (models/mla_config.h).
+struct KvLatentWeights {
+  LinearWeights kv_a_proj;  // [r_kv, d], no bias: x -> latent c
+  LinearWeights kv_b_proj;  // [h_kv*(d_h-R) + h_kv*d_h, r_kv] (+bias): c -> [k_nope | v]
+};
+
 struct DecoderLayerWeights {
   at::Tensor input_layernorm;  // [d]
-  LinearWeights q_proj, k_proj, v_proj, o_proj;
+  LinearWeights q_proj, k_proj, v_proj, o_proj;  // converted: q_proj reordered, k_proj unused,
+                                                 // v_proj only without low rank
+  // Converted models only (models/mla_config.h):
+  LinearWeights k_rope_proj;  // [h_kv*R, d]
+  LinearWeights k_nope_proj;  // [h_kv*(d_h-R), d] (svd none)
+  std::vector<KvLatentWeights> kv;  // low rank: one set, or (text, image) with md
   at::Tensor post_attention_layernorm;  // [d]
   LinearWeights gate_proj, up_proj, down_proj;
 };

@@ -1,0 +1,99 @@
+// vlm2mla convert --model DIR --out DIR2 --rope-strategy S --rope-dims R [--rope-ranks F]
+//   --svd {none,joint,split,whitened,md} [--kv-rank D | --kv-rank-per-layer D0,D1,...]
+//   [--calib F [--num-calib N] [--seed S]] [--report REPORT.json]
+// MHA2MLA(-VLM) conversion (METHOD.md sections 3-4) to a checkpoint with an `mla` config block.
+#include <sstream>
+
+#include "common.h"
+#include "convert/converter.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/json_file.h"
+#include "models/model.h"
+
+namespace vlm2mla::cli {
+
+namespace {
+
+std::vector<int64_t> parse_int_list(const std::string& text, const char* flag) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    VLM2MLA_CHECK(used == item.size() && !item.empty(), ArgumentError, flag, ": '", item,
+                  "' is not an integer (expected a comma-separated list such as 32,32,64)");
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_convert(CLI::App& app) {
+  struct Args {
+    std::string model, out, strategy, rope_ranks, svd = "none", per_layer, calib, report;
+    int64_t rope_dims = 0, kv_rank = 0, num_calib = 0;
+    uint64_t seed = 0;
+    RunFlags run;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "convert", "Convert a model's attention to MLA: partial RoPE (keep R rope dims per head) and a "
+                 "low-rank joint K/V latent; writes a checkpoint with an `mla` block in config.json");
+  cmd->add_option("--model", args->model, "model directory (original, not converted)")->required();
+  cmd->add_option("--out", args->out, "output directory (must not exist)")->required();
+  cmd->add_option("--rope-strategy", args->strategy,
+                  "which RoPE pairs to keep: high | low | uniform | 2-norm | mkl (the last two need --calib)");
+  cmd->add_option("--rope-dims", args->rope_dims, "R: rope dims kept per head (even; the paper uses 32)")
+      ->required();
+  cmd->add_option("--rope-ranks", args->rope_ranks,
+                  "pair ranks from a file (vlm2mla calibrate's .safetensors or the authors' .pth) instead of a strategy");
+  cmd->add_option("--svd", args->svd,
+                  "none (stage 1: partial RoPE only) | joint | split | whitened | md (modality-decoupled)")
+      ->capture_default_str();
+  cmd->add_option("--kv-rank", args->kv_rank, "D: latent width per kv head (r_kv = n_kv x D)");
+  cmd->add_option("--kv-rank-per-layer", args->per_layer, "D per layer, comma-separated (instead of --kv-rank)");
+  cmd->add_option("--calib", args->calib,
+                  "calibration inputs (.safetensors in the `logits` format); needed by 2-norm, mkl, whitened and md");
+  cmd->add_option("--num-calib", args->num_calib, "calibration samples to use (0 = all)");
+  cmd->add_option("--seed", args->seed, "seed of the calibration sample selection");
+  cmd->add_option("--report", args->report, "write the conversion report (JSON) here");
+  args->run.add_to(cmd);
+  cmd->callback([args]() {
+    convert::ConvertOptions o;
+    o.rope_strategy = args->strategy;
+    o.rope_ranks_path = args->rope_ranks;
+    o.rope_dims = args->rope_dims;
+    o.svd = svd_method_from_name(args->svd, "--svd");
+    VLM2MLA_CHECK(!(args->kv_rank && !args->per_layer.empty()), ArgumentError,
+                  "give either --kv-rank or --kv-rank-per-layer, not both");
+    if (args->kv_rank) o.kv_rank = {args->kv_rank};
+    if (!args->per_layer.empty()) o.kv_rank = parse_int_list(args->per_layer, "--kv-rank-per-layer");
+    VLM2MLA_CHECK(!args->strategy.empty() || !args->rope_ranks.empty(), ArgumentError,
+                  "give --rope-strategy (high, low, uniform, 2-norm, mkl) or --rope-ranks FILE");
+    RunFlags run = args->run;
+    if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
+    auto model = load_model(args->model, run);
+    convert::CalibrationInputs calib;
+    if (!args->calib.empty()) {
+      VLM2MLA_CHECK(args->num_calib == 0, ArgumentError,
+                    "--num-calib selects conversations of a JSON dataset; an inputs .safetensors is one batch");
+      const std::string path = args->calib;
+      calib = [path](const std::function<void(const ModelInputs&)>& each) { each(read_model_inputs(path)); };
+    }
+    convert::Conversion c = convert::convert_model(*model, o, args->calib.empty() ? nullptr : &calib);
+    convert::write_converted(args->model, args->out, c);
+    std::fprintf(stderr, "%s", convert::report_summary(c.report).c_str());
+    if (!args->report.empty()) io::write_json_file(args->report, c.report);
+    VLM2MLA_INFO("wrote ", args->out, args->report.empty() ? "" : " and " + args->report);
+  });
+}
+
+}  // namespace vlm2mla::cli
