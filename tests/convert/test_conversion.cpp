@@ -347,3 +347,43 @@ TEST(Conversion, CliConvertsAndTheResultGenerates) {
 
 }  // namespace
 }  // namespace vlm2mla::convert
+
+namespace vlm2mla::convert {
+namespace {
+
+TEST(Conversion, MalformedMlaBlocksAreFormatErrors) {
+  Loaded l = load("vlm/qwen2_5_vl");
+  ConvertOptions o;
+  o.rope_strategy = "high";
+  o.rope_dims = 4;
+  o.svd = SvdMethod::kMd;
+  o.kv_rank = {2};
+  Conversion conv = convert_model(*l.model, o, &l.calib);
+  nlohmann::json root = io::read_json_file(l.model_dir + "/config.json");
+  root["mla"] = mla_config_to_json(*conv.model->text_config().mla);
+  EXPECT_NO_THROW(parse_text_config(root, "cfg.json"));
+  auto expect_bad = [&](const std::function<void(nlohmann::json&)>& f, const std::string& needle) {
+    nlohmann::json r = root;
+    f(r["mla"]);
+    try {
+      parse_text_config(r, "cfg.json");
+      ADD_FAILURE() << "expected a FormatError mentioning '" << needle << "'";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_bad([](auto& m) { m["format_version"] = 7; }, "format_version 7");
+  expect_bad([](auto& m) { m["qk_rope_head_dim"] = 3; }, "qk_rope_head_dim");
+  expect_bad([](auto& m) { m["kept_pairs"].erase(0); }, "kept_pairs must be a list of");
+  expect_bad([](auto& m) { m["kept_pairs"][0][0] = {1, 0}; }, "strictly ascending");
+  expect_bad([](auto& m) { m["kept_pairs"][0][0] = {0}; }, "kept_pairs[0][0] holds 1 pairs");
+  expect_bad([](auto& m) { m["svd"] = "magic"; }, "unknown SVD method 'magic'");
+  expect_bad([](auto& m) { m["kv_lora_rank"] = {4}; }, "one per layer");
+  expect_bad([](auto& m) { m["kv_lora_rank"] = {4, 100000}; }, "kv_lora_rank holds 100000");
+  expect_bad([](auto& m) { m["modality_split"] = false; }, "needs mla.modality_split");
+  expect_bad([](auto& m) { m["visual_token_ids"] = nlohmann::json::array(); }, "visual_token_ids");
+  expect_bad([](auto& m) { m.erase("svd"); }, "missing key 'mla.svd'");
+}
+
+}  // namespace
+}  // namespace vlm2mla::convert

@@ -46,9 +46,11 @@ void register_inspect(CLI::App& app) {
       checkpoint_bytes += static_cast<int64_t>(info.end - info.begin);
       stored_params += static_cast<int64_t>(info.numel());
     }
-    // Dense bf16 cache: keys and values, every layer, every kv head.
-    const int64_t kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads *
-                             config.head_dim * 2;
+    // bf16 cache, every layer: dense keys and values, or (converted) the latent and the RoPE key.
+    const MlaConfig* mla = config.mla ? &*config.mla : nullptr;
+    const int64_t kv_bytes = kv_values_per_token(mla, config.num_hidden_layers,
+                                                 config.num_key_value_heads, config.head_dim) * 2;
+    const bool latent = mla && mla->low_rank();
     nlohmann::json j;
     j["model"] = args->model;
     j["architecture"] = config.architecture.empty() ? arch_hf_name(config.arch) : config.architecture;
@@ -58,7 +60,7 @@ void register_inspect(CLI::App& app) {
     j["stored_dtypes"] = stored;
     j["checkpoint_bytes"] = checkpoint_bytes;
     j["tensors"] = store.names().size();
-    j["kv_cache"] = {{"kind", "dense"}, {"dtype", "bfloat16"}};
+    j["kv_cache"] = {{"kind", latent ? "latent" : "dense"}, {"dtype", "bfloat16"}};
     j["kv_bytes_per_token"] = kv_bytes;
     if (args->json) {
       std::printf("%s\n", j.dump(2).c_str());
@@ -84,7 +86,15 @@ void register_inspect(CLI::App& app) {
                 stored_str.c_str());
     std::printf("checkpoint:    %zu tensors, %s, all shapes as expected\n", store.names().size(),
                 human_bytes(static_cast<double>(checkpoint_bytes)).c_str());
-    std::printf("kv_bytes_per_token: %lld (dense K+V, bf16, all layers)\n", (long long)kv_bytes);
+    if (mla) {
+      std::string ranks;
+      for (int64_t r : mla->kv_lora_rank) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+      std::printf("mla:           rope dims %lld of %lld (%s), svd %s%s%s\n", (long long)mla->qk_rope_head_dim,
+                  (long long)c.head_dim, mla->rope_strategy.c_str(), svd_method_name(mla->svd),
+                  ranks.empty() ? "" : ", kv_lora_rank per layer ", ranks.c_str());
+    }
+    std::printf("kv_bytes_per_token: %lld (%s, bf16, all layers)\n", (long long)kv_bytes,
+                latent ? "latent + RoPE key" : "dense K+V");
   });
 }
 
