@@ -1,0 +1,63 @@
+#include "kvcache/quant.h"
+
+#include "core/error.h"
+
+namespace vlm2mla {
+
+void check_quant_shape(int64_t n, int64_t bits, int64_t group, const char* what) {
+  VLM2MLA_CHECK(bits == 2 || bits == 4 || bits == 8, ArgumentError, what, ": ", bits,
+                "-bit quantization is not supported (2, 4 or 8)");
+  VLM2MLA_CHECK(group > 0 && n % group == 0 && (group * bits) % 8 == 0, ArgumentError, what,
+                ": group size ", group, " must divide the row width ", n,
+                " (and fill whole bytes)");
+}
+
+QuantizedRows quantize_rows(const at::Tensor& x, int64_t bits, int64_t group) {
+  const int64_t n = x.size(-1);
+  check_quant_shape(n, bits, group, "quantize");
+  std::vector<int64_t> grouped(x.sizes().begin(), x.sizes().end());
+  grouped.back() = n / group;
+  grouped.push_back(group);
+  at::Tensor g = x.to(at::kFloat).reshape(grouped);  // [..., n/group, group]
+  const double levels = static_cast<double>((1 << bits) - 1);
+  at::Tensor lo = std::get<0>(g.min(-1));
+  at::Tensor hi = std::get<0>(g.max(-1));
+  at::Tensor scale = (hi - lo) / levels;
+  scale = at::where(scale > 0, scale, at::ones_like(scale));
+  // The stored (float16) parameters are what dequantization uses, so quantize against them.
+  QuantizedRows q;
+  q.scale = scale.to(at::kHalf);
+  q.lo = lo.to(at::kHalf);
+  at::Tensor s = q.scale.to(at::kFloat).unsqueeze(-1), l = q.lo.to(at::kFloat).unsqueeze(-1);
+  at::Tensor codes = ((g - l) / s).round().clamp(0, levels).to(at::kByte);  // [..., n/group, group]
+  std::vector<int64_t> packed_shape(x.sizes().begin(), x.sizes().end());
+  packed_shape.back() = n * bits / 8;
+  const int64_t per_byte = 8 / bits;
+  packed_shape.push_back(per_byte);
+  at::Tensor c = codes.reshape(packed_shape).to(at::kInt);  // [..., bytes, per_byte]
+  at::Tensor packed = at::zeros_like(c.select(-1, 0));
+  for (int64_t i = 0; i < per_byte; ++i) packed = packed.bitwise_or(c.select(-1, i) * (int64_t{1} << (i * bits)));
+  q.data = packed.to(at::kByte);
+  return q;
+}
+
+at::Tensor dequantize_rows(const QuantizedRows& q, int64_t bits, int64_t group, at::ScalarType dtype) {
+  const int64_t per_byte = 8 / bits, mask = (1 << bits) - 1;
+  at::Tensor d = q.data.to(at::kInt);  // [..., bytes]
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < per_byte; ++i) parts.push_back(d.div(int64_t{1} << (i * bits), "floor").bitwise_and(mask));
+  at::Tensor codes = at::stack(parts, -1);  // [..., bytes, per_byte]
+  std::vector<int64_t> grouped(q.scale.sizes().begin(), q.scale.sizes().end());
+  grouped.push_back(group);
+  at::Tensor x = codes.reshape(grouped).to(at::kFloat) * q.scale.to(at::kFloat).unsqueeze(-1) +
+                 q.lo.to(at::kFloat).unsqueeze(-1);  // [..., n/group, group]
+  std::vector<int64_t> out_shape(q.scale.sizes().begin(), q.scale.sizes().end());
+  out_shape.back() *= group;
+  return x.reshape(out_shape).to(dtype);
+}
+
+int64_t quantized_row_bytes(int64_t n, int64_t bits, int64_t group) {
+  return n * bits / 8 + 2 * 2 * (n / group);
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,36 @@
+// Group-wise asymmetric integer quantization of cache rows (the quantized KV caches, METHOD.md
+// section 7). The format is shared by the caches, the CPU reference of the decode kernel and the
+// CUDA kernel:
+//   x [..., n] is cut into groups of `group` consecutive values along the last dim (per-token groups:
+//   each cached token's vector is quantized on its own, so a token is final when it is written);
+//   per group: lo = min, scale = (max - min) / (2^bits - 1) (1 when max == min), both stored as
+//   float16; q = clamp(round((x - lo) / scale), 0, 2^bits - 1); x_hat = q * scale + lo.
+//   Packing: 8 / bits codes per byte, code i of a byte in bits [i*bits, (i+1)*bits) (little end
+//   first), so for int4 element 2j is the low nibble of byte j.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace vlm2mla {
+
+struct QuantizedRows {
+  at::Tensor data;   // uint8 [..., n * bits / 8]
+  at::Tensor scale;  // float16 [..., n / group]
+  at::Tensor lo;     // float16 [..., n / group]
+};
+
+// ArgumentError unless bits is 2, 4 or 8, group > 0 divides n and (group * bits) % 8 == 0.
+void check_quant_shape(int64_t n, int64_t bits, int64_t group, const char* what);
+
+// x [..., n] (any float dtype) -> codes and group parameters (computed in float32).
+QuantizedRows quantize_rows(const at::Tensor& x, int64_t bits, int64_t group);
+
+// -> [..., n] in `dtype`.
+at::Tensor dequantize_rows(const QuantizedRows& q, int64_t bits, int64_t group, at::ScalarType dtype);
+
+// Bytes one row of n values takes (codes + scales + mins).
+int64_t quantized_row_bytes(int64_t n, int64_t bits, int64_t group);
+
+}  // namespace vlm2mla
