@@ -148,7 +148,7 @@ RopeRanks choose_ranks(const Model& m, const ConvertOptions& o, const Calibratio
 LinearWeights as_linear(const at::Tensor& w, const at::Tensor& b, at::ScalarType dtype) {
   LinearWeights out;
   out.weight = w.to(dtype).contiguous();
-  if (b.defined()) out.bias = b.to(dtype).contiguous();
+  if (b.defined()) out.bias = b.to(dtype).clone();  // each projection set owns its bias (they diverge)
   return out;
 }
 

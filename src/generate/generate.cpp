@@ -69,7 +69,9 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   check_token_ids(ids, model.config().vocab_size, "input_ids");
 
   Sampler sampler(options.sampling);
-  DenseKvCache cache = model.make_cache(b, t + std::max<int64_t>(options.max_new_tokens, 1));
+  std::unique_ptr<KvCache> cache_owner =
+      model.make_kv_cache(b, t + std::max<int64_t>(options.max_new_tokens, 1), options.cache ? &*options.cache : nullptr);
+  KvCache& cache = *cache_owner;
   at::Tensor eos = at::tensor(std::vector<int64_t>(options.eos_token_ids.begin(),
                                                    options.eos_token_ids.end()),
                               at::kLong);

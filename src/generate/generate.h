@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ struct GenerateOptions {
   SamplingParams sampling;
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = 0;
+  // How the KV cache stores its rows (--kv-cache); unset: the compute dtype.
+  std::optional<CacheSpec> cache;
   // Called after each step with the new token of every row ([b] int64, CPU) and which rows were
   // still running before the step ([b] bool).
   std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;

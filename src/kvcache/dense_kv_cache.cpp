@@ -8,7 +8,7 @@ namespace vlm2mla {
 
 DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_heads, int64_t head_dim,
                            int64_t capacity, at::ScalarType dtype, at::Device device)
-    : batch_(batch), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
+    : KvCache(batch), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
       capacity_(std::max<int64_t>(capacity, 1)) {
   VLM2MLA_CHECK(num_layers > 0 && batch > 0 && num_kv_heads > 0 && head_dim > 0, ArgumentError,
                 "DenseKvCache: dimensions must be positive");
@@ -16,6 +16,23 @@ DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_hea
   for (int64_t l = 0; l < num_layers; ++l) {
     keys_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
     values_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
+  }
+}
+
+DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_heads, int64_t head_dim,
+                           int64_t capacity, const CacheSpec& spec, at::ScalarType compute_dtype,
+                           at::Device device)
+    : DenseKvCache(num_layers, batch, num_kv_heads, head_dim, spec.quantized() ? 1 : capacity,
+                   cache_float_dtype(spec.type), device) {
+  if (!spec.quantized()) return;
+  keys_.clear();
+  values_.clear();
+  capacity_ = std::max<int64_t>(capacity, 1);
+  for (int64_t l = 0; l < num_layers; ++l) {
+    qkeys_.push_back(std::make_unique<RowStore>(batch, num_kv_heads * head_dim, capacity_, spec,
+                                                compute_dtype, device));
+    qvalues_.push_back(std::make_unique<RowStore>(batch, num_kv_heads * head_dim, capacity_, spec,
+                                                  compute_dtype, device));
   }
 }
 
@@ -34,12 +51,24 @@ void DenseKvCache::grow(int64_t needed) {
 
 std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::Tensor& k,
                                                        const at::Tensor& v) {
-  VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(keys_.size()), ArgumentError,
-                "DenseKvCache: layer ", layer, " out of range");
+  const int64_t layers = static_cast<int64_t>(std::max(keys_.size(), qkeys_.size()));
+  VLM2MLA_CHECK(layer >= 0 && layer < layers, ArgumentError, "DenseKvCache: layer ", layer, " out of range");
   VLM2MLA_CHECK(k.size(0) == batch_ && k.size(1) == num_kv_heads_ && k.size(3) == head_dim_,
                 ArgumentError, "DenseKvCache: keys of shape ", k.sizes(), " do not fit a cache of [",
                 batch_, ", ", num_kv_heads_, ", *, ", head_dim_, "]");
   const int64_t s = k.size(2);
+  if (!qkeys_.empty()) {  // quantized rows: [b, s, h_kv*d] in, [b, h_kv, length+s, d] out
+    const int64_t b = k.size(0), hd = num_kv_heads_ * head_dim_;
+    RowStore& ks = *qkeys_[static_cast<size_t>(layer)];
+    RowStore& vs = *qvalues_[static_cast<size_t>(layer)];
+    ks.append(k.transpose(1, 2).reshape({b, s, hd}), length_);
+    vs.append(v.transpose(1, 2).reshape({b, s, hd}), length_);
+    capacity_ = ks.capacity();
+    auto heads = [&](const at::Tensor& rows) {
+      return rows.view({b, length_ + s, num_kv_heads_, head_dim_}).transpose(1, 2).contiguous();
+    };
+    return {heads(ks.read(length_ + s)), heads(vs.read(length_ + s))};
+  }
   if (length_ + s > capacity_) grow(length_ + s);
   keys_[layer].narrow(2, length_, s).copy_(k);
   values_[layer].narrow(2, length_, s).copy_(v);
@@ -53,11 +82,13 @@ void DenseKvCache::advance(int64_t s) {
 
 int64_t DenseKvCache::bytes_allocated() const {
   int64_t total = 0;
+  for (size_t l = 0; l < qkeys_.size(); ++l) total += qkeys_[l]->bytes_allocated() + qvalues_[l]->bytes_allocated();
   for (size_t l = 0; l < keys_.size(); ++l) total += keys_[l].nbytes() + values_[l].nbytes();
   return total;
 }
 
 int64_t DenseKvCache::bytes_per_token() const {
+  if (!qkeys_.empty()) return static_cast<int64_t>(qkeys_.size()) * 2 * qkeys_[0]->bytes_per_position();
   if (keys_.empty()) return 0;
   return static_cast<int64_t>(keys_.size()) * 2 * num_kv_heads_ * head_dim_ *
          static_cast<int64_t>(keys_[0].element_size());

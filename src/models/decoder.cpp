@@ -15,7 +15,39 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
     for (const auto& layer : config_.mla->kept_pairs) {
       mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
     }
+    if (config_.mla->low_rank()) {
+      for (const auto& lw : weights_.layers) absorbed_.push_back(absorbed_weights(config_, lw));
+    }
   }
+}
+
+const char* mla_attention_name(MlaAttention mode) {
+  switch (mode) {
+    case MlaAttention::kAuto: return "auto";
+    case MlaAttention::kAbsorbed: return "absorbed";
+    case MlaAttention::kExpanded: return "expanded";
+  }
+  return "?";
+}
+
+std::unique_ptr<KvCache> TextDecoder::make_kv_cache(int64_t batch, int64_t capacity,
+                                                    const CacheSpec* spec) const {
+  CacheSpec s;
+  if (spec) {
+    s = *spec;
+  } else {
+    s.type = options_.dtype == at::kFloat ? CacheType::kFp32
+             : options_.dtype == at::kHalf ? CacheType::kFp16
+                                           : CacheType::kBf16;
+  }
+  const auto& c = config_;
+  if (has_latent() && mla_mode_ != MlaAttention::kExpanded) {
+    return std::make_unique<LatentKvCache>(c.mla->kv_lora_rank, c.num_key_value_heads * c.mla->qk_rope_head_dim,
+                                           c.mla->modality_split, batch, capacity, s, options_.dtype,
+                                           options_.device);
+  }
+  return std::make_unique<DenseKvCache>(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim,
+                                        capacity, s, options_.dtype, options_.device);
 }
 
 DenseKvCache TextDecoder::make_cache(int64_t batch, int64_t capacity) const {
@@ -66,8 +98,23 @@ at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
   return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
 }
 
-at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cache,
+at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
                                       DecoderObserver* observer) const {
+  DenseKvCache* dense = nullptr;
+  LatentKvCache* latent_cache = nullptr;
+  if (cache) {
+    switch (cache->kind()) {
+      case CacheKind::kDense: dense = static_cast<DenseKvCache*>(cache); break;
+      case CacheKind::kLatent: latent_cache = static_cast<LatentKvCache*>(cache); break;
+    }
+  }
+  VLM2MLA_CHECK(!latent_cache || has_latent(), ArgumentError,
+                "a latent KV cache serves converted low-rank (MLA) models only");
+  VLM2MLA_CHECK(!latent_cache || mla_mode_ != MlaAttention::kExpanded, ArgumentError,
+                "expanded MLA attention caches full K and V: use a dense cache");
+  VLM2MLA_CHECK(!dense || !has_latent() || mla_mode_ == MlaAttention::kExpanded, ArgumentError,
+                "a dense cache with a converted low-rank model needs expanded attention "
+                "(absorbed attention reads the latent cache)");
   at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds.to(options_.device, options_.dtype)
                                             : embed(in.input_ids);  // [b, s, d]
   const int64_t b = x.size(0), s = x.size(1);
@@ -110,12 +157,43 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
                   "choose them (only inputs_embeds were given)");
     visual = visual_token_mask(config_.mla->visual_token_ids, in.input_ids.to(options_.device));
   }
+  if (latent_cache) {
+    latent_cache->set_modality(visual.defined() ? visual
+                                                : at::zeros({b, s}, at::TensorOptions().dtype(at::kBool)));
+  }
+  const bool absorbed = mla_mode_ == MlaAttention::kAbsorbed ||
+                        (mla_mode_ == MlaAttention::kAuto && !(past == 0 && s > 1));
 
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
     at::Tensor q0, k0, q, k, v;  // [b, h, s, d]
+    if (has_latent()) {  // converted low-rank layer: absorbed or expanded, over the latent cache or not
+      MlaStep st = mla_project(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs, visual);
+      at::Tensor lat = st.latent, kr = st.k_rope, mod = visual;  // [b, t, *] over every attended position
+      if (latent_cache) {
+        std::tie(lat, kr) = latent_cache->append(l, st.latent, st.k_rope);
+        mod = latent_cache->modality(past + s);
+      }
+      at::Tensor a;  // [b, h_q, s, d]
+      if (absorbed) {
+        a = mla_attention_absorbed(config_, absorbed_[static_cast<size_t>(l)], st.q, lat, kr, mod, mask, scale);
+      } else {
+        // The prompt's own latents (not their cached, possibly quantized copies) when nothing was cached.
+        const bool fresh = past == 0 || !latent_cache;
+        std::tie(k, v) = mla_expand(config_, w, fresh ? st.latent : lat, fresh ? st.k_rope : kr,
+                                    fresh ? visual : mod);
+        if (dense) std::tie(k, v) = dense->append(l, k, v);
+        a = attention(backend_, st.q, k, v, mask, scale, plain_causal);
+      }
+      a = a.transpose(1, 2).reshape({b, s, h_q * dh});
+      x = x + linear(a, w.o_proj);
+      h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
+      x = x + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
+      continue;
+    }
+    VLM2MLA_CHECK(!latent_cache, ArgumentError, "a latent KV cache serves converted low-rank models only");
     if (!config_.mla) {
       q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
       k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
@@ -128,7 +206,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, DenseKvCache* cac
       q0 = qkv.q_pre, k0 = qkv.k_pre, q = qkv.q, k = qkv.k, v = qkv.v;
     }
     if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
-    if (cache) std::tie(k, v) = cache->append(l, k, v);  // [b, h_kv, past + s, d]
+    if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
     at::Tensor a = attention(backend_, q, k, v, mask, scale, plain_causal);  // [b, h_q, s, d]
     a = a.transpose(1, 2).reshape({b, s, h_q * dh});                       // [b, s, h_q*d]
     x = x + linear(a, w.o_proj);

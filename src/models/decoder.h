@@ -8,6 +8,8 @@
 
 #include "attention/attention.h"
 #include "kvcache/dense_kv_cache.h"
+#include "kvcache/latent_kv_cache.h"
+#include "models/mla_attention.h"
 #include "models/observer.h"
 #include "models/text_config.h"
 #include "models/weights.h"
@@ -52,6 +54,12 @@ at::Tensor position_ids_from_mask(const at::Tensor& attention_mask);
 // A text prompt as generate takes it: positions from the mask.
 Prompt text_prompt(const at::Tensor& input_ids, const at::Tensor& attention_mask);
 
+// How converted low-rank layers attend: absorbed (over the latent, what the latent cache serves),
+// expanded (K and V rebuilt from the latent: the reference twin, with a dense cache), or auto:
+// expanded for a prefill without cached positions (one fused attention call), absorbed otherwise.
+enum class MlaAttention { kAuto, kAbsorbed, kExpanded };
+const char* mla_attention_name(MlaAttention mode);
+
 class TextDecoder {
  public:
   TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions options);
@@ -64,8 +72,16 @@ class TextDecoder {
   void set_attention_backend(AttentionBackend backend) { backend_ = backend; }
   AttentionBackend attention_backend() const { return backend_; }
 
-  // A dense cache sized for this model.
+  void set_mla_attention(MlaAttention mode) { mla_mode_ = mode; }
+  MlaAttention mla_attention() const { return mla_mode_; }
+  // True for converted models whose K/V go through a latent (they can use the latent cache).
+  bool has_latent() const { return config_.mla && config_.mla->low_rank(); }
+
+  // A dense cache sized for this model, in the compute dtype.
   DenseKvCache make_cache(int64_t batch, int64_t capacity) const;
+  // The cache generation uses: latent for converted low-rank models unless attention is expanded,
+  // dense otherwise; stored as `spec` says (null: the compute dtype).
+  std::unique_ptr<KvCache> make_kv_cache(int64_t batch, int64_t capacity, const CacheSpec* spec) const;
 
   // ids [b, s] -> [b, s, d]. Throws ArgumentError for ids outside [0, vocab_size).
   at::Tensor embed(const at::Tensor& input_ids) const;
@@ -73,7 +89,7 @@ class TextDecoder {
   // Runs every layer and the final norm: [b, s, d]. With a cache, attends over the cached positions
   // too and appends this step's keys and values (then commits them).
   // An observer, when given, sees the taps of DecoderObserver as the forward runs.
-  at::Tensor forward_hidden(const DecoderInput& input, DenseKvCache* cache,
+  at::Tensor forward_hidden(const DecoderInput& input, KvCache* cache,
                             DecoderObserver* observer = nullptr) const;
 
   // [b, s, d] -> [b, s, V] in the compute dtype.
@@ -86,6 +102,8 @@ class TextDecoder {
   RopeTable rope_;
   AttentionBackend backend_;
   std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
+  std::vector<AbsorbedWeights> absorbed_;  // converted low-rank models: per layer
+  MlaAttention mla_mode_ = MlaAttention::kAuto;
 };
 
 // Validates token ids against the vocabulary: ArgumentError naming `what`, the offending id and its

@@ -20,9 +20,13 @@ at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const
 
 namespace {
 
+bool any_image(const MlaConfig& m, const at::Tensor& image) {
+  return m.modality_split && image.defined() && image.any().item<bool>();
+}
+
 // Per-token choice between the text (set 0) and image (set 1) results: a [b, s, n], image [b, s].
 at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, const at::Tensor& image) {
-  return at::where(image.unsqueeze(-1), image_result, text);
+  return at::where(image.to(text.device()).unsqueeze(-1), image_result, text);
 }
 
 at::Tensor rope_part(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
@@ -34,47 +38,133 @@ at::Tensor rope_part(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const at::Tensor& h,
                       const at::Tensor& image) {
   at::Tensor c = linear(h, w.kv.at(0).kv_a_proj);  // [b, s, r_kv]
-  if (mla.modality_split && image.defined() && image.any().item<bool>()) {
-    c = by_modality(c, linear(h, w.kv.at(1).kv_a_proj), image.to(h.device()));
-  }
+  if (any_image(mla, image)) c = by_modality(c, linear(h, w.kv.at(1).kv_a_proj), image);
   return c;
 }
 
-QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w,
-                          const at::Tensor& rope_dims, const at::Tensor& h, const RopeCosSin& cs,
-                          const at::Tensor& image) {
+MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
+                    const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
   const int64_t R = m.qk_rope_head_dim, d_nope = dh - R;
-  QkvHeads out;
+  MlaStep out;
   out.q_pre = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);  // [b, h_q, s, d_h]
-  at::Tensor k_rope = linear(h, w.k_rope_proj).view({b, s, h_kv, R});    // [b, s, h_kv, R]
-  at::Tensor k_nope, v;                                                  // [b, s, h_kv, *]
-  if (!m.low_rank()) {
-    k_nope = linear(h, w.k_nope_proj).view({b, s, h_kv, d_nope});
-    v = linear(h, w.v_proj).view({b, s, h_kv, dh});
-  } else {
-    at::Tensor latent = mla_latent(m, w, h, image);  // [b, s, r_kv]
-    at::Tensor kv = linear(latent, w.kv.at(0).kv_b_proj);  // [b, s, h_kv*(d_nope + d_h)]
-    if (m.modality_split && image.defined() && image.any().item<bool>()) {
-      kv = by_modality(kv, linear(latent, w.kv.at(1).kv_b_proj), image.to(h.device()));
-    }
-    k_nope = kv.narrow(-1, 0, h_kv * d_nope).view({b, s, h_kv, d_nope});
-    v = kv.narrow(-1, h_kv * d_nope, h_kv * dh).view({b, s, h_kv, dh});
-  }
-  out.k_pre = at::cat({k_rope, k_nope}, -1).transpose(1, 2);  // [b, h_kv, s, d_h]
-  out.v = v.transpose(1, 2);                                  // [b, h_kv, s, d_h]
-
-  // cos/sin of each kv head's kept dims: [b, s, d_h] -> [b, h_kv, s, R]; query heads use their group's.
-  at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R}).transpose(1, 2);
-  at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R}).transpose(1, 2);
+  // cos/sin of each kv head's kept dims: [b, s, d_h] -> [b, s, h_kv, R]; query heads use their group's.
+  at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R});
+  at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
+  at::Tensor k_rope = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
+  out.k_rope = rope_part(k_rope, cos, sin).reshape({b, s, h_kv * R});
   const int64_t groups = h_q / h_kv;
-  at::Tensor cos_q = groups == 1 ? cos : cos.repeat_interleave(groups, 1);  // [b, h_q, s, R]
-  at::Tensor sin_q = groups == 1 ? sin : sin.repeat_interleave(groups, 1);
+  at::Tensor cos_q = cos.transpose(1, 2), sin_q = sin.transpose(1, 2);  // [b, h_kv, s, R]
+  if (groups > 1) cos_q = cos_q.repeat_interleave(groups, 1), sin_q = sin_q.repeat_interleave(groups, 1);
   out.q = at::cat({rope_part(out.q_pre.narrow(-1, 0, R), cos_q, sin_q), out.q_pre.narrow(-1, R, d_nope)}, -1);
-  out.k = at::cat({rope_part(out.k_pre.narrow(-1, 0, R), cos, sin), out.k_pre.narrow(-1, R, d_nope)}, -1);
+  if (m.low_rank()) {
+    out.latent = mla_latent(m, w, h, image);
+  } else {
+    out.k_nope = linear(h, w.k_nope_proj).view({b, s, h_kv, d_nope});
+    out.v = linear(h, w.v_proj).view({b, s, h_kv, dh});
+  }
   return out;
+}
+
+std::pair<at::Tensor, at::Tensor> mla_expand(const TextConfig& c, const DecoderLayerWeights& w,
+                                             const at::Tensor& latent, const at::Tensor& k_rope,
+                                             const at::Tensor& image) {
+  const MlaConfig& m = *c.mla;
+  const int64_t b = latent.size(0), t = latent.size(1);
+  const int64_t h_kv = c.num_key_value_heads, dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
+  at::Tensor kv = linear(latent, w.kv.at(0).kv_b_proj);  // [b, t, h_kv*(d_nope + d_h)]
+  if (any_image(m, image)) kv = by_modality(kv, linear(latent, w.kv.at(1).kv_b_proj), image);
+  at::Tensor k_nope = kv.narrow(-1, 0, h_kv * d_nope).view({b, t, h_kv, d_nope});
+  at::Tensor v = kv.narrow(-1, h_kv * d_nope, h_kv * dh).view({b, t, h_kv, dh});
+  at::Tensor k = at::cat({k_rope.view({b, t, h_kv, R}).to(k_nope.scalar_type()), k_nope}, -1);
+  return {k.transpose(1, 2), v.transpose(1, 2)};  // [b, h_kv, t, d_h]
+}
+
+QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
+                          const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image) {
+  const MlaConfig& m = *c.mla;
+  const int64_t b = h.size(0), s = h.size(1), h_kv = c.num_key_value_heads, R = m.qk_rope_head_dim;
+  MlaStep st = mla_project(c, w, rope_dims, h, cs, image);
+  QkvHeads out;
+  out.q_pre = st.q_pre;
+  out.q = st.q;
+  at::Tensor k_nope;
+  if (m.low_rank()) {
+    std::tie(out.k, out.v) = mla_expand(c, w, st.latent, st.k_rope, image);
+    k_nope = out.k.narrow(-1, R, c.head_dim - R);
+  } else {
+    k_nope = st.k_nope.transpose(1, 2);
+    out.k = at::cat({st.k_rope.view({b, s, h_kv, R}).transpose(1, 2), k_nope}, -1);
+    out.v = st.v.transpose(1, 2);
+  }
+  at::Tensor k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R}).transpose(1, 2);
+  out.k_pre = at::cat({k_rope_pre, k_nope}, -1);  // [b, h_kv, s, d_h]
+  return out;
+}
+
+AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights& w) {
+  const MlaConfig& m = *c.mla;
+  const int64_t h_kv = c.num_key_value_heads, dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
+  AbsorbedWeights aw;
+  for (const KvLatentWeights& set : w.kv) {
+    const at::Tensor& up = set.kv_b_proj.weight;  // [h_kv*(d_nope + d_h), r]
+    const int64_t r = up.size(1);
+    aw.w_uk.push_back(up.narrow(0, 0, h_kv * d_nope).view({h_kv, d_nope, r}).contiguous());
+    aw.w_uv.push_back(up.narrow(0, h_kv * d_nope, h_kv * dh).view({h_kv, dh, r}).transpose(1, 2).contiguous());
+    const at::Tensor& bias = set.kv_b_proj.bias;
+    aw.b_k.push_back(bias.defined() ? bias.narrow(0, 0, h_kv * d_nope).view({h_kv, d_nope}) : at::Tensor());
+    aw.b_v.push_back(bias.defined() ? bias.narrow(0, h_kv * d_nope, h_kv * dh).view({h_kv, dh}) : at::Tensor());
+  }
+  return aw;
+}
+
+at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
+                                  const at::Tensor& latent, const at::Tensor& k_rope,
+                                  const at::Tensor& modality, const at::Tensor& mask, double scale) {
+  const MlaConfig& m = *c.mla;
+  const int64_t b = q.size(0), h_q = q.size(1), s = q.size(2), t = latent.size(1);
+  const int64_t h_kv = c.num_key_value_heads, g = h_q / h_kv, dh = c.head_dim, R = m.qk_rope_head_dim;
+  const int64_t d_nope = dh - R;
+  const at::ScalarType dt = q.scalar_type();
+  // Query heads grouped by kv head: [b, h_kv, g*s, *].
+  at::Tensor qr = q.narrow(-1, 0, R).reshape({b, h_kv, g * s, R});
+  at::Tensor qn = q.narrow(-1, R, d_nope).reshape({b, h_kv, g * s, d_nope});
+  at::Tensor kr = k_rope.to(dt).view({b, t, h_kv, R}).permute({0, 2, 3, 1});  // [b, h_kv, R, t]
+  at::Tensor c_t = latent.to(dt).unsqueeze(1);                                  // [b, 1, t, r]
+  at::Tensor scores = at::matmul(qr, kr).to(at::kFloat);                        // [b, h_kv, g*s, t]
+  const int64_t sets = static_cast<int64_t>(aw.w_uk.size());
+  const bool split = sets == 2 && modality.defined();
+  at::Tensor img = split ? modality.to(q.device()).view({b, 1, 1, t}) : at::Tensor();
+  std::vector<at::Tensor> latent_scores, bias_terms;
+  for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
+    at::Tensor qa = at::matmul(qn, aw.w_uk[static_cast<size_t>(i)].unsqueeze(0));  // [b, h_kv, g*s, r]
+    latent_scores.push_back(at::matmul(qa, c_t.transpose(-1, -2)).to(at::kFloat));  // [b, h_kv, g*s, t]
+    const at::Tensor& bk = aw.b_k[static_cast<size_t>(i)];
+    bias_terms.push_back(bk.defined() ? (qn * bk.view({1, h_kv, 1, d_nope})).sum(-1, true).to(at::kFloat)
+                                      : at::Tensor());  // [b, h_kv, g*s, 1]
+  }
+  if (split) {
+    scores = scores + at::where(img, latent_scores[1], latent_scores[0]);
+    if (bias_terms[0].defined()) scores = scores + at::where(img, bias_terms[1], bias_terms[0]);
+  } else {
+    scores = scores + latent_scores[0];
+    if (bias_terms[0].defined()) scores = scores + bias_terms[0];
+  }
+  scores = (scores * scale).view({b, h_q, s, t});
+  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+  at::Tensor p = at::softmax(scores, -1).view({b, h_kv, g * s, t});  // float32
+  at::Tensor out;
+  for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
+    at::Tensor pi = split ? p * (i == 1 ? img : img.logical_not()) : p;
+    at::Tensor acc = at::matmul(pi.to(dt), c_t);                                 // [b, h_kv, g*s, r]
+    at::Tensor o = at::matmul(acc, aw.w_uv[static_cast<size_t>(i)].unsqueeze(0));  // [b, h_kv, g*s, d_h]
+    const at::Tensor& bv = aw.b_v[static_cast<size_t>(i)];
+    if (bv.defined()) o = o + pi.sum(-1, true).to(dt) * bv.view({1, h_kv, 1, dh});
+    out = out.defined() ? out + o : o;
+  }
+  return out.view({b, h_q, s, dh});
 }
 
 }  // namespace vlm2mla

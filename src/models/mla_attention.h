@@ -1,7 +1,9 @@
-// The query, key and value heads of a converted (MLA) layer, expanded: partial RoPE on the kept
-// dims, the NoPE key and the value rebuilt from the latent (or projected directly for svd none).
-// This is the reference form of MLA attention (the absorbed form must equal it); see
-// models/mla_config.h for the tensors and METHOD.md sections 3-5 for the method.
+// Attention of a converted (MLA) layer (METHOD.md sections 3-5): partial RoPE on the kept dims, and
+// K/V either projected directly (svd none) or through the latent c. Two forms that must agree:
+//   expanded: rebuild K and V from the latent and run ordinary attention (the reference twin);
+//   absorbed: fold W_uk into the query and W_uv after the weighted sum, attending over the latent
+//   itself (what the latent cache serves), with the per-modality k- and v-bias terms.
+// See models/mla_config.h for the tensors.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,17 +20,36 @@ namespace vlm2mla {
 // an R-dim vector (first halves k_1..k_r, then second halves k_1 + d_h/2 .. k_r + d_h/2).
 at::Tensor mla_rope_dims(const std::vector<std::vector<int64_t>>& kept_pairs, int64_t head_dim);
 
-struct QkvHeads {
-  at::Tensor q_pre;  // [b, h_q, s, d_h] before RoPE (converted layout: [rope R | nope])
-  at::Tensor k_pre;  // [b, h_kv, s, d_h]
-  at::Tensor q;      // [b, h_q, s, d_h] after RoPE
-  at::Tensor k;      // [b, h_kv, s, d_h]
-  at::Tensor v;      // [b, h_kv, s, d_h]
+// Bool [b, s]: input_ids among the visual token ids (the md image set); all false without ids.
+at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const at::Tensor& input_ids);
+
+// One step's projections of a converted layer.
+struct MlaStep {
+  at::Tensor q_pre;   // [b, h_q, s, d_h] before RoPE (converted layout: [rope R | nope])
+  at::Tensor q;       // [b, h_q, s, d_h] with RoPE on the first R dims
+  at::Tensor k_rope;  // [b, s, h_kv*R] rotated (what the latent cache stores)
+  at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined
+  at::Tensor k_nope;  // [b, s, h_kv, d_h - R] (svd none), or undefined
+  at::Tensor v;       // [b, s, h_kv, d_h] (svd none), or undefined
 };
 
 // h [b, s, d] (the input_layernorm output); cs the full-width cos/sin [b, s, d_h]; rope_dims from
 // mla_rope_dims for this layer; image [b, s] bool selects the image projection set of an md layer
 // (ignored otherwise; undefined = all text).
+MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
+                    const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image);
+
+// Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
+// [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.
+std::pair<at::Tensor, at::Tensor> mla_expand(const TextConfig& config, const DecoderLayerWeights& w,
+                                             const at::Tensor& latent, const at::Tensor& k_rope,
+                                             const at::Tensor& image);
+
+// The expanded heads of a step (both layer kinds): q [b, h_q, s, d_h] after RoPE, k, v [b, h_kv, s, d_h].
+struct QkvHeads {
+  at::Tensor q_pre, k_pre;  // before RoPE (converted layout)
+  at::Tensor q, k, v;
+};
 QkvHeads mla_qkv_expanded(const TextConfig& config, const DecoderLayerWeights& w,
                           const at::Tensor& rope_dims, const at::Tensor& h, const RopeCosSin& cs,
                           const at::Tensor& image);
@@ -37,7 +58,21 @@ QkvHeads mla_qkv_expanded(const TextConfig& config, const DecoderLayerWeights& w
 at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const at::Tensor& h,
                       const at::Tensor& image);
 
-// Bool [b, s]: input_ids among the visual token ids (the md image set); all false without ids.
-at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const at::Tensor& input_ids);
+// The absorbed form's matrices of one layer, per projection set (text, then image for md), derived
+// from kv_b_proj once when the decoder is built.
+struct AbsorbedWeights {
+  std::vector<at::Tensor> w_uk;  // [h_kv, d_h - R, r_kv]
+  std::vector<at::Tensor> w_uv;  // [h_kv, r_kv, d_h] (transposed for o = acc @ w_uv)
+  std::vector<at::Tensor> b_k;   // [h_kv, d_h - R] or undefined (no bias)
+  std::vector<at::Tensor> b_v;   // [h_kv, d_h] or undefined
+};
+AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWeights& w);
+
+// Absorbed attention: q [b, h_q, s, d_h] (RoPE applied to the first R dims), cached latents
+// [b, t, r_kv], RoPE keys [b, t, h_kv*R], modality [b, t] (undefined = all text), mask bool
+// [b, 1, s, t] (true = attend; undefined = all). Returns [b, h_q, s, d_h]. Softmax in float32.
+at::Tensor mla_attention_absorbed(const TextConfig& config, const AbsorbedWeights& aw, const at::Tensor& q,
+                                  const at::Tensor& latent, const at::Tensor& k_rope,
+                                  const at::Tensor& modality, const at::Tensor& mask, double scale);
 
 }  // namespace vlm2mla

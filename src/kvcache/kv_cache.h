@@ -1,0 +1,51 @@
+// What every KV cache shares: the cache-type choice (--kv-cache), positions committed, byte
+// accounting. Two kinds (closed list): the dense K/V cache of unconverted models (and the expanded
+// twin of converted ones) and the latent cache of converted MLA models.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+namespace vlm2mla {
+
+enum class CacheKind { kDense, kLatent };
+
+// --kv-cache: how cached rows are stored.
+enum class CacheType { kBf16, kFp16, kFp32, kInt8, kInt4, kInt2 };
+const char* cache_type_name(CacheType type);
+CacheType cache_type_from_name(const std::string& name, const std::string& what);  // ArgumentError
+int64_t cache_type_bits(CacheType type);  // 8, 4, 2 for the integer types, 0 for the float types
+at::ScalarType cache_float_dtype(CacheType type);  // the float types; the window dtype otherwise
+
+struct CacheSpec {
+  CacheType type = CacheType::kBf16;
+  // Integer types: values per quantization group (per token, consecutive channels) and the most
+  // recent positions kept in full precision (the compute dtype), the last prompt tokens included.
+  int64_t group = 64;
+  int64_t window = 128;
+  bool quantized() const { return cache_type_bits(type) > 0; }
+};
+
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  virtual CacheKind kind() const = 0;
+  int64_t length() const { return length_; }  // positions committed
+  int64_t batch() const { return batch_; }
+  // Commits s positions once every layer has appended them.
+  virtual void advance(int64_t s) { length_ += s; }
+  // Bytes of the cache tensors as allocated (capacity, not length).
+  virtual int64_t bytes_allocated() const = 0;
+  // Bytes one cached position costs over all layers (at the storage type; the full-precision window
+  // of quantized caches is a fixed cost outside this).
+  virtual int64_t bytes_per_token() const = 0;
+
+ protected:
+  explicit KvCache(int64_t batch) : batch_(batch) {}
+  int64_t batch_;
+  int64_t length_ = 0;
+};
+
+}  // namespace vlm2mla

@@ -1,0 +1,64 @@
+#include "kvcache/latent_kv_cache.h"
+
+#include "core/error.h"
+
+namespace vlm2mla {
+
+LatentKvCache::LatentKvCache(const std::vector<int64_t>& ranks, int64_t rope_width, bool with_modality,
+                             int64_t batch, int64_t capacity, const CacheSpec& spec,
+                             at::ScalarType compute_dtype, at::Device device)
+    : KvCache(batch) {
+  VLM2MLA_CHECK(!ranks.empty() && batch > 0 && rope_width > 0, ArgumentError,
+                "LatentKvCache: dimensions must be positive");
+  for (int64_t r : ranks) {
+    latent_.push_back(std::make_unique<RowStore>(batch, r, capacity, spec, compute_dtype, device));
+    rope_.push_back(std::make_unique<RowStore>(batch, rope_width, capacity, spec, compute_dtype, device));
+  }
+  if (with_modality) {
+    modality_ = at::zeros({batch, std::max<int64_t>(capacity, 1)}, at::TensorOptions().dtype(at::kByte).device(device));
+  }
+}
+
+void LatentKvCache::set_modality(const at::Tensor& image) {
+  if (!modality_.defined()) return;
+  const int64_t s = image.size(1), total = length_ + s;
+  if (total > modality_.size(1)) {
+    int64_t cap = modality_.size(1);
+    while (cap < total) cap *= 2;
+    at::Tensor bigger = at::zeros({batch_, cap}, modality_.options());
+    bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
+    modality_ = bigger;
+  }
+  modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
+}
+
+std::pair<at::Tensor, at::Tensor> LatentKvCache::append(int64_t layer, const at::Tensor& latent,
+                                                        const at::Tensor& k_rope) {
+  VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
+                "LatentKvCache: layer ", layer, " out of range");
+  RowStore& c = *latent_[static_cast<size_t>(layer)];
+  RowStore& k = *rope_[static_cast<size_t>(layer)];
+  c.append(latent, length_);
+  k.append(k_rope, length_);
+  const int64_t total = length_ + latent.size(1);
+  return {c.read(total), k.read(total)};
+}
+
+at::Tensor LatentKvCache::modality(int64_t total) const {
+  if (!modality_.defined()) return {};
+  return modality_.narrow(1, 0, total).to(at::kBool);
+}
+
+int64_t LatentKvCache::bytes_allocated() const {
+  int64_t total = modality_.defined() ? modality_.nbytes() : 0;
+  for (size_t l = 0; l < latent_.size(); ++l) total += latent_[l]->bytes_allocated() + rope_[l]->bytes_allocated();
+  return total;
+}
+
+int64_t LatentKvCache::bytes_per_token() const {
+  int64_t total = modality_.defined() ? 1 : 0;
+  for (size_t l = 0; l < latent_.size(); ++l) total += latent_[l]->bytes_per_position() + rope_[l]->bytes_per_position();
+  return total;
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,48 @@
+// The MLA cache of a converted model (METHOD.md section 5): per layer and position, the latent
+// c (r_kv values, r_kv may differ per layer) and the RoPE key (h_kv * R values, already rotated),
+// token-major; and, per position, its modality (text 0 / image 1) for models with per-modality
+// projections. Preallocated by capacity, grows by doubling; stored as --kv-cache says.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "kvcache/kv_cache.h"
+#include "kvcache/row_store.h"
+
+namespace vlm2mla {
+
+class LatentKvCache : public KvCache {
+ public:
+  // kv_lora_rank: r_kv per layer; rope_width = h_kv * R; with_modality: keep each position's modality.
+  LatentKvCache(const std::vector<int64_t>& kv_lora_rank, int64_t rope_width, bool with_modality,
+                int64_t batch, int64_t capacity, const CacheSpec& spec, at::ScalarType compute_dtype,
+                at::Device device);
+
+  CacheKind kind() const override { return CacheKind::kLatent; }
+
+  // Records the modality [b, s] (bool, image = true) of positions [length, length + s); once per step,
+  // before the layers append.
+  void set_modality(const at::Tensor& image);
+  // Writes latent [b, s, r_kv] and rotated RoPE keys [b, s, h_kv*R] of `layer`; returns all cached
+  // latents [b, length + s, r_kv] and RoPE keys [b, length + s, h_kv*R] (dequantized).
+  std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope);
+  // Modality of positions [0, length + s): [b, length + s] bool; undefined without modality.
+  at::Tensor modality(int64_t total) const;
+
+  const RowStore& latent_store(int64_t layer) const { return *latent_[static_cast<size_t>(layer)]; }
+  const RowStore& rope_store(int64_t layer) const { return *rope_[static_cast<size_t>(layer)]; }
+  const at::Tensor& modality_storage() const { return modality_; }  // uint8 [b, capacity]
+
+  int64_t bytes_allocated() const override;
+  int64_t bytes_per_token() const override;
+
+ private:
+  std::vector<std::unique_ptr<RowStore>> latent_, rope_;
+  at::Tensor modality_;  // uint8 [b, capacity] or undefined
+};
+
+}  // namespace vlm2mla
