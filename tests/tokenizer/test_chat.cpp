@@ -40,6 +40,46 @@ TEST(ChatTemplate, Qwen25VLAddsTheDefaultSystemMessage) {
   EXPECT_THROW(render_chat(ChatFamily::kQwen2_5_VL, {{"robot", "x", 0}}, ""), ArgumentError);
 }
 
+// A whole conversation (calibration data): assistant turns rendered like the others, no generation
+// prompt. The expected strings are the families' Jinja templates evaluated by hand on
+//   [user: image + "What is this?", assistant: "A cat.", user: "And its color?", assistant: "Gray."].
+const std::vector<ChatMessage> kTwoTurns = {{"user", "What is this?", 1},
+                                            {"assistant", "A cat.", 0},
+                                            {"user", "And its color?", 0},
+                                            {"assistant", "Gray.", 0}};
+
+TEST(ChatTemplate, Llava15Conversation) {
+  ChatFormat f = render_chat(ChatFamily::kLlava15, kTwoTurns, "<s>", /*add_generation_prompt=*/false);
+  // {{ message['role'].upper() + ': '}}, '<image>\n' per image, {{ content['text'] + ' '}}.
+  EXPECT_EQ(f.text, "USER: <image>\nWhat is this? ASSISTANT: A cat. USER: And its color? ASSISTANT: Gray. ");
+  f = render_chat(ChatFamily::kLlava15, kTwoTurns, "<s>", /*add_generation_prompt=*/true);
+  EXPECT_EQ(f.text, "USER: <image>\nWhat is this? ASSISTANT: A cat. USER: And its color? ASSISTANT: Gray. "
+                    "ASSISTANT:");
+}
+
+TEST(ChatTemplate, LlavaNextLlama3Conversation) {
+  ChatFormat f = render_chat(ChatFamily::kLlavaNextLlama3, kTwoTurns, "<|begin_of_text|>", false);
+  EXPECT_EQ(f.text,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat is this?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nA cat.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nAnd its color?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nGray.<|eot_id|>");
+  // {% if loop.index0 == 0 %}{{ bos_token }}: nothing without messages.
+  EXPECT_EQ(render_chat(ChatFamily::kLlavaNextLlama3, {}, "<|begin_of_text|>", false).text, "");
+}
+
+TEST(ChatTemplate, Qwen25VLConversation) {
+  ChatFormat f = render_chat(ChatFamily::kQwen2_5_VL, kTwoTurns, "", false);
+  EXPECT_EQ(f.text,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n"
+            "<|im_start|>assistant\nA cat.<|im_end|>\n"
+            "<|im_start|>user\nAnd its color?<|im_end|>\n"
+            "<|im_start|>assistant\nGray.<|im_end|>\n");
+  // The default system message comes with the first message (`loop.first`): none without messages.
+  EXPECT_EQ(render_chat(ChatFamily::kQwen2_5_VL, {}, "", true).text, "<|im_start|>assistant\n");
+}
+
 TEST(ImageTokens, ExpandOnePlaceholderPerImage) {
   at::Tensor ids = at::tensor({1, 9, 2, 9, 3}, at::kLong).view({1, 5});
   at::Tensor out = expand_image_tokens(ids, 9, {2, 3});
