@@ -7,6 +7,7 @@
 #include <set>
 
 #include "convert/calib_data.h"
+#include "convert/rope_ranks.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -453,6 +454,30 @@ TEST(CalibDataset, Errors) {
   Dataset d2(json::array({with("image", d.dir.file("img/broken.png"))}));  // an absolute path
   CalibrationData lazy = CalibrationData::open(*t.model, t.dir.path(), d2.json_path, {});
   expect_error<FormatError>([&] { lazy.get(0); }, {"sample 0 (id \"a1\")", "broken.png"});
+}
+
+TEST(CalibDataset, CalibrateCliTakesADataset) {
+  TinyQwen t;
+  json samples = json::array();
+  for (int i = 0; i < 3; ++i) {
+    json s = two_turn_sample();
+    s["id"] = i;
+    samples.push_back(s);
+  }
+  Dataset d(samples);
+  const std::string out = d.dir.file("ranks.safetensors");
+  auto r = testing::run_cli({"calibrate", "--model", t.dir.path(), "--calib", d.json_path, "--num-calib", "2",
+                             "--seed", "1", "--rope-strategy", "mkl", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("calibration 2/2: "), std::string::npos) << r.err;
+  const std::map<std::string, std::string> meta = io::SafetensorsFile(out).header().metadata;
+  ASSERT_TRUE(meta.count("source"));
+  EXPECT_EQ(meta.at("source"), "2 of 3 conversations from " + d.json_path + " (seed 1)");
+  EXPECT_EQ(convert::read_rope_ranks(out).strategy, "mkl");
+  r = testing::run_cli({"calibrate", "--model", t.dir.path(), "--calib", d.json_path, "--num-calib", "4",
+                        "--rope-strategy", "2-norm", "--out", out});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("only 3 samples in " + d.json_path), std::string::npos) << r.err;
 }
 
 #else  // built without tokenizers
