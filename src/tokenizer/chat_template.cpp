@@ -37,7 +37,7 @@ std::string repeat(const std::string& s, int64_t n) {
 }  // namespace
 
 ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messages,
-                       const std::string& bos_token) {
+                       const std::string& bos_token, bool add_generation_prompt) {
   for (const auto& m : messages) {
     VLM2MLA_CHECK(m.role == "system" || m.role == "user" || m.role == "assistant", ArgumentError,
                   "chat: unknown role '", m.role, "' (expected system, user or assistant)");
@@ -49,25 +49,26 @@ ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messag
       for (const auto& m : messages) {
         if (m.role != "system") f.text += upper(m.role) + ": ";
         f.text += repeat("<image>\n", m.images);
-        f.text += m.text + " ";
+        f.text += m.text + " ";  // assistant turns too (inside {% generation %})
       }
-      f.text += "ASSISTANT:";
+      if (add_generation_prompt) f.text += "ASSISTANT:";
       f.add_special_tokens = true;  // the processor's tokenizer call adds <s>
       f.image_token = "<image>";
       break;
     case ChatFamily::kLlavaNextLlama3:
-      f.text = bos_token;
+      if (!messages.empty()) f.text = bos_token;  // `{% if loop.index0 == 0 %}{{ bos_token }}`
       for (const auto& m : messages) {
         f.text += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n";
         f.text += repeat("<image>\n", m.images);
         f.text += trim(m.text) + "<|eot_id|>";
       }
-      f.text += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      if (add_generation_prompt) f.text += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       f.image_token = "<image>";
       f.stop_tokens = {"<|eot_id|>"};
       break;
     case ChatFamily::kQwen2_5_VL:
-      if (messages.empty() || messages.front().role != "system") {
+      // `loop.first and message['role'] != 'system'`: no default system message without messages.
+      if (!messages.empty() && messages.front().role != "system") {
         f.text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
       }
       for (const auto& m : messages) {
@@ -75,7 +76,7 @@ ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messag
         f.text += repeat("<|vision_start|><|image_pad|><|vision_end|>", m.images);
         f.text += m.text + "<|im_end|>\n";
       }
-      f.text += "<|im_start|>assistant\n";
+      if (add_generation_prompt) f.text += "<|im_start|>assistant\n";
       f.image_token = "<|image_pad|>";
       f.stop_tokens = {"<|im_end|>", "<|endoftext|>"};
       break;

@@ -1,5 +1,6 @@
 // The chat templates of the supported vision-language families, as the strings their Hugging Face
-// chat templates render (add_generation_prompt=True). The Hub's tokenizer_config.json carries them
+// chat templates render, for a prompt (add_generation_prompt=True) or a whole conversation with its
+// assistant turns (add_generation_prompt=False). The Hub's tokenizer_config.json carries them
 // as Jinja; we render the known families natively instead of evaluating Jinja. Provenance: LLaVA-1.5
 // and Qwen2-VL/Qwen2.5-VL were checked against their published Jinja strings (as quoted in public
 // code); llama3-llava-next follows the Llama-3 pattern (`trim`, `<|eot_id|>`) with llava-hf's
@@ -31,9 +32,12 @@ struct ChatFormat {
   std::vector<std::string> stop_tokens; // besides the model's eos ids
 };
 
-// Renders `messages` with the generation prompt appended. `bos_token` is used by templates that
-// write it themselves (Llama-3).
+// Renders `messages` (any number of system, user and assistant turns, in order) as the family's
+// Jinja template does, with the generation prompt (the assistant header: "ASSISTANT:",
+// "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|im_start|>assistant\n") appended when
+// add_generation_prompt. `bos_token` is used by templates that write it themselves (Llama-3).
+// ArgumentError for a role other than system, user or assistant.
 ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messages,
-                       const std::string& bos_token);
+                       const std::string& bos_token, bool add_generation_prompt = true);
 
 }  // namespace vlm2mla

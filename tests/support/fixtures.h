@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -32,5 +33,14 @@ GenerateOptions greedy_options(const std::string& model_dir, const TextConfig& c
 // max |a - b| / max |b| over the positions where valid [B, T] is true (all when undefined).
 double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
 double max_abs_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
+
+// A byte-level BPE tokenizer.json over the 256 bytes (no merges) with Qwen's special tokens at the
+// ids of the tiny Qwen2.5-VL fixture (<|image_pad|> 300, <|vision_start|> 302, <|vision_end|> 303,
+// <|im_start|> 304, <|im_end|> 305, <|endoftext|> 306).
+nlohmann::json tiny_qwen_tokenizer();
+
+// `dir` gets the tiny Qwen2.5-VL fixture (config, weights, generation config), the tiny-qwen2-vl
+// preprocessor_config.json and tiny_qwen_tokenizer(): a model directory for chat prompts.
+void write_tiny_qwen_chat_model(const std::string& dir);
 
 }  // namespace vlm2mla::testing

@@ -40,6 +40,46 @@ TEST(ChatTemplate, Qwen25VLAddsTheDefaultSystemMessage) {
   EXPECT_THROW(render_chat(ChatFamily::kQwen2_5_VL, {{"robot", "x", 0}}, ""), ArgumentError);
 }
 
+// A whole conversation (calibration data): assistant turns rendered like the others, no generation
+// prompt. The expected strings are the families' Jinja templates evaluated by hand on
+//   [user: image + "What is this?", assistant: "A cat.", user: "And its color?", assistant: "Gray."].
+const std::vector<ChatMessage> kTwoTurns = {{"user", "What is this?", 1},
+                                            {"assistant", "A cat.", 0},
+                                            {"user", "And its color?", 0},
+                                            {"assistant", "Gray.", 0}};
+
+TEST(ChatTemplate, Llava15Conversation) {
+  ChatFormat f = render_chat(ChatFamily::kLlava15, kTwoTurns, "<s>", /*add_generation_prompt=*/false);
+  // {{ message['role'].upper() + ': '}}, '<image>\n' per image, {{ content['text'] + ' '}}.
+  EXPECT_EQ(f.text, "USER: <image>\nWhat is this? ASSISTANT: A cat. USER: And its color? ASSISTANT: Gray. ");
+  f = render_chat(ChatFamily::kLlava15, kTwoTurns, "<s>", /*add_generation_prompt=*/true);
+  EXPECT_EQ(f.text, "USER: <image>\nWhat is this? ASSISTANT: A cat. USER: And its color? ASSISTANT: Gray. "
+                    "ASSISTANT:");
+}
+
+TEST(ChatTemplate, LlavaNextLlama3Conversation) {
+  ChatFormat f = render_chat(ChatFamily::kLlavaNextLlama3, kTwoTurns, "<|begin_of_text|>", false);
+  EXPECT_EQ(f.text,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat is this?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nA cat.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nAnd its color?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nGray.<|eot_id|>");
+  // {% if loop.index0 == 0 %}{{ bos_token }}: nothing without messages.
+  EXPECT_EQ(render_chat(ChatFamily::kLlavaNextLlama3, {}, "<|begin_of_text|>", false).text, "");
+}
+
+TEST(ChatTemplate, Qwen25VLConversation) {
+  ChatFormat f = render_chat(ChatFamily::kQwen2_5_VL, kTwoTurns, "", false);
+  EXPECT_EQ(f.text,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n"
+            "<|im_start|>assistant\nA cat.<|im_end|>\n"
+            "<|im_start|>user\nAnd its color?<|im_end|>\n"
+            "<|im_start|>assistant\nGray.<|im_end|>\n");
+  // The default system message comes with the first message (`loop.first`): none without messages.
+  EXPECT_EQ(render_chat(ChatFamily::kQwen2_5_VL, {}, "", true).text, "<|im_start|>assistant\n");
+}
+
 TEST(ImageTokens, ExpandOnePlaceholderPerImage) {
   at::Tensor ids = at::tensor({1, 9, 2, 9, 3}, at::kLong).view({1, 5});
   at::Tensor out = expand_image_tokens(ids, 9, {2, 3});
@@ -48,53 +88,9 @@ TEST(ImageTokens, ExpandOnePlaceholderPerImage) {
   EXPECT_THROW(expand_image_tokens(ids, 9, {1, 1, 1}), ArgumentError);
 }
 
-// A byte-level BPE tokenizer.json over the 256 bytes (no merges) with Qwen's special tokens at the
-// ids of the tiny Qwen2.5-VL fixture.
-nlohmann::json tiny_qwen_tokenizer() {
-  nlohmann::json vocab = nlohmann::json::object();
-  int extra = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const int cp = printable ? b : 256 + extra++;
-    std::string utf8;
-    if (cp < 0x80) {
-      utf8 = std::string(1, static_cast<char>(cp));
-    } else {
-      utf8 = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    }
-    vocab[utf8] = b;
-  }
-  nlohmann::json added = nlohmann::json::array();
-  const std::vector<std::pair<std::string, int>> specials = {
-      {"<|image_pad|>", 300}, {"<|vision_start|>", 302}, {"<|vision_end|>", 303},
-      {"<|im_start|>", 304},  {"<|im_end|>", 305},       {"<|endoftext|>", 306}};
-  for (const auto& [t, id] : specials) {
-    added.push_back({{"id", id}, {"content", t}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
-  }
-  return {{"version", "1.0"},
-          {"added_tokens", added},
-          {"normalizer", nullptr},
-          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                             {"use_regex", true}}},
-          {"post_processor", nullptr},
-          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
-                       {"use_regex", true}}},
-          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                     {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
-                     {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
-                     {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-}
-
 TEST(GeneratePrompt, QwenImageAndPromptThroughTheCli) {
   testing::TempDir dir;
-  const std::string src = testing::fixtures_dir() + "/vlm/qwen2_5_vl/model";
-  for (const char* f : {"config.json", "model.safetensors", "generation_config.json"}) {
-    fs::copy_file(src + "/" + f, dir.file(f));
-  }
-  fs::copy_file(testing::fixtures_dir() + "/../../configs/preprocessor/tiny-qwen2-vl.json",
-                dir.file("preprocessor_config.json"));
-  io::write_json_file(dir.file("tokenizer.json"), tiny_qwen_tokenizer());
+  testing::write_tiny_qwen_chat_model(dir.path());
   const std::string image = testing::fixtures_dir() + "/images/images/gray_L_50x40.png";
 
   auto r = testing::run_cli({"generate", "--model", dir.path(), "--prompt", "Hi", "--image", image,

@@ -1,6 +1,8 @@
-// vlm2mla calibrate --model DIR --calib IN.safetensors --rope-strategy {2-norm,mkl} --out RANKS.safetensors
+// vlm2mla calibrate --model DIR --calib {IN.safetensors,DATA.json} [--num-calib N] [--seed S]
+//                   --rope-strategy {2-norm,mkl} --out RANKS.safetensors
 // RoPE-pair importance from calibration data, observed on the model's own forward.
 #include "common.h"
+#include "convert/calib_data.h"
 #include "convert/rope_ranks.h"
 #include "convert/rope_scores.h"
 #include "core/error.h"
@@ -9,6 +11,8 @@
 
 namespace vlm2mla::cli {
 
+using convert::CalibOptions;
+using convert::CalibrationData;
 using convert::MklScores;
 using convert::RopeRanks;
 using convert::TwoNormScores;
@@ -16,6 +20,7 @@ using convert::TwoNormScores;
 void register_calibrate(CLI::App& app) {
   struct Args {
     std::string model, calib, strategy, out;
+    CalibOptions calib_options;
     RunFlags run;
   };
   auto args = std::make_shared<Args>();
@@ -24,9 +29,18 @@ void register_calibrate(CLI::App& app) {
                    "write the ranks (rope_rank uint8 [layers, n_kv, head_dim], score float32)");
   cmd->add_option("--model", args->model, "model directory")->required();
   cmd->add_option("--calib", args->calib,
-                  "calibration inputs: a safetensors in the `logits` format (input_ids, "
-                  "attention_mask, pixel_values, ...), one batch")
+                  "calibration data: an inputs .safetensors in the `logits` format (input_ids, "
+                  "attention_mask, pixel_values, ...; one forward of the batch), or a LLaVA-style .json "
+                  "dataset (a list of {\"image\", \"conversations\"}; one forward per conversation, "
+                  "rendered with the model's chat template)")
       ->required();
+  cmd->add_option("--num-calib", args->calib_options.num_calib,
+                  "use N samples of the file (conversations of a dataset, rows of a text-only batch), "
+                  "chosen with --seed and run in file order; 0 = all")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", args->calib_options.seed, "seed of the --num-calib selection")
+      ->capture_default_str();
   cmd->add_option("--rope-strategy", args->strategy,
                   "2-norm (MHA2MLA: query x key pair norms) or mkl (MHA2MLA-VLM: modality-balanced KL "
                   "of attention without the pair)")
@@ -37,25 +51,24 @@ void register_calibrate(CLI::App& app) {
     VLM2MLA_CHECK(args->strategy == "2-norm" || args->strategy == "mkl", ArgumentError,
                   "--rope-strategy: unknown strategy '", args->strategy,
                   "' (calibrate supports 2-norm and mkl; high, low and uniform need no calibration)");
-    ModelInputs in = read_model_inputs(args->calib);
     auto model = load_model(args->model, args->run);
-    Prompt p = model->prepare(in, /*forward_semantics=*/true);
-    const DecoderInput d = p.decoder_input();
+    const CalibrationData data = CalibrationData::open(*model, args->model, args->calib, args->calib_options);
+    VLM2MLA_INFO("calibration data: ", data.describe());
     at::Tensor score;
     if (args->strategy == "2-norm") {
       TwoNormScores obs(model->text_config());
-      model->decoder().forward_hidden(d, nullptr, &obs);
+      convert::run_calibration(*model, data, obs);
       score = obs.scores();
       VLM2MLA_INFO("2-norm: scored ", obs.tokens(), " calibration tokens");
     } else {
       MklScores obs(model->text_config());
-      model->decoder().forward_hidden(d, nullptr, &obs);
+      convert::run_calibration(*model, data, obs);
       score = obs.scores();
       VLM2MLA_INFO("mkl: scored ", obs.image_queries(), " image and ", obs.text_queries(),
                    " text query tokens");
     }
     RopeRanks ranks = convert::ranks_from_scores(score);
-    ranks.source = args->calib;
+    ranks.source = data.describe();
     ranks.strategy = args->strategy;
     convert::write_rope_ranks(args->out, ranks);
     VLM2MLA_INFO("wrote rope_rank ", ranks.rank.sizes(), " and score ", ranks.score.sizes(), " to ",

@@ -9,8 +9,8 @@
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "models/model.h"
-#ifndef VLM2MLA_NO_TOKENIZER
-#include "chat_inputs.h"
+#ifdef VLM2MLA_WITH_TOKENIZER
+#include "generate/chat_inputs.h"
 #include "tokenizer/tokenizer.h"
 #endif
 
@@ -115,16 +115,28 @@ void register_generate(CLI::App& app) {
     ModelInputs in;
     std::function<std::string(const std::vector<int64_t>&)> decode;  // set for text prompts
     if (!args->prompt.empty()) {
-#ifndef VLM2MLA_NO_TOKENIZER
-      ChatInputs chat = build_chat_inputs(*model, args->model, args->images, args->prompt,
-                                          args->system, args->raw);
+#ifdef VLM2MLA_WITH_TOKENIZER
+      const ChatInputBuilder builder(*model, args->model);
+      ChatInputs chat;
+      if (args->raw || model->image_token_id() < 0) {  // text-only models take the prompt as given
+        VLM2MLA_CHECK(args->images.empty() || model->image_token_id() >= 0, ArgumentError,
+                      "--image given, but ", model->text_config().architecture, " is a text-only model");
+        VLM2MLA_CHECK(args->images.empty(), ArgumentError,
+                      "--raw prompts cannot carry --image: the image placeholders come from the template");
+        chat = builder.raw(args->prompt);
+      } else {
+        std::vector<ChatMessage> messages;
+        if (!args->system.empty()) messages.push_back({"system", args->system, 0});
+        messages.push_back({"user", args->prompt, static_cast<int64_t>(args->images.size())});
+        chat = builder.chat(messages, args->images, /*add_generation_prompt=*/true);
+      }
       in = chat.inputs;
       for (int64_t id : chat.stop_ids) {
         if (std::find(opts.eos_token_ids.begin(), opts.eos_token_ids.end(), id) == opts.eos_token_ids.end()) {
           opts.eos_token_ids.push_back(id);
         }
       }
-      auto tok = chat.tokenizer;
+      auto tok = builder.tokenizer();
       decode = [tok](const std::vector<int64_t>& ids) { return tok->decode(ids, /*skip_special_tokens=*/true); };
       VLM2MLA_DEBUG("prompt: ", chat.rendered, " (", in.input_ids.size(1), " tokens)");
 #else

@@ -8,7 +8,7 @@
 
 #include "common.h"
 #include "core/error.h"
-#ifndef VLM2MLA_NO_TOKENIZER
+#ifdef VLM2MLA_WITH_TOKENIZER
 #include "tokenizer/tokenizer.h"
 #endif
 
@@ -64,7 +64,7 @@ void register_tokenize(CLI::App& app) {
     VLM2MLA_CHECK(text->count() + file->count() == 1, ArgumentError,
                   "tokenize needs --text or --text-file");
     const std::string input = file->count() ? read_text_file(args->text_file) : args->text;
-#ifdef VLM2MLA_NO_TOKENIZER
+#ifndef VLM2MLA_WITH_TOKENIZER
     (void)input;
     throw ArgumentError("this vlm2mla was built without tokenizers (-DVLM2MLA_TOKENIZER=OFF)");
 #else
