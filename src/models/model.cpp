@@ -151,6 +151,23 @@ std::vector<int64_t> Model::visual_token_ids() const {
   return {};
 }
 
+std::vector<int64_t> Model::visual_token_ids_of(const nlohmann::json& root, const std::string& origin) {
+  const TextConfig c = parse_text_config(root, origin);
+  switch (c.model_arch) {
+    case ArchId::kLlama:
+    case ArchId::kQwen2:
+      return {};
+    case ArchId::kLlava:
+    case ArchId::kLlavaNext:
+      return {parse_llava_config(root, origin, c.model_arch == ArchId::kLlavaNext).image_token_id};
+    case ArchId::kQwen2_5_VL: {
+      const QwenVisionConfig q = parse_qwen_vision_config(root, origin);
+      return {q.image_token_id, q.video_token_id, q.vision_start_token_id, q.vision_end_token_id};
+    }
+  }
+  return {};
+}
+
 std::shared_ptr<Model> Model::with_decoder(std::shared_ptr<TextDecoder> decoder) const {
   auto m = std::make_shared<Model>(*this);
   m->decoder_ = std::move(decoder);

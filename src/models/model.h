@@ -51,6 +51,8 @@ class Model {
   // LLaVA/NeXT the image token; Qwen2.5-VL image and video pads, vision start and end. Empty for
   // text models.
   std::vector<int64_t> visual_token_ids() const;
+  // The same from a config.json alone (no weights).
+  static std::vector<int64_t> visual_token_ids_of(const nlohmann::json& root, const std::string& origin);
   // This model with another language model (same vision side): conversion's stage-1 and converted
   // models share the original's vision tower.
   std::shared_ptr<Model> with_decoder(std::shared_ptr<TextDecoder> decoder) const;
@@ -61,6 +63,7 @@ class Model {
   const TextConfig& text_config() const { return decoder_->config(); }
   const TextDecoder& decoder() const { return *decoder_; }
   void set_attention_backend(AttentionBackend backend);
+  void set_mla_attention(MlaAttention mode) { decoder_->set_mla_attention(mode); }
   AttentionBackend attention_backend() const { return decoder_->attention_backend(); }
 
   // forward_semantics: positions as transformers' forward takes them (0..s-1 for 1-D RoPE unless

@@ -9,7 +9,10 @@
 #include "core/device_memory.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
+#include "io/json_file.h"
+#include <unistd.h>
 #include "generate/generate.h"
 #include "models/model.h"
 #include "vision/processors.h"
@@ -71,6 +74,33 @@ ModelInputs make_inputs(const Model& m, int64_t batch, int64_t context, int64_t 
   return in;
 }
 
+// config.json with an `mla` block: R rope dims (high pairs), D latent dims per kv head on every
+// layer, md projections for vision-language models (their visual token ids), written to a temp file.
+std::string write_random_mla_config(const std::string& path, int64_t D, int64_t R) {
+  nlohmann::json root = io::read_json_file(path);
+  const TextConfig c = parse_text_config(root, path);
+  VLM2MLA_CHECK(!c.mla, ArgumentError, "--mla-kv-rank: ", path, " is already converted");
+  VLM2MLA_CHECK(R > 0 && R % 2 == 0 && R <= c.head_dim, ArgumentError, "--mla-rope-dims: R = ", R,
+                " must be even and in [2, ", c.head_dim, "]");
+  MlaConfig m;
+  m.qk_rope_head_dim = R;
+  std::vector<int64_t> pairs;
+  for (int64_t k = 0; k < R / 2; ++k) pairs.push_back(k);
+  m.kept_pairs.assign(static_cast<size_t>(c.num_hidden_layers),
+                      std::vector<std::vector<int64_t>>(static_cast<size_t>(c.num_key_value_heads), pairs));
+  m.rope_strategy = "high";
+  m.visual_token_ids = Model::visual_token_ids_of(root, path);
+  m.svd = m.visual_token_ids.empty() ? SvdMethod::kWhitened : SvdMethod::kMd;
+  m.modality_split = m.svd == SvdMethod::kMd;
+  m.kv_lora_rank.assign(static_cast<size_t>(c.num_hidden_layers), c.num_key_value_heads * D);
+  root["mla"] = mla_config_to_json(m);
+  // Validate as the loader will (ranks within [W_kc; W_v]'s).
+  parse_text_config(root, path + " (with --mla-kv-rank)");
+  const std::string out = fs::join(fs::temp_directory(), "vlm2mla-bench-mla-" + std::to_string(::getpid()) + ".json");
+  io::write_json_file(out, root);
+  return out;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -80,7 +110,9 @@ void register_bench(CLI::App& app) {
     int64_t warmup = 1;
     bool json = false;
     uint64_t seed = 0;
+    int64_t mla_kv_rank = 0, mla_rope_dims = 32;
     RunFlags run;
+    CacheFlags cache;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -101,7 +133,13 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->seed, "seed of the random prompt and weights")->capture_default_str();
   cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->add_option("--mla-kv-rank", args->mla_kv_rank,
+                  "with --random-weights: convert the config on the fly to MLA with random weights, D "
+                  "latent dims per kv head (r_kv = n_kv x D), md projections for VLMs");
+  cmd->add_option("--mla-rope-dims", args->mla_rope_dims, "with --mla-kv-rank: R rope dims per head")
+      ->capture_default_str();
   args->run.add_to(cmd);
+  args->cache.add_to(cmd);
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->model.empty() || !args->random_config.empty(), ArgumentError,
                   "bench: give --model DIR or --random-weights CONFIG.json");
@@ -114,10 +152,20 @@ void register_bench(CLI::App& app) {
     }
     const LoadOptions options = args->run.load_options();
     auto t0 = std::chrono::steady_clock::now();
+    std::string random_config = args->random_config;
+    struct RemoveOnExit {
+      std::string path;
+      ~RemoveOnExit() { if (!path.empty()) fs::remove_all(path); }
+    } mla_config;
+    if (args->mla_kv_rank > 0) {
+      VLM2MLA_CHECK(!random_config.empty(), ArgumentError, "--mla-kv-rank needs --random-weights CONFIG.json");
+      random_config = mla_config.path = write_random_mla_config(random_config, args->mla_kv_rank, args->mla_rope_dims);
+    }
     std::shared_ptr<Model> m = args->model.empty()
-                                   ? Model::random(args->random_config, options, args->seed)
+                                   ? Model::random(random_config, options, args->seed)
                                    : Model::load(args->model, options);
     m->set_attention_backend(args->run.attention_backend());
+    m->set_mla_attention(args->run.mla_attention());
     synchronize(options.device);
     const double load_s = since(t0);
     VLM2MLA_CHECK(h == 0 || m->image_token_id() >= 0, ArgumentError, "--image given, but ",
@@ -127,6 +175,7 @@ void register_bench(CLI::App& app) {
     ModelInputs in = make_inputs(*m, args->batch, args->context, h, w, gen, options.device);
     GenerateOptions go;  // greedy, no end-of-sequence: exactly new_tokens steps
     go.max_new_tokens = args->new_tokens;
+    go.cache = args->cache.spec();
     for (int64_t i = 0; i < args->warmup; ++i) {  // same shapes, few steps
       GenerateOptions wo = go;
       wo.max_new_tokens = std::min<int64_t>(go.max_new_tokens, 4);
@@ -148,6 +197,13 @@ void register_bench(CLI::App& app) {
         {"device", options.device.str()},
         {"dtype", dtype_name(options.dtype)},
         {"attention", attention_backend_name(m->attention_backend())},
+        {"mla", m->text_config().mla
+                    ? nlohmann::json{{"qk_rope_head_dim", m->text_config().mla->qk_rope_head_dim},
+                                     {"svd", svd_method_name(m->text_config().mla->svd)},
+                                     {"kv_lora_rank", m->text_config().mla->kv_lora_rank}}
+                    : nlohmann::json()},
+        {"mla_attention", mla_attention_name(m->decoder().mla_attention())},
+        {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
         {"context", s},
         {"batch", args->batch},
         {"image", args->image},

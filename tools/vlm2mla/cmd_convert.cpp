@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "convert/calib_data.h"
 #include "convert/converter.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -61,8 +62,9 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--kv-rank", args->kv_rank, "D: latent width per kv head (r_kv = n_kv x D)");
   cmd->add_option("--kv-rank-per-layer", args->per_layer, "D per layer, comma-separated (instead of --kv-rank)");
   cmd->add_option("--calib", args->calib,
-                  "calibration inputs (.safetensors in the `logits` format); needed by 2-norm, mkl, whitened and md");
-  cmd->add_option("--num-calib", args->num_calib, "calibration samples to use (0 = all)");
+                  "calibration data: an inputs .safetensors (the `logits` format) or a LLaVA-style .json "
+                  "dataset; needed by 2-norm, mkl, whitened and md");
+  cmd->add_option("--num-calib", args->num_calib, "calibration samples to use (0 = all; seeded selection)");
   cmd->add_option("--seed", args->seed, "seed of the calibration sample selection");
   cmd->add_option("--report", args->report, "write the conversion report (JSON) here");
   args->run.add_to(cmd);
@@ -82,11 +84,14 @@ void register_convert(CLI::App& app) {
     if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
     auto model = load_model(args->model, run);
     convert::CalibrationInputs calib;
+    std::shared_ptr<convert::CalibrationData> data;
     if (!args->calib.empty()) {
-      VLM2MLA_CHECK(args->num_calib == 0, ArgumentError,
-                    "--num-calib selects conversations of a JSON dataset; an inputs .safetensors is one batch");
-      const std::string path = args->calib;
-      calib = [path](const std::function<void(const ModelInputs&)>& each) { each(read_model_inputs(path)); };
+      data = std::make_shared<convert::CalibrationData>(convert::CalibrationData::open(
+          *model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed}));
+      VLM2MLA_INFO("calibration: ", data->describe());
+      calib = [data](const std::function<void(const ModelInputs&)>& each) {
+        for (int64_t i = 0; i < data->size(); ++i) each(data->get(i));
+      };
     }
     convert::Conversion c = convert::convert_model(*model, o, args->calib.empty() ? nullptr : &calib);
     convert::write_converted(args->model, args->out, c);

@@ -62,6 +62,7 @@ void register_generate(CLI::App& app) {
     int64_t top_k = -1;
     uint64_t seed = 0;
     RunFlags run;
+    CacheFlags cache;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -97,11 +98,13 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--out-ids", args->out_ids,
                   "write 'generated' int64 [B, T+N] here instead of printing the new tokens");
   args->run.add_to(cmd);
+  args->cache.add_to(cmd);
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->inputs.empty() || !args->prompt.empty(), ArgumentError,
                   "generate: give --inputs IN.safetensors or --prompt TEXT");
     auto model = load_model(args->model, args->run);
     GenerateOptions opts = load_generate_defaults(args->model, model->text_config());
+    opts.cache = args->cache.spec();
     opts.max_new_tokens = args->max_new_tokens;
     if (args->greedy) opts.sampling.do_sample = false;
     if (args->sample) opts.sampling.do_sample = true;

@@ -12,16 +12,47 @@ void RunFlags::add_to(CLI::App* app) {
                                     "bfloat16 on cuda)");
   app->add_option("--attention", attention,
                   "attention implementation: auto (fused prefill, reference decode) | reference | "
-                  "fused (fused needs libtorch >= 2)")
+                  "fused (fused needs libtorch >= 2); converted MLA models: absorbed (over the latent "
+                  "cache) | expanded (K and V rebuilt, dense cache; the reference twin); auto = expanded "
+                  "prefill, absorbed decode")
       ->capture_default_str();
 }
 
+MlaAttention RunFlags::mla_attention() const {
+  if (attention == "absorbed") return MlaAttention::kAbsorbed;
+  if (attention == "expanded") return MlaAttention::kExpanded;
+  return MlaAttention::kAuto;
+}
+
+void CacheFlags::add_to(CLI::App* app) {
+  app->add_option("--kv-cache", type,
+                  "KV cache storage: bf16 | fp16 | fp32 | int8 | int4 | int2 (default: the compute dtype); "
+                  "converted models cache the latent and the RoPE key, others K and V");
+  app->add_option("--kv-group", group, "quantized caches: values per group (per token, consecutive channels)")
+      ->capture_default_str();
+  app->add_option("--kv-window", window,
+                  "quantized caches: most recent positions kept in full precision (the prompt's last "
+                  "tokens included)")
+      ->capture_default_str();
+}
+
+std::optional<CacheSpec> CacheFlags::spec() const {
+  if (type.empty()) return std::nullopt;
+  CacheSpec s;
+  s.type = cache_type_from_name(type, "--kv-cache");
+  s.group = group;
+  s.window = window;
+  VLM2MLA_CHECK(group > 0, ArgumentError, "--kv-group must be positive, got ", group);
+  VLM2MLA_CHECK(window > 0, ArgumentError, "--kv-window must be positive, got ", window);
+  return s;
+}
+
 AttentionBackend RunFlags::attention_backend() const {
-  if (attention == "auto") return default_attention_backend();
+  if (attention == "auto" || attention == "absorbed" || attention == "expanded") return default_attention_backend();
   if (attention == "reference") return AttentionBackend::kReference;
   if (attention == "fused") return AttentionBackend::kFused;
   throw ArgumentError(detail::concat("--attention: unknown value '", attention,
-                                     "' (expected auto, reference or fused)"));
+                                     "' (expected auto, reference, fused, absorbed or expanded)"));
 }
 
 LoadOptions RunFlags::load_options() const {
@@ -50,6 +81,10 @@ std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags)
   auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<Model> model = Model::load(dir, options);
   model->set_attention_backend(flags.attention_backend());
+  const MlaAttention mla = flags.mla_attention();
+  VLM2MLA_CHECK(mla == MlaAttention::kAuto || model->decoder().has_latent(), ArgumentError, "--attention ",
+                flags.attention, ": ", dir, " is not a converted low-rank (MLA) model");
+  model->set_mla_attention(mla);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   VLM2MLA_DEBUG("loaded ", dir, " (", model->text_config().architecture, ") in ", secs, " s on ",
                 options.device.str(), " as ", c10::toString(options.dtype), ", attention ",

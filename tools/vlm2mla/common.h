@@ -8,7 +8,10 @@
 #include <string>
 
 #include "attention/attention.h"
+#include "models/decoder.h"
 #include "models/weights.h"
+
+#include <optional>
 
 namespace vlm2mla::cli {
 
@@ -16,10 +19,21 @@ namespace vlm2mla::cli {
 struct RunFlags {
   std::string device = "cpu";
   std::string dtype;  // empty: float32 on cpu, bfloat16 on cuda
-  std::string attention = "auto";  // auto | reference | fused
+  std::string attention = "auto";  // auto | reference | fused | absorbed | expanded
   void add_to(CLI::App* app);
   LoadOptions load_options() const;
   AttentionBackend attention_backend() const;  // throws ArgumentError for an unknown --attention
+  // absorbed / expanded: how converted MLA models attend (default auto: expanded prefill, absorbed
+  // decode over the latent cache).
+  MlaAttention mla_attention() const;
+};
+
+// --kv-cache / --kv-group / --kv-window (generate, bench).
+struct CacheFlags {
+  std::string type;  // empty: the compute dtype
+  int64_t group = 64, window = 128;
+  void add_to(CLI::App* app);
+  std::optional<CacheSpec> spec() const;  // throws ArgumentError for an unknown --kv-cache
 };
 
 
