@@ -135,11 +135,30 @@ std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   return model;
 }
 
+namespace {
+const char* const kHubVision[] = {"vision_tower.vision_model.", "multi_modal_projector.", "image_newline", "visual."};
+}
+
 std::shared_ptr<Model> Model::random(const std::string& config_path, const LoadOptions& options,
                                      uint64_t seed) {
   nlohmann::json root = io::read_json_file(config_path);
-  VisionNames names{{"vision_tower.vision_model.", "multi_modal_projector.", "image_newline"}, "visual."};
+  VisionNames names{{kHubVision[0], kHubVision[1], kHubVision[2]}, kHubVision[3]};
   return build(root, config_path, TextLayout{}, names, random_filler(options, seed), options);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Model::random_checkpoint(const std::string& config_path,
+                                                                         const LoadOptions& options,
+                                                                         uint64_t seed) {
+  nlohmann::json root = io::read_json_file(config_path);
+  VisionNames names{{kHubVision[0], kHubVision[1], kHubVision[2]}, kHubVision[3]};
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  ParamFiller random = random_filler(options, seed);
+  ParamFiller record = [&](const ParamRef& ref) {
+    random(ref);
+    out.emplace_back(ref.name, *ref.slot);
+  };
+  build(root, config_path, TextLayout{}, names, record, options);
+  return out;
 }
 
 std::vector<int64_t> Model::visual_token_ids() const {

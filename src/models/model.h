@@ -45,6 +45,11 @@ class Model {
   // The shapes of a config.json with random weights (benchmarks of real shapes).
   static std::shared_ptr<Model> random(const std::string& config_path, const LoadOptions& options,
                                        uint64_t seed);
+  // Every tensor of such a random model under its Hub checkpoint name (vision side included), in
+  // walk order: what init-random writes.
+  static std::vector<std::pair<std::string, at::Tensor>> random_checkpoint(const std::string& config_path,
+                                                                           const LoadOptions& options,
+                                                                           uint64_t seed);
   // The image token id of a VLM, -1 for text models.
   int64_t image_token_id() const { return image_token_id_; }
   // Every token id that belongs to the visual side (MD-SVD's image set, METHOD.md section 4):

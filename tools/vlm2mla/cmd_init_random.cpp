@@ -8,6 +8,7 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "models/text_config.h"
+#include "models/model.h"
 #include "models/weights.h"
 
 namespace vlm2mla::cli {
@@ -29,18 +30,16 @@ void register_init_random(CLI::App& app) {
     TextConfig config = parse_text_config(raw, args->config);
     LoadOptions o;
     o.dtype = parse_dtype(args->dtype, "--dtype");
-    DecoderWeights w = random_decoder_weights(config, o, args->seed);
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for_each_param(config, TextLayout{}, w, [&](const ParamRef& ref) {
-      tensors.emplace_back(ref.name, *ref.slot);
-    });
+    // The whole model (language model and, for VLMs, the vision side) under the Hub's names.
+    std::vector<std::pair<std::string, at::Tensor>> tensors = Model::random_checkpoint(args->config, o, args->seed);
+    int64_t params = 0;
+    for (const auto& [name, t] : tensors) params += t.numel();
     fs::create_directories(args->out);
     raw["torch_dtype"] = dtype_name(o.dtype);
     raw.erase("dtype");
     io::write_safetensors(args->out + "/model.safetensors", tensors, {{"format", "pt"}});
     io::write_json_file(args->out + "/config.json", raw);
-    VLM2MLA_INFO("wrote ", tensors.size(), " random tensors (", count_parameters(config),
-                 " parameters) to ", args->out);
+    VLM2MLA_INFO("wrote ", tensors.size(), " random tensors (", params, " parameters) to ", args->out);
   });
 }
 
