@@ -40,8 +40,10 @@ ModelInputs make_inputs(const Model& m, int64_t batch, int64_t context, int64_t 
   auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
   ModelInputs in;
   at::Tensor text = at::randint(0, text_max, {batch, context}, gen, at::TensorOptions().dtype(at::kLong));
-  if (h <= 0 || m.image_token_id() < 0) {
-    in.input_ids = at::randint(0, vocab, {batch, context}, gen, at::TensorOptions().dtype(at::kLong));
+  if (h <= 0 || m.image_token_id() < 0) {  // text only: ids below every image/vision special id
+    in.input_ids = m.image_token_id() < 0
+                       ? at::randint(0, vocab, {batch, context}, gen, at::TensorOptions().dtype(at::kLong))
+                       : text;
     return in;
   }
   std::vector<at::Tensor> prefix;
