@@ -467,13 +467,12 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
     std::printf("[bandwidth] device copy: %.0f GB/s (read + write)\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
   }
-  std::printf("[bandwidth] %-5s %5s %2s %6s %3s  %-9s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl", "kernel",
-              "MB read", "us/call", "GB/s");
   struct Cfg {
     MlaCacheFormat f;
     int64_t n_mod;
     int64_t b, t;
     MlaDecodeVariant v;
+    int64_t h_q = 28, h_kv = 4, r_kv = 128, d_rope = 32;
   };
   std::vector<Cfg> cfgs;
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4})
@@ -482,15 +481,19 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
+    cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
+    cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
   }
+  std::printf("[bandwidth] %-5s %5s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
+              "kernel", "h_q/h_kv/r_kv/R", "MB read", "us/call", "GB/s");
   for (const Cfg& cfg : cfgs) {
     Case c;
     c.format = cfg.f;
     c.n_mod = cfg.n_mod;
-    c.h_q = 28;
-    c.h_kv = 4;
-    c.r_kv = 128;
-    c.d_rope = 32;
+    c.h_q = cfg.h_q;
+    c.h_kv = cfg.h_kv;
+    c.r_kv = cfg.r_kv;
+    c.d_rope = cfg.d_rope;
     c.window = cfg.f == MlaCacheFormat::kInt4 ? 128 : 0;
     c.group_c = 64;
     c.group_r = 64;
@@ -518,10 +521,12 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     float ms = 0;
     CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
     const double us = ms * 1e3 / reps;
-    std::printf("[bandwidth] %-5s %5lld %2lld %6lld %3d  %-9s %9.1f %9.1f %8.0f\n",
+    const std::string shape = std::to_string(cfg.h_q) + "/" + std::to_string(cfg.h_kv) + "/" +
+                              std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
+    std::printf("[bandwidth] %-5s %5lld %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
                 cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", (long long)cfg.n_mod, (long long)cfg.b,
                 (long long)cfg.t, launches[0]->splits(), launches[0]->tensor_core() ? "tensorcore" : "generic",
-                bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
+                shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
   }
   CUDA_OK(cudaEventDestroy(e0));
   CUDA_OK(cudaEventDestroy(e1));

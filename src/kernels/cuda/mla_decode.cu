@@ -68,6 +68,7 @@ struct Geom {
   int raw_bytes = 0;   // one raw int4 stage
   int raw_cq = 0, raw_cs = 0, raw_cl = 0, raw_kq = 0, raw_ks = 0, raw_kl = 0;  // offsets in a raw stage
   int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
+  int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -217,29 +218,45 @@ struct RowInfo {
   int g_lo, g_hi;  // groups spanned by the m-tile (uniform); g_lo > g_hi for an empty tile
 };
 
-// Copies the bf16 tiles of tokens [tok0, tok0 + 64) into shared memory; tokens outside [vlo, vhi) are
-// zero-filled. ring > 0: token j is row j % ring of the ring arrays (int4 window), else row j.
+// Walks the (token, column) pairs c = tid, tid + blockDim, ... of a [64, per_row] grid without a
+// division per step (one per tile): t += step / per_row, col += step % per_row with a carry.
+struct GridWalk {
+  int t, col, dt, dcol, per_row;
+  __device__ __forceinline__ GridWalk(int per_row_) : per_row(per_row_) {
+    t = threadIdx.x / per_row;
+    col = threadIdx.x - t * per_row;
+    dt = blockDim.x / per_row;
+    dcol = blockDim.x - dt * per_row;
+  }
+  __device__ __forceinline__ bool more() const { return t < kTile; }
+  __device__ __forceinline__ void next() {
+    t += dt;
+    col += dcol;
+    if (col >= per_row) {
+      col -= per_row;
+      ++t;
+    }
+  }
+};
+
+// Copies `width` bf16 values per token of tokens [tok0, tok0 + 64) into a shared tile with `stride`-byte
+// rows; tokens outside [vlo, vhi) are zero-filled. ring > 0: token j is row j % ring (the int4 window).
+__device__ __forceinline__ void load_bf16_rows(const uint16_t* base, int b, int rows, int width, uint32_t dst,
+                                               int stride, int tok0, int vlo, int vhi, bool ring) {
+  const uint16_t* seq = base + int64_t(b) * rows * width;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
+    const bool valid = j >= vlo && j < vhi;
+    const int row = valid ? (ring ? j % rows : j) : 0;
+    cp_async(dst + w.t * stride + w.col * 16, seq + int64_t(row) * width + w.col * 8, 16, valid);
+  }
+}
+
 __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
                                                uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
   const int rows = ring ? p.window : p.t_cap;
-  const uint16_t* lat = ring ? p.latent_win : p.latent;
-  const uint16_t* kr = ring ? p.k_rope_win : p.k_rope;
-  const int cpr = p.r_kv / 8;  // 16-byte chunks per latent row
-  for (int c = threadIdx.x; c < kTile * cpr; c += blockDim.x) {
-    const int t = c / cpr, col = c - t * cpr, j = tok0 + t;
-    const bool valid = j >= vlo && j < vhi;
-    const int row = valid ? (ring ? j % rows : j) : 0;
-    const uint16_t* src = lat + (int64_t(b) * rows + row) * p.r_kv + col * 8;
-    cp_async(ctile + t * g.c_stride + col * 16, valid ? src : lat, 16, valid);
-  }
-  const int kpr = g.hr / 8;
-  for (int c = threadIdx.x; c < kTile * kpr; c += blockDim.x) {
-    const int t = c / kpr, col = c - t * kpr, j = tok0 + t;
-    const bool valid = j >= vlo && j < vhi;
-    const int row = valid ? (ring ? j % rows : j) : 0;
-    const uint16_t* src = kr + (int64_t(b) * rows + row) * g.hr + col * 8;
-    cp_async(ktile + t * g.k_stride + col * 16, valid ? src : kr, 16, valid);
-  }
+  load_bf16_rows(ring ? p.latent_win : p.latent, b, rows, p.r_kv, ctile, g.c_stride, tok0, vlo, vhi, ring);
+  load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
 }
 
 // Flat copy of one raw int4 array's 64-token block: row_bytes per token, in `chunk`-byte pieces (the
@@ -248,12 +265,17 @@ __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const G
 __device__ __forceinline__ void load_raw_block(uint32_t dst, const uint8_t* base, int b, int t_cap, int row_bytes,
                                                int chunk, int tok0, int vlo, int vhi) {
   const uint8_t* seq = base + int64_t(b) * t_cap * row_bytes;
+  const uint8_t* tile = seq + int64_t(tok0) * row_bytes;
   const int n = kTile * row_bytes / chunk;
+  const bool interior = tok0 >= vlo && tok0 + kTile <= vhi;  // every token valid (and below t_cap)
   for (int c = threadIdx.x; c < n; c += blockDim.x) {
     const int off = c * chunk;
-    const int first = tok0 + off / row_bytes, last = tok0 + (off + chunk - 1) / row_bytes;
-    const bool valid = first < vhi && last >= vlo;
-    cp_async(dst + off, valid ? seq + int64_t(tok0) * row_bytes + off : base, chunk, valid);
+    bool valid = interior;
+    if (!interior) {
+      const int first = tok0 + off / row_bytes, last = tok0 + (off + chunk - 1) / row_bytes;
+      valid = first < vhi && last >= vlo;
+    }
+    cp_async(dst + off, valid ? tile + off : base, chunk, valid);
   }
 }
 
@@ -273,28 +295,30 @@ __device__ __forceinline__ void load_raw_tile(const MlaDecodeParams& p, const Ge
 }
 
 // Raw int4 rows [64, width/2] with float16 scale/lo [64, width/group] -> bf16 rows [64, stride]; tokens
-// outside [vlo, vhi) become zeros. Units of 8 values (4 code bytes, one 16-byte store).
+// outside [vlo, vhi) become zeros. Units of 8 values (4 code bytes, one 16-byte store). A code q becomes
+// a float as (2^23 + q) - 2^23 (bit operations and one add, no int-to-float conversion).
 __device__ __forceinline__ void dequant_rows(const unsigned char* codes, const unsigned char* scales,
                                              const unsigned char* los, unsigned char* out, int width, int group,
-                                             int stride, int tok0, int vlo, int vhi) {
-  const int upr = width / 8, ng = width / group;
-  for (int u = threadIdx.x; u < kTile * upr; u += blockDim.x) {
-    const int t = u / upr, c8 = u - t * upr, j = tok0 + t;
+                                             int group_shift, int stride, int tok0, int vlo, int vhi) {
+  const int ng = width / group;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (j >= vlo && j < vhi) {
-      const uint32_t q = *reinterpret_cast<const uint32_t*>(codes + t * (width / 2) + c8 * 4);
-      const int gi = t * ng + (c8 * 8) / group;
-      const float s = half_bits_to_float(reinterpret_cast<const uint16_t*>(scales)[gi]);
-      const float l = half_bits_to_float(reinterpret_cast<const uint16_t*>(los)[gi]);
+      const uint32_t q = *reinterpret_cast<const uint32_t*>(codes + w.t * (width / 2) + w.col * 4);
+      const int gcol = group_shift >= 0 ? (w.col * 8) >> group_shift : (w.col * 8) / group;
+      const int gi = w.t * ng + gcol;
+      const float sc = half_bits_to_float(reinterpret_cast<const uint16_t*>(scales)[gi]);
+      const float lo = half_bits_to_float(reinterpret_cast<const uint16_t*>(los)[gi]);
       float x[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) x[e] = float((q >> (4 * e)) & 15u) * s + l;
+      for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((q >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
       v.x = pack_bf16x2(x[0], x[1]);
       v.y = pack_bf16x2(x[2], x[3]);
       v.z = pack_bf16x2(x[4], x[5]);
       v.w = pack_bf16x2(x[6], x[7]);
     }
-    *reinterpret_cast<uint4*>(out + t * stride + c8 * 16) = v;
+    *reinterpret_cast<uint4*>(out + w.t * stride + w.col * 16) = v;
   }
 }
 
@@ -316,7 +340,6 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
                                              uint32_t mods, const RowInfo (&ri)[MT], float scale_log2,
                                              TcState<NMOD, MT, NTW>& st) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
-  constexpr int kRows = MT * 16;
   const uint32_t sbase = smem_addr(smem);
 
   // ---- scores of the warp's 8 tokens for all rows
@@ -383,12 +406,13 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
       tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 2));
     }
   }
-  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [8 warps][kRows]
+  static_assert(kWarps == 8, "the row maxima are read as two float4 per row");
+  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [kRows][8 warps]
   if (tig == 0) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      red_max[warp * kRows + mt * 16 + gid] = tmax[mt][0];
-      red_max[warp * kRows + mt * 16 + gid + 8] = tmax[mt][1];
+      red_max[(mt * 16 + gid) * kWarps + warp] = tmax[mt][0];
+      red_max[(mt * 16 + gid + 8) * kWarps + warp] = tmax[mt][1];
     }
   }
   __syncthreads();
@@ -401,9 +425,9 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = mt * 16 + gid + 8 * h;
-      float mx = red_max[row];
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) mx = fmaxf(mx, red_max[w * kRows + row]);
+      const float4 r0 = *reinterpret_cast<const float4*>(red_max + row * kWarps);
+      const float4 r1 = *reinterpret_cast<const float4*>(red_max + row * kWarps + 4);
+      const float mx = fmaxf(fmaxf(fmaxf(r0.x, r0.y), fmaxf(r0.z, r0.w)), fmaxf(fmaxf(r1.x, r1.y), fmaxf(r1.z, r1.w)));
       const float m_new = fmaxf(st.m_run[mt][h], mx);
       const float alpha = m_new == -INFINITY ? 1.f : exp2f(st.m_run[mt][h] - m_new);
       st.m_run[mt][h] = m_new;
@@ -587,10 +611,10 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
         const uint32_t mods = mods_next;
         if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
         const unsigned char* raw = smem + g.off_raw + (i % S) * g.raw_bytes;
-        dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.c_stride,
+        dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.shift_c,
+                     g.c_stride, t * kTile, vlo, vhi);
+        dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.shift_r, g.k_stride,
                      t * kTile, vlo, vhi);
-        dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.k_stride, t * kTile,
-                     vlo, vhi);
         __syncthreads();
         compute_tile<NMOD, MT, NTW>(p, g, smem, smem_addr(ctile), smem_addr(ktile), t * kTile, vlo, vhi, mods, ri,
                                     scale_log2, st);
@@ -767,11 +791,10 @@ __global__ void __launch_bounds__(kGenericThreads)
 #pragma unroll
       for (int k = 0; k < kPerThread; ++k) {
         const int d = col0 + tid + k * kGenericThreads;
-        if (d < col1) {
-          const float c = load_latent(p, b, c0 + t, sr.qlen, d);
-          acc[0][k] += p0 * c;
-          if (NMOD == 2) acc[NMOD - 1][k] += p1 * c;
-        }
+        if (d >= col1) break;
+        const float c = load_latent(p, b, c0 + t, sr.qlen, d);
+        acc[0][k] += p0 * c;
+        if (NMOD == 2) acc[NMOD - 1][k] += p1 * c;
       }
     }
     __syncthreads();
@@ -819,40 +842,85 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return t;
 }
 
-__global__ void __launch_bounds__(128) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
-                                                                  int total_splits) {
-  extern __shared__ float wts[];  // [total_splits]
+constexpr int kCombineThreads = 256;
+
+// smem: weights [total_splits] (rounded up to 4, zero tail), then float4 partial sums [256].
+__global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
+                                                                             int total_splits) {
+  extern __shared__ __align__(16) float csm[];
+  float* wts = csm;
+  float4* part = reinterpret_cast<float4*>(csm + (total_splits + 3) / 4 * 4);
   __shared__ float red[32];
   const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const Partials w = partials(p, total_splits);
   float mx = -INFINITY;
   for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m[(int64_t(s) * p.b + b) * p.h_q + head]);
   const float M = block_max(mx, red);
-  float mass_part[2] = {0.f, 0.f};
-  for (int s = tid; s < total_splits; s += blockDim.x) {
-    const float ms = w.m[(int64_t(s) * p.b + b) * p.h_q + head];
-    const float ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
-    wts[s] = ws;
-    for (int m = 0; m < p.n_mod; ++m)
-      if (ws != 0.f) mass_part[m] += ws * w.mass[((int64_t(s) * p.n_mod + m) * p.b + b) * p.h_q + head];
-  }
-  float mass[2];
-  mass[0] = block_sum(mass_part[0], red);
-  mass[1] = p.n_mod == 2 ? block_sum(mass_part[1], red) : 0.f;
-  const float total = mass[0] + mass[1];
-  const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
-  __syncthreads();  // wts written
-  if (tid == 0)
-    for (int m = 0; m < p.n_mod; ++m) p.mass[(int64_t(m) * p.b + b) * p.h_q + head] = mass[m] * inv;
-  for (int m = 0; m < p.n_mod; ++m) {
-    float* out = p.acc + ((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv;
-    for (int d = tid; d < p.r_kv; d += blockDim.x) {
-      float a = 0.f;
-      for (int s = 0; s < total_splits; ++s) {
-        const float ws = wts[s];
-        if (ws != 0.f) a += ws * w.acc[(((int64_t(s) * p.n_mod + m) * p.b + b) * p.h_q + head) * p.r_kv + d];
+  float mass_part0 = 0.f, mass_part1 = 0.f;
+  for (int s = tid; s < (total_splits + 3) / 4 * 4; s += blockDim.x) {
+    float ws = 0.f;
+    if (s < total_splits) {
+      const float ms = w.m[(int64_t(s) * p.b + b) * p.h_q + head];
+      ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
+      if (ws != 0.f) {
+        mass_part0 += ws * w.mass[((int64_t(s) * p.n_mod) * p.b + b) * p.h_q + head];
+        if (p.n_mod == 2) mass_part1 += ws * w.mass[((int64_t(s) * p.n_mod + 1) * p.b + b) * p.h_q + head];
       }
-      out[d] = a * inv;
+    }
+    wts[s] = ws;
+  }
+  const float mass0 = block_sum(mass_part0, red);
+  const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
+  const float total = mass0 + mass1;
+  const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
+  if (tid == 0) {
+    p.mass[int64_t(b) * p.h_q + head] = mass0 * inv;
+    if (p.n_mod == 2) p.mass[(int64_t(p.b) + b) * p.h_q + head] = mass1 * inv;
+  }
+  __syncthreads();  // wts written
+  // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
+  const int nc4 = p.r_kv / 4;
+  const int nsg = nc4 >= kCombineThreads ? 1 : kCombineThreads / nc4;
+  const int sg = tid / min(nc4, kCombineThreads);
+  for (int m = 0; m < p.n_mod; ++m) {
+    const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
+                        int64_t(head) * nc4;
+    const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+    float4* out = reinterpret_cast<float4*>(p.acc + ((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv);
+    for (int c0 = 0; c0 < nc4; c0 += kCombineThreads) {
+      const int c4 = c0 + tid % min(nc4, kCombineThreads);
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (sg < nsg && c4 < nc4) {
+#pragma unroll 4
+        for (int s = sg; s < total_splits; s += nsg) {
+          const float ws = wts[s];
+          if (ws != 0.f) {
+            const float4 v = src[s * split_stride + c4];
+            a.x += ws * v.x;
+            a.y += ws * v.y;
+            a.z += ws * v.z;
+            a.w += ws * v.w;
+          }
+        }
+      }
+      if (nsg == 1) {
+        if (c4 < nc4) out[c4] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+        continue;
+      }
+      if (sg < nsg) part[tid] = a;
+      __syncthreads();
+      if (tid < nc4) {
+        float4 t = part[tid];
+        for (int k = 1; k < nsg; ++k) {
+          const float4 v = part[k * nc4 + tid];
+          t.x += v.x;
+          t.y += v.y;
+          t.z += v.z;
+          t.w += v.w;
+        }
+        out[tid] = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
+      }
+      __syncthreads();
     }
   }
 }
@@ -1002,6 +1070,10 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, in
     if (!g.chunk_cq || !g.chunk_cs || !g.chunk_kq || !g.chunk_ks)
       return "the quantized arrays' rows are not 4-byte aligned (t_cap odd with one group per row?)";
   }
+  for (int sh = 0; sh < 31; ++sh) {
+    if ((1 << sh) == p.group_c) g.shift_c = sh;
+    if ((1 << sh) == p.group_r) g.shift_r = sh;
+  }
   const int nt = p.r_kv / 8;  // 8-column output tiles
   ntw = nt <= kWarps ? 1 : nt <= 2 * kWarps ? 2 : nt <= 4 * kWarps ? 4 : 8;
   const int mt_needed = (p.h_q * p.n_mod + 15) / 16;
@@ -1090,7 +1162,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     // the whole key range (ring included) in one set of splits
     const int tiles = max_tiles(p.max_length);
     const int64_t per_split = int64_t(p.b) * p.h_q * g.col_blocks;
-    int splits = int(std::max<int64_t>(1, int64_t(dev.sms) * plan.ctas_per_sm / per_split));
+    // one CTA per head walks its keys alone: aim for several waves of CTAs
+    int splits = int(std::max<int64_t>(1, 4 * int64_t(dev.sms) * plan.ctas_per_sm / per_split));
     splits = std::max(1, std::min(splits, tiles));
     plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
     plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
@@ -1134,9 +1207,9 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     fp.fn<<<grid, kGenericThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the generic split kernel");
   }
-  const int64_t combine_smem = int64_t(total) * 4;
+  const int64_t combine_smem = int64_t(total + 3) / 4 * 4 * 4 + kCombineThreads * 16;
   VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
-  mla_decode_combine_kernel<<<dim3(params.h_q, params.b), 128, combine_smem, stream>>>(params, total);
+  mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
   VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
 }
 
