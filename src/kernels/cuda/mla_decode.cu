@@ -1,0 +1,1216 @@
+// Absorbed MLA decode over a latent cache (params.h, METHOD.md §5), bf16 and int4 (§7) stores.
+//
+// Design (FlashMLA / flash-decoding): the latent c_j is shared by every head, so a CTA owns one sequence,
+// a block of heads and a contiguous run of 64-token tiles (split-KV). Each tile is read from device memory
+// once into shared memory (cp.async, double-buffered; int4 codes and their scales are staged raw and
+// dequantized to bf16 in shared memory) and used by all heads of the block through tensor-core MMAs:
+//   scores  S[(m,h), j] = qa[m,h] . c_j + qr[h] . k_j[g(h)]     (mma.m16n8k16 bf16, fp32 accumulate)
+//   output  O[(m,h), :] += P[(m,h), j] c_j                      (same MMA, P rounded to bf16)
+// Rows of an MMA tile are (modality, head) pairs: with two modalities, row r < 8 is (text, head r) and
+// row r + 8 is (image, head r), so one thread holds both hypotheses of a token's score and picks the one
+// of the token's modality; P is zero in the other row, which makes O's rows the per-modality sums.
+// The online softmax keeps a running max per row (log2 domain) shared by the warps through a small
+// reduction in shared memory. Each CTA writes unnormalized partials (max, per-modality mass, acc); a
+// second kernel combines the splits. Shapes outside the tensor-core kernel's limits use a generic
+// kernel (plain fp32 arithmetic, one CTA per head) with the same partials.
+//
+// No libtorch here, so this file compiles with plain nvcc on machines without a CUDA libtorch too.
+#include "kernels/cuda/mla_decode.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/error.h"
+
+#define VLM2MLA_CUDA_CHECK(call, what)                                                            \
+  do {                                                                                            \
+    cudaError_t err_ = (call);                                                                    \
+    if (err_ != cudaSuccess)                                                                      \
+      throw ::vlm2mla::Error(::vlm2mla::detail::concat("mla_decode: ", what, " failed: ",         \
+                                                       cudaGetErrorName(err_), " (",              \
+                                                       cudaGetErrorString(err_), ")"));           \
+  } while (0)
+
+namespace vlm2mla {
+namespace {
+
+constexpr int kTile = 64;            // tokens per tile
+constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
+constexpr int kThreads = kWarps * 32;
+constexpr int kBf16Stages = 2;       // shared-memory stages of the bf16 tiles
+constexpr int kRawStages = 4;        // shared-memory stages of the raw int4 tiles
+constexpr int kGenericThreads = 128;
+constexpr int kGenericChunk = 32;    // tokens scored together by the generic kernel
+constexpr int kGenericCols = 4096;   // latent columns per generic CTA (32 per thread)
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- geometry shared by host and device ------------------------------------------------------------
+// Everything derived from the sizes that the kernels need, computed once on the host.
+struct Geom {
+  int hr = 0;          // h_kv * d_rope
+  int rope_pad = 0;    // d_rope rounded up to 16 (the MMA k step); Q rows are zero beyond d_rope
+  int c_stride = 0;    // bytes per token row of a bf16 latent tile: (r_kv + 8) * 2
+  int k_stride = 0;    // bytes per token row of a bf16 RoPE tile: (hr + 8) * 2, the 8 pad columns zeroed
+  int ql_stride = 0;   // bytes per row of the absorbed-query tile: (r_kv + 8) * 2
+  int qr_stride = 0;   // bytes per row of the RoPE-query tile: (rope_pad + 8) * 2
+  int p_stride = 0;    // bytes per row of the P tile: (64 + 8) * 2
+  // shared memory offsets (bytes)
+  int off_qlat = 0, off_qrope = 0, off_p = 0, off_red = 0, off_tiles = 0, off_raw = 0;
+  int tile_bytes = 0;  // one bf16 stage: latent tile then RoPE tile
+  int raw_bytes = 0;   // one raw int4 stage
+  int raw_cq = 0, raw_cs = 0, raw_cl = 0, raw_kq = 0, raw_ks = 0, raw_kl = 0;  // offsets in a raw stage
+  int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
+  int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
+  int splits = 0;           // splits over the main store
+  int ring_splits = 0;      // int4: 1 when window > 0
+  int tiles_per_split = 0;
+  int total_splits = 0;     // splits + ring_splits: the partials' leading size
+  int col_blocks = 0;       // generic kernel: CTAs across the latent columns
+};
+
+// Partials in the workspace, for S = total_splits:
+//   ws_m    [S, b, h_q]               running max (log2 domain), -inf for an empty split
+//   ws_mass [S, n_mod, b, h_q]        sum of 2^(s - max) per modality
+//   ws_acc  [S, n_mod, b, h_q, r_kv]  sum of 2^(s - max) c_j per modality
+struct Partials {
+  float* m;
+  float* mass;
+  float* acc;
+};
+
+// Each region starts on a 16-byte boundary (the kernel stores float2 pairs into ws_acc).
+__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+
+__host__ __device__ inline Partials partials(const MlaDecodeParams& p, int total_splits) {
+  const int64_t rows = int64_t(total_splits) * p.b * p.h_q;
+  Partials w;
+  w.m = p.workspace;
+  w.mass = w.m + round4(rows);
+  w.acc = w.mass + round4(rows * p.n_mod);
+  return w;
+}
+
+inline int64_t workspace_floats_for(const MlaDecodeParams& p, int total_splits) {
+  const int64_t rows = int64_t(total_splits) * p.b * p.h_q;
+  return round4(rows) + round4(rows * p.n_mod) + rows * p.n_mod * p.r_kv;
+}
+
+// ---- small device helpers -----------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// cp.async of `bytes` (4, 8 or 16); when !valid the destination is zero-filled and src is not read.
+__device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int bytes, bool valid) {
+  const int n = valid ? bytes : 0;
+  if (bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  } else if (bytes == 8) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+
+// d += A (16x16, row) * B (16x8, col); bf16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+__device__ __forceinline__ float half_bits_to_float(uint16_t bits) {
+  return __half2float(__ushort_as_half(bits));
+}
+
+// The key range of sequence b and, for int4, where the quantized store ends.
+struct SeqRange {
+  int lo, hi;  // keys [lo, hi)
+  int qlen;    // int4: positions < qlen are quantized, the rest are in the ring
+};
+__device__ __forceinline__ SeqRange seq_range(const MlaDecodeParams& p, int b) {
+  SeqRange r;
+  r.hi = min(max(p.length[b], 0), p.t_cap);
+  r.lo = min(max(p.start[b], 0), r.hi);
+  r.qlen = p.format == MlaCacheFormat::kInt4 ? max(0, r.hi - p.window) : r.hi;
+  return r;
+}
+
+// Tiles [first, end) of split `s` over keys [lo, hi): tiles are aligned to multiples of 64 positions;
+// the last split takes every remaining tile (so a too-small max_length costs balance, never keys).
+__device__ __forceinline__ void split_tiles(int lo, int hi, int s, int splits, int tiles_per_split, int& first,
+                                            int& end) {
+  if (hi <= lo) {
+    first = end = 0;
+    return;
+  }
+  const int t0 = lo / kTile, t1 = (hi - 1) / kTile + 1;
+  first = t0 + s * tiles_per_split;
+  end = (s == splits - 1) ? t1 : min(t1, first + tiles_per_split);
+  if (first > end) first = end;
+}
+
+// ---- the tensor-core kernel ----------------------------------------------------------------------------
+// Template: NMOD modalities, MT 16-row MMA tiles per CTA, NTW 8-column output tiles per warp, INT4 store.
+template <int NMOD, int MT, int NTW>
+struct TcState {
+  float o[MT][NTW][4];  // output accumulators: rows (gid, gid + 8) of m-tile mt, columns of n-tile i
+  float m_run[MT][2];   // running max (log2 domain) of the thread's two rows per m-tile
+  float l_part[MT][2];  // the thread's share of the row sums (same rescaling as o)
+};
+
+// Row r of the CTA's MMA rows -> (modality, head).
+template <int NMOD>
+__device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head) {
+  if (NMOD == 1) {
+    mod = 0;
+    head = head0 + row;
+  } else {
+    mod = (row >> 3) & 1;
+    head = head0 + (row >> 4) * 8 + (row & 7);
+  }
+}
+
+struct RowInfo {
+  int grp[2];      // RoPE group of the thread's rows gid, gid + 8 (-1: padding row)
+  float bias[2];   // qb of those rows
+  int g_lo, g_hi;  // groups spanned by the m-tile (uniform); g_lo > g_hi for an empty tile
+};
+
+// Walks the (token, column) pairs c = tid, tid + blockDim, ... of a [64, per_row] grid without a
+// division per step (one per tile): t += step / per_row, col += step % per_row with a carry.
+struct GridWalk {
+  int t, col, dt, dcol, per_row;
+  __device__ __forceinline__ GridWalk(int per_row_) : per_row(per_row_) {
+    t = threadIdx.x / per_row;
+    col = threadIdx.x - t * per_row;
+    dt = blockDim.x / per_row;
+    dcol = blockDim.x - dt * per_row;
+  }
+  __device__ __forceinline__ bool more() const { return t < kTile; }
+  __device__ __forceinline__ void next() {
+    t += dt;
+    col += dcol;
+    if (col >= per_row) {
+      col -= per_row;
+      ++t;
+    }
+  }
+};
+
+// Copies `width` bf16 values per token of tokens [tok0, tok0 + 64) into a shared tile with `stride`-byte
+// rows; tokens outside [vlo, vhi) are zero-filled. ring > 0: token j is row j % ring (the int4 window).
+__device__ __forceinline__ void load_bf16_rows(const uint16_t* base, int b, int rows, int width, uint32_t dst,
+                                               int stride, int tok0, int vlo, int vhi, bool ring) {
+  const uint16_t* seq = base + int64_t(b) * rows * width;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
+    const bool valid = j >= vlo && j < vhi;
+    const int row = valid ? (ring ? j % rows : j) : 0;
+    cp_async(dst + w.t * stride + w.col * 16, seq + int64_t(row) * width + w.col * 8, 16, valid);
+  }
+}
+
+__device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
+                                               uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
+  const int rows = ring ? p.window : p.t_cap;
+  load_bf16_rows(ring ? p.latent_win : p.latent, b, rows, p.r_kv, ctile, g.c_stride, tok0, vlo, vhi, ring);
+  load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
+}
+
+// Flat copy of one raw int4 array's 64-token block: row_bytes per token, in `chunk`-byte pieces (the
+// host checked that chunk divides the base address, 64 * row_bytes and t_cap * row_bytes, so no piece
+// crosses the end of the sequence's rows). Pieces with no token in [vlo, vhi) are zero-filled.
+__device__ __forceinline__ void load_raw_block(uint32_t dst, const uint8_t* base, int b, int t_cap, int row_bytes,
+                                               int chunk, int tok0, int vlo, int vhi) {
+  const uint8_t* seq = base + int64_t(b) * t_cap * row_bytes;
+  const uint8_t* tile = seq + int64_t(tok0) * row_bytes;
+  const int n = kTile * row_bytes / chunk;
+  const bool interior = tok0 >= vlo && tok0 + kTile <= vhi;  // every token valid (and below t_cap)
+  for (int c = threadIdx.x; c < n; c += blockDim.x) {
+    const int off = c * chunk;
+    bool valid = interior;
+    if (!interior) {
+      const int first = tok0 + off / row_bytes, last = tok0 + (off + chunk - 1) / row_bytes;
+      valid = first < vhi && last >= vlo;
+    }
+    cp_async(dst + off, valid ? tile + off : base, chunk, valid);
+  }
+}
+
+__device__ __forceinline__ void load_raw_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t raw, int tok0,
+                                              int vlo, int vhi) {
+  const int ngc = p.r_kv / p.group_c, ngr = g.hr / p.group_r;
+  load_raw_block(raw + g.raw_cq, p.latent_q, b, p.t_cap, p.r_kv / 2, g.chunk_cq, tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_cs, reinterpret_cast<const uint8_t*>(p.latent_scale), b, p.t_cap, ngc * 2, g.chunk_cs,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_cl, reinterpret_cast<const uint8_t*>(p.latent_lo), b, p.t_cap, ngc * 2, g.chunk_cs,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_kq, p.k_rope_q, b, p.t_cap, g.hr / 2, g.chunk_kq, tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_ks, reinterpret_cast<const uint8_t*>(p.k_rope_scale), b, p.t_cap, ngr * 2, g.chunk_ks,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_kl, reinterpret_cast<const uint8_t*>(p.k_rope_lo), b, p.t_cap, ngr * 2, g.chunk_ks,
+                 tok0, vlo, vhi);
+}
+
+// Raw int4 rows [64, width/2] with float16 scale/lo [64, width/group] -> bf16 rows [64, stride]; tokens
+// outside [vlo, vhi) become zeros. Units of 8 values (4 code bytes, one 16-byte store). A code q becomes
+// a float as (2^23 + q) - 2^23 (bit operations and one add, no int-to-float conversion).
+__device__ __forceinline__ void dequant_rows(const unsigned char* codes, const unsigned char* scales,
+                                             const unsigned char* los, unsigned char* out, int width, int group,
+                                             int group_shift, int stride, int tok0, int vlo, int vhi) {
+  const int ng = width / group;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (j >= vlo && j < vhi) {
+      const uint32_t q = *reinterpret_cast<const uint32_t*>(codes + w.t * (width / 2) + w.col * 4);
+      const int gcol = group_shift >= 0 ? (w.col * 8) >> group_shift : (w.col * 8) / group;
+      const int gi = w.t * ng + gcol;
+      const float sc = half_bits_to_float(reinterpret_cast<const uint16_t*>(scales)[gi]);
+      const float lo = half_bits_to_float(reinterpret_cast<const uint16_t*>(los)[gi]);
+      float x[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((q >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+      v.x = pack_bf16x2(x[0], x[1]);
+      v.y = pack_bf16x2(x[2], x[3]);
+      v.z = pack_bf16x2(x[4], x[5]);
+      v.w = pack_bf16x2(x[6], x[7]);
+    }
+    *reinterpret_cast<uint4*>(out + w.t * stride + w.col * 16) = v;
+  }
+}
+
+// Modality bits of the thread's two score columns (bit e: token tok0 + 8 warp + 2 tig + e is an image).
+__device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, int tok0, int vlo, int vhi) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int j = tok0 + warp * 8 + 2 * (lane & 3);
+  const uint8_t* m = p.modality + int64_t(b) * p.t_cap;
+  uint32_t bits = 0;
+  if (j >= vlo && j < vhi && m[j] != 0) bits |= 1u;
+  if (j + 1 >= vlo && j + 1 < vhi && m[j + 1] != 0) bits |= 2u;
+  return bits;
+}
+
+// One tile: scores, online softmax, P, and O += P C. ctile/ktile: bf16 tiles of tokens [tok0, tok0 + 64).
+template <int NMOD, int MT, int NTW>
+__device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
+                                             uint32_t ctile, uint32_t ktile, int tok0, int vlo, int vhi,
+                                             uint32_t mods, const RowInfo (&ri)[MT], float scale_log2,
+                                             TcState<NMOD, MT, NTW>& st) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+  const uint32_t sbase = smem_addr(smem);
+
+  // ---- scores of the warp's 8 tokens for all rows
+  float s[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.f;
+  {
+    const uint32_t b_addr = ctile + (warp * 8 + (lane & 7)) * g.c_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
+#pragma unroll 4
+    for (int k = 0; k < p.r_kv; k += 16) {
+      uint32_t b0, b1;
+      ldsm_x2(b_addr + k * 2, b0, b1);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
+        mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
+      }
+    }
+  }
+  {
+    const uint32_t b_addr = ktile + (warp * 8 + (lane & 7)) * g.k_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      for (int kr = 0; kr < g.rope_pad; kr += 16) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + mt * 16 * g.qr_stride + kr * 2, a0, a1, a2, a3);
+        for (int gq = ri[mt].g_lo; gq <= ri[mt].g_hi; ++gq) {
+          // Rows of other groups see zeros: the product of a block-diagonal query with all groups' keys.
+          const bool m0 = ri[mt].grp[0] == gq, m1 = ri[mt].grp[1] == gq;
+          uint32_t b0, b1;
+          ldsm_x2(b_addr + (gq * p.d_rope + kr) * 2, b0, b1);
+          mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+        }
+      }
+    }
+  }
+
+  // ---- scores in the log2 domain, masked; the thread's row maxima over its two tokens
+  const int j0 = tok0 + warp * 8 + 2 * tig;
+  const bool v0 = j0 >= vlo && j0 < vhi, v1 = j0 + 1 >= vlo && j0 + 1 < vhi;
+  float tmax[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      s[mt][2 * h] = v0 ? (s[mt][2 * h] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+      s[mt][2 * h + 1] = v1 ? (s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+    }
+    if (NMOD == 1) {
+      tmax[mt][0] = fmaxf(s[mt][0], s[mt][1]);
+      tmax[mt][1] = fmaxf(s[mt][2], s[mt][3]);
+    } else {
+      // rows gid (text) and gid + 8 (image) are one head: keep the score of each token's modality
+      s[mt][0] = (mods & 1u) ? s[mt][2] : s[mt][0];
+      s[mt][1] = (mods & 2u) ? s[mt][3] : s[mt][1];
+      tmax[mt][0] = tmax[mt][1] = fmaxf(s[mt][0], s[mt][1]);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 1));
+      tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 2));
+    }
+  }
+  static_assert(kWarps == 8, "the row maxima are read as two float4 per row");
+  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [kRows][8 warps]
+  if (tig == 0) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      red_max[(mt * 16 + gid) * kWarps + warp] = tmax[mt][0];
+      red_max[(mt * 16 + gid + 8) * kWarps + warp] = tmax[mt][1];
+    }
+  }
+  __syncthreads();
+
+  // ---- new running max, rescale, P
+  unsigned char* psm = smem + g.off_p;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = mt * 16 + gid + 8 * h;
+      const float4 r0 = *reinterpret_cast<const float4*>(red_max + row * kWarps);
+      const float4 r1 = *reinterpret_cast<const float4*>(red_max + row * kWarps + 4);
+      const float mx = fmaxf(fmaxf(fmaxf(r0.x, r0.y), fmaxf(r0.z, r0.w)), fmaxf(fmaxf(r1.x, r1.y), fmaxf(r1.z, r1.w)));
+      const float m_new = fmaxf(st.m_run[mt][h], mx);
+      const float alpha = m_new == -INFINITY ? 1.f : exp2f(st.m_run[mt][h] - m_new);
+      st.m_run[mt][h] = m_new;
+      m_use[h] = m_new == -INFINITY ? 0.f : m_new;
+      st.l_part[mt][h] *= alpha;
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        st.o[mt][i][2 * h] *= alpha;
+        st.o[mt][i][2 * h + 1] *= alpha;
+      }
+    }
+    float pv[2][2];  // [row half][token]
+    if (NMOD == 1) {
+      pv[0][0] = exp2f(s[mt][0] - m_use[0]);
+      pv[0][1] = exp2f(s[mt][1] - m_use[0]);
+      pv[1][0] = exp2f(s[mt][2] - m_use[1]);
+      pv[1][1] = exp2f(s[mt][3] - m_use[1]);
+    } else {
+      const float e0 = exp2f(s[mt][0] - m_use[0]), e1 = exp2f(s[mt][1] - m_use[0]);
+      pv[0][0] = (mods & 1u) ? 0.f : e0;
+      pv[1][0] = (mods & 1u) ? e0 : 0.f;
+      pv[0][1] = (mods & 2u) ? 0.f : e1;
+      pv[1][1] = (mods & 2u) ? e1 : 0.f;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      st.l_part[mt][h] += pv[h][0] + pv[h][1];
+      *reinterpret_cast<uint32_t*>(psm + (mt * 16 + gid + 8 * h) * g.p_stride + (warp * 8 + 2 * tig) * 2) =
+          pack_bf16x2(pv[h][0], pv[h][1]);
+    }
+  }
+  __syncthreads();
+
+  // ---- O += P C over the warp's output columns
+  const uint32_t pa_addr = sbase + g.off_p + (lane & 15) * g.p_stride + (lane >> 4) * 16;
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks) {
+    uint32_t bf[NTW][2];
+#pragma unroll
+    for (int i = 0; i < NTW; ++i) {
+      const int nt = warp + i * kWarps;
+      if (nt * 8 < p.r_kv) ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+      }
+    }
+  }
+}
+
+template <int NMOD, int MT, int NTW, bool INT4>
+__global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
+    mla_decode_tc_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kRows = MT * 16;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int head0 = blockIdx.y * MT * (16 / NMOD);
+  const int gsize = p.h_q / p.h_kv;
+  const uint32_t sbase = smem_addr(smem);
+
+  // ---- the block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q)
+  for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += kThreads) {
+    const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+    int mod, head;
+    row_to_head<NMOD>(row, head0, mod, head);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q) {
+      const float* q = p.qa + ((int64_t(mod) * p.b + b) * p.h_q + head) * p.r_kv + 2 * c2;
+      x0 = q[0];
+      x1 = q[1];
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += kThreads) {
+    const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
+    int mod, head;
+    row_to_head<NMOD>(row, head0, mod, head);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q && 2 * c2 < p.d_rope) {
+      const float* q = p.qr + (int64_t(b) * p.h_q + head) * p.d_rope + 2 * c2;
+      x0 = q[0];
+      x1 = q[1];
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  // the 8 pad columns of every RoPE tile row: read (times zero queries) when d_rope % 16 == 8
+  {
+    const int ntiles = INT4 ? 1 : kBf16Stages;
+    for (int idx = tid; idx < ntiles * kTile; idx += kThreads) {
+      const int st = idx / kTile, t = idx - st * kTile;
+      *reinterpret_cast<uint4*>(smem + g.off_tiles + st * g.tile_bytes + kTile * g.c_stride + t * g.k_stride +
+                                g.hr * 2) = make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  RowInfo ri[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int mod, head;
+      row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+      ri[mt].grp[h] = head < p.h_q ? head / gsize : -1;
+      ri[mt].bias[h] = (head < p.h_q && p.qb != nullptr) ? p.qb[(int64_t(mod) * p.b + b) * p.h_q + head] : 0.f;
+    }
+    const int first = head0 + mt * (16 / NMOD), last = min(first + 16 / NMOD, p.h_q) - 1;
+    ri[mt].g_lo = first < p.h_q ? first / gsize : 1;
+    ri[mt].g_hi = first < p.h_q ? last / gsize : 0;
+  }
+
+  TcState<NMOD, MT, NTW> st;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      st.m_run[mt][h] = -INFINITY;
+      st.l_part[mt][h] = 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < NTW; ++i) st.o[mt][i][0] = st.o[mt][i][1] = st.o[mt][i][2] = st.o[mt][i][3] = 0.f;
+  }
+  const float scale_log2 = p.scale * kLog2e;
+  const SeqRange sr = seq_range(p, b);
+  __syncthreads();  // queries and pads written
+
+  const bool ring = INT4 && split >= g.splits;
+  if (!ring) {
+    // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
+    const int vlo = sr.lo, vhi = INT4 ? min(sr.hi, sr.qlen) : sr.hi;
+    int t_first, t_end;
+    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+    if (!INT4) {
+      constexpr int S = kBf16Stages;
+#pragma unroll
+      for (int s = 0; s < S - 1; ++s) {
+        if (t_first + s < t_end) {
+          const uint32_t tb = sbase + g.off_tiles + s * g.tile_bytes;
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t_first + s) * kTile, vlo, vhi, false);
+        }
+        cp_async_commit();
+      }
+      uint32_t mods_next = (NMOD == 2 && t_first < t_end) ? load_mods(p, b, t_first * kTile, vlo, vhi) : 0u;
+      for (int t = t_first; t < t_end; ++t) {
+        const int i = t - t_first;
+        cp_async_wait<S - 2>();
+        __syncthreads();
+        if (t + S - 1 < t_end) {
+          const uint32_t tb = sbase + g.off_tiles + ((i + S - 1) % S) * g.tile_bytes;
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t + S - 1) * kTile, vlo, vhi, false);
+        }
+        cp_async_commit();
+        const uint32_t mods = mods_next;
+        if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
+        const uint32_t tb = sbase + g.off_tiles + (i % S) * g.tile_bytes;
+        compute_tile<NMOD, MT, NTW>(p, g, smem, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, mods, ri,
+                                    scale_log2, st);
+      }
+    } else {
+      constexpr int S = kRawStages;
+      unsigned char* ctile = smem + g.off_tiles;
+      unsigned char* ktile = ctile + kTile * g.c_stride;
+#pragma unroll
+      for (int s = 0; s < S - 1; ++s) {
+        if (t_first + s < t_end) load_raw_tile(p, g, b, sbase + g.off_raw + s * g.raw_bytes, (t_first + s) * kTile, vlo, vhi);
+        cp_async_commit();
+      }
+      uint32_t mods_next = (NMOD == 2 && t_first < t_end) ? load_mods(p, b, t_first * kTile, vlo, vhi) : 0u;
+      for (int t = t_first; t < t_end; ++t) {
+        const int i = t - t_first;
+        cp_async_wait<S - 2>();
+        __syncthreads();  // raw tile t landed; everyone is done with the previous tile
+        if (t + S - 1 < t_end)
+          load_raw_tile(p, g, b, sbase + g.off_raw + ((i + S - 1) % S) * g.raw_bytes, (t + S - 1) * kTile, vlo, vhi);
+        cp_async_commit();
+        const uint32_t mods = mods_next;
+        if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
+        const unsigned char* raw = smem + g.off_raw + (i % S) * g.raw_bytes;
+        dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.shift_c,
+                     g.c_stride, t * kTile, vlo, vhi);
+        dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.shift_r, g.k_stride,
+                     t * kTile, vlo, vhi);
+        __syncthreads();
+        compute_tile<NMOD, MT, NTW>(p, g, smem, smem_addr(ctile), smem_addr(ktile), t * kTile, vlo, vhi, mods, ri,
+                                    scale_log2, st);
+      }
+    }
+  } else {
+    // int4: the bf16 ring holds positions [qlen, hi); one split, one stage (a window is a few tiles)
+    const int vlo = max(sr.lo, sr.qlen), vhi = sr.hi;
+    int t_first, t_end;
+    split_tiles(vlo, vhi, 0, 1, 1, t_first, t_end);
+    const uint32_t ctile = sbase + g.off_tiles, ktile = ctile + kTile * g.c_stride;
+    for (int t = t_first; t < t_end; ++t) {
+      __syncthreads();  // everyone is done with the previous tile
+      load_bf16_tile(p, g, b, ctile, ktile, t * kTile, vlo, vhi, true);
+      cp_async_commit();
+      const uint32_t mods = NMOD == 2 ? load_mods(p, b, t * kTile, vlo, vhi) : 0u;
+      cp_async_wait<0>();
+      __syncthreads();
+      compute_tile<NMOD, MT, NTW>(p, g, smem, ctile, ktile, t * kTile, vlo, vhi, mods, ri, scale_log2, st);
+    }
+  }
+  cp_async_wait<0>();
+
+  // ---- partials: row sums over the quad and the warps, then max, mass and acc
+  float* red_l = reinterpret_cast<float*>(smem + g.off_red) + kWarps * kRows;  // [8 warps][kRows]
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = st.l_part[mt][h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      if (tig == 0) red_l[warp * kRows + mt * 16 + gid + 8 * h] = l;
+    }
+  }
+  __syncthreads();
+  const Partials w = partials(p, g.total_splits);
+  if (tid < kRows) {
+    int mod, head;
+    row_to_head<NMOD>(tid, head0, mod, head);
+    if (head < p.h_q) {
+      float l = 0.f;
+      for (int ww = 0; ww < kWarps; ++ww) l += red_l[ww * kRows + tid];
+      w.mass[((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q + head] = l;
+    }
+  }
+  if (warp == 0 && tig == 0) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int mod, head;
+        row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+        if (head < p.h_q && mod == 0) w.m[(int64_t(split) * p.b + b) * p.h_q + head] = st.m_run[mt][h];
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int mod, head;
+      row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+      if (head >= p.h_q) continue;
+      float* out = w.acc + ((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q * int64_t(p.r_kv) +
+                   int64_t(head) * p.r_kv;
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        const int col = (warp + i * kWarps) * 8 + 2 * tig;
+        if (col < p.r_kv) *reinterpret_cast<float2*>(out + col) = make_float2(st.o[mt][i][2 * h], st.o[mt][i][2 * h + 1]);
+      }
+    }
+  }
+}
+
+// ---- the generic kernel ------------------------------------------------------------------------------
+// One CTA per (split, head, block of 4096 latent columns, sequence); fp32 arithmetic on CUDA cores.
+// Handles every shape the tensor-core kernel does not (any r_kv % 8 == 0, any even d_rope, unaligned
+// arrays); int4 keys are dequantized in fp32 per element, the ring read in place.
+__device__ __forceinline__ float load_latent(const MlaDecodeParams& p, int b, int j, int qlen, int d) {
+  if (p.format == MlaCacheFormat::kBf16) return bf16_bits_to_float(p.latent[(int64_t(b) * p.t_cap + j) * p.r_kv + d]);
+  if (j >= qlen) return bf16_bits_to_float(p.latent_win[(int64_t(b) * p.window + j % p.window) * p.r_kv + d]);
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  const uint32_t code = (p.latent_q[row * (p.r_kv / 2) + d / 2] >> ((d & 1) * 4)) & 15u;
+  const int64_t gi = row * (p.r_kv / p.group_c) + d / p.group_c;
+  return float(code) * half_bits_to_float(p.latent_scale[gi]) + half_bits_to_float(p.latent_lo[gi]);
+}
+__device__ __forceinline__ float load_krope(const MlaDecodeParams& p, int b, int j, int qlen, int d) {
+  const int hr = p.h_kv * p.d_rope;
+  if (p.format == MlaCacheFormat::kBf16) return bf16_bits_to_float(p.k_rope[(int64_t(b) * p.t_cap + j) * hr + d]);
+  if (j >= qlen) return bf16_bits_to_float(p.k_rope_win[(int64_t(b) * p.window + j % p.window) * hr + d]);
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  const uint32_t code = (p.k_rope_q[row * (hr / 2) + d / 2] >> ((d & 1) * 4)) & 15u;
+  const int64_t gi = row * (hr / p.group_r) + d / p.group_r;
+  return float(code) * half_bits_to_float(p.k_rope_scale[gi]) + half_bits_to_float(p.k_rope_lo[gi]);
+}
+
+template <int NMOD>
+__global__ void __launch_bounds__(kGenericThreads)
+    mla_decode_generic_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kPerThread = kGenericCols / kGenericThreads;  // 32
+  float* q_s = reinterpret_cast<float*>(smem);  // [NMOD][r_kv] then [d_rope]
+  float* qr_s = q_s + NMOD * p.r_kv;
+  __shared__ float s_sm[kGenericChunk];
+  __shared__ int mod_sm[kGenericChunk];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int split = blockIdx.x, head = blockIdx.y / g.col_blocks, cb = blockIdx.y % g.col_blocks, b = blockIdx.z;
+  const int grp = head / (p.h_q / p.h_kv);
+  for (int i = tid; i < NMOD * p.r_kv; i += kGenericThreads) {
+    const int m = i / p.r_kv, d = i - m * p.r_kv;
+    q_s[i] = p.qa[((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv + d];
+  }
+  for (int i = tid; i < p.d_rope; i += kGenericThreads) qr_s[i] = p.qr[(int64_t(b) * p.h_q + head) * p.d_rope + i];
+  float bias[NMOD];
+#pragma unroll
+  for (int m = 0; m < NMOD; ++m) bias[m] = p.qb ? p.qb[(int64_t(m) * p.b + b) * p.h_q + head] : 0.f;
+  const float scale_log2 = p.scale * kLog2e;
+  const SeqRange sr = seq_range(p, b);
+  int t_first, t_end;
+  split_tiles(sr.lo, sr.hi, split, g.splits, g.tiles_per_split, t_first, t_end);
+  const int jlo = max(sr.lo, t_first * kTile), jhi = min(sr.hi, t_end * kTile);
+  const int col0 = cb * kGenericCols, col1 = min(p.r_kv, col0 + kGenericCols);
+
+  float acc[NMOD][kPerThread];
+#pragma unroll
+  for (int m = 0; m < NMOD; ++m)
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) acc[m][k] = 0.f;
+  float m_run = -INFINITY, l[NMOD];
+#pragma unroll
+  for (int m = 0; m < NMOD; ++m) l[m] = 0.f;
+  __syncthreads();
+
+  for (int c0 = jlo; c0 < jhi; c0 += kGenericChunk) {
+    const int n = min(kGenericChunk, jhi - c0);
+    for (int t = warp; t < kGenericChunk; t += kGenericThreads / 32) {
+      const int j = c0 + t;
+      if (t < n) {
+        const int m = NMOD == 2 ? (p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0) : 0;
+        float dot = 0.f;
+        for (int d = lane; d < p.r_kv; d += 32) dot += q_s[m * p.r_kv + d] * load_latent(p, b, j, sr.qlen, d);
+        for (int d = lane; d < p.d_rope; d += 32) dot += qr_s[d] * load_krope(p, b, j, sr.qlen, grp * p.d_rope + d);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (lane == 0) {
+          s_sm[t] = (dot + (m ? bias[NMOD - 1] : bias[0])) * scale_log2;
+          mod_sm[t] = m;
+        }
+      } else if (lane == 0) {
+        s_sm[t] = -INFINITY;
+        mod_sm[t] = 0;
+      }
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int t = 0; t < n; ++t) mx = fmaxf(mx, s_sm[t]);
+    const float m_new = fmaxf(m_run, mx);
+    const float alpha = m_new == -INFINITY ? 1.f : exp2f(m_run - m_new);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;
+    m_run = m_new;
+#pragma unroll
+    for (int m = 0; m < NMOD; ++m) {
+      l[m] *= alpha;
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) acc[m][k] *= alpha;
+    }
+    for (int t = 0; t < n; ++t) {
+      const float pt = exp2f(s_sm[t] - m_use);
+      const int m = mod_sm[t];
+      const float p0 = (NMOD == 2 && m) ? 0.f : pt, p1 = (NMOD == 2 && m) ? pt : 0.f;
+      l[0] += p0;
+      if (NMOD == 2) l[NMOD - 1] += p1;
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) {
+        const int d = col0 + tid + k * kGenericThreads;
+        if (d >= col1) break;
+        const float c = load_latent(p, b, c0 + t, sr.qlen, d);
+        acc[0][k] += p0 * c;
+        if (NMOD == 2) acc[NMOD - 1][k] += p1 * c;
+      }
+    }
+    __syncthreads();
+  }
+
+  const Partials w = partials(p, g.total_splits);
+  if (cb == 0 && tid == 0) {
+    w.m[(int64_t(split) * p.b + b) * p.h_q + head] = m_run;
+#pragma unroll
+    for (int m = 0; m < NMOD; ++m) w.mass[((int64_t(split) * p.n_mod + m) * p.b + b) * p.h_q + head] = l[m];
+  }
+#pragma unroll
+  for (int m = 0; m < NMOD; ++m) {
+    float* out = w.acc + (((int64_t(split) * p.n_mod + m) * p.b + b) * p.h_q + head) * p.r_kv;
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int d = col0 + tid + k * kGenericThreads;
+      if (d < col1) out[d] = acc[m][k];
+    }
+  }
+}
+
+// ---- combine -----------------------------------------------------------------------------------------
+// One CTA per (head, sequence): weights 2^(m_s - M) per split, then acc and mass normalized by the total.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int i = 0; i < nw; ++i) t += red[i];
+  return t;
+}
+__device__ __forceinline__ float block_max(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = -INFINITY;
+  for (int i = 0; i < nw; ++i) t = fmaxf(t, red[i]);
+  return t;
+}
+
+constexpr int kCombineThreads = 256;
+
+// smem: weights [total_splits] (rounded up to 4, zero tail), then float4 partial sums [256].
+__global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
+                                                                             int total_splits) {
+  extern __shared__ __align__(16) float csm[];
+  float* wts = csm;
+  float4* part = reinterpret_cast<float4*>(csm + (total_splits + 3) / 4 * 4);
+  __shared__ float red[32];
+  const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  const Partials w = partials(p, total_splits);
+  float mx = -INFINITY;
+  for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m[(int64_t(s) * p.b + b) * p.h_q + head]);
+  const float M = block_max(mx, red);
+  float mass_part0 = 0.f, mass_part1 = 0.f;
+  for (int s = tid; s < (total_splits + 3) / 4 * 4; s += blockDim.x) {
+    float ws = 0.f;
+    if (s < total_splits) {
+      const float ms = w.m[(int64_t(s) * p.b + b) * p.h_q + head];
+      ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
+      if (ws != 0.f) {
+        mass_part0 += ws * w.mass[((int64_t(s) * p.n_mod) * p.b + b) * p.h_q + head];
+        if (p.n_mod == 2) mass_part1 += ws * w.mass[((int64_t(s) * p.n_mod + 1) * p.b + b) * p.h_q + head];
+      }
+    }
+    wts[s] = ws;
+  }
+  const float mass0 = block_sum(mass_part0, red);
+  const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
+  const float total = mass0 + mass1;
+  const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
+  if (tid == 0) {
+    p.mass[int64_t(b) * p.h_q + head] = mass0 * inv;
+    if (p.n_mod == 2) p.mass[(int64_t(p.b) + b) * p.h_q + head] = mass1 * inv;
+  }
+  __syncthreads();  // wts written
+  // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
+  const int nc4 = p.r_kv / 4;
+  const int nsg = nc4 >= kCombineThreads ? 1 : kCombineThreads / nc4;
+  const int sg = tid / min(nc4, kCombineThreads);
+  for (int m = 0; m < p.n_mod; ++m) {
+    const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
+                        int64_t(head) * nc4;
+    const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+    float4* out = reinterpret_cast<float4*>(p.acc + ((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv);
+    for (int c0 = 0; c0 < nc4; c0 += kCombineThreads) {
+      const int c4 = c0 + tid % min(nc4, kCombineThreads);
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (sg < nsg && c4 < nc4) {
+#pragma unroll 4
+        for (int s = sg; s < total_splits; s += nsg) {
+          const float ws = wts[s];
+          if (ws != 0.f) {
+            const float4 v = src[s * split_stride + c4];
+            a.x += ws * v.x;
+            a.y += ws * v.y;
+            a.z += ws * v.z;
+            a.w += ws * v.w;
+          }
+        }
+      }
+      if (nsg == 1) {
+        if (c4 < nc4) out[c4] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+        continue;
+      }
+      if (sg < nsg) part[tid] = a;
+      __syncthreads();
+      if (tid < nc4) {
+        float4 t = part[tid];
+        for (int k = 1; k < nsg; ++k) {
+          const float4 v = part[k * nc4 + tid];
+          t.x += v.x;
+          t.y += v.y;
+          t.z += v.z;
+          t.w += v.w;
+        }
+        out[tid] = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// ---- host: validation, planning, dispatch ---------------------------------------------------------------
+void check_sizes(const MlaDecodeParams& p) {
+  VLM2MLA_CHECK(p.b > 0 && p.h_q > 0 && p.h_kv > 0 && p.t_cap > 0, ArgumentError,
+                "mla_decode: b, h_q, h_kv and t_cap must be positive (got b=", p.b, ", h_q=", p.h_q,
+                ", h_kv=", p.h_kv, ", t_cap=", p.t_cap, ")");
+  VLM2MLA_CHECK(p.h_q % p.h_kv == 0, ArgumentError, "mla_decode: h_q (", p.h_q, ") must be a multiple of h_kv (",
+                p.h_kv, ")");
+  VLM2MLA_CHECK(p.r_kv > 0 && p.r_kv % 8 == 0, ArgumentError, "mla_decode: r_kv must be a positive multiple of 8 (got ",
+                p.r_kv, ")");
+  VLM2MLA_CHECK(p.d_rope > 0 && p.d_rope % 2 == 0, ArgumentError,
+                "mla_decode: d_rope must be positive and even (got ", p.d_rope, ")");
+  VLM2MLA_CHECK(p.n_mod == 1 || p.n_mod == 2, ArgumentError, "mla_decode: n_mod must be 1 or 2 (got ", p.n_mod, ")");
+  VLM2MLA_CHECK(p.max_length >= 0, ArgumentError, "mla_decode: max_length must be >= 0");
+  VLM2MLA_CHECK(p.qa && p.qr && p.start && p.length && p.acc && p.mass, ArgumentError,
+                "mla_decode: qa, qr, start, length, acc and mass must be set");
+  VLM2MLA_CHECK(p.n_mod == 1 || p.modality, ArgumentError, "mla_decode: two modalities need the modality array");
+  switch (p.format) {
+    case MlaCacheFormat::kBf16:
+      VLM2MLA_CHECK(p.latent && p.k_rope, ArgumentError, "mla_decode: the bf16 format needs latent and k_rope");
+      break;
+    case MlaCacheFormat::kInt4: {
+      const int hr = p.h_kv * p.d_rope;
+      VLM2MLA_CHECK(p.latent_q && p.latent_scale && p.latent_lo && p.k_rope_q && p.k_rope_scale && p.k_rope_lo,
+                    ArgumentError, "mla_decode: the int4 format needs latent_q/scale/lo and k_rope_q/scale/lo");
+      VLM2MLA_CHECK(p.group_c > 0 && p.r_kv % p.group_c == 0 && p.group_c % 2 == 0, ArgumentError,
+                    "mla_decode: group_c (", p.group_c, ") must be even and divide r_kv (", p.r_kv, ")");
+      VLM2MLA_CHECK(p.group_r > 0 && hr % p.group_r == 0 && p.group_r % 2 == 0, ArgumentError,
+                    "mla_decode: group_r (", p.group_r, ") must be even and divide h_kv * d_rope (", hr, ")");
+      VLM2MLA_CHECK(p.window >= 0, ArgumentError, "mla_decode: window must be >= 0");
+      VLM2MLA_CHECK(p.window == 0 || (p.latent_win && p.k_rope_win), ArgumentError,
+                    "mla_decode: window > 0 needs latent_win and k_rope_win");
+      break;
+    }
+  }
+}
+
+struct Device {
+  int sms = 0;
+  int smem_optin = 0;
+};
+Device device_info() {
+  int dev = 0;
+  VLM2MLA_CUDA_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
+  Device d;
+  VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev),
+                     "cudaDeviceGetAttribute(MultiProcessorCount)");
+  VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+                     "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  return d;
+}
+
+using KernelFn = void (*)(MlaDecodeParams, Geom);
+
+template <int NMOD, bool INT4>
+KernelFn tc_kernel_for(int mt, int ntw) {
+  if (mt == 2) {
+    switch (ntw) {
+      case 1: return mla_decode_tc_kernel<NMOD, 2, 1, INT4>;
+      case 2: return mla_decode_tc_kernel<NMOD, 2, 2, INT4>;
+      case 4: return mla_decode_tc_kernel<NMOD, 2, 4, INT4>;
+      case 8: return mla_decode_tc_kernel<NMOD, 2, 8, INT4>;
+    }
+  } else if (mt == 4) {
+    switch (ntw) {
+      case 1: return mla_decode_tc_kernel<NMOD, 4, 1, INT4>;
+      case 2: return mla_decode_tc_kernel<NMOD, 4, 2, INT4>;
+      case 4: return mla_decode_tc_kernel<NMOD, 4, 4, INT4>;
+    }
+  }
+  return nullptr;
+}
+KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw) {
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  if (p.n_mod == 1) return int4 ? tc_kernel_for<1, true>(mt, ntw) : tc_kernel_for<1, false>(mt, ntw);
+  return int4 ? tc_kernel_for<2, true>(mt, ntw) : tc_kernel_for<2, false>(mt, ntw);
+}
+KernelFn generic_kernel(const MlaDecodeParams& p) {
+  return p.n_mod == 1 ? mla_decode_generic_kernel<1> : mla_decode_generic_kernel<2>;
+}
+
+// Raises `fn`'s dynamic shared-memory limit to `smem` (every time: the limit is per function and a later
+// plan may have lowered it) and returns how many CTAs of it fit on a multiprocessor (cached).
+int prepare_kernel(KernelFn fn, int threads, int64_t smem) {
+  VLM2MLA_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(fn),
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                     "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int64_t>, int> cache;
+  int dev = 0;
+  VLM2MLA_CUDA_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
+  const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(fn), smem);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  VLM2MLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, reinterpret_cast<const void*>(fn), threads,
+                                                                   size_t(smem)),
+                     "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  VLM2MLA_CHECK(n > 0, Error, "mla_decode: the kernel cannot run with ", smem, " bytes of shared memory");
+  cache.emplace(key, n);
+  return n;
+}
+
+int align16(int x) { return (x + 15) / 16 * 16; }
+
+// Largest cp.async size (16, 8, 4) dividing the base address, 64 rows and a sequence's rows; 0 if none.
+int chunk_for(const void* base, int64_t row_bytes, int64_t t_cap) {
+  const auto addr = reinterpret_cast<uintptr_t>(base);
+  for (int c : {16, 8, 4}) {
+    if (addr % c == 0 && (kTile * row_bytes) % c == 0 && (t_cap * row_bytes) % c == 0) return c;
+  }
+  return 0;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Number of 64-aligned tiles a key range of `len` positions can touch.
+int max_tiles(int64_t len) { return len > 0 ? int((len + 62) / kTile + 1) : 0; }
+
+struct FullPlan {
+  MlaDecodePlan plan;
+  Geom geom;
+  KernelFn fn = nullptr;
+};
+
+// Why the tensor-core kernel cannot take these sizes ("" if it can); fills the geometry when it can.
+std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, int& mt, int& ntw) {
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  g.hr = p.h_kv * p.d_rope;
+  if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
+  if (p.r_kv > 512) return "r_kv > 512";
+  if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
+  if (!int4 && !(aligned16(p.latent) && aligned16(p.k_rope))) return "latent/k_rope are not 16-byte aligned";
+  if (int4 && p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
+    return "latent_win/k_rope_win are not 16-byte aligned";
+  if (int4 && (p.group_c % 8 != 0 || p.group_r % 8 != 0)) return "a quantization group is not a multiple of 8";
+  const int ngc = p.r_kv / std::max(p.group_c, 1), ngr = g.hr / std::max(p.group_r, 1);
+  if (int4) {
+    g.chunk_cq = chunk_for(p.latent_q, p.r_kv / 2, p.t_cap);
+    g.chunk_cs = std::min(chunk_for(p.latent_scale, 2 * ngc, p.t_cap), chunk_for(p.latent_lo, 2 * ngc, p.t_cap));
+    g.chunk_kq = chunk_for(p.k_rope_q, g.hr / 2, p.t_cap);
+    g.chunk_ks = std::min(chunk_for(p.k_rope_scale, 2 * ngr, p.t_cap), chunk_for(p.k_rope_lo, 2 * ngr, p.t_cap));
+    if (!g.chunk_cq || !g.chunk_cs || !g.chunk_kq || !g.chunk_ks)
+      return "the quantized arrays' rows are not 4-byte aligned (t_cap odd with one group per row?)";
+  }
+  for (int sh = 0; sh < 31; ++sh) {
+    if ((1 << sh) == p.group_c) g.shift_c = sh;
+    if ((1 << sh) == p.group_r) g.shift_r = sh;
+  }
+  const int nt = p.r_kv / 8;  // 8-column output tiles
+  ntw = nt <= kWarps ? 1 : nt <= 2 * kWarps ? 2 : nt <= 4 * kWarps ? 4 : 8;
+  const int mt_needed = (p.h_q * p.n_mod + 15) / 16;
+  mt = (mt_needed <= 2 || ntw == 8) ? 2 : 4;
+  const int rows = mt * 16;
+  g.rope_pad = (p.d_rope + 15) / 16 * 16;
+  g.c_stride = (p.r_kv + 8) * 2;
+  g.k_stride = (g.hr + 8) * 2;
+  g.ql_stride = (p.r_kv + 8) * 2;
+  g.qr_stride = (g.rope_pad + 8) * 2;
+  g.p_stride = (kTile + 8) * 2;
+  g.tile_bytes = kTile * (g.c_stride + g.k_stride);
+  int off = 0;
+  g.off_qlat = off;
+  off += align16(rows * g.ql_stride);
+  g.off_qrope = off;
+  off += align16(rows * g.qr_stride);
+  g.off_p = off;
+  off += align16(rows * g.p_stride);
+  g.off_red = off;
+  off += align16(2 * kWarps * rows * 4);
+  g.off_tiles = off;
+  off += (int4 ? 1 : kBf16Stages) * g.tile_bytes;
+  if (int4) {
+    int r = 0;
+    g.raw_cq = r;
+    r += align16(kTile * p.r_kv / 2);
+    g.raw_cs = r;
+    r += align16(kTile * 2 * ngc);
+    g.raw_cl = r;
+    r += align16(kTile * 2 * ngc);
+    g.raw_kq = r;
+    r += align16(kTile * g.hr / 2);
+    g.raw_ks = r;
+    r += align16(kTile * 2 * ngr);
+    g.raw_kl = r;
+    r += align16(kTile * 2 * ngr);
+    g.raw_bytes = r;
+    g.off_raw = off;
+    off += kRawStages * r;
+  }
+  if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
+  return "";
+}
+
+FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
+  check_sizes(p);
+  const Device dev = device_info();
+  FullPlan fp;
+  MlaDecodePlan& plan = fp.plan;
+  Geom& g = fp.geom;
+  int mt = 0, ntw = 0;
+  std::string why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
+                                                          : tc_geometry(p, dev, g, mt, ntw);
+  VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCore || why.empty(), ArgumentError,
+                "mla_decode: the tensor-core kernel cannot take these sizes: ", why);
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  if (why.empty()) {
+    plan.tensor_core = true;
+    plan.m_tiles = mt;
+    plan.n_tiles_per_warp = ntw;
+    plan.head_blocks = (p.h_q + mt * 16 / p.n_mod - 1) / (mt * 16 / p.n_mod);
+    plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
+                           : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
+    fp.fn = tc_kernel(p, mt, ntw);
+    VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
+    plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
+    const int tiles = max_tiles(p.max_length);
+    const int64_t per_split = int64_t(p.b) * plan.head_blocks;
+    plan.ring_splits = (int4 && p.window > 0) ? 1 : 0;
+    const int64_t capacity = int64_t(dev.sms) * plan.ctas_per_sm - per_split * plan.ring_splits;
+    int splits = int(std::max<int64_t>(1, capacity / per_split));
+    splits = std::max(1, std::min(splits, tiles));
+    plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
+    plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+  } else {
+    plan.why_generic = why;
+    g = Geom{};
+    g.col_blocks = (p.r_kv + kGenericCols - 1) / kGenericCols;
+    plan.smem_bytes = int64_t(p.n_mod * p.r_kv + p.d_rope) * 4;
+    VLM2MLA_CHECK(plan.smem_bytes <= dev.smem_optin, ArgumentError, "mla_decode: r_kv ", p.r_kv,
+                  " needs more shared memory for the queries than the device has");
+    fp.fn = generic_kernel(p);
+    plan.ctas_per_sm = prepare_kernel(fp.fn, kGenericThreads, plan.smem_bytes);
+    plan.head_blocks = p.h_q;
+    // the whole key range (ring included) in one set of splits
+    const int tiles = max_tiles(p.max_length);
+    const int64_t per_split = int64_t(p.b) * p.h_q * g.col_blocks;
+    // one CTA per head walks its keys alone: aim for several waves of CTAs
+    int splits = int(std::max<int64_t>(1, 4 * int64_t(dev.sms) * plan.ctas_per_sm / per_split));
+    splits = std::max(1, std::min(splits, tiles));
+    plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
+    plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+    plan.ring_splits = 0;
+  }
+  g.splits = plan.splits;
+  g.ring_splits = plan.ring_splits;
+  g.tiles_per_split = plan.tiles_per_split;
+  g.total_splits = plan.splits + plan.ring_splits;
+  plan.workspace_floats = workspace_floats_for(p, g.total_splits);
+  return fp;
+}
+
+}  // namespace
+
+MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant) {
+  return make_plan(params, variant).plan;
+}
+
+int64_t mla_decode_workspace_floats(const MlaDecodeParams& params, MlaDecodeVariant variant) {
+  return make_plan(params, variant).plan.workspace_floats;
+}
+
+void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDecodeVariant variant) {
+  const FullPlan fp = make_plan(params, variant);
+  const MlaDecodePlan& plan = fp.plan;
+  VLM2MLA_CHECK(params.workspace != nullptr && params.workspace_floats >= plan.workspace_floats, ArgumentError,
+                "mla_decode: the workspace holds ", params.workspace_floats, " floats, ", plan.workspace_floats,
+                " needed");
+  VLM2MLA_CHECK(reinterpret_cast<uintptr_t>(params.workspace) % 16 == 0, ArgumentError,
+                "mla_decode: the workspace must be 16-byte aligned");
+  const int total = fp.geom.total_splits;
+  VLM2MLA_CHECK(total <= 65535 && params.b <= 65535, ArgumentError, "mla_decode: too many splits or sequences");
+  if (plan.tensor_core) {
+    const dim3 grid(total, plan.head_blocks, params.b);
+    fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel");
+  } else {
+    const dim3 grid(total, params.h_q * fp.geom.col_blocks, params.b);
+    VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many heads x column blocks");
+    fp.fn<<<grid, kGenericThreads, plan.smem_bytes, stream>>>(params, fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the generic split kernel");
+  }
+  const int64_t combine_smem = int64_t(total + 3) / 4 * 4 * 4 + kCombineThreads * 16;
+  VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
+  mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
+  VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,40 @@
+// The CUDA absorbed-MLA decode kernel (params.h says what it computes). No libtorch here: ops.cpp
+// validates tensors and fills MlaDecodeParams; this layer validates the plain sizes again (ArgumentError)
+// and checks every CUDA call and launch (Error naming the call).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/params.h"
+
+namespace vlm2mla {
+
+// How a call is split; exposed for tests and the benchmark.
+struct MlaDecodePlan {
+  bool tensor_core = false;   // false: the generic kernel
+  std::string why_generic;    // when !tensor_core: the first condition that failed
+  int m_tiles = 0;            // tensor core: 16-row MMA tiles per CTA (heads per CTA = m_tiles * 16 / n_mod)
+  int n_tiles_per_warp = 0;   // tensor core: 8-column output tiles per warp
+  int head_blocks = 0;        // CTAs across the heads of one sequence
+  int splits = 0;             // split-KV CTAs over the main store (bf16 cache / int4 store)
+  int ring_splits = 0;        // int4: CTAs over the bf16 ring (0 or 1)
+  int tiles_per_split = 0;    // 64-token tiles per split (the last split takes what is left)
+  int64_t smem_bytes = 0;     // dynamic shared memory per CTA
+  int ctas_per_sm = 0;        // occupancy of the main kernel
+  int64_t workspace_floats = 0;
+};
+
+MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant = MlaDecodeVariant::kAuto);
+int64_t mla_decode_workspace_floats(const MlaDecodeParams& params,
+                                    MlaDecodeVariant variant = MlaDecodeVariant::kAuto);
+
+// Enqueues the decode on `stream`: the split kernel(s), then the combine kernel. params.workspace must
+// hold mla_decode_workspace_floats(params, variant) floats. Throws ArgumentError for invalid sizes and
+// Error when a CUDA call or launch fails.
+void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream,
+                       MlaDecodeVariant variant = MlaDecodeVariant::kAuto);
+
+}  // namespace vlm2mla

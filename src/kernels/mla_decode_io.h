@@ -1,0 +1,62 @@
+// The tensors of an absorbed-MLA decode call (params.h says what it computes), shared by the CPU
+// reference (ref/mla_decode_ref.h) and the dispatcher (ops.h), and their host-side validation.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "kernels/params.h"
+#include "kvcache/quant.h"
+
+namespace vlm2mla {
+
+struct MlaDecodeInputs {
+  MlaCacheFormat format = MlaCacheFormat::kBf16;
+  at::Tensor qa;        // [n_mod, b, h_q, r_kv] absorbed queries (any float dtype; the kernel uses bf16)
+  at::Tensor qr;        // [b, h_q, d_rope] rotated RoPE queries (any float dtype; the kernel uses bf16)
+  at::Tensor qb;        // [n_mod, b, h_q] k-bias terms (float), or undefined for none
+  at::Tensor start;     // int32/int64 [b] first key position, or undefined for 0
+  at::Tensor length;    // int32/int64 [b] one past the last key position (<= t_cap)
+  at::Tensor modality;  // uint8/bool [b, t_cap] (0 text, else image); needed when n_mod == 2, ignored otherwise
+  double scale = 1.0;   // softmax scale
+
+  // format kBf16 (contiguous; not copied)
+  at::Tensor latent;  // bf16 [b, t_cap, r_kv]
+  at::Tensor k_rope;  // bf16 [b, t_cap, h_kv * d_rope]
+
+  // format kInt4 (kvcache/quant.h, 4 bits; contiguous): positions < length - window quantized, the rest
+  // in the bf16 ring (row = position % window)
+  QuantizedRows latent_q;  // data uint8 [b, t_cap, r_kv / 2], scale/lo float16 [b, t_cap, r_kv / group_c]
+  QuantizedRows k_rope_q;  // data uint8 [b, t_cap, h_kv * d_rope / 2], scale/lo float16 [.., / group_r]
+  int64_t window = 0;      // ring rows
+  at::Tensor latent_win;   // bf16 [b, window, r_kv]
+  at::Tensor k_rope_win;   // bf16 [b, window, h_kv * d_rope]
+
+  // CUDA only: an upper bound on length - start (sizes the split-KV grid; keys beyond it are still
+  // read, only the balance suffers). -1: copy start/length to the host once (a sync) and check them.
+  int64_t max_length = -1;
+  MlaDecodeVariant variant = MlaDecodeVariant::kAuto;  // CUDA only: which kernel
+};
+
+struct MlaDecodeOutput {
+  at::Tensor acc;   // float [n_mod, b, h_q, r_kv]: sum_{j: m_j = m} p_j c_j
+  at::Tensor mass;  // float [n_mod, b, h_q]: sum_{j: m_j = m} p_j
+};
+
+// Sizes read off the tensors.
+struct MlaDecodeShape {
+  int64_t n_mod = 0, b = 0, h_q = 0, h_kv = 0, r_kv = 0, d_rope = 0, t_cap = 0;
+  int64_t group_c = 0, group_r = 0;  // int4 only
+  at::Device device = at::kCPU;
+};
+
+// Every shape, dtype, device and contiguity, with an ArgumentError naming the tensor, the expected and
+// the actual shape. Does not look at the values of start/length (see check_mla_decode_ranges).
+MlaDecodeShape check_mla_decode_inputs(const MlaDecodeInputs& in);
+
+// 0 <= start <= length <= t_cap for every sequence (reads the values: a device sync for CUDA tensors);
+// returns max(length - start).
+int64_t check_mla_decode_ranges(const MlaDecodeInputs& in, const MlaDecodeShape& shape);
+
+}  // namespace vlm2mla

@@ -1,0 +1,154 @@
+#include "kernels/ops.h"
+
+#include "core/error.h"
+#include "kernels/ref/mla_decode_ref.h"
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/mla_decode.h"
+#endif
+
+namespace vlm2mla {
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+struct PreparedMlaDecode {
+  MlaDecodeParams params;
+  MlaDecodeVariant variant = MlaDecodeVariant::kAuto;
+  MlaDecodePlan plan;
+  MlaDecodeOutput out;
+  at::Device device = at::kCPU;
+  std::vector<at::Tensor> owned;  // converted inputs, workspace: alive as long as params points at them
+};
+
+namespace {
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<const T*>(t.data_ptr()) : nullptr;
+}
+
+void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
+  const MlaDecodeShape s = check_mla_decode_inputs(in);
+  VLM2MLA_CHECK(s.device.is_cuda(), ArgumentError, "mla_decode: MlaDecodeLaunch needs CUDA tensors, got ", s.device);
+  const int64_t max_length = in.max_length >= 0 ? in.max_length : check_mla_decode_ranges(in, s);
+  VLM2MLA_CHECK(max_length <= INT32_MAX, ArgumentError, "mla_decode: max_length beyond int32");
+  c10::cuda::CUDAGuard guard(s.device);
+  pr.device = s.device;
+  pr.variant = in.variant;
+  auto keep = [&](at::Tensor t) {
+    if (t.defined()) pr.owned.push_back(t);
+    return t;
+  };
+  const auto f32 = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : t; };
+  at::Tensor qa = keep(f32(in.qa)), qr = keep(f32(in.qr)), qb = keep(f32(in.qb));
+  at::Tensor length = keep(in.length.to(at::kInt).contiguous());
+  at::Tensor start = keep(in.start.defined() ? in.start.to(at::kInt).contiguous() : at::zeros_like(length));
+  at::Tensor modality = s.n_mod == 2 ? keep(in.modality.to(at::kByte).contiguous()) : at::Tensor();
+
+  MlaDecodeParams& p = pr.params;
+  p.format = in.format;
+  p.b = int(s.b);
+  p.h_q = int(s.h_q);
+  p.h_kv = int(s.h_kv);
+  p.r_kv = int(s.r_kv);
+  p.d_rope = int(s.d_rope);
+  p.n_mod = int(s.n_mod);
+  p.t_cap = int(s.t_cap);
+  p.max_length = int(max_length);
+  p.scale = float(in.scale);
+  p.qa = ptr<float>(qa);
+  p.qr = ptr<float>(qr);
+  p.qb = ptr<float>(qb);
+  p.start = ptr<int32_t>(start);
+  p.length = ptr<int32_t>(length);
+  p.modality = ptr<uint8_t>(modality);
+  switch (in.format) {
+    case MlaCacheFormat::kBf16:
+      p.latent = ptr<uint16_t>(in.latent);
+      p.k_rope = ptr<uint16_t>(in.k_rope);
+      break;
+    case MlaCacheFormat::kInt4:
+      p.group_c = int(s.group_c);
+      p.group_r = int(s.group_r);
+      p.window = int(in.window);
+      p.latent_q = ptr<uint8_t>(in.latent_q.data);
+      p.latent_scale = ptr<uint16_t>(in.latent_q.scale);
+      p.latent_lo = ptr<uint16_t>(in.latent_q.lo);
+      p.k_rope_q = ptr<uint8_t>(in.k_rope_q.data);
+      p.k_rope_scale = ptr<uint16_t>(in.k_rope_q.scale);
+      p.k_rope_lo = ptr<uint16_t>(in.k_rope_q.lo);
+      if (in.window > 0) {
+        p.latent_win = ptr<uint16_t>(in.latent_win);
+        p.k_rope_win = ptr<uint16_t>(in.k_rope_win);
+      }
+      break;
+  }
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(s.device);
+  pr.out.acc = at::empty({s.n_mod, s.b, s.h_q, s.r_kv}, opts);  // [n_mod, b, h_q, r_kv]
+  pr.out.mass = at::empty({s.n_mod, s.b, s.h_q}, opts);         // [n_mod, b, h_q]
+  p.acc = pr.out.acc.data_ptr<float>();
+  p.mass = pr.out.mass.data_ptr<float>();
+  pr.plan = plan_mla_decode(p, pr.variant);
+  at::Tensor ws = keep(at::empty({std::max<int64_t>(1, pr.plan.workspace_floats)}, opts));
+  p.workspace = ws.data_ptr<float>();
+  p.workspace_floats = ws.numel();
+}
+
+void run_prepared(const PreparedMlaDecode& pr) {
+  c10::cuda::CUDAGuard guard(pr.device);
+  launch_mla_decode(pr.params, c10::cuda::getCurrentCUDAStream(pr.device.index()).stream(), pr.variant);
+}
+
+}  // namespace
+
+bool mla_decode_has_cuda() { return true; }
+
+MlaDecodeLaunch::MlaDecodeLaunch(const MlaDecodeInputs& in) : impl_(new PreparedMlaDecode) {
+  try {
+    prepare(in, *impl_);
+  } catch (...) {
+    delete impl_;
+    throw;
+  }
+}
+MlaDecodeLaunch::~MlaDecodeLaunch() { delete impl_; }
+void MlaDecodeLaunch::run() const { run_prepared(*impl_); }
+const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
+bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
+int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
+
+#else  // no CUDA kernels in this build
+
+struct PreparedMlaDecode {};
+
+bool mla_decode_has_cuda() { return false; }
+
+MlaDecodeLaunch::MlaDecodeLaunch(const MlaDecodeInputs&) : impl_(nullptr) {
+  throw ArgumentError("mla_decode: CUDA asked for, but this build has no CUDA");
+}
+MlaDecodeLaunch::~MlaDecodeLaunch() = default;
+void MlaDecodeLaunch::run() const {}
+const MlaDecodeOutput& MlaDecodeLaunch::out() const {
+  static const MlaDecodeOutput none;
+  return none;
+}
+bool MlaDecodeLaunch::tensor_core() const { return false; }
+int MlaDecodeLaunch::splits() const { return 0; }
+
+#endif
+
+MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
+  const MlaDecodeShape s = check_mla_decode_inputs(in);
+  if (s.device.is_cpu()) return mla_decode_ref(in, at::kFloat);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  MlaDecodeLaunch launch(in);
+  launch.run();
+  return launch.out();
+#else
+  throw ArgumentError("mla_decode: CUDA asked for, but this build has no CUDA");
+#endif
+}
+
+}  // namespace vlm2mla

@@ -1,0 +1,40 @@
+// Kernel entry points on at::Tensors: host-side validation (ArgumentError naming the tensor and the
+// expected shape), then dispatch: CPU tensors -> the reference twin (kernels/ref), CUDA tensors -> the
+// CUDA kernel (kernels/cuda) in builds whose libtorch has CUDA and that found nvcc.
+#pragma once
+
+#include <vector>
+
+#include "kernels/mla_decode_io.h"
+
+namespace vlm2mla {
+
+// Absorbed MLA decode over a latent cache (params.h, METHOD.md §5/§7): per sequence and head, the
+// softmax over keys [start, length) of scale * (qr . k_rope + qa[m_j] . c_j + qb[m_j]), returned as
+// per-modality latent accumulators and probability masses (float32, on the inputs' device). The caller
+// forms o_h = sum_m acc_m W_uv^(m) + mass_m b_v^(m). CUDA: the tensor-core products take bf16 operands
+// (queries and int4-dequantized keys rounded to bf16, P rounded to bf16), fp32 accumulation.
+MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
+
+// True when this build can run mla_decode on CUDA tensors.
+bool mla_decode_has_cuda();
+
+// CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
+// checked, outputs and workspace allocated), for benchmarks that time the launches alone.
+struct PreparedMlaDecode;
+class MlaDecodeLaunch {
+ public:
+  explicit MlaDecodeLaunch(const MlaDecodeInputs& in);
+  ~MlaDecodeLaunch();
+  MlaDecodeLaunch(const MlaDecodeLaunch&) = delete;
+  MlaDecodeLaunch& operator=(const MlaDecodeLaunch&) = delete;
+  void run() const;                   // enqueues the kernels on the current CUDA stream
+  const MlaDecodeOutput& out() const;  // written by run()
+  bool tensor_core() const;           // which kernel the plan picked
+  int splits() const;                 // split-KV CTAs per sequence and head block
+
+ private:
+  PreparedMlaDecode* impl_;
+};
+
+}  // namespace vlm2mla

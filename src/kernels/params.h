@@ -1,0 +1,80 @@
+// Plain parameter structs of the kernels (FlashMLA style): raw pointers and sizes, one shape comment
+// per field, no libtorch types, so the .cu files compile with plain nvcc. ops.cpp fills them from
+// validated at::Tensors; the CUDA code trusts them.
+//
+// Glossary (docs/GLOSSARY.md): b sequences, h_q query heads, h_kv kv groups (head h reads the RoPE key of
+// group h / (h_q / h_kv)), r_kv latent width, R = qk_rope_head_dim (rotated RoPE key width per group),
+// t_cap cache capacity in tokens, n_mod modalities (1: text only; 2: text 0 and image 1, METHOD.md §5).
+#pragma once
+
+#include <cstdint>
+
+namespace vlm2mla {
+
+// How the latent cache is stored (METHOD.md §7). Closed list: switch without default.
+enum class MlaCacheFormat {
+  kBf16,  // latent and RoPE key in bf16
+  kInt4,  // group-wise asymmetric int4 (kvcache/quant.h) for positions < length - window, plus a bf16
+          // ring of the last `window` positions
+};
+
+// Which decode kernel runs on CUDA tensors. kAuto: the tensor-core split-KV kernel where the sizes allow
+// it (r_kv % 16 == 0, r_kv <= 512, d_rope % 8 == 0, aligned arrays, tiles that fit in shared memory),
+// else the generic one (any r_kv % 8 == 0, any even d_rope; slower). Closed list.
+enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric };
+
+// Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
+// (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):
+//   s_j = scale * ( qr[b,h] . k_rope_j[g] + qa[m_j,b,h] . c_j + qb[m_j,b,h] ),   p = softmax_j(s)
+//   acc[m,b,h,:] = sum_{j: m_j = m} p_j c_j,   mass[m,b,h] = sum_{j: m_j = m} p_j
+// (an empty key range gives acc = 0 and mass = 0). bf16 values are passed as their raw 16-bit patterns
+// (uint16_t), float16 likewise. All arrays are dense, row-major, 16-byte aligned where ops.cpp allows.
+struct MlaDecodeParams {
+  MlaCacheFormat format = MlaCacheFormat::kBf16;
+
+  int b = 0;        // sequences
+  int h_q = 0;      // query heads
+  int h_kv = 0;     // RoPE key groups; h_q % h_kv == 0
+  int r_kv = 0;     // latent width; multiple of 8
+  int d_rope = 0;   // R, RoPE key width per group; even
+  int n_mod = 1;    // 1 or 2 modalities
+  int t_cap = 0;    // cache capacity (tokens) of every per-token array below
+  int max_length = 0;  // an upper bound on length[i] - start[i] over the batch (sizes the split-KV grid)
+  float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
+
+  const float* qa = nullptr;       // [n_mod, b, h_q, r_kv] absorbed queries (q_nope W_uk^(m)) per modality
+  const float* qr = nullptr;       // [b, h_q, d_rope] rotated RoPE queries
+  const float* qb = nullptr;       // [n_mod, b, h_q] k-bias terms (q_nope . b_k^(m)); null = 0
+  const int32_t* start = nullptr;  // [b] first key position (0 <= start <= length)
+  const int32_t* length = nullptr; // [b] one past the last key position (length <= t_cap)
+  const uint8_t* modality = nullptr;  // [b, t_cap] 0 text, nonzero image; null when n_mod == 1
+
+  // format == kBf16
+  const uint16_t* latent = nullptr;  // [b, t_cap, r_kv] bf16
+  const uint16_t* k_rope = nullptr;  // [b, t_cap, h_kv * d_rope] bf16, already rotated
+
+  // format == kInt4: positions j < qlen = max(0, length - window) come from the quantized store,
+  // positions j >= qlen from the bf16 ring (row j % window). Codes: element 2i in the low nibble of
+  // byte i; x = code * scale + lo per group of `group_*` consecutive values of one token.
+  int group_c = 0;                          // quantization group of the latent; divides r_kv
+  int group_r = 0;                          // quantization group of the RoPE key; divides h_kv * d_rope
+  int window = 0;                           // ring rows (0: everything is quantized)
+  const uint8_t* latent_q = nullptr;        // [b, t_cap, r_kv / 2] int4 codes
+  const uint16_t* latent_scale = nullptr;   // [b, t_cap, r_kv / group_c] float16
+  const uint16_t* latent_lo = nullptr;      // [b, t_cap, r_kv / group_c] float16
+  const uint8_t* k_rope_q = nullptr;        // [b, t_cap, h_kv * d_rope / 2] int4 codes
+  const uint16_t* k_rope_scale = nullptr;   // [b, t_cap, h_kv * d_rope / group_r] float16
+  const uint16_t* k_rope_lo = nullptr;      // [b, t_cap, h_kv * d_rope / group_r] float16
+  const uint16_t* latent_win = nullptr;     // [b, window, r_kv] bf16 ring
+  const uint16_t* k_rope_win = nullptr;     // [b, window, h_kv * d_rope] bf16 ring
+
+  // outputs (fp32)
+  float* acc = nullptr;   // [n_mod, b, h_q, r_kv]
+  float* mass = nullptr;  // [n_mod, b, h_q]
+
+  // scratch for the split-KV partials: at least mla_decode_workspace_floats(params) floats, 16-byte aligned
+  float* workspace = nullptr;
+  int64_t workspace_floats = 0;
+};
+
+}  // namespace vlm2mla

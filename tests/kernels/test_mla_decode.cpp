@@ -1,0 +1,537 @@
+// Absorbed-MLA decode (kernels/ops.h): the CPU reference against a naive per-head float64 loop written
+// here independently (bf16 and int4 stores, the window ring, one and two modalities, per-sequence
+// start/length), the host validation, and on a CUDA device the kernel against the reference over a
+// grid of shapes. MlaDecodeCuda.DISABLED_Bandwidth prints the achieved bandwidth (not an assertion):
+//   test_kernels --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*'
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "kernels/ref/mla_decode_ref.h"
+#include "kvcache/quant.h"
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+#include <cuda_runtime_api.h>
+#endif
+
+namespace vlm2mla {
+namespace {
+
+struct Case {
+  MlaCacheFormat format = MlaCacheFormat::kBf16;
+  int64_t n_mod = 1, h_q = 4, h_kv = 2, r_kv = 32, d_rope = 8;
+  int64_t window = 0, group_c = 32, group_r = 16;
+  int64_t t_cap = 0;                    // 0: max(length)
+  std::vector<int64_t> start, length;  // per sequence
+  bool bias = true;
+  double scale = 0.0;  // 0: 2 / sqrt(r_kv + d_rope)
+  uint64_t seed = 1;
+
+  int64_t b() const { return int64_t(length.size()); }
+  int64_t cap() const { return t_cap > 0 ? t_cap : *std::max_element(length.begin(), length.end()); }
+  std::string str() const {
+    std::string s = format == MlaCacheFormat::kBf16 ? "bf16" : "int4";
+    s += " n_mod=" + std::to_string(n_mod) + " h_q=" + std::to_string(h_q) + " h_kv=" + std::to_string(h_kv) +
+         " r_kv=" + std::to_string(r_kv) + " R=" + std::to_string(d_rope) + " b=" + std::to_string(b()) +
+         " t_cap=" + std::to_string(cap());
+    if (format == MlaCacheFormat::kInt4)
+      s += " window=" + std::to_string(window) + " G=" + std::to_string(group_c) + "/" + std::to_string(group_r);
+    s += " len=[";
+    for (int64_t i = 0; i < b() && i < 4; ++i)
+      s += (i ? "," : "") + std::to_string(start[i]) + ":" + std::to_string(length[i]);
+    return s + (b() > 4 ? ",..]" : "]");
+  }
+};
+
+// Random inputs on `device`. Queries are rounded through bf16 (the kernel's MMA operands are bf16, so
+// this isolates its other roundings); keys are random bf16 or the int4 codes of random values.
+MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
+  at::manual_seed(c.seed);
+  const int64_t b = c.b(), t = c.cap(), hr = c.h_kv * c.d_rope;
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  MlaDecodeInputs in;
+  in.format = c.format;
+  in.qa = at::randn({c.n_mod, b, c.h_q, c.r_kv}, f32).to(at::kBFloat16).to(at::kFloat);
+  in.qr = at::randn({b, c.h_q, c.d_rope}, f32).to(at::kBFloat16).to(at::kFloat);
+  if (c.bias) in.qb = at::randn({c.n_mod, b, c.h_q}, f32);
+  in.start = at::tensor(c.start, at::kLong).to(device);
+  in.length = at::tensor(c.length, at::kLong).to(at::kInt).to(device);
+  if (c.n_mod == 2) in.modality = at::randint(0, 2, {b, t}, f32.dtype(at::kByte));
+  in.scale = c.scale > 0 ? c.scale : 2.0 / std::sqrt(double(c.r_kv + c.d_rope));
+  switch (c.format) {
+    case MlaCacheFormat::kBf16:
+      in.latent = at::randn({b, t, c.r_kv}, f32).to(at::kBFloat16);
+      in.k_rope = at::randn({b, t, hr}, f32).to(at::kBFloat16);
+      break;
+    case MlaCacheFormat::kInt4:
+      in.latent_q = quantize_rows(at::randn({b, t, c.r_kv}, f32) + 0.5, 4, c.group_c);
+      in.k_rope_q = quantize_rows(at::randn({b, t, hr}, f32), 4, c.group_r);
+      in.window = c.window;
+      if (c.window > 0) {
+        in.latent_win = at::randn({b, c.window, c.r_kv}, f32).to(at::kBFloat16);
+        in.k_rope_win = at::randn({b, c.window, hr}, f32).to(at::kBFloat16);
+      }
+      break;
+  }
+  return in;
+}
+
+// ---- the naive oracle of the reference: one head at a time, one key at a time, float64 -------------
+float bf16_value(const at::Tensor& t, int64_t i) {  // t: contiguous bf16 on the CPU
+  return static_cast<float>(t.data_ptr<at::BFloat16>()[i]);
+}
+double int4_value(const QuantizedRows& q, int64_t row, int64_t n, int64_t group, int64_t col) {
+  const uint8_t byte = q.data.data_ptr<uint8_t>()[row * (n / 2) + col / 2];
+  const int code = (col % 2 == 0) ? (byte & 15) : (byte >> 4);
+  const int64_t gi = row * (n / group) + col / group;
+  const float s = static_cast<float>(q.scale.data_ptr<at::Half>()[gi]);
+  const float l = static_cast<float>(q.lo.data_ptr<at::Half>()[gi]);
+  return double(float(code) * s + l);
+}
+
+MlaDecodeOutput naive(const Case& c, const MlaDecodeInputs& in) {
+  const int64_t b_n = c.b(), t = c.cap(), hr = c.h_kv * c.d_rope, gs = c.h_q / c.h_kv;
+  at::Tensor acc = at::zeros({c.n_mod, b_n, c.h_q, c.r_kv}, at::kDouble);
+  at::Tensor mass = at::zeros({c.n_mod, b_n, c.h_q}, at::kDouble);
+  at::Tensor qa = in.qa.to(at::kDouble), qr = in.qr.to(at::kDouble);
+  at::Tensor qb = in.qb.defined() ? in.qb.to(at::kDouble) : at::zeros({c.n_mod, b_n, c.h_q}, at::kDouble);
+  auto A = qa.accessor<double, 4>();
+  auto Q = qr.accessor<double, 3>();
+  auto B = qb.accessor<double, 3>();
+  auto ACC = acc.accessor<double, 4>();
+  auto M = mass.accessor<double, 3>();
+  for (int64_t b = 0; b < b_n; ++b) {
+    const int64_t lo = c.start[b], hi = c.length[b];
+    const int64_t qlen = c.format == MlaCacheFormat::kInt4 ? std::max<int64_t>(0, hi - c.window) : hi;
+    auto latent = [&](int64_t j, int64_t d) -> double {
+      if (c.format == MlaCacheFormat::kBf16) return bf16_value(in.latent, (b * t + j) * c.r_kv + d);
+      if (j < qlen) return int4_value(in.latent_q, b * t + j, c.r_kv, c.group_c, d);
+      return bf16_value(in.latent_win, (b * c.window + j % c.window) * c.r_kv + d);
+    };
+    auto krope = [&](int64_t j, int64_t d) -> double {
+      if (c.format == MlaCacheFormat::kBf16) return bf16_value(in.k_rope, (b * t + j) * hr + d);
+      if (j < qlen) return int4_value(in.k_rope_q, b * t + j, hr, c.group_r, d);
+      return bf16_value(in.k_rope_win, (b * c.window + j % c.window) * hr + d);
+    };
+    for (int64_t h = 0; h < c.h_q; ++h) {
+      const int64_t g = h / gs;
+      std::vector<double> s;
+      std::vector<int> mods;
+      for (int64_t j = lo; j < hi; ++j) {
+        const int m = c.n_mod == 2 ? (in.modality.data_ptr<uint8_t>()[b * t + j] != 0) : 0;
+        double dot = B[m][b][h];
+        for (int64_t d = 0; d < c.r_kv; ++d) dot += A[m][b][h][d] * latent(j, d);
+        for (int64_t d = 0; d < c.d_rope; ++d) dot += Q[b][h][d] * krope(j, g * c.d_rope + d);
+        s.push_back(in.scale * dot);
+        mods.push_back(m);
+      }
+      if (s.empty()) continue;
+      const double mx = *std::max_element(s.begin(), s.end());
+      double total = 0;
+      for (double& v : s) total += (v = std::exp(v - mx));
+      for (size_t i = 0; i < s.size(); ++i) {
+        const double p = s[i] / total;
+        M[mods[i]][b][h] += p;
+        for (int64_t d = 0; d < c.r_kv; ++d) ACC[mods[i]][b][h][d] += p * latent(lo + int64_t(i), d);
+      }
+    }
+  }
+  return {acc, mass};
+}
+
+double rel_err(const at::Tensor& got, const at::Tensor& want) {
+  at::Tensor g = got.to(at::kCPU).to(at::kDouble), w = want.to(at::kCPU).to(at::kDouble);
+  if (!at::isfinite(g).all().item<bool>()) return INFINITY;
+  const double denom = w.norm().item<double>();
+  const double num = (g - w).norm().item<double>();
+  return denom > 0 ? num / denom : num;
+}
+double max_abs(const at::Tensor& got, const at::Tensor& want) {
+  return (got.to(at::kCPU).to(at::kDouble) - want.to(at::kCPU).to(at::kDouble)).abs().max().item<double>();
+}
+
+std::vector<Case> cpu_cases() {
+  std::vector<Case> cases;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      Case c;
+      c.format = f;
+      c.n_mod = n_mod;
+      c.h_q = 6;
+      c.h_kv = 3;
+      c.r_kv = 32;
+      c.d_rope = 6;
+      c.group_c = 16;
+      c.group_r = 6;
+      c.start = {0, 5, 20, 7};
+      c.length = {37, 64, 20, 61};  // the third sequence is empty
+      c.t_cap = 64;
+      c.window = f == MlaCacheFormat::kInt4 ? 16 : 0;
+      c.bias = n_mod == 2;
+      c.seed = 11 + n_mod;
+      cases.push_back(c);
+    }
+  }
+  Case w = cases.back();  // int4, window longer than some sequences, no ring at all
+  w.window = 40;
+  w.seed = 5;
+  cases.push_back(w);
+  w.window = 0;
+  w.seed = 6;
+  cases.push_back(w);
+  return cases;
+}
+
+TEST(MlaDecodeRef, MatchesANaivePerHeadLoop) {
+  for (const Case& c : cpu_cases()) {
+    const MlaDecodeInputs in = make_inputs(c, at::kCPU);
+    const MlaDecodeOutput want = naive(c, in);
+    const MlaDecodeOutput got = mla_decode_ref(in, at::kDouble);
+    EXPECT_LT(max_abs(got.acc, want.acc), 1e-10) << c.str();
+    EXPECT_LT(max_abs(got.mass, want.mass), 1e-12) << c.str();
+    // the empty sequence gives zeros; the others' masses sum to one
+    at::Tensor total = got.mass.sum(0);  // [b, h_q]
+    EXPECT_NEAR(total[2].abs().max().item<double>(), 0.0, 0.0) << c.str();
+    EXPECT_NEAR(total[0].min().item<double>(), 1.0, 1e-12) << c.str();
+    // the CPU dispatch of mla_decode is the reference in float32
+    const MlaDecodeOutput cpu = mla_decode(in);
+    EXPECT_EQ(cpu.acc.scalar_type(), at::kFloat);
+    EXPECT_LT(max_abs(cpu.acc, want.acc), 1e-5) << c.str();
+  }
+}
+
+TEST(MlaDecodeRef, TwoModalitiesSplitTheProbabilityMass) {
+  Case c = cpu_cases()[1];  // bf16, n_mod 2
+  MlaDecodeInputs in = make_inputs(c, at::kCPU);
+  in.modality.zero_();  // all text: the image accumulator and mass are zero
+  MlaDecodeOutput o = mla_decode_ref(in, at::kDouble);
+  EXPECT_EQ(o.mass[1].abs().max().item<double>(), 0.0);
+  EXPECT_EQ(o.acc[1].abs().max().item<double>(), 0.0);
+  // with one modality and that modality's queries, the result is the same
+  MlaDecodeInputs one = in;
+  one.qa = in.qa.slice(0, 0, 1);
+  one.qb = in.qb.slice(0, 0, 1);
+  one.modality = at::Tensor();
+  MlaDecodeOutput o1 = mla_decode_ref(one, at::kDouble);
+  EXPECT_LT(max_abs(o1.acc[0], o.acc[0]), 1e-12);
+}
+
+TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
+  const Case c = cpu_cases()[1];
+  const MlaDecodeInputs good = make_inputs(c, at::kCPU);
+  auto expect_error = [&](MlaDecodeInputs in, const std::string& needle) {
+    try {
+      mla_decode(in);
+      ADD_FAILURE() << "no error; expected one mentioning " << needle;
+    } catch (const ArgumentError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  MlaDecodeInputs in = good;
+  in.latent = good.latent.to(at::kFloat);
+  expect_error(in, "latent must be BFloat16 [b, t_cap, r_kv] = [4, 64, 32], got Float");
+  in = good;
+  in.k_rope = good.k_rope.slice(2, 0, 4);
+  expect_error(in, "not a multiple of d_rope");
+  in = good;
+  in.modality = at::Tensor();
+  expect_error(in, "modality is missing");
+  in = good;
+  in.qr = good.qr.slice(1, 0, 2);
+  expect_error(in, "qr must be");
+  in = good;
+  in.length = at::tensor({37, 65, 20, 61}, at::kLong);
+  expect_error(in, "need 0 <= start <= length <= t_cap (64)");
+  in = good;
+  in.latent = good.latent.transpose(0, 1).contiguous().transpose(0, 1);
+  expect_error(in, "latent must be contiguous");
+  in = good;
+  in.qa = good.qa.to(at::kInt);
+  expect_error(in, "qa must be a floating-point tensor");
+  in = good;
+  in.start = at::tensor({0, 5}, at::kLong);
+  expect_error(in, "start must be");
+  in = good;
+  in.format = MlaCacheFormat::kInt4;
+  expect_error(in, "latent_q.data must be uint8");
+  in = good;
+  in.qa = good.qa.to(at::kMeta);
+  expect_error(in, "only CPU and CUDA");
+  if (!mla_decode_has_cuda()) {
+    EXPECT_THROW(MlaDecodeLaunch launch(good), ArgumentError);
+  }
+}
+
+// ---- CUDA --------------------------------------------------------------------------------------------
+bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
+
+// Tolerance of the kernel against the float64 reference, ||got - want|| / ||want|| over all heads: bf16
+// P (and, for int4, bf16-rounded dequantized keys) in the tensor-core products with fp32 accumulation
+// put it near 2^-9 ~ 2e-3 on random data; 1e-2 leaves room, while a wrong index gives O(1).
+constexpr double kRelTol = 1e-2;
+
+struct Stats {
+  int n = 0, failed = 0;
+  double worst_acc = 0, worst_mass = 0;
+  std::string worst_case;
+};
+
+void check_case(const Case& c, MlaDecodeVariant variant, Stats& st) {
+  MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+  in.variant = variant;
+  const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
+  const MlaDecodeOutput got = mla_decode(in);
+  const double ea = rel_err(got.acc, want.acc), em = rel_err(got.mass, want.mass);
+  ++st.n;
+  if (ea > st.worst_acc) {
+    st.worst_acc = ea;
+    st.worst_case = c.str();
+  }
+  st.worst_mass = std::max(st.worst_mass, em);
+  const bool ok = ea < kRelTol && em < kRelTol;
+  if (!ok) ++st.failed;
+  EXPECT_TRUE(ok) << c.str() << (variant == MlaDecodeVariant::kGeneric ? " [generic]" : "") << ": acc rel err "
+                  << ea << ", mass rel err " << em;
+}
+
+int64_t group_for(int64_t width, int64_t want) {
+  for (int64_t g = want; g >= 8; g /= 2)
+    if (width % g == 0) return g;
+  return width;
+}
+
+TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  const std::vector<std::pair<int64_t, int64_t>> heads = {{28, 4}, {32, 8}, {32, 32}, {8, 2}};
+  const int64_t batches[] = {1, 3, 8};
+  std::mt19937_64 rng(2024);
+  Stats tc, gen;
+  int idx = 0;
+  for (int64_t r_kv : {32, 64, 128, 256, 512}) {
+    for (int64_t d_rope : {8, 16, 32, 64}) {
+      for (auto [h_q, h_kv] : heads) {
+        for (int variant = 0; variant < 2; ++variant, ++idx) {
+          Case c;
+          c.format = variant == 0 ? MlaCacheFormat::kBf16 : MlaCacheFormat::kInt4;
+          c.n_mod = 1 + ((idx / 2 + variant) % 2);
+          c.h_q = h_q;
+          c.h_kv = h_kv;
+          c.r_kv = r_kv;
+          c.d_rope = d_rope;
+          c.window = (c.format == MlaCacheFormat::kInt4 && (idx / 2) % 2 == 0) ? 128 : 0;
+          c.group_c = group_for(r_kv, 32 << (idx % 3));
+          c.group_r = group_for(h_kv * d_rope, 32 << ((idx + 1) % 3));
+          c.bias = idx % 3 != 1;
+          c.seed = 100 + idx;
+          const int64_t b = batches[idx % 3];
+          // lengths up to ~5000, fewer where a token is wide (keeps the float64 reference quick)
+          const int64_t width = r_kv + h_kv * d_rope;
+          const int64_t max_len = std::max<int64_t>(64, std::min<int64_t>(5000, (24 << 20) / (b * width)));
+          std::uniform_int_distribution<int64_t> len(1, max_len);
+          for (int64_t i = 0; i < b; ++i) {
+            const int64_t l = len(rng);
+            c.length.push_back(l);
+            c.start.push_back(idx % 4 == 3 ? std::uniform_int_distribution<int64_t>(0, l / 3)(rng) : 0);
+          }
+          // t_cap: sometimes exactly the longest length, sometimes odd
+          c.t_cap = *std::max_element(c.length.begin(), c.length.end()) + (idx % 5 == 0 ? 0 : 1 + 2 * (idx % 7));
+          check_case(c, MlaDecodeVariant::kAuto, tc);
+          if (idx % 8 == 0) check_case(c, MlaDecodeVariant::kGeneric, gen);
+        }
+      }
+    }
+  }
+  // edge cases: an empty range, single keys, a window longer than the sequence, r_kv not a multiple of 16
+  Case e;
+  e.format = MlaCacheFormat::kInt4;
+  e.n_mod = 2;
+  e.h_q = 28;
+  e.h_kv = 4;
+  e.r_kv = 128;
+  e.d_rope = 32;
+  e.window = 128;
+  e.group_c = 64;
+  e.group_r = 64;
+  e.start = {0, 3, 0, 70};
+  e.length = {1, 3, 100, 300};
+  e.t_cap = 320;
+  check_case(e, MlaDecodeVariant::kAuto, tc);
+  e.format = MlaCacheFormat::kBf16;
+  check_case(e, MlaDecodeVariant::kAuto, tc);
+  e.r_kv = 40;  // generic (r_kv % 16 != 0), d_rope not a multiple of 8
+  e.d_rope = 10;
+  e.group_c = 8;
+  e.group_r = 8;
+  e.format = MlaCacheFormat::kInt4;
+  check_case(e, MlaDecodeVariant::kAuto, gen);
+  std::printf("[mla_decode grid] tensor-core/auto: %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
+              "err %.3g\n",
+              tc.n, tc.failed, tc.worst_acc, tc.worst_case.c_str(), tc.worst_mass);
+  std::printf("[mla_decode grid] generic:          %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
+              "err %.3g\n",
+              gen.n, gen.failed, gen.worst_acc, gen.worst_case.c_str(), gen.worst_mass);
+}
+
+// A few small cases of each kernel path (run under compute-sanitizer by scripts/device/kernels.sh).
+TEST(MlaDecodeCuda, SmallCases) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      for (MlaDecodeVariant v : {MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric}) {
+        Case c;
+        c.format = f;
+        c.n_mod = n_mod;
+        c.h_q = 12;
+        c.h_kv = 3;
+        c.r_kv = 64;
+        c.d_rope = 24;  // d_rope % 16 == 8: the RoPE tile's pad columns are read
+        c.window = f == MlaCacheFormat::kInt4 ? 48 : 0;
+        c.group_c = 32;
+        c.group_r = 24;
+        c.start = {0, 9, 130, 0};
+        c.length = {200, 75, 130, 1};
+        c.t_cap = 208;
+        c.seed = 40 + seed++;
+        check_case(c, v, st);
+      }
+    }
+  }
+  std::printf("[mla_decode small] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed, st.worst_acc,
+              st.worst_case.c_str());
+}
+
+TEST(MlaDecodeCuda, RepeatedRunsAgreeBitForBit) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Case c;
+  c.format = MlaCacheFormat::kInt4;
+  c.n_mod = 2;
+  c.h_q = 28;
+  c.h_kv = 4;
+  c.r_kv = 128;
+  c.d_rope = 32;
+  c.window = 128;
+  c.group_c = 64;
+  c.group_r = 64;
+  c.start = {0, 17, 0};
+  c.length = {4000, 2500, 777};
+  const MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+  const MlaDecodeOutput a = mla_decode(in), b = mla_decode(in);
+  EXPECT_TRUE(at::equal(a.acc, b.acc));
+  EXPECT_TRUE(at::equal(a.mass, b.mass));
+}
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// Bytes the kernel must read: each key's latent and RoPE key (and scales, modality) once.
+double bytes_read(const Case& c) {
+  const int64_t hr = c.h_kv * c.d_rope;
+  double total = 0;
+  for (int64_t i = 0; i < c.b(); ++i) {
+    const int64_t n = c.length[i] - c.start[i];
+    const int64_t ring = c.format == MlaCacheFormat::kInt4 ? std::min(n, c.window) : n;
+    const int64_t quant = n - ring;
+    total += double(ring) * 2 * (c.r_kv + hr);
+    total += double(quant) * ((c.r_kv + hr) / 2.0 + 4.0 * (c.r_kv / c.group_c + hr / c.group_r));
+    if (c.n_mod == 2) total += double(n);
+  }
+  return total;
+}
+
+TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  cudaEvent_t e0, e1;
+  CUDA_OK(cudaEventCreate(&e0));
+  CUDA_OK(cudaEventCreate(&e1));
+  {  // the ceiling: a large device-to-device copy (bytes read + written)
+    const int64_t n = int64_t(1) << 30;
+    at::Tensor src = at::empty({n}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
+    at::Tensor dst = at::empty_like(src);
+    src.fill_(1);
+    dst.copy_(src);
+    CUDA_OK(cudaEventRecord(e0));
+    for (int r = 0; r < 10; ++r) dst.copy_(src);
+    CUDA_OK(cudaEventRecord(e1));
+    CUDA_OK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
+    std::printf("[bandwidth] device copy: %.0f GB/s (read + write)\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
+  }
+  struct Cfg {
+    MlaCacheFormat f;
+    int64_t n_mod;
+    int64_t b, t;
+    MlaDecodeVariant v;
+    int64_t h_q = 28, h_kv = 4, r_kv = 128, d_rope = 32;
+  };
+  std::vector<Cfg> cfgs;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4})
+    for (int64_t b : {1, 8, 32})
+      for (int64_t t : {4096, 16384, 32768}) cfgs.push_back({f, 1, b, t, MlaDecodeVariant::kAuto});
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});
+    cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
+    cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
+    cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
+  }
+  std::printf("[bandwidth] %-5s %5s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
+              "kernel", "h_q/h_kv/r_kv/R", "MB read", "us/call", "GB/s");
+  for (const Cfg& cfg : cfgs) {
+    Case c;
+    c.format = cfg.f;
+    c.n_mod = cfg.n_mod;
+    c.h_q = cfg.h_q;
+    c.h_kv = cfg.h_kv;
+    c.r_kv = cfg.r_kv;
+    c.d_rope = cfg.d_rope;
+    c.window = cfg.f == MlaCacheFormat::kInt4 ? 128 : 0;
+    c.group_c = 64;
+    c.group_r = 64;
+    c.start.assign(cfg.b, 0);
+    c.length.assign(cfg.b, cfg.t);
+    const double bytes = bytes_read(c);
+    // rotate over enough input sets that they do not fit in L2 together
+    const int sets = int(std::clamp<double>(std::ceil(256e6 / bytes), 1, 32));
+    std::vector<MlaDecodeInputs> ins;
+    std::vector<std::unique_ptr<MlaDecodeLaunch>> launches;
+    for (int s = 0; s < sets; ++s) {
+      c.seed = 1000 + s;
+      ins.push_back(make_inputs(c, at::Device(at::kCUDA, 0)));
+      ins.back().max_length = cfg.t;
+      ins.back().variant = cfg.v;
+      launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
+    }
+    for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up
+    CUDA_OK(cudaDeviceSynchronize());
+    const int reps = std::max(20, 2 * sets);
+    CUDA_OK(cudaEventRecord(e0));
+    for (int r = 0; r < reps; ++r) launches[r % sets]->run();
+    CUDA_OK(cudaEventRecord(e1));
+    CUDA_OK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
+    const double us = ms * 1e3 / reps;
+    const std::string shape = std::to_string(cfg.h_q) + "/" + std::to_string(cfg.h_kv) + "/" +
+                              std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
+    std::printf("[bandwidth] %-5s %5lld %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
+                cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", (long long)cfg.n_mod, (long long)cfg.b,
+                (long long)cfg.t, launches[0]->splits(), launches[0]->tensor_core() ? "tensorcore" : "generic",
+                shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
+  }
+  CUDA_OK(cudaEventDestroy(e0));
+  CUDA_OK(cudaEventDestroy(e1));
+}
+#endif
+
+}  // namespace
+}  // namespace vlm2mla
