@@ -2,7 +2,8 @@
 # Run ON THE GPU MACHINE after scripts/device/test.sh built build-device/: decode throughput of the
 # Qwen2.5-VL-7B shapes (random bf16 weights, text prompts), the original GQA model against MLA
 # conversions (random MLA weights, D latent dims per kv head, R = 32) with bf16 and int4 caches.
-# JSON lines to $OUT/bench_mla.jsonl. BENCH_MLA_GRID overrides the "context:batch" list.
+# JSON lines to $OUT/bench_mla.jsonl. BENCH_MLA_GRID overrides the "context:batch" list,
+# BENCH_MLA_VARIANTS the variants ("gqa", "mla:D:CACHE").
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -14,7 +15,7 @@ grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"
 : > "$out/bench_mla.jsonl"
 for cb in $grid; do
   ctx="${cb%%:*}"; batch="${cb##*:}"
-  for variant in "gqa" "mla:32:bf16" "mla:32:int4" "mla:64:bf16" "mla:128:bf16"; do
+  for variant in ${BENCH_MLA_VARIANTS:-gqa mla:32:bf16 mla:32:int4 mla:64:bf16 mla:128:bf16}; do
     args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens 16 --warmup 0
           --device cuda --dtype bfloat16 --json)
     if [[ "$variant" == mla:* ]]; then

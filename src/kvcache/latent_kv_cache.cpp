@@ -32,16 +32,18 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
 }
 
-std::pair<at::Tensor, at::Tensor> LatentKvCache::append(int64_t layer, const at::Tensor& latent,
-                                                        const at::Tensor& k_rope) {
+void LatentKvCache::write(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope) {
   VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
                 "LatentKvCache: layer ", layer, " out of range");
-  RowStore& c = *latent_[static_cast<size_t>(layer)];
-  RowStore& k = *rope_[static_cast<size_t>(layer)];
-  c.append(latent, length_);
-  k.append(k_rope, length_);
+  latent_[static_cast<size_t>(layer)]->append(latent, length_);
+  rope_[static_cast<size_t>(layer)]->append(k_rope, length_);
+}
+
+std::pair<at::Tensor, at::Tensor> LatentKvCache::append(int64_t layer, const at::Tensor& latent,
+                                                        const at::Tensor& k_rope) {
+  write(layer, latent, k_rope);
   const int64_t total = length_ + latent.size(1);
-  return {c.read(total), k.read(total)};
+  return {latent_[static_cast<size_t>(layer)]->read(total), rope_[static_cast<size_t>(layer)]->read(total)};
 }
 
 at::Tensor LatentKvCache::modality(int64_t total) const {

@@ -30,6 +30,8 @@ class LatentKvCache : public KvCache {
   // Writes latent [b, s, r_kv] and rotated RoPE keys [b, s, h_kv*R] of `layer`; returns all cached
   // latents [b, length + s, r_kv] and RoPE keys [b, length + s, h_kv*R] (dequantized).
   std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope);
+  // The same without reading back (the decode kernel reads the stores itself).
+  void write(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope);
   // Modality of positions [0, length + s): [b, length + s] bool; undefined without modality.
   at::Tensor modality(int64_t total) const;
 

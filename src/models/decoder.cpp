@@ -163,52 +163,68 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   }
   const bool absorbed = mla_mode_ == MlaAttention::kAbsorbed ||
                         (mla_mode_ == MlaAttention::kAuto && !(past == 0 && s > 1));
+  // The decode kernel attends keys [start, past + 1) per sequence: left padding only (checked once).
+  at::Tensor kernel_start;
+  bool kernel_step = latent_cache && absorbed && s == 1 && decode_kernel_ && options_.device.is_cuda() &&
+                     mla_decode_kernel_usable(*latent_cache, 0, at::empty({b, 1, 1, 1}, at::TensorOptions().device(options_.device)));
+  if (kernel_step) {
+    if (key_valid.defined()) {
+      at::Tensor pads = key_valid.logical_not().sum(-1);  // [b]
+      at::Tensor pos = at::arange(past + s, at::TensorOptions().dtype(at::kLong).device(options_.device));
+      kernel_step = key_valid.eq(pos.unsqueeze(0) >= pads.unsqueeze(1)).all().item<bool>();
+      kernel_start = pads.to(at::kInt);
+    } else {
+      kernel_start = at::zeros({b}, at::TensorOptions().dtype(at::kInt).device(options_.device));
+    }
+  }
 
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
-    at::Tensor q0, k0, q, k, v;  // [b, h, s, d]
+    at::Tensor a;  // [b, h_q, s, d]
     if (has_latent()) {  // converted low-rank layer: absorbed or expanded, over the latent cache or not
       MlaStep st = mla_project(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs, visual);
-      at::Tensor lat = st.latent, kr = st.k_rope, mod = visual;  // [b, t, *] over every attended position
-      if (latent_cache) {
-        std::tie(lat, kr) = latent_cache->append(l, st.latent, st.k_rope);
-        mod = latent_cache->modality(past + s);
-      }
-      at::Tensor a;  // [b, h_q, s, d]
-      if (absorbed) {
-        a = mla_attention_absorbed(config_, absorbed_[static_cast<size_t>(l)], st.q, lat, kr, mod, mask, scale);
+      const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
+      if (kernel_step) {  // one token per sequence on the decode kernel, reading the cache in place
+        latent_cache->write(l, st.latent, st.k_rope);
+        a = mla_attention_absorbed_kernel(config_, aw, st.q, *latent_cache, l, kernel_start, scale);
       } else {
-        // The prompt's own latents (not their cached, possibly quantized copies) when nothing was cached.
-        const bool fresh = past == 0 || !latent_cache;
-        std::tie(k, v) = mla_expand(config_, w, fresh ? st.latent : lat, fresh ? st.k_rope : kr,
-                                    fresh ? visual : mod);
-        if (dense) std::tie(k, v) = dense->append(l, k, v);
-        a = attention(backend_, st.q, k, v, mask, scale, plain_causal);
+        at::Tensor lat = st.latent, kr = st.k_rope, mod = visual;  // [b, t, *] every attended position
+        if (latent_cache) {
+          std::tie(lat, kr) = latent_cache->append(l, st.latent, st.k_rope);
+          mod = latent_cache->modality(past + s);
+        }
+        if (absorbed) {
+          a = mla_attention_absorbed(config_, aw, st.q, lat, kr, mod, mask, scale);
+        } else {
+          // The prompt's own latents (not their cached, possibly quantized copies) when nothing was cached.
+          const bool fresh = past == 0 || !latent_cache;
+          auto [k, v] = mla_expand(config_, w, fresh ? st.latent : lat, fresh ? st.k_rope : kr,
+                                   fresh ? visual : mod);
+          if (dense) std::tie(k, v) = dense->append(l, k, v);
+          a = attention(backend_, st.q, k, v, mask, scale, plain_causal);
+        }
       }
-      a = a.transpose(1, 2).reshape({b, s, h_q * dh});
-      x = x + linear(a, w.o_proj);
-      h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
-      x = x + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
-      continue;
-    }
-    VLM2MLA_CHECK(!latent_cache, ArgumentError, "a latent KV cache serves converted low-rank models only");
-    if (!config_.mla) {
-      q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
-      k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-      v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
-      q = apply_rope(q0, cs);
-      k = apply_rope(k0, cs);
     } else {
-      QkvHeads qkv = mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs,
-                                      visual);
-      q0 = qkv.q_pre, k0 = qkv.k_pre, q = qkv.q, k = qkv.k, v = qkv.v;
+      VLM2MLA_CHECK(!latent_cache, ArgumentError, "a latent KV cache serves converted low-rank models only");
+      at::Tensor q0, k0, q, k, v;  // [b, h, s, d]
+      if (!config_.mla) {
+        q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
+        k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+        v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
+        q = apply_rope(q0, cs);
+        k = apply_rope(k0, cs);
+      } else {
+        QkvHeads qkv = mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs,
+                                        visual);
+        q0 = qkv.q_pre, k0 = qkv.k_pre, q = qkv.q, k = qkv.k, v = qkv.v;
+      }
+      if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
+      if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
+      a = attention(backend_, q, k, v, mask, scale, plain_causal);
     }
-    if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
-    if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
-    at::Tensor a = attention(backend_, q, k, v, mask, scale, plain_causal);  // [b, h_q, s, d]
-    a = a.transpose(1, 2).reshape({b, s, h_q * dh});                       // [b, s, h_q*d]
+    a = a.transpose(1, 2).reshape({b, s, h_q * dh});  // [b, s, h_q*d]
     x = x + linear(a, w.o_proj);
     h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
     x = x + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);

@@ -73,6 +73,10 @@ class TextDecoder {
   AttentionBackend attention_backend() const { return backend_; }
 
   void set_mla_attention(MlaAttention mode) { mla_mode_ = mode; }
+  // Absorbed decode steps on CUDA use the decode kernel (kernels/ops.h) where it applies; off: the
+  // libtorch form (its twin), for tests and benchmarks.
+  void set_decode_kernel(bool on) { decode_kernel_ = on; }
+  bool decode_kernel() const { return decode_kernel_; }
   MlaAttention mla_attention() const { return mla_mode_; }
   // True for converted models whose K/V go through a latent (they can use the latent cache).
   bool has_latent() const { return config_.mla && config_.mla->low_rank(); }
@@ -104,6 +108,7 @@ class TextDecoder {
   std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
   std::vector<AbsorbedWeights> absorbed_;  // converted low-rank models: per layer
   MlaAttention mla_mode_ = MlaAttention::kAuto;
+  bool decode_kernel_ = true;
 };
 
 // Validates token ids against the vocabulary: ArgumentError naming `what`, the offending id and its

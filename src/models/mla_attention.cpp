@@ -1,6 +1,8 @@
 #include "models/mla_attention.h"
 
 #include "core/error.h"
+#include "kernels/ops.h"
+#include "kvcache/latent_kv_cache.h"
 
 namespace vlm2mla {
 
@@ -165,6 +167,76 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
     out = out.defined() ? out + o : o;
   }
   return out.view({b, h_q, s, dh});
+}
+
+bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, const at::Tensor& q) {
+  if (!q.is_cuda() || !mla_decode_has_cuda() || q.size(2) != 1) return false;
+  const RowStore& c = cache.latent_store(layer);
+  const RowStore& k = cache.rope_store(layer);
+  const CacheType t = c.spec().type;
+  if (t == CacheType::kBf16) return true;
+  return t == CacheType::kInt4 && c.window().scalar_type() == at::kBFloat16 &&
+         k.window().scalar_type() == at::kBFloat16;
+}
+
+at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
+                                         const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
+                                         double scale) {
+  const MlaConfig& m = *c.mla;
+  const int64_t b = q.size(0), h_q = q.size(1), h_kv = c.num_key_value_heads, g = h_q / h_kv;
+  const int64_t dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
+  const int64_t total = cache.length() + 1;
+  const RowStore& cs = cache.latent_store(layer);
+  const RowStore& ks = cache.rope_store(layer);
+  const bool split = aw.w_uk.size() == 2;
+  const int64_t n_mod = split ? 2 : 1;
+  const at::ScalarType dt = q.scalar_type();
+  at::Tensor qn = q.narrow(-1, R, d_nope).reshape({b, h_kv, g, d_nope});  // one token: [b, h_kv, g, d_nope]
+  MlaDecodeInputs in;
+  std::vector<at::Tensor> qa, qb;
+  for (int64_t i = 0; i < n_mod; ++i) {
+    qa.push_back(at::matmul(qn, aw.w_uk[static_cast<size_t>(i)].unsqueeze(0)).reshape({b, h_q, -1}));  // [b, h_q, r]
+    const at::Tensor& bk = aw.b_k[static_cast<size_t>(i)];
+    if (bk.defined()) qb.push_back((qn * bk.view({1, h_kv, 1, d_nope})).sum(-1).reshape({b, h_q}).to(at::kFloat));
+  }
+  in.qa = at::stack(qa, 0);                                       // [n_mod, b, h_q, r]
+  if (!qb.empty()) in.qb = at::stack(qb, 0);                      // [n_mod, b, h_q]
+  in.qr = q.narrow(-1, 0, R).reshape({b, h_q, R}).contiguous();  // [b, h_q, R]
+  in.start = start;
+  in.length = at::full({b}, total, at::TensorOptions().dtype(at::kInt).device(q.device()));
+  in.max_length = total;
+  in.scale = scale;
+  if (split) in.modality = cache.modality_storage();
+  if (cs.spec().type == CacheType::kBf16) {
+    in.format = MlaCacheFormat::kBf16;
+    in.latent = cs.plain();
+    in.k_rope = ks.plain();
+  } else {
+    in.format = MlaCacheFormat::kInt4;
+    in.latent_q = cs.quantized();
+    in.k_rope_q = ks.quantized();
+    in.window = cs.spec().window;
+    in.latent_win = cs.window();
+    in.k_rope_win = ks.window();
+  }
+  if (split && in.modality.size(1) != (in.latent.defined() ? in.latent.size(1) : in.latent_q.data.size(1))) {
+    // The modality store grows separately from the rows; give the kernel matching capacities.
+    const int64_t cap = in.latent.defined() ? in.latent.size(1) : in.latent_q.data.size(1);
+    at::Tensor mod = at::zeros({b, cap}, in.modality.options());
+    const int64_t n = std::min(cap, in.modality.size(1));
+    mod.narrow(1, 0, n).copy_(in.modality.narrow(1, 0, n));
+    in.modality = mod;
+  }
+  MlaDecodeOutput out = mla_decode(in);  // acc [n_mod, b, h_q, r], mass [n_mod, b, h_q]
+  at::Tensor o;
+  for (int64_t i = 0; i < n_mod; ++i) {
+    at::Tensor acc = out.acc[i].to(dt).view({b, h_kv, g, -1});                            // [b, h_kv, g, r]
+    at::Tensor oi = at::matmul(acc, aw.w_uv[static_cast<size_t>(i)].unsqueeze(0));        // [b, h_kv, g, d_h]
+    const at::Tensor& bv = aw.b_v[static_cast<size_t>(i)];
+    if (bv.defined()) oi = oi + out.mass[i].to(dt).view({b, h_kv, g, 1}) * bv.view({1, h_kv, 1, dh});
+    o = o.defined() ? o + oi : oi;
+  }
+  return o.reshape({b, h_q, 1, dh});
 }
 
 }  // namespace vlm2mla

@@ -75,4 +75,17 @@ at::Tensor mla_attention_absorbed(const TextConfig& config, const AbsorbedWeight
                                   const at::Tensor& latent, const at::Tensor& k_rope,
                                   const at::Tensor& modality, const at::Tensor& mask, double scale);
 
+class LatentKvCache;
+
+// True when one decode step of `layer` can run on the CUDA decode kernel: a CUDA build, CUDA tensors,
+// a latent store in bf16 or int4 (bf16 window), and keys forming one range per sequence.
+bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, const at::Tensor& q);
+
+// Absorbed attention of one new token per sequence over the cache (its latest position already
+// written), on the decode kernel: q [b, h_q, 1, d_h]; keys [start[b], length) with length the cache's
+// length + 1. Returns [b, h_q, 1, d_h]. The kernel's twin is mla_attention_absorbed.
+at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
+                                         const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
+                                         const at::Tensor& start, double scale);
+
 }  // namespace vlm2mla
