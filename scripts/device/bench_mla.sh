@@ -16,7 +16,7 @@ grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"
 for cb in $grid; do
   ctx="${cb%%:*}"; batch="${cb##*:}"
   for variant in ${BENCH_MLA_VARIANTS:-gqa mla:32:bf16 mla:32:int4 mla:64:bf16 mla:128:bf16}; do
-    args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens 16 --warmup 0
+    args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens 16 --warmup 0 --prefill-chunk 8192
           --device cuda --dtype bfloat16 --json)
     if [[ "$variant" == mla:* ]]; then
       IFS=: read -r _ d cache <<< "$variant"

@@ -61,6 +61,28 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
   return generate(model, text_prompt(input_ids, attention_mask), options);
 }
 
+namespace {
+
+// The prompt's forward, whole or in chunks of `chunk` positions; returns the last chunk's hidden states.
+at::Tensor prefill(const TextDecoder& model, const DecoderInput& in, KvCache& cache, int64_t chunk) {
+  const int64_t t = in.position_ids.size(-1);
+  if (chunk <= 0 || chunk >= t) return model.forward_hidden(in, &cache);
+  at::Tensor hidden;
+  for (int64_t from = 0; from < t; from += chunk) {
+    const int64_t n = std::min(chunk, t - from);
+    DecoderInput part;
+    if (in.input_ids.defined()) part.input_ids = in.input_ids.narrow(1, from, n);
+    if (in.inputs_embeds.defined()) part.inputs_embeds = in.inputs_embeds.narrow(1, from, n);
+    part.position_ids = in.position_ids.narrow(-1, from, n);
+    if (in.attention_mask.defined()) part.attention_mask = in.attention_mask.narrow(1, 0, from + n);
+    if (in.image_mask.defined()) part.image_mask = in.image_mask.narrow(1, from, n);
+    hidden = model.forward_hidden(part, &cache);  // [b, n, d]
+  }
+  return hidden;
+}
+
+}  // namespace
+
 GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const GenerateOptions& options) {
   VLM2MLA_CHECK(options.max_new_tokens >= 0, ArgumentError, "--max-new-tokens must be >= 0");
   const at::Tensor& ids = prompt.input_ids;
@@ -85,7 +107,8 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   DecoderInput in = prompt.decoder_input();
   at::Tensor next_pos = prompt.next_position.to(at::kLong).view({b, 1});  // [b, 1]
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    at::Tensor hidden = model.forward_hidden(in, &cache);  // [b, s, d]
+    at::Tensor hidden = step == 0 ? prefill(model, in, cache, options.prefill_chunk)
+                                  : model.forward_hidden(in, &cache);  // [b, s, d]
     at::Tensor logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);  // [b, V]
     at::Tensor tok = sampler.next(logits, seen);  // [b] CPU
     if (step == 0) {

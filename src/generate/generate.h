@@ -22,6 +22,9 @@ struct GenerateOptions {
   int64_t pad_token_id = 0;
   // How the KV cache stores its rows (--kv-cache); unset: the compute dtype.
   std::optional<CacheSpec> cache;
+  // Prefill in chunks of this many prompt positions (0: the whole prompt in one forward), so that long
+  // prompts of large batches fit in memory.
+  int64_t prefill_chunk = 0;
   // Called after each step with the new token of every row ([b] int64, CPU) and which rows were
   // still running before the step ([b] bool).
   std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;

@@ -156,13 +156,17 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
                   "this converted model has per-modality K/V projections and needs input_ids to "
                   "choose them (only inputs_embeds were given)");
     visual = visual_token_mask(config_.mla->visual_token_ids, in.input_ids.to(options_.device));
+    // No visual token in this step (every decode step): all text, and no per-layer check (a device
+    // sync each) further down.
+    if (!visual.any().item<bool>()) visual = at::Tensor();
   }
   if (latent_cache) {
     latent_cache->set_modality(visual.defined() ? visual
                                                 : at::zeros({b, s}, at::TensorOptions().dtype(at::kBool)));
   }
-  const bool absorbed = mla_mode_ == MlaAttention::kAbsorbed ||
-                        (mla_mode_ == MlaAttention::kAuto && !(past == 0 && s > 1));
+  // auto: absorbed for one-token steps; prefill (also a later prefill chunk) expanded, where one fused
+  // attention call over rebuilt K/V beats materialising absorbed scores.
+  const bool absorbed = mla_mode_ == MlaAttention::kAbsorbed || (mla_mode_ == MlaAttention::kAuto && s == 1);
   // The decode kernel attends keys [start, past + 1) per sequence: left padding only (checked once).
   at::Tensor kernel_start;
   bool kernel_step = latent_cache && absorbed && s == 1 && decode_kernel_ && options_.device.is_cuda() &&

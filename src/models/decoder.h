@@ -56,7 +56,8 @@ Prompt text_prompt(const at::Tensor& input_ids, const at::Tensor& attention_mask
 
 // How converted low-rank layers attend: absorbed (over the latent, what the latent cache serves),
 // expanded (K and V rebuilt from the latent: the reference twin, with a dense cache), or auto:
-// expanded for a prefill without cached positions (one fused attention call), absorbed otherwise.
+// absorbed for one-token (decode) steps over the latent cache, expanded for prefill steps (K and V
+// rebuilt from the latent cache, one fused attention call).
 enum class MlaAttention { kAuto, kAbsorbed, kExpanded };
 const char* mla_attention_name(MlaAttention mode);
 

@@ -126,6 +126,23 @@ TEST_P(MlaRuntime, QuantizedLatentCaches) {
   }
 }
 
+TEST_P(MlaRuntime, ChunkedPrefillEqualsOneForward) {
+  Converted c = converted(GetParam());
+  const std::string dir = fixtures_dir() + "/" + GetParam();
+  auto original = Model::load(dir + "/model", LoadOptions{});
+  for (const Model* m : {c.model.get(), original.get()}) {  // latent cache and dense cache
+    GenerateOptions g;
+    g.max_new_tokens = 6;
+    Prompt p = m->prepare(c.inputs, false);
+    GenerateResult whole = generate(m->decoder(), p, g);
+    for (int64_t chunk : {1, 3, 5}) {
+      g.prefill_chunk = chunk;
+      GenerateResult parts = generate(m->decoder(), p, g);
+      EXPECT_TRUE(at::equal(parts.sequences, whole.sequences)) << "chunk " << chunk;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
                          ::testing::Values("text/llama3-gqa", "text/qwen2", "vlm/llava", "vlm/llava-next",
                                            "vlm/qwen2_5_vl"),

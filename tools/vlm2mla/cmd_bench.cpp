@@ -112,7 +112,7 @@ void register_bench(CLI::App& app) {
     int64_t warmup = 1;
     bool json = false;
     uint64_t seed = 0;
-    int64_t mla_kv_rank = 0, mla_rope_dims = 32;
+    int64_t mla_kv_rank = 0, mla_rope_dims = 32, prefill_chunk = 0;
     RunFlags run;
     CacheFlags cache;
   };
@@ -139,6 +139,9 @@ void register_bench(CLI::App& app) {
                   "with --random-weights: convert the config on the fly to MLA with random weights, D "
                   "latent dims per kv head (r_kv = n_kv x D), md projections for VLMs");
   cmd->add_option("--mla-rope-dims", args->mla_rope_dims, "with --mla-kv-rank: R rope dims per head")
+      ->capture_default_str();
+  cmd->add_option("--prefill-chunk", args->prefill_chunk,
+                  "prefill in chunks of this many positions (0: one forward), for long contexts x large batches")
       ->capture_default_str();
   args->run.add_to(cmd);
   args->cache.add_to(cmd);
@@ -178,6 +181,7 @@ void register_bench(CLI::App& app) {
     GenerateOptions go;  // greedy, no end-of-sequence: exactly new_tokens steps
     go.max_new_tokens = args->new_tokens;
     go.cache = args->cache.spec();
+    go.prefill_chunk = args->prefill_chunk;
     for (int64_t i = 0; i < args->warmup; ++i) {  // same shapes, few steps
       GenerateOptions wo = go;
       wo.max_new_tokens = std::min<int64_t>(go.max_new_tokens, 4);
