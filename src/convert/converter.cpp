@@ -154,6 +154,13 @@ LinearWeights as_linear(const at::Tensor& w, const at::Tensor& b, at::ScalarType
 
 }  // namespace
 
+CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data) {
+  VLM2MLA_INFO("calibration: ", data->describe());
+  return [data](const std::function<void(const ModelInputs&)>& each) {
+    for (int64_t i = 0; i < data->size(); ++i) each(data->get(i));
+  };
+}
+
 Conversion convert_model(const Model& original, const ConvertOptions& o, const CalibrationInputs* calib) {
   const auto t_start = Clock::now();
   check_options(original, o, calib != nullptr);

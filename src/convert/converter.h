@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "convert/calib_data.h"
 #include "convert/rope_ranks.h"
 #include "models/mla_config.h"
 #include "models/model.h"
@@ -27,6 +28,9 @@ struct ConvertOptions {
 
 // Calls `each` with every calibration forward's inputs (the `logits` tensors), in order.
 using CalibrationInputs = std::function<void(const std::function<void(const ModelInputs&)>& each)>;
+
+// Every forward of a calibration file, in order (logging what it is).
+CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data);
 
 struct Conversion {
   std::shared_ptr<Model> model;   // the converted model, in memory (the original's device and dtype)

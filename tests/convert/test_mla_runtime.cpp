@@ -255,3 +255,32 @@ TEST(MlaRuntimeCuda, DecodeKernelStepEqualsTheLibtorchForm) {
 
 }  // namespace
 }  // namespace vlm2mla
+
+#include "convert/cache_quant_study.h"
+
+namespace vlm2mla {
+namespace {
+
+TEST(CacheQuantStudy, ErrorsFallWithBitsAndNeedALatentModel) {
+  Converted c = converted("vlm/qwen2_5_vl", 4);
+  ModelInputs in = c.inputs;
+  CalibrationInputs calib = [in](const std::function<void(const ModelInputs&)>& each) { each(in); };
+  nlohmann::json r = convert::cache_quant_study(*c.model, calib, convert::QuantStudyOptions{8});
+  ASSERT_EQ(r["rows"].size(), 12u);
+  EXPECT_EQ(r["positions"].get<int64_t>(), in.input_ids.size(0) * (in.input_ids.size(1) / 8 * 8));
+  for (size_t i = 0; i < 12; ++i) {
+    const auto& row = r["rows"][i];
+    EXPECT_EQ(row["per_layer"].size(), static_cast<size_t>(c.model->text_config().num_hidden_layers));
+    EXPECT_GT(row["rel_error"].get<double>(), 0.0) << row.dump();
+    if (row["bits"].get<int64_t>() != 2) {  // the next row of the same tensor and grouping has fewer bits
+      const auto& fewer = r["rows"][i + 2];
+      EXPECT_EQ(fewer["grouping"], row["grouping"]);
+      EXPECT_LT(row["rel_error"].get<double>(), fewer["rel_error"].get<double>()) << row.dump();
+    }
+  }
+  auto original = Model::load(fixtures_dir() + "/vlm/qwen2_5_vl/model", LoadOptions{});
+  EXPECT_THROW(convert::cache_quant_study(*original, calib, convert::QuantStudyOptions{8}), ArgumentError);
+}
+
+}  // namespace
+}  // namespace vlm2mla

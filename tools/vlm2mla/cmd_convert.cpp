@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "convert/calib_data.h"
+#include "convert/cache_quant_study.h"
 #include "convert/converter.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -84,20 +85,58 @@ void register_convert(CLI::App& app) {
     if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
     auto model = load_model(args->model, run);
     convert::CalibrationInputs calib;
-    std::shared_ptr<convert::CalibrationData> data;
     if (!args->calib.empty()) {
-      data = std::make_shared<convert::CalibrationData>(convert::CalibrationData::open(
-          *model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed}));
-      VLM2MLA_INFO("calibration: ", data->describe());
-      calib = [data](const std::function<void(const ModelInputs&)>& each) {
-        for (int64_t i = 0; i < data->size(); ++i) each(data->get(i));
-      };
+      calib = convert::calibration_inputs(std::make_shared<convert::CalibrationData>(convert::CalibrationData::open(
+          *model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed})));
     }
     convert::Conversion c = convert::convert_model(*model, o, args->calib.empty() ? nullptr : &calib);
     convert::write_converted(args->model, args->out, c);
     std::fprintf(stderr, "%s", convert::report_summary(c.report).c_str());
     if (!args->report.empty()) io::write_json_file(args->report, c.report);
     VLM2MLA_INFO("wrote ", args->out, args->report.empty() ? "" : " and " + args->report);
+  });
+}
+
+void register_cache_study(CLI::App& app) {
+  struct Args {
+    std::string model, calib;
+    int64_t num_calib = 0, group = 32;
+    uint64_t seed = 0;
+    bool json = false;
+    RunFlags run;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "cache-study", "On a converted model's own cached latents and RoPE keys: the reconstruction error of "
+                     "int8/int4/int2 quantization with per-token against per-channel groups");
+  cmd->add_option("--model", args->model, "converted model directory")->required();
+  cmd->add_option("--calib", args->calib, "inputs .safetensors or LLaVA-style .json dataset")->required();
+  cmd->add_option("--num-calib", args->num_calib, "samples to use (0 = all)");
+  cmd->add_option("--seed", args->seed, "seed of the sample selection");
+  cmd->add_option("--group", args->group, "values per group (both groupings)")->capture_default_str();
+  cmd->add_flag("--json", args->json, "print the JSON result");
+  args->run.add_to(cmd);
+  cmd->callback([args]() {
+    RunFlags run = args->run;
+    if (run.dtype.empty()) run.dtype = "float32";
+    auto model = load_model(args->model, run);
+    convert::CalibrationInputs calib = convert::calibration_inputs(std::make_shared<convert::CalibrationData>(
+        convert::CalibrationData::open(*model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed})));
+    nlohmann::json r = convert::cache_quant_study(*model, calib, convert::QuantStudyOptions{args->group});
+    if (args->json) {
+      std::printf("%s\n", r.dump(2).c_str());
+      return;
+    }
+    std::printf("cache quantization error over %lld positions, group %lld (mean of ||x_hat_t - x_t|| / ||x_t||)\n",
+                static_cast<long long>(r["positions"].get<int64_t>()), static_cast<long long>(args->group));
+    std::printf("%-7s %4s  %10s  %10s\n", "tensor", "bits", "per-token", "per-channel");
+    for (size_t i = 0; i + 1 < r["rows"].size(); i += 2) {
+      const auto& tok = r["rows"][i];
+      const auto& ch = r["rows"][i + 1];
+      std::printf("%-7s %4lld  %10.4g  %10.4g\n", tok["tensor"].get<std::string>().c_str(),
+                  static_cast<long long>(tok["bits"].get<int64_t>()), tok["rel_error"].get<double>(),
+                  ch["rel_error"].get<double>());
+    }
   });
 }
 

@@ -44,6 +44,7 @@ void register_init_random(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_calibrate(CLI::App& app);
 void register_convert(CLI::App& app);
+void register_cache_study(CLI::App& app);
 void register_preprocess(CLI::App& app);
 void register_tokenize(CLI::App& app);
 
