@@ -12,7 +12,7 @@ bin=build-device/vlm2mla
 work="${TMPDIR:-/tmp}/vlm2mla-convert-bench"
 rm -rf "$work" && mkdir -p "$work"
 t0=$(date +%s.%N)
-"$bin" init-random --config configs/qwen2.5-vl-7b.json --out "$work/model" --dtype bfloat16
+"$bin" init-random --config configs/qwen2.5-vl-7b.json --out "$work/model" --dtype bfloat16 --device cuda
 t1=$(date +%s.%N)
 python3 scripts/make_calib_inputs.py --config configs/qwen2.5-vl-7b.json --samples 64 --image 448 \
   --text 254 --out "$work/calib.safetensors"

@@ -15,7 +15,7 @@ namespace vlm2mla::cli {
 
 void register_init_random(CLI::App& app) {
   struct Args {
-    std::string config, out, dtype = "bfloat16";
+    std::string config, out, dtype = "bfloat16", device = "cpu";
     uint64_t seed = 0;
   };
   auto args = std::make_shared<Args>();
@@ -25,11 +25,15 @@ void register_init_random(CLI::App& app) {
   cmd->add_option("--out", args->out, "output model directory (created)")->required();
   cmd->add_option("--dtype", args->dtype, "stored dtype")->capture_default_str();
   cmd->add_option("--seed", args->seed, "random seed")->capture_default_str();
+  cmd->add_option("--device", args->device,
+                  "where to draw the random values (cuda: much faster for 7B shapes; other values then)")
+      ->capture_default_str();
   cmd->callback([args]() {
     nlohmann::json raw = io::read_json_file(args->config);
     TextConfig config = parse_text_config(raw, args->config);
     LoadOptions o;
     o.dtype = parse_dtype(args->dtype, "--dtype");
+    o.device = parse_device(args->device, "--device");
     // The whole model (language model and, for VLMs, the vision side) under the Hub's names.
     std::vector<std::pair<std::string, at::Tensor>> tensors = Model::random_checkpoint(args->config, o, args->seed);
     int64_t params = 0;
