@@ -272,6 +272,11 @@ TextConfig parse_text_config(const json& root, const std::string& origin) {
                     ": use_sliding_window / sliding_attention layers are not supported");
       break;
     }
+    case ArchId::kLlava:
+    case ArchId::kLlavaNext:
+    case ArchId::kQwen2_5_VL:
+      // c.arch is the language model's architecture (kLlama or kQwen2), set above for every family.
+      throw FormatError(detail::concat(origin, ": internal: no language-model architecture resolved"));
   }
 
   c.eos_token_ids = k.int_list("eos_token_id");
