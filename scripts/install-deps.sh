@@ -18,6 +18,7 @@ packages=(
   libsentencepiece-dev    # SentencePiece tokenizer.model files
   zlib1g-dev              # DEFLATE entries of torch .pth zip files
   libutf8proc-dev         # Unicode normalization (NFC etc.) for tokenizer.json normalizers (Qwen2)
+  gnuplot-nox             # vlm2mla plot (conversion errors per layer, decode benchmarks)
 )
 # node + npm run the reference tokenizers of the tokenizer parity tests (tests/tokenizer_parity);
 # Debian's packages only where no node is installed (NodeSource's nodejs bundles its own npm).

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "convert/converter.h"
 #include "convert/rope_ranks.h"
@@ -339,6 +340,17 @@ TEST(Conversion, CliConvertsAndTheResultGenerates) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("unknown SVD method 'fancy'"), std::string::npos) << bad.err;
   EXPECT_FALSE(testing::path_exists(tmp.file("x")));
+  // The report as a picture (gnuplot), and a file that is not a report.
+  if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
+    auto plot = testing::run_cli({"plot", "--report", tmp.file("report.json"), "--out", tmp.file("e.png")});
+    ASSERT_EQ(plot.exit_code, 0) << plot.err;
+    EXPECT_EQ(testing::read_bytes(tmp.file("e.png")).substr(0, 4), "\x89PNG");
+  }
+  testing::write_bytes(tmp.file("other.json"), "{\"a\": 1}");
+  auto not_report = testing::run_cli({"plot", "--report", tmp.file("other.json"), "--out", tmp.file("f.png")});
+  EXPECT_NE(not_report.exit_code, 0);
+  EXPECT_NE(not_report.err.find("not a conversion report"), std::string::npos) << not_report.err;
+  EXPECT_FALSE(testing::path_exists(tmp.file("f.png")));
   auto again = testing::run_cli({"convert", "--model", out, "--out", tmp.file("y"), "--rope-strategy", "high",
                                  "--rope-dims", "4"});
   EXPECT_NE(again.exit_code, 0);

@@ -45,6 +45,7 @@ void register_bench(CLI::App& app);
 void register_calibrate(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_cache_study(CLI::App& app);
+void register_plot(CLI::App& app);
 void register_preprocess(CLI::App& app);
 void register_tokenize(CLI::App& app);
 

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   vlm2mla::cli::register_calibrate(app);
   vlm2mla::cli::register_convert(app);
   vlm2mla::cli::register_cache_study(app);
+  vlm2mla::cli::register_plot(app);
   vlm2mla::cli::register_preprocess(app);
   vlm2mla::cli::register_tokenize(app);
   app.parse_complete_callback([&]() {

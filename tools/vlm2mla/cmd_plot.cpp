@@ -1,0 +1,180 @@
+// vlm2mla plot --report R1.json [R2.json ...] --out ERRORS.png
+// vlm2mla plot --bench BENCH.jsonl --out DECODE.png
+// Pictures of results people would rather see than read, drawn by gnuplot (gnuplot-nox):
+//   --report: each conversion report's activation error per layer, one line per report and modality
+//             (e.g. joint vs md at one D, or md at several D);
+//   --bench:  decode ms per step of scripts/device/bench_mla.sh's JSON lines, per variant and shape.
+// The PNG is written to a temporary name and renamed; errors name the file and what was expected.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "common.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "io/json_file.h"
+
+namespace vlm2mla::cli {
+
+namespace {
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// Runs gnuplot on `script`, which draws to `tmp_png`; renames it to `out`.
+void run_gnuplot(const std::string& script, const std::string& out) {
+  const std::string dir = fs::temp_directory() + "/vlm2mla-plot-" + std::to_string(::getpid());
+  fs::create_directories(dir);
+  const std::string gp = dir + "/plot.gp";
+  { std::ofstream(gp) << script; }
+  const std::string cmd = "gnuplot " + quote(gp) + " 2>" + quote(dir + "/gnuplot.err");
+  const int rc = std::system(cmd.c_str());
+  std::string err;
+  {
+    std::ifstream in(dir + "/gnuplot.err");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    err = ss.str();
+  }
+  fs::remove_all(dir);
+  VLM2MLA_CHECK(rc == 0, IoError, "gnuplot failed (exit ", rc, rc == 127 * 256 ? ": is gnuplot-nox installed?" : "",
+                ")", err.empty() ? "" : ": " + err);
+  VLM2MLA_CHECK(fs::exists(out + ".tmp") && ::rename((out + ".tmp").c_str(), out.c_str()) == 0, IoError,
+                "gnuplot wrote no image to ", out, ".tmp");
+}
+
+std::string png_header(const std::string& out, const std::string& title) {
+  return "set terminal pngcairo size 1000,600 font 'Sans,11'\nset output " + quote(out + ".tmp") +
+         "\nset title " + quote(title) + " noenhanced\nset grid\nset key outside right noenhanced\nset yrange [0:*]\n";
+}
+
+// One report: {layer -> error} per modality, and a label.
+struct Series {
+  std::string label;
+  std::map<int64_t, double> points;
+};
+
+std::vector<Series> report_series(const std::string& path) {
+  nlohmann::json r = io::read_json_file(path);
+  VLM2MLA_CHECK(r.is_object() && r.contains("layers") && r["layers"].is_array() && r.contains("svd"), FormatError,
+                path, ": not a conversion report (expected an object with 'svd' and a 'layers' list, as "
+                "`vlm2mla convert --report` writes)");
+  std::string base = r["svd"].get<std::string>();
+  if (r.contains("kv_rank_per_head") && r["kv_rank_per_head"].is_array() && !r["kv_rank_per_head"].empty()) {
+    base += " D=" + std::to_string(r["kv_rank_per_head"][0].get<int64_t>());
+  }
+  std::map<std::string, Series> by_modality;
+  for (const auto& e : r["layers"]) {
+    VLM2MLA_CHECK(e.contains("layer") && e.contains("modality") && e.contains("activation_rel_error"), FormatError,
+                  path, ": a 'layers' entry lacks layer, modality or activation_rel_error");
+    if (e["activation_rel_error"].is_null()) continue;
+    const std::string m = e["modality"].get<std::string>();
+    by_modality[m].label = base + " (" + m + ")";
+    by_modality[m].points[e["layer"].get<int64_t>()] = e["activation_rel_error"].get<double>();
+  }
+  VLM2MLA_CHECK(!by_modality.empty(), FormatError, path,
+                ": the report has no activation errors (convert without --calib records none)");
+  std::vector<Series> out;
+  for (auto& [m, s] : by_modality) out.push_back(std::move(s));
+  return out;
+}
+
+std::string plot_reports(const std::vector<std::string>& paths, const std::string& out) {
+  std::string data, plots;
+  int index = 0;
+  int64_t layers = 0;
+  for (const auto& path : paths) {
+    for (const Series& s : report_series(path)) {
+      for (const auto& [layer, err] : s.points) {
+        data += std::to_string(layer) + " " + std::to_string(err) + "\n";
+        layers = std::max(layers, layer + 1);
+      }
+      data += "\n\n";
+      plots += std::string(plots.empty() ? "" : ", ") + "$data index " + std::to_string(index++) +
+               " with linespoints title " + quote(s.label);
+    }
+  }
+  return png_header(out, "activation error ||(W - W')X^T|| / ||W X^T|| per layer") +
+         (layers <= 40 ? "set xtics 1\n" : "") +
+         "set xlabel 'layer'\nset ylabel 'relative activation error'\n$data << EOD\n" + data + "EOD\nplot " + plots + "\n";
+}
+
+std::string plot_bench(const std::string& path, const std::string& out) {
+  std::ifstream in(path);
+  VLM2MLA_CHECK(in.good(), IoError, "cannot read ", path);
+  std::map<std::string, std::map<std::string, double>> ms;  // variant -> shape -> ms/step
+  std::vector<std::string> shapes;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      throw FormatError(detail::concat(path, ": line ", n + 1, " is not JSON: ", e.what()));
+    }
+    ++n;
+    if (!j.contains("result")) continue;  // a failed run
+    const auto& r = j["result"];
+    const std::string shape = std::to_string(r["context"].get<int64_t>() / 1024) + "k x " +
+                              std::to_string(r["batch"].get<int64_t>());
+    if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
+    ms[j["variant"].get<std::string>()][shape] = r["decode_ms_per_step"].get<double>();
+  }
+  VLM2MLA_CHECK(!ms.empty(), FormatError, path, ": no benchmark results (expected bench_mla.sh's JSON lines with "
+                "'variant' and 'result')");
+  std::string data = "shape";
+  for (const auto& [v, _] : ms) data += " " + quote(v);
+  data += "\n";
+  for (const auto& shape : shapes) {
+    data += quote(shape);
+    for (const auto& [v, per] : ms) data += " " + (per.count(shape) ? std::to_string(per.at(shape)) : std::string("NaN"));
+    data += "\n";
+  }
+  std::string plots;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    plots += std::string(i ? ", " : "") + "$data using " + std::to_string(i + 2) + ":xtic(1) title columnheader";
+  }
+  return png_header(out, "decode time per step (lower is better)") +
+         "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+         "set ylabel 'ms per decode step'\nset xlabel 'context x batch'\n$data << EOD\n" +
+         data + "EOD\nplot " + plots + "\n";
+}
+
+}  // namespace
+
+void register_plot(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> reports;
+    std::string bench, out;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "plot", "Draw conversion reports (activation error per layer) or decode benchmarks as a PNG (gnuplot)");
+  auto* reports = cmd->add_option("--report", args->reports, "conversion report(s) from `convert --report`");
+  auto* bench = cmd->add_option("--bench", args->bench, "JSON lines of scripts/device/bench_mla.sh");
+  reports->excludes(bench);
+  cmd->add_option("--out", args->out, "output .png")->required();
+  cmd->callback([args]() {
+    VLM2MLA_CHECK(!args->reports.empty() || !args->bench.empty(), ArgumentError,
+                  "plot: give --report FILE... or --bench FILE");
+    const std::string script = args->bench.empty() ? plot_reports(args->reports, args->out)
+                                                   : plot_bench(args->bench, args->out);
+    run_gnuplot(script, args->out);
+    VLM2MLA_INFO("wrote ", args->out);
+  });
+}
+
+}  // namespace vlm2mla::cli
