@@ -194,7 +194,7 @@ Conversion convert_model(const Model& original, const ConvertOptions& o, const C
     w1.layers[static_cast<size_t>(l)] =
         partial_rope_layer(c, dec.weights().layers[static_cast<size_t>(l)], mla.kept_pairs[static_cast<size_t>(l)]);
   }
-  const LoadOptions lo{dtype, device};
+  const LoadOptions lo = dec.load_options();  // layers stay where the original's are (host or device)
   auto stage1_decoder = std::make_shared<TextDecoder>(c1, w1, lo);
   stage1_decoder->set_attention_backend(dec.attention_backend());
   out.stage1 = original.with_decoder(stage1_decoder);
@@ -228,7 +228,8 @@ Conversion convert_model(const Model& original, const ConvertOptions& o, const C
   auto last_log = Clock::now();
   for (int64_t l = 0; l < L; ++l) {
     DecoderLayerWeights& lw = w2.layers[static_cast<size_t>(l)];
-    const at::Tensor W = stacked_kv_weight(lw).to(at::kDouble);  // [rows, d]
+    const at::Device layer_device = lw.q_proj.weight.device();  // host with layers_on_host
+    const at::Tensor W = stacked_kv_weight(lw).to(device, at::kDouble);  // [rows, d], factorised on the device
     const at::Tensor bias = stacked_kv_bias(lw);
     std::vector<at::Tensor> approx;  // per set (text, image): W'
     if (o.svd != SvdMethod::kNone) {
@@ -274,8 +275,8 @@ Conversion convert_model(const Model& original, const ConvertOptions& o, const C
       lw.kv.clear();
       for (const LowRank& s : sets) {
         KvLatentWeights kw;
-        kw.kv_a_proj = as_linear(s.down, {}, dtype);
-        kw.kv_b_proj = as_linear(s.up, bias, dtype);
+        kw.kv_a_proj = as_linear(s.down.to(layer_device), {}, dtype);
+        kw.kv_b_proj = as_linear(s.up.to(layer_device), bias, dtype);
         lw.kv.push_back(kw);
         approx.push_back(s.approx());
       }

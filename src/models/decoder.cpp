@@ -16,7 +16,7 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
       mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
     }
     if (config_.mla->low_rank()) {
-      for (const auto& lw : weights_.layers) absorbed_.push_back(absorbed_weights(config_, lw));
+      for (const auto& lw : weights_.layers) absorbed_.push_back(absorbed_weights(config_, layer_to(lw, options_.device)));
     }
   }
 }
@@ -183,7 +183,11 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   }
 
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    // Layers kept in host memory visit the device one at a time.
+    const DecoderLayerWeights staged = options_.layers_on_host
+                                           ? layer_to(weights_.layers[static_cast<size_t>(l)], options_.device)
+                                           : DecoderLayerWeights{};
+    const DecoderLayerWeights& w = options_.layers_on_host ? staged : weights_.layers[static_cast<size_t>(l)];
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
     at::Tensor a;  // [b, h_q, s, d]

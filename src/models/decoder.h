@@ -68,6 +68,7 @@ class TextDecoder {
   const TextConfig& config() const { return config_; }
   const DecoderWeights& weights() const { return weights_; }
   at::ScalarType dtype() const { return options_.dtype; }
+  const LoadOptions& load_options() const { return options_; }
   at::Device device() const { return options_.device; }
 
   void set_attention_backend(AttentionBackend backend) { backend_ = backend; }

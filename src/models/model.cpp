@@ -127,8 +127,17 @@ std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   io::TensorStore store = io::TensorStore::open_dir(dir);
   TextLayout layout = detect_text_layout(store);
   std::set<std::string> consumed;
-  auto model = build(root, config_path, layout, vision_names(store, layout),
-                     checkpoint_filler(store, options, &consumed), options);
+  ParamFiller fill = checkpoint_filler(store, options, &consumed);
+  if (options.layers_on_host) {  // decoder layers in host memory, everything else on the device
+    LoadOptions host = options;
+    host.device = at::Device(at::kCPU);
+    ParamFiller on_host = checkpoint_filler(store, host, &consumed);
+    const std::string layers = layout.decoder_prefix + "layers.";
+    fill = [fill, on_host, layers](const ParamRef& ref) {
+      (ref.name.compare(0, layers.size(), layers) == 0 ? on_host : fill)(ref);
+    };
+  }
+  auto model = build(root, config_path, layout, vision_names(store, layout), fill, options);
   consume_tied_head(config, layout, store, &consumed);
   check_all_consumed(store, consumed, config.architecture.empty() ? arch_hf_name(config.model_arch)
                                                                   : config.architecture);

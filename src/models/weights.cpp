@@ -76,6 +76,19 @@ void for_each_param(const TextConfig& c, const TextLayout& layout, DecoderWeight
   if (!c.tie_word_embeddings) fn({layout.lm_head_prefix + "weight", {c.vocab_size, d}, &w.lm_head});
 }
 
+DecoderLayerWeights layer_to(const DecoderLayerWeights& w, at::Device device) {
+  auto t = [&](const at::Tensor& x) { return x.defined() ? x.to(device) : x; };
+  auto lin = [&](const LinearWeights& l) { return LinearWeights{t(l.weight), t(l.bias)}; };
+  DecoderLayerWeights out;
+  out.input_layernorm = t(w.input_layernorm);
+  out.q_proj = lin(w.q_proj), out.k_proj = lin(w.k_proj), out.v_proj = lin(w.v_proj), out.o_proj = lin(w.o_proj);
+  out.post_attention_layernorm = t(w.post_attention_layernorm);
+  out.gate_proj = lin(w.gate_proj), out.up_proj = lin(w.up_proj), out.down_proj = lin(w.down_proj);
+  out.k_rope_proj = lin(w.k_rope_proj), out.k_nope_proj = lin(w.k_nope_proj);
+  for (const auto& kv : w.kv) out.kv.push_back({lin(kv.kv_a_proj), lin(kv.kv_b_proj)});
+  return out;
+}
+
 void check_param(const io::TensorStore& store, const ParamRef& ref) {
   VLM2MLA_CHECK(store.contains(ref.name), FormatError, store.source(), ": missing tensor '",
                 ref.name, "' (expected shape ", shape_str(ref.shape), ")");

@@ -67,7 +67,13 @@ void for_each_param(const TextConfig& config, const TextLayout& layout, DecoderW
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::Device(at::kCPU);
+  // Keep the decoder layers in host memory; each visits `device` only while it runs (the rest of the
+  // model lives on `device`). For converting models larger than device memory.
+  bool layers_on_host = false;
 };
+
+// A layer's tensors (every defined one) on `device` (the same tensors when already there).
+DecoderLayerWeights layer_to(const DecoderLayerWeights& w, at::Device device);
 
 // One parameter, strictly: present, of the expected shape and a floating dtype (FormatError naming
 // the key and both shapes otherwise); loaded into *ref.slot in the options' dtype and device, and

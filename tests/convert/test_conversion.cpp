@@ -399,3 +399,39 @@ TEST(Conversion, MalformedMlaBlocksAreFormatErrors) {
 
 }  // namespace
 }  // namespace vlm2mla::convert
+
+namespace vlm2mla::convert {
+namespace {
+
+// Layers kept in host memory (--offload-layers) visit the compute device one at a time: the same
+// conversion and the same logits. (On this CPU-only machine host and device coincide, so this ties the
+// staging code path, not the transfers; the GPU run is in BENCHMARKS.md when made.)
+TEST(Conversion, OffloadedLayersConvertTheSame) {
+  for (const std::string name : {"vlm/qwen2_5_vl", "text/llama3-gqa"}) {
+    Loaded l = load(name);
+    LoadOptions host;
+    host.layers_on_host = true;
+    auto offloaded = Model::load(l.model_dir, host);
+    offloaded->set_attention_backend(AttentionBackend::kReference);
+    EXPECT_TRUE(offloaded->decoder().load_options().layers_on_host);
+    EXPECT_TRUE(at::equal(offloaded->logits(l.inputs), l.model->logits(l.inputs))) << name;
+    ConvertOptions o;
+    o.rope_strategy = "mkl";
+    o.rope_dims = 4;
+    o.svd = l.model->image_token_id() >= 0 ? SvdMethod::kMd : SvdMethod::kWhitened;
+    o.kv_rank = {3};
+    Conversion a = convert_model(*l.model, o, &l.calib);
+    Conversion b = convert_model(*offloaded, o, &l.calib);
+    EXPECT_TRUE(b.model->decoder().load_options().layers_on_host);
+    EXPECT_LT(max_rel_error(b.model->logits(l.inputs), a.model->logits(l.inputs), valid_of(l.inputs)), 1e-6) << name;
+    EXPECT_EQ(a.report["layers"].dump(), b.report["layers"].dump()) << name;
+    // And its latent-cache generation.
+    GenerateOptions g;
+    g.max_new_tokens = 4;
+    EXPECT_TRUE(at::equal(generate(b.model->decoder(), b.model->prepare(l.inputs, false), g).sequences,
+                          generate(a.model->decoder(), a.model->prepare(l.inputs, false), g).sequences));
+  }
+}
+
+}  // namespace
+}  // namespace vlm2mla::convert

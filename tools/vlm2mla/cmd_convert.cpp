@@ -43,6 +43,7 @@ void register_convert(CLI::App& app) {
     std::string model, out, strategy, rope_ranks, svd = "none", per_layer, calib, report;
     int64_t rope_dims = 0, kv_rank = 0, num_calib = 0;
     uint64_t seed = 0;
+    bool offload = false;
     RunFlags run;
   };
   auto args = std::make_shared<Args>();
@@ -68,6 +69,9 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--num-calib", args->num_calib, "calibration samples to use (0 = all; seeded selection)");
   cmd->add_option("--seed", args->seed, "seed of the calibration sample selection");
   cmd->add_option("--report", args->report, "write the conversion report (JSON) here");
+  cmd->add_flag("--offload-layers", args->offload,
+                "keep the decoder layers in host memory; each visits --device only while it runs (converts "
+                "models larger than device memory)");
   args->run.add_to(cmd);
   cmd->callback([args]() {
     convert::ConvertOptions o;
@@ -83,7 +87,7 @@ void register_convert(CLI::App& app) {
                   "give --rope-strategy (high, low, uniform, 2-norm, mkl) or --rope-ranks FILE");
     RunFlags run = args->run;
     if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
-    auto model = load_model(args->model, run);
+    auto model = load_model(args->model, run, args->offload);
     convert::CalibrationInputs calib;
     if (!args->calib.empty()) {
       calib = convert::calibration_inputs(std::make_shared<convert::CalibrationData>(convert::CalibrationData::open(

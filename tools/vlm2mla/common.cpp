@@ -76,8 +76,9 @@ ModelInputs read_model_inputs(const std::string& path) {
   return ModelInputs::from_tensors(io::read_safetensors(path), path);
 }
 
-std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags) {
-  const LoadOptions options = flags.load_options();
+std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, bool layers_on_host) {
+  LoadOptions options = flags.load_options();
+  options.layers_on_host = layers_on_host;
   auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<Model> model = Model::load(dir, options);
   model->set_attention_backend(flags.attention_backend());

@@ -57,7 +57,7 @@ struct ModelInputs;
 }
 namespace vlm2mla::cli {
 // Loads the model at `dir` with the run flags (device, dtype, attention backend); logs the load time.
-std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags);
+std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, bool layers_on_host = false);
 // Reads an inputs .safetensors in the `logits` format (input_ids, attention_mask, position_ids,
 // pixel_values, image_sizes, image_grid_thw; others ignored) and checks it.
 ModelInputs read_model_inputs(const std::string& path);
