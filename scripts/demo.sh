@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: builds vlm2mla if needed, then inspects a committed tiny Qwen2 checkpoint (made by
-# transformers), computes its logits and generates greedily from a left-padded batch.
+# transformers), computes its logits and generates greedily from a left-padded batch; runs a tiny
+# Qwen2.5-VL; and converts it to MLA (MKL pairs, md SVD) and generates over the latent cache.
 #
 #   scripts/demo.sh
 set -euo pipefail
@@ -25,3 +26,10 @@ vlm=tests/fixtures/vlm/qwen2_5_vl
 # Image preprocessing exactly as transformers' Qwen2VLImageProcessor, on a committed test image.
 ./build/vlm2mla preprocess --model configs/preprocessor/tiny-qwen2-vl.json \
   --image tests/fixtures/images/images/gray_L_50x40.png --out "$out/pixels.safetensors"
+# MHA2MLA-VLM conversion of the tiny Qwen2.5-VL: MKL RoPE pairs, modality-decoupled SVD (D = 4 per
+# kv head), calibrated on the committed inputs; then generation over the int8 latent cache.
+./build/vlm2mla convert --model "$vlm/model" --out "$out/mla" --rope-strategy mkl --rope-dims 8 --svd md \
+  --kv-rank 4 --calib "$vlm/inputs.safetensors" --report "$out/report.json"
+./build/vlm2mla inspect --model "$out/mla"
+./build/vlm2mla generate --model "$out/mla" --inputs "$vlm/inputs.safetensors" --max-new-tokens 8 --greedy \
+  --kv-cache int8 --kv-group 8 --kv-window 16

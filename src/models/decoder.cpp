@@ -16,7 +16,11 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
       mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
     }
     if (config_.mla->low_rank()) {
-      for (const auto& lw : weights_.layers) absorbed_.push_back(absorbed_weights(config_, layer_to(lw, options_.device)));
+      for (const auto& lw : weights_.layers) {
+        // Model::check_checkpoint builds a decoder from shapes alone (no tensors): nothing to derive.
+        const bool filled = !lw.kv.empty() && lw.kv[0].kv_b_proj.weight.defined();
+        absorbed_.push_back(filled ? absorbed_weights(config_, layer_to(lw, options_.device)) : AbsorbedWeights{});
+      }
     }
   }
 }

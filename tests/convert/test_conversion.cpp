@@ -335,6 +335,10 @@ TEST(Conversion, CliConvertsAndTheResultGenerates) {
   auto g = testing::run_cli({"generate", "--model", out, "--inputs", fx + "/inputs.safetensors",
                              "--max-new-tokens", "3"});
   EXPECT_EQ(g.exit_code, 0) << g.err;
+  auto inspect = testing::run_cli({"inspect", "--model", out});
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_NE(inspect.out.find("svd md"), std::string::npos) << inspect.out;
+  EXPECT_NE(inspect.out.find("latent + RoPE key"), std::string::npos) << inspect.out;
   auto bad = testing::run_cli({"convert", "--model", fx + "/model", "--out", tmp.file("x"), "--rope-strategy",
                                "high", "--rope-dims", "4", "--svd", "fancy", "--kv-rank", "4"});
   EXPECT_NE(bad.exit_code, 0);

@@ -49,7 +49,8 @@ void register_inspect(CLI::App& app) {
     // bf16 cache, every layer: dense keys and values, or (converted) the latent and the RoPE key.
     const MlaConfig* mla = config.mla ? &*config.mla : nullptr;
     const int64_t kv_bytes = kv_values_per_token(mla, config.num_hidden_layers,
-                                                 config.num_key_value_heads, config.head_dim) * 2;
+                                                 config.num_key_value_heads, config.head_dim) * 2 +
+                             (mla && mla->modality_split ? 1 : 0);  // md: one modality byte per position
     const bool latent = mla && mla->low_rank();
     nlohmann::json j;
     j["model"] = args->model;
