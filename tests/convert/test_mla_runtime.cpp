@@ -143,6 +143,39 @@ TEST_P(MlaRuntime, ChunkedPrefillEqualsOneForward) {
   }
 }
 
+// One decode step's logits over a quantized latent cache (groups of 4) against the exact (fp32) cache, with
+// a 4-position window so that most of the prompt is read back quantized. Bounds (max |diff| / max |logit|),
+// stated in the README: int8 3e-2, int4 3e-1, int2 6e-1 — what these tiny random models measure (printed;
+// worst int8 1.5e-2, int4 2.3e-1, int2 3.7e-1), not a claim about real checkpoints; and errors grow as
+// bits fall.
+TEST_P(MlaRuntime, QuantizedCacheLogitsWithinTheirBounds) {
+  Converted c = converted(GetParam(), 4);  // r_kv = 4 n_kv = the RoPE width: one group per position each
+  const TextDecoder& dec = c.model->decoder();
+  Prompt p = c.model->prepare(c.inputs, false);
+  const int64_t b = p.input_ids.size(0), n_kv = c.model->text_config().num_key_value_heads;
+  auto step_logits = [&](const CacheSpec& spec) {
+    std::unique_ptr<KvCache> cache = dec.make_kv_cache(b, p.input_ids.size(1) + 1, &spec);
+    dec.forward_hidden(p.decoder_input(), cache.get());
+    DecoderInput step;
+    step.input_ids = at::full({b, 1}, 5, at::kLong);
+    step.attention_mask = at::cat({p.attention_mask, at::ones({b, 1}, at::kLong)}, 1);
+    at::Tensor pos = p.next_position.to(at::kLong).view({b, 1});
+    step.position_ids = p.position_ids.dim() == 3 ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
+    return dec.lm_head(dec.forward_hidden(step, cache.get()));  // [b, 1, V]
+  };
+  at::Tensor exact = step_logits(CacheSpec{CacheType::kFp32, 1, 1});
+  const std::pair<CacheType, double> bounds[] = {{CacheType::kInt8, 3e-2}, {CacheType::kInt4, 3e-1}, {CacheType::kInt2, 6e-1}};
+  double previous = 0;
+  for (const auto& [type, bound] : bounds) {
+    const double err = max_rel_error(step_logits(CacheSpec{type, 4, 4}), exact);
+    std::printf("[%s, %s cache] one decode step's logits: max rel. error %.3g (bound %.0e)\n", GetParam().c_str(),
+                cache_type_name(type), err, bound);
+    EXPECT_LT(err, bound) << cache_type_name(type);
+    EXPECT_GT(err, previous) << cache_type_name(type) << ": fewer bits should not be more accurate";
+    previous = err;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
                          ::testing::Values("text/llama3-gqa", "text/qwen2", "vlm/llava", "vlm/llava-next",
                                            "vlm/qwen2_5_vl"),
