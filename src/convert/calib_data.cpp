@@ -165,9 +165,15 @@ Conversation convert_sample(const json& s, int64_t index, const std::string& dir
     m.text = t.at("value").get<std::string>();
     for (size_t pos = m.text.find(kImageMark); pos != std::string::npos; pos = m.text.find(kImageMark, pos)) {
       m.text.erase(pos, std::char_traits<char>::length(kImageMark));
+      m.image_at.push_back(pos);
       ++m.images;
     }
-    if (m.images > 0) m.text = strip(m.text);
+    if (m.images > 0) {  // strip the turn, keeping each image's place in the stripped text
+      const size_t first = m.text.find_first_not_of(" \t\n\r\f\v");
+      const size_t lead = first == std::string::npos ? m.text.size() : first;
+      m.text = strip(m.text);
+      for (size_t& at : m.image_at) at = std::min(at > lead ? at - lead : 0, m.text.size());
+    }
     marks += m.images;
     c.messages.push_back(std::move(m));
   }

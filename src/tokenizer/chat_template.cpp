@@ -72,9 +72,19 @@ ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messag
         f.text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
       }
       for (const auto& m : messages) {
+        const std::string vision = "<|vision_start|><|image_pad|><|vision_end|>";
         f.text += "<|im_start|>" + m.role + "\n";
-        f.text += repeat("<|vision_start|><|image_pad|><|vision_end|>", m.images);
-        f.text += m.text + "<|im_end|>\n";
+        if (m.image_at.empty()) {
+          f.text += repeat(vision, m.images) + m.text;
+        } else {  // content items in order: text up to each image, the image, ...
+          size_t from = 0;
+          for (size_t at : m.image_at) {
+            f.text += m.text.substr(from, at - from) + vision;
+            from = at;
+          }
+          f.text += m.text.substr(from);
+        }
+        f.text += "<|im_end|>\n";
       }
       if (add_generation_prompt) f.text += "<|im_start|>assistant\n";
       f.image_token = "<|image_pad|>";

@@ -23,6 +23,10 @@ struct ChatMessage {
   std::string role;     // "system", "user", "assistant"
   std::string text;
   int64_t images = 0;   // images attached to this message (rendered before its text)
+  // Where in `text` each image sits (byte offsets, ascending; one per image), for families whose
+  // template renders content items in order (Qwen2.5-VL). Empty: every image before the text. The
+  // LLaVA templates always put a message's images first, so they ignore it.
+  std::vector<size_t> image_at;
 };
 
 struct ChatFormat {

@@ -305,8 +305,8 @@ TEST(CalibDataset, ImagesFollowTheirMarksAndUnmarkedImagesOpenTheFirstUserTurn) 
   const std::string vision = "<|vision_start|><|image_pad|><|vision_end|>";
   EXPECT_EQ(data.rendered(0),
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + vision +
-                "First?<|im_end|>\n<|im_start|>assistant\nGray.<|im_end|>\n<|im_start|>user\n" + vision +
-                "And  this one?<|im_end|>\n<|im_start|>assistant\nColor.<|im_end|>\n");
+                "First?<|im_end|>\n<|im_start|>assistant\nGray.<|im_end|>\n<|im_start|>user\nAnd " + vision +
+                " this one?<|im_end|>\n<|im_start|>assistant\nColor.<|im_end|>\n");
   EXPECT_EQ(data.rendered(1),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + vision +
                 "Describe.<|im_end|>\n<|im_start|>assistant\nColors.<|im_end|>\n");

@@ -115,3 +115,22 @@ TEST(GeneratePrompt, QwenImageAndPromptThroughTheCli) {
 
 }  // namespace
 }  // namespace vlm2mla
+
+namespace vlm2mla {
+namespace {
+
+// Qwen2.5-VL's template renders content items in order, so images may sit inside the text; LLaVA's puts
+// a message's images first whatever their place.
+TEST(ChatTemplate, InterleavedImagesKeepTheirPlaceForQwenOnly) {
+  ChatMessage m{"user", "Compare  with  please", 2, {8, 14}};  // "Compare <image> with <image> please"
+  const std::string vision = "<|vision_start|><|image_pad|><|vision_end|>";
+  EXPECT_EQ(render_chat(ChatFamily::kQwen2_5_VL, {m}, "", false).text,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nCompare " + vision +
+                " with " + vision + " please<|im_end|>\n");
+  ChatMessage plain{"user", "Compare  with  please", 2, {}};
+  EXPECT_EQ(render_chat(ChatFamily::kLlava15, {m}, "<s>", false).text,
+            render_chat(ChatFamily::kLlava15, {plain}, "<s>", false).text);
+}
+
+}  // namespace
+}  // namespace vlm2mla
