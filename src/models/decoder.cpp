@@ -173,8 +173,8 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   const bool absorbed = mla_mode_ == MlaAttention::kAbsorbed || (mla_mode_ == MlaAttention::kAuto && s == 1);
   // The decode kernel attends keys [start, past + 1) per sequence: left padding only (checked once).
   at::Tensor kernel_start;
-  bool kernel_step = latent_cache && absorbed && s == 1 && decode_kernel_ && options_.device.is_cuda() &&
-                     mla_decode_kernel_usable(*latent_cache, 0, at::empty({b, 1, 1, 1}, at::TensorOptions().device(options_.device)));
+  bool kernel_step = latent_cache && absorbed && s == 1 && decode_kernel_ &&
+                     mla_decode_kernel_usable(*latent_cache, 0, options_.device);
   if (kernel_step) {
     if (key_valid.defined()) {
       at::Tensor pads = key_valid.logical_not().sum(-1);  // [b]

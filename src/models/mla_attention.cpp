@@ -169,8 +169,8 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   return out.view({b, h_q, s, dh});
 }
 
-bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, const at::Tensor& q) {
-  if (!q.is_cuda() || !mla_decode_has_cuda() || q.size(2) != 1) return false;
+bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Device device) {
+  if (!device.is_cuda() || !mla_decode_has_cuda()) return false;
   const RowStore& c = cache.latent_store(layer);
   const RowStore& k = cache.rope_store(layer);
   const CacheType t = c.spec().type;

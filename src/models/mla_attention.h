@@ -77,9 +77,9 @@ at::Tensor mla_attention_absorbed(const TextConfig& config, const AbsorbedWeight
 
 class LatentKvCache;
 
-// True when one decode step of `layer` can run on the CUDA decode kernel: a CUDA build, CUDA tensors,
+// True when one decode step of `layer` can run on the CUDA decode kernel: a CUDA build, a CUDA device,
 // a latent store in bf16 or int4 (bf16 window), and keys forming one range per sequence.
-bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, const at::Tensor& q);
+bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Device device);
 
 // Absorbed attention of one new token per sequence over the cache (its latest position already
 // written), on the decode kernel: q [b, h_q, 1, d_h]; keys [start[b], length) with length the cache's
