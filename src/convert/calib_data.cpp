@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #ifdef VLM2MLA_WITH_TOKENIZER
 #include "generate/chat_inputs.h"
+#include "models/mla_attention.h"
 #endif
 
 namespace vlm2mla::convert {
@@ -298,28 +299,57 @@ std::string CalibrationData::describe() const {
   return detail::concat(s.dataset ? "" : "1 batch of ", of, s.total, unit, " from ", s.path, how);
 }
 
-int64_t run_calibration(const Model& model, const CalibrationData& data, DecoderObserver& observer) {
+namespace {
+void each_forward(const CalibrationData& data, const std::function<void(const ModelInputs&)>& each) {
+  for (int64_t i = 0; i < data.size(); ++i) each(data.get(i));
+}
+}  // namespace
+
+CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data) {
+  return [data](const std::function<void(const ModelInputs&)>& each) { each_forward(*data, each); };
+}
+
+CalibrationInputs calibration_inputs(ModelInputs one_batch) {
+  return [in = std::move(one_batch)](const std::function<void(const ModelInputs&)>& each) { each(in); };
+}
+
+int64_t run_calibration(const Model& model, const CalibrationInputs& inputs, DecoderObserver& observer,
+                        const CalibrationRun& run) {
   using Clock = std::chrono::steady_clock;
   const auto every = std::chrono::seconds(3);
   const auto start = Clock::now();
   auto last = start;
-  const int64_t n = data.size();
-  int64_t tokens = 0, image_tokens = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const Prompt p = model.prepare(data.get(i), /*forward_semantics=*/true);
-    model.decoder().forward_hidden(p.decoder_input(), nullptr, &observer);
+  const std::vector<int64_t> visual = run.visual_set ? model.visual_token_ids() : std::vector<int64_t>{};
+  int64_t forwards = 0, tokens = 0, image_tokens = 0;
+  auto progress = [&](bool force) {
+    const auto now = Clock::now();
+    if (!force && now - last < every) return;
+    const double secs = std::chrono::duration<double>(now - start).count();
+    VLM2MLA_INFO(run.label, " ", forwards, run.forwards > 0 ? "/" + std::to_string(run.forwards) : std::string(),
+                 ": ", tokens, " tokens (", image_tokens, " image), ", std::round(secs * 10) / 10, " s");
+    last = now;
+  };
+  inputs([&](const ModelInputs& in) {
+    const Prompt p = model.prepare(in, /*forward_semantics=*/true);
+    DecoderInput d = p.decoder_input();
+    if (!visual.empty()) d.image_mask = visual_token_mask(visual, p.input_ids);
+    model.decoder().forward_hidden(d, nullptr, &observer);
     const at::Tensor valid = p.attention_mask.ne(0);  // [b, s]
     tokens += valid.sum().item<int64_t>();
-    if (p.image_mask.defined()) image_tokens += (p.image_mask & valid).sum().item<int64_t>();
-    const auto now = Clock::now();
-    if (i == 0 || i + 1 == n || now - last >= every) {
-      const double secs = std::chrono::duration<double>(now - start).count();
-      VLM2MLA_INFO("calibration ", i + 1, "/", n, ": ", tokens, " tokens (", image_tokens, " image), ",
-                   std::round(secs * 10) / 10, " s");
-      last = now;
-    }
-  }
+    if (d.image_mask.defined()) image_tokens += (d.image_mask.to(valid.device()) & valid).sum().item<int64_t>();
+    ++forwards;
+    progress(/*force=*/forwards == 1 || forwards == run.forwards);
+  });
+  if (forwards != run.forwards && forwards > 1) progress(/*force=*/true);  // the end, when not yet logged
   return tokens;
+}
+
+int64_t run_calibration(const Model& model, const CalibrationData& data, DecoderObserver& observer) {
+  // The caller keeps `data` alive for the call: a non-owning view serves.
+  const CalibrationInputs inputs = [&data](const std::function<void(const ModelInputs&)>& each) {
+    each_forward(data, each);
+  };
+  return run_calibration(model, inputs, observer, CalibrationRun{"calibration", data.size(), false});
 }
 
 }  // namespace vlm2mla::convert

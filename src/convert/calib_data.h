@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,9 +72,28 @@ class CalibrationData {
   std::shared_ptr<const Source> source_;
 };
 
+// Calls `each` with every calibration forward's inputs (the `logits` tensors), in order: what the
+// converter and the studies take, so that a file, a dataset or inputs built in memory serve alike.
+using CalibrationInputs = std::function<void(const std::function<void(const ModelInputs&)>& each)>;
+// Every forward of `data` (kept alive by the returned function).
+CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data);
+// One forward of the given inputs.
+CalibrationInputs calibration_inputs(ModelInputs one_batch);
+
+struct CalibrationRun {
+  std::string label = "calibration";  // progress lines: "<label> 3/64: 812 tokens (576 image), 1.2 s"
+  int64_t forwards = 0;               // how many the inputs hold, for "3/64" (0: unknown, "3:")
+  // The observers' image mask: false, the model's image tokens; true, every visual token (md's image
+  // set: Qwen2.5-VL's vision start/end and pads too, Model::visual_token_ids).
+  bool visual_set = false;
+};
+
 // Runs every calibration forward through model.decoder().forward_hidden(..., observer) with
 // Prompt = model.prepare(inputs, /*forward_semantics=*/true) and its decoder_input(); logs progress
-// ("calibration 3/64: 812 tokens (576 image)") at least every few seconds and at the end; returns tokens seen.
+// after the first forward, at least every few seconds and at the end; returns the real tokens seen.
+int64_t run_calibration(const Model& model, const CalibrationInputs& inputs, DecoderObserver& observer,
+                        const CalibrationRun& run);
+// The same over a calibration file ("calibration 3/64: ...").
 int64_t run_calibration(const Model& model, const CalibrationData& data, DecoderObserver& observer);
 
 // k distinct indices of [0, n), ascending, chosen by std::mt19937_64(seed) and a partial

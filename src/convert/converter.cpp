@@ -21,7 +21,6 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/tensor_store.h"
-#include "models/mla_attention.h"
 
 namespace vlm2mla::convert {
 
@@ -88,29 +87,10 @@ void check_options(const Model& m, const ConvertOptions& o, bool have_calib) {
   kv_lora_ranks(c, o);
 }
 
-// Prepares each calibration forward of `model` and hands its decoder input to `fn`, with image_mask
-// set to `visual_ids` membership (md's image set) or left as the model's image-token mask.
-void for_each_forward(const Model& model, const CalibrationInputs& calib, bool visual_set,
-                      const std::string& what, const std::function<void(const DecoderInput&)>& fn) {
-  const auto t0 = Clock::now();
-  auto last = t0;
-  int64_t forwards = 0, tokens = 0;
-  const std::vector<int64_t> visual = model.visual_token_ids();
-  calib([&](const ModelInputs& in) {
-    Prompt p = model.prepare(in, /*forward_semantics=*/true);
-    DecoderInput d = p.decoder_input();
-    if (visual_set && !visual.empty()) d.image_mask = visual_token_mask(visual, p.input_ids);
-    fn(d);
-    ++forwards;
-    tokens += p.attention_mask.sum().item<int64_t>();
-    if (seconds_since(last) > 5) {
-      last = Clock::now();
-      VLM2MLA_INFO(what, ": ", forwards, " forwards, ", tokens, " tokens, ", std::fixed,
-                   std::setprecision(1), seconds_since(t0), " s");
-    }
-  });
-  VLM2MLA_INFO(what, ": ", forwards, " forward(s), ", tokens, " tokens in ", std::fixed,
-               std::setprecision(1), seconds_since(t0), " s");
+// The calibration forwards of `model` with `observer` watching (see run_calibration); at least one token.
+void observe(const Model& model, const CalibrationInputs& calib, DecoderObserver& observer, const char* what,
+             bool visual_set) {
+  const int64_t tokens = run_calibration(model, calib, observer, CalibrationRun{what, 0, visual_set});
   VLM2MLA_CHECK(tokens > 0, ArgumentError, "--calib: the calibration data holds no tokens");
 }
 
@@ -130,13 +110,11 @@ RopeRanks choose_ranks(const Model& m, const ConvertOptions& o, const Calibratio
   at::Tensor score;
   if (o.rope_strategy == "2-norm") {
     TwoNormScores obs(c);
-    for_each_forward(m, *calib, false, "2-norm scores",
-                     [&](const DecoderInput& d) { m.decoder().forward_hidden(d, nullptr, &obs); });
+    observe(m, *calib, obs, "2-norm scores", /*visual_set=*/false);
     score = obs.scores();
   } else {
     MklScores obs(c);
-    for_each_forward(m, *calib, false, "mkl scores",
-                     [&](const DecoderInput& d) { m.decoder().forward_hidden(d, nullptr, &obs); });
+    observe(m, *calib, obs, "mkl scores", /*visual_set=*/false);
     score = obs.scores();
   }
   RopeRanks r = ranks_from_scores(score);
@@ -153,13 +131,6 @@ LinearWeights as_linear(const at::Tensor& w, const at::Tensor& b, at::ScalarType
 }
 
 }  // namespace
-
-CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data) {
-  VLM2MLA_INFO("calibration: ", data->describe());
-  return [data](const std::function<void(const ModelInputs&)>& each) {
-    for (int64_t i = 0; i < data->size(); ++i) each(data->get(i));
-  };
-}
 
 Conversion convert_model(const Model& original, const ConvertOptions& o, const CalibrationInputs* calib) {
   const auto t_start = Clock::now();
@@ -205,8 +176,7 @@ Conversion convert_model(const Model& original, const ConvertOptions& o, const C
   if (calib) {
     t = Clock::now();
     cov = std::make_unique<CovarianceObserver>(L, d, device);
-    for_each_forward(*out.stage1, *calib, true, "activation statistics",
-                     [&](const DecoderInput& in) { stage1_decoder->forward_hidden(in, nullptr, cov.get()); });
+    observe(*out.stage1, *calib, *cov, "activation statistics", /*visual_set=*/true);
     timings["calibration"] = seconds_since(t);
     VLM2MLA_CHECK(o.svd != SvdMethod::kMd || cov->tokens(Modality::kImage) > 0, ArgumentError,
                   "--svd md: the calibration data holds no image tokens (token ids ",

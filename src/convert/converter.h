@@ -26,12 +26,6 @@ struct ConvertOptions {
   std::vector<int64_t> kv_rank;
 };
 
-// Calls `each` with every calibration forward's inputs (the `logits` tensors), in order.
-using CalibrationInputs = std::function<void(const std::function<void(const ModelInputs&)>& each)>;
-
-// Every forward of a calibration file, in order (logging what it is).
-CalibrationInputs calibration_inputs(std::shared_ptr<const CalibrationData> data);
-
 struct Conversion {
   std::shared_ptr<Model> model;   // the converted model, in memory (the original's device and dtype)
   std::shared_ptr<Model> stage1;  // partial RoPE only (svd none)

@@ -43,14 +43,10 @@ Loaded load(const std::string& name) {
   l.model = Model::load(l.model_dir, LoadOptions{});
   l.model->set_attention_backend(AttentionBackend::kReference);
   l.inputs = ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
-  ModelInputs in = l.inputs;
-  l.calib = [in](const std::function<void(const ModelInputs&)>& each) { each(in); };
+  l.calib = calibration_inputs(l.inputs);
   return l;
 }
 
-at::Tensor valid_of(const ModelInputs& in) {
-  return in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones_like(in.input_ids, at::kBool);
-}
 
 // The largest D whose r_kv reaches the rank of [W_kc; W_v] (the fixtures' dims make it exact).
 int64_t full_rank_d(const TextConfig& c, int64_t R) {
@@ -74,7 +70,7 @@ TEST_P(ConvertAll, AllPairsAndFullRankReproduceTheOriginal) {
     if (svd != SvdMethod::kNone) o.kv_rank = {full_rank_d(c, c.head_dim)};
     Conversion conv = convert_model(*l.model, o, &l.calib);
     at::Tensor got = conv.model->logits(l.inputs);
-    EXPECT_LT(max_rel_error(got, ref, valid_of(l.inputs)), 1e-4) << svd_method_name(svd);
+    EXPECT_LT(max_rel_error(got, ref, testing::real_positions(l.inputs)), 1e-4) << svd_method_name(svd);
   }
 }
 
@@ -90,13 +86,13 @@ TEST_P(ConvertAll, FullRankFactorisationsReproduceStage1) {
   Conversion stage1 = convert_model(*l.model, o, &l.calib);
   at::Tensor ref = stage1.model->logits(l.inputs);
   // Partial RoPE changes the model (a test that could not fail otherwise).
-  EXPECT_GT(max_rel_error(ref, l.model->logits(l.inputs), valid_of(l.inputs)), 1e-3);
+  EXPECT_GT(max_rel_error(ref, l.model->logits(l.inputs), testing::real_positions(l.inputs)), 1e-3);
   for (SvdMethod svd : methods) {
     o.svd = svd;
     o.kv_rank = {full_rank_d(c, R)};
     Conversion conv = convert_model(*l.model, o, &l.calib);
     // whitened/md are exact on the calibration activations (these inputs), joint everywhere.
-    EXPECT_LT(max_rel_error(conv.model->logits(l.inputs), ref, valid_of(l.inputs)), 1e-4)
+    EXPECT_LT(max_rel_error(conv.model->logits(l.inputs), ref, testing::real_positions(l.inputs)), 1e-4)
         << svd_method_name(svd);
   }
 }
@@ -173,7 +169,7 @@ TEST_P(ConvertAll, CheckpointLoadsAndRunsLikeTheInMemoryModel) {
   EXPECT_EQ(dst.info(q0).dtype, src.info(q0).dtype);
   const bool exact_dtype = src.info(q0).dtype == io::StDtype::kF32;
   at::Tensor a = loaded->logits(l.inputs), b = conv.model->logits(l.inputs);
-  EXPECT_LT(max_rel_error(a, b, valid_of(l.inputs)), exact_dtype ? 1e-6 : 3e-2);
+  EXPECT_LT(max_rel_error(a, b, testing::real_positions(l.inputs)), exact_dtype ? 1e-6 : 3e-2);
   const std::string embed = layout.decoder_prefix + "embed_tokens.weight";
   EXPECT_TRUE(at::equal(src.tensor(embed), dst.tensor(embed)));
   EXPECT_FALSE(dst.contains(layout.decoder_prefix + "layers.0.self_attn.k_proj.weight"));
@@ -314,7 +310,7 @@ TEST(Conversion, BadOptionsAreClearErrors) {
   // md with calibration data that holds no image tokens.
   ModelInputs text_only;
   text_only.input_ids = at::tensor({1, 2, 3, 4, 5, 6}, at::kLong).unsqueeze(0);
-  CalibrationInputs text_calib = [&](const std::function<void(const ModelInputs&)>& each) { each(text_only); };
+  CalibrationInputs text_calib = calibration_inputs(text_only);
   expect_error(*l.model, with([](auto& o) { o.svd = SvdMethod::kMd; }), &text_calib, "no image tokens");
   // md on a text model.
   Loaded t = load("text/qwen2");
@@ -427,7 +423,7 @@ TEST(Conversion, OffloadedLayersConvertTheSame) {
     Conversion a = convert_model(*l.model, o, &l.calib);
     Conversion b = convert_model(*offloaded, o, &l.calib);
     EXPECT_TRUE(b.model->decoder().load_options().layers_on_host);
-    EXPECT_LT(max_rel_error(b.model->logits(l.inputs), a.model->logits(l.inputs), valid_of(l.inputs)), 1e-6) << name;
+    EXPECT_LT(max_rel_error(b.model->logits(l.inputs), a.model->logits(l.inputs), testing::real_positions(l.inputs)), 1e-6) << name;
     EXPECT_EQ(a.report["layers"].dump(), b.report["layers"].dump()) << name;
     // And its latent-cache generation.
     GenerateOptions g;

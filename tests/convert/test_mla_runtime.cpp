@@ -30,7 +30,7 @@ Converted converted(const std::string& name, int64_t D = 3) {
   auto original = Model::load(dir + "/model", LoadOptions{});
   original->set_attention_backend(AttentionBackend::kReference);
   ModelInputs in = ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
-  CalibrationInputs calib = [in](const std::function<void(const ModelInputs&)>& each) { each(in); };
+  CalibrationInputs calib = convert::calibration_inputs(in);
   ConvertOptions o;
   o.rope_strategy = "2-norm";
   o.rope_dims = 4;
@@ -50,9 +50,17 @@ Converted converted(const std::string& name, int64_t D = 3) {
   return c;
 }
 
-at::Tensor valid_of(const ModelInputs& in) {
-  return in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones_like(in.input_ids, at::kBool);
+// The decoder input of one more token (id `token`) after the prompt, every row.
+DecoderInput next_token(const Prompt& p, int64_t token) {
+  const int64_t b = p.input_ids.size(0);
+  DecoderInput step;
+  step.input_ids = at::full({b, 1}, token, at::kLong);
+  step.attention_mask = at::cat({p.attention_mask, at::ones({b, 1}, at::kLong)}, 1);
+  at::Tensor pos = p.next_position.to(at::kLong).view({b, 1});
+  step.position_ids = p.position_ids.dim() == 3 ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
+  return step;
 }
+
 
 GenerateResult run_generate(const Model& m, const ModelInputs& in, MlaAttention mode, int64_t n,
                             std::optional<CacheSpec> spec = std::nullopt) {
@@ -75,7 +83,7 @@ TEST_P(MlaRuntime, AbsorbedEqualsExpanded) {
   dec.set_mla_attention(MlaAttention::kAbsorbed);
   at::Tensor absorbed = c.model->logits(c.inputs);
   dec.set_mla_attention(MlaAttention::kAuto);
-  const double err = max_rel_error(absorbed, expanded, valid_of(c.inputs));
+  const double err = max_rel_error(absorbed, expanded, testing::real_positions(c.inputs));
   EXPECT_LT(err, 1e-4);
   EXPECT_GT(expanded.abs().max().item<double>(), 0.0);
 }
@@ -156,12 +164,7 @@ TEST_P(MlaRuntime, QuantizedCacheLogitsWithinTheirBounds) {
   auto step_logits = [&](const CacheSpec& spec) {
     std::unique_ptr<KvCache> cache = dec.make_kv_cache(b, p.input_ids.size(1) + 1, &spec);
     dec.forward_hidden(p.decoder_input(), cache.get());
-    DecoderInput step;
-    step.input_ids = at::full({b, 1}, 5, at::kLong);
-    step.attention_mask = at::cat({p.attention_mask, at::ones({b, 1}, at::kLong)}, 1);
-    at::Tensor pos = p.next_position.to(at::kLong).view({b, 1});
-    step.position_ids = p.position_ids.dim() == 3 ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
-    return dec.lm_head(dec.forward_hidden(step, cache.get()));  // [b, 1, V]
+    return dec.lm_head(dec.forward_hidden(next_token(p, 5), cache.get()));  // [b, 1, V]
   };
   at::Tensor exact = step_logits(CacheSpec{CacheType::kFp32, 1, 1});
   const std::pair<CacheType, double> bounds[] = {{CacheType::kInt8, 3e-2}, {CacheType::kInt4, 3e-1}, {CacheType::kInt2, 6e-1}};
@@ -253,7 +256,7 @@ TEST(MlaRuntimeCuda, DecodeKernelStepEqualsTheLibtorchForm) {
   const std::string dir = fixtures_dir() + "/vlm/qwen2_5_vl";
   auto original = Model::load(dir + "/model", LoadOptions{});
   ModelInputs in = ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
-  CalibrationInputs calib = [in](const std::function<void(const ModelInputs&)>& each) { each(in); };
+  CalibrationInputs calib = convert::calibration_inputs(in);
   ConvertOptions o;
   o.rope_strategy = "2-norm";
   o.rope_dims = 4;
@@ -271,12 +274,7 @@ TEST(MlaRuntimeCuda, DecodeKernelStepEqualsTheLibtorchForm) {
       dec.set_decode_kernel(kernel == 1);
       std::unique_ptr<KvCache> cache = dec.make_kv_cache(b, p.input_ids.size(1) + 4, &spec);
       dec.forward_hidden(p.decoder_input(), cache.get());
-      DecoderInput step;
-      step.input_ids = at::full({b, 1}, 7, at::kLong);
-      step.attention_mask = at::cat({p.attention_mask, at::ones({b, 1}, at::kLong)}, 1);
-      at::Tensor pos = p.next_position.to(at::kLong).view({b, 1});
-      step.position_ids = p.position_ids.dim() == 3 ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
-      hidden[kernel] = dec.forward_hidden(step, cache.get()).to(at::kFloat).cpu();
+      hidden[kernel] = dec.forward_hidden(next_token(p, 7), cache.get()).to(at::kFloat).cpu();
     }
     dec.set_decode_kernel(true);
     const double err = (hidden[1] - hidden[0]).abs().max().item<double>() / hidden[0].abs().max().item<double>();
@@ -297,7 +295,7 @@ namespace {
 TEST(CacheQuantStudy, ErrorsFallWithBitsAndNeedALatentModel) {
   Converted c = converted("vlm/qwen2_5_vl", 4);
   ModelInputs in = c.inputs;
-  CalibrationInputs calib = [in](const std::function<void(const ModelInputs&)>& each) { each(in); };
+  CalibrationInputs calib = convert::calibration_inputs(in);
   nlohmann::json r = convert::cache_quant_study(*c.model, calib, convert::QuantStudyOptions{8});
   ASSERT_EQ(r["rows"].size(), 12u);
   EXPECT_EQ(r["positions"].get<int64_t>(), in.input_ids.size(0) * (in.input_ids.size(1) / 8 * 8));

@@ -44,6 +44,10 @@ double max_abs_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
   return (select_valid(a, valid) - select_valid(b, valid)).abs().max().item<double>();
 }
 
+at::Tensor real_positions(const ModelInputs& in) {
+  return in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones_like(in.input_ids, at::kBool);
+}
+
 double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid) {
   return max_abs_error(a, b, valid) / select_valid(b, valid).abs().max().item<double>();
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "generate/generate.h"
+#include "models/model.h"
 #include "support/test_support.h"
 
 namespace vlm2mla::testing {
@@ -29,6 +30,9 @@ TextFixture load_text_fixture(const std::string& name);
 
 // transformers' do_sample=False with the checkpoint's generation_config.json, n new tokens.
 GenerateOptions greedy_options(const std::string& model_dir, const TextConfig& config, int64_t n);
+
+// bool [B, T]: the real (non-padding) positions of the inputs (all when they carry no attention_mask).
+at::Tensor real_positions(const ModelInputs& in);
 
 // max |a - b| / max |b| over the positions where valid [B, T] is true (all when undefined).
 double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});

@@ -11,7 +11,6 @@
 
 namespace vlm2mla::cli {
 
-using convert::CalibOptions;
 using convert::CalibrationData;
 using convert::MklScores;
 using convert::RopeRanks;
@@ -19,8 +18,8 @@ using convert::TwoNormScores;
 
 void register_calibrate(CLI::App& app) {
   struct Args {
-    std::string model, calib, strategy, out;
-    CalibOptions calib_options;
+    std::string model, strategy, out;
+    CalibFlags calib;
     RunFlags run;
   };
   auto args = std::make_shared<Args>();
@@ -28,19 +27,7 @@ void register_calibrate(CLI::App& app) {
       "calibrate", "Score each RoPE frequency pair per layer and kv head on calibration data and "
                    "write the ranks (rope_rank uint8 [layers, n_kv, head_dim], score float32)");
   cmd->add_option("--model", args->model, "model directory")->required();
-  cmd->add_option("--calib", args->calib,
-                  "calibration data: an inputs .safetensors in the `logits` format (input_ids, "
-                  "attention_mask, pixel_values, ...; one forward of the batch), or a LLaVA-style .json "
-                  "dataset (a list of {\"image\", \"conversations\"}; one forward per conversation, "
-                  "rendered with the model's chat template)")
-      ->required();
-  cmd->add_option("--num-calib", args->calib_options.num_calib,
-                  "use N samples of the file (conversations of a dataset, rows of a text-only batch), "
-                  "chosen with --seed and run in file order; 0 = all")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seed", args->calib_options.seed, "seed of the --num-calib selection")
-      ->capture_default_str();
+  args->calib.add_to(cmd, /*required=*/true, "");
   cmd->add_option("--rope-strategy", args->strategy,
                   "2-norm (MHA2MLA: query x key pair norms) or mkl (MHA2MLA-VLM: modality-balanced KL "
                   "of attention without the pair)")
@@ -52,8 +39,8 @@ void register_calibrate(CLI::App& app) {
                   "--rope-strategy: unknown strategy '", args->strategy,
                   "' (calibrate supports 2-norm and mkl; high, low and uniform need no calibration)");
     auto model = load_model(args->model, args->run);
-    const CalibrationData data = CalibrationData::open(*model, args->model, args->calib, args->calib_options);
-    VLM2MLA_INFO("calibration data: ", data.describe());
+    const std::shared_ptr<CalibrationData> opened = args->calib.open(*model, args->model);
+    const CalibrationData& data = *opened;
     at::Tensor score;
     if (args->strategy == "2-norm") {
       TwoNormScores obs(model->text_config());

@@ -40,10 +40,10 @@ std::vector<int64_t> parse_int_list(const std::string& text, const char* flag) {
 
 void register_convert(CLI::App& app) {
   struct Args {
-    std::string model, out, strategy, rope_ranks, svd = "none", per_layer, calib, report;
-    int64_t rope_dims = 0, kv_rank = 0, num_calib = 0;
-    uint64_t seed = 0;
+    std::string model, out, strategy, rope_ranks, svd = "none", per_layer, report;
+    int64_t rope_dims = 0, kv_rank = 0;
     bool offload = false;
+    CalibFlags calib;
     RunFlags run;
   };
   auto args = std::make_shared<Args>();
@@ -63,11 +63,7 @@ void register_convert(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--kv-rank", args->kv_rank, "D: latent width per kv head (r_kv = n_kv x D)");
   cmd->add_option("--kv-rank-per-layer", args->per_layer, "D per layer, comma-separated (instead of --kv-rank)");
-  cmd->add_option("--calib", args->calib,
-                  "calibration data: an inputs .safetensors (the `logits` format) or a LLaVA-style .json "
-                  "dataset; needed by 2-norm, mkl, whitened and md");
-  cmd->add_option("--num-calib", args->num_calib, "calibration samples to use (0 = all; seeded selection)");
-  cmd->add_option("--seed", args->seed, "seed of the calibration sample selection");
+  args->calib.add_to(cmd, /*required=*/false, "; needed by 2-norm, mkl, whitened and md");
   cmd->add_option("--report", args->report, "write the conversion report (JSON) here");
   cmd->add_flag("--offload-layers", args->offload,
                 "keep the decoder layers in host memory; each visits --device only while it runs (converts "
@@ -89,11 +85,8 @@ void register_convert(CLI::App& app) {
     if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
     auto model = load_model(args->model, run, args->offload);
     convert::CalibrationInputs calib;
-    if (!args->calib.empty()) {
-      calib = convert::calibration_inputs(std::make_shared<convert::CalibrationData>(convert::CalibrationData::open(
-          *model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed})));
-    }
-    convert::Conversion c = convert::convert_model(*model, o, args->calib.empty() ? nullptr : &calib);
+    if (args->calib.given()) calib = convert::calibration_inputs(args->calib.open(*model, args->model));
+    convert::Conversion c = convert::convert_model(*model, o, args->calib.given() ? &calib : nullptr);
     convert::write_converted(args->model, args->out, c);
     std::fprintf(stderr, "%s", convert::report_summary(c.report).c_str());
     if (!args->report.empty()) io::write_json_file(args->report, c.report);
@@ -103,10 +96,10 @@ void register_convert(CLI::App& app) {
 
 void register_cache_study(CLI::App& app) {
   struct Args {
-    std::string model, calib;
-    int64_t num_calib = 0, group = 32;
-    uint64_t seed = 0;
+    std::string model;
+    int64_t group = 32;
     bool json = false;
+    CalibFlags calib;
     RunFlags run;
   };
   auto args = std::make_shared<Args>();
@@ -114,9 +107,7 @@ void register_cache_study(CLI::App& app) {
       "cache-study", "On a converted model's own cached latents and RoPE keys: the reconstruction error of "
                      "int8/int4/int2 quantization with per-token against per-channel groups");
   cmd->add_option("--model", args->model, "converted model directory")->required();
-  cmd->add_option("--calib", args->calib, "inputs .safetensors or LLaVA-style .json dataset")->required();
-  cmd->add_option("--num-calib", args->num_calib, "samples to use (0 = all)");
-  cmd->add_option("--seed", args->seed, "seed of the sample selection");
+  args->calib.add_to(cmd, /*required=*/true, "");
   cmd->add_option("--group", args->group, "values per group (both groupings)")->capture_default_str();
   cmd->add_flag("--json", args->json, "print the JSON result");
   args->run.add_to(cmd);
@@ -124,8 +115,7 @@ void register_cache_study(CLI::App& app) {
     RunFlags run = args->run;
     if (run.dtype.empty()) run.dtype = "float32";
     auto model = load_model(args->model, run);
-    convert::CalibrationInputs calib = convert::calibration_inputs(std::make_shared<convert::CalibrationData>(
-        convert::CalibrationData::open(*model, args->model, args->calib, convert::CalibOptions{args->num_calib, args->seed})));
+    convert::CalibrationInputs calib = convert::calibration_inputs(args->calib.open(*model, args->model));
     nlohmann::json r = convert::cache_quant_study(*model, calib, convert::QuantStudyOptions{args->group});
     if (args->json) {
       std::printf("%s\n", r.dump(2).c_str());

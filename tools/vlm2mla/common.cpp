@@ -2,6 +2,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/safetensors.h"
 
 namespace vlm2mla::cli {
@@ -22,6 +23,28 @@ MlaAttention RunFlags::mla_attention() const {
   if (attention == "absorbed") return MlaAttention::kAbsorbed;
   if (attention == "expanded") return MlaAttention::kExpanded;
   return MlaAttention::kAuto;
+}
+
+void CalibFlags::add_to(CLI::App* app, bool required, const std::string& needed_by) {
+  auto* opt = app->add_option("--calib", path,
+                              "calibration data: an inputs .safetensors in the `logits` format (input_ids, "
+                              "attention_mask, pixel_values, ...; one forward of the batch), or a LLaVA-style "
+                              ".json dataset (a list of {\"image\", \"conversations\"}; one forward per "
+                              "conversation, rendered with the model's chat template)" + needed_by);
+  if (required) opt->required();
+  app->add_option("--num-calib", options.num_calib,
+                  "use N samples of the file (conversations of a dataset, rows of a text-only batch), "
+                  "chosen with --seed and run in file order; 0 = all")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--seed", options.seed, "seed of the --num-calib selection")->capture_default_str();
+}
+
+std::shared_ptr<convert::CalibrationData> CalibFlags::open(const Model& model, const std::string& model_dir) const {
+  auto data = std::make_shared<convert::CalibrationData>(
+      convert::CalibrationData::open(model, model_dir, path, options));
+  VLM2MLA_INFO("calibration data: ", data->describe());
+  return data;
 }
 
 void CacheFlags::add_to(CLI::App* app) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "attention/attention.h"
+#include "convert/calib_data.h"
 #include "models/decoder.h"
 #include "models/weights.h"
 
@@ -26,6 +27,17 @@ struct RunFlags {
   // absorbed / expanded: how converted MLA models attend (default auto: expanded prefill, absorbed
   // decode over the latent cache).
   MlaAttention mla_attention() const;
+};
+
+// --calib / --num-calib / --seed (calibrate, convert, cache-study).
+struct CalibFlags {
+  std::string path;
+  convert::CalibOptions options;
+  // `required`: the subcommand cannot run without calibration data; `needed_by` ends the help text.
+  void add_to(CLI::App* app, bool required, const std::string& needed_by);
+  bool given() const { return !path.empty(); }
+  // Opens the file for `model` (tokenizer and preprocessor from `model_dir`) and logs what it holds.
+  std::shared_ptr<convert::CalibrationData> open(const Model& model, const std::string& model_dir) const;
 };
 
 // --kv-cache / --kv-group / --kv-window (generate, bench).
