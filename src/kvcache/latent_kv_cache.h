@@ -37,7 +37,9 @@ class LatentKvCache : public KvCache {
 
   const RowStore& latent_store(int64_t layer) const { return *latent_[static_cast<size_t>(layer)]; }
   const RowStore& rope_store(int64_t layer) const { return *rope_[static_cast<size_t>(layer)]; }
-  const at::Tensor& modality_storage() const { return modality_; }  // uint8 [b, capacity]
+  // uint8 [b, capacity]: grows by the rows' rule (doubling from the same start), so its capacity is
+  // always theirs, as the decode kernel needs.
+  const at::Tensor& modality_storage() const { return modality_; }
 
   int64_t bytes_allocated() const override;
   int64_t bytes_per_token() const override;

@@ -55,8 +55,8 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   // cos/sin of each kv head's kept dims: [b, s, d_h] -> [b, s, h_kv, R]; query heads use their group's.
   at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R});
   at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
-  at::Tensor k_rope = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
-  out.k_rope = rope_part(k_rope, cos, sin).reshape({b, s, h_kv * R});
+  out.k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
+  out.k_rope = rope_part(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
   const int64_t groups = h_q / h_kv;
   at::Tensor cos_q = cos.transpose(1, 2), sin_q = sin.transpose(1, 2);  // [b, h_kv, s, R]
   if (groups > 1) cos_q = cos_q.repeat_interleave(groups, 1), sin_q = sin_q.repeat_interleave(groups, 1);
@@ -101,8 +101,7 @@ QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w, con
     out.k = at::cat({st.k_rope.view({b, s, h_kv, R}).transpose(1, 2), k_nope}, -1);
     out.v = st.v.transpose(1, 2);
   }
-  at::Tensor k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R}).transpose(1, 2);
-  out.k_pre = at::cat({k_rope_pre, k_nope}, -1);  // [b, h_kv, s, d_h]
+  out.k_pre = at::cat({st.k_rope_pre.transpose(1, 2), k_nope}, -1);  // [b, h_kv, s, d_h]
   return out;
 }
 
@@ -218,14 +217,6 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
     in.window = cs.spec().window;
     in.latent_win = cs.window();
     in.k_rope_win = ks.window();
-  }
-  if (split && in.modality.size(1) != (in.latent.defined() ? in.latent.size(1) : in.latent_q.data.size(1))) {
-    // The modality store grows separately from the rows; give the kernel matching capacities.
-    const int64_t cap = in.latent.defined() ? in.latent.size(1) : in.latent_q.data.size(1);
-    at::Tensor mod = at::zeros({b, cap}, in.modality.options());
-    const int64_t n = std::min(cap, in.modality.size(1));
-    mod.narrow(1, 0, n).copy_(in.modality.narrow(1, 0, n));
-    in.modality = mod;
   }
   MlaDecodeOutput out = mla_decode(in);  // acc [n_mod, b, h_q, r], mass [n_mod, b, h_q]
   at::Tensor o;

@@ -27,6 +27,7 @@ at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const
 struct MlaStep {
   at::Tensor q_pre;   // [b, h_q, s, d_h] before RoPE (converted layout: [rope R | nope])
   at::Tensor q;       // [b, h_q, s, d_h] with RoPE on the first R dims
+  at::Tensor k_rope_pre;  // [b, s, h_kv, R] before RoPE (for observers)
   at::Tensor k_rope;  // [b, s, h_kv*R] rotated (what the latent cache stores)
   at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined
   at::Tensor k_nope;  // [b, s, h_kv, d_h - R] (svd none), or undefined
