@@ -6,53 +6,6 @@
 
 namespace vlm2mla {
 
-const char* cache_type_name(CacheType t) {
-  switch (t) {
-    case CacheType::kBf16: return "bf16";
-    case CacheType::kFp16: return "fp16";
-    case CacheType::kFp32: return "fp32";
-    case CacheType::kInt8: return "int8";
-    case CacheType::kInt4: return "int4";
-    case CacheType::kInt2: return "int2";
-  }
-  return "?";
-}
-
-CacheType cache_type_from_name(const std::string& name, const std::string& what) {
-  for (CacheType t : {CacheType::kBf16, CacheType::kFp16, CacheType::kFp32, CacheType::kInt8,
-                      CacheType::kInt4, CacheType::kInt2}) {
-    if (name == cache_type_name(t)) return t;
-  }
-  throw ArgumentError(detail::concat(what, ": unknown cache type '", name,
-                                     "' (expected bf16, fp16, fp32, int8, int4 or int2)"));
-}
-
-int64_t cache_type_bits(CacheType t) {
-  switch (t) {
-    case CacheType::kInt8: return 8;
-    case CacheType::kInt4: return 4;
-    case CacheType::kInt2: return 2;
-    case CacheType::kBf16:
-    case CacheType::kFp16:
-    case CacheType::kFp32:
-      return 0;
-  }
-  return 0;
-}
-
-at::ScalarType cache_float_dtype(CacheType t) {
-  switch (t) {
-    case CacheType::kBf16: return at::kBFloat16;
-    case CacheType::kFp16: return at::kHalf;
-    case CacheType::kFp32: return at::kFloat;
-    case CacheType::kInt8:
-    case CacheType::kInt4:
-    case CacheType::kInt2:
-      return at::kBFloat16;
-  }
-  return at::kBFloat16;
-}
-
 RowStore::RowStore(int64_t batch, int64_t n, int64_t capacity, const CacheSpec& spec,
                    at::ScalarType compute_dtype, at::Device device)
     : batch_(batch), n_(n), capacity_(std::max<int64_t>(capacity, 1)), spec_(spec),
