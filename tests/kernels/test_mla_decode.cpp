@@ -35,6 +35,23 @@ struct Case {
   double scale = 0.0;  // 0: 2 / sqrt(r_kv + d_rope)
   uint64_t seed = 1;
 
+  // Qwen2.5-VL-7B's decode shapes with D = 32 and md: an int4 cache, groups of 64, a 128-position window.
+  static Case qwen7b_md_int4(std::vector<int64_t> start, std::vector<int64_t> length) {
+    Case c;
+    c.format = MlaCacheFormat::kInt4;
+    c.n_mod = 2;
+    c.h_q = 28;
+    c.h_kv = 4;
+    c.r_kv = 128;
+    c.d_rope = 32;
+    c.window = 128;
+    c.group_c = 64;
+    c.group_r = 64;
+    c.start = std::move(start);
+    c.length = std::move(length);
+    return c;
+  }
+
   int64_t b() const { return int64_t(length.size()); }
   int64_t cap() const { return t_cap > 0 ? t_cap : *std::max_element(length.begin(), length.end()); }
   std::string str() const {
@@ -350,18 +367,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
     }
   }
   // edge cases: an empty range, single keys, a window longer than the sequence, r_kv not a multiple of 16
-  Case e;
-  e.format = MlaCacheFormat::kInt4;
-  e.n_mod = 2;
-  e.h_q = 28;
-  e.h_kv = 4;
-  e.r_kv = 128;
-  e.d_rope = 32;
-  e.window = 128;
-  e.group_c = 64;
-  e.group_r = 64;
-  e.start = {0, 3, 0, 70};
-  e.length = {1, 3, 100, 300};
+  Case e = Case::qwen7b_md_int4({0, 3, 0, 70}, {1, 3, 100, 300});
   e.t_cap = 320;
   check_case(e, MlaDecodeVariant::kAuto, tc);
   e.format = MlaCacheFormat::kBf16;
@@ -412,18 +418,7 @@ TEST(MlaDecodeCuda, SmallCases) {
 
 TEST(MlaDecodeCuda, RepeatedRunsAgreeBitForBit) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  Case c;
-  c.format = MlaCacheFormat::kInt4;
-  c.n_mod = 2;
-  c.h_q = 28;
-  c.h_kv = 4;
-  c.r_kv = 128;
-  c.d_rope = 32;
-  c.window = 128;
-  c.group_c = 64;
-  c.group_r = 64;
-  c.start = {0, 17, 0};
-  c.length = {4000, 2500, 777};
+  const Case c = Case::qwen7b_md_int4({0, 17, 0}, {4000, 2500, 777});
   const MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
   const MlaDecodeOutput a = mla_decode(in), b = mla_decode(in);
   EXPECT_TRUE(at::equal(a.acc, b.acc));
