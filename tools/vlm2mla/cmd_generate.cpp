@@ -129,8 +129,8 @@ void register_generate(CLI::App& app) {
         chat = builder.raw(args->prompt);
       } else {
         std::vector<ChatMessage> messages;
-        if (!args->system.empty()) messages.push_back({"system", args->system, 0});
-        messages.push_back({"user", args->prompt, static_cast<int64_t>(args->images.size())});
+        if (!args->system.empty()) messages.push_back({"system", args->system, 0, {}});
+        messages.push_back({"user", args->prompt, static_cast<int64_t>(args->images.size()), {}});
         chat = builder.chat(messages, args->images, /*add_generation_prompt=*/true);
       }
       in = chat.inputs;
