@@ -3,7 +3,9 @@
 # Qwen2.5-VL-7B shapes (random bf16 weights, text prompts), the original GQA model against MLA
 # conversions (random MLA weights, D latent dims per kv head, R = 32) with bf16 and int4 caches.
 # JSON lines to $OUT/bench_mla.jsonl. BENCH_MLA_GRID overrides the "context:batch" list,
-# BENCH_MLA_VARIANTS the variants ("gqa", "mla:D:CACHE").
+# BENCH_MLA_VARIANTS the variants ("gqa", "mla:D:CACHE"), BENCH_MLA_DECODE the decode modes (default
+# "graph": static steps replayed as a CUDA graph; "dynamic" is the eager twin). BENCH_MLA_TOKENS: new
+# tokens per run (default 32).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -16,8 +18,9 @@ grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"
 for cb in $grid; do
   ctx="${cb%%:*}"; batch="${cb##*:}"
   for variant in ${BENCH_MLA_VARIANTS:-gqa mla:32:bf16 mla:32:int4 mla:64:bf16 mla:128:bf16}; do
-    args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens 16 --warmup 0 --prefill-chunk 8192
-          --device cuda --dtype bfloat16 --json)
+  for decode in ${BENCH_MLA_DECODE:-graph}; do
+    args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens "${BENCH_MLA_TOKENS:-32}" --warmup 0
+          --prefill-chunk 8192 --device cuda --dtype bfloat16 --decode "$decode" --json)
     if [[ "$variant" == mla:* ]]; then
       IFS=: read -r _ d cache <<< "$variant"
       args+=(--mla-kv-rank "$d" --mla-rope-dims 32 --kv-cache "$cache" --kv-group 32 --kv-window 128)
@@ -25,10 +28,11 @@ for cb in $grid; do
     line="$("$bin" -q bench "${args[@]}" 2>"$out/bench_mla_err.txt" |
             python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' 2>/dev/null)"
     if [[ -n "$line" ]]; then
-      echo "{\"variant\": \"$variant\", \"result\": $line}" | tee -a "$out/bench_mla.jsonl"
+      echo "{\"variant\": \"$variant\", \"decode\": \"$decode\", \"result\": $line}" | tee -a "$out/bench_mla.jsonl"
     else
-      echo "{\"variant\": \"$variant\", \"context\": $ctx, \"batch\": $batch, \"error\": $(tail -1 "$out/bench_mla_err.txt" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}" |
+      echo "{\"variant\": \"$variant\", \"decode\": \"$decode\", \"context\": $ctx, \"batch\": $batch, \"error\": $(tail -1 "$out/bench_mla_err.txt" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}" |
         tee -a "$out/bench_mla.jsonl"
     fi
+  done
   done
 done

@@ -5,6 +5,7 @@
 #include "core/device_memory.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "generate/decode_graph.h"
 #include "io/json_file.h"
 
 namespace vlm2mla {
@@ -14,6 +15,24 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 }  // namespace
+
+const char* decode_mode_name(DecodeMode mode) {
+  switch (mode) {
+    case DecodeMode::kAuto: return "auto";
+    case DecodeMode::kDynamic: return "dynamic";
+    case DecodeMode::kStatic: return "static";
+    case DecodeMode::kGraph: return "graph";
+  }
+  return "?";
+}
+
+DecodeMode decode_mode_from_name(const std::string& name, const std::string& what) {
+  for (DecodeMode m : {DecodeMode::kAuto, DecodeMode::kDynamic, DecodeMode::kStatic, DecodeMode::kGraph}) {
+    if (name == decode_mode_name(m)) return m;
+  }
+  throw ArgumentError(detail::concat(what, ": unknown decode mode '", name,
+                                     "' (expected auto, dynamic, static or graph)"));
+}
 
 GenerateOptions load_generate_defaults(const std::string& model_dir, const TextConfig& config) {
   GenerateOptions o;
@@ -81,6 +100,77 @@ at::Tensor prefill(const TextDecoder& model, const DecoderInput& in, KvCache& ca
   return hidden;
 }
 
+// Left padding per row ([b] int64, CPU) when every row of the mask is zeros then ones; nullopt
+// otherwise (shape-static steps take each row's keys as one range [start, past]).
+std::optional<at::Tensor> left_padding(const at::Tensor& mask) {
+  at::Tensor m = mask.to(at::kCPU).ne(0);
+  at::Tensor pads = m.logical_not().sum(-1);  // [b]
+  at::Tensor j = at::arange(m.size(1), at::kLong).view({1, -1});
+  if (!m.eq(j >= pads.view({-1, 1})).all().item<bool>()) return std::nullopt;
+  return pads;
+}
+
+DecodeMode resolve_decode_mode(DecodeMode asked, const TextDecoder& model, bool left_padded) {
+  const bool device_ok = !model.load_options().layers_on_host;
+  if (asked == DecodeMode::kAuto) {
+    return model.device().is_cuda() && DecodeGraph::available() && left_padded && device_ok ? DecodeMode::kGraph
+                                                                                             : DecodeMode::kDynamic;
+  }
+  if (asked != DecodeMode::kDynamic) {
+    VLM2MLA_CHECK(left_padded, ArgumentError, "--decode ", decode_mode_name(asked),
+                  ": the attention mask must be left padding only (zeros, then ones, per row)");
+    VLM2MLA_CHECK(device_ok, ArgumentError, "--decode ", decode_mode_name(asked),
+                  " needs the layers resident on the device");
+  }
+  VLM2MLA_CHECK(asked != DecodeMode::kGraph || (model.device().is_cuda() && DecodeGraph::available()),
+                ArgumentError, "--decode graph needs a CUDA device and a libtorch with CUDA (device ",
+                model.device().str(), ")");
+  return asked;
+}
+
+// Decode steps in shape-static form (TextDecoder::forward_static), replayed as a CUDA graph in graph
+// mode: the inputs live on the device and each step moves them on in place.
+class StaticSteps {
+ public:
+  StaticSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& next_position, bool mrope,
+              const at::Tensor& pads, bool graph)
+      : model_(model), cache_(cache) {
+    const at::Device dev = model.device();
+    const int64_t b = cache.batch();
+    in_.input_ids = at::zeros({b, 1}, at::TensorOptions().dtype(at::kLong).device(dev));
+    at::Tensor pos = next_position.to(at::kLong).view({b, 1});
+    // Own storage (never a view of the caller's tensors): the steps move it on in place.
+    in_.position_ids = (mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos).to(dev, /*non_blocking=*/false, /*copy=*/true);
+    in_.past = at::full({1}, cache.length(), at::TensorOptions().dtype(at::kLong).device(dev));
+    in_.start = pads.to(at::kLong).to(dev);
+    if (graph) graph_ = std::make_unique<DecodeGraph>(dev);
+  }
+
+  // Logits [b, V] of the next token after `tokens` ([b] int64, CPU).
+  at::Tensor step(const at::Tensor& tokens) {
+    in_.input_ids.copy_(tokens.view({-1, 1}));
+    auto body = [this] {
+      logits_ = model_.lm_head(model_.forward_static(in_, cache_)).squeeze(1);  // [b, V]
+      in_.past.add_(1);
+      in_.position_ids.add_(1);
+    };
+    if (graph_) {
+      graph_->run(body);
+    } else {
+      body();
+    }
+    cache_.advance(1);
+    return logits_;
+  }
+
+ private:
+  const TextDecoder& model_;
+  KvCache& cache_;
+  StaticDecodeInput in_;
+  at::Tensor logits_;
+  std::unique_ptr<DecodeGraph> graph_;
+};
+
 }  // namespace
 
 GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const GenerateOptions& options) {
@@ -94,6 +184,11 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   std::unique_ptr<KvCache> cache_owner =
       model.make_kv_cache(b, t + std::max<int64_t>(options.max_new_tokens, 1), options.cache ? &*options.cache : nullptr);
   KvCache& cache = *cache_owner;
+  const std::optional<at::Tensor> pads = left_padding(mask);
+  const DecodeMode mode = resolve_decode_mode(options.decode, model, pads.has_value());
+  // Steps write positions up to t + max_new_tokens - 2: static steps need them all in place up front.
+  if (mode != DecodeMode::kDynamic) cache.reserve(t + std::max<int64_t>(options.max_new_tokens, 1));
+  std::unique_ptr<StaticSteps> static_steps;
   at::Tensor eos = at::tensor(std::vector<int64_t>(options.eos_token_ids.begin(),
                                                    options.eos_token_ids.end()),
                               at::kLong);
@@ -103,18 +198,27 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   const bool mrope = prompt.position_ids.dim() == 3;
 
   GenerateResult result;
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = std::chrono::steady_clock::now(), t_step = t0;
   DecoderInput in = prompt.decoder_input();
   at::Tensor next_pos = prompt.next_position.to(at::kLong).view({b, 1});  // [b, 1]
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    at::Tensor hidden = step == 0 ? prefill(model, in, cache, options.prefill_chunk)
-                                  : model.forward_hidden(in, &cache);  // [b, s, d]
-    at::Tensor logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);  // [b, V]
+    at::Tensor logits;  // [b, V]
+    if (step > 0 && static_steps) {
+      logits = static_steps->step(in.input_ids);
+    } else {
+      at::Tensor hidden = step == 0 ? prefill(model, in, cache, options.prefill_chunk)
+                                    : model.forward_hidden(in, &cache);  // [b, s, d]
+      logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);
+    }
     at::Tensor tok = sampler.next(logits, seen);  // [b] CPU
+    // The sampled tokens are on the host: the step's work is done.
     if (step == 0) {
       synchronize(model.device());
       result.prefill_seconds = seconds_since(t0);
-      t0 = std::chrono::steady_clock::now();
+      t0 = t_step = std::chrono::steady_clock::now();
+    } else {
+      result.step_seconds.push_back(seconds_since(t_step));
+      t_step = std::chrono::steady_clock::now();
     }
     tok = at::where(running, tok, at::full_like(tok, options.pad_token_id));
     at::Tensor before = running.clone();
@@ -130,6 +234,9 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     in.image_mask = at::Tensor();  // generated tokens are text
     in.position_ids = mrope ? next_pos.unsqueeze(0).expand({3, b, 1}) : next_pos;
     in.attention_mask = mask;
+    if (mode != DecodeMode::kDynamic && !static_steps) {
+      static_steps = std::make_unique<StaticSteps>(model, cache, next_pos, mrope, *pads, mode == DecodeMode::kGraph);
+    }
     next_pos = next_pos + 1;
   }
   synchronize(model.device());
@@ -137,6 +244,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   result.new_tokens = static_cast<int64_t>(steps.size());
   result.kv_bytes_allocated = cache.bytes_allocated();
   result.kv_bytes_per_token = cache.bytes_per_token();
+  result.decode = mode;
   result.sequences = steps.empty() ? ids : at::cat({ids, at::stack(steps, 1)}, 1);
   return result;
 }

@@ -15,6 +15,14 @@
 
 namespace vlm2mla {
 
+// How decode steps run: dynamic (forward_hidden per step: shapes grow with the cache, every length read
+// on the host), static (TextDecoder::forward_static: shapes fixed by the cache's capacity, lengths on
+// the device), graph (static steps captured once as a CUDA graph and replayed), or auto: graph on CUDA
+// where the build has CUDA graphs and the batch is left-padded, else dynamic.
+enum class DecodeMode { kAuto, kDynamic, kStatic, kGraph };
+const char* decode_mode_name(DecodeMode mode);
+DecodeMode decode_mode_from_name(const std::string& name, const std::string& what);  // ArgumentError
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   SamplingParams sampling;
@@ -25,6 +33,7 @@ struct GenerateOptions {
   // Prefill in chunks of this many prompt positions (0: the whole prompt in one forward), so that long
   // prompts of large batches fit in memory.
   int64_t prefill_chunk = 0;
+  DecodeMode decode = DecodeMode::kAuto;
   // Called after each step with the new token of every row ([b] int64, CPU) and which rows were
   // still running before the step ([b] bool).
   std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;
@@ -40,8 +49,10 @@ struct GenerateResult {
   int64_t new_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
+  std::vector<double> step_seconds;  // each decode step's wall time (token to token, after the prefill)
   int64_t kv_bytes_allocated = 0;  // bytes of the cache tensors at the end of the run
   int64_t kv_bytes_per_token = 0;  // cache bytes one position costs, all layers
+  DecodeMode decode = DecodeMode::kDynamic;  // how the decode steps ran (auto resolved)
 };
 
 // From a prepared prompt (text or multimodal: embeddings and M-RoPE positions included).

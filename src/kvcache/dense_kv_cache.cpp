@@ -14,8 +14,8 @@ DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_hea
                 "DenseKvCache: dimensions must be positive");
   auto opts = at::TensorOptions().dtype(dtype).device(device);
   for (int64_t l = 0; l < num_layers; ++l) {
-    keys_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
-    values_.push_back(at::empty({batch, num_kv_heads, capacity_, head_dim}, opts));
+    keys_.push_back(at::zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
+    values_.push_back(at::zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
   }
 }
 
@@ -41,7 +41,7 @@ void DenseKvCache::grow(int64_t needed) {
   while (cap < needed) cap *= 2;
   for (size_t l = 0; l < keys_.size(); ++l) {
     for (auto* buf : {&keys_[l], &values_[l]}) {
-      at::Tensor bigger = at::empty({batch_, num_kv_heads_, cap, head_dim_}, buf->options());
+      at::Tensor bigger = at::zeros({batch_, num_kv_heads_, cap, head_dim_}, buf->options());
       bigger.narrow(2, 0, length_).copy_(buf->narrow(2, 0, length_));
       *buf = bigger;
     }
@@ -49,10 +49,50 @@ void DenseKvCache::grow(int64_t needed) {
   capacity_ = cap;
 }
 
-std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::Tensor& k,
-                                                       const at::Tensor& v) {
+void DenseKvCache::check_layer(int64_t layer) const {
   const int64_t layers = static_cast<int64_t>(std::max(keys_.size(), qkeys_.size()));
   VLM2MLA_CHECK(layer >= 0 && layer < layers, ArgumentError, "DenseKvCache: layer ", layer, " out of range");
+}
+
+void DenseKvCache::reserve(int64_t capacity) {
+  if (qkeys_.empty()) {
+    if (capacity > capacity_) grow(capacity);
+    return;
+  }
+  for (size_t l = 0; l < qkeys_.size(); ++l) qkeys_[l]->reserve(capacity, length_), qvalues_[l]->reserve(capacity, length_);
+  capacity_ = qkeys_[0]->capacity();
+}
+
+void DenseKvCache::write_at(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos) {
+  check_layer(layer);
+  VLM2MLA_CHECK(k.dim() == 4 && k.size(0) == batch_ && k.size(1) == num_kv_heads_ && k.size(2) == 1 &&
+                    k.size(3) == head_dim_,
+                ArgumentError, "DenseKvCache: one step's keys must be [", batch_, ", ", num_kv_heads_, ", 1, ",
+                head_dim_, "], got ", k.sizes());
+  const size_t l = static_cast<size_t>(layer);
+  if (!qkeys_.empty()) {
+    const int64_t hd = num_kv_heads_ * head_dim_;
+    qkeys_[l]->write_at(k.transpose(1, 2).reshape({batch_, 1, hd}), pos);
+    qvalues_[l]->write_at(v.transpose(1, 2).reshape({batch_, 1, hd}), pos);
+    return;
+  }
+  keys_[l].index_copy_(2, pos, k.to(keys_[l].scalar_type()));
+  values_[l].index_copy_(2, pos, v.to(values_[l].scalar_type()));
+}
+
+std::pair<at::Tensor, at::Tensor> DenseKvCache::read_upto(int64_t layer, const at::Tensor& last) const {
+  check_layer(layer);
+  const size_t l = static_cast<size_t>(layer);
+  if (qkeys_.empty()) return {keys_[l], values_[l]};
+  auto heads = [&](const at::Tensor& rows) {  // [b, cap, h_kv*d] -> [b, h_kv, cap, d]
+    return rows.view({batch_, rows.size(1), num_kv_heads_, head_dim_}).transpose(1, 2);
+  };
+  return {heads(qkeys_[l]->read_upto(last)), heads(qvalues_[l]->read_upto(last))};
+}
+
+std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::Tensor& k,
+                                                       const at::Tensor& v) {
+  check_layer(layer);
   VLM2MLA_CHECK(k.size(0) == batch_ && k.size(1) == num_kv_heads_ && k.size(3) == head_dim_,
                 ArgumentError, "DenseKvCache: keys of shape ", k.sizes(), " do not fit a cache of [",
                 batch_, ", ", num_kv_heads_, ", *, ", head_dim_, "]");

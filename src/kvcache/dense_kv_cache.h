@@ -17,7 +17,8 @@ namespace vlm2mla {
 
 class DenseKvCache : public KvCache {
  public:
-  // Preallocates [batch, num_kv_heads, capacity, head_dim] keys and values per layer in `dtype`.
+  // Preallocates [batch, num_kv_heads, capacity, head_dim] keys and values per layer in `dtype`, zeroed
+  // (shape-static steps attend over the whole capacity with the unwritten part masked: it must be finite).
   DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_heads, int64_t head_dim,
                int64_t capacity, at::ScalarType dtype, at::Device device);
   // Stored as `spec` says; reads come back in `compute_dtype`.
@@ -25,11 +26,17 @@ class DenseKvCache : public KvCache {
                int64_t capacity, const CacheSpec& spec, at::ScalarType compute_dtype, at::Device device);
 
   CacheKind kind() const override { return CacheKind::kDense; }
-  int64_t capacity() const { return capacity_; }
+  int64_t capacity() const override { return capacity_; }
+  void reserve(int64_t capacity) override;
 
   // Writes k, v [b, h_kv, s, d] of `layer` at positions [length, length + s) and returns keys and
   // values [b, h_kv, length + s, d]. Grows the buffers (doubling) when they are full.
   std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+
+  // Shape-static twins for one-token decode steps (kvcache/row_store.h): k, v [b, h_kv, 1, d] written
+  // at pos ([1] int64 on the device); keys and values [b, h_kv, capacity, d], valid up to `last`.
+  void write_at(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos);
+  std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;
 
   void advance(int64_t s) override;
   int64_t bytes_allocated() const override;
@@ -37,6 +44,7 @@ class DenseKvCache : public KvCache {
 
  private:
   void grow(int64_t needed);
+  void check_layer(int64_t layer) const;
 
   int64_t num_kv_heads_, head_dim_, capacity_;
   std::vector<at::Tensor> keys_, values_;  // [b, h_kv, capacity, d] each (float types)

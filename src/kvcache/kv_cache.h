@@ -36,6 +36,11 @@ class KvCache {
   int64_t batch() const { return batch_; }
   // Commits s positions once every layer has appended them.
   virtual void advance(int64_t s) { length_ += s; }
+  // Positions the storage holds before it must grow.
+  virtual int64_t capacity() const = 0;
+  // Grows the storage now so that `capacity` positions fit: shape-static decode steps (and the CUDA
+  // graphs that replay them) write into storage that must not move.
+  virtual void reserve(int64_t capacity) = 0;
   // Bytes of the cache tensors as allocated (capacity, not length).
   virtual int64_t bytes_allocated() const = 0;
   // Bytes one cached position costs over all layers (at the storage type; the full-precision window

@@ -51,6 +51,37 @@ at::Tensor LatentKvCache::modality(int64_t total) const {
   return modality_.narrow(1, 0, total).to(at::kBool);
 }
 
+void LatentKvCache::reserve(int64_t capacity) {
+  for (size_t l = 0; l < latent_.size(); ++l) latent_[l]->reserve(capacity, length_), rope_[l]->reserve(capacity, length_);
+  // The modality store keeps the rows' capacity (the decode kernel reads both up to it).
+  const int64_t cap = latent_.front()->capacity();
+  if (modality_.defined() && modality_.size(1) < cap) {
+    at::Tensor bigger = at::zeros({batch_, cap}, modality_.options());
+    bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
+    modality_ = bigger;
+  }
+}
+
+void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& pos) {
+  if (modality_.defined()) modality_.index_copy_(1, pos, image.to(at::kByte).view({batch_, 1}));
+}
+
+void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope,
+                             const at::Tensor& pos) {
+  VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
+                "LatentKvCache: layer ", layer, " out of range");
+  latent_[static_cast<size_t>(layer)]->write_at(latent, pos);
+  rope_[static_cast<size_t>(layer)]->write_at(k_rope, pos);
+}
+
+std::pair<at::Tensor, at::Tensor> LatentKvCache::read_upto(int64_t layer, const at::Tensor& last) const {
+  return {latent_[static_cast<size_t>(layer)]->read_upto(last), rope_[static_cast<size_t>(layer)]->read_upto(last)};
+}
+
+at::Tensor LatentKvCache::modality_all() const {
+  return modality_.defined() ? modality_.to(at::kBool) : at::Tensor();
+}
+
 int64_t LatentKvCache::bytes_allocated() const {
   int64_t total = modality_.defined() ? modality_.nbytes() : 0;
   for (size_t l = 0; l < latent_.size(); ++l) total += latent_[l]->bytes_allocated() + rope_[l]->bytes_allocated();

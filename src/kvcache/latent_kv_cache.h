@@ -35,6 +35,16 @@ class LatentKvCache : public KvCache {
   // Modality of positions [0, length + s): [b, length + s] bool; undefined without modality.
   at::Tensor modality(int64_t total) const;
 
+  int64_t capacity() const override { return latent_.front()->capacity(); }
+  void reserve(int64_t capacity) override;
+  // Shape-static twins for one-token decode steps (kvcache/row_store.h), at pos ([1] int64 on the
+  // device): the step's modality [b, 1] (image = true), a layer's rows [b, 1, *]; reads [b, capacity, *]
+  // valid up to `last`, and the modality [b, capacity] bool (undefined without modality).
+  void set_modality_at(const at::Tensor& image, const at::Tensor& pos);
+  void write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos);
+  std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;
+  at::Tensor modality_all() const;
+
   const RowStore& latent_store(int64_t layer) const { return *latent_[static_cast<size_t>(layer)]; }
   const RowStore& rope_store(int64_t layer) const { return *rope_[static_cast<size_t>(layer)]; }
   // uint8 [b, capacity]: grows by the rows' rule (doubling from the same start), so its capacity is

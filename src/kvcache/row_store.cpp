@@ -12,7 +12,7 @@ RowStore::RowStore(int64_t batch, int64_t n, int64_t capacity, const CacheSpec& 
       bits_(cache_type_bits(spec.type)), compute_dtype_(compute_dtype) {
   auto opts = at::TensorOptions().device(device);
   if (bits_ == 0) {
-    plain_ = at::empty({batch, capacity_, n}, opts.dtype(cache_float_dtype(spec.type)));
+    plain_ = at::zeros({batch, capacity_, n}, opts.dtype(cache_float_dtype(spec.type)));
     return;
   }
   check_quant_shape(n, bits_, spec.group, "--kv-cache");
@@ -95,6 +95,37 @@ at::Tensor RowStore::read(int64_t length) const {
   }
   if (parts.empty()) return window_.narrow(1, 0, 0);
   return parts.size() == 1 ? parts[0] : at::cat(parts, 1);
+}
+
+void RowStore::reserve(int64_t capacity, int64_t length) {
+  if (capacity > capacity_) grow(capacity, length);
+}
+
+void RowStore::write_at(const at::Tensor& rows, const at::Tensor& pos) {
+  VLM2MLA_CHECK(rows.dim() == 3 && rows.size(0) == batch_ && rows.size(1) == 1 && rows.size(2) == n_,
+                ArgumentError, "cache rows of shape ", rows.sizes(), " do not fit [", batch_, ", 1, ", n_, "]");
+  if (bits_ == 0) {
+    plain_.index_copy_(1, pos, rows.to(plain_.scalar_type()));
+    return;
+  }
+  const int64_t w = spec_.window;
+  at::Tensor slot = pos.remainder(w);                 // the ring slot of pos, holding pos - w when pos >= w
+  at::Tensor leaving = window_.index_select(1, slot);  // [b, 1, n]
+  QuantizedRows q = quantize_rows(leaving, bits_, spec_.group);
+  at::Tensor qpos = (pos - w).clamp_min(0);
+  q_.data.index_copy_(1, qpos, q.data);
+  q_.scale.index_copy_(1, qpos, q.scale);
+  q_.lo.index_copy_(1, qpos, q.lo);
+  window_.index_copy_(1, slot, rows.to(compute_dtype_));
+}
+
+at::Tensor RowStore::read_upto(const at::Tensor& last) const {
+  if (bits_ == 0) return plain_;
+  const int64_t w = spec_.window;
+  at::Tensor j = at::arange(capacity_, at::TensorOptions().dtype(at::kLong).device(window_.device()));
+  at::Tensor in_ring = (j > last - w).view({1, capacity_, 1});  // positions >= last + 1 - w
+  at::Tensor ring = window_.index_select(1, j.remainder(w));    // [b, capacity, n]
+  return at::where(in_ring, ring, dequantize_rows(q_, bits_, spec_.group, compute_dtype_));
 }
 
 int64_t RowStore::bytes_allocated() const {

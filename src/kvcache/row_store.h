@@ -21,6 +21,19 @@ class RowStore {
   // Rows [b, length, n] in the compute dtype (dequantized; a view when stored unquantized).
   at::Tensor read(int64_t length) const;
 
+  // Shape-static twins of append and read for one-token decode steps whose position lives on the
+  // device (steps replayed as CUDA graphs: no host-side length, no reallocation).
+  // Grows now so that `capacity` positions fit; `length` positions are kept.
+  void reserve(int64_t capacity, int64_t length);
+  // append(rows, pos) for rows [b, 1, n] at pos ([1] int64 on the device, pos < capacity). A quantized
+  // store moves position pos - window out of the ring first, as append does; while pos < window it
+  // quantizes ring slot pos into position 0 instead, which is not read before position 0 itself
+  // leaves the ring (at pos == window) and is written there.
+  void write_at(const at::Tensor& rows, const at::Tensor& pos);
+  // Rows [b, capacity, n] in the compute dtype: positions <= last ([1] int64 on the device) equal
+  // read(last + 1); later positions hold whatever the storage holds (callers mask them).
+  at::Tensor read_upto(const at::Tensor& last) const;
+
   int64_t n() const { return n_; }
   int64_t capacity() const { return capacity_; }
   // Positions below quantized_length(length) live in the quantized store, the rest in the window.

@@ -15,6 +15,9 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
     for (const auto& layer : config_.mla->kept_pairs) {
       mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
     }
+    if (config_.mla->modality_split) {
+      visual_ids_ = at::tensor(config_.mla->visual_token_ids, at::kLong).to(options_.device);
+    }
     if (config_.mla->low_rank()) {
       for (const auto& lw : weights_.layers) {
         // Model::check_checkpoint builds a decoder from shapes alone (no tensors): nothing to derive.
@@ -102,16 +105,10 @@ at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
   return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
 }
 
-at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
-                                      DecoderObserver* observer) const {
-  DenseKvCache* dense = nullptr;
-  LatentKvCache* latent_cache = nullptr;
-  if (cache) {
-    switch (cache->kind()) {
-      case CacheKind::kDense: dense = static_cast<DenseKvCache*>(cache); break;
-      case CacheKind::kLatent: latent_cache = static_cast<LatentKvCache*>(cache); break;
-    }
-  }
+void TextDecoder::check_cache(const KvCache* cache) const {
+  const DenseKvCache* dense = cache && cache->kind() == CacheKind::kDense ? static_cast<const DenseKvCache*>(cache) : nullptr;
+  const LatentKvCache* latent_cache =
+      cache && cache->kind() == CacheKind::kLatent ? static_cast<const LatentKvCache*>(cache) : nullptr;
   VLM2MLA_CHECK(!latent_cache || has_latent(), ArgumentError,
                 "a latent KV cache serves converted low-rank (MLA) models only");
   VLM2MLA_CHECK(!latent_cache || mla_mode_ != MlaAttention::kExpanded, ArgumentError,
@@ -119,11 +116,38 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   VLM2MLA_CHECK(!dense || !has_latent() || mla_mode_ == MlaAttention::kExpanded, ArgumentError,
                 "a dense cache with a converted low-rank model needs expanded attention "
                 "(absorbed attention reads the latent cache)");
+}
+
+QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, const at::Tensor& h,
+                                const RopeCosSin& cs, const at::Tensor& visual) const {
+  if (config_.mla) return mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(layer)], h, cs, visual);
+  const int64_t b = h.size(0), s = h.size(1), dh = config_.head_dim;
+  QkvHeads o;
+  o.q_pre = linear(h, w.q_proj).view({b, s, config_.num_attention_heads, dh}).transpose(1, 2);   // [b, h_q, s, d]
+  o.k_pre = linear(h, w.k_proj).view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+  o.v = linear(h, w.v_proj).view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);      // [b, h_kv, s, d]
+  o.q = apply_rope(o.q_pre, cs);
+  o.k = apply_rope(o.k_pre, cs);
+  return o;
+}
+
+at::Tensor TextDecoder::layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const {
+  const int64_t b = a.size(0), s = a.size(2);
+  at::Tensor y = x + linear(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj);  // [b, s, d]
+  at::Tensor h = rms_norm(y, w.post_attention_layernorm, config_.rms_norm_eps);
+  return y + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
+}
+
+at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
+                                      DecoderObserver* observer) const {
+  check_cache(cache);
+  DenseKvCache* dense = cache && cache->kind() == CacheKind::kDense ? static_cast<DenseKvCache*>(cache) : nullptr;
+  LatentKvCache* latent_cache =
+      cache && cache->kind() == CacheKind::kLatent ? static_cast<LatentKvCache*>(cache) : nullptr;
   at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds.to(options_.device, options_.dtype)
                                             : embed(in.input_ids);  // [b, s, d]
   const int64_t b = x.size(0), s = x.size(1);
   const int64_t past = cache ? cache->length() : 0;
-  const int64_t h_q = config_.num_attention_heads, h_kv = config_.num_key_value_heads;
   const int64_t dh = config_.head_dim;
   at::Tensor positions = in.position_ids;
   VLM2MLA_CHECK(positions.defined() && positions.size(-2) == b && positions.size(-1) == s &&
@@ -219,29 +243,74 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
         }
       }
     } else {
-      VLM2MLA_CHECK(!latent_cache, ArgumentError, "a latent KV cache serves converted low-rank models only");
-      at::Tensor q0, k0, q, k, v;  // [b, h, s, d]
-      if (!config_.mla) {
-        q0 = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);   // [b, h_q, s, d]
-        k0 = linear(h, w.k_proj).view({b, s, h_kv, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-        v = linear(h, w.v_proj).view({b, s, h_kv, dh}).transpose(1, 2);   // [b, h_kv, s, d]
-        q = apply_rope(q0, cs);
-        k = apply_rope(k0, cs);
-      } else {
-        QkvHeads qkv = mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs,
-                                        visual);
-        q0 = qkv.q_pre, k0 = qkv.k_pre, q = qkv.q, k = qkv.k, v = qkv.v;
-      }
-      if (observer) observer->queries_keys(l, q0, k0, q, k, valid, in.image_mask);
+      QkvHeads qkv = qkv_heads(w, l, h, cs, visual);
+      at::Tensor k = qkv.k, v = qkv.v;  // [b, h_kv, s, d]
+      if (observer) observer->queries_keys(l, qkv.q_pre, qkv.k_pre, qkv.q, k, valid, in.image_mask);
       if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
-      a = attention(backend_, q, k, v, mask, scale, plain_causal);
+      a = attention(backend_, qkv.q, k, v, mask, scale, plain_causal);
     }
-    a = a.transpose(1, 2).reshape({b, s, h_q * dh});  // [b, s, h_q*d]
-    x = x + linear(a, w.o_proj);
-    h = rms_norm(x, w.post_attention_layernorm, config_.rms_norm_eps);
-    x = x + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
+    x = layer_tail(w, x, a);
   }
   if (cache) cache->advance(s);
+  return rms_norm(x, weights_.norm, config_.rms_norm_eps);
+}
+
+at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cache) const {
+  check_cache(&cache);
+  VLM2MLA_CHECK(!options_.layers_on_host, ArgumentError,
+                "shape-static decode steps need the layers resident on the device (not --offload-layers)");
+  const int64_t b = cache.batch(), cap = cache.capacity();
+  VLM2MLA_CHECK(in.input_ids.dim() == 2 && in.input_ids.size(0) == b && in.input_ids.size(1) == 1, ArgumentError,
+                "a static decode step takes input_ids [", b, ", 1], got ", in.input_ids.sizes());
+  VLM2MLA_CHECK(in.past.numel() == 1 && in.start.numel() == b, ArgumentError,
+                "a static decode step takes past [1] and start [", b, "]");
+  VLM2MLA_CHECK(cache.length() < cap, ArgumentError, "a static decode step needs room in the cache: ",
+                cache.length(), " positions cached, capacity ", cap, " (KvCache::reserve)");
+  DenseKvCache* dense = cache.kind() == CacheKind::kDense ? static_cast<DenseKvCache*>(&cache) : nullptr;
+  LatentKvCache* latent_cache = cache.kind() == CacheKind::kLatent ? static_cast<LatentKvCache*>(&cache) : nullptr;
+  const at::Device dev = options_.device;
+  at::Tensor x = at::embedding(weights_.embed_tokens, in.input_ids);  // [b, 1, d]
+  at::Tensor positions = in.position_ids;
+  const bool mrope = !config_.rope.mrope_section.empty();
+  if (mrope && positions.dim() == 2) positions = positions.unsqueeze(0).expand({3, b, 1});
+  RopeCosSin cs = rope_cos_sin(rope_, positions, options_.dtype);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  // Keys [start, past] of the whole capacity: [b, 1, 1, capacity].
+  at::Tensor j = at::arange(cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, cap});
+  at::Tensor mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
+  at::Tensor visual;  // [b, 1]: md models choose the projection set per token, on the device
+  if (visual_ids_.defined()) visual = at::isin(in.input_ids, visual_ids_);
+  if (latent_cache && visual.defined()) latent_cache->set_modality_at(visual, in.past);
+  const bool kernel = latent_cache && decode_kernel_ && mla_decode_kernel_usable(*latent_cache, 0, dev);
+  at::Tensor start32, length32, modality;
+  if (kernel) {
+    start32 = in.start.to(at::kInt);
+    length32 = (in.past + 1).to(at::kInt).expand({b});
+  } else if (latent_cache) {
+    modality = latent_cache->modality_all();
+  }
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    at::Tensor a;  // [b, h_q, 1, d]
+    if (latent_cache) {  // absorbed, over the latent cache
+      MlaStep st = mla_project(config_, w, mla_rope_dims_[static_cast<size_t>(l)], h, cs, visual);
+      const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
+      latent_cache->write_at(l, st.latent, st.k_rope, in.past);
+      if (kernel) {
+        a = mla_attention_absorbed_kernel(config_, aw, st.q, *latent_cache, l, start32, length32, cap, scale);
+      } else {
+        auto [lat, kr] = latent_cache->read_upto(l, in.past);
+        a = mla_attention_absorbed(config_, aw, st.q, lat, kr, modality, mask, scale);
+      }
+    } else {  // plain K/V (unconverted, svd none, or expanded MLA) over the dense cache
+      QkvHeads qkv = qkv_heads(w, l, h, cs, visual);
+      dense->write_at(l, qkv.k, qkv.v, in.past);
+      auto [k, v] = dense->read_upto(l, in.past);
+      a = attention(backend_, qkv.q, k, v, mask, scale, false);
+    }
+    x = layer_tail(w, x, a);
+  }
   return rms_norm(x, weights_.norm, config_.rms_norm_eps);
 }
 

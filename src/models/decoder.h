@@ -54,6 +54,16 @@ at::Tensor position_ids_from_mask(const at::Tensor& attention_mask);
 // A text prompt as generate takes it: positions from the mask.
 Prompt text_prompt(const at::Tensor& input_ids, const at::Tensor& attention_mask);
 
+// The device-resident inputs of a shape-static decode step: one token per sequence over a cache whose
+// storage does not move, every length on the device. Steps of this form can be captured once as a
+// CUDA graph and replayed (generate/decode_graph.h); the caller updates the tensors in place.
+struct StaticDecodeInput {
+  at::Tensor input_ids;     // [b, 1] int64
+  at::Tensor position_ids;  // [b, 1], or [3, b, 1] for M-RoPE models, int64
+  at::Tensor past;          // [1] int64: positions cached before this step (the cache's length)
+  at::Tensor start;         // [b] int64: each row's first real position (its left padding)
+};
+
 // How converted low-rank layers attend: absorbed (over the latent, what the latent cache serves),
 // expanded (K and V rebuilt from the latent: the reference twin, with a dense cache), or auto:
 // absorbed for one-token (decode) steps over the latent cache, expanded for prefill steps (K and V
@@ -98,6 +108,14 @@ class TextDecoder {
   at::Tensor forward_hidden(const DecoderInput& input, KvCache* cache,
                             DecoderObserver* observer = nullptr) const;
 
+  // One decode step in shape-static form, the twin of forward_hidden for one token per sequence
+  // (rows left-padded: keys [start, past] attend): attends over the cache's whole capacity with the
+  // rest masked (the decode kernel: over [start, past] itself), writes this step's keys at `past`,
+  // returns [b, 1, d]. No host reads of device values, no reallocation: the cache must already hold
+  // room (cache.length() < cache.capacity(); KvCache::reserve). Neither commits the position
+  // (cache.advance) nor moves in.past / in.position_ids: the caller does.
+  at::Tensor forward_static(const StaticDecodeInput& input, KvCache& cache) const;
+
   // [b, s, d] -> [b, s, V] in the compute dtype.
   at::Tensor lm_head(const at::Tensor& hidden) const;
 
@@ -109,6 +127,15 @@ class TextDecoder {
   AttentionBackend backend_;
   std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
   std::vector<AbsorbedWeights> absorbed_;  // converted low-rank models: per layer
+  at::Tensor visual_ids_;                  // converted md models: mla.visual_token_ids on the device
+
+  // The cache kinds a model and attention mode can use (ArgumentError otherwise).
+  void check_cache(const KvCache* cache) const;
+  // Plain (and svd none) layers: the step's heads before and after RoPE.
+  QkvHeads qkv_heads(const DecoderLayerWeights& w, int64_t layer, const at::Tensor& h, const RopeCosSin& cs,
+                     const at::Tensor& visual) const;
+  // o_proj and the residual, then the MLP block: x [b, s, d], a [b, h_q, s, d_h] -> [b, s, d].
+  at::Tensor layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const;
   MlaAttention mla_mode_ = MlaAttention::kAuto;
   bool decode_kernel_ = true;
 };

@@ -22,9 +22,9 @@ at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const
 
 namespace {
 
-bool any_image(const MlaConfig& m, const at::Tensor& image) {
-  return m.modality_split && image.defined() && image.any().item<bool>();
-}
+// An md layer picks per token between its two projection sets whenever an image mask is given (the
+// decoder passes none for steps without image tokens): no device sync, so steps can be captured.
+bool any_image(const MlaConfig& m, const at::Tensor& image) { return m.modality_split && image.defined(); }
 
 // Per-token choice between the text (set 0) and image (set 1) results: a [b, s, n], image [b, s].
 at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, const at::Tensor& image) {
@@ -57,10 +57,11 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
   out.k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
   out.k_rope = rope_part(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
+  // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
   const int64_t groups = h_q / h_kv;
-  at::Tensor cos_q = cos.transpose(1, 2), sin_q = sin.transpose(1, 2);  // [b, h_kv, s, R]
-  if (groups > 1) cos_q = cos_q.repeat_interleave(groups, 1), sin_q = sin_q.repeat_interleave(groups, 1);
-  out.q = at::cat({rope_part(out.q_pre.narrow(-1, 0, R), cos_q, sin_q), out.q_pre.narrow(-1, R, d_nope)}, -1);
+  at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
+  at::Tensor q_rot = rope_part(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
+  out.q = at::cat({q_rot.reshape({b, h_q, s, R}), out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
     out.latent = mla_latent(m, w, h, image);
   } else {
@@ -181,10 +182,17 @@ bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Dev
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
                                          const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
                                          double scale) {
+  const int64_t total = cache.length() + 1;
+  at::Tensor length = at::full({q.size(0)}, total, at::TensorOptions().dtype(at::kInt).device(q.device()));
+  return mla_attention_absorbed_kernel(c, aw, q, cache, layer, start, length, total, scale);
+}
+
+at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
+                                         const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
+                                         const at::Tensor& length, int64_t max_length, double scale) {
   const MlaConfig& m = *c.mla;
   const int64_t b = q.size(0), h_q = q.size(1), h_kv = c.num_key_value_heads, g = h_q / h_kv;
   const int64_t dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
-  const int64_t total = cache.length() + 1;
   const RowStore& cs = cache.latent_store(layer);
   const RowStore& ks = cache.rope_store(layer);
   const bool split = aw.w_uk.size() == 2;
@@ -202,8 +210,8 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   if (!qb.empty()) in.qb = at::stack(qb, 0);                      // [n_mod, b, h_q]
   in.qr = q.narrow(-1, 0, R).reshape({b, h_q, R}).contiguous();  // [b, h_q, R]
   in.start = start;
-  in.length = at::full({b}, total, at::TensorOptions().dtype(at::kInt).device(q.device()));
-  in.max_length = total;
+  in.length = length;
+  in.max_length = max_length;
   in.scale = scale;
   if (split) in.modality = cache.modality_storage();
   if (cs.spec().type == CacheType::kBf16) {

@@ -88,5 +88,12 @@ bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Dev
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
                                          const at::Tensor& start, double scale);
+// The same with the key ranges on the device: keys [start[b], length[b]) (int32 [b]), max_length an
+// upper bound on length - start (it sizes the kernel's split grid): shape-static decode steps pass
+// the cache's capacity, so that one captured launch serves every step.
+at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
+                                         const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
+                                         const at::Tensor& start, const at::Tensor& length,
+                                         int64_t max_length, double scale);
 
 }  // namespace vlm2mla

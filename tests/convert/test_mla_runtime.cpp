@@ -3,6 +3,7 @@
 // incremental against full, quantized caches within their bounds, and the cache's byte accounting.
 #include <gtest/gtest.h>
 
+#include "convert/converted_fixture.h"
 #include "convert/converter.h"
 #include "core/error.h"
 #include "generate/generate.h"
@@ -16,51 +17,11 @@ namespace {
 
 using convert::CalibrationInputs;
 using convert::ConvertOptions;
+using testing::converted;
+using testing::Converted;
 using testing::fixtures_dir;
+using testing::next_token;
 using testing::max_rel_error;
-
-struct Converted {
-  std::shared_ptr<Model> model;
-  ModelInputs inputs;
-};
-
-// md for the VLMs, whitened for the text models; partial RoPE R = 4, D = 3 (a real compression).
-Converted converted(const std::string& name, int64_t D = 3) {
-  const std::string dir = fixtures_dir() + "/" + name;
-  auto original = Model::load(dir + "/model", LoadOptions{});
-  original->set_attention_backend(AttentionBackend::kReference);
-  ModelInputs in = ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
-  CalibrationInputs calib = convert::calibration_inputs(in);
-  ConvertOptions o;
-  o.rope_strategy = "2-norm";
-  o.rope_dims = 4;
-  o.svd = original->image_token_id() >= 0 ? SvdMethod::kMd : SvdMethod::kWhitened;
-  o.kv_rank = {D};
-  Converted c{convert::convert_model(*original, o, &calib).model, in};
-  // md starts both modalities' biases equal; fine-tuning makes them diverge. Make them differ here so
-  // the per-modality bias terms of the absorbed form are exercised (the views the absorbed weights
-  // hold share this storage).
-  for (const auto& layer : c.model->decoder().weights().layers) {
-    if (layer.kv.size() == 2 && layer.kv[1].kv_b_proj.bias.defined()) {
-      auto gen = at::detail::createCPUGenerator(5);
-      at::Tensor& bias = const_cast<at::Tensor&>(layer.kv[1].kv_b_proj.bias);
-      bias.add_(at::normal(0.0, 0.5, bias.sizes(), gen, bias.options()));
-    }
-  }
-  return c;
-}
-
-// The decoder input of one more token (id `token`) after the prompt, every row.
-DecoderInput next_token(const Prompt& p, int64_t token) {
-  const int64_t b = p.input_ids.size(0);
-  DecoderInput step;
-  step.input_ids = at::full({b, 1}, token, at::kLong);
-  step.attention_mask = at::cat({p.attention_mask, at::ones({b, 1}, at::kLong)}, 1);
-  at::Tensor pos = p.next_position.to(at::kLong).view({b, 1});
-  step.position_ids = p.position_ids.dim() == 3 ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
-  return step;
-}
-
 
 GenerateResult run_generate(const Model& m, const ModelInputs& in, MlaAttention mode, int64_t n,
                             std::optional<CacheSpec> spec = std::nullopt) {

@@ -2,6 +2,7 @@
 //               [--image HxW]
 // Load time, vision encoding (VLMs, with --image), prefill and decode throughput, KV-cache bytes and
 // peak memory of one greedy generate run.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -181,6 +182,7 @@ void register_bench(CLI::App& app) {
     GenerateOptions go;  // greedy, no end-of-sequence: exactly new_tokens steps
     go.max_new_tokens = args->new_tokens;
     go.cache = args->cache.spec();
+    go.decode = args->cache.decode_mode();
     go.prefill_chunk = args->prefill_chunk;
     for (int64_t i = 0; i < args->warmup; ++i) {  // same shapes, few steps
       GenerateOptions wo = go;
@@ -197,6 +199,13 @@ void register_bench(CLI::App& app) {
     const int64_t s = in.input_ids.size(1);
     const int64_t image_tokens = m->image_token_id() >= 0 ? in.input_ids.eq(m->image_token_id()).sum().item<int64_t>() / args->batch : 0;
     const int64_t steps = r.new_tokens - 1;  // the first new token comes out of the prefill
+    // The median step: the steady state, without the first steps' one-time costs (a CUDA graph's
+    // eager warm-up and capture).
+    std::vector<double> sorted = r.step_seconds;
+    std::sort(sorted.begin(), sorted.end());
+    const double median_ms = sorted.empty() ? 0.0
+                             : 1e3 * (sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                                        : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]));
     nlohmann::json j = {
         {"model", args->model.empty() ? args->random_config + " (random weights)" : args->model},
         {"architecture", m->text_config().architecture},
@@ -210,6 +219,7 @@ void register_bench(CLI::App& app) {
                     : nlohmann::json()},
         {"mla_attention", mla_attention_name(m->decoder().mla_attention())},
         {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
+        {"decode_mode", decode_mode_name(r.decode)},
         {"context", s},
         {"batch", args->batch},
         {"image", args->image},
@@ -222,6 +232,13 @@ void register_bench(CLI::App& app) {
         {"decode_seconds", r.decode_seconds},
         {"decode_ms_per_step", steps > 0 ? 1e3 * r.decode_seconds / steps : 0.0},
         {"decode_tokens_per_s", steps > 0 ? args->batch * steps / r.decode_seconds : 0.0},
+        {"decode_ms_per_step_median", median_ms},
+        {"decode_tokens_per_s_median", median_ms > 0 ? 1e3 * args->batch / median_ms : 0.0},
+        {"decode_step_ms", [&] {
+           std::vector<double> ms;
+           for (double x : r.step_seconds) ms.push_back(1e3 * x);
+           return ms;
+         }()},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
         {"kv_bytes_allocated", r.kv_bytes_allocated},
         {"peak_memory_bytes", peak},
@@ -239,9 +256,9 @@ void register_bench(CLI::App& app) {
                            args->image.c_str(), (long long)image_tokens, vision_s);
     std::printf("prefill   %lld x %lld tokens in %.4f s: %.1f tokens/s\n", (long long)args->batch,
                 (long long)s, r.prefill_seconds, j["prefill_tokens_per_s"].get<double>());
-    std::printf("decode    %lld steps x %lld: %.2f ms/step, %.1f tokens/s\n", (long long)steps,
-                (long long)args->batch, j["decode_ms_per_step"].get<double>(),
-                j["decode_tokens_per_s"].get<double>());
+    std::printf("decode    %lld steps x %lld: %.2f ms/step (median %.2f), %.1f tokens/s (%s steps)\n",
+                (long long)steps, (long long)args->batch, j["decode_ms_per_step"].get<double>(), median_ms,
+                j["decode_tokens_per_s"].get<double>(), decode_mode_name(r.decode));
     std::printf("kv cache  %lld bytes/token, %lld bytes allocated\n", (long long)r.kv_bytes_per_token,
                 (long long)r.kv_bytes_allocated);
     std::printf("peak mem  %.1f MiB (%s)\n", peak / 1048576.0, j["peak_memory_kind"].get<std::string>().c_str());

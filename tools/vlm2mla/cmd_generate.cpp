@@ -105,6 +105,7 @@ void register_generate(CLI::App& app) {
     auto model = load_model(args->model, args->run);
     GenerateOptions opts = load_generate_defaults(args->model, model->text_config());
     opts.cache = args->cache.spec();
+    opts.decode = args->cache.decode_mode();
     opts.max_new_tokens = args->max_new_tokens;
     if (args->greedy) opts.sampling.do_sample = false;
     if (args->sample) opts.sampling.do_sample = true;

@@ -57,7 +57,14 @@ void CacheFlags::add_to(CLI::App* app) {
                   "quantized caches: most recent positions kept in full precision (the prompt's last "
                   "tokens included)")
       ->capture_default_str();
+  app->add_option("--decode", decode,
+                  "how decode steps run: dynamic (shapes grow with the cache) | static (fixed shapes over "
+                  "the cache's capacity, lengths on the device) | graph (static steps replayed as one CUDA "
+                  "graph) | auto (graph on CUDA for left-padded batches, else dynamic)")
+      ->capture_default_str();
 }
+
+DecodeMode CacheFlags::decode_mode() const { return decode_mode_from_name(decode, "--decode"); }
 
 std::optional<CacheSpec> CacheFlags::spec() const {
   if (type.empty()) return std::nullopt;

@@ -9,6 +9,7 @@
 
 #include "attention/attention.h"
 #include "convert/calib_data.h"
+#include "generate/generate.h"
 #include "models/decoder.h"
 #include "models/weights.h"
 
@@ -40,12 +41,15 @@ struct CalibFlags {
   std::shared_ptr<convert::CalibrationData> open(const Model& model, const std::string& model_dir) const;
 };
 
-// --kv-cache / --kv-group / --kv-window (generate, bench).
+// --kv-cache / --kv-group / --kv-window, and --decode (generate, bench): the cache and how decode
+// steps run over it.
 struct CacheFlags {
   std::string type;  // empty: the compute dtype
   int64_t group = 64, window = 128;
+  std::string decode = "auto";
   void add_to(CLI::App* app);
   std::optional<CacheSpec> spec() const;  // throws ArgumentError for an unknown --kv-cache
+  DecodeMode decode_mode() const;         // throws ArgumentError for an unknown --decode
 };
 
 

@@ -1,0 +1,233 @@
+// Shape-static decode steps (TextDecoder::forward_static) against their dynamic twin (forward_hidden
+// with a cache): step by step on every fixture family, unconverted (dense K/V cache) and converted
+// (latent cache), float and quantized caches (windows crossed during the steps, and prompts shorter
+// than the window); greedy generation through each decode mode; and, on a GPU, the CUDA graph that
+// replays the static step against the step run eagerly.
+#include <gtest/gtest.h>
+
+#include "convert/converted_fixture.h"
+#include "convert/converter.h"
+#include "core/error.h"
+#include "generate/decode_graph.h"
+#include "generate/generate.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "support/fixtures.h"
+
+namespace vlm2mla {
+namespace {
+
+using testing::converted;
+using testing::fixtures_dir;
+using testing::max_rel_error;
+
+ModelInputs fixture_inputs(const std::string& name) {
+  const std::string dir = fixtures_dir() + "/" + name;
+  return ModelInputs::from_tensors(io::read_safetensors(dir + "/inputs.safetensors"), dir);
+}
+
+// Prefill, then `steps` one-token steps fed the dynamic path's greedy tokens, on two caches: the worst
+// relative difference of the static step's logits from the dynamic step's over all steps. With
+// `graph`, the static steps run through a DecodeGraph (CUDA).
+double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec* spec, int64_t steps,
+                         bool graph = false) {
+  const TextDecoder& dec = m.decoder();
+  const at::Device dev = dec.device();
+  Prompt p = m.prepare(in, false);
+  const int64_t b = p.input_ids.size(0), t = p.input_ids.size(1);
+  std::unique_ptr<KvCache> dyn = dec.make_kv_cache(b, t + steps, spec);
+  std::unique_ptr<KvCache> sta = dec.make_kv_cache(b, t + steps, spec);
+  at::Tensor h = dec.forward_hidden(p.decoder_input(), dyn.get());
+  dec.forward_hidden(p.decoder_input(), sta.get());
+  at::Tensor tok = dec.lm_head(h.narrow(1, t - 1, 1)).argmax(-1).cpu();  // [b, 1]
+  const bool mrope = p.position_ids.dim() == 3;
+  at::Tensor mask = p.attention_mask, pos = p.next_position.to(at::kLong).view({b, 1});
+  StaticDecodeInput si;
+  si.input_ids = tok.to(dev, /*non_blocking=*/false, /*copy=*/true);  // updated in place: own storage
+  si.position_ids = (mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos).to(dev, false, true);
+  si.past = at::full({1}, t, at::kLong).to(dev);
+  si.start = mask.eq(0).sum(-1).to(dev);
+  std::unique_ptr<DecodeGraph> g = graph ? std::make_unique<DecodeGraph>(dev) : nullptr;
+  at::Tensor ls;
+  double worst = 0;
+  for (int64_t k = 0; k < steps; ++k) {
+    DecoderInput step;
+    step.input_ids = tok;
+    mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
+    step.attention_mask = mask;
+    step.position_ids = mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
+    at::Tensor ld = dec.lm_head(dec.forward_hidden(step, dyn.get())).to(at::kFloat).cpu();
+    si.input_ids.copy_(tok);
+    auto body = [&] {
+      ls = dec.lm_head(dec.forward_static(si, *sta));
+      si.past.add_(1);
+      si.position_ids.add_(1);
+    };
+    if (g) {
+      g->run(body);
+    } else {
+      body();
+    }
+    sta->advance(1);
+    worst = std::max(worst, max_rel_error(ls.to(at::kFloat).cpu(), ld));
+    tok = ld.argmax(-1);
+    pos = pos + 1;
+  }
+  EXPECT_EQ(sta->length(), dyn->length());
+  return worst;
+}
+
+class StaticDecode : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StaticDecode, UnconvertedStepsEqualDynamic) {
+  const std::string dir = fixtures_dir() + "/" + GetParam();
+  auto m = Model::load(dir + "/model", LoadOptions{});
+  ModelInputs in = fixture_inputs(GetParam());
+  const int64_t t = in.input_ids.size(1), steps = 6;
+  EXPECT_LT(static_vs_dynamic(*m, in, nullptr, steps), 1e-5) << "float32 cache";
+  const TextConfig& c = m->text_config();
+  // int8 rows of h_kv * d_h: a window of 4 (crossed by every step), and one reaching past the prompt
+  // (the first steps write ring slots below the window).
+  for (int64_t window : {int64_t{4}, t + 3}) {
+    CacheSpec int8{CacheType::kInt8, c.head_dim, window};
+    EXPECT_LT(static_vs_dynamic(*m, in, &int8, steps), 1e-5) << "int8, window " << window;
+  }
+}
+
+TEST_P(StaticDecode, ConvertedStepsEqualDynamic) {
+  testing::Converted cv = converted(GetParam());
+  const TextConfig& c = cv.model->text_config();
+  const int64_t t = cv.inputs.input_ids.size(1), steps = 6;
+  EXPECT_LT(static_vs_dynamic(*cv.model, cv.inputs, nullptr, steps), 1e-5) << "float32 latent cache";
+  // r_kv = 3 n_kv and the RoPE key's width 4 n_kv: groups of n_kv divide both.
+  for (int64_t window : {int64_t{4}, t + 3}) {
+    CacheSpec int8{CacheType::kInt8, c.num_key_value_heads, window};
+    EXPECT_LT(static_vs_dynamic(*cv.model, cv.inputs, &int8, steps), 1e-5) << "int8 latent, window " << window;
+  }
+  // The expanded twin over a dense cache, static too.
+  auto& dec = const_cast<TextDecoder&>(cv.model->decoder());
+  dec.set_mla_attention(MlaAttention::kExpanded);
+  const double expanded = static_vs_dynamic(*cv.model, cv.inputs, nullptr, steps);
+  dec.set_mla_attention(MlaAttention::kAuto);
+  EXPECT_LT(expanded, 1e-5) << "expanded attention, dense cache";
+}
+
+TEST_P(StaticDecode, GreedyGenerationIsTheSameInEveryMode) {
+  testing::Converted cv = converted(GetParam());
+  auto plain = Model::load(fixtures_dir() + "/" + GetParam() + "/model", LoadOptions{});
+  for (const Model* m : {plain.get(), cv.model.get()}) {
+    GenerateOptions g;
+    g.max_new_tokens = 8;
+    Prompt p = m->prepare(cv.inputs, false);
+    g.decode = DecodeMode::kDynamic;
+    GenerateResult dynamic = generate(m->decoder(), p, g);
+    g.decode = DecodeMode::kStatic;
+    GenerateResult fixed = generate(m->decoder(), p, g);
+    EXPECT_EQ(dynamic.decode, DecodeMode::kDynamic);
+    EXPECT_EQ(fixed.decode, DecodeMode::kStatic);
+    EXPECT_TRUE(at::equal(fixed.sequences, dynamic.sequences)) << (m == plain.get() ? "unconverted" : "converted");
+    g.decode = DecodeMode::kAuto;  // on the CPU: dynamic
+    EXPECT_EQ(generate(m->decoder(), p, g).decode, DecodeMode::kDynamic);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, StaticDecode,
+                         ::testing::Values("text/llama-mha", "text/llama3-gqa", "text/qwen2", "vlm/llava",
+                                           "vlm/llava-next", "vlm/qwen2_5_vl"),
+                         [](const auto& info) {
+                           std::string n = info.param.substr(info.param.find('/') + 1);
+                           for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
+
+TEST(StaticDecodeErrors, ModesTheRunCannotHaveAreClearErrors) {
+  const std::string name = "text/qwen2";
+  auto m = Model::load(fixtures_dir() + "/" + name + "/model", LoadOptions{});
+  ModelInputs in = fixture_inputs(name);
+  GenerateOptions g;
+  g.max_new_tokens = 3;
+  // Padding inside a row: the keys of a row are not one range.
+  at::Tensor mask = at::ones_like(in.input_ids);
+  mask.index_put_({0, 2}, 0);
+  g.decode = DecodeMode::kStatic;
+  try {
+    generate(m->decoder(), in.input_ids, mask, g);
+    ADD_FAILURE() << "expected an ArgumentError";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("left padding"), std::string::npos) << e.what();
+  }
+  // The same batch decodes dynamically.
+  g.decode = DecodeMode::kDynamic;
+  EXPECT_EQ(generate(m->decoder(), in.input_ids, mask, g).new_tokens, 3);
+  if (!DecodeGraph::available()) {
+    g.decode = DecodeMode::kGraph;
+    EXPECT_THROW(generate(m->decoder(), in.input_ids, at::Tensor(), g), ArgumentError);
+  }
+  EXPECT_THROW(decode_mode_from_name("fast", "--decode"), ArgumentError);
+  EXPECT_EQ(decode_mode_from_name("graph", "--decode"), DecodeMode::kGraph);
+  // A static step needs room in the cache.
+  const TextDecoder& dec = m->decoder();
+  std::unique_ptr<KvCache> cache = dec.make_kv_cache(1, 2, nullptr);
+  DecoderInput two;
+  two.input_ids = in.input_ids.narrow(0, 0, 1).narrow(1, 0, 2);
+  two.position_ids = at::arange(2, at::kLong).view({1, 2});
+  dec.forward_hidden(two, cache.get());
+  StaticDecodeInput si{at::zeros({1, 1}, at::kLong), at::full({1, 1}, 2, at::kLong), at::full({1}, 2, at::kLong),
+                       at::zeros({1}, at::kLong)};
+  EXPECT_THROW(dec.forward_static(si, *cache), ArgumentError);
+}
+
+// On a GPU: the static step replayed as a CUDA graph against the same step run eagerly (identical
+// launches: equal logits), and against the dynamic step (bf16: different reduction splits), for an
+// unconverted model over a bf16 dense cache and for an md-converted Qwen2.5-VL over bf16 and int4
+// latent caches (the decode kernel); then greedy generation, graph against static.
+TEST(StaticDecodeCuda, GraphReplaysEqualTheEagerStaticStep) {
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device or no CUDA graphs in this build";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  struct Case {
+    std::string what;
+    std::shared_ptr<Model> model;
+    ModelInputs inputs;
+    CacheSpec spec;
+  };
+  std::vector<Case> cases;
+  const std::string dir = fixtures_dir() + "/vlm/qwen2_5_vl";
+  const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
+  cases.push_back({"unconverted, bf16 dense cache", Model::load(dir + "/model", bf16), in,
+                   CacheSpec{CacheType::kBf16, 8, 4}});
+  {
+    auto original = Model::load(dir + "/model", LoadOptions{});
+    convert::CalibrationInputs calib = convert::calibration_inputs(in);
+    convert::ConvertOptions o;
+    o.rope_strategy = "2-norm";
+    o.rope_dims = 4;
+    o.svd = SvdMethod::kMd;
+    o.kv_rank = {4};
+    convert::write_converted(dir + "/model", tmp.file("mla"), convert::convert_model(*original, o, &calib));
+  }
+  auto mla = Model::load(tmp.file("mla"), bf16);
+  cases.push_back({"md, bf16 latent cache", mla, in, CacheSpec{CacheType::kBf16, 8, 4}});
+  cases.push_back({"md, int4 latent cache", mla, in, CacheSpec{CacheType::kInt4, 8, 4}});
+  for (const Case& c : cases) {
+    const double eager = static_vs_dynamic(*c.model, c.inputs, &c.spec, 6, false);
+    const double graph = static_vs_dynamic(*c.model, c.inputs, &c.spec, 6, true);
+    std::printf("[%s] static step vs dynamic, max rel. logit difference: eager %.3g, graph %.3g\n", c.what.c_str(),
+                eager, graph);
+    EXPECT_EQ(graph, eager) << c.what << ": the graph must replay the eager step exactly";
+    EXPECT_LT(eager, 3e-2) << c.what;
+    GenerateOptions g;
+    g.max_new_tokens = 8;
+    g.cache = c.spec;
+    Prompt p = c.model->prepare(c.inputs, false);
+    g.decode = DecodeMode::kStatic;
+    GenerateResult fixed = generate(c.model->decoder(), p, g);
+    g.decode = DecodeMode::kAuto;
+    GenerateResult graphed = generate(c.model->decoder(), p, g);
+    EXPECT_EQ(graphed.decode, DecodeMode::kGraph);
+    EXPECT_TRUE(at::equal(graphed.sequences, fixed.sequences)) << c.what;
+  }
+}
+
+}  // namespace
+}  // namespace vlm2mla
