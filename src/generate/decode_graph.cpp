@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_profiler_api.h>
 #endif
 
 namespace vlm2mla {
@@ -20,6 +21,15 @@ struct DecodeGraph::Impl {
 };
 
 bool DecodeGraph::available() { return true; }
+
+void cuda_profiler_range(bool start) {
+  c10::cuda::device_synchronize();
+  if (start) {
+    cudaProfilerStart();
+  } else {
+    cudaProfilerStop();
+  }
+}
 
 DecodeGraph::DecodeGraph(at::Device device) {
   VLM2MLA_CHECK(device.is_cuda(), ArgumentError, "CUDA graphs need a CUDA device, got ", device);
@@ -71,6 +81,8 @@ void DecodeGraph::run(const std::function<void()>& step) {
 struct DecodeGraph::Impl {};
 
 bool DecodeGraph::available() { return false; }
+
+void cuda_profiler_range(bool) {}
 
 DecodeGraph::DecodeGraph(at::Device device) {
   throw ArgumentError(detail::concat("CUDA graphs need a libtorch with CUDA; this build has none (device ",

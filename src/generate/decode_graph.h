@@ -11,6 +11,11 @@
 
 namespace vlm2mla {
 
+// Marks the range a CUDA profiler records when started with a capture range (for example
+// `nsys profile --capture-range=cudaProfilerApi`): generate brackets its decode steps with it when the
+// environment sets VLM2MLA_CUDA_PROFILE=1. No-op in builds without CUDA.
+void cuda_profiler_range(bool start);
+
 class DecodeGraph {
  public:
   // True when this build can capture CUDA graphs.

@@ -1,6 +1,7 @@
 #include "generate/generate.h"
 
 #include <chrono>
+#include <cstdlib>
 
 #include "core/device_memory.h"
 #include "core/error.h"
@@ -189,6 +190,9 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   // Steps write positions up to t + max_new_tokens - 2: static steps need them all in place up front.
   if (mode != DecodeMode::kDynamic) cache.reserve(t + std::max<int64_t>(options.max_new_tokens, 1));
   std::unique_ptr<StaticSteps> static_steps;
+  // VLM2MLA_CUDA_PROFILE=1: the decode steps (not the prefill) form the CUDA profiler's capture range.
+  const char* profile_env = std::getenv("VLM2MLA_CUDA_PROFILE");
+  const bool profile = model.device().is_cuda() && profile_env && std::string(profile_env) == "1";
   at::Tensor eos = at::tensor(std::vector<int64_t>(options.eos_token_ids.begin(),
                                                    options.eos_token_ids.end()),
                               at::kLong);
@@ -234,12 +238,14 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     in.image_mask = at::Tensor();  // generated tokens are text
     in.position_ids = mrope ? next_pos.unsqueeze(0).expand({3, b, 1}) : next_pos;
     in.attention_mask = mask;
+    if (step == 0 && profile) cuda_profiler_range(true);
     if (mode != DecodeMode::kDynamic && !static_steps) {
       static_steps = std::make_unique<StaticSteps>(model, cache, next_pos, mrope, *pads, mode == DecodeMode::kGraph);
     }
     next_pos = next_pos + 1;
   }
   synchronize(model.device());
+  if (profile) cuda_profiler_range(false);
   result.decode_seconds = steps.size() > 1 ? seconds_since(t0) : 0.0;
   result.new_tokens = static_cast<int64_t>(steps.size());
   result.kv_bytes_allocated = cache.bytes_allocated();
