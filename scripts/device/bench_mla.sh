@@ -5,7 +5,8 @@
 # JSON lines to $OUT/bench_mla.jsonl. BENCH_MLA_GRID overrides the "context:batch" list,
 # BENCH_MLA_VARIANTS the variants ("gqa", "mla:D:CACHE"), BENCH_MLA_DECODE the decode modes (default
 # "graph": static steps replayed as a CUDA graph; "dynamic" is the eager twin). BENCH_MLA_TOKENS: new
-# tokens per run (default 32).
+# tokens per run (default 32). BENCH_MLA_SYNTHETIC=1 times decode over a synthetic cache (random rows
+# for the prompt, no prefill: bench --synthetic-cache), for long contexts of large batches.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -21,6 +22,7 @@ for cb in $grid; do
   for decode in ${BENCH_MLA_DECODE:-graph}; do
     args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens "${BENCH_MLA_TOKENS:-32}" --warmup 0
           --prefill-chunk 8192 --device cuda --dtype bfloat16 --decode "$decode" --json)
+    [[ "${BENCH_MLA_SYNTHETIC:-0}" == 1 ]] && args+=(--synthetic-cache)
     if [[ "$variant" == mla:* ]]; then
       IFS=: read -r _ d cache <<< "$variant"
       args+=(--mla-kv-rank "$d" --mla-rope-dims 32 --kv-cache "$cache" --kv-group 32 --kv-window 128)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE after scripts/device/test.sh built build-device/: where a decode step's GPU
-# time goes, per kernel, with Nsight Systems (when the machine has nsys). The decode steps alone are
-# recorded (VLM2MLA_CUDA_PROFILE=1 makes generate bracket them with cudaProfilerStart/Stop).
+# time goes, per kernel, with Nsight Systems, or Nsight Compute (kernel by kernel, serialised) where
+# the machine has no nsys. The decode steps alone are recorded (VLM2MLA_CUDA_PROFILE=1 makes generate
+# bracket them with cudaProfilerStart/Stop); the cache is synthetic (bench --synthetic-cache).
 # PROFILE_CASES: "variant:context:batch:decode" list (variant gqa or mla:D:CACHE). Summaries go to
 # $OUT/profile_<case>.txt.
 set -uo pipefail
@@ -10,11 +11,24 @@ cd "$root"
 out="${OUT:-$root/device-out}"
 mkdir -p "$out"
 nsys="$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)"
-if [[ -z "$nsys" ]]; then echo "profile_decode: no nsys on this machine" >&2; exit 0; fi
+ncu="$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+if [[ -z "$nsys" && -z "$ncu" ]]; then echo "profile_decode: neither nsys nor ncu on this machine" >&2; exit 0; fi
+# Kernel rows "name,total ns,launches" on stdin -> the summary.
+summary() {
+  python3 -c '
+import sys
+rows = [l.rsplit(",", 2) for l in sys.stdin.read().splitlines() if l.count(",") >= 2]
+rows = [(n, float(t), int(c)) for n, t, c in rows]
+total = sum(t for _, t, _ in rows)
+print(f"total kernel time {total/1e6:.2f} ms over the decode steps, {sum(c for *_, c in rows)} launches")
+for n, t, c in sorted(rows, key=lambda r: -r[1])[:25]:
+    print(f"{t/1e6:9.3f} ms {c:7d}x  {n[:150]}")
+'
+}
 for c in ${PROFILE_CASES:-gqa:32768:8:static mla:32:bf16:32768:8:static}; do
   IFS=: read -r -a f <<< "$c"
-  args=(--random-weights configs/qwen2.5-vl-7b.json --new-tokens 6 --warmup 0 --prefill-chunk 8192 --device cuda
-        --dtype bfloat16)
+  args=(--random-weights configs/qwen2.5-vl-7b.json --new-tokens "${PROFILE_TOKENS:-3}" --warmup 0 --synthetic-cache
+        --device cuda --dtype bfloat16)
   if [[ "${f[0]}" == mla ]]; then
     args+=(--mla-kv-rank "${f[1]}" --mla-rope-dims 32 --kv-cache "${f[2]}" --kv-group 32 --kv-window 128)
     f=("${f[@]:3}")
@@ -23,18 +37,32 @@ for c in ${PROFILE_CASES:-gqa:32768:8:static mla:32:bf16:32768:8:static}; do
   fi
   args+=(--context "${f[0]}" --batch "${f[1]}" --decode "${f[2]}")
   name="${c//:/_}"
-  VLM2MLA_CUDA_PROFILE=1 "$nsys" profile --capture-range=cudaProfilerApi --capture-range-end=stop \
-    --cuda-graph-trace=node -o "/tmp/prof_$name" --force-overwrite true \
-    build-device/vlm2mla -q bench "${args[@]}" > "$out/profile_$name.txt" 2>&1
-  "$nsys" stats --report cuda_gpu_kern_sum --format csv "/tmp/prof_$name.nsys-rep" 2>/dev/null |
-    python3 -c '
+  if [[ -n "$nsys" ]]; then
+    VLM2MLA_CUDA_PROFILE=1 "$nsys" profile --capture-range=cudaProfilerApi --capture-range-end=stop \
+      --cuda-graph-trace=node -o "/tmp/prof_$name" --force-overwrite true \
+      build-device/vlm2mla -q bench "${args[@]}" > "$out/profile_$name.txt" 2>&1
+    "$nsys" stats --report cuda_gpu_kern_sum --format csv "/tmp/prof_$name.nsys-rep" 2>/dev/null |
+      python3 -c '
 import csv, sys
 rows = [r for r in csv.reader(sys.stdin) if len(r) > 8]
 head, body = rows[0], rows[1:]
 t = head.index("Total Time (ns)"); n = head.index("Instances"); k = head.index("Name")
-total = sum(float(r[t]) for r in body)
-print(f"total kernel time {total/1e6:.2f} ms over the decode steps, {sum(int(r[n]) for r in body)} launches")
-for r in sorted(body, key=lambda r: -float(r[t]))[:25]:
-    print(f"{float(r[t])/1e6:9.3f} ms {int(r[n]):7d}x  {r[k][:150]}")
-' >> "$out/profile_$name.txt"
+for r in body: print(f"{r[k].replace(",", ";")},{r[t]},{r[n]}")
+' | summary >> "$out/profile_$name.txt"
+  else
+    VLM2MLA_CUDA_PROFILE=1 "$ncu" --profile-from-start off --metrics gpu__time_duration.sum --csv \
+      --log-file "/tmp/prof_$name.csv" build-device/vlm2mla -q bench "${args[@]}" > "$out/profile_$name.txt" 2>&1
+    python3 -c '
+import csv, sys, collections
+scale = {"ns": 1, "nsecond": 1, "usecond": 1e3, "us": 1e3, "msecond": 1e6, "ms": 1e6, "second": 1e9, "s": 1e9}
+t, c = collections.Counter(), collections.Counter()
+lines = [l for l in open(sys.argv[1]) if l.startswith("\"")]
+for r in csv.DictReader(lines):
+    if r.get("Metric Name") != "gpu__time_duration.sum": continue
+    k = r["Kernel Name"].replace(",", ";")
+    t[k] += float(r["Metric Value"].replace(",", "")) * scale.get(r["Metric Unit"], 1)
+    c[k] += 1
+for k in t: print(f"{k},{t[k]},{c[k]}")
+' "/tmp/prof_$name.csv" | summary >> "$out/profile_$name.txt"
+  fi
 done

@@ -83,20 +83,29 @@ GenerateResult generate(const TextDecoder& model, const at::Tensor& input_ids,
 
 namespace {
 
+// Prompt positions [from, from + n) of a decoder input (the mask up to from + n: cached + new).
+DecoderInput slice(const DecoderInput& in, int64_t from, int64_t n) {
+  DecoderInput part;
+  if (in.input_ids.defined()) part.input_ids = in.input_ids.narrow(1, from, n);
+  if (in.inputs_embeds.defined()) part.inputs_embeds = in.inputs_embeds.narrow(1, from, n);
+  part.position_ids = in.position_ids.narrow(-1, from, n);
+  if (in.attention_mask.defined()) part.attention_mask = in.attention_mask.narrow(1, 0, from + n);
+  if (in.image_mask.defined()) part.image_mask = in.image_mask.narrow(1, from, n);
+  return part;
+}
+
 // The prompt's forward, whole or in chunks of `chunk` positions; returns the last chunk's hidden states.
-at::Tensor prefill(const TextDecoder& model, const DecoderInput& in, KvCache& cache, int64_t chunk) {
+// synthetic: random rows stand for every position but the last, which alone runs.
+at::Tensor prefill(const TextDecoder& model, const DecoderInput& in, KvCache& cache, int64_t chunk, bool synthetic) {
   const int64_t t = in.position_ids.size(-1);
+  if (synthetic) {
+    cache.fill_synthetic(t - 1);
+    return model.forward_hidden(slice(in, t - 1, 1), &cache);
+  }
   if (chunk <= 0 || chunk >= t) return model.forward_hidden(in, &cache);
   at::Tensor hidden;
   for (int64_t from = 0; from < t; from += chunk) {
-    const int64_t n = std::min(chunk, t - from);
-    DecoderInput part;
-    if (in.input_ids.defined()) part.input_ids = in.input_ids.narrow(1, from, n);
-    if (in.inputs_embeds.defined()) part.inputs_embeds = in.inputs_embeds.narrow(1, from, n);
-    part.position_ids = in.position_ids.narrow(-1, from, n);
-    if (in.attention_mask.defined()) part.attention_mask = in.attention_mask.narrow(1, 0, from + n);
-    if (in.image_mask.defined()) part.image_mask = in.image_mask.narrow(1, from, n);
-    hidden = model.forward_hidden(part, &cache);  // [b, n, d]
+    hidden = model.forward_hidden(slice(in, from, std::min(chunk, t - from)), &cache);  // [b, n, d]
   }
   return hidden;
 }
@@ -210,7 +219,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     if (step > 0 && static_steps) {
       logits = static_steps->step(in.input_ids);
     } else {
-      at::Tensor hidden = step == 0 ? prefill(model, in, cache, options.prefill_chunk)
+      at::Tensor hidden = step == 0 ? prefill(model, in, cache, options.prefill_chunk, options.synthetic_cache)
                                     : model.forward_hidden(in, &cache);  // [b, s, d]
       logits = model.lm_head(hidden.narrow(1, hidden.size(1) - 1, 1)).squeeze(1);
     }

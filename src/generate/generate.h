@@ -34,6 +34,10 @@ struct GenerateOptions {
   // prompts of large batches fit in memory.
   int64_t prefill_chunk = 0;
   DecodeMode decode = DecodeMode::kAuto;
+  // Benchmarks only: the cache starts with random rows for every prompt position but the last
+  // (KvCache::fill_synthetic) and only the last prompt token runs, so long contexts of large batches
+  // can be timed without their prefill. The generated tokens are meaningless; decode speed is not.
+  bool synthetic_cache = false;
   // Called after each step with the new token of every row ([b] int64, CPU) and which rows were
   // still running before the step ([b] bool).
   std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;

@@ -115,6 +115,16 @@ std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::
   return {keys_[layer].narrow(2, 0, length_ + s), values_[layer].narrow(2, 0, length_ + s)};
 }
 
+void DenseKvCache::fill_synthetic(int64_t length) {
+  VLM2MLA_CHECK(length_ == 0, ArgumentError, "fill_synthetic needs an empty cache");
+  reserve(length);
+  for (auto& s : qkeys_) s->fill_synthetic(length);
+  for (auto& s : qvalues_) s->fill_synthetic(length);
+  for (auto& t : keys_) t.narrow(2, 0, length).normal_();
+  for (auto& t : values_) t.narrow(2, 0, length).normal_();
+  length_ = length;
+}
+
 void DenseKvCache::advance(int64_t s) {
   VLM2MLA_CHECK(length_ + s <= capacity_, ArgumentError, "DenseKvCache: advance past capacity");
   length_ += s;

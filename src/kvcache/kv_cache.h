@@ -41,6 +41,10 @@ class KvCache {
   // Grows the storage now so that `capacity` positions fit: shape-static decode steps (and the CUDA
   // graphs that replay them) write into storage that must not move.
   virtual void reserve(int64_t capacity) = 0;
+  // Benchmarks only: positions [0, length) of an empty cache hold random rows (standard normal; random
+  // codes with unit scales for quantized stores; text modality), committed, as if a prompt had run.
+  // Decode speed does not depend on the cached values.
+  virtual void fill_synthetic(int64_t length) = 0;
   // Bytes of the cache tensors as allocated (capacity, not length).
   virtual int64_t bytes_allocated() const = 0;
   // Bytes one cached position costs over all layers (at the storage type; the full-precision window

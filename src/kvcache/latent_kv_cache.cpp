@@ -62,6 +62,14 @@ void LatentKvCache::reserve(int64_t capacity) {
   }
 }
 
+void LatentKvCache::fill_synthetic(int64_t length) {
+  VLM2MLA_CHECK(length_ == 0, ArgumentError, "fill_synthetic needs an empty cache");
+  reserve(length);
+  for (size_t l = 0; l < latent_.size(); ++l) latent_[l]->fill_synthetic(length), rope_[l]->fill_synthetic(length);
+  if (modality_.defined()) modality_.zero_();
+  length_ = length;
+}
+
 void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& pos) {
   if (modality_.defined()) modality_.index_copy_(1, pos, image.to(at::kByte).view({batch_, 1}));
 }

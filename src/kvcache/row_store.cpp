@@ -128,6 +128,21 @@ at::Tensor RowStore::read_upto(const at::Tensor& last) const {
   return at::where(in_ring, ring, dequantize_rows(q_, bits_, spec_.group, compute_dtype_));
 }
 
+void RowStore::fill_synthetic(int64_t length) {
+  if (length > capacity_) grow(length, 0);
+  if (bits_ == 0) {
+    plain_.narrow(1, 0, length).normal_();
+    return;
+  }
+  const int64_t ql = quantized_length(length);
+  if (ql > 0) {
+    q_.data.narrow(1, 0, ql).random_(0, 256);
+    q_.scale.narrow(1, 0, ql).fill_(2.0 / ((1 << bits_) - 1));  // codes span [-1, 1]
+    q_.lo.narrow(1, 0, ql).fill_(-1.0);
+  }
+  window_.normal_();
+}
+
 int64_t RowStore::bytes_allocated() const {
   if (bits_ == 0) return plain_.nbytes();
   return q_.data.nbytes() + q_.scale.nbytes() + q_.lo.nbytes() + window_.nbytes();

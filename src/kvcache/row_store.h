@@ -33,6 +33,8 @@ class RowStore {
   // Rows [b, capacity, n] in the compute dtype: positions <= last ([1] int64 on the device) equal
   // read(last + 1); later positions hold whatever the storage holds (callers mask them).
   at::Tensor read_upto(const at::Tensor& last) const;
+  // Random rows at positions [0, length) (KvCache::fill_synthetic).
+  void fill_synthetic(int64_t length);
 
   int64_t n() const { return n_; }
   int64_t capacity() const { return capacity_; }

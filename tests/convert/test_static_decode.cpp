@@ -11,6 +11,8 @@
 #include "generate/decode_graph.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
+#include "kvcache/dense_kv_cache.h"
+#include "kvcache/latent_kv_cache.h"
 #include "models/model.h"
 #include "support/fixtures.h"
 
@@ -175,6 +177,38 @@ TEST(StaticDecodeErrors, ModesTheRunCannotHaveAreClearErrors) {
   StaticDecodeInput si{at::zeros({1, 1}, at::kLong), at::full({1, 1}, 2, at::kLong), at::full({1}, 2, at::kLong),
                        at::zeros({1}, at::kLong)};
   EXPECT_THROW(dec.forward_static(si, *cache), ArgumentError);
+}
+
+// bench --synthetic-cache: random rows for every prompt position but the last, committed; decode
+// continues from there in every mode.
+TEST(SyntheticCache, FillsThePromptPositionsAndDecodes) {
+  testing::Converted cv = converted("vlm/qwen2_5_vl");
+  auto plain = Model::load(fixtures_dir() + "/vlm/qwen2_5_vl/model", LoadOptions{});
+  const int64_t n_kv = cv.model->text_config().num_key_value_heads;
+  for (const Model* m : {plain.get(), cv.model.get()}) {
+    for (std::optional<CacheSpec> spec : {std::optional<CacheSpec>(), std::optional<CacheSpec>(CacheSpec{CacheType::kInt8, n_kv, 4})}) {
+      const TextDecoder& dec = m->decoder();
+      std::unique_ptr<KvCache> cache = dec.make_kv_cache(2, 12, spec ? &*spec : nullptr);
+      cache->fill_synthetic(9);
+      EXPECT_EQ(cache->length(), 9);
+      EXPECT_THROW(cache->fill_synthetic(3), ArgumentError);
+      at::Tensor last = at::full({1}, 8, at::kLong);
+      at::Tensor rows = cache->kind() == CacheKind::kDense ? static_cast<DenseKvCache&>(*cache).read_upto(0, last).first.transpose(1, 2)
+                                                           : static_cast<LatentKvCache&>(*cache).read_upto(0, last).first;  // [b, cap, *]
+      EXPECT_TRUE(rows.narrow(1, 0, 9).isfinite().all().item<bool>());
+      EXPECT_GT(rows.narrow(1, 0, 9).abs().amin(-1).amin().item<double>() + rows.narrow(1, 0, 9).std().item<double>(), 0.3);
+      GenerateOptions g;
+      g.max_new_tokens = 4;
+      g.cache = spec;
+      g.synthetic_cache = true;
+      for (DecodeMode mode : {DecodeMode::kDynamic, DecodeMode::kStatic}) {
+        g.decode = mode;
+        GenerateResult r = generate(dec, m->prepare(cv.inputs, false), g);
+        EXPECT_EQ(r.new_tokens, 4);
+        EXPECT_EQ(r.step_seconds.size(), 3u);
+      }
+    }
+  }
 }
 
 // On a GPU: the static step replayed as a CUDA graph against the same step run eagerly (identical
