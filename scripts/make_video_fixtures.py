@@ -30,7 +30,8 @@ network and no GPU:
                              token ids, min greedy margin
 Row 0: text, image, text, video 0 last (its <|vision_end|> ends the prompt): the video's temporal
 positions (8 apart) outrun its spatial ones, so <|vision_end|> sits at 20 while the largest position
-is 22, and generation continues from max + 1 = 23 (rope_deltas), not from 21.
+is 22. transformers' generate continues position_ids from the last one + 1 (21); rope_deltas
+(max + 1 - valid tokens) would say 23, so the greedy tokens tell the two rules apart.
 Row 1 (left-padded): text, video 1 (second_per_grid_t truncated to 0: one temporal position), text.
 """
 import argparse

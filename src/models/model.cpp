@@ -365,7 +365,8 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
     QwenRopeIndex r = qwen_rope_index(qwen_->config(), p.input_ids, p.attention_mask,
                                       in.image_grid_thw, in.video_grid_thw, in.second_per_grid_ts);
     p.position_ids = in.position_ids.defined() ? in.position_ids : r.position_ids;
-    p.next_position = r.next_position;
+    p.next_mrope_position = r.next_position;
+    p.next_position = r.next_position[0];
   } else {
     at::Tensor from_mask = position_ids_from_mask(p.attention_mask);
     if (in.position_ids.defined()) {

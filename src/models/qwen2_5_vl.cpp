@@ -247,14 +247,14 @@ QwenRopeIndex qwen_rope_index(const QwenVisionConfig& c, const at::Tensor& input
   }
   QwenRopeIndex out;
   out.position_ids = at::zeros({3, b, s}, at::kLong);  // padding keeps 0, as transformers 5
-  out.next_position = at::zeros({b}, at::kLong);
+  out.next_position = at::zeros({3, b}, at::kLong);
   auto pos = out.position_ids.accessor<int64_t, 3>();
   auto id = ids.accessor<int64_t, 2>();
   auto valid = mask.accessor<bool, 2>();
   size_t next_grid[2] = {0, 0};
   const char* noun[2] = {"image", "video"};
   for (int64_t r = 0; r < b; ++r) {
-    int64_t current = 0, top = -1;  // top: the row's largest position so far
+    int64_t current = 0, last = -1;  // last: the row's last valid token
     int64_t j = 0;
     while (j < s) {
       if (!valid[r][j]) {
@@ -264,7 +264,7 @@ QwenRopeIndex qwen_rope_index(const QwenVisionConfig& c, const at::Tensor& input
       const int kind = id[r][j] == c.image_token_id ? 0 : id[r][j] == c.video_token_id ? 1 : -1;
       if (kind < 0) {
         for (int64_t a = 0; a < 3; ++a) pos[a][r][j] = current;
-        top = std::max(top, current);
+        last = j;
         ++current, ++j;
         continue;
       }
@@ -292,11 +292,11 @@ QwenRopeIndex qwen_rope_index(const QwenVisionConfig& c, const at::Tensor& input
             pos[1][r][k] = current + y;
             pos[2][r][k] = current + x;
           }
-      top = std::max({top, current + (g.t - 1) * step, current + gh - 1, current + gw - 1});
+      last = end - 1;
       current += std::max(gh, gw);
       j = end;
     }
-    out.next_position[r] = top + 1;
+    for (int64_t a = 0; a < 3; ++a) out.next_position[a][r] = last < 0 ? 0 : pos[a][r][last] + 1;
   }
   for (int kind = 0; kind < 2; ++kind) {
     const int64_t token = kind == 0 ? c.image_token_id : c.video_token_id;

@@ -74,8 +74,10 @@ class QwenVisionTower {
 
 struct QwenRopeIndex {
   at::Tensor position_ids;   // [3, b, s] int64 (t, h, w); padding positions hold 0
-  // [b] int64: the position of the first generated token, max(positions of the row) + 1 (what
-  // transformers' rope_deltas give: delta = max + 1 - valid tokens).
+  // [3, b] int64: the first generated token's position on each axis, the row's last (valid)
+  // position + 1, as transformers 5.17's generate continues position_ids. (Not rope_deltas' max + 1,
+  // which only a forward with a cache and no position_ids uses: they differ when a video's
+  // temporal positions outrun its spatial ones, or when the prompt ends inside a video.)
   at::Tensor next_position;
 };
 
