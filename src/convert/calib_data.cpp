@@ -78,8 +78,10 @@ CalibrationData::Source read_inputs(const std::string& path, const CalibOptions&
   src.selected =
       select_calibration_samples(src.total, options.num_calib, options.seed, "rows in the batch of " + path);
   if (static_cast<int64_t>(src.selected.size()) < src.total) {
-    VLM2MLA_CHECK(!in.pixel_values.defined(), ArgumentError, path, ": num_calib ", options.num_calib,
-                  " would select rows of a batch with images (pixel_values), which is not supported; use "
+    VLM2MLA_CHECK(!in.pixel_values.defined() && !in.pixel_values_videos.defined(), ArgumentError, path,
+                  ": num_calib ", options.num_calib,
+                  " would select rows of a batch with images or videos (pixel_values, pixel_values_videos), "
+                  "which is not supported; use "
                   "num_calib 0 for the whole batch, or a .json dataset to select samples from");
     const at::Tensor rows = at::tensor(src.selected, at::kLong);
     in.input_ids = in.input_ids.index_select(0, rows);

@@ -5,6 +5,7 @@
 #include "vision/image.h"
 #include "vision/processor_config.h"
 #include "vision/processors.h"
+#include "vision/video.h"
 
 namespace vlm2mla {
 
@@ -43,7 +44,7 @@ ChatFormat ChatInputBuilder::format(const std::vector<ChatMessage>& messages,
 
 ChatInputs ChatInputBuilder::chat(const std::vector<ChatMessage>& messages,
                                   const std::vector<std::string>& image_paths,
-                                  bool add_generation_prompt) const {
+                                  bool add_generation_prompt, const std::vector<ChatVideo>& videos) const {
   const Model& model = *model_;
   const bool vlm = model.image_token_id() >= 0;
   int64_t placeholders = 0;
@@ -52,6 +53,12 @@ ChatInputs ChatInputBuilder::chat(const std::vector<ChatMessage>& messages,
                 model.text_config().architecture, " is a text-only model");
   VLM2MLA_CHECK(placeholders == static_cast<int64_t>(image_paths.size()), ArgumentError, "the messages hold ",
                 placeholders, " image(s) but ", image_paths.size(), " image file(s) were given");
+  int64_t video_placeholders = 0;
+  for (const auto& m : messages) video_placeholders += m.videos;
+  VLM2MLA_CHECK((videos.empty() && video_placeholders == 0) || model.video_token_id() >= 0, ArgumentError,
+                "videos given, but ", model.text_config().architecture, " takes no video input (only Qwen2.5-VL does)");
+  VLM2MLA_CHECK(video_placeholders == static_cast<int64_t>(videos.size()), ArgumentError, "the messages hold ",
+                video_placeholders, " video(s) but ", videos.size(), " video(s) were given");
 
   ChatInputs out;
   if (!image_paths.empty()) {
@@ -64,6 +71,22 @@ ChatInputs ChatInputBuilder::chat(const std::vector<ChatMessage>& messages,
     out.inputs.pixel_values = p.pixel_values;
     out.inputs.image_sizes = p.image_sizes;
     out.inputs.image_grid_thw = p.image_grid_thw;
+  }
+  if (!videos.empty()) {
+    if (!video_processor_) {
+      video_processor_ = std::make_shared<vision::VideoProcessorConfig>(vision::load_video_processor_config(model_dir_));
+    }
+    std::vector<std::vector<vision::Image>> decoded;
+    std::vector<double> fps;
+    for (const ChatVideo& v : videos) {
+      decoded.emplace_back();
+      for (const auto& path : v.frames) decoded.back().push_back(vision::load_image(path));
+      fps.push_back(v.fps > 0 ? v.fps : vision::kDefaultVideoFps);
+    }
+    vision::ProcessedVideos p = vision::preprocess_videos(*video_processor_, decoded, fps);
+    out.inputs.pixel_values_videos = p.pixel_values_videos;
+    out.inputs.video_grid_thw = p.video_grid_thw;
+    out.inputs.second_per_grid_ts = p.second_per_grid_ts;
   }
 
   ChatFormat f = format(messages, add_generation_prompt);
@@ -82,6 +105,14 @@ ChatInputs ChatInputBuilder::chat(const std::vector<ChatMessage>& messages,
   out.inputs.input_ids = t;
   if (!image_paths.empty()) {  // one placeholder per image -> that image's tokens
     out.inputs.input_ids = expand_image_tokens(t, model.image_token_id(), model.image_token_counts(out.inputs));
+  }
+  if (!videos.empty()) {
+    auto placeholder = tokenizer_->token_to_id(f.video_token);
+    VLM2MLA_CHECK(placeholder && *placeholder == model.video_token_id(), FormatError, model_dir_,
+                  ": the tokenizer's ", f.video_token, " is id ", placeholder.value_or(-1),
+                  " but config.json's video token id is ", model.video_token_id());
+    out.inputs.input_ids = expand_image_tokens(out.inputs.input_ids, model.video_token_id(),
+                                               model.video_token_counts(out.inputs), "video");
   }
   return out;
 }

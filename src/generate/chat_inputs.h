@@ -17,7 +17,15 @@ namespace vlm2mla {
 class Tokenizer;
 namespace vision {
 struct ProcessorConfig;
+struct VideoProcessorConfig;
 }
+
+// A video given as its frames, already sampled (image files, in order), and their frame rate
+// (0: the processor's default, vision::kDefaultVideoFps).
+struct ChatVideo {
+  std::vector<std::string> frames;
+  double fps = 0;
+};
 
 struct ChatInputs {
   ModelInputs inputs;             // input_ids [1, s] (image placeholders expanded), the images' tensors
@@ -48,8 +56,10 @@ class ChatInputBuilder {
   // expanded into their image tokens. ArgumentError for images given to a text-only model or a
   // count mismatch; FormatError when the tokenizer's image placeholder is not config.json's image
   // token id; the image and processor errors name their files.
+  // `videos` (Qwen2.5-VL only; their number must equal the sum of ChatMessage::videos) are read with
+  // the video processor (vision/video.h) and their placeholders expanded the same way.
   ChatInputs chat(const std::vector<ChatMessage>& messages, const std::vector<std::string>& image_paths,
-                  bool add_generation_prompt) const;
+                  bool add_generation_prompt, const std::vector<ChatVideo>& videos = {}) const;
 
   // `text` encoded as given, with the tokenizer's special tokens (BOS), no template, no images.
   ChatInputs raw(const std::string& text) const;
@@ -60,6 +70,7 @@ class ChatInputBuilder {
   std::shared_ptr<const Tokenizer> tokenizer_;
   ChatFamily family_ = ChatFamily::kLlava15;
   mutable std::shared_ptr<const vision::ProcessorConfig> processor_;  // read at the first image
+  mutable std::shared_ptr<const vision::VideoProcessorConfig> video_processor_;  // at the first video
 };
 
 }  // namespace vlm2mla

@@ -214,6 +214,10 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   auto t0 = std::chrono::steady_clock::now(), t_step = t0;
   DecoderInput in = prompt.decoder_input();
   at::Tensor next_pos = prompt.next_position.to(at::kLong).view({b, 1});  // [b, 1]
+  // M-RoPE: [3, b, 1], each axis continuing from the prompt's last position on it.
+  at::Tensor next_mrope = prompt.next_mrope_position.defined()
+                              ? prompt.next_mrope_position.to(at::kLong).view({3, b, 1})
+                              : next_pos.unsqueeze(0).expand({3, b, 1});
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor logits;  // [b, V]
     if (step > 0 && static_steps) {
@@ -240,18 +244,19 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     seen = at::cat({seen, tok.unsqueeze(1)}, 1);
     if (options.on_step) options.on_step(tok, before);
     if (!running.any().item<bool>()) break;
-    // Next step: the new token (text: the same position on every M-RoPE axis), the grown mask.
+    // Next step: the new token at the next position (M-RoPE: each axis's), the grown mask.
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
     in.input_ids = tok.unsqueeze(1);
     in.inputs_embeds = at::Tensor();
     in.image_mask = at::Tensor();  // generated tokens are text
-    in.position_ids = mrope ? next_pos.unsqueeze(0).expand({3, b, 1}) : next_pos;
+    in.position_ids = mrope ? next_mrope : next_pos;
     in.attention_mask = mask;
     if (step == 0 && profile) cuda_profiler_range(true);
     if (mode != DecodeMode::kDynamic && !static_steps) {
       static_steps = std::make_unique<StaticSteps>(model, cache, next_pos, mrope, *pads, mode == DecodeMode::kGraph);
     }
     next_pos = next_pos + 1;
+    next_mrope = next_mrope + 1;
   }
   synchronize(model.device());
   if (profile) cuda_profiler_range(false);

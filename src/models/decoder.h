@@ -33,7 +33,10 @@ struct Prompt {
   at::Tensor attention_mask;  // [b, s] int64 (CPU), ones when none was given
   at::Tensor inputs_embeds;   // [b, s, d] with image features, or undefined for text-only input
   at::Tensor position_ids;    // [b, s] or [3, b, s]
-  at::Tensor next_position;   // [b]: position of the first generated token
+  at::Tensor next_position;   // [b]: position of the first generated token (M-RoPE: the t axis's)
+  // M-RoPE models: [3, b], the first generated token's position on each axis (they differ after a
+  // prompt that ends inside a video), or undefined: next_position on every axis.
+  at::Tensor next_mrope_position;
   at::Tensor image_mask;      // [b, s] bool image tokens (vision-language models), else undefined
 
   // The decoder input of the whole prompt (the prefill).

@@ -37,6 +37,33 @@ ModelInputs ModelInputs::from_tensors(const std::map<std::string, at::Tensor>& t
   in.pixel_values = optional_tensor(t, "pixel_values");
   VLM2MLA_CHECK(!in.pixel_values.defined() || at::isFloatingType(in.pixel_values.scalar_type()),
                 FormatError, origin, ": tensor 'pixel_values' must be floating point");
+  in.pixel_values_videos = optional_tensor(t, "pixel_values_videos");
+  in.video_grid_thw = integral(optional_tensor(t, "video_grid_thw"), origin, "video_grid_thw");
+  in.second_per_grid_ts = optional_tensor(t, "second_per_grid_ts");
+  if (in.pixel_values_videos.defined()) {
+    const auto& v = in.pixel_values_videos;
+    VLM2MLA_CHECK(at::isFloatingType(v.scalar_type()) && v.dim() == 2, FormatError, origin,
+                  ": tensor 'pixel_values_videos' has dtype ", v.scalar_type(), " and shape ", v.sizes(),
+                  ", expected floating point [patches, C*T*p*p]");
+    VLM2MLA_CHECK(in.video_grid_thw.defined(), FormatError, origin,
+                  ": missing tensor 'video_grid_thw' (expected int64 [videos, 3] beside "
+                  "'pixel_values_videos')");
+  }
+  if (in.video_grid_thw.defined()) {
+    VLM2MLA_CHECK(in.video_grid_thw.dim() == 2 && in.video_grid_thw.size(1) == 3, FormatError, origin,
+                  ": tensor 'video_grid_thw' has shape ", in.video_grid_thw.sizes(),
+                  ", expected [videos, 3] (t, h, w)");
+  }
+  if (in.second_per_grid_ts.defined()) {
+    const auto& sec = in.second_per_grid_ts;
+    const int64_t videos = in.video_grid_thw.defined() ? in.video_grid_thw.size(0) : 0;
+    VLM2MLA_CHECK(in.video_grid_thw.defined(), FormatError, origin,
+                  ": tensor 'second_per_grid_ts' given without 'video_grid_thw' (expected int64 "
+                  "[videos, 3])");
+    VLM2MLA_CHECK(sec.dim() == 1 && sec.size(0) == videos, FormatError, origin,
+                  ": tensor 'second_per_grid_ts' has shape ", sec.sizes(), ", expected [", videos,
+                  "] (one value per video of 'video_grid_thw')");
+  }
   VLM2MLA_CHECK(!in.attention_mask.defined() || in.attention_mask.sizes() == in.input_ids.sizes(),
                 FormatError, origin, ": tensor 'attention_mask' has shape ", in.attention_mask.sizes(),
                 ", expected that of input_ids ", in.input_ids.sizes());
@@ -247,7 +274,7 @@ std::vector<int64_t> Model::image_token_counts(const ModelInputs& in) const {
 }
 
 at::Tensor expand_image_tokens(const at::Tensor& ids, int64_t image_token_id,
-                               const std::vector<int64_t>& counts) {
+                               const std::vector<int64_t>& counts, const char* what) {
   VLM2MLA_CHECK(ids.dim() == 2 && ids.size(0) == 1, ArgumentError, "expand_image_tokens: ids must be [1, s]");
   at::Tensor row = ids[0].to(at::kCPU).to(at::kLong);
   std::vector<int64_t> out;
@@ -258,13 +285,33 @@ at::Tensor expand_image_tokens(const at::Tensor& ids, int64_t image_token_id,
       out.push_back(id);
       continue;
     }
-    VLM2MLA_CHECK(image < counts.size(), ArgumentError, "the prompt has more image placeholders than the ",
-                  counts.size(), " image(s) given");
+    VLM2MLA_CHECK(image < counts.size(), ArgumentError, "the prompt has more ", what,
+                  " placeholders than the ", counts.size(), " ", what, "(s) given");
     out.insert(out.end(), static_cast<size_t>(counts[image++]), image_token_id);
   }
-  VLM2MLA_CHECK(image == counts.size(), ArgumentError, "the prompt has ", image,
-                " image placeholder(s) but ", counts.size(), " image(s) were given");
+  VLM2MLA_CHECK(image == counts.size(), ArgumentError, "the prompt has ", image, " ", what,
+                " placeholder(s) but ", counts.size(), " ", what, "(s) were given");
   return at::tensor(out, at::kLong).unsqueeze(0);
+}
+
+at::Tensor Model::video_features(const ModelInputs& in) const {
+  if (!in.pixel_values_videos.defined()) return {};
+  VLM2MLA_CHECK(qwen_.has_value(), ArgumentError, "pixel_values_videos given, but ", arch_hf_name(arch()),
+                " takes no video input (only Qwen2.5-VL does)");
+  VLM2MLA_CHECK(in.video_grid_thw.defined(), ArgumentError,
+                "Qwen2.5-VL needs video_grid_thw [videos, 3] beside pixel_values_videos");
+  return qwen_->forward(in.pixel_values_videos, in.video_grid_thw, QwenVisual::kVideo);
+}
+
+std::vector<int64_t> Model::video_token_counts(const ModelInputs& in) const {
+  std::vector<int64_t> counts;
+  if (!in.video_grid_thw.defined() || !qwen_) return counts;
+  const int64_t unit = qwen_->config().spatial_merge_size * qwen_->config().spatial_merge_size;
+  at::Tensor g = in.video_grid_thw.to(at::kCPU).to(at::kLong);
+  for (int64_t i = 0; i < g.size(0); ++i) {
+    counts.push_back(g[i][0].item<int64_t>() * g[i][1].item<int64_t>() * g[i][2].item<int64_t>() / unit);
+  }
+  return counts;
 }
 
 Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
@@ -276,19 +323,39 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
   p.attention_mask = in.attention_mask.defined() ? in.attention_mask.to(at::kCPU).to(at::kLong)
                                                  : at::ones({b, s}, at::kLong);
   at::Tensor features = image_features(in);
+  at::Tensor video = video_features(in);  // errors for models without video input
   if (image_token_id_ >= 0) {
     at::Tensor is_image = p.input_ids.eq(image_token_id_);
-    p.image_mask = is_image;
     const int64_t n_tokens = is_image.sum().item<int64_t>();
     const int64_t n_features = features.defined() ? features.size(0) : 0;
     VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens,
                   " image tokens (id ", image_token_id_, ") but the images give ", n_features,
                   " image features", n_features == 0 ? " (no pixel_values)" : "");
+    // The visual tokens (observers' image set): image tokens, and video tokens where there are any.
+    p.image_mask = is_image;
+    at::Tensor embeds;
     if (n_features > 0) {
-      at::Tensor embeds = decoder_->embed(p.input_ids);  // [b, s, d]
+      embeds = decoder_->embed(p.input_ids);  // [b, s, d]
       at::Tensor where = is_image.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
-      p.inputs_embeds = embeds.masked_scatter(where, features.to(embeds.scalar_type()));
+      embeds = embeds.masked_scatter(where, features.to(embeds.scalar_type()));
     }
+    const int64_t video_id = video_token_id();
+    if (video_id >= 0) {
+      at::Tensor is_video = p.input_ids.eq(video_id);
+      const int64_t n_video = is_video.sum().item<int64_t>();
+      const int64_t n_video_features = video.defined() ? video.size(0) : 0;
+      VLM2MLA_CHECK(n_video == n_video_features, ArgumentError, "input_ids holds ", n_video,
+                    " video tokens (id ", video_id, ") but video_grid_thw gives ", n_video_features,
+                    " video features",
+                    video.defined() ? " (sum of t*h*w / spatial_merge_size^2)" : " (no pixel_values_videos)");
+      if (n_video > 0) {
+        if (!embeds.defined()) embeds = decoder_->embed(p.input_ids);
+        at::Tensor where = is_video.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
+        embeds = embeds.masked_scatter(where, video.to(embeds.scalar_type()));
+        p.image_mask = is_image | is_video;
+      }
+    }
+    if (embeds.defined()) p.inputs_embeds = embeds;
   } else {
     VLM2MLA_CHECK(!in.pixel_values.defined(), ArgumentError, "pixel_values given, but ",
                   arch_hf_name(arch()), " is a text-only model");
@@ -296,9 +363,10 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
 
   if (qwen_) {
     QwenRopeIndex r = qwen_rope_index(qwen_->config(), p.input_ids, p.attention_mask,
-                                      in.image_grid_thw);
+                                      in.image_grid_thw, in.video_grid_thw, in.second_per_grid_ts);
     p.position_ids = in.position_ids.defined() ? in.position_ids : r.position_ids;
-    p.next_position = r.next_position;
+    p.next_mrope_position = r.next_position;
+    p.next_position = r.next_position[0];
   } else {
     at::Tensor from_mask = position_ids_from_mask(p.attention_mask);
     if (in.position_ids.defined()) {

@@ -24,16 +24,21 @@ struct ModelInputs {
   at::Tensor pixel_values;    // LLaVA [n, C, H, W]; NeXT [n, P, C, H, W]; Qwen [patches, C*T*p*p]
   at::Tensor image_sizes;     // NeXT: [n, 2] (height, width)
   at::Tensor image_grid_thw;  // Qwen: [n, 3]
-  // Reads and checks them from a safetensors map (unknown names are ignored); errors name `origin`.
+  // Qwen videos (frames already sampled), as Qwen2VLVideoProcessor and Qwen2_5_VLProcessor write them:
+  at::Tensor pixel_values_videos;  // [sum t*h*w patches, C*T*p*p] float
+  at::Tensor video_grid_thw;       // [videos, 3] int64 (t = frame groups of temporal_patch_size)
+  at::Tensor second_per_grid_ts;   // [videos] float: seconds per frame group; undefined = 1 each
+  // Reads and checks them from a safetensors map (unknown names, mm_token_type_ids among them, are
+  // ignored: token types follow from input_ids); errors name `origin` and the tensor.
   static ModelInputs from_tensors(const std::map<std::string, at::Tensor>& tensors,
                                   const std::string& origin);
 };
 
 // ids [1, s] with one `image_token_id` placeholder per image -> each placeholder repeated
 // counts[i] times, in order (as the HF processors expand them). ArgumentError when the number of
-// placeholders is not counts.size().
+// placeholders is not counts.size(); `what` ("image", "video") names the placeholders there.
 at::Tensor expand_image_tokens(const at::Tensor& ids, int64_t image_token_id,
-                               const std::vector<int64_t>& counts);
+                               const std::vector<int64_t>& counts, const char* what = "image");
 
 class Model {
  public:
@@ -52,6 +57,8 @@ class Model {
                                                                            uint64_t seed);
   // The image token id of a VLM, -1 for text models.
   int64_t image_token_id() const { return image_token_id_; }
+  // The video token id (Qwen2.5-VL), -1 for models without video input.
+  int64_t video_token_id() const { return qwen_ ? qwen_->config().video_token_id : -1; }
   // Every token id that belongs to the visual side (MD-SVD's image set, METHOD.md section 4):
   // LLaVA/NeXT the image token; Qwen2.5-VL image and video pads, vision start and end. Empty for
   // text models.
@@ -85,6 +92,10 @@ class Model {
   // Image tokens each of the inputs' images takes in input_ids (LLaVA: the tower's patches; NeXT:
   // from image_sizes; Qwen: t*h*w / merge^2 of image_grid_thw).
   std::vector<int64_t> image_token_counts(const ModelInputs& inputs) const;
+
+  // The same for videos (Qwen2.5-VL: the same tower over pixel_values_videos and video_grid_thw).
+  at::Tensor video_features(const ModelInputs& inputs) const;  // [video tokens, d] or undefined
+  std::vector<int64_t> video_token_counts(const ModelInputs& inputs) const;
 
  private:
   struct VisionNames {  // where the vision side's tensors are

@@ -57,17 +57,18 @@ struct Grid {
   int64_t t, h, w;
 };
 
-std::vector<Grid> read_grids(const at::Tensor& grid_thw, const QwenVisionConfig& c) {
+std::vector<Grid> read_grids(const at::Tensor& grid_thw, const QwenVisionConfig& c,
+                             const char* key = "image_grid_thw") {
   VLM2MLA_CHECK(grid_thw.defined() && grid_thw.dim() == 2 && grid_thw.size(1) == 3, ArgumentError,
-                "image_grid_thw must be [images, 3] (t, h, w), got ",
-                grid_thw.defined() ? grid_thw.sizes() : at::IntArrayRef{});
+                key, " must be [", std::string(key) == "video_grid_thw" ? "videos" : "images",
+                ", 3] (t, h, w), got ", grid_thw.defined() ? grid_thw.sizes() : at::IntArrayRef{});
   at::Tensor g = grid_thw.to(at::kCPU).to(at::kLong);
   std::vector<Grid> grids;
   for (int64_t i = 0; i < g.size(0); ++i) {
     Grid x{g[i][0].item<int64_t>(), g[i][1].item<int64_t>(), g[i][2].item<int64_t>()};
     VLM2MLA_CHECK(x.t > 0 && x.h > 0 && x.w > 0 && x.h % c.spatial_merge_size == 0 &&
                       x.w % c.spatial_merge_size == 0,
-                  ArgumentError, "image_grid_thw[", i, "] = (", x.t, ", ", x.h, ", ", x.w,
+                  ArgumentError, key, "[", i, "] = (", x.t, ", ", x.h, ", ", x.w,
                   "): sizes must be positive and h, w multiples of spatial_merge_size ",
                   c.spatial_merge_size);
     grids.push_back(x);
@@ -94,6 +95,22 @@ at::Tensor segment_mask(const std::vector<int64_t>& cu, int64_t n, at::Device de
 }
 
 }  // namespace
+
+const char* pixel_values_key(QwenVisual v) {
+  switch (v) {
+    case QwenVisual::kImage: return "pixel_values";
+    case QwenVisual::kVideo: return "pixel_values_videos";
+  }
+  return "?";
+}
+
+const char* grid_thw_key(QwenVisual v) {
+  switch (v) {
+    case QwenVisual::kImage: return "image_grid_thw";
+    case QwenVisual::kVideo: return "video_grid_thw";
+  }
+  return "?";
+}
 
 QwenWindows qwen_window_layout(const QwenVisionConfig& c, const at::Tensor& grid_thw) {
   const int64_t m = c.spatial_merge_size, unit = m * m;
@@ -154,16 +171,17 @@ at::Tensor QwenVisionTower::rotary(const at::Tensor& grid_thw) const {
   return at::cat({h, w}, 1);  // [patches, head_dim / 2]
 }
 
-at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const {
+at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                                   QwenVisual what) const {
   const auto& c = config_;
-  const std::vector<Grid> grids = read_grids(grid_thw, c);
+  const std::vector<Grid> grids = read_grids(grid_thw, c, grid_thw_key(what));
   int64_t patches = 0;
   for (const Grid& g : grids) patches += g.t * g.h * g.w;
   VLM2MLA_CHECK(pixel_values.dim() == 2 && pixel_values.size(0) == patches &&
                     pixel_values.size(1) == c.patch_dim(),
-                ArgumentError, "pixel_values has shape ", pixel_values.sizes(), ", expected [",
-                patches, ", ", c.patch_dim(), "] for image_grid_thw (sum of t*h*w patches of C*T*p*p "
-                "values)");
+                ArgumentError, pixel_values_key(what), " has shape ", pixel_values.sizes(),
+                ", expected [", patches, ", ", c.patch_dim(), "] for ", grid_thw_key(what),
+                " (sum of t*h*w patches of C*T*p*p values)");
   const at::Tensor& pe = weights_.patch_embed;
   const int64_t d = c.hidden_size, unit = c.spatial_merge_size * c.spatial_merge_size;
   // The 3-D conv with kernel = stride = one patch is a matmul over the flattened patch.
@@ -201,62 +219,92 @@ at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Te
 }
 
 QwenRopeIndex qwen_rope_index(const QwenVisionConfig& c, const at::Tensor& input_ids,
-                              const at::Tensor& attention_mask, const at::Tensor& image_grid_thw) {
+                              const at::Tensor& attention_mask, const at::Tensor& image_grid_thw,
+                              const at::Tensor& video_grid_thw, const at::Tensor& second_per_grid_ts) {
   at::Tensor ids = input_ids.to(at::kCPU).to(at::kLong);
   const int64_t b = ids.size(0), s = ids.size(1), m = c.spatial_merge_size;
   at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kCPU).ne(0)
                                              : at::ones({b, s}, at::kBool);
-  std::vector<Grid> grids;
-  if (image_grid_thw.defined() && image_grid_thw.numel() > 0) grids = read_grids(image_grid_thw, c);
+  std::vector<Grid> grids[2];  // QwenVisual order: images, videos
+  if (image_grid_thw.defined() && image_grid_thw.numel() > 0) grids[0] = read_grids(image_grid_thw, c);
+  if (video_grid_thw.defined() && video_grid_thw.numel() > 0) {
+    grids[1] = read_grids(video_grid_thw, c, "video_grid_thw");
+  }
+  // Temporal spacing per video: tokens_per_second * int(second_per_grid_t), int() truncating.
+  std::vector<int64_t> interval(grids[1].size(), c.tokens_per_second);
+  if (second_per_grid_ts.defined()) {
+    VLM2MLA_CHECK(second_per_grid_ts.dim() == 1 &&
+                      second_per_grid_ts.size(0) == static_cast<int64_t>(grids[1].size()),
+                  ArgumentError, "second_per_grid_ts has shape ", second_per_grid_ts.sizes(),
+                  ", expected [", grids[1].size(), "] (one value per video of video_grid_thw)");
+    at::Tensor sec = second_per_grid_ts.to(at::kCPU).to(at::kDouble);
+    for (size_t i = 0; i < interval.size(); ++i) {
+      const double v = sec[static_cast<int64_t>(i)].item<double>();
+      VLM2MLA_CHECK(std::isfinite(v) && v >= 0, ArgumentError, "second_per_grid_ts[", i, "] = ", v,
+                    ": must be a finite number of seconds >= 0");
+      interval[i] = c.tokens_per_second * static_cast<int64_t>(std::trunc(v));
+    }
+  }
   QwenRopeIndex out;
   out.position_ids = at::zeros({3, b, s}, at::kLong);  // padding keeps 0, as transformers 5
-  out.next_position = at::zeros({b}, at::kLong);
+  out.next_position = at::zeros({3, b}, at::kLong);
   auto pos = out.position_ids.accessor<int64_t, 3>();
   auto id = ids.accessor<int64_t, 2>();
   auto valid = mask.accessor<bool, 2>();
-  size_t next_grid = 0;
+  size_t next_grid[2] = {0, 0};
+  const char* noun[2] = {"image", "video"};
   for (int64_t r = 0; r < b; ++r) {
-    int64_t current = 0;
+    int64_t current = 0, last = -1;  // last: the row's last valid token
     int64_t j = 0;
     while (j < s) {
       if (!valid[r][j]) {
         ++j;
         continue;
       }
-      VLM2MLA_CHECK(id[r][j] != c.video_token_id, ArgumentError,
-                    "input_ids row ", r, " holds video tokens; video input is not supported yet");
-      if (id[r][j] != c.image_token_id) {
+      const int kind = id[r][j] == c.image_token_id ? 0 : id[r][j] == c.video_token_id ? 1 : -1;
+      if (kind < 0) {
         for (int64_t a = 0; a < 3; ++a) pos[a][r][j] = current;
+        last = j;
         ++current, ++j;
         continue;
       }
-      // A run of image tokens: the next image's grid.
+      // A run of image (video) tokens: the next image's (video's) grid.
+      const int64_t token = kind == 0 ? c.image_token_id : c.video_token_id;
+      const char* key = kind == 0 ? "image_grid_thw" : "video_grid_thw";
       int64_t end = j;
-      while (end < s && valid[r][end] && id[r][end] == c.image_token_id) ++end;
-      VLM2MLA_CHECK(next_grid < grids.size(), ArgumentError, "input_ids holds more runs of image "
-                    "tokens than image_grid_thw has images (", grids.size(), ")");
-      const Grid g = grids[next_grid++];
+      while (end < s && valid[r][end] && id[r][end] == token) ++end;
+      const size_t index = next_grid[kind]++;
+      VLM2MLA_CHECK(index < grids[kind].size(), ArgumentError, "input_ids holds more runs of ",
+                    noun[kind], " tokens (id ", token, ") than ", key, " has ", noun[kind], "s (",
+                    grids[kind].size(), ")");
+      const Grid g = grids[kind][index];
       const int64_t gh = g.h / m, gw = g.w / m;
       VLM2MLA_CHECK(end - j == g.t * gh * gw, ArgumentError, "input_ids row ", r, ": a run of ",
-                    end - j, " image tokens at position ", j, " does not match image ", next_grid - 1,
-                    " of image_grid_thw (", g.t, "x", g.h, "x", g.w, " patches = ", g.t * gh * gw,
-                    " tokens after merging)");
+                    end - j, " ", noun[kind], " tokens at position ", j, " does not match ", noun[kind],
+                    " ", index, " of ", key, " (", g.t, "x", g.h, "x", g.w, " patches = ",
+                    g.t * gh * gw, " tokens after merging)");
+      const int64_t step = kind == 0 ? 1 : interval[index];
       int64_t k = j;
       for (int64_t t = 0; t < g.t; ++t)
         for (int64_t y = 0; y < gh; ++y)
           for (int64_t x = 0; x < gw; ++x, ++k) {
-            pos[0][r][k] = current + t;
+            pos[0][r][k] = current + t * step;
             pos[1][r][k] = current + y;
             pos[2][r][k] = current + x;
           }
+      last = end - 1;
       current += std::max(gh, gw);
       j = end;
     }
-    out.next_position[r] = current;
+    for (int64_t a = 0; a < 3; ++a) out.next_position[a][r] = last < 0 ? 0 : pos[a][r][last] + 1;
   }
-  VLM2MLA_CHECK(next_grid == grids.size(), ArgumentError, "image_grid_thw has ", grids.size(),
-                " images but input_ids holds ", next_grid, " runs of image tokens (id ",
-                c.image_token_id, ")");
+  for (int kind = 0; kind < 2; ++kind) {
+    const int64_t token = kind == 0 ? c.image_token_id : c.video_token_id;
+    VLM2MLA_CHECK(next_grid[kind] == grids[kind].size(), ArgumentError,
+                  kind == 0 ? "image_grid_thw" : "video_grid_thw", " has ", grids[kind].size(), " ",
+                  noun[kind], "s but input_ids holds ", next_grid[kind], " runs of ", noun[kind],
+                  " tokens (id ", token, ")");
+  }
   return out;
 }
 

@@ -34,6 +34,11 @@ struct QwenVisionWeights {
 void for_each_qwen_vision_param(const QwenVisionConfig& config, const std::string& prefix,
                                 QwenVisionWeights& w, const std::function<void(const ParamRef&)>& fn);
 
+// The two visual inputs the tower encodes, for the names of their tensors in messages.
+enum class QwenVisual { kImage, kVideo };
+const char* pixel_values_key(QwenVisual v);  // "pixel_values" / "pixel_values_videos"
+const char* grid_thw_key(QwenVisual v);      // "image_grid_thw" / "video_grid_thw"
+
 // Window layout of one forward: the permutation of merge units into window order and the segment
 // boundaries (in patches) of windows and of whole images.
 struct QwenWindows {
@@ -51,9 +56,12 @@ class QwenVisionTower {
   const QwenVisionConfig& config() const { return config_; }
   void set_attention_backend(AttentionBackend backend) { backend_ = backend; }
 
-  // pixel_values [sum t*h*w, C*T*p*p] as Qwen2VLImageProcessor writes them, grid_thw [n, 3] ->
-  // [sum t*h*w / merge^2, out_hidden_size], images in order.
-  at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
+  // pixel_values [sum t*h*w, C*T*p*p] as Qwen2VLImageProcessor (or, for videos,
+  // Qwen2VLVideoProcessor) writes them, grid_thw [n, 3] -> [sum t*h*w / merge^2, out_hidden_size],
+  // images (videos) in order. A video's t frame groups share its 2-D RoPE and its windows; full
+  // attention stays within one frame group. `what` names the tensors in errors.
+  at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                     QwenVisual what = QwenVisual::kImage) const;
 
  private:
   at::Tensor rotary(const at::Tensor& grid_thw) const;  // [patches, head_dim / 2] angles
@@ -65,16 +73,25 @@ class QwenVisionTower {
 };
 
 struct QwenRopeIndex {
-  at::Tensor position_ids;   // [3, b, s] int64 (t, h, w); padding positions hold 1... see .cpp
-  at::Tensor next_position;  // [b] int64: the position of the first generated token
+  at::Tensor position_ids;   // [3, b, s] int64 (t, h, w); padding positions hold 0
+  // [3, b] int64: the first generated token's position on each axis, the row's last (valid)
+  // position + 1, as transformers 5.17's generate continues position_ids. (Not rope_deltas' max + 1,
+  // which only a forward with a cache and no position_ids uses: they differ when a video's
+  // temporal positions outrun its spatial ones, or when the prompt ends inside a video.)
+  at::Tensor next_position;
 };
 
-// transformers' get_rope_index for images: text tokens count up on all three axes; an image's
-// tokens take (t, h, w) grid positions offset by the text before it, and the text after it resumes
-// at that offset + max(h, w) / merge. Positions are computed over the tokens where attention_mask
-// (may be undefined) is set. Image tokens are found from input_ids; their runs must match
-// image_grid_thw in order.
+// transformers 5.17's get_rope_index: text tokens count up on all three axes from `current`; an
+// image's or video's tokens take the grid positions (current + t * interval, current + y,
+// current + x) over its merged (t, h/merge, w/merge) grid, and the text after it resumes at
+// current + max(h, w) / merge. interval is 1 for images; for video i it is tokens_per_second *
+// int(second_per_grid_ts[i]) (Python's int(): truncated, so 0 for less than a second per frame
+// group; 1 when second_per_grid_ts is undefined). Positions are computed over the tokens where
+// attention_mask (may be undefined) is set. Image (video) tokens are found from input_ids; each run
+// of them must match the next image_grid_thw (video_grid_thw) row, in order over the batch.
 QwenRopeIndex qwen_rope_index(const QwenVisionConfig& config, const at::Tensor& input_ids,
-                              const at::Tensor& attention_mask, const at::Tensor& image_grid_thw);
+                              const at::Tensor& attention_mask, const at::Tensor& image_grid_thw,
+                              const at::Tensor& video_grid_thw = {},
+                              const at::Tensor& second_per_grid_ts = {});
 
 }  // namespace vlm2mla

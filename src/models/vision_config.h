@@ -48,7 +48,7 @@ struct QwenVisionConfig {
   int64_t spatial_merge_size = 2;
   int64_t temporal_patch_size = 2;
   int64_t window_size = 112;
-  int64_t tokens_per_second = 2;
+  int64_t tokens_per_second = 4;  // Qwen2_5_VLVisionConfig's default (the Hub's 7B config says 2)
   std::vector<int64_t> fullatt_block_indexes = {7, 15, 23, 31};
   std::string hidden_act = "silu";
   int64_t image_token_id = 151655;

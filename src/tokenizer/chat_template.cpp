@@ -73,11 +73,13 @@ ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messag
       }
       for (const auto& m : messages) {
         const std::string vision = "<|vision_start|><|image_pad|><|vision_end|>";
+        const std::string video = "<|vision_start|><|video_pad|><|vision_end|>";
         f.text += "<|im_start|>" + m.role + "\n";
         if (m.image_at.empty()) {
-          f.text += repeat(vision, m.images) + m.text;
+          f.text += repeat(vision, m.images) + repeat(video, m.videos) + m.text;
         } else {  // content items in order: text up to each image, the image, ...
           size_t from = 0;
+          f.text += repeat(video, m.videos);
           for (size_t at : m.image_at) {
             f.text += m.text.substr(from, at - from) + vision;
             from = at;
@@ -88,6 +90,7 @@ ChatFormat render_chat(ChatFamily family, const std::vector<ChatMessage>& messag
       }
       if (add_generation_prompt) f.text += "<|im_start|>assistant\n";
       f.image_token = "<|image_pad|>";
+      f.video_token = "<|video_pad|>";
       f.stop_tokens = {"<|im_end|>", "<|endoftext|>"};
       break;
   }

@@ -27,12 +27,17 @@ struct ChatMessage {
   // template renders content items in order (Qwen2.5-VL). Empty: every image before the text. The
   // LLaVA templates always put a message's images first, so they ignore it.
   std::vector<size_t> image_at;
+  // Videos attached to this message (Qwen2.5-VL: <|vision_start|><|video_pad|><|vision_end|> each,
+  // before the text: after the message's images when image_at is empty, else before them). The
+  // LLaVA templates have no videos and ignore it.
+  int64_t videos = 0;
 };
 
 struct ChatFormat {
   std::string text;                     // the rendered prompt
   bool add_special_tokens = false;      // encode with the tokenizer's BOS (LLaVA-1.5's processor does)
   std::string image_token;              // the one placeholder per image to expand after encoding
+  std::string video_token;              // the same per video (Qwen2.5-VL), else empty
   std::vector<std::string> stop_tokens; // besides the model's eos ids
 };
 

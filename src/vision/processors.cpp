@@ -119,6 +119,10 @@ Image resize_with_size(const Image& img, const ProcessorConfig& cfg) {
 
 }  // namespace
 
+Image resize_image(const Image& img, int64_t h, int64_t w, const ProcessorConfig& cfg) {
+  return resize_to(img, h, w, cfg);
+}
+
 Image center_crop(const Image& img, int64_t crop_h, int64_t crop_w, Backend backend) {
   const int64_t h = img.height, w = img.width;
   switch (backend) {

@@ -42,6 +42,10 @@ std::pair<int64_t, int64_t> patch_output_size(int64_t height, int64_t width, int
 std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
                                          int64_t max_pixels);
 
+// The processor's resize to (h, w) (bicubic, the backend's arithmetic; the image itself when the
+// size is unchanged). ArgumentError for an empty or absurdly large size.
+Image resize_image(const Image& img, int64_t h, int64_t w, const ProcessorConfig& cfg);
+
 // Center crop to (h, w) as the backend does it (pads with 0 when the crop is larger; the two
 // backends place odd padding differently).
 Image center_crop(const Image& img, int64_t crop_h, int64_t crop_w, Backend backend);

@@ -68,7 +68,7 @@ nlohmann::json tiny_qwen_tokenizer() {
   }
   nlohmann::json added = nlohmann::json::array();
   const std::vector<std::pair<std::string, int>> specials = {
-      {"<|image_pad|>", 300}, {"<|vision_start|>", 302}, {"<|vision_end|>", 303},
+      {"<|image_pad|>", 300}, {"<|video_pad|>", 301}, {"<|vision_start|>", 302}, {"<|vision_end|>", 303},
       {"<|im_start|>", 304},  {"<|im_end|>", 305},       {"<|endoftext|>", 306}};
   for (const auto& [t, id] : specials) {
     added.push_back({{"id", id}, {"content", t}, {"single_word", false}, {"lstrip", false},

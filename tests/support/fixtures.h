@@ -39,7 +39,7 @@ double max_rel_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
 double max_abs_error(const at::Tensor& a, const at::Tensor& b, const at::Tensor& valid = {});
 
 // A byte-level BPE tokenizer.json over the 256 bytes (no merges) with Qwen's special tokens at the
-// ids of the tiny Qwen2.5-VL fixture (<|image_pad|> 300, <|vision_start|> 302, <|vision_end|> 303,
+// ids of the tiny Qwen2.5-VL fixture (<|image_pad|> 300, <|video_pad|> 301, <|vision_start|> 302, <|vision_end|> 303,
 // <|im_start|> 304, <|im_end|> 305, <|endoftext|> 306).
 nlohmann::json tiny_qwen_tokenizer();
 

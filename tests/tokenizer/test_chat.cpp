@@ -134,3 +134,45 @@ TEST(ChatTemplate, InterleavedImagesKeepTheirPlaceForQwenOnly) {
 
 }  // namespace
 }  // namespace vlm2mla
+
+namespace vlm2mla {
+namespace {
+
+TEST(ChatTemplate, Qwen25VLVideoItem) {
+  ChatMessage m{"user", "What happens?", 1, {}, 1};
+  ChatFormat f = render_chat(ChatFamily::kQwen2_5_VL, {m}, "", true);
+  EXPECT_NE(f.text.find("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+                        "<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n"),
+            std::string::npos)
+      << f.text;
+  EXPECT_EQ(f.video_token, "<|video_pad|>");
+}
+
+// `generate --prompt --video`: the frames of tests/fixtures/vlm/qwen2_5_vl_video's video 0 with its
+// video processor config; the prompt holds the expanded video, its tokens as the processor counts them.
+TEST(GeneratePrompt, QwenVideoFramesThroughTheCli) {
+  testing::TempDir dir;
+  testing::write_tiny_qwen_chat_model(dir.path());
+  const std::string fx = testing::fixtures_dir() + "/vlm/qwen2_5_vl_video";
+  fs::copy_file(fx + "/video_preprocessor_config.json", dir.file("video_preprocessor_config.json"));
+  std::vector<std::string> args = {"generate", "--model", dir.path(), "--prompt", "Hi", "--max-new-tokens", "3",
+                                   "--greedy", "--out-ids", dir.file("g.safetensors"), "--fps", "0.5", "--video"};
+  for (int j = 0; j < 4; ++j) args.push_back(fx + "/frames/v0_f" + std::to_string(j) + ".png");
+  auto r = testing::run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  at::Tensor g = io::read_safetensors(dir.file("g.safetensors")).at("generated");
+  EXPECT_EQ(g.eq(301).sum().item<int64_t>(), 60);  // video_grid_thw (2, 10, 12) / 4
+  EXPECT_EQ(g.eq(302).sum().item<int64_t>(), 1);
+  EXPECT_EQ(g.eq(300).sum().item<int64_t>(), 0);
+  // --video for a model whose tokenizer lacks <|video_pad|> at config.json's video_token_id.
+  nlohmann::json tok = testing::tiny_qwen_tokenizer();
+  for (auto& t : tok["added_tokens"])
+    if (t["content"] == "<|video_pad|>") t["id"] = 299;
+  io::write_json_file(dir.file("tokenizer.json"), tok);
+  r = testing::run_cli({"generate", "--model", dir.path(), "--prompt", "Hi", "--video", fx + "/frames/v0_f0.png"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("video token id is 301"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace vlm2mla

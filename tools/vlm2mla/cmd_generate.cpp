@@ -1,4 +1,5 @@
-// vlm2mla generate --model DIR (--inputs IN.safetensors | --prompt TEXT [--image PATH ...])
+// vlm2mla generate --model DIR (--inputs IN.safetensors | --prompt TEXT [--image PATH ...]
+//                  [--video FRAME FRAME ... [--fps X]])
 //                  --max-new-tokens N [--greedy] [--out-ids F]
 #include <algorithm>
 #include <cstdio>
@@ -54,7 +55,8 @@ class TextStreamer {
 void register_generate(CLI::App& app) {
   struct Args {
     std::string model, inputs, out_ids, prompt, system;
-    std::vector<std::string> images;
+    std::vector<std::string> images, video;
+    double fps = 0;
     bool raw = false;
     int64_t max_new_tokens = 32;
     bool greedy = false, sample = false;
@@ -78,6 +80,14 @@ void register_generate(CLI::App& app) {
   inputs->excludes(prompt);
   cmd->add_option("--image", args->images, "an image file (PNG or JPEG) for the prompt; repeatable")
       ->needs(prompt);
+  auto* video = cmd->add_option("--video", args->video,
+                                "Qwen2.5-VL: one video as its frames, already sampled (PNG or JPEG files in "
+                                "order; no video-file decoding), placed after the images, before the text")
+                     ->needs(prompt);
+  cmd->add_option("--fps", args->fps,
+                  "frames per second of the --video frames (default 24, transformers' default for frames)")
+      ->check(CLI::PositiveNumber)
+      ->needs(video);
   cmd->add_option("--system", args->system, "a system message for the chat template")->needs(prompt);
   cmd->add_flag("--raw", args->raw, "encode --prompt as given (with BOS), without the chat template")
       ->needs(prompt);
@@ -122,17 +132,22 @@ void register_generate(CLI::App& app) {
 #ifdef VLM2MLA_WITH_TOKENIZER
       const ChatInputBuilder builder(*model, args->model);
       ChatInputs chat;
+      VLM2MLA_CHECK(args->video.empty() || model->video_token_id() >= 0, ArgumentError, "--video given, but ",
+                    model->text_config().architecture, " takes no video input (only Qwen2.5-VL does)");
       if (args->raw || model->image_token_id() < 0) {  // text-only models take the prompt as given
         VLM2MLA_CHECK(args->images.empty() || model->image_token_id() >= 0, ArgumentError,
                       "--image given, but ", model->text_config().architecture, " is a text-only model");
-        VLM2MLA_CHECK(args->images.empty(), ArgumentError,
-                      "--raw prompts cannot carry --image: the image placeholders come from the template");
+        VLM2MLA_CHECK(args->images.empty() && args->video.empty(), ArgumentError,
+                      "--raw prompts cannot carry --image or --video: the placeholders come from the template");
         chat = builder.raw(args->prompt);
       } else {
         std::vector<ChatMessage> messages;
-        if (!args->system.empty()) messages.push_back({"system", args->system, 0, {}});
-        messages.push_back({"user", args->prompt, static_cast<int64_t>(args->images.size()), {}});
-        chat = builder.chat(messages, args->images, /*add_generation_prompt=*/true);
+        if (!args->system.empty()) messages.push_back({"system", args->system, 0, {}, 0});
+        const int64_t videos = args->video.empty() ? 0 : 1;
+        messages.push_back({"user", args->prompt, static_cast<int64_t>(args->images.size()), {}, videos});
+        std::vector<ChatVideo> chat_videos;
+        if (videos > 0) chat_videos.push_back({args->video, args->fps});
+        chat = builder.chat(messages, args->images, /*add_generation_prompt=*/true, chat_videos);
       }
       in = chat.inputs;
       for (int64_t id : chat.stop_ids) {
