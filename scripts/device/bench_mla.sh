@@ -7,6 +7,7 @@
 # "graph": static steps replayed as a CUDA graph; "dynamic" is the eager twin). BENCH_MLA_TOKENS: new
 # tokens per run (default 32). BENCH_MLA_SYNTHETIC=1 times decode over a synthetic cache (random rows
 # for the prompt, no prefill: bench --synthetic-cache), for long contexts of large batches.
+# BENCH_MLA_OUT names the output file under $OUT (default bench_mla.jsonl).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -15,7 +16,8 @@ mkdir -p "$out"
 bin=build-device/vlm2mla
 cfg=configs/qwen2.5-vl-7b.json
 grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"
-: > "$out/bench_mla.jsonl"
+jsonl="$out/${BENCH_MLA_OUT:-bench_mla.jsonl}"
+: > "$jsonl"
 for cb in $grid; do
   ctx="${cb%%:*}"; batch="${cb##*:}"
   for variant in ${BENCH_MLA_VARIANTS:-gqa mla:32:bf16 mla:32:int4 mla:64:bf16 mla:128:bf16}; do
@@ -30,10 +32,10 @@ for cb in $grid; do
     line="$("$bin" -q bench "${args[@]}" 2>"$out/bench_mla_err.txt" |
             python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' 2>/dev/null)"
     if [[ -n "$line" ]]; then
-      echo "{\"variant\": \"$variant\", \"decode\": \"$decode\", \"result\": $line}" | tee -a "$out/bench_mla.jsonl"
+      echo "{\"variant\": \"$variant\", \"decode\": \"$decode\", \"result\": $line}" | tee -a "$jsonl"
     else
       echo "{\"variant\": \"$variant\", \"decode\": \"$decode\", \"context\": $ctx, \"batch\": $batch, \"error\": $(tail -1 "$out/bench_mla_err.txt" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}" |
-        tee -a "$out/bench_mla.jsonl"
+        tee -a "$jsonl"
     fi
   done
   done

@@ -142,15 +142,15 @@ DecodeMode resolve_decode_mode(DecodeMode asked, const TextDecoder& model, bool 
 // mode: the inputs live on the device and each step moves them on in place.
 class StaticSteps {
  public:
-  StaticSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& next_position, bool mrope,
-              const at::Tensor& pads, bool graph)
+  // position: the first step's position ids, [b, 1] or [3, b, 1] (M-RoPE).
+  StaticSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& position, const at::Tensor& pads,
+              bool graph)
       : model_(model), cache_(cache) {
     const at::Device dev = model.device();
     const int64_t b = cache.batch();
     in_.input_ids = at::zeros({b, 1}, at::TensorOptions().dtype(at::kLong).device(dev));
-    at::Tensor pos = next_position.to(at::kLong).view({b, 1});
-    // Own storage (never a view of the caller's tensors): the steps move it on in place.
-    in_.position_ids = (mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos).to(dev, /*non_blocking=*/false, /*copy=*/true);
+    // Own storage (never a view of the caller's tensors), dense: the steps move it on in place.
+    in_.position_ids = position.to(at::kLong).contiguous().to(dev, /*non_blocking=*/false, /*copy=*/true);
     in_.past = at::full({1}, cache.length(), at::TensorOptions().dtype(at::kLong).device(dev));
     in_.start = pads.to(at::kLong).to(dev);
     if (graph) graph_ = std::make_unique<DecodeGraph>(dev);
@@ -253,7 +253,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     in.attention_mask = mask;
     if (step == 0 && profile) cuda_profiler_range(true);
     if (mode != DecodeMode::kDynamic && !static_steps) {
-      static_steps = std::make_unique<StaticSteps>(model, cache, next_pos, mrope, *pads, mode == DecodeMode::kGraph);
+      static_steps = std::make_unique<StaticSteps>(model, cache, in.position_ids, *pads, mode == DecodeMode::kGraph);
     }
     next_pos = next_pos + 1;
     next_mrope = next_mrope + 1;

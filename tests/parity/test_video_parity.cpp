@@ -66,10 +66,14 @@ TEST_F(VideoParity, LogitsMatchTransformersFloat32) {
 
 TEST_F(VideoParity, GreedyTokensIdentical) {
   const int64_t n = expected_.at("generated").size(1) - in_.input_ids.size(1);
-  GenerateResult r = generate(model_->decoder(), model_->prepare(in_, false),
-                              testing::greedy_options(model_dir_, model_->text_config(), n));
-  EXPECT_TRUE(r.sequences.equal(expected_.at("generated")))
-      << "ours:\n" << r.sequences << "\ntransformers:\n" << expected_.at("generated");
+  // Both decode forms: dynamic steps, and shape-static ones (positions moved on the device, per axis).
+  for (DecodeMode mode : {DecodeMode::kDynamic, DecodeMode::kStatic}) {
+    GenerateOptions g = testing::greedy_options(model_dir_, model_->text_config(), n);
+    g.decode = mode;
+    GenerateResult r = generate(model_->decoder(), model_->prepare(in_, false), g);
+    EXPECT_TRUE(r.sequences.equal(expected_.at("generated")))
+        << decode_mode_name(mode) << " steps, ours:\n" << r.sequences << "\ntransformers:\n" << expected_.at("generated");
+  }
 }
 
 // transformers' continuation fed one token at a time through the cache at generate's positions
