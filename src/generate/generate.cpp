@@ -191,13 +191,16 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   check_token_ids(ids, model.config().vocab_size, "input_ids");
 
   Sampler sampler(options.sampling);
-  std::unique_ptr<KvCache> cache_owner =
-      model.make_kv_cache(b, t + std::max<int64_t>(options.max_new_tokens, 1), options.cache ? &*options.cache : nullptr);
+  // Capacity for every position, rounded up to a multiple of 64: static steps attend over the whole
+  // capacity, and cuBLAS runs the [*, capacity] score products of a dense cache markedly slower when
+  // that extent is not a multiple of 8 (measured on the H200: 21 against 14 ms per step at 32k x 8).
+  const int64_t capacity = (t + std::max<int64_t>(options.max_new_tokens, 1) + 63) / 64 * 64;
+  std::unique_ptr<KvCache> cache_owner = model.make_kv_cache(b, capacity, options.cache ? &*options.cache : nullptr);
   KvCache& cache = *cache_owner;
   const std::optional<at::Tensor> pads = left_padding(mask);
   const DecodeMode mode = resolve_decode_mode(options.decode, model, pads.has_value());
   // Steps write positions up to t + max_new_tokens - 2: static steps need them all in place up front.
-  if (mode != DecodeMode::kDynamic) cache.reserve(t + std::max<int64_t>(options.max_new_tokens, 1));
+  if (mode != DecodeMode::kDynamic) cache.reserve(capacity);
   std::unique_ptr<StaticSteps> static_steps;
   // VLM2MLA_CUDA_PROFILE=1: the decode steps (not the prefill) form the CUDA profiler's capture range.
   const char* profile_env = std::getenv("VLM2MLA_CUDA_PROFILE");
