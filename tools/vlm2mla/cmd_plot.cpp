@@ -3,7 +3,8 @@
 // Pictures of results people would rather see than read, drawn by gnuplot (gnuplot-nox):
 //   --report: each conversion report's activation error per layer, one line per report and modality
 //             (e.g. joint vs md at one D, or md at several D);
-//   --bench:  decode ms per step of scripts/device/bench_mla.sh's JSON lines, per variant and shape.
+//   --bench:  decode ms per step (the median step where recorded) of scripts/device/bench_mla.sh's JSON
+//             lines, per variant and shape, on a log scale.
 // The PNG is written to a temporary name and renamed; errors name the file and what was expected.
 #include <unistd.h>
 
@@ -131,7 +132,13 @@ std::string plot_bench(const std::string& path, const std::string& out) {
     const std::string shape = std::to_string(r["context"].get<int64_t>() / 1024) + "k x " +
                               std::to_string(r["batch"].get<int64_t>());
     if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
-    ms[j["variant"].get<std::string>()][shape] = r["decode_ms_per_step"].get<double>();
+    // The median step (steady state: a CUDA graph's warm-up and capture steps excluded) where recorded;
+    // runs of several decode modes are told apart in the legend.
+    const double step_ms = r.contains("decode_ms_per_step_median") ? r["decode_ms_per_step_median"].get<double>()
+                                                                   : r["decode_ms_per_step"].get<double>();
+    std::string variant = j["variant"].get<std::string>();
+    if (j.contains("decode") && j["decode"].get<std::string>() != "graph") variant += " (" + j["decode"].get<std::string>() + ")";
+    ms[variant][shape] = step_ms;
   }
   VLM2MLA_CHECK(!ms.empty(), FormatError, path, ": no benchmark results (expected bench_mla.sh's JSON lines with "
                 "'variant' and 'result')");
@@ -147,9 +154,10 @@ std::string plot_bench(const std::string& path, const std::string& out) {
   for (size_t i = 0; i < ms.size(); ++i) {
     plots += std::string(i ? ", " : "") + "$data using " + std::to_string(i + 2) + ":xtic(1) title columnheader";
   }
-  return png_header(out, "decode time per step (lower is better)") +
+  return png_header(out, "decode time per step (median step; lower is better)") +
          "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-         "set ylabel 'ms per decode step'\nset xlabel 'context x batch'\n$data << EOD\n" +
+         "set logscale y\nset yrange [1:*]\n"
+         "set ylabel 'ms per decode step (log scale)'\nset xlabel 'context x batch'\n$data << EOD\n" +
          data + "EOD\nplot " + plots + "\n";
 }
 
