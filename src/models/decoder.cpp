@@ -275,19 +275,18 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   if (mrope && positions.dim() == 2) positions = positions.unsqueeze(0).expand({3, b, 1});
   RopeCosSin cs = rope_cos_sin(rope_, positions, options_.dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
-  // Keys [start, past] of the whole capacity: [b, 1, 1, capacity].
-  at::Tensor j = at::arange(cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, cap});
-  at::Tensor mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
   at::Tensor visual;  // [b, 1]: md models choose the projection set per token, on the device
   if (visual_ids_.defined()) visual = at::isin(in.input_ids, visual_ids_);
   if (latent_cache && visual.defined()) latent_cache->set_modality_at(visual, in.past);
   const bool kernel = latent_cache && decode_kernel_ && mla_decode_kernel_usable(*latent_cache, 0, dev);
-  at::Tensor start32, length32, modality;
-  if (kernel) {
+  at::Tensor start32, length32, modality, mask;
+  if (kernel) {  // the kernel takes each row's key range itself
     start32 = in.start.to(at::kInt);
     length32 = (in.past + 1).to(at::kInt).expand({b});
-  } else if (latent_cache) {
-    modality = latent_cache->modality_all();
+  } else {  // keys [start, past] of the whole capacity: [b, 1, 1, capacity]
+    at::Tensor j = at::arange(cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, cap});
+    mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
+    if (latent_cache) modality = latent_cache->modality_all();
   }
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
