@@ -1,0 +1,60 @@
+// `vlm2mla bench` end to end on the CPU: the JSON it prints (each decode step's time and the median,
+// the decode mode, the cache bytes as allocated: sequences x the capacity rounded up to 64 positions x
+// the bytes per position), --synthetic-cache, and --decode errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace vlm2mla {
+namespace {
+
+using testing::run_cli;
+
+nlohmann::json bench_json(std::vector<std::string> extra) {
+  std::vector<std::string> args = {"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context", "16",
+                                   "--batch", "2", "--new-tokens", "4", "--warmup", "0", "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  testing::CliResult r = run_cli(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
+  for (const std::string mode : {"dynamic", "static"}) {
+    nlohmann::json j = bench_json({"--decode", mode});
+    EXPECT_EQ(j["decode_mode"], mode);
+    EXPECT_EQ(j["new_tokens"], 4);
+    ASSERT_EQ(j["decode_step_ms"].size(), 3u);  // the first token comes out of the prefill
+    std::vector<double> ms = j["decode_step_ms"].get<std::vector<double>>();
+    std::sort(ms.begin(), ms.end());
+    EXPECT_DOUBLE_EQ(j["decode_ms_per_step_median"].get<double>(), ms[1]);
+    EXPECT_GT(ms[0], 0.0);
+    // 2 sequences x (16 + 4 positions, rounded up to 64) x the float32 K/V bytes of every layer.
+    EXPECT_EQ(j["kv_bytes_allocated"].get<int64_t>(), 2 * 64 * j["kv_bytes_per_token"].get<int64_t>());
+    EXPECT_FALSE(j["synthetic_cache"].get<bool>());
+    EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0.0);
+  }
+  nlohmann::json s = bench_json({"--synthetic-cache", "--decode", "static"});
+  EXPECT_TRUE(s["synthetic_cache"].get<bool>());
+  EXPECT_TRUE(s["prefill_tokens_per_s"].is_null());  // no prefill ran
+  EXPECT_EQ(s["decode_step_ms"].size(), 3u);
+  EXPECT_EQ(s["kv_bytes_allocated"], 2 * 64 * s["kv_bytes_per_token"].get<int64_t>());
+}
+
+TEST(CliBench, DecodeModesTheRunCannotHaveAreClearErrors) {
+  const std::string model = testing::fixtures_dir() + "/text/qwen2/model";
+  testing::CliResult bad = run_cli({"bench", "--model", model, "--context", "8", "--new-tokens", "2", "--decode", "fast"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_FALSE(bad.crashed);
+  EXPECT_NE(bad.err.find("--decode"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("fast"), std::string::npos) << bad.err;
+  testing::CliResult graph = run_cli({"bench", "--model", model, "--context", "8", "--new-tokens", "2", "--decode", "graph"});
+  EXPECT_NE(graph.exit_code, 0);
+  EXPECT_NE(graph.err.find("CUDA"), std::string::npos) << graph.err;
+}
+
+}  // namespace
+}  // namespace vlm2mla
