@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/cuda/rms_norm.h"
 #endif
 
 namespace vlm2mla {
@@ -148,6 +149,40 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
   return launch.out();
 #else
   throw ArgumentError("mla_decode: CUDA asked for, but this build has no CUDA");
+#endif
+}
+
+bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  const at::ScalarType t = x.scalar_type();
+  return x.defined() && weight.defined() && x.is_cuda() && weight.device() == x.device() && x.dim() >= 1 &&
+         weight.dim() == 1 && weight.size(0) == x.size(-1) && weight.scalar_type() == t &&
+         (t == at::kBFloat16 || t == at::kHalf || t == at::kFloat);
+#else
+  (void)x, (void)weight;
+  return false;
+#endif
+}
+
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  VLM2MLA_CHECK(fused_rms_norm_usable(x, weight), ArgumentError,
+                "fused_rms_norm: needs a CUDA build and CUDA tensors x [..., d], weight [d] of one dtype "
+                "(bf16, fp16, float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", weight ",
+                weight.sizes(), " ", weight.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  const int64_t d = x.size(-1);
+  if (xc.numel() == 0) return out;
+  const at::ScalarType t = x.scalar_type();
+  const RmsNormDtype dt = t == at::kBFloat16 ? RmsNormDtype::kBf16 : t == at::kHalf ? RmsNormDtype::kFp16 : RmsNormDtype::kFp32;
+  launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), xc.numel() / d, d, float(eps), dt,
+                  c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return out;
+#else
+  (void)eps;
+  return {};
 #endif
 }
 

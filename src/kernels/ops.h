@@ -3,6 +3,8 @@
 // CUDA kernel (kernels/cuda) in builds whose libtorch has CUDA and that found nvcc.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <vector>
 
 #include "kernels/mla_decode_io.h"
@@ -36,5 +38,11 @@ class MlaDecodeLaunch {
  private:
   PreparedMlaDecode* impl_;
 };
+
+// Fused RMSNorm (kernels/cuda/rms_norm.h): x [..., d] and weight [d], CUDA tensors of one dtype (bf16,
+// fp16 or float32), in one launch; what nn/layers.h's rms_norm computes step by step (its twin), up to the
+// order of the float32 sum of squares. usable(): this build has the kernel and the tensors fit it.
+bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
 }  // namespace vlm2mla

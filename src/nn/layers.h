@@ -17,7 +17,11 @@ inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
 
 // Llama/Qwen2 RMSNorm as transformers computes it: normalise in float32, cast back to x's dtype,
 // then multiply by the weight. x [..., d], weight [d].
+// On CUDA tensors with the fused kernel switched on (set_fused_rms_norm, or VLM2MLA_FUSED_RMS_NORM=1 in
+// the environment), one launch of kernels/cuda/rms_norm (this function is its twin); off by default.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+void set_fused_rms_norm(bool on);
+bool fused_rms_norm_enabled();
 
 // SwiGLU MLP: down(silu(gate(x)) * up(x)). x [..., d] -> [..., d]
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,

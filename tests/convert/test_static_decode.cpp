@@ -14,6 +14,7 @@
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
 #include "models/model.h"
+#include "nn/layers.h"
 #include "support/fixtures.h"
 
 namespace vlm2mla {
@@ -261,6 +262,33 @@ TEST(StaticDecodeCuda, GraphReplaysEqualTheEagerStaticStep) {
     EXPECT_EQ(graphed.decode, DecodeMode::kGraph);
     EXPECT_TRUE(at::equal(graphed.sequences, fixed.sequences)) << c.what;
   }
+}
+
+// The fused RMSNorm switch: no effect on CPU tensors (the steps run either way); on a GPU, a bf16 model's
+// logits with the kernel against the libtorch steps, and the kernel inside captured decode steps.
+TEST(FusedRmsNormSwitch, CpuUnchangedAndGpuWithinBf16) {
+  const std::string dir = fixtures_dir() + "/vlm/qwen2_5_vl";
+  const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
+  auto cpu = Model::load(dir + "/model", LoadOptions{});
+  set_fused_rms_norm(false);
+  at::Tensor off = cpu->logits(in);
+  set_fused_rms_norm(true);
+  at::Tensor on = cpu->logits(in);
+  set_fused_rms_norm(false);
+  EXPECT_TRUE(at::equal(on, off));
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = Model::load(dir + "/model", LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  at::Tensor steps = gpu->logits(in).to(at::kFloat).cpu();
+  set_fused_rms_norm(true);
+  at::Tensor fused = gpu->logits(in).to(at::kFloat).cpu();
+  const double err = max_rel_error(fused, steps, testing::real_positions(in));
+  CacheSpec bf16{CacheType::kBf16, 8, 4};
+  const double graph = static_vs_dynamic(*gpu, in, &bf16, 6, true);
+  set_fused_rms_norm(false);
+  std::printf("[fused rms_norm] bf16 logits vs the libtorch steps: max rel. %.3g; graph vs dynamic steps %.3g\n", err,
+              graph);
+  EXPECT_LT(err, 3e-2);
+  EXPECT_LT(graph, 3e-2);
 }
 
 }  // namespace
