@@ -1,5 +1,7 @@
 #include "core/device_memory.h"
 
+#include <chrono>
+
 #include <sys/resource.h>
 
 #ifdef VLM2MLA_WITH_CUDA
@@ -33,6 +35,20 @@ void synchronize(at::Device device) {
   if (device.is_cuda()) c10::cuda::device_synchronize();
 #endif
   (void)device;
+}
+
+double copy_bandwidth(at::Device device) {
+  const int64_t n = (device.is_cuda() ? 512 : 256) * (int64_t{1} << 20);
+  at::Tensor src = at::empty({n}, at::TensorOptions().dtype(at::kByte).device(device));
+  at::Tensor dst = at::empty_like(src);
+  dst.copy_(src);
+  synchronize(device);
+  const int copies = 5;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < copies; ++i) dst.copy_(src);
+  synchronize(device);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * static_cast<double>(n) * copies / s;
 }
 
 }  // namespace vlm2mla

@@ -19,4 +19,8 @@ int64_t peak_memory_bytes(at::Device device);
 // Waits for the device's queued work (no-op on CPU).
 void synchronize(at::Device device);
 
+// The device's copy rate in bytes per second, read and write counted (a step that reads N bytes takes at
+// least N / this): five copies of a 512 MiB buffer (CUDA) or 256 MiB (CPU) timed after one warm-up.
+double copy_bandwidth(at::Device device);
+
 }  // namespace vlm2mla

@@ -313,6 +313,17 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   return rms_norm(x, weights_.norm, config_.rms_norm_eps);
 }
 
+int64_t TextDecoder::step_weight_bytes() const {
+  DecoderWeights w = weights_;  // tensor handles: the walk below needs slots
+  int64_t bytes = 0;
+  for_each_param(config_, TextLayout{}, w, [&](const ParamRef& ref) {
+    if (ref.slot == &w.embed_tokens || !ref.slot->defined()) return;
+    bytes += static_cast<int64_t>(ref.slot->nbytes());
+  });
+  if (config_.tie_word_embeddings && w.lm_head.defined()) bytes += static_cast<int64_t>(w.lm_head.nbytes());
+  return bytes;
+}
+
 at::Tensor TextDecoder::lm_head(const at::Tensor& hidden) const {
   return at::linear(hidden, weights_.lm_head);
 }

@@ -119,6 +119,11 @@ class TextDecoder {
   // (cache.advance) nor moves in.past / in.position_ids: the caller does.
   at::Tensor forward_static(const StaticDecodeInput& input, KvCache& cache) const;
 
+  // Bytes of the parameters one decode step reads: every decoder layer's, the final norm and the LM
+  // head (not the embedding table, of which a step reads one row per sequence). The roofline floor of a
+  // step is these plus the cache's bytes over the device's copy bandwidth.
+  int64_t step_weight_bytes() const;
+
   // [b, s, d] -> [b, s, V] in the compute dtype.
   at::Tensor lm_head(const at::Tensor& hidden) const;
 

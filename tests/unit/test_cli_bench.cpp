@@ -1,4 +1,5 @@
-// `vlm2mla bench` end to end on the CPU: the JSON it prints (each decode step's time and the median,
+// `vlm2mla bench` end to end on the CPU: the JSON it prints (each decode step's time and the median, the
+// roofline floor's weight bytes against the checkpoint's own tensors,
 // the decode mode, the cache bytes as allocated: sequences x the capacity rounded up to 64 positions x
 // the bytes per position), --synthetic-cache, and --decode errors.
 #include <gtest/gtest.h>
@@ -6,6 +7,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "io/safetensors.h"
 #include "support/test_support.h"
 
 namespace vlm2mla {
@@ -37,6 +39,25 @@ TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
     EXPECT_FALSE(j["synthetic_cache"].get<bool>());
     EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0.0);
   }
+  // The floor's weights: every float32 parameter of the checkpoint but the embedding table (the LM head
+  // instead, when tied), counted here from the file itself.
+  int64_t params = 0, embed = 0;
+  bool lm_head = false;
+  for (const auto& [name, t] : io::read_safetensors(testing::fixtures_dir() + "/text/qwen2/model/model.safetensors")) {
+    if (name.find("embed_tokens") != std::string::npos) {
+      embed = t.numel();
+      continue;
+    }
+    lm_head = lm_head || name.find("lm_head") != std::string::npos;
+    params += t.numel();
+  }
+  nlohmann::json f = bench_json({});
+  EXPECT_EQ(f["step_weight_bytes"].get<int64_t>(), 4 * (params + (lm_head ? 0 : embed)));
+  const double bw = f["copy_bandwidth_bytes_per_s"].get<double>();
+  EXPECT_GT(bw, 0.0);
+  EXPECT_NEAR(f["floor_ms"].get<double>(),
+              1e3 * double(f["step_weight_bytes"].get<int64_t>() + f["kv_bytes_allocated"].get<int64_t>()) / bw, 1e-9);
+
   nlohmann::json s = bench_json({"--synthetic-cache", "--decode", "static"});
   EXPECT_TRUE(s["synthetic_cache"].get<bool>());
   EXPECT_TRUE(s["prefill_tokens_per_s"].is_null());  // no prefill ran

@@ -194,6 +194,9 @@ void register_bench(CLI::App& app) {
       wo.max_new_tokens = std::min<int64_t>(go.max_new_tokens, 4);
       generate(m->decoder(), m->prepare(in, false), wo);
     }
+    // The roofline floor's ingredients, measured before the timed run (its buffers are freed again).
+    const double bandwidth = copy_bandwidth(options.device);
+    const int64_t weight_bytes = m->decoder().step_weight_bytes();
     reset_peak_memory(options.device);
     t0 = std::chrono::steady_clock::now();
     Prompt prompt = m->prepare(in, false);  // vision encoding, embedding, positions
@@ -246,6 +249,10 @@ void register_bench(CLI::App& app) {
            for (double x : r.step_seconds) ms.push_back(1e3 * x);
            return ms;
          }()},
+        {"step_weight_bytes", weight_bytes},
+        {"copy_bandwidth_bytes_per_s", bandwidth},
+        // (weights a step reads + the cache as allocated) / copy bandwidth: no step can be faster.
+        {"floor_ms", 1e3 * static_cast<double>(weight_bytes + r.kv_bytes_allocated) / bandwidth},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
         {"kv_bytes_allocated", r.kv_bytes_allocated},
         {"peak_memory_bytes", peak},
@@ -273,6 +280,9 @@ void register_bench(CLI::App& app) {
                 j["decode_tokens_per_s"].get<double>(), decode_mode_name(r.decode));
     std::printf("kv cache  %lld bytes/token, %lld bytes allocated\n", (long long)r.kv_bytes_per_token,
                 (long long)r.kv_bytes_allocated);
+    std::printf("floor     %.2f ms/step: (%.3f GB of weights + the cache) at %.1f GB/s copy rate; median step %.1fx it\n",
+                j["floor_ms"].get<double>(), weight_bytes / 1e9, bandwidth / 1e9,
+                median_ms / j["floor_ms"].get<double>());
     std::printf("peak mem  %.1f MiB (%s)\n", peak / 1048576.0, j["peak_memory_kind"].get<std::string>().c_str());
   });
 }
