@@ -138,50 +138,38 @@ DecodeMode resolve_decode_mode(DecodeMode asked, const TextDecoder& model, bool 
   return asked;
 }
 
-// Decode steps in shape-static form (TextDecoder::forward_static), replayed as a CUDA graph in graph
-// mode: the inputs live on the device and each step moves them on in place.
-class StaticSteps {
- public:
-  // position: the first step's position ids, [b, 1] or [3, b, 1] (M-RoPE).
-  StaticSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& position, const at::Tensor& pads,
-              bool graph)
-      : model_(model), cache_(cache) {
-    const at::Device dev = model.device();
-    const int64_t b = cache.batch();
-    in_.input_ids = at::zeros({b, 1}, at::TensorOptions().dtype(at::kLong).device(dev));
-    // Own storage (never a view of the caller's tensors), dense: the steps move it on in place.
-    in_.position_ids = position.to(at::kLong).contiguous().to(dev, /*non_blocking=*/false, /*copy=*/true);
-    in_.past = at::full({1}, cache.length(), at::TensorOptions().dtype(at::kLong).device(dev));
-    in_.start = pads.to(at::kLong).to(dev);
-    if (graph) graph_ = std::make_unique<DecodeGraph>(dev);
-  }
-
-  // Logits [b, V] of the next token after `tokens` ([b] int64, CPU).
-  at::Tensor step(const at::Tensor& tokens) {
-    in_.input_ids.copy_(tokens.view({-1, 1}));
-    auto body = [this] {
-      logits_ = model_.lm_head(model_.forward_static(in_, cache_)).squeeze(1);  // [b, V]
-      in_.past.add_(1);
-      in_.position_ids.add_(1);
-    };
-    if (graph_) {
-      graph_->run(body);
-    } else {
-      body();
-    }
-    cache_.advance(1);
-    return logits_;
-  }
-
- private:
-  const TextDecoder& model_;
-  KvCache& cache_;
-  StaticDecodeInput in_;
-  at::Tensor logits_;
-  std::unique_ptr<DecodeGraph> graph_;
-};
-
 }  // namespace
+
+StaticDecodeSteps::StaticDecodeSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& position,
+                                     const at::Tensor& pads, bool graph)
+    : model_(model), cache_(cache) {
+  const at::Device dev = model.device();
+  const int64_t b = cache.batch();
+  in_.input_ids = at::zeros({b, 1}, at::TensorOptions().dtype(at::kLong).device(dev));
+  // Own storage (never a view of the caller's tensors), dense: the steps move it on in place.
+  in_.position_ids = position.to(at::kLong).contiguous().to(dev, /*non_blocking=*/false, /*copy=*/true);
+  in_.past = at::full({1}, cache.length(), at::TensorOptions().dtype(at::kLong).device(dev));
+  in_.start = pads.to(at::kLong).to(dev);
+  if (graph) graph_ = std::make_unique<DecodeGraph>(dev);
+}
+
+StaticDecodeSteps::~StaticDecodeSteps() = default;
+
+at::Tensor StaticDecodeSteps::step(const at::Tensor& tokens) {
+  in_.input_ids.copy_(tokens.reshape({-1, 1}));
+  auto body = [this] {
+    logits_ = model_.lm_head(model_.forward_static(in_, cache_)).squeeze(1);  // [b, V]
+    in_.past.add_(1);
+    in_.position_ids.add_(1);
+  };
+  if (graph_) {
+    graph_->run(body);
+  } else {
+    body();
+  }
+  cache_.advance(1);
+  return logits_;
+}
 
 GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const GenerateOptions& options) {
   VLM2MLA_CHECK(options.max_new_tokens >= 0, ArgumentError, "--max-new-tokens must be >= 0");
@@ -201,7 +189,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   const DecodeMode mode = resolve_decode_mode(options.decode, model, pads.has_value());
   // Steps write positions up to t + max_new_tokens - 2: static steps need them all in place up front.
   if (mode != DecodeMode::kDynamic) cache.reserve(capacity);
-  std::unique_ptr<StaticSteps> static_steps;
+  std::unique_ptr<StaticDecodeSteps> static_steps;
   // VLM2MLA_CUDA_PROFILE=1: the decode steps (not the prefill) form the CUDA profiler's capture range.
   const char* profile_env = std::getenv("VLM2MLA_CUDA_PROFILE");
   const bool profile = model.device().is_cuda() && profile_env && std::string(profile_env) == "1";
@@ -256,7 +244,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     in.attention_mask = mask;
     if (step == 0 && profile) cuda_profiler_range(true);
     if (mode != DecodeMode::kDynamic && !static_steps) {
-      static_steps = std::make_unique<StaticSteps>(model, cache, in.position_ids, *pads, mode == DecodeMode::kGraph);
+      static_steps = std::make_unique<StaticDecodeSteps>(model, cache, in.position_ids, *pads, mode == DecodeMode::kGraph);
     }
     next_pos = next_pos + 1;
     next_mrope = next_mrope + 1;

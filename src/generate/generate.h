@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -57,6 +58,33 @@ struct GenerateResult {
   int64_t kv_bytes_allocated = 0;  // bytes of the cache tensors at the end of the run
   int64_t kv_bytes_per_token = 0;  // cache bytes one position costs, all layers
   DecodeMode decode = DecodeMode::kDynamic;  // how the decode steps ran (auto resolved)
+};
+
+class DecodeGraph;
+
+// Decode steps in shape-static form (TextDecoder::forward_static), replayed as a CUDA graph with
+// `graph`: the step's inputs live on the device and each step moves them on in place. generate runs its
+// static and graph modes through this; the tests tie it to dynamic steps.
+class StaticDecodeSteps {
+ public:
+  // cache: filled up to its length, with room for every step (KvCache::reserve); position: the first
+  // step's position ids, [b, 1] or [3, b, 1] (M-RoPE); pads: [b] each row's left padding.
+  StaticDecodeSteps(const TextDecoder& model, KvCache& cache, const at::Tensor& position, const at::Tensor& pads,
+                    bool graph);
+  ~StaticDecodeSteps();
+  StaticDecodeSteps(const StaticDecodeSteps&) = delete;
+  StaticDecodeSteps& operator=(const StaticDecodeSteps&) = delete;
+
+  // Logits [b, V] of the next token after `tokens` ([b] or [b, 1] int64), committed to the cache. With a
+  // graph the tensor aliases the graph's memory: the next step rewrites it.
+  at::Tensor step(const at::Tensor& tokens);
+
+ private:
+  const TextDecoder& model_;
+  KvCache& cache_;
+  StaticDecodeInput in_;
+  at::Tensor logits_;
+  std::unique_ptr<DecodeGraph> graph_;
 };
 
 // From a prepared prompt (text or multimodal: embeddings and M-RoPE positions included).

@@ -30,12 +30,11 @@ ModelInputs fixture_inputs(const std::string& name) {
 }
 
 // Prefill, then `steps` one-token steps fed the dynamic path's greedy tokens, on two caches: the worst
-// relative difference of the static step's logits from the dynamic step's over all steps. With
-// `graph`, the static steps run through a DecodeGraph (CUDA).
+// relative difference of the static step's logits (StaticDecodeSteps, generate's own) from the dynamic
+// step's over all steps. With `graph`, the static steps replay as a CUDA graph.
 double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec* spec, int64_t steps,
                          bool graph = false) {
   const TextDecoder& dec = m.decoder();
-  const at::Device dev = dec.device();
   Prompt p = m.prepare(in, false);
   const int64_t b = p.input_ids.size(0), t = p.input_ids.size(1);
   std::unique_ptr<KvCache> dyn = dec.make_kv_cache(b, t + steps, spec);
@@ -45,13 +44,7 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
   at::Tensor tok = dec.lm_head(h.narrow(1, t - 1, 1)).argmax(-1).cpu();  // [b, 1]
   const bool mrope = p.position_ids.dim() == 3;
   at::Tensor mask = p.attention_mask, pos = p.next_position.to(at::kLong).view({b, 1});
-  StaticDecodeInput si;
-  si.input_ids = tok.to(dev, /*non_blocking=*/false, /*copy=*/true);  // updated in place: own storage
-  si.position_ids = (mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos).to(dev, false, true);
-  si.past = at::full({1}, t, at::kLong).to(dev);
-  si.start = mask.eq(0).sum(-1).to(dev);
-  std::unique_ptr<DecodeGraph> g = graph ? std::make_unique<DecodeGraph>(dev) : nullptr;
-  at::Tensor ls;
+  StaticDecodeSteps fixed(dec, *sta, mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos, mask.eq(0).sum(-1), graph);
   double worst = 0;
   for (int64_t k = 0; k < steps; ++k) {
     DecoderInput step;
@@ -59,20 +52,9 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
     step.attention_mask = mask;
     step.position_ids = mrope ? pos.unsqueeze(0).expand({3, b, 1}) : pos;
-    at::Tensor ld = dec.lm_head(dec.forward_hidden(step, dyn.get())).to(at::kFloat).cpu();
-    si.input_ids.copy_(tok);
-    auto body = [&] {
-      ls = dec.lm_head(dec.forward_static(si, *sta));
-      si.past.add_(1);
-      si.position_ids.add_(1);
-    };
-    if (g) {
-      g->run(body);
-    } else {
-      body();
-    }
-    sta->advance(1);
-    worst = std::max(worst, max_rel_error(ls.to(at::kFloat).cpu(), ld));
+    at::Tensor ld = dec.lm_head(dec.forward_hidden(step, dyn.get())).to(at::kFloat).cpu();  // [b, 1, V]
+    at::Tensor ls = fixed.step(tok).to(at::kFloat).cpu();                                     // [b, V]
+    worst = std::max(worst, max_rel_error(ls.unsqueeze(1), ld));
     tok = ld.argmax(-1);
     pos = pos + 1;
   }
