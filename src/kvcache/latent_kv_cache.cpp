@@ -19,15 +19,19 @@ LatentKvCache::LatentKvCache(const std::vector<int64_t>& ranks, int64_t rope_wid
   }
 }
 
+void LatentKvCache::grow_modality(int64_t capacity) {
+  at::Tensor bigger = at::zeros({batch_, capacity}, modality_.options());
+  bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
+  modality_ = bigger;
+}
+
 void LatentKvCache::set_modality(const at::Tensor& image) {
   if (!modality_.defined()) return;
   const int64_t s = image.size(1), total = length_ + s;
   if (total > modality_.size(1)) {
     int64_t cap = modality_.size(1);
     while (cap < total) cap *= 2;
-    at::Tensor bigger = at::zeros({batch_, cap}, modality_.options());
-    bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
-    modality_ = bigger;
+    grow_modality(cap);
   }
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
 }
@@ -55,11 +59,7 @@ void LatentKvCache::reserve(int64_t capacity) {
   for (size_t l = 0; l < latent_.size(); ++l) latent_[l]->reserve(capacity, length_), rope_[l]->reserve(capacity, length_);
   // The modality store keeps the rows' capacity (the decode kernel reads both up to it).
   const int64_t cap = latent_.front()->capacity();
-  if (modality_.defined() && modality_.size(1) < cap) {
-    at::Tensor bigger = at::zeros({batch_, cap}, modality_.options());
-    bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
-    modality_ = bigger;
-  }
+  if (modality_.defined() && modality_.size(1) < cap) grow_modality(cap);
 }
 
 void LatentKvCache::fill_synthetic(int64_t length) {

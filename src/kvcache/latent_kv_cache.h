@@ -56,6 +56,8 @@ class LatentKvCache : public KvCache {
   int64_t bytes_per_token() const override;
 
  private:
+  void grow_modality(int64_t capacity);  // keeps the committed positions
+
   std::vector<std::unique_ptr<RowStore>> latent_, rope_;
   at::Tensor modality_;  // uint8 [b, capacity] or undefined
 };
