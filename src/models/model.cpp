@@ -325,35 +325,33 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
   at::Tensor features = image_features(in);
   at::Tensor video = video_features(in);  // errors for models without video input
   if (image_token_id_ >= 0) {
-    at::Tensor is_image = p.input_ids.eq(image_token_id_);
-    const int64_t n_tokens = is_image.sum().item<int64_t>();
-    const int64_t n_features = features.defined() ? features.size(0) : 0;
-    VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens,
-                  " image tokens (id ", image_token_id_, ") but the images give ", n_features,
-                  " image features", n_features == 0 ? " (no pixel_values)" : "");
+    at::Tensor embeds;  // [b, s, d], made when the first features go in
+    // Checks that `token` occurs once per feature row (ArgumentError: `counted` says where the features
+    // came from, `detail` what their count means) and scatters the features in at those tokens.
+    auto scatter = [&](int64_t token, const char* noun, const at::Tensor& feats, const char* counted,
+                       const char* detail) {
+      at::Tensor is_token = p.input_ids.eq(token);
+      const int64_t n_tokens = is_token.sum().item<int64_t>();
+      const int64_t n_features = feats.defined() ? feats.size(0) : 0;
+      VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens, " ", noun, " tokens (id ",
+                    token, ") but ", counted, " ", n_features, " ", noun, " features", detail);
+      if (n_tokens > 0) {
+        if (!embeds.defined()) embeds = decoder_->embed(p.input_ids);
+        at::Tensor where = is_token.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
+        embeds = embeds.masked_scatter(where, feats.to(embeds.scalar_type()));
+      }
+      return std::make_pair(is_token, n_tokens);
+    };
     // The visual tokens (observers' image set): image tokens, and video tokens where there are any.
-    p.image_mask = is_image;
-    at::Tensor embeds;
-    if (n_features > 0) {
-      embeds = decoder_->embed(p.input_ids);  // [b, s, d]
-      at::Tensor where = is_image.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
-      embeds = embeds.masked_scatter(where, features.to(embeds.scalar_type()));
-    }
+    p.image_mask = scatter(image_token_id_, "image", features, "the images give",
+                           features.defined() && features.size(0) > 0 ? "" : " (no pixel_values)")
+                       .first;
     const int64_t video_id = video_token_id();
     if (video_id >= 0) {
-      at::Tensor is_video = p.input_ids.eq(video_id);
-      const int64_t n_video = is_video.sum().item<int64_t>();
-      const int64_t n_video_features = video.defined() ? video.size(0) : 0;
-      VLM2MLA_CHECK(n_video == n_video_features, ArgumentError, "input_ids holds ", n_video,
-                    " video tokens (id ", video_id, ") but video_grid_thw gives ", n_video_features,
-                    " video features",
-                    video.defined() ? " (sum of t*h*w / spatial_merge_size^2)" : " (no pixel_values_videos)");
-      if (n_video > 0) {
-        if (!embeds.defined()) embeds = decoder_->embed(p.input_ids);
-        at::Tensor where = is_video.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
-        embeds = embeds.masked_scatter(where, video.to(embeds.scalar_type()));
-        p.image_mask = is_image | is_video;
-      }
+      auto [is_video, n_video] = scatter(video_id, "video", video, "video_grid_thw gives",
+                                         video.defined() ? " (sum of t*h*w / spatial_merge_size^2)"
+                                                         : " (no pixel_values_videos)");
+      if (n_video > 0) p.image_mask = p.image_mask | is_video;
     }
     if (embeds.defined()) p.inputs_embeds = embeds;
   } else {
