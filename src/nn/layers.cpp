@@ -28,7 +28,7 @@ bool fused_rms_norm_enabled() {
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (x.is_cuda() && fused_rms_norm_enabled() && fused_rms_norm_usable(x, weight)) {
+  if (fused_rms_norm_enabled() && fused_rms_norm_usable(x, weight)) {  // usable: CUDA tensors only
     return fused_rms_norm(x, weight, eps);
   }
   at::Tensor xf = x.to(at::kFloat);
