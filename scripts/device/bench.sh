@@ -4,10 +4,7 @@
 # prefill/decode throughput on the GPU and its CPU, and transformers on the same card and shapes.
 # Writes JSON lines to $OUT/bench.jsonl.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-out="${OUT:-$root/device-out}"
-mkdir -p "$out"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bin=build-device/vlm2mla
 model=/tmp/vlm2mla-qwen2-0.5b
 $bin init-random --config configs/qwen2-0.5b.json --out "$model" --dtype bfloat16

@@ -4,10 +4,7 @@
 # image and 254 text tokens each: 512 tokens) to MLA: mkl pairs (R = 32), md SVD (D = 32).
 # Times per stage and peak memory land in $OUT/convert_report.json.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-out="${OUT:-$root/device-out}"
-mkdir -p "$out"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bin=build-device/vlm2mla
 work="${TMPDIR:-/tmp}/vlm2mla-convert-bench"
 rm -rf "$work" && mkdir -p "$work"

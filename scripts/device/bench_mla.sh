@@ -9,10 +9,7 @@
 # for the prompt, no prefill: bench --synthetic-cache), for long contexts of large batches.
 # BENCH_MLA_OUT names the output file under $OUT (default bench_mla.jsonl).
 set -uo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-out="${OUT:-$root/device-out}"
-mkdir -p "$out"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bin=build-device/vlm2mla
 cfg=configs/qwen2.5-vl-7b.json
 grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"

@@ -3,10 +3,7 @@
 # for one 336 px image at LLaVA-1.5-7B shapes and one 1024x1024 image at Qwen2.5-VL-7B shapes, random
 # bf16 weights, vlm2mla beside transformers on the same card. JSON lines to $OUT/bench_vlm.jsonl.
 set -uo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-out="${OUT:-$root/device-out}"
-mkdir -p "$out"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bin=build-device/vlm2mla
 : > "$out/bench_vlm.jsonl"
 for spec in "configs/llava-1.5-7b.json 336x336" "configs/qwen2.5-vl-7b.json 1024x1024"; do

@@ -9,10 +9,7 @@
 # VLM2MLA_CTEST_ARGS="-R ^Tokenizer" adds ctest arguments. The CUDA parity printout at the end runs
 # only when test_parity was built.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-out="${OUT:-$root/device-out}"
-mkdir -p "$out"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 test -f .deps/ready || { echo "missing .deps: run scripts/device/prepare.sh here and carry .deps" >&2; exit 2; }
 # The tokenizer's PCRE2, utf8proc and SentencePiece come from .deps, found through
