@@ -129,7 +129,7 @@ at::Tensor RowStore::read_upto(const at::Tensor& last) const {
 }
 
 void RowStore::fill_synthetic(int64_t length) {
-  if (length > capacity_) grow(length, 0);
+  reserve(length, 0);
   if (bits_ == 0) {
     plain_.narrow(1, 0, length).normal_();
     return;

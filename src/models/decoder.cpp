@@ -183,7 +183,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
     VLM2MLA_CHECK(in.input_ids.defined(), ArgumentError,
                   "this converted model has per-modality K/V projections and needs input_ids to "
                   "choose them (only inputs_embeds were given)");
-    visual = visual_token_mask(config_.mla->visual_token_ids, in.input_ids.to(options_.device));
+    visual = at::isin(in.input_ids.to(options_.device), visual_ids_);  // the ids, on the device since load
     // No visual token in this step (every decode step): all text, and no per-layer check (a device
     // sync each) further down.
     if (!visual.any().item<bool>()) visual = at::Tensor();

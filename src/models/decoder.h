@@ -135,7 +135,8 @@ class TextDecoder {
   AttentionBackend backend_;
   std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
   std::vector<AbsorbedWeights> absorbed_;  // converted low-rank models: per layer
-  at::Tensor visual_ids_;                  // converted md models: mla.visual_token_ids on the device
+  at::Tensor visual_ids_;                  // converted md models: mla.visual_token_ids on the device (every
+                                           // step's md projection choice, dynamic and static)
 
   // The cache kinds a model and attention mode can use (ArgumentError otherwise).
   void check_cache(const KvCache* cache) const;
