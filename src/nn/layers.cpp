@@ -21,7 +21,7 @@ bool fused_rms_norm_enabled() {
   int f = fused_rms_norm_flag().load();
   if (f < 0) {
     const char* env = std::getenv("VLM2MLA_FUSED_RMS_NORM");
-    f = env && std::string(env) == "1" ? 1 : 0;
+    f = env && std::string(env) == "0" ? 0 : 1;  // on unless VLM2MLA_FUSED_RMS_NORM=0
     fused_rms_norm_flag() = f;
   }
   return f == 1;

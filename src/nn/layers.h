@@ -17,8 +17,9 @@ inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
 
 // Llama/Qwen2 RMSNorm as transformers computes it: normalise in float32, cast back to x's dtype,
 // then multiply by the weight. x [..., d], weight [d].
-// On CUDA tensors with the fused kernel switched on (set_fused_rms_norm, or VLM2MLA_FUSED_RMS_NORM=1 in
-// the environment), one launch of kernels/cuda/rms_norm (this function is its twin); off by default.
+// On CUDA tensors, one launch of kernels/cuda/rms_norm (this function's steps are its twin; the float32
+// sum of squares is added in another order). On by default; set_fused_rms_norm(false), or
+// VLM2MLA_FUSED_RMS_NORM=0 in the environment, keeps libtorch's eight kernels.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void set_fused_rms_norm(bool on);
 bool fused_rms_norm_enabled();

@@ -252,21 +252,25 @@ TEST(FusedRmsNormSwitch, CpuUnchangedAndGpuWithinBf16) {
   const std::string dir = fixtures_dir() + "/vlm/qwen2_5_vl";
   const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   auto cpu = Model::load(dir + "/model", LoadOptions{});
+  const bool was = fused_rms_norm_enabled();  // on by default; restored for the tests after this one
   set_fused_rms_norm(false);
   at::Tensor off = cpu->logits(in);
   set_fused_rms_norm(true);
   at::Tensor on = cpu->logits(in);
-  set_fused_rms_norm(false);
   EXPECT_TRUE(at::equal(on, off));
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  if (!at::hasCUDA() || !DecodeGraph::available()) {
+    set_fused_rms_norm(was);
+    GTEST_SKIP() << "no CUDA device";
+  }
   auto gpu = Model::load(dir + "/model", LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  set_fused_rms_norm(false);
   at::Tensor steps = gpu->logits(in).to(at::kFloat).cpu();
   set_fused_rms_norm(true);
   at::Tensor fused = gpu->logits(in).to(at::kFloat).cpu();
   const double err = max_rel_error(fused, steps, testing::real_positions(in));
   CacheSpec bf16{CacheType::kBf16, 8, 4};
   const double graph = static_vs_dynamic(*gpu, in, &bf16, 6, true);
-  set_fused_rms_norm(false);
+  set_fused_rms_norm(was);
   std::printf("[fused rms_norm] bf16 logits vs the libtorch steps: max rel. %.3g; graph vs dynamic steps %.3g\n", err,
               graph);
   EXPECT_LT(err, 3e-2);
