@@ -74,6 +74,14 @@ MlaDecodeShape check_mla_decode_inputs(const MlaDecodeInputs& in) {
                 "positive and even, got ", s.d_rope);
   expect_float(in.qr, "qr", {s.b, s.h_q, s.d_rope}, "[b, h_q, d_rope]", s.device);
   if (in.qb.defined()) expect_float(in.qb, "qb", {s.n_mod, s.b, s.h_q}, "[n_mod, b, h_q]", s.device);
+  VLM2MLA_CHECK(in.acc_out.defined() == in.mass_out.defined(), ArgumentError,
+                "mla_decode: give both acc_out and mass_out, or neither");
+  if (in.acc_out.defined()) {
+    expect(in.acc_out, "acc_out", {at::kFloat, at::kBFloat16}, {s.n_mod, s.b, s.h_q, s.r_kv}, "[n_mod, b, h_q, r_kv]",
+           s.device);
+    expect(in.mass_out, "mass_out", {in.acc_out.scalar_type()}, {s.n_mod, s.b, s.h_q}, "[n_mod, b, h_q]", s.device);
+    VLM2MLA_CHECK(in.acc_out.stride(3) == 1, ArgumentError, "mla_decode: acc_out's last dim must be contiguous");
+  }
   expect(in.length, "length", {at::kInt, at::kLong}, {s.b}, "[b]", s.device);
   if (in.start.defined()) expect(in.start, "start", {at::kInt, at::kLong}, {s.b}, "[b]", s.device);
   VLM2MLA_CHECK(in.scale > 0 && std::isfinite(in.scale), ArgumentError, "mla_decode: scale must be positive");

@@ -13,9 +13,12 @@ namespace vlm2mla {
 
 struct MlaDecodeInputs {
   MlaCacheFormat format = MlaCacheFormat::kBf16;
-  at::Tensor qa;        // [n_mod, b, h_q, r_kv] absorbed queries (any float dtype; the kernel uses bf16)
-  at::Tensor qr;        // [b, h_q, d_rope] rotated RoPE queries (any float dtype; the kernel uses bf16)
-  at::Tensor qb;        // [n_mod, b, h_q] k-bias terms (float), or undefined for none
+  // Queries, any float dtype and strides. The CUDA kernel reads them in place when qa, qr (and qb) are all
+  // float32 or all bf16 and qa's and qr's last dims are contiguous (views of one product: no copies), else
+  // from float32 copies; its products use them rounded to bf16 (qb stays float32).
+  at::Tensor qa;        // [n_mod, b, h_q, r_kv] absorbed queries
+  at::Tensor qr;        // [b, h_q, d_rope] rotated RoPE queries
+  at::Tensor qb;        // [n_mod, b, h_q] k-bias terms, or undefined for none
   at::Tensor start;     // int32/int64 [b] first key position, or undefined for 0
   at::Tensor length;    // int32/int64 [b] one past the last key position (<= t_cap)
   at::Tensor modality;  // uint8/bool [b, t_cap] (0 text, else image); needed when n_mod == 2, ignored otherwise
@@ -37,11 +40,17 @@ struct MlaDecodeInputs {
   // read, only the balance suffers). -1: copy start/length to the host once (a sync) and check them.
   int64_t max_length = -1;
   MlaDecodeVariant variant = MlaDecodeVariant::kAuto;  // CUDA only: which kernel
+
+  // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
+  // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results
+  // there (rounded to bf16 once, from float32) and returns them; undefined: new float32 tensors.
+  at::Tensor acc_out;   // [n_mod, b, h_q, r_kv]
+  at::Tensor mass_out;  // [n_mod, b, h_q]
 };
 
 struct MlaDecodeOutput {
-  at::Tensor acc;   // float [n_mod, b, h_q, r_kv]: sum_{j: m_j = m} p_j c_j
-  at::Tensor mass;  // float [n_mod, b, h_q]: sum_{j: m_j = m} p_j
+  at::Tensor acc;   // [n_mod, b, h_q, r_kv]: sum_{j: m_j = m} p_j c_j (float32, or acc_out)
+  at::Tensor mass;  // [n_mod, b, h_q]: sum_{j: m_j = m} p_j (float32, or mass_out)
 };
 
 // Sizes read off the tensors.

@@ -21,6 +21,7 @@ struct PreparedMlaDecode {
   MlaDecodeOutput out;
   at::Device device = at::kCPU;
   std::vector<at::Tensor> owned;  // converted inputs, workspace: alive as long as params points at them
+  at::Tensor copy_acc, copy_mass;  // destinations the kernel cannot store into: copied after each run
 };
 
 namespace {
@@ -42,7 +43,12 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
     if (t.defined()) pr.owned.push_back(t);
     return t;
   };
-  const auto f32 = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : t; };
+  // The queries in place when they share float32 or bf16 and their last dims are contiguous, else as
+  // float32 copies.
+  const at::ScalarType qt = in.qa.scalar_type();
+  const bool direct = (qt == at::kFloat || qt == at::kBFloat16) && in.qr.scalar_type() == qt &&
+                      (!in.qb.defined() || in.qb.scalar_type() == qt) && in.qa.stride(3) == 1 && in.qr.stride(2) == 1;
+  const auto f32 = [&](const at::Tensor& t) { return t.defined() && !direct ? t.to(at::kFloat).contiguous() : t; };
   at::Tensor qa = keep(f32(in.qa)), qr = keep(f32(in.qr)), qb = keep(f32(in.qb));
   at::Tensor length = keep(in.length.to(at::kInt).contiguous());
   at::Tensor start = keep(in.start.defined() ? in.start.to(at::kInt).contiguous() : at::zeros_like(length));
@@ -59,9 +65,15 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.t_cap = int(s.t_cap);
   p.max_length = int(max_length);
   p.scale = float(in.scale);
-  p.qa = ptr<float>(qa);
-  p.qr = ptr<float>(qr);
-  p.qb = ptr<float>(qb);
+  p.qa = qa.data_ptr();
+  p.qr = qr.data_ptr();
+  p.qb = qb.defined() ? qb.data_ptr() : nullptr;
+  p.q_bf16 = qa.scalar_type() == at::kBFloat16 ? 1 : 0;
+  for (int i = 0; i < 3; ++i) p.qa_stride[i] = qa.stride(i);
+  for (int i = 0; i < 2; ++i) p.qr_stride[i] = qr.stride(i);
+  if (qb.defined()) {
+    for (int i = 0; i < 3; ++i) p.qb_stride[i] = qb.stride(i);
+  }
   p.start = ptr<int32_t>(start);
   p.length = ptr<int32_t>(length);
   p.modality = ptr<uint8_t>(modality);
@@ -87,10 +99,28 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
       break;
   }
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(s.device);
-  pr.out.acc = at::empty({s.n_mod, s.b, s.h_q, s.r_kv}, opts);  // [n_mod, b, h_q, r_kv]
-  pr.out.mass = at::empty({s.n_mod, s.b, s.h_q}, opts);         // [n_mod, b, h_q]
-  p.acc = pr.out.acc.data_ptr<float>();
-  p.mass = pr.out.mass.data_ptr<float>();
+  // The caller's destinations where the combine kernel can store into them (bf16 pairs need 4-byte
+  // aligned rows), else new float32 tensors copied over after the run (run_prepared).
+  const auto even = [](const at::Tensor& t) {
+    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 4 != 0) return false;
+    for (int64_t d = 0; d < t.dim(); ++d)
+      if (t.stride(d) % 2 != 0 && t.size(d) > 1) return false;
+    return true;
+  };
+  const bool into = in.acc_out.defined() && (in.acc_out.scalar_type() == at::kFloat || even(in.acc_out));
+  pr.out.acc = into ? in.acc_out : at::empty({s.n_mod, s.b, s.h_q, s.r_kv}, opts);  // [n_mod, b, h_q, r_kv]
+  pr.out.mass = into ? in.mass_out : at::empty({s.n_mod, s.b, s.h_q}, opts);         // [n_mod, b, h_q]
+  if (in.acc_out.defined() && !into) {
+    pr.copy_acc = in.acc_out;
+    pr.copy_mass = in.mass_out;
+  }
+  p.acc = pr.out.acc.data_ptr();
+  p.mass = pr.out.mass.data_ptr();
+  p.out_bf16 = pr.out.acc.scalar_type() == at::kBFloat16 ? 1 : 0;
+  for (int i = 0; i < 3; ++i) {
+    p.acc_stride[i] = pr.out.acc.stride(i);
+    p.mass_stride[i] = pr.out.mass.stride(i);
+  }
   pr.plan = plan_mla_decode(p, pr.variant);
   at::Tensor ws = keep(at::empty({std::max<int64_t>(1, pr.plan.workspace_floats)}, opts));
   p.workspace = ws.data_ptr<float>();
@@ -100,6 +130,10 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
 void run_prepared(const PreparedMlaDecode& pr) {
   c10::cuda::CUDAGuard guard(pr.device);
   launch_mla_decode(pr.params, c10::cuda::getCurrentCUDAStream(pr.device.index()).stream(), pr.variant);
+  if (pr.copy_acc.defined()) {
+    pr.copy_acc.copy_(pr.out.acc);
+    pr.copy_mass.copy_(pr.out.mass);
+  }
 }
 
 }  // namespace
@@ -142,10 +176,17 @@ int MlaDecodeLaunch::splits() const { return 0; }
 
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
   const MlaDecodeShape s = check_mla_decode_inputs(in);
-  if (s.device.is_cpu()) return mla_decode_ref(in, at::kFloat);
+  if (s.device.is_cpu()) {
+    MlaDecodeOutput out = mla_decode_ref(in, at::kFloat);
+    if (!in.acc_out.defined()) return out;
+    in.acc_out.copy_(out.acc);
+    in.mass_out.copy_(out.mass);
+    return {in.acc_out, in.mass_out};
+  }
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   MlaDecodeLaunch launch(in);
   launch.run();
+  if (in.acc_out.defined()) return {in.acc_out, in.mass_out};
   return launch.out();
 #else
   throw ArgumentError("mla_decode: CUDA asked for, but this build has no CUDA");

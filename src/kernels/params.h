@@ -42,9 +42,15 @@ struct MlaDecodeParams {
   int max_length = 0;  // an upper bound on length[i] - start[i] over the batch (sizes the split-KV grid)
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
-  const float* qa = nullptr;       // [n_mod, b, h_q, r_kv] absorbed queries (q_nope W_uk^(m)) per modality
-  const float* qr = nullptr;       // [b, h_q, d_rope] rotated RoPE queries
-  const float* qb = nullptr;       // [n_mod, b, h_q] k-bias terms (q_nope . b_k^(m)); null = 0
+  // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one
+  // product: no copies); the last dim of qa and qr is contiguous.
+  const void* qa = nullptr;        // [n_mod, b, h_q, r_kv] absorbed queries (q_nope W_uk^(m)) per modality
+  const void* qr = nullptr;        // [b, h_q, d_rope] rotated RoPE queries
+  const void* qb = nullptr;        // [n_mod, b, h_q] k-bias terms (q_nope . b_k^(m)); null = 0
+  int q_bf16 = 0;                  // 1: qa, qr and qb hold bf16 values, 0: float32
+  int64_t qa_stride[3] = {0, 0, 0};  // elements between consecutive mod, b, h of qa
+  int64_t qr_stride[2] = {0, 0};     // b, h of qr
+  int64_t qb_stride[3] = {0, 0, 0};  // mod, b, h of qb
   const int32_t* start = nullptr;  // [b] first key position (0 <= start <= length)
   const int32_t* length = nullptr; // [b] one past the last key position (length <= t_cap)
   const uint8_t* modality = nullptr;  // [b, t_cap] 0 text, nonzero image; null when n_mod == 1
@@ -68,9 +74,12 @@ struct MlaDecodeParams {
   const uint16_t* latent_win = nullptr;     // [b, window, r_kv] bf16 ring
   const uint16_t* k_rope_win = nullptr;     // [b, window, h_kv * d_rope] bf16 ring
 
-  // outputs (fp32)
-  float* acc = nullptr;   // [n_mod, b, h_q, r_kv]
-  float* mass = nullptr;  // [n_mod, b, h_q]
+  // outputs, float32 or bf16 (out_bf16), at any element strides (last dim of acc contiguous)
+  void* acc = nullptr;   // [n_mod, b, h_q, r_kv]
+  void* mass = nullptr;  // [n_mod, b, h_q]
+  int out_bf16 = 0;
+  int64_t acc_stride[3] = {0, 0, 0};   // mod, b, h
+  int64_t mass_stride[3] = {0, 0, 0};  // mod, b, h
 
   // scratch for the split-KV partials: at least mla_decode_workspace_floats(params) floats, 16-byte aligned
   float* workspace = nullptr;

@@ -119,6 +119,24 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
     aw.b_k.push_back(bias.defined() ? bias.narrow(0, 0, h_kv * d_nope).view({h_kv, d_nope}) : at::Tensor());
     aw.b_v.push_back(bias.defined() ? bias.narrow(0, h_kv * d_nope, h_kv * dh).view({h_kv, dh}) : at::Tensor());
   }
+  const int64_t sets = static_cast<int64_t>(aw.w_uk.size());
+  if (sets == 0) return aw;
+  const int64_t r = aw.w_uk[0].size(2);
+  bool biased = true;
+  for (int64_t i = 0; i < sets; ++i) biased = biased && aw.b_k[static_cast<size_t>(i)].defined();
+  aw.n_bias = biased ? sets : 0;
+  const int64_t n = sets * r + aw.n_bias;
+  aw.w_in = at::zeros({h_kv, dh, n + n % 2}, aw.w_uk[0].options());
+  aw.w_out = at::zeros({h_kv, n, dh}, aw.w_uv[0].options());
+  for (int64_t i = 0; i < sets; ++i) {
+    const size_t si = static_cast<size_t>(i);
+    aw.w_in.narrow(1, R, d_nope).narrow(2, i * r, r).copy_(aw.w_uk[si]);
+    aw.w_out.narrow(1, i * r, r).copy_(aw.w_uv[si]);
+    if (biased) {
+      aw.w_in.narrow(1, R, d_nope).select(2, sets * r + i).copy_(aw.b_k[si]);
+      aw.w_out.select(1, sets * r + i).copy_(aw.b_v[si]);
+    }
+  }
   return aw;
 }
 
@@ -192,28 +210,24 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
                                          const at::Tensor& length, int64_t max_length, double scale) {
   const MlaConfig& m = *c.mla;
   const int64_t b = q.size(0), h_q = q.size(1), h_kv = c.num_key_value_heads, g = h_q / h_kv;
-  const int64_t dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
+  const int64_t dh = c.head_dim, R = m.qk_rope_head_dim;
   const RowStore& cs = cache.latent_store(layer);
   const RowStore& ks = cache.rope_store(layer);
-  const bool split = aw.w_uk.size() == 2;
-  const int64_t n_mod = split ? 2 : 1;
-  const at::ScalarType dt = q.scalar_type();
-  at::Tensor qn = q.narrow(-1, R, d_nope).reshape({b, h_kv, g, d_nope});  // one token: [b, h_kv, g, d_nope]
+  const int64_t n_mod = static_cast<int64_t>(aw.w_uk.size());
+  const int64_t r = aw.w_uk[0].size(2), n = n_mod * r + aw.n_bias;
+  // One product gives every set's absorbed queries and k-bias terms: [b, h_kv, g, n_in]; the kernel reads
+  // them in place through strided views (no copies), as it writes its results into the buffer that one
+  // more product turns into the heads' outputs, v-biases included.
+  at::Tensor qx = at::matmul(q.reshape({b, h_kv, g, dh}), aw.w_in.unsqueeze(0));
   MlaDecodeInputs in;
-  std::vector<at::Tensor> qa, qb;
-  for (int64_t i = 0; i < n_mod; ++i) {
-    qa.push_back(at::matmul(qn, aw.w_uk[static_cast<size_t>(i)].unsqueeze(0)).reshape({b, h_q, -1}));  // [b, h_q, r]
-    const at::Tensor& bk = aw.b_k[static_cast<size_t>(i)];
-    if (bk.defined()) qb.push_back((qn * bk.view({1, h_kv, 1, d_nope})).sum(-1).reshape({b, h_q}).to(at::kFloat));
-  }
-  in.qa = at::stack(qa, 0);                                       // [n_mod, b, h_q, r]
-  if (!qb.empty()) in.qb = at::stack(qb, 0);                      // [n_mod, b, h_q]
-  in.qr = q.narrow(-1, 0, R).reshape({b, h_q, R}).contiguous();  // [b, h_q, R]
+  in.qa = qx.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});  // [n_mod, b, h_q, r]
+  if (aw.n_bias > 0) in.qb = qx.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
+  in.qr = q.reshape({b, h_q, dh}).narrow(-1, 0, R);  // [b, h_q, R]
   in.start = start;
   in.length = length;
   in.max_length = max_length;
   in.scale = scale;
-  if (split) in.modality = cache.modality_storage();
+  if (n_mod == 2) in.modality = cache.modality_storage();
   if (cs.spec().type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;
     in.latent = cs.plain();
@@ -226,15 +240,12 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
     in.latent_win = cs.window();
     in.k_rope_win = ks.window();
   }
-  MlaDecodeOutput out = mla_decode(in);  // acc [n_mod, b, h_q, r], mass [n_mod, b, h_q]
-  at::Tensor o;
-  for (int64_t i = 0; i < n_mod; ++i) {
-    at::Tensor acc = out.acc[i].to(dt).view({b, h_kv, g, -1});                            // [b, h_kv, g, r]
-    at::Tensor oi = at::matmul(acc, aw.w_uv[static_cast<size_t>(i)].unsqueeze(0));        // [b, h_kv, g, d_h]
-    const at::Tensor& bv = aw.b_v[static_cast<size_t>(i)];
-    if (bv.defined()) oi = oi + out.mass[i].to(dt).view({b, h_kv, g, 1}) * bv.view({1, h_kv, 1, dh});
-    o = o.defined() ? o + oi : oi;
-  }
+  // [acc_0 | acc_1 | mass_0 mass_1] per head; the mass columns stay unread without v-biases
+  at::Tensor ox = at::empty({b, h_kv, g, n_mod * r + n_mod + (n_mod * r + n_mod) % 2}, q.options());
+  in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
+  in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
+  mla_decode(in);
+  at::Tensor o = at::matmul(ox.narrow(-1, 0, n), aw.w_out.unsqueeze(0));  // [b, h_kv, g, d_h]
   return o.reshape({b, h_q, 1, dh});
 }
 

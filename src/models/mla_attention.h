@@ -66,6 +66,12 @@ struct AbsorbedWeights {
   std::vector<at::Tensor> w_uv;  // [h_kv, r_kv, d_h] (transposed for o = acc @ w_uv)
   std::vector<at::Tensor> b_k;   // [h_kv, d_h - R] or undefined (no bias)
   std::vector<at::Tensor> b_v;   // [h_kv, d_h] or undefined
+  // The decode kernel's two products over all sets at once (mla_attention_absorbed_kernel):
+  //   w_in  [h_kv, d_h, n_in]:  q [.., d_h] @ w_in = [qa_0 | qa_1 | qb_0 qb_1] (rows of the first R dims,
+  //         the RoPE part, are zero; the k-bias columns only when there are biases; n_in rounded up to even)
+  //   w_out [h_kv, n_out, d_h]: [acc_0 | acc_1 | mass_0 mass_1] @ w_out = o (the v-bias rows likewise)
+  at::Tensor w_in, w_out;
+  int64_t n_bias = 0;  // bias columns/rows: the number of sets when there are biases, else 0
 };
 AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWeights& w);
 

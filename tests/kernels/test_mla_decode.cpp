@@ -25,8 +25,15 @@
 namespace vlm2mla {
 namespace {
 
+// Which tokens are images (n_mod == 2): random per token (every tile mixed), runs of `run` tokens
+// alternating text and image (whole tiles of one modality and tiles that straddle a run's end, as images
+// in a real context give), or all text / all image.
+enum class Mods { kRandom, kRuns, kText, kImage };
+
 struct Case {
   MlaCacheFormat format = MlaCacheFormat::kBf16;
+  Mods mods = Mods::kRandom;
+  int64_t run = 200;
   int64_t n_mod = 1, h_q = 4, h_kv = 2, r_kv = 32, d_rope = 8;
   int64_t window = 0, group_c = 32, group_r = 16;
   int64_t t_cap = 0;                    // 0: max(length)
@@ -56,7 +63,8 @@ struct Case {
   int64_t cap() const { return t_cap > 0 ? t_cap : *std::max_element(length.begin(), length.end()); }
   std::string str() const {
     std::string s = format == MlaCacheFormat::kBf16 ? "bf16" : "int4";
-    s += " n_mod=" + std::to_string(n_mod) + " h_q=" + std::to_string(h_q) + " h_kv=" + std::to_string(h_kv) +
+    const char* mod_names[] = {"random", "runs", "text", "image"};
+    s += " n_mod=" + std::to_string(n_mod) + (n_mod == 2 ? std::string(" mods=") + mod_names[int(mods)] : "") + " h_q=" + std::to_string(h_q) + " h_kv=" + std::to_string(h_kv) +
          " r_kv=" + std::to_string(r_kv) + " R=" + std::to_string(d_rope) + " b=" + std::to_string(b()) +
          " t_cap=" + std::to_string(cap());
     if (format == MlaCacheFormat::kInt4)
@@ -81,7 +89,19 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
   if (c.bias) in.qb = at::randn({c.n_mod, b, c.h_q}, f32);
   in.start = at::tensor(c.start, at::kLong).to(device);
   in.length = at::tensor(c.length, at::kLong).to(at::kInt).to(device);
-  if (c.n_mod == 2) in.modality = at::randint(0, 2, {b, t}, f32.dtype(at::kByte));
+  if (c.n_mod == 2) {
+    const auto u8 = f32.dtype(at::kByte);
+    switch (c.mods) {
+      case Mods::kRandom: in.modality = at::randint(0, 2, {b, t}, u8); break;
+      case Mods::kText: in.modality = at::zeros({b, t}, u8); break;
+      case Mods::kImage: in.modality = at::ones({b, t}, u8); break;
+      case Mods::kRuns: {  // sequence i's runs start 37 i tokens later: other tile phases per sequence
+        at::Tensor j = at::arange(t, f32.dtype(at::kLong)).view({1, t}) + 37 * at::arange(b, f32.dtype(at::kLong)).view({b, 1});
+        in.modality = at::floor_divide(j, c.run).remainder(2).to(at::kByte);
+        break;
+      }
+    }
+  }
   in.scale = c.scale > 0 ? c.scale : 2.0 / std::sqrt(double(c.r_kv + c.d_rope));
   switch (c.format) {
     case MlaCacheFormat::kBf16:
@@ -98,6 +118,32 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
       }
       break;
   }
+  return in;
+}
+
+// The inputs the way the model passes them (mla_attention_absorbed_kernel): qa and qb as strided bf16 views
+// of one [b, h_kv, g, n_mod r + n_mod (+1)] product, qr a view with an odd row stride, and the results
+// written into views of one bf16 buffer [b, h_kv, g, n_mod r + n_mod (+1)] (odd_out: shifted by one
+// element, so bf16 pairs are not 4-byte aligned and the results are copied in instead).
+MlaDecodeInputs as_model_views(const MlaDecodeInputs& src, int64_t h_kv, bool odd_out = false) {
+  const int64_t n_mod = src.qa.size(0), b = src.qa.size(1), h_q = src.qa.size(2), r = src.qa.size(3);
+  const int64_t R = src.qr.size(2), g = h_q / h_kv, nb = src.qb.defined() ? n_mod : 0, n = n_mod * r + nb;
+  const auto bf = src.qa.options().dtype(at::kBFloat16);
+  MlaDecodeInputs in = src;
+  at::Tensor qx = at::zeros({b, h_kv, g, n + n % 2}, bf);
+  in.qa = qx.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
+  in.qa.copy_(src.qa);
+  if (nb > 0) {
+    in.qb = qx.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
+    in.qb.copy_(src.qb);
+  }
+  at::Tensor qbuf = at::zeros({b, h_q, R + 7}, bf);
+  in.qr = qbuf.narrow(-1, 0, R);
+  in.qr.copy_(src.qr);
+  const int64_t w = n_mod * r + n_mod;
+  at::Tensor ox = at::full({b, h_kv, g, w + w % 2 + (odd_out ? 1 : 0)}, 7.0, bf).narrow(-1, odd_out ? 1 : 0, w);
+  in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
+  in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
   return in;
 }
 
@@ -241,6 +287,22 @@ TEST(MlaDecodeRef, TwoModalitiesSplitTheProbabilityMass) {
   EXPECT_LT(max_abs(o1.acc[0], o.acc[0]), 1e-12);
 }
 
+// Strided bf16 query views in, results into the caller's views (the model's layout), on the CPU dispatch:
+// the same numbers as the plain call on the same (bf16-valued) queries, rounded to bf16 once.
+TEST(MlaDecodeOps, ReadsAndWritesTheModelsViews) {
+  for (const Case& c : cpu_cases()) {
+    MlaDecodeInputs plain = make_inputs(c, at::kCPU);
+    const MlaDecodeInputs views = as_model_views(plain, c.h_kv);
+    plain.qa = views.qa.to(at::kFloat).contiguous();
+    if (plain.qb.defined()) plain.qb = views.qb.to(at::kFloat).contiguous();
+    const MlaDecodeOutput want = mla_decode(plain);
+    const MlaDecodeOutput got = mla_decode(views);
+    EXPECT_EQ(got.acc.data_ptr(), views.acc_out.data_ptr()) << c.str();
+    EXPECT_TRUE(at::equal(views.acc_out, want.acc.to(at::kBFloat16))) << c.str();
+    EXPECT_TRUE(at::equal(views.mass_out, want.mass.to(at::kBFloat16))) << c.str();
+  }
+}
+
 TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   const Case c = cpu_cases()[1];
   const MlaDecodeInputs good = make_inputs(c, at::kCPU);
@@ -282,6 +344,13 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   in = good;
   in.qa = good.qa.to(at::kMeta);
   expect_error(in, "only CPU and CUDA");
+  in = good;
+  in.acc_out = at::empty_like(good.qa);
+  expect_error(in, "give both acc_out and mass_out");
+  in.mass_out = at::empty({2, 4, 6}, at::kHalf);
+  expect_error(in, "mass_out must be Float");
+  in.acc_out = at::empty({2, 4, 6, 8}, at::kFloat);
+  expect_error(in, "acc_out must be");
   if (!mla_decode_has_cuda()) {
     EXPECT_THROW(MlaDecodeLaunch launch(good), ArgumentError);
   }
@@ -416,6 +485,78 @@ TEST(MlaDecodeCuda, SmallCases) {
               st.worst_case.c_str());
 }
 
+// Two modalities in runs (tiles of one modality skip the other's products), all text, all image: the
+// Qwen2.5-VL-7B shape and a small one with several head blocks, both stores, ranges starting mid-run.
+TEST(MlaDecodeCuda, ModalityRunsMatchTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kRuns, Mods::kText, Mods::kImage}) {
+      for (int shape = 0; shape < 2; ++shape) {
+        Case c = Case::qwen7b_md_int4({0, 150, 0}, {3000, 1234, 65});
+        c.format = f;
+        c.mods = m;
+        c.run = shape == 0 ? 300 : 64;  // 64: runs aligned to whole tiles in sequence 0
+        if (shape == 1) {
+          c.h_q = 40;
+          c.h_kv = 8;
+          c.r_kv = 64;
+          c.d_rope = 16;
+          c.group_c = 32;
+          c.group_r = 32;
+        }
+        c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
+        c.seed = 300 + seed++;
+        check_case(c, MlaDecodeVariant::kAuto, st);
+      }
+    }
+  }
+  std::printf("[mla_decode modality runs] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed,
+              st.worst_acc, st.worst_case.c_str());
+}
+
+// The model's layout on the GPU (as_model_views): the kernel reads the strided bf16 queries in place and
+// stores bf16 results into the views (or, shifted off 4-byte alignment, copies them in): the reference
+// on the same values, and the kernel's own float32 results rounded once to bf16 (1 bf16 step).
+TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      for (bool odd : {false, true}) {
+        Case c = Case::qwen7b_md_int4({0, 40}, {1500, 700});
+        c.format = f;
+        c.n_mod = n_mod;
+        c.mods = Mods::kRuns;
+        c.bias = !odd;
+        c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
+        c.seed = 500 + seed++;
+        MlaDecodeInputs plain = make_inputs(c, at::Device(at::kCUDA, 0));
+        const MlaDecodeInputs views = as_model_views(plain, c.h_kv, odd);
+        plain.qa = views.qa.to(at::kFloat).contiguous();
+        plain.qr = views.qr.to(at::kFloat).contiguous();
+        if (plain.qb.defined()) plain.qb = views.qb.to(at::kFloat).contiguous();
+        const MlaDecodeOutput mine = mla_decode(plain);  // float32 results, float32 queries
+        const MlaDecodeOutput want = mla_decode_ref(plain, at::kDouble);
+        const MlaDecodeOutput got = mla_decode(views);
+        EXPECT_EQ(got.acc.data_ptr(), views.acc_out.data_ptr()) << c.str();
+        const double ea = rel_err(views.acc_out, want.acc), em = rel_err(views.mass_out, want.mass);
+        EXPECT_LT(ea, kRelTol) << c.str() << (odd ? " (copied in)" : "");
+        EXPECT_LT(em, kRelTol) << c.str();
+        const double step = max_abs(views.acc_out, mine.acc.to(at::kBFloat16));
+        EXPECT_EQ(step, 0.0) << c.str() << ": bf16 stores differ from rounding the float32 results";
+        EXPECT_EQ(max_abs(views.mass_out, mine.mass.to(at::kBFloat16)), 0.0) << c.str();
+        ++st.n;
+        st.worst_acc = std::max(st.worst_acc, ea);
+      }
+    }
+  }
+  std::printf("[mla_decode model views] %d cases, worst acc rel err %.3g against the reference\n", st.n,
+              st.worst_acc);
+}
+
 TEST(MlaDecodeCuda, RepeatedRunsAgreeBitForBit) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   const Case c = Case::qwen7b_md_int4({0, 17, 0}, {4000, 2500, 777});
@@ -468,23 +609,28 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     int64_t b, t;
     MlaDecodeVariant v;
     int64_t h_q = 28, h_kv = 4, r_kv = 128, d_rope = 32;
+    Mods mods = Mods::kRandom;
   };
   std::vector<Cfg> cfgs;
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4})
     for (int64_t b : {1, 8, 32})
       for (int64_t t : {4096, 16384, 32768}) cfgs.push_back({f, 1, b, t, MlaDecodeVariant::kAuto});
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});  // random per token: every tile mixed
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});  // images of 576
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
     cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
   }
-  std::printf("[bandwidth] %-5s %5s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
+  std::printf("[bandwidth] %-5s %-12s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
               "kernel", "h_q/h_kv/r_kv/R", "MB read", "us/call", "GB/s");
   for (const Cfg& cfg : cfgs) {
     Case c;
     c.format = cfg.f;
     c.n_mod = cfg.n_mod;
+    c.mods = cfg.mods;
+    c.run = 576;  // LLaVA-1.5's image tokens
     c.h_q = cfg.h_q;
     c.h_kv = cfg.h_kv;
     c.r_kv = cfg.r_kv;
@@ -518,8 +664,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     const double us = ms * 1e3 / reps;
     const std::string shape = std::to_string(cfg.h_q) + "/" + std::to_string(cfg.h_kv) + "/" +
                               std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
-    std::printf("[bandwidth] %-5s %5lld %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
-                cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", (long long)cfg.n_mod, (long long)cfg.b,
+    const char* mod_names[] = {"random", "runs", "text", "image"};
+    const std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
+    std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
+                cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", mods.c_str(), (long long)cfg.b,
                 (long long)cfg.t, launches[0]->splits(), launches[0]->tensor_core() ? "tensorcore" : "generic",
                 shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
   }

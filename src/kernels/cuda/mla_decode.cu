@@ -164,6 +164,27 @@ __device__ __forceinline__ float half_bits_to_float(uint16_t bits) {
   return __half2float(__ushort_as_half(bits));
 }
 
+// Query and output elements at element offsets, float32 or bf16 (params.h).
+__device__ __forceinline__ float load_q(const void* base, int bf16, int64_t off) {
+  return bf16 ? bf16_bits_to_float(static_cast<const uint16_t*>(base)[off]) : static_cast<const float*>(base)[off];
+}
+__device__ __forceinline__ void store_out(void* base, int bf16, int64_t off, float v) {
+  if (bf16) {
+    static_cast<__nv_bfloat16*>(base)[off] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(base)[off] = v;
+  }
+}
+__device__ __forceinline__ int64_t qa_offset(const MlaDecodeParams& p, int mod, int b, int head) {
+  return mod * p.qa_stride[0] + b * p.qa_stride[1] + head * p.qa_stride[2];
+}
+__device__ __forceinline__ int64_t qr_offset(const MlaDecodeParams& p, int b, int head) {
+  return b * p.qr_stride[0] + head * p.qr_stride[1];
+}
+__device__ __forceinline__ float load_qb(const MlaDecodeParams& p, int mod, int b, int head) {
+  return p.qb ? load_q(p.qb, p.q_bf16, mod * p.qb_stride[0] + b * p.qb_stride[1] + head * p.qb_stride[2]) : 0.f;
+}
+
 // The key range of sequence b and, for int4, where the quantized store ends.
 struct SeqRange {
   int lo, hi;  // keys [lo, hi)
@@ -200,15 +221,19 @@ struct TcState {
   float l_part[MT][2];  // the thread's share of the row sums (same rescaling as o)
 };
 
-// Row r of the CTA's MMA rows -> (modality, head).
-template <int NMOD>
+// Row r of the CTA's MMA rows -> (modality, head). With two modalities the first MT/2 m-tiles are the
+// text rows of the block's MT * 8 heads and the last MT/2 the image rows of the same heads, in the same
+// order: a thread holds (head, token) of both in the same fragment slots, and a tile whose tokens are all
+// of one modality skips the other modality's m-tiles.
+template <int NMOD, int MT>
 __device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head) {
   if (NMOD == 1) {
     mod = 0;
     head = head0 + row;
   } else {
-    mod = (row >> 3) & 1;
-    head = head0 + (row >> 4) * 8 + (row & 7);
+    constexpr int kHalf = MT * 8;
+    mod = row >= kHalf ? 1 : 0;
+    head = head0 + row - mod * kHalf;
   }
 }
 
@@ -334,38 +359,41 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
 }
 
 // One tile: scores, online softmax, P, and O += P C. ctile/ktile: bf16 tiles of tokens [tok0, tok0 + 64).
+// Two modalities (row_to_head): m-tiles [0, MT/2) are the text rows, [MT/2, MT) the image rows of the same
+// heads. The RoPE product (the same for both) is computed once per head; a warp whose 8 tokens hold no
+// image (text) token skips the image (text) rows' latent products, and the CTA skips their P C products
+// when none of the tile's 64 tokens needs them (an image is a contiguous run of tokens, so most tiles of
+// a real context are of one modality).
 template <int NMOD, int MT, int NTW>
 __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
                                              uint32_t ctile, uint32_t ktile, int tok0, int vlo, int vhi,
                                              uint32_t mods, const RowInfo (&ri)[MT], float scale_log2,
                                              TcState<NMOD, MT, NTW>& st) {
+  static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
+  constexpr int MH = NMOD == 1 ? MT : MT / 2;  // m-tiles of head rows (text rows with two modalities)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
   const uint32_t sbase = smem_addr(smem);
 
-  // ---- scores of the warp's 8 tokens for all rows
+  // ---- the thread's two tokens: valid, and which modality
+  const int j0 = tok0 + warp * 8 + 2 * tig;
+  const bool v0 = j0 >= vlo && j0 < vhi, v1 = j0 + 1 >= vlo && j0 + 1 < vhi;
+  const bool img0 = NMOD == 2 && (mods & 1u), img1 = NMOD == 2 && (mods & 2u);  // load_mods: valid tokens only
+  bool warp_txt = true, warp_img = false;
+  if (NMOD == 2) {
+    warp_txt = __any_sync(0xffffffffu, (v0 && !img0) || (v1 && !img1));
+    warp_img = __any_sync(0xffffffffu, img0 || img1);
+  }
+
+  // ---- scores of the warp's 8 tokens: the RoPE product into the head rows, copied to the image rows,
+  // then each modality's latent product
   float s[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.f;
   {
-    const uint32_t b_addr = ctile + (warp * 8 + (lane & 7)) * g.c_stride + ((lane >> 3) & 1) * 16;
-    const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
-#pragma unroll 4
-    for (int k = 0; k < p.r_kv; k += 16) {
-      uint32_t b0, b1;
-      ldsm_x2(b_addr + k * 2, b0, b1);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        uint32_t a0, a1, a2, a3;
-        ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
-        mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
-      }
-    }
-  }
-  {
     const uint32_t b_addr = ktile + (warp * 8 + (lane & 7)) * g.k_stride + ((lane >> 3) & 1) * 16;
     const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+    for (int mt = 0; mt < MH; ++mt) {
       for (int kr = 0; kr < g.rope_pad; kr += 16) {
         uint32_t a0, a1, a2, a3;
         ldsm_x4(a_addr + mt * 16 * g.qr_stride + kr * 2, a0, a1, a2, a3);
@@ -377,50 +405,69 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
           mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
         }
       }
+      if (NMOD == 2) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[(mt + MH) % MT][e] = s[mt][e];
+      }
+    }
+  }
+  {
+    const uint32_t b_addr = ctile + (warp * 8 + (lane & 7)) * g.c_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
+#pragma unroll 4
+    for (int k = 0; k < p.r_kv; k += 16) {
+      uint32_t b0, b1;
+      ldsm_x2(b_addr + k * 2, b0, b1);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!(mt < MH ? warp_txt : warp_img)) continue;
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
+        mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
+      }
     }
   }
 
-  // ---- scores in the log2 domain, masked; the thread's row maxima over its two tokens
-  const int j0 = tok0 + warp * 8 + 2 * tig;
-  const bool v0 = j0 >= vlo && j0 < vhi, v1 = j0 + 1 >= vlo && j0 + 1 < vhi;
-  float tmax[MT][2];
+  // ---- scores in the log2 domain, masked (each token's own modality with two); the row maxima over
+  // the thread's two tokens
+  float tmax[MH][2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      s[mt][2 * h] = v0 ? (s[mt][2 * h] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
-      s[mt][2 * h + 1] = v1 ? (s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
-    }
-    if (NMOD == 1) {
-      tmax[mt][0] = fmaxf(s[mt][0], s[mt][1]);
-      tmax[mt][1] = fmaxf(s[mt][2], s[mt][3]);
-    } else {
-      // rows gid (text) and gid + 8 (image) are one head: keep the score of each token's modality
-      s[mt][0] = (mods & 1u) ? s[mt][2] : s[mt][0];
-      s[mt][1] = (mods & 2u) ? s[mt][3] : s[mt][1];
-      tmax[mt][0] = tmax[mt][1] = fmaxf(s[mt][0], s[mt][1]);
-    }
+  for (int mt = 0; mt < MH; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      if (NMOD == 1) {
+        s[mt][2 * h] = v0 ? (s[mt][2 * h] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+        s[mt][2 * h + 1] = v1 ? (s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+      } else {
+        const int mi = (mt + MH) % MT;  // the image rows of the same heads
+        s[mt][2 * h] = v0 ? (img0 ? s[mi][2 * h] + ri[mi].bias[h] : s[mt][2 * h] + ri[mt].bias[h]) * scale_log2
+                          : -INFINITY;
+        s[mt][2 * h + 1] =
+            v1 ? (img1 ? s[mi][2 * h + 1] + ri[mi].bias[h] : s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2
+               : -INFINITY;
+      }
+      tmax[mt][h] = fmaxf(s[mt][2 * h], s[mt][2 * h + 1]);
       tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 1));
       tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 2));
     }
   }
   static_assert(kWarps == 8, "the row maxima are read as two float4 per row");
-  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [kRows][8 warps]
+  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [kRows][8 warps]; head rows only
   if (tig == 0) {
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+    for (int mt = 0; mt < MH; ++mt) {
       red_max[(mt * 16 + gid) * kWarps + warp] = tmax[mt][0];
       red_max[(mt * 16 + gid + 8) * kWarps + warp] = tmax[mt][1];
     }
   }
-  __syncthreads();
+  // with two modalities the barrier also tells whether any warp of the CTA saw an image token
+  const bool cta_img = NMOD == 2 ? __syncthreads_or(warp_img) != 0 : (__syncthreads(), false);
 
-  // ---- new running max, rescale, P
+  // ---- new running max (shared by a head's rows of both modalities), rescale, P
   unsigned char* psm = smem + g.off_p;
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
+  for (int mt = 0; mt < MH; ++mt) {
+    constexpr int kMods = NMOD;
     float m_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -432,36 +479,34 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
       const float alpha = m_new == -INFINITY ? 1.f : exp2f(st.m_run[mt][h] - m_new);
       st.m_run[mt][h] = m_new;
       m_use[h] = m_new == -INFINITY ? 0.f : m_new;
-      st.l_part[mt][h] *= alpha;
 #pragma unroll
-      for (int i = 0; i < NTW; ++i) {
-        st.o[mt][i][2 * h] *= alpha;
-        st.o[mt][i][2 * h + 1] *= alpha;
+      for (int md = 0; md < kMods; ++md) {
+        const int mr = mt + md * MH;  // this head's rows of modality md
+        st.l_part[mr][h] *= alpha;
+#pragma unroll
+        for (int i = 0; i < NTW; ++i) {
+          st.o[mr][i][2 * h] *= alpha;
+          st.o[mr][i][2 * h + 1] *= alpha;
+        }
       }
-    }
-    float pv[2][2];  // [row half][token]
-    if (NMOD == 1) {
-      pv[0][0] = exp2f(s[mt][0] - m_use[0]);
-      pv[0][1] = exp2f(s[mt][1] - m_use[0]);
-      pv[1][0] = exp2f(s[mt][2] - m_use[1]);
-      pv[1][1] = exp2f(s[mt][3] - m_use[1]);
-    } else {
-      const float e0 = exp2f(s[mt][0] - m_use[0]), e1 = exp2f(s[mt][1] - m_use[0]);
-      pv[0][0] = (mods & 1u) ? 0.f : e0;
-      pv[1][0] = (mods & 1u) ? e0 : 0.f;
-      pv[0][1] = (mods & 2u) ? 0.f : e1;
-      pv[1][1] = (mods & 2u) ? e1 : 0.f;
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      st.l_part[mt][h] += pv[h][0] + pv[h][1];
-      *reinterpret_cast<uint32_t*>(psm + (mt * 16 + gid + 8 * h) * g.p_stride + (warp * 8 + 2 * tig) * 2) =
-          pack_bf16x2(pv[h][0], pv[h][1]);
+      const float e0 = exp2f(s[mt][2 * h] - m_use[h]), e1 = exp2f(s[mt][2 * h + 1] - m_use[h]);
+#pragma unroll
+      for (int md = 0; md < kMods; ++md) {
+        const int mr = mt + md * MH;
+        const float p0 = (NMOD == 1 || img0 == (md == 1)) ? e0 : 0.f;
+        const float p1 = (NMOD == 1 || img1 == (md == 1)) ? e1 : 0.f;
+        st.l_part[mr][h] += p0 + p1;
+        *reinterpret_cast<uint32_t*>(psm + (mr * 16 + gid + 8 * h) * g.p_stride + (warp * 8 + 2 * tig) * 2) =
+            pack_bf16x2(p0, p1);
+      }
     }
   }
-  __syncthreads();
+  const bool cta_txt = NMOD == 2 ? __syncthreads_or(warp_txt) != 0 : (__syncthreads(), true);
 
-  // ---- O += P C over the warp's output columns
+  // ---- O += P C over the warp's output columns (the m-tiles of a modality with tokens in the tile)
   const uint32_t pa_addr = sbase + g.off_p + (lane & 15) * g.p_stride + (lane >> 4) * 16;
 #pragma unroll
   for (int ks = 0; ks < kTile / 16; ++ks) {
@@ -473,6 +518,7 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
     }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
+      if (!(mt < MH ? cta_txt : cta_img)) continue;
       uint32_t a0, a1, a2, a3;
       ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
 #pragma unroll
@@ -498,24 +544,24 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
   for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += kThreads) {
     const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
     int mod, head;
-    row_to_head<NMOD>(row, head0, mod, head);
+    row_to_head<NMOD, MT>(row, head0, mod, head);
     float x0 = 0.f, x1 = 0.f;
     if (head < p.h_q) {
-      const float* q = p.qa + ((int64_t(mod) * p.b + b) * p.h_q + head) * p.r_kv + 2 * c2;
-      x0 = q[0];
-      x1 = q[1];
+      const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
+      x0 = load_q(p.qa, p.q_bf16, off);
+      x1 = load_q(p.qa, p.q_bf16, off + 1);
     }
     *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
   }
   for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += kThreads) {
     const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
     int mod, head;
-    row_to_head<NMOD>(row, head0, mod, head);
+    row_to_head<NMOD, MT>(row, head0, mod, head);
     float x0 = 0.f, x1 = 0.f;
     if (head < p.h_q && 2 * c2 < p.d_rope) {
-      const float* q = p.qr + (int64_t(b) * p.h_q + head) * p.d_rope + 2 * c2;
-      x0 = q[0];
-      x1 = q[1];
+      const int64_t off = qr_offset(p, b, head) + 2 * c2;
+      x0 = load_q(p.qr, p.q_bf16, off);
+      x1 = load_q(p.qr, p.q_bf16, off + 1);
     }
     *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
   }
@@ -535,11 +581,11 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       int mod, head;
-      row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+      row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
       ri[mt].grp[h] = head < p.h_q ? head / gsize : -1;
-      ri[mt].bias[h] = (head < p.h_q && p.qb != nullptr) ? p.qb[(int64_t(mod) * p.b + b) * p.h_q + head] : 0.f;
+      ri[mt].bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
     }
-    const int first = head0 + mt * (16 / NMOD), last = min(first + 16 / NMOD, p.h_q) - 1;
+    const int first = head0 + (NMOD == 1 ? mt : mt % (MT / 2)) * 16, last = min(first + 16, p.h_q) - 1;
     ri[mt].g_lo = first < p.h_q ? first / gsize : 1;
     ri[mt].g_hi = first < p.h_q ? last / gsize : 0;
   }
@@ -654,7 +700,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
   const Partials w = partials(p, g.total_splits);
   if (tid < kRows) {
     int mod, head;
-    row_to_head<NMOD>(tid, head0, mod, head);
+    row_to_head<NMOD, MT>(tid, head0, mod, head);
     if (head < p.h_q) {
       float l = 0.f;
       for (int ww = 0; ww < kWarps; ++ww) l += red_l[ww * kRows + tid];
@@ -667,7 +713,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         int mod, head;
-        row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+        row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
         if (head < p.h_q && mod == 0) w.m[(int64_t(split) * p.b + b) * p.h_q + head] = st.m_run[mt][h];
       }
     }
@@ -677,7 +723,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       int mod, head;
-      row_to_head<NMOD>(mt * 16 + gid + 8 * h, head0, mod, head);
+      row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
       if (head >= p.h_q) continue;
       float* out = w.acc + ((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q * int64_t(p.r_kv) +
                    int64_t(head) * p.r_kv;
@@ -726,12 +772,12 @@ __global__ void __launch_bounds__(kGenericThreads)
   const int grp = head / (p.h_q / p.h_kv);
   for (int i = tid; i < NMOD * p.r_kv; i += kGenericThreads) {
     const int m = i / p.r_kv, d = i - m * p.r_kv;
-    q_s[i] = p.qa[((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv + d];
+    q_s[i] = load_q(p.qa, p.q_bf16, qa_offset(p, m, b, head) + d);
   }
-  for (int i = tid; i < p.d_rope; i += kGenericThreads) qr_s[i] = p.qr[(int64_t(b) * p.h_q + head) * p.d_rope + i];
+  for (int i = tid; i < p.d_rope; i += kGenericThreads) qr_s[i] = load_q(p.qr, p.q_bf16, qr_offset(p, b, head) + i);
   float bias[NMOD];
 #pragma unroll
-  for (int m = 0; m < NMOD; ++m) bias[m] = p.qb ? p.qb[(int64_t(m) * p.b + b) * p.h_q + head] : 0.f;
+  for (int m = 0; m < NMOD; ++m) bias[m] = load_qb(p, m, b, head);
   const float scale_log2 = p.scale * kLog2e;
   const SeqRange sr = seq_range(p, b);
   int t_first, t_end;
@@ -874,8 +920,9 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const float total = mass0 + mass1;
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
   if (tid == 0) {
-    p.mass[int64_t(b) * p.h_q + head] = mass0 * inv;
-    if (p.n_mod == 2) p.mass[(int64_t(p.b) + b) * p.h_q + head] = mass1 * inv;
+    const int64_t off = b * p.mass_stride[1] + head * p.mass_stride[2];
+    store_out(p.mass, p.out_bf16, off, mass0 * inv);
+    if (p.n_mod == 2) store_out(p.mass, p.out_bf16, off + p.mass_stride[0], mass1 * inv);
   }
   __syncthreads();  // wts written
   // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
@@ -886,7 +933,21 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
     const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
                         int64_t(head) * nc4;
     const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
-    float4* out = reinterpret_cast<float4*>(p.acc + ((int64_t(m) * p.b + b) * p.h_q + head) * p.r_kv);
+    const int64_t out0 = m * p.acc_stride[0] + b * p.acc_stride[1] + head * p.acc_stride[2];
+    auto store4 = [&](int c4, const float4& v) {  // columns 4 c4 .. 4 c4 + 3, normalized
+      const int64_t o = out0 + 4 * int64_t(c4);
+      if (p.out_bf16) {
+        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.acc) + o);
+        d[0] = __floats2bfloat162_rn(v.x * inv, v.y * inv);  // 4-byte aligned: checked by the host
+        d[1] = __floats2bfloat162_rn(v.z * inv, v.w * inv);
+      } else {
+        float* d = static_cast<float*>(p.acc) + o;
+        d[0] = v.x * inv;
+        d[1] = v.y * inv;
+        d[2] = v.z * inv;
+        d[3] = v.w * inv;
+      }
+    };
     for (int c0 = 0; c0 < nc4; c0 += kCombineThreads) {
       const int c4 = c0 + tid % min(nc4, kCombineThreads);
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -904,7 +965,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
         }
       }
       if (nsg == 1) {
-        if (c4 < nc4) out[c4] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+        if (c4 < nc4) store4(c4, a);
         continue;
       }
       if (sg < nsg) part[tid] = a;
@@ -918,7 +979,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
           t.z += v.z;
           t.w += v.w;
         }
-        out[tid] = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
+        store4(tid, t);
       }
       __syncthreads();
     }
