@@ -1,5 +1,7 @@
 #include "kernels/ops.h"
 
+#include <ATen/ExpandUtils.h>
+
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
 
@@ -9,6 +11,7 @@
 
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
+#include "kernels/cuda/rope.h"
 #endif
 
 namespace vlm2mla {
@@ -223,6 +226,60 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
   return out;
 #else
   (void)eps;
+  return {};
+#endif
+}
+
+const char* fused_rope_unusable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!x.defined() || !cos.defined() || !sin.defined()) return "x, cos and sin must be defined";
+  if (!x.is_cuda()) return "x is not a CUDA tensor";
+  if (cos.device() != x.device() || sin.device() != x.device()) return "cos and sin are not on x's device";
+  const at::ScalarType t = x.scalar_type();
+  if (cos.scalar_type() != t || sin.scalar_type() != t) return "x, cos and sin differ in dtype";
+  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the dtype is not bf16, fp16 or float32";
+  if (x.dim() < 1 || x.dim() > kRopeMaxDims) return "x needs 1 to 8 dims";
+  if (x.size(-1) % 2 != 0) return "x's last dim is odd";
+  if (!at::is_expandable_to(cos.sizes(), x.sizes()) || !at::is_expandable_to(sin.sizes(), x.sizes())) {
+    return "cos and sin do not broadcast to x's shape";
+  }
+  if (x.requires_grad() || cos.requires_grad() || sin.requires_grad()) return "a tensor requires grad (no backward)";
+  return nullptr;
+#else
+  (void)x, (void)cos, (void)sin;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const char* why = fused_rope_unusable(x, cos, sin);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope: ", why,
+                " (it needs a CUDA build and CUDA tensors x [..., d], cos and sin broadcastable to x, of one dtype: "
+                "bf16, fp16 or float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", cos ",
+                cos.sizes(), " ", cos.scalar_type(), ", sin ", sin.sizes(), " ", sin.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);  // x's strides where x is dense
+  if (out.numel() == 0) return out;
+  const at::Tensor c = cos.expand(x.sizes()), s = sin.expand(x.sizes());  // 0 strides along broadcast dims
+  RopeParams p{};
+  p.x = x.data_ptr();
+  p.cos = c.data_ptr();
+  p.sin = s.data_ptr();
+  p.out = out.data_ptr();
+  const at::ScalarType t = x.scalar_type();
+  p.dtype = t == at::kBFloat16 ? RopeDtype::kBf16 : t == at::kHalf ? RopeDtype::kFp16 : RopeDtype::kFp32;
+  p.dims = int(x.dim());
+  for (int j = 0; j < p.dims; ++j) {
+    p.size[j] = x.size(j);
+    p.x_stride[j] = x.stride(j);
+    p.cos_stride[j] = c.stride(j);
+    p.sin_stride[j] = s.stride(j);
+    p.out_stride[j] = out.stride(j);
+  }
+  launch_rope(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return out;
+#else
   return {};
 #endif
 }

@@ -45,4 +45,16 @@ class MlaDecodeLaunch {
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
+// Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
+// cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's
+// apply_rope, its twin). x [..., d] (d even, at most 8 dims, any strides); cos and sin broadcastable to x's
+// shape; CUDA tensors of one dtype (bf16, fp16 or float32) on one device, none requiring grad. The result
+// has x's shape and, where x is dense, x's strides (as libtorch's result would), else it is contiguous.
+// fused_rope_unusable(): nullptr when this build has the kernel and the tensors fit it, else why not.
+const char* fused_rope_unusable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+inline bool fused_rope_usable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  return fused_rope_unusable(x, cos, sin) == nullptr;
+}
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);  // ArgumentError if not usable
+
 }  // namespace vlm2mla

@@ -31,10 +31,6 @@ at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, c
   return at::where(image.to(text.device()).unsqueeze(-1), image_result, text);
 }
 
-at::Tensor rope_part(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  return x * cos + rotate_half(x) * sin;
-}
-
 }  // namespace
 
 at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const at::Tensor& h,
@@ -56,11 +52,11 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R});
   at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
   out.k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
-  out.k_rope = rope_part(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
+  out.k_rope = apply_rope(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
   // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
   const int64_t groups = h_q / h_kv;
   at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
-  at::Tensor q_rot = rope_part(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
+  at::Tensor q_rot = apply_rope(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
   out.q = at::cat({q_rot.reshape({b, h_q, s, R}), out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
     out.latent = mla_latent(m, w, h, image);

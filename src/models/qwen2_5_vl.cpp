@@ -78,9 +78,7 @@ std::vector<Grid> read_grids(const at::Tensor& grid_thw, const QwenVisionConfig&
 
 // [s, heads, hd] rotated in float32 with [s, hd] cos/sin, back in x's dtype.
 at::Tensor rope_vision(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor c = cos.unsqueeze(-2), s = sin.unsqueeze(-2);
-  return (xf * c + rotate_half(xf) * s).to(x.scalar_type());
+  return apply_rope(x.to(at::kFloat), cos.unsqueeze(-2), sin.unsqueeze(-2)).to(x.scalar_type());  // [s, 1, hd]
 }
 
 // Block-diagonal mask over segments [cu[i], cu[i+1]): [1, 1, n, n] bool.

@@ -1,8 +1,32 @@
 #include "nn/rope.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "kernels/ops.h"
 
 namespace vlm2mla {
+
+namespace {
+std::atomic<int>& fused_rope_flag() {  // -1: not yet read from the environment
+  static std::atomic<int> flag{-1};
+  return flag;
+}
+}  // namespace
+
+void set_fused_rope(bool on) { fused_rope_flag() = on ? 1 : 0; }
+
+bool fused_rope_enabled() {
+  int f = fused_rope_flag().load();
+  if (f < 0) {
+    const char* env = std::getenv("VLM2MLA_FUSED_ROPE");
+    f = env && std::string(env) == "0" ? 0 : 1;
+    fused_rope_flag() = f;
+  }
+  return f == 1;
+}
 
 RopeTable make_rope_table(const RopeParameters& rope, int64_t head_dim) {
   // inv_freq = 1 / base^(arange(0, d, 2) / d), in float32 as transformers computes it.
@@ -67,9 +91,13 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs) {
-  at::Tensor cos = cs.cos.unsqueeze(1), sin = cs.sin.unsqueeze(1);  // [b, 1, s, d]
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (fused_rope_enabled() && fused_rope_usable(x, cos, sin)) return fused_rope(x, cos, sin);  // CUDA only
   return x * cos + rotate_half(x) * sin;
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs) {
+  return apply_rope(x, cs.cos.unsqueeze(1), cs.sin.unsqueeze(1));  // cos/sin [b, 1, s, d]
 }
 
 }  // namespace vlm2mla

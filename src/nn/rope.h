@@ -30,6 +30,14 @@ RopeCosSin rope_cos_sin(const RopeTable& table, const at::Tensor& position_ids, 
 // x: [b, h, s, d_h]; cos/sin [b, s, d_h]. Returns x*cos + rotate_half(x)*sin.
 at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs);
 
+// x [..., d]; cos and sin broadcastable to x's shape: x*cos + rotate_half(x)*sin, in x's shape.
+// On CUDA tensors (of one dtype) with the fused kernel switched on, one launch of kernels/cuda/rope,
+// bit-identical to these libtorch steps (its twin), so on by default; set_fused_rope(false), or
+// VLM2MLA_FUSED_ROPE=0 in the environment, turn it off. CPU tensors always take the steps.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+void set_fused_rope(bool on);
+bool fused_rope_enabled();
+
 // [..., d] -> cat(-x[..., d/2:], x[..., :d/2])
 at::Tensor rotate_half(const at::Tensor& x);
 

@@ -2,8 +2,12 @@
 // with a cache): step by step on every fixture family, unconverted (dense K/V cache) and converted
 // (latent cache), float and quantized caches (windows crossed during the steps, and prompts shorter
 // than the window); greedy generation through each decode mode; and, on a GPU, the CUDA graph that
-// replays the static step against the step run eagerly.
+// replays the static step against the step run eagerly; the fused RMSNorm and RoPE switches.
 #include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "convert/converted_fixture.h"
 #include "convert/converter.h"
@@ -15,6 +19,7 @@
 #include "kvcache/latent_kv_cache.h"
 #include "models/model.h"
 #include "nn/layers.h"
+#include "nn/rope.h"
 #include "support/fixtures.h"
 
 namespace vlm2mla {
@@ -31,9 +36,10 @@ ModelInputs fixture_inputs(const std::string& name) {
 
 // Prefill, then `steps` one-token steps fed the dynamic path's greedy tokens, on two caches: the worst
 // relative difference of the static step's logits (StaticDecodeSteps, generate's own) from the dynamic
-// step's over all steps. With `graph`, the static steps replay as a CUDA graph.
+// step's over all steps. With `graph`, the static steps replay as a CUDA graph. With `logits`, every
+// step's dynamic [b, 1, V] and static [b, V] logits (float32, CPU) are appended to it.
 double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec* spec, int64_t steps,
-                         bool graph = false) {
+                         bool graph = false, std::vector<at::Tensor>* logits = nullptr) {
   const TextDecoder& dec = m.decoder();
   Prompt p = m.prepare(in, false);
   const int64_t b = p.input_ids.size(0), t = p.input_ids.size(1);
@@ -55,6 +61,7 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
     at::Tensor ld = dec.lm_head(dec.forward_hidden(step, dyn.get())).to(at::kFloat).cpu();  // [b, 1, V]
     at::Tensor ls = fixed.step(tok).to(at::kFloat).cpu();                                     // [b, V]
     worst = std::max(worst, max_rel_error(ls.unsqueeze(1), ld));
+    if (logits) logits->insert(logits->end(), {ld, ls});
     tok = ld.argmax(-1);
     pos = pos + 1;
   }
@@ -194,6 +201,20 @@ TEST(SyntheticCache, FillsThePromptPositionsAndDecodes) {
   }
 }
 
+// The fixture's model md-converted (R = 4, D = 4), written to `path` and loaded with `load`.
+std::shared_ptr<Model> md_converted(const std::string& name, const std::string& path, const LoadOptions& load) {
+  const std::string dir = fixtures_dir() + "/" + name;
+  auto original = Model::load(dir + "/model", LoadOptions{});
+  convert::CalibrationInputs calib = convert::calibration_inputs(fixture_inputs(name));
+  convert::ConvertOptions o;
+  o.rope_strategy = "2-norm";
+  o.rope_dims = 4;
+  o.svd = SvdMethod::kMd;
+  o.kv_rank = {4};
+  convert::write_converted(dir + "/model", path, convert::convert_model(*original, o, &calib));
+  return Model::load(path, load);
+}
+
 // On a GPU: the static step replayed as a CUDA graph against the same step run eagerly (identical
 // launches: equal logits), and against the dynamic step (bf16: different reduction splits), for an
 // unconverted model over a bf16 dense cache and for an md-converted Qwen2.5-VL over bf16 and int4
@@ -213,17 +234,7 @@ TEST(StaticDecodeCuda, GraphReplaysEqualTheEagerStaticStep) {
   const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   cases.push_back({"unconverted, bf16 dense cache", Model::load(dir + "/model", bf16), in,
                    CacheSpec{CacheType::kBf16, 8, 4}});
-  {
-    auto original = Model::load(dir + "/model", LoadOptions{});
-    convert::CalibrationInputs calib = convert::calibration_inputs(in);
-    convert::ConvertOptions o;
-    o.rope_strategy = "2-norm";
-    o.rope_dims = 4;
-    o.svd = SvdMethod::kMd;
-    o.kv_rank = {4};
-    convert::write_converted(dir + "/model", tmp.file("mla"), convert::convert_model(*original, o, &calib));
-  }
-  auto mla = Model::load(tmp.file("mla"), bf16);
+  auto mla = md_converted("vlm/qwen2_5_vl", tmp.file("mla"), bf16);
   cases.push_back({"md, bf16 latent cache", mla, in, CacheSpec{CacheType::kBf16, 8, 4}});
   cases.push_back({"md, int4 latent cache", mla, in, CacheSpec{CacheType::kInt4, 8, 4}});
   for (const Case& c : cases) {
@@ -275,6 +286,52 @@ TEST(FusedRmsNormSwitch, CpuUnchangedAndGpuWithinBf16) {
               graph);
   EXPECT_LT(err, 3e-2);
   EXPECT_LT(graph, 3e-2);
+}
+
+// The fused RoPE switch (on by default): bit-identical to the libtorch steps, so switching it changes
+// nothing anywhere: not on the CPU (the steps run either way), and on a GPU neither the bf16 logits of a
+// prompt (vision tower, M-RoPE decoder) nor decode steps, dynamic and replayed as CUDA graphs, of an
+// unconverted model (apply_rope on q and k) and an md-converted one (the MLA key and query), over bf16
+// and int4 caches.
+TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  struct Restore {
+    bool on;
+    ~Restore() { set_fused_rope(on); }
+  } restore{fused_rope_enabled()};
+  struct Case {
+    std::string what;
+    std::shared_ptr<Model> model;
+    std::optional<CacheSpec> spec;
+  };
+  // Prompt logits, then the dynamic and static (graph: replayed) decode steps' logits.
+  auto run = [&](const Case& c, bool fused, bool graph) {
+    set_fused_rope(fused);
+    std::vector<at::Tensor> out = {c.model->logits(in).to(at::kFloat).cpu()};
+    static_vs_dynamic(*c.model, in, c.spec ? &*c.spec : nullptr, 4, graph, &out);
+    return out;
+  };
+  auto expect_unchanged = [&](const Case& c, bool graph) {
+    const std::vector<at::Tensor> off = run(c, false, graph), on = run(c, true, graph);
+    ASSERT_EQ(on.size(), off.size());
+    for (size_t i = 0; i < on.size(); ++i) {
+      EXPECT_TRUE(at::equal(on[i], off[i])) << c.what << ": " << (i == 0 ? "prompt logits" : "decode step logits ")
+                                            << (i == 0 ? "" : std::to_string((i - 1) / 2)) << ", max abs. difference "
+                                            << (on[i] - off[i]).abs().max().item<double>();
+    }
+  };
+  expect_unchanged({"cpu, unconverted", Model::load(dir + "/model", LoadOptions{}), std::nullopt}, false);
+  expect_unchanged({"cpu, md", converted(name).model, std::nullopt}, false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  for (const Case& c : {Case{"unconverted, bf16 dense cache", Model::load(dir + "/model", bf16), CacheSpec{CacheType::kBf16, 8, 4}},
+                        Case{"md, bf16 latent cache", mla, CacheSpec{CacheType::kBf16, 8, 4}},
+                        Case{"md, int4 latent cache", mla, CacheSpec{CacheType::kInt4, 8, 4}}}) {
+    expect_unchanged(c, true);
+  }
 }
 
 }  // namespace

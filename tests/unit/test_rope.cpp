@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "nn/rope.h"
 
@@ -78,6 +81,33 @@ TEST(Rope, RotationPreservesPairNormsAndMatchesAngles) {
   EXPECT_NEAR(y[0][0][1][5].item<double>(), b * std::cos(angle) + a * std::sin(angle), 1e-5);
   // Position 0 is the identity.
   EXPECT_TRUE(at::allclose(y.select(2, 0), x.select(2, 0)));
+}
+
+// The fused kernel's switch: on unless VLM2MLA_FUSED_ROPE=0; CPU tensors take the libtorch steps either
+// way, in apply_rope's shapes and the MLA key/query shapes (cos broadcast over heads and query groups).
+TEST(Rope, FusedSwitchLeavesCpuResultsUnchanged) {
+  const char* env = std::getenv("VLM2MLA_FUSED_ROPE");
+  const bool before = fused_rope_enabled();
+  EXPECT_EQ(before, !(env && std::string(env) == "0"));
+  RopeCosSin cs = rope_cos_sin(make_rope_table(RopeParameters{}, 8), at::arange(6, at::kLong).view({2, 3}), at::kBFloat16);
+  at::Tensor x = at::randn({2, 3, 4, 8}).to(at::kBFloat16).transpose(1, 2);  // [b, h, s, d]
+  at::Tensor k = at::randn({2, 3, 2, 8}).to(at::kBFloat16);                  // [b, s, h_kv, R]
+  at::Tensor ck = at::randn({2, 3, 2, 8}).to(at::kBFloat16), sk = at::randn({2, 3, 2, 8}).to(at::kBFloat16);
+  at::Tensor q = at::randn({2, 2, 3, 3, 8}).to(at::kBFloat16);               // [b, h_kv, g, s, R]
+  at::Tensor cq = ck.transpose(1, 2).unsqueeze(2), sq = sk.transpose(1, 2).unsqueeze(2);  // [b, h_kv, 1, s, R]
+  std::vector<at::Tensor> got[2];
+  for (bool on : {false, true}) {
+    set_fused_rope(on);
+    EXPECT_EQ(fused_rope_enabled(), on);
+    got[on] = {apply_rope(x, cs), apply_rope(k, ck, sk), apply_rope(q, cq, sq)};
+  }
+  set_fused_rope(before);
+  const std::vector<at::Tensor> want = {x * cs.cos.unsqueeze(1) + rotate_half(x) * cs.sin.unsqueeze(1),
+                                        k * ck + rotate_half(k) * sk, q * cq + rotate_half(q) * sq};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(at::equal(got[0][i], want[i])) << i;
+    EXPECT_TRUE(at::equal(got[1][i], want[i])) << i;
+  }
 }
 
 }  // namespace

@@ -1,31 +1,12 @@
 #include "kernels/cuda/rms_norm.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <type_traits>
-
 #include "core/error.h"
+#include "kernels/cuda/element.cuh"
 
 namespace vlm2mla {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return v;
-}
-
-// Round to nearest even, as libtorch's casts do.
-template <typename T>
-__device__ __forceinline__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return v;
-}
 
 // One CTA per row: the sum of squares reduced over the CTA, then each element normalised, rounded to T
 // and multiplied by its weight (the product rounded to T), as libtorch computes `weight * normed`.

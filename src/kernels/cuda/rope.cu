@@ -1,0 +1,86 @@
+#include "kernels/cuda/rope.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "kernels/cuda/element.cuh"
+
+namespace vlm2mla {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 4096;  // a grid-stride loop covers the rest
+
+// libtorch's steps for one output element: a = x * c and r = y * s each rounded to T (libtorch computes a
+// 16-bit product in float32 and rounds it; a float32 product is one rounding), then a + r in float32,
+// rounded to T. The _rn intrinsics are never contracted into an FMA, which would skip a rounding.
+template <typename T>
+__device__ __forceinline__ T rope_element(float x, float c, float y, float s) {
+  const float a = to_float(from_float<T>(__fmul_rn(x, c)));
+  const float r = to_float(from_float<T>(__fmul_rn(y, s)));
+  return from_float<T>(__fadd_rn(a, r));
+}
+
+// One thread per frequency pair (i, i + d/2) of a row: reads x's two elements once and writes
+//   out[i]       = x[i] * cos[i] + (-x[i + d/2]) * sin[i]
+//   out[i + d/2] = x[i + d/2] * cos[i + d/2] + x[i] * sin[i + d/2]
+// Rows are x's leading dims in row-major order, each tensor addressed through its own strides.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int64_t pairs) {
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ cos_p = static_cast<const T*>(p.cos);
+  const T* __restrict__ sin_p = static_cast<const T*>(p.sin);
+  T* __restrict__ out = static_cast<T*>(p.out);
+  const int last = p.dims - 1;
+  const int64_t half = p.size[last] / 2;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * kThreads) {
+    const int64_t k = i % half;
+    int64_t row = i / half;
+    int64_t xo = k * p.x_stride[last], co = k * p.cos_stride[last], so = k * p.sin_stride[last];
+    int64_t oo = k * p.out_stride[last];
+    for (int j = last - 1; j >= 0; --j) {
+      const int64_t idx = row % p.size[j];
+      row /= p.size[j];
+      xo += idx * p.x_stride[j];
+      co += idx * p.cos_stride[j];
+      so += idx * p.sin_stride[j];
+      oo += idx * p.out_stride[j];
+    }
+    const float x1 = to_float(x[xo]), x2 = to_float(x[xo + half * p.x_stride[last]]);
+    const float c1 = to_float(cos_p[co]), c2 = to_float(cos_p[co + half * p.cos_stride[last]]);
+    const float s1 = to_float(sin_p[so]), s2 = to_float(sin_p[so + half * p.sin_stride[last]]);
+    out[oo] = rope_element<T>(x1, c1, -x2, s1);
+    out[oo + half * p.out_stride[last]] = rope_element<T>(x2, c2, x1, s2);
+  }
+}
+
+template <typename T>
+void launch_typed(const RopeParams& p, int64_t pairs, cudaStream_t stream) {
+  const int64_t blocks = std::min<int64_t>((pairs + kThreads - 1) / kThreads, kMaxBlocks);
+  rope_kernel<T><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(p, pairs);
+}
+
+}  // namespace
+
+void launch_rope(const RopeParams& p, cudaStream_t stream) {
+  VLM2MLA_CHECK(p.dims >= 1 && p.dims <= kRopeMaxDims, ArgumentError, "rope: x has ", p.dims,
+                " dims; the kernel takes 1 to ", kRopeMaxDims);
+  const int64_t d = p.size[p.dims - 1];
+  VLM2MLA_CHECK(d >= 0 && d % 2 == 0, ArgumentError, "rope: the last dim (", d, ") must be even");
+  int64_t numel = 1;
+  for (int j = 0; j < p.dims; ++j) {
+    VLM2MLA_CHECK(p.size[j] >= 0, ArgumentError, "rope: size ", p.size[j], " of dim ", j, " is negative");
+    numel *= p.size[j];
+  }
+  if (numel == 0) return;
+  switch (p.dtype) {
+    case RopeDtype::kBf16: launch_typed<__nv_bfloat16>(p, numel / 2, stream); break;
+    case RopeDtype::kFp16: launch_typed<__half>(p, numel / 2, stream); break;
+    case RopeDtype::kFp32: launch_typed<float>(p, numel / 2, stream); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  VLM2MLA_CHECK(err == cudaSuccess, Error, "rope: launching the kernel failed: ", cudaGetErrorName(err), " (",
+                cudaGetErrorString(err), ")");
+}
+
+}  // namespace vlm2mla
