@@ -165,7 +165,8 @@ Conversion convert_model(const Model& original, const ConvertOptions& o, const C
     w1.layers[static_cast<size_t>(l)] =
         partial_rope_layer(c, dec.weights().layers[static_cast<size_t>(l)], mla.kept_pairs[static_cast<size_t>(l)]);
   }
-  const LoadOptions lo = dec.load_options();  // layers stay where the original's are (host or device)
+  LoadOptions lo = dec.load_options();  // layers stay where the original's are (host or device)
+  lo.fuse_projections = false;          // conversion's decoders read and rewrite single weights
   auto stage1_decoder = std::make_shared<TextDecoder>(c1, w1, lo);
   stage1_decoder->set_attention_backend(dec.attention_backend());
   out.stage1 = original.with_decoder(stage1_decoder);

@@ -11,6 +11,9 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
     : config_(std::move(config)), weights_(std::move(weights)), options_(options),
       rope_(make_rope_table(config_.rope, config_.head_dim)), backend_(default_attention_backend()) {
   rope_.inv_freq = rope_.inv_freq.to(options_.device);
+  if (options_.fuse_projections) {
+    for (auto& layer : weights_.layers) fuse_layer_projections(layer);
+  }
   if (config_.mla) {
     for (const auto& layer : config_.mla->kept_pairs) {
       mla_rope_dims_.push_back(mla_rope_dims(layer, config_.head_dim).to(options_.device));
@@ -123,9 +126,10 @@ QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, con
   if (config_.mla) return mla_qkv_expanded(config_, w, mla_rope_dims_[static_cast<size_t>(layer)], h, cs, visual);
   const int64_t b = h.size(0), s = h.size(1), dh = config_.head_dim;
   QkvHeads o;
-  o.q_pre = linear(h, w.q_proj).view({b, s, config_.num_attention_heads, dh}).transpose(1, 2);   // [b, h_q, s, d]
-  o.k_pre = linear(h, w.k_proj).view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);  // [b, h_kv, s, d]
-  o.v = linear(h, w.v_proj).view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);      // [b, h_kv, s, d]
+  const std::vector<at::Tensor> qkv = linear_group(h, {&w.q_proj, &w.k_proj, &w.v_proj});  // one GEMM where fused
+  o.q_pre = qkv[0].view({b, s, config_.num_attention_heads, dh}).transpose(1, 2);  // [b, h_q, s, d]
+  o.k_pre = qkv[1].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);  // [b, h_kv, s, d]
+  o.v = qkv[2].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);      // [b, h_kv, s, d]
   o.q = apply_rope(o.q_pre, cs);
   o.k = apply_rope(o.k_pre, cs);
   return o;

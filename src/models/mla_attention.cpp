@@ -31,13 +31,27 @@ at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, c
   return at::where(image.to(text.device()).unsqueeze(-1), image_result, text);
 }
 
+// The kv_a_proj of each projection set a step uses: the text set, and the image set when an md layer
+// picks per token.
+void add_latent_projections(const MlaConfig& m, const DecoderLayerWeights& w, const at::Tensor& image,
+                            std::vector<const LinearWeights*>& members) {
+  members.push_back(&w.kv.at(0).kv_a_proj);
+  if (any_image(m, image)) members.push_back(&w.kv.at(1).kv_a_proj);
+}
+
+// Each token's latent [b, s, r_kv] from the sets' results (text, then image when given).
+at::Tensor pick_latent(at::ArrayRef<at::Tensor> sets, const at::Tensor& image) {
+  return sets.size() == 2 ? by_modality(sets[0], sets[1], image) : sets[0];
+}
+
 }  // namespace
 
 at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const at::Tensor& h,
                       const at::Tensor& image) {
-  at::Tensor c = linear(h, w.kv.at(0).kv_a_proj);  // [b, s, r_kv]
-  if (any_image(mla, image)) c = by_modality(c, linear(h, w.kv.at(1).kv_a_proj), image);
-  return c;
+  std::vector<const LinearWeights*> members;
+  add_latent_projections(mla, w, image, members);
+  const std::vector<at::Tensor> c = linear_group(h, members);  // [b, s, r_kv] per set
+  return pick_latent(c, image);
 }
 
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
@@ -47,11 +61,21 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
   const int64_t R = m.qk_rope_head_dim, d_nope = dh - R;
   MlaStep out;
-  out.q_pre = linear(h, w.q_proj).view({b, s, h_q, dh}).transpose(1, 2);  // [b, h_q, s, d_h]
+  // Every projection of h as one GEMM where the layer is fused: q, the RoPE key, then the latent's
+  // kv_a_proj of each set used (low rank) or k_nope and v (svd none).
+  std::vector<const LinearWeights*> members = {&w.q_proj, &w.k_rope_proj};
+  if (m.low_rank()) {
+    add_latent_projections(m, w, image, members);
+  } else {
+    members.push_back(&w.k_nope_proj);
+    members.push_back(&w.v_proj);
+  }
+  const std::vector<at::Tensor> y = linear_group(h, members);  // [b, s, out_i] per member
+  out.q_pre = y[0].view({b, s, h_q, dh}).transpose(1, 2);  // [b, h_q, s, d_h]
   // cos/sin of each kv head's kept dims: [b, s, d_h] -> [b, s, h_kv, R]; query heads use their group's.
   at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R});
   at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
-  out.k_rope_pre = linear(h, w.k_rope_proj).view({b, s, h_kv, R});  // [b, s, h_kv, R]
+  out.k_rope_pre = y[1].view({b, s, h_kv, R});  // [b, s, h_kv, R]
   out.k_rope = apply_rope(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
   // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
   const int64_t groups = h_q / h_kv;
@@ -59,10 +83,10 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   at::Tensor q_rot = apply_rope(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
   out.q = at::cat({q_rot.reshape({b, h_q, s, R}), out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
-    out.latent = mla_latent(m, w, h, image);
+    out.latent = pick_latent(at::ArrayRef<at::Tensor>(y).slice(2), image);  // [b, s, r_kv]
   } else {
-    out.k_nope = linear(h, w.k_nope_proj).view({b, s, h_kv, d_nope});
-    out.v = linear(h, w.v_proj).view({b, s, h_kv, dh});
+    out.k_nope = y[2].view({b, s, h_kv, d_nope});
+    out.v = y[3].view({b, s, h_kv, dh});
   }
   return out;
 }

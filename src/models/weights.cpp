@@ -76,6 +76,21 @@ void for_each_param(const TextConfig& c, const TextLayout& layout, DecoderWeight
   if (!c.tie_word_embeddings) fn({layout.lm_head_prefix + "weight", {c.vocab_size, d}, &w.lm_head});
 }
 
+void fuse_layer_projections(DecoderLayerWeights& w) {
+  if (w.k_rope_proj.weight.defined()) {  // converted
+    std::vector<LinearWeights*> members = {&w.q_proj, &w.k_rope_proj};
+    if (w.k_nope_proj.weight.defined()) {  // svd none
+      members.push_back(&w.k_nope_proj);
+      members.push_back(&w.v_proj);
+    }
+    for (KvLatentWeights& set : w.kv) members.push_back(&set.kv_a_proj);
+    fuse_linears(members);
+  } else {
+    fuse_linears({&w.q_proj, &w.k_proj, &w.v_proj});
+  }
+  fuse_linears({&w.gate_proj, &w.up_proj});
+}
+
 DecoderLayerWeights layer_to(const DecoderLayerWeights& w, at::Device device) {
   auto t = [&](const at::Tensor& x) { return x.defined() ? x.to(device) : x; };
   auto lin = [&](const LinearWeights& l) { return LinearWeights{t(l.weight), t(l.bias)}; };

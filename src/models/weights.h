@@ -70,9 +70,22 @@ struct LoadOptions {
   // Keep the decoder layers in host memory; each visits `device` only while it runs (the rest of the
   // model lives on `device`). For converting models larger than device memory.
   bool layers_on_host = false;
+  // Inference only (generate, bench, logits): TextDecoder stores each layer's projections of one input
+  // as one tensor (fuse_layer_projections), so that they run as one GEMM. Never for conversion or
+  // fine-tuning, which read single weights, rewrite them or want their gradients.
+  bool fuse_projections = false;
 };
 
-// A layer's tensors (every defined one) on `device` (the same tensors when already there).
+// Inference only: the projections a layer runs on one input stored as adjacent row blocks of one
+// tensor per group (nn/layers.h fuse_linears; the originals are released, the bytes stay the same), so
+// linear_group runs each group as one GEMM: q, k, v; gate, up; converted layers q, k_rope and then
+// kv_a_proj of every set (low rank) or k_nope, v (svd none). Where only some members have a bias (the
+// latent's kv_a_proj has none, q and k_rope do with qkv_bias) the biased and the unbiased members form
+// two blocks. Layers without tensors are left alone.
+void fuse_layer_projections(DecoderLayerWeights& w);
+
+// A layer's tensors (every defined one) on `device` (the same tensors when already there). Each is
+// copied on its own: fused blocks arrive as separate tensors (linear_group runs them separately).
 DecoderLayerWeights layer_to(const DecoderLayerWeights& w, at::Device device);
 
 // One parameter, strictly: present, of the expected shape and a floating dtype (FormatError naming

@@ -27,6 +27,100 @@ bool fused_rms_norm_enabled() {
   return f == 1;
 }
 
+namespace {
+
+// b's elements follow a's in one storage: what lets two row blocks run as one.
+bool continues(const at::Tensor& a, const at::Tensor& b) {
+  return a.defined() && b.defined() && a.dim() >= 1 && a.dim() == b.dim() &&
+         a.scalar_type() == b.scalar_type() && a.device() == b.device() && !a.requires_grad() &&
+         !b.requires_grad() && a.is_contiguous() && b.is_contiguous() && a.sizes().slice(1) == b.sizes().slice(1) &&
+         a.storage().unsafeGetStorageImpl() == b.storage().unsafeGetStorageImpl() &&
+         b.storage_offset() == a.storage_offset() + a.numel();
+}
+
+bool adjacent(const LinearWeights& a, const LinearWeights& b) {
+  if (!continues(a.weight, b.weight) || a.bias.defined() != b.bias.defined()) return false;
+  return !a.bias.defined() || continues(a.bias, b.bias);
+}
+
+// `rows` rows of the storage from `first`'s first row on: [rows, ...] with first's strides.
+at::Tensor rows_from(const at::Tensor& first, int64_t rows) {
+  std::vector<int64_t> sizes = first.sizes().vec();
+  sizes[0] = rows;
+  return first.as_strided(sizes, first.strides(), first.storage_offset());
+}
+
+}  // namespace
+
+bool fusable(at::ArrayRef<const LinearWeights*> members) {
+  for (size_t i = 1; i < members.size(); ++i) {
+    if (!adjacent(*members[i - 1], *members[i])) return false;
+  }
+  return true;
+}
+
+std::vector<at::Tensor> linear_group(const at::Tensor& x, at::ArrayRef<const LinearWeights*> members) {
+  std::vector<at::Tensor> out;
+  out.reserve(members.size());
+  for (size_t i = 0; i < members.size();) {
+    size_t j = i + 1;  // the run [i, j)
+    int64_t rows = members[i]->weight.size(0);
+    while (j < members.size() && adjacent(*members[j - 1], *members[j])) rows += members[j++]->weight.size(0);
+    if (j == i + 1) {
+      out.push_back(linear(x, *members[i]));
+    } else {
+      const LinearWeights& first = *members[i];
+      at::Tensor y = at::linear(x, rows_from(first.weight, rows),
+                                first.bias.defined() ? rows_from(first.bias, rows) : at::Tensor());  // [..., rows]
+      int64_t offset = 0;
+      for (size_t k = i; k < j; ++k) {
+        const int64_t n = members[k]->weight.size(0);
+        out.push_back(y.narrow(-1, offset, n));  // [..., out_k]
+        offset += n;
+      }
+    }
+    i = j;
+  }
+  return out;
+}
+
+void fuse_linears(at::ArrayRef<LinearWeights*> members) {
+  for (const LinearWeights* m : members) {
+    if (!m->weight.defined()) return;
+  }
+  // Members [i, j) can share a block: the same dtype, device and in-features, and a bias on all or none.
+  auto same_kind = [](const LinearWeights& a, const LinearWeights& b) {
+    return a.weight.scalar_type() == b.weight.scalar_type() && a.weight.device() == b.weight.device() &&
+           a.weight.dim() == b.weight.dim() && a.weight.sizes().slice(1) == b.weight.sizes().slice(1) &&
+           a.bias.defined() == b.bias.defined() &&
+           (!a.bias.defined() || (a.bias.scalar_type() == b.bias.scalar_type() && a.bias.device() == b.bias.device()));
+  };
+  for (size_t i = 0; i < members.size();) {
+    size_t j = i + 1;
+    while (j < members.size() && same_kind(*members[i], *members[j])) ++j;
+    std::vector<const LinearWeights*> run(members.begin() + static_cast<std::ptrdiff_t>(i),
+                                          members.begin() + static_cast<std::ptrdiff_t>(j));
+    if (run.size() > 1 && !fusable(run)) {
+      std::vector<at::Tensor> weights, biases;
+      for (const LinearWeights* m : run) {
+        weights.push_back(m->weight);
+        if (m->bias.defined()) biases.push_back(m->bias);
+      }
+      at::Tensor w = at::cat(weights, 0);  // [sum out, in]
+      at::Tensor b = biases.empty() ? at::Tensor() : at::cat(biases, 0);  // [sum out]
+      int64_t offset = 0;
+      for (size_t k = i; k < j; ++k) {
+        LinearWeights& m = *members[k];
+        const int64_t n = m.weight.size(0);
+        m.weight = w.narrow(0, offset, n);
+        if (b.defined()) m.bias = b.narrow(0, offset, n);
+        offset += n;
+      }
+    }
+    i = j;
+  }
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   if (fused_rms_norm_enabled() && fused_rms_norm_usable(x, weight)) {  // usable: CUDA tensors only
     return fused_rms_norm(x, weight, eps);
@@ -39,7 +133,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down) {
-  return linear(at::silu(linear(x, gate)) * linear(x, up), down);
+  std::vector<at::Tensor> gate_up = linear_group(x, {&gate, &up});  // [..., i] each
+  return linear(at::silu(gate_up[0]) * gate_up[1], down);
 }
 
 }  // namespace vlm2mla

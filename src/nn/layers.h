@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace vlm2mla {
 
 struct LinearWeights {
@@ -15,6 +17,28 @@ inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
   return at::linear(x, w.weight, w.bias);
 }
 
+// Projections of one input as one GEMM. Members are adjacent when each one's weight continues the
+// one before it in memory: one storage, same dtype and device, contiguous, the same in-features, its
+// first row right after the previous member's last (and their biases the same way, or all undefined),
+// and no gradient wanted. fuse_linears stores a group that way.
+
+// True when every member is adjacent to the one before it: linear_group runs them as one GEMM.
+bool fusable(at::ArrayRef<const LinearWeights*> members);
+
+// x [..., in] -> one [..., out_i] per member, in order. Each run of adjacent members is one at::linear
+// over their rows (the results are narrow() slices of its [..., sum out_i]); other members run
+// separately (the slow twin: the same values up to the GEMM's blocking). Host metadata only: no
+// device sync, so it can run inside a CUDA graph capture.
+std::vector<at::Tensor> linear_group(const at::Tensor& x, at::ArrayRef<const LinearWeights*> members);
+
+// Inference only: stores the members as adjacent row blocks of one new tensor cat(weights, 0) (biases
+// likewise) and makes each member's weight and bias a narrow() view of it, releasing the originals:
+// the same bytes, one GEMM. Consecutive members that differ in having a bias go to separate blocks (a
+// bias for some rows only would change their results), as do members of another dtype, device or
+// in-features; a block of one member is left as it is, and so is a group with an undefined weight.
+// Weights that get gradients or are rewritten (conversion, fine-tuning) must not be fused.
+void fuse_linears(at::ArrayRef<LinearWeights*> members);
+
 // Llama/Qwen2 RMSNorm as transformers computes it: normalise in float32, cast back to x's dtype,
 // then multiply by the weight. x [..., d], weight [d].
 // On CUDA tensors, one launch of kernels/cuda/rms_norm (this function's steps are its twin; the float32
@@ -24,7 +48,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void set_fused_rms_norm(bool on);
 bool fused_rms_norm_enabled();
 
-// SwiGLU MLP: down(silu(gate(x)) * up(x)). x [..., d] -> [..., d]
+// SwiGLU MLP: down(silu(gate(x)) * up(x)), gate and up as one GEMM where fused. x [..., d] -> [..., d]
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down);
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -75,6 +76,30 @@ TEST(CliBench, DecodeModesTheRunCannotHaveAreClearErrors) {
   testing::CliResult graph = run_cli({"bench", "--model", model, "--context", "8", "--new-tokens", "2", "--decode", "graph"});
   EXPECT_NE(graph.exit_code, 0);
   EXPECT_NE(graph.err.find("CUDA"), std::string::npos) << graph.err;
+}
+
+// --fuse-projections: auto fuses on CUDA only, on fuses on the CPU too (the same tokens, logits within
+// the GEMM's blocking of the unfused ones); the JSON says which ran; an unknown value is a clear error.
+TEST(CliBench, FuseProjectionsIsReportedAndKeepsTheResults) {
+  EXPECT_FALSE(bench_json({})["fused_projections"].get<bool>());  // auto on the CPU
+  EXPECT_TRUE(bench_json({"--fuse-projections", "on", "--decode", "static"})["fused_projections"].get<bool>());
+  const std::string model = testing::fixtures_dir() + "/text/qwen2";
+  testing::TempDir dir;
+  std::map<std::string, at::Tensor> logits;
+  for (const std::string fuse : {"off", "on"}) {
+    testing::CliResult r = run_cli({"-q", "logits", "--model", model + "/model", "--inputs", model + "/inputs.safetensors",
+                                    "--out", dir.file(fuse + ".safetensors"), "--fuse-projections", fuse});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    logits[fuse] = io::read_safetensors(dir.file(fuse + ".safetensors")).at("logits");
+  }
+  const at::Tensor& off = logits["off"];
+  EXPECT_LT((logits["on"] - off).abs().max().item<double>() / off.abs().max().item<double>(), 1e-5);
+  testing::CliResult bad = run_cli({"generate", "--model", model + "/model", "--inputs", model + "/inputs.safetensors",
+                                    "--max-new-tokens", "2", "--fuse-projections", "yes"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_FALSE(bad.crashed);
+  EXPECT_NE(bad.err.find("--fuse-projections"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("yes"), std::string::npos) << bad.err;
 }
 
 }  // namespace

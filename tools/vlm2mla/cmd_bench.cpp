@@ -149,6 +149,7 @@ void register_bench(CLI::App& app) {
                   "prefill in chunks of this many positions (0: one forward), for long contexts x large batches")
       ->capture_default_str();
   args->run.add_to(cmd);
+  args->run.add_fuse_to(cmd);
   args->cache.add_to(cmd);
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->model.empty() || !args->random_config.empty(), ArgumentError,
@@ -160,7 +161,7 @@ void register_bench(CLI::App& app) {
                         w > 0,
                     ArgumentError, "--image: expected HxW (e.g. 336x336), got '", args->image, "'");
     }
-    const LoadOptions options = args->run.load_options();
+    const LoadOptions options = args->run.load_options(ModelUse::kInference);
     auto t0 = std::chrono::steady_clock::now();
     std::string random_config = args->random_config;
     struct RemoveOnExit {
@@ -226,6 +227,7 @@ void register_bench(CLI::App& app) {
                                      {"kv_lora_rank", m->text_config().mla->kv_lora_rank}}
                     : nlohmann::json()},
         {"mla_attention", mla_attention_name(m->decoder().mla_attention())},
+        {"fused_projections", options.fuse_projections},
         {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
         {"decode_mode", decode_mode_name(r.decode)},
         {"synthetic_cache", args->synthetic_cache},

@@ -38,7 +38,7 @@ void register_calibrate(CLI::App& app) {
     VLM2MLA_CHECK(args->strategy == "2-norm" || args->strategy == "mkl", ArgumentError,
                   "--rope-strategy: unknown strategy '", args->strategy,
                   "' (calibrate supports 2-norm and mkl; high, low and uniform need no calibration)");
-    auto model = load_model(args->model, args->run);
+    auto model = load_model(args->model, args->run, ModelUse::kConversion);
     const std::shared_ptr<CalibrationData> opened = args->calib.open(*model, args->model);
     const CalibrationData& data = *opened;
     at::Tensor score;

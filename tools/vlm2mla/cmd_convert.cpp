@@ -83,7 +83,7 @@ void register_convert(CLI::App& app) {
                   "give --rope-strategy (high, low, uniform, 2-norm, mkl) or --rope-ranks FILE");
     RunFlags run = args->run;
     if (run.dtype.empty()) run.dtype = "float32";  // factorisations in float32 weights (float64 inside)
-    auto model = load_model(args->model, run, args->offload);
+    auto model = load_model(args->model, run, ModelUse::kConversion, args->offload);
     convert::CalibrationInputs calib;
     if (args->calib.given()) calib = convert::calibration_inputs(args->calib.open(*model, args->model));
     convert::Conversion c = convert::convert_model(*model, o, args->calib.given() ? &calib : nullptr);
@@ -114,7 +114,7 @@ void register_cache_study(CLI::App& app) {
   cmd->callback([args]() {
     RunFlags run = args->run;
     if (run.dtype.empty()) run.dtype = "float32";
-    auto model = load_model(args->model, run);
+    auto model = load_model(args->model, run, ModelUse::kConversion);
     convert::CalibrationInputs calib = convert::calibration_inputs(args->calib.open(*model, args->model));
     nlohmann::json r = convert::cache_quant_study(*model, calib, convert::QuantStudyOptions{args->group});
     if (args->json) {

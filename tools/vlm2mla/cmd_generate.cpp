@@ -108,11 +108,12 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--out-ids", args->out_ids,
                   "write 'generated' int64 [B, T+N] here instead of printing the new tokens");
   args->run.add_to(cmd);
+  args->run.add_fuse_to(cmd);
   args->cache.add_to(cmd);
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->inputs.empty() || !args->prompt.empty(), ArgumentError,
                   "generate: give --inputs IN.safetensors or --prompt TEXT");
-    auto model = load_model(args->model, args->run);
+    auto model = load_model(args->model, args->run, ModelUse::kInference);
     GenerateOptions opts = load_generate_defaults(args->model, model->text_config());
     opts.cache = args->cache.spec();
     opts.decode = args->cache.decode_mode();

@@ -22,9 +22,10 @@ void register_logits(CLI::App& app) {
       ->required();
   cmd->add_option("--out", args->out, "output safetensors (tensor 'logits')")->required();
   args->run.add_to(cmd);
+  args->run.add_fuse_to(cmd);
   cmd->callback([args]() {
     ModelInputs in = read_model_inputs(args->inputs);
-    auto model = load_model(args->model, args->run);
+    auto model = load_model(args->model, args->run, ModelUse::kInference);
     check_token_ids(in.input_ids, model->text_config().vocab_size, args->inputs + ": input_ids");
     // As transformers' forward: without position_ids, 1-D positions are 0..T-1 in every row;
     // Qwen2.5-VL's M-RoPE positions come from input_ids and image_grid_thw.

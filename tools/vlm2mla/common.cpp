@@ -19,6 +19,15 @@ void RunFlags::add_to(CLI::App* app) {
       ->capture_default_str();
 }
 
+void RunFlags::add_fuse_to(CLI::App* app) {
+  app->add_option("--fuse-projections", fuse,
+                  "run each layer's projections of one input as one GEMM (q/k/v, gate/up; converted: q, "
+                  "k_rope, kv_a_proj), their weights stored as one tensor (the same bytes): auto (on CUDA, "
+                  "where decode steps are launch-bound; on the CPU the checkpoint's mapped weights stay "
+                  "unread until used) | on | off")
+      ->capture_default_str();
+}
+
 MlaAttention RunFlags::mla_attention() const {
   if (attention == "absorbed") return MlaAttention::kAbsorbed;
   if (attention == "expanded") return MlaAttention::kExpanded;
@@ -85,11 +94,21 @@ AttentionBackend RunFlags::attention_backend() const {
                                      "' (expected auto, reference, fused, absorbed or expanded)"));
 }
 
-LoadOptions RunFlags::load_options() const {
+LoadOptions RunFlags::load_options(ModelUse use) const {
   LoadOptions o;
   o.device = parse_device(device, "--device");
   o.dtype = dtype.empty() ? (o.device.is_cuda() ? at::kBFloat16 : at::kFloat)
                           : parse_dtype(dtype, "--dtype");
+  VLM2MLA_CHECK(fuse == "auto" || fuse == "on" || fuse == "off", ArgumentError, "--fuse-projections: unknown value '",
+                fuse, "' (expected auto, on or off)");
+  switch (use) {
+    case ModelUse::kInference:
+      o.fuse_projections = fuse == "on" || (fuse == "auto" && o.device.is_cuda());
+      break;
+    case ModelUse::kConversion:
+      o.fuse_projections = false;
+      break;
+  }
   return o;
 }
 
@@ -106,8 +125,9 @@ ModelInputs read_model_inputs(const std::string& path) {
   return ModelInputs::from_tensors(io::read_safetensors(path), path);
 }
 
-std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, bool layers_on_host) {
-  LoadOptions options = flags.load_options();
+std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, ModelUse use,
+                                  bool layers_on_host) {
+  LoadOptions options = flags.load_options(use);
   options.layers_on_host = layers_on_host;
   auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<Model> model = Model::load(dir, options);
@@ -119,7 +139,8 @@ std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags,
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   VLM2MLA_DEBUG("loaded ", dir, " (", model->text_config().architecture, ") in ", secs, " s on ",
                 options.device.str(), " as ", c10::toString(options.dtype), ", attention ",
-                attention_backend_name(model->attention_backend()));
+                attention_backend_name(model->attention_backend()),
+                options.fuse_projections ? ", projections fused" : "");
   return model;
 }
 

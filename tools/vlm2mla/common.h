@@ -17,13 +17,20 @@
 
 namespace vlm2mla::cli {
 
+// What a subcommand loads a model for: inference (generate, bench, logits) fuses each layer's
+// projections of one input (--fuse-projections; LoadOptions::fuse_projections), conversion
+// (calibrate, convert, cache-study) never does.
+enum class ModelUse { kInference, kConversion };
+
 // --device / --dtype as every model-running subcommand takes them.
 struct RunFlags {
   std::string device = "cpu";
   std::string dtype;  // empty: float32 on cpu, bfloat16 on cuda
   std::string attention = "auto";  // auto | reference | fused | absorbed | expanded
+  std::string fuse = "auto";       // auto (on CUDA) | on | off; inference only (add_fuse_to)
   void add_to(CLI::App* app);
-  LoadOptions load_options() const;
+  void add_fuse_to(CLI::App* app);  // --fuse-projections, for the inference subcommands
+  LoadOptions load_options(ModelUse use) const;  // throws ArgumentError for an unknown --fuse-projections
   AttentionBackend attention_backend() const;  // throws ArgumentError for an unknown --attention
   // absorbed / expanded: how converted MLA models attend (default auto: expanded prefill, absorbed
   // decode over the latent cache).
@@ -73,7 +80,8 @@ struct ModelInputs;
 }
 namespace vlm2mla::cli {
 // Loads the model at `dir` with the run flags (device, dtype, attention backend); logs the load time.
-std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, bool layers_on_host = false);
+std::shared_ptr<Model> load_model(const std::string& dir, const RunFlags& flags, ModelUse use,
+                                  bool layers_on_host = false);
 // Reads an inputs .safetensors in the `logits` format (input_ids, attention_mask, position_ids,
 // pixel_values, image_sizes, image_grid_thw; others ignored) and checks it.
 ModelInputs read_model_inputs(const std::string& path);
