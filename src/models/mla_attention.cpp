@@ -233,6 +233,10 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   const int64_t dh = c.head_dim, R = m.qk_rope_head_dim;
   const RowStore& cs = cache.latent_store(layer);
   const RowStore& ks = cache.rope_store(layer);
+  const CacheType type = cs.spec().type;
+  VLM2MLA_CHECK(type == CacheType::kBf16 || type == CacheType::kInt4, ArgumentError,
+                "the decode kernel reads bf16 or int4 latent caches, got ", cache_type_name(type),
+                " (mla_decode_kernel_usable says which caches it takes)");
   const int64_t n_mod = static_cast<int64_t>(aw.w_uk.size());
   const int64_t r = aw.w_uk[0].size(2), n = n_mod * r + aw.n_bias;
   // One product gives every set's absorbed queries and k-bias terms: [b, h_kv, g, n_in]; the kernel reads
@@ -248,7 +252,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.max_length = max_length;
   in.scale = scale;
   if (n_mod == 2) in.modality = cache.modality_storage();
-  if (cs.spec().type == CacheType::kBf16) {
+  if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;
     in.latent = cs.plain();
     in.k_rope = ks.plain();

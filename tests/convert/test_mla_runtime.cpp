@@ -3,12 +3,15 @@
 // incremental against full, quantized caches within their bounds, and the cache's byte accounting.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "convert/converted_fixture.h"
 #include "convert/converter.h"
 #include "core/error.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "kvcache/latent_kv_cache.h"
+#include "models/mla_attention.h"
 #include "models/model.h"
 #include "support/fixtures.h"
 
@@ -137,6 +140,50 @@ TEST_P(MlaRuntime, QuantizedCacheLogitsWithinTheirBounds) {
     EXPECT_LT(err, bound) << cache_type_name(type);
     EXPECT_GT(err, previous) << cache_type_name(type) << ": fewer bits should not be more accurate";
     previous = err;
+  }
+}
+
+// The decode kernel's step form (mla_attention_absorbed_kernel: one product for every set's absorbed queries
+// and k-bias terms, the kernel reading strided views and writing into the output product's buffer, one
+// product out) on the CPU, where mla_decode runs its reference: equal to the libtorch absorbed form over the
+// same cached keys, every layer (float32). The GPU test below ties the real kernel the same way.
+TEST_P(MlaRuntime, KernelStepFormEqualsTheLibtorchFormOnTheCpu) {
+  Converted c = converted(GetParam(), 8);  // the kernel takes r_kv = h_kv * D in multiples of 8
+  const TextDecoder& dec = c.model->decoder();
+  const TextConfig& cfg = dec.config();
+  Prompt p = c.model->prepare(c.inputs, false);
+  const int64_t b = p.input_ids.size(0), h_q = cfg.num_attention_heads, dh = cfg.head_dim;
+  const CacheSpec bf16{CacheType::kBf16, 8, 4};  // the kernel reads bf16 (or int4) latent stores
+  std::unique_ptr<KvCache> cache = dec.make_kv_cache(b, p.input_ids.size(1) + 4, &bf16);
+  dec.forward_hidden(p.decoder_input(), cache.get());
+  const auto& lc = static_cast<const LatentKvCache&>(*cache);
+  const int64_t len = lc.length();
+  const double scale = 1.0 / std::sqrt(double(dh));
+  at::manual_seed(17);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const AbsorbedWeights aw = absorbed_weights(cfg, dec.weights().layers[static_cast<size_t>(l)]);
+    ASSERT_TRUE(aw.w_in.defined() && aw.w_out.defined());
+    const at::Tensor q = at::randn({b, h_q, 1, dh});
+    const at::Tensor start = at::zeros({b}, at::kInt), length = at::full({b}, len, at::kInt);
+    const at::Tensor got = mla_attention_absorbed_kernel(cfg, aw, q, lc, l, start, length, len, scale);
+    const at::Tensor lat = lc.latent_store(l).plain().narrow(1, 0, len);
+    const at::Tensor kr = lc.rope_store(l).plain().narrow(1, 0, len);
+    const at::Tensor want = mla_attention_absorbed(cfg, aw, q, lat, kr, lc.modality(len), at::Tensor(), scale);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    const double err = (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+    EXPECT_LT(err, 1e-5) << GetParam() << " layer " << l;
+  }
+  const CacheSpec fp32{CacheType::kFp32, 8, 4};
+  std::unique_ptr<KvCache> plain = dec.make_kv_cache(b, p.input_ids.size(1) + 4, &fp32);
+  dec.forward_hidden(p.decoder_input(), plain.get());
+  const AbsorbedWeights aw = absorbed_weights(cfg, dec.weights().layers[0]);
+  const at::Tensor q = at::randn({b, h_q, 1, dh});
+  const at::Tensor start = at::zeros({b}, at::kInt), length = at::full({b}, len, at::kInt);
+  try {
+    mla_attention_absorbed_kernel(cfg, aw, q, static_cast<const LatentKvCache&>(*plain), 0, start, length, len, scale);
+    ADD_FAILURE() << "a float32 latent store was accepted";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16 or int4"), std::string::npos) << e.what();
   }
 }
 
