@@ -21,7 +21,11 @@ enum class MlaCacheFormat {
 // Which decode kernel runs on CUDA tensors. kAuto: the tensor-core split-KV kernel where the sizes allow
 // it (r_kv % 16 == 0, r_kv <= 512, d_rope % 8 == 0, aligned arrays, tiles that fit in shared memory),
 // else the generic one (any r_kv % 8 == 0, any even d_rope; slower). Closed list.
-enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric };
+// kTensorCoreCodes (int4 only, not yet the default: written 2026-11-29, to be measured): the tensor-core
+// kernel with its products on the int4 codes, the affine map code * scale + lo applied to the fp32
+// accumulators (docs/KERNELS.md), no dequantization pass; needs groups % 16 == 0, d_rope % 16 == 0 and
+// r_kv / group_c <= 8.
+enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric, kTensorCoreCodes };
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):

@@ -388,6 +388,12 @@ void check_case(const Case& c, MlaDecodeVariant variant, Stats& st) {
                   << ea << ", mass rel err " << em;
 }
 
+// The shapes the int4 products on the codes take (MlaDecodeVariant::kTensorCoreCodes, params.h).
+bool codes_ok(const Case& c) {
+  return c.format == MlaCacheFormat::kInt4 && c.r_kv % 16 == 0 && c.r_kv <= 512 && c.group_c % 16 == 0 &&
+         c.group_r % 16 == 0 && c.d_rope % 16 == 0 && c.r_kv / c.group_c <= 8;
+}
+
 int64_t group_for(int64_t width, int64_t want) {
   for (int64_t g = want; g >= 8; g /= 2)
     if (width % g == 0) return g;
@@ -399,7 +405,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   const std::vector<std::pair<int64_t, int64_t>> heads = {{28, 4}, {32, 8}, {32, 32}, {8, 2}};
   const int64_t batches[] = {1, 3, 8};
   std::mt19937_64 rng(2024);
-  Stats tc, gen;
+  Stats tc, gen, codes;
   int idx = 0;
   for (int64_t r_kv : {32, 64, 128, 256, 512}) {
     for (int64_t d_rope : {8, 16, 32, 64}) {
@@ -431,6 +437,9 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
           c.t_cap = *std::max_element(c.length.begin(), c.length.end()) + (idx % 5 == 0 ? 0 : 1 + 2 * (idx % 7));
           check_case(c, MlaDecodeVariant::kAuto, tc);
           if (idx % 8 == 0) check_case(c, MlaDecodeVariant::kGeneric, gen);
+          // the products on the codes wherever the tensor-core kernel takes the shape (alignment, shared memory)
+          if (codes_ok(c) && MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).tensor_core())
+            check_case(c, MlaDecodeVariant::kTensorCoreCodes, codes);
         }
       }
     }
@@ -453,6 +462,63 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   std::printf("[mla_decode grid] generic:          %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
               "err %.3g\n",
               gen.n, gen.failed, gen.worst_acc, gen.worst_case.c_str(), gen.worst_mass);
+  std::printf("[mla_decode grid] int4 on codes:    %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
+              "err %.3g\n",
+              codes.n, codes.failed, codes.worst_acc, codes.worst_case.c_str(), codes.worst_mass);
+  EXPECT_GT(codes.n, 10);
+}
+
+// The int4 products on the codes: the modality patterns, several head blocks, windows, start offsets, the
+// group sizes it takes; and a clear error for the shapes it does not take.
+TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
+    for (int64_t group : {16, 32, 64}) {
+      for (int64_t n_mod : {1, 2}) {
+        Case c = Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 129});
+        c.n_mod = n_mod;
+        c.mods = m;
+        c.group_c = group;
+        c.group_r = group;
+        c.window = seed % 2 == 0 ? 128 : 0;
+        c.bias = seed % 3 != 0;
+        c.seed = 700 + seed++;
+        ASSERT_TRUE(codes_ok(c));
+        check_case(c, MlaDecodeVariant::kTensorCoreCodes, st);
+      }
+    }
+  }
+  Case wide = Case::qwen7b_md_int4({0, 40}, {900, 2100});  // h_q 40 / h_kv 8 (two head blocks), r_kv 64, R 16
+  wide.h_q = 40;
+  wide.h_kv = 8;
+  wide.r_kv = 64;
+  wide.d_rope = 16;
+  wide.group_c = 16;
+  wide.group_r = 32;
+  for (int64_t n_mod : {1, 2}) {
+    wide.n_mod = n_mod;
+    wide.seed = 800 + n_mod;
+    check_case(wide, MlaDecodeVariant::kTensorCoreCodes, st);
+  }
+  std::printf("[mla_decode int4 on codes] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass %.3g\n", st.n,
+              st.failed, st.worst_acc, st.worst_case.c_str(), st.worst_mass);
+  Case bad = Case::qwen7b_md_int4({0}, {100});
+  bad.group_c = 8;  // groups must be multiples of 16
+  MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
+  in.variant = MlaDecodeVariant::kTensorCoreCodes;
+  try {
+    mla_decode(in);
+    ADD_FAILURE() << "groups of 8 were accepted";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("multiples of 16"), std::string::npos) << e.what();
+  }
+  bad = Case::qwen7b_md_int4({0}, {100});
+  bad.format = MlaCacheFormat::kBf16;
+  in = make_inputs(bad, at::Device(at::kCUDA, 0));
+  in.variant = MlaDecodeVariant::kTensorCoreCodes;
+  EXPECT_THROW(mla_decode(in), ArgumentError);
 }
 
 // A few small cases of each kernel path (run under compute-sanitizer by scripts/device/kernels.sh).
@@ -619,6 +685,11 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});  // random per token: every tile mixed
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});  // images of 576
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
+      for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});
+      cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kRuns});
+      cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kText});
+    }
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
     cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
@@ -668,7 +739,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     const std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
     std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
                 cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", mods.c_str(), (long long)cfg.b,
-                (long long)cfg.t, launches[0]->splits(), launches[0]->tensor_core() ? "tensorcore" : "generic",
+                (long long)cfg.t, launches[0]->splits(),
+                !launches[0]->tensor_core() ? "generic" : cfg.v == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tensorcore",
                 shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
   }
   CUDA_OK(cudaEventDestroy(e0));

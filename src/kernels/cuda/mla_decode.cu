@@ -69,6 +69,11 @@ struct Geom {
   int raw_cq = 0, raw_cs = 0, raw_cl = 0, raw_kq = 0, raw_ks = 0, raw_kl = 0;  // offsets in a raw stage
   int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
   int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
+  // int4 products on the codes (MlaDecodeVariant::kTensorCoreCodes): per-row query sums in shared memory
+  int codes = 0;       // 1: the main store's tiles are read as codes (no dequantization pass)
+  int n_gc = 0;        // latent quantization groups per token (r_kv / group_c, <= 8)
+  int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
+  int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -347,6 +352,16 @@ __device__ __forceinline__ void dequant_rows(const unsigned char* codes, const u
   }
 }
 
+// int4 codes (a byte holds two: the even element in the low nibble) as floats: (2^23 + q) - 2^23.
+__device__ __forceinline__ float code_float(uint32_t q) { return __uint_as_float(q | 0x4B000000u) - 8388608.f; }
+// Two codes times their tokens' (or group's) scales, rounded to bf16x2: the keys without their minima.
+__device__ __forceinline__ uint32_t scaled_codes(uint32_t q0, uint32_t q1, float s0, float s1) {
+  return pack_bf16x2(code_float(q0) * s0, code_float(q1) * s1);
+}
+__device__ __forceinline__ float half_at(const unsigned char* base, int i) {
+  return half_bits_to_float(reinterpret_cast<const uint16_t*>(base)[i]);
+}
+
 // Modality bits of the thread's two score columns (bit e: token tok0 + 8 warp + 2 tig + e is an image).
 __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, int tok0, int vlo, int vhi) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -364,11 +379,14 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
 // image (text) token skips the image (text) rows' latent products, and the CTA skips their P C products
 // when none of the tile's 64 tokens needs them (an image is a contiguous run of tokens, so most tiles of
 // a real context are of one modality).
-template <int NMOD, int MT, int NTW>
+// CODES: the keys are the raw int4 stage `raw` (codes, float16 scales and minima; load_raw_tile) instead of
+// bf16 tiles: x = code * scale + lo per token and group, with the products taken on the codes (exact small
+// integers in bf16) and scale and lo applied to the fp32 results (docs/KERNELS.md, "int4 MMAs on the codes").
+template <int NMOD, int MT, int NTW, bool CODES>
 __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
                                              uint32_t ctile, uint32_t ktile, int tok0, int vlo, int vhi,
                                              uint32_t mods, const RowInfo (&ri)[MT], float scale_log2,
-                                             TcState<NMOD, MT, NTW>& st) {
+                                             TcState<NMOD, MT, NTW>& st, const unsigned char* raw = nullptr) {
   static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
   constexpr int MH = NMOD == 1 ? MT : MT / 2;  // m-tiles of head rows (text rows with two modalities)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
@@ -389,6 +407,82 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
   float s[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.f;
+  if constexpr (CODES) {
+    // The keys are sc * code + lo per token and group: the products take bf16(sc * code) (the B fragments,
+    // built from the codes in registers), and the minima add lo * (the row's query sum over the group).
+    const int tb = warp * 8 + gid;      // the token of the thread's B fragments (n = gid)
+    const int tc = warp * 8 + 2 * tig;  // the tokens of its score columns: tc, tc + 1
+    const float* qs = reinterpret_cast<const float*>(smem + g.off_qs);
+    const int qs_w = g.n_gc + g.n_rk;
+    {  // RoPE key: per kv group gq and 16-wide k-step kr (inside one quantization group)
+      const unsigned char* kq = raw + g.raw_kq;
+      const unsigned char* ksc = raw + g.raw_ks;
+      const unsigned char* klo = raw + g.raw_kl;
+      const int ngr = g.hr / p.group_r;
+      const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
+#pragma unroll
+      for (int mt = 0; mt < MH; ++mt) {
+        for (int kr = 0; kr < p.d_rope; kr += 16) {
+          uint32_t a0, a1, a2, a3;
+          ldsm_x4(a_addr + mt * 16 * g.qr_stride + kr * 2, a0, a1, a2, a3);
+          for (int gq = ri[mt].g_lo; gq <= ri[mt].g_hi; ++gq) {
+            const bool m0 = ri[mt].grp[0] == gq, m1 = ri[mt].grp[1] == gq;
+            const int d0 = gq * p.d_rope + kr, gr = d0 / p.group_r;
+            const unsigned char* crow = kq + tb * (g.hr / 2) + d0 / 2 + tig;
+            const float sb = half_at(ksc, tb * ngr + gr);
+            const uint32_t c0 = crow[0], c1 = crow[4];
+            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u,
+                     scaled_codes(c0 & 15u, c0 >> 4, sb, sb), scaled_codes(c1 & 15u, c1 >> 4, sb, sb));
+            const float lo0 = half_at(klo, tc * ngr + gr), lo1 = half_at(klo, (tc + 1) * ngr + gr);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              if (ri[mt].grp[h] != gq) continue;
+              const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + g.n_gc + kr / 16];
+              s[mt][2 * h] += lo0 * q;
+              s[mt][2 * h + 1] += lo1 * q;
+            }
+          }
+        }
+        if (NMOD == 2) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[(mt + MH) % MT][e] = s[mt][e];
+        }
+      }
+    }
+    {  // latent
+      const unsigned char* cq = raw + g.raw_cq;
+      const unsigned char* csc = raw + g.raw_cs;
+      const unsigned char* clo = raw + g.raw_cl;
+      const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
+      for (int k = 0; k < p.r_kv; k += 16) {
+        const int gi = k / p.group_c;
+        const unsigned char* crow = cq + tb * (p.r_kv / 2) + k / 2 + tig;
+        const float sb = half_at(csc, tb * g.n_gc + gi);
+        const uint32_t c0 = crow[0], c1 = crow[4];
+        const uint32_t b0 = scaled_codes(c0 & 15u, c0 >> 4, sb, sb), b1 = scaled_codes(c1 & 15u, c1 >> 4, sb, sb);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!(mt < MH ? warp_txt : warp_img)) continue;
+          uint32_t a0, a1, a2, a3;
+          ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
+          mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
+        }
+      }
+      for (int gi = 0; gi < g.n_gc; ++gi) {
+        const float lo0 = half_at(clo, tc * g.n_gc + gi), lo1 = half_at(clo, (tc + 1) * g.n_gc + gi);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!(mt < MH ? warp_txt : warp_img)) continue;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + gi];
+            s[mt][2 * h] += lo0 * q;
+            s[mt][2 * h + 1] += lo1 * q;
+          }
+        }
+      }
+    }
+  } else {
   {
     const uint32_t b_addr = ktile + (warp * 8 + (lane & 7)) * g.k_stride + ((lane >> 3) & 1) * 16;
     const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
@@ -427,6 +521,7 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
       }
     }
   }
+  }  // bf16 tiles
 
   // ---- scores in the log2 domain, masked (each token's own modality with two); the row maxima over
   // the thread's two tokens
@@ -488,6 +583,7 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
           st.o[mr][i][2 * h] *= alpha;
           st.o[mr][i][2 * h + 1] *= alpha;
         }
+
       }
     }
 #pragma unroll
@@ -508,30 +604,93 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
 
   // ---- O += P C over the warp's output columns (the m-tiles of a modality with tokens in the tile)
   const uint32_t pa_addr = sbase + g.off_p + (lane & 15) * g.p_stride + (lane >> 4) * 16;
+  if constexpr (CODES) {
+    // O += P bf16(scale * codes) per 8-column n-tile (one quantization group each), plus the tile's
+    // P lo: one product of the P tile with the tokens' minima (groups as columns), added to O's columns
+    // of each group at the end
+    const unsigned char* cq = raw + g.raw_cq;
+    const unsigned char* csc = raw + g.raw_cs;
+    const unsigned char* clo = raw + g.raw_cl;
+    const int rb = p.r_kv / 2;
+    float plo[MT][4];  // sum_j P lo[j, g]: rows (gid, gid + 8) x groups (2 tig, 2 tig + 1)
 #pragma unroll
-  for (int ks = 0; ks < kTile / 16; ++ks) {
-    uint32_t bf[NTW][2];
+    for (int mt = 0; mt < MT; ++mt) plo[mt][0] = plo[mt][1] = plo[mt][2] = plo[mt][3] = 0.f;
 #pragma unroll
-    for (int i = 0; i < NTW; ++i) {
-      const int nt = warp + i * kWarps;
-      if (nt * 8 < p.r_kv) ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
+    for (int ks = 0; ks < kTile / 16; ++ks) {
+      const int j0 = ks * 16 + 2 * tig;  // the fragments' tokens: j0, j0 + 1, j0 + 8, j0 + 9
+      uint32_t bf[NTW][2];
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt * 8 >= p.r_kv) continue;
+        const int d = nt * 8 + gid, sh = (d & 1) * 4, gi = (nt * 8) / p.group_c;
+        const unsigned char* col = cq + d / 2;
+        bf[i][0] = scaled_codes((col[j0 * rb] >> sh) & 15u, (col[(j0 + 1) * rb] >> sh) & 15u,
+                                half_at(csc, j0 * g.n_gc + gi), half_at(csc, (j0 + 1) * g.n_gc + gi));
+        bf[i][1] = scaled_codes((col[(j0 + 8) * rb] >> sh) & 15u, (col[(j0 + 9) * rb] >> sh) & 15u,
+                                half_at(csc, (j0 + 8) * g.n_gc + gi), half_at(csc, (j0 + 9) * g.n_gc + gi));
+      }
+      const bool gv = gid < g.n_gc;  // B of the minima: n = group gid
+      const uint32_t lb0 = pack_bf16x2(gv ? half_at(clo, j0 * g.n_gc + gid) : 0.f,
+                                       gv ? half_at(clo, (j0 + 1) * g.n_gc + gid) : 0.f);
+      const uint32_t lb1 = pack_bf16x2(gv ? half_at(clo, (j0 + 8) * g.n_gc + gid) : 0.f,
+                                       gv ? half_at(clo, (j0 + 9) * g.n_gc + gid) : 0.f);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!(mt < MH ? cta_txt : cta_img)) continue;
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
+        mma_bf16(plo[mt], a0, a1, a2, a3, lb0, lb1);
+#pragma unroll
+        for (int i = 0; i < NTW; ++i) {
+          if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+        }
+      }
     }
+    // plo[r, g] is in lane (gid, g / 2), slot g % 2; an n-tile's group is the same for the whole warp
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       if (!(mt < MH ? cta_txt : cta_img)) continue;
-      uint32_t a0, a1, a2, a3;
-      ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
 #pragma unroll
       for (int i = 0; i < NTW; ++i) {
-        if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+        const int nt = warp + i * kWarps;
+        const int gi = nt * 8 < p.r_kv ? (nt * 8) / p.group_c : 0;
+        const int src = (lane & ~3) | (gi >> 1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float v = __shfl_sync(0xffffffffu, (gi & 1) ? plo[mt][2 * h + 1] : plo[mt][2 * h], src);
+          st.o[mt][i][2 * h] += v;
+          st.o[mt][i][2 * h + 1] += v;
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int ks = 0; ks < kTile / 16; ++ks) {
+      uint32_t bf[NTW][2];
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt * 8 < p.r_kv) ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!(mt < MH ? cta_txt : cta_img)) continue;
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
+#pragma unroll
+        for (int i = 0; i < NTW; ++i) {
+          if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+        }
       }
     }
   }
 }
 
-template <int NMOD, int MT, int NTW, bool INT4>
+template <int NMOD, int MT, int NTW, bool INT4, bool CODES = false>
 __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
     mla_decode_tc_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  static_assert(INT4 || !CODES, "products on the codes need the int4 store");
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kRows = MT * 16;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
@@ -604,6 +763,21 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
   const float scale_log2 = p.scale * kLog2e;
   const SeqRange sr = seq_range(p, b);
   __syncthreads();  // queries and pads written
+  if constexpr (CODES) {  // each row's sums of its bf16 queries over every latent group and RoPE k-step
+    float* qs = reinterpret_cast<float*>(smem + g.off_qs);
+    const int w = g.n_gc + g.n_rk;
+    for (int idx = tid; idx < kRows * w; idx += kThreads) {
+      const int row = idx / w, j = idx - row * w;
+      const bool lat = j < g.n_gc;
+      const unsigned char* q = lat ? smem + g.off_qlat + row * g.ql_stride + j * p.group_c * 2
+                                   : smem + g.off_qrope + row * g.qr_stride + (j - g.n_gc) * 32;
+      const int n = lat ? p.group_c : 16;
+      float sum = 0.f;
+      for (int d = 0; d < n; ++d) sum += bf16_bits_to_float(reinterpret_cast<const uint16_t*>(q)[d]);
+      qs[idx] = sum;
+    }
+    __syncthreads();
+  }
 
   const bool ring = INT4 && split >= g.splits;
   if (!ring) {
@@ -634,7 +808,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
         const uint32_t mods = mods_next;
         if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
         const uint32_t tb = sbase + g.off_tiles + (i % S) * g.tile_bytes;
-        compute_tile<NMOD, MT, NTW>(p, g, smem, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, mods, ri,
+        compute_tile<NMOD, MT, NTW, false>(p, g, smem, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, mods, ri,
                                     scale_log2, st);
       }
     } else {
@@ -657,13 +831,17 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
         const uint32_t mods = mods_next;
         if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
         const unsigned char* raw = smem + g.off_raw + (i % S) * g.raw_bytes;
-        dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.shift_c,
-                     g.c_stride, t * kTile, vlo, vhi);
-        dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.shift_r, g.k_stride,
-                     t * kTile, vlo, vhi);
-        __syncthreads();
-        compute_tile<NMOD, MT, NTW>(p, g, smem, smem_addr(ctile), smem_addr(ktile), t * kTile, vlo, vhi, mods, ri,
-                                    scale_log2, st);
+        if constexpr (CODES) {  // the raw stage as it landed: no dequantization pass, no extra barrier
+          compute_tile<NMOD, MT, NTW, true>(p, g, smem, 0u, 0u, t * kTile, vlo, vhi, mods, ri, scale_log2, st, raw);
+        } else {
+          dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.shift_c,
+                       g.c_stride, t * kTile, vlo, vhi);
+          dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.shift_r,
+                       g.k_stride, t * kTile, vlo, vhi);
+          __syncthreads();
+          compute_tile<NMOD, MT, NTW, false>(p, g, smem, smem_addr(ctile), smem_addr(ktile), t * kTile, vlo, vhi,
+                                             mods, ri, scale_log2, st);
+        }
       }
     }
   } else {
@@ -679,11 +857,10 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
       const uint32_t mods = NMOD == 2 ? load_mods(p, b, t * kTile, vlo, vhi) : 0u;
       cp_async_wait<0>();
       __syncthreads();
-      compute_tile<NMOD, MT, NTW>(p, g, smem, ctile, ktile, t * kTile, vlo, vhi, mods, ri, scale_log2, st);
+      compute_tile<NMOD, MT, NTW, false>(p, g, smem, ctile, ktile, t * kTile, vlo, vhi, mods, ri, scale_log2, st);
     }
   }
   cp_async_wait<0>();
-
   // ---- partials: row sums over the quad and the warps, then max, mass and acc
   float* red_l = reinterpret_cast<float*>(smem + g.off_red) + kWarps * kRows;  // [8 warps][kRows]
 #pragma unroll
@@ -1039,28 +1216,29 @@ Device device_info() {
 
 using KernelFn = void (*)(MlaDecodeParams, Geom);
 
-template <int NMOD, bool INT4>
+template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {
   if (mt == 2) {
     switch (ntw) {
-      case 1: return mla_decode_tc_kernel<NMOD, 2, 1, INT4>;
-      case 2: return mla_decode_tc_kernel<NMOD, 2, 2, INT4>;
-      case 4: return mla_decode_tc_kernel<NMOD, 2, 4, INT4>;
-      case 8: return mla_decode_tc_kernel<NMOD, 2, 8, INT4>;
+      case 1: return mla_decode_tc_kernel<NMOD, 2, 1, INT4, CODES>;
+      case 2: return mla_decode_tc_kernel<NMOD, 2, 2, INT4, CODES>;
+      case 4: return mla_decode_tc_kernel<NMOD, 2, 4, INT4, CODES>;
+      case 8: return mla_decode_tc_kernel<NMOD, 2, 8, INT4, CODES>;
     }
   } else if (mt == 4) {
     switch (ntw) {
-      case 1: return mla_decode_tc_kernel<NMOD, 4, 1, INT4>;
-      case 2: return mla_decode_tc_kernel<NMOD, 4, 2, INT4>;
-      case 4: return mla_decode_tc_kernel<NMOD, 4, 4, INT4>;
+      case 1: return mla_decode_tc_kernel<NMOD, 4, 1, INT4, CODES>;
+      case 2: return mla_decode_tc_kernel<NMOD, 4, 2, INT4, CODES>;
+      case 4: return mla_decode_tc_kernel<NMOD, 4, 4, INT4, CODES>;
     }
   }
   return nullptr;
 }
-KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw) {
+KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
-  if (p.n_mod == 1) return int4 ? tc_kernel_for<1, true>(mt, ntw) : tc_kernel_for<1, false>(mt, ntw);
-  return int4 ? tc_kernel_for<2, true>(mt, ntw) : tc_kernel_for<2, false>(mt, ntw);
+  if (codes) return p.n_mod == 1 ? tc_kernel_for<1, true, true>(mt, ntw) : tc_kernel_for<2, true, true>(mt, ntw);
+  if (p.n_mod == 1) return int4 ? tc_kernel_for<1, true, false>(mt, ntw) : tc_kernel_for<1, false, false>(mt, ntw);
+  return int4 ? tc_kernel_for<2, true, false>(mt, ntw) : tc_kernel_for<2, false, false>(mt, ntw);
 }
 KernelFn generic_kernel(const MlaDecodeParams& p) {
   return p.n_mod == 1 ? mla_decode_generic_kernel<1> : mla_decode_generic_kernel<2>;
@@ -1112,7 +1290,7 @@ struct FullPlan {
 };
 
 // Why the tensor-core kernel cannot take these sizes ("" if it can); fills the geometry when it can.
-std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, int& mt, int& ntw) {
+std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes, Geom& g, int& mt, int& ntw) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
   g.hr = p.h_kv * p.d_rope;
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
@@ -1156,6 +1334,17 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, in
   off += align16(rows * g.p_stride);
   g.off_red = off;
   off += align16(2 * kWarps * rows * 4);
+  if (codes) {
+    if (!int4) return "products on the codes need an int4 cache";
+    if (p.group_c % 16 != 0 || p.group_r % 16 != 0) return "products on the codes need groups that are multiples of 16";
+    if (p.d_rope % 16 != 0) return "products on the codes need d_rope % 16 == 0";
+    if (p.r_kv / p.group_c > 8) return "products on the codes take at most 8 latent groups per token";
+    g.codes = 1;
+    g.n_gc = p.r_kv / p.group_c;
+    g.n_rk = p.d_rope / 16;
+    g.off_qs = off;
+    off += align16(rows * (g.n_gc + g.n_rk) * 4);
+  }
   g.off_tiles = off;
   off += (int4 ? 1 : kBf16Stages) * g.tile_bytes;
   if (int4) {
@@ -1187,8 +1376,11 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   MlaDecodePlan& plan = fp.plan;
   Geom& g = fp.geom;
   int mt = 0, ntw = 0;
+  const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
   std::string why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
-                                                          : tc_geometry(p, dev, g, mt, ntw);
+                                                          : tc_geometry(p, dev, codes, g, mt, ntw);
+  VLM2MLA_CHECK(!codes || why.empty(), ArgumentError,
+                "mla_decode: the tensor-core kernel on int4 codes cannot take these sizes: ", why);
   VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCore || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel cannot take these sizes: ", why);
   const bool int4 = p.format == MlaCacheFormat::kInt4;
@@ -1199,7 +1391,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     plan.head_blocks = (p.h_q + mt * 16 / p.n_mod - 1) / (mt * 16 / p.n_mod);
     plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
                            : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
-    fp.fn = tc_kernel(p, mt, ntw);
+    fp.fn = tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);
