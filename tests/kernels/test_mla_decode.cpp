@@ -547,6 +547,23 @@ TEST(MlaDecodeCuda, SmallCases) {
       }
     }
   }
+  for (int64_t n_mod : {1, 2}) {  // the int4 products on the codes (their shapes: groups and d_rope of 16)
+    Case c;
+    c.format = MlaCacheFormat::kInt4;
+    c.n_mod = n_mod;
+    c.h_q = 12;
+    c.h_kv = 3;
+    c.r_kv = 64;
+    c.d_rope = 16;
+    c.window = 48;
+    c.group_c = 16;
+    c.group_r = 16;
+    c.start = {0, 9, 130, 0};
+    c.length = {200, 75, 130, 1};
+    c.t_cap = 208;
+    c.seed = 40 + seed++;
+    check_case(c, MlaDecodeVariant::kTensorCoreCodes, st);
+  }
   std::printf("[mla_decode small] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed, st.worst_acc,
               st.worst_case.c_str());
 }
