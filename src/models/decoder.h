@@ -121,7 +121,9 @@ class TextDecoder {
 
   // Bytes of the parameters one decode step reads: every decoder layer's, the final norm and the LM
   // head (not the embedding table, of which a step reads one row per sequence). The roofline floor of a
-  // step is these plus the cache's bytes over the device's copy bandwidth.
+  // step is these plus the cache's bytes over the device's copy bandwidth. The checkpoint's parameters
+  // only: not the zero biases fused projections give unbiased members (r_kv elements per set and layer
+  // in converted Qwen2 layers), so a fused model's floor equals the unfused one's and stays a floor.
   int64_t step_weight_bytes() const;
 
   // [b, s, d] -> [b, s, V] in the compute dtype.

@@ -77,11 +77,13 @@ struct LoadOptions {
 };
 
 // Inference only: the projections a layer runs on one input stored as adjacent row blocks of one
-// tensor per group (nn/layers.h fuse_linears; the originals are released, the bytes stay the same), so
-// linear_group runs each group as one GEMM: q, k, v; gate, up; converted layers q, k_rope and then
-// kv_a_proj of every set (low rank) or k_nope, v (svd none). Where only some members have a bias (the
-// latent's kv_a_proj has none, q and k_rope do with qkv_bias) the biased and the unbiased members form
-// two blocks. Layers without tensors are left alone.
+// tensor per group (nn/layers.h fuse_linears; the originals are released, the weights' bytes stay the
+// same), so linear_group runs each group as one GEMM: q, k, v; gate, up; converted layers q, k_rope and
+// then kv_a_proj of every set (low rank) or k_nope, v (svd none). Where only some members have a bias
+// (the latent's kv_a_proj has none, q and k_rope do with qkv_bias) the unbiased ones get a zero bias in
+// the group's bias tensor (r_kv elements per set: the only bytes added; exact) and the group stays one
+// block. The zero biases are no checkpoint parameters: for_each_param (save, step_weight_bytes) does
+// not visit them. Layers without tensors are left alone.
 void fuse_layer_projections(DecoderLayerWeights& w);
 
 // A layer's tensors (every defined one) on `device` (the same tensors when already there). Each is

@@ -88,32 +88,47 @@ void fuse_linears(at::ArrayRef<LinearWeights*> members) {
   for (const LinearWeights* m : members) {
     if (!m->weight.defined()) return;
   }
-  // Members [i, j) can share a block: the same dtype, device and in-features, and a bias on all or none.
-  auto same_kind = [](const LinearWeights& a, const LinearWeights& b) {
-    return a.weight.scalar_type() == b.weight.scalar_type() && a.weight.device() == b.weight.device() &&
-           a.weight.dim() == b.weight.dim() && a.weight.sizes().slice(1) == b.weight.sizes().slice(1) &&
-           a.bias.defined() == b.bias.defined() &&
-           (!a.bias.defined() || (a.bias.scalar_type() == b.bias.scalar_type() && a.bias.device() == b.bias.device()));
+  // Tensors of one kind: the same dtype, device and sizes but the first (out-features for a weight).
+  auto same_kind = [](const at::Tensor& a, const at::Tensor& b) {
+    return a.scalar_type() == b.scalar_type() && a.device() == b.device() && a.dim() == b.dim() &&
+           a.sizes().slice(1) == b.sizes().slice(1);
   };
   for (size_t i = 0; i < members.size();) {
-    size_t j = i + 1;
-    while (j < members.size() && same_kind(*members[i], *members[j])) ++j;
+    // The block [i, j): weights of one kind, and the biases that are defined of one kind (bias_like,
+    // the first of them; undefined when no member has one).
+    at::Tensor bias_like;
+    size_t j = i;
+    for (; j < members.size(); ++j) {
+      const LinearWeights& m = *members[j];
+      if (!same_kind(members[i]->weight, m.weight)) break;
+      if (m.bias.defined()) {
+        if (bias_like.defined() && !same_kind(bias_like, m.bias)) break;
+        if (!bias_like.defined()) bias_like = m.bias;
+      }
+    }
     std::vector<const LinearWeights*> run(members.begin() + static_cast<std::ptrdiff_t>(i),
                                           members.begin() + static_cast<std::ptrdiff_t>(j));
     if (run.size() > 1 && !fusable(run)) {
-      std::vector<at::Tensor> weights, biases;
+      std::vector<at::Tensor> weights;
+      int64_t rows = 0;
       for (const LinearWeights* m : run) {
         weights.push_back(m->weight);
-        if (m->bias.defined()) biases.push_back(m->bias);
+        rows += m->weight.size(0);
       }
       at::Tensor w = at::cat(weights, 0);  // [sum out, in]
-      at::Tensor b = biases.empty() ? at::Tensor() : at::cat(biases, 0);  // [sum out]
+      // [sum out]: the members' biases, zeros in the rows of members without one (exact: a GEMM with a
+      // bias rounds acc + b, and with b = 0 that is acc, what it rounds without one).
+      at::Tensor b = bias_like.defined() ? at::zeros({rows}, bias_like.options()) : at::Tensor();
       int64_t offset = 0;
       for (size_t k = i; k < j; ++k) {
         LinearWeights& m = *members[k];
         const int64_t n = m.weight.size(0);
         m.weight = w.narrow(0, offset, n);
-        if (b.defined()) m.bias = b.narrow(0, offset, n);
+        if (b.defined()) {
+          at::Tensor slice = b.narrow(0, offset, n);  // [out_k]
+          if (m.bias.defined()) slice.copy_(m.bias);
+          m.bias = slice;
+        }
         offset += n;
       }
     }

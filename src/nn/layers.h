@@ -33,10 +33,13 @@ std::vector<at::Tensor> linear_group(const at::Tensor& x, at::ArrayRef<const Lin
 
 // Inference only: stores the members as adjacent row blocks of one new tensor cat(weights, 0) (biases
 // likewise) and makes each member's weight and bias a narrow() view of it, releasing the originals:
-// the same bytes, one GEMM. Consecutive members that differ in having a bias go to separate blocks (a
-// bias for some rows only would change their results), as do members of another dtype, device or
-// in-features; a block of one member is left as it is, and so is a group with an undefined weight.
-// Weights that get gradients or are rewritten (conversion, fine-tuning) must not be fused.
+// the same bytes, one GEMM. Where only some members of a block have a bias, the others get a zero bias,
+// rows of the block's bias tensor (out-features elements each, the only bytes added): exact, since a
+// GEMM with a bias rounds acc + b and with b = 0 that is acc, what it rounds without one. Consecutive
+// members of another dtype, device or in-features (or whose biases differ in dtype or device) go to
+// separate blocks; a block of one member is left as it is (no zero bias), and so is a group with an
+// undefined weight. Weights that get gradients or are rewritten (conversion, fine-tuning) must not be
+// fused.
 void fuse_linears(at::ArrayRef<LinearWeights*> members);
 
 // Llama/Qwen2 RMSNorm as transformers computes it: normalise in float32, cast back to x's dtype,

@@ -6,6 +6,7 @@
 // GPU, the fused model's decode steps captured as a CUDA graph.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "convert/converted_fixture.h"
@@ -73,41 +74,73 @@ LayerBytes layer_bytes(const DecoderLayerWeights& w) {
   return b;
 }
 
-// Each layer's groups as fuse_layer_projections makes them, and its bytes: the fused layer's storages
-// hold exactly its tensors (no copy kept, nothing wasted), as many bytes as the unfused layer's tensors.
+// A layer's groups of projections of one input, as fuse_layer_projections makes them: gate/up, and q/k/v
+// or (converted) q, k_rope, then k_nope and v (svd none) or kv_a_proj of every set.
+std::vector<std::vector<const LinearWeights*>> projection_groups(const DecoderLayerWeights& w) {
+  std::vector<std::vector<const LinearWeights*>> groups = {{&w.gate_proj, &w.up_proj}};
+  if (!w.k_rope_proj.weight.defined()) {
+    groups.push_back({&w.q_proj, &w.k_proj, &w.v_proj});
+  } else {
+    std::vector<const LinearWeights*> g = {&w.q_proj, &w.k_rope_proj};
+    if (w.k_nope_proj.weight.defined()) g.insert(g.end(), {&w.k_nope_proj, &w.v_proj});
+    for (const KvLatentWeights& kv : w.kv) g.push_back(&kv.kv_a_proj);
+    groups.push_back(g);
+  }
+  return groups;
+}
+
+// Each layer's groups are one block each, and its bytes: the fused layer's storages hold exactly its
+// tensors (no copy kept, nothing wasted), as many bytes as the unfused layer's tensors plus the zero
+// biases given to the unbiased members of a biased group, which in these models are exactly the
+// converted Qwen2 layers' kv_a_proj of every set (r_kv x the element size each).
 void expect_fused_layers(const TextDecoder& unfused, const TextDecoder& fused) {
   const auto& a = unfused.weights().layers;
   const auto& f = fused.weights().layers;
   ASSERT_EQ(a.size(), f.size());
   for (size_t l = 0; l < f.size(); ++l) {
     const DecoderLayerWeights& w = f[l];
-    int64_t merged = 0;  // storages fewer than the unfused layer's: n - 1 per block of n (and its biases')
-    auto block = [&](const std::vector<const LinearWeights*>& members) {
-      EXPECT_TRUE(fusable(members)) << "layer " << l;
-      merged += static_cast<int64_t>(members.size() - 1) * (members[0]->bias.defined() ? 2 : 1);
-    };
-    block({&w.gate_proj, &w.up_proj});
-    if (!w.k_rope_proj.weight.defined()) {
-      block({&w.q_proj, &w.k_proj, &w.v_proj});
-    } else {
-      std::vector<const LinearWeights*> latent;
-      for (const KvLatentWeights& kv : w.kv) latent.push_back(&kv.kv_a_proj);
-      std::vector<const LinearWeights*> all = {&w.q_proj, &w.k_rope_proj};
-      all.insert(all.end(), latent.begin(), latent.end());
-      if (w.q_proj.bias.defined()) {  // kv_a_proj has none: two blocks
-        block({&w.q_proj, &w.k_rope_proj});
-        if (latent.size() > 1) block(latent);
-        EXPECT_FALSE(fusable(all)) << "layer " << l;
-      } else {
-        block(all);
+    int64_t merged = 0;  // storages fewer than the unfused layer's: n - 1 per block of n, and its biases'
+    int64_t added = 0;   // bytes of the zero biases given to unbiased members
+    const auto groups = projection_groups(w), before_groups = projection_groups(a[l]);
+    ASSERT_EQ(groups.size(), before_groups.size());
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const auto& members = groups[g];
+      ASSERT_EQ(members.size(), before_groups[g].size());
+      EXPECT_TRUE(fusable(members)) << "layer " << l << ", group " << g;
+      int64_t biased = 0;  // members with a bias of their own
+      for (size_t k = 0; k < members.size(); ++k) {
+        const LinearWeights& m = *members[k];
+        const LinearWeights& original = *before_groups[g][k];
+        EXPECT_TRUE(at::equal(m.weight, original.weight)) << "layer " << l << ", group " << g << ", member " << k;
+        if (original.bias.defined()) {
+          ++biased;
+          EXPECT_TRUE(at::equal(m.bias, original.bias)) << "layer " << l << ", group " << g << ", member " << k;
+        } else if (m.bias.defined()) {  // a zero bias, rows of the block's bias
+          EXPECT_EQ(m.bias.sizes(), at::IntArrayRef({m.weight.size(0)})) << "layer " << l << ", member " << k;
+          EXPECT_EQ(m.bias.count_nonzero().item<int64_t>(), 0) << "layer " << l << ", member " << k;
+          added += static_cast<int64_t>(m.bias.nbytes());
+        }
+      }
+      EXPECT_EQ(members[0]->bias.defined(), biased > 0) << "layer " << l << ", group " << g;
+      merged += static_cast<int64_t>(members.size() - 1) + std::max<int64_t>(biased - 1, 0);
+    }
+    // The added bytes, counted from the model: kv_a_proj's out-features x element size per set where q
+    // has a bias (converted Qwen2 layers); nothing elsewhere.
+    int64_t expected_added = 0;
+    if (w.k_rope_proj.weight.defined() && a[l].q_proj.bias.defined()) {
+      for (const KvLatentWeights& kv : a[l].kv) {
+        EXPECT_FALSE(kv.kv_a_proj.bias.defined()) << "layer " << l << ": no checkpoint has a kv_a_proj bias";
+        expected_added += kv.kv_a_proj.weight.size(0) * static_cast<int64_t>(a[l].q_proj.bias.element_size());
       }
     }
+    EXPECT_EQ(added, expected_added) << "layer " << l;
     EXPECT_FALSE(fusable({&a[l].gate_proj, &a[l].up_proj})) << "the unfused decoder's layer " << l;
     const LayerBytes before = layer_bytes(a[l]), after = layer_bytes(f[l]);
-    EXPECT_EQ(after.tensors, before.tensors) << "layer " << l;
+    EXPECT_EQ(after.tensors, before.tensors + expected_added) << "layer " << l;
     EXPECT_EQ(after.storages, after.tensors) << "layer " << l;
     EXPECT_EQ(after.count + merged, before.count) << "layer " << l;
   }
+  // The checkpoint's parameters (the zero biases are none of them).
   EXPECT_EQ(fused.step_weight_bytes(), unfused.step_weight_bytes());
 }
 
@@ -160,8 +193,8 @@ TEST_P(FusedProjections, ConvertedFusedEqualsUnfused) {
   ref.set_mla_attention(MlaAttention::kAuto);
 }
 
-// Qwen2 (q/k/v biases; converted: biased q and k_rope, unbiased kv_a_proj), LLaVA (no biases; md: one
-// block of q, k_rope and both sets' kv_a_proj), Qwen2.5-VL (biases, M-RoPE, md).
+// Qwen2 (q/k/v biases; converted: biased q and k_rope, kv_a_proj given a zero bias, one block), LLaVA
+// (no biases; md: one block of q, k_rope and both sets' kv_a_proj), Qwen2.5-VL (biases, M-RoPE, md).
 INSTANTIATE_TEST_SUITE_P(Fixtures, FusedProjections,
                          ::testing::Values("text/qwen2", "vlm/llava", "vlm/qwen2_5_vl"), [](const auto& info) {
                            std::string n = info.param.substr(info.param.find('/') + 1);

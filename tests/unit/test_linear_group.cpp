@@ -1,6 +1,7 @@
 // linear_group (nn/layers.h): members stored as adjacent row blocks of one tensor (fuse_linears) run as
 // one GEMM whose slices equal the separate linears (the slow twin); anything else (other storages, a
-// gap, another order, per-member copies, a bias on some members only, gradients) runs separately.
+// gap, another order, per-member copies, gradients) runs separately. Members without a bias in a group
+// with biases get zero ones.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -117,30 +118,57 @@ TEST_P(LinearGroup, MembersThatAreNotAdjacentRunSeparately) {
 INSTANTIATE_TEST_SUITE_P(Bias, LinearGroup, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "WithBias" : "WithoutBias"; });
 
-// Members of which only some have a bias: the biased and the unbiased ones form separate blocks (a
-// zero bias on the rest would change nothing but cost memory; a bias added after the GEMM would round
-// differently), each one GEMM. So do members of another dtype; a block of one member is left alone.
-TEST(LinearGroupMixed, BiasedAndUnbiasedMembersFormSeparateBlocks) {
+// Members of which only some have a bias: the unbiased ones get a zero bias (rows of the block's bias
+// tensor) and all run as one GEMM, equal to the separate linears of the original, unbiased members. Members
+// of another dtype form a block of their own; a block of one member is left alone.
+TEST(LinearGroupMixed, UnbiasedMembersGetZeroBiasesAndJoinTheBlock) {
   at::Generator gen = at::detail::createCPUGenerator(3);
   LinearWeights q = random_linear(8, 16, true, gen), kr = random_linear(4, 16, true, gen);
   LinearWeights a0 = random_linear(3, 16, false, gen), a1 = random_linear(3, 16, false, gen);
   const std::vector<LinearWeights> reference = {copy_of(q), copy_of(kr), copy_of(a0), copy_of(a1)};
+  ASSERT_FALSE(reference[2].bias.defined());
   fuse_linears({&q, &kr, &a0, &a1});
-  EXPECT_TRUE(fusable({&q, &kr}));
-  EXPECT_TRUE(fusable({&a0, &a1}));
-  EXPECT_FALSE(fusable({&q, &kr, &a0, &a1}));
-  EXPECT_FALSE(a0.bias.defined());
+  EXPECT_TRUE(fusable({&q, &kr, &a0, &a1}));
+  EXPECT_EQ(q.weight.storage().nbytes(), (8 + 4 + 3 + 3) * 16 * sizeof(float));  // the weights' bytes
+  // The biases: one tensor of every member's rows, the added ones exactly zero, the others unchanged.
+  ASSERT_TRUE(a0.bias.defined() && a1.bias.defined());
+  EXPECT_TRUE(same_storage(q.bias, a1.bias));
+  EXPECT_EQ(q.bias.storage().nbytes(), (8 + 4 + 3 + 3) * sizeof(float));
+  EXPECT_EQ(a0.bias.sizes(), at::IntArrayRef({3}));
+  EXPECT_TRUE(at::equal(a0.bias, at::zeros({3})));
+  EXPECT_TRUE(at::equal(a1.bias, at::zeros({3})));
+  EXPECT_TRUE(at::equal(q.bias, reference[0].bias));
+  EXPECT_TRUE(at::equal(kr.bias, reference[1].bias));
   at::Tensor x = at::normal(0.0, 1.0, {2, 3, 16}, gen);
   std::vector<at::Tensor> y = linear_group(x, {&q, &kr, &a0, &a1});
-  EXPECT_TRUE(same_storage(y[0], y[1]));
-  EXPECT_TRUE(same_storage(y[2], y[3]));
-  EXPECT_FALSE(same_storage(y[1], y[2]));
+  EXPECT_TRUE(same_storage(y[0], y[3])) << "one GEMM: the results are slices of one tensor";
   expect_equal_to_separate(x, {&q, &kr, &a0, &a1}, reference);
+  // Unbiased members first: the same, the zeros at the front.
+  LinearWeights u = random_linear(3, 16, false, gen), v = random_linear(4, 16, true, gen);
+  const std::vector<LinearWeights> uv = {copy_of(u), copy_of(v)};
+  fuse_linears({&u, &v});
+  EXPECT_TRUE(fusable({&u, &v}));
+  EXPECT_EQ(u.bias.storage_offset(), 0);
+  EXPECT_TRUE(at::equal(u.bias, at::zeros({3})));
+  expect_equal_to_separate(x, {&u, &v}, uv);
+  // Again: nothing to do (the same storages).
+  const void* storage = q.bias.storage().unsafeGetStorageImpl();
+  fuse_linears({&q, &kr, &a0, &a1});
+  EXPECT_EQ(q.bias.storage().unsafeGetStorageImpl(), storage);
+  // Biases of another dtype: a block of their own.
+  LinearWeights b32 = random_linear(4, 16, true, gen), b64 = random_linear(4, 16, true, gen), n = random_linear(4, 16, false, gen);
+  b64.bias = b64.bias.to(at::kDouble);
+  fuse_linears({&b32, &n, &b64});
+  EXPECT_TRUE(fusable({&b32, &n}));
+  EXPECT_FALSE(same_storage(n.weight, b64.weight));
+  EXPECT_EQ(b64.bias.scalar_type(), at::kDouble);
 
   LinearWeights single = random_linear(4, 16, true, gen), other = random_linear(4, 16, false, gen);
+  other.weight = other.weight.to(at::kDouble);
   const at::Tensor before = single.weight;
-  fuse_linears({&single, &other});  // blocks of one: untouched
+  fuse_linears({&single, &other});  // blocks of one (another dtype): untouched, no zero bias
   EXPECT_TRUE(before.is_same(single.weight));
+  EXPECT_FALSE(other.bias.defined());
   LinearWeights f32 = random_linear(4, 16, false, gen), f64 = random_linear(4, 16, false, gen);
   f64.weight = f64.weight.to(at::kDouble);
   fuse_linears({&f32, &f64});

@@ -22,7 +22,8 @@ void RunFlags::add_to(CLI::App* app) {
 void RunFlags::add_fuse_to(CLI::App* app) {
   app->add_option("--fuse-projections", fuse,
                   "run each layer's projections of one input as one GEMM (q/k/v, gate/up; converted: q, "
-                  "k_rope, kv_a_proj), their weights stored as one tensor (the same bytes): auto (on CUDA, "
+                  "k_rope, kv_a_proj), their weights stored as one tensor (the same bytes; unbiased members of a "
+                  "biased group get zero biases): auto (on CUDA, "
                   "where decode steps are launch-bound; on the CPU the checkpoint's mapped weights stay "
                   "unread until used) | on | off")
       ->capture_default_str();
