@@ -1,31 +1,17 @@
 #include "nn/layers.h"
 
-#include <atomic>
-#include <cstdlib>
-#include <string>
-
+#include "core/env_switch.h"
 #include "kernels/ops.h"
 
 namespace vlm2mla {
 
 namespace {
-std::atomic<int>& fused_rms_norm_flag() {  // -1: not yet read from the environment
-  static std::atomic<int> flag{-1};
-  return flag;
-}
+EnvSwitch fused_rms_norm_switch("VLM2MLA_FUSED_RMS_NORM");
 }  // namespace
 
-void set_fused_rms_norm(bool on) { fused_rms_norm_flag() = on ? 1 : 0; }
+void set_fused_rms_norm(bool on) { fused_rms_norm_switch.set(on); }
 
-bool fused_rms_norm_enabled() {
-  int f = fused_rms_norm_flag().load();
-  if (f < 0) {
-    const char* env = std::getenv("VLM2MLA_FUSED_RMS_NORM");
-    f = env && std::string(env) == "0" ? 0 : 1;  // on unless VLM2MLA_FUSED_RMS_NORM=0
-    fused_rms_norm_flag() = f;
-  }
-  return f == 1;
-}
+bool fused_rms_norm_enabled() { return fused_rms_norm_switch.enabled(); }
 
 namespace {
 

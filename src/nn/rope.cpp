@@ -1,32 +1,19 @@
 #include "nn/rope.h"
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
+#include "core/env_switch.h"
 #include "kernels/ops.h"
 
 namespace vlm2mla {
 
 namespace {
-std::atomic<int>& fused_rope_flag() {  // -1: not yet read from the environment
-  static std::atomic<int> flag{-1};
-  return flag;
-}
+EnvSwitch fused_rope_switch("VLM2MLA_FUSED_ROPE");
 }  // namespace
 
-void set_fused_rope(bool on) { fused_rope_flag() = on ? 1 : 0; }
+void set_fused_rope(bool on) { fused_rope_switch.set(on); }
 
-bool fused_rope_enabled() {
-  int f = fused_rope_flag().load();
-  if (f < 0) {
-    const char* env = std::getenv("VLM2MLA_FUSED_ROPE");
-    f = env && std::string(env) == "0" ? 0 : 1;
-    fused_rope_flag() = f;
-  }
-  return f == 1;
-}
+bool fused_rope_enabled() { return fused_rope_switch.enabled(); }
 
 RopeTable make_rope_table(const RopeParameters& rope, int64_t head_dim) {
   // inv_freq = 1 / base^(arange(0, d, 2) / d), in float32 as transformers computes it.
