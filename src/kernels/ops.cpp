@@ -34,6 +34,11 @@ const T* ptr(const at::Tensor& t) {
   return t.defined() ? reinterpret_cast<const T*>(t.data_ptr()) : nullptr;
 }
 
+// The element kernels' dtype of a tensor the usable() checks admitted (bf16, fp16 or float32).
+ElementDtype element_dtype(at::ScalarType t) {
+  return t == at::kBFloat16 ? ElementDtype::kBf16 : t == at::kHalf ? ElementDtype::kFp16 : ElementDtype::kFp32;
+}
+
 void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   const MlaDecodeShape s = check_mla_decode_inputs(in);
   VLM2MLA_CHECK(s.device.is_cuda(), ArgumentError, "mla_decode: MlaDecodeLaunch needs CUDA tensors, got ", s.device);
@@ -219,9 +224,8 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
   at::Tensor out = at::empty_like(xc);
   const int64_t d = x.size(-1);
   if (xc.numel() == 0) return out;
-  const at::ScalarType t = x.scalar_type();
-  const RmsNormDtype dt = t == at::kBFloat16 ? RmsNormDtype::kBf16 : t == at::kHalf ? RmsNormDtype::kFp16 : RmsNormDtype::kFp32;
-  launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), xc.numel() / d, d, float(eps), dt,
+  launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), xc.numel() / d, d, float(eps),
+                  element_dtype(x.scalar_type()),
                   c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return out;
 #else
@@ -267,8 +271,7 @@ at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   p.cos = c.data_ptr();
   p.sin = s.data_ptr();
   p.out = out.data_ptr();
-  const at::ScalarType t = x.scalar_type();
-  p.dtype = t == at::kBFloat16 ? RopeDtype::kBf16 : t == at::kHalf ? RopeDtype::kFp16 : RopeDtype::kFp32;
+  p.dtype = element_dtype(x.scalar_type());
   p.dims = int(x.dim());
   for (int j = 0; j < p.dims; ++j) {
     p.size[j] = x.size(j);

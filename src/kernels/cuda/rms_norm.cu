@@ -43,15 +43,15 @@ void launch_typed(const void* x, const void* w, void* out, int64_t rows, int d, 
 
 }  // namespace
 
-void launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t d, float eps, RmsNormDtype dtype,
+void launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t d, float eps, ElementDtype dtype,
                      cudaStream_t stream) {
   VLM2MLA_CHECK(rows >= 0 && rows <= 0x7fffffff && d > 0 && d <= 0x7fffffff, ArgumentError,
                 "rms_norm: ", rows, " rows of width ", d, " are out of range");
   if (rows == 0) return;
   switch (dtype) {
-    case RmsNormDtype::kBf16: launch_typed<__nv_bfloat16>(x, w, out, rows, int(d), eps, stream); break;
-    case RmsNormDtype::kFp16: launch_typed<__half>(x, w, out, rows, int(d), eps, stream); break;
-    case RmsNormDtype::kFp32: launch_typed<float>(x, w, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kBf16: launch_typed<__nv_bfloat16>(x, w, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kFp16: launch_typed<__half>(x, w, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kFp32: launch_typed<float>(x, w, out, rows, int(d), eps, stream); break;
   }
   const cudaError_t err = cudaGetLastError();
   VLM2MLA_CHECK(err == cudaSuccess, Error, "rms_norm: launching the kernel failed: ", cudaGetErrorName(err), " (",

@@ -8,13 +8,13 @@
 
 #include <cstdint>
 
-namespace vlm2mla {
+#include "kernels/cuda/element_dtype.h"
 
-enum class RmsNormDtype { kBf16, kFp16, kFp32 };
+namespace vlm2mla {
 
 // out[r, :] = rms_norm(x[r, :]) * w for rows r < rows of width d (row-major, contiguous; out may not
 // alias x). Throws ArgumentError for invalid sizes, Error when the launch fails.
-void launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t d, float eps, RmsNormDtype dtype,
+void launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t d, float eps, ElementDtype dtype,
                      cudaStream_t stream);
 
 }  // namespace vlm2mla

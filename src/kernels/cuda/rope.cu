@@ -74,9 +74,9 @@ void launch_rope(const RopeParams& p, cudaStream_t stream) {
   }
   if (numel == 0) return;
   switch (p.dtype) {
-    case RopeDtype::kBf16: launch_typed<__nv_bfloat16>(p, numel / 2, stream); break;
-    case RopeDtype::kFp16: launch_typed<__half>(p, numel / 2, stream); break;
-    case RopeDtype::kFp32: launch_typed<float>(p, numel / 2, stream); break;
+    case ElementDtype::kBf16: launch_typed<__nv_bfloat16>(p, numel / 2, stream); break;
+    case ElementDtype::kFp16: launch_typed<__half>(p, numel / 2, stream); break;
+    case ElementDtype::kFp32: launch_typed<float>(p, numel / 2, stream); break;
   }
   const cudaError_t err = cudaGetLastError();
   VLM2MLA_CHECK(err == cudaSuccess, Error, "rope: launching the kernel failed: ", cudaGetErrorName(err), " (",

@@ -9,9 +9,9 @@
 
 #include <cstdint>
 
-namespace vlm2mla {
+#include "kernels/cuda/element_dtype.h"
 
-enum class RopeDtype { kBf16, kFp16, kFp32 };
+namespace vlm2mla {
 
 constexpr int kRopeMaxDims = 8;
 
@@ -21,7 +21,7 @@ struct RopeParams {
   const void* cos;  // broadcast to [..., d]
   const void* sin;  // broadcast to [..., d]
   void* out;        // [..., d]; overlaps none of x, cos, sin, nor itself
-  RopeDtype dtype;  // of all four
+  ElementDtype dtype;  // of all four
   int dims;         // 1..kRopeMaxDims, the last one d
   int64_t size[kRopeMaxDims];        // x's shape; size[dims - 1] = d, even
   int64_t x_stride[kRopeMaxDims];    // x's strides
