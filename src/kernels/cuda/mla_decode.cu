@@ -358,6 +358,13 @@ __device__ __forceinline__ float code_float(uint32_t q) { return __uint_as_float
 __device__ __forceinline__ uint32_t scaled_codes(uint32_t q0, uint32_t q1, float s0, float s1) {
   return pack_bf16x2(code_float(q0) * s0, code_float(q1) * s1);
 }
+// A score product's B fragment from a token's code row: the bytes at crow and crow + 4 hold the k-step's
+// elements 2 tig, 2 tig + 1 and 2 tig + 8, 2 tig + 9; sb is the token's scale for the k-step's group.
+__device__ __forceinline__ void codes_fragment(const unsigned char* crow, float sb, uint32_t& b0, uint32_t& b1) {
+  const uint32_t c0 = crow[0], c1 = crow[4];
+  b0 = scaled_codes(c0 & 15u, c0 >> 4, sb, sb);
+  b1 = scaled_codes(c1 & 15u, c1 >> 4, sb, sb);
+}
 __device__ __forceinline__ float half_at(const unsigned char* base, int i) {
   return half_bits_to_float(reinterpret_cast<const uint16_t*>(base)[i]);
 }
@@ -403,86 +410,16 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
   }
 
   // ---- scores of the warp's 8 tokens: the RoPE product into the head rows, copied to the image rows,
-  // then each modality's latent product
+  // then each modality's latent product. CODES: a key is sc * code + lo per token and group; the B
+  // fragments are bf16(sc * code) built in registers from the raw stage, and the minima add lo times the
+  // row's query sum over the group (qs, once per CTA).
   float s[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.f;
-  if constexpr (CODES) {
-    // The keys are sc * code + lo per token and group: the products take bf16(sc * code) (the B fragments,
-    // built from the codes in registers), and the minima add lo * (the row's query sum over the group).
-    const int tb = warp * 8 + gid;      // the token of the thread's B fragments (n = gid)
-    const int tc = warp * 8 + 2 * tig;  // the tokens of its score columns: tc, tc + 1
-    const float* qs = reinterpret_cast<const float*>(smem + g.off_qs);
-    const int qs_w = g.n_gc + g.n_rk;
-    {  // RoPE key: per kv group gq and 16-wide k-step kr (inside one quantization group)
-      const unsigned char* kq = raw + g.raw_kq;
-      const unsigned char* ksc = raw + g.raw_ks;
-      const unsigned char* klo = raw + g.raw_kl;
-      const int ngr = g.hr / p.group_r;
-      const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
-#pragma unroll
-      for (int mt = 0; mt < MH; ++mt) {
-        for (int kr = 0; kr < p.d_rope; kr += 16) {
-          uint32_t a0, a1, a2, a3;
-          ldsm_x4(a_addr + mt * 16 * g.qr_stride + kr * 2, a0, a1, a2, a3);
-          for (int gq = ri[mt].g_lo; gq <= ri[mt].g_hi; ++gq) {
-            const bool m0 = ri[mt].grp[0] == gq, m1 = ri[mt].grp[1] == gq;
-            const int d0 = gq * p.d_rope + kr, gr = d0 / p.group_r;
-            const unsigned char* crow = kq + tb * (g.hr / 2) + d0 / 2 + tig;
-            const float sb = half_at(ksc, tb * ngr + gr);
-            const uint32_t c0 = crow[0], c1 = crow[4];
-            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u,
-                     scaled_codes(c0 & 15u, c0 >> 4, sb, sb), scaled_codes(c1 & 15u, c1 >> 4, sb, sb));
-            const float lo0 = half_at(klo, tc * ngr + gr), lo1 = half_at(klo, (tc + 1) * ngr + gr);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              if (ri[mt].grp[h] != gq) continue;
-              const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + g.n_gc + kr / 16];
-              s[mt][2 * h] += lo0 * q;
-              s[mt][2 * h + 1] += lo1 * q;
-            }
-          }
-        }
-        if (NMOD == 2) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[(mt + MH) % MT][e] = s[mt][e];
-        }
-      }
-    }
-    {  // latent
-      const unsigned char* cq = raw + g.raw_cq;
-      const unsigned char* csc = raw + g.raw_cs;
-      const unsigned char* clo = raw + g.raw_cl;
-      const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
-      for (int k = 0; k < p.r_kv; k += 16) {
-        const int gi = k / p.group_c;
-        const unsigned char* crow = cq + tb * (p.r_kv / 2) + k / 2 + tig;
-        const float sb = half_at(csc, tb * g.n_gc + gi);
-        const uint32_t c0 = crow[0], c1 = crow[4];
-        const uint32_t b0 = scaled_codes(c0 & 15u, c0 >> 4, sb, sb), b1 = scaled_codes(c1 & 15u, c1 >> 4, sb, sb);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          if (!(mt < MH ? warp_txt : warp_img)) continue;
-          uint32_t a0, a1, a2, a3;
-          ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
-          mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
-        }
-      }
-      for (int gi = 0; gi < g.n_gc; ++gi) {
-        const float lo0 = half_at(clo, tc * g.n_gc + gi), lo1 = half_at(clo, (tc + 1) * g.n_gc + gi);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          if (!(mt < MH ? warp_txt : warp_img)) continue;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + gi];
-            s[mt][2 * h] += lo0 * q;
-            s[mt][2 * h + 1] += lo1 * q;
-          }
-        }
-      }
-    }
-  } else {
+  const int tb = warp * 8 + gid;      // CODES: the token of the thread's B fragments (n = gid)
+  const int tc = warp * 8 + 2 * tig;  // CODES: the tokens of its score columns, tc and tc + 1
+  const float* qs = reinterpret_cast<const float*>(smem + g.off_qs);  // CODES: [rows][n_gc + n_rk]
+  const int qs_w = g.n_gc + g.n_rk;
   {
     const uint32_t b_addr = ktile + (warp * 8 + (lane & 7)) * g.k_stride + ((lane >> 3) & 1) * 16;
     const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
@@ -495,8 +432,23 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
           // Rows of other groups see zeros: the product of a block-diagonal query with all groups' keys.
           const bool m0 = ri[mt].grp[0] == gq, m1 = ri[mt].grp[1] == gq;
           uint32_t b0, b1;
-          ldsm_x2(b_addr + (gq * p.d_rope + kr) * 2, b0, b1);
-          mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+          if constexpr (CODES) {  // the k-step lies in one quantization group (group_r % 16 == 0)
+            const int d0 = gq * p.d_rope + kr, ngr = g.hr / p.group_r, gr = d0 / p.group_r;
+            codes_fragment(raw + g.raw_kq + tb * (g.hr / 2) + d0 / 2 + tig, half_at(raw + g.raw_ks, tb * ngr + gr),
+                           b0, b1);
+            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+            const float lo0 = half_at(raw + g.raw_kl, tc * ngr + gr), lo1 = half_at(raw + g.raw_kl, (tc + 1) * ngr + gr);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              if (ri[mt].grp[h] != gq) continue;
+              const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + g.n_gc + kr / 16];
+              s[mt][2 * h] += lo0 * q;
+              s[mt][2 * h + 1] += lo1 * q;
+            }
+          } else {
+            ldsm_x2(b_addr + (gq * p.d_rope + kr) * 2, b0, b1);
+            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+          }
         }
       }
       if (NMOD == 2) {
@@ -508,10 +460,15 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
   {
     const uint32_t b_addr = ctile + (warp * 8 + (lane & 7)) * g.c_stride + ((lane >> 3) & 1) * 16;
     const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
-#pragma unroll 4
+#pragma unroll(CODES ? 1 : 4)  // CODES: not unrolled (unrolling it makes the kernel spill registers)
     for (int k = 0; k < p.r_kv; k += 16) {
       uint32_t b0, b1;
-      ldsm_x2(b_addr + k * 2, b0, b1);
+      if constexpr (CODES) {
+        codes_fragment(raw + g.raw_cq + tb * (p.r_kv / 2) + k / 2 + tig,
+                       half_at(raw + g.raw_cs, tb * g.n_gc + k / p.group_c), b0, b1);
+      } else {
+        ldsm_x2(b_addr + k * 2, b0, b1);
+      }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         if (!(mt < MH ? warp_txt : warp_img)) continue;
@@ -520,8 +477,22 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
         mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
       }
     }
+    if constexpr (CODES) {  // the minima of each latent group
+      for (int gi = 0; gi < g.n_gc; ++gi) {
+        const float lo0 = half_at(raw + g.raw_cl, tc * g.n_gc + gi), lo1 = half_at(raw + g.raw_cl, (tc + 1) * g.n_gc + gi);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!(mt < MH ? warp_txt : warp_img)) continue;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + gi];
+            s[mt][2 * h] += lo0 * q;
+            s[mt][2 * h + 1] += lo1 * q;
+          }
+        }
+      }
+    }
   }
-  }  // bf16 tiles
 
   // ---- scores in the log2 domain, masked (each token's own modality with two); the row maxima over
   // the thread's two tokens
@@ -602,52 +573,56 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
   }
   const bool cta_txt = NMOD == 2 ? __syncthreads_or(warp_txt) != 0 : (__syncthreads(), true);
 
-  // ---- O += P C over the warp's output columns (the m-tiles of a modality with tokens in the tile)
+  // ---- O += P C over the warp's output columns (the m-tiles of a modality with tokens in the tile).
+  // CODES: B = bf16(sc * code) of the fragment's four tokens, each with its scale for the n-tile's group (an
+  // 8-column n-tile lies in one group), and the minima add sum_j P[r,j] lo[j,g]: one more product of the P
+  // tile with the tokens' minima (groups as its columns), added to O's columns of each group after the tile.
   const uint32_t pa_addr = sbase + g.off_p + (lane & 15) * g.p_stride + (lane >> 4) * 16;
+  float plo[MT][4];  // CODES: sum_j P lo[j, g], rows (gid, gid + 8) x groups (2 tig, 2 tig + 1)
   if constexpr (CODES) {
-    // O += P bf16(scale * codes) per 8-column n-tile (one quantization group each), plus the tile's
-    // P lo: one product of the P tile with the tokens' minima (groups as columns), added to O's columns
-    // of each group at the end
-    const unsigned char* cq = raw + g.raw_cq;
-    const unsigned char* csc = raw + g.raw_cs;
-    const unsigned char* clo = raw + g.raw_cl;
-    const int rb = p.r_kv / 2;
-    float plo[MT][4];  // sum_j P lo[j, g]: rows (gid, gid + 8) x groups (2 tig, 2 tig + 1)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) plo[mt][0] = plo[mt][1] = plo[mt][2] = plo[mt][3] = 0.f;
+  }
 #pragma unroll
-    for (int ks = 0; ks < kTile / 16; ++ks) {
-      const int j0 = ks * 16 + 2 * tig;  // the fragments' tokens: j0, j0 + 1, j0 + 8, j0 + 9
-      uint32_t bf[NTW][2];
+  for (int ks = 0; ks < kTile / 16; ++ks) {
+    const int j0 = ks * 16 + 2 * tig;  // CODES: the fragments' tokens j0, j0 + 1, j0 + 8, j0 + 9
+    uint32_t bf[NTW][2];
 #pragma unroll
-      for (int i = 0; i < NTW; ++i) {
-        const int nt = warp + i * kWarps;
-        if (nt * 8 >= p.r_kv) continue;
-        const int d = nt * 8 + gid, sh = (d & 1) * 4, gi = (nt * 8) / p.group_c;
-        const unsigned char* col = cq + d / 2;
+    for (int i = 0; i < NTW; ++i) {
+      const int nt = warp + i * kWarps;
+      if (nt * 8 >= p.r_kv) continue;
+      if constexpr (CODES) {
+        const int d = nt * 8 + gid, sh = (d & 1) * 4, gi = (nt * 8) / p.group_c, rb = p.r_kv / 2;
+        const unsigned char* col = raw + g.raw_cq + d / 2;
+        const unsigned char* sc = raw + g.raw_cs;
         bf[i][0] = scaled_codes((col[j0 * rb] >> sh) & 15u, (col[(j0 + 1) * rb] >> sh) & 15u,
-                                half_at(csc, j0 * g.n_gc + gi), half_at(csc, (j0 + 1) * g.n_gc + gi));
+                                half_at(sc, j0 * g.n_gc + gi), half_at(sc, (j0 + 1) * g.n_gc + gi));
         bf[i][1] = scaled_codes((col[(j0 + 8) * rb] >> sh) & 15u, (col[(j0 + 9) * rb] >> sh) & 15u,
-                                half_at(csc, (j0 + 8) * g.n_gc + gi), half_at(csc, (j0 + 9) * g.n_gc + gi));
-      }
-      const bool gv = gid < g.n_gc;  // B of the minima: n = group gid
-      const uint32_t lb0 = pack_bf16x2(gv ? half_at(clo, j0 * g.n_gc + gid) : 0.f,
-                                       gv ? half_at(clo, (j0 + 1) * g.n_gc + gid) : 0.f);
-      const uint32_t lb1 = pack_bf16x2(gv ? half_at(clo, (j0 + 8) * g.n_gc + gid) : 0.f,
-                                       gv ? half_at(clo, (j0 + 9) * g.n_gc + gid) : 0.f);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        if (!(mt < MH ? cta_txt : cta_img)) continue;
-        uint32_t a0, a1, a2, a3;
-        ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
-        mma_bf16(plo[mt], a0, a1, a2, a3, lb0, lb1);
-#pragma unroll
-        for (int i = 0; i < NTW; ++i) {
-          if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
-        }
+                                half_at(sc, (j0 + 8) * g.n_gc + gi), half_at(sc, (j0 + 9) * g.n_gc + gi));
+      } else {
+        ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
       }
     }
-    // plo[r, g] is in lane (gid, g / 2), slot g % 2; an n-tile's group is the same for the whole warp
+    uint32_t lb0 = 0u, lb1 = 0u;  // CODES: B of the minima, n = group gid
+    if constexpr (CODES) {
+      const unsigned char* lo = raw + g.raw_cl;
+      const bool gv = gid < g.n_gc;
+      lb0 = pack_bf16x2(gv ? half_at(lo, j0 * g.n_gc + gid) : 0.f, gv ? half_at(lo, (j0 + 1) * g.n_gc + gid) : 0.f);
+      lb1 = pack_bf16x2(gv ? half_at(lo, (j0 + 8) * g.n_gc + gid) : 0.f, gv ? half_at(lo, (j0 + 9) * g.n_gc + gid) : 0.f);
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!(mt < MH ? cta_txt : cta_img)) continue;
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
+      if constexpr (CODES) mma_bf16(plo[mt], a0, a1, a2, a3, lb0, lb1);
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+      }
+    }
+  }
+  if constexpr (CODES) {  // plo[r, g] is in lane (gid, g / 2), slot g % 2; an n-tile's group is warp-uniform
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       if (!(mt < MH ? cta_txt : cta_img)) continue;
@@ -661,26 +636,6 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
           const float v = __shfl_sync(0xffffffffu, (gi & 1) ? plo[mt][2 * h + 1] : plo[mt][2 * h], src);
           st.o[mt][i][2 * h] += v;
           st.o[mt][i][2 * h + 1] += v;
-        }
-      }
-    }
-  } else {
-#pragma unroll
-    for (int ks = 0; ks < kTile / 16; ++ks) {
-      uint32_t bf[NTW][2];
-#pragma unroll
-      for (int i = 0; i < NTW; ++i) {
-        const int nt = warp + i * kWarps;
-        if (nt * 8 < p.r_kv) ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
-      }
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        if (!(mt < MH ? cta_txt : cta_img)) continue;
-        uint32_t a0, a1, a2, a3;
-        ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
-#pragma unroll
-        for (int i = 0; i < NTW; ++i) {
-          if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
         }
       }
     }
