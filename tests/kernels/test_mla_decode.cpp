@@ -526,42 +526,35 @@ TEST(MlaDecodeCuda, SmallCases) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
   int seed = 0;
-  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-    for (int64_t n_mod : {1, 2}) {
-      for (MlaDecodeVariant v : {MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric}) {
-        Case c;
-        c.format = f;
-        c.n_mod = n_mod;
-        c.h_q = 12;
-        c.h_kv = 3;
-        c.r_kv = 64;
-        c.d_rope = 24;  // d_rope % 16 == 8: the RoPE tile's pad columns are read
-        c.window = f == MlaCacheFormat::kInt4 ? 48 : 0;
-        c.group_c = 32;
-        c.group_r = 24;
-        c.start = {0, 9, 130, 0};
-        c.length = {200, 75, 130, 1};
-        c.t_cap = 208;
-        c.seed = 40 + seed++;
-        check_case(c, v, st);
-      }
-    }
-  }
-  for (int64_t n_mod : {1, 2}) {  // the int4 products on the codes (their shapes: groups and d_rope of 16)
+  auto small = [&](MlaCacheFormat f, int64_t n_mod) {
     Case c;
-    c.format = MlaCacheFormat::kInt4;
+    c.format = f;
     c.n_mod = n_mod;
     c.h_q = 12;
     c.h_kv = 3;
     c.r_kv = 64;
-    c.d_rope = 16;
-    c.window = 48;
-    c.group_c = 16;
-    c.group_r = 16;
+    c.d_rope = 24;  // d_rope % 16 == 8: the RoPE tile's pad columns are read
+    c.window = f == MlaCacheFormat::kInt4 ? 48 : 0;
+    c.group_c = 32;
+    c.group_r = 24;
     c.start = {0, 9, 130, 0};
     c.length = {200, 75, 130, 1};
     c.t_cap = 208;
     c.seed = 40 + seed++;
+    return c;
+  };
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      for (MlaDecodeVariant v : {MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric}) {
+        check_case(small(f, n_mod), v, st);
+      }
+    }
+  }
+  for (int64_t n_mod : {1, 2}) {  // the int4 products on the codes (their shapes: groups and d_rope of 16)
+    Case c = small(MlaCacheFormat::kInt4, n_mod);
+    c.d_rope = 16;
+    c.group_c = 16;
+    c.group_r = 16;
     check_case(c, MlaDecodeVariant::kTensorCoreCodes, st);
   }
   std::printf("[mla_decode small] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed, st.worst_acc,
