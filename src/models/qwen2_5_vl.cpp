@@ -58,9 +58,10 @@ struct Grid {
 };
 
 std::vector<Grid> read_grids(const at::Tensor& grid_thw, const QwenVisionConfig& c,
-                             const char* key = "image_grid_thw") {
+                             QwenVisual what = QwenVisual::kImage) {
+  const char* key = grid_thw_key(what);
   VLM2MLA_CHECK(grid_thw.defined() && grid_thw.dim() == 2 && grid_thw.size(1) == 3, ArgumentError,
-                key, " must be [", std::string(key) == "video_grid_thw" ? "videos" : "images",
+                key, " must be [", what == QwenVisual::kVideo ? "videos" : "images",
                 ", 3] (t, h, w), got ", grid_thw.defined() ? grid_thw.sizes() : at::IntArrayRef{});
   at::Tensor g = grid_thw.to(at::kCPU).to(at::kLong);
   std::vector<Grid> grids;
@@ -172,7 +173,7 @@ at::Tensor QwenVisionTower::rotary(const at::Tensor& grid_thw) const {
 at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                                    QwenVisual what) const {
   const auto& c = config_;
-  const std::vector<Grid> grids = read_grids(grid_thw, c, grid_thw_key(what));
+  const std::vector<Grid> grids = read_grids(grid_thw, c, what);
   int64_t patches = 0;
   for (const Grid& g : grids) patches += g.t * g.h * g.w;
   VLM2MLA_CHECK(pixel_values.dim() == 2 && pixel_values.size(0) == patches &&
@@ -226,7 +227,7 @@ QwenRopeIndex qwen_rope_index(const QwenVisionConfig& c, const at::Tensor& input
   std::vector<Grid> grids[2];  // QwenVisual order: images, videos
   if (image_grid_thw.defined() && image_grid_thw.numel() > 0) grids[0] = read_grids(image_grid_thw, c);
   if (video_grid_thw.defined() && video_grid_thw.numel() > 0) {
-    grids[1] = read_grids(video_grid_thw, c, "video_grid_thw");
+    grids[1] = read_grids(video_grid_thw, c, QwenVisual::kVideo);
   }
   // Temporal spacing per video: tokens_per_second * int(second_per_grid_t), int() truncating.
   std::vector<int64_t> interval(grids[1].size(), c.tokens_per_second);
