@@ -70,7 +70,6 @@ struct Geom {
   int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
   int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
   // int4 products on the codes (MlaDecodeVariant::kTensorCoreCodes): per-row query sums in shared memory
-  int codes = 0;       // 1: the main store's tiles are read as codes (no dequantization pass)
   int n_gc = 0;        // latent quantization groups per token (r_kv / group_c, <= 8)
   int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
   int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
@@ -1294,7 +1293,6 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
     if (p.group_c % 16 != 0 || p.group_r % 16 != 0) return "products on the codes need groups that are multiples of 16";
     if (p.d_rope % 16 != 0) return "products on the codes need d_rope % 16 == 0";
     if (p.r_kv / p.group_c > 8) return "products on the codes take at most 8 latent groups per token";
-    g.codes = 1;
     g.n_gc = p.r_kv / p.group_c;
     g.n_rk = p.d_rope / 16;
     g.off_qs = off;
