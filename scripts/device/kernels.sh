@@ -4,7 +4,7 @@
 # tests, the bandwidth benchmark and a compute-sanitizer pass over the small cases (MLA decode, RoPE).
 # Logs go to $OUT.
 #
-#   device run: bash scripts/device/kernels.sh          (carry: [".deps"])
+#   device run: bash scripts/device/kernels.sh          (carry: [".deps"]; --build-only: just build)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
@@ -20,6 +20,7 @@ grep -E "vlm2mla:|CUDA" "$out/configure.log"
 cmake --build build-device --target test_kernels -j"$(nproc)" >"$out/build.log" 2>&1 \
   || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 4; }
 echo "configure + build: $((SECONDS - t0)) s"
+[[ "${1:-}" == --build-only ]] && exit 0
 bin=build-device/tests/test_kernels
 timeout 200 "$bin" 2>&1 | tee "$out/test.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |mla_decode|Failure|rel err" | head -60
 timeout 120 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' 2>&1 | tee "$out/bench.log" | grep -E "bandwidth|FAILED|Failure"

@@ -160,6 +160,11 @@ MlaDecodeLaunch::~MlaDecodeLaunch() { delete impl_; }
 void MlaDecodeLaunch::run() const { run_prepared(*impl_); }
 const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
 bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
+const char* MlaDecodeLaunch::kernel() const {
+  if (!impl_->plan.tensor_core) return "generic";
+  if (impl_->plan.warp_rows) return "tc-rows";
+  return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
+}
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
 
 #else  // no CUDA kernels in this build
@@ -178,6 +183,7 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const {
   return none;
 }
 bool MlaDecodeLaunch::tensor_core() const { return false; }
+const char* MlaDecodeLaunch::kernel() const { return "none"; }
 int MlaDecodeLaunch::splits() const { return 0; }
 
 #endif

@@ -32,7 +32,8 @@ class MlaDecodeLaunch {
   MlaDecodeLaunch& operator=(const MlaDecodeLaunch&) = delete;
   void run() const;                   // enqueues the kernels on the current CUDA stream
   const MlaDecodeOutput& out() const;  // written by run()
-  bool tensor_core() const;           // which kernel the plan picked
+  bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
+  const char* kernel() const;         // "tc-rows", "tc-keys", "tc-codes" or "generic" (params.h's variants)
   int splits() const;                 // split-KV CTAs per sequence and head block
 
  private:

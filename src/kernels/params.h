@@ -18,14 +18,21 @@ enum class MlaCacheFormat {
           // ring of the last `window` positions
 };
 
-// Which decode kernel runs on CUDA tensors. kAuto: the tensor-core split-KV kernel where the sizes allow
-// it (r_kv % 16 == 0, r_kv <= 512, d_rope % 8 == 0, aligned arrays, tiles that fit in shared memory),
-// else the generic one (any r_kv % 8 == 0, any even d_rope; slower). Closed list.
-// kTensorCoreCodes (int4 only, not yet the default: written 2026-11-29, to be measured): the tensor-core
-// kernel with its products on the int4 codes, the affine map code * scale + lo applied to the fp32
-// accumulators (docs/KERNELS.md), no dequantization pass; needs groups % 16 == 0, d_rope % 16 == 0 and
-// r_kv / group_c <= 8.
-enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric, kTensorCoreCodes };
+// Which decode kernel runs on CUDA tensors. Closed list.
+// kAuto: the warp-rows tensor-core kernel where the sizes allow it, else the split-keys tensor-core kernel,
+// else the generic one (any r_kv % 8 == 0, any even d_rope; slower).
+// kTensorCoreWarpRows (since 2026-11-29): each warp owns 16 (modality, head) rows and a share of every
+// 64-token tile, P stays in registers, one barrier per tile; int4 keys are dequantized from register
+// prefetches (docs/KERNELS.md). Needs r_kv % 16 == 0, r_kv <= 256, d_rope % 8 == 0, h_q * n_mod > 16,
+// aligned arrays; int4 also r_kv and h_kv * d_rope multiples of 32 and groups of 16 or multiples of 32.
+// kTensorCore: the split-keys kernel (each warp scores 8 tokens of a tile for every row; row maxima and P
+// through shared memory, three barriers per tile): r_kv % 16 == 0, r_kv <= 512, d_rope % 8 == 0, aligned
+// arrays, tiles that fit in shared memory. The twin of the warp-rows kernel and the one for r_kv > 256.
+// kTensorCoreCodes (int4 only): the split-keys kernel with its products on the int4 codes, the affine map
+// code * scale + lo applied to the fp32 accumulators (docs/KERNELS.md), no dequantization pass; needs
+// groups % 16 == 0, d_rope % 16 == 0 and r_kv / group_c <= 8. Measured 1.75x slower than dequantizing on
+// the H200 (2026-11-29), so kAuto never picks it.
+enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric, kTensorCoreCodes, kTensorCoreWarpRows };
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):

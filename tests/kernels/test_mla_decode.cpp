@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -384,14 +385,26 @@ void check_case(const Case& c, MlaDecodeVariant variant, Stats& st) {
   st.worst_mass = std::max(st.worst_mass, em);
   const bool ok = ea < kRelTol && em < kRelTol;
   if (!ok) ++st.failed;
-  EXPECT_TRUE(ok) << c.str() << (variant == MlaDecodeVariant::kGeneric ? " [generic]" : "") << ": acc rel err "
-                  << ea << ", mass rel err " << em;
+  EXPECT_TRUE(ok) << c.str() << " [" << MlaDecodeLaunch(in).kernel() << "]: acc rel err " << ea
+                  << ", mass rel err " << em;
 }
 
 // The shapes the int4 products on the codes take (MlaDecodeVariant::kTensorCoreCodes, params.h).
 bool codes_ok(const Case& c) {
   return c.format == MlaCacheFormat::kInt4 && c.r_kv % 16 == 0 && c.r_kv <= 512 && c.group_c % 16 == 0 &&
          c.group_r % 16 == 0 && c.d_rope % 16 == 0 && c.r_kv / c.group_c <= 8;
+}
+
+// Whether `variant` takes the shape (it throws ArgumentError naming why when it does not).
+bool takes(const Case& c, MlaDecodeVariant variant) {
+  MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+  in.variant = variant;
+  try {
+    MlaDecodeLaunch launch(in);
+    return true;
+  } catch (const ArgumentError&) {
+    return false;
+  }
 }
 
 int64_t group_for(int64_t width, int64_t want) {
@@ -405,7 +418,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   const std::vector<std::pair<int64_t, int64_t>> heads = {{28, 4}, {32, 8}, {32, 32}, {8, 2}};
   const int64_t batches[] = {1, 3, 8};
   std::mt19937_64 rng(2024);
-  Stats tc, gen, codes;
+  Stats tc, gen, codes, keys;
   int idx = 0;
   for (int64_t r_kv : {32, 64, 128, 256, 512}) {
     for (int64_t d_rope : {8, 16, 32, 64}) {
@@ -436,9 +449,13 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
           // t_cap: sometimes exactly the longest length, sometimes odd
           c.t_cap = *std::max_element(c.length.begin(), c.length.end()) + (idx % 5 == 0 ? 0 : 1 + 2 * (idx % 7));
           check_case(c, MlaDecodeVariant::kAuto, tc);
+          // its twin, the split-keys kernel, wherever kAuto took the warp-rows one
+          if (std::string(MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel()) == "tc-rows" &&
+              takes(c, MlaDecodeVariant::kTensorCore))
+            check_case(c, MlaDecodeVariant::kTensorCore, keys);
           if (idx % 8 == 0) check_case(c, MlaDecodeVariant::kGeneric, gen);
           // the products on the codes wherever the tensor-core kernel takes the shape (alignment, shared memory)
-          if (codes_ok(c) && MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).tensor_core())
+          if (codes_ok(c) && takes(c, MlaDecodeVariant::kTensorCoreCodes))
             check_case(c, MlaDecodeVariant::kTensorCoreCodes, codes);
         }
       }
@@ -459,6 +476,9 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   std::printf("[mla_decode grid] tensor-core/auto: %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
               "err %.3g\n",
               tc.n, tc.failed, tc.worst_acc, tc.worst_case.c_str(), tc.worst_mass);
+  std::printf("[mla_decode grid] split-keys twin:   %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
+              "err %.3g\n",
+              keys.n, keys.failed, keys.worst_acc, keys.worst_case.c_str(), keys.worst_mass);
   std::printf("[mla_decode grid] generic:          %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
               "err %.3g\n",
               gen.n, gen.failed, gen.worst_acc, gen.worst_case.c_str(), gen.worst_mass);
@@ -466,6 +486,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
               "err %.3g\n",
               codes.n, codes.failed, codes.worst_acc, codes.worst_case.c_str(), codes.worst_mass);
   EXPECT_GT(codes.n, 10);
+  EXPECT_GT(keys.n, 40);  // the warp-rows kernel took (at least) that many shapes
 }
 
 // The int4 products on the codes: the modality patterns, several head blocks, windows, start offsets, the
@@ -521,6 +542,87 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
   EXPECT_THROW(mla_decode(in), ArgumentError);
 }
 
+// The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
+// (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
+// head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
+// for the shapes it does not take.
+TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
+      for (int64_t group : {16, 32, 64}) {
+        for (int64_t n_mod : {1, 2}) {
+          Case c = Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 129});
+          c.format = f;
+          c.n_mod = n_mod;
+          c.mods = m;
+          c.group_c = group;
+          c.group_r = group;
+          c.window = (f == MlaCacheFormat::kInt4 && seed % 2 == 0) ? 128 : 0;
+          c.bias = seed % 3 != 0;
+          c.seed = 900 + seed++;
+          check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
+        }
+      }
+    }
+  }
+  struct Shape {
+    int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
+  };
+  // two head blocks (h_q 40 x 2 modalities = 80 rows); r_kv 256; d_rope 24 (the RoPE tile's pad columns);
+  // 20 rows (two m-tiles, four token parts) with groups of 16 (two per 16-byte piece)
+  for (const Shape& sh : {Shape{40, 8, 64, 16, 32, 32}, Shape{28, 4, 256, 32, 64, 64}, Shape{20, 4, 64, 24, 32, 16},
+                          Shape{32, 8, 128, 16, 32, 32}}) {
+    for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+      for (int64_t n_mod : {1, 2}) {
+        Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
+        c.format = f;
+        c.n_mod = n_mod;
+        c.mods = Mods::kRuns;
+        c.run = 100;
+        c.h_q = sh.h_q;
+        c.h_kv = sh.h_kv;
+        c.r_kv = sh.r_kv;
+        c.d_rope = sh.d_rope;
+        c.group_c = sh.group_c;
+        c.group_r = sh.group_r;
+        c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
+        c.seed = 900 + seed++;
+        check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
+      }
+    }
+  }
+  std::printf("[mla_decode warp rows] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass %.3g\n", st.n,
+              st.failed, st.worst_acc, st.worst_case.c_str(), st.worst_mass);
+  for (int which = 0; which < 3; ++which) {
+    Case bad = Case::qwen7b_md_int4({0}, {100});
+    const char* want = "r_kv > 256";
+    if (which == 0) bad.r_kv = 512;
+    if (which == 1) {
+      bad.group_c = 8;
+      want = "neither 16 nor a multiple of 32";
+    }
+    if (which == 2) {
+      bad.h_q = 8;
+      bad.h_kv = 2;
+      bad.n_mod = 1;
+      want = "16 rows or fewer";
+    }
+    MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+    try {
+      mla_decode(in);
+      ADD_FAILURE() << "the warp-rows kernel accepted " << bad.str();
+    } catch (const ArgumentError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+    in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead
+    EXPECT_NE(std::string(MlaDecodeLaunch(in).kernel()), "tc-rows") << bad.str();
+  }
+}
+
 // A few small cases of each kernel path (run under compute-sanitizer by scripts/device/kernels.sh).
 TEST(MlaDecodeCuda, SmallCases) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -548,6 +650,15 @@ TEST(MlaDecodeCuda, SmallCases) {
       for (MlaDecodeVariant v : {MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric}) {
         check_case(small(f, n_mod), v, st);
       }
+    }
+  }
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {  // the warp-rows kernel's shapes
+    for (int64_t n_mod : {1, 2}) {
+      Case c = small(f, n_mod);
+      c.h_q = 20;
+      c.h_kv = 4;  // h_kv * d_rope = 96: whole int4 pieces
+      c.group_r = 16;
+      check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
     }
   }
   for (int64_t n_mod : {1, 2}) {  // the int4 products on the codes (their shapes: groups and d_rope of 16)
@@ -695,6 +806,13 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});  // random per token: every tile mixed
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});  // images of 576
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    // the split-keys kernel beside kAuto's warp-rows one
+    for (int64_t b : {1, 8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCore});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 128, 32, Mods::kRuns});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 128, 32, Mods::kText});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 256, 32, Mods::kRuns});  // D = 64
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 256, 32, Mods::kRuns});
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
       for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});
       cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kRuns});
@@ -703,6 +821,21 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
     cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
+  }
+  // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv" (e.g.
+  // "bf16/1/random/32/32768/auto/128") contains KEY (for a profiler run over one configuration)
+  if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
+    const char* mod_names[] = {"random", "runs", "text", "image"};
+    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows"};
+    std::vector<Cfg> kept;
+    for (const Cfg& cfg : cfgs) {
+      const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +
+                              std::to_string(cfg.n_mod) + "/" + mod_names[int(cfg.mods)] + "/" + std::to_string(cfg.b) +
+                              "/" + std::to_string(cfg.t) + "/" + variant_names[int(cfg.v)] + "/" +
+                              std::to_string(cfg.r_kv);
+      if (key.find(only) != std::string::npos) kept.push_back(cfg);
+    }
+    cfgs = kept;
   }
   std::printf("[bandwidth] %-5s %-12s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
               "kernel", "h_q/h_kv/r_kv/R", "MB read", "us/call", "GB/s");
@@ -750,7 +883,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
                 cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", mods.c_str(), (long long)cfg.b,
                 (long long)cfg.t, launches[0]->splits(),
-                !launches[0]->tensor_core() ? "generic" : cfg.v == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tensorcore",
+                launches[0]->kernel(),
                 shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
   }
   CUDA_OK(cudaEventDestroy(e0));

@@ -73,6 +73,7 @@ struct Geom {
   int n_gc = 0;        // latent quantization groups per token (r_kv / group_c, <= 8)
   int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
   int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
+  int off_mods = 0;    // warp-rows kernel: uint8 [2][64], the modality bytes of the current and next tile
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -144,6 +145,13 @@ __device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r
 __device__ __forceinline__ void ldsm_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
                : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(addr)
                : "memory");
 }
@@ -281,8 +289,26 @@ __device__ __forceinline__ void load_bf16_rows(const uint16_t* base, int b, int 
   }
 }
 
+// The same copy for a tile whose 64 tokens are all valid and in order (no ring), when a row's 16-byte
+// pieces divide the CTA's threads: the tile is one contiguous block in device memory, and a thread's k-th
+// piece lies kThreads pieces after its first, kThreads / per_row rows further in the shared tile.
+__device__ __forceinline__ void load_bf16_rows_interior(const uint16_t* base, int b, int t_cap, int width,
+                                                        uint32_t dst, int stride, int tok0) {
+  const int per_row = width / 8, n = kTile * per_row;
+  const char* src = reinterpret_cast<const char*>(base + (int64_t(b) * t_cap + tok0) * width) + threadIdx.x * 16;
+  const int t = threadIdx.x / per_row;
+  uint32_t d = dst + t * stride + (threadIdx.x - t * per_row) * 16;
+  const uint32_t d_step = (kThreads / per_row) * stride;
+  for (int c = threadIdx.x; c < n; c += kThreads, src += kThreads * 16, d += d_step) cp_async(d, src, 16, true);
+}
+
 __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
                                                uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
+  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && kThreads % (p.r_kv / 8) == 0 && kThreads % (g.hr / 8) == 0) {
+    load_bf16_rows_interior(p.latent, b, p.t_cap, p.r_kv, ctile, g.c_stride, tok0);
+    load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, ktile, g.k_stride, tok0);
+    return;
+  }
   const int rows = ring ? p.window : p.t_cap;
   load_bf16_rows(ring ? p.latent_win : p.latent, b, rows, p.r_kv, ctile, g.c_stride, tok0, vlo, vhi, ring);
   load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
@@ -377,6 +403,61 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
   if (j >= vlo && j < vhi && m[j] != 0) bits |= 1u;
   if (j + 1 >= vlo && j + 1 < vhi && m[j + 1] != 0) bits |= 2u;
   return bits;
+}
+
+// The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
+// columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
+template <int NMOD, int MT>
+__device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
+                                              int head0, int stages) {
+  constexpr int kRows = MT * 16;
+  const int tid = threadIdx.x;
+  for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
+    const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q) {
+      const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
+      x0 = load_q(p.qa, p.q_bf16, off);
+      x1 = load_q(p.qa, p.q_bf16, off + 1);
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
+    const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q && 2 * c2 < p.d_rope) {
+      const int64_t off = qr_offset(p, b, head) + 2 * c2;
+      x0 = load_q(p.qr, p.q_bf16, off);
+      x1 = load_q(p.qr, p.q_bf16, off + 1);
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  for (int idx = tid; idx < stages * kTile; idx += blockDim.x) {
+    const int st = idx / kTile, t = idx - st * kTile;
+    *reinterpret_cast<uint4*>(smem + g.off_tiles + st * g.tile_bytes + kTile * g.c_stride + t * g.k_stride +
+                              g.hr * 2) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// The RoPE groups and k-biases of the thread's rows (gid, gid + 8) of m-tile mt, and the groups it spans.
+template <int NMOD, int MT>
+__device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int head0, int gsize, int mt, int gid) {
+  RowInfo ri;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    int mod, head;
+    row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
+    ri.grp[h] = head < p.h_q ? head / gsize : -1;
+    ri.bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
+  }
+  const int first = head0 + (NMOD == 1 ? mt : mt % (MT / 2)) * 16, last = min(first + 16, p.h_q) - 1;
+  ri.g_lo = first < p.h_q ? first / gsize : 1;
+  ri.g_hi = first < p.h_q ? last / gsize : 0;
+  return ri;
 }
 
 // One tile: scores, online softmax, P, and O += P C. ctile/ktile: bf16 tiles of tokens [tok0, tok0 + 64).
@@ -653,55 +734,10 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
   const int gsize = p.h_q / p.h_kv;
   const uint32_t sbase = smem_addr(smem);
 
-  // ---- the block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q)
-  for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += kThreads) {
-    const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
-    int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head);
-    float x0 = 0.f, x1 = 0.f;
-    if (head < p.h_q) {
-      const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
-      x0 = load_q(p.qa, p.q_bf16, off);
-      x1 = load_q(p.qa, p.q_bf16, off + 1);
-    }
-    *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
-  }
-  for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += kThreads) {
-    const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
-    int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head);
-    float x0 = 0.f, x1 = 0.f;
-    if (head < p.h_q && 2 * c2 < p.d_rope) {
-      const int64_t off = qr_offset(p, b, head) + 2 * c2;
-      x0 = load_q(p.qr, p.q_bf16, off);
-      x1 = load_q(p.qr, p.q_bf16, off + 1);
-    }
-    *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
-  }
-  // the 8 pad columns of every RoPE tile row: read (times zero queries) when d_rope % 16 == 8
-  {
-    const int ntiles = INT4 ? 1 : kBf16Stages;
-    for (int idx = tid; idx < ntiles * kTile; idx += kThreads) {
-      const int st = idx / kTile, t = idx - st * kTile;
-      *reinterpret_cast<uint4*>(smem + g.off_tiles + st * g.tile_bytes + kTile * g.c_stride + t * g.k_stride +
-                                g.hr * 2) = make_uint4(0, 0, 0, 0);
-    }
-  }
-
+  stage_queries<NMOD, MT>(p, g, smem, b, head0, INT4 ? 1 : kBf16Stages);
   RowInfo ri[MT];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      int mod, head;
-      row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
-      ri[mt].grp[h] = head < p.h_q ? head / gsize : -1;
-      ri[mt].bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
-    }
-    const int first = head0 + (NMOD == 1 ? mt : mt % (MT / 2)) * 16, last = min(first + 16, p.h_q) - 1;
-    ri[mt].g_lo = first < p.h_q ? first / gsize : 1;
-    ri[mt].g_hi = first < p.h_q ? last / gsize : 0;
-  }
+  for (int mt = 0; mt < MT; ++mt) ri[mt] = row_info<NMOD, MT>(p, b, head0, gsize, mt, gid);
 
   TcState<NMOD, MT, NTW> st;
 #pragma unroll
@@ -864,6 +900,405 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
         if (col < p.r_kv) *reinterpret_cast<float2*>(out + col) = make_float2(st.o[mt][i][2 * h], st.o[mt][i][2 * h + 1]);
       }
     }
+  }
+}
+
+// ---- the warp-rows tensor-core kernel -----------------------------------------------------------------
+// FlashAttention-2's layout for the decode (MlaDecodeVariant::kTensorCoreWarpRows, docs/KERNELS.md): warp w
+// owns m-tile w % MT (16 rows) and tokens [part TW, part TW + TW) of every tile, part = w / MT, TW = 64 /
+// (8 / MT), with its own running max, row sums and O accumulators over all r_kv columns. The scores stay in
+// registers and become P's A fragments directly, so a tile needs no shared-memory round trip for P or the
+// row maxima and one barrier (the stage's) instead of three. With two modalities the text rows of the
+// block's heads are m-tiles [0, MT/2) and the image rows [MT/2, MT), each with its own running max over its
+// modality's tokens; a warp whose tokens of a tile hold none of its modality skips the tile. The token
+// parts and the two modalities of a head are merged once, at the end, through shared memory.
+// int4 (the quantized positions): each thread copies 16-byte pieces of codes (32 values) of the next tile
+// into its own slot of shared memory (cp.async) and loads their scales and minima into registers, and after
+// the current tile's products dequantizes its own pieces (visible to it after its cp.async.wait_group, no
+// barrier) into the other bf16 buffer, which the next tile's barrier publishes: one barrier per tile.
+// The bf16 ring (int4's last `window` positions) takes the bf16 path.
+constexpr int kRowsMaxChunks = 4;  // int4 16-byte pieces per thread per tile (64 (r_kv + h_kv R) / 32 / 256)
+
+// The scales and minima of one int4 piece: float16 values of its first (low half) and second (high half)
+// 16 values (two groups when a group is 16 values, else the same one twice).
+struct Int4Scales {
+  uint32_t sc = 0u, lo = 0u;
+};
+
+// Where a thread's piece lies in a tile (the same for every tile), packed: bits 0-6 token (127: none),
+// bit 7 RoPE key (else latent), bits 8.. which 32-value piece of the row.
+__device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
+  const int per_c = p.r_kv / 32, per_r = g.hr / 32;
+  const int nc = kTile * per_c, nr = kTile * per_r;
+  if (c < nc) {
+    const int t = c / per_c;
+    return uint32_t(t) | (uint32_t(c - t * per_c) << 8);
+  }
+  if (c < nc + nr) {
+    c -= nc;
+    const int t = c / per_r;
+    return uint32_t(t) | 128u | (uint32_t(c - t * per_r) << 8);
+  }
+  return 127u;
+}
+
+__device__ __forceinline__ uint32_t load_u16(const uint16_t* ptr) {
+  return static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(ptr)));
+}
+
+// Starts the copy of piece `pm` of the tile at tok0 into the thread's slot and loads its scales and minima
+// (tokens outside [vlo, vhi): zero codes, scales and minima, so zeros).
+__device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom& g, uint32_t pm, int b, int tok0,
+                                            int vlo, int vhi, uint32_t slot, Int4Scales& x) {
+  x.sc = x.lo = 0u;
+  const int t = pm & 127u;
+  if (t == 127) return;
+  const bool latent = !(pm & 128u);
+  const int col32 = pm >> 8, j = tok0 + t;
+  const bool valid = j >= vlo && j < vhi;
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  const int width = latent ? p.r_kv : g.hr, group = latent ? p.group_c : p.group_r;
+  const uint8_t* codes = latent ? p.latent_q : p.k_rope_q;
+  cp_async(slot, valid ? codes + row * (width / 2) + col32 * 16 : codes, 16, valid);
+  if (!valid) return;
+  const uint16_t* sc = latent ? p.latent_scale : p.k_rope_scale;
+  const uint16_t* lo = latent ? p.latent_lo : p.k_rope_lo;
+  const int64_t gi = row * (width / group) + (col32 * 32) / group;
+  const int gi2 = group == 16 ? 1 : 0;  // the second 16 values: the next group when groups are 16 wide
+  x.sc = load_u16(sc + gi) | (load_u16(sc + gi + gi2) << 16);
+  x.lo = load_u16(lo + gi) | (load_u16(lo + gi + gi2) << 16);
+}
+
+// x = code * scale + lo in fp32, rounded to bf16 (as dequant_rows), from the thread's slot into the bf16 tile.
+__device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
+                                            const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
+  const int t = pm & 127u;
+  if (t == 127) return;
+  const int col32 = pm >> 8;
+  unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
+  const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
+  const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float sc = half_bits_to_float(uint16_t(half ? x.sc >> 16 : x.sc & 0xffffu));
+    const float lo = half_bits_to_float(uint16_t(half ? x.lo >> 16 : x.lo & 0xffffu));
+#pragma unroll
+    for (int w2 = 0; w2 < 2; ++w2) {
+      const uint32_t q = words[half * 2 + w2];
+      float v[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = fmaf(__uint_as_float(((q >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
+          make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+    }
+  }
+}
+
+// One warp's share of one tile: scores of its 16 rows against its TW tokens, online softmax, O += P C.
+// mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
+template <int NMOD, int NS, int NO>
+__device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
+                                          uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
+                                          int c0, int my_mod, const RowInfo& ri, float scale_log2,
+                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2]) {
+  const int lane = threadIdx.x & 31, tig = lane & 3;
+  // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
+  bool keep[NS][2];
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = c0 + 8 * n + 2 * tig + e, j = tok0 + c;
+      bool k = j >= vlo && j < vhi;
+      if (NMOD == 2) k = k && ((mods[c] != 0) == (my_mod == 1));
+      keep[n][e] = k;
+      any = any || k;
+    }
+  }
+  if (!__any_sync(0xffffffffu, any)) return;  // none of the warp's tokens is of its rows' modality
+
+  float s[NS][4];
+#pragma unroll
+  for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
+    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * g.qr_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.k_stride + ((lane >> 3) & 1) * 16;
+    for (int kr = 0; kr < g.rope_pad; kr += 16) {
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
+      for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
+        const bool m0 = ri.grp[0] == gq, m1 = ri.grp[1] == gq;
+        const uint32_t x0 = m0 ? a0 : 0u, x1 = m1 ? a1 : 0u, x2 = m0 ? a2 : 0u, x3 = m1 ? a3 : 0u;
+#pragma unroll
+        for (int n = 0; n < NS; n += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldsm_x4(b_addr + n * 8 * g.k_stride + (gq * p.d_rope + kr) * 2, b0, b1, b2, b3);
+          mma_bf16(s[n], x0, x1, x2, x3, b0, b1);
+          mma_bf16(s[n + 1], x0, x1, x2, x3, b2, b3);
+        }
+      }
+    }
+  }
+  {  // latent
+    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * g.ql_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.c_stride + ((lane >> 3) & 1) * 16;
+#pragma unroll 2
+    for (int k = 0; k < p.r_kv; k += 16) {
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
+#pragma unroll
+      for (int n = 0; n < NS; n += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(b_addr + n * 8 * g.c_stride + k * 2, b0, b1, b2, b3);
+        mma_bf16(s[n], a0, a1, a2, a3, b0, b1);
+        mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
+      }
+    }
+  }
+  // scores in the log2 domain, masked; the new running max of the thread's rows gid, gid + 8
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float v = keep[n][e] ? (s[n][2 * h + e] + ri.bias[h]) * scale_log2 : -INFINITY;
+        s[n][2 * h + e] = v;
+        mx[h] = fmaxf(mx[h], v);
+      }
+    }
+  }
+  float m_use[2], alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    const float m_new = fmaxf(m_run[h], mx[h]);
+    alpha[h] = m_new == -INFINITY ? 1.f : exp2f(m_run[h] - m_new);
+    m_run[h] = m_new;
+    m_use[h] = m_new == -INFINITY ? 0.f : m_new;
+    l[h] *= alpha[h];
+  }
+  // rescale O only when a row's max moved (after the first tiles it rarely does: a warp-uniform skip)
+  if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        o[i][2 * h] *= alpha[h];
+        o[i][2 * h + 1] *= alpha[h];
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float e0 = exp2f(s[n][2 * h] - m_use[h]), e1 = exp2f(s[n][2 * h + 1] - m_use[h]);
+      s[n][2 * h] = e0;
+      s[n][2 * h + 1] = e1;
+      l[h] += e0 + e1;
+    }
+  }
+  // O += P C: P's A fragment of 16 tokens is the score accumulators of two n-tiles, rounded to bf16
+#pragma unroll
+  for (int kk = 0; kk < NS / 2; ++kk) {
+    const uint32_t a0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+    const uint32_t a2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    const uint32_t a3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * g.c_stride + (lane >> 4) * 16;
+#pragma unroll
+    for (int i = 0; i < NO; i += 2) {
+      if (i * 8 < p.r_kv) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
+        mma_bf16(o[i], a0, a1, a2, a3, b0, b1);
+        mma_bf16(o[i + 1], a0, a1, a2, a3, b2, b3);
+      }
+    }
+  }
+}
+
+template <int NMOD, int MT, int NO, bool INT4>
+__global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
+    mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  constexpr int TP = kWarps / MT;  // token parts
+  constexpr int TW = kTile / TP;   // tokens per warp per tile
+  constexpr int NS = TW / 8;       // score n-tiles per warp
+  constexpr int MH = NMOD == 1 ? MT : MT / 2;
+  constexpr int kRows = MT * 16;
+  constexpr int CH = NO / 8;       // int4 pieces per thread per tile
+  static_assert(NS % 2 == 0 && NO % 2 == 0 && CH <= kRowsMaxChunks, "rows kernel sizes");
+  static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+  const int mt = warp % MT, part = warp / MT, c0 = part * TW;
+  const int my_mod = (NMOD == 2 && mt >= MH) ? 1 : 0;
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int head0 = blockIdx.y * MT * (16 / NMOD);
+  const uint32_t sbase = smem_addr(smem);
+
+  stage_queries<NMOD, MT>(p, g, smem, b, head0, 2);
+  const RowInfo ri = row_info<NMOD, MT>(p, b, head0, p.h_q / p.h_kv, mt, gid);
+  float o[NO][4];
+#pragma unroll
+  for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float scale_log2 = p.scale * kLog2e;
+  const SeqRange sr = seq_range(p, b);
+
+  const bool ring = INT4 && split >= g.splits;
+  const bool quant = INT4 && !ring;
+  int vlo, vhi, t_first, t_end;
+  if (!ring) {  // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
+    vlo = sr.lo;
+    vhi = INT4 ? min(sr.hi, sr.qlen) : sr.hi;
+    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+  } else {  // int4: the bf16 ring holds positions [qlen, hi), one split
+    vlo = max(sr.lo, sr.qlen);
+    vhi = sr.hi;
+    split_tiles(vlo, vhi, 0, 1, 1, t_first, t_end);
+  }
+  // the modality bytes of a tile, fetched one tile ahead by threads 0..63 (two modalities)
+  uint8_t* mods_sm = smem + g.off_mods;  // [2][64]
+  const uint8_t* mod_row = NMOD == 2 ? p.modality + int64_t(b) * p.t_cap : nullptr;
+  auto fetch_mod = [&](int t) -> uint8_t {
+    const int j = t * kTile + tid;
+    return (NMOD == 2 && tid < kTile && j >= vlo && j < vhi) ? mod_row[j] : uint8_t(0);
+  };
+  auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
+  if (NMOD == 2 && tid < kTile && t_first < t_end) mods_sm[tid] = fetch_mod(t_first);
+
+  if (!quant) {
+    if (t_first < t_end) {
+      const uint32_t tb = tile_c(0);
+      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t_first * kTile, vlo, vhi, ring);
+    }
+    cp_async_commit();
+    for (int t = t_first; t < t_end; ++t) {
+      const int i = t - t_first;
+      const uint8_t mod_next = (NMOD == 2 && t + 1 < t_end) ? fetch_mod(t + 1) : uint8_t(0);
+      cp_async_wait<0>();
+      __syncthreads();  // tile t landed; every warp is done with tile t - 1 (its stage is free)
+      if (t + 1 < t_end) {
+        const uint32_t tb = tile_c(i + 1);
+        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t + 1) * kTile, vlo, vhi, ring);
+      }
+      cp_async_commit();
+      const uint32_t tb = tile_c(i);
+      rows_tile<NMOD, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo,
+                              vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (NMOD == 2 && tid < kTile && t + 1 < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+    }
+  } else {
+    uint32_t pm[CH];
+#pragma unroll
+    for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
+    const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+    Int4Scales x[CH];
+    auto fetch = [&](int t) {
+#pragma unroll
+      for (int k = 0; k < CH; ++k) fetch_piece(p, g, pm[k], b, t * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+      cp_async_commit();
+    };
+    auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
+      cp_async_wait<0>();
+      unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
+#pragma unroll
+      for (int k = 0; k < CH; ++k)
+        store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+    };
+    if (t_first < t_end) {
+      fetch(t_first);
+      dequant(0);
+    }
+    for (int t = t_first; t < t_end; ++t) {
+      const int i = t - t_first;
+      const uint8_t mod_next = (NMOD == 2 && t + 1 < t_end) ? fetch_mod(t + 1) : uint8_t(0);
+      if (t + 1 < t_end) fetch(t + 1);  // the thread's own slots: it read them in dequant(i) already
+      __syncthreads();  // tile t dequantized; every warp is done with tile t - 1 (its buffer is free)
+      const uint32_t tb = tile_c(i);
+      rows_tile<NMOD, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo,
+                              vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (t + 1 < t_end) {
+        dequant(i + 1);
+        if (NMOD == 2 && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // ---- merge the token parts and, per head, the two modalities' running maxima; write the partials
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  __syncthreads();  // every warp is done with the tiles: the region holds the merge buffers now
+  float* red_m = reinterpret_cast<float*>(smem + g.off_tiles);  // [TP][kRows]
+  float* red_l = red_m + TP * kRows;                             // [kRows]
+  float* acc = red_l + kRows;                                    // [kRows][r_kv + 4]
+  const int acc_stride = p.r_kv + 4;
+  if (tig == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) red_m[part * kRows + mt * 16 + gid + 8 * h] = m_run[h];
+  }
+  __syncthreads();
+  // the head's max over the parts and both modalities' rows
+  auto head_max = [&](int row) {
+    const int other = NMOD == 2 ? (row + MH * 16) % kRows : row;
+    float mh = -INFINITY;
+#pragma unroll
+    for (int q = 0; q < TP; ++q) mh = fmaxf(mh, fmaxf(red_m[q * kRows + row], red_m[q * kRows + other]));
+    return mh;
+  };
+  float f[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float mh = head_max(mt * 16 + gid + 8 * h);
+    f[h] = m_run[h] == -INFINITY ? 0.f : exp2f(m_run[h] - mh);
+  }
+  // the parts' sums, added in part order (deterministic: no atomics)
+#pragma unroll
+  for (int q = 0; q < TP; ++q) {
+    if (part == q) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = mt * 16 + gid + 8 * h;
+        if (tig == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
+        float* arow = acc + row * acc_stride + 2 * tig;
+#pragma unroll
+        for (int i = 0; i < NO; ++i) {
+          if (i * 8 < p.r_kv) {
+            const float2 prev = q == 0 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(arow + i * 8);
+            *reinterpret_cast<float2*>(arow + i * 8) =
+                make_float2(prev.x + o[i][2 * h] * f[h], prev.y + o[i][2 * h + 1] * f[h]);
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+  const Partials w = partials(p, g.total_splits);
+  if (tid < kRows) {
+    int mod, head;
+    row_to_head<NMOD, MT>(tid, head0, mod, head);
+    if (head < p.h_q) {
+      w.mass[((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q + head] = red_l[tid];
+      if (mod == 0) w.m[(int64_t(split) * p.b + b) * p.h_q + head] = head_max(tid);
+    }
+  }
+  const int q4 = p.r_kv / 4;
+  for (int idx = tid; idx < kRows * q4; idx += kThreads) {
+    const int row = idx / q4, c4 = idx - row * q4;
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head);
+    if (head >= p.h_q) continue;
+    float* out = w.acc + ((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q * int64_t(p.r_kv) + int64_t(head) * p.r_kv;
+    const float* src = acc + row * acc_stride + c4 * 4;
+    *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
   }
 }
 
@@ -1194,6 +1629,17 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   if (p.n_mod == 1) return int4 ? tc_kernel_for<1, true, false>(mt, ntw) : tc_kernel_for<1, false, false>(mt, ntw);
   return int4 ? tc_kernel_for<2, true, false>(mt, ntw) : tc_kernel_for<2, false, false>(mt, ntw);
 }
+template <int NMOD, bool INT4>
+KernelFn rows_kernel_for(int mt, int no) {
+  if (mt == 2) return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4> : mla_decode_rows_kernel<NMOD, 2, 32, INT4>;
+  if (mt == 4) return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4> : mla_decode_rows_kernel<NMOD, 4, 32, INT4>;
+  return nullptr;
+}
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no) {
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  if (p.n_mod == 1) return int4 ? rows_kernel_for<1, true>(mt, no) : rows_kernel_for<1, false>(mt, no);
+  return int4 ? rows_kernel_for<2, true>(mt, no) : rows_kernel_for<2, false>(mt, no);
+}
 KernelFn generic_kernel(const MlaDecodeParams& p) {
   return p.n_mod == 1 ? mla_decode_generic_kernel<1> : mla_decode_generic_kernel<2>;
 }
@@ -1322,6 +1768,58 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
   return "";
 }
 
+// The warp-rows kernel's merge after the tiles, in the tiles' region: maxima [parts][rows], sums [rows],
+// O [rows][r_kv + 4] (floats).
+int rows_merge_bytes(const MlaDecodeParams& p, int mt) {
+  const int rows = mt * 16;
+  return 4 * ((kWarps / mt) * rows + rows + rows * (p.r_kv + 4));
+}
+
+// Why the warp-rows kernel cannot take these sizes ("" if it can); fills the geometry when it can.
+std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, int& mt, int& no) {
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  g.hr = p.h_kv * p.d_rope;
+  if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
+  if (p.r_kv > 256) return "r_kv > 256 (the O accumulators of 16 rows x r_kv live in one warp's registers)";
+  if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
+  const int rows = p.h_q * p.n_mod;
+  if (rows <= 16) return "16 rows or fewer (h_q * n_mod): half the warps would have no rows";
+  if (!int4 && !(aligned16(p.latent) && aligned16(p.k_rope))) return "latent/k_rope are not 16-byte aligned";
+  if (int4 && p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
+    return "latent_win/k_rope_win are not 16-byte aligned";
+  no = p.r_kv <= 128 ? 16 : 32;
+  if (int4) {
+    if (p.r_kv % 32 != 0 || g.hr % 32 != 0) return "int4 rows are not whole 16-byte pieces (r_kv or h_kv*d_rope % 32)";
+    if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
+    for (int group : {p.group_c, p.group_r})
+      if (group != 16 && group % 32 != 0) return "an int4 group is neither 16 nor a multiple of 32";
+    if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
+  }
+  mt = rows <= 32 ? 2 : 4;
+  const int nrows = mt * 16;
+  g.rope_pad = (p.d_rope + 15) / 16 * 16;
+  g.c_stride = (p.r_kv + 8) * 2;
+  g.k_stride = (g.hr + 8) * 2;
+  g.ql_stride = (p.r_kv + 8) * 2;
+  g.qr_stride = (g.rope_pad + 8) * 2;
+  g.tile_bytes = kTile * (g.c_stride + g.k_stride);
+  int off = 0;
+  g.off_qlat = off;
+  off += align16(nrows * g.ql_stride);
+  g.off_qrope = off;
+  off += align16(nrows * g.qr_stride);
+  g.off_mods = off;
+  off += 2 * kTile;
+  if (int4) {  // the threads' int4 code slots (16 bytes per piece)
+    g.off_raw = off;
+    off += kThreads * (no / 8) * 16;
+  }
+  g.off_tiles = off;
+  off += std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
+  if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
+  return "";
+}
+
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   check_sizes(p);
   const Device dev = device_info();
@@ -1330,21 +1828,38 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   Geom& g = fp.geom;
   int mt = 0, ntw = 0;
   const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
-  std::string why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
-                                                          : tc_geometry(p, dev, codes, g, mt, ntw);
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  // kAuto: the warp-rows kernel where it takes the sizes, else the split-keys tensor-core kernel, else generic
+  std::string why_rows = "not asked for";
+  if (variant == MlaDecodeVariant::kAuto || variant == MlaDecodeVariant::kTensorCoreWarpRows) {
+    why_rows = rows_geometry(p, dev, g, mt, ntw);
+    VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCoreWarpRows || why_rows.empty(), ArgumentError,
+                  "mla_decode: the warp-rows tensor-core kernel cannot take these sizes: ", why_rows);
+  }
+  std::string why;
+  if (!why_rows.empty()) {
+    g = Geom{};
+    why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
+                                                : tc_geometry(p, dev, codes, g, mt, ntw);
+  }
   VLM2MLA_CHECK(!codes || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel on int4 codes cannot take these sizes: ", why);
   VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCore || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel cannot take these sizes: ", why);
-  const bool int4 = p.format == MlaCacheFormat::kInt4;
   if (why.empty()) {
+    const bool rows = why_rows.empty();
     plan.tensor_core = true;
+    plan.warp_rows = rows;
     plan.m_tiles = mt;
     plan.n_tiles_per_warp = ntw;
     plan.head_blocks = (p.h_q + mt * 16 / p.n_mod - 1) / (mt * 16 / p.n_mod);
-    plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
-                           : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
-    fp.fn = tc_kernel(p, mt, ntw, codes);
+    if (rows) {
+      plan.smem_bytes = g.off_tiles + std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
+    } else {
+      plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
+                             : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
+    }
+    fp.fn = rows ? rows_kernel(p, mt, ntw) : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);

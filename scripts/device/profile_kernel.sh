@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (device tool; carry .deps): Nsight Compute over the decode kernel alone, one
+# launch per configuration of the bandwidth test (tests/kernels, MlaDecodeCuda.DISABLED_Bandwidth).
+# PROFILE_KEYS: space-separated VLM2MLA_BANDWIDTH_ONLY keys ("store/n_mod/mods/b/t/variant/r_kv", any part);
+# PROFILE_SECTIONS: ncu sections (default: speed of light, warp states, scheduler, instructions, occupancy,
+# memory, source counters). Reports go to $OUT/ncu_<key>.txt. Builds test_kernels first when missing.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+ncu="$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+[[ -n "$ncu" ]] || { echo "profile_kernel: no ncu on this machine" >&2; exit 2; }
+bin=build-device/tests/test_kernels
+if [[ ! -x "$bin" ]]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/kernels.sh" --build-only || exit 3
+fi
+sections=(${PROFILE_SECTIONS:-SpeedOfLight WarpStateStats SchedulerStats InstructionStats Occupancy MemoryWorkloadAnalysis SourceCounters})
+sec_args=()
+for s in "${sections[@]}"; do sec_args+=(--section "$s"); done
+for key in ${PROFILE_KEYS:-bf16/1/random/32/32768/auto/128 int4/1/random/32/32768/auto/128}; do
+  name="${key//\//_}"
+  # skip the warm-up launches: the second timed launch of the configuration's split kernel
+  VLM2MLA_BANDWIDTH_ONLY="$key" timeout 300 "$ncu" "${sec_args[@]}" --kernel-name regex:'mla_decode_(rows|tc)_kernel' \
+    --launch-skip 4 --launch-count 1 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' \
+    > "$out/ncu_$name.txt" 2>&1
+  echo "== $key (rc=$?)"
+  grep -E "^\s+(Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Registers Per Thread|Achieved Occupancy|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction|Executed Ipc Active|Executed Instructions  )" "$out/ncu_$name.txt" | head -20
+  grep -iE "stall|est. speedup" "$out/ncu_$name.txt" | head -12
+done
