@@ -969,7 +969,10 @@ __device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom
   x.lo = load_u16(lo + gi) | (load_u16(lo + gi + gi2) << 16);
 }
 
-// x = code * scale + lo in fp32, rounded to bf16 (as dequant_rows), from the thread's slot into the bf16 tile.
+// x = code * scale + lo from the thread's slot into the bf16 tile, two values per instruction: a code pair
+// (elements i and i + 4 of a 32-bit word, nibbles i and i + 4) becomes the float16 pair 1024 + q exactly
+// (0x6400 | q), minus 1024 (exact), then one float16 FMA with the float16 scale and minimum (one rounding),
+// then bf16 (a second rounding: the result is within one bf16 step of dequant_rows' fp32 FMA rounded once).
 __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
                                             const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
   const int t = pm & 127u;
@@ -978,18 +981,23 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
   unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
   const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
   const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
+  const __half2 k1024 = __half2half2(__ushort_as_half(0x6400));
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const float sc = half_bits_to_float(uint16_t(half ? x.sc >> 16 : x.sc & 0xffffu));
-    const float lo = half_bits_to_float(uint16_t(half ? x.lo >> 16 : x.lo & 0xffffu));
+    const __half2 sc = __half2half2(__ushort_as_half(uint16_t(half ? x.sc >> 16 : x.sc & 0xffffu)));
+    const __half2 lo = __half2half2(__ushort_as_half(uint16_t(half ? x.lo >> 16 : x.lo & 0xffffu)));
 #pragma unroll
     for (int w2 = 0; w2 < 2; ++w2) {
       const uint32_t q = words[half * 2 + w2];
-      float v[8];
+      float2 f[4];  // f[i] = (x_i, x_{i+4})
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = fmaf(__uint_as_float(((q >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t bits = ((q >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
+        f[i] = __half22float2(__hfma2(__hsub2(*reinterpret_cast<const __half2*>(&bits), k1024), sc, lo));
+      }
       *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
-          make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+          make_uint4(pack_bf16x2(f[0].x, f[1].x), pack_bf16x2(f[2].x, f[3].x), pack_bf16x2(f[0].y, f[1].y),
+                     pack_bf16x2(f[2].y, f[3].y));
     }
   }
 }
