@@ -2,6 +2,8 @@
 
 #include <ATen/ExpandUtils.h>
 
+#include <cstdlib>
+
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
 
@@ -187,6 +189,34 @@ const char* MlaDecodeLaunch::kernel() const { return "none"; }
 int MlaDecodeLaunch::splits() const { return 0; }
 
 #endif
+
+const char* mla_decode_variant_name(MlaDecodeVariant v) {
+  switch (v) {
+    case MlaDecodeVariant::kAuto: return "auto";
+    case MlaDecodeVariant::kTensorCore: return "keys";
+    case MlaDecodeVariant::kGeneric: return "generic";
+    case MlaDecodeVariant::kTensorCoreCodes: return "codes";
+    case MlaDecodeVariant::kTensorCoreWarpRows: return "rows";
+  }
+  return "?";
+}
+
+MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what) {
+  for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCore,
+                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kGeneric}) {
+    if (text == mla_decode_variant_name(v)) return v;
+  }
+  throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
+                                     "', expected auto, rows, keys, codes or generic"));
+}
+
+MlaDecodeVariant model_decode_variant() {
+  static const MlaDecodeVariant v = [] {
+    const char* env = std::getenv("VLM2MLA_DECODE_KERNEL");
+    return env ? parse_mla_decode_variant(env, "VLM2MLA_DECODE_KERNEL") : MlaDecodeVariant::kAuto;
+  }();
+  return v;
+}
 
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
   const MlaDecodeShape s = check_mla_decode_inputs(in);

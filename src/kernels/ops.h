@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <string>
 #include <vector>
 
 #include "kernels/mla_decode_io.h"
@@ -20,6 +21,17 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
 
 // True when this build can run mla_decode on CUDA tensors.
 bool mla_decode_has_cuda();
+
+// Names of the decode kernel variants (params.h): "auto", "keys" (kTensorCore, the split-keys kernel),
+// "generic", "codes" (kTensorCoreCodes), "rows" (kTensorCoreWarpRows); and back, ArgumentError naming
+// `what` and the choices for anything else.
+const char* mla_decode_variant_name(MlaDecodeVariant v);
+MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what);
+
+// The variant the models' decode steps ask for: VLM2MLA_DECODE_KERNEL (one of the names above, read once;
+// default auto), to compare the kernels inside whole decode steps. A variant that cannot take a layer's
+// shapes stops the step with the kernel's ArgumentError, which says why.
+MlaDecodeVariant model_decode_variant();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.

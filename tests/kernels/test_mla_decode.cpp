@@ -304,6 +304,26 @@ TEST(MlaDecodeOps, ReadsAndWritesTheModelsViews) {
   }
 }
 
+// The decode kernel's names (VLM2MLA_DECODE_KERNEL): every variant's name reads back as that variant, and
+// anything else is refused naming the variable and the choices.
+TEST(MlaDecodeOps, VariantNamesReadBack) {
+  for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric,
+                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows}) {
+    EXPECT_EQ(parse_mla_decode_variant(mla_decode_variant_name(v), "X"), v) << mla_decode_variant_name(v);
+  }
+  EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRows), "rows");
+  try {
+    parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL");
+    ADD_FAILURE() << "an unknown name was accepted";
+  } catch (const ArgumentError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
+    EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
+    EXPECT_NE(what.find("rows, keys"), std::string::npos) << what;
+  }
+  EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
+}
+
 TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   const Case c = cpu_cases()[1];
   const MlaDecodeInputs good = make_inputs(c, at::kCPU);

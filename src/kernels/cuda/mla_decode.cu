@@ -1,5 +1,8 @@
 // Absorbed MLA decode over a latent cache (params.h, METHOD.md §5), bf16 and int4 (§7) stores.
 //
+// Two tensor-core layouts share the plan, the tile loaders and the partials: the split-keys kernel described
+// here (MlaDecodeVariant::kTensorCore) and the warp-rows kernel (kTensorCoreWarpRows, kAuto's first choice;
+// see "the warp-rows tensor-core kernel" below and docs/KERNELS.md), each the other's twin.
 // Design (FlashMLA / flash-decoding): the latent c_j is shared by every head, so a CTA owns one sequence,
 // a block of heads and a contiguous run of 64-token tiles (split-KV). Each tile is read from device memory
 // once into shared memory (cp.async, double-buffered; int4 codes and their scales are staged raw and
@@ -972,7 +975,8 @@ __device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom
 // x = code * scale + lo from the thread's slot into the bf16 tile, two values per instruction: a code pair
 // (elements i and i + 4 of a 32-bit word, nibbles i and i + 4) becomes the float16 pair 1024 + q exactly
 // (0x6400 | q), minus 1024 (exact), then one float16 FMA with the float16 scale and minimum (one rounding),
-// then bf16 (a second rounding: the result is within one bf16 step of dequant_rows' fp32 FMA rounded once).
+// then bf16 (a second rounding: within one bf16 step of dequant_rows' fp32 FMA rounded once where |x| is in
+// float16's normal range, >= 2^-14; below it within float16's subnormal step, 2^-24, absolute).
 __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
                                             const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
   const int t = pm & 127u;
