@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -25,10 +26,35 @@ nlohmann::json bench_json(std::vector<std::string> extra) {
   return nlohmann::json::parse(r.out);
 }
 
+// VLM2MLA_DECODE_KERNEL is read before the model loads: a known name is reported in the JSON, an unknown one
+// stops the run with an error naming the variable and the choices.
+TEST(CliBench, DecodeKernelRequestIsReportedAndChecked) {
+  const char* old = std::getenv("VLM2MLA_DECODE_KERNEL");
+  const std::string saved = old ? old : "";
+  ::setenv("VLM2MLA_DECODE_KERNEL", "keys", 1);
+  nlohmann::json j = bench_json({});
+  EXPECT_EQ(j["decode_kernel_request"], "keys");
+  ::setenv("VLM2MLA_DECODE_KERNEL", "fastest", 1);
+  testing::CliResult r = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context",
+                                  "16", "--batch", "1", "--new-tokens", "2", "--json"});
+  if (old) {
+    ::setenv("VLM2MLA_DECODE_KERNEL", saved.c_str(), 1);
+  } else {
+    ::unsetenv("VLM2MLA_DECODE_KERNEL");
+  }
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(r.crashed);
+  EXPECT_NE(r.err.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'fastest'"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
   for (const std::string mode : {"dynamic", "static"}) {
     nlohmann::json j = bench_json({"--decode", mode});
     EXPECT_EQ(j["decode_mode"], mode);
+    const char* kernel_env = std::getenv("VLM2MLA_DECODE_KERNEL");
+    EXPECT_EQ(j["decode_kernel_request"], kernel_env ? kernel_env : "auto");
     EXPECT_EQ(j["new_tokens"], 4);
     ASSERT_EQ(j["decode_step_ms"].size(), 3u);  // the first token comes out of the prefill
     std::vector<double> ms = j["decode_step_ms"].get<std::vector<double>>();

@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "io/json_file.h"
+#include "kernels/ops.h"
 #include <unistd.h>
 #include "generate/generate.h"
 #include "models/model.h"
@@ -162,6 +163,9 @@ void register_bench(CLI::App& app) {
                     ArgumentError, "--image: expected HxW (e.g. 336x336), got '", args->image, "'");
     }
     const LoadOptions options = args->run.load_options(ModelUse::kInference);
+    // the decode kernel asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL, default auto): read
+    // now, so a misspelt name stops the run before the model loads
+    const char* kernel_request = mla_decode_variant_name(model_decode_variant());
     auto t0 = std::chrono::steady_clock::now();
     std::string random_config = args->random_config;
     struct RemoveOnExit {
@@ -230,6 +234,7 @@ void register_bench(CLI::App& app) {
         {"fused_projections", options.fuse_projections},
         {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
         {"decode_mode", decode_mode_name(r.decode)},
+        {"decode_kernel_request", kernel_request},
         {"synthetic_cache", args->synthetic_cache},
         {"context", s},
         {"batch", args->batch},
