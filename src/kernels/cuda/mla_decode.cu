@@ -92,6 +92,16 @@ struct Partials {
   float* m;
   float* mass;
   float* acc;
+  // The entries of split s, sequence b and head h (mod: modality) in that layout; acc_at: its r_kv values.
+  __host__ __device__ float& m_at(const MlaDecodeParams& p, int s, int b, int h) const {
+    return m[(int64_t(s) * p.b + b) * p.h_q + h];
+  }
+  __host__ __device__ float& mass_at(const MlaDecodeParams& p, int s, int mod, int b, int h) const {
+    return mass[((int64_t(s) * p.n_mod + mod) * p.b + b) * p.h_q + h];
+  }
+  __host__ __device__ float* acc_at(const MlaDecodeParams& p, int s, int mod, int b, int h) const {
+    return acc + (((int64_t(s) * p.n_mod + mod) * p.b + b) * p.h_q + h) * p.r_kv;
+  }
 };
 
 // Each region starts on a 16-byte boundary (the kernel stores float2 pairs into ws_acc).
@@ -874,7 +884,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
     if (head < p.h_q) {
       float l = 0.f;
       for (int ww = 0; ww < kWarps; ++ww) l += red_l[ww * kRows + tid];
-      w.mass[((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q + head] = l;
+      w.mass_at(p, split, mod, b, head) = l;
     }
   }
   if (warp == 0 && tig == 0) {
@@ -884,7 +894,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
       for (int h = 0; h < 2; ++h) {
         int mod, head;
         row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
-        if (head < p.h_q && mod == 0) w.m[(int64_t(split) * p.b + b) * p.h_q + head] = st.m_run[mt][h];
+        if (head < p.h_q && mod == 0) w.m_at(p, split, b, head) = st.m_run[mt][h];
       }
     }
   }
@@ -895,8 +905,7 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
       int mod, head;
       row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
       if (head >= p.h_q) continue;
-      float* out = w.acc + ((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q * int64_t(p.r_kv) +
-                   int64_t(head) * p.r_kv;
+      float* out = w.acc_at(p, split, mod, b, head);
 #pragma unroll
       for (int i = 0; i < NTW; ++i) {
         const int col = (warp + i * kWarps) * 8 + 2 * tig;
@@ -1298,8 +1307,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     int mod, head;
     row_to_head<NMOD, MT>(tid, head0, mod, head);
     if (head < p.h_q) {
-      w.mass[((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q + head] = red_l[tid];
-      if (mod == 0) w.m[(int64_t(split) * p.b + b) * p.h_q + head] = head_max(tid);
+      w.mass_at(p, split, mod, b, head) = red_l[tid];
+      if (mod == 0) w.m_at(p, split, b, head) = head_max(tid);
     }
   }
   const int q4 = p.r_kv / 4;
@@ -1308,7 +1317,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     int mod, head;
     row_to_head<NMOD, MT>(row, head0, mod, head);
     if (head >= p.h_q) continue;
-    float* out = w.acc + ((int64_t(split) * p.n_mod + mod) * p.b + b) * p.h_q * int64_t(p.r_kv) + int64_t(head) * p.r_kv;
+    float* out = w.acc_at(p, split, mod, b, head);
     const float* src = acc + row * acc_stride + c4 * 4;
     *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
   }
@@ -1426,13 +1435,13 @@ __global__ void __launch_bounds__(kGenericThreads)
 
   const Partials w = partials(p, g.total_splits);
   if (cb == 0 && tid == 0) {
-    w.m[(int64_t(split) * p.b + b) * p.h_q + head] = m_run;
+    w.m_at(p, split, b, head) = m_run;
 #pragma unroll
-    for (int m = 0; m < NMOD; ++m) w.mass[((int64_t(split) * p.n_mod + m) * p.b + b) * p.h_q + head] = l[m];
+    for (int m = 0; m < NMOD; ++m) w.mass_at(p, split, m, b, head) = l[m];
   }
 #pragma unroll
   for (int m = 0; m < NMOD; ++m) {
-    float* out = w.acc + (((int64_t(split) * p.n_mod + m) * p.b + b) * p.h_q + head) * p.r_kv;
+    float* out = w.acc_at(p, split, m, b, head);
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       const int d = col0 + tid + k * kGenericThreads;
@@ -1478,17 +1487,17 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const Partials w = partials(p, total_splits);
   float mx = -INFINITY;
-  for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m[(int64_t(s) * p.b + b) * p.h_q + head]);
+  for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m_at(p, s, b, head));
   const float M = block_max(mx, red);
   float mass_part0 = 0.f, mass_part1 = 0.f;
   for (int s = tid; s < (total_splits + 3) / 4 * 4; s += blockDim.x) {
     float ws = 0.f;
     if (s < total_splits) {
-      const float ms = w.m[(int64_t(s) * p.b + b) * p.h_q + head];
+      const float ms = w.m_at(p, s, b, head);
       ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
       if (ws != 0.f) {
-        mass_part0 += ws * w.mass[((int64_t(s) * p.n_mod) * p.b + b) * p.h_q + head];
-        if (p.n_mod == 2) mass_part1 += ws * w.mass[((int64_t(s) * p.n_mod + 1) * p.b + b) * p.h_q + head];
+        mass_part0 += ws * w.mass_at(p, s, 0, b, head);
+        if (p.n_mod == 2) mass_part1 += ws * w.mass_at(p, s, 1, b, head);
       }
     }
     wts[s] = ws;
@@ -1701,6 +1710,33 @@ struct FullPlan {
   KernelFn fn = nullptr;
 };
 
+// Why the bf16 arrays cannot be copied in 16-byte pieces ("" if they can): both tensor-core kernels.
+std::string bf16_alignment(const MlaDecodeParams& p) {
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  if (!int4 && !(aligned16(p.latent) && aligned16(p.k_rope))) return "latent/k_rope are not 16-byte aligned";
+  if (int4 && p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
+    return "latent_win/k_rope_win are not 16-byte aligned";
+  return "";
+}
+
+// The strides of the bf16 tiles and of the queries, which both tensor-core kernels share (stage_queries and
+// the tile loaders read them), and the queries' shared memory for `rows` MMA rows from offset 0 (g.hr set);
+// returns the offset after them.
+int tile_strides_and_queries(const MlaDecodeParams& p, Geom& g, int rows) {
+  g.rope_pad = (p.d_rope + 15) / 16 * 16;
+  g.c_stride = (p.r_kv + 8) * 2;
+  g.k_stride = (g.hr + 8) * 2;
+  g.ql_stride = (p.r_kv + 8) * 2;
+  g.qr_stride = (g.rope_pad + 8) * 2;
+  g.tile_bytes = kTile * (g.c_stride + g.k_stride);
+  int off = 0;
+  g.off_qlat = off;
+  off += align16(rows * g.ql_stride);
+  g.off_qrope = off;
+  off += align16(rows * g.qr_stride);
+  return off;
+}
+
 // Why the tensor-core kernel cannot take these sizes ("" if it can); fills the geometry when it can.
 std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes, Geom& g, int& mt, int& ntw) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
@@ -1708,9 +1744,7 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
   if (p.r_kv > 512) return "r_kv > 512";
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
-  if (!int4 && !(aligned16(p.latent) && aligned16(p.k_rope))) return "latent/k_rope are not 16-byte aligned";
-  if (int4 && p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
-    return "latent_win/k_rope_win are not 16-byte aligned";
+  if (const std::string why = bf16_alignment(p); !why.empty()) return why;
   if (int4 && (p.group_c % 8 != 0 || p.group_r % 8 != 0)) return "a quantization group is not a multiple of 8";
   const int ngc = p.r_kv / std::max(p.group_c, 1), ngr = g.hr / std::max(p.group_r, 1);
   if (int4) {
@@ -1730,18 +1764,8 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
   const int mt_needed = (p.h_q * p.n_mod + 15) / 16;
   mt = (mt_needed <= 2 || ntw == 8) ? 2 : 4;
   const int rows = mt * 16;
-  g.rope_pad = (p.d_rope + 15) / 16 * 16;
-  g.c_stride = (p.r_kv + 8) * 2;
-  g.k_stride = (g.hr + 8) * 2;
-  g.ql_stride = (p.r_kv + 8) * 2;
-  g.qr_stride = (g.rope_pad + 8) * 2;
+  int off = tile_strides_and_queries(p, g, rows);
   g.p_stride = (kTile + 8) * 2;
-  g.tile_bytes = kTile * (g.c_stride + g.k_stride);
-  int off = 0;
-  g.off_qlat = off;
-  off += align16(rows * g.ql_stride);
-  g.off_qrope = off;
-  off += align16(rows * g.qr_stride);
   g.off_p = off;
   off += align16(rows * g.p_stride);
   g.off_red = off;
@@ -1796,9 +1820,7 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, 
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
   const int rows = p.h_q * p.n_mod;
   if (rows <= 16) return "16 rows or fewer (h_q * n_mod): half the warps would have no rows";
-  if (!int4 && !(aligned16(p.latent) && aligned16(p.k_rope))) return "latent/k_rope are not 16-byte aligned";
-  if (int4 && p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
-    return "latent_win/k_rope_win are not 16-byte aligned";
+  if (const std::string why = bf16_alignment(p); !why.empty()) return why;
   no = p.r_kv <= 128 ? 16 : 32;
   if (int4) {
     if (p.r_kv % 32 != 0 || g.hr % 32 != 0) return "int4 rows are not whole 16-byte pieces (r_kv or h_kv*d_rope % 32)";
@@ -1808,18 +1830,7 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, 
     if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
   }
   mt = rows <= 32 ? 2 : 4;
-  const int nrows = mt * 16;
-  g.rope_pad = (p.d_rope + 15) / 16 * 16;
-  g.c_stride = (p.r_kv + 8) * 2;
-  g.k_stride = (g.hr + 8) * 2;
-  g.ql_stride = (p.r_kv + 8) * 2;
-  g.qr_stride = (g.rope_pad + 8) * 2;
-  g.tile_bytes = kTile * (g.c_stride + g.k_stride);
-  int off = 0;
-  g.off_qlat = off;
-  off += align16(nrows * g.ql_stride);
-  g.off_qrope = off;
-  off += align16(nrows * g.qr_stride);
+  int off = tile_strides_and_queries(p, g, mt * 16);
   g.off_mods = off;
   off += 2 * kTile;
   if (int4) {  // the threads' int4 code slots (16 bytes per piece)
