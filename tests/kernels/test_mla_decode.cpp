@@ -509,6 +509,22 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   EXPECT_GT(keys.n, 40);  // the warp-rows kernel took (at least) that many shapes
 }
 
+// The Qwen2.5-VL-7B shape over four sequences (start offsets, lengths from 65 to 3000) with modality pattern
+// m, groups of `group`, n_mod sets; the i-th case of a sweep: a 128-position window on even i (int4), no
+// k-bias on every third, seed base + i.
+Case pattern_case(MlaCacheFormat f, Mods m, int64_t group, int64_t n_mod, int i, int base) {
+  Case c = Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 129});
+  c.format = f;
+  c.n_mod = n_mod;
+  c.mods = m;
+  c.group_c = group;
+  c.group_r = group;
+  c.window = (f == MlaCacheFormat::kInt4 && i % 2 == 0) ? 128 : 0;
+  c.bias = i % 3 != 0;
+  c.seed = base + i;
+  return c;
+}
+
 // The int4 products on the codes: the modality patterns, several head blocks, windows, start offsets, the
 // group sizes it takes; and a clear error for the shapes it does not take.
 TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
@@ -518,14 +534,7 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
   for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
     for (int64_t group : {16, 32, 64}) {
       for (int64_t n_mod : {1, 2}) {
-        Case c = Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 129});
-        c.n_mod = n_mod;
-        c.mods = m;
-        c.group_c = group;
-        c.group_r = group;
-        c.window = seed % 2 == 0 ? 128 : 0;
-        c.bias = seed % 3 != 0;
-        c.seed = 700 + seed++;
+        const Case c = pattern_case(MlaCacheFormat::kInt4, m, group, n_mod, seed++, 700);
         ASSERT_TRUE(codes_ok(c));
         check_case(c, MlaDecodeVariant::kTensorCoreCodes, st);
       }
@@ -574,16 +583,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
       for (int64_t group : {16, 32, 64}) {
         for (int64_t n_mod : {1, 2}) {
-          Case c = Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 129});
-          c.format = f;
-          c.n_mod = n_mod;
-          c.mods = m;
-          c.group_c = group;
-          c.group_r = group;
-          c.window = (f == MlaCacheFormat::kInt4 && seed % 2 == 0) ? 128 : 0;
-          c.bias = seed % 3 != 0;
-          c.seed = 900 + seed++;
-          check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
+          check_case(pattern_case(f, m, group, n_mod, seed++, 900), MlaDecodeVariant::kTensorCoreWarpRows, st);
         }
       }
     }
