@@ -22,8 +22,8 @@ cmake --build build-device --target test_kernels -j"$(nproc)" >"$out/build.log" 
 echo "configure + build: $((SECONDS - t0)) s"
 [[ "${1:-}" == --build-only ]] && exit 0
 bin=build-device/tests/test_kernels
-timeout 200 "$bin" 2>&1 | tee "$out/test.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |mla_decode|Failure|rel err" | head -60
-timeout 120 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' 2>&1 | tee "$out/bench.log" | grep -E "bandwidth|FAILED|Failure"
+timeout 300 "$bin" 2>&1 | tee "$out/test.log" | grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |mla_decode|Failure|rel err" | head -80
+timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' 2>&1 | tee "$out/bench.log" | grep -E "bandwidth|FAILED|Failure"
 if command -v compute-sanitizer >/dev/null; then
   timeout 200 compute-sanitizer --tool memcheck --print-limit 20 "$bin" --gtest_filter='*SmallCases*:FusedRopeCuda.EqualsTheLibtorchStepsBitForBit' \
     >"$out/memcheck.log" 2>&1

@@ -40,6 +40,9 @@ struct MlaDecodeInputs {
   // read, only the balance suffers). -1: copy start/length to the host once (a sync) and check them.
   int64_t max_length = -1;
   MlaDecodeVariant variant = MlaDecodeVariant::kAuto;  // CUDA only: which kernel
+  // CUDA only, tensor-core kernels: the fewest 64-token tiles a split CTA takes (fewer splits: fewer
+  // partials to write and combine, less parallelism); 0: the plan's default (kMinTilesPerSplit).
+  int64_t min_tiles_per_split = 0;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

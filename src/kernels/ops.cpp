@@ -74,6 +74,9 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.n_mod = int(s.n_mod);
   p.t_cap = int(s.t_cap);
   p.max_length = int(max_length);
+  VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
+                "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
+  p.min_tiles_per_split = int(in.min_tiles_per_split);
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -164,7 +167,7 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
 bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
-  if (impl_->plan.warp_rows) return "tc-rows";
+  if (impl_->plan.warp_rows) return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
 }
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
@@ -197,17 +200,19 @@ const char* mla_decode_variant_name(MlaDecodeVariant v) {
     case MlaDecodeVariant::kGeneric: return "generic";
     case MlaDecodeVariant::kTensorCoreCodes: return "codes";
     case MlaDecodeVariant::kTensorCoreWarpRows: return "rows";
+    case MlaDecodeVariant::kTensorCoreWarpRowsJoint: return "rows-joint";
   }
   return "?";
 }
 
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what) {
-  for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCore,
+  for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows,
+                             MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kTensorCore,
                              MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kGeneric}) {
     if (text == mla_decode_variant_name(v)) return v;
   }
   throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
-                                     "', expected auto, rows, keys, codes or generic"));
+                                     "', expected auto, rows, rows-joint, keys, codes or generic"));
 }
 
 MlaDecodeVariant model_decode_variant() {

@@ -23,7 +23,8 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
 bool mla_decode_has_cuda();
 
 // Names of the decode kernel variants (params.h): "auto", "keys" (kTensorCore, the split-keys kernel),
-// "generic", "codes" (kTensorCoreCodes), "rows" (kTensorCoreWarpRows); and back, ArgumentError naming
+// "generic", "codes" (kTensorCoreCodes), "rows" (kTensorCoreWarpRows), "rows-joint"
+// (kTensorCoreWarpRowsJoint); and back, ArgumentError naming
 // `what` and the choices for anything else.
 const char* mla_decode_variant_name(MlaDecodeVariant v);
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what);
@@ -45,7 +46,8 @@ class MlaDecodeLaunch {
   void run() const;                   // enqueues the kernels on the current CUDA stream
   const MlaDecodeOutput& out() const;  // written by run()
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
-  const char* kernel() const;         // "tc-rows", "tc-keys", "tc-codes" or "generic" (params.h's variants)
+  const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
+                                      // "generic" (params.h's variants)
   int splits() const;                 // split-KV CTAs per sequence and head block
 
  private:

@@ -25,6 +25,12 @@ enum class MlaCacheFormat {
 // 64-token tile, P stays in registers, one barrier per tile; int4 keys are dequantized from register
 // prefetches (docs/KERNELS.md). Needs r_kv % 16 == 0, r_kv <= 256, d_rope % 8 == 0, h_q * n_mod > 16,
 // aligned arrays; int4 also r_kv and h_kv * d_rope multiples of 32 and groups of 16 or multiples of 32.
+// With two modalities and h_q > 16 it runs as modality CTAs (each CTA one modality's heads; a CTA skips the
+// tiles without a token of its modality unread), else in the joint layout (each CTA both modalities' rows);
+// kAuto takes the modality CTAs from 16 (sequence, head block) pairs on (at smaller batches they cost a
+// second wave of CTAs) and the joint layout below.
+// kTensorCoreWarpRowsJoint: the warp-rows kernel in the joint layout always (h_q * n_mod > 16): the twin of
+// the modality CTAs, and the better one where the modality changes within most tiles.
 // kTensorCore: the split-keys kernel (each warp scores 8 tokens of a tile for every row; row maxima and P
 // through shared memory, three barriers per tile): r_kv % 16 == 0, r_kv <= 512, d_rope % 8 == 0, aligned
 // arrays, tiles that fit in shared memory. The twin of the warp-rows kernel and the one for r_kv > 256.
@@ -32,7 +38,14 @@ enum class MlaCacheFormat {
 // code * scale + lo applied to the fp32 accumulators (docs/KERNELS.md), no dequantization pass; needs
 // groups % 16 == 0, d_rope % 16 == 0 and r_kv / group_c <= 8. Measured 1.75x slower than dequantizing on
 // the H200 (2026-11-29), so kAuto never picks it.
-enum class MlaDecodeVariant { kAuto, kTensorCore, kGeneric, kTensorCoreCodes, kTensorCoreWarpRows };
+enum class MlaDecodeVariant {
+  kAuto,
+  kTensorCore,
+  kGeneric,
+  kTensorCoreCodes,
+  kTensorCoreWarpRows,
+  kTensorCoreWarpRowsJoint
+};
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):
@@ -51,6 +64,7 @@ struct MlaDecodeParams {
   int n_mod = 1;    // 1 or 2 modalities
   int t_cap = 0;    // cache capacity (tokens) of every per-token array below
   int max_length = 0;  // an upper bound on length[i] - start[i] over the batch (sizes the split-KV grid)
+  int min_tiles_per_split = 0;  // tensor-core kernels: fewest 64-token tiles per split CTA; 0: the plan's own
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
   // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one

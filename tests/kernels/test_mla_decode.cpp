@@ -42,6 +42,7 @@ struct Case {
   bool bias = true;
   double scale = 0.0;  // 0: 2 / sqrt(r_kv + d_rope)
   uint64_t seed = 1;
+  int64_t max_length = -1;  // the grid's hint (MlaDecodeInputs::max_length); -1: the longest range
 
   // Qwen2.5-VL-7B's decode shapes with D = 32 and md: an int4 cache, groups of 64, a 128-position window.
   static Case qwen7b_md_int4(std::vector<int64_t> start, std::vector<int64_t> length) {
@@ -104,6 +105,7 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
     }
   }
   in.scale = c.scale > 0 ? c.scale : 2.0 / std::sqrt(double(c.r_kv + c.d_rope));
+  in.max_length = c.max_length;
   switch (c.format) {
     case MlaCacheFormat::kBf16:
       in.latent = at::randn({b, t, c.r_kv}, f32).to(at::kBFloat16);
@@ -308,10 +310,12 @@ TEST(MlaDecodeOps, ReadsAndWritesTheModelsViews) {
 // anything else is refused naming the variable and the choices.
 TEST(MlaDecodeOps, VariantNamesReadBack) {
   for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric,
-                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows}) {
+                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows,
+                             MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
     EXPECT_EQ(parse_mla_decode_variant(mla_decode_variant_name(v), "X"), v) << mla_decode_variant_name(v);
   }
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRows), "rows");
+  EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRowsJoint), "rows-joint");
   try {
     parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL");
     ADD_FAILURE() << "an unknown name was accepted";
@@ -319,7 +323,7 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
     const std::string what = e.what();
     EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
     EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
-    EXPECT_NE(what.find("rows, keys"), std::string::npos) << what;
+    EXPECT_NE(what.find("rows, rows-joint, keys"), std::string::npos) << what;
   }
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
@@ -438,7 +442,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   const std::vector<std::pair<int64_t, int64_t>> heads = {{28, 4}, {32, 8}, {32, 32}, {8, 2}};
   const int64_t batches[] = {1, 3, 8};
   std::mt19937_64 rng(2024);
-  Stats tc, gen, codes, keys;
+  Stats tc, gen, codes, keys, joint;
   int idx = 0;
   for (int64_t r_kv : {32, 64, 128, 256, 512}) {
     for (int64_t d_rope : {8, 16, 32, 64}) {
@@ -469,10 +473,16 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
           // t_cap: sometimes exactly the longest length, sometimes odd
           c.t_cap = *std::max_element(c.length.begin(), c.length.end()) + (idx % 5 == 0 ? 0 : 1 + 2 * (idx % 7));
           check_case(c, MlaDecodeVariant::kAuto, tc);
-          // its twin, the split-keys kernel, wherever kAuto took the warp-rows one
-          if (std::string(MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel()) == "tc-rows" &&
-              takes(c, MlaDecodeVariant::kTensorCore))
+          // its twins wherever kAuto took the warp-rows kernel: the split-keys kernel, and for the modality
+          // CTAs the joint layout
+          const std::string kernel = MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel();
+          if (kernel.rfind("tc-rows", 0) == 0 && takes(c, MlaDecodeVariant::kTensorCore))
             check_case(c, MlaDecodeVariant::kTensorCore, keys);
+          // two sets: the other layout of the two (kTensorCoreWarpRows runs the modality CTAs where they can)
+          if (kernel == "tc-rows-mod" && takes(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint))
+            check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, joint);
+          if (kernel == "tc-rows" && c.n_mod == 2 && c.h_q > 16 && takes(c, MlaDecodeVariant::kTensorCoreWarpRows))
+            check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, joint);
           if (idx % 8 == 0) check_case(c, MlaDecodeVariant::kGeneric, gen);
           // the products on the codes wherever the tensor-core kernel takes the shape (alignment, shared memory)
           if (codes_ok(c) && takes(c, MlaDecodeVariant::kTensorCoreCodes))
@@ -499,6 +509,9 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   std::printf("[mla_decode grid] split-keys twin:   %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
               "err %.3g\n",
               keys.n, keys.failed, keys.worst_acc, keys.worst_case.c_str(), keys.worst_mass);
+  std::printf("[mla_decode grid] other-layout twin: %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
+              "err %.3g\n",
+              joint.n, joint.failed, joint.worst_acc, joint.worst_case.c_str(), joint.worst_mass);
   std::printf("[mla_decode grid] generic:          %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
               "err %.3g\n",
               gen.n, gen.failed, gen.worst_acc, gen.worst_case.c_str(), gen.worst_mass);
@@ -507,6 +520,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
               codes.n, codes.failed, codes.worst_acc, codes.worst_case.c_str(), codes.worst_mass);
   EXPECT_GT(codes.n, 10);
   EXPECT_GT(keys.n, 40);  // the warp-rows kernel took (at least) that many shapes
+  EXPECT_GT(joint.n, 10);  // and both layouts of two-set shapes on that many
 }
 
 // The Qwen2.5-VL-7B shape over four sequences (start offsets, lengths from 65 to 3000) with modality pattern
@@ -583,7 +597,9 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
       for (int64_t group : {16, 32, 64}) {
         for (int64_t n_mod : {1, 2}) {
-          check_case(pattern_case(f, m, group, n_mod, seed++, 900), MlaDecodeVariant::kTensorCoreWarpRows, st);
+          const Case c = pattern_case(f, m, group, n_mod, seed++, 900);
+          check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);  // two sets: modality CTAs
+          if (n_mod == 2) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
         }
       }
     }
@@ -611,12 +627,30 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
         c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
         c.seed = 900 + seed++;
         check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
+        if (n_mod == 2) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
       }
     }
   }
   std::printf("[mla_decode warp rows] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass %.3g\n", st.n,
               st.failed, st.worst_acc, st.worst_case.c_str(), st.worst_mass);
-  for (int which = 0; which < 3; ++which) {
+  // which layout runs: modality CTAs where a modality's heads fill more than one m-tile (kAuto: and the batch
+  // gives 16 (sequence, head block) pairs), else the joint one
+  auto kernel_of = [](int64_t h_q, int64_t h_kv, int64_t n_mod, MlaDecodeVariant v, int64_t b = 1) {
+    Case c = Case::qwen7b_md_int4(std::vector<int64_t>(b, 0), std::vector<int64_t>(b, 100));
+    c.h_q = h_q;
+    c.h_kv = h_kv;
+    c.n_mod = n_mod;
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = v;
+    return std::string(MlaDecodeLaunch(in).kernel());
+  };
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 15), "tc-rows");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows-mod");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 16), "tc-rows");
+  EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
+  EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
+  for (int which = 0; which < 4; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
     const char* want = "r_kv > 256";
     if (which == 0) bad.r_kv = 512;
@@ -624,14 +658,14 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       bad.group_c = 8;
       want = "neither 16 nor a multiple of 32";
     }
-    if (which == 2) {
+    if (which >= 2) {
       bad.h_q = 8;
       bad.h_kv = 2;
-      bad.n_mod = 1;
+      bad.n_mod = which == 2 ? 1 : 2;  // 8 or 16 rows
       want = "16 rows or fewer";
     }
     MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
-    in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+    in.variant = which == 3 ? MlaDecodeVariant::kTensorCoreWarpRowsJoint : MlaDecodeVariant::kTensorCoreWarpRows;
     try {
       mla_decode(in);
       ADD_FAILURE() << "the warp-rows kernel accepted " << bad.str();
@@ -639,7 +673,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
     }
     in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead
-    EXPECT_NE(std::string(MlaDecodeLaunch(in).kernel()), "tc-rows") << bad.str();
+    EXPECT_EQ(std::string(MlaDecodeLaunch(in).kernel()).rfind("tc-rows", 0), std::string::npos) << bad.str();
   }
 }
 
@@ -678,7 +712,8 @@ TEST(MlaDecodeCuda, SmallCases) {
       c.h_q = 20;
       c.h_kv = 4;  // h_kv * d_rope = 96: whole int4 pieces
       c.group_r = 16;
-      check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
+      check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);  // two sets: modality CTAs
+      if (n_mod == 2) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
     }
   }
   for (int64_t n_mod : {1, 2}) {  // the int4 products on the codes (their shapes: groups and d_rope of 16)
@@ -721,6 +756,36 @@ TEST(MlaDecodeCuda, ModalityRunsMatchTheReference) {
   }
   std::printf("[mla_decode modality runs] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed,
               st.worst_acc, st.worst_case.c_str());
+}
+
+// The modality CTAs find the tiles of their modality kThreads (256) tiles at a time: one split walking
+// hundreds of tiles (a max_length hint far below the lengths leaves them all to the last split), runs of one
+// modality longer than 256 tiles (whole windows without a tile of a CTA's modality) and short runs; both
+// stores; against the reference and the joint layout.
+TEST(MlaDecodeCuda, ModalityCtasFindTheirTilesInLongSplits) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats mod, joint;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t run : {17000, 300}) {
+      Case c = Case::qwen7b_md_int4({0, 333}, {24000, 20000});
+      c.format = f;
+      c.mods = Mods::kRuns;
+      c.run = run;
+      c.t_cap = run == 300 ? 24001 : 24000;  // rows of whole 16-byte pieces (read as such) or not (bytes)
+      c.max_length = 64;  // two tiles: one split (modality CTAs take four tiles or more) walks them all
+      c.seed = 1200 + seed++;
+      MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+      in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+      EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows-mod") << c.str();
+      EXPECT_EQ(MlaDecodeLaunch(in).splits(), f == MlaCacheFormat::kInt4 ? 2 : 1) << c.str();
+      check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, mod);
+      check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, joint);
+    }
+  }
+  std::printf("[mla_decode long splits] modality CTAs: %d cases, worst acc rel err %.3g; joint layout: %d cases, "
+              "worst %.3g\n",
+              mod.n, mod.worst_acc, joint.n, joint.worst_acc);
 }
 
 // The model's layout on the GPU (as_model_views): the kernel reads the strided bf16 queries in place and
@@ -817,6 +882,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     MlaDecodeVariant v;
     int64_t h_q = 28, h_kv = 4, r_kv = 128, d_rope = 32;
     Mods mods = Mods::kRandom;
+    int64_t min_tiles = 0;  // MlaDecodeInputs::min_tiles_per_split (0: the plan's default)
   };
   std::vector<Cfg> cfgs;
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4})
@@ -831,6 +897,15 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 128, 32, Mods::kRuns});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 128, 32, Mods::kText});
+    // the warp-rows kernel's joint layout beside kAuto's modality CTAs
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kRuns});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kText});
+    // (and at the small batches where kAuto takes the joint layout, the modality CTAs beside it)
+    cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kTensorCoreWarpRows, 28, 4, 128, 32, Mods::kRuns});
+    cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kRuns});
+    cfgs.push_back({f, 2, 1, 32768, MlaDecodeVariant::kTensorCoreWarpRows, 28, 4, 128, 32, Mods::kText});
+    cfgs.push_back({f, 2, 1, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 256, 32, Mods::kRuns});  // D = 64
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 256, 32, Mods::kRuns});
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
@@ -841,12 +916,17 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
     cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
+    // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less
+    // parallelism); two sets, all text (a converted model decoding text)
+    for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}})
+      for (int64_t mt : {1, 2, 4, 8})
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCoreWarpRows, 28, 4, 128, 32, Mods::kText, mt});
   }
   // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv" (e.g.
   // "bf16/1/random/32/32768/auto/128") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
     const char* mod_names[] = {"random", "runs", "text", "image"};
-    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows"};
+    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint"};
     std::vector<Cfg> kept;
     for (const Cfg& cfg : cfgs) {
       const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +
@@ -857,7 +937,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     }
     cfgs = kept;
   }
-  std::printf("[bandwidth] %-5s %-12s %2s %6s %3s  %-10s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
+  std::printf("[bandwidth] %-5s %-12s %2s %6s %3s  %-15s %-17s %9s %9s %8s\n", "store", "n_mod", "b", "t", "spl",
               "kernel", "h_q/h_kv/r_kv/R", "MB read", "us/call", "GB/s");
   for (const Cfg& cfg : cfgs) {
     Case c;
@@ -884,6 +964,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.push_back(make_inputs(c, at::Device(at::kCUDA, 0)));
       ins.back().max_length = cfg.t;
       ins.back().variant = cfg.v;
+      ins.back().min_tiles_per_split = cfg.min_tiles;
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up
@@ -900,10 +981,11 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
                               std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
     const char* mod_names[] = {"random", "runs", "text", "image"};
     const std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
-    std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-10s %-17s %9.1f %9.1f %8.0f\n",
+    const std::string kernel =
+        launches[0]->kernel() + (cfg.min_tiles > 0 ? " >=" + std::to_string(cfg.min_tiles) : std::string());
+    std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-15s %-17s %9.1f %9.1f %8.0f\n",
                 cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", mods.c_str(), (long long)cfg.b,
-                (long long)cfg.t, launches[0]->splits(),
-                launches[0]->kernel(),
+                (long long)cfg.t, launches[0]->splits(), kernel.c_str(),
                 shape.c_str(), bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
   }
   CUDA_OK(cudaEventDestroy(e0));

@@ -46,6 +46,9 @@ namespace vlm2mla {
 namespace {
 
 constexpr int kTile = 64;            // tokens per tile
+constexpr int kMinTilesPerSplit = 1;  // tensor-core kernels: fewest tiles per split CTA (params.h)
+constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows kernel's modality CTAs
+constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
 constexpr int kThreads = kWarps * 32;
 constexpr int kBf16Stages = 2;       // shared-memory stages of the bf16 tiles
@@ -77,10 +80,12 @@ struct Geom {
   int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
   int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
   int off_mods = 0;    // warp-rows kernel: uint8 [2][64], the modality bytes of the current and next tile
+  int off_tmask = 0;   // warp-rows kernel, modality CTAs: uint32 [kWarps], which of kThreads tiles to attend,
+                       // then uint8 [kThreads], the scan's flags
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
-  int total_splits = 0;     // splits + ring_splits: the partials' leading size
+  int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
 };
 
@@ -249,11 +254,12 @@ struct TcState {
 // Row r of the CTA's MMA rows -> (modality, head). With two modalities the first MT/2 m-tiles are the
 // text rows of the block's MT * 8 heads and the last MT/2 the image rows of the same heads, in the same
 // order: a thread holds (head, token) of both in the same fragment slots, and a tile whose tokens are all
-// of one modality skips the other modality's m-tiles.
+// of one modality skips the other modality's m-tiles. With one modality's rows (NMOD == 1) they are that of
+// `mod1`: 0 for a one-set model, the CTA's modality for the warp-rows kernel's modality CTAs.
 template <int NMOD, int MT>
-__device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head) {
+__device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head, int mod1 = 0) {
   if (NMOD == 1) {
-    mod = 0;
+    mod = mod1;
     head = head0 + row;
   } else {
     constexpr int kHalf = MT * 8;
@@ -422,13 +428,13 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
 // columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
 template <int NMOD, int MT>
 __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
-                                              int head0, int stages) {
+                                              int head0, int stages, int mod1 = 0) {
   constexpr int kRows = MT * 16;
   const int tid = threadIdx.x;
   for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
     const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head);
+    row_to_head<NMOD, MT>(row, head0, mod, head, mod1);
     float x0 = 0.f, x1 = 0.f;
     if (head < p.h_q) {
       const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
@@ -458,12 +464,13 @@ __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Ge
 
 // The RoPE groups and k-biases of the thread's rows (gid, gid + 8) of m-tile mt, and the groups it spans.
 template <int NMOD, int MT>
-__device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int head0, int gsize, int mt, int gid) {
+__device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int head0, int gsize, int mt, int gid,
+                                            int mod1 = 0) {
   RowInfo ri;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     int mod, head;
-    row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
+    row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head, mod1);
     ri.grp[h] = head < p.h_q ? head / gsize : -1;
     ri.bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
   }
@@ -1142,7 +1149,12 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   }
 }
 
-template <int NMOD, int MT, int NO, bool INT4>
+// MODCTA (modality CTAs, two-set models): NMOD == 1's layout, the rows being the heads of one modality, that
+// of blockIdx.x % 2; split blockIdx.x / 2. The CTA attends the tokens of its modality only and skips the
+// tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
+// layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
+// the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   constexpr int TP = kWarps / MT;  // token parts
@@ -1151,23 +1163,19 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   constexpr int MH = NMOD == 1 ? MT : MT / 2;
   constexpr int kRows = MT * 16;
   constexpr int CH = NO / 8;       // int4 pieces per thread per tile
+  constexpr bool kMods = NMOD == 2 || MODCTA;  // tokens are kept or dropped by their modality
   static_assert(NS % 2 == 0 && NO % 2 == 0 && CH <= kRowsMaxChunks, "rows kernel sizes");
   static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
+  static_assert(!MODCTA || NMOD == 1, "modality CTAs hold one modality's rows");
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
   const int mt = warp % MT, part = warp / MT, c0 = part * TW;
-  const int my_mod = (NMOD == 2 && mt >= MH) ? 1 : 0;
-  const int split = blockIdx.x, b = blockIdx.z;
+  const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
+  const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
+  const int split = MODCTA ? int(blockIdx.x >> 1) : int(blockIdx.x), b = blockIdx.z;
   const int head0 = blockIdx.y * MT * (16 / NMOD);
   const uint32_t sbase = smem_addr(smem);
 
-  stage_queries<NMOD, MT>(p, g, smem, b, head0, 2);
-  const RowInfo ri = row_info<NMOD, MT>(p, b, head0, p.h_q / p.h_kv, mt, gid);
-  float o[NO][4];
-#pragma unroll
-  for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const float scale_log2 = p.scale * kLog2e;
   const SeqRange sr = seq_range(p, b);
 
   const bool ring = INT4 && split >= g.splits;
@@ -1184,34 +1192,123 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   }
   // the modality bytes of a tile, fetched one tile ahead by threads 0..63 (two modalities)
   uint8_t* mods_sm = smem + g.off_mods;  // [2][64]
-  const uint8_t* mod_row = NMOD == 2 ? p.modality + int64_t(b) * p.t_cap : nullptr;
+  const uint8_t* mod_row = kMods ? p.modality + int64_t(b) * p.t_cap : nullptr;
   auto fetch_mod = [&](int t) -> uint8_t {
     const int j = t * kTile + tid;
-    return (NMOD == 2 && tid < kTile && j >= vlo && j < vhi) ? mod_row[j] : uint8_t(0);
+    return (kMods && tid < kTile && j >= vlo && j < vhi) ? mod_row[j] : uint8_t(0);
   };
+  // The tiles to attend, in order: every tile of the split, or (MODCTA) those holding a token of the CTA's
+  // modality, found kThreads tiles at a time: the CTA reads the window's modality bytes together (16-byte
+  // pieces where the rows allow, else one byte per thread in 64 rounds) and a thread that finds one sets its
+  // tile's flag; the flags become the bits of tmask. An empty CTA (most of one modality's, in a context
+  // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the same points with the
+  // same argument (the scan has barriers).
+  uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
+  uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
+  int win = -(1 << 30);
+  auto next_tile = [&](int from) -> int {
+    if constexpr (!MODCTA) {
+      return from;
+    } else {
+      while (from < t_end) {
+        if (from < win || from >= win + kThreads) {
+          __syncthreads();  // every thread is done reading the previous bits
+          tflag[tid] = 0;
+          __syncthreads();
+          const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
+          const bool want = cta_mod == 1;
+          if ((reinterpret_cast<uintptr_t>(mod_row) & 15u) == 0) {
+            // rows of whole 16-byte pieces: thread tid reads quarter-tiles tid + 256 k, all four loads at once
+            uint4 v[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int j0 = from * kTile + (k * kThreads + tid) * 16;
+              v[k] = (j0 < j_hi && j0 + 16 > j_lo) ? *reinterpret_cast<const uint4*>(mod_row + j0)
+                                                    : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int j0 = from * kTile + (k * kThreads + tid) * 16;
+              const uint32_t words[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+              bool hit = false;
+#pragma unroll
+              for (int e = 0; e < 16; ++e) {
+                const int j = j0 + e;
+                hit = hit || (j >= j_lo && j < j_hi && (((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0) == want);
+              }
+              if (hit) tflag[(k * kThreads + tid) / 4] = 1;
+            }
+          } else {  // one byte per thread and round: round r, warp w reads tile 4 r + w / 2
+#pragma unroll 16
+            for (int r = 0; r < kTile; ++r) {
+              const int j = from * kTile + r * kThreads + tid;
+              const bool hit = j >= j_lo && j < j_hi && (mod_row[j] != 0) == want;
+              if (__any_sync(0xffffffffu, hit) && lane == 0) tflag[r * (kThreads / kTile) + warp / 2] = 1;
+            }
+          }
+          __syncthreads();
+          const uint32_t bits = __ballot_sync(0xffffffffu, tflag[tid] != 0);
+          if (lane == 0) tmask[warp] = bits;
+          __syncthreads();
+          win = from;
+        }
+        const int k = from - win;
+        for (int w = k >> 5; w < kWarps; ++w) {
+          uint32_t bits = tmask[w];
+          if (w == (k >> 5)) bits &= ~0u << (k & 31);
+          if (bits) return win + w * 32 + __ffs(int(bits)) - 1;
+        }
+        from = win + kThreads;
+      }
+      return t_end;
+    }
+  };
+  int t = next_tile(t_first);
+  if (MODCTA && t >= t_end) {  // no token of the CTA's modality: empty partials, nothing else
+    const Partials w = partials(p, g.total_splits);
+    if (tid < kRows) {
+      int mod, head;
+      row_to_head<NMOD, MT>(tid, head0, mod, head, cta_mod);
+      if (head < p.h_q) {
+        w.m_at(p, blockIdx.x, b, head) = -INFINITY;
+        w.mass_at(p, blockIdx.x, 0, b, head) = 0.f;
+        w.mass_at(p, blockIdx.x, 1, b, head) = 0.f;
+      }
+    }
+    return;
+  }
+
+  stage_queries<NMOD, MT>(p, g, smem, b, head0, 2, cta_mod);
+  const RowInfo ri = row_info<NMOD, MT>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
+  float o[NO][4];
+#pragma unroll
+  for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float scale_log2 = p.scale * kLog2e;
   auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
-  if (NMOD == 2 && tid < kTile && t_first < t_end) mods_sm[tid] = fetch_mod(t_first);
+  if (kMods && tid < kTile && t < t_end) mods_sm[tid] = fetch_mod(t);
 
   if (!quant) {
-    if (t_first < t_end) {
+    if (t < t_end) {
       const uint32_t tb = tile_c(0);
-      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t_first * kTile, vlo, vhi, ring);
+      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
     }
     cp_async_commit();
-    for (int t = t_first; t < t_end; ++t) {
-      const int i = t - t_first;
-      const uint8_t mod_next = (NMOD == 2 && t + 1 < t_end) ? fetch_mod(t + 1) : uint8_t(0);
+    for (int i = 0; t < t_end; ++i) {
+      const int tn = next_tile(t + 1);
+      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
       cp_async_wait<0>();
-      __syncthreads();  // tile t landed; every warp is done with tile t - 1 (its stage is free)
-      if (t + 1 < t_end) {
+      __syncthreads();  // tile t landed; every warp is done with the previous tile (its stage is free)
+      if (tn < t_end) {
         const uint32_t tb = tile_c(i + 1);
-        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t + 1) * kTile, vlo, vhi, ring);
+        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
       }
       cp_async_commit();
       const uint32_t tb = tile_c(i);
-      rows_tile<NMOD, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo,
-                              vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
-      if (NMOD == 2 && tid < kTile && t + 1 < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
+                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      t = tn;
     }
   } else {
     uint32_t pm[CH];
@@ -1219,9 +1316,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
     const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
     Int4Scales x[CH];
-    auto fetch = [&](int t) {
+    auto fetch = [&](int tt) {
 #pragma unroll
-      for (int k = 0; k < CH; ++k) fetch_piece(p, g, pm[k], b, t * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+      for (int k = 0; k < CH; ++k) fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
       cp_async_commit();
     };
     auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
@@ -1231,22 +1328,23 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       for (int k = 0; k < CH; ++k)
         store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
     };
-    if (t_first < t_end) {
-      fetch(t_first);
+    if (t < t_end) {
+      fetch(t);
       dequant(0);
     }
-    for (int t = t_first; t < t_end; ++t) {
-      const int i = t - t_first;
-      const uint8_t mod_next = (NMOD == 2 && t + 1 < t_end) ? fetch_mod(t + 1) : uint8_t(0);
-      if (t + 1 < t_end) fetch(t + 1);  // the thread's own slots: it read them in dequant(i) already
-      __syncthreads();  // tile t dequantized; every warp is done with tile t - 1 (its buffer is free)
+    for (int i = 0; t < t_end; ++i) {
+      const int tn = next_tile(t + 1);
+      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+      if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
+      __syncthreads();  // tile t dequantized; every warp is done with the previous tile (its buffer is free)
       const uint32_t tb = tile_c(i);
-      rows_tile<NMOD, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo,
-                              vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
-      if (t + 1 < t_end) {
+      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
+                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (tn < t_end) {
         dequant(i + 1);
-        if (NMOD == 2 && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+        if (kMods && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
       }
+      t = tn;
     }
   }
   cp_async_wait<0>();
@@ -1303,21 +1401,23 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     __syncthreads();
   }
   const Partials w = partials(p, g.total_splits);
+  const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
   if (tid < kRows) {
     int mod, head;
-    row_to_head<NMOD, MT>(tid, head0, mod, head);
+    row_to_head<NMOD, MT>(tid, head0, mod, head, cta_mod);
     if (head < p.h_q) {
-      w.mass_at(p, split, mod, b, head) = red_l[tid];
-      if (mod == 0) w.m_at(p, split, b, head) = head_max(tid);
+      w.mass_at(p, ps, mod, b, head) = red_l[tid];
+      if (MODCTA) w.mass_at(p, ps, 1 - mod, b, head) = 0.f;  // the combine skips its accumulator
+      if (MODCTA || mod == 0) w.m_at(p, ps, b, head) = head_max(tid);
     }
   }
   const int q4 = p.r_kv / 4;
   for (int idx = tid; idx < kRows * q4; idx += kThreads) {
     const int row = idx / q4, c4 = idx - row * q4;
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head);
+    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
     if (head >= p.h_q) continue;
-    float* out = w.acc_at(p, split, mod, b, head);
+    float* out = w.acc_at(p, ps, mod, b, head);
     const float* src = acc + row * acc_stride + c4 * 4;
     *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
   }
@@ -1477,12 +1577,15 @@ __device__ __forceinline__ float block_max(float v, float* red) {
 
 constexpr int kCombineThreads = 256;
 
-// smem: weights [total_splits] (rounded up to 4, zero tail), then float4 partial sums [256].
+// smem: weights [n_mod][total_splits] (each rounded up to 4, zero tail), then float4 partial sums [256]. A
+// split's accumulator of a modality whose mass is 0 is skipped (exact: every term of it was 0), so a kernel
+// may leave it unwritten (the warp-rows kernel's modality CTAs do).
 __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
                                                                              int total_splits) {
   extern __shared__ __align__(16) float csm[];
-  float* wts = csm;
-  float4* part = reinterpret_cast<float4*>(csm + (total_splits + 3) / 4 * 4);
+  const int s4 = (total_splits + 3) / 4 * 4;
+  float* wts = csm;  // [n_mod][s4]
+  float4* part = reinterpret_cast<float4*>(csm + p.n_mod * s4);
   __shared__ float red[32];
   const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const Partials w = partials(p, total_splits);
@@ -1490,17 +1593,24 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m_at(p, s, b, head));
   const float M = block_max(mx, red);
   float mass_part0 = 0.f, mass_part1 = 0.f;
-  for (int s = tid; s < (total_splits + 3) / 4 * 4; s += blockDim.x) {
-    float ws = 0.f;
+  for (int s = tid; s < s4; s += blockDim.x) {
+    float ws0 = 0.f, ws1 = 0.f;
     if (s < total_splits) {
       const float ms = w.m_at(p, s, b, head);
-      ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
+      const float ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
       if (ws != 0.f) {
-        mass_part0 += ws * w.mass_at(p, s, 0, b, head);
-        if (p.n_mod == 2) mass_part1 += ws * w.mass_at(p, s, 1, b, head);
+        const float a0 = w.mass_at(p, s, 0, b, head);
+        mass_part0 += ws * a0;
+        ws0 = a0 != 0.f ? ws : 0.f;
+        if (p.n_mod == 2) {
+          const float a1 = w.mass_at(p, s, 1, b, head);
+          mass_part1 += ws * a1;
+          ws1 = a1 != 0.f ? ws : 0.f;
+        }
       }
     }
-    wts[s] = ws;
+    wts[s] = ws0;
+    if (p.n_mod == 2) wts[s4 + s] = ws1;
   }
   const float mass0 = block_sum(mass_part0, red);
   const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
@@ -1541,7 +1651,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
       if (sg < nsg && c4 < nc4) {
 #pragma unroll 4
         for (int s = sg; s < total_splits; s += nsg) {
-          const float ws = wts[s];
+          const float ws = wts[m * s4 + s];
           if (ws != 0.f) {
             const float4 v = src[s * split_stride + c4];
             a.x += ws * v.x;
@@ -1650,14 +1760,17 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   if (p.n_mod == 1) return int4 ? tc_kernel_for<1, true, false>(mt, ntw) : tc_kernel_for<1, false, false>(mt, ntw);
   return int4 ? tc_kernel_for<2, true, false>(mt, ntw) : tc_kernel_for<2, false, false>(mt, ntw);
 }
-template <int NMOD, bool INT4>
+template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no) {
-  if (mt == 2) return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4> : mla_decode_rows_kernel<NMOD, 2, 32, INT4>;
-  if (mt == 4) return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4> : mla_decode_rows_kernel<NMOD, 4, 32, INT4>;
+  if (mt == 2)
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA> : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;
+  if (mt == 4)
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA> : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA>;
   return nullptr;
 }
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no) {
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
+  if (modality_ctas) return int4 ? rows_kernel_for<1, true, true>(mt, no) : rows_kernel_for<1, false, true>(mt, no);
   if (p.n_mod == 1) return int4 ? rows_kernel_for<1, true>(mt, no) : rows_kernel_for<1, false>(mt, no);
   return int4 ? rows_kernel_for<2, true>(mt, no) : rows_kernel_for<2, false>(mt, no);
 }
@@ -1812,14 +1925,19 @@ int rows_merge_bytes(const MlaDecodeParams& p, int mt) {
 }
 
 // Why the warp-rows kernel cannot take these sizes ("" if it can); fills the geometry when it can.
-std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, int& mt, int& no) {
+// modality_ctas: one modality's rows per CTA (two-set models), else both modalities' rows in each CTA.
+std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
+                          int& no) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
   g.hr = p.h_kv * p.d_rope;
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
   if (p.r_kv > 256) return "r_kv > 256 (the O accumulators of 16 rows x r_kv live in one warp's registers)";
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
-  const int rows = p.h_q * p.n_mod;
-  if (rows <= 16) return "16 rows or fewer (h_q * n_mod): half the warps would have no rows";
+  const int rows = modality_ctas ? p.h_q : p.h_q * p.n_mod;
+  if (rows <= 16) {
+    return modality_ctas ? "16 heads or fewer (modality CTAs hold one modality's rows)"
+                         : "16 rows or fewer (h_q * n_mod): half the warps would have no rows";
+  }
   if (const std::string why = bf16_alignment(p); !why.empty()) return why;
   no = p.r_kv <= 128 ? 16 : 32;
   if (int4) {
@@ -1833,6 +1951,8 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g, 
   int off = tile_strides_and_queries(p, g, mt * 16);
   g.off_mods = off;
   off += 2 * kTile;
+  g.off_tmask = off;
+  off += kWarps * 4 + kThreads;
   if (int4) {  // the threads' int4 code slots (16 bytes per piece)
     g.off_raw = off;
     off += kThreads * (no / 8) * 16;
@@ -1852,12 +1972,21 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   int mt = 0, ntw = 0;
   const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
   const bool int4 = p.format == MlaCacheFormat::kInt4;
-  // kAuto: the warp-rows kernel where it takes the sizes, else the split-keys tensor-core kernel, else generic
+  // kAuto: the warp-rows kernel where it takes the sizes, else the split-keys tensor-core kernel, else generic.
+  // Two-set models: its modality CTAs where a modality's heads fill its rows (h_q > 16) and, for kAuto, the
+  // batch gives at least kModalityCtasMinPairs (sequence, head block) pairs, else the joint layout. Measured
+  // on the H200 (docs/KERNELS.md): at b = 32 the modality CTAs take 12-16% less time on text-only keys and
+  // the same on image runs; at b = 1..8, where their twice as many CTAs take a second wave, 3-18% more.
   std::string why_rows = "not asked for";
-  if (variant == MlaDecodeVariant::kAuto || variant == MlaDecodeVariant::kTensorCoreWarpRows) {
-    why_rows = rows_geometry(p, dev, g, mt, ntw);
-    VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCoreWarpRows || why_rows.empty(), ArgumentError,
-                  "mla_decode: the warp-rows tensor-core kernel cannot take these sizes: ", why_rows);
+  bool modality_ctas = false;
+  const bool joint = variant == MlaDecodeVariant::kTensorCoreWarpRowsJoint;
+  if (variant == MlaDecodeVariant::kAuto || variant == MlaDecodeVariant::kTensorCoreWarpRows || joint) {
+    const int64_t pairs = int64_t(p.b) * ((p.h_q + 31) / 32);
+    modality_ctas = p.n_mod == 2 && !joint && p.h_q > 16 &&
+                    (variant == MlaDecodeVariant::kTensorCoreWarpRows || pairs >= kModalityCtasMinPairs);
+    why_rows = rows_geometry(p, dev, modality_ctas, g, mt, ntw);
+    VLM2MLA_CHECK(variant == MlaDecodeVariant::kAuto || why_rows.empty(), ArgumentError, "mla_decode: the warp-rows ",
+                  joint ? "(joint layout) " : "", "tensor-core kernel cannot take these sizes: ", why_rows);
   }
   std::string why;
   if (!why_rows.empty()) {
@@ -1873,24 +2002,35 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const bool rows = why_rows.empty();
     plan.tensor_core = true;
     plan.warp_rows = rows;
+    plan.modality_ctas = rows && modality_ctas;
     plan.m_tiles = mt;
     plan.n_tiles_per_warp = ntw;
-    plan.head_blocks = (p.h_q + mt * 16 / p.n_mod - 1) / (mt * 16 / p.n_mod);
+    const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
+    plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     if (rows) {
       plan.smem_bytes = g.off_tiles + std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
     } else {
       plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
                              : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
     }
-    fp.fn = rows ? rows_kernel(p, mt, ntw) : tc_kernel(p, mt, ntw, codes);
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas) : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);
+    // Modality CTAs: twice the CTAs, but a tile is attended by the CTAs of the modalities it holds, mostly
+    // one (images are runs of tokens): the grid is sized as if by one modality's.
     const int64_t per_split = int64_t(p.b) * plan.head_blocks;
     plan.ring_splits = (int4 && p.window > 0) ? 1 : 0;
     const int64_t capacity = int64_t(dev.sms) * plan.ctas_per_sm - per_split * plan.ring_splits;
     int splits = int(std::max<int64_t>(1, capacity / per_split));
-    splits = std::max(1, std::min(splits, tiles));
+    // at least min_tiles tiles per split: a small batch would otherwise spread over one tile per CTA, and
+    // write (and combine) partials as large as the keys it reads
+    // (modality CTAs: 4, measured on the H200 at b = 1..8, where twice the CTAs would otherwise take two
+    // waves: docs/KERNELS.md)
+    const int min_tiles = p.min_tiles_per_split > 0 ? p.min_tiles_per_split
+                          : plan.modality_ctas      ? kMinTilesPerSplitModalityCtas
+                                                    : kMinTilesPerSplit;
+    splits = std::max(1, std::min({splits, tiles, (tiles + min_tiles - 1) / min_tiles}));
     plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
     plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
   } else {
@@ -1916,7 +2056,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   g.splits = plan.splits;
   g.ring_splits = plan.ring_splits;
   g.tiles_per_split = plan.tiles_per_split;
-  g.total_splits = plan.splits + plan.ring_splits;
+  g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
   plan.workspace_floats = workspace_floats_for(p, g.total_splits);
   return fp;
 }
@@ -1951,7 +2091,7 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     fp.fn<<<grid, kGenericThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the generic split kernel");
   }
-  const int64_t combine_smem = int64_t(total + 3) / 4 * 4 * 4 + kCombineThreads * 16;
+  const int64_t combine_smem = int64_t(params.n_mod) * ((total + 3) / 4 * 4) * 4 + kCombineThreads * 16;
   VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
   mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
   VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
