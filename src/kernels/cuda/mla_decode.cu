@@ -1201,8 +1201,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // modality, found kThreads tiles at a time: the CTA reads the window's modality bytes together (16-byte
   // pieces where the rows allow, else one byte per thread in 64 rounds) and a thread that finds one sets its
   // tile's flag; the flags become the bits of tmask. An empty CTA (most of one modality's, in a context
-  // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the same points with the
-  // same argument (the scan has barriers).
+  // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the
+  // same points with the same argument (the scan has barriers).
   uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
   uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
   int win = -(1 << 30);
@@ -1217,8 +1217,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           __syncthreads();
           const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
           const bool want = cta_mod == 1;
-          if ((reinterpret_cast<uintptr_t>(mod_row) & 15u) == 0) {
-            // rows of whole 16-byte pieces: thread tid reads quarter-tiles tid + 256 k, all four loads at once
+          if ((reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0) {
+            // rows of whole 16-byte pieces (no piece crosses a row's end, nor the array's): thread tid reads
+            // quarter-tiles tid + 256 k, all four loads at once
             uint4 v[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
@@ -1762,10 +1763,14 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 }
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no) {
-  if (mt == 2)
-    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA> : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;
-  if (mt == 4)
-    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA> : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA>;
+  if (mt == 2) {
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA>
+                    : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;
+  }
+  if (mt == 4) {
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA>
+                    : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA>;
+  }
   return nullptr;
 }
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas) {
