@@ -3,6 +3,8 @@
 #include <ATen/ExpandUtils.h>
 
 #include <cstdlib>
+#include <mutex>
+#include <set>
 
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
@@ -223,9 +225,34 @@ MlaDecodeVariant model_decode_variant() {
   return v;
 }
 
+namespace {
+struct KernelsUsed {
+  std::mutex mu;
+  std::set<std::string> names;
+};
+KernelsUsed& kernels_used() {
+  static KernelsUsed k;
+  return k;
+}
+void note_kernel_used(const char* name) {
+  KernelsUsed& k = kernels_used();
+  std::lock_guard<std::mutex> lock(k.mu);
+  k.names.insert(name);
+}
+}  // namespace
+
+std::vector<std::string> take_mla_decode_kernels_used() {
+  KernelsUsed& k = kernels_used();
+  std::lock_guard<std::mutex> lock(k.mu);
+  std::vector<std::string> out(k.names.begin(), k.names.end());
+  k.names.clear();
+  return out;
+}
+
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
   const MlaDecodeShape s = check_mla_decode_inputs(in);
   if (s.device.is_cpu()) {
+    note_kernel_used("reference");
     MlaDecodeOutput out = mla_decode_ref(in, at::kFloat);
     if (!in.acc_out.defined()) return out;
     in.acc_out.copy_(out.acc);
@@ -234,6 +261,7 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
   }
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   MlaDecodeLaunch launch(in);
+  note_kernel_used(launch.kernel());
   launch.run();
   if (in.acc_out.defined()) return {in.acc_out, in.mass_out};
   return launch.out();

@@ -19,6 +19,11 @@ namespace vlm2mla {
 // (queries and int4-dequantized keys rounded to bf16, P rounded to bf16), fp32 accumulation.
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
 
+// The kernels mla_decode ran since the last call (sorted, each once): "reference" for CPU tensors, else
+// MlaDecodeLaunch::kernel()'s names; and forgets them. For benchmarks: which kernel the decode steps took
+// (with CUDA graphs, those of the captured steps).
+std::vector<std::string> take_mla_decode_kernels_used();
+
 // True when this build can run mla_decode on CUDA tensors.
 bool mla_decode_has_cuda();
 

@@ -328,6 +328,19 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
 
+// take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.
+TEST(MlaDecodeOps, KernelsUsedAreRecordedOnceAndTaken) {
+  take_mla_decode_kernels_used();
+  Case c;
+  c.start = {0, 3};
+  c.length = {40, 20};
+  const MlaDecodeInputs in = make_inputs(c, at::kCPU);
+  mla_decode(in);
+  mla_decode(in);
+  EXPECT_EQ(take_mla_decode_kernels_used(), std::vector<std::string>{"reference"});
+  EXPECT_TRUE(take_mla_decode_kernels_used().empty());
+}
+
 TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   const Case c = cpu_cases()[1];
   const MlaDecodeInputs good = make_inputs(c, at::kCPU);
@@ -648,6 +661,12 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 15), "tc-rows");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 16), "tc-rows");
+  {  // and what mla_decode records of the kernels it ran (bench's decode_kernels)
+    take_mla_decode_kernels_used();
+    Case c = Case::qwen7b_md_int4(std::vector<int64_t>(16, 0), std::vector<int64_t>(16, 100));
+    mla_decode(make_inputs(c, at::Device(at::kCUDA, 0)));
+    EXPECT_EQ(take_mla_decode_kernels_used(), std::vector<std::string>{"tc-rows-mod"});
+  }
   EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
   for (int which = 0; which < 4; ++which) {

@@ -207,7 +207,9 @@ void register_bench(CLI::App& app) {
     Prompt prompt = m->prepare(in, false);  // vision encoding, embedding, positions
     synchronize(options.device);
     const double vision_s = since(t0);
+    take_mla_decode_kernels_used();  // forget the warm-up's
     GenerateResult r = generate(m->decoder(), prompt, go);
+    const std::vector<std::string> kernels_used = take_mla_decode_kernels_used();
     const int64_t peak = peak_memory_bytes(options.device);
     const int64_t s = in.input_ids.size(1);
     const int64_t image_tokens = m->image_token_id() >= 0 ? in.input_ids.eq(m->image_token_id()).sum().item<int64_t>() / args->batch : 0;
@@ -235,6 +237,9 @@ void register_bench(CLI::App& app) {
         {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
         {"decode_mode", decode_mode_name(r.decode)},
         {"decode_kernel_request", kernel_request},
+        // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
+        // "tc-codes", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
+        {"decode_kernels", kernels_used},
         {"synthetic_cache", args->synthetic_cache},
         {"context", s},
         {"batch", args->batch},
