@@ -1986,7 +1986,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   bool modality_ctas = false;
   const bool joint = variant == MlaDecodeVariant::kTensorCoreWarpRowsJoint;
   if (variant == MlaDecodeVariant::kAuto || variant == MlaDecodeVariant::kTensorCoreWarpRows || joint) {
-    const int64_t pairs = int64_t(p.b) * ((p.h_q + 31) / 32);
+    const int mod_block_heads = p.h_q <= 32 ? 32 : 64;  // rows_geometry's m-tiles for one modality's heads
+    const int64_t pairs = int64_t(p.b) * ((p.h_q + mod_block_heads - 1) / mod_block_heads);
     modality_ctas = p.n_mod == 2 && !joint && p.h_q > 16 &&
                     (variant == MlaDecodeVariant::kTensorCoreWarpRows || pairs >= kModalityCtasMinPairs);
     why_rows = rows_geometry(p, dev, modality_ctas, g, mt, ntw);
