@@ -135,16 +135,19 @@ class TextDecoder {
   LoadOptions options_;
   RopeTable rope_;
   AttentionBackend backend_;
-  std::vector<at::Tensor> mla_rope_dims_;  // converted models: per layer [h_kv * R] (mla_rope_dims)
+  at::Tensor mla_rope_dims_;  // converted models: every layer's mla_rope_dims, [layers * h_kv * R], on the device
   std::vector<AbsorbedWeights> absorbed_;  // converted low-rank models: per layer
   at::Tensor visual_ids_;                  // converted md models: mla.visual_token_ids on the device (every
                                            // step's md projection choice, dynamic and static)
 
   // The cache kinds a model and attention mode can use (ArgumentError otherwise).
   void check_cache(const KvCache* cache) const;
-  // Plain (and svd none) layers: the step's heads before and after RoPE.
-  QkvHeads qkv_heads(const DecoderLayerWeights& w, int64_t layer, const at::Tensor& h, const RopeCosSin& cs,
-                     const at::Tensor& visual) const;
+  // Converted models: each layer's MlaRope for a step's cos/sin (one gather each); else empty.
+  std::vector<MlaRope> mla_ropes_for(const RopeCosSin& cs) const;
+  // Plain (and svd none) layers: the step's heads before and after RoPE (mla_rope: the layer's, converted
+  // models).
+  QkvHeads qkv_heads(const DecoderLayerWeights& w, const at::Tensor& h, const RopeCosSin& cs,
+                     const MlaRope* mla_rope, const at::Tensor& visual) const;
   // o_proj and the residual, then the MLP block: x [b, s, d], a [b, h_q, s, d_h] -> [b, s, d].
   at::Tensor layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const;
   MlaAttention mla_mode_ = MlaAttention::kAuto;

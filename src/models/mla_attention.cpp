@@ -54,8 +54,18 @@ at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const 
   return pick_latent(c, image);
 }
 
-MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
-                    const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image) {
+std::vector<MlaRope> mla_ropes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv,
+                               int64_t R) {
+  const int64_t b = cs.cos.size(0), s = cs.cos.size(1);
+  at::Tensor cos = cs.cos.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
+  at::Tensor sin = cs.sin.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
+  std::vector<MlaRope> out;
+  for (int64_t l = 0; l < layers; ++l) out.push_back({cos.select(2, l), sin.select(2, l)});
+  return out;
+}
+
+MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
+                    const at::Tensor& image) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
@@ -72,9 +82,8 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const at:
   }
   const std::vector<at::Tensor> y = linear_group(h, members);  // [b, s, out_i] per member
   out.q_pre = y[0].view({b, s, h_q, dh}).transpose(1, 2);  // [b, h_q, s, d_h]
-  // cos/sin of each kv head's kept dims: [b, s, d_h] -> [b, s, h_kv, R]; query heads use their group's.
-  at::Tensor cos = cs.cos.index_select(-1, rope_dims).view({b, s, h_kv, R});
-  at::Tensor sin = cs.sin.index_select(-1, rope_dims).view({b, s, h_kv, R});
+  const at::Tensor& cos = rope.cos;  // [b, s, h_kv, R]: each kv head's kept dims; query heads use their group's
+  const at::Tensor& sin = rope.sin;
   out.k_rope_pre = y[1].view({b, s, h_kv, R});  // [b, s, h_kv, R]
   out.k_rope = apply_rope(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
   // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
@@ -105,11 +114,11 @@ std::pair<at::Tensor, at::Tensor> mla_expand(const TextConfig& c, const DecoderL
   return {k.transpose(1, 2), v.transpose(1, 2)};  // [b, h_kv, t, d_h]
 }
 
-QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
-                          const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image) {
+QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope,
+                          const at::Tensor& h, const at::Tensor& image) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1), h_kv = c.num_key_value_heads, R = m.qk_rope_head_dim;
-  MlaStep st = mla_project(c, w, rope_dims, h, cs, image);
+  MlaStep st = mla_project(c, w, rope, h, image);
   QkvHeads out;
   out.q_pre = st.q_pre;
   out.q = st.q;

@@ -34,11 +34,20 @@ struct MlaStep {
   at::Tensor v;       // [b, s, h_kv, d_h] (svd none), or undefined
 };
 
-// h [b, s, d] (the input_layernorm output); cs the full-width cos/sin [b, s, d_h]; rope_dims from
-// mla_rope_dims for this layer; image [b, s] bool selects the image projection set of an md layer
-// (ignored otherwise; undefined = all text).
-MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const at::Tensor& rope_dims,
-                    const at::Tensor& h, const RopeCosSin& cs, const at::Tensor& image);
+// A converted layer's RoPE: cos and sin of each kv head's kept dims, [b, s, h_kv, R] (any strides; query
+// heads use their group's).
+struct MlaRope {
+  at::Tensor cos, sin;
+};
+// From the full-width cos/sin [b, s, d_h] and mla_rope_dims of each layer, [h_kv * R]: one gather of cos and
+// one of sin for all of them (views of [b, s, layers, h_kv, R]).
+std::vector<MlaRope> mla_ropes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv,
+                               int64_t R);
+
+// h [b, s, d] (the input_layernorm output); rope this layer's (mla_ropes); image [b, s] bool selects the image
+// projection set of an md layer (ignored otherwise; undefined = all text).
+MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
+                    const at::Tensor& image);
 
 // Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
 // [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.
@@ -51,9 +60,8 @@ struct QkvHeads {
   at::Tensor q_pre, k_pre;  // before RoPE (converted layout)
   at::Tensor q, k, v;
 };
-QkvHeads mla_qkv_expanded(const TextConfig& config, const DecoderLayerWeights& w,
-                          const at::Tensor& rope_dims, const at::Tensor& h, const RopeCosSin& cs,
-                          const at::Tensor& image);
+QkvHeads mla_qkv_expanded(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope,
+                          const at::Tensor& h, const at::Tensor& image);
 
 // The latent c of each token, [b, s, r_kv]: kv_a_proj of its modality's set.
 at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const at::Tensor& h,

@@ -196,6 +196,24 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
                            return n;
                          });
 
+// A step gathers every layer's kept RoPE dims at once (mla_ropes): each layer's view holds exactly what a
+// gather of its own dims gives (the kv heads' dims in order).
+TEST(MlaRope, OneGatherForAllLayersEqualsEachLayersOwn) {
+  const int64_t b = 2, s = 3, dh = 16, h_kv = 2, R = 4;
+  RopeCosSin cs{at::randn({b, s, dh}), at::randn({b, s, dh})};
+  const std::vector<std::vector<std::vector<int64_t>>> kept = {{{0, 3}, {1, 7}}, {{2, 5}, {0, 1}}, {{6, 7}, {3, 4}}};
+  std::vector<at::Tensor> dims;
+  for (const auto& layer : kept) dims.push_back(mla_rope_dims(layer, dh));
+  const std::vector<MlaRope> ropes = mla_ropes(cs, at::cat(dims), static_cast<int64_t>(kept.size()), h_kv, R);
+  ASSERT_EQ(ropes.size(), kept.size());
+  for (size_t l = 0; l < kept.size(); ++l) {
+    EXPECT_TRUE(at::equal(ropes[l].cos, cs.cos.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
+    EXPECT_TRUE(at::equal(ropes[l].sin, cs.sin.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
+  }
+  // kv head 1 of layer 1 keeps pairs 0 and 1: dims 0, 1 and their partners 8, 9
+  EXPECT_TRUE(at::equal(ropes[1].cos.select(2, 1), cs.cos.index_select(-1, at::tensor({0, 1, 8, 9}, at::kLong))));
+}
+
 TEST(LatentKvCache, BytesEqualTheAnalyticFormula) {
   const std::vector<int64_t> ranks = {64, 96, 64};
   const int64_t rope = 4 * 16, b = 3, cap = 100;
