@@ -116,13 +116,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(s.device);
   // The caller's destinations where the combine kernel can store into them (bf16 pairs need 4-byte
   // aligned rows), else new float32 tensors copied over after the run (run_prepared).
-  const auto even = [](const at::Tensor& t) {
-    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 4 != 0) return false;
-    for (int64_t d = 0; d < t.dim(); ++d)
-      if (t.stride(d) % 2 != 0 && t.size(d) > 1) return false;
-    return true;
-  };
-  const bool into = in.acc_out.defined() && (in.acc_out.scalar_type() == at::kFloat || even(in.acc_out));
+  const bool into = in.acc_out.defined() && (in.acc_out.scalar_type() == at::kFloat || bf16_pairs_storable(in.acc_out));
   pr.out.acc = into ? in.acc_out : at::empty({s.n_mod, s.b, s.h_q, s.r_kv}, opts);  // [n_mod, b, h_q, r_kv]
   pr.out.mass = into ? in.mass_out : at::empty({s.n_mod, s.b, s.h_q}, opts);         // [n_mod, b, h_q]
   if (in.acc_out.defined() && !into) {
@@ -173,6 +167,7 @@ const char* MlaDecodeLaunch::kernel() const {
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
 }
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
+bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 
 #else  // no CUDA kernels in this build
 
@@ -192,6 +187,7 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const {
 bool MlaDecodeLaunch::tensor_core() const { return false; }
 const char* MlaDecodeLaunch::kernel() const { return "none"; }
 int MlaDecodeLaunch::splits() const { return 0; }
+bool MlaDecodeLaunch::stores_in_place() const { return false; }
 
 #endif
 
@@ -247,6 +243,14 @@ std::vector<std::string> take_mla_decode_kernels_used() {
   std::vector<std::string> out(k.names.begin(), k.names.end());
   k.names.clear();
   return out;
+}
+
+bool bf16_pairs_storable(const at::Tensor& t) {
+  if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 4 != 0) return false;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
+    if (t.stride(d) % 2 != 0 && t.size(d) > 1) return false;
+  }
+  return t.dim() == 0 || t.stride(-1) == 1 || t.size(-1) == 1;
 }
 
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {

@@ -24,6 +24,11 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
 // (with CUDA graphs, those of the captured steps).
 std::vector<std::string> take_mla_decode_kernels_used();
 
+// Whether the combine kernel can store bf16 results into `t` as pairs: a 4-byte aligned start and every
+// stride but the last even (the last dim contiguous), so each row starts on a 4-byte boundary. Otherwise
+// mla_decode computes float32 results and copies them over (one more kernel for each of acc and mass).
+bool bf16_pairs_storable(const at::Tensor& t);
+
 // True when this build can run mla_decode on CUDA tensors.
 bool mla_decode_has_cuda();
 
@@ -54,6 +59,7 @@ class MlaDecodeLaunch {
   const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
                                       // "generic" (params.h's variants)
   int splits() const;                 // split-KV CTAs per sequence and head block
+  bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 
  private:
   PreparedMlaDecode* impl_;

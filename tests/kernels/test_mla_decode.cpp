@@ -341,6 +341,24 @@ TEST(MlaDecodeOps, KernelsUsedAreRecordedOnceAndTaken) {
   EXPECT_TRUE(take_mla_decode_kernels_used().empty());
 }
 
+// The model's bf16 result views take the kernel's bf16 pair stores (no float32 copy); shifted off 4-byte
+// alignment, or with an odd row stride, they do not.
+TEST(MlaDecodeOps, ModelViewsTakeBf16PairStores) {
+  Case c = Case::qwen7b_md_int4({0, 40}, {150, 70});
+  for (int64_t n_mod : {1, 2}) {
+    c.n_mod = n_mod;
+    const MlaDecodeInputs plain = make_inputs(c, at::kCPU);
+    EXPECT_TRUE(bf16_pairs_storable(as_model_views(plain, c.h_kv, false).acc_out)) << n_mod;
+    EXPECT_FALSE(bf16_pairs_storable(as_model_views(plain, c.h_kv, true).acc_out)) << n_mod;
+  }
+  at::Tensor rows = at::zeros({4, 7, 16}, at::kBFloat16);
+  EXPECT_TRUE(bf16_pairs_storable(rows));
+  EXPECT_TRUE(bf16_pairs_storable(rows.narrow(2, 2, 8)));   // rows of 16, from an even column
+  EXPECT_FALSE(bf16_pairs_storable(rows.narrow(2, 1, 8)));  // from an odd one
+  EXPECT_FALSE(bf16_pairs_storable(at::zeros({4, 7, 15}, at::kBFloat16).narrow(2, 0, 8)));  // odd row stride
+  EXPECT_FALSE(bf16_pairs_storable(rows.transpose(1, 2)));   // last dim not contiguous
+}
+
 TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   const Case c = cpu_cases()[1];
   const MlaDecodeInputs good = make_inputs(c, at::kCPU);
@@ -831,6 +849,7 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
         if (plain.qb.defined()) plain.qb = views.qb.to(at::kFloat).contiguous();
         const MlaDecodeOutput mine = mla_decode(plain);  // float32 results, float32 queries
         const MlaDecodeOutput want = mla_decode_ref(plain, at::kDouble);
+        EXPECT_EQ(MlaDecodeLaunch(views).stores_in_place(), !odd) << c.str();  // bf16 pairs, or float32 + copy
         const MlaDecodeOutput got = mla_decode(views);
         EXPECT_EQ(got.acc.data_ptr(), views.acc_out.data_ptr()) << c.str();
         const double ea = rel_err(views.acc_out, want.acc), em = rel_err(views.mass_out, want.mass);
