@@ -27,9 +27,9 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
   at::Tensor qg = q.reshape({b, h_kv, g * s_q, d});
   at::Tensor scores = at::matmul(qg, k.transpose(2, 3)) * scale;  // [b, h_kv, g*s_q, s_kv]
   scores = scores.view({b, h_kv, g, s_q, s_kv});
-  if (mask.defined()) {
-    scores = scores.masked_fill(mask.logical_not().unsqueeze(2),  // [b, 1, 1, s_q, s_kv]
-                                -std::numeric_limits<double>::infinity());
+  if (mask.defined()) {  // one kernel (masked_fill would need the mask's negation first: two)
+    const at::Tensor keep = (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).unsqueeze(2);  // [b, 1, 1, s_q, s_kv]
+    scores = at::where(keep, scores, -std::numeric_limits<double>::infinity());
   }
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   at::Tensor out = at::matmul(probs.view({b, h_kv, g * s_q, s_kv}), v);  // [b, h_kv, g*s_q, d_v]

@@ -202,7 +202,10 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
     if (bias_terms[0].defined()) scores = scores + bias_terms[0];
   }
   scores = (scores * scale).view({b, h_q, s, t});
-  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+  if (mask.defined()) {  // one kernel (masked_fill would need the mask's negation first: two)
+    scores = at::where(mask.scalar_type() == at::kBool ? mask : mask.ne(0), scores,
+                       -std::numeric_limits<float>::infinity());
+  }
   at::Tensor p = at::softmax(scores, -1).view({b, h_kv, g * s, t});  // float32
   at::Tensor out;
   for (int64_t i = 0; i < (split ? 2 : 1); ++i) {

@@ -138,6 +138,29 @@ TEST(Attention, FusedPlainCausalEqualsReferenceWithMask) {
   EXPECT_TRUE(at::allclose(attention(AttentionBackend::kFused, q, k, v, mask, 0.35, true), ref, 1e-5, 1e-6));
 }
 
+// The masked scores take one kernel (where) instead of two (the mask's negation, masked_fill): the same
+// values bit for bit, for float32 and bf16, a prefill mask and a static decode step's [b, 1, 1, capacity].
+TEST(Attention, OneKernelMaskEqualsNegatedMaskedFill) {
+  at::manual_seed(3);
+  const int64_t b = 2, hq = 6, hkv = 2, d = 8;
+  for (at::ScalarType t : {at::kFloat, at::kBFloat16}) {
+    for (int64_t s : {4, 1}) {
+      const int64_t total = 9;
+      at::Tensor q = at::randn({b, hq, s, d}).to(t), k = at::randn({b, hkv, total, d}).to(t),
+                 v = at::randn({b, hkv, total, d}).to(t);
+      at::Tensor valid = at::ones({b, total}, at::kBool);
+      valid[1].narrow(0, 0, 3).fill_(false);
+      at::Tensor mask = s > 1 ? causal_mask(valid, b, total - s, s, at::kCPU) : valid.view({b, 1, 1, total});
+      at::Tensor scores = at::matmul(q.reshape({b, hkv, 3 * s, d}), k.transpose(2, 3)) * 0.4;
+      scores = scores.view({b, hkv, 3, s, total});
+      scores = scores.masked_fill(mask.logical_not().unsqueeze(2), -INFINITY);
+      at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(t);
+      at::Tensor want = at::matmul(probs.view({b, hkv, 3 * s, total}), v).view({b, hq, s, d});
+      EXPECT_TRUE(at::equal(attention_reference(q, k, v, mask, 0.4), want)) << t << " s=" << s;
+    }
+  }
+}
+
 TEST(Attention, FullyPaddedQueryRowsStayFinite) {
   at::Tensor valid = at::zeros({1, 3}, at::kBool);
   valid[0][2] = true;
