@@ -121,15 +121,15 @@ void TextDecoder::check_cache(const KvCache* cache) const {
                 "(absorbed attention reads the latent cache)");
 }
 
-std::vector<MlaRope> TextDecoder::mla_ropes_for(const RopeCosSin& cs) const {
+MlaRopes TextDecoder::mla_ropes_for(const RopeCosSin& cs) const {
   if (!config_.mla || !mla_rope_dims_.defined()) return {};
-  return mla_ropes(cs, mla_rope_dims_, config_.num_hidden_layers, config_.num_key_value_heads,
-                   config_.mla->qk_rope_head_dim);
+  return MlaRopes(cs, mla_rope_dims_, config_.num_hidden_layers, config_.num_key_value_heads,
+                  config_.mla->qk_rope_head_dim);
 }
 
-QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, const at::Tensor& h, const RopeCosSin& cs,
-                                const MlaRope* mla_rope, const at::Tensor& visual) const {
-  if (config_.mla) return mla_qkv_expanded(config_, w, *mla_rope, h, visual);
+QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, const at::Tensor& h,
+                                const RopeCosSin& cs, const MlaRopes& mla_ropes, const at::Tensor& visual) const {
+  if (config_.mla) return mla_qkv_expanded(config_, w, mla_ropes.layer(layer), h, visual);
   const int64_t b = h.size(0), s = h.size(1), dh = config_.head_dim;
   QkvHeads o;
   const std::vector<at::Tensor> qkv = linear_group(h, {&w.q_proj, &w.k_proj, &w.v_proj});  // one GEMM where fused
@@ -180,7 +180,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   at::Tensor mask = causal_mask(key_valid, b, past, s, options_.device);  // [b, 1, s, past+s]
   const bool plain_causal = !key_valid.defined() && past == 0 && s > 1;
   RopeCosSin cs = rope_cos_sin(rope_, positions.to(options_.device), options_.dtype);
-  const std::vector<MlaRope> mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
+  const MlaRopes mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   at::Tensor valid;  // [b, s] real tokens of this step, for observers
   if (observer) {
@@ -231,7 +231,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
     at::Tensor a;  // [b, h_q, s, d]
     if (has_latent()) {  // converted low-rank layer: absorbed or expanded, over the latent cache or not
-      MlaStep st = mla_project(config_, w, mla_ropes[static_cast<size_t>(l)], h, visual);
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       if (kernel_step) {  // one token per sequence on the decode kernel, reading the cache in place
         latent_cache->write(l, st.latent, st.k_rope);
@@ -254,7 +254,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
         }
       }
     } else {
-      QkvHeads qkv = qkv_heads(w, h, cs, mla_ropes.empty() ? nullptr : &mla_ropes[static_cast<size_t>(l)], visual);
+      QkvHeads qkv = qkv_heads(w, l, h, cs, mla_ropes, visual);
       at::Tensor k = qkv.k, v = qkv.v;  // [b, h_kv, s, d]
       if (observer) observer->queries_keys(l, qkv.q_pre, qkv.k_pre, qkv.q, k, valid, in.image_mask);
       if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
@@ -285,7 +285,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   const bool mrope = !config_.rope.mrope_section.empty();
   if (mrope && positions.dim() == 2) positions = positions.unsqueeze(0).expand({3, b, 1});
   RopeCosSin cs = rope_cos_sin(rope_, positions, options_.dtype);
-  const std::vector<MlaRope> mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
+  const MlaRopes mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
   at::Tensor visual;  // [b, 1]: md models choose the projection set per token, on the device
   if (visual_ids_.defined()) visual = at::isin(in.input_ids, visual_ids_);
@@ -305,7 +305,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
-      MlaStep st = mla_project(config_, w, mla_ropes[static_cast<size_t>(l)], h, visual);
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       latent_cache->write_at(l, st.latent, st.k_rope, in.past);
       if (kernel) {
@@ -315,7 +315,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
         a = mla_attention_absorbed(config_, aw, st.q, lat, kr, modality, mask, scale);
       }
     } else {  // plain K/V (unconverted, svd none, or expanded MLA) over the dense cache
-      QkvHeads qkv = qkv_heads(w, h, cs, mla_ropes.empty() ? nullptr : &mla_ropes[static_cast<size_t>(l)], visual);
+      QkvHeads qkv = qkv_heads(w, l, h, cs, mla_ropes, visual);
       dense->write_at(l, qkv.k, qkv.v, in.past);
       auto [k, v] = dense->read_upto(l, in.past);
       a = attention(backend_, qkv.q, k, v, mask, scale, false);

@@ -142,12 +142,11 @@ class TextDecoder {
 
   // The cache kinds a model and attention mode can use (ArgumentError otherwise).
   void check_cache(const KvCache* cache) const;
-  // Converted models: each layer's MlaRope for a step's cos/sin (one gather each); else empty.
-  std::vector<MlaRope> mla_ropes_for(const RopeCosSin& cs) const;
-  // Plain (and svd none) layers: the step's heads before and after RoPE (mla_rope: the layer's, converted
-  // models).
-  QkvHeads qkv_heads(const DecoderLayerWeights& w, const at::Tensor& h, const RopeCosSin& cs,
-                     const MlaRope* mla_rope, const at::Tensor& visual) const;
+  // Converted models: each layer's MlaRope for a step's cos/sin; else an empty MlaRopes.
+  MlaRopes mla_ropes_for(const RopeCosSin& cs) const;
+  // Plain (and svd none) layers: the step's heads before and after RoPE (converted models: mla_ropes' layer).
+  QkvHeads qkv_heads(const DecoderLayerWeights& w, int64_t layer, const at::Tensor& h, const RopeCosSin& cs,
+                     const MlaRopes& mla_ropes, const at::Tensor& visual) const;
   // o_proj and the residual, then the MLP block: x [b, s, d], a [b, h_q, s, d_h] -> [b, s, d].
   at::Tensor layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const;
   MlaAttention mla_mode_ = MlaAttention::kAuto;

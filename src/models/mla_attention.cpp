@@ -54,14 +54,24 @@ at::Tensor mla_latent(const MlaConfig& mla, const DecoderLayerWeights& w, const 
   return pick_latent(c, image);
 }
 
-std::vector<MlaRope> mla_ropes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv,
-                               int64_t R) {
+MlaRopes::MlaRopes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv, int64_t R)
+    : cs_(cs), dims_(all_rope_dims), layers_(layers), h_kv_(h_kv), R_(R) {
+  VLM2MLA_CHECK(all_rope_dims.dim() == 1 && all_rope_dims.size(0) == layers * h_kv * R, ArgumentError, "MlaRopes: ",
+                layers, " layers of ", h_kv, " x ", R, " RoPE dims expected, got ", all_rope_dims.sizes());
   const int64_t b = cs.cos.size(0), s = cs.cos.size(1);
-  at::Tensor cos = cs.cos.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
-  at::Tensor sin = cs.sin.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
-  std::vector<MlaRope> out;
-  for (int64_t l = 0; l < layers; ++l) out.push_back({cos.select(2, l), sin.select(2, l)});
-  return out;
+  if (b * s <= kOneGatherMaxTokens) {
+    all_.cos = cs.cos.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
+    all_.sin = cs.sin.index_select(-1, all_rope_dims).view({b, s, layers, h_kv, R});
+  }
+}
+
+MlaRope MlaRopes::layer(int64_t l) const {
+  VLM2MLA_CHECK(l >= 0 && l < layers_, ArgumentError, "MlaRopes: layer ", l, " out of [0, ", layers_, ")");
+  if (one_gather()) return {all_.cos.select(2, l), all_.sin.select(2, l)};
+  const int64_t b = cs_.cos.size(0), s = cs_.cos.size(1), n = h_kv_ * R_;
+  const at::Tensor dims = dims_.narrow(0, l * n, n);
+  return {cs_.cos.index_select(-1, dims).view({b, s, h_kv_, R_}),
+          cs_.sin.index_select(-1, dims).view({b, s, h_kv_, R_})};
 }
 
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,

@@ -39,10 +39,25 @@ struct MlaStep {
 struct MlaRope {
   at::Tensor cos, sin;
 };
-// From the full-width cos/sin [b, s, d_h] and mla_rope_dims of each layer, [h_kv * R]: one gather of cos and
-// one of sin for all of them (views of [b, s, layers, h_kv, R]).
-std::vector<MlaRope> mla_ropes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv,
-                               int64_t R);
+// Every converted layer's MlaRope of one step, from the full-width cos/sin [b, s, d_h] and all layers'
+// mla_rope_dims one after another, [layers * h_kv * R]. A step of at most kOneGatherMaxTokens tokens (b * s:
+// decode steps) gathers cos and sin once for all layers (layer(l) views [b, s, layers, h_kv, R]): two launches
+// a step instead of two a layer; a longer one (a prefill chunk, whose every-layer copy would take `layers`
+// times the memory) gathers each layer's when asked. The values are the same either way.
+class MlaRopes {
+ public:
+  static constexpr int64_t kOneGatherMaxTokens = 4096;
+  MlaRopes() = default;
+  MlaRopes(const RopeCosSin& cs, const at::Tensor& all_rope_dims, int64_t layers, int64_t h_kv, int64_t R);
+  MlaRope layer(int64_t l) const;
+  bool one_gather() const { return all_.cos.defined(); }
+
+ private:
+  RopeCosSin cs_;
+  at::Tensor dims_;
+  int64_t layers_ = 0, h_kv_ = 0, R_ = 0;
+  MlaRope all_;  // one gather: [b, s, layers, h_kv, R]
+};
 
 // h [b, s, d] (the input_layernorm output); rope this layer's (mla_ropes); image [b, s] bool selects the image
 // projection set of an md layer (ignored otherwise; undefined = all text).

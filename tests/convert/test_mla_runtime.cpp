@@ -196,22 +196,30 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
                            return n;
                          });
 
-// A step gathers every layer's kept RoPE dims at once (mla_ropes): each layer's view holds exactly what a
-// gather of its own dims gives (the kv heads' dims in order).
+// A decode step gathers every layer's kept RoPE dims at once, a long prefill chunk each layer's when asked
+// (MlaRopes): either way a layer's cos/sin hold exactly what a gather of its own dims gives.
 TEST(MlaRope, OneGatherForAllLayersEqualsEachLayersOwn) {
-  const int64_t b = 2, s = 3, dh = 16, h_kv = 2, R = 4;
-  RopeCosSin cs{at::randn({b, s, dh}), at::randn({b, s, dh})};
+  const int64_t dh = 16, h_kv = 2, R = 4;
   const std::vector<std::vector<std::vector<int64_t>>> kept = {{{0, 3}, {1, 7}}, {{2, 5}, {0, 1}}, {{6, 7}, {3, 4}}};
   std::vector<at::Tensor> dims;
   for (const auto& layer : kept) dims.push_back(mla_rope_dims(layer, dh));
-  const std::vector<MlaRope> ropes = mla_ropes(cs, at::cat(dims), static_cast<int64_t>(kept.size()), h_kv, R);
-  ASSERT_EQ(ropes.size(), kept.size());
-  for (size_t l = 0; l < kept.size(); ++l) {
-    EXPECT_TRUE(at::equal(ropes[l].cos, cs.cos.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
-    EXPECT_TRUE(at::equal(ropes[l].sin, cs.sin.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
+  const int64_t layers = static_cast<int64_t>(kept.size());
+  for (int64_t s : {int64_t(3), MlaRopes::kOneGatherMaxTokens}) {  // b = 2: a step of 6 tokens, one of 8192
+    const int64_t b = 2;
+    RopeCosSin cs{at::randn({b, s, dh}), at::randn({b, s, dh})};
+    const MlaRopes ropes(cs, at::cat(dims), layers, h_kv, R);
+    EXPECT_EQ(ropes.one_gather(), s == 3);
+    for (int64_t l = 0; l < layers; ++l) {
+      const MlaRope r = ropes.layer(l);
+      EXPECT_TRUE(at::equal(r.cos, cs.cos.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
+      EXPECT_TRUE(at::equal(r.sin, cs.sin.index_select(-1, dims[l]).view({b, s, h_kv, R}))) << l;
+    }
+    // kv head 1 of layer 1 keeps pairs 0 and 1: dims 0, 1 and their partners 8, 9
+    const at::Tensor pairs01 = at::tensor({0, 1, 8, 9}, at::kLong);
+    EXPECT_TRUE(at::equal(ropes.layer(1).cos.select(2, 1), cs.cos.index_select(-1, pairs01)));
   }
-  // kv head 1 of layer 1 keeps pairs 0 and 1: dims 0, 1 and their partners 8, 9
-  EXPECT_TRUE(at::equal(ropes[1].cos.select(2, 1), cs.cos.index_select(-1, at::tensor({0, 1, 8, 9}, at::kLong))));
+  EXPECT_THROW(MlaRopes(RopeCosSin{at::randn({1, 1, dh}), at::randn({1, 1, dh})}, dims[0], layers, h_kv, R),
+               ArgumentError);  // one layer's dims for three layers
 }
 
 TEST(LatentKvCache, BytesEqualTheAnalyticFormula) {
