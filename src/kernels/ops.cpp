@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <set>
+#include <string_view>
 
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
@@ -224,16 +225,16 @@ MlaDecodeVariant model_decode_variant() {
 namespace {
 struct KernelsUsed {
   std::mutex mu;
-  std::set<std::string> names;
+  std::set<std::string, std::less<>> names;  // transparent: a name already noted is found without a copy
 };
 KernelsUsed& kernels_used() {
   static KernelsUsed k;
   return k;
 }
-void note_kernel_used(const char* name) {
+void note_kernel_used(const char* name) {  // once per mla_decode call: no allocation once the name is known
   KernelsUsed& k = kernels_used();
   std::lock_guard<std::mutex> lock(k.mu);
-  k.names.insert(name);
+  if (k.names.find(std::string_view(name)) == k.names.end()) k.names.emplace(name);
 }
 }  // namespace
 

@@ -424,6 +424,12 @@ struct Stats {
   int n = 0, failed = 0;
   double worst_acc = 0, worst_mass = 0;
   std::string worst_case;
+
+  // One summary line, "[mla_decode <what>] ...", for the device logs (scripts/device/kernels.sh).
+  void print(const char* what) const {
+    std::printf("[mla_decode %s] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel err %.3g\n", what, n,
+                failed, worst_acc, worst_case.c_str(), worst_mass);
+  }
 };
 
 void check_case(const Case& c, MlaDecodeVariant variant, Stats& st) {
@@ -534,21 +540,11 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   e.group_r = 8;
   e.format = MlaCacheFormat::kInt4;
   check_case(e, MlaDecodeVariant::kAuto, gen);
-  std::printf("[mla_decode grid] tensor-core/auto: %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
-              "err %.3g\n",
-              tc.n, tc.failed, tc.worst_acc, tc.worst_case.c_str(), tc.worst_mass);
-  std::printf("[mla_decode grid] split-keys twin:   %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
-              "err %.3g\n",
-              keys.n, keys.failed, keys.worst_acc, keys.worst_case.c_str(), keys.worst_mass);
-  std::printf("[mla_decode grid] other-layout twin: %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
-              "err %.3g\n",
-              joint.n, joint.failed, joint.worst_acc, joint.worst_case.c_str(), joint.worst_mass);
-  std::printf("[mla_decode grid] generic:          %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
-              "err %.3g\n",
-              gen.n, gen.failed, gen.worst_acc, gen.worst_case.c_str(), gen.worst_mass);
-  std::printf("[mla_decode grid] int4 on codes:    %d cases, %d failed, worst acc rel err %.3g (%s), worst mass rel "
-              "err %.3g\n",
-              codes.n, codes.failed, codes.worst_acc, codes.worst_case.c_str(), codes.worst_mass);
+  tc.print("grid: tensor-core/auto");
+  keys.print("grid: split-keys twin");
+  joint.print("grid: other-layout twin");
+  gen.print("grid: generic");
+  codes.print("grid: int4 on codes");
   EXPECT_GT(codes.n, 10);
   EXPECT_GT(keys.n, 40);  // the warp-rows kernel took (at least) that many shapes
   EXPECT_GT(joint.n, 10);  // and both layouts of two-set shapes on that many
@@ -597,8 +593,7 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
     wide.seed = 800 + n_mod;
     check_case(wide, MlaDecodeVariant::kTensorCoreCodes, st);
   }
-  std::printf("[mla_decode int4 on codes] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass %.3g\n", st.n,
-              st.failed, st.worst_acc, st.worst_case.c_str(), st.worst_mass);
+  st.print("int4 on codes");
   Case bad = Case::qwen7b_md_int4({0}, {100});
   bad.group_c = 8;  // groups must be multiples of 16
   MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
@@ -662,8 +657,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       }
     }
   }
-  std::printf("[mla_decode warp rows] %d cases, %d failed, worst acc rel err %.3g (%s), worst mass %.3g\n", st.n,
-              st.failed, st.worst_acc, st.worst_case.c_str(), st.worst_mass);
+  st.print("warp rows");
   // which layout runs: modality CTAs where a modality's heads fill more than one m-tile (kAuto: and the batch
   // gives 16 (sequence, head block) pairs), else the joint one
   auto kernel_of = [](int64_t h_q, int64_t h_kv, int64_t n_mod, MlaDecodeVariant v, int64_t b = 1) {
@@ -760,8 +754,7 @@ TEST(MlaDecodeCuda, SmallCases) {
     c.group_r = 16;
     check_case(c, MlaDecodeVariant::kTensorCoreCodes, st);
   }
-  std::printf("[mla_decode small] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed, st.worst_acc,
-              st.worst_case.c_str());
+  st.print("small");
 }
 
 // Two modalities in runs (tiles of one modality skip the other's products), all text, all image: the
@@ -791,8 +784,7 @@ TEST(MlaDecodeCuda, ModalityRunsMatchTheReference) {
       }
     }
   }
-  std::printf("[mla_decode modality runs] %d cases, %d failed, worst acc rel err %.3g (%s)\n", st.n, st.failed,
-              st.worst_acc, st.worst_case.c_str());
+  st.print("modality runs");
 }
 
 // The modality CTAs find the tiles of their modality kThreads (256) tiles at a time: one split walking

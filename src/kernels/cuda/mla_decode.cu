@@ -654,7 +654,6 @@ __device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geo
           st.o[mr][i][2 * h] *= alpha;
           st.o[mr][i][2 * h + 1] *= alpha;
         }
-
       }
     }
 #pragma unroll
