@@ -1928,6 +1928,9 @@ int rows_merge_bytes(const MlaDecodeParams& p, int mt) {
   return 4 * ((kWarps / mt) * rows + rows + rows * (p.r_kv + 4));
 }
 
+// The warp-rows kernel's 16-row m-tiles per CTA for `rows` rows of a head block (more rows: more blocks).
+int rows_m_tiles(int rows) { return rows <= 32 ? 2 : 4; }
+
 // Why the warp-rows kernel cannot take these sizes ("" if it can); fills the geometry when it can.
 // modality_ctas: one modality's rows per CTA (two-set models), else both modalities' rows in each CTA.
 std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
@@ -1951,7 +1954,7 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
       if (group != 16 && group % 32 != 0) return "an int4 group is neither 16 nor a multiple of 32";
     if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
   }
-  mt = rows <= 32 ? 2 : 4;
+  mt = rows_m_tiles(rows);
   int off = tile_strides_and_queries(p, g, mt * 16);
   g.off_mods = off;
   off += 2 * kTile;
@@ -1985,7 +1988,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   bool modality_ctas = false;
   const bool joint = variant == MlaDecodeVariant::kTensorCoreWarpRowsJoint;
   if (variant == MlaDecodeVariant::kAuto || variant == MlaDecodeVariant::kTensorCoreWarpRows || joint) {
-    const int mod_block_heads = p.h_q <= 32 ? 32 : 64;  // rows_geometry's m-tiles for one modality's heads
+    const int mod_block_heads = rows_m_tiles(p.h_q) * 16;  // one modality's heads per block
     const int64_t pairs = int64_t(p.b) * ((p.h_q + mod_block_heads - 1) / mod_block_heads);
     modality_ctas = p.n_mod == 2 && !joint && p.h_q > 16 &&
                     (variant == MlaDecodeVariant::kTensorCoreWarpRows || pairs >= kModalityCtasMinPairs);
