@@ -86,6 +86,7 @@ struct Geom {
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
   int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
+  int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
 };
 
@@ -1263,18 +1264,22 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       return t_end;
     }
   };
+  const Partials w = partials(p, g.total_splits);
+  const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
+  // A row's partials header: its mass and (once per head) the max; a modality CTA also zeroes the other
+  // modality's mass, whose accumulator it does not write (the combine skips it).
+  auto write_header = [&](int row, float m, float mass) {
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
+    if (head < p.h_q) {
+      w.mass_at(p, ps, mod, b, head) = mass;
+      if (MODCTA) w.mass_at(p, ps, 1 - mod, b, head) = 0.f;
+      if (MODCTA || mod == 0) w.m_at(p, ps, b, head) = m;
+    }
+  };
   int t = next_tile(t_first);
   if (MODCTA && t >= t_end) {  // no token of the CTA's modality: empty partials, nothing else
-    const Partials w = partials(p, g.total_splits);
-    if (tid < kRows) {
-      int mod, head;
-      row_to_head<NMOD, MT>(tid, head0, mod, head, cta_mod);
-      if (head < p.h_q) {
-        w.m_at(p, blockIdx.x, b, head) = -INFINITY;
-        w.mass_at(p, blockIdx.x, 0, b, head) = 0.f;
-        w.mass_at(p, blockIdx.x, 1, b, head) = 0.f;
-      }
-    }
+    if (tid < kRows) write_header(tid, -INFINITY, 0.f);
     return;
   }
 
@@ -1400,17 +1405,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     }
     __syncthreads();
   }
-  const Partials w = partials(p, g.total_splits);
-  const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
-  if (tid < kRows) {
-    int mod, head;
-    row_to_head<NMOD, MT>(tid, head0, mod, head, cta_mod);
-    if (head < p.h_q) {
-      w.mass_at(p, ps, mod, b, head) = red_l[tid];
-      if (MODCTA) w.mass_at(p, ps, 1 - mod, b, head) = 0.f;  // the combine skips its accumulator
-      if (MODCTA || mod == 0) w.m_at(p, ps, b, head) = head_max(tid);
-    }
-  }
+  if (tid < kRows) write_header(tid, head_max(tid), red_l[tid]);
   const int q4 = p.r_kv / 4;
   for (int idx = tid; idx < kRows * q4; idx += kThreads) {
     const int row = idx / q4, c4 = idx - row * q4;
@@ -1917,6 +1912,7 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
     g.off_raw = off;
     off += kRawStages * r;
   }
+  g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";
 }
@@ -1966,6 +1962,7 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   }
   g.off_tiles = off;
   off += std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
+  g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";
 }
@@ -2015,12 +2012,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     plan.n_tiles_per_warp = ntw;
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
-    if (rows) {
-      plan.smem_bytes = g.off_tiles + std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
-    } else {
-      plan.smem_bytes = int4 ? g.off_raw + int64_t(kRawStages) * g.raw_bytes
-                             : g.off_tiles + int64_t(kBf16Stages) * g.tile_bytes;
-    }
+    plan.smem_bytes = g.smem_bytes;
     fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas) : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
