@@ -1,6 +1,7 @@
 #include "kernels/ops.h"
 
 #include <ATen/ExpandUtils.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdlib>
 #include <mutex>
