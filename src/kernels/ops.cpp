@@ -1,7 +1,6 @@
 #include "kernels/ops.h"
 
 #include <ATen/ExpandUtils.h>
-#include <ATen/core/grad_mode.h>
 
 #include <cstdlib>
 #include <mutex>
