@@ -14,7 +14,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
@@ -357,108 +356,6 @@ at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   }
   launch_rope(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return out;
-#else
-  return {};
-#endif
-}
-
-namespace {
-
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-// The distance between t's rows (its elements along all dims but the last) when they are evenly strided
-// (dims of size 1 take any stride), else -1. A single row: its width.
-int64_t row_stride(const at::Tensor& t) {
-  int64_t stride = -1, span = 0;  // the innermost leading dim of size > 1 so far: its stride, and stride * size
-  for (int64_t i = t.dim() - 2; i >= 0; --i) {
-    if (t.size(i) == 1) continue;
-    if (stride < 0) {
-      stride = t.stride(i);
-    } else if (t.stride(i) != span) {
-      return -1;
-    }
-    span = t.stride(i) * t.size(i);
-  }
-  return stride < 0 ? t.size(-1) : stride;
-}
-
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-#endif
-
-}  // namespace
-
-const char* fused_linear_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                  const at::Tensor& residual, const at::Tensor& up) {
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-  if (!x.defined() || !weight.defined()) return "x and weight must be defined";
-  if (!x.is_cuda()) return "x is not a CUDA tensor";
-  const at::ScalarType t = x.scalar_type();
-  if (t != at::kBFloat16 && t != at::kHalf) return "the dtype is not bf16 or fp16";
-  for (const at::Tensor* o : {&weight, &bias, &residual, &up}) {
-    if (!o->defined()) continue;
-    if (o->device() != x.device()) return "the tensors are not all on x's device";
-    if (o->scalar_type() != t) return "the tensors differ in dtype";
-  }
-  if (at::GradMode::is_enabled()) {
-    for (const at::Tensor* o : {&x, &weight, &bias, &residual, &up})
-      if (o->defined() && o->requires_grad()) return "a tensor requires grad (no backward)";
-  }
-  if (weight.dim() != 2 || !weight.is_contiguous() || !aligned16(weight)) return "weight is not a contiguous, 16-byte aligned [n, k]";
-  const int64_t n = weight.size(0), k = weight.size(1);
-  if (k % 8 != 0 || k == 0 || n == 0) return "k (in-features) is not a positive multiple of 8, or n is 0";
-  if (x.dim() < 1 || x.size(-1) != k) return "x's last dim is not weight's in-features";
-  const int64_t m = x.numel() / k;
-  if (m < 1 || m > kGemvMaxRows) return "x has no rows or more than 32 (a skinny GEMM is for decode steps)";
-  for (const at::Tensor* o : {&x, &up}) {
-    if (!o->defined()) continue;
-    if (o->sizes() != x.sizes()) return "up's shape is not x's";
-    const int64_t rs = row_stride(*o);
-    if (o->stride(-1) != 1 || rs < 0 || rs % 8 != 0 || !aligned16(*o))
-      return "x (or up) is not 16-byte aligned rows a multiple of 8 elements apart with a contiguous last dim";
-  }
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != n || !bias.is_contiguous())) return "bias is not a contiguous [n]";
-  if (residual.defined()) {
-    std::vector<int64_t> out = x.sizes().vec();
-    out.back() = n;
-    if (residual.sizes() != at::IntArrayRef(out)) return "residual's shape is not the result's";
-    if (residual.stride(-1) != 1 || row_stride(residual) < 0) return "residual's rows are not evenly strided with a contiguous last dim";
-  }
-  return nullptr;
-#else
-  (void)x, (void)weight, (void)bias, (void)residual, (void)up;
-  return "this build has no CUDA kernels";
-#endif
-}
-
-at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& residual,
-                        const at::Tensor& up) {
-  const char* why = fused_linear_unusable(x, weight, bias, residual, up);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_linear: ", why, "; got x ", x.sizes(), " ", x.scalar_type(), " on ",
-                x.device(), ", weight ", weight.sizes());
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(x.device());
-  std::vector<int64_t> sizes = x.sizes().vec();
-  sizes.back() = weight.size(0);
-  at::Tensor y = at::empty(sizes, x.options());
-  GemvParams p;
-  p.w = weight.data_ptr();
-  p.n = weight.size(0);
-  p.k = weight.size(1);
-  p.x = x.data_ptr();
-  p.x_stride = row_stride(x);
-  if (up.defined()) {
-    p.up = up.data_ptr();
-    p.up_stride = row_stride(up);
-  }
-  if (bias.defined()) p.bias = bias.data_ptr();
-  if (residual.defined()) {
-    p.residual = residual.data_ptr();
-    p.residual_stride = row_stride(residual);
-  }
-  p.y = y.data_ptr();
-  p.y_stride = p.n;
-  p.m = int(x.numel() / p.k);
-  launch_gemv(p, element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-  return y;
 #else
   return {};
 #endif

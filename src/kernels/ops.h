@@ -83,17 +83,4 @@ inline bool fused_rope_usable(const at::Tensor& x, const at::Tensor& cos, const 
 }
 at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);  // ArgumentError if not usable
 
-// Skinny GEMM for decode steps (kernels/cuda/gemv.h): y = [residual +] linear(x', weight, bias) with
-// x' = x, or x' = silu(x) * up where `up` is given (SwiGLU's input; x is then the gate), in one launch,
-// each step rounded as libtorch rounds it (nn/layers.h's linear, linear_add and swiglu_mlp are the twins):
-// only the order of the float32 sums differs. x [..., k] with at most kGemvMaxRows (32) rows in all, its
-// rows evenly strided (a view will do), its last dim contiguous; weight [n, k] contiguous, k % 8 == 0; bias
-// [n]; residual [..., n] (x's leading shape); up like x. CUDA tensors of one dtype, bf16 or fp16, 16-byte
-// aligned, none requiring grad. Returns a new [..., n] tensor.
-// fused_linear_unusable(): nullptr when this build has the kernel and the tensors fit it, else why not.
-const char* fused_linear_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
-                                  const at::Tensor& residual = {}, const at::Tensor& up = {});
-at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
-                        const at::Tensor& residual = {}, const at::Tensor& up = {});  // ArgumentError if not usable
-
 }  // namespace vlm2mla

@@ -143,9 +143,9 @@ QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, con
 
 at::Tensor TextDecoder::layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const {
   const int64_t b = a.size(0), s = a.size(2);
-  at::Tensor y = linear_add(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj, x);  // [b, s, d]: x + o_proj(a)
+  at::Tensor y = x + linear(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj);  // [b, s, d]
   at::Tensor h = rms_norm(y, w.post_attention_layernorm, config_.rms_norm_eps);
-  return swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj, /*residual=*/y);
+  return y + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
 }
 
 at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
@@ -337,7 +337,7 @@ int64_t TextDecoder::step_weight_bytes() const {
 }
 
 at::Tensor TextDecoder::lm_head(const at::Tensor& hidden) const {
-  return linear(hidden, LinearWeights{weights_.lm_head, {}});
+  return at::linear(hidden, weights_.lm_head);
 }
 
 }  // namespace vlm2mla

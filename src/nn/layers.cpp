@@ -7,31 +7,11 @@ namespace vlm2mla {
 
 namespace {
 EnvSwitch fused_rms_norm_switch("VLM2MLA_FUSED_RMS_NORM");
-EnvSwitch gemv_switch("VLM2MLA_GEMV");
-
-// x W^T + b: the skinny GEMM kernel where it takes the tensors (CUDA decode steps), else at::linear.
-at::Tensor linear_rows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (gemv_switch.enabled() && !fused_linear_unusable(x, weight, bias)) return fused_linear(x, weight, bias);
-  return at::linear(x, weight, bias);
-}
 }  // namespace
 
 void set_fused_rms_norm(bool on) { fused_rms_norm_switch.set(on); }
 
 bool fused_rms_norm_enabled() { return fused_rms_norm_switch.enabled(); }
-
-void set_gemv(bool on) { gemv_switch.set(on); }
-
-bool gemv_enabled() { return gemv_switch.enabled(); }
-
-at::Tensor linear(const at::Tensor& x, const LinearWeights& w) { return linear_rows(x, w.weight, w.bias); }
-
-at::Tensor linear_add(const at::Tensor& x, const LinearWeights& w, const at::Tensor& residual) {
-  if (gemv_switch.enabled() && !fused_linear_unusable(x, w.weight, w.bias, residual)) {
-    return fused_linear(x, w.weight, w.bias, residual);
-  }
-  return residual + at::linear(x, w.weight, w.bias);
-}
 
 namespace {
 
@@ -76,8 +56,8 @@ std::vector<at::Tensor> linear_group(const at::Tensor& x, at::ArrayRef<const Lin
       out.push_back(linear(x, *members[i]));
     } else {
       const LinearWeights& first = *members[i];
-      at::Tensor y = linear_rows(x, rows_from(first.weight, rows),
-                                 first.bias.defined() ? rows_from(first.bias, rows) : at::Tensor());  // [..., rows]
+      at::Tensor y = at::linear(x, rows_from(first.weight, rows),
+                                first.bias.defined() ? rows_from(first.bias, rows) : at::Tensor());  // [..., rows]
       int64_t offset = 0;
       for (size_t k = i; k < j; ++k) {
         const int64_t n = members[k]->weight.size(0);
@@ -153,13 +133,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 }
 
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
-                      const LinearWeights& down, const at::Tensor& residual) {
+                      const LinearWeights& down) {
   std::vector<at::Tensor> gate_up = linear_group(x, {&gate, &up});  // [..., i] each
-  if (gemv_switch.enabled() && !fused_linear_unusable(gate_up[0], down.weight, down.bias, residual, gate_up[1])) {
-    return fused_linear(gate_up[0], down.weight, down.bias, residual, gate_up[1]);
-  }
-  at::Tensor y = at::linear(at::silu(gate_up[0]) * gate_up[1], down.weight, down.bias);
-  return residual.defined() ? residual + y : y;
+  return linear(at::silu(gate_up[0]) * gate_up[1], down);
 }
 
 }  // namespace vlm2mla

@@ -12,17 +12,10 @@ struct LinearWeights {
   at::Tensor bias;    // [out] or undefined
 };
 
-// x [..., in] -> [..., out]. On CUDA tensors of decode steps (at most 32 rows of x, bf16 or fp16, what
-// kernels/ops.h's fused_linear takes), one launch of the skinny GEMM kernel (kernels/cuda/gemv) instead of
-// cuBLAS's split-K GEMM and its reduction; at::linear is its twin (the same roundings, the float32 sums in
-// another order). On by default; set_gemv(false), or VLM2MLA_GEMV=0 in the environment, keeps at::linear.
-at::Tensor linear(const at::Tensor& x, const LinearWeights& w);
-void set_gemv(bool on);
-bool gemv_enabled();
-
-// residual + linear(x, w): with the skinny GEMM kernel, one launch (the product rounded, then the sum,
-// as the two libtorch steps round them).
-at::Tensor linear_add(const at::Tensor& x, const LinearWeights& w, const at::Tensor& residual);
+// x [..., in] -> [..., out]
+inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
+  return at::linear(x, w.weight, w.bias);
+}
 
 // Projections of one input as one GEMM. Members are adjacent when each one's weight continues the
 // one before it in memory: one storage, same dtype and device, contiguous, the same in-features, its
@@ -58,10 +51,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void set_fused_rms_norm(bool on);
 bool fused_rms_norm_enabled();
 
-// SwiGLU MLP: [residual +] down(silu(gate(x)) * up(x)), gate and up as one GEMM where fused.
-// x [..., d] -> [..., d]. With the skinny GEMM kernel (linear above), silu, the product, down and the
-// residual add are one launch.
+// SwiGLU MLP: down(silu(gate(x)) * up(x)), gate and up as one GEMM where fused. x [..., d] -> [..., d]
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
-                      const LinearWeights& down, const at::Tensor& residual = {});
+                      const LinearWeights& down);
 
 }  // namespace vlm2mla

@@ -2,11 +2,10 @@
 // with a cache): step by step on every fixture family, unconverted (dense K/V cache) and converted
 // (latent cache), float and quantized caches (windows crossed during the steps, and prompts shorter
 // than the window); greedy generation through each decode mode; and, on a GPU, the CUDA graph that
-// replays the static step against the step run eagerly; the fused RMSNorm, RoPE and skinny GEMM switches.
+// replays the static step against the step run eagerly; the fused RMSNorm and RoPE switches.
 #include <gtest/gtest.h>
 
 #include <optional>
-#include <tuple>
 #include <string>
 #include <vector>
 
@@ -15,7 +14,6 @@
 #include "core/error.h"
 #include "generate/decode_graph.h"
 #include "generate/generate.h"
-#include "kernels/ops.h"
 #include "io/safetensors.h"
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
@@ -333,59 +331,6 @@ TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
                         Case{"md, bf16 latent cache", mla, CacheSpec{CacheType::kBf16, 8, 4}},
                         Case{"md, int4 latent cache", mla, CacheSpec{CacheType::kInt4, 8, 4}}}) {
     expect_unchanged(c, true);
-  }
-}
-
-// The skinny GEMM switch (linear, linear_add and swiglu_mlp on CUDA decode steps): no effect on CPU
-// tensors; on a GPU, decode steps of an unconverted and an md-converted bf16 model (dynamic, and static
-// replayed as CUDA graphs) with the kernel against cuBLAS and the libtorch steps, step by step while both
-// runs have fed the same tokens, and the graph against the eager step with the kernel on.
-TEST(GemvSwitch, CpuUnchangedAndGpuDecodeWithinBf16) {
-  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
-  const ModelInputs in = fixture_inputs(name);
-  struct Restore {
-    bool on;
-    ~Restore() { set_gemv(on); }
-  } restore{gemv_enabled()};
-  auto cpu = Model::load(dir + "/model", LoadOptions{});
-  std::vector<at::Tensor> cpu_off, cpu_on;
-  set_gemv(false);
-  static_vs_dynamic(*cpu, in, nullptr, 3, false, &cpu_off);
-  set_gemv(true);
-  static_vs_dynamic(*cpu, in, nullptr, 3, false, &cpu_on);
-  ASSERT_EQ(cpu_on.size(), cpu_off.size());
-  for (size_t i = 0; i < cpu_on.size(); ++i) EXPECT_TRUE(at::equal(cpu_on[i], cpu_off[i])) << "cpu logits " << i;
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
-  testing::TempDir tmp;
-  auto mla = md_converted(name, tmp.file("mla"), bf16);
-  auto plain = Model::load(dir + "/model", bf16);
-  // the decode steps' projections are the kernel's to take
-  const DecoderLayerWeights& l0 = plain->decoder().weights().layers.at(0);
-  const at::Tensor h = at::randn({2, 1, l0.o_proj.weight.size(0)}, at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA));
-  const char* why = fused_linear_unusable(h, l0.o_proj.weight, l0.o_proj.bias, h);
-  ASSERT_EQ(why, nullptr) << why;
-  for (const auto& [what, model, type] : {std::tuple{"unconverted, bf16 dense cache", plain, CacheType::kBf16},
-                                          std::tuple{"md, bf16 latent cache", mla, CacheType::kBf16},
-                                          std::tuple{"md, int4 latent cache", mla, CacheType::kInt4}}) {
-    const CacheSpec spec{type, 8, 4};
-    std::vector<at::Tensor> off, on;
-    set_gemv(false);
-    static_vs_dynamic(*model, in, &spec, 4, true, &off);
-    set_gemv(true);
-    const double graph = static_vs_dynamic(*model, in, &spec, 4, true, &on);
-    ASSERT_EQ(on.size(), off.size());
-    double worst = 0;
-    size_t compared = 0;
-    for (size_t i = 0; i < on.size(); i += 2) {  // (dynamic, static) per step
-      worst = std::max({worst, max_rel_error(on[i], off[i]), max_rel_error(on[i + 1].unsqueeze(1), off[i + 1].unsqueeze(1))});
-      ++compared;
-      if (!at::equal(on[i].argmax(-1), off[i].argmax(-1))) break;  // the next step's tokens differ
-    }
-    std::printf("[gemv] %s: %zu decode steps, kernel vs cuBLAS logits max rel. %.3g; graph vs eager %.3g\n", what,
-                compared, worst, graph);
-    EXPECT_LT(worst, 3e-2) << what;
-    EXPECT_LT(graph, 3e-2) << what;
   }
 }
 
