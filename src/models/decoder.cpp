@@ -231,11 +231,11 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
     if (observer) observer->attention_input(l, h, valid, in.image_mask);
     at::Tensor a;  // [b, h_q, s, d]
     if (has_latent()) {  // converted low-rank layer: absorbed or expanded, over the latent cache or not
-      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual);
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel_step);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       if (kernel_step) {  // one token per sequence on the decode kernel, reading the cache in place
         latent_cache->write(l, st.latent, st.k_rope);
-        a = mla_attention_absorbed_kernel(config_, aw, st.q, *latent_cache, l, kernel_start, scale);
+        a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, kernel_start, scale, st.q_rot);
       } else {
         at::Tensor lat = st.latent, kr = st.k_rope, mod = visual;  // [b, t, *] every attended position
         if (latent_cache) {
@@ -305,11 +305,12 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
-      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual);
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       latent_cache->write_at(l, st.latent, st.k_rope, in.past);
       if (kernel) {
-        a = mla_attention_absorbed_kernel(config_, aw, st.q, *latent_cache, l, start32, length32, cap, scale);
+        a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
+                                          st.q_rot);
       } else {
         auto [lat, kr] = latent_cache->read_upto(l, in.past);
         a = mla_attention_absorbed(config_, aw, st.q, lat, kr, modality, mask, scale);

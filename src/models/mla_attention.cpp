@@ -75,7 +75,7 @@ MlaRope MlaRopes::layer(int64_t l) const {
 }
 
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image) {
+                    const at::Tensor& image, bool full_query) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
@@ -100,7 +100,8 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const Mla
   const int64_t groups = h_q / h_kv;
   at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
   at::Tensor q_rot = apply_rope(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
-  out.q = at::cat({q_rot.reshape({b, h_q, s, R}), out.q_pre.narrow(-1, R, d_nope)}, -1);
+  out.q_rot = q_rot.reshape({b, h_q, s, R});
+  if (full_query) out.q = at::cat({out.q_rot, out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
     out.latent = pick_latent(at::ArrayRef<at::Tensor>(y).slice(2), image);  // [b, s, r_kv]
   } else {
@@ -241,15 +242,16 @@ bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Dev
 
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
                                          const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
-                                         double scale) {
+                                         double scale, const at::Tensor& q_rot) {
   const int64_t total = cache.length() + 1;
   at::Tensor length = at::full({q.size(0)}, total, at::TensorOptions().dtype(at::kInt).device(q.device()));
-  return mla_attention_absorbed_kernel(c, aw, q, cache, layer, start, length, total, scale);
+  return mla_attention_absorbed_kernel(c, aw, q, cache, layer, start, length, total, scale, q_rot);
 }
 
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
                                          const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
-                                         const at::Tensor& length, int64_t max_length, double scale) {
+                                         const at::Tensor& length, int64_t max_length, double scale,
+                                         const at::Tensor& q_rot) {
   const MlaConfig& m = *c.mla;
   const int64_t b = q.size(0), h_q = q.size(1), h_kv = c.num_key_value_heads, g = h_q / h_kv;
   const int64_t dh = c.head_dim, R = m.qk_rope_head_dim;
@@ -268,7 +270,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   MlaDecodeInputs in;
   in.qa = qx.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});  // [n_mod, b, h_q, r]
   if (aw.n_bias > 0) in.qb = qx.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
-  in.qr = q.reshape({b, h_q, dh}).narrow(-1, 0, R);  // [b, h_q, R]
+  in.qr = q_rot.defined() ? q_rot.reshape({b, h_q, R}) : q.reshape({b, h_q, dh}).narrow(-1, 0, R);  // [b, h_q, R]
   in.start = start;
   in.length = length;
   in.max_length = max_length;

@@ -26,7 +26,8 @@ at::Tensor visual_token_mask(const std::vector<int64_t>& visual_token_ids, const
 // One step's projections of a converted layer.
 struct MlaStep {
   at::Tensor q_pre;   // [b, h_q, s, d_h] before RoPE (converted layout: [rope R | nope])
-  at::Tensor q;       // [b, h_q, s, d_h] with RoPE on the first R dims
+  at::Tensor q;       // [b, h_q, s, d_h] with RoPE on the first R dims (undefined unless full_query)
+  at::Tensor q_rot;   // [b, h_q, s, R]: q's first R dims, rotated
   at::Tensor k_rope_pre;  // [b, s, h_kv, R] before RoPE (for observers)
   at::Tensor k_rope;  // [b, s, h_kv*R] rotated (what the latent cache stores)
   at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined
@@ -60,9 +61,10 @@ class MlaRopes {
 };
 
 // h [b, s, d] (the input_layernorm output); rope this layer's (mla_ropes); image [b, s] bool selects the image
-// projection set of an md layer (ignored otherwise; undefined = all text).
+// projection set of an md layer (ignored otherwise; undefined = all text). full_query = false leaves q
+// undefined (q_pre and q_rot hold it, unconcatenated: what the decode kernel's step takes, one copy fewer).
 MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image);
+                    const at::Tensor& image, bool full_query = true);
 
 // Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
 // [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.
@@ -114,15 +116,17 @@ bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Dev
 // Absorbed attention of one new token per sequence over the cache (its latest position already
 // written), on the decode kernel: q [b, h_q, 1, d_h]; keys [start[b], length) with length the cache's
 // length + 1. Returns [b, h_q, 1, d_h]. The kernel's twin is mla_attention_absorbed.
+// q_rot [b, h_q, 1, R], where given, holds the rotated RoPE dims and q's first R dims are not read
+// (MlaStep's q_pre will do: no concatenation; the absorbed product's rows for them are zero).
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
-                                         const at::Tensor& start, double scale);
+                                         const at::Tensor& start, double scale, const at::Tensor& q_rot = {});
 // The same with the key ranges on the device: keys [start[b], length[b]) (int32 [b]), max_length an
 // upper bound on length - start (it sizes the kernel's split grid): shape-static decode steps pass
 // the cache's capacity, so that one captured launch serves every step.
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
                                          const at::Tensor& start, const at::Tensor& length,
-                                         int64_t max_length, double scale);
+                                         int64_t max_length, double scale, const at::Tensor& q_rot = {});
 
 }  // namespace vlm2mla

@@ -166,6 +166,12 @@ TEST_P(MlaRuntime, KernelStepFormEqualsTheLibtorchFormOnTheCpu) {
     const at::Tensor q = at::randn({b, h_q, 1, dh});
     const at::Tensor start = at::zeros({b}, at::kInt), length = at::full({b}, len, at::kInt);
     const at::Tensor got = mla_attention_absorbed_kernel(cfg, aw, q, lc, l, start, length, len, scale);
+    // the decoder's form: the rotated dims apart (q_rot) and q's own first R dims unread, whatever they hold
+    const int64_t R = cfg.mla->qk_rope_head_dim;
+    const at::Tensor q_unrotated = at::cat({at::randn({b, h_q, 1, R}) * 100, q.narrow(-1, R, dh - R)}, -1);
+    const at::Tensor apart =
+        mla_attention_absorbed_kernel(cfg, aw, q_unrotated, lc, l, start, length, len, scale, q.narrow(-1, 0, R));
+    EXPECT_TRUE(at::equal(apart, got)) << GetParam() << " layer " << l;
     const at::Tensor lat = lc.latent_store(l).plain().narrow(1, 0, len);
     const at::Tensor kr = lc.rope_store(l).plain().narrow(1, 0, len);
     const at::Tensor want = mla_attention_absorbed(cfg, aw, q, lat, kr, lc.modality(len), at::Tensor(), scale);
