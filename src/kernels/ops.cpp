@@ -280,7 +280,8 @@ bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
   const at::ScalarType t = x.scalar_type();
   return x.defined() && weight.defined() && x.is_cuda() && weight.device() == x.device() && x.dim() >= 1 &&
          weight.dim() == 1 && weight.size(0) == x.size(-1) && weight.scalar_type() == t &&
-         (t == at::kBFloat16 || t == at::kHalf || t == at::kFloat);
+         (t == at::kBFloat16 || t == at::kHalf || t == at::kFloat) && !x.requires_grad() &&
+         !weight.requires_grad();  // no backward
 #else
   (void)x, (void)weight;
   return false;
@@ -304,6 +305,73 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
   return out;
 #else
   (void)eps;
+  return {};
+#endif
+}
+
+bool fused_add_rms_norm_usable(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight) {
+  return fused_rms_norm_usable(x, weight) && r.defined() && r.device() == x.device() &&
+         r.scalar_type() == x.scalar_type() && r.sizes() == x.sizes() && !r.requires_grad();
+}
+
+std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight,
+                                                     double eps) {
+  VLM2MLA_CHECK(fused_add_rms_norm_usable(x, r, weight), ArgumentError,
+                "fused_add_rms_norm: needs a CUDA build and CUDA tensors x and r [..., d] of one shape, weight [d], "
+                "of one dtype (bf16, fp16, float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(),
+                ", r ", r.sizes(), " ", r.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor xc = x.contiguous(), rc = r.contiguous(), wc = weight.contiguous();
+  at::Tensor sum = at::empty_like(xc), out = at::empty_like(xc);
+  const int64_t d = x.size(-1);
+  if (xc.numel() == 0) return {sum, out};
+  launch_add_rms_norm(xc.data_ptr(), rc.data_ptr(), wc.data_ptr(), sum.data_ptr(), out.data_ptr(), xc.numel() / d, d,
+                      float(eps), element_dtype(x.scalar_type()),
+                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return {sum, out};
+#else
+  (void)eps;
+  return {};
+#endif
+}
+
+const char* fused_silu_mul_unusable(const at::Tensor& gate, const at::Tensor& up) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!gate.defined() || !up.defined()) return "gate and up must be defined";
+  if (!gate.is_cuda()) return "gate is not a CUDA tensor";
+  if (up.device() != gate.device()) return "up is not on gate's device";
+  const at::ScalarType t = gate.scalar_type();
+  if (up.scalar_type() != t) return "gate and up differ in dtype";
+  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the dtype is not bf16, fp16 or float32";
+  if (gate.dim() < 1 || gate.sizes() != up.sizes()) return "gate and up differ in shape";
+  if (gate.requires_grad() || up.requires_grad()) return "a tensor requires grad (no backward)";
+  return nullptr;
+#else
+  (void)gate, (void)up;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
+  const char* why = fused_silu_mul_unusable(gate, up);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_silu_mul: ", why,
+                " (it needs a CUDA build and CUDA tensors gate and up of one shape and dtype: bf16, fp16 or float32); "
+                "got gate ", gate.sizes(), " ", gate.scalar_type(), " on ", gate.device(), ", up ", up.sizes(), " ",
+                up.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(gate.device());
+  const int64_t d = gate.size(-1);
+  at::Tensor out = at::empty(gate.sizes(), gate.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  // [rows, d] views where the rows are evenly strided (the halves of a [..., 2d] product), else copies
+  at::Tensor g = gate.reshape({-1, d}), u = up.reshape({-1, d});
+  if (g.stride(1) != 1) g = g.contiguous();
+  if (u.stride(1) != 1) u = u.contiguous();
+  launch_silu_mul(g.data_ptr(), g.stride(0), u.data_ptr(), u.stride(0), out.data_ptr(), g.size(0), d,
+                  element_dtype(gate.scalar_type()), c10::cuda::getCurrentCUDAStream(gate.device().index()).stream());
+  return out;
+#else
   return {};
 #endif
 }

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/mla_decode_io.h"
@@ -67,9 +68,24 @@ class MlaDecodeLaunch {
 
 // Fused RMSNorm (kernels/cuda/rms_norm.h): x [..., d] and weight [d], CUDA tensors of one dtype (bf16,
 // fp16 or float32), in one launch; what nn/layers.h's rms_norm computes step by step (its twin), up to the
-// order of the float32 sum of squares. usable(): this build has the kernel and the tensors fit it.
+// order of the float32 sum of squares. usable(): this build has the kernel and the tensors fit it (none
+// requiring grad: the kernel has no backward).
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
+
+// The residual add and the RMSNorm after it in one launch: {x + r, rms_norm(x + r) * weight}, the sum
+// rounded to the dtype as libtorch's add rounds it (so only the norm's sum of squares differs from the
+// steps). x and r of one shape [..., d]; otherwise as fused_rms_norm.
+bool fused_add_rms_norm_usable(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight);
+std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight,
+                                                     double eps);  // ArgumentError if not usable
+
+// SwiGLU's input, silu(gate) * up, in one launch, bit-identical to libtorch's two (each computed in float32
+// and rounded to the dtype). gate and up of one shape [..., d] (any strides: the halves of a fused gate/up
+// product are views), CUDA tensors of one dtype (bf16, fp16 or float32), neither requiring grad. Returns a
+// contiguous tensor. fused_silu_mul_unusable(): nullptr when usable, else why not.
+const char* fused_silu_mul_unusable(const at::Tensor& gate, const at::Tensor& up);
+at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);  // ArgumentError if not usable
 
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's

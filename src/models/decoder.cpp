@@ -143,8 +143,9 @@ QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, con
 
 at::Tensor TextDecoder::layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const {
   const int64_t b = a.size(0), s = a.size(2);
-  at::Tensor y = x + linear(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj);  // [b, s, d]
-  at::Tensor h = rms_norm(y, w.post_attention_layernorm, config_.rms_norm_eps);
+  // y = x + o_proj(a), h = post_attention_layernorm(y): one launch on CUDA
+  auto [y, h] = add_rms_norm(x, linear(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj), w.post_attention_layernorm,
+                             config_.rms_norm_eps);  // [b, s, d] each
   return y + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
 }
 

@@ -7,11 +7,16 @@ namespace vlm2mla {
 
 namespace {
 EnvSwitch fused_rms_norm_switch("VLM2MLA_FUSED_RMS_NORM");
+EnvSwitch fused_silu_mul_switch("VLM2MLA_FUSED_SILU_MUL");
 }  // namespace
 
 void set_fused_rms_norm(bool on) { fused_rms_norm_switch.set(on); }
 
 bool fused_rms_norm_enabled() { return fused_rms_norm_switch.enabled(); }
+
+void set_fused_silu_mul(bool on) { fused_silu_mul_switch.set(on); }
+
+bool fused_silu_mul_enabled() { return fused_silu_mul_switch.enabled(); }
 
 namespace {
 
@@ -132,10 +137,22 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * normed;
 }
 
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight,
+                                               double eps) {
+  if (fused_rms_norm_enabled() && fused_add_rms_norm_usable(x, r, weight)) return fused_add_rms_norm(x, r, weight, eps);
+  at::Tensor sum = x + r;
+  return {sum, rms_norm(sum, weight, eps)};
+}
+
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
+  if (fused_silu_mul_enabled() && !fused_silu_mul_unusable(gate, up)) return fused_silu_mul(gate, up);
+  return at::silu(gate) * up;
+}
+
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down) {
   std::vector<at::Tensor> gate_up = linear_group(x, {&gate, &up});  // [..., i] each
-  return linear(at::silu(gate_up[0]) * gate_up[1], down);
+  return linear(silu_mul(gate_up[0], gate_up[1]), down);
 }
 
 }  // namespace vlm2mla

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
 #include <vector>
 
 namespace vlm2mla {
@@ -50,6 +51,18 @@ void fuse_linears(at::ArrayRef<LinearWeights*> members);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 void set_fused_rms_norm(bool on);
 bool fused_rms_norm_enabled();
+
+// {x + r, rms_norm(x + r, weight, eps)}: a residual add and the norm after it. On CUDA tensors with the
+// fused RMSNorm on, one launch (kernels/ops.h's fused_add_rms_norm; the add rounds as libtorch's does).
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& r, const at::Tensor& weight,
+                                               double eps);
+
+// silu(gate) * up. On CUDA tensors, one launch, bit-identical to libtorch's two (kernels/ops.h's
+// fused_silu_mul; these steps are its twin). On by default; set_fused_silu_mul(false), or
+// VLM2MLA_FUSED_SILU_MUL=0 in the environment, keeps libtorch's kernels.
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
+void set_fused_silu_mul(bool on);
+bool fused_silu_mul_enabled();
 
 // SwiGLU MLP: down(silu(gate(x)) * up(x)), gate and up as one GEMM where fused. x [..., d] -> [..., d]
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,

@@ -2,7 +2,7 @@
 // with a cache): step by step on every fixture family, unconverted (dense K/V cache) and converted
 // (latent cache), float and quantized caches (windows crossed during the steps, and prompts shorter
 // than the window); greedy generation through each decode mode; and, on a GPU, the CUDA graph that
-// replays the static step against the step run eagerly; the fused RMSNorm and RoPE switches.
+// replays the static step against the step run eagerly; the fused RMSNorm, RoPE and silu * up switches.
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -332,6 +332,40 @@ TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
                         Case{"md, int4 latent cache", mla, CacheSpec{CacheType::kInt4, 8, 4}}}) {
     expect_unchanged(c, true);
   }
+}
+
+// The fused silu * up switch (on by default): bit-identical to libtorch's steps, so switching it changes
+// no logits: not on the CPU (the steps run either way), nor on a GPU, for the prompt (the vision tower's
+// and the decoder's MLPs) and decode steps (dynamic, and static replayed as CUDA graphs) of an unconverted
+// and an md-converted bf16 model.
+TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  struct Restore {
+    bool on;
+    ~Restore() { set_fused_silu_mul(on); }
+  } restore{fused_silu_mul_enabled()};
+  auto run = [&](const Model& m, const CacheSpec* spec, bool fused, bool graph) {
+    set_fused_silu_mul(fused);
+    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
+    static_vs_dynamic(m, in, spec, 3, graph, &out);
+    return out;
+  };
+  auto expect_unchanged = [&](const char* what, const Model& m, const CacheSpec* spec, bool graph) {
+    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
+    ASSERT_EQ(on.size(), off.size());
+    for (size_t i = 0; i < on.size(); ++i) {
+      EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": logits " << i << ", max abs. difference "
+                                            << (on[i] - off[i]).abs().max().item<double>();
+    }
+  };
+  expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  const CacheSpec spec{CacheType::kBf16, 8, 4};
+  expect_unchanged("unconverted, bf16 dense cache", *Model::load(dir + "/model", bf16), &spec, true);
+  expect_unchanged("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16), &spec, true);
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 // Fused RMSNorm (kernels/ops.h): where it is usable, its CPU refusal, and on a CUDA device the kernel
 // against transformers' steps written out here (float32 mean of squares, normalise, round to the input
 // dtype, times the weight), for bf16, fp16 and float32, widths that are and are not multiples of the
-// CTA, 2-D and 3-D inputs, and no rows at all.
+// CTA, 2-D and 3-D inputs, and no rows at all; the same with the residual add before it; and the fused
+// silu * up against libtorch's two steps, bit for bit.
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/ops.h"
@@ -57,6 +60,65 @@ TEST(FusedRmsNormCuda, EqualsTheStepsUpToTheSumOrder) {
       EXPECT_GT(exact, 0.98);
     }
   }
+}
+
+TEST(FusedAddRmsNormCuda, SumIsTheAddAndTheNormEqualsTheStepsUpToTheSumOrder) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(4);
+  for (const auto& [sizes, dtype] : {std::pair{std::vector<int64_t>{7, 3584}, at::kBFloat16},
+                                     std::pair{std::vector<int64_t>{2, 1, 896}, at::kHalf},
+                                     std::pair{std::vector<int64_t>{3, 1000}, at::kFloat},
+                                     std::pair{std::vector<int64_t>{0, 64}, at::kBFloat16}}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    at::Tensor x = (at::randn(sizes, at::kFloat) * 3.0).to(o), r = at::randn(sizes, at::kFloat).to(o);
+    at::Tensor w = (at::rand({sizes.back()}, at::kFloat) + 0.5).to(o);
+    ASSERT_TRUE(fused_add_rms_norm_usable(x, r, w));
+    EXPECT_FALSE(fused_add_rms_norm_usable(x, r.narrow(-1, 0, sizes.back() / 2), w));
+    auto [sum, normed] = fused_add_rms_norm(x, r, w, 1e-6);
+    EXPECT_TRUE(at::equal(sum, x + r)) << c10::toString(dtype);
+    at::Tensor got = normed.to(at::kFloat).cpu(), want = steps(x + r, w, 1e-6).to(at::kFloat).cpu();
+    ASSERT_EQ(got.sizes(), want.sizes());
+    if (got.numel() == 0) continue;
+    const double rel = ((got - want).abs() / want.abs().clamp_min(1e-3)).max().item<double>();
+    std::printf("[fused add + rms_norm %s] max rel. difference %.3g\n", c10::toString(dtype), rel);
+    EXPECT_LE(rel, dtype == at::kBFloat16 ? 2.0 / 128 : dtype == at::kHalf ? 2.0 / 1024 : 1e-5);
+  }
+}
+
+TEST(FusedSiluMul, CpuTensorsAreNotUsableAndSayWhy) {
+  at::Tensor g = at::randn({2, 8}), u = at::randn({2, 8});
+  ASSERT_NE(fused_silu_mul_unusable(g, u), nullptr);
+  try {
+    fused_silu_mul(g, u);
+    ADD_FAILURE() << "expected an ArgumentError";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FusedSiluMulCuda, EqualsTheLibtorchStepsBitForBit) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(6);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    // the halves of a fused gate/up product (strided rows), separate tensors, a transposed (copied) view
+    const at::Tensor both = (at::randn({3, 2, 2 * 1000}) * 4).to(o);
+    const at::Tensor g1 = both.narrow(-1, 0, 1000), u1 = both.narrow(-1, 1000, 1000);
+    const at::Tensor g2 = (at::randn({5, 37}) * 8).to(o), u2 = at::randn({5, 37}).to(o);
+    const at::Tensor g3 = at::randn({16, 9}).to(o).t(), u3 = at::randn({9, 16}).to(o);
+    for (const auto& [g, u] : {std::pair{g1, u1}, std::pair{g2, u2}, std::pair{g3, u3},
+                               std::pair{g2.narrow(0, 0, 0), u2.narrow(0, 0, 0)}}) {
+      const char* why = fused_silu_mul_unusable(g, u);
+      ASSERT_EQ(why, nullptr) << why;
+      const at::Tensor got = fused_silu_mul(g, u), want = at::silu(g) * u;
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_TRUE(at::equal(got, want)) << c10::toString(dtype) << " " << g.sizes() << ": max abs. difference "
+                                        << (got.numel() ? (got - want).abs().max().item<double>() : 0.0);
+    }
+  }
+  const at::Tensor g = at::randn({4, 8}, at::TensorOptions().device(at::kCUDA));
+  EXPECT_NE(fused_silu_mul_unusable(g, g.narrow(1, 0, 4)), nullptr);
+  EXPECT_NE(fused_silu_mul_unusable(g, g.to(at::kHalf)), nullptr);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "kernels/cuda/rms_norm.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
 
@@ -10,14 +12,23 @@ constexpr int kThreads = 256;
 
 // One CTA per row: the sum of squares reduced over the CTA, then each element normalised, rounded to T
 // and multiplied by its weight (the product rounded to T), as libtorch computes `weight * normed`.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ w,
+// ADD: the row is x + r, rounded to T (libtorch's add), and stored to sum.
+template <typename T, bool ADD>
+__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ r,
+                                                            const T* __restrict__ w, T* __restrict__ sum,
                                                             T* __restrict__ out, int d, float inv_d, float eps) {
   const T* xr = x + int64_t(blockIdx.x) * d;
+  const T* rr = ADD ? r + int64_t(blockIdx.x) * d : nullptr;
   T* orow = out + int64_t(blockIdx.x) * d;
+  auto value = [&](int i) {
+    if constexpr (ADD) return from_float<T>(to_float(xr[i]) + to_float(rr[i]));
+    else return xr[i];
+  };
   float ss = 0.f;
   for (int i = threadIdx.x; i < d; i += kThreads) {
-    const float v = to_float(xr[i]);
+    const T e = value(i);
+    if constexpr (ADD) sum[int64_t(blockIdx.x) * d + i] = e;
+    const float v = to_float(e);
     ss += v * v;
   }
   __shared__ float warp_sums[kThreads / 32];
@@ -30,32 +41,88 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict_
   // libtorch: mean = sum * (1/d); rsqrt(mean + eps)
   const float inv = rsqrtf(total * inv_d + eps);
   for (int i = threadIdx.x; i < d; i += kThreads) {
-    const T normed = from_float<T>(to_float(xr[i]) * inv);
+    const T normed = from_float<T>(to_float(value(i)) * inv);
     orow[i] = from_float<T>(to_float(w[i]) * to_float(normed));
   }
 }
 
+// libtorch's silu (x / (1 + exp(-x)) in float32, rounded) then mul (in float32, rounded).
 template <typename T>
-void launch_typed(const void* x, const void* w, void* out, int64_t rows, int d, float eps, cudaStream_t stream) {
-  rms_norm_kernel<T><<<dim3(unsigned(rows)), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(out), d, 1.0f / float(d), eps);
+__global__ void __launch_bounds__(kThreads) silu_mul_kernel(const T* __restrict__ gate, int64_t gate_stride,
+                                                            const T* __restrict__ up, int64_t up_stride,
+                                                            T* __restrict__ out, int64_t rows, int64_t d) {
+  const int64_t n = rows * d;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+    const int64_t row = i / d, col = i - row * d;
+    const float g = to_float(gate[row * gate_stride + col]);
+    const T s = from_float<T>(g / (1.0f + expf(-g)));
+    out[i] = from_float<T>(to_float(s) * to_float(up[row * up_stride + col]));
+  }
+}
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  VLM2MLA_CHECK(err == cudaSuccess, Error, what, ": launching the kernel failed: ", cudaGetErrorName(err), " (",
+                cudaGetErrorString(err), ")");
+}
+
+template <typename T, bool ADD>
+void launch_typed(const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows, int d, float eps,
+                  cudaStream_t stream) {
+  rms_norm_kernel<T, ADD><<<dim3(unsigned(rows)), kThreads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(r), static_cast<const T*>(w), static_cast<T*>(sum),
+      static_cast<T*>(out), d, 1.0f / float(d), eps);
+}
+
+template <bool ADD>
+void launch_norm(const char* what, const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows,
+                 int64_t d, float eps, ElementDtype dtype, cudaStream_t stream) {
+  VLM2MLA_CHECK(rows >= 0 && rows <= 0x7fffffff && d > 0 && d <= 0x7fffffff, ArgumentError, what, ": ", rows,
+                " rows of width ", d, " are out of range");
+  if (rows == 0) return;
+  switch (dtype) {
+    case ElementDtype::kBf16: launch_typed<__nv_bfloat16, ADD>(x, r, w, sum, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kFp16: launch_typed<__half, ADD>(x, r, w, sum, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kFp32: launch_typed<float, ADD>(x, r, w, sum, out, rows, int(d), eps, stream); break;
+  }
+  check_launch(what);
 }
 
 }  // namespace
 
 void launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t d, float eps, ElementDtype dtype,
                      cudaStream_t stream) {
-  VLM2MLA_CHECK(rows >= 0 && rows <= 0x7fffffff && d > 0 && d <= 0x7fffffff, ArgumentError,
-                "rms_norm: ", rows, " rows of width ", d, " are out of range");
+  launch_norm<false>("rms_norm", x, nullptr, w, nullptr, out, rows, d, eps, dtype, stream);
+}
+
+void launch_add_rms_norm(const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows, int64_t d,
+                         float eps, ElementDtype dtype, cudaStream_t stream) {
+  launch_norm<true>("add_rms_norm", x, r, w, sum, out, rows, d, eps, dtype, stream);
+}
+
+void launch_silu_mul(const void* gate, int64_t gate_stride, const void* up, int64_t up_stride, void* out, int64_t rows,
+                     int64_t d, ElementDtype dtype, cudaStream_t stream) {
+  VLM2MLA_CHECK(rows >= 0 && d > 0, ArgumentError, "silu_mul: ", rows, " rows of width ", d, " are out of range");
   if (rows == 0) return;
+  const int64_t blocks = std::min<int64_t>((rows * d + kThreads - 1) / kThreads, 4096);
   switch (dtype) {
-    case ElementDtype::kBf16: launch_typed<__nv_bfloat16>(x, w, out, rows, int(d), eps, stream); break;
-    case ElementDtype::kFp16: launch_typed<__half>(x, w, out, rows, int(d), eps, stream); break;
-    case ElementDtype::kFp32: launch_typed<float>(x, w, out, rows, int(d), eps, stream); break;
+    case ElementDtype::kBf16:
+      silu_mul_kernel<__nv_bfloat16><<<unsigned(blocks), kThreads, 0, stream>>>(
+          static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(up), up_stride,
+          static_cast<__nv_bfloat16*>(out), rows, d);
+      break;
+    case ElementDtype::kFp16:
+      silu_mul_kernel<__half><<<unsigned(blocks), kThreads, 0, stream>>>(
+          static_cast<const __half*>(gate), gate_stride, static_cast<const __half*>(up), up_stride,
+          static_cast<__half*>(out), rows, d);
+      break;
+    case ElementDtype::kFp32:
+      silu_mul_kernel<float><<<unsigned(blocks), kThreads, 0, stream>>>(static_cast<const float*>(gate), gate_stride,
+                                                                        static_cast<const float*>(up), up_stride,
+                                                                        static_cast<float*>(out), rows, d);
+      break;
   }
-  const cudaError_t err = cudaGetLastError();
-  VLM2MLA_CHECK(err == cudaSuccess, Error, "rms_norm: launching the kernel failed: ", cudaGetErrorName(err), " (",
-                cudaGetErrorString(err), ")");
+  check_launch("silu_mul");
 }
 
 }  // namespace vlm2mla
