@@ -1,4 +1,4 @@
-// CPU reference twin of the absorbed-MLA decode kernel (kernels/cuda/mla_decode.cu): plain torch ops in
+// CPU reference twin of the absorbed-MLA decode kernel (kernels/cuda/mla_decode*.cu): plain torch ops in
 // float64 over exactly the keys the kernel reads (int4 keys dequantized with kvcache/quant.h's
 // dequantize_rows, the ring read at position % window). The test oracle of the kernel, and the CPU path
 // of ops.h's mla_decode.

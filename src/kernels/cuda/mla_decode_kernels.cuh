@@ -1,0 +1,1460 @@
+// Absorbed MLA decode over a latent cache (params.h, METHOD.md §5), bf16 and int4 (§7) stores.
+//
+// Two tensor-core layouts share the plan, the tile loaders and the partials: the split-keys kernel described
+// here (MlaDecodeVariant::kTensorCore) and the warp-rows kernel (kTensorCoreWarpRows, kAuto's first choice;
+// see "the warp-rows tensor-core kernel" below and docs/KERNELS.md), each the other's twin.
+// Design (FlashMLA / flash-decoding): the latent c_j is shared by every head, so a CTA owns one sequence,
+// a block of heads and a contiguous run of 64-token tiles (split-KV). Each tile is read from device memory
+// once into shared memory (cp.async, double-buffered; int4 codes and their scales are staged raw and
+// dequantized to bf16 in shared memory) and used by all heads of the block through tensor-core MMAs:
+//   scores  S[(m,h), j] = qa[m,h] . c_j + qr[h] . k_j[g(h)]     (mma.m16n8k16 bf16, fp32 accumulate)
+//   output  O[(m,h), :] += P[(m,h), j] c_j                      (same MMA, P rounded to bf16)
+// Rows of an MMA tile are (modality, head) pairs: with two modalities, row r < 8 is (text, head r) and
+// row r + 8 is (image, head r), so one thread holds both hypotheses of a token's score and picks the one
+// of the token's modality; P is zero in the other row, which makes O's rows the per-modality sums.
+// The online softmax keeps a running max per row (log2 domain) shared by the warps through a small
+// reduction in shared memory. Each CTA writes unnormalized partials (max, per-modality mass, acc); a
+// second kernel combines the splits. Shapes outside the tensor-core kernel's limits use a generic
+// kernel (plain fp32 arithmetic, one CTA per head) with the same partials.
+//
+// This header holds the kernels' device code (internal to src/kernels/cuda): the geometry, the tile loaders,
+// the split-keys and warp-rows kernel templates. Their instantiations are spread over translation units that
+// compile in parallel (mla_decode_tc_{bf16,int4,codes}.cu, mla_decode_rows_{bf16,int4}.cu, each returning
+// function pointers through the getters at the end); mla_decode.cu holds the generic and combine kernels and
+// the host side (plan and launch). No libtorch here.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/mla_decode.h"
+
+namespace vlm2mla {
+namespace mla_decode_detail {
+
+
+constexpr int kTile = 64;            // tokens per tile
+constexpr int kMinTilesPerSplit = 1;  // tensor-core kernels: fewest tiles per split CTA (params.h)
+constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows kernel's modality CTAs
+constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
+constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
+constexpr int kThreads = kWarps * 32;
+constexpr int kBf16Stages = 2;       // shared-memory stages of the bf16 tiles
+constexpr int kRawStages = 4;        // shared-memory stages of the raw int4 tiles
+constexpr int kGenericThreads = 128;
+constexpr int kGenericChunk = 32;    // tokens scored together by the generic kernel
+constexpr int kGenericCols = 4096;   // latent columns per generic CTA (32 per thread)
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- geometry shared by host and device ------------------------------------------------------------
+// Everything derived from the sizes that the kernels need, computed once on the host.
+struct Geom {
+  int hr = 0;          // h_kv * d_rope
+  int rope_pad = 0;    // d_rope rounded up to 16 (the MMA k step); Q rows are zero beyond d_rope
+  int c_stride = 0;    // bytes per token row of a bf16 latent tile: (r_kv + 8) * 2
+  int k_stride = 0;    // bytes per token row of a bf16 RoPE tile: (hr + 8) * 2, the 8 pad columns zeroed
+  int ql_stride = 0;   // bytes per row of the absorbed-query tile: (r_kv + 8) * 2
+  int qr_stride = 0;   // bytes per row of the RoPE-query tile: (rope_pad + 8) * 2
+  int p_stride = 0;    // bytes per row of the P tile: (64 + 8) * 2
+  // shared memory offsets (bytes)
+  int off_qlat = 0, off_qrope = 0, off_p = 0, off_red = 0, off_tiles = 0, off_raw = 0;
+  int tile_bytes = 0;  // one bf16 stage: latent tile then RoPE tile
+  int raw_bytes = 0;   // one raw int4 stage
+  int raw_cq = 0, raw_cs = 0, raw_cl = 0, raw_kq = 0, raw_ks = 0, raw_kl = 0;  // offsets in a raw stage
+  int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
+  int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
+  // int4 products on the codes (MlaDecodeVariant::kTensorCoreCodes): per-row query sums in shared memory
+  int n_gc = 0;        // latent quantization groups per token (r_kv / group_c, <= 8)
+  int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
+  int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
+  int off_mods = 0;    // warp-rows kernel: uint8 [2][64], the modality bytes of the current and next tile
+  int off_tmask = 0;   // warp-rows kernel, modality CTAs: uint32 [kWarps], which of kThreads tiles to attend,
+                       // then uint8 [kThreads], the scan's flags
+  int splits = 0;           // splits over the main store
+  int ring_splits = 0;      // int4: 1 when window > 0
+  int tiles_per_split = 0;
+  int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
+  int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
+  int col_blocks = 0;       // generic kernel: CTAs across the latent columns
+};
+
+// Partials in the workspace, for S = total_splits:
+//   ws_m    [S, b, h_q]               running max (log2 domain), -inf for an empty split
+//   ws_mass [S, n_mod, b, h_q]        sum of 2^(s - max) per modality
+//   ws_acc  [S, n_mod, b, h_q, r_kv]  sum of 2^(s - max) c_j per modality
+struct Partials {
+  float* m;
+  float* mass;
+  float* acc;
+  // The entries of split s, sequence b and head h (mod: modality) in that layout; acc_at: its r_kv values.
+  __host__ __device__ float& m_at(const MlaDecodeParams& p, int s, int b, int h) const {
+    return m[(int64_t(s) * p.b + b) * p.h_q + h];
+  }
+  __host__ __device__ float& mass_at(const MlaDecodeParams& p, int s, int mod, int b, int h) const {
+    return mass[((int64_t(s) * p.n_mod + mod) * p.b + b) * p.h_q + h];
+  }
+  __host__ __device__ float* acc_at(const MlaDecodeParams& p, int s, int mod, int b, int h) const {
+    return acc + (((int64_t(s) * p.n_mod + mod) * p.b + b) * p.h_q + h) * p.r_kv;
+  }
+};
+
+// Each region starts on a 16-byte boundary (the kernel stores float2 pairs into ws_acc).
+__host__ __device__ inline int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+
+__host__ __device__ inline Partials partials(const MlaDecodeParams& p, int total_splits) {
+  const int64_t rows = int64_t(total_splits) * p.b * p.h_q;
+  Partials w;
+  w.m = p.workspace;
+  w.mass = w.m + round4(rows);
+  w.acc = w.mass + round4(rows * p.n_mod);
+  return w;
+}
+
+inline int64_t workspace_floats_for(const MlaDecodeParams& p, int total_splits) {
+  const int64_t rows = int64_t(total_splits) * p.b * p.h_q;
+  return round4(rows) + round4(rows * p.n_mod) + rows * p.n_mod * p.r_kv;
+}
+
+// ---- small device helpers -----------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// cp.async of `bytes` (4, 8 or 16); when !valid the destination is zero-filled and src is not read.
+__device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int bytes, bool valid) {
+  const int n = valid ? bytes : 0;
+  if (bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  } else if (bytes == 8) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+
+// d += A (16x16, row) * B (16x8, col); bf16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+__device__ __forceinline__ float half_bits_to_float(uint16_t bits) {
+  return __half2float(__ushort_as_half(bits));
+}
+
+// Query and output elements at element offsets, float32 or bf16 (params.h).
+__device__ __forceinline__ float load_q(const void* base, int bf16, int64_t off) {
+  return bf16 ? bf16_bits_to_float(static_cast<const uint16_t*>(base)[off]) : static_cast<const float*>(base)[off];
+}
+__device__ __forceinline__ void store_out(void* base, int bf16, int64_t off, float v) {
+  if (bf16) {
+    static_cast<__nv_bfloat16*>(base)[off] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(base)[off] = v;
+  }
+}
+__device__ __forceinline__ int64_t qa_offset(const MlaDecodeParams& p, int mod, int b, int head) {
+  return mod * p.qa_stride[0] + b * p.qa_stride[1] + head * p.qa_stride[2];
+}
+__device__ __forceinline__ int64_t qr_offset(const MlaDecodeParams& p, int b, int head) {
+  return b * p.qr_stride[0] + head * p.qr_stride[1];
+}
+__device__ __forceinline__ float load_qb(const MlaDecodeParams& p, int mod, int b, int head) {
+  return p.qb ? load_q(p.qb, p.q_bf16, mod * p.qb_stride[0] + b * p.qb_stride[1] + head * p.qb_stride[2]) : 0.f;
+}
+
+// The key range of sequence b and, for int4, where the quantized store ends.
+struct SeqRange {
+  int lo, hi;  // keys [lo, hi)
+  int qlen;    // int4: positions < qlen are quantized, the rest are in the ring
+};
+__device__ __forceinline__ SeqRange seq_range(const MlaDecodeParams& p, int b) {
+  SeqRange r;
+  r.hi = min(max(p.length[b], 0), p.t_cap);
+  r.lo = min(max(p.start[b], 0), r.hi);
+  r.qlen = p.format == MlaCacheFormat::kInt4 ? max(0, r.hi - p.window) : r.hi;
+  return r;
+}
+
+// Tiles [first, end) of split `s` over keys [lo, hi): tiles are aligned to multiples of 64 positions;
+// the last split takes every remaining tile (so a too-small max_length costs balance, never keys).
+__device__ __forceinline__ void split_tiles(int lo, int hi, int s, int splits, int tiles_per_split, int& first,
+                                            int& end) {
+  if (hi <= lo) {
+    first = end = 0;
+    return;
+  }
+  const int t0 = lo / kTile, t1 = (hi - 1) / kTile + 1;
+  first = t0 + s * tiles_per_split;
+  end = (s == splits - 1) ? t1 : min(t1, first + tiles_per_split);
+  if (first > end) first = end;
+}
+
+// ---- the tensor-core kernel ----------------------------------------------------------------------------
+// Template: NMOD modalities, MT 16-row MMA tiles per CTA, NTW 8-column output tiles per warp, INT4 store.
+template <int NMOD, int MT, int NTW>
+struct TcState {
+  float o[MT][NTW][4];  // output accumulators: rows (gid, gid + 8) of m-tile mt, columns of n-tile i
+  float m_run[MT][2];   // running max (log2 domain) of the thread's two rows per m-tile
+  float l_part[MT][2];  // the thread's share of the row sums (same rescaling as o)
+};
+
+// Row r of the CTA's MMA rows -> (modality, head). With two modalities the first MT/2 m-tiles are the
+// text rows of the block's MT * 8 heads and the last MT/2 the image rows of the same heads, in the same
+// order: a thread holds (head, token) of both in the same fragment slots, and a tile whose tokens are all
+// of one modality skips the other modality's m-tiles. With one modality's rows (NMOD == 1) they are that of
+// `mod1`: 0 for a one-set model, the CTA's modality for the warp-rows kernel's modality CTAs.
+template <int NMOD, int MT>
+__device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head, int mod1 = 0) {
+  if (NMOD == 1) {
+    mod = mod1;
+    head = head0 + row;
+  } else {
+    constexpr int kHalf = MT * 8;
+    mod = row >= kHalf ? 1 : 0;
+    head = head0 + row - mod * kHalf;
+  }
+}
+
+struct RowInfo {
+  int grp[2];      // RoPE group of the thread's rows gid, gid + 8 (-1: padding row)
+  float bias[2];   // qb of those rows
+  int g_lo, g_hi;  // groups spanned by the m-tile (uniform); g_lo > g_hi for an empty tile
+};
+
+// Walks the (token, column) pairs c = tid, tid + blockDim, ... of a [64, per_row] grid without a
+// division per step (one per tile): t += step / per_row, col += step % per_row with a carry.
+struct GridWalk {
+  int t, col, dt, dcol, per_row;
+  __device__ __forceinline__ GridWalk(int per_row_) : per_row(per_row_) {
+    t = threadIdx.x / per_row;
+    col = threadIdx.x - t * per_row;
+    dt = blockDim.x / per_row;
+    dcol = blockDim.x - dt * per_row;
+  }
+  __device__ __forceinline__ bool more() const { return t < kTile; }
+  __device__ __forceinline__ void next() {
+    t += dt;
+    col += dcol;
+    if (col >= per_row) {
+      col -= per_row;
+      ++t;
+    }
+  }
+};
+
+// Copies `width` bf16 values per token of tokens [tok0, tok0 + 64) into a shared tile with `stride`-byte
+// rows; tokens outside [vlo, vhi) are zero-filled. ring > 0: token j is row j % ring (the int4 window).
+__device__ __forceinline__ void load_bf16_rows(const uint16_t* base, int b, int rows, int width, uint32_t dst,
+                                               int stride, int tok0, int vlo, int vhi, bool ring) {
+  const uint16_t* seq = base + int64_t(b) * rows * width;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
+    const bool valid = j >= vlo && j < vhi;
+    const int row = valid ? (ring ? j % rows : j) : 0;
+    cp_async(dst + w.t * stride + w.col * 16, seq + int64_t(row) * width + w.col * 8, 16, valid);
+  }
+}
+
+// The same copy for a tile whose 64 tokens are all valid and in order (no ring), when a row's 16-byte
+// pieces divide the CTA's threads: the tile is one contiguous block in device memory, and a thread's k-th
+// piece lies kThreads pieces after its first, kThreads / per_row rows further in the shared tile.
+__device__ __forceinline__ void load_bf16_rows_interior(const uint16_t* base, int b, int t_cap, int width,
+                                                        uint32_t dst, int stride, int tok0) {
+  const int per_row = width / 8, n = kTile * per_row;
+  const char* src = reinterpret_cast<const char*>(base + (int64_t(b) * t_cap + tok0) * width) + threadIdx.x * 16;
+  const int t = threadIdx.x / per_row;
+  uint32_t d = dst + t * stride + (threadIdx.x - t * per_row) * 16;
+  const uint32_t d_step = (kThreads / per_row) * stride;
+  for (int c = threadIdx.x; c < n; c += kThreads, src += kThreads * 16, d += d_step) cp_async(d, src, 16, true);
+}
+
+__device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
+                                               uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
+  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && kThreads % (p.r_kv / 8) == 0 && kThreads % (g.hr / 8) == 0) {
+    load_bf16_rows_interior(p.latent, b, p.t_cap, p.r_kv, ctile, g.c_stride, tok0);
+    load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, ktile, g.k_stride, tok0);
+    return;
+  }
+  const int rows = ring ? p.window : p.t_cap;
+  load_bf16_rows(ring ? p.latent_win : p.latent, b, rows, p.r_kv, ctile, g.c_stride, tok0, vlo, vhi, ring);
+  load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
+}
+
+// Flat copy of one raw int4 array's 64-token block: row_bytes per token, in `chunk`-byte pieces (the
+// host checked that chunk divides the base address, 64 * row_bytes and t_cap * row_bytes, so no piece
+// crosses the end of the sequence's rows). Pieces with no token in [vlo, vhi) are zero-filled.
+__device__ __forceinline__ void load_raw_block(uint32_t dst, const uint8_t* base, int b, int t_cap, int row_bytes,
+                                               int chunk, int tok0, int vlo, int vhi) {
+  const uint8_t* seq = base + int64_t(b) * t_cap * row_bytes;
+  const uint8_t* tile = seq + int64_t(tok0) * row_bytes;
+  const int n = kTile * row_bytes / chunk;
+  const bool interior = tok0 >= vlo && tok0 + kTile <= vhi;  // every token valid (and below t_cap)
+  for (int c = threadIdx.x; c < n; c += blockDim.x) {
+    const int off = c * chunk;
+    bool valid = interior;
+    if (!interior) {
+      const int first = tok0 + off / row_bytes, last = tok0 + (off + chunk - 1) / row_bytes;
+      valid = first < vhi && last >= vlo;
+    }
+    cp_async(dst + off, valid ? tile + off : base, chunk, valid);
+  }
+}
+
+__device__ __forceinline__ void load_raw_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t raw, int tok0,
+                                              int vlo, int vhi) {
+  const int ngc = p.r_kv / p.group_c, ngr = g.hr / p.group_r;
+  load_raw_block(raw + g.raw_cq, p.latent_q, b, p.t_cap, p.r_kv / 2, g.chunk_cq, tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_cs, reinterpret_cast<const uint8_t*>(p.latent_scale), b, p.t_cap, ngc * 2, g.chunk_cs,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_cl, reinterpret_cast<const uint8_t*>(p.latent_lo), b, p.t_cap, ngc * 2, g.chunk_cs,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_kq, p.k_rope_q, b, p.t_cap, g.hr / 2, g.chunk_kq, tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_ks, reinterpret_cast<const uint8_t*>(p.k_rope_scale), b, p.t_cap, ngr * 2, g.chunk_ks,
+                 tok0, vlo, vhi);
+  load_raw_block(raw + g.raw_kl, reinterpret_cast<const uint8_t*>(p.k_rope_lo), b, p.t_cap, ngr * 2, g.chunk_ks,
+                 tok0, vlo, vhi);
+}
+
+// Raw int4 rows [64, width/2] with float16 scale/lo [64, width/group] -> bf16 rows [64, stride]; tokens
+// outside [vlo, vhi) become zeros. Units of 8 values (4 code bytes, one 16-byte store). A code q becomes
+// a float as (2^23 + q) - 2^23 (bit operations and one add, no int-to-float conversion).
+__device__ __forceinline__ void dequant_rows(const unsigned char* codes, const unsigned char* scales,
+                                             const unsigned char* los, unsigned char* out, int width, int group,
+                                             int group_shift, int stride, int tok0, int vlo, int vhi) {
+  const int ng = width / group;
+  for (GridWalk w(width / 8); w.more(); w.next()) {
+    const int j = tok0 + w.t;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (j >= vlo && j < vhi) {
+      const uint32_t q = *reinterpret_cast<const uint32_t*>(codes + w.t * (width / 2) + w.col * 4);
+      const int gcol = group_shift >= 0 ? (w.col * 8) >> group_shift : (w.col * 8) / group;
+      const int gi = w.t * ng + gcol;
+      const float sc = half_bits_to_float(reinterpret_cast<const uint16_t*>(scales)[gi]);
+      const float lo = half_bits_to_float(reinterpret_cast<const uint16_t*>(los)[gi]);
+      float x[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((q >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+      v.x = pack_bf16x2(x[0], x[1]);
+      v.y = pack_bf16x2(x[2], x[3]);
+      v.z = pack_bf16x2(x[4], x[5]);
+      v.w = pack_bf16x2(x[6], x[7]);
+    }
+    *reinterpret_cast<uint4*>(out + w.t * stride + w.col * 16) = v;
+  }
+}
+
+// int4 codes (a byte holds two: the even element in the low nibble) as floats: (2^23 + q) - 2^23.
+__device__ __forceinline__ float code_float(uint32_t q) { return __uint_as_float(q | 0x4B000000u) - 8388608.f; }
+// Two codes times their tokens' (or group's) scales, rounded to bf16x2: the keys without their minima.
+__device__ __forceinline__ uint32_t scaled_codes(uint32_t q0, uint32_t q1, float s0, float s1) {
+  return pack_bf16x2(code_float(q0) * s0, code_float(q1) * s1);
+}
+// A score product's B fragment from a token's code row: the bytes at crow and crow + 4 hold the k-step's
+// elements 2 tig, 2 tig + 1 and 2 tig + 8, 2 tig + 9; sb is the token's scale for the k-step's group.
+__device__ __forceinline__ void codes_fragment(const unsigned char* crow, float sb, uint32_t& b0, uint32_t& b1) {
+  const uint32_t c0 = crow[0], c1 = crow[4];
+  b0 = scaled_codes(c0 & 15u, c0 >> 4, sb, sb);
+  b1 = scaled_codes(c1 & 15u, c1 >> 4, sb, sb);
+}
+__device__ __forceinline__ float half_at(const unsigned char* base, int i) {
+  return half_bits_to_float(reinterpret_cast<const uint16_t*>(base)[i]);
+}
+
+// Modality bits of the thread's two score columns (bit e: token tok0 + 8 warp + 2 tig + e is an image).
+__device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, int tok0, int vlo, int vhi) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int j = tok0 + warp * 8 + 2 * (lane & 3);
+  const uint8_t* m = p.modality + int64_t(b) * p.t_cap;
+  uint32_t bits = 0;
+  if (j >= vlo && j < vhi && m[j] != 0) bits |= 1u;
+  if (j + 1 >= vlo && j + 1 < vhi && m[j + 1] != 0) bits |= 2u;
+  return bits;
+}
+
+// The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
+// columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
+template <int NMOD, int MT>
+__device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
+                                              int head0, int stages, int mod1 = 0) {
+  constexpr int kRows = MT * 16;
+  const int tid = threadIdx.x;
+  for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
+    const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head, mod1);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q) {
+      const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
+      x0 = load_q(p.qa, p.q_bf16, off);
+      x1 = load_q(p.qa, p.q_bf16, off + 1);
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
+    const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head);
+    float x0 = 0.f, x1 = 0.f;
+    if (head < p.h_q && 2 * c2 < p.d_rope) {
+      const int64_t off = qr_offset(p, b, head) + 2 * c2;
+      x0 = load_q(p.qr, p.q_bf16, off);
+      x1 = load_q(p.qr, p.q_bf16, off + 1);
+    }
+    *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+  }
+  for (int idx = tid; idx < stages * kTile; idx += blockDim.x) {
+    const int st = idx / kTile, t = idx - st * kTile;
+    *reinterpret_cast<uint4*>(smem + g.off_tiles + st * g.tile_bytes + kTile * g.c_stride + t * g.k_stride +
+                              g.hr * 2) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// The RoPE groups and k-biases of the thread's rows (gid, gid + 8) of m-tile mt, and the groups it spans.
+template <int NMOD, int MT>
+__device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int head0, int gsize, int mt, int gid,
+                                            int mod1 = 0) {
+  RowInfo ri;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    int mod, head;
+    row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head, mod1);
+    ri.grp[h] = head < p.h_q ? head / gsize : -1;
+    ri.bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
+  }
+  const int first = head0 + (NMOD == 1 ? mt : mt % (MT / 2)) * 16, last = min(first + 16, p.h_q) - 1;
+  ri.g_lo = first < p.h_q ? first / gsize : 1;
+  ri.g_hi = first < p.h_q ? last / gsize : 0;
+  return ri;
+}
+
+// One tile: scores, online softmax, P, and O += P C. ctile/ktile: bf16 tiles of tokens [tok0, tok0 + 64).
+// Two modalities (row_to_head): m-tiles [0, MT/2) are the text rows, [MT/2, MT) the image rows of the same
+// heads. The RoPE product (the same for both) is computed once per head; a warp whose 8 tokens hold no
+// image (text) token skips the image (text) rows' latent products, and the CTA skips their P C products
+// when none of the tile's 64 tokens needs them (an image is a contiguous run of tokens, so most tiles of
+// a real context are of one modality).
+// CODES: the keys are the raw int4 stage `raw` (codes, float16 scales and minima; load_raw_tile) instead of
+// bf16 tiles: x = code * scale + lo per token and group, with the products taken on the codes (exact small
+// integers in bf16) and scale and lo applied to the fp32 results (docs/KERNELS.md, "int4 MMAs on the codes").
+template <int NMOD, int MT, int NTW, bool CODES>
+__device__ __forceinline__ void compute_tile(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
+                                             uint32_t ctile, uint32_t ktile, int tok0, int vlo, int vhi,
+                                             uint32_t mods, const RowInfo (&ri)[MT], float scale_log2,
+                                             TcState<NMOD, MT, NTW>& st, const unsigned char* raw = nullptr) {
+  static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
+  constexpr int MH = NMOD == 1 ? MT : MT / 2;  // m-tiles of head rows (text rows with two modalities)
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+  const uint32_t sbase = smem_addr(smem);
+
+  // ---- the thread's two tokens: valid, and which modality
+  const int j0 = tok0 + warp * 8 + 2 * tig;
+  const bool v0 = j0 >= vlo && j0 < vhi, v1 = j0 + 1 >= vlo && j0 + 1 < vhi;
+  const bool img0 = NMOD == 2 && (mods & 1u), img1 = NMOD == 2 && (mods & 2u);  // load_mods: valid tokens only
+  bool warp_txt = true, warp_img = false;
+  if (NMOD == 2) {
+    warp_txt = __any_sync(0xffffffffu, (v0 && !img0) || (v1 && !img1));
+    warp_img = __any_sync(0xffffffffu, img0 || img1);
+  }
+
+  // ---- scores of the warp's 8 tokens: the RoPE product into the head rows, copied to the image rows,
+  // then each modality's latent product. CODES: a key is sc * code + lo per token and group; the B
+  // fragments are bf16(sc * code) built in registers from the raw stage, and the minima add lo times the
+  // row's query sum over the group (qs, once per CTA).
+  float s[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) s[mt][0] = s[mt][1] = s[mt][2] = s[mt][3] = 0.f;
+  const int tb = warp * 8 + gid;      // CODES: the token of the thread's B fragments (n = gid)
+  const int tc = warp * 8 + 2 * tig;  // CODES: the tokens of its score columns, tc and tc + 1
+  const float* qs = reinterpret_cast<const float*>(smem + g.off_qs);  // CODES: [rows][n_gc + n_rk]
+  const int qs_w = g.n_gc + g.n_rk;
+  {
+    const uint32_t b_addr = ktile + (warp * 8 + (lane & 7)) * g.k_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qrope + (lane & 15) * g.qr_stride + (lane >> 4) * 16;
+#pragma unroll
+    for (int mt = 0; mt < MH; ++mt) {
+      for (int kr = 0; kr < g.rope_pad; kr += 16) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + mt * 16 * g.qr_stride + kr * 2, a0, a1, a2, a3);
+        for (int gq = ri[mt].g_lo; gq <= ri[mt].g_hi; ++gq) {
+          // Rows of other groups see zeros: the product of a block-diagonal query with all groups' keys.
+          const bool m0 = ri[mt].grp[0] == gq, m1 = ri[mt].grp[1] == gq;
+          uint32_t b0, b1;
+          if constexpr (CODES) {  // the k-step lies in one quantization group (group_r % 16 == 0)
+            const int d0 = gq * p.d_rope + kr, ngr = g.hr / p.group_r, gr = d0 / p.group_r;
+            codes_fragment(raw + g.raw_kq + tb * (g.hr / 2) + d0 / 2 + tig, half_at(raw + g.raw_ks, tb * ngr + gr),
+                           b0, b1);
+            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+            const float lo0 = half_at(raw + g.raw_kl, tc * ngr + gr), lo1 = half_at(raw + g.raw_kl, (tc + 1) * ngr + gr);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              if (ri[mt].grp[h] != gq) continue;
+              const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + g.n_gc + kr / 16];
+              s[mt][2 * h] += lo0 * q;
+              s[mt][2 * h + 1] += lo1 * q;
+            }
+          } else {
+            ldsm_x2(b_addr + (gq * p.d_rope + kr) * 2, b0, b1);
+            mma_bf16(s[mt], m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u, b0, b1);
+          }
+        }
+      }
+      if (NMOD == 2) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[(mt + MH) % MT][e] = s[mt][e];
+      }
+    }
+  }
+  {
+    const uint32_t b_addr = ctile + (warp * 8 + (lane & 7)) * g.c_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qlat + (lane & 15) * g.ql_stride + (lane >> 4) * 16;
+#pragma unroll(CODES ? 1 : 4)  // CODES: not unrolled (unrolling it makes the kernel spill registers)
+    for (int k = 0; k < p.r_kv; k += 16) {
+      uint32_t b0, b1;
+      if constexpr (CODES) {
+        codes_fragment(raw + g.raw_cq + tb * (p.r_kv / 2) + k / 2 + tig,
+                       half_at(raw + g.raw_cs, tb * g.n_gc + k / p.group_c), b0, b1);
+      } else {
+        ldsm_x2(b_addr + k * 2, b0, b1);
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!(mt < MH ? warp_txt : warp_img)) continue;
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + mt * 16 * g.ql_stride + k * 2, a0, a1, a2, a3);
+        mma_bf16(s[mt], a0, a1, a2, a3, b0, b1);
+      }
+    }
+    if constexpr (CODES) {  // the minima of each latent group
+      for (int gi = 0; gi < g.n_gc; ++gi) {
+        const float lo0 = half_at(raw + g.raw_cl, tc * g.n_gc + gi), lo1 = half_at(raw + g.raw_cl, (tc + 1) * g.n_gc + gi);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!(mt < MH ? warp_txt : warp_img)) continue;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float q = qs[(mt * 16 + gid + 8 * h) * qs_w + gi];
+            s[mt][2 * h] += lo0 * q;
+            s[mt][2 * h + 1] += lo1 * q;
+          }
+        }
+      }
+    }
+  }
+
+  // ---- scores in the log2 domain, masked (each token's own modality with two); the row maxima over
+  // the thread's two tokens
+  float tmax[MH][2];
+#pragma unroll
+  for (int mt = 0; mt < MH; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (NMOD == 1) {
+        s[mt][2 * h] = v0 ? (s[mt][2 * h] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+        s[mt][2 * h + 1] = v1 ? (s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2 : -INFINITY;
+      } else {
+        const int mi = (mt + MH) % MT;  // the image rows of the same heads
+        s[mt][2 * h] = v0 ? (img0 ? s[mi][2 * h] + ri[mi].bias[h] : s[mt][2 * h] + ri[mt].bias[h]) * scale_log2
+                          : -INFINITY;
+        s[mt][2 * h + 1] =
+            v1 ? (img1 ? s[mi][2 * h + 1] + ri[mi].bias[h] : s[mt][2 * h + 1] + ri[mt].bias[h]) * scale_log2
+               : -INFINITY;
+      }
+      tmax[mt][h] = fmaxf(s[mt][2 * h], s[mt][2 * h + 1]);
+      tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 1));
+      tmax[mt][h] = fmaxf(tmax[mt][h], __shfl_xor_sync(0xffffffffu, tmax[mt][h], 2));
+    }
+  }
+  static_assert(kWarps == 8, "the row maxima are read as two float4 per row");
+  float* red_max = reinterpret_cast<float*>(smem + g.off_red);  // [kRows][8 warps]; head rows only
+  if (tig == 0) {
+#pragma unroll
+    for (int mt = 0; mt < MH; ++mt) {
+      red_max[(mt * 16 + gid) * kWarps + warp] = tmax[mt][0];
+      red_max[(mt * 16 + gid + 8) * kWarps + warp] = tmax[mt][1];
+    }
+  }
+  // with two modalities the barrier also tells whether any warp of the CTA saw an image token
+  const bool cta_img = NMOD == 2 ? __syncthreads_or(warp_img) != 0 : (__syncthreads(), false);
+
+  // ---- new running max (shared by a head's rows of both modalities), rescale, P
+  unsigned char* psm = smem + g.off_p;
+#pragma unroll
+  for (int mt = 0; mt < MH; ++mt) {
+    constexpr int kMods = NMOD;
+    float m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = mt * 16 + gid + 8 * h;
+      const float4 r0 = *reinterpret_cast<const float4*>(red_max + row * kWarps);
+      const float4 r1 = *reinterpret_cast<const float4*>(red_max + row * kWarps + 4);
+      const float mx = fmaxf(fmaxf(fmaxf(r0.x, r0.y), fmaxf(r0.z, r0.w)), fmaxf(fmaxf(r1.x, r1.y), fmaxf(r1.z, r1.w)));
+      const float m_new = fmaxf(st.m_run[mt][h], mx);
+      const float alpha = m_new == -INFINITY ? 1.f : exp2f(st.m_run[mt][h] - m_new);
+      st.m_run[mt][h] = m_new;
+      m_use[h] = m_new == -INFINITY ? 0.f : m_new;
+#pragma unroll
+      for (int md = 0; md < kMods; ++md) {
+        const int mr = mt + md * MH;  // this head's rows of modality md
+        st.l_part[mr][h] *= alpha;
+#pragma unroll
+        for (int i = 0; i < NTW; ++i) {
+          st.o[mr][i][2 * h] *= alpha;
+          st.o[mr][i][2 * h + 1] *= alpha;
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float e0 = exp2f(s[mt][2 * h] - m_use[h]), e1 = exp2f(s[mt][2 * h + 1] - m_use[h]);
+#pragma unroll
+      for (int md = 0; md < kMods; ++md) {
+        const int mr = mt + md * MH;
+        const float p0 = (NMOD == 1 || img0 == (md == 1)) ? e0 : 0.f;
+        const float p1 = (NMOD == 1 || img1 == (md == 1)) ? e1 : 0.f;
+        st.l_part[mr][h] += p0 + p1;
+        *reinterpret_cast<uint32_t*>(psm + (mr * 16 + gid + 8 * h) * g.p_stride + (warp * 8 + 2 * tig) * 2) =
+            pack_bf16x2(p0, p1);
+      }
+    }
+  }
+  const bool cta_txt = NMOD == 2 ? __syncthreads_or(warp_txt) != 0 : (__syncthreads(), true);
+
+  // ---- O += P C over the warp's output columns (the m-tiles of a modality with tokens in the tile).
+  // CODES: B = bf16(sc * code) of the fragment's four tokens, each with its scale for the n-tile's group (an
+  // 8-column n-tile lies in one group), and the minima add sum_j P[r,j] lo[j,g]: one more product of the P
+  // tile with the tokens' minima (groups as its columns), added to O's columns of each group after the tile.
+  const uint32_t pa_addr = sbase + g.off_p + (lane & 15) * g.p_stride + (lane >> 4) * 16;
+  float plo[MT][4];  // CODES: sum_j P lo[j, g], rows (gid, gid + 8) x groups (2 tig, 2 tig + 1)
+  if constexpr (CODES) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) plo[mt][0] = plo[mt][1] = plo[mt][2] = plo[mt][3] = 0.f;
+  }
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks) {
+    const int j0 = ks * 16 + 2 * tig;  // CODES: the fragments' tokens j0, j0 + 1, j0 + 8, j0 + 9
+    uint32_t bf[NTW][2];
+#pragma unroll
+    for (int i = 0; i < NTW; ++i) {
+      const int nt = warp + i * kWarps;
+      if (nt * 8 >= p.r_kv) continue;
+      if constexpr (CODES) {
+        const int d = nt * 8 + gid, sh = (d & 1) * 4, gi = (nt * 8) / p.group_c, rb = p.r_kv / 2;
+        const unsigned char* col = raw + g.raw_cq + d / 2;
+        const unsigned char* sc = raw + g.raw_cs;
+        bf[i][0] = scaled_codes((col[j0 * rb] >> sh) & 15u, (col[(j0 + 1) * rb] >> sh) & 15u,
+                                half_at(sc, j0 * g.n_gc + gi), half_at(sc, (j0 + 1) * g.n_gc + gi));
+        bf[i][1] = scaled_codes((col[(j0 + 8) * rb] >> sh) & 15u, (col[(j0 + 9) * rb] >> sh) & 15u,
+                                half_at(sc, (j0 + 8) * g.n_gc + gi), half_at(sc, (j0 + 9) * g.n_gc + gi));
+      } else {
+        ldsm_x2_trans(ctile + (ks * 16 + (lane & 15)) * g.c_stride + nt * 16, bf[i][0], bf[i][1]);
+      }
+    }
+    uint32_t lb0 = 0u, lb1 = 0u;  // CODES: B of the minima, n = group gid
+    if constexpr (CODES) {
+      const unsigned char* lo = raw + g.raw_cl;
+      const bool gv = gid < g.n_gc;
+      lb0 = pack_bf16x2(gv ? half_at(lo, j0 * g.n_gc + gid) : 0.f, gv ? half_at(lo, (j0 + 1) * g.n_gc + gid) : 0.f);
+      lb1 = pack_bf16x2(gv ? half_at(lo, (j0 + 8) * g.n_gc + gid) : 0.f, gv ? half_at(lo, (j0 + 9) * g.n_gc + gid) : 0.f);
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!(mt < MH ? cta_txt : cta_img)) continue;
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(pa_addr + mt * 16 * g.p_stride + ks * 32, a0, a1, a2, a3);
+      if constexpr (CODES) mma_bf16(plo[mt], a0, a1, a2, a3, lb0, lb1);
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        if ((warp + i * kWarps) * 8 < p.r_kv) mma_bf16(st.o[mt][i], a0, a1, a2, a3, bf[i][0], bf[i][1]);
+      }
+    }
+  }
+  if constexpr (CODES) {  // plo[r, g] is in lane (gid, g / 2), slot g % 2; an n-tile's group is warp-uniform
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!(mt < MH ? cta_txt : cta_img)) continue;
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        const int nt = warp + i * kWarps;
+        const int gi = nt * 8 < p.r_kv ? (nt * 8) / p.group_c : 0;
+        const int src = (lane & ~3) | (gi >> 1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float v = __shfl_sync(0xffffffffu, (gi & 1) ? plo[mt][2 * h + 1] : plo[mt][2 * h], src);
+          st.o[mt][i][2 * h] += v;
+          st.o[mt][i][2 * h + 1] += v;
+        }
+      }
+    }
+  }
+}
+
+template <int NMOD, int MT, int NTW, bool INT4, bool CODES = false>
+__global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
+    mla_decode_tc_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  static_assert(INT4 || !CODES, "products on the codes need the int4 store");
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kRows = MT * 16;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int head0 = blockIdx.y * MT * (16 / NMOD);
+  const int gsize = p.h_q / p.h_kv;
+  const uint32_t sbase = smem_addr(smem);
+
+  stage_queries<NMOD, MT>(p, g, smem, b, head0, INT4 ? 1 : kBf16Stages);
+  RowInfo ri[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) ri[mt] = row_info<NMOD, MT>(p, b, head0, gsize, mt, gid);
+
+  TcState<NMOD, MT, NTW> st;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      st.m_run[mt][h] = -INFINITY;
+      st.l_part[mt][h] = 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < NTW; ++i) st.o[mt][i][0] = st.o[mt][i][1] = st.o[mt][i][2] = st.o[mt][i][3] = 0.f;
+  }
+  const float scale_log2 = p.scale * kLog2e;
+  const SeqRange sr = seq_range(p, b);
+  __syncthreads();  // queries and pads written
+  if constexpr (CODES) {  // each row's sums of its bf16 queries over every latent group and RoPE k-step
+    float* qs = reinterpret_cast<float*>(smem + g.off_qs);
+    const int w = g.n_gc + g.n_rk;
+    for (int idx = tid; idx < kRows * w; idx += kThreads) {
+      const int row = idx / w, j = idx - row * w;
+      const bool lat = j < g.n_gc;
+      const unsigned char* q = lat ? smem + g.off_qlat + row * g.ql_stride + j * p.group_c * 2
+                                   : smem + g.off_qrope + row * g.qr_stride + (j - g.n_gc) * 32;
+      const int n = lat ? p.group_c : 16;
+      float sum = 0.f;
+      for (int d = 0; d < n; ++d) sum += bf16_bits_to_float(reinterpret_cast<const uint16_t*>(q)[d]);
+      qs[idx] = sum;
+    }
+    __syncthreads();
+  }
+
+  const bool ring = INT4 && split >= g.splits;
+  if (!ring) {
+    // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
+    const int vlo = sr.lo, vhi = INT4 ? min(sr.hi, sr.qlen) : sr.hi;
+    int t_first, t_end;
+    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+    if (!INT4) {
+      constexpr int S = kBf16Stages;
+#pragma unroll
+      for (int s = 0; s < S - 1; ++s) {
+        if (t_first + s < t_end) {
+          const uint32_t tb = sbase + g.off_tiles + s * g.tile_bytes;
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t_first + s) * kTile, vlo, vhi, false);
+        }
+        cp_async_commit();
+      }
+      uint32_t mods_next = (NMOD == 2 && t_first < t_end) ? load_mods(p, b, t_first * kTile, vlo, vhi) : 0u;
+      for (int t = t_first; t < t_end; ++t) {
+        const int i = t - t_first;
+        cp_async_wait<S - 2>();
+        __syncthreads();
+        if (t + S - 1 < t_end) {
+          const uint32_t tb = sbase + g.off_tiles + ((i + S - 1) % S) * g.tile_bytes;
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, (t + S - 1) * kTile, vlo, vhi, false);
+        }
+        cp_async_commit();
+        const uint32_t mods = mods_next;
+        if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
+        const uint32_t tb = sbase + g.off_tiles + (i % S) * g.tile_bytes;
+        compute_tile<NMOD, MT, NTW, false>(p, g, smem, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, mods, ri,
+                                    scale_log2, st);
+      }
+    } else {
+      constexpr int S = kRawStages;
+      unsigned char* ctile = smem + g.off_tiles;
+      unsigned char* ktile = ctile + kTile * g.c_stride;
+#pragma unroll
+      for (int s = 0; s < S - 1; ++s) {
+        if (t_first + s < t_end) load_raw_tile(p, g, b, sbase + g.off_raw + s * g.raw_bytes, (t_first + s) * kTile, vlo, vhi);
+        cp_async_commit();
+      }
+      uint32_t mods_next = (NMOD == 2 && t_first < t_end) ? load_mods(p, b, t_first * kTile, vlo, vhi) : 0u;
+      for (int t = t_first; t < t_end; ++t) {
+        const int i = t - t_first;
+        cp_async_wait<S - 2>();
+        __syncthreads();  // raw tile t landed; everyone is done with the previous tile
+        if (t + S - 1 < t_end)
+          load_raw_tile(p, g, b, sbase + g.off_raw + ((i + S - 1) % S) * g.raw_bytes, (t + S - 1) * kTile, vlo, vhi);
+        cp_async_commit();
+        const uint32_t mods = mods_next;
+        if (NMOD == 2 && t + 1 < t_end) mods_next = load_mods(p, b, (t + 1) * kTile, vlo, vhi);
+        const unsigned char* raw = smem + g.off_raw + (i % S) * g.raw_bytes;
+        if constexpr (CODES) {  // the raw stage as it landed: no dequantization pass, no extra barrier
+          compute_tile<NMOD, MT, NTW, true>(p, g, smem, 0u, 0u, t * kTile, vlo, vhi, mods, ri, scale_log2, st, raw);
+        } else {
+          dequant_rows(raw + g.raw_cq, raw + g.raw_cs, raw + g.raw_cl, ctile, p.r_kv, p.group_c, g.shift_c,
+                       g.c_stride, t * kTile, vlo, vhi);
+          dequant_rows(raw + g.raw_kq, raw + g.raw_ks, raw + g.raw_kl, ktile, g.hr, p.group_r, g.shift_r,
+                       g.k_stride, t * kTile, vlo, vhi);
+          __syncthreads();
+          compute_tile<NMOD, MT, NTW, false>(p, g, smem, smem_addr(ctile), smem_addr(ktile), t * kTile, vlo, vhi,
+                                             mods, ri, scale_log2, st);
+        }
+      }
+    }
+  } else {
+    // int4: the bf16 ring holds positions [qlen, hi); one split, one stage (a window is a few tiles)
+    const int vlo = max(sr.lo, sr.qlen), vhi = sr.hi;
+    int t_first, t_end;
+    split_tiles(vlo, vhi, 0, 1, 1, t_first, t_end);
+    const uint32_t ctile = sbase + g.off_tiles, ktile = ctile + kTile * g.c_stride;
+    for (int t = t_first; t < t_end; ++t) {
+      __syncthreads();  // everyone is done with the previous tile
+      load_bf16_tile(p, g, b, ctile, ktile, t * kTile, vlo, vhi, true);
+      cp_async_commit();
+      const uint32_t mods = NMOD == 2 ? load_mods(p, b, t * kTile, vlo, vhi) : 0u;
+      cp_async_wait<0>();
+      __syncthreads();
+      compute_tile<NMOD, MT, NTW, false>(p, g, smem, ctile, ktile, t * kTile, vlo, vhi, mods, ri, scale_log2, st);
+    }
+  }
+  cp_async_wait<0>();
+  // ---- partials: row sums over the quad and the warps, then max, mass and acc
+  float* red_l = reinterpret_cast<float*>(smem + g.off_red) + kWarps * kRows;  // [8 warps][kRows]
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = st.l_part[mt][h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      if (tig == 0) red_l[warp * kRows + mt * 16 + gid + 8 * h] = l;
+    }
+  }
+  __syncthreads();
+  const Partials w = partials(p, g.total_splits);
+  if (tid < kRows) {
+    int mod, head;
+    row_to_head<NMOD, MT>(tid, head0, mod, head);
+    if (head < p.h_q) {
+      float l = 0.f;
+      for (int ww = 0; ww < kWarps; ++ww) l += red_l[ww * kRows + tid];
+      w.mass_at(p, split, mod, b, head) = l;
+    }
+  }
+  if (warp == 0 && tig == 0) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int mod, head;
+        row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
+        if (head < p.h_q && mod == 0) w.m_at(p, split, b, head) = st.m_run[mt][h];
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int mod, head;
+      row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head);
+      if (head >= p.h_q) continue;
+      float* out = w.acc_at(p, split, mod, b, head);
+#pragma unroll
+      for (int i = 0; i < NTW; ++i) {
+        const int col = (warp + i * kWarps) * 8 + 2 * tig;
+        if (col < p.r_kv) *reinterpret_cast<float2*>(out + col) = make_float2(st.o[mt][i][2 * h], st.o[mt][i][2 * h + 1]);
+      }
+    }
+  }
+}
+
+// ---- the warp-rows tensor-core kernel -----------------------------------------------------------------
+// FlashAttention-2's layout for the decode (MlaDecodeVariant::kTensorCoreWarpRows, docs/KERNELS.md): warp w
+// owns m-tile w % MT (16 rows) and tokens [part TW, part TW + TW) of every tile, part = w / MT, TW = 64 /
+// (8 / MT), with its own running max, row sums and O accumulators over all r_kv columns. The scores stay in
+// registers and become P's A fragments directly, so a tile needs no shared-memory round trip for P or the
+// row maxima and one barrier (the stage's) instead of three. With two modalities the text rows of the
+// block's heads are m-tiles [0, MT/2) and the image rows [MT/2, MT), each with its own running max over its
+// modality's tokens; a warp whose tokens of a tile hold none of its modality skips the tile. The token
+// parts and the two modalities of a head are merged once, at the end, through shared memory.
+// int4 (the quantized positions): each thread copies 16-byte pieces of codes (32 values) of the next tile
+// into its own slot of shared memory (cp.async) and loads their scales and minima into registers, and after
+// the current tile's products dequantizes its own pieces (visible to it after its cp.async.wait_group, no
+// barrier) into the other bf16 buffer, which the next tile's barrier publishes: one barrier per tile.
+// The bf16 ring (int4's last `window` positions) takes the bf16 path.
+constexpr int kRowsMaxChunks = 4;  // int4 16-byte pieces per thread per tile (64 (r_kv + h_kv R) / 32 / 256)
+
+// The scales and minima of one int4 piece: float16 values of its first (low half) and second (high half)
+// 16 values (two groups when a group is 16 values, else the same one twice).
+struct Int4Scales {
+  uint32_t sc = 0u, lo = 0u;
+};
+
+// Where a thread's piece lies in a tile (the same for every tile), packed: bits 0-6 token (127: none),
+// bit 7 RoPE key (else latent), bits 8.. which 32-value piece of the row.
+__device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
+  const int per_c = p.r_kv / 32, per_r = g.hr / 32;
+  const int nc = kTile * per_c, nr = kTile * per_r;
+  if (c < nc) {
+    const int t = c / per_c;
+    return uint32_t(t) | (uint32_t(c - t * per_c) << 8);
+  }
+  if (c < nc + nr) {
+    c -= nc;
+    const int t = c / per_r;
+    return uint32_t(t) | 128u | (uint32_t(c - t * per_r) << 8);
+  }
+  return 127u;
+}
+
+__device__ __forceinline__ uint32_t load_u16(const uint16_t* ptr) {
+  return static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(ptr)));
+}
+
+// Starts the copy of piece `pm` of the tile at tok0 into the thread's slot and loads its scales and minima
+// (tokens outside [vlo, vhi): zero codes, scales and minima, so zeros).
+__device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom& g, uint32_t pm, int b, int tok0,
+                                            int vlo, int vhi, uint32_t slot, Int4Scales& x) {
+  x.sc = x.lo = 0u;
+  const int t = pm & 127u;
+  if (t == 127) return;
+  const bool latent = !(pm & 128u);
+  const int col32 = pm >> 8, j = tok0 + t;
+  const bool valid = j >= vlo && j < vhi;
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  const int width = latent ? p.r_kv : g.hr, group = latent ? p.group_c : p.group_r;
+  const uint8_t* codes = latent ? p.latent_q : p.k_rope_q;
+  cp_async(slot, valid ? codes + row * (width / 2) + col32 * 16 : codes, 16, valid);
+  if (!valid) return;
+  const uint16_t* sc = latent ? p.latent_scale : p.k_rope_scale;
+  const uint16_t* lo = latent ? p.latent_lo : p.k_rope_lo;
+  const int64_t gi = row * (width / group) + (col32 * 32) / group;
+  const int gi2 = group == 16 ? 1 : 0;  // the second 16 values: the next group when groups are 16 wide
+  x.sc = load_u16(sc + gi) | (load_u16(sc + gi + gi2) << 16);
+  x.lo = load_u16(lo + gi) | (load_u16(lo + gi + gi2) << 16);
+}
+
+// x = code * scale + lo from the thread's slot into the bf16 tile, two values per instruction: a code pair
+// (elements i and i + 4 of a 32-bit word, nibbles i and i + 4) becomes the float16 pair 1024 + q exactly
+// (0x6400 | q), minus 1024 (exact), then one float16 FMA with the float16 scale and minimum (one rounding),
+// then bf16 (a second rounding: within one bf16 step of dequant_rows' fp32 FMA rounded once where |x| is in
+// float16's normal range, >= 2^-14; below it within float16's subnormal step, 2^-24, absolute).
+__device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
+                                            const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
+  const int t = pm & 127u;
+  if (t == 127) return;
+  const int col32 = pm >> 8;
+  unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
+  const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
+  const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
+  const __half2 k1024 = __half2half2(__ushort_as_half(0x6400));
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const __half2 sc = __half2half2(__ushort_as_half(uint16_t(half ? x.sc >> 16 : x.sc & 0xffffu)));
+    const __half2 lo = __half2half2(__ushort_as_half(uint16_t(half ? x.lo >> 16 : x.lo & 0xffffu)));
+#pragma unroll
+    for (int w2 = 0; w2 < 2; ++w2) {
+      const uint32_t q = words[half * 2 + w2];
+      float2 f[4];  // f[i] = (x_i, x_{i+4})
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t bits = ((q >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
+        f[i] = __half22float2(__hfma2(__hsub2(*reinterpret_cast<const __half2*>(&bits), k1024), sc, lo));
+      }
+      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
+          make_uint4(pack_bf16x2(f[0].x, f[1].x), pack_bf16x2(f[2].x, f[3].x), pack_bf16x2(f[0].y, f[1].y),
+                     pack_bf16x2(f[2].y, f[3].y));
+    }
+  }
+}
+
+// One warp's share of one tile: scores of its 16 rows against its TW tokens, online softmax, O += P C.
+// mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
+template <int NMOD, int NS, int NO>
+__device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
+                                          uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
+                                          int c0, int my_mod, const RowInfo& ri, float scale_log2,
+                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2]) {
+  const int lane = threadIdx.x & 31, tig = lane & 3;
+  // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
+  bool keep[NS][2];
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = c0 + 8 * n + 2 * tig + e, j = tok0 + c;
+      bool k = j >= vlo && j < vhi;
+      if (NMOD == 2) k = k && ((mods[c] != 0) == (my_mod == 1));
+      keep[n][e] = k;
+      any = any || k;
+    }
+  }
+  if (!__any_sync(0xffffffffu, any)) return;  // none of the warp's tokens is of its rows' modality
+
+  float s[NS][4];
+#pragma unroll
+  for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
+    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * g.qr_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.k_stride + ((lane >> 3) & 1) * 16;
+    for (int kr = 0; kr < g.rope_pad; kr += 16) {
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
+      for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
+        const bool m0 = ri.grp[0] == gq, m1 = ri.grp[1] == gq;
+        const uint32_t x0 = m0 ? a0 : 0u, x1 = m1 ? a1 : 0u, x2 = m0 ? a2 : 0u, x3 = m1 ? a3 : 0u;
+#pragma unroll
+        for (int n = 0; n < NS; n += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldsm_x4(b_addr + n * 8 * g.k_stride + (gq * p.d_rope + kr) * 2, b0, b1, b2, b3);
+          mma_bf16(s[n], x0, x1, x2, x3, b0, b1);
+          mma_bf16(s[n + 1], x0, x1, x2, x3, b2, b3);
+        }
+      }
+    }
+  }
+  {  // latent
+    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * g.ql_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.c_stride + ((lane >> 3) & 1) * 16;
+#pragma unroll 2
+    for (int k = 0; k < p.r_kv; k += 16) {
+      uint32_t a0, a1, a2, a3;
+      ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
+#pragma unroll
+      for (int n = 0; n < NS; n += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(b_addr + n * 8 * g.c_stride + k * 2, b0, b1, b2, b3);
+        mma_bf16(s[n], a0, a1, a2, a3, b0, b1);
+        mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
+      }
+    }
+  }
+  // scores in the log2 domain, masked; the new running max of the thread's rows gid, gid + 8
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float v = keep[n][e] ? (s[n][2 * h + e] + ri.bias[h]) * scale_log2 : -INFINITY;
+        s[n][2 * h + e] = v;
+        mx[h] = fmaxf(mx[h], v);
+      }
+    }
+  }
+  float m_use[2], alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    const float m_new = fmaxf(m_run[h], mx[h]);
+    alpha[h] = m_new == -INFINITY ? 1.f : exp2f(m_run[h] - m_new);
+    m_run[h] = m_new;
+    m_use[h] = m_new == -INFINITY ? 0.f : m_new;
+    l[h] *= alpha[h];
+  }
+  // rescale O only when a row's max moved (after the first tiles it rarely does: a warp-uniform skip)
+  if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+    for (int i = 0; i < NO; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        o[i][2 * h] *= alpha[h];
+        o[i][2 * h + 1] *= alpha[h];
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NS; ++n) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float e0 = exp2f(s[n][2 * h] - m_use[h]), e1 = exp2f(s[n][2 * h + 1] - m_use[h]);
+      s[n][2 * h] = e0;
+      s[n][2 * h + 1] = e1;
+      l[h] += e0 + e1;
+    }
+  }
+  // O += P C: P's A fragment of 16 tokens is the score accumulators of two n-tiles, rounded to bf16
+#pragma unroll
+  for (int kk = 0; kk < NS / 2; ++kk) {
+    const uint32_t a0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+    const uint32_t a2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    const uint32_t a3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * g.c_stride + (lane >> 4) * 16;
+#pragma unroll
+    for (int i = 0; i < NO; i += 2) {
+      if (i * 8 < p.r_kv) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
+        mma_bf16(o[i], a0, a1, a2, a3, b0, b1);
+        mma_bf16(o[i + 1], a0, a1, a2, a3, b2, b3);
+      }
+    }
+  }
+}
+
+// MODCTA (modality CTAs, two-set models): NMOD == 1's layout, the rows being the heads of one modality, that
+// of blockIdx.x % 2; split blockIdx.x / 2. The CTA attends the tokens of its modality only and skips the
+// tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
+// layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
+// the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false>
+__global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
+    mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  constexpr int TP = kWarps / MT;  // token parts
+  constexpr int TW = kTile / TP;   // tokens per warp per tile
+  constexpr int NS = TW / 8;       // score n-tiles per warp
+  constexpr int MH = NMOD == 1 ? MT : MT / 2;
+  constexpr int kRows = MT * 16;
+  constexpr int CH = NO / 8;       // int4 pieces per thread per tile
+  constexpr bool kMods = NMOD == 2 || MODCTA;  // tokens are kept or dropped by their modality
+  static_assert(NS % 2 == 0 && NO % 2 == 0 && CH <= kRowsMaxChunks, "rows kernel sizes");
+  static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
+  static_assert(!MODCTA || NMOD == 1, "modality CTAs hold one modality's rows");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
+  const int mt = warp % MT, part = warp / MT, c0 = part * TW;
+  const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
+  const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
+  const int split = MODCTA ? int(blockIdx.x >> 1) : int(blockIdx.x), b = blockIdx.z;
+  const int head0 = blockIdx.y * MT * (16 / NMOD);
+  const uint32_t sbase = smem_addr(smem);
+
+  const SeqRange sr = seq_range(p, b);
+
+  const bool ring = INT4 && split >= g.splits;
+  const bool quant = INT4 && !ring;
+  int vlo, vhi, t_first, t_end;
+  if (!ring) {  // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
+    vlo = sr.lo;
+    vhi = INT4 ? min(sr.hi, sr.qlen) : sr.hi;
+    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+  } else {  // int4: the bf16 ring holds positions [qlen, hi), one split
+    vlo = max(sr.lo, sr.qlen);
+    vhi = sr.hi;
+    split_tiles(vlo, vhi, 0, 1, 1, t_first, t_end);
+  }
+  // the modality bytes of a tile, fetched one tile ahead by threads 0..63 (two modalities)
+  uint8_t* mods_sm = smem + g.off_mods;  // [2][64]
+  const uint8_t* mod_row = kMods ? p.modality + int64_t(b) * p.t_cap : nullptr;
+  auto fetch_mod = [&](int t) -> uint8_t {
+    const int j = t * kTile + tid;
+    return (kMods && tid < kTile && j >= vlo && j < vhi) ? mod_row[j] : uint8_t(0);
+  };
+  // The tiles to attend, in order: every tile of the split, or (MODCTA) those holding a token of the CTA's
+  // modality, found kThreads tiles at a time: the CTA reads the window's modality bytes together (16-byte
+  // pieces where the rows allow, else one byte per thread in 64 rounds) and a thread that finds one sets its
+  // tile's flag; the flags become the bits of tmask. An empty CTA (most of one modality's, in a context
+  // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the
+  // same points with the same argument (the scan has barriers).
+  uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
+  uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
+  int win = -(1 << 30);
+  auto next_tile = [&](int from) -> int {
+    if constexpr (!MODCTA) {
+      return from;
+    } else {
+      while (from < t_end) {
+        if (from < win || from >= win + kThreads) {
+          __syncthreads();  // every thread is done reading the previous bits
+          tflag[tid] = 0;
+          __syncthreads();
+          const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
+          const bool want = cta_mod == 1;
+          if ((reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0) {
+            // rows of whole 16-byte pieces (no piece crosses a row's end, nor the array's): thread tid reads
+            // quarter-tiles tid + 256 k, all four loads at once
+            uint4 v[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int j0 = from * kTile + (k * kThreads + tid) * 16;
+              v[k] = (j0 < j_hi && j0 + 16 > j_lo) ? *reinterpret_cast<const uint4*>(mod_row + j0)
+                                                    : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int j0 = from * kTile + (k * kThreads + tid) * 16;
+              const uint32_t words[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+              bool hit = false;
+#pragma unroll
+              for (int e = 0; e < 16; ++e) {
+                const int j = j0 + e;
+                hit = hit || (j >= j_lo && j < j_hi && (((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0) == want);
+              }
+              if (hit) tflag[(k * kThreads + tid) / 4] = 1;
+            }
+          } else {  // one byte per thread and round: round r, warp w reads tile 4 r + w / 2
+#pragma unroll 16
+            for (int r = 0; r < kTile; ++r) {
+              const int j = from * kTile + r * kThreads + tid;
+              const bool hit = j >= j_lo && j < j_hi && (mod_row[j] != 0) == want;
+              if (__any_sync(0xffffffffu, hit) && lane == 0) tflag[r * (kThreads / kTile) + warp / 2] = 1;
+            }
+          }
+          __syncthreads();
+          const uint32_t bits = __ballot_sync(0xffffffffu, tflag[tid] != 0);
+          if (lane == 0) tmask[warp] = bits;
+          __syncthreads();
+          win = from;
+        }
+        const int k = from - win;
+        for (int w = k >> 5; w < kWarps; ++w) {
+          uint32_t bits = tmask[w];
+          if (w == (k >> 5)) bits &= ~0u << (k & 31);
+          if (bits) return win + w * 32 + __ffs(int(bits)) - 1;
+        }
+        from = win + kThreads;
+      }
+      return t_end;
+    }
+  };
+  const Partials w = partials(p, g.total_splits);
+  const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
+  // A row's partials header: its mass and (once per head) the max; a modality CTA also zeroes the other
+  // modality's mass, whose accumulator it does not write (the combine skips it).
+  auto write_header = [&](int row, float m, float mass) {
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
+    if (head < p.h_q) {
+      w.mass_at(p, ps, mod, b, head) = mass;
+      if (MODCTA) w.mass_at(p, ps, 1 - mod, b, head) = 0.f;
+      if (MODCTA || mod == 0) w.m_at(p, ps, b, head) = m;
+    }
+  };
+  int t = next_tile(t_first);
+  if (MODCTA && t >= t_end) {  // no token of the CTA's modality: empty partials, nothing else
+    if (tid < kRows) write_header(tid, -INFINITY, 0.f);
+    return;
+  }
+
+  stage_queries<NMOD, MT>(p, g, smem, b, head0, 2, cta_mod);
+  const RowInfo ri = row_info<NMOD, MT>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
+  float o[NO][4];
+#pragma unroll
+  for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float scale_log2 = p.scale * kLog2e;
+  auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
+  if (kMods && tid < kTile && t < t_end) mods_sm[tid] = fetch_mod(t);
+
+  if (!quant) {
+    if (t < t_end) {
+      const uint32_t tb = tile_c(0);
+      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
+    }
+    cp_async_commit();
+    for (int i = 0; t < t_end; ++i) {
+      const int tn = next_tile(t + 1);
+      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+      cp_async_wait<0>();
+      __syncthreads();  // tile t landed; every warp is done with the previous tile (its stage is free)
+      if (tn < t_end) {
+        const uint32_t tb = tile_c(i + 1);
+        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+      }
+      cp_async_commit();
+      const uint32_t tb = tile_c(i);
+      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
+                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      t = tn;
+    }
+  } else {
+    uint32_t pm[CH];
+#pragma unroll
+    for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
+    const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+    Int4Scales x[CH];
+    auto fetch = [&](int tt) {
+#pragma unroll
+      for (int k = 0; k < CH; ++k) fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+      cp_async_commit();
+    };
+    auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
+      cp_async_wait<0>();
+      unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
+#pragma unroll
+      for (int k = 0; k < CH; ++k)
+        store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+    };
+    if (t < t_end) {
+      fetch(t);
+      dequant(0);
+    }
+    for (int i = 0; t < t_end; ++i) {
+      const int tn = next_tile(t + 1);
+      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+      if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
+      __syncthreads();  // tile t dequantized; every warp is done with the previous tile (its buffer is free)
+      const uint32_t tb = tile_c(i);
+      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
+                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      if (tn < t_end) {
+        dequant(i + 1);
+        if (kMods && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      }
+      t = tn;
+    }
+  }
+  cp_async_wait<0>();
+
+  // ---- merge the token parts and, per head, the two modalities' running maxima; write the partials
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  __syncthreads();  // every warp is done with the tiles: the region holds the merge buffers now
+  float* red_m = reinterpret_cast<float*>(smem + g.off_tiles);  // [TP][kRows]
+  float* red_l = red_m + TP * kRows;                             // [kRows]
+  float* acc = red_l + kRows;                                    // [kRows][r_kv + 4]
+  const int acc_stride = p.r_kv + 4;
+  if (tig == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) red_m[part * kRows + mt * 16 + gid + 8 * h] = m_run[h];
+  }
+  __syncthreads();
+  // the head's max over the parts and both modalities' rows
+  auto head_max = [&](int row) {
+    const int other = NMOD == 2 ? (row + MH * 16) % kRows : row;
+    float mh = -INFINITY;
+#pragma unroll
+    for (int q = 0; q < TP; ++q) mh = fmaxf(mh, fmaxf(red_m[q * kRows + row], red_m[q * kRows + other]));
+    return mh;
+  };
+  float f[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float mh = head_max(mt * 16 + gid + 8 * h);
+    f[h] = m_run[h] == -INFINITY ? 0.f : exp2f(m_run[h] - mh);
+  }
+  // the parts' sums, added in part order (deterministic: no atomics)
+#pragma unroll
+  for (int q = 0; q < TP; ++q) {
+    if (part == q) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = mt * 16 + gid + 8 * h;
+        if (tig == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
+        float* arow = acc + row * acc_stride + 2 * tig;
+#pragma unroll
+        for (int i = 0; i < NO; ++i) {
+          if (i * 8 < p.r_kv) {
+            const float2 prev = q == 0 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(arow + i * 8);
+            *reinterpret_cast<float2*>(arow + i * 8) =
+                make_float2(prev.x + o[i][2 * h] * f[h], prev.y + o[i][2 * h + 1] * f[h]);
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (tid < kRows) write_header(tid, head_max(tid), red_l[tid]);
+  const int q4 = p.r_kv / 4;
+  for (int idx = tid; idx < kRows * q4; idx += kThreads) {
+    const int row = idx / q4, c4 = idx - row * q4;
+    int mod, head;
+    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
+    if (head >= p.h_q) continue;
+    float* out = w.acc_at(p, ps, mod, b, head);
+    const float* src = acc + row * acc_stride + c4 * 4;
+    *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
+  }
+}
+
+
+// ---- the kernels, as function pointers from the translation units that instantiate them -------------------
+using KernelFn = void (*)(MlaDecodeParams, Geom);
+
+// The split-keys tensor-core kernel for n_mod modality sets, mt m-tiles and ntw n-tiles per warp (nullptr for
+// a combination it has no instance of): bf16 stores (mla_decode_tc_bf16.cu), int4 stores dequantized to bf16
+// tiles (mla_decode_tc_int4.cu), int4 products on the codes (mla_decode_tc_codes.cu).
+KernelFn tc_kernel_bf16(int n_mod, int mt, int ntw);
+KernelFn tc_kernel_int4(int n_mod, int mt, int ntw);
+KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
+// The warp-rows kernel for n_mod sets (modality_ctas: one modality's rows per CTA), mt m-tiles and no output
+// n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas);
+
+template <int NMOD, bool INT4, bool CODES>
+KernelFn tc_kernel_for(int mt, int ntw) {
+  if (mt == 2) {
+    switch (ntw) {
+      case 1: return mla_decode_tc_kernel<NMOD, 2, 1, INT4, CODES>;
+      case 2: return mla_decode_tc_kernel<NMOD, 2, 2, INT4, CODES>;
+      case 4: return mla_decode_tc_kernel<NMOD, 2, 4, INT4, CODES>;
+      case 8: return mla_decode_tc_kernel<NMOD, 2, 8, INT4, CODES>;
+    }
+  } else if (mt == 4) {
+    switch (ntw) {
+      case 1: return mla_decode_tc_kernel<NMOD, 4, 1, INT4, CODES>;
+      case 2: return mla_decode_tc_kernel<NMOD, 4, 2, INT4, CODES>;
+      case 4: return mla_decode_tc_kernel<NMOD, 4, 4, INT4, CODES>;
+    }
+  }
+  return nullptr;
+}
+
+template <int NMOD, bool INT4, bool MODCTA = false>
+KernelFn rows_kernel_for(int mt, int no) {
+  if (mt == 2) {
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA>
+                    : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;
+  }
+  if (mt == 4) {
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA>
+                    : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA>;
+  }
+  return nullptr;
+}
+
+}  // namespace mla_decode_detail
+}  // namespace vlm2mla

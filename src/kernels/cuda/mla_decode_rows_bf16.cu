@@ -1,0 +1,13 @@
+// The warp-rows kernel over bf16 stores (instances of mla_decode_kernels.cuh's templates, compiled apart from the others).
+#include "kernels/cuda/mla_decode_kernels.cuh"
+
+namespace vlm2mla {
+namespace mla_decode_detail {
+
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas) {
+  if (modality_ctas) return rows_kernel_for<1, false, true>(mt, no);
+  return n_mod == 1 ? rows_kernel_for<1, false>(mt, no) : rows_kernel_for<2, false>(mt, no);
+}
+
+}  // namespace mla_decode_detail
+}  // namespace vlm2mla
