@@ -14,6 +14,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/cuda/cache_write.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
@@ -373,6 +374,73 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   return out;
 #else
   return {};
+#endif
+}
+
+const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& pos, const at::Tensor& window,
+                                      const QuantizedRows& q, int64_t bits, int64_t group) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  for (const at::Tensor* t : {&rows, &pos, &window, &q.data, &q.scale, &q.lo})
+    if (!t->defined()) return "rows, pos, the window and the quantized arrays must be defined";
+  if (!window.is_cuda()) return "the store is not on a CUDA device";
+  for (const at::Tensor* t : {&rows, &pos, &q.data, &q.scale, &q.lo})
+    if (t->device() != window.device()) return "the tensors are not all on the window's device";
+  for (const at::Tensor* t : {&rows, &window, &q.data, &q.scale, &q.lo})
+    if (t->requires_grad()) return "a tensor requires grad (no backward)";
+  const at::ScalarType t = window.scalar_type();
+  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the window is not bf16, fp16 or float32";
+  if (rows.scalar_type() != t) return "rows and the window differ in dtype";
+  if (pos.scalar_type() != at::kLong || pos.numel() != 1) return "pos is not one int64";
+  if (bits != 2 && bits != 4 && bits != 8) return "bits is not 2, 4 or 8";
+  if (window.dim() != 3 || rows.dim() != 3 || rows.size(1) != 1 || rows.size(0) != window.size(0) ||
+      rows.size(2) != window.size(2))
+    return "rows [b, 1, n] and the window [b, w, n] do not match";
+  const int64_t b = window.size(0), n = window.size(2);
+  if (group <= 0 || n % group != 0 || (group * bits) % 8 != 0) return "the group does not divide n in whole bytes";
+  if (q.data.scalar_type() != at::kByte || q.scale.scalar_type() != at::kHalf || q.lo.scalar_type() != at::kHalf)
+    return "the quantized arrays are not uint8 codes with float16 scales and minimums";
+  if (q.data.dim() != 3 || q.data.size(0) != b || q.data.size(2) != n * bits / 8 || q.scale.sizes() != q.lo.sizes() ||
+      q.scale.dim() != 3 || q.scale.size(0) != b || q.scale.size(1) != q.data.size(1) || q.scale.size(2) != n / group)
+    return "the quantized arrays' shapes do not fit the window";
+  for (const at::Tensor* a : {&rows, &window, &q.data, &q.scale, &q.lo})
+    if (a->stride(2) != 1) return "a last dim is not contiguous";
+  return nullptr;
+#else
+  (void)rows, (void)pos, (void)window, (void)q, (void)bits, (void)group;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                      int64_t bits, int64_t group) {
+  const char* why = fused_ring_write_unusable(rows, pos, window, q, bits, group);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write: ", why, "; got rows ", rows.sizes(), " ", rows.scalar_type(),
+                ", window ", window.sizes(), " ", window.scalar_type(), " on ", window.device());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(window.device());
+  RingWriteParams p;
+  p.rows = rows.data_ptr();
+  p.rows_stride = rows.stride(0);
+  p.window = window.data_ptr();
+  p.window_stride[0] = window.stride(0);
+  p.window_stride[1] = window.stride(1);
+  p.data = q.data.data_ptr<uint8_t>();
+  p.data_stride[0] = q.data.stride(0);
+  p.data_stride[1] = q.data.stride(1);
+  p.scale = reinterpret_cast<uint16_t*>(q.scale.data_ptr());
+  p.scale_stride[0] = q.scale.stride(0);
+  p.scale_stride[1] = q.scale.stride(1);
+  p.lo = reinterpret_cast<uint16_t*>(q.lo.data_ptr());
+  p.lo_stride[0] = q.lo.stride(0);
+  p.lo_stride[1] = q.lo.stride(1);
+  p.pos = pos.data_ptr<int64_t>();
+  p.b = window.size(0);
+  p.n = window.size(2);
+  p.window_size = window.size(1);
+  p.bits = int(bits);
+  p.group = int(group);
+  launch_ring_write(p, element_dtype(window.scalar_type()),
+                    c10::cuda::getCurrentCUDAStream(window.device().index()).stream());
 #endif
 }
 

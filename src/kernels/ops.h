@@ -87,6 +87,17 @@ std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const 
 const char* fused_silu_mul_unusable(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);  // ArgumentError if not usable
 
+// A decode step's write into a quantized store with a full-precision ring (kvcache/quant.h's
+// quantized_ring_write, whose libtorch steps are its twin) in one launch (kernels/cuda/cache_write.h), the
+// same bits in the store. rows [b, 1, n] in the ring's dtype (bf16, fp16 or float32); pos [1] int64; window
+// [b, w, n]; q's data uint8 [b, cap, n * bits / 8], scale and lo float16 [b, cap, n / group]; every last dim
+// contiguous; CUDA tensors on one device, none requiring grad. fused_ring_write_unusable(): nullptr when
+// usable, else why not.
+const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& pos, const at::Tensor& window,
+                                      const QuantizedRows& q, int64_t bits, int64_t group);
+void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                      int64_t bits, int64_t group);  // ArgumentError if not usable
+
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's
 // apply_rope, its twin). x [..., d] (d even, at most 8 dims, any strides); cos and sin broadcastable to x's

@@ -1,8 +1,17 @@
 #include "kvcache/quant.h"
 
+#include "core/env_switch.h"
 #include "core/error.h"
 
 namespace vlm2mla {
+
+namespace {
+EnvSwitch fused_ring_write_switch("VLM2MLA_FUSED_CACHE_WRITE", /*default_on=*/false);
+}  // namespace
+
+void set_fused_ring_write(bool on) { fused_ring_write_switch.set(on); }
+
+bool fused_ring_write_enabled() { return fused_ring_write_switch.enabled(); }
 
 void check_quant_shape(int64_t n, int64_t bits, int64_t group, const char* what) {
   VLM2MLA_CHECK(bits == 2 || bits == 4 || bits == 8, ArgumentError, what, ": ", bits,
@@ -54,6 +63,19 @@ at::Tensor dequantize_rows(const QuantizedRows& q, int64_t bits, int64_t group, 
   std::vector<int64_t> out_shape(q.scale.sizes().begin(), q.scale.sizes().end());
   out_shape.back() *= group;
   return x.reshape(out_shape).to(dtype);
+}
+
+void quantized_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                          int64_t bits, int64_t group) {
+  const int64_t w = window.size(1);
+  at::Tensor slot = pos.remainder(w);                 // the ring slot of pos, holding pos - w when pos >= w
+  at::Tensor leaving = window.index_select(1, slot);  // [b, 1, n]
+  QuantizedRows out = quantize_rows(leaving, bits, group);
+  at::Tensor qpos = (pos - w).clamp_min(0);
+  q.data.index_copy_(1, qpos, out.data);
+  q.scale.index_copy_(1, qpos, out.scale);
+  q.lo.index_copy_(1, qpos, out.lo);
+  window.index_copy_(1, slot, rows);
 }
 
 int64_t quantized_row_bytes(int64_t n, int64_t bits, int64_t group) {

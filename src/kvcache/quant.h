@@ -33,4 +33,18 @@ at::Tensor dequantize_rows(const QuantizedRows& q, int64_t bits, int64_t group, 
 // Bytes one row of n values takes (codes + scales + mins).
 int64_t quantized_row_bytes(int64_t n, int64_t bits, int64_t group);
 
+// One decode step's write into a quantized store with a full-precision ring of the last w positions
+// (kvcache/row_store.h): rows [b, 1, n] go to position pos ([1] int64, on the store's device) of the ring
+// `window` [b, w, n] (slot pos % w), after the position leaving it, pos - w, is quantized from that slot
+// into q ([b, cap, ...]) at pos - w (at 0 while pos < w: that row is not read before position 0 itself
+// leaves the ring and is written there). rows must have the window's dtype. These libtorch steps are the
+// twin of the fused CUDA kernel (kernels/ops.h fused_ring_write), which writes the same bits.
+void quantized_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                          int64_t bits, int64_t group);
+
+// Whether RowStore::write_at takes the fused kernel where it can (CUDA stores). Off by default until its
+// device tests have run; VLM2MLA_FUSED_CACHE_WRITE=1 (or set_fused_ring_write(true)) turns it on.
+void set_fused_ring_write(bool on);
+bool fused_ring_write_enabled();
+
 }  // namespace vlm2mla

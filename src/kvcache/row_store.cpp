@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/ops.h"
 
 namespace vlm2mla {
 
@@ -108,15 +109,12 @@ void RowStore::write_at(const at::Tensor& rows, const at::Tensor& pos) {
     plain_.index_copy_(1, pos, rows.to(plain_.scalar_type()));
     return;
   }
-  const int64_t w = spec_.window;
-  at::Tensor slot = pos.remainder(w);                 // the ring slot of pos, holding pos - w when pos >= w
-  at::Tensor leaving = window_.index_select(1, slot);  // [b, 1, n]
-  QuantizedRows q = quantize_rows(leaving, bits_, spec_.group);
-  at::Tensor qpos = (pos - w).clamp_min(0);
-  q_.data.index_copy_(1, qpos, q.data);
-  q_.scale.index_copy_(1, qpos, q.scale);
-  q_.lo.index_copy_(1, qpos, q.lo);
-  window_.index_copy_(1, slot, rows.to(compute_dtype_));
+  const at::Tensor r = rows.to(compute_dtype_);
+  if (fused_ring_write_enabled() && !fused_ring_write_unusable(r, pos, window_, q_, bits_, spec_.group)) {
+    fused_ring_write(r, pos, window_, q_, bits_, spec_.group);  // one launch, the same bits
+    return;
+  }
+  quantized_ring_write(r, pos, window_, q_, bits_, spec_.group);
 }
 
 at::Tensor RowStore::read_upto(const at::Tensor& last) const {

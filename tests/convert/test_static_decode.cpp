@@ -2,7 +2,8 @@
 // with a cache): step by step on every fixture family, unconverted (dense K/V cache) and converted
 // (latent cache), float and quantized caches (windows crossed during the steps, and prompts shorter
 // than the window); greedy generation through each decode mode; and, on a GPU, the CUDA graph that
-// replays the static step against the step run eagerly; the fused RMSNorm, RoPE and silu * up switches.
+// replays the static step against the step run eagerly; the fused RMSNorm, RoPE, silu * up and quantized-cache
+// write switches.
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -17,6 +18,7 @@
 #include "io/safetensors.h"
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
+#include "kvcache/quant.h"
 #include "models/model.h"
 #include "nn/layers.h"
 #include "nn/rope.h"
@@ -366,6 +368,45 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const CacheSpec spec{CacheType::kBf16, 8, 4};
   expect_unchanged("unconverted, bf16 dense cache", *Model::load(dir + "/model", bf16), &spec, true);
   expect_unchanged("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16), &spec, true);
+}
+
+// The fused quantized-cache write (RowStore::write_at; off by default until its device run,
+// VLM2MLA_FUSED_CACHE_WRITE=1): it writes the twin's bits, so switching it changes no logits: not on the
+// CPU (the steps run either way), nor on a GPU over the decode steps (dynamic, and static replayed as CUDA
+// graphs, whose cache writes it is) of an unconverted model over an int4 dense cache and an md-converted one
+// over int4, int8 and int2 latent caches, with windows the steps cross.
+TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  struct Restore {
+    bool on;
+    ~Restore() { set_fused_ring_write(on); }
+  } restore{fused_ring_write_enabled()};
+  auto run = [&](const Model& m, const CacheSpec& spec, bool fused, bool graph) {
+    set_fused_ring_write(fused);
+    std::vector<at::Tensor> out;
+    static_vs_dynamic(m, in, &spec, 5, graph, &out);
+    return out;
+  };
+  auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec& spec, bool graph) {
+    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
+    ASSERT_EQ(on.size(), off.size());
+    for (size_t i = 0; i < on.size(); ++i) {
+      EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": decode step " << i / 2 << (i % 2 ? " (static)" : " (dynamic)")
+                                            << ", max abs. difference " << (on[i] - off[i]).abs().max().item<double>();
+    }
+  };
+  testing::TempDir tmp;
+  expect_unchanged("cpu, md, int4", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}),
+                   CacheSpec{CacheType::kInt4, 8, 2}, false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  expect_unchanged("unconverted, int4 dense cache", *Model::load(dir + "/model", bf16), CacheSpec{CacheType::kInt4, 8, 2},
+                   true);
+  for (const CacheType type : {CacheType::kInt4, CacheType::kInt8, CacheType::kInt2}) {
+    expect_unchanged(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 2}, true);
+  }
 }
 
 }  // namespace

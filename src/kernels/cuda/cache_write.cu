@@ -1,0 +1,77 @@
+// A decode step's quantized cache write in one launch (cache_write.h). One CTA per sequence: its threads
+// quantize the leaving ring row a group each, then, after a barrier (the slot is read before it is
+// overwritten), copy the step's rows into the slot.
+#include "kernels/cuda/cache_write.h"
+
+#include <cuda_fp16.h>
+
+#include "core/error.h"
+#include "kernels/cuda/element.cuh"
+
+namespace vlm2mla {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
+  const int64_t b = blockIdx.x;
+  const int64_t pos = *p.pos;
+  const int64_t slot = pos % p.window_size;
+  const int64_t qpos = pos >= p.window_size ? pos - p.window_size : 0;
+  T* ring = static_cast<T*>(p.window) + b * p.window_stride[0] + slot * p.window_stride[1];
+  const int groups = int(p.n / p.group), per_byte = 8 / p.bits;
+  const float levels = float((1 << p.bits) - 1);
+  uint8_t* data = p.data + b * p.data_stride[0] + qpos * p.data_stride[1];
+  for (int g = threadIdx.x; g < groups; g += kThreads) {
+    const T* x = ring + int64_t(g) * p.group;
+    float lo = to_float(x[0]), hi = lo;
+    for (int i = 1; i < p.group; ++i) {
+      const float v = to_float(x[i]);
+      lo = fminf(lo, v);
+      hi = fmaxf(hi, v);
+    }
+    float scale = (hi - lo) / levels;
+    if (!(scale > 0.f)) scale = 1.f;
+    const __half s16 = __float2half_rn(scale), l16 = __float2half_rn(lo);
+    const float s = __half2float(s16), l = __half2float(l16);
+    uint8_t* d = data + int64_t(g) * p.group / per_byte;
+    for (int j = 0; j < p.group / per_byte; ++j) {
+      unsigned byte = 0;
+      for (int k = 0; k < per_byte; ++k) {
+        const float c = fminf(fmaxf(rintf((to_float(x[j * per_byte + k]) - l) / s), 0.f), levels);
+        byte |= unsigned(c) << (k * p.bits);
+      }
+      d[j] = uint8_t(byte);
+    }
+    p.scale[b * p.scale_stride[0] + qpos * p.scale_stride[1] + g] = __half_as_ushort(s16);
+    p.lo[b * p.lo_stride[0] + qpos * p.lo_stride[1] + g] = __half_as_ushort(l16);
+  }
+  __syncthreads();  // the leaving row is read: its slot takes the step's rows
+  const T* rows = static_cast<const T*>(p.rows) + b * p.rows_stride;
+  for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = rows[e];
+}
+
+}  // namespace
+
+void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
+  VLM2MLA_CHECK(p.bits == 2 || p.bits == 4 || p.bits == 8, ArgumentError, "ring_write: ", p.bits,
+                "-bit codes (2, 4 or 8)");
+  VLM2MLA_CHECK(p.group > 0 && p.n > 0 && p.n % p.group == 0 && (p.group * p.bits) % 8 == 0, ArgumentError,
+                "ring_write: group ", p.group, " must divide the row width ", p.n, " and fill whole bytes");
+  VLM2MLA_CHECK(p.window_size >= 1 && p.b >= 0 && p.b <= 0x7fffffff, ArgumentError, "ring_write: window ",
+                p.window_size, ", batch ", p.b, " out of range");
+  VLM2MLA_CHECK(p.rows && p.window && p.data && p.scale && p.lo && p.pos, ArgumentError,
+                "ring_write: every array must be set");
+  if (p.b == 0) return;
+  switch (dtype) {
+    case ElementDtype::kBf16: ring_write_kernel<__nv_bfloat16><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
+    case ElementDtype::kFp16: ring_write_kernel<__half><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
+    case ElementDtype::kFp32: ring_write_kernel<float><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  VLM2MLA_CHECK(err == cudaSuccess, Error, "ring_write: launching the kernel failed: ", cudaGetErrorName(err), " (",
+                cudaGetErrorString(err), ")");
+}
+
+}  // namespace vlm2mla
