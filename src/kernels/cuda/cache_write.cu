@@ -22,6 +22,9 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
   T* ring = static_cast<T*>(p.window) + b * p.window_stride[0] + slot * p.window_stride[1];
   const int groups = int(p.n / p.group), per_byte = 8 / p.bits;
   const float levels = float((1 << p.bits) - 1);
+  // libtorch's CUDA division by a host scalar multiplies by the scalar's float32 reciprocal (its
+  // BinaryDivTrueKernel): the twin's scale is (max - min) * (1 / levels), not a division
+  const float inv_levels = 1.f / levels;
   uint8_t* data = p.data + b * p.data_stride[0] + qpos * p.data_stride[1];
   for (int g = threadIdx.x; g < groups; g += kThreads) {
     const T* x = ring + int64_t(g) * p.group;
@@ -31,7 +34,7 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
       lo = fminf(lo, v);
       hi = fmaxf(hi, v);
     }
-    float scale = (hi - lo) / levels;
+    float scale = (hi - lo) * inv_levels;
     if (!(scale > 0.f)) scale = 1.f;
     const __half s16 = __float2half_rn(scale), l16 = __float2half_rn(lo);
     const float s = __half2float(s16), l = __half2float(l16);

@@ -2,9 +2,10 @@
 // position leaving the full-precision ring is quantized into the integer store and the step's rows take its
 // ring slot. What RowStore::write_at otherwise does in ~30 libtorch kernels (kvcache/quant.h's
 // quantized_ring_write is the twin), computed the same way, so the stores come out bit for bit equal:
-// per group min and max in float32, scale = (max - min) / (2^bits - 1) (1 unless positive), both rounded
-// to float16, codes = clamp(rint((x - lo16) / scale16), 0, 2^bits - 1) with IEEE division, packed low
-// bits first. Finite values (a NaN in a group makes libtorch's min/max NaN, this kernel's not).
+// per group min and max in float32, scale = (max - min) * (1 / (2^bits - 1)) (1 unless positive: libtorch's
+// CUDA division by a host scalar multiplies by its reciprocal, so the twin on a GPU computes this), both
+// rounded to float16, codes = clamp(rint((x - lo16) / scale16), 0, 2^bits - 1) with IEEE division, packed
+// low bits first. Finite values (a NaN in a group makes libtorch's min/max NaN, this kernel's not).
 // No libtorch here.
 #pragma once
 
