@@ -1,9 +1,12 @@
 #include "generate/decode_graph.h"
 
+#include <vector>
+
 #include "core/error.h"
 
 #ifdef VLM2MLA_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
+#include <cuda_runtime_api.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -21,6 +24,38 @@ struct DecodeGraph::Impl {
 };
 
 bool DecodeGraph::available() { return true; }
+
+namespace {
+
+// The kernel nodes of the graph `stream` is capturing (-1 when the runtime cannot say).
+int64_t captured_kernels(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaGraph_t graph = nullptr;
+#if CUDART_VERSION >= 13000
+  cudaError_t err = cudaStreamGetCaptureInfo(stream, &status, nullptr, &graph);
+#else
+  cudaError_t err = cudaStreamGetCaptureInfo_v2(stream, &status, nullptr, &graph);
+#endif
+  size_t n = 0;
+  if (err != cudaSuccess || status != cudaStreamCaptureStatusActive || !graph ||
+      cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess) {
+    cudaGetLastError();  // a query, not a failure of the step
+    return -1;
+  }
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (n > 0 && cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  int64_t kernels = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
+    if (cudaGraphNodeGetType(nodes[i], &type) == cudaSuccess && type == cudaGraphNodeTypeKernel) ++kernels;
+  }
+  return kernels;
+}
+
+}  // namespace
 
 void cuda_profiler_range(bool start) {
   c10::cuda::device_synchronize();
@@ -58,6 +93,7 @@ void DecodeGraph::run(const std::function<void()>& step) {
       impl_->graph.capture_begin();
       try {
         step();
+        step_kernels_ = captured_kernels(side.stream());
       } catch (...) {
         try {
           impl_->graph.capture_end();

@@ -35,11 +35,14 @@ class DecodeGraph {
 
   // Calls that replayed the captured graph.
   int64_t replays() const { return replays_; }
+  // Kernel launches in the captured step (the graph's kernel nodes, counted as the capture ends): what
+  // fusions remove, exactly, where timings move within their noise. -1 before the capture.
+  int64_t step_kernels() const { return step_kernels_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  int64_t calls_ = 0, replays_ = 0;
+  int64_t calls_ = 0, replays_ = 0, step_kernels_ = -1;
 };
 
 }  // namespace vlm2mla

@@ -155,6 +155,8 @@ StaticDecodeSteps::StaticDecodeSteps(const TextDecoder& model, KvCache& cache, c
 
 StaticDecodeSteps::~StaticDecodeSteps() = default;
 
+int64_t StaticDecodeSteps::step_kernels() const { return graph_ ? graph_->step_kernels() : -1; }
+
 at::Tensor StaticDecodeSteps::step(const at::Tensor& tokens) {
   in_.input_ids.copy_(tokens.reshape({-1, 1}));
   auto body = [this] {
@@ -256,6 +258,7 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   result.kv_bytes_allocated = cache.bytes_allocated();
   result.kv_bytes_per_token = cache.bytes_per_token();
   result.decode = mode;
+  if (static_steps) result.step_kernels = static_steps->step_kernels();
   result.sequences = steps.empty() ? ids : at::cat({ids, at::stack(steps, 1)}, 1);
   return result;
 }

@@ -58,6 +58,7 @@ struct GenerateResult {
   int64_t kv_bytes_allocated = 0;  // bytes of the cache tensors at the end of the run
   int64_t kv_bytes_per_token = 0;  // cache bytes one position costs, all layers
   DecodeMode decode = DecodeMode::kDynamic;  // how the decode steps ran (auto resolved)
+  int64_t step_kernels = -1;  // graph mode: kernel launches in the captured decode step (else -1)
 };
 
 class DecodeGraph;
@@ -78,6 +79,8 @@ class StaticDecodeSteps {
   // Logits [b, V] of the next token after `tokens` ([b] or [b, 1] int64), committed to the cache. With a
   // graph the tensor aliases the graph's memory: the next step rewrites it.
   at::Tensor step(const at::Tensor& tokens);
+  // With a graph, the kernel launches of the captured step (DecodeGraph::step_kernels), else -1.
+  int64_t step_kernels() const;
 
  private:
   const TextDecoder& model_;

@@ -39,9 +39,11 @@ ModelInputs fixture_inputs(const std::string& name) {
 // Prefill, then `steps` one-token steps fed the dynamic path's greedy tokens, on two caches: the worst
 // relative difference of the static step's logits (StaticDecodeSteps, generate's own) from the dynamic
 // step's over all steps. With `graph`, the static steps replay as a CUDA graph. With `logits`, every
-// step's dynamic [b, 1, V] and static [b, V] logits (float32, CPU) are appended to it.
+// step's dynamic [b, 1, V] and static [b, V] logits (float32, CPU) are appended to it; `step_kernels` gets
+// the captured step's kernel launches (StaticDecodeSteps::step_kernels: -1 without a graph).
 double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec* spec, int64_t steps,
-                         bool graph = false, std::vector<at::Tensor>* logits = nullptr) {
+                         bool graph = false, std::vector<at::Tensor>* logits = nullptr,
+                         int64_t* step_kernels = nullptr) {
   const TextDecoder& dec = m.decoder();
   Prompt p = m.prepare(in, false);
   const int64_t b = p.input_ids.size(0), t = p.input_ids.size(1);
@@ -68,6 +70,7 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
     pos = pos + 1;
   }
   EXPECT_EQ(sta->length(), dyn->length());
+  if (step_kernels) *step_kernels = fixed.step_kernels();
   return worst;
 }
 
@@ -382,14 +385,24 @@ TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
     bool on;
     ~Restore() { set_fused_ring_write(on); }
   } restore{fused_ring_write_enabled()};
+  int64_t kernels = -1;  // the last run's captured step
   auto run = [&](const Model& m, const CacheSpec& spec, bool fused, bool graph) {
     set_fused_ring_write(fused);
     std::vector<at::Tensor> out;
-    static_vs_dynamic(m, in, &spec, 5, graph, &out);
+    static_vs_dynamic(m, in, &spec, 5, graph, &out, &kernels);
     return out;
   };
   auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec& spec, bool graph) {
-    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
+    const std::vector<at::Tensor> off = run(m, spec, false, graph);
+    const int64_t kernels_off = kernels;
+    const std::vector<at::Tensor> on = run(m, spec, true, graph);
+    if (graph) {  // the launches it removes: ~33 of the libtorch steps for each store's one, 2 stores a layer
+      const int64_t stores = 2 * m.text_config().num_hidden_layers;
+      std::printf("[fused cache write] %s: %ld kernels a step with the libtorch steps, %ld with the kernel\n",
+                  what.c_str(), long(kernels_off), long(kernels));
+      EXPECT_GT(kernels_off, 0) << what;
+      EXPECT_LE(kernels, kernels_off - 10 * stores) << what;
+    }
     ASSERT_EQ(on.size(), off.size());
     for (size_t i = 0; i < on.size(); ++i) {
       EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": decode step " << i / 2 << (i % 2 ? " (static)" : " (dynamic)")

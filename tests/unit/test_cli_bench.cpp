@@ -56,6 +56,7 @@ TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
     const char* kernel_env = std::getenv("VLM2MLA_DECODE_KERNEL");
     EXPECT_EQ(j["decode_kernel_request"], kernel_env ? kernel_env : "auto");
     EXPECT_EQ(j["decode_kernels"], nlohmann::json::array());  // an unconverted model: no latent-cache kernel
+    EXPECT_EQ(j["decode_step_kernels"], -1);  // counted from a captured CUDA graph only (graph mode)
     EXPECT_EQ(j["new_tokens"], 4);
     ASSERT_EQ(j["decode_step_ms"].size(), 3u);  // the first token comes out of the prefill
     std::vector<double> ms = j["decode_step_ms"].get<std::vector<double>>();

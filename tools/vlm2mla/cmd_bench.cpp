@@ -240,6 +240,8 @@ void register_bench(CLI::App& app) {
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
         // "tc-codes", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
         {"decode_kernels", kernels_used},
+        // graph mode: the kernel launches of one captured decode step (exact, where timings are noisy)
+        {"decode_step_kernels", r.step_kernels},
         {"synthetic_cache", args->synthetic_cache},
         {"context", s},
         {"batch", args->batch},
