@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (device tool; carry .deps from scripts/device/prepare.sh): one device call's round of
+# checks after a change, stopping at the first failure so that no device time goes to benchmarking a build
+# that did not compile or a kernel that failed its tests:
+#   1. scripts/device/kernels.sh --build-only, then the kernel tests (test_kernels; ROUND_KERNEL_FILTER, a
+#      gtest filter, default all) and, with ROUND_BANDWIDTH=1, the kernels' bandwidth benchmark;
+#   2. the model, parity and conversion targets, and their CUDA tests (ROUND_CTEST, a ctest regex, default
+#      "Cuda|Fused|Switch|StaticDecode|MlaRuntime"; ROUND_CTEST= skips them);
+#   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
+#      "4096:1 32768:8") and ROUND_VARIANTS (default "gqa mla:32:bf16 mla:32:int4"), once per setting of
+#      ROUND_ENV (space-separated VAR=VALUE words, each run on its own; default: one run as the environment
+#      is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
+#      pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large batches, BENCH_MLA_DECODE).
+# Cold, the defaults take ~8-9 minutes (builds ~3, tests ~3, each bench run ~1.5): within one call's 600 s
+# with one ROUND_ENV setting; narrow the grid or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.
+# Prints a table per run: median ms per step, the floor, their ratio, the kernel launches of a captured
+# step, the decode kernels taken. Everything also lands in $OUT (0-all.tar.gz holds it all).
+#
+#   device run: ROUND_ENV="VLM2MLA_FUSED_CACHE_WRITE=0 VLM2MLA_FUSED_CACHE_WRITE=1" bash scripts/device/round.sh
+set -uo pipefail
+here="$(dirname "${BASH_SOURCE[0]}")"
+source "$here/env.sh"
+t0=$SECONDS
+bash "$here/kernels.sh" --build-only > "$out/round_build.log" 2>&1 || { tail -40 "$out/round_build.log"; exit 4; }
+echo "kernels built: $((SECONDS - t0)) s"
+bin=build-device/tests/test_kernels
+timeout 400 "$bin" --gtest_filter="${ROUND_KERNEL_FILTER:-*}" > "$out/round_kernels.log" 2>&1
+rc=$?
+grep -E "^\[ *(FAILED|PASSED) |Failure" "$out/round_kernels.log" | head -30
+[[ $rc -eq 0 ]] || { echo "kernel tests failed (rc=$rc): stopping"; exit 5; }
+if [[ "${ROUND_BANDWIDTH:-0}" == 1 ]]; then
+  timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/round_bandwidth.log" 2>&1
+  grep -E "bandwidth|gemv" "$out/round_bandwidth.log" | head -80
+fi
+echo "kernel tests: $((SECONDS - t0)) s"
+if [[ -n "${ROUND_CTEST-Cuda|Fused|Switch|StaticDecode|MlaRuntime}" ]]; then
+  cmake --build build-device --target vlm2mla test_convert test_parity -j"$(nproc)" > "$out/round_build2.log" 2>&1 \
+    || { grep -E "error|FAILED" "$out/round_build2.log" | head -30; exit 6; }
+  (cd build-device && VLM2MLA_SKIP_NODE_TESTS=1 timeout 300 ctest -R "${ROUND_CTEST-Cuda|Fused|Switch|StaticDecode|MlaRuntime}" \
+    -E "MlaDecodeCuda" -j8 --output-on-failure > "$out/round_ctest.log" 2>&1)
+  rc=$?
+  grep -E "tests passed|tests failed|\(Failed\)|\[fused|\[gemv" "$out/round_ctest.log" | head -30
+  [[ $rc -eq 0 ]] || { echo "model tests failed (rc=$rc): stopping"; exit 7; }
+  echo "model tests: $((SECONDS - t0)) s"
+else
+  cmake --build build-device --target vlm2mla -j"$(nproc)" > "$out/round_build2.log" 2>&1 \
+    || { grep -E "error|FAILED" "$out/round_build2.log" | head -30; exit 6; }
+fi
+[[ -n "${ROUND_GRID-4096:1 32768:8}" ]] || exit 0
+read -r -a settings <<< "${ROUND_ENV:-}"
+[[ ${#settings[@]} -gt 0 ]] || settings=("")
+for setting in "${settings[@]}"; do
+  name="${setting:-as-is}"
+  file="round_bench_${name//[^A-Za-z0-9_=]/_}.jsonl"
+  env ${setting:+"$setting"} BENCH_MLA_GRID="${ROUND_GRID-4096:1 32768:8}" \
+    BENCH_MLA_VARIANTS="${ROUND_VARIANTS:-gqa mla:32:bf16 mla:32:int4}" BENCH_MLA_TOKENS="${ROUND_TOKENS:-16}" \
+    BENCH_MLA_OUT="$file" bash "$here/bench_mla.sh" > /dev/null 2>&1
+  echo "== $name"
+  python3 - "$out/$file" <<'EOF'
+import json, sys
+print(f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8} {'floor':>7} {'x floor':>7} {'kernels':>7}  decode kernels")
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    r = d.get("result")
+    if r is None:
+        print(f"{d['variant']:14} {d.get('context', ''):>7} {d.get('batch', ''):>5}  error: {d.get('error', '')}")
+        continue
+    ms, floor = r["decode_ms_per_step_median"], r["floor_ms"]
+    print(f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f} {floor:7.2f} {ms / floor:6.2f}x "
+          f"{r.get('decode_step_kernels', -1):>7}  {','.join(r.get('decode_kernels', []))}")
+EOF
+done
+echo "total: $((SECONDS - t0)) s"
