@@ -1,24 +1,6 @@
-// Absorbed MLA decode over a latent cache (params.h, METHOD.md §5), bf16 and int4 (§7) stores.
-//
-// Two tensor-core layouts share the plan, the tile loaders and the partials: the split-keys kernel described
-// here (MlaDecodeVariant::kTensorCore) and the warp-rows kernel (kTensorCoreWarpRows, kAuto's first choice;
-// see "the warp-rows tensor-core kernel" below and docs/KERNELS.md), each the other's twin.
-// Design (FlashMLA / flash-decoding): the latent c_j is shared by every head, so a CTA owns one sequence,
-// a block of heads and a contiguous run of 64-token tiles (split-KV). Each tile is read from device memory
-// once into shared memory (cp.async, double-buffered; int4 codes and their scales are staged raw and
-// dequantized to bf16 in shared memory) and used by all heads of the block through tensor-core MMAs:
-//   scores  S[(m,h), j] = qa[m,h] . c_j + qr[h] . k_j[g(h)]     (mma.m16n8k16 bf16, fp32 accumulate)
-//   output  O[(m,h), :] += P[(m,h), j] c_j                      (same MMA, P rounded to bf16)
-// Rows of an MMA tile are (modality, head) pairs: with two modalities, row r < 8 is (text, head r) and
-// row r + 8 is (image, head r), so one thread holds both hypotheses of a token's score and picks the one
-// of the token's modality; P is zero in the other row, which makes O's rows the per-modality sums.
-// The online softmax keeps a running max per row (log2 domain) shared by the warps through a small
-// reduction in shared memory. Each CTA writes unnormalized partials (max, per-modality mass, acc); a
-// second kernel combines the splits. Shapes outside the tensor-core kernel's limits use a generic
-// kernel (plain fp32 arithmetic, one CTA per head) with the same partials.
-//
-// This file: the generic and combine kernels, and the host side (validation, plan, launch); the tensor-core
-// kernels' device code is in mla_decode_kernels.cuh, instantiated in mla_decode_{tc,rows}_*.cu.
+// Absorbed MLA decode over a latent cache (params.h, METHOD.md §5), bf16 and int4 (§7) stores: the host
+// side (validation, plan, launch) and the generic and combine kernels. The design of the tensor-core
+// kernels, and their device code, is in mla_decode_kernels.cuh; their instances in mla_decode_{tc,rows}_*.cu.
 // No libtorch here, so this file compiles with plain nvcc on machines without a CUDA libtorch too.
 #include "kernels/cuda/mla_decode.h"
 

@@ -35,7 +35,6 @@
 namespace vlm2mla {
 namespace mla_decode_detail {
 
-
 constexpr int kTile = 64;            // tokens per tile
 constexpr int kMinTilesPerSplit = 1;  // tensor-core kernels: fewest tiles per split CTA (params.h)
 constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows kernel's modality CTAs
