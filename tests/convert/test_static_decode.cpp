@@ -74,6 +74,22 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
   return worst;
 }
 
+// Each of `on` bit for bit its `off` twin: a mismatch names `what`, which logits (the prompt's where
+// `prompt` leads the lists, then each decode step's dynamic and static ones, as static_vs_dynamic appends
+// them) and the largest difference.
+void expect_identical_logits(const std::vector<at::Tensor>& on, const std::vector<at::Tensor>& off,
+                             const std::string& what, bool prompt) {
+  ASSERT_EQ(on.size(), off.size()) << what;
+  for (size_t i = 0; i < on.size(); ++i) {
+    const size_t k = i - (prompt ? 1 : 0);
+    const std::string which = prompt && i == 0 ? "prompt logits"
+                                               : "decode step " + std::to_string(k / 2) +
+                                                     (k % 2 ? " logits (static)" : " logits (dynamic)");
+    EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": " << which << ", max abs. difference "
+                                          << (on[i] - off[i]).abs().max().item<double>();
+  }
+}
+
 class StaticDecode : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StaticDecode, UnconvertedStepsEqualDynamic) {
@@ -319,12 +335,7 @@ TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
   };
   auto expect_unchanged = [&](const Case& c, bool graph) {
     const std::vector<at::Tensor> off = run(c, false, graph), on = run(c, true, graph);
-    ASSERT_EQ(on.size(), off.size());
-    for (size_t i = 0; i < on.size(); ++i) {
-      EXPECT_TRUE(at::equal(on[i], off[i])) << c.what << ": " << (i == 0 ? "prompt logits" : "decode step logits ")
-                                            << (i == 0 ? "" : std::to_string((i - 1) / 2)) << ", max abs. difference "
-                                            << (on[i] - off[i]).abs().max().item<double>();
-    }
+    expect_identical_logits(on, off, c.what, /*prompt=*/true);
   };
   expect_unchanged({"cpu, unconverted", Model::load(dir + "/model", LoadOptions{}), std::nullopt}, false);
   expect_unchanged({"cpu, md", converted(name).model, std::nullopt}, false);
@@ -358,11 +369,7 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   };
   auto expect_unchanged = [&](const char* what, const Model& m, const CacheSpec* spec, bool graph) {
     const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
-    ASSERT_EQ(on.size(), off.size());
-    for (size_t i = 0; i < on.size(); ++i) {
-      EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": logits " << i << ", max abs. difference "
-                                            << (on[i] - off[i]).abs().max().item<double>();
-    }
+    expect_identical_logits(on, off, what, /*prompt=*/true);
   };
   expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
@@ -403,11 +410,7 @@ TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
       EXPECT_GT(kernels_off, 0) << what;
       EXPECT_LE(kernels, kernels_off - 10 * stores) << what;
     }
-    ASSERT_EQ(on.size(), off.size());
-    for (size_t i = 0; i < on.size(); ++i) {
-      EXPECT_TRUE(at::equal(on[i], off[i])) << what << ": decode step " << i / 2 << (i % 2 ? " (static)" : " (dynamic)")
-                                            << ", max abs. difference " << (on[i] - off[i]).abs().max().item<double>();
-    }
+    expect_identical_logits(on, off, what, /*prompt=*/false);
   };
   testing::TempDir tmp;
   expect_unchanged("cpu, md, int4", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}),
