@@ -74,6 +74,15 @@ void launch_typed(const void* x, const void* r, const void* w, void* sum, void* 
       static_cast<T*>(out), d, 1.0f / float(d), eps);
 }
 
+template <typename T>
+void launch_silu_mul_typed(const void* gate, int64_t gate_stride, const void* up, int64_t up_stride, void* out,
+                           int64_t rows, int64_t d, cudaStream_t stream) {
+  const unsigned blocks = unsigned(std::min<int64_t>((rows * d + kThreads - 1) / kThreads, 4096));
+  silu_mul_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(gate), gate_stride,
+                                                       static_cast<const T*>(up), up_stride, static_cast<T*>(out),
+                                                       rows, d);
+}
+
 template <bool ADD>
 void launch_norm(const char* what, const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows,
                  int64_t d, float eps, ElementDtype dtype, cudaStream_t stream) {
@@ -104,22 +113,15 @@ void launch_silu_mul(const void* gate, int64_t gate_stride, const void* up, int6
                      int64_t d, ElementDtype dtype, cudaStream_t stream) {
   VLM2MLA_CHECK(rows >= 0 && d > 0, ArgumentError, "silu_mul: ", rows, " rows of width ", d, " are out of range");
   if (rows == 0) return;
-  const int64_t blocks = std::min<int64_t>((rows * d + kThreads - 1) / kThreads, 4096);
   switch (dtype) {
     case ElementDtype::kBf16:
-      silu_mul_kernel<__nv_bfloat16><<<unsigned(blocks), kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(gate), gate_stride, static_cast<const __nv_bfloat16*>(up), up_stride,
-          static_cast<__nv_bfloat16*>(out), rows, d);
+      launch_silu_mul_typed<__nv_bfloat16>(gate, gate_stride, up, up_stride, out, rows, d, stream);
       break;
     case ElementDtype::kFp16:
-      silu_mul_kernel<__half><<<unsigned(blocks), kThreads, 0, stream>>>(
-          static_cast<const __half*>(gate), gate_stride, static_cast<const __half*>(up), up_stride,
-          static_cast<__half*>(out), rows, d);
+      launch_silu_mul_typed<__half>(gate, gate_stride, up, up_stride, out, rows, d, stream);
       break;
     case ElementDtype::kFp32:
-      silu_mul_kernel<float><<<unsigned(blocks), kThreads, 0, stream>>>(static_cast<const float*>(gate), gate_stride,
-                                                                        static_cast<const float*>(up), up_stride,
-                                                                        static_cast<float*>(out), rows, d);
+      launch_silu_mul_typed<float>(gate, gate_stride, up, up_stride, out, rows, d, stream);
       break;
   }
   check_launch("silu_mul");
