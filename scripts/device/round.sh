@@ -51,7 +51,7 @@ read -r -a settings <<< "${ROUND_ENV:-}"
 [[ ${#settings[@]} -gt 0 ]] || settings=("")
 for setting in "${settings[@]}"; do
   name="${setting:-as-is}"
-  file="round_bench_${name//[^A-Za-z0-9_=]/_}.jsonl"
+  file="round_bench_${name//[^A-Za-z0-9_]/_}.jsonl"
   env ${setting:+"$setting"} BENCH_MLA_GRID="${ROUND_GRID-4096:1 32768:8}" \
     BENCH_MLA_VARIANTS="${ROUND_VARIANTS:-gqa mla:32:bf16 mla:32:int4}" BENCH_MLA_TOKENS="${ROUND_TOKENS:-16}" \
     BENCH_MLA_OUT="$file" bash "$here/bench_mla.sh" > /dev/null 2>&1

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
+#include "kvcache/quant_shape.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -391,12 +392,11 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
   if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the window is not bf16, fp16 or float32";
   if (rows.scalar_type() != t) return "rows and the window differ in dtype";
   if (pos.scalar_type() != at::kLong || pos.numel() != 1) return "pos is not one int64";
-  if (bits != 2 && bits != 4 && bits != 8) return "bits is not 2, 4 or 8";
   if (window.dim() != 3 || rows.dim() != 3 || rows.size(1) != 1 || rows.size(0) != window.size(0) ||
       rows.size(2) != window.size(2))
     return "rows [b, 1, n] and the window [b, w, n] do not match";
   const int64_t b = window.size(0), n = window.size(2);
-  if (group <= 0 || n % group != 0 || (group * bits) % 8 != 0) return "the group does not divide n in whole bytes";
+  if (const char* why = quant_shape_problem(n, bits, group)) return why;
   if (q.data.scalar_type() != at::kByte || q.scale.scalar_type() != at::kHalf || q.lo.scalar_type() != at::kHalf)
     return "the quantized arrays are not uint8 codes with float16 scales and minimums";
   if (q.data.dim() != 3 || q.data.size(0) != b || q.data.size(2) != n * bits / 8 || q.scale.sizes() != q.lo.sizes() ||

@@ -6,7 +6,7 @@
 namespace vlm2mla {
 
 namespace {
-EnvSwitch fused_ring_write_switch("VLM2MLA_FUSED_CACHE_WRITE", /*default_on=*/false);
+EnvSwitch fused_ring_write_switch("VLM2MLA_FUSED_CACHE_WRITE");
 }  // namespace
 
 void set_fused_ring_write(bool on) { fused_ring_write_switch.set(on); }
@@ -14,11 +14,9 @@ void set_fused_ring_write(bool on) { fused_ring_write_switch.set(on); }
 bool fused_ring_write_enabled() { return fused_ring_write_switch.enabled(); }
 
 void check_quant_shape(int64_t n, int64_t bits, int64_t group, const char* what) {
-  VLM2MLA_CHECK(bits == 2 || bits == 4 || bits == 8, ArgumentError, what, ": ", bits,
-                "-bit quantization is not supported (2, 4 or 8)");
-  VLM2MLA_CHECK(group > 0 && n % group == 0 && (group * bits) % 8 == 0, ArgumentError, what,
-                ": group size ", group, " must divide the row width ", n,
-                " (and fill whole bytes)");
+  const char* why = quant_shape_problem(n, bits, group);
+  VLM2MLA_CHECK(!why, ArgumentError, what, ": ", why, " (got ", bits, " bits, group size ", group, ", row width ", n,
+                ")");
 }
 
 QuantizedRows quantize_rows(const at::Tensor& x, int64_t bits, int64_t group) {

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "kvcache/quant_shape.h"
+
 namespace vlm2mla {
 
 struct QuantizedRows {
@@ -21,7 +23,7 @@ struct QuantizedRows {
   at::Tensor lo;     // float16 [..., n / group]
 };
 
-// ArgumentError unless bits is 2, 4 or 8, group > 0 divides n and (group * bits) % 8 == 0.
+// ArgumentError (naming `what`) where quant_shape_problem() finds one.
 void check_quant_shape(int64_t n, int64_t bits, int64_t group, const char* what);
 
 // x [..., n] (any float dtype) -> codes and group parameters (computed in float32).
@@ -42,8 +44,8 @@ int64_t quantized_row_bytes(int64_t n, int64_t bits, int64_t group);
 void quantized_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
                           int64_t bits, int64_t group);
 
-// Whether RowStore::write_at takes the fused kernel where it can (CUDA stores). Off by default until its
-// device tests have run; VLM2MLA_FUSED_CACHE_WRITE=1 (or set_fused_ring_write(true)) turns it on.
+// Whether RowStore::write_at takes the fused kernel where it can (CUDA stores). On by default;
+// VLM2MLA_FUSED_CACHE_WRITE=0 (or set_fused_ring_write(false)) runs the twin's libtorch steps instead.
 void set_fused_ring_write(bool on);
 bool fused_ring_write_enabled();
 

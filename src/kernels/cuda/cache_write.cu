@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
+#include "kvcache/quant_shape.h"
 
 namespace vlm2mla {
 namespace {
@@ -58,10 +59,9 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
 }  // namespace
 
 void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
-  VLM2MLA_CHECK(p.bits == 2 || p.bits == 4 || p.bits == 8, ArgumentError, "ring_write: ", p.bits,
-                "-bit codes (2, 4 or 8)");
-  VLM2MLA_CHECK(p.group > 0 && p.n > 0 && p.n % p.group == 0 && (p.group * p.bits) % 8 == 0, ArgumentError,
-                "ring_write: group ", p.group, " must divide the row width ", p.n, " and fill whole bytes");
+  const char* why = p.n > 0 ? quant_shape_problem(p.n, p.bits, p.group) : "the row width must be positive";
+  VLM2MLA_CHECK(!why, ArgumentError, "ring_write: ", why, " (got ", p.bits, " bits, group size ", p.group,
+                ", row width ", p.n, ")");
   VLM2MLA_CHECK(p.window_size >= 1 && p.b >= 0 && p.b <= 0x7fffffff, ArgumentError, "ring_write: window ",
                 p.window_size, ", batch ", p.b, " out of range");
   VLM2MLA_CHECK(p.rows && p.window && p.data && p.scale && p.lo && p.pos, ArgumentError,
