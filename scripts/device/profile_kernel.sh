@@ -4,6 +4,8 @@
 # PROFILE_KEYS: space-separated VLM2MLA_BANDWIDTH_ONLY keys ("store/n_mod/mods/b/t/variant/r_kv", any part);
 # PROFILE_SECTIONS: ncu sections (default: speed of light, warp states, scheduler, instructions, occupancy,
 # memory, source counters). Reports go to $OUT/ncu_<key>.txt. Builds test_kernels first when missing.
+# PROFILE_SOURCE=1 also keeps each report ($OUT/ncu_<key>.ncu-rep) and prints its source page as SASS with
+# the executed instructions of every line ($OUT/ncu_sass_<key>.csv): where a kernel's instructions go.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ncu="$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
@@ -18,10 +20,17 @@ for s in "${sections[@]}"; do sec_args+=(--section "$s"); done
 for key in ${PROFILE_KEYS:-bf16/1/random/32/32768/auto/128 int4/1/random/32/32768/auto/128}; do
   name="${key//\//_}"
   # skip the warm-up launches: the second timed launch of the configuration's split kernel
-  VLM2MLA_BANDWIDTH_ONLY="$key" timeout 300 "$ncu" "${sec_args[@]}" --kernel-name regex:'mla_decode_(rows|tc)_kernel' \
-    --launch-skip 4 --launch-count 1 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' \
-    > "$out/ncu_$name.txt" 2>&1
+  rep=()
+  [[ "${PROFILE_SOURCE:-0}" == 1 ]] && rep=(-f -o "$out/ncu_$name")
+  VLM2MLA_BANDWIDTH_ONLY="$key" timeout 300 "$ncu" "${sec_args[@]}" "${rep[@]}" \
+    --kernel-name regex:'mla_decode_(rows|tc)_kernel' --launch-skip 4 --launch-count 1 "$bin" \
+    --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/ncu_$name.txt" 2>&1
   echo "== $key (rc=$?)"
+  if [[ "${PROFILE_SOURCE:-0}" == 1 ]]; then
+    "$ncu" -i "$out/ncu_$name.ncu-rep" --page details >> "$out/ncu_$name.txt" 2>&1
+    "$ncu" -i "$out/ncu_$name.ncu-rep" --page source --csv --print-source sass > "$out/ncu_sass_$name.csv" 2>&1
+    echo "   source page: $(wc -l < "$out/ncu_sass_$name.csv") lines"
+  fi
   grep -E "^\s+(Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Registers Per Thread|Achieved Occupancy|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction|Executed Ipc Active|Executed Instructions  )" "$out/ncu_$name.txt" | head -20
   grep -iE "stall|est. speedup" "$out/ncu_$name.txt" | head -12
 done

@@ -420,6 +420,13 @@ int tile_strides_and_queries(const MlaDecodeParams& p, Geom& g, int rows) {
   g.ql_stride = (p.r_kv + 8) * 2;
   g.qr_stride = (g.rope_pad + 8) * 2;
   g.tile_bytes = kTile * (g.c_stride + g.k_stride);
+  auto row_shift = [](int pieces) {  // log2 of a row's 16-byte pieces when they divide kThreads, else -1
+    for (int sh = 0; (1 << sh) <= kThreads; ++sh)
+      if ((1 << sh) == pieces) return sh;
+    return -1;
+  };
+  g.c_row_shift = p.r_kv % 8 == 0 ? row_shift(p.r_kv / 8) : -1;
+  g.k_row_shift = g.hr % 8 == 0 ? row_shift(g.hr / 8) : -1;
   int off = 0;
   g.off_qlat = off;
   off += align16(rows * g.ql_stride);
@@ -528,6 +535,8 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
     for (int group : {p.group_c, p.group_r})
       if (group != 16 && group % 32 != 0) return "an int4 group is neither 16 nor a multiple of 32";
     if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
+    g.q_groups_c = p.r_kv / p.group_c;
+    g.q_groups_r = g.hr / p.group_r;
   }
   mt = rows_m_tiles(rows);
   int off = tile_strides_and_queries(p, g, mt * 16);

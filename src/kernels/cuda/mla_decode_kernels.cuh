@@ -65,6 +65,10 @@ struct Geom {
   int raw_cq = 0, raw_cs = 0, raw_cl = 0, raw_kq = 0, raw_ks = 0, raw_kl = 0;  // offsets in a raw stage
   int chunk_cq = 0, chunk_cs = 0, chunk_kq = 0, chunk_ks = 0;  // cp.async sizes (4, 8 or 16 bytes)
   int shift_c = -1, shift_r = -1;  // log2 of group_c / group_r when a power of two, else -1
+  // log2 of the 16-byte pieces in a bf16 latent (r_kv / 8) and RoPE-key (hr / 8) row when a power of two up to
+  // kThreads (so dividing it: a tile's whole rows copy as one block, load_bf16_rows_interior), else -1
+  int c_row_shift = -1, k_row_shift = -1;
+  int q_groups_c = 0, q_groups_r = 0;  // warp-rows kernel, int4: quantization groups per latent / RoPE-key row
   // int4 products on the codes (MlaDecodeVariant::kTensorCoreCodes): per-row query sums in shared memory
   int n_gc = 0;        // latent quantization groups per token (r_kv / group_c, <= 8)
   int n_rk = 0;        // 16-wide RoPE k-steps per head (d_rope / 16)
@@ -300,23 +304,24 @@ __device__ __forceinline__ void load_bf16_rows(const uint16_t* base, int b, int 
 }
 
 // The same copy for a tile whose 64 tokens are all valid and in order (no ring), when a row's 16-byte
-// pieces divide the CTA's threads: the tile is one contiguous block in device memory, and a thread's k-th
-// piece lies kThreads pieces after its first, kThreads / per_row rows further in the shared tile.
+// pieces, 2^shift of them, divide the CTA's threads: the tile is one contiguous block in device memory, and a
+// thread's k-th piece lies kThreads pieces after its first, kThreads / 2^shift rows further in the shared
+// tile. Shifts, not divisions: this runs for every tile.
 __device__ __forceinline__ void load_bf16_rows_interior(const uint16_t* base, int b, int t_cap, int width,
-                                                        uint32_t dst, int stride, int tok0) {
-  const int per_row = width / 8, n = kTile * per_row;
+                                                        int shift, uint32_t dst, int stride, int tok0) {
   const char* src = reinterpret_cast<const char*>(base + (int64_t(b) * t_cap + tok0) * width) + threadIdx.x * 16;
-  const int t = threadIdx.x / per_row;
-  uint32_t d = dst + t * stride + (threadIdx.x - t * per_row) * 16;
-  const uint32_t d_step = (kThreads / per_row) * stride;
-  for (int c = threadIdx.x; c < n; c += kThreads, src += kThreads * 16, d += d_step) cp_async(d, src, 16, true);
+  const int t = threadIdx.x >> shift;
+  uint32_t d = dst + t * stride + (threadIdx.x & ((1 << shift) - 1)) * 16;
+  const uint32_t d_step = (kThreads >> shift) * stride;
+  for (int c = threadIdx.x; c < (kTile << shift); c += kThreads, src += kThreads * 16, d += d_step)
+    cp_async(d, src, 16, true);
 }
 
 __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
                                                uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
-  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && kThreads % (p.r_kv / 8) == 0 && kThreads % (g.hr / 8) == 0) {
-    load_bf16_rows_interior(p.latent, b, p.t_cap, p.r_kv, ctile, g.c_stride, tok0);
-    load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, ktile, g.k_stride, tok0);
+  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && g.c_row_shift >= 0 && g.k_row_shift >= 0) {
+    load_bf16_rows_interior(p.latent, b, p.t_cap, p.r_kv, g.c_row_shift, ctile, g.c_stride, tok0);
+    load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, g.k_row_shift, ktile, g.k_stride, tok0);
     return;
   }
   const int rows = ring ? p.window : p.t_cap;
@@ -935,18 +940,24 @@ struct Int4Scales {
 };
 
 // Where a thread's piece lies in a tile (the same for every tile), packed: bits 0-6 token (127: none),
-// bit 7 RoPE key (else latent), bits 8.. which 32-value piece of the row.
+// bit 7 RoPE key (else latent), bits 8-15 which 32-value piece of the row, bit 16 whether its second 16
+// values are the next quantization group (groups of 16), bits 17.. the group of its first value in the
+// row. Computed once per CTA, so that fetching a tile's pieces divides nothing.
 __device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
   const int per_c = p.r_kv / 32, per_r = g.hr / 32;
   const int nc = kTile * per_c, nr = kTile * per_r;
+  auto pack = [](int t, bool rope, int col32, int group) {
+    return uint32_t(t) | (rope ? 128u : 0u) | (uint32_t(col32) << 8) | (group == 16 ? 1u << 16 : 0u) |
+           (uint32_t(col32 * 32 / group) << 17);
+  };
   if (c < nc) {
     const int t = c / per_c;
-    return uint32_t(t) | (uint32_t(c - t * per_c) << 8);
+    return pack(t, false, c - t * per_c, p.group_c);
   }
   if (c < nc + nr) {
     c -= nc;
     const int t = c / per_r;
-    return uint32_t(t) | 128u | (uint32_t(c - t * per_r) << 8);
+    return pack(t, true, c - t * per_r, p.group_r);
   }
   return 127u;
 }
@@ -963,17 +974,16 @@ __device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom
   const int t = pm & 127u;
   if (t == 127) return;
   const bool latent = !(pm & 128u);
-  const int col32 = pm >> 8, j = tok0 + t;
+  const int col32 = (pm >> 8) & 255u, j = tok0 + t;
   const bool valid = j >= vlo && j < vhi;
   const int64_t row = int64_t(b) * p.t_cap + j;
-  const int width = latent ? p.r_kv : g.hr, group = latent ? p.group_c : p.group_r;
   const uint8_t* codes = latent ? p.latent_q : p.k_rope_q;
-  cp_async(slot, valid ? codes + row * (width / 2) + col32 * 16 : codes, 16, valid);
+  cp_async(slot, valid ? codes + row * ((latent ? p.r_kv : g.hr) / 2) + col32 * 16 : codes, 16, valid);
   if (!valid) return;
   const uint16_t* sc = latent ? p.latent_scale : p.k_rope_scale;
   const uint16_t* lo = latent ? p.latent_lo : p.k_rope_lo;
-  const int64_t gi = row * (width / group) + (col32 * 32) / group;
-  const int gi2 = group == 16 ? 1 : 0;  // the second 16 values: the next group when groups are 16 wide
+  const int64_t gi = row * (latent ? g.q_groups_c : g.q_groups_r) + (pm >> 17);
+  const int gi2 = (pm >> 16) & 1u;  // the second 16 values: the next group when groups are 16 wide
   x.sc = load_u16(sc + gi) | (load_u16(sc + gi + gi2) << 16);
   x.lo = load_u16(lo + gi) | (load_u16(lo + gi + gi2) << 16);
 }
@@ -987,7 +997,7 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
                                             const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
   const int t = pm & 127u;
   if (t == 127) return;
-  const int col32 = pm >> 8;
+  const int col32 = (pm >> 8) & 255u;
   unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
   const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
   const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
