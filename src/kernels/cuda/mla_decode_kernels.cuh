@@ -988,11 +988,21 @@ __device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom
   x.lo = load_u16(lo + gi) | (load_u16(lo + gi + gi2) << 16);
 }
 
-// x = code * scale + lo from the thread's slot into the bf16 tile, two values per instruction: a code pair
-// (elements i and i + 4 of a 32-bit word, nibbles i and i + 4) becomes the float16 pair 1024 + q exactly
-// (0x6400 | q), minus 1024 (exact), then one float16 FMA with the float16 scale and minimum (one rounding),
-// then bf16 (a second rounding: within one bf16 step of dequant_rows' fp32 FMA rounded once where |x| is in
-// float16's normal range, >= 2^-14; below it within float16's subnormal step, 2^-24, absolute).
+// (x & 0x000F000F) | 0x43004300 in one LOP3: the nibbles i and i + 4 of a code word (x shifted by 4 i) as
+// the bf16 pair 128 + q, exactly (bf16 steps are 1 between 128 and 256).
+__device__ __forceinline__ uint32_t nibble_pair_bf16(uint32_t x) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "n"(0x000F000F), "n"(0x43004300));
+  return r;
+}
+
+// x = code * scale + lo from the thread's slot into the bf16 tile, two values per bf16 instruction: a code
+// pair (elements i and i + 4 of a 32-bit word) becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then
+// one bf16 FMA with the scale and minimum rounded to bf16; byte permutes put the pairs in element order.
+// Against dequant_rows' fp32 FMA of the float16 scale and minimum, rounded once to bf16, the scale's and
+// minimum's roundings add at most 2^-9 (|q sc| + |lo|): a few hundredths of a quantization step, well inside
+// the quantization's own error (half a step). Four bf16 instructions per two values, where float16 FMAs and
+// conversions through float32 took seven (Nsight Compute's source counters, 2026-11-29).
 __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
                                             const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
   const int t = pm & 127u;
@@ -1001,23 +1011,27 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
   unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
   const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
   const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
-  const __half2 k1024 = __half2half2(__ushort_as_half(0x6400));
+  // the two 16-value halves' scales and minima (float16 pairs) as bf16 pairs
+  const __nv_bfloat162 sc2 = __float22bfloat162_rn(__half22float2(*reinterpret_cast<const __half2*>(&x.sc)));
+  const __nv_bfloat162 lo2 = __float22bfloat162_rn(__half22float2(*reinterpret_cast<const __half2*>(&x.lo)));
+  const __nv_bfloat162 k128 = __float2bfloat162_rn(128.f);
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const __half2 sc = __half2half2(__ushort_as_half(uint16_t(half ? x.sc >> 16 : x.sc & 0xffffu)));
-    const __half2 lo = __half2half2(__ushort_as_half(uint16_t(half ? x.lo >> 16 : x.lo & 0xffffu)));
+    const __nv_bfloat162 sc = half ? __high2bfloat162(sc2) : __low2bfloat162(sc2);
+    const __nv_bfloat162 lo = half ? __high2bfloat162(lo2) : __low2bfloat162(lo2);
 #pragma unroll
     for (int w2 = 0; w2 < 2; ++w2) {
       const uint32_t q = words[half * 2 + w2];
-      float2 f[4];  // f[i] = (x_i, x_{i+4})
+      uint32_t r[4];  // r[i] = (x_i, x_{i+4})
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint32_t bits = ((q >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
-        f[i] = __half22float2(__hfma2(__hsub2(*reinterpret_cast<const __half2*>(&bits), k1024), sc, lo));
+        const uint32_t bits = nibble_pair_bf16(q >> (4 * i));
+        const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
+        r[i] = *reinterpret_cast<const uint32_t*>(&v);
       }
       *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
-          make_uint4(pack_bf16x2(f[0].x, f[1].x), pack_bf16x2(f[2].x, f[3].x), pack_bf16x2(f[0].y, f[1].y),
-                     pack_bf16x2(f[2].y, f[3].y));
+          make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
+                     __byte_perm(r[2], r[3], 0x7632));
     }
   }
 }
