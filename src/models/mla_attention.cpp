@@ -180,6 +180,14 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
   return aw;
 }
 
+at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w) {
+  VLM2MLA_CHECK(x.dim() == 4 && w.dim() == 3 && x.size(1) == w.size(0) && x.size(3) == w.size(1), ArgumentError,
+                "kv_head_product: x [b, h_kv, m, k] and w [h_kv, k, n] expected, got ", x.sizes(), " and ", w.sizes());
+  const int64_t b = x.size(0), h_kv = x.size(1), m = x.size(2);
+  at::Tensor xs = x.transpose(0, 1).reshape({h_kv, b * m, x.size(3)});  // a view at b = 1
+  return at::bmm(xs, w).view({h_kv, b, m, w.size(2)}).transpose(0, 1).contiguous();
+}
+
 at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
                                   const at::Tensor& latent, const at::Tensor& k_rope,
                                   const at::Tensor& modality, const at::Tensor& mask, double scale) {
@@ -199,7 +207,7 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   at::Tensor img = split ? modality.to(q.device()).view({b, 1, 1, t}) : at::Tensor();
   std::vector<at::Tensor> latent_scores, bias_terms;
   for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
-    at::Tensor qa = at::matmul(qn, aw.w_uk[static_cast<size_t>(i)].unsqueeze(0));  // [b, h_kv, g*s, r]
+    at::Tensor qa = kv_head_product(qn, aw.w_uk[static_cast<size_t>(i)]);  // [b, h_kv, g*s, r]
     latent_scores.push_back(at::matmul(qa, c_t.transpose(-1, -2)).to(at::kFloat));  // [b, h_kv, g*s, t]
     const at::Tensor& bk = aw.b_k[static_cast<size_t>(i)];
     bias_terms.push_back(bk.defined() ? (qn * bk.view({1, h_kv, 1, d_nope})).sum(-1, true).to(at::kFloat)
@@ -222,7 +230,7 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
     at::Tensor pi = split ? p * (i == 1 ? img : img.logical_not()) : p;
     at::Tensor acc = at::matmul(pi.to(dt), c_t);                                 // [b, h_kv, g*s, r]
-    at::Tensor o = at::matmul(acc, aw.w_uv[static_cast<size_t>(i)].unsqueeze(0));  // [b, h_kv, g*s, d_h]
+    at::Tensor o = kv_head_product(acc, aw.w_uv[static_cast<size_t>(i)]);  // [b, h_kv, g*s, d_h]
     const at::Tensor& bv = aw.b_v[static_cast<size_t>(i)];
     if (bv.defined()) o = o + pi.sum(-1, true).to(dt) * bv.view({1, h_kv, 1, dh});
     out = out.defined() ? out + o : o;
@@ -266,7 +274,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   // One product gives every set's absorbed queries and k-bias terms: [b, h_kv, g, n_in]; the kernel reads
   // them in place through strided views (no copies), as it writes its results into the buffer that one
   // more product turns into the heads' outputs, v-biases included.
-  at::Tensor qx = at::matmul(q.reshape({b, h_kv, g, dh}), aw.w_in.unsqueeze(0));
+  at::Tensor qx = kv_head_product(q.reshape({b, h_kv, g, dh}), aw.w_in);
   MlaDecodeInputs in;
   in.qa = qx.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});  // [n_mod, b, h_q, r]
   if (aw.n_bias > 0) in.qb = qx.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
@@ -294,7 +302,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
   in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
   mla_decode(in);
-  at::Tensor o = at::matmul(ox.narrow(-1, 0, n), aw.w_out.unsqueeze(0));  // [b, h_kv, g, d_h]
+  at::Tensor o = kv_head_product(ox.narrow(-1, 0, n), aw.w_out);  // [b, h_kv, g, d_h]
   return o.reshape({b, h_q, 1, dh});
 }
 

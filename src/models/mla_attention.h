@@ -100,6 +100,13 @@ struct AbsorbedWeights {
 };
 AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWeights& w);
 
+// x [b, h_kv, m, k] times w [h_kv, k, n] per kv head -> [b, h_kv, m, n] (contiguous), as one bmm over the
+// kv heads with the sequences' rows stacked: at::matmul(x, w.unsqueeze(0)) would expand w to a copy per
+// sequence before its bmm (b copies of the absorbed weights, a layer's ~0.5 MB each at 7B shapes, for every
+// product of a b > 1 step). Copies x (and the result) instead, which are n / m and k / m times smaller; at
+// b = 1 nothing is copied.
+at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w);
+
 // Absorbed attention: q [b, h_q, s, d_h] (RoPE applied to the first R dims), cached latents
 // [b, t, r_kv], RoPE keys [b, t, h_kv*R], modality [b, t] (undefined = all text), mask bool
 // [b, 1, s, t] (true = attend; undefined = all). Returns [b, h_q, s, d_h]. Softmax in float32.

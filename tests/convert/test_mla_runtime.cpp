@@ -202,6 +202,33 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
                            return n;
                          });
 
+// The absorbed products per kv head (one bmm with the sequences' rows stacked) equal at::matmul's broadcast
+// of the weights over the sequences, for one sequence and several, strided inputs (a narrowed last dim, as
+// the decode step's output buffer is) and contiguous results; shapes that do not fit are clear errors.
+TEST(KvHeadProduct, EqualsTheBroadcastMatmul) {
+  at::manual_seed(5);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  for (int64_t b : {1, 3}) {
+    for (bool strided : {false, true}) {
+      const int64_t h_kv = 4, m = 7, k = 24, n = 10;
+      const at::Tensor full = at::randn({b, h_kv, m, k + (strided ? 6 : 0)}, f64);
+      const at::Tensor x = full.narrow(-1, 0, k);
+      const at::Tensor w = at::randn({h_kv, k, n}, f64);
+      const at::Tensor got = kv_head_product(x, w);
+      const at::Tensor want = at::matmul(x, w.unsqueeze(0));
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_TRUE(got.is_contiguous());
+      EXPECT_LT((got - want).abs().max().item<double>(), 1e-12) << "b " << b << (strided ? " strided" : "");
+    }
+  }
+  try {
+    kv_head_product(at::randn({2, 4, 7, 24}), at::randn({2, 24, 10}));
+    ADD_FAILURE() << "4 kv heads against weights of 2 were accepted";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_head_product"), std::string::npos) << e.what();
+  }
+}
+
 // A decode step gathers every layer's kept RoPE dims at once, a long prefill chunk each layer's when asked
 // (MlaRopes): either way a layer's cos/sin hold exactly what a gather of its own dims gives.
 TEST(MlaRope, OneGatherForAllLayersEqualsEachLayersOwn) {
