@@ -200,7 +200,10 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   at::Tensor qr = q.narrow(-1, 0, R).reshape({b, h_kv, g * s, R});
   at::Tensor qn = q.narrow(-1, R, d_nope).reshape({b, h_kv, g * s, d_nope});
   at::Tensor kr = k_rope.to(dt).view({b, t, h_kv, R}).permute({0, 2, 3, 1});  // [b, h_kv, R, t]
-  at::Tensor c_t = latent.to(dt).unsqueeze(1);                                  // [b, 1, t, r]
+  // The latent is every kv head's: their rows go into one product per sequence ([b, h_kv*g*s, *]), where
+  // at::matmul's broadcast of [b, 1, t, r] over the kv heads would copy the latent once per kv head.
+  at::Tensor lat = latent.to(dt);  // [b, t, r]
+  const int64_t r = lat.size(2), rows = h_kv * g * s;
   at::Tensor scores = at::matmul(qr, kr).to(at::kFloat);                        // [b, h_kv, g*s, t]
   const int64_t sets = static_cast<int64_t>(aw.w_uk.size());
   const bool split = sets == 2 && modality.defined();
@@ -208,7 +211,8 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   std::vector<at::Tensor> latent_scores, bias_terms;
   for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
     at::Tensor qa = kv_head_product(qn, aw.w_uk[static_cast<size_t>(i)]);  // [b, h_kv, g*s, r]
-    latent_scores.push_back(at::matmul(qa, c_t.transpose(-1, -2)).to(at::kFloat));  // [b, h_kv, g*s, t]
+    latent_scores.push_back(
+        at::bmm(qa.view({b, rows, r}), lat.transpose(1, 2)).view({b, h_kv, g * s, t}).to(at::kFloat));
     const at::Tensor& bk = aw.b_k[static_cast<size_t>(i)];
     bias_terms.push_back(bk.defined() ? (qn * bk.view({1, h_kv, 1, d_nope})).sum(-1, true).to(at::kFloat)
                                       : at::Tensor());  // [b, h_kv, g*s, 1]
@@ -229,7 +233,7 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   at::Tensor out;
   for (int64_t i = 0; i < (split ? 2 : 1); ++i) {
     at::Tensor pi = split ? p * (i == 1 ? img : img.logical_not()) : p;
-    at::Tensor acc = at::matmul(pi.to(dt), c_t);                                 // [b, h_kv, g*s, r]
+    at::Tensor acc = at::bmm(pi.to(dt).reshape({b, rows, t}), lat).view({b, h_kv, g * s, r});
     at::Tensor o = kv_head_product(acc, aw.w_uv[static_cast<size_t>(i)]);  // [b, h_kv, g*s, d_h]
     const at::Tensor& bv = aw.b_v[static_cast<size_t>(i)];
     if (bv.defined()) o = o + pi.sum(-1, true).to(dt) * bv.view({1, h_kv, 1, dh});
