@@ -382,8 +382,9 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
 
 // The fused quantized-cache write (RowStore::write_at; VLM2MLA_FUSED_CACHE_WRITE=0 turns it off): it
 // writes the twin's bits, so switching it changes no logits: not on the CPU (the steps run either way), nor
-// on a GPU over the decode steps (dynamic, and static replayed as CUDA graphs, whose cache writes it is) of an unconverted model over an int4 dense cache and an md-converted one
-// over int4, int8 and int2 latent caches, with windows the steps cross.
+// on a GPU over the decode steps (dynamic, and static replayed as CUDA graphs, whose cache writes it is) of
+// an unconverted model over an int4 dense cache and an md-converted one over int4, int8 and int2 latent
+// caches, with windows the steps cross.
 TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);

@@ -1031,8 +1031,8 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
         r[i] = *reinterpret_cast<const uint32_t*>(&v);
       }
       *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
-          make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
-                     __byte_perm(r[2], r[3], 0x7632));
+          make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410),
+                     __byte_perm(r[0], r[1], 0x7632), __byte_perm(r[2], r[3], 0x7632));
     }
   }
 }
