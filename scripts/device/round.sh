@@ -11,12 +11,17 @@
 #      ROUND_ENV (space-separated VAR=VALUE words, each run on its own; default: one run as the environment
 #      is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
 #      pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large batches, BENCH_MLA_DECODE).
-# Cold, the defaults take ~8-9 minutes (builds ~3, tests ~3, each bench run ~1.5): within one call's 600 s
-# with one ROUND_ENV setting; narrow the grid or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.
+#   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
+#      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, 8 new tokens, one at a time
+#      (the largest batches that fit), with tokens/s against the first word's and the peak memory.
+# Cold, the defaults take ~5-6 minutes (builds ~2-3, tests ~3, each bench run ~1; measured 2026-11-29: 307-376 s),
+# the largest batches ~20 s more: within one call's 600 s with one or two ROUND_ENV settings; narrow the grid
+# or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.
 # Prints a table per run: median ms per step, the floor, their ratio, the kernel launches of a captured
 # step, the decode kernels taken. Everything also lands in $OUT (0-all.tar.gz holds it all).
 #
 #   device run: ROUND_ENV="VLM2MLA_FUSED_CACHE_WRITE=0 VLM2MLA_FUSED_CACHE_WRITE=1" bash scripts/device/round.sh
+#               ROUND_LARGEST="gqa:64 mla:32:bf16:256 mla:32:int4:768" bash scripts/device/round.sh
 set -uo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/env.sh"
@@ -46,9 +51,9 @@ else
   cmake --build build-device --target vlm2mla -j"$(nproc)" > "$out/round_build2.log" 2>&1 \
     || { grep -E "error|FAILED" "$out/round_build2.log" | head -30; exit 6; }
 fi
-[[ -n "${ROUND_GRID-4096:1 32768:8}" ]] || exit 0
 read -r -a settings <<< "${ROUND_ENV:-}"
 [[ ${#settings[@]} -gt 0 ]] || settings=("")
+[[ -n "${ROUND_GRID-4096:1 32768:8}" ]] || settings=()
 for setting in "${settings[@]}"; do
   name="${setting:-as-is}"
   file="round_bench_${name//[^A-Za-z0-9_]/_}.jsonl"
@@ -70,4 +75,30 @@ for line in open(sys.argv[1]):
           f"{r.get('decode_step_kernels', -1):>7}  {','.join(r.get('decode_kernels', []))}")
 EOF
 done
+if [[ -n "${ROUND_LARGEST:-}" ]]; then
+  : > "$out/round_largest.jsonl"
+  for vb in $ROUND_LARGEST; do
+    BENCH_MLA_SYNTHETIC=1 BENCH_MLA_TOKENS=8 BENCH_MLA_GRID="${ROUND_LARGEST_CONTEXT:-32768}:${vb##*:}" \
+      BENCH_MLA_VARIANTS="${vb%:*}" BENCH_MLA_OUT=round_largest_one.jsonl bash "$here/bench_mla.sh" > /dev/null 2>&1
+    cat "$out/round_largest_one.jsonl" >> "$out/round_largest.jsonl"
+  done
+  rm -f "$out/round_largest_one.jsonl"
+  echo "== largest batches"
+  python3 - "$out/round_largest.jsonl" <<'EOF'
+import json, sys
+print(f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8} {'x floor':>7} {'tokens/s':>9} {'vs first':>8} {'peak GiB':>8}")
+first = None
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    r = d.get("result")
+    if r is None:
+        print(f"{d['variant']:14} {d.get('context', ''):>7} {d.get('batch', ''):>5}  error: {d.get('error', '')}")
+        continue
+    ms = r["decode_ms_per_step_median"]
+    tps = r["batch"] * 1000.0 / ms
+    first = first or tps
+    print(f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f} {ms / r['floor_ms']:6.2f}x {tps:9.0f} "
+          f"{tps / first:7.2f}x {r['peak_memory_bytes'] / 2**30:8.1f}")
+EOF
+fi
 echo "total: $((SECONDS - t0)) s"
