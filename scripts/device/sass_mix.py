@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The instruction mix of a kernel from Nsight Compute's source page as SASS with executed counts
+(`ncu -i REPORT --page source --csv --print-source sass`, which scripts/device/profile_kernel.sh writes with
+PROFILE_SOURCE=1): executed warp instructions by opcode, the hottest address ranges, and, given --per N (for
+example active warps x tiles per warp), every count divided by N.
+
+  python3 scripts/device/sass_mix.py ncu_sass_bf16_2_text_32_32768_auto_128.csv --per 131072
+"""
+import argparse
+import collections
+import csv
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv", help="ncu source page (SASS) as CSV")
+    ap.add_argument("--per", type=float, default=1.0, help="divide counts by this (e.g. warps x tiles)")
+    ap.add_argument("--top", type=int, default=25, help="opcodes to list")
+    ap.add_argument("--window", type=int, default=100, help="SASS lines per hot range")
+    a = ap.parse_args()
+    try:
+        rows = list(csv.reader(open(a.csv, newline="")))
+    except OSError as e:
+        sys.exit(f"sass_mix: cannot read {a.csv}: {e.strerror}")
+    header = next((i for i, r in enumerate(rows) if "Source" in r and "Instructions Executed" in r), None)
+    if header is None:
+        sys.exit(f"sass_mix: {a.csv} has no 'Source' and 'Instructions Executed' columns "
+                 "(expected ncu --page source --csv --print-source sass)")
+    ix = {h: i for i, h in enumerate(rows[header])}
+    lines = []
+    for r in rows[header + 1:]:
+        if len(r) < len(ix):
+            continue
+        src = r[ix["Source"]].strip()
+        n = int(r[ix["Instructions Executed"]] or 0)
+        words = src.split()
+        op = words[1] if words and words[0].startswith("@") and len(words) > 1 else (words[0] if words else "")
+        lines.append((op.split(".")[0], n))
+    total = sum(n for _, n in lines)
+    if total == 0:
+        sys.exit(f"sass_mix: {a.csv} counts no executed instructions")
+    ops = collections.Counter()
+    for op, n in lines:
+        ops[op] += n
+    print(f"{a.csv}: {total:,} warp instructions, {total / a.per:,.1f} per unit (--per {a.per:g})")
+    for op, n in ops.most_common(a.top):
+        print(f"  {op:10} {n / a.per:10.1f}  {100.0 * n / total:5.1f}%")
+    print(f"hot ranges ({a.window} SASS lines each, at least 1% of the instructions):")
+    for s in range(0, len(lines), a.window):
+        n = sum(c for _, c in lines[s:s + a.window])
+        if n >= 0.01 * total:
+            print(f"  lines {s:5}-{s + a.window:5}  {n / a.per:10.1f}  {100.0 * n / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
