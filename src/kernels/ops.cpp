@@ -82,6 +82,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
+  p.specialized = in.specialized ? 1 : 0;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -166,7 +167,10 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
 bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
-  if (impl_->plan.warp_rows) return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
+  if (impl_->plan.warp_rows) {
+    if (impl_->plan.specialized) return impl_->plan.modality_ctas ? "tc-rows-mod-128" : "tc-rows-128";
+    return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
+  }
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
 }
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
@@ -214,6 +218,14 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
   }
   throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
                                      "', expected auto, rows, rows-joint, keys, codes or generic"));
+}
+
+bool model_decode_specialized() {
+  static const bool on = [] {
+    const char* env = std::getenv("VLM2MLA_DECODE_SPECIALIZED");
+    return env && std::string_view(env) == "1";
+  }();
+  return on;
 }
 
 MlaDecodeVariant model_decode_variant() {

@@ -44,6 +44,10 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
 // default auto), to compare the kernels inside whole decode steps. A variant that cannot take a layer's
 // shapes stops the step with the kernel's ArgumentError, which says why.
 MlaDecodeVariant model_decode_variant();
+// Whether the models' decode steps take the warp-rows instances built for r_kv 128, h_kv * d_rope 128 and
+// d_rope 32 (MlaDecodeInputs::specialized): VLM2MLA_DECODE_SPECIALIZED=1 (read once); off by default until
+// their device tests have run.
+bool model_decode_specialized();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.
@@ -58,7 +62,8 @@ class MlaDecodeLaunch {
   const MlaDecodeOutput& out() const;  // written by run()
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
   const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
-                                      // "generic" (params.h's variants)
+                                      // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the
+                                      // instance built for r_kv 128 (MlaDecodeInputs::specialized)
   int splits() const;                 // split-KV CTAs per sequence and head block
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 

@@ -288,6 +288,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.max_length = max_length;
   in.scale = scale;
   in.variant = model_decode_variant();  // auto unless VLM2MLA_DECODE_KERNEL asks for another kernel
+  in.specialized = model_decode_specialized();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

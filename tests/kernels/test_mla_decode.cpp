@@ -615,6 +615,49 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
 // head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
 // for the shapes it does not take.
+// The warp-rows instances built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (MlaDecodeInputs::specialized)
+// compute what the generic ones compute, bit for bit (the same arithmetic with the sizes as constants), in
+// every layout kAuto takes for those sizes (one set; two sets as modality CTAs and joint), over bf16 and int4
+// stores, ragged key ranges and every modality pattern, and so stay within the reference's tolerance; other
+// sizes keep the generic instance.
+TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  int seed = 0, n = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
+      for (int64_t n_mod : {1, 2}) {
+        for (MlaDecodeVariant v :
+             {MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
+          if (n_mod == 1 && v != MlaDecodeVariant::kTensorCoreWarpRows) continue;
+          const Case c = pattern_case(f, m, seed % 2 == 0 ? 64 : 32, n_mod, seed, 1700);
+          ++seed;
+          ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.variant = v;
+          const MlaDecodeOutput generic = mla_decode(in);
+          in.specialized = true;
+          const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
+          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), mod_ctas ? "tc-rows-mod-128" : "tc-rows-128") << c.str();
+          const MlaDecodeOutput spec = mla_decode(in);
+          EXPECT_TRUE(at::equal(spec.acc, generic.acc)) << c.str() << ": acc differs from the generic instance's";
+          EXPECT_TRUE(at::equal(spec.mass, generic.mass)) << c.str() << ": mass differs from the generic instance's";
+          const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
+          EXPECT_LT(rel_err(spec.acc, want.acc), kRelTol) << c.str();
+          EXPECT_LT(rel_err(spec.mass, want.mass), kRelTol) << c.str();
+          ++n;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n, 24);
+  // other sizes: the generic instance, asked or not
+  Case other = pattern_case(MlaCacheFormat::kBf16, Mods::kRuns, 32, 1, 0, 1800);
+  other.r_kv = 64;
+  MlaDecodeInputs in = make_inputs(other, at::Device(at::kCUDA, 0));
+  in.specialized = true;
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
+}
+
 TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
@@ -995,6 +1038,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().max_length = cfg.t;
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
+      ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=1: the rows name it
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -348,9 +348,19 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   if (codes) return tc_kernel_codes(p.n_mod, mt, ntw);
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas) {
-  return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas)
-                                           : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas);
+// The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one
+// (`specialized` says whether it was taken).
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, bool& specialized) {
+  auto get = [&](bool spec) {
+    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
+                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
+  };
+  specialized = p.specialized != 0 && p.r_kv == 128 && p.h_kv * p.d_rope == 128 && p.d_rope == 32;
+  if (specialized) {
+    if (KernelFn fn = get(true)) return fn;
+    specialized = false;
+  }
+  return get(false);
 }
 KernelFn generic_kernel(const MlaDecodeParams& p) {
   return p.n_mod == 1 ? mla_decode_generic_kernel<1> : mla_decode_generic_kernel<2>;
@@ -601,7 +611,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas) : tc_kernel(p, mt, ntw, codes);
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized) : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);

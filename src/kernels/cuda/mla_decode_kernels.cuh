@@ -1039,12 +1039,19 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 
 // One warp's share of one tile: scores of its 16 rows against its TW tokens, online softmax, O += P C.
 // mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
-template <int NMOD, int NS, int NO>
+// RKV, HR, DR > 0: r_kv, h_kv * d_rope and d_rope as compile-time constants (the instances built for those
+// sizes: loop bounds, strides and shared-memory offsets fold into the instructions), else the runtime values.
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
                                           float (&o)[NO][4], float (&m_run)[2], float (&l)[2]) {
   const int lane = threadIdx.x & 31, tig = lane & 3;
+  // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some
+  const int r_kv = RKV > 0 ? RKV : p.r_kv, d_rope = DR > 0 ? DR : p.d_rope;
+  const int rope_pad = DR > 0 ? (DR + 15) / 16 * 16 : g.rope_pad;
+  const int c_stride = RKV > 0 ? (RKV + 8) * 2 : g.c_stride, ql_stride = RKV > 0 ? (RKV + 8) * 2 : g.ql_stride;
+  const int k_stride = HR > 0 ? (HR + 8) * 2 : g.k_stride, qr_stride = DR > 0 ? (rope_pad + 8) * 2 : g.qr_stride;
   // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
   bool keep[NS][2];
   bool any = false;
@@ -1065,9 +1072,9 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 #pragma unroll
   for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
   {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
-    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * g.qr_stride + (lane >> 4) * 16;
-    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.k_stride + ((lane >> 3) & 1) * 16;
-    for (int kr = 0; kr < g.rope_pad; kr += 16) {
+    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * qr_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * k_stride + ((lane >> 3) & 1) * 16;
+    for (int kr = 0; kr < rope_pad; kr += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
       for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
@@ -1076,7 +1083,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 #pragma unroll
         for (int n = 0; n < NS; n += 2) {
           uint32_t b0, b1, b2, b3;
-          ldsm_x4(b_addr + n * 8 * g.k_stride + (gq * p.d_rope + kr) * 2, b0, b1, b2, b3);
+          ldsm_x4(b_addr + n * 8 * k_stride + (gq * d_rope + kr) * 2, b0, b1, b2, b3);
           mma_bf16(s[n], x0, x1, x2, x3, b0, b1);
           mma_bf16(s[n + 1], x0, x1, x2, x3, b2, b3);
         }
@@ -1084,16 +1091,16 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     }
   }
   {  // latent
-    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * g.ql_stride + (lane >> 4) * 16;
-    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * g.c_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * ql_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * c_stride + ((lane >> 3) & 1) * 16;
 #pragma unroll 2
-    for (int k = 0; k < p.r_kv; k += 16) {
+    for (int k = 0; k < r_kv; k += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
 #pragma unroll
       for (int n = 0; n < NS; n += 2) {
         uint32_t b0, b1, b2, b3;
-        ldsm_x4(b_addr + n * 8 * g.c_stride + k * 2, b0, b1, b2, b3);
+        ldsm_x4(b_addr + n * 8 * c_stride + k * 2, b0, b1, b2, b3);
         mma_bf16(s[n], a0, a1, a2, a3, b0, b1);
         mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
       }
@@ -1157,10 +1164,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     const uint32_t a0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
     const uint32_t a2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
     const uint32_t a3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * g.c_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * c_stride + (lane >> 4) * 16;
 #pragma unroll
     for (int i = 0; i < NO; i += 2) {
-      if (i * 8 < p.r_kv) {
+      if (i * 8 < r_kv) {
         uint32_t b0, b1, b2, b3;
         ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
         mma_bf16(o[i], a0, a1, a2, a3, b0, b1);
@@ -1175,7 +1182,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 // tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
 // layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
 // the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
-template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false>
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   constexpr int TP = kWarps / MT;  // token parts
@@ -1189,6 +1196,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
   static_assert(!MODCTA || NMOD == 1, "modality CTAs hold one modality's rows");
   extern __shared__ __align__(16) unsigned char smem[];
+  if constexpr (RKV > 0) {  // built for these sizes: the host takes it for them only (rows_kernel_for)
+    if (p.r_kv != RKV || g.hr != HR || p.d_rope != DR) __trap();
+  }
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
   const int mt = warp % MT, part = warp / MT, c0 = part * TW;
   const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
@@ -1331,8 +1341,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       }
       cp_async_commit();
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
-                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0, my_mod,
+                                                    ri, scale_log2, o, m_run, l);
       if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
       t = tn;
     }
@@ -1364,8 +1375,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
       __syncthreads();  // tile t dequantized; every warp is done with the previous tile (its buffer is free)
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO>(p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile,
-                                       t * kTile, vlo, vhi, mt, c0, my_mod, ri, scale_log2, o, m_run, l);
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0, my_mod,
+                                                    ri, scale_log2, o, m_run, l);
       if (tn < t_end) {
         dequant(i + 1);
         if (kMods && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
@@ -1451,8 +1463,9 @@ KernelFn tc_kernel_int4(int n_mod, int mt, int ntw);
 KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // The warp-rows kernel for n_mod sets (modality_ctas: one modality's rows per CTA), mt m-tiles and no output
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
-KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas);
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas);
+// specialized: the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32 (nullptr where there is none).
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, bool specialized);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, bool specialized);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {
@@ -1473,8 +1486,19 @@ KernelFn tc_kernel_for(int mt, int ntw) {
   return nullptr;
 }
 
+// specialized: the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (Qwen2.5-VL-7B converted with
+// D = 32, R = 32) in the layouts kAuto takes for it (one set or modality CTAs: 2 m-tiles; joint: 4), or
+// nullptr where there is none; the caller checks the sizes.
 template <int NMOD, bool INT4, bool MODCTA = false>
-KernelFn rows_kernel_for(int mt, int no) {
+KernelFn rows_kernel_for(int mt, int no, bool specialized = false) {
+  if (specialized) {
+    if constexpr (NMOD == 1) {
+      if (mt == 2 && no == 16) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, 128, 128, 32>;
+    } else if constexpr (!MODCTA) {
+      if (mt == 4 && no == 16) return mla_decode_rows_kernel<2, 4, 16, INT4, false, 128, 128, 32>;
+    }
+    return nullptr;
+  }
   if (mt == 2) {
     return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA>
                     : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;

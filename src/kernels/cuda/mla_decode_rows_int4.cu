@@ -4,9 +4,10 @@
 namespace vlm2mla {
 namespace mla_decode_detail {
 
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas) {
-  if (modality_ctas) return rows_kernel_for<1, true, true>(mt, no);
-  return n_mod == 1 ? rows_kernel_for<1, true>(mt, no) : rows_kernel_for<2, true>(mt, no);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, bool specialized) {
+  if (modality_ctas) return rows_kernel_for<1, true, true>(mt, no, specialized);
+  return n_mod == 1 ? rows_kernel_for<1, true>(mt, no, specialized)
+                    : rows_kernel_for<2, true>(mt, no, specialized);
 }
 
 }  // namespace mla_decode_detail
