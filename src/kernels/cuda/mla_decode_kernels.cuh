@@ -1047,11 +1047,15 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
                                           float (&o)[NO][4], float (&m_run)[2], float (&l)[2]) {
   const int lane = threadIdx.x & 31, tig = lane & 3;
-  // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some
-  const int r_kv = RKV > 0 ? RKV : p.r_kv, d_rope = DR > 0 ? DR : p.d_rope;
-  const int rope_pad = DR > 0 ? (DR + 15) / 16 * 16 : g.rope_pad;
-  const int c_stride = RKV > 0 ? (RKV + 8) * 2 : g.c_stride, ql_stride = RKV > 0 ? (RKV + 8) * 2 : g.ql_stride;
-  const int k_stride = HR > 0 ? (HR + 8) * 2 : g.k_stride, qr_stride = DR > 0 ? (rope_pad + 8) * 2 : g.qr_stride;
+  // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
+  // read where used, as the generic instance always read them
+  auto r_kv = [&] { return RKV > 0 ? RKV : p.r_kv; };
+  auto d_rope = [&] { return DR > 0 ? DR : p.d_rope; };
+  auto rope_pad = [&] { return DR > 0 ? (DR + 15) / 16 * 16 : g.rope_pad; };
+  auto c_stride = [&] { return RKV > 0 ? (RKV + 8) * 2 : g.c_stride; };
+  auto ql_stride = [&] { return RKV > 0 ? (RKV + 8) * 2 : g.ql_stride; };
+  auto k_stride = [&] { return HR > 0 ? (HR + 8) * 2 : g.k_stride; };
+  auto qr_stride = [&] { return DR > 0 ? ((DR + 15) / 16 * 16 + 8) * 2 : g.qr_stride; };
   // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
   bool keep[NS][2];
   bool any = false;
@@ -1072,9 +1076,9 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 #pragma unroll
   for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
   {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
-    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * qr_stride + (lane >> 4) * 16;
-    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * k_stride + ((lane >> 3) & 1) * 16;
-    for (int kr = 0; kr < rope_pad; kr += 16) {
+    const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * qr_stride() + (lane >> 4) * 16;
+    const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * k_stride() + ((lane >> 3) & 1) * 16;
+    for (int kr = 0; kr < rope_pad(); kr += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
       for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
@@ -1083,7 +1087,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 #pragma unroll
         for (int n = 0; n < NS; n += 2) {
           uint32_t b0, b1, b2, b3;
-          ldsm_x4(b_addr + n * 8 * k_stride + (gq * d_rope + kr) * 2, b0, b1, b2, b3);
+          ldsm_x4(b_addr + n * 8 * k_stride() + (gq * d_rope() + kr) * 2, b0, b1, b2, b3);
           mma_bf16(s[n], x0, x1, x2, x3, b0, b1);
           mma_bf16(s[n + 1], x0, x1, x2, x3, b2, b3);
         }
@@ -1091,16 +1095,16 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     }
   }
   {  // latent
-    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * ql_stride + (lane >> 4) * 16;
-    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * c_stride + ((lane >> 3) & 1) * 16;
+    const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * ql_stride() + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * c_stride() + ((lane >> 3) & 1) * 16;
 #pragma unroll 2
-    for (int k = 0; k < r_kv; k += 16) {
+    for (int k = 0; k < r_kv(); k += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
 #pragma unroll
       for (int n = 0; n < NS; n += 2) {
         uint32_t b0, b1, b2, b3;
-        ldsm_x4(b_addr + n * 8 * c_stride + k * 2, b0, b1, b2, b3);
+        ldsm_x4(b_addr + n * 8 * c_stride() + k * 2, b0, b1, b2, b3);
         mma_bf16(s[n], a0, a1, a2, a3, b0, b1);
         mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
       }
@@ -1164,10 +1168,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     const uint32_t a0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
     const uint32_t a2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
     const uint32_t a3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * c_stride + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * c_stride() + (lane >> 4) * 16;
 #pragma unroll
     for (int i = 0; i < NO; i += 2) {
-      if (i * 8 < r_kv) {
+      if (i * 8 < r_kv()) {
         uint32_t b0, b1, b2, b3;
         ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
         mma_bf16(o[i], a0, a1, a2, a3, b0, b1);
