@@ -2,9 +2,12 @@
 """The instruction mix of a kernel from Nsight Compute's source page as SASS with executed counts
 (`ncu -i REPORT --page source --csv --print-source sass`, which scripts/device/profile_kernel.sh writes with
 PROFILE_SOURCE=1): executed warp instructions by opcode, the hottest address ranges, and, given --per N (for
-example active warps x tiles per warp), every count divided by N.
+example active warps x tiles per warp), every count divided by N. --lines K lists the K rows that executed
+the most instructions, with their text: for the page printed as CUDA source (`--print-source cuda`, from
+code built with -lineinfo), the hottest source lines.
 
   python3 scripts/device/sass_mix.py ncu_sass_bf16_2_text_32_32768_auto_128.csv --per 131072
+  python3 scripts/device/sass_mix.py ncu_cuda_bf16_2_text_32_32768_auto_128.csv --per 131072 --lines 40
 """
 import argparse
 import collections
@@ -18,6 +21,7 @@ def main():
     ap.add_argument("--per", type=float, default=1.0, help="divide counts by this (e.g. warps x tiles)")
     ap.add_argument("--top", type=int, default=25, help="opcodes to list")
     ap.add_argument("--window", type=int, default=100, help="SASS lines per hot range")
+    ap.add_argument("--lines", type=int, default=0, help="list the rows that executed the most instructions")
     a = ap.parse_args()
     try:
         rows = list(csv.reader(open(a.csv, newline="")))
@@ -33,24 +37,31 @@ def main():
         if len(r) < len(ix):
             continue
         src = r[ix["Source"]].strip()
-        n = int(r[ix["Instructions Executed"]] or 0)
+        try:  # rows that are no instruction (a repeated header, a file's name in the CUDA view) are skipped
+            n = int(float((r[ix["Instructions Executed"]] or "0").replace(",", "")))
+        except ValueError:
+            continue
         words = src.split()
         op = words[1] if words and words[0].startswith("@") and len(words) > 1 else (words[0] if words else "")
-        lines.append((op.split(".")[0], n))
-    total = sum(n for _, n in lines)
+        lines.append((op.split(".")[0], n, src))
+    total = sum(n for _, n, _ in lines)
     if total == 0:
         sys.exit(f"sass_mix: {a.csv} counts no executed instructions")
     ops = collections.Counter()
-    for op, n in lines:
+    for op, n, _ in lines:
         ops[op] += n
     print(f"{a.csv}: {total:,} warp instructions, {total / a.per:,.1f} per unit (--per {a.per:g})")
     for op, n in ops.most_common(a.top):
         print(f"  {op:10} {n / a.per:10.1f}  {100.0 * n / total:5.1f}%")
     print(f"hot ranges ({a.window} SASS lines each, at least 1% of the instructions):")
     for s in range(0, len(lines), a.window):
-        n = sum(c for _, c in lines[s:s + a.window])
+        n = sum(c for _, c, _ in lines[s:s + a.window])
         if n >= 0.01 * total:
             print(f"  lines {s:5}-{s + a.window:5}  {n / a.per:10.1f}  {100.0 * n / total:5.1f}%")
+    if a.lines > 0:
+        print(f"the {a.lines} rows that executed the most:")
+        for i, (_, n, src) in sorted(enumerate(lines), key=lambda x: -x[1][1])[:a.lines]:
+            print(f"  row {i:5}  {n / a.per:10.1f}  {100.0 * n / total:5.1f}%  {src[:100]}")
 
 
 if __name__ == "__main__":
