@@ -355,7 +355,7 @@ KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_cta
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
   };
-  specialized = p.specialized != 0 && p.r_kv == 128 && p.h_kv * p.d_rope == 128 && p.d_rope == 32;
+  specialized = p.specialized != 0 && p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
   if (specialized) {
     if (KernelFn fn = get(true)) return fn;
     specialized = false;

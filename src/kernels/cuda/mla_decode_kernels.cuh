@@ -48,6 +48,9 @@ constexpr int kGenericChunk = 32;    // tokens scored together by the generic ke
 constexpr int kGenericCols = 4096;   // latent columns per generic CTA (32 per thread)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kMaxSlack = 8.f;  // warp-rows kernel: how far a score may pass the running max (log2)
+// The sizes the specialized warp-rows instances are built for (rows_kernel_for): r_kv, h_kv * d_rope, d_rope
+// of Qwen2.5-VL-7B converted with D = 32, R = 32.
+constexpr int kSpecRkv = 128, kSpecHr = 128, kSpecDrope = 32;
 
 // ---- geometry shared by host and device ------------------------------------------------------------
 // Everything derived from the sizes that the kernels need, computed once on the host.
@@ -1490,16 +1493,16 @@ KernelFn tc_kernel_for(int mt, int ntw) {
   return nullptr;
 }
 
-// specialized: the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (Qwen2.5-VL-7B converted with
-// D = 32, R = 32) in the layouts kAuto takes for it (one set or modality CTAs: 2 m-tiles; joint: 4), or
-// nullptr where there is none; the caller checks the sizes.
+// specialized: the instance built for kSpecRkv, kSpecHr and kSpecDrope in the layouts kAuto takes for those
+// sizes (one set or modality CTAs: 2 m-tiles; joint: 4), or nullptr where there is none; the caller checks
+// the sizes.
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, bool specialized = false) {
   if (specialized) {
     if constexpr (NMOD == 1) {
-      if (mt == 2 && no == 16) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, 128, 128, 32>;
+      if (mt == 2 && no == 16) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
     } else if constexpr (!MODCTA) {
-      if (mt == 4 && no == 16) return mla_decode_rows_kernel<2, 4, 16, INT4, false, 128, 128, 32>;
+      if (mt == 4 && no == 16) return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
     }
     return nullptr;
   }
