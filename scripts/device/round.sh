@@ -17,8 +17,8 @@
 # Cold, the defaults take ~5-6 minutes (builds ~2-3, tests ~3, each bench run ~1; measured 2026-11-29: 307-376 s),
 # the largest batches ~20 s more: within one call's 600 s with one or two ROUND_ENV settings; narrow the grid
 # or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.
-# Prints a table per run: median ms per step, the floor, their ratio, the kernel launches of a captured
-# step, the decode kernels taken. Everything also lands in $OUT (0-all.tar.gz holds it all).
+# Prints a table per run (round_table.py): median ms per step, the floor, their ratio, the kernel launches of
+# a captured step, the decode kernels taken. Everything also lands in $OUT (0-all.tar.gz holds it all).
 #
 #   device run: ROUND_ENV="VLM2MLA_FUSED_CACHE_WRITE=0 VLM2MLA_FUSED_CACHE_WRITE=1" bash scripts/device/round.sh
 #               ROUND_LARGEST="gqa:64 mla:32:bf16:256 mla:32:int4:768" bash scripts/device/round.sh
@@ -61,19 +61,7 @@ for setting in "${settings[@]}"; do
     BENCH_MLA_VARIANTS="${ROUND_VARIANTS:-gqa mla:32:bf16 mla:32:int4}" BENCH_MLA_TOKENS="${ROUND_TOKENS:-16}" \
     BENCH_MLA_OUT="$file" bash "$here/bench_mla.sh" > /dev/null 2>&1
   echo "== $name"
-  python3 - "$out/$file" <<'EOF'
-import json, sys
-print(f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8} {'floor':>7} {'x floor':>7} {'kernels':>7}  decode kernels")
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    r = d.get("result")
-    if r is None:
-        print(f"{d['variant']:14} {d.get('context', ''):>7} {d.get('batch', ''):>5}  error: {d.get('error', '')}")
-        continue
-    ms, floor = r["decode_ms_per_step_median"], r["floor_ms"]
-    print(f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f} {floor:7.2f} {ms / floor:6.2f}x "
-          f"{r.get('decode_step_kernels', -1):>7}  {','.join(r.get('decode_kernels', []))}")
-EOF
+  python3 "$here/round_table.py" "$out/$file"
 done
 if [[ -n "${ROUND_LARGEST:-}" ]]; then
   : > "$out/round_largest.jsonl"
@@ -84,21 +72,6 @@ if [[ -n "${ROUND_LARGEST:-}" ]]; then
   done
   rm -f "$out/round_largest_one.jsonl"
   echo "== largest batches"
-  python3 - "$out/round_largest.jsonl" <<'EOF'
-import json, sys
-print(f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8} {'x floor':>7} {'tokens/s':>9} {'vs first':>8} {'peak GiB':>8}")
-first = None
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    r = d.get("result")
-    if r is None:
-        print(f"{d['variant']:14} {d.get('context', ''):>7} {d.get('batch', ''):>5}  error: {d.get('error', '')}")
-        continue
-    ms = r["decode_ms_per_step_median"]
-    tps = r["batch"] * 1000.0 / ms
-    first = first or tps
-    print(f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f} {ms / r['floor_ms']:6.2f}x {tps:9.0f} "
-          f"{tps / first:7.2f}x {r['peak_memory_bytes'] / 2**30:8.1f}")
-EOF
+  python3 "$here/round_table.py" --largest "$out/round_largest.jsonl"
 fi
 echo "total: $((SECONDS - t0)) s"

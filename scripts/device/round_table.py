@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""The tables round.sh prints from bench_mla.sh's JSON lines: per decode step (median ms, the floor, their
+ratio, the kernel launches of a captured step, the decode kernels taken), or with --largest per batch
+(median ms, ratio to the floor, tokens/s, against the first line's, peak memory). A line without a result
+prints its error.
+
+  python3 scripts/device/round_table.py round_bench_as_is.jsonl
+  python3 scripts/device/round_table.py --largest round_largest.jsonl
+"""
+import argparse
+import json
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("jsonl", help="bench_mla.sh's output")
+    ap.add_argument("--largest", action="store_true", help="tokens/s against the first line's, peak memory")
+    a = ap.parse_args()
+    try:
+        lines = open(a.jsonl).read().splitlines()
+    except OSError as e:
+        sys.exit(f"round_table: cannot read {a.jsonl}: {e.strerror}")
+    head = f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8}"
+    print(head + (f" {'x floor':>7} {'tokens/s':>9} {'vs first':>8} {'peak GiB':>8}" if a.largest else
+                  f" {'floor':>7} {'x floor':>7} {'kernels':>7}  decode kernels"))
+    first = None
+    for line in lines:
+        d = json.loads(line)
+        r = d.get("result")
+        if r is None:
+            print(f"{d['variant']:14} {d.get('context', ''):>7} {d.get('batch', ''):>5}  error: {d.get('error', '')}")
+            continue
+        ms, floor = r["decode_ms_per_step_median"], r["floor_ms"]
+        row = f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f}"
+        if a.largest:
+            tps = r["batch"] * 1000.0 / ms
+            first = first or tps
+            print(f"{row} {ms / floor:6.2f}x {tps:9.0f} {tps / first:7.2f}x {r['peak_memory_bytes'] / 2**30:8.1f}")
+        else:
+            print(f"{row} {floor:7.2f} {ms / floor:6.2f}x {r.get('decode_step_kernels', -1):>7}  "
+                  f"{','.join(r.get('decode_kernels', []))}")
+
+
+if __name__ == "__main__":
+    main()
