@@ -7,6 +7,7 @@
 #include <set>
 #include <string_view>
 
+#include "core/env_switch.h"
 #include "core/error.h"
 #include "kernels/ref/mla_decode_ref.h"
 #include "kvcache/quant_shape.h"
@@ -221,11 +222,8 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
 }
 
 bool model_decode_specialized() {
-  static const bool on = [] {
-    const char* env = std::getenv("VLM2MLA_DECODE_SPECIALIZED");
-    return env && std::string_view(env) == "1";
-  }();
-  return on;
+  static EnvSwitch on("VLM2MLA_DECODE_SPECIALIZED");
+  return on.enabled();
 }
 
 MlaDecodeVariant model_decode_variant() {

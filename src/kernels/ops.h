@@ -45,8 +45,7 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
 // shapes stops the step with the kernel's ArgumentError, which says why.
 MlaDecodeVariant model_decode_variant();
 // Whether the models' decode steps take the warp-rows instances built for r_kv 128, h_kv * d_rope 128 and
-// d_rope 32 (MlaDecodeInputs::specialized): VLM2MLA_DECODE_SPECIALIZED=1 (read once); off by default until
-// their device tests have run.
+// d_rope 32 (MlaDecodeInputs::specialized): on unless VLM2MLA_DECODE_SPECIALIZED=0 (read once; EnvSwitch).
 bool model_decode_specialized();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs

@@ -415,6 +415,14 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
 // ---- CUDA --------------------------------------------------------------------------------------------
 bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 
+// A kernel's layout: its name without the "-128" that marks the instances built for the 7B sizes
+// (MlaDecodeInputs::specialized, on by default), which run the same layouts.
+std::string layout_of(const std::string& kernel) {
+  const std::string spec = "-128";
+  const size_t n = kernel.size(), k = spec.size();
+  return n > k && kernel.compare(n - k, k, spec) == 0 ? kernel.substr(0, n - k) : kernel;
+}
+
 // Tolerance of the kernel against the float64 reference, ||got - want|| / ||want|| over all heads: bf16
 // P (and, for int4, bf16-rounded dequantized keys) in the tensor-core products with fp32 accumulation
 // put it near 2^-9 ~ 2e-3 on random data; 1e-2 leaves room, while a wrong index gives O(1).
@@ -512,7 +520,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
           check_case(c, MlaDecodeVariant::kAuto, tc);
           // its twins wherever kAuto took the warp-rows kernel: the split-keys kernel, and for the modality
           // CTAs the joint layout
-          const std::string kernel = MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel();
+          const std::string kernel = layout_of(MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel());
           if (kernel.rfind("tc-rows", 0) == 0 && takes(c, MlaDecodeVariant::kTensorCore))
             check_case(c, MlaDecodeVariant::kTensorCore, keys);
           // two sets: the other layout of the two (kTensorCoreWarpRows runs the modality CTAs where they can)
@@ -615,11 +623,11 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
 // head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
 // for the shapes it does not take.
-// The warp-rows instances built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (MlaDecodeInputs::specialized)
-// compute what the generic ones compute, bit for bit (the same arithmetic with the sizes as constants), in
-// every layout kAuto takes for those sizes (one set; two sets as modality CTAs and joint), over bf16 and int4
-// stores, ragged key ranges and every modality pattern, and so stay within the reference's tolerance; other
-// sizes keep the generic instance.
+// The warp-rows instances built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (MlaDecodeInputs::specialized,
+// on by default) compute what the generic ones compute, bit for bit (the same arithmetic with the sizes as
+// constants), in every layout kAuto takes for those sizes (one set; two sets as modality CTAs and, int4 only,
+// joint), over bf16 and int4 stores, ragged key ranges and every modality pattern, and so stay within the
+// reference's tolerance; other sizes, and the bf16 joint layout, keep the generic instance.
 TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   int seed = 0, n = 0;
@@ -634,10 +642,15 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
           ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = v;
+          in.specialized = false;
           const MlaDecodeOutput generic = mla_decode(in);
-          in.specialized = true;
           const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
-          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), mod_ctas ? "tc-rows-mod-128" : "tc-rows-128") << c.str();
+          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), mod_ctas ? "tc-rows-mod" : "tc-rows") << c.str();
+          in.specialized = true;
+          const bool bf16_joint = n_mod == 2 && !mod_ctas && f == MlaCacheFormat::kBf16;
+          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
+                       mod_ctas ? "tc-rows-mod-128" : bf16_joint ? "tc-rows" : "tc-rows-128")
+              << c.str();
           const MlaDecodeOutput spec = mla_decode(in);
           EXPECT_TRUE(at::equal(spec.acc, generic.acc)) << c.str() << ": acc differs from the generic instance's";
           EXPECT_TRUE(at::equal(spec.mass, generic.mass)) << c.str() << ": mass differs from the generic instance's";
@@ -710,7 +723,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     c.n_mod = n_mod;
     MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
     in.variant = v;
-    return std::string(MlaDecodeLaunch(in).kernel());
+    return layout_of(MlaDecodeLaunch(in).kernel());
   };
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 15), "tc-rows");
@@ -720,7 +733,9 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     take_mla_decode_kernels_used();
     Case c = Case::qwen7b_md_int4(std::vector<int64_t>(16, 0), std::vector<int64_t>(16, 100));
     mla_decode(make_inputs(c, at::Device(at::kCUDA, 0)));
-    EXPECT_EQ(take_mla_decode_kernels_used(), std::vector<std::string>{"tc-rows-mod"});
+    const std::vector<std::string> used = take_mla_decode_kernels_used();
+    ASSERT_EQ(used.size(), 1u);
+    EXPECT_EQ(layout_of(used[0]), "tc-rows-mod");
   }
   EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
@@ -849,7 +864,7 @@ TEST(MlaDecodeCuda, ModalityCtasFindTheirTilesInLongSplits) {
       c.seed = 1200 + seed++;
       MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
       in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
-      EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows-mod") << c.str();
+      EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), "tc-rows-mod") << c.str();
       EXPECT_EQ(MlaDecodeLaunch(in).splits(), f == MlaCacheFormat::kInt4 ? 2 : 1) << c.str();
       check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, mod);
       check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, joint);
@@ -1038,7 +1053,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().max_length = cfg.t;
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
-      ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=1: the rows name it
+      ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -1494,14 +1494,15 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 }
 
 // specialized: the instance built for kSpecRkv, kSpecHr and kSpecDrope in the layouts kAuto takes for those
-// sizes (one set or modality CTAs: 2 m-tiles; joint: 4), or nullptr where there is none; the caller checks
-// the sizes.
+// sizes (one set or modality CTAs: 2 m-tiles; joint: 4, int4 only), or nullptr where there is none; the
+// caller checks the sizes. No bf16 joint instance: it spills more than its generic twin and measured slower
+// (H200, 2026-11-29: b = 32, 32k, 269 -> 289 us over random modalities), where every other one is faster.
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, bool specialized = false) {
   if (specialized) {
     if constexpr (NMOD == 1) {
       if (mt == 2 && no == 16) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
-    } else if constexpr (!MODCTA) {
+    } else if constexpr (!MODCTA && INT4) {
       if (mt == 4 && no == 16) return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
     }
     return nullptr;
