@@ -1,5 +1,6 @@
 #include "models/mla_attention.h"
 
+#include "core/env_switch.h"
 #include "core/error.h"
 #include "kernels/ops.h"
 #include "kvcache/latent_kv_cache.h"
@@ -180,9 +181,17 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
   return aw;
 }
 
+namespace {
+EnvSwitch kv_head_bmm_switch("VLM2MLA_KV_HEAD_BMM");
+}  // namespace
+
+void set_kv_head_bmm(bool on) { kv_head_bmm_switch.set(on); }
+bool kv_head_bmm_enabled() { return kv_head_bmm_switch.enabled(); }
+
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w) {
   VLM2MLA_CHECK(x.dim() == 4 && w.dim() == 3 && x.size(1) == w.size(0) && x.size(3) == w.size(1), ArgumentError,
                 "kv_head_product: x [b, h_kv, m, k] and w [h_kv, k, n] expected, got ", x.sizes(), " and ", w.sizes());
+  if (!kv_head_bmm_enabled()) return at::matmul(x, w.unsqueeze(0)).contiguous();
   const int64_t b = x.size(0), h_kv = x.size(1), m = x.size(2);
   at::Tensor xs = x.transpose(0, 1).reshape({h_kv, b * m, x.size(3)});  // a view at b = 1
   return at::bmm(xs, w).view({h_kv, b, m, w.size(2)}).transpose(0, 1).contiguous();

@@ -104,8 +104,12 @@ AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWei
 // kv heads with the sequences' rows stacked: at::matmul(x, w.unsqueeze(0)) would expand w to a copy per
 // sequence before its bmm (b copies of the absorbed weights, a layer's ~0.5 MB each at 7B shapes, for every
 // product of a b > 1 step). Copies x (and the result) instead, which are n / m and k / m times smaller; at
-// b = 1 nothing is copied.
+// b = 1 nothing is copied. VLM2MLA_KV_HEAD_BMM=0 (or set_kv_head_bmm(false)) takes at::matmul's broadcast
+// instead, its twin, to compare the two inside whole decode steps (one copy of the weights against two
+// small copies: launches decide at small b, bytes at large).
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w);
+void set_kv_head_bmm(bool on);
+bool kv_head_bmm_enabled();
 
 // Absorbed attention: q [b, h_q, s, d_h] (RoPE applied to the first R dims), cached latents
 // [b, t, r_kv], RoPE keys [b, t, h_kv*R], modality [b, t] (undefined = all text), mask bool

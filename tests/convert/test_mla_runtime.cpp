@@ -204,12 +204,15 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
 
 // The absorbed products per kv head (one bmm with the sequences' rows stacked) equal at::matmul's broadcast
 // of the weights over the sequences, for one sequence and several, strided inputs (a narrowed last dim, as
-// the decode step's output buffer is) and contiguous results; shapes that do not fit are clear errors.
+// the decode step's output buffer is) and contiguous results; shapes that do not fit are clear errors. The
+// switch's other side (VLM2MLA_KV_HEAD_BMM=0) is that broadcast.
 TEST(KvHeadProduct, EqualsTheBroadcastMatmul) {
   at::manual_seed(5);
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const testing::SwitchRestore restore{set_kv_head_bmm, kv_head_bmm_enabled()};
   for (int64_t b : {1, 3}) {
     for (bool strided : {false, true}) {
+      set_kv_head_bmm(true);
       const int64_t h_kv = 4, m = 7, k = 24, n = 10;
       const at::Tensor full = at::randn({b, h_kv, m, k + (strided ? 6 : 0)}, f64);
       const at::Tensor x = full.narrow(-1, 0, k);
@@ -219,6 +222,10 @@ TEST(KvHeadProduct, EqualsTheBroadcastMatmul) {
       ASSERT_EQ(got.sizes(), want.sizes());
       EXPECT_TRUE(got.is_contiguous());
       EXPECT_LT((got - want).abs().max().item<double>(), 1e-12) << "b " << b << (strided ? " strided" : "");
+      set_kv_head_bmm(false);
+      const at::Tensor twin = kv_head_product(x, w);
+      EXPECT_TRUE(twin.is_contiguous());
+      EXPECT_TRUE(at::equal(twin, want)) << "b " << b << (strided ? " strided" : "");
     }
   }
   try {

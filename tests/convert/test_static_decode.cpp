@@ -74,13 +74,6 @@ double static_vs_dynamic(const Model& m, const ModelInputs& in, const CacheSpec*
   return worst;
 }
 
-// A fused-path switch (set_fused_*) restored to the state it had when constructed, at scope exit.
-struct SwitchRestore {
-  void (*set)(bool);
-  bool on;
-  ~SwitchRestore() { set(on); }
-};
-
 // Each of `on` bit for bit its `off` twin: a mismatch names `what`, which logits (the prompt's where
 // `prompt` leads the lists, then each decode step's dynamic and static ones, as static_vs_dynamic appends
 // them) and the largest difference.
@@ -324,7 +317,7 @@ TEST(FusedRmsNormSwitch, CpuUnchangedAndGpuWithinBf16) {
 TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
-  const SwitchRestore restore{set_fused_rope, fused_rope_enabled()};
+  const testing::SwitchRestore restore{set_fused_rope, fused_rope_enabled()};
   struct Case {
     std::string what;
     std::shared_ptr<Model> model;
@@ -361,7 +354,7 @@ TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
 TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
-  const SwitchRestore restore{set_fused_silu_mul, fused_silu_mul_enabled()};
+  const testing::SwitchRestore restore{set_fused_silu_mul, fused_silu_mul_enabled()};
   auto run = [&](const Model& m, const CacheSpec* spec, bool fused, bool graph) {
     set_fused_silu_mul(fused);
     std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
@@ -389,7 +382,7 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
 TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
-  const SwitchRestore restore{set_fused_ring_write, fused_ring_write_enabled()};
+  const testing::SwitchRestore restore{set_fused_ring_write, fused_ring_write_enabled()};
   int64_t kernels = -1;  // the last run's captured step
   auto run = [&](const Model& m, const CacheSpec& spec, bool fused, bool graph) {
     set_fused_ring_write(fused);

@@ -20,6 +20,14 @@ class TempDir {
   std::string path_;
 };
 
+// A process-wide switch (set_fused_rope, set_kv_head_bmm, ...) restored to the state it had when constructed,
+// at scope exit (a failed ASSERT included).
+struct SwitchRestore {
+  void (*set)(bool);
+  bool on;
+  ~SwitchRestore() { set(on); }
+};
+
 struct CliResult {
   int exit_code = -1;  // -1 when the process did not exit normally (crash, signal)
   bool crashed = false;
