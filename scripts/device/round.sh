@@ -3,7 +3,8 @@
 # checks after a change, stopping at the first failure so that no device time goes to benchmarking a build
 # that did not compile or a kernel that failed its tests:
 #   1. scripts/device/kernels.sh --build-only, then the kernel tests (test_kernels; ROUND_KERNEL_FILTER, a
-#      gtest filter, default all) and, with ROUND_BANDWIDTH=1, the kernels' bandwidth benchmark;
+#      gtest filter, default all) and, with ROUND_BANDWIDTH=1, the kernels' bandwidth benchmark, once per
+#      setting of ROUND_BANDWIDTH_ENV (VAR=VALUE words) if given, side by side (bandwidth_table.py);
 #   2. the model, parity and conversion targets, and their CUDA tests (ROUND_CTEST, a ctest regex, default
 #      "Cuda|Fused|Switch|StaticDecode|MlaRuntime"; ROUND_CTEST= skips them);
 #   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
@@ -12,8 +13,11 @@
 #      is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
 #      pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large batches, BENCH_MLA_DECODE).
 #   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
-#      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, 8 new tokens, one at a time
-#      (the largest batches that fit), with tokens/s against the first word's and the peak memory.
+#      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, ROUND_LARGEST_TOKENS new tokens
+#      (default 16), one at a time (the largest batches that fit), with tokens/s against the first word's and the
+#      peak memory.
+# Steps at 32k vary by up to ~1.5x in their first ten or so (measured 2026-11-29, GQA too, whose step no switch
+# changes): give medians 32 or more tokens (ROUND_TOKENS) when comparing settings within a few percent.
 # Cold, the defaults take ~5-6 minutes (builds ~2-3, tests ~3, each bench run ~1; measured 2026-11-29: 307-376 s),
 # the largest batches ~20 s more: within one call's 600 s with one or two ROUND_ENV settings; narrow the grid
 # or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.
@@ -33,7 +37,16 @@ timeout 400 "$bin" --gtest_filter="${ROUND_KERNEL_FILTER:-*}" > "$out/round_kern
 rc=$?
 grep -E "^\[ *(FAILED|PASSED) |Failure" "$out/round_kernels.log" | head -30
 [[ $rc -eq 0 ]] || { echo "kernel tests failed (rc=$rc): stopping"; exit 5; }
-if [[ "${ROUND_BANDWIDTH:-0}" == 1 ]]; then
+if [[ "${ROUND_BANDWIDTH:-0}" == 1 && -n "${ROUND_BANDWIDTH_ENV:-}" ]]; then
+  logs=()
+  for setting in $ROUND_BANDWIDTH_ENV; do
+    log="round_bandwidth_${setting//[^A-Za-z0-9_]/_}.log"
+    env "$setting" timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/$log" 2>&1
+    logs+=("${setting#*=}=$out/$log")
+  done
+  grep "device copy" "$out/$log"
+  python3 "$here/bandwidth_table.py" "${logs[@]}"
+elif [[ "${ROUND_BANDWIDTH:-0}" == 1 ]]; then
   timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/round_bandwidth.log" 2>&1
   grep -E "bandwidth|gemv" "$out/round_bandwidth.log" | head -80
 fi
@@ -66,7 +79,7 @@ done
 if [[ -n "${ROUND_LARGEST:-}" ]]; then
   : > "$out/round_largest.jsonl"
   for vb in $ROUND_LARGEST; do
-    BENCH_MLA_SYNTHETIC=1 BENCH_MLA_TOKENS=8 BENCH_MLA_GRID="${ROUND_LARGEST_CONTEXT:-32768}:${vb##*:}" \
+    BENCH_MLA_SYNTHETIC=1 BENCH_MLA_TOKENS="${ROUND_LARGEST_TOKENS:-16}" BENCH_MLA_GRID="${ROUND_LARGEST_CONTEXT:-32768}:${vb##*:}" \
       BENCH_MLA_VARIANTS="${vb%:*}" BENCH_MLA_OUT=round_largest_one.jsonl bash "$here/bench_mla.sh" > /dev/null 2>&1
     cat "$out/round_largest_one.jsonl" >> "$out/round_largest.jsonl"
   done
