@@ -739,7 +739,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   }
   EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
-  for (int which = 0; which < 4; ++which) {
+  for (int which = 0; which < 5; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
     const char* want = "r_kv > 256";
     if (which == 0) bad.r_kv = 512;
@@ -747,13 +747,23 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       bad.group_c = 8;
       want = "neither 16 nor a multiple of 32";
     }
-    if (which >= 2) {
+    if (which == 2 || which == 3) {
       bad.h_q = 8;
       bad.h_kv = 2;
       bad.n_mod = which == 2 ? 1 : 2;  // 8 or 16 rows
       want = "16 rows or fewer";
     }
+    if (which == 4) {  // groups of 16 load a piece's two scales as one word: the scales must be 4-byte aligned
+      bad.group_c = 16;
+      want = "latent_scale/latent_lo are not 4-byte aligned";
+    }
     MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
+    if (which == 4) {  // the same scales, one float16 further into their buffer
+      const at::Tensor s = in.latent_q.scale;
+      at::Tensor moved = at::empty({s.numel() + 1}, s.options()).narrow(0, 1, s.numel()).view(s.sizes());
+      moved.copy_(s);
+      in.latent_q.scale = moved;
+    }
     in.variant = which == 3 ? MlaDecodeVariant::kTensorCoreWarpRowsJoint : MlaDecodeVariant::kTensorCoreWarpRows;
     try {
       mla_decode(in);
@@ -763,6 +773,10 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     }
     in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead
     EXPECT_EQ(std::string(MlaDecodeLaunch(in).kernel()).rfind("tc-rows", 0), std::string::npos) << bad.str();
+    if (which == 4) {  // which reads the moved scales right
+      const MlaDecodeOutput got = mla_decode(in), want_out = mla_decode_ref(in, at::kDouble);
+      EXPECT_LT(rel_err(got.acc, want_out.acc), kRelTol) << bad.str();
+    }
   }
 }
 

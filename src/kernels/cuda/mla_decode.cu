@@ -544,6 +544,12 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
     if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
     for (int group : {p.group_c, p.group_r})
       if (group != 16 && group % 32 != 0) return "an int4 group is neither 16 nor a multiple of 32";
+    // groups of 16: a piece loads its two groups' scales (and minima) as one 32-bit word (fetch_piece)
+    auto aligned4 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
+    if (p.group_c == 16 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo)))
+      return "latent_scale/latent_lo are not 4-byte aligned (groups of 16 load two scales at once)";
+    if (p.group_r == 16 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))
+      return "k_rope_scale/k_rope_lo are not 4-byte aligned (groups of 16 load two scales at once)";
     if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
     g.q_groups_c = p.r_kv / p.group_c;
     g.q_groups_r = g.hr / p.group_r;
