@@ -6,6 +6,9 @@ out="${OUT:-$root/device-out}"
 mkdir -p "$out"
 # At exit, everything under $out packed into one archive, $out/0-all.tar.gz: the device tool brings back 8
 # files at most (the first by name, this one among them), so logs that do not come back alone still do.
-# Scripts run one after another in a call each repack it.
-trap 'tar -C "$out" --exclude="./0-all.tar.gz*" -czf "$out/0-all.tar.gz.part" . 2>/dev/null &&
-      mv -f "$out/0-all.tar.gz.part" "$out/0-all.tar.gz"' EXIT
+# Scripts run one after another in a call each repack it. The archive is written outside $out, then moved
+# in: written inside, it changed the directory tar was reading, tar exited 1 ("file changed as we read it")
+# and a stale archive came back beside a complete .part (2026-11-29).
+trap 'part="$(mktemp "${TMPDIR:-/tmp}/vlm2mla-out.XXXXXX")" &&
+      tar -C "$out" --exclude="./0-all.tar.gz*" -czf "$part" . 2>/dev/null &&
+      mv -f "$part" "$out/0-all.tar.gz"; rm -f "$out/0-all.tar.gz.part" "${part:-}"' EXIT

@@ -6,8 +6,9 @@
 # memory, source counters). Reports go to $OUT/ncu_<key>.txt. Builds test_kernels first when missing.
 # PROFILE_SOURCE=1 also keeps each report ($OUT/ncu_<key>.ncu-rep) and prints its source page as SASS with
 # the executed instructions of every line ($OUT/ncu_sass_<key>.csv): where a kernel's instructions go;
-# sass_mix.py sums them by opcode and address range ($OUT/ncu_sass_mix_<key>.txt); the same page as CUDA
-# source (the kernels are built with -lineinfo) gives the hottest source lines ($OUT/ncu_cuda_lines_<key>.txt).
+# sass_mix.py sums them by opcode and address range and lists where the warps wait (stall reasons, the
+# instructions drawing the most stall samples) in $OUT/ncu_sass_mix_<key>.txt. (ncu 2026.x's CSV of the
+# source page as CUDA lines carries the file's text without the counters, 2026-11-29: not written.)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ncu="$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
@@ -31,11 +32,10 @@ for key in ${PROFILE_KEYS:-bf16/1/random/32/32768/auto/128 int4/1/random/32/3276
   if [[ "${PROFILE_SOURCE:-0}" == 1 ]]; then
     "$ncu" -i "$out/ncu_$name.ncu-rep" --page details >> "$out/ncu_$name.txt" 2>&1
     "$ncu" -i "$out/ncu_$name.ncu-rep" --page source --csv --print-source sass > "$out/ncu_sass_$name.csv" 2>&1
-    "$ncu" -i "$out/ncu_$name.ncu-rep" --page source --csv --print-source cuda > "$out/ncu_cuda_$name.csv" 2>&1
-    python3 "$(dirname "${BASH_SOURCE[0]}")/sass_mix.py" "$out/ncu_sass_$name.csv" > "$out/ncu_sass_mix_$name.txt" 2>&1
-    python3 "$(dirname "${BASH_SOURCE[0]}")/sass_mix.py" "$out/ncu_cuda_$name.csv" --top 0 --lines 60 \
-      > "$out/ncu_cuda_lines_$name.txt" 2>&1
+    python3 "$(dirname "${BASH_SOURCE[0]}")/sass_mix.py" "$out/ncu_sass_$name.csv" --stalls 12 \
+      > "$out/ncu_sass_mix_$name.txt" 2>&1
     head -12 "$out/ncu_sass_mix_$name.txt"
+    tail -14 "$out/ncu_sass_mix_$name.txt"
   fi
   grep -E "^\s+(Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Registers Per Thread|Achieved Occupancy|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction|Executed Ipc Active|Executed Instructions  )" "$out/ncu_$name.txt" | head -20
   grep -iE "stall|est. speedup" "$out/ncu_$name.txt" | head -12

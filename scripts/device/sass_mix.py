@@ -4,7 +4,10 @@
 PROFILE_SOURCE=1): executed warp instructions by opcode, the hottest address ranges, and, given --per N (for
 example active warps x tiles per warp), every count divided by N. --lines K lists the K rows that executed
 the most instructions, with their text: for the page printed as CUDA source (`--print-source cuda`, from
-code built with -lineinfo), the hottest source lines.
+code built with -lineinfo), the hottest source lines. --stalls K: where the warps wait, from the page's warp
+stall samples: the share of each stall reason over the kernel, and the K instructions that drew the most
+samples with their main reasons (long_sb: a global load's result; short_sb: shared memory; wait: a fixed
+latency; barrier: __syncthreads).
 
   python3 scripts/device/sass_mix.py ncu_sass_bf16_2_text_32_32768_auto_128.csv --per 131072
   python3 scripts/device/sass_mix.py ncu_cuda_bf16_2_text_32_32768_auto_128.csv --per 131072 --lines 40
@@ -22,6 +25,7 @@ def main():
     ap.add_argument("--top", type=int, default=25, help="opcodes to list")
     ap.add_argument("--window", type=int, default=100, help="SASS lines per hot range")
     ap.add_argument("--lines", type=int, default=0, help="list the rows that executed the most instructions")
+    ap.add_argument("--stalls", type=int, default=0, help="stall reasons, and the rows drawing the most samples")
     a = ap.parse_args()
     try:
         rows = list(csv.reader(open(a.csv, newline="")))
@@ -32,7 +36,8 @@ def main():
         sys.exit(f"sass_mix: {a.csv} has no 'Source' and 'Instructions Executed' columns "
                  "(expected ncu --page source --csv --print-source sass)")
     ix = {h: i for i, h in enumerate(rows[header])}
-    lines = []
+    lines, stalls = [], []
+    reasons = [h for h in rows[header] if h.startswith("stall_") and "Not Issued" not in h]
     for r in rows[header + 1:]:
         if len(r) < len(ix):
             continue
@@ -44,6 +49,15 @@ def main():
         words = src.split()
         op = words[1] if words and words[0].startswith("@") and len(words) > 1 else (words[0] if words else "")
         lines.append((op.split(".")[0], n, src))
+        st = {}
+        for h in reasons:
+            try:
+                v = float(r[ix[h]] or 0)
+            except ValueError:
+                v = 0.0
+            if v > 0:
+                st[h[len("stall_"):]] = v
+        stalls.append(st)
     total = sum(n for _, n, _ in lines)
     if total == 0:
         sys.exit(f"sass_mix: {a.csv} counts no executed instructions")
@@ -62,6 +76,21 @@ def main():
         print(f"the {a.lines} rows that executed the most:")
         for i, (_, n, src) in sorted(enumerate(lines), key=lambda x: -x[1][1])[:a.lines]:
             print(f"  row {i:5}  {n / a.per:10.1f}  {100.0 * n / total:5.1f}%  {src[:100]}")
+    if a.stalls > 0:
+        by_reason = collections.Counter()
+        for st in stalls:
+            by_reason.update(st)
+        samples = sum(by_reason.values())
+        if samples == 0:
+            sys.exit(f"sass_mix: {a.csv} has no warp stall samples (profile with the SourceCounters section)")
+        print(f"warp stall samples: {samples:,.0f}; by reason: " +
+              ", ".join(f"{k} {100.0 * v / samples:.1f}%" for k, v in by_reason.most_common(8)))
+        print(f"the {a.stalls} rows drawing the most samples:")
+        order = sorted(range(len(lines)), key=lambda i: -sum(stalls[i].values()))[:a.stalls]
+        for i in order:
+            st = stalls[i]
+            main_reasons = ", ".join(f"{k} {v:.0f}" for k, v in sorted(st.items(), key=lambda kv: -kv[1])[:2])
+            print(f"  row {i:5}  {100.0 * sum(st.values()) / samples:5.1f}%  {lines[i][2][:60]:60}  ({main_reasons})")
 
 
 if __name__ == "__main__":
