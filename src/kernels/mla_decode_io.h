@@ -45,7 +45,7 @@ struct MlaDecodeInputs {
   int64_t min_tiles_per_split = 0;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
-  // 6-13% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,
+  // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,
   // model_decode_specialized()).
   bool specialized = true;
 

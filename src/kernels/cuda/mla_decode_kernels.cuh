@@ -937,13 +937,11 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
 // The bf16 ring (int4's last `window` positions) takes the bf16 path.
 constexpr int kRowsMaxChunks = 4;  // int4 16-byte pieces per thread per tile (64 (r_kv + h_kv R) / 32 / 256)
 
-// The scales and minima of one int4 piece: float16 values of its first (low half) and second (high half)
-// 16 values (two groups when a group is 16 values, else the same one twice).
-// A piece's float16 scale and minimum as loaded: with groups of 16, its two groups' pair in one 32-bit load;
-// else its one group's value in the low half, doubled where the piece is dequantized (store_piece). No
-// instruction touches them until then, a tile later, so no warp waits on these loads where they are issued
-// (Nsight Compute, 2026-11-29: packing two 16-bit loads into a pair at the fetch held ~19% of the int4
-// kernel's stall samples, on the loads' latency).
+// The float16 scale and minimum of one int4 piece as loaded: with groups of 16, those of its first 16 values
+// (low half) and second 16 (high half), two groups, in one 32-bit load; else its one group's value in the low
+// half, doubled where the piece is dequantized (store_piece). No instruction touches them until then, a tile
+// later, so no warp waits on these loads where they are issued (Nsight Compute, 2026-11-29: packing two 16-bit
+// loads into a pair at the fetch held ~19% of the int4 kernel's stall samples, on the loads' latency).
 struct Int4Scales {
   uint32_t sc = 0u, lo = 0u;
 };
