@@ -1,15 +1,27 @@
 #!/usr/bin/env python3
 """The tables round.sh prints from bench_mla.sh's JSON lines: per decode step (median ms, the floor, their
 ratio, the kernel launches of a captured step, the decode kernels taken), or with --largest per batch
-(median ms, ratio to the floor, tokens/s, against the first line's, peak memory). A line without a result
-prints its error.
+(median ms, ratio to the floor, tokens/s, against the first line's, peak memory). Both give the steps' spread
+beside the median: the quartiles of the steps after the first two (a CUDA graph's warm-up and capture), where
+a step at 32k can take 1.5x the median (2026-11-29): two settings whose medians differ by less than that
+spread are not told apart by one run. A line without a result prints its error.
 
   python3 scripts/device/round_table.py round_bench_as_is.jsonl
   python3 scripts/device/round_table.py --largest round_largest.jsonl
 """
 import argparse
 import json
+import statistics
 import sys
+
+
+def quartiles(steps):
+    """'q1-q3' of the steps after the first two, or '' with fewer than four of them."""
+    s = steps[2:]
+    if len(s) < 4:
+        return ""
+    q = statistics.quantiles(s, n=4)
+    return f"{q[0]:.2f}-{q[2]:.2f}"
 
 
 def main():
@@ -22,8 +34,8 @@ def main():
     except OSError as e:
         sys.exit(f"round_table: cannot read {a.jsonl}: {e.strerror}")
     head = f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8}"
-    print(head + (f" {'x floor':>7} {'tokens/s':>9} {'vs first':>8} {'peak GiB':>8}" if a.largest else
-                  f" {'floor':>7} {'x floor':>7} {'kernels':>7}  decode kernels"))
+    print(head + (f" {'x floor':>7} {'tokens/s':>9} {'vs first':>8} {'peak GiB':>8} {'steps q1-q3':>13}" if a.largest
+                  else f" {'floor':>7} {'x floor':>7} {'kernels':>7} {'steps q1-q3':>13}  decode kernels"))
     first = None
     for line in lines:
         d = json.loads(line)
@@ -36,10 +48,11 @@ def main():
         if a.largest:
             tps = r["batch"] * 1000.0 / ms
             first = first or tps
-            print(f"{row} {ms / floor:6.2f}x {tps:9.0f} {tps / first:7.2f}x {r['peak_memory_bytes'] / 2**30:8.1f}")
+            print(f"{row} {ms / floor:6.2f}x {tps:9.0f} {tps / first:7.2f}x {r['peak_memory_bytes'] / 2**30:8.1f} "
+                  f"{quartiles(r.get('decode_step_ms', [])):>13}")
         else:
-            print(f"{row} {floor:7.2f} {ms / floor:6.2f}x {r.get('decode_step_kernels', -1):>7}  "
-                  f"{','.join(r.get('decode_kernels', []))}")
+            print(f"{row} {floor:7.2f} {ms / floor:6.2f}x {r.get('decode_step_kernels', -1):>7} "
+                  f"{quartiles(r.get('decode_step_ms', [])):>13}  {','.join(r.get('decode_kernels', []))}")
 
 
 if __name__ == "__main__":
