@@ -48,6 +48,10 @@ struct MlaDecodeInputs {
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,
   // model_decode_specialized()).
   bool specialized = true;
+  // CUDA only, with `specialized` taken: tiles whose 64 tokens are all valid and all of a CTA's (or warp's)
+  // modality skip the per-token masks, bit for bit the same results (test: UnmaskedFullTilesEqualTheMasked).
+  // Off by default until measured on the device (model steps: VLM2MLA_DECODE_UNMASKED_FULL_TILES=1).
+  bool unmasked_full_tiles = false;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

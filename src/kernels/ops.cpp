@@ -83,7 +83,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
-  p.specialized = in.specialized ? 1 : 0;
+  p.specialized = in.specialized ? (in.unmasked_full_tiles ? 2 : 1) : 0;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -169,6 +169,7 @@ bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.warp_rows) {
+    if (impl_->plan.unmasked_full_tiles) return impl_->plan.modality_ctas ? "tc-rows-mod-128u" : "tc-rows-128u";
     if (impl_->plan.specialized) return impl_->plan.modality_ctas ? "tc-rows-mod-128" : "tc-rows-128";
     return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
   }
@@ -224,6 +225,14 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
 bool model_decode_specialized() {
   static EnvSwitch on("VLM2MLA_DECODE_SPECIALIZED");
   return on.enabled();
+}
+
+bool model_decode_unmasked_full_tiles() {
+  static const bool on = [] {
+    const char* env = std::getenv("VLM2MLA_DECODE_UNMASKED_FULL_TILES");
+    return env && std::string_view(env) == "1";
+  }();
+  return on;
 }
 
 MlaDecodeVariant model_decode_variant() {

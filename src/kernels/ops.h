@@ -47,6 +47,9 @@ MlaDecodeVariant model_decode_variant();
 // Whether the models' decode steps take the warp-rows instances built for r_kv 128, h_kv * d_rope 128 and
 // d_rope 32 (MlaDecodeInputs::specialized): on unless VLM2MLA_DECODE_SPECIALIZED=0 (read once; EnvSwitch).
 bool model_decode_specialized();
+// Whether they also skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles):
+// VLM2MLA_DECODE_UNMASKED_FULL_TILES=1 (read once); off by default until measured on the device.
+bool model_decode_unmasked_full_tiles();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.
@@ -62,7 +65,8 @@ class MlaDecodeLaunch {
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
   const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
                                       // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the
-                                      // instance built for r_kv 128 (MlaDecodeInputs::specialized)
+                                      // instance built for r_kv 128 (MlaDecodeInputs::specialized), "-128u"
+                                      // with full tiles unmasked (MlaDecodeInputs::unmasked_full_tiles)
   int splits() const;                 // split-KV CTAs per sequence and head block
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 

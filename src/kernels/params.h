@@ -66,7 +66,8 @@ struct MlaDecodeParams {
   int max_length = 0;  // an upper bound on length[i] - start[i] over the batch (sizes the split-KV grid)
   int min_tiles_per_split = 0;  // tensor-core kernels: fewest 64-token tiles per split CTA; 0: the plan's own
   int specialized = 0;  // warp-rows kernel: 1 takes the instance built for r_kv 128, h_kv * d_rope 128, d_rope 32
-                        // (their loop bounds and strides compile-time constants) where the sizes are those
+                        // (their loop bounds and strides compile-time constants) where the sizes are those; 2
+                        // the same with full tiles unmasked (every token valid and of the rows' modality)
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
   // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one

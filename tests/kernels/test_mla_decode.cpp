@@ -415,12 +415,12 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
 // ---- CUDA --------------------------------------------------------------------------------------------
 bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 
-// A kernel's layout: its name without the "-128" that marks the instances built for the 7B sizes
-// (MlaDecodeInputs::specialized, on by default), which run the same layouts.
+// A kernel's layout: its name without the "-128" ("-128u") that marks the instances built for the 7B sizes
+// (MlaDecodeInputs::specialized, on by default; unmasked_full_tiles), which run the same layouts.
 std::string layout_of(const std::string& kernel) {
-  const std::string spec = "-128";
-  const size_t n = kernel.size(), k = spec.size();
-  return n > k && kernel.compare(n - k, k, spec) == 0 ? kernel.substr(0, n - k) : kernel;
+  const size_t at = kernel.rfind("-128");
+  const std::string tail = at == std::string::npos ? "" : kernel.substr(at);
+  return tail == "-128" || tail == "-128u" ? kernel.substr(0, at) : kernel;
 }
 
 // Tolerance of the kernel against the float64 reference, ||got - want|| / ||want|| over all heads: bf16
@@ -668,6 +668,53 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
   other.r_kv = 64;
   MlaDecodeInputs in = make_inputs(other, at::Device(at::kCUDA, 0));
   in.specialized = true;
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
+}
+
+// The 7B-size instances that skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles: every token
+// of the tile valid and of the CTA's, or the warp's, modality) give the masked instances' results bit for bit
+// (a full tile's masks keep every score), over both stores, every modality pattern with runs of 300 tokens
+// (many full tiles, and tiles of both modalities at each run's end), ragged key ranges and windows, in every
+// layout that has them; the bf16 joint layout has none and keeps the generic instance.
+TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  int seed = 0, n = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
+      for (int64_t n_mod : {1, 2}) {
+        for (MlaDecodeVariant v :
+             {MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
+          if (n_mod == 1 && v != MlaDecodeVariant::kTensorCoreWarpRows) continue;
+          Case c = pattern_case(f, m, seed % 2 == 0 ? 64 : 16, n_mod, seed, 1900);
+          c.run = 300;
+          ++seed;
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.variant = v;
+          const MlaDecodeOutput masked = mla_decode(in);
+          in.unmasked_full_tiles = true;
+          const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
+          const bool bf16_joint = n_mod == 2 && !mod_ctas && f == MlaCacheFormat::kBf16;
+          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
+                       mod_ctas ? "tc-rows-mod-128u" : bf16_joint ? "tc-rows" : "tc-rows-128u")
+              << c.str();
+          const MlaDecodeOutput got = mla_decode(in);
+          EXPECT_TRUE(at::equal(got.acc, masked.acc)) << c.str() << ": acc differs from the masked instance's";
+          EXPECT_TRUE(at::equal(got.mass, masked.mass)) << c.str() << ": mass differs from the masked instance's";
+          ++n;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n, 24);
+  // without the specialized instance (other sizes, or asked off) the flag changes nothing
+  Case other = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 1, 0, 1950);
+  other.r_kv = 64;
+  MlaDecodeInputs in = make_inputs(other, at::Device(at::kCUDA, 0));
+  in.unmasked_full_tiles = true;
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
+  in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 1, 0, 1960), at::Device(at::kCUDA, 0));
+  in.unmasked_full_tiles = true;
+  in.specialized = false;
   EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
 }
 
@@ -1068,6 +1115,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
+      ins.back().unmasked_full_tiles = model_decode_unmasked_full_tiles();  // =1: "-128u"
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

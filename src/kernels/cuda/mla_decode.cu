@@ -349,18 +349,20 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one
-// (`specialized` says whether it was taken).
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, bool& specialized) {
-  auto get = [&](bool spec) {
+// (`specialized` and `unmasked` say whether it was taken, and with full tiles unmasked).
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, bool& specialized,
+                     bool& unmasked) {
+  auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
   };
   specialized = p.specialized != 0 && p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
+  unmasked = specialized && p.specialized == 2;
   if (specialized) {
-    if (KernelFn fn = get(true)) return fn;
-    specialized = false;
+    if (KernelFn fn = get(p.specialized)) return fn;
+    specialized = unmasked = false;
   }
-  return get(false);
+  return get(0);
 }
 KernelFn generic_kernel(const MlaDecodeParams& p) {
   return p.n_mod == 1 ? mla_decode_generic_kernel<1> : mla_decode_generic_kernel<2>;
@@ -617,7 +619,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized) : tc_kernel(p, mt, ntw, codes);
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized, plan.unmasked_full_tiles)
+                 : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);

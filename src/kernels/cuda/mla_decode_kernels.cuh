@@ -1057,11 +1057,14 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
 // RKV, HR, DR > 0: r_kv, h_kv * d_rope and d_rope as compile-time constants (the instances built for those
 // sizes: loop bounds, strides and shared-memory offsets fold into the instructions), else the runtime values.
-template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0>
+// FT (full tiles) and `full`: the tile's tokens are all valid and all of the warp's rows' modality (the caller
+// knows it at the tile's barrier), so no score is masked: the per-token checks and the masking selects are
+// skipped; the scores, and so the results, are bit for bit the masked path's.
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, bool FT = false>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
-                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2]) {
+                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false) {
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
   // read where used, as the generic instance always read them
@@ -1073,20 +1076,23 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   auto k_stride = [&] { return HR > 0 ? (HR + 8) * 2 : g.k_stride; };
   auto qr_stride = [&] { return DR > 0 ? ((DR + 15) / 16 * 16 + 8) * 2 : g.qr_stride; };
   // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
+  const bool masked = !(FT && full);  // warp-uniform (CTA-uniform per modality)
   bool keep[NS][2];
-  bool any = false;
+  if (masked) {
+    bool any = false;
 #pragma unroll
-  for (int n = 0; n < NS; ++n) {
+    for (int n = 0; n < NS; ++n) {
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int c = c0 + 8 * n + 2 * tig + e, j = tok0 + c;
-      bool k = j >= vlo && j < vhi;
-      if (NMOD == 2) k = k && ((mods[c] != 0) == (my_mod == 1));
-      keep[n][e] = k;
-      any = any || k;
+      for (int e = 0; e < 2; ++e) {
+        const int c = c0 + 8 * n + 2 * tig + e, j = tok0 + c;
+        bool k = j >= vlo && j < vhi;
+        if (NMOD == 2) k = k && ((mods[c] != 0) == (my_mod == 1));
+        keep[n][e] = k;
+        any = any || k;
+      }
     }
+    if (!__any_sync(0xffffffffu, any)) return;  // none of the warp's tokens is of its rows' modality
   }
-  if (!__any_sync(0xffffffffu, any)) return;  // none of the warp's tokens is of its rows' modality
 
   float s[NS][4];
 #pragma unroll
@@ -1128,15 +1134,30 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   }
   // scores in the log2 domain, masked; the new running max of the thread's rows gid, gid + 8
   float mx[2] = {-INFINITY, -INFINITY};
+  if (masked) {
 #pragma unroll
-  for (int n = 0; n < NS; ++n) {
+    for (int n = 0; n < NS; ++n) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < 2; ++h) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float v = keep[n][e] ? (s[n][2 * h + e] + ri.bias[h]) * scale_log2 : -INFINITY;
-        s[n][2 * h + e] = v;
-        mx[h] = fmaxf(mx[h], v);
+        for (int e = 0; e < 2; ++e) {
+          const float v = keep[n][e] ? (s[n][2 * h + e] + ri.bias[h]) * scale_log2 : -INFINITY;
+          s[n][2 * h + e] = v;
+          mx[h] = fmaxf(mx[h], v);
+        }
+      }
+    }
+  } else {  // a full tile (FT): the same scores without the masks
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float v = (s[n][2 * h + e] + ri.bias[h]) * scale_log2;
+          s[n][2 * h + e] = v;
+          mx[h] = fmaxf(mx[h], v);
+        }
       }
     }
   }
@@ -1202,7 +1223,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 // tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
 // layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
 // the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
-template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0>
+// FT: tiles whose tokens are all valid and of the warp's rows' modality skip the masks (rows_tile); with two
+// modalities' bytes the tile's barrier counts its image tokens (__syncthreads_count) to tell.
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0,
+          bool FT = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   constexpr int TP = kWarps / MT;  // token parts
@@ -1343,6 +1367,23 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   const float scale_log2 = p.scale * kLog2e;
   auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
   if (kMods && tid < kTile && t < t_end) mods_sm[tid] = fetch_mod(t);
+  // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
+  // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
+  auto tile_barrier = [&](int i, int tt) -> bool {
+    if constexpr (FT) {
+      const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
+      if constexpr (kMods) {
+        const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
+        return in_range && n_img == (my_mod == 1 ? kTile : 0);
+      } else {
+        __syncthreads();
+        return in_range;
+      }
+    } else {
+      __syncthreads();
+      return false;
+    }
+  };
 
   if (!quant) {
     if (t < t_end) {
@@ -1354,16 +1395,16 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       const int tn = next_tile(t + 1);
       const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
       cp_async_wait<0>();
-      __syncthreads();  // tile t landed; every warp is done with the previous tile (its stage is free)
+      const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
       if (tn < t_end) {
         const uint32_t tb = tile_c(i + 1);
         load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
       }
       cp_async_commit();
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0, my_mod,
-                                                    ri, scale_log2, o, m_run, l);
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                        mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
+                                                        my_mod, ri, scale_log2, o, m_run, l, full);
       if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
       t = tn;
     }
@@ -1393,11 +1434,11 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       const int tn = next_tile(t + 1);
       const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
       if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
-      __syncthreads();  // tile t dequantized; every warp is done with the previous tile (its buffer is free)
+      const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0, my_mod,
-                                                    ri, scale_log2, o, m_run, l);
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                        mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
+                                                        my_mod, ri, scale_log2, o, m_run, l, full);
       if (tn < t_end) {
         dequant(i + 1);
         if (kMods && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
@@ -1483,9 +1524,10 @@ KernelFn tc_kernel_int4(int n_mod, int mt, int ntw);
 KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // The warp-rows kernel for n_mod sets (modality_ctas: one modality's rows per CTA), mt m-tiles and no output
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
-// specialized: the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32 (nullptr where there is none).
-KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, bool specialized);
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, bool specialized);
+// specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 those that also
+// skip the masks on full tiles (nullptr where there is none).
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {
@@ -1510,13 +1552,21 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // sizes (one set or modality CTAs: 2 m-tiles; joint: 4, int4 only), or nullptr where there is none; the
 // caller checks the sizes. No bf16 joint instance: it spills more than its generic twin and measured slower
 // (H200, 2026-11-29: b = 32, 32k, 269 -> 289 us over random modalities), where every other one is faster.
+// specialized 2: the same instances with full tiles unmasked (FT; opt-in until measured on the device).
 template <int NMOD, bool INT4, bool MODCTA = false>
-KernelFn rows_kernel_for(int mt, int no, bool specialized = false) {
+KernelFn rows_kernel_for(int mt, int no, int specialized = 0) {
   if (specialized) {
+    const bool ft = specialized == 2;
     if constexpr (NMOD == 1) {
-      if (mt == 2 && no == 16) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
+      if (mt == 2 && no == 16) {
+        return ft ? mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true>
+                  : mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
+      }
     } else if constexpr (!MODCTA && INT4) {
-      if (mt == 4 && no == 16) return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
+      if (mt == 4 && no == 16) {
+        return ft ? mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true>
+                  : mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
+      }
     }
     return nullptr;
   }

@@ -4,7 +4,7 @@
 namespace vlm2mla {
 namespace mla_decode_detail {
 
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, bool specialized) {
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized) {
   if (modality_ctas) return rows_kernel_for<1, true, true>(mt, no, specialized);
   return n_mod == 1 ? rows_kernel_for<1, true>(mt, no, specialized)
                     : rows_kernel_for<2, true>(mt, no, specialized);
