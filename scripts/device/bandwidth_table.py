@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The decode kernel's bandwidth rows (test_kernels' *Bandwidth* test, "[bandwidth] ..." lines) of several
 runs side by side: one row per case (store, modality sets and pattern, batch, tokens, kernel layout, sizes),
-the microseconds per call of each run and the last run's against the first's. The "-128" that marks the
-instances built for the 7B sizes is dropped from the kernel so that their rows meet the generic ones'; a
-run's label is its log's name unless given as LABEL=FILE.
+the microseconds per call of each run and the last run's against the first's. The "-128" ("-128u") that marks
+the instances built for the 7B sizes (with full tiles unmasked) is dropped from the kernel so that their rows
+meet the generic ones', and noted after the row; a run's label is its log's name unless given as LABEL=FILE.
 
   python3 scripts/device/bandwidth_table.py generic=bw_0.log specialized=bw_1.log
 """
@@ -24,7 +24,7 @@ def rows(path):
         *head, _mb, us, _gbs = t
         kernel_at = next(i for i, w in enumerate(head) if w.startswith(("tc-", "generic")))
         kernel = head[kernel_at]
-        key = tuple(head[:kernel_at - 1] + [re.sub(r"-128$", "", kernel)] + head[kernel_at + 1:])
+        key = tuple(head[:kernel_at - 1] + [re.sub(r"-128u?$", "", kernel)] + head[kernel_at + 1:])
         out[key] = float(us)
         names.setdefault(key, []).append(kernel)
     return out, names
@@ -48,8 +48,8 @@ def main():
         us = [r.get(k) for _, r, _ in runs]
         cells = " ".join(f"{u:14.1f}" if u is not None else f"{'-':>14}" for u in us)
         ratio = f"{us[-1] / us[0]:10.3f}" if us[0] and us[-1] else ""
-        marks = [lab for lab, _, nm in runs if any(n.endswith("-128") for n in nm.get(k, []))]
-        print(f"{' '.join(k):{width}} {cells}  {ratio}" + ("  (-128 in " + ", ".join(marks) + ")" if marks else ""))
+        marks = [f"{lab}: {n[n.rindex('-128'):]}" for lab, _, nm in runs for n in nm.get(k, [])[:1] if "-128" in n]
+        print(f"{' '.join(k):{width}} {cells}  {ratio}" + ("  (" + ", ".join(marks) + ")" if marks else ""))
 
 
 if __name__ == "__main__":
