@@ -52,6 +52,11 @@ struct MlaDecodeInputs {
   // modality skip the per-token masks, bit for bit the same results (test: UnmaskedFullTilesEqualTheMasked).
   // Off by default until measured on the device (model steps: VLM2MLA_DECODE_UNMASKED_FULL_TILES=1).
   bool unmasked_full_tiles = false;
+  // CUDA only, with unmasked_full_tiles taken and 7 query heads per kv group (Qwen2.5-VL-7B): each kv group's
+  // heads in 8 rows (one padding row), so that an m-tile's 16 rows are two whole groups and its RoPE product
+  // spans two groups, not three (test: UnmaskedFullTilesEqualTheMasked, bit for bit). Off by default until
+  // measured on the device (model steps: VLM2MLA_DECODE_GROUPED_ROWS=1).
+  bool grouped_rows = false;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

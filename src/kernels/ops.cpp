@@ -83,7 +83,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
-  p.specialized = in.specialized ? (in.unmasked_full_tiles ? 2 : 1) : 0;
+  p.specialized = !in.specialized ? 0 : !in.unmasked_full_tiles ? 1 : in.grouped_rows ? 3 : 2;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -169,6 +169,7 @@ bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.warp_rows) {
+    if (impl_->plan.grouped_rows) return impl_->plan.modality_ctas ? "tc-rows-mod-128ug" : "tc-rows-128ug";
     if (impl_->plan.unmasked_full_tiles) return impl_->plan.modality_ctas ? "tc-rows-mod-128u" : "tc-rows-128u";
     if (impl_->plan.specialized) return impl_->plan.modality_ctas ? "tc-rows-mod-128" : "tc-rows-128";
     return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
@@ -227,11 +228,20 @@ bool model_decode_specialized() {
   return on.enabled();
 }
 
+namespace {
+bool env_is_1(const char* name) {
+  const char* env = std::getenv(name);
+  return env && std::string_view(env) == "1";
+}
+}  // namespace
+
 bool model_decode_unmasked_full_tiles() {
-  static const bool on = [] {
-    const char* env = std::getenv("VLM2MLA_DECODE_UNMASKED_FULL_TILES");
-    return env && std::string_view(env) == "1";
-  }();
+  static const bool on = env_is_1("VLM2MLA_DECODE_UNMASKED_FULL_TILES");
+  return on;
+}
+
+bool model_decode_grouped_rows() {
+  static const bool on = env_is_1("VLM2MLA_DECODE_GROUPED_ROWS");
   return on;
 }
 

@@ -50,6 +50,9 @@ bool model_decode_specialized();
 // Whether they also skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles):
 // VLM2MLA_DECODE_UNMASKED_FULL_TILES=1 (read once); off by default until measured on the device.
 bool model_decode_unmasked_full_tiles();
+// Whether those also group their rows by kv group (MlaDecodeInputs::grouped_rows):
+// VLM2MLA_DECODE_GROUPED_ROWS=1 (read once; with VLM2MLA_DECODE_UNMASKED_FULL_TILES=1); off by default.
+bool model_decode_grouped_rows();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.
@@ -66,7 +69,8 @@ class MlaDecodeLaunch {
   const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
                                       // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the
                                       // instance built for r_kv 128 (MlaDecodeInputs::specialized), "-128u"
-                                      // with full tiles unmasked (MlaDecodeInputs::unmasked_full_tiles)
+                                      // with full tiles unmasked (MlaDecodeInputs::unmasked_full_tiles),
+                                      // "-128ug" with grouped rows too (MlaDecodeInputs::grouped_rows)
   int splits() const;                 // split-KV CTAs per sequence and head block
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 

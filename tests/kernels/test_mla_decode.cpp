@@ -415,12 +415,13 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
 // ---- CUDA --------------------------------------------------------------------------------------------
 bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 
-// A kernel's layout: its name without the "-128" ("-128u") that marks the instances built for the 7B sizes
-// (MlaDecodeInputs::specialized, on by default; unmasked_full_tiles), which run the same layouts.
+// A kernel's layout: its name without the "-128" ("-128u", "-128ug") that marks the instances built for the
+// 7B sizes (MlaDecodeInputs::specialized, on by default; unmasked_full_tiles; grouped_rows), which run the
+// same layouts.
 std::string layout_of(const std::string& kernel) {
   const size_t at = kernel.rfind("-128");
   const std::string tail = at == std::string::npos ? "" : kernel.substr(at);
-  return tail == "-128" || tail == "-128u" ? kernel.substr(0, at) : kernel;
+  return tail == "-128" || tail == "-128u" || tail == "-128ug" ? kernel.substr(0, at) : kernel;
 }
 
 // Tolerance of the kernel against the float64 reference, ||got - want|| / ||want|| over all heads: bf16
@@ -675,7 +676,9 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
 // of the tile valid and of the CTA's, or the warp's, modality) give the masked instances' results bit for bit
 // (a full tile's masks keep every score), over both stores, every modality pattern with runs of 300 tokens
 // (many full tiles, and tiles of both modalities at each run's end), ragged key ranges and windows, in every
-// layout that has them; the bf16 joint layout has none and keeps the generic instance.
+// layout that has them; the bf16 joint layout has none and keeps the generic instance. So do those with
+// grouped rows (grouped_rows: 7 heads per kv group in 8 rows), whose RoPE products add the same terms and
+// exact zeros over fewer groups.
 TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   int seed = 0, n = 0;
@@ -700,6 +703,14 @@ TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
           const MlaDecodeOutput got = mla_decode(in);
           EXPECT_TRUE(at::equal(got.acc, masked.acc)) << c.str() << ": acc differs from the masked instance's";
           EXPECT_TRUE(at::equal(got.mass, masked.mass)) << c.str() << ": mass differs from the masked instance's";
+          in.grouped_rows = true;
+          ASSERT_EQ(c.h_q, 7 * c.h_kv);
+          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
+                       mod_ctas ? "tc-rows-mod-128ug" : bf16_joint ? "tc-rows" : "tc-rows-128ug")
+              << c.str();
+          const MlaDecodeOutput grouped = mla_decode(in);
+          EXPECT_TRUE(at::equal(grouped.acc, masked.acc)) << c.str() << ": acc differs with grouped rows";
+          EXPECT_TRUE(at::equal(grouped.mass, masked.mass)) << c.str() << ": mass differs with grouped rows";
           ++n;
         }
       }
@@ -716,6 +727,14 @@ TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
   in.unmasked_full_tiles = true;
   in.specialized = false;
   EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
+  // grouped rows need 7 heads per kv group: with 8 (h_q 32) the unmasked twin alone
+  Case eight = pattern_case(MlaCacheFormat::kBf16, Mods::kText, 32, 1, 0, 1970);
+  eight.h_q = 32;
+  in = make_inputs(eight, at::Device(at::kCUDA, 0));
+  in.unmasked_full_tiles = in.grouped_rows = true;
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows-128u");
+  const MlaDecodeOutput got = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
+  EXPECT_LT(rel_err(got.acc, want.acc), kRelTol) << eight.str();
 }
 
 TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
@@ -1116,6 +1135,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().unmasked_full_tiles = model_decode_unmasked_full_tiles();  // =1: "-128u"
+      ins.back().grouped_rows = model_decode_grouped_rows();                // =1 too: "-128ug"
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

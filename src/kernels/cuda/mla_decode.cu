@@ -349,18 +349,20 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one
-// (`specialized` and `unmasked` say whether it was taken, and with full tiles unmasked).
+// (`specialized`, `unmasked` and `grouped` say whether it was taken, with full tiles unmasked, with grouped
+// rows: those only where h_q is kSpecHeadsPerGroup heads per kv group, else the unmasked twin).
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, bool& specialized,
-                     bool& unmasked) {
+                     bool& unmasked, bool& grouped) {
   auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
   };
   specialized = p.specialized != 0 && p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
-  unmasked = specialized && p.specialized == 2;
+  grouped = specialized && p.specialized == 3 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
+  unmasked = specialized && p.specialized >= 2;
   if (specialized) {
-    if (KernelFn fn = get(p.specialized)) return fn;
-    specialized = unmasked = false;
+    if (KernelFn fn = get(grouped ? 3 : unmasked ? 2 : 1)) return fn;
+    specialized = unmasked = grouped = false;
   }
   return get(0);
 }
@@ -619,7 +621,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized, plan.unmasked_full_tiles)
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized, plan.unmasked_full_tiles,
+                               plan.grouped_rows)
                  : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);

@@ -51,6 +51,10 @@ constexpr float kMaxSlack = 8.f;  // warp-rows kernel: how far a score may pass 
 // The sizes the specialized warp-rows instances are built for (rows_kernel_for): r_kv, h_kv * d_rope, d_rope
 // of Qwen2.5-VL-7B converted with D = 32, R = 32.
 constexpr int kSpecRkv = 128, kSpecHr = 128, kSpecDrope = 32;
+// Their grouped-rows twins (specialized 3): rows per kv group, for kSpecHeadsPerGroup heads per group (h_q 28
+// over h_kv 4: the 4 groups' 32 rows fill the 2 m-tiles of one modality exactly).
+constexpr int kSpecGroupRows = 8, kSpecHeadsPerGroup = 7;
+static_assert(kSpecHeadsPerGroup == kSpecGroupRows - 1, "grouped rows: a group's heads and one padding row");
 
 // ---- geometry shared by host and device ------------------------------------------------------------
 // Everything derived from the sizes that the kernels need, computed once on the host.
@@ -255,15 +259,23 @@ struct TcState {
 // order: a thread holds (head, token) of both in the same fragment slots, and a tile whose tokens are all
 // of one modality skips the other modality's m-tiles. With one modality's rows (NMOD == 1) they are that of
 // `mod1`: 0 for a one-set model, the CTA's modality for the warp-rows kernel's modality CTAs.
-template <int NMOD, int MT>
+// GP > 0 (grouped rows, warp-rows kernel): each kv group's GP - 1 heads take GP rows, the last a padding row
+// (head kPadHead, past any h_q), so that an m-tile's 16 rows are exactly 16 / GP whole groups: Qwen2.5-VL-7B's
+// 7 heads per group in 8 rows, 4 groups in 2 m-tiles.
+constexpr int kPadHead = 1 << 30;
+template <int NMOD, int MT, int GP = 0>
 __device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& head, int mod1 = 0) {
+  constexpr int kHalf = MT * 8;
   if (NMOD == 1) {
     mod = mod1;
     head = head0 + row;
   } else {
-    constexpr int kHalf = MT * 8;
     mod = row >= kHalf ? 1 : 0;
     head = head0 + row - mod * kHalf;
+  }
+  if constexpr (GP > 0) {
+    const int r = NMOD == 1 ? row : row - mod * kHalf;  // the row among its modality's
+    head = r % GP == GP - 1 ? kPadHead : head0 + (r / GP) * (GP - 1) + r % GP;
   }
 }
 
@@ -426,7 +438,7 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
 
 // The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
 // columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
-template <int NMOD, int MT>
+template <int NMOD, int MT, int GP = 0>
 __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
                                               int head0, int stages, int mod1 = 0) {
   constexpr int kRows = MT * 16;
@@ -434,7 +446,7 @@ __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Ge
   for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
     const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head, mod1);
+    row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
     float x0 = 0.f, x1 = 0.f;
     if (head < p.h_q) {
       const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
@@ -446,7 +458,7 @@ __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Ge
   for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
     const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head);
+    row_to_head<NMOD, MT, GP>(row, head0, mod, head);
     float x0 = 0.f, x1 = 0.f;
     if (head < p.h_q && 2 * c2 < p.d_rope) {
       const int64_t off = qr_offset(p, b, head) + 2 * c2;
@@ -463,20 +475,28 @@ __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Ge
 }
 
 // The RoPE groups and k-biases of the thread's rows (gid, gid + 8) of m-tile mt, and the groups it spans.
-template <int NMOD, int MT>
+// GP > 0 (grouped rows, row_to_head): the m-tile's rows are 16 / GP whole groups (gsize == GP - 1; the host
+// takes that layout for such sizes only).
+template <int NMOD, int MT, int GP = 0>
 __device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int head0, int gsize, int mt, int gid,
                                             int mod1 = 0) {
   RowInfo ri;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     int mod, head;
-    row_to_head<NMOD, MT>(mt * 16 + gid + 8 * h, head0, mod, head, mod1);
+    row_to_head<NMOD, MT, GP>(mt * 16 + gid + 8 * h, head0, mod, head, mod1);
     ri.grp[h] = head < p.h_q ? head / gsize : -1;
     ri.bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
   }
-  const int first = head0 + (NMOD == 1 ? mt : mt % (MT / 2)) * 16, last = min(first + 16, p.h_q) - 1;
-  ri.g_lo = first < p.h_q ? first / gsize : 1;
-  ri.g_hi = first < p.h_q ? last / gsize : 0;
+  const int mh = NMOD == 1 ? mt : mt % (MT / 2);  // the m-tile among its modality's
+  if constexpr (GP > 0) {
+    ri.g_lo = head0 / gsize + mh * (16 / GP);
+    ri.g_hi = ri.g_lo + 16 / GP - 1;
+  } else {
+    const int first = head0 + mh * 16, last = min(first + 16, p.h_q) - 1;
+    ri.g_lo = first < p.h_q ? first / gsize : 1;
+    ri.g_hi = first < p.h_q ? last / gsize : 0;
+  }
   return ri;
 }
 
@@ -1059,12 +1079,14 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // sizes: loop bounds, strides and shared-memory offsets fold into the instructions), else the runtime values.
 // FT (full tiles) and `full`: the tile's tokens are all valid and all of the warp's rows' modality (the caller
 // knows it at the tile's barrier), so no score is masked: the per-token checks and the masking selects are
-// skipped; the scores, and so the results, are bit for bit the masked path's.
-template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, bool FT = false>
+// skipped; the scores, and so the results, are bit for bit the masked path's. GP 8: grouped rows (row_to_head),
+// the m-tile's rows 0-7 one kv group and 8-15 the next, so the RoPE product takes those two with fixed masks.
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, bool FT = false, int GP = 0>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
                                           float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false) {
+  static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
   // read where used, as the generic instance always read them
@@ -1103,15 +1125,22 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     for (int kr = 0; kr < rope_pad(); kr += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
-      for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
-        const bool m0 = ri.grp[0] == gq, m1 = ri.grp[1] == gq;
-        const uint32_t x0 = m0 ? a0 : 0u, x1 = m1 ? a1 : 0u, x2 = m0 ? a2 : 0u, x3 = m1 ? a3 : 0u;
+      auto group = [&](int gq, uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3) {
 #pragma unroll
         for (int n = 0; n < NS; n += 2) {
           uint32_t b0, b1, b2, b3;
           ldsm_x4(b_addr + n * 8 * k_stride() + (gq * d_rope() + kr) * 2, b0, b1, b2, b3);
           mma_bf16(s[n], x0, x1, x2, x3, b0, b1);
           mma_bf16(s[n + 1], x0, x1, x2, x3, b2, b3);
+        }
+      };
+      if constexpr (GP > 0) {  // grouped rows: rows 0-7 (a0, a2) are group g_lo, rows 8-15 (a1, a3) the next
+        group(ri.g_lo, a0, 0u, a2, 0u);
+        group(ri.g_lo + 1, 0u, a1, 0u, a3);
+      } else {
+        for (int gq = ri.g_lo; gq <= ri.g_hi; ++gq) {
+          const bool m0 = ri.grp[0] == gq, m1 = ri.grp[1] == gq;
+          group(gq, m0 ? a0 : 0u, m1 ? a1 : 0u, m0 ? a2 : 0u, m1 ? a3 : 0u);
         }
       }
     }
@@ -1225,8 +1254,9 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 // the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
 // FT: tiles whose tokens are all valid and of the warp's rows' modality skip the masks (rows_tile); with two
 // modalities' bytes the tile's barrier counts its image tokens (__syncthreads_count) to tell.
+// GP > 0: grouped rows (row_to_head), GP rows per kv group.
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0,
-          bool FT = false>
+          bool FT = false, int GP = 0>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   constexpr int TP = kWarps / MT;  // token parts
@@ -1248,7 +1278,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
   const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
   const int split = MODCTA ? int(blockIdx.x >> 1) : int(blockIdx.x), b = blockIdx.z;
-  const int head0 = blockIdx.y * MT * (16 / NMOD);
+  const int head0 = blockIdx.y * (GP > 0 ? MT * (16 / NMOD) / GP * (GP - 1) : MT * (16 / NMOD));
   const uint32_t sbase = smem_addr(smem);
 
   const SeqRange sr = seq_range(p, b);
@@ -1345,7 +1375,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // modality's mass, whose accumulator it does not write (the combine skips it).
   auto write_header = [&](int row, float m, float mass) {
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
+    row_to_head<NMOD, MT, GP>(row, head0, mod, head, cta_mod);
     if (head < p.h_q) {
       w.mass_at(p, ps, mod, b, head) = mass;
       if (MODCTA) w.mass_at(p, ps, 1 - mod, b, head) = 0.f;
@@ -1358,8 +1388,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     return;
   }
 
-  stage_queries<NMOD, MT>(p, g, smem, b, head0, 2, cta_mod);
-  const RowInfo ri = row_info<NMOD, MT>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
+  stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
+  const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
   float o[NO][4];
 #pragma unroll
   for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -1402,7 +1432,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       }
       cp_async_commit();
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT>(p, g, sbase, tb, tb + kTile * g.c_stride,
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                         mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
       if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
@@ -1436,7 +1466,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
       const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT>(p, g, sbase, tb, tb + kTile * g.c_stride,
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                         mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
       if (tn < t_end) {
@@ -1504,7 +1534,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   for (int idx = tid; idx < kRows * q4; idx += kThreads) {
     const int row = idx / q4, c4 = idx - row * q4;
     int mod, head;
-    row_to_head<NMOD, MT>(row, head0, mod, head, cta_mod);
+    row_to_head<NMOD, MT, GP>(row, head0, mod, head, cta_mod);
     if (head >= p.h_q) continue;
     float* out = w.acc_at(p, ps, mod, b, head);
     const float* src = acc + row * acc_stride + c4 * 4;
@@ -1552,20 +1582,27 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // sizes (one set or modality CTAs: 2 m-tiles; joint: 4, int4 only), or nullptr where there is none; the
 // caller checks the sizes. No bf16 joint instance: it spills more than its generic twin and measured slower
 // (H200, 2026-11-29: b = 32, 32k, 269 -> 289 us over random modalities), where every other one is faster.
-// specialized 2: the same instances with full tiles unmasked (FT; opt-in until measured on the device).
+// specialized 2: the same instances with full tiles unmasked (FT), 3: and grouped rows (GP 8: 7 heads per kv
+// group, kSpecGroupRows); opt-in until measured on the device.
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, int specialized = 0) {
   if (specialized) {
-    const bool ft = specialized == 2;
+    constexpr int GP = kSpecGroupRows;
     if constexpr (NMOD == 1) {
       if (mt == 2 && no == 16) {
-        return ft ? mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true>
-                  : mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
+        switch (specialized) {
+          case 1: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
+          case 2: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true>;
+          case 3: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
+        }
       }
     } else if constexpr (!MODCTA && INT4) {
       if (mt == 4 && no == 16) {
-        return ft ? mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true>
-                  : mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
+        switch (specialized) {
+          case 1: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
+          case 2: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true>;
+          case 3: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
+        }
       }
     }
     return nullptr;
