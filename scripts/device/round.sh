@@ -4,7 +4,8 @@
 # that did not compile or a kernel that failed its tests:
 #   1. scripts/device/kernels.sh --build-only, then the kernel tests (test_kernels; ROUND_KERNEL_FILTER, a
 #      gtest filter, default all) and, with ROUND_BANDWIDTH=1, the kernels' bandwidth benchmark, once per
-#      setting of ROUND_BANDWIDTH_ENV (VAR=VALUE words) if given, side by side (bandwidth_table.py);
+#      setting of ROUND_BANDWIDTH_ENV (VAR=VALUE words; a setting of several variables joins them with commas,
+#      A=1,B=1) if given, side by side (bandwidth_table.py);
 #   2. the model, parity and conversion targets, and their CUDA tests (ROUND_CTEST, a ctest regex, default
 #      "Cuda|Fused|Switch|StaticDecode|MlaRuntime"; ROUND_CTEST= skips them);
 #   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
@@ -41,8 +42,11 @@ if [[ "${ROUND_BANDWIDTH:-0}" == 1 && -n "${ROUND_BANDWIDTH_ENV:-}" ]]; then
   logs=()
   for setting in $ROUND_BANDWIDTH_ENV; do
     log="round_bandwidth_${setting//[^A-Za-z0-9_]/_}.log"
-    env "$setting" timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/$log" 2>&1
-    logs+=("${setting#*=}=$out/$log")
+    IFS=, read -r -a vars <<< "$setting"
+    env "${vars[@]}" timeout 200 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*Bandwidth*' > "$out/$log" 2>&1
+    label=""
+    for v in "${vars[@]}"; do label+="${label:+/}${v#*=}"; done
+    logs+=("$label=$out/$log")
   done
   grep "device copy" "$out/$log"
   python3 "$here/bandwidth_table.py" "${logs[@]}"
