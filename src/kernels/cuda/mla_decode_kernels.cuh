@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/mla_decode.h"
 
@@ -1161,34 +1162,29 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
       }
     }
   }
-  // scores in the log2 domain, masked; the new running max of the thread's rows gid, gid + 8
+  // scores in the log2 domain, masked (a full tile, FT: the same scores without the masks); the new running
+  // max of the thread's rows gid, gid + 8
   float mx[2] = {-INFINITY, -INFINITY};
+  auto scores = [&](auto masked_c) {
+    constexpr bool kMasked = decltype(masked_c)::value;
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x = (s[n][2 * h + e] + ri.bias[h]) * scale_log2;
+          const float v = !kMasked || keep[n][e] ? x : -INFINITY;
+          s[n][2 * h + e] = v;
+          mx[h] = fmaxf(mx[h], v);
+        }
+      }
+    }
+  };
   if (masked) {
-#pragma unroll
-    for (int n = 0; n < NS; ++n) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float v = keep[n][e] ? (s[n][2 * h + e] + ri.bias[h]) * scale_log2 : -INFINITY;
-          s[n][2 * h + e] = v;
-          mx[h] = fmaxf(mx[h], v);
-        }
-      }
-    }
-  } else {  // a full tile (FT): the same scores without the masks
-#pragma unroll
-    for (int n = 0; n < NS; ++n) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float v = (s[n][2 * h + e] + ri.bias[h]) * scale_log2;
-          s[n][2 * h + e] = v;
-          mx[h] = fmaxf(mx[h], v);
-        }
-      }
-    }
+    scores(std::true_type{});
+  } else {
+    scores(std::false_type{});
   }
   // The running max moves only when a score passes it by more than kMaxSlack (log2 domain); until then the
   // tile's weights 2^(s - m_run) stay below 2^kMaxSlack, which the float32 sums and the bf16 P hold as well
