@@ -168,11 +168,10 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
 bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
-  if (impl_->plan.warp_rows) {
-    if (impl_->plan.grouped_rows) return impl_->plan.modality_ctas ? "tc-rows-mod-128ug" : "tc-rows-128ug";
-    if (impl_->plan.unmasked_full_tiles) return impl_->plan.modality_ctas ? "tc-rows-mod-128u" : "tc-rows-128u";
-    if (impl_->plan.specialized) return impl_->plan.modality_ctas ? "tc-rows-mod-128" : "tc-rows-128";
-    return impl_->plan.modality_ctas ? "tc-rows-mod" : "tc-rows";
+  if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
+    static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128u", "tc-rows-128ug"};
+    static const char* const kRowsMod[] = {"tc-rows-mod", "tc-rows-mod-128", "tc-rows-mod-128u", "tc-rows-mod-128ug"};
+    return (impl_->plan.modality_ctas ? kRowsMod : kRows)[impl_->plan.specialized];
   }
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
 }

@@ -348,21 +348,19 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   if (codes) return tc_kernel_codes(p.n_mod, mt, ntw);
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
-// The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one
-// (`specialized`, `unmasked` and `grouped` say whether it was taken, with full tiles unmasked, with grouped
-// rows: those only where h_q is kSpecHeadsPerGroup heads per kv group, else the unmasked twin).
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, bool& specialized,
-                     bool& unmasked, bool& grouped) {
+// The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (grouped
+// rows only where h_q is kSpecHeadsPerGroup heads per kv group, else the unmasked twin). `specialized`: the
+// level taken (0: the generic instance).
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int& specialized) {
   auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
   };
-  specialized = p.specialized != 0 && p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
-  grouped = specialized && p.specialized == 3 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
-  unmasked = specialized && p.specialized >= 2;
+  const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
+  specialized = !sizes ? 0 : p.specialized == 3 && p.h_q != kSpecHeadsPerGroup * p.h_kv ? 2 : p.specialized;
   if (specialized) {
-    if (KernelFn fn = get(grouped ? 3 : unmasked ? 2 : 1)) return fn;
-    specialized = unmasked = grouped = false;
+    if (KernelFn fn = get(specialized)) return fn;
+    specialized = 0;
   }
   return get(0);
 }
@@ -621,9 +619,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized, plan.unmasked_full_tiles,
-                               plan.grouped_rows)
-                 : tc_kernel(p, mt, ntw, codes);
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized) : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);

@@ -18,9 +18,8 @@ struct MlaDecodePlan {
   bool warp_rows = false;     // tensor core: the warp-rows kernel (else the split-keys one)
   bool modality_ctas = false;  // warp rows, two sets: each CTA holds one modality's rows (the partials' splits
                                // are (split, modality) pairs)
-  bool specialized = false;    // warp rows: the instance built for these sizes (params.h, `specialized`)
-  bool unmasked_full_tiles = false;  // and its full tiles skip the masks (params.h, `specialized` 2)
-  bool grouped_rows = false;         // and its rows are grouped by kv group (`specialized` 3)
+  int specialized = 0;         // warp rows: which instance built for these sizes was taken (params.h's
+                               // `specialized`: 1, 2 full tiles unmasked, 3 and grouped rows), 0 the generic one
   std::string why_generic;    // when !tensor_core: the first condition that failed
   int m_tiles = 0;            // tensor core: 16-row MMA tiles per CTA (heads per CTA = m_tiles * 16 / n_mod)
   int n_tiles_per_warp = 0;   // tensor core: 8-column output tiles per warp (warp rows: O's n-tiles per warp)
