@@ -227,21 +227,14 @@ bool model_decode_specialized() {
   return on.enabled();
 }
 
-namespace {
-bool env_is_1(const char* name) {
-  const char* env = std::getenv(name);
-  return env && std::string_view(env) == "1";
-}
-}  // namespace
-
 bool model_decode_unmasked_full_tiles() {
-  static const bool on = env_is_1("VLM2MLA_DECODE_UNMASKED_FULL_TILES");
-  return on;
+  static EnvSwitch on("VLM2MLA_DECODE_UNMASKED_FULL_TILES", /*default_on=*/false);
+  return on.enabled();
 }
 
 bool model_decode_grouped_rows() {
-  static const bool on = env_is_1("VLM2MLA_DECODE_GROUPED_ROWS");
-  return on;
+  static EnvSwitch on("VLM2MLA_DECODE_GROUPED_ROWS", /*default_on=*/false);
+  return on.enabled();
 }
 
 MlaDecodeVariant model_decode_variant() {

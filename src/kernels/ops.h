@@ -48,10 +48,11 @@ MlaDecodeVariant model_decode_variant();
 // d_rope 32 (MlaDecodeInputs::specialized): on unless VLM2MLA_DECODE_SPECIALIZED=0 (read once; EnvSwitch).
 bool model_decode_specialized();
 // Whether they also skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles):
-// VLM2MLA_DECODE_UNMASKED_FULL_TILES=1 (read once); off by default until measured on the device.
+// VLM2MLA_DECODE_UNMASKED_FULL_TILES=1 (read once; EnvSwitch, off unless set); off by default until measured
+// on the device.
 bool model_decode_unmasked_full_tiles();
 // Whether those also group their rows by kv group (MlaDecodeInputs::grouped_rows):
-// VLM2MLA_DECODE_GROUPED_ROWS=1 (read once; with VLM2MLA_DECODE_UNMASKED_FULL_TILES=1); off by default.
+// VLM2MLA_DECODE_GROUPED_ROWS=1 (read once, EnvSwitch; with VLM2MLA_DECODE_UNMASKED_FULL_TILES=1); off by default.
 bool model_decode_grouped_rows();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
