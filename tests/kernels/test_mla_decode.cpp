@@ -620,10 +620,44 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
   EXPECT_THROW(mla_decode(in), ArgumentError);
 }
 
-// The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
-// (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
-// head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
-// for the shapes it does not take.
+// The cases of the 7B-size instances' tests: both stores, every modality pattern, one set and the two two-set
+// layouts (modality CTAs, joint), 24 in all; `odd_group` is the quantization group of every other case.
+struct SevenBCase {
+  Case c;
+  MlaDecodeVariant variant;
+  bool mod_ctas;    // two sets as modality CTAs
+  bool bf16_joint;  // the layout without 7B-size instances
+};
+std::vector<SevenBCase> seven_b_cases(int64_t odd_group, int base) {
+  std::vector<SevenBCase> out;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
+      for (int64_t n_mod : {1, 2}) {
+        for (MlaDecodeVariant v :
+             {MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
+          if (n_mod == 1 && v != MlaDecodeVariant::kTensorCoreWarpRows) continue;
+          const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
+          out.push_back({pattern_case(f, m, seed % 2 == 0 ? 64 : odd_group, n_mod, seed, base), v, mod_ctas,
+                         n_mod == 2 && !mod_ctas && f == MlaCacheFormat::kBf16});
+          ++seed;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// mla_decode(in) runs `kernel` and gives `want`'s results bit for bit (`than`: what `want` is, for the message).
+MlaDecodeOutput expect_same_bits(const MlaDecodeInputs& in, const char* kernel, const MlaDecodeOutput& want,
+                                 const std::string& what, const char* than) {
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), kernel) << what;
+  const MlaDecodeOutput got = mla_decode(in);
+  EXPECT_TRUE(at::equal(got.acc, want.acc)) << what << ": acc differs " << than;
+  EXPECT_TRUE(at::equal(got.mass, want.mass)) << what << ": mass differs " << than;
+  return got;
+}
+
 // The warp-rows instances built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (MlaDecodeInputs::specialized,
 // on by default) compute what the generic ones compute, bit for bit (the same arithmetic with the sizes as
 // constants), in every layout kAuto takes for those sizes (one set; two sets as modality CTAs and, int4 only,
@@ -631,39 +665,24 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
 // reference's tolerance; other sizes, and the bf16 joint layout, keep the generic instance.
 TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  int seed = 0, n = 0;
-  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
-      for (int64_t n_mod : {1, 2}) {
-        for (MlaDecodeVariant v :
-             {MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
-          if (n_mod == 1 && v != MlaDecodeVariant::kTensorCoreWarpRows) continue;
-          const Case c = pattern_case(f, m, seed % 2 == 0 ? 64 : 32, n_mod, seed, 1700);
-          ++seed;
-          ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);
-          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
-          in.variant = v;
-          in.specialized = false;
-          const MlaDecodeOutput generic = mla_decode(in);
-          const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
-          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), mod_ctas ? "tc-rows-mod" : "tc-rows") << c.str();
-          in.specialized = true;
-          const bool bf16_joint = n_mod == 2 && !mod_ctas && f == MlaCacheFormat::kBf16;
-          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
-                       mod_ctas ? "tc-rows-mod-128" : bf16_joint ? "tc-rows" : "tc-rows-128")
-              << c.str();
-          const MlaDecodeOutput spec = mla_decode(in);
-          EXPECT_TRUE(at::equal(spec.acc, generic.acc)) << c.str() << ": acc differs from the generic instance's";
-          EXPECT_TRUE(at::equal(spec.mass, generic.mass)) << c.str() << ": mass differs from the generic instance's";
-          const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
-          EXPECT_LT(rel_err(spec.acc, want.acc), kRelTol) << c.str();
-          EXPECT_LT(rel_err(spec.mass, want.mass), kRelTol) << c.str();
-          ++n;
-        }
-      }
-    }
+  const std::vector<SevenBCase> cases = seven_b_cases(32, 1700);
+  EXPECT_EQ(cases.size(), 24u);
+  for (const SevenBCase& k : cases) {
+    const Case& c = k.c;
+    ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = k.variant;
+    in.specialized = false;
+    const MlaDecodeOutput generic = mla_decode(in);
+    EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), k.mod_ctas ? "tc-rows-mod" : "tc-rows") << c.str();
+    in.specialized = true;
+    const MlaDecodeOutput spec =
+        expect_same_bits(in, k.mod_ctas ? "tc-rows-mod-128" : k.bf16_joint ? "tc-rows" : "tc-rows-128", generic,
+                         c.str(), "from the generic instance's");
+    const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
+    EXPECT_LT(rel_err(spec.acc, want.acc), kRelTol) << c.str();
+    EXPECT_LT(rel_err(spec.mass, want.mass), kRelTol) << c.str();
   }
-  EXPECT_EQ(n, 24);
   // other sizes: the generic instance, asked or not
   Case other = pattern_case(MlaCacheFormat::kBf16, Mods::kRuns, 32, 1, 0, 1800);
   other.r_kv = 64;
@@ -681,42 +700,22 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
 // exact zeros over fewer groups.
 TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  int seed = 0, n = 0;
-  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage}) {
-      for (int64_t n_mod : {1, 2}) {
-        for (MlaDecodeVariant v :
-             {MlaDecodeVariant::kTensorCoreWarpRows, MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
-          if (n_mod == 1 && v != MlaDecodeVariant::kTensorCoreWarpRows) continue;
-          Case c = pattern_case(f, m, seed % 2 == 0 ? 64 : 16, n_mod, seed, 1900);
-          c.run = 300;
-          ++seed;
-          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
-          in.variant = v;
-          const MlaDecodeOutput masked = mla_decode(in);
-          in.unmasked_full_tiles = true;
-          const bool mod_ctas = n_mod == 2 && v == MlaDecodeVariant::kTensorCoreWarpRows;
-          const bool bf16_joint = n_mod == 2 && !mod_ctas && f == MlaCacheFormat::kBf16;
-          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
-                       mod_ctas ? "tc-rows-mod-128u" : bf16_joint ? "tc-rows" : "tc-rows-128u")
-              << c.str();
-          const MlaDecodeOutput got = mla_decode(in);
-          EXPECT_TRUE(at::equal(got.acc, masked.acc)) << c.str() << ": acc differs from the masked instance's";
-          EXPECT_TRUE(at::equal(got.mass, masked.mass)) << c.str() << ": mass differs from the masked instance's";
-          in.grouped_rows = true;
-          ASSERT_EQ(c.h_q, 7 * c.h_kv);
-          EXPECT_STREQ(MlaDecodeLaunch(in).kernel(),
-                       mod_ctas ? "tc-rows-mod-128ug" : bf16_joint ? "tc-rows" : "tc-rows-128ug")
-              << c.str();
-          const MlaDecodeOutput grouped = mla_decode(in);
-          EXPECT_TRUE(at::equal(grouped.acc, masked.acc)) << c.str() << ": acc differs with grouped rows";
-          EXPECT_TRUE(at::equal(grouped.mass, masked.mass)) << c.str() << ": mass differs with grouped rows";
-          ++n;
-        }
-      }
-    }
+  std::vector<SevenBCase> cases = seven_b_cases(16, 1900);
+  EXPECT_EQ(cases.size(), 24u);
+  for (SevenBCase& k : cases) {
+    Case& c = k.c;
+    c.run = 300;
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = k.variant;
+    const MlaDecodeOutput masked = mla_decode(in);
+    in.unmasked_full_tiles = true;
+    expect_same_bits(in, k.mod_ctas ? "tc-rows-mod-128u" : k.bf16_joint ? "tc-rows" : "tc-rows-128u", masked,
+                     c.str(), "from the masked instance's");
+    in.grouped_rows = true;
+    ASSERT_EQ(c.h_q, 7 * c.h_kv);
+    expect_same_bits(in, k.mod_ctas ? "tc-rows-mod-128ug" : k.bf16_joint ? "tc-rows" : "tc-rows-128ug", masked,
+                     c.str(), "with grouped rows");
   }
-  EXPECT_EQ(n, 24);
   // without the specialized instance (other sizes, or asked off) the flag changes nothing
   Case other = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 1, 0, 1950);
   other.r_kv = 64;
@@ -737,6 +736,10 @@ TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
   EXPECT_LT(rel_err(got.acc, want.acc), kRelTol) << eight.str();
 }
 
+// The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
+// (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
+// head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
+// for the shapes it does not take.
 TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
