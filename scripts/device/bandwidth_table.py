@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The decode kernel's bandwidth rows (test_kernels' *Bandwidth* test, "[bandwidth] ..." lines) of several
 runs side by side: one row per case (store, modality sets and pattern, batch, tokens, kernel layout, sizes),
-the microseconds per call of each run and the last run's against the first's. The "-128" ("-128u", "-128ug")
-that marks the instances built for the 7B sizes (with full tiles unmasked, and grouped rows) is dropped from the
+the microseconds per call of each run and the last run's against the first's. The "-128" ("-128g")
+that marks the instances built for the 7B sizes (and their grouped-rows twins) is dropped from the
 kernel so that their rows meet the generic ones', and noted after the row; a run's label is its log's name unless given as LABEL=FILE.
 
   python3 scripts/device/bandwidth_table.py generic=bw_0.log specialized=bw_1.log
@@ -24,7 +24,7 @@ def rows(path):
         *head, _mb, us, _gbs = t
         kernel_at = next(i for i, w in enumerate(head) if w.startswith(("tc-", "generic")))
         kernel = head[kernel_at]
-        key = tuple(head[:kernel_at - 1] + [re.sub(r"-128(u|ug)?$", "", kernel)] + head[kernel_at + 1:])
+        key = tuple(head[:kernel_at - 1] + [re.sub(r"-128g?$", "", kernel)] + head[kernel_at + 1:])
         out[key] = float(us)
         names.setdefault(key, []).append(kernel)
     return out, names

@@ -48,15 +48,13 @@ struct MlaDecodeInputs {
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,
   // model_decode_specialized()).
   bool specialized = true;
-  // CUDA only, with `specialized` taken: tiles whose 64 tokens are all valid and all of a CTA's (or warp's)
-  // modality skip the per-token masks, bit for bit the same results (test: UnmaskedFullTilesEqualTheMasked).
-  // Off by default until measured on the device (model steps: VLM2MLA_DECODE_UNMASKED_FULL_TILES=1).
-  bool unmasked_full_tiles = false;
-  // CUDA only, with unmasked_full_tiles taken and 7 query heads per kv group (Qwen2.5-VL-7B): each kv group's
-  // heads in 8 rows (one padding row), so that an m-tile's 16 rows are two whole groups and its RoPE product
-  // spans two groups, not three (test: UnmaskedFullTilesEqualTheMasked, bit for bit). Off by default until
-  // measured on the device (model steps: VLM2MLA_DECODE_GROUPED_ROWS=1).
-  bool grouped_rows = false;
+  // CUDA only, with `specialized` taken, a bf16 cache and 7 query heads per kv group (Qwen2.5-VL-7B): its
+  // grouped-rows twin: each kv group's heads in 8 rows (one padding row), so that an m-tile's 16 rows are two
+  // whole groups and its RoPE product spans two groups, not three; and tiles whose 64 tokens are all valid and
+  // of the CTA's (or warp's) modality skip the per-token masks. Bit for bit the same results (test:
+  // GroupedRowsEqualTheMasked), 4-12% faster at b >= 8 (docs/KERNELS.md). false: the masked instance (model
+  // steps: VLM2MLA_DECODE_GROUPED_ROWS=0, model_decode_grouped_rows()).
+  bool grouped_rows = true;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

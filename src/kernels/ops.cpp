@@ -83,7 +83,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
-  p.specialized = !in.specialized ? 0 : !in.unmasked_full_tiles ? 1 : in.grouped_rows ? 3 : 2;
+  p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -169,8 +169,8 @@ bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
-    static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128u", "tc-rows-128ug"};
-    static const char* const kRowsMod[] = {"tc-rows-mod", "tc-rows-mod-128", "tc-rows-mod-128u", "tc-rows-mod-128ug"};
+    static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128g"};
+    static const char* const kRowsMod[] = {"tc-rows-mod", "tc-rows-mod-128", "tc-rows-mod-128g"};
     return (impl_->plan.modality_ctas ? kRowsMod : kRows)[impl_->plan.specialized];
   }
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
@@ -227,13 +227,8 @@ bool model_decode_specialized() {
   return on.enabled();
 }
 
-bool model_decode_unmasked_full_tiles() {
-  static EnvSwitch on("VLM2MLA_DECODE_UNMASKED_FULL_TILES", /*default_on=*/false);
-  return on.enabled();
-}
-
 bool model_decode_grouped_rows() {
-  static EnvSwitch on("VLM2MLA_DECODE_GROUPED_ROWS", /*default_on=*/false);
+  static EnvSwitch on("VLM2MLA_DECODE_GROUPED_ROWS");
   return on.enabled();
 }
 

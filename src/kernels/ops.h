@@ -47,12 +47,8 @@ MlaDecodeVariant model_decode_variant();
 // Whether the models' decode steps take the warp-rows instances built for r_kv 128, h_kv * d_rope 128 and
 // d_rope 32 (MlaDecodeInputs::specialized): on unless VLM2MLA_DECODE_SPECIALIZED=0 (read once; EnvSwitch).
 bool model_decode_specialized();
-// Whether they also skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles):
-// VLM2MLA_DECODE_UNMASKED_FULL_TILES=1 (read once; EnvSwitch, off unless set); off by default until measured
-// on the device.
-bool model_decode_unmasked_full_tiles();
-// Whether those also group their rows by kv group (MlaDecodeInputs::grouped_rows):
-// VLM2MLA_DECODE_GROUPED_ROWS=1 (read once, EnvSwitch; with VLM2MLA_DECODE_UNMASKED_FULL_TILES=1); off by default.
+// Whether those take their grouped-rows twins over bf16 caches (MlaDecodeInputs::grouped_rows): on unless
+// VLM2MLA_DECODE_GROUPED_ROWS=0 (read once; EnvSwitch).
 bool model_decode_grouped_rows();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
@@ -69,9 +65,8 @@ class MlaDecodeLaunch {
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
   const char* kernel() const;         // "tc-rows", "tc-rows-mod" (modality CTAs), "tc-keys", "tc-codes" or
                                       // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the
-                                      // instance built for r_kv 128 (MlaDecodeInputs::specialized), "-128u"
-                                      // with full tiles unmasked (MlaDecodeInputs::unmasked_full_tiles),
-                                      // "-128ug" with grouped rows too (MlaDecodeInputs::grouped_rows)
+                                      // instance built for r_kv 128 (MlaDecodeInputs::specialized), "-128g"
+                                      // its grouped-rows twin (MlaDecodeInputs::grouped_rows)
   int splits() const;                 // split-KV CTAs per sequence and head block
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 

@@ -67,8 +67,8 @@ struct MlaDecodeParams {
   int min_tiles_per_split = 0;  // tensor-core kernels: fewest 64-token tiles per split CTA; 0: the plan's own
   int specialized = 0;  // warp-rows kernel: 1 takes the instance built for r_kv 128, h_kv * d_rope 128, d_rope 32
                         // (their loop bounds and strides compile-time constants) where the sizes are those; 2
-                        // the same with full tiles unmasked (every token valid and of the rows' modality); 3
-                        // also with grouped rows (7 heads per kv group in 8 rows) where h_q == 7 h_kv
+                        // bf16 caches: its grouped-rows twin (7 heads per kv group in 8 rows, full tiles
+                        // unmasked) where h_q == 7 h_kv, else 1
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
   // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one

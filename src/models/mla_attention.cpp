@@ -298,7 +298,6 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.scale = scale;
   in.variant = model_decode_variant();  // auto unless VLM2MLA_DECODE_KERNEL asks for another kernel
   in.specialized = model_decode_specialized();
-  in.unmasked_full_tiles = model_decode_unmasked_full_tiles();
   in.grouped_rows = model_decode_grouped_rows();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {

@@ -415,13 +415,13 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
 // ---- CUDA --------------------------------------------------------------------------------------------
 bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 
-// A kernel's layout: its name without the "-128" ("-128u", "-128ug") that marks the instances built for the
-// 7B sizes (MlaDecodeInputs::specialized, on by default; unmasked_full_tiles; grouped_rows), which run the
+// A kernel's layout: its name without the "-128" ("-128g") that marks the instances built for the
+// 7B sizes (MlaDecodeInputs::specialized, on by default; grouped_rows, on over bf16), which run the
 // same layouts.
 std::string layout_of(const std::string& kernel) {
   const size_t at = kernel.rfind("-128");
   const std::string tail = at == std::string::npos ? "" : kernel.substr(at);
-  return tail == "-128" || tail == "-128u" || tail == "-128ug" ? kernel.substr(0, at) : kernel;
+  return tail == "-128" || tail == "-128g" ? kernel.substr(0, at) : kernel;
 }
 
 // Tolerance of the kernel against the float64 reference, ||got - want|| / ||want|| over all heads: bf16
@@ -672,6 +672,7 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
     ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);
     MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
     in.variant = k.variant;
+    in.grouped_rows = false;  // the masked instance (the grouped-rows twin: GroupedRowsEqualTheMasked)
     in.specialized = false;
     const MlaDecodeOutput generic = mla_decode(in);
     EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), k.mod_ctas ? "tc-rows-mod" : "tc-rows") << c.str();
@@ -691,49 +692,45 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
   EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
 }
 
-// The 7B-size instances that skip the masks on full tiles (MlaDecodeInputs::unmasked_full_tiles: every token
-// of the tile valid and of the CTA's, or the warp's, modality) give the masked instances' results bit for bit
-// (a full tile's masks keep every score), over both stores, every modality pattern with runs of 300 tokens
-// (many full tiles, and tiles of both modalities at each run's end), ragged key ranges and windows, in every
-// layout that has them; the bf16 joint layout has none and keeps the generic instance. So do those with
-// grouped rows (grouped_rows: 7 heads per kv group in 8 rows), whose RoPE products add the same terms and
-// exact zeros over fewer groups.
-TEST(MlaDecodeCuda, UnmaskedFullTilesEqualTheMasked) {
+// The 7B-size instances' grouped-rows twins (MlaDecodeInputs::grouped_rows, on by default; bf16 caches, 7
+// heads per kv group in 8 rows, full tiles unmasked) give the masked instances' results bit for bit: their
+// RoPE products add the same terms and exact zeros over fewer groups, and a full tile's masks keep every
+// score. Over every modality pattern with runs of 300 tokens (many full tiles, and tiles of both modalities
+// at each run's end), ragged key ranges, in both layouts that have them (one set, modality CTAs); int4 caches
+// (twins measured slower) keep the masked instance, the bf16 joint layout the generic one.
+TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   std::vector<SevenBCase> cases = seven_b_cases(16, 1900);
   EXPECT_EQ(cases.size(), 24u);
+  int grouped = 0;
   for (SevenBCase& k : cases) {
     Case& c = k.c;
     c.run = 300;
+    ASSERT_EQ(c.h_q, 7 * c.h_kv);
     MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
     in.variant = k.variant;
+    in.grouped_rows = false;
     const MlaDecodeOutput masked = mla_decode(in);
-    in.unmasked_full_tiles = true;
-    expect_same_bits(in, k.mod_ctas ? "tc-rows-mod-128u" : k.bf16_joint ? "tc-rows" : "tc-rows-128u", masked,
-                     c.str(), "from the masked instance's");
     in.grouped_rows = true;
-    ASSERT_EQ(c.h_q, 7 * c.h_kv);
-    expect_same_bits(in, k.mod_ctas ? "tc-rows-mod-128ug" : k.bf16_joint ? "tc-rows" : "tc-rows-128ug", masked,
-                     c.str(), "with grouped rows");
+    const bool bf16 = c.format == MlaCacheFormat::kBf16;
+    const char* want = k.bf16_joint ? "tc-rows"
+                       : k.mod_ctas ? (bf16 ? "tc-rows-mod-128g" : "tc-rows-mod-128")
+                                    : (bf16 ? "tc-rows-128g" : "tc-rows-128");
+    expect_same_bits(in, want, masked, c.str(), "from the masked instance's");
+    grouped += bf16 && !k.bf16_joint;
   }
-  // without the specialized instance (other sizes, or asked off) the flag changes nothing
-  Case other = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 1, 0, 1950);
-  other.r_kv = 64;
-  MlaDecodeInputs in = make_inputs(other, at::Device(at::kCUDA, 0));
-  in.unmasked_full_tiles = true;
-  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
-  in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 1, 0, 1960), at::Device(at::kCUDA, 0));
-  in.unmasked_full_tiles = true;
-  in.specialized = false;
-  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
-  // grouped rows need 7 heads per kv group: with 8 (h_q 32) the unmasked twin alone
+  EXPECT_EQ(grouped, 8);  // bf16: 4 patterns x (one set, modality CTAs)
+  // grouped rows need 7 heads per kv group: with 8 (h_q 32) the masked instance
   Case eight = pattern_case(MlaCacheFormat::kBf16, Mods::kText, 32, 1, 0, 1970);
   eight.h_q = 32;
-  in = make_inputs(eight, at::Device(at::kCUDA, 0));
-  in.unmasked_full_tiles = in.grouped_rows = true;
-  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows-128u");
+  MlaDecodeInputs in = make_inputs(eight, at::Device(at::kCUDA, 0));
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows-128");
   const MlaDecodeOutput got = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
   EXPECT_LT(rel_err(got.acc, want.acc), kRelTol) << eight.str();
+  // without the 7B-size instance (asked off) the flag changes nothing
+  in = make_inputs(pattern_case(MlaCacheFormat::kBf16, Mods::kRuns, 32, 1, 0, 1960), at::Device(at::kCUDA, 0));
+  in.specialized = false;
+  EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
 }
 
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
@@ -1137,8 +1134,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
-      ins.back().unmasked_full_tiles = model_decode_unmasked_full_tiles();  // =1: "-128u"
-      ins.back().grouped_rows = model_decode_grouped_rows();                // =1 too: "-128ug"
+      ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128" over bf16
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -348,16 +348,17 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   if (codes) return tc_kernel_codes(p.n_mod, mt, ntw);
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
-// The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (grouped
-// rows only where h_q is kSpecHeadsPerGroup heads per kv group, else the unmasked twin). `specialized`: the
-// level taken (0: the generic instance).
+// The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (its
+// grouped-rows twin only over a bf16 cache and where h_q is kSpecHeadsPerGroup heads per kv group, else the
+// masked one). `specialized`: the level taken (0: the generic instance).
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int& specialized) {
   auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
   };
   const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
-  specialized = !sizes ? 0 : p.specialized == 3 && p.h_q != kSpecHeadsPerGroup * p.h_kv ? 2 : p.specialized;
+  const bool grouped = p.format == MlaCacheFormat::kBf16 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
+  specialized = !sizes ? 0 : p.specialized == 2 && !grouped ? 1 : p.specialized;
   if (specialized) {
     if (KernelFn fn = get(specialized)) return fn;
     specialized = 0;

@@ -19,7 +19,7 @@ struct MlaDecodePlan {
   bool modality_ctas = false;  // warp rows, two sets: each CTA holds one modality's rows (the partials' splits
                                // are (split, modality) pairs)
   int specialized = 0;         // warp rows: which instance built for these sizes was taken (params.h's
-                               // `specialized`: 1, 2 full tiles unmasked, 3 and grouped rows), 0 the generic one
+                               // `specialized`: 1, 2 its grouped-rows twin), 0 the generic one
   std::string why_generic;    // when !tensor_core: the first condition that failed
   int m_tiles = 0;            // tensor core: 16-row MMA tiles per CTA (heads per CTA = m_tiles * 16 / n_mod)
   int n_tiles_per_warp = 0;   // tensor core: 8-column output tiles per warp (warp rows: O's n-tiles per warp)

@@ -1578,27 +1578,24 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // sizes (one set or modality CTAs: 2 m-tiles; joint: 4, int4 only), or nullptr where there is none; the
 // caller checks the sizes. No bf16 joint instance: it spills more than its generic twin and measured slower
 // (H200, 2026-11-29: b = 32, 32k, 269 -> 289 us over random modalities), where every other one is faster.
-// specialized 2: the same instances with full tiles unmasked (FT), 3: and grouped rows (GP 8: 7 heads per kv
-// group, kSpecGroupRows); opt-in until measured on the device.
+// specialized 2, bf16 one set or modality CTAs: the grouped-rows twin (GP 8: 7 heads per kv group,
+// kSpecGroupRows; full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 (H200, 2026-11-29); the int4
+// twins measured 1-6% slower and the unmasked ones without grouped rows no faster: not built.
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, int specialized = 0) {
   if (specialized) {
     constexpr int GP = kSpecGroupRows;
     if constexpr (NMOD == 1) {
       if (mt == 2 && no == 16) {
-        switch (specialized) {
-          case 1: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
-          case 2: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true>;
-          case 3: return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
+        if constexpr (!INT4) {
+          if (specialized == 2)
+            return mla_decode_rows_kernel<1, 2, 16, false, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
         }
+        if (specialized == 1) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
       }
     } else if constexpr (!MODCTA && INT4) {
       if (mt == 4 && no == 16) {
-        switch (specialized) {
-          case 1: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
-          case 2: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true>;
-          case 3: return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
-        }
+        if (specialized == 1) return mla_decode_rows_kernel<2, 4, 16, INT4, false, kSpecRkv, kSpecHr, kSpecDrope>;
       }
     }
     return nullptr;
