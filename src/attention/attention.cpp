@@ -1,9 +1,20 @@
 #include "attention/attention.h"
 
+#include "core/env_switch.h"
 #include "core/error.h"
 #include "core/torch_compat.h"
 
 namespace vlm2mla {
+
+namespace {
+EnvSwitch decode_sdpa_switch("VLM2MLA_DECODE_SDPA");
+}  // namespace
+
+bool decode_sdpa_enabled() { return decode_sdpa_switch.enabled(); }
+void set_decode_sdpa(bool on) { decode_sdpa_switch.set(on); }
+bool decode_sdpa_taken(const at::Tensor& q) {
+  return VLM2MLA_HAS_SDPA_GQA && q.is_cuda() && q.size(2) == 1 && decode_sdpa_enabled();
+}
 
 const char* attention_backend_name(AttentionBackend backend) {
   switch (backend) {
@@ -40,6 +51,8 @@ at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Te
                      const at::Tensor& v, const at::Tensor& mask, double scale, bool plain_causal) {
   switch (backend) {
     case AttentionBackend::kAuto:
+      // One query over a cache: SDPA reads the kv heads (strided cache views) in place, masked or not.
+      if (decode_sdpa_taken(q)) return compat::sdpa(q, k, v, mask, scale, false, /*gqa=*/k.size(1) != q.size(1));
       if (q.size(2) == 1 || !VLM2MLA_HAS_SDPA) return attention_reference(q, k, v, mask, scale);
       return attention(AttentionBackend::kFused, q, k, v, mask, scale, plain_causal);
     case AttentionBackend::kReference:

@@ -8,8 +8,10 @@ namespace vlm2mla {
 enum class AttentionBackend {
   kReference,  // matmul + float32 softmax + matmul, GQA by grouping query heads; any libtorch
   kFused,      // at::scaled_dot_product_attention (libtorch >= 2.0), kv heads expanded to query heads
-  kAuto,       // fused for prefill (s_q > 1), reference for single-token decode, where it measured
-               // 5x faster on the H200 (SDPA's per-call cost dominates a one-query step: BENCHMARKS.md)
+  kAuto,       // fused for prefill (s_q > 1); single-token decode: on CUDA with libtorch >= 2.5, SDPA reading
+               // the kv heads in place (enable_gqa: no expanded copy; 1.6-1.7x faster than the reference at
+               // 32k on the H200, BENCHMARKS.md), else the reference (the fused path's copy of the expanded
+               // K/V made it 5x slower than the reference there)
 };
 const char* attention_backend_name(AttentionBackend backend);
 // kAuto where this libtorch has fused attention, else kReference.
@@ -25,6 +27,14 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
                      const at::Tensor& v, const at::Tensor& mask, double scale,
                      bool plain_causal = false);
+
+// Whether kAuto's single-token decode steps on CUDA take SDPA with the kv heads in place (where this libtorch
+// has enable_gqa): on unless VLM2MLA_DECODE_SDPA=0 (read once) or set_decode_sdpa(false), which keep the
+// reference, its twin.
+bool decode_sdpa_enabled();
+void set_decode_sdpa(bool on);
+// Whether attention(kAuto, ...) takes that path for these queries (CUDA, s_q == 1, enabled, libtorch >= 2.5).
+bool decode_sdpa_taken(const at::Tensor& q);
 
 // Causal mask over a cache: query i (absolute position past + i) sees key j when j <= past + i and
 // key_valid[b, j]; each query always sees itself, so that padding rows never go fully masked

@@ -12,19 +12,33 @@
 #define VLM2MLA_HAS_SDPA 0
 #endif
 
+// scaled_dot_product_attention's enable_gqa (kv heads shared by groups of query heads, read in place) exists
+// from torch 2.5.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define VLM2MLA_HAS_SDPA_GQA 1
+#else
+#define VLM2MLA_HAS_SDPA_GQA 0
+#endif
+
 namespace vlm2mla::compat {
 
 // Fused attention where this libtorch has it. q [b, h, s_q, d], k/v [b, h, s_kv, d] (same head count),
 // mask bool [b, 1, s_q, s_kv] (true = attend) or undefined; is_causal (with no mask) lets the
-// flash kernels apply the causal mask themselves. Only callable when VLM2MLA_HAS_SDPA.
+// flash kernels apply the causal mask themselves. Only callable when VLM2MLA_HAS_SDPA. gqa: k/v may have
+// h_q / g heads, query head h reading kv head h / g (only when VLM2MLA_HAS_SDPA_GQA).
 inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       const at::Tensor& mask, double scale, bool is_causal = false) {
+                       const at::Tensor& mask, double scale, bool is_causal = false, bool gqa = false) {
 #if VLM2MLA_HAS_SDPA
   c10::optional<at::Tensor> m;
   if (mask.defined()) m = mask;
-  return at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, scale);
+#if VLM2MLA_HAS_SDPA_GQA
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, scale, gqa);
 #else
-  (void)q, (void)k, (void)v, (void)mask, (void)scale, (void)is_causal;
+  TORCH_CHECK(!gqa, "scaled_dot_product_attention's enable_gqa needs libtorch >= 2.5");
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, scale);
+#endif
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)scale, (void)is_causal, (void)gqa;
   TORCH_CHECK(false, "scaled_dot_product_attention needs libtorch >= 2.0");
 #endif
 }

@@ -5,9 +5,11 @@
 #include "attention/attention.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/torch_compat.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "support/fixtures.h"
+#include "support/test_support.h"
 
 namespace vlm2mla {
 namespace {
@@ -167,6 +169,59 @@ TEST(Attention, FullyPaddedQueryRowsStayFinite) {
   at::Tensor mask = causal_mask(valid, 1, 0, 3, at::kCPU);
   at::Tensor q = at::randn({1, 2, 3, 4}), k = at::randn({1, 2, 3, 4}), v = at::randn({1, 2, 3, 4});
   EXPECT_TRUE(at::isfinite(attention_reference(q, k, v, mask, 0.5)).all().item<bool>());
+}
+
+// kAuto's single-token decode on CUDA (libtorch >= 2.5): SDPA reading the kv heads of strided cache views in
+// place, masked ([b, 1, 1, capacity], a static decode step's: each row's own start) and unmasked (views of the
+// first `past + 1` positions), float32 and bf16, Qwen2.5-VL-7B's heads (28 over 4, d 128) and a small GQA;
+// within twice the reference's own error against the float64 loop (bf16; float32 1e-5 relative), and with
+// the switch off kAuto is the reference bit for bit.
+TEST(Attention, CudaDecodeSdpaEqualsReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Device dev(at::kCUDA, 0);
+  const testing::SwitchRestore restore{set_decode_sdpa, decode_sdpa_enabled()};
+  set_decode_sdpa(true);
+  at::manual_seed(11);
+  struct Shape { int64_t b, hq, hkv, d, cap, past; };
+  for (const Shape& sh : {Shape{3, 28, 4, 128, 300, 257}, Shape{2, 6, 2, 8, 40, 20}}) {
+    for (at::ScalarType t : {at::kFloat, at::kBFloat16}) {
+      for (bool masked : {true, false}) {
+        const std::string what = "h_q " + std::to_string(sh.hq) + (t == at::kFloat ? " float32" : " bf16") +
+                                 (masked ? " masked" : " unmasked");
+        const auto opts = at::TensorOptions().dtype(t).device(dev);
+        // peaked scores (q scaled up), so that the softmax weights differ
+        at::Tensor q = (at::randn({sh.b, sh.hq, 1, sh.d}) * 3).to(opts);
+        at::Tensor kc = at::randn({sh.b, sh.hkv, sh.cap, sh.d}).to(opts), vc = at::randn_like(kc);
+        at::Tensor k = kc, v = vc, mask;
+        if (masked) {
+          at::Tensor start = at::tensor({int64_t(0), int64_t(5), sh.past - 3}, at::kLong).narrow(0, 0, sh.b).to(dev);
+          at::Tensor j = at::arange(sh.cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, sh.cap});
+          mask = (j >= start.view({sh.b, 1})).logical_and(j <= sh.past).view({sh.b, 1, 1, sh.cap});
+        } else {
+          k = kc.narrow(2, 0, sh.past + 1);  // strided: the capacity's row stride
+          v = vc.narrow(2, 0, sh.past + 1);
+        }
+        const double scale = 1.0 / std::sqrt(double(sh.d));
+        ASSERT_TRUE(decode_sdpa_taken(q) == bool(VLM2MLA_HAS_SDPA_GQA)) << what;
+        const at::Tensor got = attention(AttentionBackend::kAuto, q, k, v, mask, scale);
+        const at::Tensor ref = attention_reference(q, k, v, mask, scale);
+        ASSERT_EQ(got.sizes(), ref.sizes()) << what;
+        const at::Tensor truth = naive_attention(q.cpu().to(at::kDouble), k.cpu().to(at::kDouble),
+                                                 v.cpu().to(at::kDouble), mask.defined() ? mask.cpu() : mask, scale);
+        const double err = (got.cpu().to(at::kDouble) - truth).abs().max().item<double>();
+        const double ref_err = (ref.cpu().to(at::kDouble) - truth).abs().max().item<double>();
+        const double mag = truth.abs().max().item<double>();
+        if (t == at::kFloat) {
+          EXPECT_LE(err, 1e-5 * mag) << what;
+        } else {
+          EXPECT_LE(err, 2 * ref_err + 1e-3 * mag) << what << ": sdpa " << err << ", reference " << ref_err;
+        }
+        set_decode_sdpa(false);
+        EXPECT_TRUE(at::equal(attention(AttentionBackend::kAuto, q, k, v, mask, scale), ref)) << what;
+        set_decode_sdpa(true);
+      }
+    }
+  }
 }
 
 TEST(DenseKvCache, GrowsAndAccountsBytes) {
