@@ -10,8 +10,8 @@
 #      "Cuda|Fused|Switch|StaticDecode|MlaRuntime"; ROUND_CTEST= skips them);
 #   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
 #      "4096:1 32768:8") and ROUND_VARIANTS (default "gqa mla:32:bf16 mla:32:int4"), once per setting of
-#      ROUND_ENV (space-separated VAR=VALUE words, each run on its own; default: one run as the environment
-#      is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
+#      ROUND_ENV (space-separated VAR=VALUE words, each run on its own, several variables joined by commas as
+#      above; default: one run as the environment is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
 #      pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large batches, BENCH_MLA_DECODE).
 #   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
 #      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, ROUND_LARGEST_TOKENS new tokens
@@ -56,7 +56,7 @@ elif [[ "${ROUND_BANDWIDTH:-0}" == 1 ]]; then
 fi
 echo "kernel tests: $((SECONDS - t0)) s"
 if [[ -n "${ROUND_CTEST-Cuda|Fused|Switch|StaticDecode|MlaRuntime}" ]]; then
-  cmake --build build-device --target vlm2mla test_convert test_parity -j"$(nproc)" > "$out/round_build2.log" 2>&1 \
+  cmake --build build-device --target vlm2mla test_convert test_parity test_model -j"$(nproc)" > "$out/round_build2.log" 2>&1 \
     || { grep -E "error|FAILED" "$out/round_build2.log" | head -30; exit 6; }
   (cd build-device && VLM2MLA_SKIP_NODE_TESTS=1 timeout 300 ctest -R "${ROUND_CTEST-Cuda|Fused|Switch|StaticDecode|MlaRuntime}" \
     -E "MlaDecodeCuda" -j8 --output-on-failure > "$out/round_ctest.log" 2>&1)
@@ -74,7 +74,8 @@ read -r -a settings <<< "${ROUND_ENV:-}"
 for setting in "${settings[@]}"; do
   name="${setting:-as-is}"
   file="round_bench_${name//[^A-Za-z0-9_]/_}.jsonl"
-  env ${setting:+"$setting"} BENCH_MLA_GRID="${ROUND_GRID-4096:1 32768:8}" \
+  IFS=, read -r -a vars <<< "$setting"
+  env "${vars[@]}" BENCH_MLA_GRID="${ROUND_GRID-4096:1 32768:8}" \
     BENCH_MLA_VARIANTS="${ROUND_VARIANTS:-gqa mla:32:bf16 mla:32:int4}" BENCH_MLA_TOKENS="${ROUND_TOKENS:-16}" \
     BENCH_MLA_OUT="$file" bash "$here/bench_mla.sh" > /dev/null 2>&1
   echo "== $name"
