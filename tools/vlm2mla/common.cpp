@@ -12,7 +12,8 @@ void RunFlags::add_to(CLI::App* app) {
   app->add_option("--dtype", dtype, "float32 | bfloat16 | float16 (default: float32 on cpu, "
                                     "bfloat16 on cuda)");
   app->add_option("--attention", attention,
-                  "attention implementation: auto (fused prefill, reference decode) | reference | "
+                  "attention implementation: auto (fused prefill; decode fused on CUDA with libtorch >= 2.5, "
+                  "else reference) | reference | "
                   "fused (fused needs libtorch >= 2); converted MLA models: absorbed (over the latent "
                   "cache) | expanded (K and V rebuilt, dense cache; the reference twin); auto = expanded "
                   "prefill, absorbed decode")
