@@ -84,6 +84,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
+  p.pure_splits = in.pure_splits ? 1 : 0;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -229,6 +230,11 @@ bool model_decode_specialized() {
 
 bool model_decode_grouped_rows() {
   static EnvSwitch on("VLM2MLA_DECODE_GROUPED_ROWS");
+  return on.enabled();
+}
+
+bool model_decode_pure_splits() {
+  static EnvSwitch on("VLM2MLA_DECODE_PURE_SPLITS");
   return on.enabled();
 }
 

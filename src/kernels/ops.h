@@ -50,6 +50,9 @@ bool model_decode_specialized();
 // Whether those take their grouped-rows twins over bf16 caches (MlaDecodeInputs::grouped_rows): on unless
 // VLM2MLA_DECODE_GROUPED_ROWS=0 (read once; EnvSwitch).
 bool model_decode_grouped_rows();
+// Whether modality CTAs whose keys are all of their modality skip the per-tile bookkeeping
+// (MlaDecodeInputs::pure_splits): on unless VLM2MLA_DECODE_PURE_SPLITS=0 (read once; EnvSwitch).
+bool model_decode_pure_splits();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.

@@ -299,6 +299,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.variant = model_decode_variant();  // auto unless VLM2MLA_DECODE_KERNEL asks for another kernel
   in.specialized = model_decode_specialized();
   in.grouped_rows = model_decode_grouped_rows();
+  in.pure_splits = model_decode_pure_splits();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

@@ -733,6 +733,51 @@ TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
   EXPECT_STREQ(MlaDecodeLaunch(in).kernel(), "tc-rows");
 }
 
+// Modality CTAs whose split holds keys of their own modality only walk the tiles in order without the per-tile
+// bookkeeping (MlaDecodeInputs::pure_splits, on by default): the same tiles and scores, so the results are
+// those of the scanned walk bit for bit. Over both stores, text-only, image-only and run patterns (runs of 300
+// tokens: splits of one modality and mixed ones; of 5000: mostly one), ragged key ranges, windows (int4: the
+// ring's split too), the 7B-size instances and the generic ones (r_kv 64), modality rows as whole 16-byte
+// pieces and not (t_cap 3001: the byte-wise scan), and one split longer than a scan window (24,000 keys in
+// one split: the window is of one modality but does not cover the split, which keeps the scanned walk).
+TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  int seed = 0, n = 0;
+  auto compare = [&](MlaDecodeInputs in, const std::string& what) {
+    in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+    in.pure_splits = false;
+    const std::string kernel = MlaDecodeLaunch(in).kernel();
+    EXPECT_EQ(layout_of(kernel), "tc-rows-mod") << what;
+    const MlaDecodeOutput scanned = mla_decode(in);
+    in.pure_splits = true;
+    expect_same_bits(in, kernel.c_str(), scanned, what, "from the scanned walk's");
+    ++n;
+  };
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kText, Mods::kImage, Mods::kRuns}) {
+      for (int64_t run : {300, 5000}) {
+        if (m != Mods::kRuns && run != 300) continue;
+        for (int64_t r_kv : {128, 64}) {
+          Case c = pattern_case(f, m, 32, 2, seed, 2100);
+          c.run = run;
+          c.r_kv = r_kv;
+          if (seed % 3 == 1) c.t_cap = 3001;
+          ++seed;
+          compare(make_inputs(c, at::Device(at::kCUDA, 0)), c.str());
+        }
+      }
+    }
+    Case longer = Case::qwen7b_md_int4({0, 333}, {24000, 20000});
+    longer.format = f;
+    longer.mods = Mods::kRuns;
+    longer.run = 17000;
+    longer.max_length = 64;  // one split of 375 tiles: more than one scan window of 256
+    longer.seed = 2200 + seed++;
+    compare(make_inputs(longer, at::Device(at::kCUDA, 0)), longer.str());
+  }
+  EXPECT_EQ(n, 18);  // per store: 2 text, 2 image, 4 runs, 1 longer split
+}
+
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
 // head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
@@ -1135,6 +1180,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128" over bf16
+      ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

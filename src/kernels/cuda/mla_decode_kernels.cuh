@@ -1307,6 +1307,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
   uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
   int win = -(1 << 30);
+  bool win_pure = false;  // MODCTA: the window's keys are all of the CTA's modality (CTA-uniform)
   auto next_tile = [&](int from) -> int {
     if constexpr (!MODCTA) {
       return from;
@@ -1318,6 +1319,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           __syncthreads();
           const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
           const bool want = cta_mod == 1;
+          bool other = false;  // the thread saw a key of the other modality
           if ((reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0) {
             // rows of whole 16-byte pieces (no piece crosses a row's end, nor the array's): thread tid reads
             // quarter-tiles tid + 256 k, all four loads at once
@@ -1336,7 +1338,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
 #pragma unroll
               for (int e = 0; e < 16; ++e) {
                 const int j = j0 + e;
-                hit = hit || (j >= j_lo && j < j_hi && (((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0) == want);
+                const bool in = j >= j_lo && j < j_hi;
+                const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
+                hit = hit || (in && img == want);
+                other = other || (in && img != want);
               }
               if (hit) tflag[(k * kThreads + tid) / 4] = 1;
             }
@@ -1344,11 +1349,14 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
 #pragma unroll 16
             for (int r = 0; r < kTile; ++r) {
               const int j = from * kTile + r * kThreads + tid;
-              const bool hit = j >= j_lo && j < j_hi && (mod_row[j] != 0) == want;
+              const bool in = j >= j_lo && j < j_hi;
+              const bool img = in && mod_row[j] != 0;
+              const bool hit = in && img == want;
+              other = other || (in && img != want);
               if (__any_sync(0xffffffffu, hit) && lane == 0) tflag[r * (kThreads / kTile) + warp / 2] = 1;
             }
           }
-          __syncthreads();
+          win_pure = !__syncthreads_or(other);  // also: every thread's flags are written
           const uint32_t bits = __ballot_sync(0xffffffffu, tflag[tid] != 0);
           if (lane == 0) tmask[warp] = bits;
           __syncthreads();
@@ -1384,6 +1392,12 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     return;
   }
 
+  // pure (modality CTAs, p.pure_splits): one scan window covers the split and it holds keys of the CTA's
+  // modality only, so every tile of the split is attended (next_tile would return t + 1) and every valid key
+  // is of the CTA's modality: the tiles are walked in order with the modality bytes a constant, no per-tile
+  // fetch nor count. CTA-uniform.
+  const bool pure = MODCTA && p.pure_splits && win_pure && win + kThreads >= t_end;
+
   stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
   const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
   float o[NO][4];
@@ -1392,12 +1406,22 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const float scale_log2 = p.scale * kLog2e;
   auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
-  if (kMods && tid < kTile && t < t_end) mods_sm[tid] = fetch_mod(t);
+  if constexpr (kMods) {
+    if (pure) {  // both buffers, once: the masked path reads a valid key's byte only, which is cta_mod's
+      if (tid < 2 * kTile) mods_sm[tid] = uint8_t(cta_mod);
+    } else if (tid < kTile && t < t_end) {
+      mods_sm[tid] = fetch_mod(t);
+    }
+  }
   // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
   // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
   auto tile_barrier = [&](int i, int tt) -> bool {
     if constexpr (FT) {
       const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
+      if (pure) {  // every key in range is of the CTA's modality
+        __syncthreads();
+        return in_range;
+      }
       if constexpr (kMods) {
         const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
         return in_range && n_img == (my_mod == 1 ? kTile : 0);
@@ -1418,8 +1442,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     }
     cp_async_commit();
     for (int i = 0; t < t_end; ++i) {
-      const int tn = next_tile(t + 1);
-      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+      const int tn = pure ? t + 1 : next_tile(t + 1);
+      const uint8_t mod_next = (kMods && !pure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
       cp_async_wait<0>();
       const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
       if (tn < t_end) {
@@ -1431,7 +1455,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                         mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
-      if (kMods && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      if (kMods && !pure && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
       t = tn;
     }
   } else {
@@ -1457,8 +1481,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       dequant(0);
     }
     for (int i = 0; t < t_end; ++i) {
-      const int tn = next_tile(t + 1);
-      const uint8_t mod_next = (kMods && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+      const int tn = pure ? t + 1 : next_tile(t + 1);
+      const uint8_t mod_next = (kMods && !pure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
       if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
       const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
       const uint32_t tb = tile_c(i);
@@ -1467,7 +1491,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
       if (tn < t_end) {
         dequant(i + 1);
-        if (kMods && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+        if (kMods && !pure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
       }
       t = tn;
     }
