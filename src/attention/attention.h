@@ -9,9 +9,9 @@ enum class AttentionBackend {
   kReference,  // matmul + float32 softmax + matmul, GQA by grouping query heads; any libtorch
   kFused,      // at::scaled_dot_product_attention (libtorch >= 2.0), kv heads expanded to query heads
   kAuto,       // fused for prefill (s_q > 1); single-token decode: on CUDA with libtorch >= 2.5, SDPA reading
-               // the kv heads in place (enable_gqa: no expanded copy; 1.6-1.7x faster than the reference at
-               // 32k on the H200, BENCHMARKS.md), else the reference (the fused path's copy of the expanded
-               // K/V made it 5x slower than the reference there)
+               // the kv heads in place (enable_gqa: no expanded copy; the attention 1.6x faster than the
+               // reference at 32k on the H200, scripts/device/sdpa_decode_probe.py, whole steps 1.3-1.6x:
+               // BENCHMARKS.md), else the reference (kFused's copy of the expanded K/V made it 5x slower)
 };
 const char* attention_backend_name(AttentionBackend backend);
 // kAuto where this libtorch has fused attention, else kReference.
