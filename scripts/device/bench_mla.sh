@@ -7,6 +7,8 @@
 # "graph": static steps replayed as a CUDA graph; "dynamic" is the eager twin). BENCH_MLA_TOKENS: new
 # tokens per run (default 32). BENCH_MLA_SYNTHETIC=1 times decode over a synthetic cache (random rows
 # for the prompt, no prefill: bench --synthetic-cache), for long contexts of large batches.
+# BENCH_MLA_IMAGE=HxW puts one random image of that size before each prompt's text (bench --image; with a
+# synthetic cache its positions stay image tokens, which two-set models' decode reads apart).
 # BENCH_MLA_OUT names the output file under $OUT (default bench_mla.jsonl).
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -22,6 +24,7 @@ for cb in $grid; do
     args=(--random-weights "$cfg" --context "$ctx" --batch "$batch" --new-tokens "${BENCH_MLA_TOKENS:-32}" --warmup 0
           --prefill-chunk 8192 --device cuda --dtype bfloat16 --decode "$decode" --json)
     [[ "${BENCH_MLA_SYNTHETIC:-0}" == 1 ]] && args+=(--synthetic-cache)
+    [[ -n "${BENCH_MLA_IMAGE:-}" ]] && args+=(--image "$BENCH_MLA_IMAGE")
     if [[ "$variant" == mla:* ]]; then
       IFS=: read -r _ d cache <<< "$variant"
       args+=(--mla-kv-rank "$d" --mla-rope-dims 32 --kv-cache "$cache" --kv-group 32 --kv-window 128)

@@ -99,7 +99,7 @@ DecoderInput slice(const DecoderInput& in, int64_t from, int64_t n) {
 at::Tensor prefill(const TextDecoder& model, const DecoderInput& in, KvCache& cache, int64_t chunk, bool synthetic) {
   const int64_t t = in.position_ids.size(-1);
   if (synthetic) {
-    cache.fill_synthetic(t - 1);
+    fill_synthetic_prompt(model, in, cache);
     return model.forward_hidden(slice(in, t - 1, 1), &cache);
   }
   if (chunk <= 0 || chunk >= t) return model.forward_hidden(in, &cache);
@@ -261,6 +261,12 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
   if (static_steps) result.step_kernels = static_steps->step_kernels();
   result.sequences = steps.empty() ? ids : at::cat({ids, at::stack(steps, 1)}, 1);
   return result;
+}
+
+void fill_synthetic_prompt(const TextDecoder& model, const DecoderInput& in, KvCache& cache) {
+  const int64_t t = in.position_ids.size(-1);
+  cache.fill_synthetic(t - 1, in.input_ids.defined() ? model.visual_mask(in.input_ids.narrow(1, 0, t - 1))
+                                                     : at::Tensor());
 }
 
 }  // namespace vlm2mla

@@ -44,6 +44,11 @@ struct GenerateOptions {
   std::function<void(const at::Tensor& tokens, const at::Tensor& running)> on_step;
 };
 
+// What GenerateOptions::synthetic_cache does in place of the prefill: every prompt position but the last
+// ([b, t] input) holds random rows in the (empty) cache, committed, with the prompt's image positions as image
+// tokens for two-set (md) models (TextDecoder::visual_mask), as a prompt that ran would have left them.
+void fill_synthetic_prompt(const TextDecoder& model, const DecoderInput& in, KvCache& cache);
+
 // Defaults as transformers takes them: generation_config.json in `model_dir` when present (eos,
 // pad, do_sample, temperature, top_k, top_p, repetition_penalty), else config.json's ids; pad falls
 // back to the first eos id.

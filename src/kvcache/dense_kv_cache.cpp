@@ -115,7 +115,7 @@ std::pair<at::Tensor, at::Tensor> DenseKvCache::append(int64_t layer, const at::
   return {keys_[layer].narrow(2, 0, length_ + s), values_[layer].narrow(2, 0, length_ + s)};
 }
 
-void DenseKvCache::fill_synthetic(int64_t length) {
+void DenseKvCache::fill_synthetic(int64_t length, const at::Tensor& /*image: plain K/V keep no modality*/) {
   VLM2MLA_CHECK(length_ == 0, ArgumentError, "fill_synthetic needs an empty cache");
   reserve(length);
   for (auto& s : qkeys_) s->fill_synthetic(length);

@@ -38,7 +38,7 @@ class DenseKvCache : public KvCache {
   void write_at(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos);
   std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;
 
-  void fill_synthetic(int64_t length) override;
+  void fill_synthetic(int64_t length, const at::Tensor& image) override;
   void advance(int64_t s) override;
   int64_t bytes_allocated() const override;
   int64_t bytes_per_token() const override;

@@ -42,9 +42,11 @@ class KvCache {
   // graphs that replay them) write into storage that must not move.
   virtual void reserve(int64_t capacity) = 0;
   // Benchmarks only: positions [0, length) of an empty cache hold random rows (standard normal; random
-  // codes with unit scales for quantized stores; text modality), committed, as if a prompt had run.
-  // Decode speed does not depend on the cached values.
-  virtual void fill_synthetic(int64_t length) = 0;
+  // codes with unit scales for quantized stores), committed, as if a prompt had run. Decode speed does not
+  // depend on the cached values; with two projection sets it depends on which positions are image tokens:
+  // `image` (bool [batch, length], e.g. TextDecoder::visual_mask of the prompt; undefined: all text) sets the
+  // modality of a latent cache that keeps one, and is ignored by caches without one.
+  virtual void fill_synthetic(int64_t length, const at::Tensor& image) = 0;
   // Bytes of the cache tensors as allocated (capacity, not length).
   virtual int64_t bytes_allocated() const = 0;
   // Bytes one cached position costs over all layers (at the storage type; the full-precision window

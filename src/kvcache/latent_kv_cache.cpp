@@ -62,11 +62,19 @@ void LatentKvCache::reserve(int64_t capacity) {
   if (modality_.defined() && modality_.size(1) < cap) grow_modality(cap);
 }
 
-void LatentKvCache::fill_synthetic(int64_t length) {
+void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
   VLM2MLA_CHECK(length_ == 0, ArgumentError, "fill_synthetic needs an empty cache");
+  VLM2MLA_CHECK(!image.defined() || (image.dim() == 2 && image.size(0) == batch_ && image.size(1) == length &&
+                                     image.scalar_type() == at::kBool),
+                ArgumentError, "fill_synthetic: image must be bool [", batch_, ", ", length, "], got ",
+                image.defined() ? image.sizes() : at::IntArrayRef{}, " ",
+                image.defined() ? c10::toString(image.scalar_type()) : "undefined");
   reserve(length);
   for (size_t l = 0; l < latent_.size(); ++l) latent_[l]->fill_synthetic(length), rope_[l]->fill_synthetic(length);
-  if (modality_.defined()) modality_.zero_();
+  if (modality_.defined()) {
+    modality_.zero_();
+    if (image.defined()) modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
+  }
   length_ = length;
 }
 

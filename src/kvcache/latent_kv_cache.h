@@ -37,7 +37,7 @@ class LatentKvCache : public KvCache {
 
   int64_t capacity() const override { return latent_.front()->capacity(); }
   void reserve(int64_t capacity) override;
-  void fill_synthetic(int64_t length) override;
+  void fill_synthetic(int64_t length, const at::Tensor& image) override;
   // Shape-static twins for one-token decode steps (kvcache/row_store.h), at pos ([1] int64 on the
   // device): the step's modality [b, 1] (image = true), a layer's rows [b, 1, *]; reads [b, capacity, *]
   // valid up to `last`, and the modality [b, capacity] bool (undefined without modality).

@@ -195,7 +195,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
     VLM2MLA_CHECK(in.input_ids.defined(), ArgumentError,
                   "this converted model has per-modality K/V projections and needs input_ids to "
                   "choose them (only inputs_embeds were given)");
-    visual = at::isin(in.input_ids.to(options_.device), visual_ids_);  // the ids, on the device since load
+    visual = visual_mask(in.input_ids);
     // No visual token in this step (every decode step): all text, and no per-layer check (a device
     // sync each) further down.
     if (!visual.any().item<bool>()) visual = at::Tensor();
@@ -289,7 +289,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   const MlaRopes mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
   at::Tensor visual;  // [b, 1]: md models choose the projection set per token, on the device
-  if (visual_ids_.defined()) visual = at::isin(in.input_ids, visual_ids_);
+  visual = visual_mask(in.input_ids);
   if (latent_cache && visual.defined()) latent_cache->set_modality_at(visual, in.past);
   const bool kernel = latent_cache && decode_kernel_ && mla_decode_kernel_usable(*latent_cache, 0, dev);
   at::Tensor start32, length32, modality, mask;
@@ -325,6 +325,11 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     x = layer_tail(w, x, a);
   }
   return rms_norm(x, weights_.norm, config_.rms_norm_eps);
+}
+
+at::Tensor TextDecoder::visual_mask(const at::Tensor& input_ids) const {
+  if (!input_ids.defined() || !visual_ids_.defined()) return {};
+  return at::isin(input_ids.to(options_.device), visual_ids_);
 }
 
 int64_t TextDecoder::step_weight_bytes() const {

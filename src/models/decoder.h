@@ -95,6 +95,9 @@ class TextDecoder {
   MlaAttention mla_attention() const { return mla_mode_; }
   // True for converted models whose K/V go through a latent (they can use the latent cache).
   bool has_latent() const { return config_.mla && config_.mla->low_rank(); }
+  // Converted md models (two projection sets): which of `input_ids` ([b, s]) are image tokens, bool [b, s] on
+  // the model's device; undefined for other models (one set) or without ids.
+  at::Tensor visual_mask(const at::Tensor& input_ids) const;
 
   // A dense cache sized for this model, in the compute dtype.
   DenseKvCache make_cache(int64_t batch, int64_t capacity) const;

@@ -200,9 +200,9 @@ TEST(SyntheticCache, FillsThePromptPositionsAndDecodes) {
     for (std::optional<CacheSpec> spec : {std::optional<CacheSpec>(), std::optional<CacheSpec>(CacheSpec{CacheType::kInt8, n_kv, 4})}) {
       const TextDecoder& dec = m->decoder();
       std::unique_ptr<KvCache> cache = dec.make_kv_cache(2, 12, spec ? &*spec : nullptr);
-      cache->fill_synthetic(9);
+      cache->fill_synthetic(9, at::Tensor());
       EXPECT_EQ(cache->length(), 9);
-      EXPECT_THROW(cache->fill_synthetic(3), ArgumentError);
+      EXPECT_THROW(cache->fill_synthetic(3, at::Tensor()), ArgumentError);
       at::Tensor last = at::full({1}, 8, at::kLong);
       at::Tensor rows = cache->kind() == CacheKind::kDense ? static_cast<DenseKvCache&>(*cache).read_upto(0, last).first.transpose(1, 2)
                                                            : static_cast<LatentKvCache&>(*cache).read_upto(0, last).first;  // [b, cap, *]
@@ -220,6 +220,50 @@ TEST(SyntheticCache, FillsThePromptPositionsAndDecodes) {
       }
     }
   }
+}
+
+// A synthetic cache keeps the prompt's image positions as image tokens (the modality a two-set model's decode
+// reads its keys by), as a prompt that ran would have left them; the plain model's cache has no modality, and
+// an image mask of the wrong shape is refused by name.
+TEST(SyntheticCache, KeepsThePromptsImagePositions) {
+  testing::Converted cv = converted("vlm/qwen2_5_vl");
+  const TextDecoder& dec = cv.model->decoder();
+  const int64_t img = cv.model->image_token_id();
+  ASSERT_GE(img, 0);
+  at::Tensor ids = at::full({2, 10}, 1, at::kLong);
+  ids[0].narrow(0, 2, 4).fill_(img);
+  ids[1].narrow(0, 4, 3).fill_(img);
+  const at::Tensor image = dec.visual_mask(ids.narrow(1, 0, 9));
+  ASSERT_TRUE(image.defined());
+  EXPECT_EQ(image.sum().item<int64_t>(), 7);
+  std::unique_ptr<KvCache> cache = dec.make_kv_cache(2, 12, nullptr);
+  ASSERT_EQ(cache->kind(), CacheKind::kLatent);
+  cache->fill_synthetic(9, image);
+  const at::Tensor mod = static_cast<LatentKvCache&>(*cache).modality_all();
+  ASSERT_TRUE(mod.defined());
+  EXPECT_TRUE(mod.narrow(1, 0, 9).equal(image));
+  EXPECT_FALSE(mod.narrow(1, 9, mod.size(1) - 9).any().item<bool>());
+  std::unique_ptr<KvCache> other = dec.make_kv_cache(2, 12, nullptr);
+  try {
+    other->fill_synthetic(9, image.narrow(1, 0, 8));
+    ADD_FAILURE() << "a mask of the wrong shape was taken";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("image must be bool [2, 9]"), std::string::npos) << e.what();
+  }
+  auto plain = Model::load(fixtures_dir() + "/vlm/qwen2_5_vl/model", LoadOptions{});
+  EXPECT_FALSE(plain->decoder().visual_mask(ids).defined());  // one projection set: no modality to keep
+  // what generate's synthetic_cache does with the fixture's own prompt (an image, then text)
+  const DecoderInput prompt = cv.model->prepare(cv.inputs, false).decoder_input();
+  const int64_t t = prompt.input_ids.size(1);
+  std::unique_ptr<KvCache> filled = dec.make_kv_cache(prompt.input_ids.size(0), t + 4, nullptr);
+  fill_synthetic_prompt(dec, prompt, *filled);
+  EXPECT_EQ(filled->length(), t - 1);
+  // the converted config's visual ids: the image pads and the vision markers around them
+  const at::Tensor ids_cached = prompt.input_ids.narrow(1, 0, t - 1);
+  const at::Tensor want = at::isin(ids_cached, at::tensor(cv.model->text_config().mla->visual_token_ids, at::kLong));
+  EXPECT_GT(ids_cached.eq(img).sum().item<int64_t>(), 0);
+  EXPECT_TRUE(want.logical_or(ids_cached.ne(img)).all().item<bool>());  // every image pad among them
+  EXPECT_TRUE(static_cast<LatentKvCache&>(*filled).modality_all().narrow(1, 0, t - 1).equal(want));
 }
 
 // The fixture's model md-converted (R = 4, D = 4), written to `path` and loaded with `load`.

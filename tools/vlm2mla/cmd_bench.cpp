@@ -140,7 +140,8 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--synthetic-cache", args->synthetic_cache,
                 "time decode over a cache holding random rows for the prompt (only its last token runs: no "
                 "prefill), so long contexts of large batches are affordable; decode speed does not depend on "
-                "the cached values (transformers' reference numbers used a pre-filled cache the same way)");
+                "the cached values (transformers' reference numbers used a pre-filled cache the same way); with "
+                "--image the image's positions stay image tokens (two-set models read keys by modality)");
   cmd->add_option("--mla-kv-rank", args->mla_kv_rank,
                   "with --random-weights: convert the config on the fly to MLA with random weights, D "
                   "latent dims per kv head (r_kv = n_kv x D), md projections for VLMs");
@@ -283,8 +284,9 @@ void register_bench(CLI::App& app) {
     if (h > 0) std::printf("vision    %s image, %lld tokens: %.4f s (encoder, projector, embedding)\n",
                            args->image.c_str(), (long long)image_tokens, vision_s);
     if (args->synthetic_cache) {
-      std::printf("prefill   none: %lld x %lld random cached positions, the last prompt token in %.4f s\n",
-                  (long long)args->batch, (long long)(s - 1), r.prefill_seconds);
+      std::printf("prefill   none: %lld x %lld random cached positions (%lld image tokens each), the last prompt "
+                  "token in %.4f s\n",
+                  (long long)args->batch, (long long)(s - 1), (long long)image_tokens, r.prefill_seconds);
     } else {
       std::printf("prefill   %lld x %lld tokens in %.4f s: %.1f tokens/s\n", (long long)args->batch,
                   (long long)s, r.prefill_seconds, j["prefill_tokens_per_s"].get<double>());
