@@ -329,7 +329,9 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
 
 at::Tensor TextDecoder::visual_mask(const at::Tensor& input_ids) const {
   if (!input_ids.defined() || !visual_ids_.defined()) return {};
-  return at::isin(input_ids.to(options_.device), visual_ids_);
+  // ids already beside visual_ids_ (a static step's, inside a CUDA graph) are read in place: no copy
+  const at::Device dev = visual_ids_.device();
+  return at::isin(input_ids.device() == dev ? input_ids : input_ids.to(dev), visual_ids_);
 }
 
 int64_t TextDecoder::step_weight_bytes() const {
