@@ -52,7 +52,7 @@ constexpr float kMaxSlack = 8.f;  // warp-rows kernel: how far a score may pass 
 // The sizes the specialized warp-rows instances are built for (rows_kernel_for): r_kv, h_kv * d_rope, d_rope
 // of Qwen2.5-VL-7B converted with D = 32, R = 32.
 constexpr int kSpecRkv = 128, kSpecHr = 128, kSpecDrope = 32;
-// Their grouped-rows twins (specialized 3): rows per kv group, for kSpecHeadsPerGroup heads per group (h_q 28
+// Their grouped-rows twins (specialized 2): rows per kv group, for kSpecHeadsPerGroup heads per group (h_q 28
 // over h_kv 4: the 4 groups' 32 rows fill the 2 m-tiles of one modality exactly).
 constexpr int kSpecGroupRows = 8, kSpecHeadsPerGroup = 7;
 static_assert(kSpecHeadsPerGroup == kSpecGroupRows - 1, "grouped rows: a group's heads and one padding row");
@@ -1078,16 +1078,18 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
 // RKV, HR, DR > 0: r_kv, h_kv * d_rope and d_rope as compile-time constants (the instances built for those
 // sizes: loop bounds, strides and shared-memory offsets fold into the instructions), else the runtime values.
-// FT (full tiles) and `full`: the tile's tokens are all valid and all of the warp's rows' modality (the caller
-// knows it at the tile's barrier), so no score is masked: the per-token checks and the masking selects are
-// skipped; the scores, and so the results, are bit for bit the masked path's. GP 8: grouped rows (row_to_head),
-// the m-tile's rows 0-7 one kv group and 8-15 the next, so the RoPE product takes those two with fixed masks.
-template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, bool FT = false, int GP = 0>
+// GP 8: grouped rows (row_to_head), the m-tile's rows 0-7 one kv group and 8-15 the next, so the RoPE product
+// takes those two with fixed masks. Those instances also take full tiles unmasked (FT): with `full` (the tile's
+// tokens all valid and all of the warp's rows' modality, which the caller knows at the tile's barrier) no score
+// is masked, so the per-token checks and the masking selects are skipped; the scores, and so the results, are
+// bit for bit the masked path's.
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
                                           float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false) {
   static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
+  constexpr bool FT = GP > 0;  // full tiles unmasked
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
   // read where used, as the generic instance always read them
@@ -1248,11 +1250,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
 // tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
 // layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
 // the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
-// FT: tiles whose tokens are all valid and of the warp's rows' modality skip the masks (rows_tile); with two
-// modalities' bytes the tile's barrier counts its image tokens (__syncthreads_count) to tell.
-// GP > 0: grouped rows (row_to_head), GP rows per kv group.
-template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0,
-          bool FT = false, int GP = 0>
+// GP > 0: grouped rows (row_to_head), GP rows per kv group; and full tiles unmasked (FT): tiles whose tokens
+// are all valid and of the warp's rows' modality skip the masks (rows_tile); with two modalities' bytes the
+// tile's barrier counts its image tokens (__syncthreads_count) to tell.
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   constexpr int TP = kWarps / MT;  // token parts
@@ -1265,6 +1266,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   static_assert(NS % 2 == 0 && NO % 2 == 0 && CH <= kRowsMaxChunks, "rows kernel sizes");
   static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
   static_assert(!MODCTA || NMOD == 1, "modality CTAs hold one modality's rows");
+  constexpr bool FT = GP > 0;  // full tiles unmasked (rows_tile)
   extern __shared__ __align__(16) unsigned char smem[];
   if constexpr (RKV > 0) {  // built for these sizes: the host takes it for them only (rows_kernel_for)
     if (p.r_kv != RKV || g.hr != HR || p.d_rope != DR) __trap();
@@ -1452,7 +1454,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       }
       cp_async_commit();
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                         mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
       if (kMods && !pure && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
@@ -1486,7 +1488,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
       const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
       const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, FT, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                         mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
                                                         my_mod, ri, scale_log2, o, m_run, l, full);
       if (tn < t_end) {
@@ -1574,8 +1576,8 @@ KernelFn tc_kernel_int4(int n_mod, int mt, int ntw);
 KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // The warp-rows kernel for n_mod sets (modality_ctas: one modality's rows per CTA), mt m-tiles and no output
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
-// specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 those that also
-// skip the masks on full tiles (nullptr where there is none).
+// specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their bf16
+// grouped-rows twins (nullptr where there is none).
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized);
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized);
 
@@ -1613,7 +1615,7 @@ KernelFn rows_kernel_for(int mt, int no, int specialized = 0) {
       if (mt == 2 && no == 16) {
         if constexpr (!INT4) {
           if (specialized == 2)
-            return mla_decode_rows_kernel<1, 2, 16, false, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, true, GP>;
+            return mla_decode_rows_kernel<1, 2, 16, false, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, GP>;
         }
         if (specialized == 1) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
       }
