@@ -1,7 +1,6 @@
-// A process-wide on/off setting for an optional fast path (a fused kernel): the environment variable named
-// at construction turns it off when "0" and on when set to anything else (read once, when first asked);
-// unset, it is `default_on` (on; off for a path not yet measured on the device). set() overrides both.
-// Thread-safe; constant-initialized, so a namespace-scope instance is usable from any static initializer.
+// A process-wide on/off setting for an optional fast path (a fused kernel): on unless the environment
+// variable named at construction is "0" (read once, when first asked); set() overrides both. Thread-safe;
+// constant-initialized, so a namespace-scope instance is usable from any static initializer.
 #pragma once
 
 #include <atomic>
@@ -12,13 +11,13 @@ namespace vlm2mla {
 
 class EnvSwitch {
  public:
-  explicit constexpr EnvSwitch(const char* env, bool default_on = true) : env_(env), default_on_(default_on) {}
+  explicit constexpr EnvSwitch(const char* env) : env_(env) {}
 
   bool enabled() const {
     int f = flag_.load();
     if (f < 0) {
       const char* v = std::getenv(env_);
-      f = v ? (std::string(v) == "0" ? 0 : 1) : (default_on_ ? 1 : 0);
+      f = v && std::string(v) == "0" ? 0 : 1;
       flag_ = f;
     }
     return f == 1;
@@ -27,7 +26,6 @@ class EnvSwitch {
 
  private:
   const char* env_;
-  bool default_on_;
   mutable std::atomic<int> flag_{-1};  // -1: not yet read from the environment
 };
 

@@ -8,26 +8,23 @@
 namespace vlm2mla {
 namespace {
 
-// Unset: the default (on for measured paths, off for opt-ins); "0" turns either off, anything else on; set()
-// overrides the environment; the first reading is kept.
+// Unset: on; "0" turns it off, anything else on; set() overrides the environment; the first reading is kept.
 TEST(EnvSwitch, DefaultZeroOtherAndSet) {
   const char* name = "VLM2MLA_TEST_ENV_SWITCH";
-  for (bool default_on : {true, false}) {
-    ::unsetenv(name);
-    EnvSwitch unset(name, default_on);
-    EXPECT_EQ(unset.enabled(), default_on);
-    ::setenv(name, "0", 1);
-    EXPECT_EQ(unset.enabled(), default_on) << "read once, when first asked";
-    EnvSwitch zero(name, default_on);
-    EXPECT_FALSE(zero.enabled());
-    ::setenv(name, "1", 1);
-    EnvSwitch one(name, default_on);
-    EXPECT_TRUE(one.enabled());
-    one.set(false);
-    EXPECT_FALSE(one.enabled());
-    zero.set(true);
-    EXPECT_TRUE(zero.enabled());
-  }
+  ::unsetenv(name);
+  EnvSwitch unset(name);
+  EXPECT_TRUE(unset.enabled());
+  ::setenv(name, "0", 1);
+  EXPECT_TRUE(unset.enabled()) << "read once, when first asked";
+  EnvSwitch zero(name);
+  EXPECT_FALSE(zero.enabled());
+  ::setenv(name, "1", 1);
+  EnvSwitch one(name);
+  EXPECT_TRUE(one.enabled());
+  one.set(false);
+  EXPECT_FALSE(one.enabled());
+  zero.set(true);
+  EXPECT_TRUE(zero.enabled());
   ::unsetenv(name);
 }
 
