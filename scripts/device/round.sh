@@ -11,8 +11,9 @@
 #   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
 #      "4096:1 32768:8") and ROUND_VARIANTS (default "gqa mla:32:bf16 mla:32:int4"), once per setting of
 #      ROUND_ENV (space-separated VAR=VALUE words, each run on its own, several variables joined by commas as
-#      above; default: one run as the environment is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID= skips it. bench_mla.sh's other variables
-#      pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large batches, BENCH_MLA_DECODE).
+#      above; default: one run as the environment is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID=
+#      skips it. bench_mla.sh's other variables pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large
+#      batches, BENCH_MLA_DECODE, BENCH_MLA_IMAGE).
 #   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
 #      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, ROUND_LARGEST_TOKENS new tokens
 #      (default 16), one at a time (the largest batches that fit), with tokens/s against the first word's and the
