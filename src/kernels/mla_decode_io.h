@@ -56,11 +56,12 @@ struct MlaDecodeInputs {
   // steps: VLM2MLA_DECODE_GROUPED_ROWS=0, model_decode_grouped_rows()).
   bool grouped_rows = true;
   // CUDA only, the warp-rows kernel's modality CTAs (two-set models): a CTA whose split holds keys of its own
-  // modality only (its scan of the modality bytes tells) walks every tile in order and skips the per-tile
-  // modality bookkeeping (finding the next tile of its modality, fetching and counting each tile's modality
-  // bytes: ~60 instructions per warp and tile on the path between tiles; 5-6% faster over text-only keys on
-  // the H200). The same tiles and scores, so the same results bit for bit (test: PureSplitsEqualTheScanned).
-  // false: every CTA keeps the bookkeeping (model steps: VLM2MLA_DECODE_PURE_SPLITS=0, model_decode_pure_splits()).
+  // modality only (one pass over the split's modality bytes tells, however long the split) walks every tile in
+  // order without the per-tile modality bookkeeping (finding the next tile of its modality, fetching and
+  // counting each tile's modality bytes); over bf16 in a loop of its own with the one-set kernel's tile. The
+  // same tiles and scores, so the same results bit for bit (test: PureSplitsEqualTheScanned). Measured on the
+  // H200 (docs/KERNELS.md, "Pure splits in a loop of their own"). false: every CTA keeps the bookkeeping (model
+  // steps: VLM2MLA_DECODE_PURE_SPLITS=0, model_decode_pure_splits()).
   bool pure_splits = true;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last

@@ -69,8 +69,9 @@ struct MlaDecodeParams {
                         // (their loop bounds and strides compile-time constants) where the sizes are those; 2
                         // bf16 caches: its grouped-rows twin (7 heads per kv group in 8 rows, full tiles
                         // unmasked) where h_q == 7 h_kv, else 1
-  int pure_splits = 0;  // warp-rows kernel, modality CTAs: a CTA whose keys are all of its modality (its scan
-                        // tells) walks its tiles without the per-tile modality bookkeeping
+  int pure_splits = 0;  // warp-rows kernel, modality CTAs: a CTA whose split's keys are all of its modality (a
+                        // pass over the split's modality bytes tells) walks its tiles without the per-tile
+                        // modality bookkeeping
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
   // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one

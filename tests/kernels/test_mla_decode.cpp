@@ -738,8 +738,10 @@ TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
 // those of the scanned walk bit for bit. Over both stores, text-only, image-only and run patterns (runs of 300
 // tokens: splits of one modality and mixed ones; of 5000: mostly one), ragged key ranges, windows (int4: the
 // ring's split too), the 7B-size instances and the generic ones (r_kv 64), modality rows as whole 16-byte
-// pieces and not (t_cap 3001: the byte-wise scan), and one split longer than a scan window (24,000 keys in
-// one split: the window is of one modality but does not cover the split, which keeps the scanned walk).
+// pieces and not (t_cap 3001: the byte-wise scan), and splits longer than a scan window of 256 tiles (24,000
+// keys in one split of 375 tiles: with runs of 17,000 the first window is of one modality but the split is not,
+// which keeps the scanned walk; text-only, the whole split is pure, which the large batches' one split a
+// sequence is).
 TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   int seed = 0, n = 0;
@@ -774,8 +776,11 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
     longer.max_length = 64;  // one split of 375 tiles: more than one scan window of 256
     longer.seed = 2200 + seed++;
     compare(make_inputs(longer, at::Device(at::kCUDA, 0)), longer.str());
+    longer.mods = Mods::kText;
+    longer.seed = 2200 + seed++;
+    compare(make_inputs(longer, at::Device(at::kCUDA, 0)), longer.str());
   }
-  EXPECT_EQ(n, 18);  // per store: 2 text, 2 image, 4 runs, 1 longer split
+  EXPECT_EQ(n, 20);  // per store: 2 text, 2 image, 4 runs, 2 longer splits
 }
 
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
@@ -1105,6 +1110,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto});  // random per token: every tile mixed
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});  // images of 576
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    // the large batches at 32k (one split a sequence: longer than the modality CTAs' scan window)
+    cfgs.push_back({f, 1, 256, 32768, MlaDecodeVariant::kAuto});
+    cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});
     // the split-keys kernel beside kAuto's warp-rows one
     for (int64_t b : {1, 8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCore});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore});

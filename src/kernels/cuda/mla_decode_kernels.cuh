@@ -1306,10 +1306,11 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // tile's flag; the flags become the bits of tmask. An empty CTA (most of one modality's, in a context
   // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the
   // same points with the same argument (the scan has barriers).
+  // rows of whole 16-byte pieces: no piece crosses a row's end, nor the array's
+  const bool mod_pieces = (reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0;
   uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
   uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
   int win = -(1 << 30);
-  bool win_pure = false;  // MODCTA: the window's keys are all of the CTA's modality (CTA-uniform)
   auto next_tile = [&](int from) -> int {
     if constexpr (!MODCTA) {
       return from;
@@ -1321,8 +1322,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           __syncthreads();
           const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
           const bool want = cta_mod == 1;
-          bool other = false;  // the thread saw a key of the other modality
-          if ((reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0) {
+          if (mod_pieces) {
             // rows of whole 16-byte pieces (no piece crosses a row's end, nor the array's): thread tid reads
             // quarter-tiles tid + 256 k, all four loads at once
             uint4 v[4];
@@ -1343,7 +1343,6 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
                 const bool in = j >= j_lo && j < j_hi;
                 const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
                 hit = hit || (in && img == want);
-                other = other || (in && img != want);
               }
               if (hit) tflag[(k * kThreads + tid) / 4] = 1;
             }
@@ -1354,11 +1353,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
               const bool in = j >= j_lo && j < j_hi;
               const bool img = in && mod_row[j] != 0;
               const bool hit = in && img == want;
-              other = other || (in && img != want);
               if (__any_sync(0xffffffffu, hit) && lane == 0) tflag[r * (kThreads / kTile) + warp / 2] = 1;
             }
           }
-          win_pure = !__syncthreads_or(other);  // also: every thread's flags are written
+          __syncthreads();  // every thread's flags are written
           const uint32_t bits = __ballot_sync(0xffffffffu, tflag[tid] != 0);
           if (lane == 0) tmask[warp] = bits;
           __syncthreads();
@@ -1388,182 +1386,245 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       if (MODCTA || mod == 0) w.m_at(p, ps, b, head) = m;
     }
   };
-  int t = next_tile(t_first);
+  // pure (modality CTAs, p.pure_splits): the split's keys are all of the CTA's modality, so every tile of the
+  // split is attended (each overlaps the key range, so holds a key of the CTA's modality: next_tile would
+  // return t + 1) and every valid key is of the CTA's modality. One pass over the split's modality bytes tells
+  // (and whether it holds a key of the CTA's modality at all: else the CTA exits before any window's scan).
+  // bf16 walks a pure split in a loop of its own, as the one-set kernel walks its tiles, with its tile (no
+  // modality bytes: rows_tile<1>, which masks by validity alone and so keeps the same scores), no per-tile fetch
+  // nor count, none of the scan's state live in it (tile_loop's PURE; measured: 11% faster than the one loop's
+  // runtime skips, docs/KERNELS.md). int4 keeps the one loop with the skips at run time (PURE false, rpure):
+  // its two loops spilled hundreds of bytes at the 128-register cap, and ran 1.3-1.5x slower.
+  constexpr bool kPureLoop = MODCTA && !INT4;
+  bool pure = false;
+  if constexpr (MODCTA) {
+    if (p.pure_splits) {
+      const int j_lo = max(vlo, t_first * kTile), j_hi = min(vhi, t_end * kTile);
+      const bool want = cta_mod == 1;
+      bool mine = false, other = false;
+      if (mod_pieces) {  // four 16-byte pieces in flight per thread and round
+        for (int j0 = (j_lo & ~15) + tid * 16; j0 < j_hi; j0 += 4 * kThreads * 16) {
+          uint4 v[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const int jk = j0 + k * kThreads * 16;
+            v[k] = jk < j_hi ? *reinterpret_cast<const uint4*>(mod_row + jk) : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const uint32_t words[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+#pragma unroll
+            for (int e = 0; e < 16; ++e) {
+              const int j = j0 + k * kThreads * 16 + e;
+              const bool in = j >= j_lo && j < j_hi;
+              const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
+              mine = mine || (in && img == want);
+              other = other || (in && img != want);
+            }
+          }
+        }
+      } else {
+#pragma unroll 4
+        for (int j = j_lo + tid; j < j_hi; j += kThreads) {
+          const bool img = mod_row[j] != 0;
+          mine = mine || img == want;
+          other = other || img != want;
+        }
+      }
+      if (!__syncthreads_or(mine)) {  // no key of the CTA's modality: empty partials, nothing else
+        if (tid < kRows) write_header(tid, -INFINITY, 0.f);
+        return;
+      }
+      pure = !__syncthreads_or(other);
+    }
+  }
+  int t = pure ? t_first : next_tile(t_first);
   if (MODCTA && t >= t_end) {  // no token of the CTA's modality: empty partials, nothing else
     if (tid < kRows) write_header(tid, -INFINITY, 0.f);
     return;
   }
 
-  // pure (modality CTAs, p.pure_splits): one scan window covers the split and it holds keys of the CTA's
-  // modality only, so every tile of the split is attended (next_tile would return t + 1) and every valid key
-  // is of the CTA's modality: the tiles are walked in order with the modality bytes a constant, no per-tile
-  // fetch nor count. CTA-uniform.
-  const bool pure = MODCTA && p.pure_splits && win_pure && win + kThreads >= t_end;
-
-  stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
-  const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
-  float o[NO][4];
+  auto tile_loop = [&](auto pure_c) {
+    constexpr bool PURE = decltype(pure_c)::value;
+    stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
+    const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
+    float o[NO][4];
 #pragma unroll
-  for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const float scale_log2 = p.scale * kLog2e;
-  auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
-  if constexpr (kMods) {
-    if (pure) {  // both buffers, once: the masked path reads a valid key's byte only, which is cta_mod's
-      if (tid < 2 * kTile) mods_sm[tid] = uint8_t(cta_mod);
-    } else if (tid < kTile && t < t_end) {
-      mods_sm[tid] = fetch_mod(t);
-    }
-  }
-  // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
-  // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
-  auto tile_barrier = [&](int i, int tt) -> bool {
-    if constexpr (FT) {
-      const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
-      if (pure) {  // every key in range is of the CTA's modality
-        __syncthreads();
-        return in_range;
+    for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const float scale_log2 = p.scale * kLog2e;
+    auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
+
+    constexpr bool kTileMods = kMods && !PURE;  // the tile's keys are kept or dropped by their modality
+    // a pure split walked in the one loop (int4): the same tiles with the skips taken at run time
+    const bool rpure = !kPureLoop && pure;
+    if constexpr (kTileMods) {
+      if (rpure) {  // both buffers, once: the masked path reads a valid key's byte only, which is cta_mod's
+        if (tid < 2 * kTile) mods_sm[tid] = uint8_t(cta_mod);
+      } else if (tid < kTile && t < t_end) {
+        mods_sm[tid] = fetch_mod(t);
       }
-      if constexpr (kMods) {
-        const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
-        return in_range && n_img == (my_mod == 1 ? kTile : 0);
+    }
+    // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
+    // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
+    auto tile_barrier = [&](int i, int tt) -> bool {
+      if constexpr (FT) {
+        const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
+        if constexpr (kTileMods) {
+          if (rpure) {
+            __syncthreads();
+            return in_range;
+          }
+          const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
+          return in_range && n_img == (my_mod == 1 ? kTile : 0);
+        } else {  // one set, or a pure split: every key in range is of the rows' modality
+          __syncthreads();
+          return in_range;
+        }
       } else {
         __syncthreads();
-        return in_range;
+        return false;
+      }
+    };
+    auto next = [&](int from) { return PURE || rpure ? from : next_tile(from); };
+
+    if (!quant) {
+      if (t < t_end) {
+        const uint32_t tb = tile_c(0);
+        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
+      }
+      cp_async_commit();
+      for (int i = 0; t < t_end; ++i) {
+        const int tn = next(t + 1);
+        const uint8_t mod_next = (kTileMods && !rpure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+        cp_async_wait<0>();
+        const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
+        if (tn < t_end) {
+          const uint32_t tb = tile_c(i + 1);
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+        }
+        cp_async_commit();
+        const uint32_t tb = tile_c(i);
+        rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                              mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
+                                                              c0, my_mod, ri, scale_log2, o, m_run, l, full);
+        if (kTileMods && !rpure && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+        t = tn;
       }
     } else {
-      __syncthreads();
-      return false;
-    }
-  };
-
-  if (!quant) {
-    if (t < t_end) {
-      const uint32_t tb = tile_c(0);
-      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
-    }
-    cp_async_commit();
-    for (int i = 0; t < t_end; ++i) {
-      const int tn = pure ? t + 1 : next_tile(t + 1);
-      const uint8_t mod_next = (kMods && !pure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
-      cp_async_wait<0>();
-      const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
-      if (tn < t_end) {
-        const uint32_t tb = tile_c(i + 1);
-        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+      uint32_t pm[CH];
+#pragma unroll
+      for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
+      const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+      Int4Scales x[CH];
+      auto fetch = [&](int tt) {
+#pragma unroll
+        for (int k = 0; k < CH; ++k)
+          fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+        cp_async_commit();
+      };
+      auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
+        cp_async_wait<0>();
+        unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
+#pragma unroll
+        for (int k = 0; k < CH; ++k)
+          store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+      };
+      if (t < t_end) {
+        fetch(t);
+        dequant(0);
       }
-      cp_async_commit();
-      const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                        mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
-                                                        my_mod, ri, scale_log2, o, m_run, l, full);
-      if (kMods && !pure && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
-      t = tn;
-    }
-  } else {
-    uint32_t pm[CH];
-#pragma unroll
-    for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
-    const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
-    Int4Scales x[CH];
-    auto fetch = [&](int tt) {
-#pragma unroll
-      for (int k = 0; k < CH; ++k) fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
-      cp_async_commit();
-    };
-    auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
-      cp_async_wait<0>();
-      unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
-#pragma unroll
-      for (int k = 0; k < CH; ++k)
-        store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
-    };
-    if (t < t_end) {
-      fetch(t);
-      dequant(0);
-    }
-    for (int i = 0; t < t_end; ++i) {
-      const int tn = pure ? t + 1 : next_tile(t + 1);
-      const uint8_t mod_next = (kMods && !pure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
-      if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
-      const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
-      const uint32_t tb = tile_c(i);
-      rows_tile<kMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                        mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
-                                                        my_mod, ri, scale_log2, o, m_run, l, full);
-      if (tn < t_end) {
-        dequant(i + 1);
-        if (kMods && !pure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+      for (int i = 0; t < t_end; ++i) {
+        const int tn = next(t + 1);
+        const uint8_t mod_next = (kTileMods && !rpure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+        if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
+        const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
+        const uint32_t tb = tile_c(i);
+        rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                              mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
+                                                              c0, my_mod, ri, scale_log2, o, m_run, l, full);
+        if (tn < t_end) {
+          dequant(i + 1);
+          if (kTileMods && !rpure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+        }
+        t = tn;
       }
-      t = tn;
     }
-  }
-  cp_async_wait<0>();
+    cp_async_wait<0>();
 
-  // ---- merge the token parts and, per head, the two modalities' running maxima; write the partials
+    // ---- merge the token parts and, per head, the two modalities' running maxima; write the partials
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
-  __syncthreads();  // every warp is done with the tiles: the region holds the merge buffers now
-  float* red_m = reinterpret_cast<float*>(smem + g.off_tiles);  // [TP][kRows]
-  float* red_l = red_m + TP * kRows;                             // [kRows]
-  float* acc = red_l + kRows;                                    // [kRows][r_kv + 4]
-  const int acc_stride = p.r_kv + 4;
-  if (tig == 0) {
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
+    __syncthreads();  // every warp is done with the tiles: the region holds the merge buffers now
+    float* red_m = reinterpret_cast<float*>(smem + g.off_tiles);  // [TP][kRows]
+    float* red_l = red_m + TP * kRows;                             // [kRows]
+    float* acc = red_l + kRows;                                    // [kRows][r_kv + 4]
+    const int acc_stride = p.r_kv + 4;
+    if (tig == 0) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) red_m[part * kRows + mt * 16 + gid + 8 * h] = m_run[h];
-  }
-  __syncthreads();
-  // the head's max over the parts and both modalities' rows
-  auto head_max = [&](int row) {
-    const int other = NMOD == 2 ? (row + MH * 16) % kRows : row;
-    float mh = -INFINITY;
+      for (int h = 0; h < 2; ++h) red_m[part * kRows + mt * 16 + gid + 8 * h] = m_run[h];
+    }
+    __syncthreads();
+    // the head's max over the parts and both modalities' rows
+    auto head_max = [&](int row) {
+      const int other = NMOD == 2 ? (row + MH * 16) % kRows : row;
+      float mh = -INFINITY;
 #pragma unroll
-    for (int q = 0; q < TP; ++q) mh = fmaxf(mh, fmaxf(red_m[q * kRows + row], red_m[q * kRows + other]));
-    return mh;
-  };
-  float f[2];
+      for (int q = 0; q < TP; ++q) mh = fmaxf(mh, fmaxf(red_m[q * kRows + row], red_m[q * kRows + other]));
+      return mh;
+    };
+    float f[2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float mh = head_max(mt * 16 + gid + 8 * h);
-    f[h] = m_run[h] == -INFINITY ? 0.f : exp2f(m_run[h] - mh);
-  }
-  // the parts' sums, added in part order (deterministic: no atomics)
+    for (int h = 0; h < 2; ++h) {
+      const float mh = head_max(mt * 16 + gid + 8 * h);
+      f[h] = m_run[h] == -INFINITY ? 0.f : exp2f(m_run[h] - mh);
+    }
+    // the parts' sums, added in part order (deterministic: no atomics)
 #pragma unroll
-  for (int q = 0; q < TP; ++q) {
-    if (part == q) {
+    for (int q = 0; q < TP; ++q) {
+      if (part == q) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = mt * 16 + gid + 8 * h;
-        if (tig == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
-        float* arow = acc + row * acc_stride + 2 * tig;
+        for (int h = 0; h < 2; ++h) {
+          const int row = mt * 16 + gid + 8 * h;
+          if (tig == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
+          float* arow = acc + row * acc_stride + 2 * tig;
 #pragma unroll
-        for (int i = 0; i < NO; ++i) {
-          if (i * 8 < p.r_kv) {
-            const float2 prev = q == 0 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(arow + i * 8);
-            *reinterpret_cast<float2*>(arow + i * 8) =
-                make_float2(prev.x + o[i][2 * h] * f[h], prev.y + o[i][2 * h + 1] * f[h]);
+          for (int i = 0; i < NO; ++i) {
+            if (i * 8 < p.r_kv) {
+              const float2 prev = q == 0 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(arow + i * 8);
+              *reinterpret_cast<float2*>(arow + i * 8) =
+                  make_float2(prev.x + o[i][2 * h] * f[h], prev.y + o[i][2 * h + 1] * f[h]);
+            }
           }
         }
       }
+      __syncthreads();
     }
-    __syncthreads();
-  }
-  if (tid < kRows) write_header(tid, head_max(tid), red_l[tid]);
-  const int q4 = p.r_kv / 4;
-  for (int idx = tid; idx < kRows * q4; idx += kThreads) {
-    const int row = idx / q4, c4 = idx - row * q4;
-    int mod, head;
-    row_to_head<NMOD, MT, GP>(row, head0, mod, head, cta_mod);
-    if (head >= p.h_q) continue;
-    float* out = w.acc_at(p, ps, mod, b, head);
-    const float* src = acc + row * acc_stride + c4 * 4;
-    *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
+    if (tid < kRows) write_header(tid, head_max(tid), red_l[tid]);
+    const int q4 = p.r_kv / 4;
+    for (int idx = tid; idx < kRows * q4; idx += kThreads) {
+      const int row = idx / q4, c4 = idx - row * q4;
+      int mod, head;
+      row_to_head<NMOD, MT, GP>(row, head0, mod, head, cta_mod);
+      if (head >= p.h_q) continue;
+      float* out = w.acc_at(p, ps, mod, b, head);
+      const float* src = acc + row * acc_stride + c4 * 4;
+      *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
+    }
+  };
+  if constexpr (kPureLoop) {
+    if (pure) {
+      tile_loop(std::true_type{});
+    } else {
+      tile_loop(std::false_type{});
+    }
+  } else {
+    tile_loop(std::false_type{});
   }
 }
-
 
 // ---- the kernels, as function pointers from the translation units that instantiate them -------------------
 using KernelFn = void (*)(MlaDecodeParams, Geom);
