@@ -170,8 +170,8 @@ at::Tensor QwenVisionTower::rotary(const at::Tensor& grid_thw) const {
   return at::cat({h, w}, 1);  // [patches, head_dim / 2]
 }
 
-at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                                   QwenVisual what) const {
+at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw, QwenVisual what,
+                                   int64_t max_chunk_patches) const {
   const auto& c = config_;
   const std::vector<Grid> grids = read_grids(grid_thw, c, what);
   int64_t patches = 0;
@@ -181,6 +181,29 @@ at::Tensor QwenVisionTower::forward(const at::Tensor& pixel_values, const at::Te
                 ArgumentError, pixel_values_key(what), " has shape ", pixel_values.sizes(),
                 ", expected [", patches, ", ", c.patch_dim(), "] for ", grid_thw_key(what),
                 " (sum of t*h*w patches of C*T*p*p values)");
+  VLM2MLA_CHECK(max_chunk_patches > 0, ArgumentError, "QwenVisionTower::forward: max_chunk_patches must be > 0");
+  if (patches <= max_chunk_patches) return encode(pixel_values, grid_thw);
+  // runs of whole images (videos), each at most max_chunk_patches patches unless one image has more
+  const at::Tensor grid_cpu = grid_thw.to(at::kCPU);
+  std::vector<at::Tensor> out;
+  int64_t first = 0, row = 0, run = 0;
+  for (size_t i = 0; i <= grids.size(); ++i) {
+    const int64_t n = i < grids.size() ? grids[i].t * grids[i].h * grids[i].w : 0;
+    if (i == grids.size() || (run > 0 && run + n > max_chunk_patches)) {
+      const int64_t count = static_cast<int64_t>(i) - first;
+      out.push_back(encode(pixel_values.narrow(0, row, run), grid_cpu.narrow(0, first, count)));
+      first = static_cast<int64_t>(i);
+      row += run;
+      run = 0;
+    }
+    run += n;
+  }
+  return at::cat(out, 0);
+}
+
+at::Tensor QwenVisionTower::encode(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const {
+  const auto& c = config_;
+  const int64_t patches = pixel_values.size(0);
   const at::Tensor& pe = weights_.patch_embed;
   const int64_t d = c.hidden_size, unit = c.spatial_merge_size * c.spatial_merge_size;
   // The 3-D conv with kernel = stride = one patch is a matmul over the flattened patch.

@@ -60,11 +60,19 @@ class QwenVisionTower {
   // Qwen2VLVideoProcessor) writes them, grid_thw [n, 3] -> [sum t*h*w / merge^2, out_hidden_size],
   // images (videos) in order. A video's t frame groups share its 2-D RoPE and its windows; full
   // attention stays within one frame group. `what` names the tensors in errors.
+  // No attention crosses an image (video), so the images are encoded in runs of whole images of at
+  // most max_chunk_patches patches together (one image alone where it has more): the attention masks
+  // and scores grow with the square of a run's patches, which for a batch of large images taken
+  // as one sequence would not fit (32 images of 1344 x 1344: an 81 GiB mask). transformers encodes
+  // them all as one sequence; the results are the same (test: VlmParity.ImageFeaturesOneImageAtATime).
+  static constexpr int64_t kMaxChunkPatches = 16384;
   at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                     QwenVisual what = QwenVisual::kImage) const;
+                     QwenVisual what = QwenVisual::kImage, int64_t max_chunk_patches = kMaxChunkPatches) const;
 
  private:
   at::Tensor rotary(const at::Tensor& grid_thw) const;  // [patches, head_dim / 2] angles
+  // forward over one run of whole images (validated by forward)
+  at::Tensor encode(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
 
   QwenVisionConfig config_;
   QwenVisionWeights weights_;

@@ -4,6 +4,7 @@
 // images in one row, Hub layout).
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "generate/generate.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -54,6 +55,27 @@ TEST_P(VlmParity, ImageFeaturesMatch) {
   at::Tensor f = model_->image_features(in_);
   ASSERT_EQ(f.sizes(), fx_.expected.at("image_features").sizes());
   EXPECT_LE(max_rel_error(f, fx_.expected.at("image_features")), kFp32RelTol);
+}
+
+// Qwen2.5-VL encodes runs of whole images of a bounded number of patches (QwenVisionTower::forward's
+// max_chunk_patches) where transformers encodes all of them as one sequence: one image at a time (a budget
+// of one patch) gives transformers' features as well.
+TEST_P(VlmParity, ImageFeaturesOneImageAtATime) {
+  const QwenVisionTower* tower = model_->qwen_vision();
+  if (tower == nullptr) GTEST_SKIP() << "not a Qwen2.5-VL model";
+  ASSERT_GE(in_.image_grid_thw.size(0), 2) << "the fixture should hold several images";
+  const at::Tensor& want = fx_.expected.at("image_features");
+  const at::Tensor whole = tower->forward(in_.pixel_values, in_.image_grid_thw);
+  const at::Tensor one = tower->forward(in_.pixel_values, in_.image_grid_thw, QwenVisual::kImage, 1);
+  ASSERT_EQ(one.sizes(), want.sizes());
+  EXPECT_LE(max_rel_error(one, want), kFp32RelTol);
+  EXPECT_LE(max_rel_error(one, whole), kFp32RelTol);
+  // the first image's patches as the budget: the first run holds it alone, the rest follow in runs
+  const at::Tensor g = in_.image_grid_thw.to(at::kCPU);
+  const int64_t first = (g[0][0] * g[0][1] * g[0][2]).item<int64_t>();
+  EXPECT_LE(max_rel_error(tower->forward(in_.pixel_values, in_.image_grid_thw, QwenVisual::kImage, first), want),
+            kFp32RelTol);
+  EXPECT_THROW(tower->forward(in_.pixel_values, in_.image_grid_thw, QwenVisual::kImage, 0), ArgumentError);
 }
 
 TEST_P(VlmParity, PositionIdsMatch) {
