@@ -1101,6 +1101,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     int64_t h_q = 28, h_kv = 4, r_kv = 128, d_rope = 32;
     Mods mods = Mods::kRandom;
     int64_t min_tiles = 0;  // MlaDecodeInputs::min_tiles_per_split (0: the plan's default)
+    int64_t run = 576;      // Mods::kRuns: tokens per run (576: LLaVA-1.5's image tokens)
   };
   std::vector<Cfg> cfgs;
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4})
@@ -1114,6 +1115,9 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 1, 256, 32768, MlaDecodeVariant::kAuto});
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});
+    // runs of 2304 (a 1344 x 1344 image in Qwen2.5-VL): long runs of one modality inside mixed splits
+    for (int64_t b : {32, 256})
+      cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns, 0, 2304});
     // the split-keys kernel beside kAuto's warp-rows one
     for (int64_t b : {1, 8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCore});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore});
@@ -1166,7 +1170,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     c.format = cfg.f;
     c.n_mod = cfg.n_mod;
     c.mods = cfg.mods;
-    c.run = 576;  // LLaVA-1.5's image tokens
+    c.run = cfg.run;
     c.h_q = cfg.h_q;
     c.h_kv = cfg.h_kv;
     c.r_kv = cfg.r_kv;
@@ -1205,7 +1209,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     const std::string shape = std::to_string(cfg.h_q) + "/" + std::to_string(cfg.h_kv) + "/" +
                               std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
     const char* mod_names[] = {"random", "runs", "text", "image"};
-    const std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
+    std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
+    if (cfg.n_mod == 2 && cfg.mods == Mods::kRuns && cfg.run != 576) mods += std::to_string(cfg.run);  // "runs2304"
     const std::string kernel =
         launches[0]->kernel() + (cfg.min_tiles > 0 ? " >=" + std::to_string(cfg.min_tiles) : std::string());
     std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-15s %-17s %9.1f %9.1f %8.0f\n",
