@@ -88,6 +88,8 @@ DecoderInput slice(const DecoderInput& in, int64_t from, int64_t n) {
   DecoderInput part;
   if (in.input_ids.defined()) part.input_ids = in.input_ids.narrow(1, from, n);
   if (in.inputs_embeds.defined()) part.inputs_embeds = in.inputs_embeds.narrow(1, from, n);
+  part.features = in.features;  // rows named by feature_rows
+  if (in.feature_rows.defined()) part.feature_rows = in.feature_rows.narrow(1, from, n);
   part.position_ids = in.position_ids.narrow(-1, from, n);
   if (in.attention_mask.defined()) part.attention_mask = in.attention_mask.narrow(1, 0, from + n);
   if (in.image_mask.defined()) part.image_mask = in.image_mask.narrow(1, from, n);
@@ -241,6 +243,8 @@ GenerateResult generate(const TextDecoder& model, const Prompt& prompt, const Ge
     mask = at::cat({mask, at::ones({b, 1}, at::kLong)}, 1);
     in.input_ids = tok.unsqueeze(1);
     in.inputs_embeds = at::Tensor();
+    in.features = at::Tensor();
+    in.feature_rows = at::Tensor();
     in.image_mask = at::Tensor();  // generated tokens are text
     in.position_ids = mrope ? next_mrope : next_pos;
     in.attention_mask = mask;

@@ -108,6 +108,22 @@ at::Tensor TextDecoder::embed(const at::Tensor& input_ids) const {
   return at::embedding(weights_.embed_tokens, input_ids.to(options_.device));  // [b, s, d]
 }
 
+at::Tensor TextDecoder::input_embeddings(const DecoderInput& in) const {
+  if (in.inputs_embeds.defined()) return in.inputs_embeds.to(options_.device, options_.dtype);
+  at::Tensor x = embed(in.input_ids).to(options_.dtype);  // [b, s, d]
+  if (!in.features.defined()) return x;
+  VLM2MLA_CHECK(in.feature_rows.defined() && in.feature_rows.sizes() == in.input_ids.sizes(), ArgumentError,
+                "feature_rows must have input_ids' shape ", in.input_ids.sizes(), " where features are given");
+  at::Tensor rows = in.feature_rows.to(at::kCPU, at::kLong);
+  at::Tensor at_feature = rows.ge(0);
+  if (!at_feature.any().item<bool>()) return x;  // no image or video token among these positions
+  at::Tensor take = rows.masked_select(at_feature);  // in row-major order, as masked_scatter fills
+  VLM2MLA_CHECK(take.max().item<int64_t>() < in.features.size(0), ArgumentError, "feature_rows names row ",
+                take.max().item<int64_t>(), " of ", in.features.size(0), " feature rows");
+  at::Tensor feats = in.features.index_select(0, take.to(in.features.device())).to(x.device(), x.scalar_type());
+  return x.masked_scatter(at_feature.to(x.device()).unsqueeze(-1).expand_as(x), feats);
+}
+
 void TextDecoder::check_cache(const KvCache* cache) const {
   const DenseKvCache* dense = cache && cache->kind() == CacheKind::kDense ? static_cast<const DenseKvCache*>(cache) : nullptr;
   const LatentKvCache* latent_cache =
@@ -155,8 +171,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   DenseKvCache* dense = cache && cache->kind() == CacheKind::kDense ? static_cast<DenseKvCache*>(cache) : nullptr;
   LatentKvCache* latent_cache =
       cache && cache->kind() == CacheKind::kLatent ? static_cast<LatentKvCache*>(cache) : nullptr;
-  at::Tensor x = in.inputs_embeds.defined() ? in.inputs_embeds.to(options_.device, options_.dtype)
-                                            : embed(in.input_ids);  // [b, s, d]
+  at::Tensor x = input_embeddings(in);  // [b, s, d]
   const int64_t b = x.size(0), s = x.size(1);
   const int64_t past = cache ? cache->length() : 0;
   const int64_t dh = config_.head_dim;

@@ -20,6 +20,11 @@ namespace vlm2mla {
 struct DecoderInput {
   at::Tensor input_ids;       // [b, s] int64, or
   at::Tensor inputs_embeds;   // [b, s, d] in the compute dtype
+  // Vision features, scattered into input_ids' embeddings as each step embeds its positions (so a prompt's
+  // [b, s, d] embeddings never exist at once): feature_rows [b, s] int64 is the row of features [n, d] that
+  // takes each position's embedding, -1 for a text position. Undefined: none (or inputs_embeds holds them).
+  at::Tensor features;
+  at::Tensor feature_rows;
   at::Tensor position_ids;    // [b, s] int64, or [3, b, s] (t, h, w) for M-RoPE models (required)
   at::Tensor attention_mask;  // [b, past + s], nonzero = real token; undefined = all real
   at::Tensor image_mask;      // [b, s] bool, image tokens (for observers); may be undefined
@@ -31,7 +36,8 @@ struct DecoderInput {
 struct Prompt {
   at::Tensor input_ids;       // [b, s] int64 (CPU)
   at::Tensor attention_mask;  // [b, s] int64 (CPU), ones when none was given
-  at::Tensor inputs_embeds;   // [b, s, d] with image features, or undefined for text-only input
+  at::Tensor features;        // [n, d] image (then video) features, or undefined for text-only input
+  at::Tensor feature_rows;    // [b, s] int64 (CPU): the features' row at each image/video token, -1 elsewhere
   at::Tensor position_ids;    // [b, s] or [3, b, s]
   at::Tensor next_position;   // [b]: position of the first generated token (M-RoPE: the t axis's)
   // M-RoPE models: [3, b], the first generated token's position on each axis (they differ after a
@@ -43,7 +49,8 @@ struct Prompt {
   DecoderInput decoder_input() const {
     DecoderInput d;
     d.input_ids = input_ids;
-    d.inputs_embeds = inputs_embeds;
+    d.features = features;
+    d.feature_rows = feature_rows;
     d.attention_mask = attention_mask;
     d.position_ids = position_ids;
     d.image_mask = image_mask;
@@ -107,6 +114,9 @@ class TextDecoder {
 
   // ids [b, s] -> [b, s, d]. Throws ArgumentError for ids outside [0, vocab_size).
   at::Tensor embed(const at::Tensor& input_ids) const;
+  // What a forward takes as its positions' embeddings [b, s, d] in the compute dtype: inputs_embeds, else
+  // input_ids' embeddings with the features at feature_rows (DecoderInput).
+  at::Tensor input_embeddings(const DecoderInput& input) const;
 
   // Runs every layer and the final norm: [b, s, d]. With a cache, attends over the cached positions
   // too and appends this step's keys and values (then commits them).

@@ -325,35 +325,43 @@ Prompt Model::prepare(const ModelInputs& in, bool forward_semantics) const {
   at::Tensor features = image_features(in);
   at::Tensor video = video_features(in);  // errors for models without video input
   if (image_token_id_ >= 0) {
-    at::Tensor embeds;  // [b, s, d], made when the first features go in
+    // The features go in as the decoder embeds each step's positions (DecoderInput::features): feature_rows
+    // numbers the image tokens in row-major order (masked_scatter's), then the video tokens after them.
+    std::vector<at::Tensor> feats;
+    at::Tensor rows = at::full({b, s}, -1, at::kLong);
+    int64_t n_rows = 0;
     // Checks that `token` occurs once per feature row (ArgumentError: `counted` says where the features
-    // came from, `detail` what their count means) and scatters the features in at those tokens.
-    auto scatter = [&](int64_t token, const char* noun, const at::Tensor& feats, const char* counted,
-                       const char* detail) {
+    // came from, `detail` what their count means) and numbers its positions.
+    auto place = [&](int64_t token, const char* noun, const at::Tensor& f, const char* counted, const char* detail) {
       at::Tensor is_token = p.input_ids.eq(token);
       const int64_t n_tokens = is_token.sum().item<int64_t>();
-      const int64_t n_features = feats.defined() ? feats.size(0) : 0;
+      const int64_t n_features = f.defined() ? f.size(0) : 0;
       VLM2MLA_CHECK(n_tokens == n_features, ArgumentError, "input_ids holds ", n_tokens, " ", noun, " tokens (id ",
                     token, ") but ", counted, " ", n_features, " ", noun, " features", detail);
       if (n_tokens > 0) {
-        if (!embeds.defined()) embeds = decoder_->embed(p.input_ids);
-        at::Tensor where = is_token.to(embeds.device()).unsqueeze(-1).expand_as(embeds);
-        embeds = embeds.masked_scatter(where, feats.to(embeds.scalar_type()));
+        at::Tensor number = is_token.view({-1}).to(at::kLong).cumsum(0).view({b, s}) - 1 + n_rows;
+        rows = at::where(is_token, number, rows);
+        feats.push_back(f);
+        n_rows += n_tokens;
       }
       return std::make_pair(is_token, n_tokens);
     };
     // The visual tokens (observers' image set): image tokens, and video tokens where there are any.
-    p.image_mask = scatter(image_token_id_, "image", features, "the images give",
-                           features.defined() && features.size(0) > 0 ? "" : " (no pixel_values)")
+    p.image_mask = place(image_token_id_, "image", features, "the images give",
+                         features.defined() && features.size(0) > 0 ? "" : " (no pixel_values)")
                        .first;
     const int64_t video_id = video_token_id();
     if (video_id >= 0) {
-      auto [is_video, n_video] = scatter(video_id, "video", video, "video_grid_thw gives",
-                                         video.defined() ? " (sum of t*h*w / spatial_merge_size^2)"
-                                                         : " (no pixel_values_videos)");
+      auto [is_video, n_video] = place(video_id, "video", video, "video_grid_thw gives",
+                                       video.defined() ? " (sum of t*h*w / spatial_merge_size^2)"
+                                                       : " (no pixel_values_videos)");
       if (n_video > 0) p.image_mask = p.image_mask | is_video;
     }
-    if (embeds.defined()) p.inputs_embeds = embeds;
+    if (!feats.empty()) {
+      p.features = feats.size() == 1 ? feats[0]
+                                     : at::cat({feats[0], feats[1].to(feats[0].device(), feats[0].scalar_type())});
+      p.feature_rows = rows;
+    }
   } else {
     VLM2MLA_CHECK(!in.pixel_values.defined(), ArgumentError, "pixel_values given, but ",
                   arch_hf_name(arch()), " is a text-only model");

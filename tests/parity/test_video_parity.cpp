@@ -87,7 +87,8 @@ TEST_F(VideoParity, IncrementalDecodeAfterVideoEqualsFullForward) {
   at::Tensor gen_pos = p.next_mrope_position.view({3, b, 1}) + at::arange(n, at::kLong).view({1, 1, n});
   DecoderInput full;
   full.input_ids = seq;
-  full.inputs_embeds = at::cat({p.inputs_embeds, model_->decoder().embed(cont)}, 1);
+  full.inputs_embeds =
+      at::cat({model_->decoder().input_embeddings(p.decoder_input()), model_->decoder().embed(cont)}, 1);
   full.attention_mask = at::cat({p.attention_mask, at::ones({b, n}, at::kLong)}, 1);
   full.position_ids = at::cat({p.position_ids, gen_pos}, -1);
   at::Tensor want = model_->decoder().lm_head(model_->decoder().forward_hidden(full, nullptr));

@@ -78,6 +78,36 @@ TEST_P(VlmParity, ImageFeaturesOneImageAtATime) {
   EXPECT_THROW(tower->forward(in_.pixel_values, in_.image_grid_thw, QwenVisual::kImage, 0), ArgumentError);
 }
 
+// A prompt holds its vision features once ([n, d], n image tokens), not its [b, s, d] embeddings: each forward
+// embeds its own positions and scatters in the features its image tokens name, so any slice of positions embeds
+// as the slice of the whole prompt's embeddings, the image tokens' rows being the tower's features.
+TEST_P(VlmParity, PromptEmbeddingsAreMadePerSlice) {
+  Prompt p = model_->prepare(in_, false);
+  const at::Tensor feats = model_->image_features(in_);
+  ASSERT_TRUE(p.features.defined());
+  EXPECT_EQ(p.features.sizes(), feats.sizes());
+  const DecoderInput whole = p.decoder_input();
+  const at::Tensor x = model_->decoder().input_embeddings(whole);  // [b, s, d]
+  const at::Tensor is_image = p.input_ids.eq(model_->image_token_id());
+  EXPECT_TRUE(at::equal(x.index({is_image}), feats.to(x.scalar_type())));
+  const at::Tensor is_text = is_image.logical_not();
+  EXPECT_TRUE(at::equal(x.index({is_text}), model_->decoder().embed(p.input_ids).index({is_text})));
+  const int64_t s = p.input_ids.size(1);
+  for (int64_t from : {int64_t{0}, s / 3, s - 1}) {
+    const int64_t n = std::min<int64_t>(5, s - from);
+    DecoderInput part;
+    part.input_ids = whole.input_ids.narrow(1, from, n);
+    part.features = whole.features;
+    part.feature_rows = whole.feature_rows.narrow(1, from, n);
+    EXPECT_TRUE(at::equal(model_->decoder().input_embeddings(part), x.narrow(1, from, n))) << "from " << from;
+  }
+  DecoderInput bad = whole;
+  bad.feature_rows = whole.feature_rows.narrow(1, 0, s - 1);
+  EXPECT_THROW(model_->decoder().input_embeddings(bad), ArgumentError);
+  bad.feature_rows = whole.feature_rows.clone().masked_fill(whole.feature_rows.ge(0), p.features.size(0));
+  EXPECT_THROW(model_->decoder().input_embeddings(bad), ArgumentError);
+}
+
 TEST_P(VlmParity, PositionIdsMatch) {
   if (!fx_.expected.count("position_ids")) GTEST_SKIP() << "1-D RoPE model";
   Prompt p = model_->prepare(in_, true);

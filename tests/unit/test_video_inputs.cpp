@@ -230,7 +230,8 @@ TEST_F(TinyQwenVideo, IncrementalDecodeAfterVideoEqualsFullForward) {
   const int64_t n = static_cast<int64_t>(next.size());
   DecoderInput full = p.decoder_input();
   full.input_ids = at::cat({p.input_ids, ids_of(next)}, 1);
-  full.inputs_embeds = at::cat({p.inputs_embeds, model_->decoder().embed(ids_of(next))}, 1);
+  full.inputs_embeds =
+      at::cat({model_->decoder().input_embeddings(p.decoder_input()), model_->decoder().embed(ids_of(next))}, 1);
   full.attention_mask = at::ones({1, t + n}, at::kLong);
   at::Tensor gen_pos = p.next_mrope_position.view({3, 1, 1}) + at::arange(n, at::kLong).view({1, 1, n});
   full.position_ids = at::cat({p.position_ids, gen_pos}, -1);
