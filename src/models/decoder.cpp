@@ -118,8 +118,9 @@ at::Tensor TextDecoder::input_embeddings(const DecoderInput& in) const {
   at::Tensor at_feature = rows.ge(0);
   if (!at_feature.any().item<bool>()) return x;  // no image or video token among these positions
   at::Tensor take = rows.masked_select(at_feature);  // in row-major order, as masked_scatter fills
-  VLM2MLA_CHECK(take.max().item<int64_t>() < in.features.size(0), ArgumentError, "feature_rows names row ",
-                take.max().item<int64_t>(), " of ", in.features.size(0), " feature rows");
+  const int64_t last = take.max().item<int64_t>();
+  VLM2MLA_CHECK(last < in.features.size(0), ArgumentError, "feature_rows names row ", last, " of ",
+                in.features.size(0), " feature rows");
   at::Tensor feats = in.features.index_select(0, take.to(in.features.device())).to(x.device(), x.scalar_type());
   return x.masked_scatter(at_feature.to(x.device()).unsqueeze(-1).expand_as(x), feats);
 }
