@@ -1,7 +1,7 @@
 // `vlm2mla bench` end to end on the CPU: the JSON it prints (each decode step's time and the median, the
 // roofline floor's weight bytes against the checkpoint's own tensors,
 // the decode mode, the cache bytes as allocated: sequences x the capacity rounded up to 64 positions x
-// the bytes per position), --synthetic-cache, and --decode errors.
+// the bytes per position), --synthetic-cache, --image on the vision-language fixtures, and --decode errors.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -128,6 +128,36 @@ TEST(CliBench, FuseProjectionsIsReportedAndKeepsTheResults) {
   EXPECT_FALSE(bad.crashed);
   EXPECT_NE(bad.err.find("--fuse-projections"), std::string::npos) << bad.err;
   EXPECT_NE(bad.err.find("yes"), std::string::npos) << bad.err;
+}
+
+// --image on the tiny vision-language fixtures: a random image of that size before the context's text, encoded
+// (vision_seconds) once for the warm-up on a few sequences and once for the timed run; the report counts its
+// tokens; with --synthetic-cache too. A text-only model refuses --image.
+TEST(CliBench, ImageContextsOnTheVisionLanguageFixtures) {
+  for (const std::string name : {"qwen2_5_vl", "llava"}) {
+    for (const std::string synthetic : {"", "--synthetic-cache"}) {
+      std::vector<std::string> args = {"-q", "bench", "--model", testing::fixtures_dir() + "/vlm/" + name + "/model",
+                                       "--context", "16", "--batch", "3", "--new-tokens", "3", "--warmup", "1",
+                                       "--image", "56x84", "--json"};
+      if (!synthetic.empty()) args.push_back(synthetic);
+      testing::CliResult r = run_cli(args);
+      ASSERT_EQ(r.exit_code, 0) << name << " " << synthetic << ": " << r.err;
+      const nlohmann::json j = nlohmann::json::parse(r.out);
+      EXPECT_EQ(j["image"], "56x84");
+      const int64_t image_tokens = j["image_tokens"].get<int64_t>();
+      EXPECT_GT(image_tokens, 0) << name;
+      // Qwen2.5-VL: vision_start, the image's tokens, vision_end, then the text
+      EXPECT_EQ(j["context"].get<int64_t>(), image_tokens + 16 + (name == "qwen2_5_vl" ? 2 : 0)) << name;
+      EXPECT_GT(j["vision_seconds"].get<double>(), 0.0) << name;
+      EXPECT_EQ(j["decode_step_ms"].size(), 2u) << name;
+      EXPECT_EQ(j["synthetic_cache"].get<bool>(), !synthetic.empty()) << name;
+    }
+  }
+  testing::CliResult text = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model",
+                                     "--context", "8", "--new-tokens", "2", "--image", "56x84"});
+  EXPECT_NE(text.exit_code, 0);
+  EXPECT_FALSE(text.crashed);
+  EXPECT_NE(text.err.find("--image"), std::string::npos) << text.err;
 }
 
 }  // namespace
