@@ -1245,6 +1245,21 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   }
 }
 
+// The modality bytes v of positions [j0, j0 + 16) (one 16-byte piece): whether those within [j_lo, j_hi) include a
+// key of modality `want` (ORed into hit) and one of the other (ORed into other).
+__device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_lo, int j_hi, bool want, bool& hit,
+                                                 bool& other) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int e = 0; e < 16; ++e) {
+    const int j = j0 + e;
+    const bool in = j >= j_lo && j < j_hi;
+    const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
+    hit = hit || (in && img == want);
+    other = other || (in && img != want);
+  }
+}
+
 // MODCTA (modality CTAs, two-set models): NMOD == 1's layout, the rows being the heads of one modality, that
 // of blockIdx.x % 2; split blockIdx.x / 2. The CTA attends the tokens of its modality only and skips the
 // tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
@@ -1334,16 +1349,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
             }
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-              const int j0 = from * kTile + (k * kThreads + tid) * 16;
-              const uint32_t words[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
-              bool hit = false;
-#pragma unroll
-              for (int e = 0; e < 16; ++e) {
-                const int j = j0 + e;
-                const bool in = j >= j_lo && j < j_hi;
-                const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
-                hit = hit || (in && img == want);
-              }
+              bool hit = false, other = false;  // (other unused here)
+              piece_modalities(v[k], from * kTile + (k * kThreads + tid) * 16, j_lo, j_hi, want, hit, other);
               if (hit) tflag[(k * kThreads + tid) / 4] = 1;
             }
           } else {  // one byte per thread and round: round r, warp w reads tile 4 r + w / 2
@@ -1411,17 +1418,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
             v[k] = jk < j_hi ? *reinterpret_cast<const uint4*>(mod_row + jk) : make_uint4(0, 0, 0, 0);
           }
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const uint32_t words[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
-#pragma unroll
-            for (int e = 0; e < 16; ++e) {
-              const int j = j0 + k * kThreads * 16 + e;
-              const bool in = j >= j_lo && j < j_hi;
-              const bool img = ((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0;
-              mine = mine || (in && img == want);
-              other = other || (in && img != want);
-            }
-          }
+          for (int k = 0; k < 4; ++k) piece_modalities(v[k], j0 + k * kThreads * 16, j_lo, j_hi, want, mine, other);
         }
       } else {
 #pragma unroll 4
