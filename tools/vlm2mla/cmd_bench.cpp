@@ -288,7 +288,7 @@ void register_bench(CLI::App& app) {
                 j["device"].get<std::string>().c_str(), j["dtype"].get<std::string>().c_str(),
                 j["attention"].get<std::string>().c_str());
     std::printf("load      %.3f s\n", load_s);
-    if (h > 0) std::printf("vision    %s image, %lld tokens: %.4f s (encoder, projector, embedding)\n",
+    if (h > 0) std::printf("vision    %s image, %lld tokens: %.4f s (encoder, projector)\n",
                            args->image.c_str(), (long long)image_tokens, vision_s);
     if (args->synthetic_cache) {
       std::printf("prefill   none: %lld x %lld random cached positions (%lld image tokens each), the last prompt "
