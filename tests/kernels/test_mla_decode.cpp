@@ -734,9 +734,11 @@ TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
 }
 
 // Modality CTAs whose split holds keys of their own modality only walk the tiles in order without the per-tile
-// bookkeeping (MlaDecodeInputs::pure_splits, on by default): the same tiles and scores, so the results are
-// those of the scanned walk bit for bit. Over both stores, text-only, image-only and run patterns (runs of 300
-// tokens: splits of one modality and mixed ones; of 5000: mostly one), ragged key ranges, windows (int4: the
+// bookkeeping (MlaDecodeInputs::pure_splits, on by default), and over bf16 so do the long pure runs of tiles
+// inside a mixed split: the same tiles and scores, so the results are those of the scanned walk bit for bit.
+// Over both stores, text-only, image-only and run patterns (runs of 300 tokens: splits of one modality and mixed
+// ones; of 5000: mostly one; of 1500 in one split a sequence: pure runs of 23 tiles and mixed tiles between
+// them, pure and scanned walks in turn), ragged key ranges, windows (int4: the
 // ring's split too), the 7B-size instances and the generic ones (r_kv 64), modality rows as whole 16-byte
 // pieces and not (t_cap 3001: the byte-wise scan), and splits longer than a scan window of 256 tiles (24,000
 // keys in one split of 375 tiles: with runs of 17,000 the first window is of one modality but the split is not,
@@ -757,12 +759,13 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
   };
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
     for (Mods m : {Mods::kText, Mods::kImage, Mods::kRuns}) {
-      for (int64_t run : {300, 5000}) {
+      for (int64_t run : {300, 5000, 1500}) {
         if (m != Mods::kRuns && run != 300) continue;
         for (int64_t r_kv : {128, 64}) {
           Case c = pattern_case(f, m, 32, 2, seed, 2100);
           c.run = run;
           c.r_kv = r_kv;
+          if (run == 1500) c.max_length = 64;  // one split a sequence (of up to 47 tiles)
           if (seed % 3 == 1) c.t_cap = 3001;
           ++seed;
           compare(make_inputs(c, at::Device(at::kCUDA, 0)), c.str());
@@ -780,7 +783,7 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
     longer.seed = 2200 + seed++;
     compare(make_inputs(longer, at::Device(at::kCUDA, 0)), longer.str());
   }
-  EXPECT_EQ(n, 20);  // per store: 2 text, 2 image, 4 runs, 2 longer splits
+  EXPECT_EQ(n, 24);  // per store: 2 text, 2 image, 6 runs, 2 longer splits
 }
 
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts

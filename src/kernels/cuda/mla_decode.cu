@@ -562,7 +562,7 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   g.off_mods = off;
   off += 2 * kTile;
   g.off_tmask = off;
-  off += kWarps * 4 + kThreads;
+  off += 2 * kWarps * 4 + 3 * kThreads;
   if (int4) {  // the threads' int4 code slots (16 bytes per piece)
     g.off_raw = off;
     off += kThreads * (no / 8) * 16;

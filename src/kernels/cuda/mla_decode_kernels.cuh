@@ -49,6 +49,9 @@ constexpr int kGenericChunk = 32;    // tokens scored together by the generic ke
 constexpr int kGenericCols = 4096;   // latent columns per generic CTA (32 per thread)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kMaxSlack = 8.f;  // warp-rows kernel: how far a score may pass the running max (log2)
+// warp-rows kernel, modality CTAs over bf16: the fewest consecutive tiles of the CTA's modality only that its
+// walk takes in the pure loop (each switch of loops drains the copy pipeline once)
+constexpr int kPureRunTiles = 16;
 // The sizes the specialized warp-rows instances are built for (rows_kernel_for): r_kv, h_kv * d_rope, d_rope
 // of Qwen2.5-VL-7B converted with D = 32, R = 32.
 constexpr int kSpecRkv = 128, kSpecHr = 128, kSpecDrope = 32;
@@ -84,7 +87,8 @@ struct Geom {
   int off_qs = 0;      // float [rows][n_gc + n_rk]: sum of each group's (k-step's) bf16 query values
   int off_mods = 0;    // warp-rows kernel: uint8 [2][64], the modality bytes of the current and next tile
   int off_tmask = 0;   // warp-rows kernel, modality CTAs: uint32 [kWarps], which of kThreads tiles to attend,
-                       // then uint8 [kThreads], the scan's flags
+                       // uint32 [kWarps], which lie in long pure runs, then uint8 [3][kThreads], the scan's
+                       // flags (a key of the CTA's modality, of the other, a long pure run starts)
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -1321,10 +1325,18 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // tile's flag; the flags become the bits of tmask. An empty CTA (most of one modality's, in a context
   // mostly of the other) costs the scan and its partials' header alone. Every thread calls next_tile at the
   // same points with the same argument (the scan has barriers).
+  // Pure runs (kPureLoop, p.pure_splits): the scan also flags the tiles holding a key of the other modality,
+  // and marks in tlong the tiles of the window that lie in runs of at least kPureRunTiles consecutive tiles
+  // holding keys of the CTA's modality only: the bf16 walk takes those runs in its pure loop (below).
+  constexpr bool kPureLoop = MODCTA && !INT4 && NO <= 16;
+  const bool runs_on = kPureLoop && p.pure_splits;
   // rows of whole 16-byte pieces: no piece crosses a row's end, nor the array's
   const bool mod_pieces = (reinterpret_cast<uintptr_t>(p.modality) & 15u) == 0 && (p.t_cap & 15) == 0;
   uint32_t* tmask = reinterpret_cast<uint32_t*>(smem + g.off_tmask);  // [kWarps]: tiles [win, win + kThreads)
-  uint8_t* tflag = smem + g.off_tmask + kWarps * 4;                     // [kThreads]
+  uint32_t* tlong = tmask + kWarps;                                    // [kWarps]: the window's long pure runs
+  uint8_t* tflag = smem + g.off_tmask + 2 * kWarps * 4;                // [kThreads]: a key of the CTA's modality
+  uint8_t* toth = tflag + kThreads;                                    // [kThreads]: a key of the other one
+  uint8_t* tstart = toth + kThreads;                                   // [kThreads]: a long pure run starts here
   int win = -(1 << 30);
   auto next_tile = [&](int from) -> int {
     if constexpr (!MODCTA) {
@@ -1334,6 +1346,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
         if (from < win || from >= win + kThreads) {
           __syncthreads();  // every thread is done reading the previous bits
           tflag[tid] = 0;
+          toth[tid] = 0;
           __syncthreads();
           const int j_lo = max(vlo, from * kTile), j_hi = min(vhi, t_end * kTile);
           const bool want = cta_mod == 1;
@@ -1349,9 +1362,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
             }
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-              bool hit = false, other = false;  // (other unused here)
-              piece_modalities(v[k], from * kTile + (k * kThreads + tid) * 16, j_lo, j_hi, want, hit, other);
+              bool hit = false, oth = false;
+              piece_modalities(v[k], from * kTile + (k * kThreads + tid) * 16, j_lo, j_hi, want, hit, oth);
               if (hit) tflag[(k * kThreads + tid) / 4] = 1;
+              if (runs_on && oth) toth[(k * kThreads + tid) / 4] = 1;
             }
           } else {  // one byte per thread and round: round r, warp w reads tile 4 r + w / 2
 #pragma unroll 16
@@ -1359,13 +1373,24 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
               const int j = from * kTile + r * kThreads + tid;
               const bool in = j >= j_lo && j < j_hi;
               const bool img = in && mod_row[j] != 0;
-              const bool hit = in && img == want;
+              const bool hit = in && img == want, oth = in && img != want;
               if (__any_sync(0xffffffffu, hit) && lane == 0) tflag[r * (kThreads / kTile) + warp / 2] = 1;
+              if (__any_sync(0xffffffffu, runs_on && oth) && lane == 0) toth[r * (kThreads / kTile) + warp / 2] = 1;
             }
           }
           __syncthreads();  // every thread's flags are written
           const uint32_t bits = __ballot_sync(0xffffffffu, tflag[tid] != 0);
           if (lane == 0) tmask[warp] = bits;
+          if (runs_on) {  // tile tid starts kPureRunTiles pure tiles; tile tid lies in such a run
+            bool start = tid + kPureRunTiles <= kThreads;
+            for (int q = 0; q < kPureRunTiles && start; ++q) start = tflag[tid + q] != 0 && toth[tid + q] == 0;
+            tstart[tid] = start;
+            __syncthreads();
+            bool in_run = false;
+            for (int q = 0; q < kPureRunTiles && q <= tid; ++q) in_run = in_run || tstart[tid - q] != 0;
+            const uint32_t lbits = __ballot_sync(0xffffffffu, in_run);
+            if (lane == 0) tlong[warp] = lbits;
+          }
           __syncthreads();
           win = from;
         }
@@ -1379,6 +1404,21 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       }
       return t_end;
     }
+  };
+  // Pure runs: whether tile x (of the current window) lies in a long pure run, and the end of the run at x
+  // (its first tile past the run, at most the window's end and t_end). CTA-uniform (shared memory).
+  auto in_long = [&](int x) -> bool {
+    const int k = x - win;
+    return k >= 0 && k < kThreads && ((tlong[k >> 5] >> (k & 31)) & 1u);
+  };
+  auto run_end = [&](int x) -> int {
+    const int k = x - win;
+    for (int w = k >> 5; w < kWarps; ++w) {
+      uint32_t gaps = ~tlong[w];
+      if (w == (k >> 5)) gaps &= ~0u << (k & 31);
+      if (gaps) return min(t_end, win + w * 32 + __ffs(int(gaps)) - 1);
+    }
+    return min(t_end, win + kThreads);
   };
   const Partials w = partials(p, g.total_splits);
   const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
@@ -1402,7 +1442,6 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // nor count, none of the scan's state live in it (tile_loop's PURE; measured: 11% faster than the one loop's
   // runtime skips, docs/KERNELS.md). int4 keeps the one loop with the skips at run time (PURE false, rpure):
   // its two loops spilled hundreds of bytes at the 128-register cap, and ran 1.3-1.5x slower.
-  constexpr bool kPureLoop = MODCTA && !INT4;
   bool pure = false;
   if constexpr (MODCTA) {
     if (p.pure_splits) {
@@ -1441,8 +1480,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     return;
   }
 
-  auto tile_loop = [&](auto pure_c) {
-    constexpr bool PURE = decltype(pure_c)::value;
+  // The walks and the merge; SPLIT_PURE: the whole split is pure (a copy of their own: measured, the pure
+  // split's walk ran 4-14% slower where its accumulators were shared with the segment walks' loops)
+  auto body = [&](auto split_pure_c) {
+    constexpr bool SPLIT_PURE = decltype(split_pure_c)::value;
     stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
     const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
     float o[NO][4];
@@ -1452,102 +1493,133 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     const float scale_log2 = p.scale * kLog2e;
     auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
 
-    constexpr bool kTileMods = kMods && !PURE;  // the tile's keys are kept or dropped by their modality
-    // a pure split walked in the one loop (int4): the same tiles with the skips taken at run time
-    const bool rpure = !kPureLoop && pure;
-    if constexpr (kTileMods) {
-      if (rpure) {  // both buffers, once: the masked path reads a valid key's byte only, which is cta_mod's
-        if (tid < 2 * kTile) mods_sm[tid] = uint8_t(cta_mod);
-      } else if (tid < kTile && t < t_end) {
-        mods_sm[tid] = fetch_mod(t);
+    // One walk over tiles from t, in order: PURE, tiles t, t + 1, ... before t_stop (all of the CTA's modality
+    // only: the one-set kernel's tile); else the tiles next_tile gives up to t_end, stopping before a tile of a
+    // long pure run (runs_on), which the next walk takes. t is left at the first tile not walked. A walk starts
+    // with a barrier: the previous one's warps may still read the tile buffers it reuses.
+    auto walk = [&](auto pure_c, int t_stop) {
+      constexpr bool PURE = decltype(pure_c)::value;
+      // between walks: the previous one's warps may still read the buffers this one fills (one walk alone: none)
+      if constexpr (kPureLoop) __syncthreads();
+      constexpr bool kTileMods = kMods && !PURE;  // the tile's keys are kept or dropped by their modality
+      // a pure split walked in the one loop (int4): the same tiles with the skips taken at run time
+      const bool rpure = !kPureLoop && pure;
+      if constexpr (kTileMods) {
+        if (rpure) {  // both buffers, once: the masked path reads a valid key's byte only, which is cta_mod's
+          if (tid < 2 * kTile) mods_sm[tid] = uint8_t(cta_mod);
+        } else if (tid < kTile && t < t_end) {
+          mods_sm[tid] = fetch_mod(t);
+        }
       }
-    }
-    // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
-    // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
-    auto tile_barrier = [&](int i, int tt) -> bool {
-      if constexpr (FT) {
-        const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
-        if constexpr (kTileMods) {
-          if (rpure) {
+      // The tile's barrier; with FT, whether tile tt (its modality bytes in buffer i % 2, each written by the
+      // thread that reads it here) is full for this warp: every token valid and of the warp's rows' modality.
+      auto tile_barrier = [&](int i, int tt) -> bool {
+        if constexpr (FT) {
+          const bool in_range = tt * kTile >= vlo && tt * kTile + kTile <= vhi;
+          if constexpr (kTileMods) {
+            if (rpure) {
+              __syncthreads();
+              return in_range;
+            }
+            const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
+            return in_range && n_img == (my_mod == 1 ? kTile : 0);
+          } else {  // one set, or a pure split: every key in range is of the rows' modality
             __syncthreads();
             return in_range;
           }
-          const int n_img = __syncthreads_count(tid < kTile && mods_sm[(i & 1) * kTile + tid] != 0);
-          return in_range && n_img == (my_mod == 1 ? kTile : 0);
-        } else {  // one set, or a pure split: every key in range is of the rows' modality
+        } else {
           __syncthreads();
-          return in_range;
+          return false;
+        }
+      };
+      auto next = [&](int from) { return PURE || rpure ? from : next_tile(from); };
+      // whether the walk goes on to tile tn (else it leaves t at tn)
+      auto goes_on = [&](int tn) { return PURE ? tn < t_stop : tn < t_end && !(runs_on && in_long(tn)); };
+
+      if (!quant) {
+        // (kPureLoop: the driver calls a walk with a tile to attend; the loop ends at `more`)
+        if (kPureLoop || t < t_end) {
+          const uint32_t tb = tile_c(0);
+          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
+        }
+        cp_async_commit();
+        for (int i = 0; kPureLoop || t < t_end; ++i) {
+          const int tn = next(t + 1);
+          const bool more = goes_on(tn);
+          const uint8_t mod_next = (kTileMods && !rpure && more) ? fetch_mod(tn) : uint8_t(0);
+          cp_async_wait<0>();
+          const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
+          if (more) {
+            const uint32_t tb = tile_c(i + 1);
+            load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+          }
+          cp_async_commit();
+          const uint32_t tb = tile_c(i);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                                mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
+                                                                c0, my_mod, ri, scale_log2, o, m_run, l, full);
+          if (kTileMods && !rpure && tid < kTile && more) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+          t = tn;
+          if (!more) break;  // a pure run's end, or (kPureLoop) a long pure run next: the next walk's
         }
       } else {
-        __syncthreads();
-        return false;
-      }
-    };
-    auto next = [&](int from) { return PURE || rpure ? from : next_tile(from); };
-
-    if (!quant) {
-      if (t < t_end) {
-        const uint32_t tb = tile_c(0);
-        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
-      }
-      cp_async_commit();
-      for (int i = 0; t < t_end; ++i) {
-        const int tn = next(t + 1);
-        const uint8_t mod_next = (kTileMods && !rpure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
-        cp_async_wait<0>();
-        const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
-        if (tn < t_end) {
-          const uint32_t tb = tile_c(i + 1);
-          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+        uint32_t pm[CH];
+#pragma unroll
+        for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
+        const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+        Int4Scales x[CH];
+        auto fetch = [&](int tt) {
+#pragma unroll
+          for (int k = 0; k < CH; ++k)
+            fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+          cp_async_commit();
+        };
+        auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
+          cp_async_wait<0>();
+          unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
+#pragma unroll
+          for (int k = 0; k < CH; ++k)
+            store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+        };
+        if (t < t_end) {
+          fetch(t);
+          dequant(0);
         }
-        cp_async_commit();
-        const uint32_t tb = tile_c(i);
-        rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                              mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
-                                                              c0, my_mod, ri, scale_log2, o, m_run, l, full);
-        if (kTileMods && !rpure && tid < kTile && tn < t_end) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
-        t = tn;
+        for (int i = 0; t < t_end; ++i) {
+          const int tn = next(t + 1);
+          const uint8_t mod_next = (kTileMods && !rpure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
+          if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
+          const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
+          const uint32_t tb = tile_c(i);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                                mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
+                                                                c0, my_mod, ri, scale_log2, o, m_run, l, full);
+          if (tn < t_end) {
+            dequant(i + 1);
+            if (kTileMods && !rpure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
+          }
+          t = tn;
+        }
+      }
+      cp_async_wait<0>();
+    };
+    // A pure split (bf16): one pure walk (a body of its own: SPLIT_PURE). Else (runs_on) scanned walks and pure
+    // ones over the long pure runs in turn, or one scanned walk. Every walk attends its tiles in the scanned
+    // walk's order with the same scores, so the results are the scanned walk's bit for bit.
+    if constexpr (SPLIT_PURE) {
+      walk(std::true_type{}, t_end);
+    } else if constexpr (kPureLoop) {
+      while (t < t_end) {
+        if (runs_on && in_long(t)) {
+          walk(std::true_type{}, run_end(t));
+          t = next_tile(t);
+        } else {
+          walk(std::false_type{}, t_end);
+        }
       }
     } else {
-      uint32_t pm[CH];
-#pragma unroll
-      for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
-      const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
-      Int4Scales x[CH];
-      auto fetch = [&](int tt) {
-#pragma unroll
-        for (int k = 0; k < CH; ++k)
-          fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
-        cp_async_commit();
-      };
-      auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
-        cp_async_wait<0>();
-        unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
-#pragma unroll
-        for (int k = 0; k < CH; ++k)
-          store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
-      };
-      if (t < t_end) {
-        fetch(t);
-        dequant(0);
-      }
-      for (int i = 0; t < t_end; ++i) {
-        const int tn = next(t + 1);
-        const uint8_t mod_next = (kTileMods && !rpure && tn < t_end) ? fetch_mod(tn) : uint8_t(0);
-        if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
-        const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
-        const uint32_t tb = tile_c(i);
-        rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                              mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
-                                                              c0, my_mod, ri, scale_log2, o, m_run, l, full);
-        if (tn < t_end) {
-          dequant(i + 1);
-          if (kTileMods && !rpure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
-        }
-        t = tn;
-      }
+      walk(std::false_type{}, t_end);
     }
-    cp_async_wait<0>();
 
     // ---- merge the token parts and, per head, the two modalities' running maxima; write the partials
 #pragma unroll
@@ -1614,12 +1686,12 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   };
   if constexpr (kPureLoop) {
     if (pure) {
-      tile_loop(std::true_type{});
+      body(std::true_type{});
     } else {
-      tile_loop(std::false_type{});
+      body(std::false_type{});
     }
   } else {
-    tile_loop(std::false_type{});
+    body(std::false_type{});
   }
 }
 
