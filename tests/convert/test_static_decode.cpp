@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "generate/decode_graph.h"
 #include "generate/generate.h"
+#include "generate/sampling.h"
 #include "io/safetensors.h"
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
@@ -152,6 +153,58 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, StaticDecode,
                            for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
                            return n;
                          });
+
+// generate keeps the prompt's tokens and each step's in one buffer, and its mask likewise, written in place
+// (no [b, s] copies a step): with a repetition penalty every step must see the prompt and every token generated
+// so far. The twin: the same dynamic steps with the history and the mask concatenated anew each step. On a
+// left-padded batch, unconverted and converted, through dynamic and static steps; the penalty changes the tokens
+// here (else the test could not fail).
+TEST(Generate, RepetitionPenaltySeesThePromptAndEveryGeneratedToken) {
+  testing::Converted cv = converted("text/qwen2");
+  auto plain = Model::load(fixtures_dir() + "/text/qwen2/model", LoadOptions{});
+  const at::Tensor ids = cv.inputs.input_ids;
+  const int64_t b = ids.size(0), t = ids.size(1), steps = 10;
+  ASSERT_GE(b, 2);
+  at::Tensor mask = at::ones_like(ids);
+  mask.index_put_({1, at::indexing::Slice(0, 2)}, 0);  // row 1 left-padded by two
+  SamplingParams sp;
+  sp.repetition_penalty = 1.8;
+  for (const Model* m : {plain.get(), cv.model.get()}) {
+    const TextDecoder& dec = m->decoder();
+    const char* which = m == plain.get() ? "unconverted" : "converted";
+    // the twin
+    Prompt p = text_prompt(ids, mask);
+    std::unique_ptr<KvCache> cache = dec.make_kv_cache(b, t + steps, nullptr);
+    at::Tensor h = dec.forward_hidden(p.decoder_input(), cache.get());
+    at::Tensor logits = dec.lm_head(h.narrow(1, t - 1, 1)).squeeze(1);
+    Sampler sampler(sp);
+    at::Tensor seen = ids, grown = p.attention_mask, pos = p.next_position.to(at::kLong).view({b, 1});
+    for (int64_t k = 0; k < steps; ++k) {
+      at::Tensor tok = sampler.next(logits, seen);
+      seen = at::cat({seen, tok.unsqueeze(1)}, 1);
+      if (k + 1 == steps) break;
+      grown = at::cat({grown, at::ones({b, 1}, at::kLong)}, 1);
+      DecoderInput step;
+      step.input_ids = tok.unsqueeze(1);
+      step.attention_mask = grown;
+      step.position_ids = pos;
+      logits = dec.lm_head(dec.forward_hidden(step, cache.get())).squeeze(1);
+      pos = pos + 1;
+    }
+    GenerateOptions g;
+    g.max_new_tokens = steps;
+    g.sampling = sp;
+    for (DecodeMode mode : {DecodeMode::kDynamic, DecodeMode::kStatic}) {
+      g.decode = mode;
+      GenerateResult r = generate(dec, ids, mask, g);
+      EXPECT_TRUE(at::equal(r.sequences, seen)) << which << (mode == DecodeMode::kStatic ? ", static" : ", dynamic")
+                                                << ": " << r.sequences << " against " << seen;
+    }
+    g.sampling.repetition_penalty = 1.0;
+    g.decode = DecodeMode::kDynamic;
+    EXPECT_FALSE(at::equal(generate(dec, ids, mask, g).sequences, seen)) << which << ": the penalty changed nothing";
+  }
+}
 
 TEST(StaticDecodeErrors, ModesTheRunCannotHaveAreClearErrors) {
   const std::string name = "text/qwen2";
