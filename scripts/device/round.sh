@@ -18,8 +18,9 @@
 #      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, ROUND_LARGEST_TOKENS new tokens
 #      (default 16), one at a time (the largest batches that fit), with tokens/s against the first word's and the
 #      peak memory.
-# Steps at 32k vary by up to ~1.5x in their first ten or so (measured 2026-11-29, GQA too, whose step no switch
-# changes): give medians 32 or more tokens (ROUND_TOKENS) when comparing settings within a few percent.
+# Steps at 32k varied by up to ~1.5x in their first ten or so while generate copied its [b, s] history every step
+# (until 86ec205); since, their quartiles lie within ~3% of the median: give medians 32 or more tokens
+# (ROUND_TOKENS) when comparing settings within a few percent.
 # Cold, the defaults take ~5-6 minutes (builds ~2-3, tests ~3, each bench run ~1; measured 2026-11-29: 307-376 s),
 # the largest batches ~20 s more: within one call's 600 s with one or two ROUND_ENV settings; narrow the grid
 # or the tests (ROUND_KERNEL_FILTER, ROUND_CTEST) for more.

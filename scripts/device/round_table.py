@@ -3,8 +3,8 @@
 ratio, the kernel launches of a captured step, the decode kernels taken), or with --largest per batch
 (median ms, ratio to the floor, tokens/s, against the first line's, peak memory). Both give the steps' spread
 beside the median: the quartiles of the steps after the first two (a CUDA graph's warm-up and capture), where
-a step at 32k can take 1.5x the median (2026-11-29): two settings whose medians differ by less than that
-spread are not told apart by one run. A line without a result prints its error.
+steps at 32k took up to 1.5x the median while generate copied its history every step (until 86ec205; since,
+within ~3%): two settings whose medians differ by less than that spread are not told apart by one run. A line without a result prints its error.
 
   python3 scripts/device/round_table.py round_bench_as_is.jsonl
   python3 scripts/device/round_table.py --largest round_largest.jsonl
