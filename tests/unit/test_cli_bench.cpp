@@ -1,7 +1,8 @@
 // `vlm2mla bench` end to end on the CPU: the JSON it prints (each decode step's time and the median, the
 // roofline floor's weight bytes against the checkpoint's own tensors,
 // the decode mode, the cache bytes as allocated: sequences x the capacity rounded up to 64 positions x
-// the bytes per position), --synthetic-cache, --image on the vision-language fixtures, and --decode errors.
+// the bytes per position), --synthetic-cache, --image on the vision-language fixtures, and --decode errors;
+// `vlm2mla plot --bench` over such lines.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -158,6 +159,46 @@ TEST(CliBench, ImageContextsOnTheVisionLanguageFixtures) {
   EXPECT_NE(text.exit_code, 0);
   EXPECT_FALSE(text.crashed);
   EXPECT_NE(text.err.find("--image"), std::string::npos) << text.err;
+}
+
+// plot --bench draws bench_mla.sh's JSON lines (a failed run's line, without a result, skipped): ms per step, or with
+// --metric tokens decode tokens/s, an image context labelled as its own shape; a file without results, a line that
+// is not JSON, a result without its numbers and an unknown metric are errors naming what is wrong, and leave no
+// image behind.
+TEST(CliPlot, BenchLinesAsStepsOrTokens) {
+  testing::TempDir tmp;
+  auto line = [](const std::string& variant, int64_t context, int64_t batch, double ms, const std::string& image) {
+    nlohmann::json r = {{"context", context}, {"batch", batch}, {"decode_ms_per_step", ms * 1.5},
+                        {"decode_ms_per_step_median", ms}, {"image", image}};
+    return nlohmann::json{{"variant", variant}, {"decode", "graph"}, {"result", r}}.dump() + "\n";
+  };
+  testing::write_bytes(tmp.file("bench.jsonl"),
+                       line("gqa", 32768, 64, 32.0, "") + line("mla:32:bf16", 32768, 256, 43.2, "") +
+                           "{\"variant\": \"mla:32:int4\", \"error\": \"out of memory\"}\n\n" +
+                           line("mla:32:bf16", 32770, 256, 49.7, "1344x1344"));
+  if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
+    for (const std::string metric : {"step", "tokens"}) {
+      const std::string png = tmp.file(metric + ".png");
+      testing::CliResult r = run_cli({"plot", "--bench", tmp.file("bench.jsonl"), "--metric", metric, "--out", png});
+      ASSERT_EQ(r.exit_code, 0) << metric << ": " << r.err;
+      EXPECT_EQ(testing::read_bytes(png).substr(0, 4), "\x89PNG") << metric;
+      EXPECT_FALSE(testing::path_exists(png + ".tmp")) << metric;
+    }
+  }
+  auto refused = [&](const std::string& content, const std::vector<std::string>& extra, const std::string& says) {
+    testing::write_bytes(tmp.file("bad.jsonl"), content);
+    std::vector<std::string> args = {"plot", "--bench", tmp.file("bad.jsonl"), "--out", tmp.file("bad.png")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    testing::CliResult r = run_cli(args);
+    EXPECT_NE(r.exit_code, 0) << says;
+    EXPECT_FALSE(r.crashed) << says;
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    EXPECT_FALSE(testing::path_exists(tmp.file("bad.png"))) << says;
+  };
+  refused("{\"variant\": \"gqa\", \"error\": \"x\"}\n", {}, "no benchmark results");
+  refused(line("gqa", 4096, 1, 5.2, "") + "\n{not json\n", {}, "line 3 is not JSON");
+  refused("{\"variant\": \"gqa\", \"result\": {\"context\": 4096}}\n", {}, "result.batch missing");
+  refused(line("gqa", 4096, 1, 5.2, ""), {"--metric", "bytes"}, "--metric");
 }
 
 }  // namespace

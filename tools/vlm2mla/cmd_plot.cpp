@@ -1,10 +1,12 @@
 // vlm2mla plot --report R1.json [R2.json ...] --out ERRORS.png
-// vlm2mla plot --bench BENCH.jsonl --out DECODE.png
+// vlm2mla plot --bench BENCH.jsonl [--metric step|tokens] --out DECODE.png
 // Pictures of results people would rather see than read, drawn by gnuplot (gnuplot-nox):
 //   --report: each conversion report's activation error per layer, one line per report and modality
 //             (e.g. joint vs md at one D, or md at several D);
 //   --bench:  decode ms per step (the median step where recorded) of scripts/device/bench_mla.sh's JSON
-//             lines, per variant and shape, on a log scale.
+//             lines, per variant and shape (context x batch, and the image where one is in every context), on
+//             a log scale; --metric tokens: decode tokens/s instead (batch / median step, linear scale), as
+//             the largest batches are compared.
 // The PNG is written to a temporary name and renamed; errors name the file and what was expected.
 #include <unistd.h>
 
@@ -27,6 +29,10 @@ namespace {
 std::string quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
+    if (c == '\n') {  // a line break, as gnuplot reads one in a double-quoted string
+      out += "\\n";
+      continue;
+    }
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }
@@ -111,34 +117,46 @@ std::string plot_reports(const std::vector<std::string>& paths, const std::strin
          "set xlabel 'layer'\nset ylabel 'relative activation error'\n$data << EOD\n" + data + "EOD\nplot " + plots + "\n";
 }
 
-std::string plot_bench(const std::string& path, const std::string& out) {
+std::string plot_bench(const std::string& path, const std::string& out, const std::string& metric) {
+  const bool tokens = metric == "tokens";
   std::ifstream in(path);
   VLM2MLA_CHECK(in.good(), IoError, "cannot read ", path);
-  std::map<std::string, std::map<std::string, double>> ms;  // variant -> shape -> ms/step
+  std::map<std::string, std::map<std::string, double>> ms;  // variant -> shape -> ms/step (tokens: tokens/s)
   std::vector<std::string> shapes;
   std::string line;
   int64_t n = 0;
   while (std::getline(in, line)) {
+    ++n;  // the file's line number
     if (line.empty()) continue;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
     } catch (const std::exception& e) {
-      throw FormatError(detail::concat(path, ": line ", n + 1, " is not JSON: ", e.what()));
+      throw FormatError(detail::concat(path, ": line ", n, " is not JSON: ", e.what()));
     }
-    ++n;
     if (!j.contains("result")) continue;  // a failed run
     const auto& r = j["result"];
-    const std::string shape = std::to_string(r["context"].get<int64_t>() / 1024) + "k x " +
-                              std::to_string(r["batch"].get<int64_t>());
+    // the numbers a line must hold: a clear error naming the file, the line and the key, not a JSON exception
+    auto number = [&](const char* key) -> double {
+      VLM2MLA_CHECK(r.is_object() && r.contains(key) && r[key].is_number(), FormatError, path, ": line ", n,
+                    ": result.", key, " missing or not a number");
+      return r[key].get<double>();
+    };
+    VLM2MLA_CHECK(j.contains("variant") && j["variant"].is_string(), FormatError, path, ": line ", n,
+                  ": 'variant' missing or not a string");
+    const int64_t context = static_cast<int64_t>(number("context")), batch = static_cast<int64_t>(number("batch"));
+    std::string shape = std::to_string(context / 1024) + "k x " + std::to_string(batch);
+    if (r.contains("image") && r["image"].is_string() && !r["image"].get<std::string>().empty())
+      shape += "\n+" + r["image"].get<std::string>();  // on a second line of the tic label
     if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
     // The median step (steady state: a CUDA graph's warm-up and capture steps excluded) where recorded;
     // runs of several decode modes are told apart in the legend.
-    const double step_ms = r.contains("decode_ms_per_step_median") ? r["decode_ms_per_step_median"].get<double>()
-                                                                   : r["decode_ms_per_step"].get<double>();
+    const double step_ms =
+        number(r.contains("decode_ms_per_step_median") ? "decode_ms_per_step_median" : "decode_ms_per_step");
     std::string variant = j["variant"].get<std::string>();
-    if (j.contains("decode") && j["decode"].get<std::string>() != "graph") variant += " (" + j["decode"].get<std::string>() + ")";
-    ms[variant][shape] = step_ms;
+    if (j.contains("decode") && j["decode"].is_string() && j["decode"].get<std::string>() != "graph") variant += " (" + j["decode"].get<std::string>() + ")";
+    VLM2MLA_CHECK(step_ms > 0, FormatError, path, ": line ", n, ": a decode step of ", step_ms, " ms");
+    ms[variant][shape] = tokens ? batch * 1000.0 / step_ms : step_ms;
   }
   VLM2MLA_CHECK(!ms.empty(), FormatError, path, ": no benchmark results (expected bench_mla.sh's JSON lines with "
                 "'variant' and 'result')");
@@ -150,15 +168,18 @@ std::string plot_bench(const std::string& path, const std::string& out) {
     for (const auto& [v, per] : ms) data += " " + (per.count(shape) ? std::to_string(per.at(shape)) : std::string("NaN"));
     data += "\n";
   }
+  const bool two_line = std::any_of(shapes.begin(), shapes.end(),
+                                    [](const std::string& sh) { return sh.find('\n') != std::string::npos; });
   std::string plots;
   for (size_t i = 0; i < ms.size(); ++i) {
     plots += std::string(i ? ", " : "") + "$data using " + std::to_string(i + 2) + ":xtic(1) title columnheader";
   }
-  return png_header(out, "decode time per step (median step; lower is better)") +
-         "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-         "set logscale y\nset yrange [1:*]\n"
-         "set ylabel 'ms per decode step (log scale)'\nset xlabel 'context x batch'\n$data << EOD\n" +
-         data + "EOD\nplot " + plots + "\n";
+  return png_header(out, tokens ? "decode tokens/s (batch / median step; higher is better)"
+                                 : "decode time per step (median step; lower is better)") +
+         "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n" +
+         (two_line ? "set bmargin 6\nset xtics offset 0,-0.3\n" : "") +
+         (tokens ? "set ylabel 'decode tokens/s'\n" : "set logscale y\nset yrange [1:*]\nset ylabel 'ms per decode step (log scale)'\n") +
+         "set xlabel 'context x batch'" + (two_line ? " offset 0,-1" : "") + "\n$data << EOD\n" + data + "EOD\nplot " + plots + "\n";
 }
 
 }  // namespace
@@ -166,7 +187,7 @@ std::string plot_bench(const std::string& path, const std::string& out) {
 void register_plot(CLI::App& app) {
   struct Args {
     std::vector<std::string> reports;
-    std::string bench, out;
+    std::string bench, out, metric = "step";
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -174,12 +195,14 @@ void register_plot(CLI::App& app) {
   auto* reports = cmd->add_option("--report", args->reports, "conversion report(s) from `convert --report`");
   auto* bench = cmd->add_option("--bench", args->bench, "JSON lines of scripts/device/bench_mla.sh");
   reports->excludes(bench);
+  cmd->add_option("--metric", args->metric, "with --bench: step (ms per decode step) or tokens (decode tokens/s)")
+      ->check(CLI::IsMember({"step", "tokens"}));
   cmd->add_option("--out", args->out, "output .png")->required();
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->reports.empty() || !args->bench.empty(), ArgumentError,
                   "plot: give --report FILE... or --bench FILE");
     const std::string script = args->bench.empty() ? plot_reports(args->reports, args->out)
-                                                   : plot_bench(args->bench, args->out);
+                                                   : plot_bench(args->bench, args->out, args->metric);
     run_gnuplot(script, args->out);
     VLM2MLA_INFO("wrote ", args->out);
   });
