@@ -154,7 +154,8 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
     const double step_ms =
         number(r.contains("decode_ms_per_step_median") ? "decode_ms_per_step_median" : "decode_ms_per_step");
     std::string variant = j["variant"].get<std::string>();
-    if (j.contains("decode") && j["decode"].is_string() && j["decode"].get<std::string>() != "graph") variant += " (" + j["decode"].get<std::string>() + ")";
+    if (j.contains("decode") && j["decode"].is_string() && j["decode"].get<std::string>() != "graph")
+      variant += " (" + j["decode"].get<std::string>() + ")";
     VLM2MLA_CHECK(step_ms > 0, FormatError, path, ": line ", n, ": a decode step of ", step_ms, " ms");
     ms[variant][shape] = tokens ? batch * 1000.0 / step_ms : step_ms;
   }
@@ -178,8 +179,10 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
                                  : "decode time per step (median step; lower is better)") +
          "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n" +
          (two_line ? "set bmargin 6\nset xtics offset 0,-0.3\n" : "") +
-         (tokens ? "set ylabel 'decode tokens/s'\n" : "set logscale y\nset yrange [1:*]\nset ylabel 'ms per decode step (log scale)'\n") +
-         "set xlabel 'context x batch'" + (two_line ? " offset 0,-1" : "") + "\n$data << EOD\n" + data + "EOD\nplot " + plots + "\n";
+         (tokens ? "set ylabel 'decode tokens/s'\n"
+                 : "set logscale y\nset yrange [1:*]\nset ylabel 'ms per decode step (log scale)'\n") +
+         "set xlabel 'context x batch'" + (two_line ? " offset 0,-1" : "") + "\n$data << EOD\n" + data +
+         "EOD\nplot " + plots + "\n";
 }
 
 }  // namespace
