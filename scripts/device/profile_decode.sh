@@ -4,7 +4,9 @@
 # the machine has no nsys. The decode steps alone are recorded (VLM2MLA_CUDA_PROFILE=1 makes generate
 # bracket them with cudaProfilerStart/Stop); the cache is synthetic (bench --synthetic-cache).
 # PROFILE_CASES: "variant:context:batch:decode" list (variant gqa or mla:D:CACHE). Summaries go to
-# $OUT/profile_<case>.txt.
+# $OUT/profile_<case>.txt. Prefer the static decode mode: with graph steps, nsys's per-node tracing stretched
+# the kernels (2026-11-29: MLA bf16 b = 256 x 32k summed 51.9 ms of kernel time a step where the untraced step
+# took 43.2 ms), so their times are not comparable with the kernel benchmarks.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 nsys="$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)"
