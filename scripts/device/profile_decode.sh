@@ -5,8 +5,8 @@
 # bracket them with cudaProfilerStart/Stop); the cache is synthetic (bench --synthetic-cache).
 # PROFILE_CASES: "variant:context:batch:decode" list (variant gqa or mla:D:CACHE). Summaries go to
 # $OUT/profile_<case>.txt. Prefer the static decode mode: with graph steps, nsys's per-node tracing stretched
-# the kernels (2026-11-29: MLA bf16 b = 256 x 32k summed 51.9 ms of kernel time a step where the untraced step
-# took 43.2 ms), so their times are not comparable with the kernel benchmarks.
+# the kernels (2026-11-29: MLA bf16 b = 256 x 32k summed 51.9 ms of kernel time a step where the same kernels untraced
+# take 43.2 ms a whole step), so their times are not comparable with the kernel benchmarks.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 nsys="$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)"
