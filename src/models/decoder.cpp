@@ -304,8 +304,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   RopeCosSin cs = rope_cos_sin(rope_, positions, options_.dtype);
   const MlaRopes mla_ropes = mla_ropes_for(cs);  // converted models: each layer's kept dims
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
-  at::Tensor visual;  // [b, 1]: md models choose the projection set per token, on the device
-  visual = visual_mask(in.input_ids);
+  const at::Tensor visual = visual_mask(in.input_ids);  // [b, 1]: md models choose the projection set per token
   if (latent_cache && visual.defined()) latent_cache->set_modality_at(visual, in.past);
   const bool kernel = latent_cache && decode_kernel_ && mla_decode_kernel_usable(*latent_cache, 0, dev);
   at::Tensor start32, length32, modality, mask;
@@ -345,9 +344,8 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
 
 at::Tensor TextDecoder::visual_mask(const at::Tensor& input_ids) const {
   if (!input_ids.defined() || !visual_ids_.defined()) return {};
-  // ids already beside visual_ids_ (a static step's, inside a CUDA graph) are read in place: no copy
-  const at::Device dev = visual_ids_.device();
-  return at::isin(input_ids.device() == dev ? input_ids : input_ids.to(dev), visual_ids_);
+  // ids already beside visual_ids_ (a static step's, inside a CUDA graph) are read in place: to() copies none
+  return at::isin(input_ids.to(visual_ids_.device()), visual_ids_);
 }
 
 int64_t TextDecoder::step_weight_bytes() const {
