@@ -177,6 +177,7 @@ const char* MlaDecodeLaunch::kernel() const {
   return impl_->variant == MlaDecodeVariant::kTensorCoreCodes ? "tc-codes" : "tc-keys";
 }
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
+int MlaDecodeLaunch::column_splits() const { return impl_->plan.column_splits; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 
 #else  // no CUDA kernels in this build
@@ -197,6 +198,7 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const {
 bool MlaDecodeLaunch::tensor_core() const { return false; }
 const char* MlaDecodeLaunch::kernel() const { return "none"; }
 int MlaDecodeLaunch::splits() const { return 0; }
+int MlaDecodeLaunch::column_splits() const { return 1; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
 
 #endif

@@ -71,6 +71,8 @@ class MlaDecodeLaunch {
                                       // instance built for r_kv 128 (MlaDecodeInputs::specialized), "-128g"
                                       // its grouped-rows twin (MlaDecodeInputs::grouped_rows)
   int splits() const;                 // split-KV CTAs per sequence and head block
+  int column_splits() const;          // warp-rows kernel: warps sharing a row block's O columns (2 where r_kv >
+                                      // 256), else 1
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 
  private:

@@ -788,7 +788,8 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
 
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
-// head blocks, r_kv 256 (the wider O accumulators), h_q * n_mod in both m-tile counts; and a clear error
+// head blocks, r_kv 256 (the wider O accumulators), r_kv 384 and 512 over bf16 (column splits: two warps
+// share a row block's O and add their partial scores), h_q * n_mod in both m-tile counts; and a clear error
 // for the shapes it does not take.
 TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -810,9 +811,13 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   };
   // two head blocks (h_q 40 x 2 modalities = 80 rows); r_kv 256; d_rope 24 (the RoPE tile's pad columns);
   // 20 rows (two m-tiles, four token parts) with groups of 16 (two per 16-byte piece)
+  // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24 over bf16: column splits, modality CTAs for two
+  // sets (the joint layout's 4 m-tiles do not take them)
   for (const Shape& sh : {Shape{40, 8, 64, 16, 32, 32}, Shape{28, 4, 256, 32, 64, 64}, Shape{20, 4, 64, 24, 32, 16},
-                          Shape{32, 8, 128, 16, 32, 32}}) {
+                          Shape{32, 8, 128, 16, 32, 32}, Shape{28, 4, 512, 32, 64, 64}, Shape{20, 4, 384, 24, 32, 32}}) {
+    const bool wide = sh.r_kv > 256;
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+      if (wide && f == MlaCacheFormat::kInt4) continue;
       for (int64_t n_mod : {1, 2}) {
         Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
         c.format = f;
@@ -828,7 +833,14 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
         c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
         c.seed = 900 + seed++;
         check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
-        if (n_mod == 2) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
+        if (n_mod == 2 && !wide) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
+        if (wide) {  // the plan: two column splits; kAuto takes them too, with modality CTAs at one sequence
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.variant = MlaDecodeVariant::kAuto;
+          const MlaDecodeLaunch launch(in);
+          EXPECT_EQ(layout_of(launch.kernel()), n_mod == 2 ? "tc-rows-mod" : "tc-rows") << c.str();
+          EXPECT_EQ(launch.column_splits(), 2) << c.str();
+        }
       }
     }
   }
@@ -858,10 +870,25 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   }
   EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
-  for (int which = 0; which < 5; ++which) {
+  for (int which = 0; which < 8; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
     const char* want = "r_kv > 256";
-    if (which == 0) bad.r_kv = 512;
+    if (which == 0) bad.r_kv = 512;  // int4: no column splits
+    if (which == 5) {
+      bad.format = MlaCacheFormat::kBf16;
+      bad.r_kv = 640;
+      want = "r_kv > 512";
+    }
+    if (which == 6) {  // the joint layout's 56 rows
+      bad.format = MlaCacheFormat::kBf16;
+      bad.r_kv = 512;
+      want = "more than 32 rows";
+    }
+    if (which == 7) {
+      bad.format = MlaCacheFormat::kBf16;
+      bad.r_kv = 272;
+      want = "not a multiple of 32";
+    }
     if (which == 1) {
       bad.group_c = 8;
       want = "neither 16 nor a multiple of 32";
@@ -883,15 +910,21 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       moved.copy_(s);
       in.latent_q.scale = moved;
     }
-    in.variant = which == 3 ? MlaDecodeVariant::kTensorCoreWarpRowsJoint : MlaDecodeVariant::kTensorCoreWarpRows;
+    in.variant = which == 3 || which == 6 ? MlaDecodeVariant::kTensorCoreWarpRowsJoint
+                                          : MlaDecodeVariant::kTensorCoreWarpRows;
     try {
       mla_decode(in);
       ADD_FAILURE() << "the warp-rows kernel accepted " << bad.str();
     } catch (const ArgumentError& e) {
       EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
     }
-    in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead
-    EXPECT_EQ(std::string(MlaDecodeLaunch(in).kernel()).rfind("tc-rows", 0), std::string::npos) << bad.str();
+    in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead (the joint layout's
+                                           // wide latent: to the modality CTAs)
+    if (which == 6) {
+      EXPECT_EQ(std::string(MlaDecodeLaunch(in).kernel()), "tc-rows-mod") << bad.str();
+    } else {
+      EXPECT_EQ(std::string(MlaDecodeLaunch(in).kernel()).rfind("tc-rows", 0), std::string::npos) << bad.str();
+    }
     if (which == 4) {  // which reads the moved scales right
       const MlaDecodeOutput got = mla_decode(in), want_out = mla_decode_ref(in, at::kDouble);
       EXPECT_LT(rel_err(got.acc, want_out.acc), kRelTol) << bad.str();
@@ -1137,6 +1170,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 1, 32768, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 256, 32, Mods::kRuns});  // D = 64
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 256, 32, Mods::kRuns});
+    // D = 128 (r_kv 512): bf16's warp-rows kernel with column splits beside the split-keys one
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 512, 32, Mods::kText});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 512, 32, Mods::kText});
+    cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 512, 32, Mods::kRuns, 0, 2304});
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
       for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});
       cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kRuns});

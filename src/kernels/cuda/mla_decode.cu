@@ -351,7 +351,12 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (its
 // grouped-rows twin only over a bf16 cache and where h_q is kSpecHeadsPerGroup heads per kv group, else the
 // masked one). `specialized`: the level taken (0: the generic instance).
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int& specialized) {
+// cs: column splits (rows_geometry), the generic instances only.
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, int& specialized) {
+  if (cs != 1) {
+    specialized = 0;
+    return p.format == MlaCacheFormat::kInt4 ? nullptr : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, 0, cs);
+  }
   auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
@@ -517,10 +522,10 @@ std::string tc_geometry(const MlaDecodeParams& p, const Device& dev, bool codes,
 }
 
 // The warp-rows kernel's merge after the tiles, in the tiles' region: maxima [parts][rows], sums [rows],
-// O [rows][r_kv + 4] (floats).
-int rows_merge_bytes(const MlaDecodeParams& p, int mt) {
+// O [rows][r_kv + 4] (floats); parts = kWarps / (mt cs).
+int rows_merge_bytes(const MlaDecodeParams& p, int mt, int cs) {
   const int rows = mt * 16;
-  return 4 * ((kWarps / mt) * rows + rows + rows * (p.r_kv + 4));
+  return 4 * ((kWarps / (mt * cs)) * rows + rows + rows * (p.r_kv + 4));
 }
 
 // The warp-rows kernel's 16-row m-tiles per CTA for `rows` rows of a head block (more rows: more blocks).
@@ -528,18 +533,23 @@ int rows_m_tiles(int rows) { return rows <= 32 ? 2 : 4; }
 
 // Why the warp-rows kernel cannot take these sizes ("" if it can); fills the geometry when it can.
 // modality_ctas: one modality's rows per CTA (two-set models), else both modalities' rows in each CTA.
+// cs: its column splits (2 for r_kv > 256: O's 16 rows x r_kv over two warps, which add their partial scores).
 std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
-                          int& no) {
+                          int& no, int& cs) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
   g.hr = p.h_kv * p.d_rope;
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
-  if (p.r_kv > 256) return "r_kv > 256 (the O accumulators of 16 rows x r_kv live in one warp's registers)";
+  cs = p.r_kv > 256 ? 2 : 1;
+  if (p.r_kv > 512) return "r_kv > 512 (the O accumulators of 16 rows x r_kv / 2 live in one warp's registers)";
+  if (cs == 2 && int4) return "r_kv > 256 over an int4 cache (column splits are built for bf16 caches)";
+  if (cs == 2 && p.r_kv % 32 != 0) return "r_kv > 256 and not a multiple of 32 (two column slices of 16-wide k-steps)";
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
   const int rows = modality_ctas ? p.h_q : p.h_q * p.n_mod;
   if (rows <= 16) {
     return modality_ctas ? "16 heads or fewer (modality CTAs hold one modality's rows)"
                          : "16 rows or fewer (h_q * n_mod): half the warps would have no rows";
   }
+  if (cs == 2 && rows > 32) return "r_kv > 256 with more than 32 rows a CTA (column splits take two m-tiles)";
   if (const std::string why = bf16_alignment(p); !why.empty()) return why;
   no = p.r_kv <= 128 ? 16 : 32;
   if (int4) {
@@ -563,12 +573,18 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   off += 2 * kTile;
   g.off_tmask = off;
   off += 2 * kWarps * 4 + 3 * kThreads;
+  if (cs > 1) {  // the warps' partial scores: NS n-tiles of 4 floats per lane, NS = (64 / token parts) / 8
+    off = align16(off);
+    g.off_xch = off;
+    const int parts = kWarps / (mt * cs);
+    off += kWarps * (kTile / parts / 8) * 32 * 16;
+  }
   if (int4) {  // the threads' int4 code slots (16 bytes per piece)
     g.off_raw = off;
     off += kThreads * (no / 8) * 16;
   }
   g.off_tiles = off;
-  off += std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt));
+  off += std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt, cs));
   g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";
@@ -580,7 +596,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   FullPlan fp;
   MlaDecodePlan& plan = fp.plan;
   Geom& g = fp.geom;
-  int mt = 0, ntw = 0;
+  int mt = 0, ntw = 0, cs = 1;
   const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
   const bool int4 = p.format == MlaCacheFormat::kInt4;
   // kAuto: the warp-rows kernel where it takes the sizes, else the split-keys tensor-core kernel, else generic.
@@ -596,7 +612,21 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int64_t pairs = int64_t(p.b) * ((p.h_q + mod_block_heads - 1) / mod_block_heads);
     modality_ctas = p.n_mod == 2 && !joint && p.h_q > 16 &&
                     (variant == MlaDecodeVariant::kTensorCoreWarpRows || pairs >= kModalityCtasMinPairs);
-    why_rows = rows_geometry(p, dev, modality_ctas, g, mt, ntw);
+    why_rows = rows_geometry(p, dev, modality_ctas, g, mt, ntw, cs);
+    // kAuto, two sets, where the joint layout cannot take the sizes (a wide latent's column splits take at most
+    // two m-tiles): the modality CTAs, at any batch, before the split-keys kernel
+    if (!why_rows.empty() && variant == MlaDecodeVariant::kAuto && !modality_ctas && p.n_mod == 2 && p.h_q > 16) {
+      Geom gm;
+      int mt_m = 0, ntw_m = 0, cs_m = 1;
+      if (rows_geometry(p, dev, true, gm, mt_m, ntw_m, cs_m).empty()) {
+        modality_ctas = true;
+        why_rows.clear();
+        g = gm;
+        mt = mt_m;
+        ntw = ntw_m;
+        cs = cs_m;
+      }
+    }
     VLM2MLA_CHECK(variant == MlaDecodeVariant::kAuto || why_rows.empty(), ArgumentError, "mla_decode: the warp-rows ",
                   joint ? "(joint layout) " : "", "tensor-core kernel cannot take these sizes: ", why_rows);
   }
@@ -617,10 +647,12 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     plan.modality_ctas = rows && modality_ctas;
     plan.m_tiles = mt;
     plan.n_tiles_per_warp = ntw;
+    plan.column_splits = rows ? cs : 1;
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.specialized) : tc_kernel(p, mt, ntw, codes);
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.column_splits, plan.specialized)
+                 : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
     const int tiles = max_tiles(p.max_length);

@@ -23,6 +23,8 @@ struct MlaDecodePlan {
   std::string why_generic;    // when !tensor_core: the first condition that failed
   int m_tiles = 0;            // tensor core: 16-row MMA tiles per CTA (heads per CTA = m_tiles * 16 / n_mod)
   int n_tiles_per_warp = 0;   // tensor core: 8-column output tiles per warp (warp rows: O's n-tiles per warp)
+  int column_splits = 1;      // warp rows: warps sharing a row block's O columns (2 for r_kv > 256, which add
+                              // their partial scores), each holding r_kv / column_splits of them
   int head_blocks = 0;        // CTAs across the heads of one sequence
   int splits = 0;             // split-KV CTAs over the main store (bf16 cache / int4 store)
   int ring_splits = 0;        // int4: CTAs over the bf16 ring (0 or 1)

@@ -89,6 +89,7 @@ struct Geom {
   int off_tmask = 0;   // warp-rows kernel, modality CTAs: uint32 [kWarps], which of kThreads tiles to attend,
                        // uint32 [kWarps], which lie in long pure runs, then uint8 [3][kThreads], the scan's
                        // flags (a key of the CTA's modality, of the other, a long pure run starts)
+  int off_xch = 0;     // warp-rows kernel, column splits: float4 [kWarps][NS][32], the warps' partial scores
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -149,6 +150,11 @@ __device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int byte
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
   }
+}
+// A barrier of `threads` threads (whole warps) under hardware barrier `id` (1-15: 0 is __syncthreads'); it
+// orders their shared-memory accesses as __syncthreads does the CTA's.
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
@@ -1087,12 +1093,21 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // tokens all valid and all of the warp's rows' modality, which the caller knows at the tile's barrier) no score
 // is masked, so the per-token checks and the masking selects are skipped; the scores, and so the results, are
 // bit for bit the masked path's.
-template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0>
+// CS > 1: column splits (wide latents, r_kv > 256, where 16 rows x r_kv of O do not fit one warp's registers):
+// the CS warps of a (m-tile, token part) group each hold O's columns [cs kc, (cs + 1) kc), kc = r_kv / CS, and
+// compute the scores' products over that slice of the latent (and every CS-th 16-wide k-step of the RoPE dims);
+// they add their partial scores through shared memory (xch, float4 [CS][NS][32] for the group, behind a named
+// barrier `bar` of the group's 32 CS threads) in warp order, so each holds the same scores, maxima and P, and
+// no product is computed twice. xch is written once per tile: the tile's __syncthreads orders a tile's reads
+// before the next tile's writes.
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0, int CS = 1>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
-                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false) {
+                                          float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false,
+                                          int cs = 0, float4* xch = nullptr, int bar = 0) {
   static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
+  static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: the generic instances only");
   constexpr bool FT = GP > 0;  // full tiles unmasked
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
@@ -1104,6 +1119,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   auto ql_stride = [&] { return RKV > 0 ? (RKV + 8) * 2 : g.ql_stride; };
   auto k_stride = [&] { return HR > 0 ? (HR + 8) * 2 : g.k_stride; };
   auto qr_stride = [&] { return DR > 0 ? ((DR + 15) / 16 * 16 + 8) * 2 : g.qr_stride; };
+  const int kc = r_kv() / CS;  // O's columns (and the latent's k range) of this warp: [cs kc, (cs + 1) kc)
   // the thread's score columns: n-tile n, e = 0, 1 -> token c0 + 8 n + 2 tig + e of the tile
   const bool masked = !(FT && full);  // warp-uniform (CTA-uniform per modality)
   bool keep[NS][2];
@@ -1129,7 +1145,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
     const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * qr_stride() + (lane >> 4) * 16;
     const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * k_stride() + ((lane >> 3) & 1) * 16;
-    for (int kr = 0; kr < rope_pad(); kr += 16) {
+    for (int kr = 16 * cs; kr < rope_pad(); kr += 16 * CS) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + kr * 2, a0, a1, a2, a3);
       auto group = [&](int gq, uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3) {
@@ -1156,7 +1172,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     const uint32_t a_addr = sbase + g.off_qlat + (mt * 16 + (lane & 15)) * ql_stride() + (lane >> 4) * 16;
     const uint32_t b_addr = ctile + (c0 + (lane & 7) + (lane >> 4) * 8) * c_stride() + ((lane >> 3) & 1) * 16;
 #pragma unroll 2
-    for (int k = 0; k < r_kv(); k += 16) {
+    for (int k = cs * kc; k < cs * kc + kc; k += 16) {
       uint32_t a0, a1, a2, a3;
       ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
 #pragma unroll
@@ -1166,6 +1182,30 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
         mma_bf16(s[n], a0, a1, a2, a3, b0, b1);
         mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
       }
+    }
+  }
+  if constexpr (CS > 1) {  // the group's partial scores, added in warp order (the same sums in every warp)
+#pragma unroll
+    for (int n = 0; n < NS; ++n) xch[(cs * NS + n) * 32 + lane] = make_float4(s[n][0], s[n][1], s[n][2], s[n][3]);
+    named_barrier(bar, 32 * CS);
+    float t[NS][4];
+#pragma unroll
+    for (int n = 0; n < NS; ++n) t[n][0] = t[n][1] = t[n][2] = t[n][3] = 0.f;
+#pragma unroll
+    for (int q = 0; q < CS; ++q) {
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+        const float4 v = q == cs ? make_float4(s[n][0], s[n][1], s[n][2], s[n][3]) : xch[(q * NS + n) * 32 + lane];
+        t[n][0] += v.x;
+        t[n][1] += v.y;
+        t[n][2] += v.z;
+        t[n][3] += v.w;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] = t[n][e];
     }
   }
   // scores in the log2 domain, masked (a full tile, FT: the same scores without the masks); the new running
@@ -1236,10 +1276,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
     const uint32_t a0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
     const uint32_t a2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
     const uint32_t a3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * c_stride() + (lane >> 4) * 16;
+    const uint32_t b_addr = ctile + (c0 + kk * 16 + (lane & 15)) * c_stride() + (lane >> 4) * 16 + cs * kc * 2;
 #pragma unroll
     for (int i = 0; i < NO; i += 2) {
-      if (i * 8 < r_kv()) {
+      if (i * 8 < kc) {
         uint32_t b0, b1, b2, b3;
         ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
         mma_bf16(o[i], a0, a1, a2, a3, b0, b1);
@@ -1272,10 +1312,14 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // GP > 0: grouped rows (row_to_head), GP rows per kv group; and full tiles unmasked (FT): tiles whose tokens
 // are all valid and of the warp's rows' modality skip the masks (rows_tile); with two modalities' bytes the
 // tile's barrier counts its image tokens (__syncthreads_count) to tell.
-template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0>
+// CS > 1: column splits (rows_tile): warp w is m-tile w % MT, column slice (w / MT) % CS, token part w / (MT CS);
+// bf16 only (int4's pieces per thread follow NO), generic sizes.
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
+          int CS = 1>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
-  constexpr int TP = kWarps / MT;  // token parts
+  static_assert(CS == 1 || (!INT4 && RKV == 0 && GP == 0), "column splits: bf16, generic sizes");
+  constexpr int TP = kWarps / (MT * CS);  // token parts
   constexpr int TW = kTile / TP;   // tokens per warp per tile
   constexpr int NS = TW / 8;       // score n-tiles per warp
   constexpr int MH = NMOD == 1 ? MT : MT / 2;
@@ -1291,7 +1335,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     if (p.r_kv != RKV || g.hr != HR || p.d_rope != DR) __trap();
   }
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
-  const int mt = warp % MT, part = warp / MT, c0 = part * TW;
+  const int mt = warp % MT, cs = (warp / MT) % CS, part = warp / (MT * CS), c0 = part * TW;
+  // column splits: the group's partial scores (float4 [CS][NS][32]) and its named barrier
+  float4* const xch = CS > 1 ? reinterpret_cast<float4*>(smem + g.off_xch) + (mt + MT * part) * CS * NS * 32 : nullptr;
+  const int xbar = 1 + mt + MT * part;
   const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
   const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
   const int split = MODCTA ? int(blockIdx.x >> 1) : int(blockIdx.x), b = blockIdx.z;
@@ -1555,9 +1602,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           }
           cp_async_commit();
           const uint32_t tb = tile_c(i);
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                                mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
-                                                                c0, my_mod, ri, scale_log2, o, m_run, l, full);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
+                                                                    mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
+                                                                    cs, xch, xbar);
           if (kTileMods && !rpure && tid < kTile && more) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
           t = tn;
           if (!more) break;  // a pure run's end, or (kPureLoop) a long pure run next: the next walk's
@@ -1591,9 +1639,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
           const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
           const uint32_t tb = tile_c(i);
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                                mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt,
-                                                                c0, my_mod, ri, scale_log2, o, m_run, l, full);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS>(p, g, sbase, tb, tb + kTile * g.c_stride,
+                                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
+                                                                    mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
+                                                                    cs, xch, xbar);
           if (tn < t_end) {
             dequant(i + 1);
             if (kTileMods && !rpure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
@@ -1632,7 +1681,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     float* red_l = red_m + TP * kRows;                             // [kRows]
     float* acc = red_l + kRows;                                    // [kRows][r_kv + 4]
     const int acc_stride = p.r_kv + 4;
-    if (tig == 0) {
+    if (tig == 0 && cs == 0) {  // (a group's column-split warps hold the same maxima and sums)
 #pragma unroll
       for (int h = 0; h < 2; ++h) red_m[part * kRows + mt * 16 + gid + 8 * h] = m_run[h];
     }
@@ -1658,11 +1707,11 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = mt * 16 + gid + 8 * h;
-          if (tig == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
-          float* arow = acc + row * acc_stride + 2 * tig;
+          if (tig == 0 && cs == 0) red_l[row] = (q == 0 ? 0.f : red_l[row]) + l[h] * f[h];
+          float* arow = acc + row * acc_stride + cs * (p.r_kv / CS) + 2 * tig;
 #pragma unroll
           for (int i = 0; i < NO; ++i) {
-            if (i * 8 < p.r_kv) {
+            if (i * 8 < p.r_kv / CS) {
               const float2 prev = q == 0 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(arow + i * 8);
               *reinterpret_cast<float2*>(arow + i * 8) =
                   make_float2(prev.x + o[i][2 * h] * f[h], prev.y + o[i][2 * h + 1] * f[h]);
@@ -1708,7 +1757,8 @@ KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
 // specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their bf16
 // grouped-rows twins (nullptr where there is none).
-KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized);
+// cs: column splits (bf16, generic instances: 2 m-tiles, 32 output n-tiles per warp).
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1);
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized);
 
 template <int NMOD, bool INT4, bool CODES>
@@ -1737,8 +1787,15 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // specialized 2, bf16 one set or modality CTAs: the grouped-rows twin (GP 8: 7 heads per kv group,
 // kSpecGroupRows; full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 (H200, 2026-11-29); the int4
 // twins measured 1-6% slower and the unmasked ones without grouped rows no faster: not built.
+// cs 2: column splits, the bf16 generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
 template <int NMOD, bool INT4, bool MODCTA = false>
-KernelFn rows_kernel_for(int mt, int no, int specialized = 0) {
+KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1) {
+  if (cs != 1) {
+    if constexpr (!INT4) {
+      if (cs == 2 && mt == 2 && no == 32 && !specialized) return mla_decode_rows_kernel<NMOD, 2, 32, false, MODCTA, 0, 0, 0, 0, 2>;
+    }
+    return nullptr;
+  }
   if (specialized) {
     constexpr int GP = kSpecGroupRows;
     if constexpr (NMOD == 1) {
