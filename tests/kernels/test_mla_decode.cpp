@@ -788,8 +788,8 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
 
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
-// head blocks, r_kv 256 (the wider O accumulators), r_kv 384 and 512 over bf16 (column splits: two warps
-// share a row block's O and add their partial scores), h_q * n_mod in both m-tile counts; and a clear error
+// head blocks, r_kv 256 (the wider O accumulators), r_kv 384 and 512 (column splits: two warps share a row
+// block's O and add their partial scores), h_q * n_mod in both m-tile counts; and a clear error
 // for the shapes it does not take.
 TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -811,13 +811,12 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   };
   // two head blocks (h_q 40 x 2 modalities = 80 rows); r_kv 256; d_rope 24 (the RoPE tile's pad columns);
   // 20 rows (two m-tiles, four token parts) with groups of 16 (two per 16-byte piece)
-  // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24 over bf16: column splits, modality CTAs for two
-  // sets (the joint layout's 4 m-tiles do not take them)
+  // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24: column splits (int4: one bf16 stage), modality
+  // CTAs for two sets (the joint layout's 4 m-tiles do not take them)
   for (const Shape& sh : {Shape{40, 8, 64, 16, 32, 32}, Shape{28, 4, 256, 32, 64, 64}, Shape{20, 4, 64, 24, 32, 16},
                           Shape{32, 8, 128, 16, 32, 32}, Shape{28, 4, 512, 32, 64, 64}, Shape{20, 4, 384, 24, 32, 32}}) {
     const bool wide = sh.r_kv > 256;
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-      if (wide && f == MlaCacheFormat::kInt4) continue;
       for (int64_t n_mod : {1, 2}) {
         Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
         c.format = f;
@@ -873,7 +872,11 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   for (int which = 0; which < 8; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
     const char* want = "r_kv > 256";
-    if (which == 0) bad.r_kv = 512;  // int4: no column splits
+    if (which == 0) {  // int4 column splits: 2 (r_kv + h_kv d_rope) pieces a tile, at most 5 a thread
+      bad.r_kv = 512;
+      bad.d_rope = 64;
+      want = "too many int4 pieces per thread";
+    }
     if (which == 5) {
       bad.format = MlaCacheFormat::kBf16;
       bad.r_kv = 640;

@@ -355,7 +355,8 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, int& specialized) {
   if (cs != 1) {
     specialized = 0;
-    return p.format == MlaCacheFormat::kInt4 ? nullptr : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, 0, cs);
+    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, 0, cs)
+                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, 0, cs);
   }
   auto get = [&](int spec) {
     return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
@@ -541,7 +542,6 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
   cs = p.r_kv > 256 ? 2 : 1;
   if (p.r_kv > 512) return "r_kv > 512 (the O accumulators of 16 rows x r_kv / 2 live in one warp's registers)";
-  if (cs == 2 && int4) return "r_kv > 256 over an int4 cache (column splits are built for bf16 caches)";
   if (cs == 2 && p.r_kv % 32 != 0) return "r_kv > 256 and not a multiple of 32 (two column slices of 16-wide k-steps)";
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
   const int rows = modality_ctas ? p.h_q : p.h_q * p.n_mod;
@@ -563,7 +563,8 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
       return "latent_scale/latent_lo are not 4-byte aligned (groups of 16 load two scales at once)";
     if (p.group_r == 16 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))
       return "k_rope_scale/k_rope_lo are not 4-byte aligned (groups of 16 load two scales at once)";
-    if (2 * (p.r_kv + g.hr) > kThreads * (no / 8)) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
+    const int chunks = cs > 1 ? kRowsWideChunks : no / 8;
+    if (2 * (p.r_kv + g.hr) > kThreads * chunks) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
     g.q_groups_c = p.r_kv / p.group_c;
     g.q_groups_r = g.hr / p.group_r;
   }
@@ -581,10 +582,11 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   }
   if (int4) {  // the threads' int4 code slots (16 bytes per piece)
     g.off_raw = off;
-    off += kThreads * (no / 8) * 16;
+    off += kThreads * (cs > 1 ? kRowsWideChunks : no / 8) * 16;
   }
   g.off_tiles = off;
-  off += std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt, cs));
+  // two bf16 tile stages; int4 with column splits one (the kernel's kOneStage)
+  off += std::max((int4 && cs > 1 ? 1 : 2) * g.tile_bytes, rows_merge_bytes(p, mt, cs));
   g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";

@@ -967,6 +967,8 @@ __global__ void __launch_bounds__(kThreads, (MT * NTW <= 8) ? 2 : 1)
 // barrier) into the other bf16 buffer, which the next tile's barrier publishes: one barrier per tile.
 // The bf16 ring (int4's last `window` positions) takes the bf16 path.
 constexpr int kRowsMaxChunks = 4;  // int4 16-byte pieces per thread per tile (64 (r_kv + h_kv R) / 32 / 256)
+// the same for the column-split instances (r_kv up to 512 with h_kv R up to 128: 1,280 pieces a tile)
+constexpr int kRowsWideChunks = 5;
 
 // The float16 scale and minimum of one int4 piece as loaded: with groups of 16, those of its first 16 values
 // (low half) and second 16 (high half), two groups, in one 32-bit load; else its one group's value in the low
@@ -1313,20 +1315,22 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // are all valid and of the warp's rows' modality skip the masks (rows_tile); with two modalities' bytes the
 // tile's barrier counts its image tokens (__syncthreads_count) to tell.
 // CS > 1: column splits (rows_tile): warp w is m-tile w % MT, column slice (w / MT) % CS, token part w / (MT CS);
-// bf16 only (int4's pieces per thread follow NO), generic sizes.
+// generic sizes. int4: kRowsWideChunks pieces a thread, and one bf16 stage (two do not fit beside the raw slots
+// at r_kv 512): a barrier before a tile is dequantized (or, over the ring, loaded) into it.
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
           int CS = 1>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
-  static_assert(CS == 1 || (!INT4 && RKV == 0 && GP == 0), "column splits: bf16, generic sizes");
+  static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: generic sizes");
+  constexpr bool kOneStage = CS > 1 && INT4;  // one bf16 tile buffer
   constexpr int TP = kWarps / (MT * CS);  // token parts
   constexpr int TW = kTile / TP;   // tokens per warp per tile
   constexpr int NS = TW / 8;       // score n-tiles per warp
   constexpr int MH = NMOD == 1 ? MT : MT / 2;
   constexpr int kRows = MT * 16;
-  constexpr int CH = NO / 8;       // int4 pieces per thread per tile
+  constexpr int CH = CS > 1 ? kRowsWideChunks : NO / 8;  // int4 pieces per thread per tile
   constexpr bool kMods = NMOD == 2 || MODCTA;  // tokens are kept or dropped by their modality
-  static_assert(NS % 2 == 0 && NO % 2 == 0 && CH <= kRowsMaxChunks, "rows kernel sizes");
+  static_assert(NS % 2 == 0 && NO % 2 == 0 && (CH <= kRowsMaxChunks || CS > 1), "rows kernel sizes");
   static_assert(NMOD == 1 || MT % 2 == 0, "two modalities need an even number of m-tiles");
   static_assert(!MODCTA || NMOD == 1, "modality CTAs hold one modality's rows");
   constexpr bool FT = GP > 0;  // full tiles unmasked (rows_tile)
@@ -1531,14 +1535,14 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // split's walk ran 4-14% slower where its accumulators were shared with the segment walks' loops)
   auto body = [&](auto split_pure_c) {
     constexpr bool SPLIT_PURE = decltype(split_pure_c)::value;
-    stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, 2, cta_mod);
+    stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, kOneStage ? 1 : 2, cta_mod);
     const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
     float o[NO][4];
 #pragma unroll
     for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * kLog2e;
-    auto tile_c = [&](int i) { return sbase + g.off_tiles + (i & 1) * g.tile_bytes; };
+    auto tile_c = [&](int i) { return sbase + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes; };
 
     // One walk over tiles from t, in order: PURE, tiles t, t + 1, ... before t_stop (all of the CTA's modality
     // only: the one-set kernel's tile); else the tiles next_tile gives up to t_end, stopping before a tile of a
@@ -1596,7 +1600,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           const uint8_t mod_next = (kTileMods && !rpure && more) ? fetch_mod(tn) : uint8_t(0);
           cp_async_wait<0>();
           const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
-          if (more) {
+          if (more && !kOneStage) {
             const uint32_t tb = tile_c(i + 1);
             load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
           }
@@ -1606,6 +1610,13 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
                                                                     mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
                                                                     mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
                                                                     cs, xch, xbar);
+          if constexpr (kOneStage) {  // the next tile into the one buffer once every warp is done with it
+            if (more) {
+              __syncthreads();
+              load_bf16_tile(p, g, b, tile_c(0), tile_c(0) + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+              cp_async_commit();
+            }
+          }
           if (kTileMods && !rpure && tid < kTile && more) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
           t = tn;
           if (!more) break;  // a pure run's end, or (kPureLoop) a long pure run next: the next walk's
@@ -1622,9 +1633,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
             fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
           cp_async_commit();
         };
-        auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2
+        auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2 (kOneStage: the one)
           cp_async_wait<0>();
-          unsigned char* ct = smem + g.off_tiles + (i & 1) * g.tile_bytes;
+          unsigned char* ct = smem + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes;
 #pragma unroll
           for (int k = 0; k < CH; ++k)
             store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
@@ -1644,6 +1655,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
                                                                     mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
                                                                     cs, xch, xbar);
           if (tn < t_end) {
+            if constexpr (kOneStage) __syncthreads();  // every warp is done with the one buffer
             dequant(i + 1);
             if (kTileMods && !rpure && tid < kTile) mods_sm[((i + 1) & 1) * kTile + tid] = mod_next;
           }
@@ -1757,9 +1769,9 @@ KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
 // specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their bf16
 // grouped-rows twins (nullptr where there is none).
-// cs: column splits (bf16, generic instances: 2 m-tiles, 32 output n-tiles per warp).
+// cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp).
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1);
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {
@@ -1787,13 +1799,11 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // specialized 2, bf16 one set or modality CTAs: the grouped-rows twin (GP 8: 7 heads per kv group,
 // kSpecGroupRows; full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 (H200, 2026-11-29); the int4
 // twins measured 1-6% slower and the unmasked ones without grouped rows no faster: not built.
-// cs 2: column splits, the bf16 generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
+// cs 2: column splits, the generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1) {
   if (cs != 1) {
-    if constexpr (!INT4) {
-      if (cs == 2 && mt == 2 && no == 32 && !specialized) return mla_decode_rows_kernel<NMOD, 2, 32, false, MODCTA, 0, 0, 0, 0, 2>;
-    }
+      if (cs == 2 && mt == 2 && no == 32 && !specialized) return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
     return nullptr;
   }
   if (specialized) {
