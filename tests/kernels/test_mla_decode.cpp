@@ -1177,6 +1177,13 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 512, 32, Mods::kText});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore, 28, 4, 512, 32, Mods::kText});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kAuto, 28, 4, 512, 32, Mods::kRuns, 0, 2304});
+    // and at small batches, where kAuto takes the modality CTAs for them (the joint layout does not fit)
+    for (int64_t b : {1, 2, 4, 8}) {
+      for (int64_t t : {4096, 32768}) {
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 28, 4, 512, 32, Mods::kText});
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCore, 28, 4, 512, 32, Mods::kText});
+      }
+    }
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
       for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});
       cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kRuns});
