@@ -185,6 +185,29 @@ TEST(CliPlot, BenchLinesAsStepsOrTokens) {
       EXPECT_FALSE(testing::path_exists(png + ".tmp")) << metric;
     }
   }
+  {  // --script: the same plot's gnuplot script, drawing to --out; shapes by context then batch, variants in the order
+     // of their first line (here not the lines' order, nor alphabetical)
+    testing::write_bytes(tmp.file("order.jsonl"), line("mla:128:bf16", 32768, 8, 10.4, "") +
+                                                      line("mla:32:bf16", 4096, 1, 5.8, "") +
+                                                      line("gqa", 32768, 8, 8.6, "") + line("mla:128:bf16", 4096, 1, 6.7, "") +
+                                                      line("gqa", 4096, 32, 7.0, ""));
+    const std::string png = tmp.file("order.png"), gp = tmp.file("order.gp");
+    testing::CliResult r = run_cli({"plot", "--bench", tmp.file("order.jsonl"), "--out", png, "--script", gp});
+    if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      const std::string script = testing::read_bytes(gp);
+      EXPECT_NE(script.find("set output \"" + png + "\""), std::string::npos) << script;
+      EXPECT_NE(script.find("shape \"mla:128:bf16\" \"mla:32:bf16\" \"gqa\"\n"), std::string::npos) << script;
+      const size_t a = script.find("\"4k x 1\""), b = script.find("\"4k x 32\""), c = script.find("\"32k x 8\"");
+      ASSERT_NE(a, std::string::npos);
+      EXPECT_TRUE(a < b && b < c) << script;
+      // 4k x 1: mla:128 6.7, mla:32 5.8, no gqa
+      EXPECT_NE(script.find("\"4k x 1\" 6.700000 5.800000 NaN"), std::string::npos) << script;
+      EXPECT_FALSE(testing::path_exists(gp + ".tmp"));
+    } else {
+      EXPECT_NE(r.exit_code, 0);
+    }
+  }
   auto refused = [&](const std::string& content, const std::vector<std::string>& extra, const std::string& says) {
     testing::write_bytes(tmp.file("bad.jsonl"), content);
     std::vector<std::string> args = {"plot", "--bench", tmp.file("bad.jsonl"), "--out", tmp.file("bad.png")};

@@ -15,6 +15,8 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
 #include "common.h"
 #include "core/error.h"
@@ -121,8 +123,11 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
   const bool tokens = metric == "tokens";
   std::ifstream in(path);
   VLM2MLA_CHECK(in.good(), IoError, "cannot read ", path);
-  std::map<std::string, std::map<std::string, double>> ms;  // variant -> shape -> ms/step (tokens: tokens/s)
-  std::vector<std::string> shapes;
+  // variant -> shape -> ms/step (tokens: tokens/s); the variants in the order of their first line, the shapes
+  // by context, then batch, then image (the order bench_mla.sh's grid or several files' lines came in is not)
+  std::map<std::string, std::map<std::string, double>> ms;
+  std::vector<std::string> variants;
+  std::vector<std::tuple<int64_t, int64_t, std::string, std::string>> shape_keys;  // context, batch, image, label
   std::string line;
   int64_t n = 0;
   while (std::getline(in, line)) {
@@ -145,10 +150,13 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
     VLM2MLA_CHECK(j.contains("variant") && j["variant"].is_string(), FormatError, path, ": line ", n,
                   ": 'variant' missing or not a string");
     const int64_t context = static_cast<int64_t>(number("context")), batch = static_cast<int64_t>(number("batch"));
-    std::string shape = std::to_string(context / 1024) + "k x " + std::to_string(batch);
-    if (r.contains("image") && r["image"].is_string() && !r["image"].get<std::string>().empty())
-      shape += "\n+" + r["image"].get<std::string>();  // on a second line of the tic label
-    if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
+    std::string shape = std::to_string(context / 1024) + "k x " + std::to_string(batch), image;
+    if (r.contains("image") && r["image"].is_string() && !r["image"].get<std::string>().empty()) {
+      image = r["image"].get<std::string>();
+      shape += "\n+" + image;  // on a second line of the tic label
+    }
+    const auto key = std::make_tuple(context, batch, image, shape);
+    if (std::find(shape_keys.begin(), shape_keys.end(), key) == shape_keys.end()) shape_keys.push_back(key);
     // The median step (steady state: a CUDA graph's warm-up and capture steps excluded) where recorded;
     // runs of several decode modes are told apart in the legend.
     const double step_ms =
@@ -157,16 +165,23 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
     if (j.contains("decode") && j["decode"].is_string() && j["decode"].get<std::string>() != "graph")
       variant += " (" + j["decode"].get<std::string>() + ")";
     VLM2MLA_CHECK(step_ms > 0, FormatError, path, ": line ", n, ": a decode step of ", step_ms, " ms");
+    if (!ms.count(variant)) variants.push_back(variant);
     ms[variant][shape] = tokens ? batch * 1000.0 / step_ms : step_ms;
   }
+  std::sort(shape_keys.begin(), shape_keys.end());
+  std::vector<std::string> shapes;
+  for (const auto& key : shape_keys) shapes.push_back(std::get<3>(key));
   VLM2MLA_CHECK(!ms.empty(), FormatError, path, ": no benchmark results (expected bench_mla.sh's JSON lines with "
                 "'variant' and 'result')");
   std::string data = "shape";
-  for (const auto& [v, _] : ms) data += " " + quote(v);
+  for (const auto& v : variants) data += " " + quote(v);
   data += "\n";
   for (const auto& shape : shapes) {
     data += quote(shape);
-    for (const auto& [v, per] : ms) data += " " + (per.count(shape) ? std::to_string(per.at(shape)) : std::string("NaN"));
+    for (const auto& v : variants) {
+      const auto& per = ms.at(v);
+      data += " " + (per.count(shape) ? std::to_string(per.at(shape)) : std::string("NaN"));
+    }
     data += "\n";
   }
   const bool two_line = std::any_of(shapes.begin(), shapes.end(),
@@ -190,7 +205,7 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
 void register_plot(CLI::App& app) {
   struct Args {
     std::vector<std::string> reports;
-    std::string bench, out, metric = "step";
+    std::string bench, out, metric = "step", script;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -200,6 +215,8 @@ void register_plot(CLI::App& app) {
   reports->excludes(bench);
   cmd->add_option("--metric", args->metric, "with --bench: step (ms per decode step) or tokens (decode tokens/s)")
       ->check(CLI::IsMember({"step", "tokens"}));
+  cmd->add_option("--script", args->script,
+                  "also write the gnuplot script (its data inline, drawing to --out) to this file, to restyle the plot");
   cmd->add_option("--out", args->out, "output .png")->required();
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->reports.empty() || !args->bench.empty(), ArgumentError,
@@ -208,6 +225,21 @@ void register_plot(CLI::App& app) {
                                                    : plot_bench(args->bench, args->out, args->metric);
     run_gnuplot(script, args->out);
     VLM2MLA_INFO("wrote ", args->out);
+    if (!args->script.empty()) {  // the same script drawing to --out itself (run_gnuplot's goes through a temp name)
+      std::string own = script;
+      const std::string tmp_out = "set output " + quote(args->out + ".tmp");
+      const size_t at = own.find(tmp_out);
+      if (at != std::string::npos) own.replace(at, tmp_out.size(), "set output " + quote(args->out));
+      const std::string tmp = args->script + ".tmp";
+      {
+        std::ofstream f(tmp);
+        f << own;
+        VLM2MLA_CHECK(f.good(), IoError, "cannot write ", tmp);
+      }
+      VLM2MLA_CHECK(::rename(tmp.c_str(), args->script.c_str()) == 0, IoError, "cannot rename ", tmp, " to ",
+                    args->script);
+      VLM2MLA_INFO("wrote ", args->script);
+    }
   });
 }
 
