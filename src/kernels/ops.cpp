@@ -240,6 +240,19 @@ bool model_decode_pure_splits() {
   return on.enabled();
 }
 
+int64_t model_decode_min_tiles() {
+  static const int64_t n = [] {
+    const char* env = std::getenv("VLM2MLA_DECODE_MIN_TILES");
+    if (env == nullptr || *env == '\0') return int64_t(0);
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    VLM2MLA_CHECK(*end == '\0' && v >= 0 && v <= (1 << 20), ArgumentError, "VLM2MLA_DECODE_MIN_TILES='", env,
+                  "': expected a whole number of 64-token tiles in [0, 2^20] (0: the plan's own)");
+    return int64_t(v);
+  }();
+  return n;
+}
+
 MlaDecodeVariant model_decode_variant() {
   static const MlaDecodeVariant v = [] {
     const char* env = std::getenv("VLM2MLA_DECODE_KERNEL");

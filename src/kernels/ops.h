@@ -53,6 +53,9 @@ bool model_decode_grouped_rows();
 // Whether modality CTAs whose keys are all of their modality skip the per-tile bookkeeping
 // (MlaDecodeInputs::pure_splits): on unless VLM2MLA_DECODE_PURE_SPLITS=0 (read once; EnvSwitch).
 bool model_decode_pure_splits();
+// The fewest 64-token tiles per split CTA in the models' decode steps (MlaDecodeInputs::min_tiles_per_split):
+// VLM2MLA_DECODE_MIN_TILES (read once; 0 or unset: the plan's own; else ArgumentError naming it).
+int64_t model_decode_min_tiles();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.

@@ -1197,6 +1197,13 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}})
       for (int64_t mt : {1, 2, 4, 8})
         cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCoreWarpRows, 28, 4, 128, 32, Mods::kText, mt});
+    // the same for the joint layout (kAuto's below 16 pairs) and one set (one tile a split by default)
+    for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}, {8, 32768}}) {
+      for (int64_t mt : {1, 2, 4, 8}) {
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 28, 4, 128, 32, Mods::kText, mt});
+        cfgs.push_back({f, 1, b, t, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRandom, mt});
+      }
+    }
   }
   // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv" (e.g.
   // "bf16/1/random/32/32768/auto/128") contains KEY (for a profiler run over one configuration)
