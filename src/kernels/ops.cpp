@@ -2,6 +2,7 @@
 
 #include <ATen/ExpandUtils.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -240,16 +241,19 @@ bool model_decode_pure_splits() {
   return on.enabled();
 }
 
+int64_t parse_decode_min_tiles(const char* value) {
+  if (value == nullptr || *value == '\0') return 0;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(value, &end, 10);
+  VLM2MLA_CHECK(end != value && *end == '\0' && errno == 0 && v >= 0 && v <= (1 << 20), ArgumentError,
+                "VLM2MLA_DECODE_MIN_TILES='", value,
+                "': expected a whole number of 64-token tiles in [0, 2^20] (0: the plan's own)");
+  return int64_t(v);
+}
+
 int64_t model_decode_min_tiles() {
-  static const int64_t n = [] {
-    const char* env = std::getenv("VLM2MLA_DECODE_MIN_TILES");
-    if (env == nullptr || *env == '\0') return int64_t(0);
-    char* end = nullptr;
-    const long v = std::strtol(env, &end, 10);
-    VLM2MLA_CHECK(*end == '\0' && v >= 0 && v <= (1 << 20), ArgumentError, "VLM2MLA_DECODE_MIN_TILES='", env,
-                  "': expected a whole number of 64-token tiles in [0, 2^20] (0: the plan's own)");
-    return int64_t(v);
-  }();
+  static const int64_t n = parse_decode_min_tiles(std::getenv("VLM2MLA_DECODE_MIN_TILES"));
   return n;
 }
 

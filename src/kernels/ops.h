@@ -56,6 +56,8 @@ bool model_decode_pure_splits();
 // The fewest 64-token tiles per split CTA in the models' decode steps (MlaDecodeInputs::min_tiles_per_split):
 // VLM2MLA_DECODE_MIN_TILES (read once; 0 or unset: the plan's own; else ArgumentError naming it).
 int64_t model_decode_min_tiles();
+// Its parse (nullptr or "": 0), exposed for tests.
+int64_t parse_decode_min_tiles(const char* value);
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.

@@ -328,6 +328,25 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
 
+// VLM2MLA_DECODE_MIN_TILES' parse: unset or empty is the plan's own (0); anything but a whole number in [0, 2^20]
+// is an error naming the variable and the value.
+TEST(MlaDecodeOps, MinTilesSettingParses) {
+  EXPECT_EQ(parse_decode_min_tiles(nullptr), 0);
+  EXPECT_EQ(parse_decode_min_tiles(""), 0);
+  EXPECT_EQ(parse_decode_min_tiles("0"), 0);
+  EXPECT_EQ(parse_decode_min_tiles("4"), 4);
+  EXPECT_EQ(parse_decode_min_tiles("1048576"), 1 << 20);
+  for (const char* bad : {"four", "4x", "-1", "1048577", " ", "99999999999999999999"}) {
+    try {
+      parse_decode_min_tiles(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const ArgumentError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("VLM2MLA_DECODE_MIN_TILES='" + std::string(bad) + "'"), std::string::npos) << what;
+    }
+  }
+}
+
 // take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.
 TEST(MlaDecodeOps, KernelsUsedAreRecordedOnceAndTaken) {
   take_mla_decode_kernels_used();
