@@ -216,7 +216,8 @@ void register_plot(CLI::App& app) {
   cmd->add_option("--metric", args->metric, "with --bench: step (ms per decode step) or tokens (decode tokens/s)")
       ->check(CLI::IsMember({"step", "tokens"}));
   cmd->add_option("--script", args->script,
-                  "also write the gnuplot script (its data inline, drawing to --out) to this file, to restyle the plot");
+                  "also write the gnuplot script (its data inline, drawing to --out) to this file, to restyle "
+                  "the plot");
   cmd->add_option("--out", args->out, "output .png")->required();
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->reports.empty() || !args->bench.empty(), ArgumentError,

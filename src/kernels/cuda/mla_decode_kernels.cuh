@@ -1095,7 +1095,7 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // tokens all valid and all of the warp's rows' modality, which the caller knows at the tile's barrier) no score
 // is masked, so the per-token checks and the masking selects are skipped; the scores, and so the results, are
 // bit for bit the masked path's.
-// CS > 1: column splits (wide latents, r_kv > 256, where 16 rows x r_kv of O do not fit one warp's registers):
+// CS > 1: column splits (wide latents, r_kv > 256, where 16 rows x r_kv of O do not fit a warp's registers):
 // the CS warps of a (m-tile, token part) group each hold O's columns [cs kc, (cs + 1) kc), kc = r_kv / CS, and
 // compute the scores' products over that slice of the latent (and every CS-th 16-wide k-step of the RoPE dims);
 // they add their partial scores through shared memory (xch, float4 [CS][NS][32] for the group, behind a named
@@ -1341,7 +1341,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
   const int mt = warp % MT, cs = (warp / MT) % CS, part = warp / (MT * CS), c0 = part * TW;
   // column splits: the group's partial scores (float4 [CS][NS][32]) and its named barrier
-  float4* const xch = CS > 1 ? reinterpret_cast<float4*>(smem + g.off_xch) + (mt + MT * part) * CS * NS * 32 : nullptr;
+  float4* const xch =
+      CS > 1 ? reinterpret_cast<float4*>(smem + g.off_xch) + (mt + MT * part) * CS * NS * 32 : nullptr;
   const int xbar = 1 + mt + MT * part;
   const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
   const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
@@ -1803,7 +1804,8 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 template <int NMOD, bool INT4, bool MODCTA = false>
 KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1) {
   if (cs != 1) {
-      if (cs == 2 && mt == 2 && no == 32 && !specialized) return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
+    if (cs == 2 && mt == 2 && no == 32 && !specialized)
+      return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
     return nullptr;
   }
   if (specialized) {
