@@ -179,6 +179,7 @@ const char* MlaDecodeLaunch::kernel() const {
 }
 int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ring_splits; }
 int MlaDecodeLaunch::column_splits() const { return impl_->plan.column_splits; }
+bool MlaDecodeLaunch::rope_scores() const { return impl_->plan.rope_scores; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 
 #else  // no CUDA kernels in this build
@@ -200,6 +201,7 @@ bool MlaDecodeLaunch::tensor_core() const { return false; }
 const char* MlaDecodeLaunch::kernel() const { return "none"; }
 int MlaDecodeLaunch::splits() const { return 0; }
 int MlaDecodeLaunch::column_splits() const { return 1; }
+bool MlaDecodeLaunch::rope_scores() const { return false; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
 
 #endif

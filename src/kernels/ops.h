@@ -78,6 +78,8 @@ class MlaDecodeLaunch {
   int splits() const;                 // split-KV CTAs per sequence and head block
   int column_splits() const;          // warp-rows kernel: warps sharing a row block's O columns (2 where r_kv >
                                       // 256), else 1
+  bool rope_scores() const;           // warp-rows kernel: the RoPE scores computed apart (a RoPE key too wide for
+                                      // its tiles, as MHA models')
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
 
  private:

@@ -832,10 +832,14 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   // 20 rows (two m-tiles, four token parts) with groups of 16 (two per 16-byte piece)
   // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24: column splits (int4: one bf16 stage), modality
   // CTAs for two sets (the joint layout's 4 m-tiles do not take them)
+  // MHA (LLaVA-1.5 converted with d_kv 16 and 8: h_kv = h_q = 32, R 32): a RoPE key of 1,024 values a token, too
+  // wide for the tiles: its scores computed apart (bf16)
   for (const Shape& sh : {Shape{40, 8, 64, 16, 32, 32}, Shape{28, 4, 256, 32, 64, 64}, Shape{20, 4, 64, 24, 32, 16},
-                          Shape{32, 8, 128, 16, 32, 32}, Shape{28, 4, 512, 32, 64, 64}, Shape{20, 4, 384, 24, 32, 32}}) {
-    const bool wide = sh.r_kv > 256;
+                          Shape{32, 8, 128, 16, 32, 32}, Shape{28, 4, 512, 32, 64, 64}, Shape{20, 4, 384, 24, 32, 32},
+                          Shape{32, 32, 512, 32, 64, 64}, Shape{32, 32, 256, 32, 64, 64}}) {
+    const bool wide = sh.r_kv > 256, mha = sh.h_kv == sh.h_q;
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+      if (mha && f == MlaCacheFormat::kInt4) continue;
       for (int64_t n_mod : {1, 2}) {
         Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
         c.format = f;
@@ -851,7 +855,12 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
         c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
         c.seed = 900 + seed++;
         check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
-        if (n_mod == 2 && !wide) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
+        if (n_mod == 2 && !wide && !mha) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
+        {  // the RoPE scores computed apart exactly where the RoPE key's tile does not fit
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+          EXPECT_EQ(MlaDecodeLaunch(in).rope_scores(), mha) << c.str();
+        }
         if (wide) {  // the plan: two column splits; kAuto takes them too, with modality CTAs at one sequence
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kAuto;
@@ -1211,6 +1220,9 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kGeneric});
     cfgs.push_back({f, 1, 8, 16384, MlaDecodeVariant::kAuto, 28, 4, 512, 32});  // wide latent (d_kv 128)
     cfgs.push_back({f, 1, 8, 4096, MlaDecodeVariant::kAuto, 32, 32, 512, 16});  // MHA (LLaVA-like)
+    // LLaVA-1.5-7B converted with d_kv 16 (r_kv 512, R 32: a RoPE key of 1,024 values): two sets over text
+    for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}, {32, 32768}})
+      cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, 512, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less
     // parallelism); two sets, all text (a converted model decoding text)
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}})

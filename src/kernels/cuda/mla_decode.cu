@@ -157,6 +157,50 @@ __global__ void __launch_bounds__(kGenericThreads)
   }
 }
 
+// ---- external RoPE scores (warp-rows kernel, Geom::rope_ext) ---------------------------------------------
+// q_r . k_r for every key of a sequence and every head, in float32 from the bf16 keys: CTA (x, b) takes tiles
+// x, x + gridDim.x, ... of sequence b's tiles (64 positions from its first tile's first position), a thread per
+// (token, head) with the heads of a token adjacent (the token's RoPE key row read by neighbouring threads, the
+// scores written contiguously); positions outside [lo, hi) get 0 (the kernel masks them). The queries in shared
+// memory as float32: [h_q][d_rope].
+constexpr int kRopeScoreThreads = 256;
+__global__ void __launch_bounds__(kRopeScoreThreads)
+    mla_rope_scores_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  extern __shared__ float q_sm[];
+  const int b = blockIdx.y;
+  for (int i = threadIdx.x; i < p.h_q * p.d_rope; i += blockDim.x) {
+    const int h = i / p.d_rope, d = i - h * p.d_rope;
+    q_sm[i] = load_q(p.qr, p.q_bf16, qr_offset(p, b, h) + d);
+  }
+  __syncthreads();
+  const SeqRange sr = seq_range(p, b);
+  if (sr.hi <= sr.lo) return;
+  const int base = sr.lo & ~(kTile - 1), tiles = (sr.hi - 1) / kTile - sr.lo / kTile + 1;
+  const int gsize = p.h_q / p.h_kv;
+  const uint16_t* keys = reinterpret_cast<const uint16_t*>(p.k_rope) + int64_t(b) * p.t_cap * g.hr;
+  float* out = p.workspace + g.off_rope_ws + int64_t(b) * g.rope_ws_tokens * p.h_q;
+  for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+    for (int idx = threadIdx.x; idx < kTile * p.h_q; idx += blockDim.x) {
+      const int i = idx / p.h_q, h = idx - i * p.h_q, j = base + t * kTile + i;
+      float s = 0.f;
+      if (j >= sr.lo && j < sr.hi) {
+        const uint4* k = reinterpret_cast<const uint4*>(keys + int64_t(j) * g.hr + (h / gsize) * p.d_rope);
+        const float* q = q_sm + h * p.d_rope;
+        for (int d8 = 0; d8 < p.d_rope / 8; ++d8) {  // 8 bf16 values per 16-byte load (d_rope % 8 == 0)
+          const uint4 v = k[d8];
+          const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s += q[8 * d8 + 2 * e] * bf16_bits_to_float(uint16_t(w[e] & 0xffffu));
+            s += q[8 * d8 + 2 * e + 1] * bf16_bits_to_float(uint16_t(w[e] >> 16));
+          }
+        }
+      }
+      out[int64_t(t * kTile + i) * p.h_q + h] = s;
+    }
+  }
+}
+
 // ---- combine -----------------------------------------------------------------------------------------
 // One CTA per (head, sequence): weights 2^(m_s - M) per split, then acc and mass normalized by the total.
 __device__ __forceinline__ float block_sum(float v, float* red) {
@@ -587,6 +631,14 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   g.off_tiles = off;
   // two bf16 tile stages; int4 with column splits one (the kernel's kOneStage)
   off += std::max((int4 && cs > 1 ? 1 : 2) * g.tile_bytes, rows_merge_bytes(p, mt, cs));
+  if (off > dev.smem_optin && !int4 && no == 32) {
+    // a bf16 RoPE key too wide for the tiles (MHA models: h_kv * d_rope = h_q R): its scores computed apart
+    // (mla_rope_scores_kernel, into the workspace), the tiles the latent's alone; in the instances for r_kv > 128
+    // (32 output n-tiles a warp), where the kernel has that path
+    g.rope_ext = 1;
+    g.tile_bytes = kTile * g.c_stride;
+    off = g.off_tiles + std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt, cs));
+  }
   g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";
@@ -699,6 +751,12 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   g.tiles_per_split = plan.tiles_per_split;
   g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
   plan.workspace_floats = workspace_floats_for(p, g.total_splits);
+  if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
+    plan.rope_scores = true;
+    g.off_rope_ws = round4(plan.workspace_floats);
+    g.rope_ws_tokens = (p.t_cap + kTile - 1) / kTile * kTile + kTile;
+    plan.workspace_floats = g.off_rope_ws + int64_t(p.b) * g.rope_ws_tokens * p.h_q;
+  }
   return fp;
 }
 
@@ -724,6 +782,12 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
                 "mla_decode: the workspace must be 16-byte aligned");
   const int total = fp.geom.total_splits;
   VLM2MLA_CHECK(total <= 65535 && params.b <= 65535, ArgumentError, "mla_decode: too many splits or sequences");
+  if (fp.geom.rope_ext) {
+    const dim3 grid(std::max(1, std::min(max_tiles(params.max_length), 1024)), params.b);
+    mla_rope_scores_kernel<<<grid, kRopeScoreThreads, size_t(params.h_q) * params.d_rope * 4, stream>>>(params,
+                                                                                                       fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the RoPE scores kernel");
+  }
   if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);
     fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);

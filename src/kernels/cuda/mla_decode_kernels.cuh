@@ -90,6 +90,14 @@ struct Geom {
                        // uint32 [kWarps], which lie in long pure runs, then uint8 [3][kThreads], the scan's
                        // flags (a key of the CTA's modality, of the other, a long pure run starts)
   int off_xch = 0;     // warp-rows kernel, column splits: float4 [kWarps][NS][32], the warps' partial scores
+  // warp-rows kernel over bf16, external RoPE scores (where the RoPE key's tile does not fit shared memory, as
+  // h_kv * d_rope = 1,024 of MHA models): mla_rope_scores_kernel writes q_r . k_r of every (token, head) into
+  // the workspace from float offset off_rope_ws, [b][rope_ws_tokens][h_q] (a sequence's tokens from its first
+  // tile's first position); the tiles hold the latent only, and the warps add those scores instead of the
+  // RoPE product.
+  int rope_ext = 0;
+  int64_t off_rope_ws = 0;
+  int rope_ws_tokens = 0;
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
@@ -292,6 +300,7 @@ __device__ __forceinline__ void row_to_head(int row, int head0, int& mod, int& h
 
 struct RowInfo {
   int grp[2];      // RoPE group of the thread's rows gid, gid + 8 (-1: padding row)
+  int head[2];     // their heads (-1: padding row)
   float bias[2];   // qb of those rows
   int g_lo, g_hi;  // groups spanned by the m-tile (uniform); g_lo > g_hi for an empty tile
 };
@@ -346,14 +355,16 @@ __device__ __forceinline__ void load_bf16_rows_interior(const uint16_t* base, in
 
 __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
                                                uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
-  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && g.c_row_shift >= 0 && g.k_row_shift >= 0) {
+  // (external RoPE scores, g.rope_ext: the latent alone)
+  if (!ring && tok0 >= vlo && tok0 + kTile <= vhi && g.c_row_shift >= 0 && (g.rope_ext || g.k_row_shift >= 0)) {
     load_bf16_rows_interior(p.latent, b, p.t_cap, p.r_kv, g.c_row_shift, ctile, g.c_stride, tok0);
-    load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, g.k_row_shift, ktile, g.k_stride, tok0);
+    if (!g.rope_ext) load_bf16_rows_interior(p.k_rope, b, p.t_cap, g.hr, g.k_row_shift, ktile, g.k_stride, tok0);
     return;
   }
   const int rows = ring ? p.window : p.t_cap;
   load_bf16_rows(ring ? p.latent_win : p.latent, b, rows, p.r_kv, ctile, g.c_stride, tok0, vlo, vhi, ring);
-  load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
+  if (!g.rope_ext)
+    load_bf16_rows(ring ? p.k_rope_win : p.k_rope, b, rows, g.hr, ktile, g.k_stride, tok0, vlo, vhi, ring);
 }
 
 // Flat copy of one raw int4 array's 64-token block: row_bytes per token, in `chunk`-byte pieces (the
@@ -478,7 +489,7 @@ __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Ge
     }
     *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
   }
-  for (int idx = tid; idx < stages * kTile; idx += blockDim.x) {
+  for (int idx = tid; idx < (g.rope_ext ? 0 : stages) * kTile; idx += blockDim.x) {  // (no RoPE tile: none)
     const int st = idx / kTile, t = idx - st * kTile;
     *reinterpret_cast<uint4*>(smem + g.off_tiles + st * g.tile_bytes + kTile * g.c_stride + t * g.k_stride +
                               g.hr * 2) = make_uint4(0, 0, 0, 0);
@@ -497,6 +508,7 @@ __device__ __forceinline__ RowInfo row_info(const MlaDecodeParams& p, int b, int
     int mod, head;
     row_to_head<NMOD, MT, GP>(mt * 16 + gid + 8 * h, head0, mod, head, mod1);
     ri.grp[h] = head < p.h_q ? head / gsize : -1;
+    ri.head[h] = head < p.h_q ? head : -1;
     ri.bias[h] = head < p.h_q ? load_qb(p, mod, b, head) : 0.f;
   }
   const int mh = NMOD == 1 ? mt : mt % (MT / 2);  // the m-tile among its modality's
@@ -1102,12 +1114,17 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // barrier `bar` of the group's 32 CS threads) in warp order, so each holds the same scores, maxima and P, and
 // no product is computed twice. xch is written once per tile: the tile's __syncthreads orders a tile's reads
 // before the next tile's writes.
+// rsc (external RoPE scores, g.rope_ext): the tile's q_r . k_r per token and head, [64][h_q] floats from the
+// tile's first token; the first warp of a column-split group adds them where the RoPE product would be. Built
+// into the generic instances with 32 output n-tiles a warp only (r_kv > 128: the host takes it for those), so
+// that the others' registers stay as they were.
 template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0, int CS = 1>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
                                           float (&o)[NO][4], float (&m_run)[2], float (&l)[2], bool full = false,
-                                          int cs = 0, float4* xch = nullptr, int bar = 0) {
+                                          int cs = 0, float4* xch = nullptr, int bar = 0,
+                                          const float* rsc = nullptr) {
   static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: the generic instances only");
   constexpr bool FT = GP > 0;  // full tiles unmasked
@@ -1144,7 +1161,20 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   float s[NS][4];
 #pragma unroll
   for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-  {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
+  if (RKV == 0 && NO == 32 && rsc != nullptr) {  // external RoPE scores (warp-uniform; those instances only)
+    if (cs == 0) {
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float* r = rsc + (c0 + 8 * n + 2 * tig + e) * p.h_q;
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            if (ri.head[h] >= 0) s[n][2 * h + e] += r[ri.head[h]];
+        }
+      }
+    }
+  } else {  // RoPE: the block-diagonal query (rows of other groups masked) against each spanned group's keys
     const uint32_t a_addr = sbase + g.off_qrope + (mt * 16 + (lane & 15)) * qr_stride() + (lane >> 4) * 16;
     const uint32_t b_addr = ktile + (c0 + (lane & 7) + (lane >> 4) * 8) * k_stride() + ((lane >> 3) & 1) * 16;
     for (int kr = 16 * cs; kr < rope_pad(); kr += 16 * CS) {
@@ -1607,10 +1637,15 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           }
           cp_async_commit();
           const uint32_t tb = tile_c(i);
+          // external RoPE scores: the tile's, from the sequence's first tile (bf16 store, no ring)
+          const float* rsc = nullptr;
+          if (!INT4 && RKV == 0 && NO == 32 && g.rope_ext)
+            rsc = p.workspace + g.off_rope_ws +
+                  (int64_t(b) * g.rope_ws_tokens + t * kTile - (vlo & ~(kTile - 1))) * p.h_q;
           rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                                     mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
                                                                     mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
-                                                                    cs, xch, xbar);
+                                                                    cs, xch, xbar, rsc);
           if constexpr (kOneStage) {  // the next tile into the one buffer once every warp is done with it
             if (more) {
               __syncthreads();
