@@ -113,7 +113,8 @@ struct MlaDecodeParams {
   int64_t acc_stride[3] = {0, 0, 0};   // mod, b, h
   int64_t mass_stride[3] = {0, 0, 0};  // mod, b, h
 
-  // scratch for the split-KV partials: at least mla_decode_workspace_floats(params) floats, 16-byte aligned
+  // scratch for the split-KV partials (and the RoPE scores where the warp-rows kernel computes them apart:
+  // MlaDecodePlan::rope_scores): at least mla_decode_workspace_floats(params) floats, 16-byte aligned
   float* workspace = nullptr;
   int64_t workspace_floats = 0;
 };
