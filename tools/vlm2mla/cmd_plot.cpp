@@ -41,12 +41,17 @@ std::string quote(const std::string& s) {
   return out + "\"";
 }
 
-// Runs gnuplot on `script`, which draws to `tmp_png`; renames it to `out`.
+// A plot's script (png_header's and its plot) drawing to `png`: the terminal, then the output.
+std::string drawing_to(const std::string& script, const std::string& png) {
+  return "set terminal pngcairo size 1000,600 font 'Sans,11'\nset output " + quote(png) + "\n" + script;
+}
+
+// Runs gnuplot on `script` drawing to `out`.tmp; renames that to `out`.
 void run_gnuplot(const std::string& script, const std::string& out) {
   const std::string dir = fs::temp_directory() + "/vlm2mla-plot-" + std::to_string(::getpid());
   fs::create_directories(dir);
   const std::string gp = dir + "/plot.gp";
-  { std::ofstream(gp) << script; }
+  { std::ofstream(gp) << drawing_to(script, out + ".tmp"); }
   const std::string cmd = "gnuplot " + quote(gp) + " 2>" + quote(dir + "/gnuplot.err");
   const int rc = std::system(cmd.c_str());
   std::string err;
@@ -63,9 +68,9 @@ void run_gnuplot(const std::string& script, const std::string& out) {
                 "gnuplot wrote no image to ", out, ".tmp");
 }
 
-std::string png_header(const std::string& out, const std::string& title) {
-  return "set terminal pngcairo size 1000,600 font 'Sans,11'\nset output " + quote(out + ".tmp") +
-         "\nset title " + quote(title) + " noenhanced\nset grid\nset key outside right noenhanced\nset yrange [0:*]\n";
+// The plots' common settings (drawing_to puts the terminal and the output before them).
+std::string png_header(const std::string& title) {
+  return "set title " + quote(title) + " noenhanced\nset grid\nset key outside right noenhanced\nset yrange [0:*]\n";
 }
 
 // One report: {layer -> error} per modality, and a label.
@@ -99,7 +104,7 @@ std::vector<Series> report_series(const std::string& path) {
   return out;
 }
 
-std::string plot_reports(const std::vector<std::string>& paths, const std::string& out) {
+std::string plot_reports(const std::vector<std::string>& paths) {
   std::string data, plots;
   int index = 0;
   int64_t layers = 0;
@@ -114,12 +119,12 @@ std::string plot_reports(const std::vector<std::string>& paths, const std::strin
                " with linespoints title " + quote(s.label);
     }
   }
-  return png_header(out, "activation error ||(W - W')X^T|| / ||W X^T|| per layer") +
+  return png_header("activation error ||(W - W')X^T|| / ||W X^T|| per layer") +
          (layers <= 40 ? "set xtics 1\n" : "") +
          "set xlabel 'layer'\nset ylabel 'relative activation error'\n$data << EOD\n" + data + "EOD\nplot " + plots + "\n";
 }
 
-std::string plot_bench(const std::string& path, const std::string& out, const std::string& metric) {
+std::string plot_bench(const std::string& path, const std::string& metric) {
   const bool tokens = metric == "tokens";
   std::ifstream in(path);
   VLM2MLA_CHECK(in.good(), IoError, "cannot read ", path);
@@ -190,7 +195,7 @@ std::string plot_bench(const std::string& path, const std::string& out, const st
   for (size_t i = 0; i < ms.size(); ++i) {
     plots += std::string(i ? ", " : "") + "$data using " + std::to_string(i + 2) + ":xtic(1) title columnheader";
   }
-  return png_header(out, tokens ? "decode tokens/s (batch / median step; higher is better)"
+  return png_header(tokens ? "decode tokens/s (batch / median step; higher is better)"
                                  : "decode time per step (median step; lower is better)") +
          "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n" +
          (two_line ? "set bmargin 6\nset xtics offset 0,-0.3\n" : "") +
@@ -222,23 +227,12 @@ void register_plot(CLI::App& app) {
   cmd->callback([args]() {
     VLM2MLA_CHECK(!args->reports.empty() || !args->bench.empty(), ArgumentError,
                   "plot: give --report FILE... or --bench FILE");
-    const std::string script = args->bench.empty() ? plot_reports(args->reports, args->out)
-                                                   : plot_bench(args->bench, args->out, args->metric);
+    const std::string script =
+        args->bench.empty() ? plot_reports(args->reports) : plot_bench(args->bench, args->metric);
     run_gnuplot(script, args->out);
     VLM2MLA_INFO("wrote ", args->out);
-    if (!args->script.empty()) {  // the same script drawing to --out itself (run_gnuplot's goes through a temp name)
-      std::string own = script;
-      const std::string tmp_out = "set output " + quote(args->out + ".tmp");
-      const size_t at = own.find(tmp_out);
-      if (at != std::string::npos) own.replace(at, tmp_out.size(), "set output " + quote(args->out));
-      const std::string tmp = args->script + ".tmp";
-      {
-        std::ofstream f(tmp);
-        f << own;
-        VLM2MLA_CHECK(f.good(), IoError, "cannot write ", tmp);
-      }
-      VLM2MLA_CHECK(::rename(tmp.c_str(), args->script.c_str()) == 0, IoError, "cannot rename ", tmp, " to ",
-                    args->script);
+    if (!args->script.empty()) {  // the same script drawing to --out itself
+      io::write_file_atomic(args->script, drawing_to(script, args->out));
       VLM2MLA_INFO("wrote ", args->script);
     }
   });

@@ -395,16 +395,11 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (its
 // grouped-rows twin only over a bf16 cache and where h_q is kSpecHeadsPerGroup heads per kv group, else the
 // masked one). `specialized`: the level taken (0: the generic instance).
-// cs: column splits (rows_geometry), the generic instances only.
+// cs: column splits (rows_geometry: r_kv > 256, so never the sizes of the specialized instances).
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, int& specialized) {
-  if (cs != 1) {
-    specialized = 0;
-    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, 0, cs)
-                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, 0, cs);
-  }
   auto get = [&](int spec) {
-    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec)
-                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec);
+    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec, cs)
+                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs);
   };
   const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
   const bool grouped = p.format == MlaCacheFormat::kBf16 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
