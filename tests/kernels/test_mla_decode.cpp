@@ -833,13 +833,17 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24: column splits (int4: one bf16 stage), modality
   // CTAs for two sets (the joint layout's 4 m-tiles do not take them)
   // MHA (LLaVA-1.5 converted with d_kv 16 and 8: h_kv = h_q = 32, R 32): a RoPE key of 1,024 values a token, too
-  // wide for the tiles: its scores computed apart (bf16)
+  // wide for the tiles (bf16) and for a thread's int4 pieces: its scores computed apart (int4: from the quantized
+  // store and the ring; groups of 32 and 16 too); r_kv 512 with d_rope 64 (int4: 1,536 pieces a tile) the same way
   for (const Shape& sh : {Shape{40, 8, 64, 16, 32, 32}, Shape{28, 4, 256, 32, 64, 64}, Shape{20, 4, 64, 24, 32, 16},
                           Shape{32, 8, 128, 16, 32, 32}, Shape{28, 4, 512, 32, 64, 64}, Shape{20, 4, 384, 24, 32, 32},
-                          Shape{32, 32, 512, 32, 64, 64}, Shape{32, 32, 256, 32, 64, 64}}) {
+                          Shape{32, 32, 512, 32, 64, 64}, Shape{32, 32, 256, 32, 64, 64},
+                          Shape{32, 32, 256, 32, 32, 16}, Shape{28, 4, 512, 64, 64, 64}}) {
     const bool wide = sh.r_kv > 256, mha = sh.h_kv == sh.h_q;
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-      if (mha && f == MlaCacheFormat::kInt4) continue;
+      // the RoPE key too wide for the tiles: MHA; r_kv 512 with h_kv d_rope 256 (bf16: 256 KB of shared memory;
+      // int4: 1,536 pieces a tile, more than 5 a thread)
+      const bool ext = mha || (sh.r_kv == 512 && sh.h_kv * sh.d_rope == 256);
       for (int64_t n_mod : {1, 2}) {
         Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
         c.format = f;
@@ -859,7 +863,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
         {  // the RoPE scores computed apart exactly where the RoPE key's tile does not fit
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
-          EXPECT_EQ(MlaDecodeLaunch(in).rope_scores(), mha) << c.str();
+          EXPECT_EQ(MlaDecodeLaunch(in).rope_scores(), ext) << c.str();
         }
         if (wide) {  // the plan: two column splits; kAuto takes them too, with modality CTAs at one sequence
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
@@ -900,8 +904,9 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   for (int which = 0; which < 8; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
     const char* want = "r_kv > 256";
-    if (which == 0) {  // int4 column splits: 2 (r_kv + h_kv d_rope) pieces a tile, at most 5 a thread
-      bad.r_kv = 512;
+    if (which == 0) {  // int4, r_kv <= 128: 2 (r_kv + h_kv d_rope) pieces a tile, at most 2 a thread (the
+                       // instances without the external RoPE scores)
+      bad.r_kv = 128;
       bad.d_rope = 64;
       want = "too many int4 pieces per thread";
     }
@@ -1228,8 +1233,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       }
     }
   }
-  // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv" (e.g.
-  // "bf16/1/random/32/32768/auto/128") contains KEY (for a profiler run over one configuration)
+  // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv/h_q" (e.g.
+  // "bf16/1/random/32/32768/auto/128/28") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
     const char* mod_names[] = {"random", "runs", "text", "image"};
     const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint"};
@@ -1238,7 +1243,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +
                               std::to_string(cfg.n_mod) + "/" + mod_names[int(cfg.mods)] + "/" + std::to_string(cfg.b) +
                               "/" + std::to_string(cfg.t) + "/" + variant_names[int(cfg.v)] + "/" +
-                              std::to_string(cfg.r_kv);
+                              std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.h_q);
       if (key.find(only) != std::string::npos) kept.push_back(cfg);
     }
     cfgs = kept;

@@ -158,11 +158,14 @@ __global__ void __launch_bounds__(kGenericThreads)
 }
 
 // ---- external RoPE scores (warp-rows kernel, Geom::rope_ext) ---------------------------------------------
-// q_r . k_r for every key of a sequence and every head, in float32 from the bf16 keys: CTA (x, b) takes tiles
-// x, x + gridDim.x, ... of sequence b's tiles (64 positions from its first tile's first position), a thread per
-// (token, head) with the heads of a token adjacent (the token's RoPE key row read by neighbouring threads, the
-// scores written contiguously); positions outside [lo, hi) get 0 (the kernel masks them). The queries in shared
-// memory as float32: [h_q][d_rope].
+// q_r . k_r for every key of a sequence and every head, in float32: CTA (x, b) takes tiles x, x + gridDim.x, ...
+// of sequence b's tiles (64 positions from its first tile's first position), a thread per (token, head) with the
+// heads of a token adjacent (the token's RoPE key row read by neighbouring threads, the scores written
+// contiguously); positions outside [lo, hi) get 0 (the kernel masks them). The keys: the bf16 store's; int4:
+// the quantized positions [lo, qlen) dequantized as dequant_rows does (code * scale + minimum in float32,
+// rounded to bf16), the rest from the bf16 ring (row j % window). The queries in shared memory as float32,
+// [d_rope][h_q]: a warp's threads (neighbouring heads) read neighbouring words, where [h_q][d_rope] put every
+// head of a 32-head warp on one bank (a 32-way conflict on each of the d_rope reads).
 constexpr int kRopeScoreThreads = 256;
 __global__ void __launch_bounds__(kRopeScoreThreads)
     mla_rope_scores_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
@@ -170,29 +173,49 @@ __global__ void __launch_bounds__(kRopeScoreThreads)
   const int b = blockIdx.y;
   for (int i = threadIdx.x; i < p.h_q * p.d_rope; i += blockDim.x) {
     const int h = i / p.d_rope, d = i - h * p.d_rope;
-    q_sm[i] = load_q(p.qr, p.q_bf16, qr_offset(p, b, h) + d);
+    q_sm[d * p.h_q + h] = load_q(p.qr, p.q_bf16, qr_offset(p, b, h) + d);
   }
   __syncthreads();
   const SeqRange sr = seq_range(p, b);
   if (sr.hi <= sr.lo) return;
   const int base = sr.lo & ~(kTile - 1), tiles = (sr.hi - 1) / kTile - sr.lo / kTile + 1;
-  const int gsize = p.h_q / p.h_kv;
-  const uint16_t* keys = reinterpret_cast<const uint16_t*>(p.k_rope) + int64_t(b) * p.t_cap * g.hr;
+  const int gsize = p.h_q / p.h_kv, hq = p.h_q;
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  const int ng = int4 ? g.hr / p.group_r : 0;  // quantization groups per RoPE-key row
   float* out = p.workspace + g.off_rope_ws + int64_t(b) * g.rope_ws_tokens * p.h_q;
   for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
     for (int idx = threadIdx.x; idx < kTile * p.h_q; idx += blockDim.x) {
       const int i = idx / p.h_q, h = idx - i * p.h_q, j = base + t * kTile + i;
+      const float* q = q_sm + h;  // q[d * h_q]: dim d of head h
+      const int col = (h / gsize) * p.d_rope;  // the head's kv group's first dim in the row
       float s = 0.f;
-      if (j >= sr.lo && j < sr.hi) {
-        const uint4* k = reinterpret_cast<const uint4*>(keys + int64_t(j) * g.hr + (h / gsize) * p.d_rope);
-        const float* q = q_sm + h * p.d_rope;
+      if (j >= sr.lo && j < sr.hi && int4 && j < sr.qlen) {  // quantized: 8 codes (4 bytes) at a time
+        const int64_t row = int64_t(b) * p.t_cap + j;
+        const uint32_t* codes = reinterpret_cast<const uint32_t*>(p.k_rope_q + row * (g.hr / 2) + col / 2);
+        const uint16_t* sc = p.k_rope_scale + row * ng;
+        const uint16_t* lo = p.k_rope_lo + row * ng;
+        for (int d8 = 0; d8 < p.d_rope / 8; ++d8) {  // (g.hr % 32 == 0 and d_rope % 8 == 0: aligned words)
+          const uint32_t w = codes[d8];
+          const int gi = (col + 8 * d8) / p.group_r;  // groups are multiples of 8 (rows_geometry)
+          const float scale = half_bits_to_float(sc[gi]), mn = half_bits_to_float(lo[gi]);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const float x = fmaf(__uint_as_float(((w >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, scale, mn);
+            s += q[(8 * d8 + e) * hq] * __bfloat162float(__float2bfloat16_rn(x));
+          }
+        }
+      } else if (j >= sr.lo && j < sr.hi) {  // bf16: the store, or (int4) the ring
+        const bool ring = int4;
+        const uint16_t* keys = reinterpret_cast<const uint16_t*>(ring ? p.k_rope_win : p.k_rope);
+        const int64_t row = int64_t(b) * (ring ? p.window : p.t_cap) + (ring ? j % p.window : j);
+        const uint4* k = reinterpret_cast<const uint4*>(keys + row * g.hr + col);
         for (int d8 = 0; d8 < p.d_rope / 8; ++d8) {  // 8 bf16 values per 16-byte load (d_rope % 8 == 0)
           const uint4 v = k[d8];
           const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            s += q[8 * d8 + 2 * e] * bf16_bits_to_float(uint16_t(w[e] & 0xffffu));
-            s += q[8 * d8 + 2 * e + 1] * bf16_bits_to_float(uint16_t(w[e] >> 16));
+            s += q[(8 * d8 + 2 * e) * hq] * bf16_bits_to_float(uint16_t(w[e] & 0xffffu));
+            s += q[(8 * d8 + 2 * e + 1) * hq] * bf16_bits_to_float(uint16_t(w[e] >> 16));
           }
         }
       }
@@ -395,11 +418,13 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (its
 // grouped-rows twin only over a bf16 cache and where h_q is kSpecHeadsPerGroup heads per kv group, else the
 // masked one). `specialized`: the level taken (0: the generic instance).
-// cs: column splits (rows_geometry: r_kv > 256, so never the sizes of the specialized instances).
-KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, int& specialized) {
+// cs: column splits (rows_geometry: r_kv > 256, so never the sizes of the specialized instances); ext: the
+// external RoPE scores (Geom::rope_ext; r_kv > 128, never those sizes either).
+KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, bool ext,
+                     int& specialized) {
   auto get = [&](int spec) {
-    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec, cs)
-                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs);
+    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec, cs, ext)
+                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs, ext);
   };
   const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
   const bool grouped = p.format == MlaCacheFormat::kBf16 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
@@ -574,10 +599,14 @@ int rows_m_tiles(int rows) { return rows <= 32 ? 2 : 4; }
 // Why the warp-rows kernel cannot take these sizes ("" if it can); fills the geometry when it can.
 // modality_ctas: one modality's rows per CTA (two-set models), else both modalities' rows in each CTA.
 // cs: its column splits (2 for r_kv > 256: O's 16 rows x r_kv over two warps, which add their partial scores).
-std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
-                          int& no, int& cs) {
+// rope_ext: the RoPE scores computed apart (Geom::rope_ext), the tiles (and the int4 pieces) the latent's alone.
+std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, bool rope_ext,
+                               Geom& g, int& mt, int& no, int& cs) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
+  g = Geom{};
   g.hr = p.h_kv * p.d_rope;
+  g.rope_ext = rope_ext ? 1 : 0;
+  const int hr_tiled = rope_ext ? 0 : g.hr;  // the RoPE values a token in the tiles
   if (p.r_kv % 16 != 0) return "r_kv is not a multiple of 16";
   cs = p.r_kv > 256 ? 2 : 1;
   if (p.r_kv > 512) return "r_kv > 512 (the O accumulators of 16 rows x r_kv / 2 live in one warp's registers)";
@@ -603,7 +632,8 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
     if (p.group_r == 16 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))
       return "k_rope_scale/k_rope_lo are not 4-byte aligned (groups of 16 load two scales at once)";
     const int chunks = cs > 1 ? kRowsWideChunks : no / 8;
-    if (2 * (p.r_kv + g.hr) > kThreads * chunks) return "too many int4 pieces per thread (h_kv*d_rope too wide)";
+    if (2 * (p.r_kv + hr_tiled) > kThreads * chunks)
+      return "too many int4 pieces per thread (h_kv*d_rope too wide)";
     g.q_groups_c = p.r_kv / p.group_c;
     g.q_groups_r = g.hr / p.group_r;
   }
@@ -624,19 +654,38 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
     off += kThreads * (cs > 1 ? kRowsWideChunks : no / 8) * 16;
   }
   g.off_tiles = off;
+  if (rope_ext) {  // the instances with that path: one modality's rows (one set or modality CTAs), 2 m-tiles
+    if (p.n_mod == 2 && !modality_ctas) return "external RoPE scores in the joint layout (no instance)";
+    if (mt != 2) return "external RoPE scores with more than 32 rows a CTA (no instance)";
+    g.tile_bytes = kTile * g.c_stride;
+  }
   // two bf16 tile stages; int4 with column splits one (the kernel's kOneStage)
   off += std::max((int4 && cs > 1 ? 1 : 2) * g.tile_bytes, rows_merge_bytes(p, mt, cs));
-  if (off > dev.smem_optin && !int4 && no == 32) {
-    // a bf16 RoPE key too wide for the tiles (MHA models: h_kv * d_rope = h_q R): its scores computed apart
-    // (mla_rope_scores_kernel, into the workspace), the tiles the latent's alone; in the instances for r_kv > 128
-    // (32 output n-tiles a warp), where the kernel has that path
-    g.rope_ext = 1;
-    g.tile_bytes = kTile * g.c_stride;
-    off = g.off_tiles + std::max(2 * g.tile_bytes, rows_merge_bytes(p, mt, cs));
-  }
   g.smem_bytes = off;
   if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
   return "";
+}
+
+// rows_geometry_with the RoPE key in the tiles; where it does not fit them (shared memory, or int4 pieces a
+// thread: MHA models, h_kv * d_rope = h_q R) and r_kv > 128 (the instances with 32 output n-tiles a warp, which
+// have that path), with its scores computed apart (mla_rope_scores_kernel, into the workspace).
+std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
+                          int& no, int& cs) {
+  std::string why = rows_geometry_with(p, dev, modality_ctas, false, g, mt, no, cs);
+  const bool too_wide = why.rfind("the tiles need more shared memory", 0) == 0 ||
+                        why.rfind("too many int4 pieces per thread", 0) == 0;
+  if (too_wide && p.r_kv > 128) {
+    Geom ge;
+    int mt_e = 0, no_e = 0, cs_e = 1;
+    if (rows_geometry_with(p, dev, modality_ctas, true, ge, mt_e, no_e, cs_e).empty()) {
+      g = ge;
+      mt = mt_e;
+      no = no_e;
+      cs = cs_e;
+      return "";
+    }
+  }
+  return why;
 }
 
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
@@ -700,7 +749,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int heads_per_block = plan.modality_ctas ? mt * 16 : mt * 16 / p.n_mod;
     plan.head_blocks = (p.h_q + heads_per_block - 1) / heads_per_block;
     plan.smem_bytes = g.smem_bytes;
-    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.column_splits, plan.specialized)
+    fp.fn = rows ? rows_kernel(p, mt, ntw, plan.modality_ctas, plan.column_splits, g.rope_ext != 0,
+                               plan.specialized)
                  : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);

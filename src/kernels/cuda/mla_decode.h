@@ -25,8 +25,8 @@ struct MlaDecodePlan {
   int n_tiles_per_warp = 0;   // tensor core: 8-column output tiles per warp (warp rows: O's n-tiles per warp)
   int column_splits = 1;      // warp rows: warps sharing a row block's O columns (2 for r_kv > 256, which add
                               // their partial scores), each holding r_kv / column_splits of them
-  bool rope_scores = false;   // warp rows over bf16: the RoPE scores computed by a kernel of their own (a RoPE key
-                              // too wide for the tiles, as MHA models'), the tiles holding the latent alone
+  bool rope_scores = false;   // warp rows (bf16 and int4): the RoPE scores computed by a kernel of their own (a
+                              // RoPE key too wide for the tiles, as MHA models'), the tiles holding the latent alone
   int head_blocks = 0;        // CTAs across the heads of one sequence
   int splits = 0;             // split-KV CTAs over the main store (bf16 cache / int4 store)
   int ring_splits = 0;        // int4: CTAs over the bf16 ring (0 or 1)

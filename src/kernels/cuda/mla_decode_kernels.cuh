@@ -90,8 +90,8 @@ struct Geom {
                        // uint32 [kWarps], which lie in long pure runs, then uint8 [3][kThreads], the scan's
                        // flags (a key of the CTA's modality, of the other, a long pure run starts)
   int off_xch = 0;     // warp-rows kernel, column splits: float4 [kWarps][NS][32], the warps' partial scores
-  // warp-rows kernel over bf16, external RoPE scores (where the RoPE key's tile does not fit shared memory, as
-  // h_kv * d_rope = 1,024 of MHA models): mla_rope_scores_kernel writes q_r . k_r of every (token, head) into
+  // warp-rows kernel, external RoPE scores (where the RoPE key's tile does not fit shared memory or, int4, a
+  // thread's pieces, as h_kv * d_rope = 1,024 of MHA models): mla_rope_scores_kernel writes q_r . k_r of every (token, head) into
   // the workspace from float offset off_rope_ws, [b][rope_ws_tokens][h_q] (a sequence's tokens from its first
   // tile's first position); the tiles hold the latent only, and the warps add those scores instead of the
   // RoPE product.
@@ -996,7 +996,7 @@ struct Int4Scales {
 // values are the next quantization group (groups of 16), bits 17.. the group of its first value in the
 // row. Computed once per CTA, so that fetching a tile's pieces divides nothing.
 __device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
-  const int per_c = p.r_kv / 32, per_r = g.hr / 32;
+  const int per_c = p.r_kv / 32, per_r = g.rope_ext ? 0 : g.hr / 32;  // (external RoPE scores: the latent alone)
   const int nc = kTile * per_c, nr = kTile * per_r;
   auto pack = [](int t, bool rope, int col32, int group) {
     return uint32_t(t) | (rope ? 128u : 0u) | (uint32_t(col32) << 8) | (group == 16 ? 1u << 16 : 0u) |
@@ -1114,11 +1114,10 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
 // barrier `bar` of the group's 32 CS threads) in warp order, so each holds the same scores, maxima and P, and
 // no product is computed twice. xch is written once per tile: the tile's __syncthreads orders a tile's reads
 // before the next tile's writes.
-// rsc (external RoPE scores, g.rope_ext): the tile's q_r . k_r per token and head, [64][h_q] floats from the
-// tile's first token; the first warp of a column-split group adds them where the RoPE product would be. Built
-// into the generic instances with 32 output n-tiles a warp only (r_kv > 128: the host takes it for those), so
-// that the others' registers stay as they were.
-template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0, int CS = 1>
+// EXT (external RoPE scores, g.rope_ext): rsc holds the tile's q_r . k_r per token and head, [64][h_q] floats
+// from the tile's first token, and the first warp of a column-split group adds them where the RoPE product
+// would be (instances of their own: the others keep their registers, these have no RoPE product).
+template <int NMOD, int NS, int NO, int RKV = 0, int HR = 0, int DR = 0, int GP = 0, int CS = 1, bool EXT = false>
 __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& g, uint32_t sbase, uint32_t ctile,
                                           uint32_t ktile, const uint8_t* mods, int tok0, int vlo, int vhi, int mt,
                                           int c0, int my_mod, const RowInfo& ri, float scale_log2,
@@ -1127,6 +1126,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
                                           const float* rsc = nullptr) {
   static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: the generic instances only");
+  static_assert(!EXT || (RKV == 0 && GP == 0 && NO == 32), "external RoPE scores: the generic r_kv > 128 instances");
   constexpr bool FT = GP > 0;  // full tiles unmasked
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
@@ -1161,7 +1161,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   float s[NS][4];
 #pragma unroll
   for (int n = 0; n < NS; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-  if (RKV == 0 && NO == 32 && rsc != nullptr) {  // external RoPE scores (warp-uniform; those instances only)
+  if constexpr (EXT) {  // external RoPE scores
     if (cs == 0) {
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
@@ -1348,7 +1348,7 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // generic sizes. int4: kRowsWideChunks pieces a thread, and one bf16 stage (two do not fit beside the raw slots
 // at r_kv 512): a barrier before a tile is dequantized (or, over the ring, loaded) into it.
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
-          int CS = 1>
+          int CS = 1, bool EXT = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: generic sizes");
@@ -1368,6 +1368,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   if constexpr (RKV > 0) {  // built for these sizes: the host takes it for them only (rows_kernel_for)
     if (p.r_kv != RKV || g.hr != HR || p.d_rope != DR) __trap();
   }
+  if (EXT != (g.rope_ext != 0)) __trap();  // the instances with the external RoPE scores take exactly those plans
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
   const int mt = warp % MT, cs = (warp / MT) % CS, part = warp / (MT * CS), c0 = part * TW;
   // column splits: the group's partial scores (float4 [CS][NS][32]) and its named barrier
@@ -1574,6 +1575,16 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * kLog2e;
     auto tile_c = [&](int i) { return sbase + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes; };
+    // external RoPE scores (g.rope_ext): tile t's, [64][h_q] from the sequence's first tile (the ring's tiles
+    // too: positions, not ring rows); only the instances with that path (rows_tile) read them
+    auto rope_scores = [&](int t) -> const float* {
+      if constexpr (EXT) {
+        const int64_t tok = int64_t(b) * g.rope_ws_tokens + t * kTile - (sr.lo & ~(kTile - 1));
+        return p.workspace + g.off_rope_ws + tok * p.h_q;
+      } else {
+        return nullptr;
+      }
+    };
 
     // One walk over tiles from t, in order: PURE, tiles t, t + 1, ... before t_stop (all of the CTA's modality
     // only: the one-set kernel's tile); else the tiles next_tile gives up to t_end, stopping before a tile of a
@@ -1637,12 +1648,8 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           }
           cp_async_commit();
           const uint32_t tb = tile_c(i);
-          // external RoPE scores: the tile's, from the sequence's first tile (bf16 store, no ring)
-          const float* rsc = nullptr;
-          if (!INT4 && RKV == 0 && NO == 32 && g.rope_ext)
-            rsc = p.workspace + g.off_rope_ws +
-                  (int64_t(b) * g.rope_ws_tokens + t * kTile - (vlo & ~(kTile - 1))) * p.h_q;
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS>(p, g, sbase, tb, tb + kTile * g.c_stride,
+          const float* rsc = rope_scores(t);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                                     mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
                                                                     mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
                                                                     cs, xch, xbar, rsc);
@@ -1686,10 +1693,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
           const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
           const uint32_t tb = tile_c(i);
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS>(p, g, sbase, tb, tb + kTile * g.c_stride,
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(p, g, sbase, tb, tb + kTile * g.c_stride,
                                                                     mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
                                                                     mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
-                                                                    cs, xch, xbar);
+                                                                    cs, xch, xbar, rope_scores(t));
           if (tn < t_end) {
             if constexpr (kOneStage) __syncthreads();  // every warp is done with the one buffer
             dequant(i + 1);
@@ -1805,9 +1812,11 @@ KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
 // specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their bf16
 // grouped-rows twins (nullptr where there is none).
-// cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp).
-KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1);
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1);
+// cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp); ext: the external RoPE scores.
+KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
+                          bool ext = false);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
+                          bool ext = false);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {
@@ -1836,8 +1845,19 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // kSpecGroupRows; full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 (H200, 2026-11-29); the int4
 // twins measured 1-6% slower and the unmasked ones without grouped rows no faster: not built.
 // cs 2: column splits, the generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
+// ext: the external RoPE scores (Geom::rope_ext), one set or modality CTAs, 2 m-tiles and 32 n-tiles of O per
+// warp, with or without column splits (rows_geometry takes no other).
 template <int NMOD, bool INT4, bool MODCTA = false>
-KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1) {
+KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool ext = false) {
+  if (ext) {
+    if constexpr (NMOD == 1) {
+      if (mt == 2 && no == 32 && !specialized) {
+        if (cs == 1) return mla_decode_rows_kernel<1, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 1, true>;
+        if (cs == 2) return mla_decode_rows_kernel<1, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2, true>;
+      }
+    }
+    return nullptr;
+  }
   if (cs != 1) {
     if (cs == 2 && mt == 2 && no == 32 && !specialized)
       return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
