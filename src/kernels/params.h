@@ -38,13 +38,18 @@ enum class MlaCacheFormat {
 // code * scale + lo applied to the fp32 accumulators (docs/KERNELS.md), no dequantization pass; needs
 // groups % 16 == 0, d_rope % 16 == 0 and r_kv / group_c <= 8. Measured 1.75x slower than dequantizing on
 // the H200 (2026-11-29), so kAuto never picks it.
+// kWide (session 14): the scores-first kernels (mla_decode_wide.cu: the scores of every key into the workspace,
+// then O per 256-column block over them, both on the tensor cores) for latents the other tensor-core kernels do
+// not take (r_kv > 512: LLaVA-1.5's d_kv 32 and 64); kAuto's choice before the generic kernel. Needs r_kv % 64
+// == 0, d_rope % 8 == 0, aligned arrays; int4 also groups that are multiples of 8.
 enum class MlaDecodeVariant {
   kAuto,
   kTensorCore,
   kGeneric,
   kTensorCoreCodes,
   kTensorCoreWarpRows,
-  kTensorCoreWarpRowsJoint
+  kTensorCoreWarpRowsJoint,
+  kWide
 };
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h

@@ -960,6 +960,82 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   }
 }
 
+// The scores-first kernels (kWide: the scores of every key into the workspace, then O per 256-column block):
+// kAuto's choice for latents no other tensor-core kernel takes (LLaVA-1.5 converted with d_kv 32 and 64: r_kv
+// 1,024 and 2,048, h_kv = h_q = 32, R 32), both stores, one and two sets, the modality patterns, windows, start
+// offsets, groups of 16 to 64; forced on narrower shapes too (the Qwen2.5-VL-7B one, 40 heads: two head blocks,
+// r_kv 320: a column block of 64 columns); and a clear error for the shapes it does not take.
+TEST(MlaDecodeCuda, WideMatchesTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  struct Shape {
+    int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
+    bool auto_wide;  // kAuto takes the wide kernels for it
+  };
+  for (const Shape& sh : {Shape{32, 32, 1024, 32, 64, 64, true}, Shape{32, 32, 2048, 32, 32, 16, true},
+                          Shape{28, 4, 128, 32, 64, 64, false}, Shape{40, 8, 320, 16, 32, 32, false},
+                          Shape{28, 4, 768, 32, 64, 64, true}}) {
+    for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+      for (int64_t n_mod : {1, 2}) {
+        for (Mods m : {Mods::kRuns, Mods::kRandom}) {
+          if (n_mod == 1 && m != Mods::kRuns) continue;
+          Case c = Case::qwen7b_md_int4({0, 40, 7}, {700, 1500, 300});
+          c.format = f;
+          c.n_mod = n_mod;
+          c.mods = m;
+          c.run = 100;
+          c.h_q = sh.h_q;
+          c.h_kv = sh.h_kv;
+          c.r_kv = sh.r_kv;
+          c.d_rope = sh.d_rope;
+          c.group_c = sh.group_c;
+          c.group_r = sh.group_r;
+          c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
+          c.bias = seed % 2 == 0;
+          c.seed = 3100 + seed++;
+          check_case(c, MlaDecodeVariant::kWide, st);
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.variant = MlaDecodeVariant::kAuto;
+          const MlaDecodeLaunch launch(in);
+          EXPECT_EQ(std::string(launch.kernel()) == "wide", sh.auto_wide) << launch.kernel() << " " << c.str();
+          if (sh.auto_wide) {
+            check_case(c, MlaDecodeVariant::kAuto, st);
+            EXPECT_TRUE(launch.rope_scores()) << c.str();
+          }
+        }
+      }
+    }
+  }
+  {  // all text, all image (one modality's accumulator empty), and a single key
+    Case c = Case::qwen7b_md_int4({0, 0}, {900, 1});
+    c.h_q = c.h_kv = 32;
+    c.r_kv = 1024;
+    for (Mods m : {Mods::kText, Mods::kImage}) {
+      c.mods = m;
+      c.seed = 3100 + seed++;
+      check_case(c, MlaDecodeVariant::kWide, st);
+    }
+  }
+  st.print("wide");
+  EXPECT_EQ(st.failed, 0);
+  // what it does not take: a clear error naming the condition
+  Case bad = Case::qwen7b_md_int4({0}, {100});
+  bad.r_kv = 1000;  // a multiple of 8, not of 64
+  bad.group_c = 8;
+  MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
+  in.variant = MlaDecodeVariant::kWide;
+  try {
+    mla_decode(in);
+    ADD_FAILURE() << "the scores-first kernels accepted " << bad.str();
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("r_kv is not a multiple of 64"), std::string::npos) << e.what();
+  }
+  in.variant = MlaDecodeVariant::kAuto;  // kAuto: the generic kernel, saying why
+  const MlaDecodeLaunch launch(in);
+  EXPECT_EQ(std::string(launch.kernel()), "generic");
+}
+
 // A few small cases of each kernel path (run under compute-sanitizer by scripts/device/kernels.sh).
 TEST(MlaDecodeCuda, SmallCases) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -1220,6 +1296,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     // LLaVA-1.5-7B converted with d_kv 16 (r_kv 512, R 32: a RoPE key of 1,024 values): two sets over text
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}, {32, 32768}})
       cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, 512, 32, Mods::kText});
+    // LLaVA-1.5-7B with d_kv 32 and 64 (r_kv 1,024 and 2,048): the scores-first kernels
+    for (int64_t r_kv : {1024, 2048})
+      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, r_kv, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less
     // parallelism); two sets, all text (a converted model decoding text)
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}})
@@ -1237,7 +1317,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
   // "bf16/1/random/32/32768/auto/128/28") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
     const char* mod_names[] = {"random", "runs", "text", "image"};
-    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint"};
+    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint", "wide"};
     std::vector<Cfg> kept;
     for (const Cfg& cfg : cfgs) {
       const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +

@@ -688,6 +688,25 @@ std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool moda
   return why;
 }
 
+// Why the scores-first kernels cannot take these sizes ("" if they can); fills their geometry when they can.
+std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) {
+  g = Geom{};
+  g.hr = p.h_kv * p.d_rope;
+  if (p.r_kv % 64 != 0) return "r_kv is not a multiple of 64";
+  if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
+  if (const std::string why = bf16_alignment(p); !why.empty()) return why;
+  if (p.format == MlaCacheFormat::kInt4) {
+    if (p.group_c % 8 != 0 || p.group_r % 8 != 0) return "a quantization group is not a multiple of 8";
+    if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
+  }
+  g.wide_hb = std::min(p.h_q, wide_rows_per_block() / p.n_mod);
+  g.wide_col_blocks = (p.r_kv + wide_value_cols() - 1) / wide_value_cols();
+  g.rope_ext = 1;
+  g.smem_bytes = std::max(wide_scores_smem_bytes(), wide_values_smem_bytes());
+  if (g.smem_bytes > dev.smem_optin) return "the tiles need more shared memory than the device has";
+  return "";
+}
+
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   check_sizes(p);
   const Device dev = device_info();
@@ -729,10 +748,48 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
                   joint ? "(joint layout) " : "", "tensor-core kernel cannot take these sizes: ", why_rows);
   }
   std::string why;
+  const bool wide_asked = variant == MlaDecodeVariant::kWide;
   if (!why_rows.empty()) {
     g = Geom{};
     why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
+          : wide_asked                          ? "the scores-first kernels were asked for"
                                                 : tc_geometry(p, dev, codes, g, mt, ntw);
+  }
+  // kAuto (or kWide): the scores-first kernels where neither tensor-core kernel takes the sizes
+  if (!why.empty() && (variant == MlaDecodeVariant::kAuto || wide_asked)) {
+    Geom gw;
+    const std::string why_wide = wide_geometry(p, dev, gw);
+    VLM2MLA_CHECK(!wide_asked || why_wide.empty(), ArgumentError,
+                  "mla_decode: the scores-first kernels cannot take these sizes: ", why_wide);
+    if (why_wide.empty()) {
+      g = gw;
+      plan.tensor_core = true;
+      plan.wide = true;
+      plan.rope_scores = true;
+      plan.head_blocks = (p.h_q + wide_value_heads() - 1) / wide_value_heads();
+      plan.smem_bytes = g.smem_bytes;
+      fp.fn = wide_values_kernel(p.n_mod);
+      plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
+      prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
+      // values CTAs: (split, head block x column block, sequence); a few waves of them
+      const int tiles = max_tiles(p.max_length);
+      const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
+      int splits = int(std::max<int64_t>(1, 2 * int64_t(dev.sms) * plan.ctas_per_sm / per_split));
+      splits = std::max(1, std::min({splits, tiles, (tiles + kMinTilesPerSplit - 1) / kMinTilesPerSplit}));
+      plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
+      plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+      plan.ring_splits = 0;
+      g.splits = plan.splits;
+      g.ring_splits = 0;
+      g.tiles_per_split = plan.tiles_per_split;
+      g.total_splits = plan.splits;
+      plan.workspace_floats = workspace_floats_for(p, g.total_splits);
+      g.off_rope_ws = round4(plan.workspace_floats);
+      g.rope_ws_tokens = (p.t_cap + kTile - 1) / kTile * kTile + kTile;
+      plan.workspace_floats = g.off_rope_ws + int64_t(p.b) * g.rope_ws_tokens * p.h_q;
+      return fp;
+    }
+    why = why + "; scores-first kernels: " + why_wide;
   }
   VLM2MLA_CHECK(!codes || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel on int4 codes cannot take these sizes: ", why);
@@ -833,7 +890,17 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
                                                                                                        fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the RoPE scores kernel");
   }
-  if (plan.tensor_core) {
+  if (plan.wide) {  // the scores (into the RoPE scores' region, in place), then the values per column block
+    const int groups = std::max(1, std::min((max_tiles(params.max_length) + 1) / 2 + 1, 1024));
+    const int score_blocks = (params.h_q + fp.geom.wide_hb - 1) / fp.geom.wide_hb;
+    wide_scores_kernel()<<<dim3(groups, score_blocks, params.b), kThreads, wide_scores_smem_bytes(), stream>>>(
+        params, fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first scores kernel");
+    const dim3 grid(total, plan.head_blocks * fp.geom.wide_col_blocks, params.b);
+    VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");
+    fp.fn<<<grid, kThreads, wide_values_smem_bytes(), stream>>>(params, fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
+  } else if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);
     fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel");

@@ -104,6 +104,8 @@ struct Geom {
   int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
   int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
+  int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
+  int wide_col_blocks = 0;  // scores-first kernels: values CTAs across the latent columns
 };
 
 // Partials in the workspace, for S = total_splits:
@@ -1815,6 +1817,15 @@ KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp); ext: the external RoPE scores.
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
                           bool ext = false);
+// The scores-first kernels for wide latents (mla_decode_wide.cu; MlaDecodePlan::wide): their dynamic shared
+// memory, query rows per scores CTA, heads and columns per values CTA, and the kernels.
+int wide_scores_smem_bytes();
+int wide_values_smem_bytes();
+int wide_rows_per_block();
+int wide_value_heads();
+int wide_value_cols();
+KernelFn wide_scores_kernel();
+KernelFn wide_values_kernel(int n_mod);
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
                           bool ext = false);
 
