@@ -693,6 +693,7 @@ std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) 
   g = Geom{};
   g.hr = p.h_kv * p.d_rope;
   if (p.r_kv % 64 != 0) return "r_kv is not a multiple of 64";
+  if (p.h_q % 4 != 0) return "h_q is not a multiple of 4 (the scores move in 16-byte pieces of 4 heads)";
   if (p.d_rope % 8 != 0) return "d_rope is not a multiple of 8";
   if (const std::string why = bf16_alignment(p); !why.empty()) return why;
   if (p.format == MlaCacheFormat::kInt4) {
@@ -701,6 +702,11 @@ std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) 
   }
   g.wide_hb = std::min(p.h_q, wide_rows_per_block() / p.n_mod);
   g.wide_col_blocks = (p.r_kv + wide_value_cols() - 1) / wide_value_cols();
+  {  // the absorbed queries as 16-byte vectors: 8 bf16 or 4 float32 values, rows and modalities on 16-byte bounds
+    const int per = p.q_bf16 ? 8 : 4;
+    g.wide_qvec = aligned16(p.qa) && p.qa_stride[0] % per == 0 && p.qa_stride[1] % per == 0 &&
+                  p.qa_stride[2] % per == 0;
+  }
   g.rope_ext = 1;
   g.smem_bytes = std::max(wide_scores_smem_bytes(), wide_values_smem_bytes());
   if (g.smem_bytes > dev.smem_optin) return "the tiles need more shared memory than the device has";
@@ -768,7 +774,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       plan.rope_scores = true;
       plan.head_blocks = (p.h_q + wide_value_heads() - 1) / wide_value_heads();
       plan.smem_bytes = g.smem_bytes;
-      fp.fn = wide_values_kernel(p.n_mod);
+      fp.fn = wide_values_kernel(p.n_mod, int4);
       plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
       prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
       // values CTAs: (split, head block x column block, sequence); a few waves of them

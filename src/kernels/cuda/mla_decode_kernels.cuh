@@ -106,6 +106,7 @@ struct Geom {
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
   int wide_col_blocks = 0;  // scores-first kernels: values CTAs across the latent columns
+  int wide_qvec = 0;        // scores-first kernels: the absorbed queries load as 16-byte vectors (aligned rows)
 };
 
 // Partials in the workspace, for S = total_splits:
@@ -1825,7 +1826,7 @@ int wide_rows_per_block();
 int wide_value_heads();
 int wide_value_cols();
 KernelFn wide_scores_kernel();
-KernelFn wide_values_kernel(int n_mod);
+KernelFn wide_values_kernel(int n_mod, bool int4);
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
                           bool ext = false);
 

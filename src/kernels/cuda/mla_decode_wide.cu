@@ -33,7 +33,8 @@ constexpr int kWCols = 256;          // values kernel: latent columns per CTA
 constexpr int kWHeads = 32;          // values kernel: heads per CTA (2 m-tiles)
 constexpr int kWStride = kWK + 8;    // bf16 elements per row of a scores-kernel chunk (16-byte padded)
 constexpr int kWCStride = kWCols + 8;  // bf16 elements per row of a values-kernel tile
-constexpr int kWSStride = kWHeads + 1;  // floats per token of a values-kernel scores tile (bank-conflict free)
+constexpr int kWSStride = kWHeads + 4;  // floats per token of a values-kernel scores tile (16-byte rows; the
+                                        // threads' reads, tokens 8 n + 2 tig + e and rows gid, on distinct banks)
 
 // One 8-value unit of a latent row as fetched: bf16 values (the store, the ring, or zeros), or int4 codes with
 // their group's float16 scale and minimum, dequantized when stored (unit_bf16). Raw loads only, so that the
@@ -103,8 +104,9 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
     const int tok0 = base + grp * kWTok;
-    // the thread's units of a chunk: queries 64 rows x 8 units (2 a thread), keys 128 tokens x 8 (4 a thread)
-    float qv[2][8];
+    // the thread's units of a chunk: queries 64 rows x 8 units (2 a thread, as bf16), keys 128 tokens x 8 (4 a
+    // thread)
+    uint4 qv[2];
     LatentUnit kv[4];
     auto fetch = [&](int ch) {
       const int col0 = ch * kWK;
@@ -112,10 +114,22 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < 2; ++i) {
         const int u = tid + i * kThreads, r = u >> 3, c = col0 + (u & 7) * 8;
         int mod, head;
-        const bool ok = query_row(p, r, hb, head0, mod, head);
-        const int64_t off = ok ? qa_offset(p, mod, b, head) + c : 0;
+        qv[i] = make_uint4(0u, 0u, 0u, 0u);
+        if (!query_row(p, r, hb, head0, mod, head)) continue;
+        const int64_t off = qa_offset(p, mod, b, head) + c;
+        if (g.wide_qvec && p.q_bf16) {
+          qv[i] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.qa) + off));
+        } else if (g.wide_qvec) {
+          const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
+          const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off + 4));
+          qv[i] = make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
+        } else {
+          float x[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) qv[i][e] = ok ? load_q(p.qa, p.q_bf16, off + e) : 0.f;
+          for (int e = 0; e < 8; ++e) x[e] = load_q(p.qa, p.q_bf16, off + e);
+          qv[i] = make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
+                             pack_bf16x2(x[6], x[7]));
+        }
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -128,9 +142,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int u = tid + i * kThreads, r = u >> 3;
-        *reinterpret_cast<uint4*>(st + (r * kWStride + (u & 7) * 8) * 2) =
-            make_uint4(pack_bf16x2(qv[i][0], qv[i][1]), pack_bf16x2(qv[i][2], qv[i][3]),
-                       pack_bf16x2(qv[i][4], qv[i][5]), pack_bf16x2(qv[i][6], qv[i][7]));
+        *reinterpret_cast<uint4*>(st + (r * kWStride + (u & 7) * 8) * 2) = qv[i];
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -190,67 +202,92 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- pass 3: the values -------------------------------------------------------------------------------
-// Grid (splits, head blocks x column blocks, b); g.wide_col_blocks column blocks of kWCols.
-template <int NMOD>
+// Grid (splits, head blocks x column blocks, b); g.wide_col_blocks column blocks of kWCols. Three stages of
+// (latent tile [64][kWCols], scores [64][kWSStride], modality bytes [64]): the scores by cp.async, and the
+// latent too over a bf16 store (int4: fetched into registers a tile ahead, dequantized into its stage after
+// the current tile's products); two tiles in flight while one is attended, one barrier a tile.
+constexpr int kWVStages = 3;
+constexpr int kWTileBytes = kTile * kWCStride * 2;
+constexpr int kWScoreBytes = kTile * kWSStride * 4;
+constexpr int kWVStage = kWTileBytes + kWScoreBytes + kTile;  // latent, scores, modality bytes
+constexpr int kWUnits = kTile * kWCols / 8 / kThreads;        // latent units a thread a tile (8)
+
+template <int NMOD, bool INT4>
 __global__ void __launch_bounds__(kThreads)
     mla_wide_values_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kTileBytes = kTile * kWCStride * 2;
-  constexpr int kScoreBytes = kTile * kWSStride * 4;
-  constexpr int kStage = kTileBytes + kScoreBytes + kTile;  // keys, scores, modality bytes
-  constexpr int NS = 8;                                     // 64 tokens = 8 n-tiles of scores
-  constexpr int NO = 8;                                     // 64 columns = 8 n-tiles of O
+  constexpr int NS = 8;  // 64 tokens = 8 n-tiles of scores
+  constexpr int NO = 8;  // 64 columns = 8 n-tiles of O
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
   const int split = blockIdx.x, b = blockIdx.z;
   const int hblk = blockIdx.y / g.wide_col_blocks, cb = blockIdx.y - hblk * g.wide_col_blocks;
   const int head0 = hblk * kWHeads, col_base = cb * kWCols;
   const int mt = warp & 1, quarter = warp >> 1;
-  const int qcol = col_base + quarter * 64;            // the warp's first column
-  const bool cols_ok = qcol < p.r_kv;                  // (r_kv % 64 == 0: whole quarters)
-  const int ncols = min(kWCols, p.r_kv - col_base);   // the block's columns (a multiple of 64)
+  const int qcol = col_base + quarter * 64;           // the warp's first column
+  const bool cols_ok = qcol < p.r_kv;                 // (r_kv % 64 == 0: whole quarters)
+  const int cpt = min(kWCols, p.r_kv - col_base) / 8;  // latent units a token in this block
   const SeqRange sr = seq_range(p, b);
   int t_first, t_end;
   split_tiles(sr.lo, sr.hi, split, g.splits, g.tiles_per_split, t_first, t_end);
   const int base = sr.lo & ~(kTile - 1);
   const float* S = p.workspace + g.off_rope_ws + int64_t(b) * g.rope_ws_tokens * p.h_q;
   const uint32_t sbase = smem_addr(smem);
-  const int hn = min(kWHeads, p.h_q - head0);
-  const int units = kTile * (ncols / 8);  // latent units a tile (at most 2,048: 8 a thread)
-
-  LatentUnit kv[8];
-  float sv[8];
-  uint8_t mv = 0;
-  auto fetch = [&](int t) {
+  const int hn = min(kWHeads, p.h_q - head0);  // a multiple of 4 (wide_geometry: h_q % 4 == 0)
+  // the thread's latent units (token row, 8-column unit) and its two 16-byte pieces of the scores
+  int ut[kWUnits], uc[kWUnits];
+#pragma unroll
+  for (int i = 0; i < kWUnits; ++i) {
+    const int u = tid + i * kThreads;
+    ut[i] = u / cpt;
+    uc[i] = u - ut[i] * cpt;
+  }
+  auto stage_at = [&](int i) { return i % kWVStages; };
+  // the cp.async part of tile t into stage st: the scores (and, bf16, the latent)
+  auto issue = [&](int t, int st) {
     const int tok0 = t * kTile;
+    const uint32_t sa = sbase + st * kWVStage;
+    if constexpr (!INT4) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int u = tid + i * kThreads, tt = u / (ncols / 8), c = col_base + (u - tt * (ncols / 8)) * 8;
-      kv[i] = u < units ? fetch_unit(p, b, tok0 + tt, sr.lo, sr.hi, sr.qlen, c) : LatentUnit{make_uint4(0, 0, 0, 0), false};
+      for (int i = 0; i < kWUnits; ++i) {
+        const int j = tok0 + ut[i];
+        const bool ok = ut[i] < kTile && j >= sr.lo && j < sr.hi;
+        const uint16_t* src = ok ? p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col_base + uc[i] * 8 : p.latent;
+        if (ut[i] < kTile) cp_async(sa + (ut[i] * kWCStride + uc[i] * 8) * 2, src, 16, ok);
+      }
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {  // scores [64 tokens][32 heads]
-      const int u = tid + i * kThreads, tt = u >> 5, h = u & 31, j = tok0 + tt;
-      sv[i] = (h < hn && j >= sr.lo && j < sr.hi) ? S[int64_t(j - base) * p.h_q + head0 + h] : -INFINITY;
-    }
-    if (NMOD == 2 && tid < kTile) {
-      const int j = tok0 + tid;
-      mv = (j >= sr.lo && j < sr.hi) ? p.modality[int64_t(b) * p.t_cap + j] : uint8_t(0);
+    for (int i = 0; i < 2; ++i) {  // scores: 64 tokens x 8 pieces of 4 heads
+      const int u = tid + i * kThreads, tt = u >> 3, q = u & 7, j = tok0 + tt;
+      const bool ok = 4 * q < hn && j >= sr.lo && j < sr.hi;
+      const float* src = ok ? S + int64_t(j - base) * p.h_q + head0 + 4 * q : S;
+      cp_async(sa + kWTileBytes + (tt * kWSStride + 4 * q) * 4, src, 16, ok);
     }
   };
-  auto store = [&](int stage) {
-    unsigned char* st = smem + stage * kStage;
+  // int4: the latent of tile t into registers, then (store_latent) dequantized into a stage
+  LatentUnit kv[INT4 ? kWUnits : 1];
+  auto fetch_latent = [&](int t) {
+    if constexpr (INT4) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int u = tid + i * kThreads, tt = u / (ncols / 8), c8 = u - tt * (ncols / 8);
-      if (u < units) *reinterpret_cast<uint4*>(st + (tt * kWCStride + c8 * 8) * 2) = unit_bf16(kv[i]);
+      for (int i = 0; i < kWUnits; ++i)
+        kv[i] = ut[i] < kTile ? fetch_unit(p, b, t * kTile + ut[i], sr.lo, sr.hi, sr.qlen, col_base + uc[i] * 8)
+                              : LatentUnit{make_uint4(0u, 0u, 0u, 0u), false};
     }
-    float* ss = reinterpret_cast<float*>(st + kTileBytes);
+  };
+  auto store_latent = [&](int st) {
+    if constexpr (INT4) {
+      unsigned char* sp = smem + st * kWVStage;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int u = tid + i * kThreads;
-      ss[(u >> 5) * kWSStride + (u & 31)] = sv[i];
+      for (int i = 0; i < kWUnits; ++i)
+        if (ut[i] < kTile) *reinterpret_cast<uint4*>(sp + (ut[i] * kWCStride + uc[i] * 8) * 2) = unit_bf16(kv[i]);
     }
-    if (NMOD == 2 && tid < kTile) st[kTileBytes + kScoreBytes + tid] = mv;
+  };
+  auto fetch_mod = [&](int t) -> uint8_t {
+    const int j = t * kTile + tid;
+    return (NMOD == 2 && tid < kTile && t < t_end && j >= sr.lo && j < sr.hi) ? p.modality[int64_t(b) * p.t_cap + j]
+                                                                              : uint8_t(0);
+  };
+  auto store_mod = [&](int st, uint8_t v) {
+    if (NMOD == 2 && tid < kTile) smem[st * kWVStage + kWTileBytes + kWScoreBytes + tid] = v;
   };
 
   float o[NMOD][NO][4];
@@ -263,16 +300,27 @@ __global__ void __launch_bounds__(kThreads)
   for (int m = 0; m < NMOD; ++m) l[m][0] = l[m][1] = 0.f;
 
   if (t_first < t_end) {
-    fetch(t_first);
-    store(0);
+    issue(t_first, 0);
+    cp_async_commit();
+    if (t_first + 1 < t_end) issue(t_first + 1, 1);
+    cp_async_commit();
+    fetch_latent(t_first);
+    store_latent(0);
+    store_mod(0, fetch_mod(t_first));
   }
-  __syncthreads();
-  for (int t = t_first; t < t_end; ++t) {
-    const int stage = (t - t_first) & 1;
-    if (t + 1 < t_end) fetch(t + 1);
-    const unsigned char* st = smem + stage * kStage;
-    const float* ss = reinterpret_cast<const float*>(st + kTileBytes);
-    const uint8_t* mods = st + kTileBytes + kScoreBytes;
+  for (int t = t_first, i = 0; t < t_end; ++t, ++i) {
+    const int st = stage_at(i);
+    if (t + 1 < t_end) fetch_latent(t + 1);
+    const uint8_t mod_next = fetch_mod(t + 1);
+    cp_async_wait<1>();  // tile t's copies landed (tile t + 1's may be in flight)
+    __syncthreads();     // ... every thread's; and every warp is done with the stage tile t + 2 takes
+    if (t + 2 < t_end) issue(t + 2, stage_at(i + 2));
+    cp_async_commit();
+    const unsigned char* sp = smem + st * kWVStage;
+    const float* ss = reinterpret_cast<const float*>(sp + kWTileBytes);
+    const uint8_t* mods = sp + kWTileBytes + kWScoreBytes;
+    const int tok0 = t * kTile;
+    const bool full = tok0 >= sr.lo && tok0 + kTile <= sr.hi;  // (else the keys outside the range masked)
     // the thread's scores, in the score accumulators' layout (rows gid, gid + 8; tokens 8 n + 2 tig + e)
     float s[NS][4];
     float mx[2] = {-INFINITY, -INFINITY};
@@ -281,8 +329,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int tt = 8 * n + 2 * tig + e;
-        s[n][e] = ss[tt * kWSStride + mt * 16 + gid];
-        s[n][2 + e] = ss[tt * kWSStride + mt * 16 + gid + 8];
+        const bool ok = full || (tok0 + tt >= sr.lo && tok0 + tt < sr.hi);
+        s[n][e] = ok ? ss[tt * kWSStride + mt * 16 + gid] : -INFINITY;
+        s[n][2 + e] = ok ? ss[tt * kWSStride + mt * 16 + gid + 8] : -INFINITY;
         mx[0] = fmaxf(mx[0], s[n][e]);
         mx[1] = fmaxf(mx[1], s[n][2 + e]);
       }
@@ -306,11 +355,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int m = 0; m < NMOD; ++m)
 #pragma unroll
-        for (int i = 0; i < NO; ++i)
+        for (int k = 0; k < NO; ++k)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            o[m][i][2 * h] *= alpha[h];
-            o[m][i][2 * h + 1] *= alpha[h];
+            o[m][k][2 * h] *= alpha[h];
+            o[m][k][2 * h + 1] *= alpha[h];
           }
     }
     // the weights, in place of the scores; img bit 2 n + e: the thread's token 8 n + 2 tig + e is an image key
@@ -325,7 +374,11 @@ __global__ void __launch_bounds__(kThreads)
         for (int h = 0; h < 2; ++h) {
           const float pe = exp2f(s[n][2 * h + e] - m_use[h]);
           s[n][2 * h + e] = pe;
-          l[im ? NMOD - 1 : 0][h] += pe;
+          if (NMOD == 2 && im) {  // (no runtime index into l: it would live in local memory)
+            l[NMOD - 1][h] += pe;
+          } else {
+            l[0][h] += pe;
+          }
         }
       }
     }
@@ -335,9 +388,9 @@ __global__ void __launch_bounds__(kThreads)
         // a modality without a key among the warp's 64 tokens adds nothing (warp-uniform skip); P_m: the
         // weights of modality m's keys, zeros elsewhere
         if (NMOD == 2 && !__any_sync(0xffffffffu, m == 1 ? img != 0u : img != 0xffffu)) continue;
-        auto wm = [&](int n, int i) {
-          const bool im = (img >> (2 * n + (i & 1))) & 1u;
-          return NMOD == 1 || im == (m == 1) ? s[n][i] : 0.f;
+        auto wm = [&](int n, int k) {
+          const bool im = (img >> (2 * n + (k & 1))) & 1u;
+          return NMOD == 1 || im == (m == 1) ? s[n][k] : 0.f;
         };
 #pragma unroll
         for (int kk = 0; kk < NS / 2; ++kk) {
@@ -346,20 +399,22 @@ __global__ void __launch_bounds__(kThreads)
           const uint32_t a2 = pack_bf16x2(wm(2 * kk + 1, 0), wm(2 * kk + 1, 1));
           const uint32_t a3 = pack_bf16x2(wm(2 * kk + 1, 2), wm(2 * kk + 1, 3));
           const uint32_t b_addr =
-              sbase + stage * kStage + ((kk * 16 + (lane & 15)) * kWCStride + quarter * 64 + (lane >> 4) * 8) * 2;
+              sbase + st * kWVStage + ((kk * 16 + (lane & 15)) * kWCStride + quarter * 64 + (lane >> 4) * 8) * 2;
 #pragma unroll
-          for (int i = 0; i < NO; i += 2) {
+          for (int k = 0; k < NO; k += 2) {
             uint32_t b0, b1, b2, b3;
-            ldsm_x4_trans(b_addr + i * 16, b0, b1, b2, b3);
-            mma_bf16(o[m][i], a0, a1, a2, a3, b0, b1);
-            mma_bf16(o[m][i + 1], a0, a1, a2, a3, b2, b3);
+            ldsm_x4_trans(b_addr + k * 16, b0, b1, b2, b3);
+            mma_bf16(o[m][k], a0, a1, a2, a3, b0, b1);
+            mma_bf16(o[m][k + 1], a0, a1, a2, a3, b2, b3);
           }
         }
       }
     }
-    if (t + 1 < t_end) store(stage ^ 1);  // every warp left that stage at the last barrier
-    __syncthreads();
+    // tile t + 1's register-held parts into its stage (attended after the next barrier; no warp reads it now)
+    if (t + 1 < t_end) store_latent(stage_at(i + 1));
+    store_mod(stage_at(i + 1), mod_next);
   }
+  cp_async_wait<0>();
 
   // the partials: the split's max and masses (the first quarter's warps; all quarters hold the same), O's columns
   const Partials wp = partials(p, g.total_splits);
@@ -384,8 +439,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int m = 0; m < NMOD; ++m) {
       float* out = wp.acc_at(p, split, m, b, head) + qcol + 2 * tig;
 #pragma unroll
-      for (int i = 0; i < NO; ++i)
-        *reinterpret_cast<float2*>(out + i * 8) = make_float2(o[m][i][2 * h], o[m][i][2 * h + 1]);
+      for (int k = 0; k < NO; ++k)
+        *reinterpret_cast<float2*>(out + k * 8) = make_float2(o[m][k][2 * h], o[m][k][2 * h + 1]);
     }
   }
 }
@@ -395,13 +450,14 @@ int wide_scores_smem_bytes() {
   const int prod = kWRows * (kWTok + 4) * 4;
   return stages > prod ? stages : prod;
 }
-int wide_values_smem_bytes() { return 2 * (kTile * kWCStride * 2 + kTile * kWSStride * 4 + kTile); }
+int wide_values_smem_bytes() { return kWVStages * kWVStage; }
 int wide_rows_per_block() { return kWRows; }
 int wide_value_heads() { return kWHeads; }
 int wide_value_cols() { return kWCols; }
 KernelFn wide_scores_kernel() { return mla_wide_scores_kernel; }
-KernelFn wide_values_kernel(int n_mod) {
-  return n_mod == 2 ? mla_wide_values_kernel<2> : mla_wide_values_kernel<1>;
+KernelFn wide_values_kernel(int n_mod, bool int4) {
+  if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true> : mla_wide_values_kernel<1, true>;
+  return n_mod == 2 ? mla_wide_values_kernel<2, false> : mla_wide_values_kernel<1, false>;
 }
 
 }  // namespace mla_decode_detail
