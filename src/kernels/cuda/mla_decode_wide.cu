@@ -3,8 +3,8 @@
 // the keys instead of one, each on the tensor cores, so that no CTA ever holds a whole latent row's O.
 //   1. mla_rope_scores_kernel (mla_decode.cu): q_r . k_r of every (key, head) into the scores region S of the
 //      workspace ([b][rope_ws_tokens][h_q] floats, Geom::off_rope_ws).
-//   2. mla_wide_scores_kernel: s = (qa[m_j] . c_j + S + qb[m_j]) * scale * log2(e), in place in S (-inf outside
-//      the key range). A CTA takes 128 tokens and 64 query rows (the heads of a block times the modalities:
+//   2. mla_wide_scores_kernel: s = (qa[m_j] . c_j + S + qb[m_j]) * scale * log2(e), in place in S (the key
+//      range's entries only: the values kernel masks the rest). A CTA takes 128 tokens and 64 query rows (the heads of a block times the modalities:
 //      both absorbed queries, the key's modality picks one), streaming the latent and the queries in 64-column
 //      chunks through shared memory (register double-buffering: the next chunk's loads in flight during the
 //      current chunk's MMAs); 8 warps of 16 rows x 64 tokens.
@@ -12,8 +12,8 @@
 //      its columns with the online softmax over S (the warp-rows kernel's, its max slack included), P_m the
 //      weights of modality m's keys; it writes the split-KV partials (Partials) that the combine kernel merges.
 //      8 warps: 2 m-tiles x 4 quarters of 64 columns.
-// The latent is read twice (passes 2 and 3) and S once per column block: about 2 r_kv + 2 h_kv R + 4 h_q
-// (r_kv / 256 + 2) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
+// The latent is read twice (passes 2 and 3) and S once per column block: over bf16 about 4 r_kv + 2 h_kv R + 4 h_q
+// (r_kv / 256 + 3) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
 // keys are staged (code * scale + minimum in float32, rounded to bf16: dequant_rows' arithmetic), positions
 // of the window from the bf16 ring.
 #include <cuda_bf16.h>
