@@ -600,9 +600,11 @@ int rows_m_tiles(int rows) { return rows <= 32 ? 2 : 4; }
 // modality_ctas: one modality's rows per CTA (two-set models), else both modalities' rows in each CTA.
 // cs: its column splits (2 for r_kv > 256: O's 16 rows x r_kv over two warps, which add their partial scores).
 // rope_ext: the RoPE scores computed apart (Geom::rope_ext), the tiles (and the int4 pieces) the latent's alone.
+// too_wide: set where the sizes fail on the RoPE key's room (shared memory, or int4 pieces a thread).
 std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, bool rope_ext,
-                               Geom& g, int& mt, int& no, int& cs) {
+                               Geom& g, int& mt, int& no, int& cs, bool& too_wide) {
   const bool int4 = p.format == MlaCacheFormat::kInt4;
+  too_wide = false;
   g = Geom{};
   g.hr = p.h_kv * p.d_rope;
   g.rope_ext = rope_ext ? 1 : 0;
@@ -632,8 +634,10 @@ std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool
     if (p.group_r == 16 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))
       return "k_rope_scale/k_rope_lo are not 4-byte aligned (groups of 16 load two scales at once)";
     const int chunks = cs > 1 ? kRowsWideChunks : no / 8;
-    if (2 * (p.r_kv + hr_tiled) > kThreads * chunks)
+    if (2 * (p.r_kv + hr_tiled) > kThreads * chunks) {
+      too_wide = true;
       return "too many int4 pieces per thread (h_kv*d_rope too wide)";
+    }
     g.q_groups_c = p.r_kv / p.group_c;
     g.q_groups_r = g.hr / p.group_r;
   }
@@ -662,7 +666,10 @@ std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool
   // two bf16 tile stages; int4 with column splits one (the kernel's kOneStage)
   off += std::max((int4 && cs > 1 ? 1 : 2) * g.tile_bytes, rows_merge_bytes(p, mt, cs));
   g.smem_bytes = off;
-  if (off > dev.smem_optin) return "the tiles need more shared memory than the device has";
+  if (off > dev.smem_optin) {
+    too_wide = true;
+    return "the tiles need more shared memory than the device has";
+  }
   return "";
 }
 
@@ -671,13 +678,13 @@ std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool
 // have that path), with its scores computed apart (mla_rope_scores_kernel, into the workspace).
 std::string rows_geometry(const MlaDecodeParams& p, const Device& dev, bool modality_ctas, Geom& g, int& mt,
                           int& no, int& cs) {
-  std::string why = rows_geometry_with(p, dev, modality_ctas, false, g, mt, no, cs);
-  const bool too_wide = why.rfind("the tiles need more shared memory", 0) == 0 ||
-                        why.rfind("too many int4 pieces per thread", 0) == 0;
+  bool too_wide = false;
+  std::string why = rows_geometry_with(p, dev, modality_ctas, false, g, mt, no, cs, too_wide);
   if (too_wide && p.r_kv > 128) {
     Geom ge;
     int mt_e = 0, no_e = 0, cs_e = 1;
-    if (rows_geometry_with(p, dev, modality_ctas, true, ge, mt_e, no_e, cs_e).empty()) {
+    bool still_wide = false;
+    if (rows_geometry_with(p, dev, modality_ctas, true, ge, mt_e, no_e, cs_e, still_wide).empty()) {
       g = ge;
       mt = mt_e;
       no = no_e;
@@ -784,24 +791,18 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       splits = std::max(1, std::min({splits, tiles, (tiles + kMinTilesPerSplit - 1) / kMinTilesPerSplit}));
       plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
       plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
-      plan.ring_splits = 0;
-      g.splits = plan.splits;
-      g.ring_splits = 0;
-      g.tiles_per_split = plan.tiles_per_split;
-      g.total_splits = plan.splits;
-      plan.workspace_floats = workspace_floats_for(p, g.total_splits);
-      g.off_rope_ws = round4(plan.workspace_floats);
-      g.rope_ws_tokens = (p.t_cap + kTile - 1) / kTile * kTile + kTile;
-      plan.workspace_floats = g.off_rope_ws + int64_t(p.b) * g.rope_ws_tokens * p.h_q;
-      return fp;
+      plan.ring_splits = 0;  // (the kernels read the ring where they read the store)
+    } else {
+      why = why + "; scores-first kernels: " + why_wide;
     }
-    why = why + "; scores-first kernels: " + why_wide;
   }
   VLM2MLA_CHECK(!codes || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel on int4 codes cannot take these sizes: ", why);
   VLM2MLA_CHECK(variant != MlaDecodeVariant::kTensorCore || why.empty(), ArgumentError,
                 "mla_decode: the tensor-core kernel cannot take these sizes: ", why);
-  if (why.empty()) {
+  if (plan.wide) {
+    // planned above (splits, kernels, shared memory); the workspace below
+  } else if (why.empty()) {
     const bool rows = why_rows.empty();
     plan.tensor_core = true;
     plan.warp_rows = rows;
