@@ -1152,34 +1152,45 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
   int seed = 0;
-  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
-    for (int64_t n_mod : {1, 2}) {
-      for (bool odd : {false, true}) {
-        Case c = Case::qwen7b_md_int4({0, 40}, {1500, 700});
-        c.format = f;
-        c.n_mod = n_mod;
-        c.mods = Mods::kRuns;
-        c.bias = !odd;
-        c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
-        c.seed = 500 + seed++;
-        MlaDecodeInputs plain = make_inputs(c, at::Device(at::kCUDA, 0));
-        const MlaDecodeInputs views = as_model_views(plain, c.h_kv, odd);
-        plain.qa = views.qa.to(at::kFloat).contiguous();
-        plain.qr = views.qr.to(at::kFloat).contiguous();
-        if (plain.qb.defined()) plain.qb = views.qb.to(at::kFloat).contiguous();
-        const MlaDecodeOutput mine = mla_decode(plain);  // float32 results, float32 queries
-        const MlaDecodeOutput want = mla_decode_ref(plain, at::kDouble);
-        EXPECT_EQ(MlaDecodeLaunch(views).stores_in_place(), !odd) << c.str();  // bf16 pairs, or float32 + copy
-        const MlaDecodeOutput got = mla_decode(views);
-        EXPECT_EQ(got.acc.data_ptr(), views.acc_out.data_ptr()) << c.str();
-        const double ea = rel_err(views.acc_out, want.acc), em = rel_err(views.mass_out, want.mass);
-        EXPECT_LT(ea, kRelTol) << c.str() << (odd ? " (copied in)" : "");
-        EXPECT_LT(em, kRelTol) << c.str();
-        const double step = max_abs(views.acc_out, mine.acc.to(at::kBFloat16));
-        EXPECT_EQ(step, 0.0) << c.str() << ": bf16 stores differ from rounding the float32 results";
-        EXPECT_EQ(max_abs(views.mass_out, mine.mass.to(at::kBFloat16)), 0.0) << c.str();
-        ++st.n;
-        st.worst_acc = std::max(st.worst_acc, ea);
+  // Qwen2.5-VL-7B's shape (the warp-rows kernel) and LLaVA-1.5-7B's at d_kv 32 (the scores-first kernels, whose
+  // queries load as 16-byte vectors where the views' rows allow: without the k-bias terms)
+  for (bool llava : {false, true}) {
+    for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+      for (int64_t n_mod : {1, 2}) {
+        for (bool odd : {false, true}) {
+          Case c = Case::qwen7b_md_int4({0, 40}, {1500, 700});
+          c.format = f;
+          c.n_mod = n_mod;
+          c.mods = Mods::kRuns;
+          c.bias = !odd;
+          c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
+          c.seed = 500 + seed++;
+          if (llava) {
+            c.h_q = c.h_kv = 32;
+            c.r_kv = 1024;
+          }
+          MlaDecodeInputs plain = make_inputs(c, at::Device(at::kCUDA, 0));
+          if (llava) {
+            EXPECT_EQ(std::string(MlaDecodeLaunch(plain).kernel()), "wide") << c.str();
+          }
+          const MlaDecodeInputs views = as_model_views(plain, c.h_kv, odd);
+          plain.qa = views.qa.to(at::kFloat).contiguous();
+          plain.qr = views.qr.to(at::kFloat).contiguous();
+          if (plain.qb.defined()) plain.qb = views.qb.to(at::kFloat).contiguous();
+          const MlaDecodeOutput mine = mla_decode(plain);  // float32 results, float32 queries
+          const MlaDecodeOutput want = mla_decode_ref(plain, at::kDouble);
+          EXPECT_EQ(MlaDecodeLaunch(views).stores_in_place(), !odd) << c.str();  // bf16 pairs, or float32 + copy
+          const MlaDecodeOutput got = mla_decode(views);
+          EXPECT_EQ(got.acc.data_ptr(), views.acc_out.data_ptr()) << c.str();
+          const double ea = rel_err(views.acc_out, want.acc), em = rel_err(views.mass_out, want.mass);
+          EXPECT_LT(ea, kRelTol) << c.str() << (odd ? " (copied in)" : "");
+          EXPECT_LT(em, kRelTol) << c.str();
+          const double step = max_abs(views.acc_out, mine.acc.to(at::kBFloat16));
+          EXPECT_EQ(step, 0.0) << c.str() << ": bf16 stores differ from rounding the float32 results";
+          EXPECT_EQ(max_abs(views.mass_out, mine.mass.to(at::kBFloat16)), 0.0) << c.str();
+          ++st.n;
+          st.worst_acc = std::max(st.worst_acc, ea);
+        }
       }
     }
   }
