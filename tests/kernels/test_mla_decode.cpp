@@ -1311,6 +1311,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     for (int64_t r_kv : {1024, 2048})
       for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
         cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, r_kv, 32, Mods::kText});
+    // LLaVA-NeXT-8B (Llama-3-8B: h_kv 8) at d_kv 128 (r_kv 1,024): the scores-first kernels over a GQA model
+    cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 32, 8, 1024, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less
     // parallelism); two sets, all text (a converted model decoding text)
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {8, 4096}, {4, 16384}})
