@@ -311,11 +311,12 @@ TEST(MlaDecodeOps, ReadsAndWritesTheModelsViews) {
 TEST(MlaDecodeOps, VariantNamesReadBack) {
   for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric,
                              MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows,
-                             MlaDecodeVariant::kTensorCoreWarpRowsJoint}) {
+                             MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kWide}) {
     EXPECT_EQ(parse_mla_decode_variant(mla_decode_variant_name(v), "X"), v) << mla_decode_variant_name(v);
   }
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRows), "rows");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRowsJoint), "rows-joint");
+  EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWide), "wide");
   try {
     parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL");
     ADD_FAILURE() << "an unknown name was accepted";
@@ -324,6 +325,7 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
     EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
     EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
     EXPECT_NE(what.find("rows, rows-joint, keys"), std::string::npos) << what;
+    EXPECT_NE(what.find("wide"), std::string::npos) << what;
   }
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
