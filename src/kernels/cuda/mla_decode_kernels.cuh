@@ -91,8 +91,9 @@ struct Geom {
                        // flags (a key of the CTA's modality, of the other, a long pure run starts)
   int off_xch = 0;     // warp-rows kernel, column splits: float4 [kWarps][NS][32], the warps' partial scores
   // warp-rows kernel, external RoPE scores (where the RoPE key's tile does not fit shared memory or, int4, a
-  // thread's pieces, as h_kv * d_rope = 1,024 of MHA models): mla_rope_scores_kernel writes q_r . k_r of every (token, head) into
-  // the workspace from float offset off_rope_ws, [b][rope_ws_tokens][h_q] (a sequence's tokens from its first
+  // thread's pieces, as h_kv * d_rope = 1,024 of MHA models; and the scores-first kernels, whose scores region
+  // it is): mla_rope_scores_kernel writes q_r . k_r of every (token, head) into the workspace from float offset
+  // off_rope_ws, [b][rope_ws_tokens][h_q] (a sequence's tokens from its first
   // tile's first position); the tiles hold the latent only, and the warps add those scores instead of the
   // RoPE product.
   int rope_ext = 0;
@@ -1129,7 +1130,8 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
                                           const float* rsc = nullptr) {
   static_assert(GP == 0 || GP == 8, "grouped rows: two kv groups per 16-row m-tile");
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: the generic instances only");
-  static_assert(!EXT || (RKV == 0 && GP == 0 && NO == 32), "external RoPE scores: the generic r_kv > 128 instances");
+  static_assert(!EXT || (RKV == 0 && GP == 0 && NO == 32),
+                "external RoPE scores: the generic r_kv > 128 instances");
   constexpr bool FT = GP > 0;  // full tiles unmasked
   const int lane = threadIdx.x & 31, tig = lane & 3;
   // the geometry's formulas (mla_decode.cu, tile_strides_and_queries) on the constants where there are some;
@@ -1652,10 +1654,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           cp_async_commit();
           const uint32_t tb = tile_c(i);
           const float* rsc = rope_scores(t);
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
-                                                                    mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
-                                                                    cs, xch, xbar, rsc);
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(
+              p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
+              my_mod, ri, scale_log2, o, m_run, l, full, cs, xch, xbar, rsc);
           if constexpr (kOneStage) {  // the next tile into the one buffer once every warp is done with it
             if (more) {
               __syncthreads();
@@ -1696,10 +1697,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           if (tn < t_end) fetch(tn);  // the thread's own slots: it read them in dequant(i) already
           const bool full = tile_barrier(i, t);  // tile t dequantized; the previous tile's buffer is free
           const uint32_t tb = tile_c(i);
-          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(p, g, sbase, tb, tb + kTile * g.c_stride,
-                                                                    mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi,
-                                                                    mt, c0, my_mod, ri, scale_log2, o, m_run, l, full,
-                                                                    cs, xch, xbar, rope_scores(t));
+          rows_tile<kTileMods ? 2 : 1, NS, NO, RKV, HR, DR, GP, CS, EXT>(
+              p, g, sbase, tb, tb + kTile * g.c_stride, mods_sm + (i & 1) * kTile, t * kTile, vlo, vhi, mt, c0,
+              my_mod, ri, scale_log2, o, m_run, l, full, cs, xch, xbar, rope_scores(t));
           if (tn < t_end) {
             if constexpr (kOneStage) __syncthreads();  // every warp is done with the one buffer
             dequant(i + 1);
@@ -1818,6 +1818,8 @@ KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp); ext: the external RoPE scores.
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
                           bool ext = false);
+KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
+                          bool ext = false);
 // The scores-first kernels for wide latents (mla_decode_wide.cu; MlaDecodePlan::wide): their dynamic shared
 // memory, query rows per scores CTA, heads and columns per values CTA, and the kernels.
 int wide_scores_smem_bytes();
@@ -1827,8 +1829,6 @@ int wide_value_heads();
 int wide_value_cols();
 KernelFn wide_scores_kernel();
 KernelFn wide_values_kernel(int n_mod, bool int4);
-KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
-                          bool ext = false);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {

@@ -4,10 +4,10 @@
 //   1. mla_rope_scores_kernel (mla_decode.cu): q_r . k_r of every (key, head) into the scores region S of the
 //      workspace ([b][rope_ws_tokens][h_q] floats, Geom::off_rope_ws).
 //   2. mla_wide_scores_kernel: s = (qa[m_j] . c_j + S + qb[m_j]) * scale * log2(e), in place in S (the key
-//      range's entries only: the values kernel masks the rest). A CTA takes 128 tokens and 64 query rows (the heads of a block times the modalities:
-//      both absorbed queries, the key's modality picks one), streaming the latent and the queries in 64-column
-//      chunks through shared memory (register double-buffering: the next chunk's loads in flight during the
-//      current chunk's MMAs); 8 warps of 16 rows x 64 tokens.
+//      range's entries only: the values kernel masks the rest). A CTA takes 128 tokens and 64 query rows (the
+//      heads of a block times the modalities: both absorbed queries, the key's modality picks one), streaming
+//      the latent and the queries in 64-column chunks through shared memory (register double-buffering: the
+//      next chunk's loads in flight during the current chunk's MMAs); 8 warps of 16 rows x 64 tokens.
 //   3. mla_wide_values_kernel: per (split, head block of 32, column block of 256, sequence), O_m += P_m C over
 //      its columns with the online softmax over S (the warp-rows kernel's, its max slack included), P_m the
 //      weights of modality m's keys; it writes the split-KV partials (Partials) that the combine kernel merges.
@@ -70,7 +70,8 @@ __device__ __forceinline__ uint4 unit_bf16(const LatentUnit& u) {
   const float sc = half_bits_to_float(uint16_t(u.v.y & 0xffffu)), lo = half_bits_to_float(uint16_t(u.v.y >> 16));
   float x[8];
 #pragma unroll
-  for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((u.v.x >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+  for (int e = 0; e < 8; ++e)
+    x[e] = fmaf(__uint_as_float(((u.v.x >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
                     pack_bf16x2(x[6], x[7]));
 }
@@ -122,7 +123,8 @@ __global__ void __launch_bounds__(kThreads)
         } else if (g.wide_qvec) {
           const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
           const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off + 4));
-          qv[i] = make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
+          qv[i] = make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y),
+                             pack_bf16x2(y.z, y.w));
         } else {
           float x[8];
 #pragma unroll
@@ -161,7 +163,8 @@ __global__ void __launch_bounds__(kThreads)
       if (ch + 1 < chunks) fetch(ch + 1);
       const uint32_t st = sbase + (ch & 1) * kStage;
       const uint32_t a_addr = st + ((mt * 16 + (lane & 15)) * kWStride + (lane >> 4) * 8) * 2;
-      const uint32_t b_addr = st + ((kWRows + c0 + (lane & 7) + (lane >> 4) * 8) * kWStride + ((lane >> 3) & 1) * 8) * 2;
+      const uint32_t b_addr =
+          st + ((kWRows + c0 + (lane & 7) + (lane >> 4) * 8) * kWStride + ((lane >> 3) & 1) * 8) * 2;
 #pragma unroll
       for (int k = 0; k < kWK; k += 16) {
         uint32_t a0, a1, a2, a3;
