@@ -807,6 +807,30 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
   EXPECT_EQ(n, 24);  // per store: 2 text, 2 image, 6 runs, 2 longer splits
 }
 
+// A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
+struct KvShape {
+  int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
+};
+// The Qwen2.5-VL-7B md int4 case over three sequences (starts 0, 40, 7; `length`) at shape sh, in store f with
+// n_mod sets, modality pattern m in runs of 100 tokens, a 64-position window for int4.
+Case shaped_case(const KvShape& sh, MlaCacheFormat f, int64_t n_mod, Mods m, std::vector<int64_t> length,
+                 uint64_t seed) {
+  Case c = Case::qwen7b_md_int4({0, 40, 7}, std::move(length));
+  c.format = f;
+  c.n_mod = n_mod;
+  c.mods = m;
+  c.run = 100;
+  c.h_q = sh.h_q;
+  c.h_kv = sh.h_kv;
+  c.r_kv = sh.r_kv;
+  c.d_rope = sh.d_rope;
+  c.group_c = sh.group_c;
+  c.group_r = sh.group_r;
+  c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
+  c.seed = seed;
+  return c;
+}
+
 // The warp-rows kernel (kAuto's first choice): both stores, the modality patterns, both int4 group layouts
 // (16: two groups per 16-byte piece; 32 and 64: one), windows, start offsets, one and two sets, several
 // head blocks, r_kv 256 (the wider O accumulators), r_kv 384 and 512 (column splits: two warps share a row
@@ -827,9 +851,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       }
     }
   }
-  struct Shape {
-    int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
-  };
+  using Shape = KvShape;
   // two head blocks (h_q 40 x 2 modalities = 80 rows); r_kv 256; d_rope 24 (the RoPE tile's pad columns);
   // 20 rows (two m-tiles, four token parts) with groups of 16 (two per 16-byte piece)
   // r_kv 512 (D = 128 of Qwen2.5-VL-7B) and 384 with d_rope 24: column splits (int4: one bf16 stage), modality
@@ -847,19 +869,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
       // int4: 1,536 pieces a tile, more than 5 a thread)
       const bool ext = mha || (sh.r_kv == 512 && sh.h_kv * sh.d_rope == 256);
       for (int64_t n_mod : {1, 2}) {
-        Case c = Case::qwen7b_md_int4({0, 40, 7}, {900, 2100, 300});
-        c.format = f;
-        c.n_mod = n_mod;
-        c.mods = Mods::kRuns;
-        c.run = 100;
-        c.h_q = sh.h_q;
-        c.h_kv = sh.h_kv;
-        c.r_kv = sh.r_kv;
-        c.d_rope = sh.d_rope;
-        c.group_c = sh.group_c;
-        c.group_r = sh.group_r;
-        c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
-        c.seed = 900 + seed++;
+        const Case c = shaped_case(sh, f, n_mod, Mods::kRuns, {900, 2100, 300}, 900 + seed++);
         check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, st);
         if (n_mod == 2 && !wide && !mha) check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, st);
         {  // the RoPE scores computed apart exactly where the RoPE key's tile does not fit
@@ -972,30 +982,18 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   Stats st;
   int seed = 0;
   struct Shape {
-    int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
+    KvShape kv;
     bool auto_wide;  // kAuto takes the wide kernels for it
   };
-  for (const Shape& sh : {Shape{32, 32, 1024, 32, 64, 64, true}, Shape{32, 32, 2048, 32, 32, 16, true},
-                          Shape{28, 4, 128, 32, 64, 64, false}, Shape{40, 8, 320, 16, 32, 32, false},
-                          Shape{28, 4, 768, 32, 64, 64, true}}) {
+  for (const Shape& sh : {Shape{{32, 32, 1024, 32, 64, 64}, true}, Shape{{32, 32, 2048, 32, 32, 16}, true},
+                          Shape{{28, 4, 128, 32, 64, 64}, false}, Shape{{40, 8, 320, 16, 32, 32}, false},
+                          Shape{{28, 4, 768, 32, 64, 64}, true}}) {
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
       for (int64_t n_mod : {1, 2}) {
         for (Mods m : {Mods::kRuns, Mods::kRandom}) {
           if (n_mod == 1 && m != Mods::kRuns) continue;
-          Case c = Case::qwen7b_md_int4({0, 40, 7}, {700, 1500, 300});
-          c.format = f;
-          c.n_mod = n_mod;
-          c.mods = m;
-          c.run = 100;
-          c.h_q = sh.h_q;
-          c.h_kv = sh.h_kv;
-          c.r_kv = sh.r_kv;
-          c.d_rope = sh.d_rope;
-          c.group_c = sh.group_c;
-          c.group_r = sh.group_r;
-          c.window = f == MlaCacheFormat::kInt4 ? 64 : 0;
-          c.bias = seed % 2 == 0;
-          c.seed = 3100 + seed++;
+          Case c = shaped_case(sh.kv, f, n_mod, m, {700, 1500, 300}, 3100 + seed);
+          c.bias = seed++ % 2 == 0;
           check_case(c, MlaDecodeVariant::kWide, st);
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kAuto;

@@ -1102,6 +1102,28 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
   }
 }
 
+// The online softmax's running max of a thread's two rows (gid, gid + 8), after a tile whose scores reached mx
+// in the thread's columns (reduced here over the quad, which holds a row's tokens): alpha, the factor the row's
+// sums and O take, and m_use, the max the tile's weights 2^(s - m_use) are taken against (0 while none is
+// finite). The running max moves only when a score passes it by more than kMaxSlack (log2 domain); until then the
+// tile's weights 2^(s - m_run) stay below 2^kMaxSlack, which the float32 sums and the bf16 P hold as well
+// as weights below 1, and O is not rescaled. With random scores a row's max rises a little in most tiles
+// (Nsight Compute: O's 64 multiplies a thread ran in ~90% of them); by kMaxSlack, a few times a row.
+__device__ __forceinline__ void running_max_step(float (&mx)[2], float (&m_run)[2], float (&alpha)[2],
+                                                 float (&m_use)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    alpha[h] = 1.f;
+    if (mx[h] > m_run[h] + kMaxSlack) {  // the first finite max always (-inf + slack is -inf)
+      alpha[h] = exp2f(m_run[h] - mx[h]);
+      m_run[h] = mx[h];
+    }
+    m_use[h] = m_run[h] == -INFINITY ? 0.f : m_run[h];
+  }
+}
+
 // One warp's share of one tile: scores of its 16 rows against its TW tokens, online softmax, O += P C.
 // mods: the tile's 64 modality bytes in shared memory (two modalities), my_mod the warp's rows' modality.
 // RKV, HR, DR > 0: r_kv, h_kv * d_rope and d_rope as compile-time constants (the instances built for those
@@ -1269,23 +1291,10 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   } else {
     scores(std::false_type{});
   }
-  // The running max moves only when a score passes it by more than kMaxSlack (log2 domain); until then the
-  // tile's weights 2^(s - m_run) stay below 2^kMaxSlack, which the float32 sums and the bf16 P hold as well
-  // as weights below 1, and O is not rescaled. With random scores a row's max rises a little in most tiles
-  // (Nsight Compute: O's 64 multiplies a thread ran in ~90% of them); by kMaxSlack, a few times a row.
   float m_use[2], alpha[2];
+  running_max_step(mx, m_run, alpha, m_use);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-    alpha[h] = 1.f;
-    if (mx[h] > m_run[h] + kMaxSlack) {  // the first finite max always (-inf + slack is -inf)
-      alpha[h] = exp2f(m_run[h] - mx[h]);
-      m_run[h] = mx[h];
-    }
-    m_use[h] = m_run[h] == -INFINITY ? 0.f : m_run[h];
-    l[h] *= alpha[h];
-  }
+  for (int h = 0; h < 2; ++h) l[h] *= alpha[h];
   // rescale O only when a row's max moved (a warp-uniform skip)
   if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll

@@ -341,19 +341,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     // the online softmax of the warp-rows kernel (rows_tile), its max slack included
     float m_use[2], alpha[2];
+    running_max_step(mx, m_run, alpha, m_use);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      alpha[h] = 1.f;
-      if (mx[h] > m_run[h] + kMaxSlack) {
-        alpha[h] = exp2f(m_run[h] - mx[h]);
-        m_run[h] = mx[h];
-      }
-      m_use[h] = m_run[h] == -INFINITY ? 0.f : m_run[h];
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int m = 0; m < NMOD; ++m) l[m][h] *= alpha[h];
-    }
     if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
       for (int m = 0; m < NMOD; ++m)
