@@ -720,6 +720,16 @@ std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) 
   return "";
 }
 
+// The splits of a key range of `tiles` 64-token tiles: as many as `capacity` CTAs hold groups of `per_split`
+// (at least one), at most one a tile, and at least `min_tiles` tiles each; sets plan.tiles_per_split and
+// plan.splits (the last split takes what is left).
+void size_splits(MlaDecodePlan& plan, int tiles, int64_t capacity, int64_t per_split, int min_tiles) {
+  int splits = int(std::max<int64_t>(1, capacity / per_split));
+  splits = std::max(1, std::min({splits, tiles, (tiles + min_tiles - 1) / min_tiles}));
+  plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
+  plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+}
+
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   check_sizes(p);
   const Device dev = device_info();
@@ -787,10 +797,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       // values CTAs: (split, head block x column block, sequence); a few waves of them
       const int tiles = max_tiles(p.max_length);
       const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
-      int splits = int(std::max<int64_t>(1, 2 * int64_t(dev.sms) * plan.ctas_per_sm / per_split));
-      splits = std::max(1, std::min({splits, tiles, (tiles + kMinTilesPerSplit - 1) / kMinTilesPerSplit}));
-      plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
-      plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+      size_splits(plan, tiles, 2 * int64_t(dev.sms) * plan.ctas_per_sm, per_split, kMinTilesPerSplit);
       plan.ring_splits = 0;  // (the kernels read the ring where they read the store)
     } else {
       why = why + "; scores-first kernels: " + why_wide;
@@ -824,7 +831,6 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int64_t per_split = int64_t(p.b) * plan.head_blocks;
     plan.ring_splits = (int4 && p.window > 0) ? 1 : 0;
     const int64_t capacity = int64_t(dev.sms) * plan.ctas_per_sm - per_split * plan.ring_splits;
-    int splits = int(std::max<int64_t>(1, capacity / per_split));
     // at least min_tiles tiles per split: a small batch would otherwise spread over one tile per CTA, and
     // write (and combine) partials as large as the keys it reads
     // (modality CTAs: 4, measured on the H200 at b = 1..8, where twice the CTAs would otherwise take two
@@ -832,9 +838,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int min_tiles = p.min_tiles_per_split > 0 ? p.min_tiles_per_split
                           : plan.modality_ctas      ? kMinTilesPerSplitModalityCtas
                                                     : kMinTilesPerSplit;
-    splits = std::max(1, std::min({splits, tiles, (tiles + min_tiles - 1) / min_tiles}));
-    plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
-    plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+    size_splits(plan, tiles, capacity, per_split, min_tiles);
   } else {
     plan.why_generic = why;
     g = Geom{};
@@ -849,10 +853,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int tiles = max_tiles(p.max_length);
     const int64_t per_split = int64_t(p.b) * p.h_q * g.col_blocks;
     // one CTA per head walks its keys alone: aim for several waves of CTAs
-    int splits = int(std::max<int64_t>(1, 4 * int64_t(dev.sms) * plan.ctas_per_sm / per_split));
-    splits = std::max(1, std::min(splits, tiles));
-    plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
-    plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
+    size_splits(plan, tiles, 4 * int64_t(dev.sms) * plan.ctas_per_sm, per_split, 1);
     plan.ring_splits = 0;
   }
   g.splits = plan.splits;
