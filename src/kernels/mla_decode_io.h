@@ -63,6 +63,10 @@ struct MlaDecodeInputs {
   // H200 (docs/KERNELS.md, "Pure splits in a loop of their own"). false: every CTA keeps the bookkeeping (model
   // steps: VLM2MLA_DECODE_PURE_SPLITS=0, model_decode_pure_splits()).
   bool pure_splits = true;
+  // CUDA only: the combine kernel's layout (params.h's MlaDecodeCombine; the same sums per split, in another
+  // order, so results within rounding of each other: test WarpCombineMatchesBlockCombine). Model steps:
+  // VLM2MLA_DECODE_COMBINE=auto|block|warp (model_decode_combine()).
+  MlaDecodeCombine combine = MlaDecodeCombine::kAuto;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

@@ -86,6 +86,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.min_tiles_per_split = int(in.min_tiles_per_split);
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.pure_splits = in.pure_splits ? 1 : 0;
+  p.combine = in.combine;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -182,6 +183,7 @@ int MlaDecodeLaunch::splits() const { return impl_->plan.splits + impl_->plan.ri
 int MlaDecodeLaunch::column_splits() const { return impl_->plan.column_splits; }
 bool MlaDecodeLaunch::rope_scores() const { return impl_->plan.rope_scores; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
+bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
 
 #else  // no CUDA kernels in this build
 
@@ -204,6 +206,7 @@ int MlaDecodeLaunch::splits() const { return 0; }
 int MlaDecodeLaunch::column_splits() const { return 1; }
 bool MlaDecodeLaunch::rope_scores() const { return false; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
+bool MlaDecodeLaunch::warp_combine() const { return false; }
 
 #endif
 
@@ -228,6 +231,30 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
   }
   throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
                                      "', expected auto, rows, rows-joint, keys, codes, wide or generic"));
+}
+
+const char* mla_decode_combine_name(MlaDecodeCombine c) {
+  switch (c) {
+    case MlaDecodeCombine::kAuto: return "auto";
+    case MlaDecodeCombine::kBlock: return "block";
+    case MlaDecodeCombine::kWarp: return "warp";
+  }
+  return "?";
+}
+
+MlaDecodeCombine parse_mla_decode_combine(const std::string& text, const std::string& what) {
+  for (MlaDecodeCombine c : {MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kWarp}) {
+    if (text == mla_decode_combine_name(c)) return c;
+  }
+  throw ArgumentError(detail::concat(what, ": unknown combine layout '", text, "', expected auto, block or warp"));
+}
+
+MlaDecodeCombine model_decode_combine() {
+  static const MlaDecodeCombine c = [] {
+    const char* env = std::getenv("VLM2MLA_DECODE_COMBINE");
+    return env && *env ? parse_mla_decode_combine(env, "VLM2MLA_DECODE_COMBINE") : MlaDecodeCombine::kAuto;
+  }();
+  return c;
 }
 
 bool model_decode_specialized() {

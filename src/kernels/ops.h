@@ -58,6 +58,13 @@ bool model_decode_pure_splits();
 int64_t model_decode_min_tiles();
 // Its parse (nullptr or "": 0), exposed for tests.
 int64_t parse_decode_min_tiles(const char* value);
+// Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp"; and back, ArgumentError
+// naming `what` and the choices for anything else.
+const char* mla_decode_combine_name(MlaDecodeCombine c);
+MlaDecodeCombine parse_mla_decode_combine(const std::string& text, const std::string& what);
+// The combine layout the models' decode steps ask for (MlaDecodeInputs::combine): VLM2MLA_DECODE_COMBINE (one
+// of the names above, read once; default auto).
+MlaDecodeCombine model_decode_combine();
 
 // CUDA builds only (ArgumentError elsewhere): the kernel call of mla_decode, prepared once (inputs
 // checked, outputs and workspace allocated), for benchmarks that time the launches alone.
@@ -81,6 +88,7 @@ class MlaDecodeLaunch {
   bool rope_scores() const;           // warp-rows kernel: the RoPE scores computed apart (a RoPE key too wide for
                                       // its tiles, as MHA models')
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
+  bool warp_combine() const;          // the combine takes one warp a (sequence, head) (MlaDecodeCombine::kWarp)
 
  private:
   PreparedMlaDecode* impl_;

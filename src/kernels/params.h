@@ -52,6 +52,11 @@ enum class MlaDecodeVariant {
   kWide
 };
 
+// How the split-KV partials are merged (the combine kernel, after every decode kernel): kBlock, one CTA of 256
+// threads a (sequence, head), its splits and columns spread over the CTA; kWarp, one warp a (sequence, head), no
+// barriers; kAuto, kWarp where the pairs are more than one wave of kBlock's CTAs (the large batches), else kBlock.
+enum class MlaDecodeCombine { kAuto, kBlock, kWarp };
+
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):
 //   s_j = scale * ( qr[b,h] . k_rope_j[g] + qa[m_j,b,h] . c_j + qb[m_j,b,h] ),   p = softmax_j(s)
@@ -77,6 +82,7 @@ struct MlaDecodeParams {
   int pure_splits = 0;  // warp-rows kernel, modality CTAs: a CTA whose split's keys are all of its modality (a
                         // pass over the split's modality bytes tells) walks its tiles without the per-tile
                         // modality bookkeeping
+  MlaDecodeCombine combine = MlaDecodeCombine::kAuto;  // the combine kernel's layout (above)
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 
   // Queries, float32 or bf16 (q_bf16) alike, at any element strides (the model passes views of one

@@ -330,6 +330,21 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
 
+// The combine layouts' names (VLM2MLA_DECODE_COMBINE) read back; anything else names the variable and the choices.
+TEST(MlaDecodeOps, CombineNamesReadBack) {
+  for (MlaDecodeCombine c : {MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kWarp})
+    EXPECT_EQ(parse_mla_decode_combine(mla_decode_combine_name(c), "X"), c) << mla_decode_combine_name(c);
+  EXPECT_STREQ(mla_decode_combine_name(MlaDecodeCombine::kWarp), "warp");
+  try {
+    parse_mla_decode_combine("warps", "VLM2MLA_DECODE_COMBINE");
+    ADD_FAILURE() << "an unknown name was accepted";
+  } catch (const ArgumentError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos) << what;
+    EXPECT_NE(what.find("auto, block or warp"), std::string::npos) << what;
+  }
+}
+
 // VLM2MLA_DECODE_MIN_TILES' parse: unset or empty is the plan's own (0); anything but a whole number in [0, 2^20]
 // is an error naming the variable and the value.
 TEST(MlaDecodeOps, MinTilesSettingParses) {
@@ -1198,6 +1213,81 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
               st.worst_acc);
 }
 
+// The combine kernel's two layouts (MlaDecodeInputs::combine): one warp a (sequence, head) against one CTA, the
+// same weights and sums in another order, so within float32 rounding of each other, and each within the
+// reference's tolerance. Over both stores, one and two sets (text-only: the image accumulators empty), more
+// than 32 and 64 splits (a lane's several splits; min_tiles_per_split 1 over one long sequence), wide latents
+// (r_kv 1,024: several 128-column passes a lane), empty key ranges, float32 outputs and bf16 model views; kAuto
+// takes the warps where the pairs exceed one wave of the block layout's CTAs.
+TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  double worst_pair = 0;
+  int seed = 0;
+  auto compare = [&](MlaDecodeInputs in, const std::string& what, bool views) {
+    in.combine = MlaDecodeCombine::kBlock;
+    EXPECT_FALSE(MlaDecodeLaunch(in).warp_combine()) << what;
+    const MlaDecodeOutput ref = mla_decode_ref(in, at::kDouble);
+    MlaDecodeOutput block = mla_decode(in);
+    block = {block.acc.clone(), block.mass.clone()};  // (views: the next call writes the same buffer)
+    in.combine = MlaDecodeCombine::kWarp;
+    const MlaDecodeLaunch launch(in);
+    EXPECT_TRUE(launch.warp_combine()) << what;
+    const MlaDecodeOutput warp = mla_decode(in);
+    const double pair = std::max(rel_err(warp.acc, block.acc), rel_err(warp.mass, block.mass));
+    worst_pair = std::max(worst_pair, pair);
+    EXPECT_LT(pair, views ? 4e-3 : 1e-5) << what << " [" << launch.kernel() << ", " << launch.splits() << " splits]";
+    const double ea = rel_err(warp.acc, ref.acc), em = rel_err(warp.mass, ref.mass);
+    EXPECT_LT(ea, kRelTol) << what;
+    EXPECT_LT(em, kRelTol) << what;
+    ++st.n;
+    if (ea > st.worst_acc) {
+      st.worst_acc = ea;
+      st.worst_case = what;
+    }
+    st.worst_mass = std::max(st.worst_mass, em);
+  };
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      for (int64_t r_kv : {128, 1024}) {
+        for (Mods m : {Mods::kRuns, Mods::kText}) {
+          if (n_mod == 1 && m != Mods::kRuns) continue;
+          Case c = Case::qwen7b_md_int4({0, 40, 300, 7}, {5000, 2100, 300, 900});  // the third range is empty
+          c.format = f;
+          c.n_mod = n_mod;
+          c.mods = m;
+          c.run = 700;
+          c.r_kv = r_kv;
+          if (r_kv == 1024) c.h_q = c.h_kv = 32;
+          c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
+          c.bias = seed % 2 == 0;
+          c.seed = 4200 + seed++;
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          in.min_tiles_per_split = 1;  // as many splits as the card holds: more than 64 over 5,000 keys
+          compare(in, c.str(), false);
+          compare(as_model_views(in, c.h_kv), c.str() + " (model views)", true);
+        }
+      }
+    }
+  }
+  st.print("warp combine");
+  std::printf("[mla_decode warp combine] worst rel difference from the block combine %.3g\n", worst_pair);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  // kAuto: the block layout for a few pairs, the warps beyond one wave of its CTAs (8 of them an SM)
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  Case few = Case::qwen7b_md_int4({0, 0}, {300, 200});
+  const int64_t b_many = 8 * sms / few.h_q + 1;
+  Case many = Case::qwen7b_md_int4(std::vector<int64_t>(b_many, 0), std::vector<int64_t>(b_many, 100));
+  EXPECT_FALSE(MlaDecodeLaunch(make_inputs(few, at::Device(at::kCUDA, 0))).warp_combine());
+  MlaDecodeInputs in = make_inputs(many, at::Device(at::kCUDA, 0));
+  EXPECT_TRUE(MlaDecodeLaunch(in).warp_combine()) << b_many << " x " << many.h_q << " pairs on " << sms << " SMs";
+  const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble), got = mla_decode(in);
+  EXPECT_LT(rel_err(got.acc, want.acc), kRelTol);
+  EXPECT_LT(rel_err(got.mass, want.mass), kRelTol);
+#endif
+}
+
 TEST(MlaDecodeCuda, RepeatedRunsAgreeBitForBit) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   const Case c = Case::qwen7b_md_int4({0, 17, 0}, {4000, 2500, 777});
@@ -1266,6 +1356,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 1, 256, 32768, MlaDecodeVariant::kAuto});
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});
+    // int4's largest batch at 32k (b = 768 beside the weights)
+    if (f == MlaCacheFormat::kInt4) cfgs.push_back({f, 2, 768, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     // runs of 2304 (a 1344 x 1344 image in Qwen2.5-VL): long runs of one modality inside mixed splits
     for (int64_t b : {32, 256})
       cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns, 0, 2304});
@@ -1372,6 +1464,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128" over bf16
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
+      ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|warp
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -225,10 +226,20 @@ __global__ void __launch_bounds__(kRopeScoreThreads)
 }
 
 // ---- combine -----------------------------------------------------------------------------------------
-// One CTA per (head, sequence): weights 2^(m_s - M) per split, then acc and mass normalized by the total.
-__device__ __forceinline__ float block_sum(float v, float* red) {
+// One CTA per (head, sequence) (kBlock) or one warp (kWarp): weights 2^(m_s - M) per split, then acc and mass
+// normalized by the total.
+__device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x / 32;
   __syncthreads();
   if (lane == 0) red[warp] = v;
@@ -238,8 +249,7 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return t;
 }
 __device__ __forceinline__ float block_max(float v, float* red) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  v = warp_max(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x / 32;
   __syncthreads();
   if (lane == 0) red[warp] = v;
@@ -249,7 +259,40 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return t;
 }
 
+// Split s's weight 2^(m_s - M) against the maximum M over the splits (0 for a split without keys).
+__device__ __forceinline__ float split_weight(const MlaDecodeParams& p, const Partials& w, int s, int b, int head,
+                                              float M) {
+  const float ms = w.m_at(p, s, b, head);
+  return ms == -INFINITY ? 0.f : exp2f(ms - M);
+}
+
+// The normalized columns 4 c4 .. 4 c4 + 3 of modality m's accumulator of (sequence b, head) into the outputs.
+__device__ __forceinline__ void store_acc4(const MlaDecodeParams& p, int m, int b, int head, int c4, const float4& v,
+                                           float inv) {
+  const int64_t o = m * p.acc_stride[0] + b * p.acc_stride[1] + head * p.acc_stride[2] + 4 * int64_t(c4);
+  if (p.out_bf16) {
+    __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.acc) + o);
+    d[0] = __floats2bfloat162_rn(v.x * inv, v.y * inv);  // 4-byte aligned: checked by the host
+    d[1] = __floats2bfloat162_rn(v.z * inv, v.w * inv);
+  } else {
+    float* d = static_cast<float*>(p.acc) + o;
+    d[0] = v.x * inv;
+    d[1] = v.y * inv;
+    d[2] = v.z * inv;
+    d[3] = v.w * inv;
+  }
+}
+
+// The masses over their total (lane/thread 0 of the pair).
+__device__ __forceinline__ void store_masses(const MlaDecodeParams& p, int b, int head, float mass0, float mass1,
+                                             float inv) {
+  const int64_t off = b * p.mass_stride[1] + head * p.mass_stride[2];
+  store_out(p.mass, p.out_bf16, off, mass0 * inv);
+  if (p.n_mod == 2) store_out(p.mass, p.out_bf16, off + p.mass_stride[0], mass1 * inv);
+}
+
 constexpr int kCombineThreads = 256;
+constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of the block layout an SM
 
 // smem: weights [n_mod][total_splits] (each rounded up to 4, zero tail), then float4 partial sums [256]. A
 // split's accumulator of a modality whose mass is 0 is skipped (exact: every term of it was 0), so a kernel
@@ -270,8 +313,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   for (int s = tid; s < s4; s += blockDim.x) {
     float ws0 = 0.f, ws1 = 0.f;
     if (s < total_splits) {
-      const float ms = w.m_at(p, s, b, head);
-      const float ws = ms == -INFINITY ? 0.f : exp2f(ms - M);
+      const float ws = split_weight(p, w, s, b, head, M);
       if (ws != 0.f) {
         const float a0 = w.mass_at(p, s, 0, b, head);
         mass_part0 += ws * a0;
@@ -290,11 +332,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
   const float total = mass0 + mass1;
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
-  if (tid == 0) {
-    const int64_t off = b * p.mass_stride[1] + head * p.mass_stride[2];
-    store_out(p.mass, p.out_bf16, off, mass0 * inv);
-    if (p.n_mod == 2) store_out(p.mass, p.out_bf16, off + p.mass_stride[0], mass1 * inv);
-  }
+  if (tid == 0) store_masses(p, b, head, mass0, mass1, inv);
   __syncthreads();  // wts written
   // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
   const int nc4 = p.r_kv / 4;
@@ -304,21 +342,6 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
     const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
                         int64_t(head) * nc4;
     const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
-    const int64_t out0 = m * p.acc_stride[0] + b * p.acc_stride[1] + head * p.acc_stride[2];
-    auto store4 = [&](int c4, const float4& v) {  // columns 4 c4 .. 4 c4 + 3, normalized
-      const int64_t o = out0 + 4 * int64_t(c4);
-      if (p.out_bf16) {
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.acc) + o);
-        d[0] = __floats2bfloat162_rn(v.x * inv, v.y * inv);  // 4-byte aligned: checked by the host
-        d[1] = __floats2bfloat162_rn(v.z * inv, v.w * inv);
-      } else {
-        float* d = static_cast<float*>(p.acc) + o;
-        d[0] = v.x * inv;
-        d[1] = v.y * inv;
-        d[2] = v.z * inv;
-        d[3] = v.w * inv;
-      }
-    };
     for (int c0 = 0; c0 < nc4; c0 += kCombineThreads) {
       const int c4 = c0 + tid % min(nc4, kCombineThreads);
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -336,7 +359,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
         }
       }
       if (nsg == 1) {
-        if (c4 < nc4) store4(c4, a);
+        if (c4 < nc4) store_acc4(p, m, b, head, c4, a, inv);
         continue;
       }
       if (sg < nsg) part[tid] = a;
@@ -350,9 +373,78 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
           t.z += v.z;
           t.w += v.w;
         }
-        store4(tid, t);
+        store_acc4(p, m, b, head, tid, t, inv);
       }
       __syncthreads();
+    }
+  }
+}
+
+// kWarp: one warp a (sequence, head), kCombineWarps pairs a CTA, no barriers (kBlock's CTA a pair, with its
+// seven barriers, ran 85 µs a layer under Nsight Systems at b = 256 x 28 heads: 7,168 CTAs in ~7 waves of
+// short dependent loads). Lane l takes splits l, l + 32, ... for the maximum and the masses, and columns
+// 4 l .. 4 l + 3 (then 128 on) of each split's accumulator, the splits in order, four loads in flight; a
+// modality's accumulator of a split without its keys is skipped, as kBlock skips it.
+constexpr int kCombineWarps = 8;
+__global__ void __launch_bounds__(kCombineWarps * 32) mla_decode_combine_warp_kernel(
+    const __grid_constant__ MlaDecodeParams p, int total_splits) {
+  const int lane = threadIdx.x & 31;
+  const int64_t pair = int64_t(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
+  if (pair >= int64_t(p.b) * p.h_q) return;  // (whole warps)
+  const int b = int(pair / p.h_q), head = int(pair % p.h_q);
+  const Partials w = partials(p, total_splits);
+  float mx = -INFINITY;
+  for (int s = lane; s < total_splits; s += 32) mx = fmaxf(mx, w.m_at(p, s, b, head));
+  const float M = warp_max(mx);
+  float mass0 = 0.f, mass1 = 0.f;
+  for (int s = lane; s < total_splits; s += 32) {
+    const float ws = split_weight(p, w, s, b, head, M);
+    if (ws != 0.f) {
+      mass0 += ws * w.mass_at(p, s, 0, b, head);
+      if (p.n_mod == 2) mass1 += ws * w.mass_at(p, s, 1, b, head);
+    }
+  }
+  mass0 = warp_sum(mass0);
+  mass1 = p.n_mod == 2 ? warp_sum(mass1) : 0.f;
+  const float total = mass0 + mass1;
+  const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
+  if (lane == 0) store_masses(p, b, head, mass0, mass1, inv);
+  const int nc4 = p.r_kv / 4;
+  const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+  for (int m = 0; m < p.n_mod; ++m) {
+    const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
+                        int64_t(head) * nc4;
+    for (int c0 = 0; c0 < nc4; c0 += 32) {
+      const int c4 = c0 + lane;
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int s0 = 0; s0 < total_splits; s0 += 32) {
+        float wl = 0.f;  // lane l: split s0 + l's weight, where it has keys of modality m
+        if (s0 + lane < total_splits) {
+          const float ws = split_weight(p, w, s0 + lane, b, head, M);
+          if (ws != 0.f && w.mass_at(p, s0 + lane, m, b, head) != 0.f) wl = ws;
+        }
+        unsigned live = __ballot_sync(0xffffffffu, wl != 0.f);  // the same on every lane
+        while (live != 0u) {
+          float4 v[4];
+          float wk[4];
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const int j = live != 0u ? __ffs(live) - 1 : 0;
+            wk[k] = __shfl_sync(0xffffffffu, wl, j);
+            if (live == 0u) wk[k] = 0.f;
+            v[k] = wk[k] != 0.f && c4 < nc4 ? src[(s0 + j) * split_stride + c4] : make_float4(0.f, 0.f, 0.f, 0.f);
+            live &= live - 1u;
+          }
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            a.x += wk[k] * v[k].x;
+            a.y += wk[k] * v[k].y;
+            a.z += wk[k] * v[k].z;
+            a.w += wk[k] * v[k].w;
+          }
+        }
+      }
+      if (c4 < nc4) store_acc4(p, m, b, head, c4, a, inv);
     }
   }
 }
@@ -861,6 +953,11 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   g.tiles_per_split = plan.tiles_per_split;
   g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
   plan.workspace_floats = workspace_floats_for(p, g.total_splits);
+  // kAuto: one warp a (sequence, head) where the pairs are more than one wave of the block layout's CTAs (8 of
+  // 256 threads an SM): there its CTAs, each waiting on its barriers, run in waves (measured: docs/KERNELS.md)
+  const int64_t pairs = int64_t(p.b) * p.h_q;
+  plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
+                      (p.combine == MlaDecodeCombine::kAuto && pairs > int64_t(kCombineBlocksPerSm) * dev.sms);
   if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
     plan.rope_scores = true;
     g.off_rope_ws = round4(plan.workspace_floats);
@@ -918,9 +1015,16 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     fp.fn<<<grid, kGenericThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the generic split kernel");
   }
-  const int64_t combine_smem = int64_t(params.n_mod) * ((total + 3) / 4 * 4) * 4 + kCombineThreads * 16;
-  VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
-  mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
+  if (plan.warp_combine) {
+    const int64_t ctas = (int64_t(params.b) * params.h_q + kCombineWarps - 1) / kCombineWarps;
+    VLM2MLA_CHECK(ctas <= std::numeric_limits<int32_t>::max(), ArgumentError,
+                  "mla_decode: too many (sequence, head) pairs for the combine kernel");
+    mla_decode_combine_warp_kernel<<<unsigned(ctas), kCombineWarps * 32, 0, stream>>>(params, total);
+  } else {
+    const int64_t combine_smem = int64_t(params.n_mod) * ((total + 3) / 4 * 4) * 4 + kCombineThreads * 16;
+    VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
+    mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
+  }
   VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
 }
 

@@ -36,6 +36,7 @@ struct MlaDecodePlan {
   int64_t smem_bytes = 0;     // dynamic shared memory per CTA
   int ctas_per_sm = 0;        // occupancy of the main kernel
   int64_t workspace_floats = 0;
+  bool warp_combine = false;  // the combine kernel takes one warp a (sequence, head) (params.h, MlaDecodeCombine)
 };
 
 MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant = MlaDecodeVariant::kAuto);
