@@ -54,7 +54,7 @@ enum class MlaDecodeVariant {
 
 // How the split-KV partials are merged (the combine kernel, after every decode kernel): kBlock, one CTA of 256
 // threads a (sequence, head), its splits and columns spread over the CTA; kWarp, one warp a (sequence, head), no
-// barriers; kAuto, kWarp where the pairs are more than one wave of kBlock's CTAs (the large batches), else kBlock.
+// barriers; kAuto, kWarp from half a wave of kBlock's CTAs on (b >= 19 at 28 heads on an H200), else kBlock.
 enum class MlaDecodeCombine { kAuto, kBlock, kWarp };
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h

@@ -1218,7 +1218,7 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
 // reference's tolerance. Over both stores, one and two sets (text-only: the image accumulators empty), more
 // than 32 and 64 splits (a lane's several splits; min_tiles_per_split 1 over one long sequence), wide latents
 // (r_kv 1,024: several 128-column passes a lane), empty key ranges, float32 outputs and bf16 model views; kAuto
-// takes the warps where the pairs exceed one wave of the block layout's CTAs.
+// takes the warps from half a wave of the block layout's CTAs on.
 TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
@@ -1273,13 +1273,15 @@ TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
   st.print("warp combine");
   std::printf("[mla_decode warp combine] worst rel difference from the block combine %.3g\n", worst_pair);
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  // kAuto: the block layout for a few pairs, the warps beyond one wave of its CTAs (8 of them an SM)
+  // kAuto: the block layout for a few pairs, the warps from half a wave of its CTAs (8 of them an SM) on
   int sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   Case few = Case::qwen7b_md_int4({0, 0}, {300, 200});
-  const int64_t b_many = 8 * sms / few.h_q + 1;
+  const int64_t b_many = (4 * sms + few.h_q - 1) / few.h_q;
   Case many = Case::qwen7b_md_int4(std::vector<int64_t>(b_many, 0), std::vector<int64_t>(b_many, 100));
   EXPECT_FALSE(MlaDecodeLaunch(make_inputs(few, at::Device(at::kCUDA, 0))).warp_combine());
+  Case below = Case::qwen7b_md_int4(std::vector<int64_t>(b_many - 1, 0), std::vector<int64_t>(b_many - 1, 100));
+  EXPECT_FALSE(MlaDecodeLaunch(make_inputs(below, at::Device(at::kCUDA, 0))).warp_combine()) << b_many - 1;
   MlaDecodeInputs in = make_inputs(many, at::Device(at::kCUDA, 0));
   EXPECT_TRUE(MlaDecodeLaunch(in).warp_combine()) << b_many << " x " << many.h_q << " pairs on " << sms << " SMs";
   const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble), got = mla_decode(in);
