@@ -36,44 +36,84 @@ constexpr int kWCStride = kWCols + 8;  // bf16 elements per row of a values-kern
 constexpr int kWSStride = kWHeads + 4;  // floats per token of a values-kernel scores tile (16-byte rows; the
                                         // threads' reads, tokens 8 n + 2 tig + e and rows gid, on distinct banks)
 
-// One 8-value unit of a latent row as fetched: bf16 values (the store, the ring, or zeros), or int4 codes with
-// their group's float16 scale and minimum, dequantized when stored (unit_bf16). Raw loads only, so that the
-// loads of the next chunk stay in flight during the current chunk's MMAs.
-struct LatentUnit {
-  uint4 v;     // bf16: the 8 values; int4: v.x the 8 codes, v.y scale | minimum << 16
-  bool codes;  // int4 codes
-};
+// One 8-value unit of a bf16 latent row (zeros outside the key range). Raw loads only, so that the loads of the
+// next chunk stay in flight during the current chunk's MMAs.
+__device__ __forceinline__ uint4 fetch_bf16_unit(const MlaDecodeParams& p, int b, int j, int lo, int hi, int col) {
+  if (j < lo || j >= hi) return make_uint4(0u, 0u, 0u, 0u);
+  return __ldg(reinterpret_cast<const uint4*>(p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col));
+}
 
-__device__ __forceinline__ LatentUnit fetch_unit(const MlaDecodeParams& p, int b, int j, int lo, int hi, int qlen,
-                                                 int col) {
-  LatentUnit u;
-  u.v = make_uint4(0u, 0u, 0u, 0u);
-  u.codes = false;
+// One 32-value unit of an int4 latent row as fetched: its 16 bytes of codes in one load and each 8 values' group
+// float16 scale and minimum (scale | minimum << 16; one load each where one group spans the unit, two for groups
+// of 16), dequantized when stored (store_code_unit). Positions of the window are read from the bf16 ring when
+// stored (the last few tiles of a range only). Columns start on multiples of 32 (16-byte aligned codes: r_kv %
+// 64 == 0 and the codes' base checked by wide_geometry).
+struct CodeUnit {
+  uint4 q;         // kCodes: the 32 codes; kRing: q.x the ring row (b window + j % window)
+  uint32_t sl[4];  // kCodes: values 8 k .. 8 k + 7's scale | minimum << 16
+  int kind;        // 0 zeros (outside the key range), kCodes, kRing
+};
+constexpr int kCodes = 1, kRing = 2;
+
+__device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, int b, int j, int lo, int hi, int qlen,
+                                                    int col) {
+  CodeUnit u;
+  u.q = make_uint4(0u, 0u, 0u, 0u);
+  u.sl[0] = u.sl[1] = u.sl[2] = u.sl[3] = 0u;
+  u.kind = 0;
   if (j < lo || j >= hi) return u;
-  if (p.format == MlaCacheFormat::kBf16) {
-    u.v = __ldg(reinterpret_cast<const uint4*>(p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col));
-  } else if (j >= qlen) {
-    u.v = __ldg(reinterpret_cast<const uint4*>(p.latent_win + (int64_t(b) * p.window + j % p.window) * p.r_kv + col));
+  if (j >= qlen) {
+    u.kind = kRing;
+    u.q.x = uint32_t(int64_t(b) * p.window + j % p.window);
+    return u;
+  }
+  u.kind = kCodes;
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  u.q = __ldg(reinterpret_cast<const uint4*>(p.latent_q + row * (p.r_kv / 2) + col / 2));
+  const int64_t g0 = row * (p.r_kv / p.group_c);
+  auto sl_at = [&](int64_t gi) {
+    return uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p.latent_scale + gi))) |
+           (uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p.latent_lo + gi))) << 16);
+  };
+  if (p.group_c % 32 == 0) {
+    u.sl[0] = u.sl[1] = u.sl[2] = u.sl[3] = sl_at(g0 + col / p.group_c);
+  } else if (p.group_c % 16 == 0) {
+    u.sl[0] = u.sl[1] = sl_at(g0 + col / p.group_c);
+    u.sl[2] = u.sl[3] = sl_at(g0 + col / p.group_c + 1);
   } else {
-    const int64_t row = int64_t(b) * p.t_cap + j;
-    u.v.x = __ldg(reinterpret_cast<const unsigned int*>(p.latent_q + row * (p.r_kv / 2) + col / 2));
-    const int64_t gi = row * (p.r_kv / p.group_c) + col / p.group_c;
-    u.v.y = uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p.latent_scale + gi))) |
-            (uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p.latent_lo + gi))) << 16);
-    u.codes = true;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) u.sl[k] = sl_at(g0 + (col + 8 * k) / p.group_c);
   }
   return u;
 }
 
-__device__ __forceinline__ uint4 unit_bf16(const LatentUnit& u) {
-  if (!u.codes) return u.v;
-  const float sc = half_bits_to_float(uint16_t(u.v.y & 0xffffu)), lo = half_bits_to_float(uint16_t(u.v.y >> 16));
+// 8 codes (a 32-bit word) with their scale | minimum << 16 as bf16 values: code * scale + minimum in float32,
+// rounded once (dequant_rows' arithmetic).
+__device__ __forceinline__ uint4 dequant8_bf16(uint32_t codes, uint32_t sl) {
+  const float sc = half_bits_to_float(uint16_t(sl & 0xffffu)), lo = half_bits_to_float(uint16_t(sl >> 16));
   float x[8];
 #pragma unroll
-  for (int e = 0; e < 8; ++e)
-    x[e] = fmaf(__uint_as_float(((u.v.x >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+  for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((codes >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
                     pack_bf16x2(x[6], x[7]));
+}
+
+// The unit's 32 bf16 values (64 bytes) to dst, 16-byte aligned; col: its first column.
+__device__ __forceinline__ void store_code_unit(const MlaDecodeParams& p, const CodeUnit& u, int col,
+                                                unsigned char* dst) {
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  if (u.kind == kCodes) {
+    const uint32_t w[4] = {u.q.x, u.q.y, u.q.z, u.q.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) d[k] = dequant8_bf16(w[k], u.sl[k]);
+  } else if (u.kind == kRing) {
+    const uint4* src = reinterpret_cast<const uint4*>(p.latent_win + int64_t(u.q.x) * p.r_kv + col);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) d[k] = __ldg(src + k);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) d[k] = make_uint4(0u, 0u, 0u, 0u);
+  }
 }
 
 // Query row r of a scores CTA: modality r / hb, head head0 + r % hb (valid: r < n_mod hb and head < h_q).
@@ -108,7 +148,9 @@ __global__ void __launch_bounds__(kThreads)
     // the thread's units of a chunk: queries 64 rows x 8 units (2 a thread, as bf16), keys 128 tokens x 8 (4 a
     // thread)
     uint4 qv[2];
-    LatentUnit kv[4];
+    uint4 kv[4];   // bf16: 128 tokens x 8 units of 8 values, 4 a thread
+    CodeUnit cu;   // int4: 128 tokens x 2 units of 32 values, 1 a thread (token tid / 2, columns 32 (tid % 2) on)
+    const bool int4 = p.format == MlaCacheFormat::kInt4;
     auto fetch = [&](int ch) {
       const int col0 = ch * kWK;
 #pragma unroll
@@ -133,23 +175,31 @@ __global__ void __launch_bounds__(kThreads)
                              pack_bf16x2(x[6], x[7]));
         }
       }
+      if (int4) {
+        cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
+        return;
+      }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int u = tid + i * kThreads, t = u >> 3;
-        kv[i] = fetch_unit(p, b, tok0 + t, sr.lo, sr.hi, sr.qlen, col0 + (u & 7) * 8);
+        kv[i] = fetch_bf16_unit(p, b, tok0 + t, sr.lo, sr.hi, col0 + (u & 7) * 8);
       }
     };
-    auto store = [&](int stage) {
+    auto store = [&](int stage, int ch) {  // chunk ch's units into stage
       unsigned char* st = smem + stage * kStage;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int u = tid + i * kThreads, r = u >> 3;
         *reinterpret_cast<uint4*>(st + (r * kWStride + (u & 7) * 8) * 2) = qv[i];
       }
+      if (int4) {
+        store_code_unit(p, cu, ch * kWK + (tid & 1) * 32, st + ((kWRows + (tid >> 1)) * kWStride + (tid & 1) * 32) * 2);
+        return;
+      }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int u = tid + i * kThreads, t = u >> 3;
-        *reinterpret_cast<uint4*>(st + ((kWRows + t) * kWStride + (u & 7) * 8) * 2) = unit_bf16(kv[i]);
+        *reinterpret_cast<uint4*>(st + ((kWRows + t) * kWStride + (u & 7) * 8) * 2) = kv[i];
       }
     };
     float s[8][4];
@@ -157,7 +207,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     __syncthreads();  // the previous group's epilogue is done with the stages
     fetch(0);
-    store(0);
+    store(0, 0);
     __syncthreads();
     for (int ch = 0; ch < chunks; ++ch) {
       if (ch + 1 < chunks) fetch(ch + 1);
@@ -177,7 +227,7 @@ __global__ void __launch_bounds__(kThreads)
           mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
         }
       }
-      if (ch + 1 < chunks) store((ch + 1) & 1);  // the other stage: every warp left it at the last barrier
+      if (ch + 1 < chunks) store((ch + 1) & 1, ch + 1);  // the other stage: every warp left it at the last barrier
       __syncthreads();
     }
     // the products into shared memory [64 rows][128 tokens] (the stages are free after the last barrier)
@@ -207,13 +257,14 @@ __global__ void __launch_bounds__(kThreads)
 // ---- pass 3: the values -------------------------------------------------------------------------------
 // Grid (splits, head blocks x column blocks, b); g.wide_col_blocks column blocks of kWCols. Three stages of
 // (latent tile [64][kWCols], scores [64][kWSStride], modality bytes [64]): the scores by cp.async, and the
-// latent too over a bf16 store (int4: fetched into registers a tile ahead, dequantized into its stage after
-// the current tile's products); two tiles in flight while one is attended, one barrier a tile.
+// latent too over a bf16 store (int4: units of 32 codes fetched into registers a tile ahead, dequantized into its
+// stage after the current tile's products); two tiles in flight while one is attended, one barrier a tile.
 constexpr int kWVStages = 3;
 constexpr int kWTileBytes = kTile * kWCStride * 2;
 constexpr int kWScoreBytes = kTile * kWSStride * 4;
 constexpr int kWVStage = kWTileBytes + kWScoreBytes + kTile;  // latent, scores, modality bytes
-constexpr int kWUnits = kTile * kWCols / 8 / kThreads;        // latent units a thread a tile (8)
+constexpr int kWUnits = kTile * kWCols / 8 / kThreads;        // bf16 latent units of 8 a thread a tile (8)
+constexpr int kWCodeUnits = kWUnits / 4;                      // int4 units of 32 a thread a tile (2)
 
 template <int NMOD, bool INT4>
 __global__ void __launch_bounds__(kThreads)
@@ -266,22 +317,32 @@ __global__ void __launch_bounds__(kThreads)
       cp_async(sa + kWTileBytes + (tt * kWSStride + 4 * q) * 4, src, 16, ok);
     }
   };
-  // int4: the latent of tile t into registers, then (store_latent) dequantized into a stage
-  LatentUnit kv[INT4 ? kWUnits : 1];
+  // int4: the latent of tile t into registers, units of 32 codes (token ct, columns 32 cc on), then
+  // (store_latent) dequantized into a stage
+  int ct[INT4 ? kWCodeUnits : 1], cc[INT4 ? kWCodeUnits : 1];
+  CodeUnit kv[INT4 ? kWCodeUnits : 1];
+  if constexpr (INT4) {
+#pragma unroll
+    for (int i = 0; i < kWCodeUnits; ++i) {
+      const int u = tid + i * kThreads;
+      ct[i] = u / (cpt / 4);  // (cpt: whole quarters of 64 columns, so whole units of 32)
+      cc[i] = u - ct[i] * (cpt / 4);
+    }
+  }
   auto fetch_latent = [&](int t) {
     if constexpr (INT4) {
 #pragma unroll
-      for (int i = 0; i < kWUnits; ++i)
-        kv[i] = ut[i] < kTile ? fetch_unit(p, b, t * kTile + ut[i], sr.lo, sr.hi, sr.qlen, col_base + uc[i] * 8)
-                              : LatentUnit{make_uint4(0u, 0u, 0u, 0u), false};
+      for (int i = 0; i < kWCodeUnits; ++i)
+        kv[i] = fetch_code_unit(p, b, ct[i] < kTile ? t * kTile + ct[i] : -1, sr.lo, sr.hi, sr.qlen,
+                                col_base + cc[i] * 32);
     }
   };
   auto store_latent = [&](int st) {
     if constexpr (INT4) {
       unsigned char* sp = smem + st * kWVStage;
 #pragma unroll
-      for (int i = 0; i < kWUnits; ++i)
-        if (ut[i] < kTile) *reinterpret_cast<uint4*>(sp + (ut[i] * kWCStride + uc[i] * 8) * 2) = unit_bf16(kv[i]);
+      for (int i = 0; i < kWCodeUnits; ++i)
+        if (ct[i] < kTile) store_code_unit(p, kv[i], col_base + cc[i] * 32, sp + (ct[i] * kWCStride + cc[i] * 32) * 2);
     }
   };
   auto fetch_mod = [&](int t) -> uint8_t {
