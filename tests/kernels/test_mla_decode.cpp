@@ -1359,7 +1359,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     cfgs.push_back({f, 2, 256, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns});
     // int4's largest batch at 32k (b = 768 beside the weights)
-    if (f == MlaCacheFormat::kInt4) cfgs.push_back({f, 2, 768, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    if (f == MlaCacheFormat::kInt4)
+      cfgs.push_back({f, 2, 768, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
     // runs of 2304 (a 1344 x 1344 image in Qwen2.5-VL): long runs of one modality inside mixed splits
     for (int64_t b : {32, 256})
       cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns, 0, 2304});

@@ -380,11 +380,12 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   }
 }
 
-// kWarp: one warp a (sequence, head), kCombineWarps pairs a CTA, no barriers (kBlock's CTA a pair, with its
-// seven barriers, ran 85 µs a layer under Nsight Systems at b = 256 x 28 heads: 7,168 CTAs in ~7 waves of
-// short dependent loads). Lane l takes splits l, l + 32, ... for the maximum and the masses, and columns
-// 4 l .. 4 l + 3 (then 128 on) of each split's accumulator, the splits in order, four loads in flight; a
-// modality's accumulator of a split without its keys is skipped, as kBlock skips it.
+// kWarp: one warp a (sequence, head), kCombineWarps pairs a CTA, no barriers. kBlock's CTA a pair (eleven barriers
+// at r_kv 128 over two sets) runs in waves of short dependent loads at large batches (7,168 CTAs at b = 256 x 28
+// heads); there the warps take 0-8% off the decode call (H200, BENCHMARKS.md session 15). Lane l takes splits l,
+// l + 32, ... for the maximum and the masses, and columns 4 l .. 4 l + 3 (then 128 on) of each split's
+// accumulator, the splits in order, four loads in flight; a modality's accumulator of a split without its keys is
+// skipped, as kBlock skips it. Every lane takes part in the shuffles (lanes past r_kv / 4 skip their loads only).
 constexpr int kCombineWarps = 8;
 __global__ void __launch_bounds__(kCombineWarps * 32) mla_decode_combine_warp_kernel(
     const __grid_constant__ MlaDecodeParams p, int total_splits) {

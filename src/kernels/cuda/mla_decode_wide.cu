@@ -93,7 +93,8 @@ __device__ __forceinline__ uint4 dequant8_bf16(uint32_t codes, uint32_t sl) {
   const float sc = half_bits_to_float(uint16_t(sl & 0xffffu)), lo = half_bits_to_float(uint16_t(sl >> 16));
   float x[8];
 #pragma unroll
-  for (int e = 0; e < 8; ++e) x[e] = fmaf(__uint_as_float(((codes >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
+  for (int e = 0; e < 8; ++e)
+    x[e] = fmaf(__uint_as_float(((codes >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
                     pack_bf16x2(x[6], x[7]));
 }
