@@ -22,7 +22,9 @@ def rows(path):
         # store n_mod [mods] b t splits kernel [>=N] shape MB us GB/s: the key is all but the numbers at the end
         # and the splits (which a kernel's instance does not change, but keep out of the key regardless)
         *head, _mb, us, _gbs = t
-        kernel_at = next(i for i, w in enumerate(head) if w.startswith(("tc-", "generic")))
+        kernel_at = 5 if head[1] == "1" else 6  # after the splits; two sets add the modality pattern
+        if len(head) <= kernel_at or not head[kernel_at - 1].isdigit():
+            sys.exit(f"bandwidth_table: {path}: not a bandwidth row (store n_mod [mods] b t splits kernel ...): {line}")
         kernel = head[kernel_at]
         key = tuple(head[:kernel_at - 1] + [re.sub(r"-128g?$", "", kernel)] + head[kernel_at + 1:])
         out[key] = float(us)
