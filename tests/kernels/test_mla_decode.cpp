@@ -990,8 +990,9 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
 // The scores-first kernels (kWide: the scores of every key into the workspace, then O per 256-column block):
 // kAuto's choice for latents no other tensor-core kernel takes (LLaVA-1.5 converted with d_kv 32 and 64: r_kv
 // 1,024 and 2,048, h_kv = h_q = 32, R 32), both stores, one and two sets, the modality patterns, windows, start
-// offsets, groups of 16 to 64; forced on narrower shapes too (the Qwen2.5-VL-7B one, 40 heads: two head blocks,
-// r_kv 320: a column block of 64 columns); and a clear error for the shapes it does not take.
+// offsets, groups of 16 to 64 (48: groups that split a staged unit of 32 codes unevenly); forced on narrower
+// shapes too (the Qwen2.5-VL-7B one, 40 heads: two head blocks, r_kv 320: a column block of 64 columns); and a
+// clear error for the shapes it does not take.
 TEST(MlaDecodeCuda, WideMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
@@ -1002,7 +1003,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   };
   for (const Shape& sh : {Shape{{32, 32, 1024, 32, 64, 64}, true}, Shape{{32, 32, 2048, 32, 32, 16}, true},
                           Shape{{28, 4, 128, 32, 64, 64}, false}, Shape{{40, 8, 320, 16, 32, 32}, false},
-                          Shape{{28, 4, 768, 32, 64, 64}, true}}) {
+                          Shape{{28, 4, 768, 32, 64, 64}, true}, Shape{{28, 4, 768, 32, 48, 32}, true}}) {
     for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
       for (int64_t n_mod : {1, 2}) {
         for (Mods m : {Mods::kRuns, Mods::kRandom}) {

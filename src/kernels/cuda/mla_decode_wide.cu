@@ -45,9 +45,9 @@ __device__ __forceinline__ uint4 fetch_bf16_unit(const MlaDecodeParams& p, int b
 
 // One 32-value unit of an int4 latent row as fetched: its 16 bytes of codes in one load and each 8 values' group
 // float16 scale and minimum (scale | minimum << 16; one load each where one group spans the unit, two for groups
-// of 16), dequantized when stored (store_code_unit). Positions of the window are read from the bf16 ring when
-// stored (the last few tiles of a range only). Columns start on multiples of 32 (16-byte aligned codes: r_kv %
-// 64 == 0 and the codes' base checked by wide_geometry).
+// of 16, one per 8 values otherwise), dequantized when stored (store_code_unit). Positions of the window are read
+// from the bf16 ring when stored (the last few tiles of a range only). Columns start on multiples of 32 (16-byte
+// aligned codes: r_kv % 64 == 0 and the codes' base checked by wide_geometry).
 struct CodeUnit {
   uint4 q;         // kCodes: the 32 codes; kRing: q.x the ring row (b window + j % window)
   uint32_t sl[4];  // kCodes: values 8 k .. 8 k + 7's scale | minimum << 16
@@ -77,10 +77,10 @@ __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, in
   };
   if (p.group_c % 32 == 0) {
     u.sl[0] = u.sl[1] = u.sl[2] = u.sl[3] = sl_at(g0 + col / p.group_c);
-  } else if (p.group_c % 16 == 0) {
-    u.sl[0] = u.sl[1] = sl_at(g0 + col / p.group_c);
-    u.sl[2] = u.sl[3] = sl_at(g0 + col / p.group_c + 1);
-  } else {
+  } else if (p.group_c == 16) {  // (not other multiples of 16: a group of 48 spans a unit's halves unevenly)
+    u.sl[0] = u.sl[1] = sl_at(g0 + col / 16);
+    u.sl[2] = u.sl[3] = sl_at(g0 + col / 16 + 1);
+  } else {  // groups of 8, 24, 40, 48, ...: each 8 values' own group
 #pragma unroll
     for (int k = 0; k < 4; ++k) u.sl[k] = sl_at(g0 + (col + 8 * k) / p.group_c);
   }
