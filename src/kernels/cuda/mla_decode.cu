@@ -955,8 +955,9 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
   plan.workspace_floats = workspace_floats_for(p, g.total_splits);
   // kAuto: one warp a (sequence, head) from half a wave of the block layout's CTAs (8 of 256 threads an SM) on.
-  // Measured on the H200 (docs/KERNELS.md, "The combine"): 2-5% less decode time at b = 32 x 28 heads (896 pairs
-  // on 132 SMs) and 256, 3% at int4's b = 768; 2-5% more at b = 8 (224 pairs, 33 splits a lane's two).
+  // Measured on the H200 (docs/KERNELS.md, "The combine"): 2-4% less decode time at b = 32 x 28 heads (896 pairs
+  // on 132 SMs), 0-8% at b = 256, 3% at int4's b = 768; 2-5% more at b = 8 (224 pairs; 33 splits: two rounds of a
+  // lane's).
   const int64_t pairs = int64_t(p.b) * p.h_q;
   plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
                       (p.combine == MlaDecodeCombine::kAuto && 2 * pairs >= int64_t(kCombineBlocksPerSm) * dev.sms);

@@ -147,7 +147,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
     const int tok0 = base + grp * kWTok;
     // the thread's units of a chunk: queries 64 rows x 8 units (2 a thread, as bf16), keys 128 tokens x 8 (4 a
-    // thread)
+    // thread; int4: 128 tokens x 2 units of 32 codes, 1 a thread)
+    static_assert(kWK == 64 && kWTok * 2 == kThreads, "int4 key units: two of 32 codes a token, one a thread");
     uint4 qv[2];
     uint4 kv[4];   // bf16: 128 tokens x 8 units of 8 values, 4 a thread
     CodeUnit cu;   // int4: 128 tokens x 2 units of 32 values, 1 a thread (token tid / 2, columns 32 (tid % 2) on)
