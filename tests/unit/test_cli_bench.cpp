@@ -50,12 +50,35 @@ TEST(CliBench, DecodeKernelRequestIsReportedAndChecked) {
   EXPECT_TRUE(r.out.empty()) << r.out;
 }
 
+// VLM2MLA_DECODE_COMBINE likewise: reported in the JSON, and a misspelt layout stops the run before the model loads.
+TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
+  const char* old = std::getenv("VLM2MLA_DECODE_COMBINE");
+  const std::string saved = old ? old : "";
+  ::setenv("VLM2MLA_DECODE_COMBINE", "warp", 1);
+  nlohmann::json j = bench_json({});
+  EXPECT_EQ(j["decode_combine_request"], "warp");
+  ::setenv("VLM2MLA_DECODE_COMBINE", "warps", 1);
+  testing::CliResult r = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context",
+                                  "16", "--batch", "1", "--new-tokens", "2", "--json"});
+  if (old) {
+    ::setenv("VLM2MLA_DECODE_COMBINE", saved.c_str(), 1);
+  } else {
+    ::unsetenv("VLM2MLA_DECODE_COMBINE");
+  }
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(r.crashed);
+  EXPECT_NE(r.err.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
   for (const std::string mode : {"dynamic", "static"}) {
     nlohmann::json j = bench_json({"--decode", mode});
     EXPECT_EQ(j["decode_mode"], mode);
     const char* kernel_env = std::getenv("VLM2MLA_DECODE_KERNEL");
     EXPECT_EQ(j["decode_kernel_request"], kernel_env ? kernel_env : "auto");
+    const char* combine_env = std::getenv("VLM2MLA_DECODE_COMBINE");
+    EXPECT_EQ(j["decode_combine_request"], combine_env && *combine_env ? combine_env : "auto");
     EXPECT_EQ(j["decode_kernels"], nlohmann::json::array());  // an unconverted model: no latent-cache kernel
     EXPECT_EQ(j["decode_step_kernels"], -1);  // counted from a captured CUDA graph only (graph mode)
     EXPECT_EQ(j["new_tokens"], 4);

@@ -164,9 +164,10 @@ void register_bench(CLI::App& app) {
                     ArgumentError, "--image: expected HxW (e.g. 336x336), got '", args->image, "'");
     }
     const LoadOptions options = args->run.load_options(ModelUse::kInference);
-    // the decode kernel asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL, default auto): read
-    // now, so a misspelt name stops the run before the model loads
+    // the decode kernel and combine layout asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL,
+    // VLM2MLA_DECODE_COMBINE, default auto): read now, so a misspelt name stops the run before the model loads
     const char* kernel_request = mla_decode_variant_name(model_decode_variant());
+    const char* combine_request = mla_decode_combine_name(model_decode_combine());
     auto t0 = std::chrono::steady_clock::now();
     std::string random_config = args->random_config;
     struct RemoveOnExit {
@@ -249,8 +250,9 @@ void register_bench(CLI::App& app) {
         {"kv_cache", args->cache.type.empty() ? dtype_name(options.dtype) : args->cache.type},
         {"decode_mode", decode_mode_name(r.decode)},
         {"decode_kernel_request", kernel_request},
+        {"decode_combine_request", combine_request},
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
-        // "tc-codes", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
+        // "tc-codes", "wide", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
         {"decode_kernels", kernels_used},
         // graph mode: the kernel launches of one captured decode step (exact, where timings are noisy)
         {"decode_step_kernels", r.step_kernels},
