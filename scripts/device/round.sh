@@ -17,7 +17,7 @@
 #   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
 #      its batch at ROUND_LARGEST_CONTEXT (default 32768) over a synthetic cache, ROUND_LARGEST_TOKENS new tokens
 #      (default 16), one at a time (the largest batches that fit), with tokens/s against the first word's and the
-#      peak memory.
+#      peak memory; once per ROUND_ENV setting, as the grid (round_largest.jsonl, or round_largest_SETTING.jsonl).
 # Steps at 32k varied by up to ~1.5x in their first ten or so while generate copied its [b, s] history every step
 # (until 86ec205); since, their quartiles lie within ~3% of the median: give medians 32 or more tokens
 # (ROUND_TOKENS) when comparing settings within a few percent.
@@ -29,6 +29,8 @@
 #
 #   device run: ROUND_ENV="VLM2MLA_FUSED_CACHE_WRITE=0 VLM2MLA_FUSED_CACHE_WRITE=1" bash scripts/device/round.sh
 #               ROUND_LARGEST="gqa:64 mla:32:bf16:256 mla:32:int4:768" bash scripts/device/round.sh
+#               ROUND_GRID= ROUND_CTEST= ROUND_LARGEST="mla:32:int4:768" \
+#                 ROUND_ENV="VLM2MLA_DECODE_COMBINE=block VLM2MLA_DECODE_COMBINE=warp" bash scripts/device/round.sh
 set -uo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/env.sh"
@@ -84,14 +86,23 @@ for setting in "${settings[@]}"; do
   python3 "$here/round_table.py" "$out/$file"
 done
 if [[ -n "${ROUND_LARGEST:-}" ]]; then
-  : > "$out/round_largest.jsonl"
-  for vb in $ROUND_LARGEST; do
-    BENCH_MLA_SYNTHETIC=1 BENCH_MLA_TOKENS="${ROUND_LARGEST_TOKENS:-16}" BENCH_MLA_GRID="${ROUND_LARGEST_CONTEXT:-32768}:${vb##*:}" \
-      BENCH_MLA_VARIANTS="${vb%:*}" BENCH_MLA_OUT=round_largest_one.jsonl bash "$here/bench_mla.sh" > /dev/null 2>&1
-    cat "$out/round_largest_one.jsonl" >> "$out/round_largest.jsonl"
+  # once per ROUND_ENV setting too (as the grid), each setting's runs in a file of their own
+  read -r -a largest_settings <<< "${ROUND_ENV:-}"
+  [[ ${#largest_settings[@]} -gt 0 ]] || largest_settings=("")
+  for setting in "${largest_settings[@]}"; do
+    name="${setting:-as-is}"
+    file="round_largest${setting:+_${name//[^A-Za-z0-9_]/_}}.jsonl"
+    IFS=, read -r -a vars <<< "$setting"
+    : > "$out/$file"
+    for vb in $ROUND_LARGEST; do
+      env "${vars[@]}" BENCH_MLA_SYNTHETIC=1 BENCH_MLA_TOKENS="${ROUND_LARGEST_TOKENS:-16}" \
+        BENCH_MLA_GRID="${ROUND_LARGEST_CONTEXT:-32768}:${vb##*:}" BENCH_MLA_VARIANTS="${vb%:*}" \
+        BENCH_MLA_OUT=round_largest_one.jsonl bash "$here/bench_mla.sh" > /dev/null 2>&1
+      cat "$out/round_largest_one.jsonl" >> "$out/$file"
+    done
+    rm -f "$out/round_largest_one.jsonl"
+    echo "== largest batches ($name)"
+    python3 "$here/round_table.py" --largest "$out/$file"
   done
-  rm -f "$out/round_largest_one.jsonl"
-  echo "== largest batches"
-  python3 "$here/round_table.py" --largest "$out/round_largest.jsonl"
 fi
 echo "total: $((SECONDS - t0)) s"
