@@ -171,7 +171,7 @@ const MlaDecodeOutput& MlaDecodeLaunch::out() const { return impl_->out; }
 bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
-  if (impl_->plan.wide) return "wide";
+  if (impl_->plan.wide) return impl_->plan.wide_cluster ? "wide-cluster" : "wide";
   if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
     static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128g"};
     static const char* const kRowsMod[] = {"tc-rows-mod", "tc-rows-mod-128", "tc-rows-mod-128g"};
@@ -219,6 +219,7 @@ const char* mla_decode_variant_name(MlaDecodeVariant v) {
     case MlaDecodeVariant::kTensorCoreWarpRows: return "rows";
     case MlaDecodeVariant::kTensorCoreWarpRowsJoint: return "rows-joint";
     case MlaDecodeVariant::kWide: return "wide";
+    case MlaDecodeVariant::kWideCluster: return "wide-cluster";
   }
   return "?";
 }
@@ -226,11 +227,12 @@ const char* mla_decode_variant_name(MlaDecodeVariant v) {
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what) {
   for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows,
                              MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kTensorCore,
-                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kWide, MlaDecodeVariant::kGeneric}) {
+                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kWide, MlaDecodeVariant::kWideCluster,
+                             MlaDecodeVariant::kGeneric}) {
     if (text == mla_decode_variant_name(v)) return v;
   }
   throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
-                                     "', expected auto, rows, rows-joint, keys, codes, wide or generic"));
+                                     "', expected auto, rows, rows-joint, keys, codes, wide, wide-cluster or generic"));
 }
 
 const char* mla_decode_combine_name(MlaDecodeCombine c) {

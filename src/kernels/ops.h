@@ -35,8 +35,8 @@ bool mla_decode_has_cuda();
 
 // Names of the decode kernel variants (params.h): "auto", "keys" (kTensorCore, the split-keys kernel),
 // "generic", "codes" (kTensorCoreCodes), "rows" (kTensorCoreWarpRows), "rows-joint"
-// (kTensorCoreWarpRowsJoint), "wide" (kWide, the scores-first kernels); and back, ArgumentError naming
-// `what` and the choices for anything else.
+// (kTensorCoreWarpRowsJoint), "wide" (kWide, the scores-first kernels), "wide-cluster" (kWideCluster, their
+// one-pass twin in thread-block clusters); and back, ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_variant_name(MlaDecodeVariant v);
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what);
 

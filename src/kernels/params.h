@@ -42,6 +42,10 @@ enum class MlaCacheFormat {
 // then O per 256-column block over them, both on the tensor cores) for latents the other tensor-core kernels do
 // not take (r_kv > 512: LLaVA-1.5's d_kv 32 and 64); kAuto's choice before the generic kernel. Needs r_kv % 64
 // == 0, d_rope % 8 == 0, aligned arrays; int4 also groups that are multiples of 8.
+// kWideCluster (session 15): their one-pass twin: no scores pass, the values kernel's column blocks of one
+// (split, head block, sequence) in a thread-block cluster that computes the scores itself, summing each block's
+// partial scores through distributed shared memory (the latent read once). The same sizes with r_kv <= 2,048 (at
+// most 8 blocks a cluster) on compute capability >= 9.0. Not yet run on a GPU: kAuto never picks it.
 enum class MlaDecodeVariant {
   kAuto,
   kTensorCore,
@@ -49,7 +53,8 @@ enum class MlaDecodeVariant {
   kTensorCoreCodes,
   kTensorCoreWarpRows,
   kTensorCoreWarpRowsJoint,
-  kWide
+  kWide,
+  kWideCluster
 };
 
 // How the split-KV partials are merged (the combine kernel, after every decode kernel): kBlock, one CTA of 256

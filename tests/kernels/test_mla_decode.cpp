@@ -311,12 +311,14 @@ TEST(MlaDecodeOps, ReadsAndWritesTheModelsViews) {
 TEST(MlaDecodeOps, VariantNamesReadBack) {
   for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric,
                              MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows,
-                             MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kWide}) {
+                             MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kWide,
+                             MlaDecodeVariant::kWideCluster}) {
     EXPECT_EQ(parse_mla_decode_variant(mla_decode_variant_name(v), "X"), v) << mla_decode_variant_name(v);
   }
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRows), "rows");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRowsJoint), "rows-joint");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWide), "wide");
+  EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWideCluster), "wide-cluster");
   try {
     parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL");
     ADD_FAILURE() << "an unknown name was accepted";
@@ -995,7 +997,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
 // clear error for the shapes it does not take.
 TEST(MlaDecodeCuda, WideMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  Stats st;
+  Stats st, cluster_st;  // the scores-first kernels, and their one-pass twin (kWideCluster)
   int seed = 0;
   struct Shape {
     KvShape kv;
@@ -1011,6 +1013,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
           Case c = shaped_case(sh.kv, f, n_mod, m, {700, 1500, 300}, 3100 + seed);
           c.bias = seed++ % 2 == 0;
           check_case(c, MlaDecodeVariant::kWide, st);
+          check_case(c, MlaDecodeVariant::kWideCluster, cluster_st);
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kAuto;
           const MlaDecodeLaunch launch(in);
@@ -1031,10 +1034,13 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
       c.mods = m;
       c.seed = 3100 + seed++;
       check_case(c, MlaDecodeVariant::kWide, st);
+      check_case(c, MlaDecodeVariant::kWideCluster, cluster_st);
     }
   }
   st.print("wide");
+  cluster_st.print("wide-cluster");
   EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(cluster_st.failed, 0);
   // what it does not take: a clear error naming the condition
   Case bad = Case::qwen7b_md_int4({0}, {100});
   bad.r_kv = 1000;  // a multiple of 8, not of 64
@@ -1050,6 +1056,20 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   in.variant = MlaDecodeVariant::kAuto;  // kAuto: the generic kernel, saying why
   const MlaDecodeLaunch launch(in);
   EXPECT_EQ(std::string(launch.kernel()), "generic");
+  // the one-pass twin: at most 8 column blocks a cluster
+  Case wider = Case::qwen7b_md_int4({0}, {100});
+  wider.h_q = wider.h_kv = 4;
+  wider.r_kv = 2304;
+  MlaDecodeInputs win = make_inputs(wider, at::Device(at::kCUDA, 0));
+  win.variant = MlaDecodeVariant::kWideCluster;
+  try {
+    mla_decode(win);
+    ADD_FAILURE() << "the one-pass scores-first kernel accepted " << wider.str();
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("up to 2048"), std::string::npos) << e.what();
+  }
+  win.variant = MlaDecodeVariant::kWide;
+  EXPECT_EQ(std::string(MlaDecodeLaunch(win).kernel()), "wide");
 }
 
 // A few small cases of each kernel path (run under compute-sanitizer by scripts/device/kernels.sh).
@@ -1407,6 +1427,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     for (int64_t r_kv : {1024, 2048})
       for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
         cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, r_kv, 32, Mods::kText});
+    // their one-pass twin in clusters (kWideCluster) beside them
+    for (int64_t r_kv : {1024, 2048})
+      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
+        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kWideCluster, 32, 32, r_kv, 32, Mods::kText});
     // LLaVA-NeXT-8B (Llama-3-8B: h_kv 8) at d_kv 128 (r_kv 1,024): the scores-first kernels over a GQA model
     cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 32, 8, 1024, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less
@@ -1426,7 +1450,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
   // "bf16/1/random/32/32768/auto/128/28") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
     const char* mod_names[] = {"random", "runs", "text", "image"};
-    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint", "wide"};
+    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint", "wide", "wide-cluster"};
     std::vector<Cfg> kept;
     for (const Cfg& cfg : cfgs) {
       const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +

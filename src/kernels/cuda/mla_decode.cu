@@ -493,6 +493,7 @@ void check_sizes(const MlaDecodeParams& p) {
 struct Device {
   int sms = 0;
   int smem_optin = 0;
+  int major = 0;  // compute capability
 };
 Device device_info() {
   int dev = 0;
@@ -502,6 +503,8 @@ Device device_info() {
                      "cudaDeviceGetAttribute(MultiProcessorCount)");
   VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
                      "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev),
+                     "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
   return d;
 }
 KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
@@ -864,7 +867,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
                   joint ? "(joint layout) " : "", "tensor-core kernel cannot take these sizes: ", why_rows);
   }
   std::string why;
-  const bool wide_asked = variant == MlaDecodeVariant::kWide;
+  const bool cluster_asked = variant == MlaDecodeVariant::kWideCluster;
+  const bool wide_asked = variant == MlaDecodeVariant::kWide || cluster_asked;
   if (!why_rows.empty()) {
     g = Geom{};
     why = variant == MlaDecodeVariant::kGeneric ? "the generic kernel was asked for"
@@ -881,12 +885,27 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       g = gw;
       plan.tensor_core = true;
       plan.wide = true;
+      plan.wide_cluster = cluster_asked;
       plan.rope_scores = true;
       plan.head_blocks = (p.h_q + wide_value_heads() - 1) / wide_value_heads();
-      plan.smem_bytes = g.smem_bytes;
-      fp.fn = wide_values_kernel(p.n_mod, int4);
-      plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
-      prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
+      if (cluster_asked) {  // the column blocks of a (split, head block, sequence) as one cluster
+        VLM2MLA_CHECK(dev.major >= 9, ArgumentError,
+                      "mla_decode: the one-pass scores-first kernel needs thread-block clusters (compute capability "
+                      ">= 9.0), this device has ", dev.major, ".x");
+        VLM2MLA_CHECK(g.wide_col_blocks <= 8, ArgumentError, "mla_decode: the one-pass scores-first kernel takes r_kv "
+                      "up to ", 8 * wide_value_cols(), " (clusters of at most 8 column blocks), got ", p.r_kv);
+        plan.smem_bytes = wide_cluster_smem_bytes(p.n_mod);
+        VLM2MLA_CHECK(plan.smem_bytes <= dev.smem_optin, ArgumentError, "mla_decode: the one-pass scores-first "
+                      "kernel needs ", plan.smem_bytes, " bytes of shared memory a CTA, the device has ",
+                      dev.smem_optin);
+        fp.fn = wide_cluster_kernel(p.n_mod, int4);
+        plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
+      } else {
+        plan.smem_bytes = g.smem_bytes;
+        fp.fn = wide_values_kernel(p.n_mod, int4);
+        plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
+        prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
+      }
       // values CTAs: (split, head block x column block, sequence); a few waves of them
       const int tiles = max_tiles(p.max_length);
       const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
@@ -998,7 +1017,24 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
                                                                                                        fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the RoPE scores kernel");
   }
-  if (plan.wide) {  // the scores (into the RoPE scores' region, in place), then the values per column block
+  if (plan.wide_cluster) {  // the values kernel in clusters of the column blocks, computing the scores
+    const dim3 grid(total, plan.head_blocks * fp.geom.wide_col_blocks, params.b);
+    VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = size_t(plan.smem_bytes);
+    config.stream = stream;
+    cudaLaunchAttribute cluster;
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = 1;
+    cluster.val.clusterDim.y = unsigned(fp.geom.wide_col_blocks);
+    cluster.val.clusterDim.z = 1;
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
+                       "launching the one-pass scores-first kernel (clusters of the column blocks)");
+  } else if (plan.wide) {  // the scores (into the RoPE scores' region, in place), then the values per column block
     const int groups = std::max(1, std::min((max_tiles(params.max_length) + 1) / 2 + 1, 1024));
     const int score_blocks = (params.h_q + fp.geom.wide_hb - 1) / fp.geom.wide_hb;
     wide_scores_kernel()<<<dim3(groups, score_blocks, params.b), kThreads, wide_scores_smem_bytes(), stream>>>(

@@ -18,6 +18,8 @@ struct MlaDecodePlan {
   bool warp_rows = false;     // tensor core: the warp-rows kernel (else the split-keys one, or the wide ones)
   bool wide = false;          // tensor core: the scores-first kernels for wide latents (params.h, kWide): RoPE
                               // scores, scores, then values per column block (rope_scores is set too)
+  bool wide_cluster = false;  // wide: their one-pass twin (kWideCluster): RoPE scores, then the values kernel in
+                              // clusters of the column blocks, which compute the scores themselves
   bool modality_ctas = false;  // warp rows, two sets: each CTA holds one modality's rows (the partials' splits
                                // are (split, modality) pairs)
   int specialized = 0;         // warp rows: which instance built for these sizes was taken (params.h's

@@ -1838,6 +1838,9 @@ int wide_value_heads();
 int wide_value_cols();
 KernelFn wide_scores_kernel();
 KernelFn wide_values_kernel(int n_mod, bool int4);
+// Their one-pass twin (kWideCluster): the values kernel with the scores computed in clusters of column blocks.
+int wide_cluster_smem_bytes(int n_mod);
+KernelFn wide_cluster_kernel(int n_mod, bool int4);
 
 template <int NMOD, bool INT4, bool CODES>
 KernelFn tc_kernel_for(int mt, int ntw) {

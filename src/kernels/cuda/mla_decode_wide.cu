@@ -16,6 +16,7 @@
 // (r_kv / 256 + 3) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
 // keys are staged (code * scale + minimum in float32, rounded to bf16: dequant_rows' arithmetic), positions
 // of the window from the bf16 ring.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -117,6 +118,23 @@ __device__ __forceinline__ void store_code_unit(const MlaDecodeParams& p, const 
   }
 }
 
+// Columns col .. col + 7 of modality mod's absorbed query of (sequence b, head) as 8 bf16 values: one 16-byte load
+// over bf16 queries (two over float32) where the rows allow it (Geom::wide_qvec), else element by element.
+__device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g, int mod, int b, int head, int col) {
+  const int64_t off = qa_offset(p, mod, b, head) + col;
+  if (g.wide_qvec && p.q_bf16) return __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.qa) + off));
+  if (g.wide_qvec) {
+    const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
+    const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off + 4));
+    return make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
+  }
+  float x[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = load_q(p.qa, p.q_bf16, off + e);
+  return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
+                    pack_bf16x2(x[6], x[7]));
+}
+
 // Query row r of a scores CTA: modality r / hb, head head0 + r % hb (valid: r < n_mod hb and head < h_q).
 __device__ __forceinline__ bool query_row(const MlaDecodeParams& p, int r, int hb, int head0, int& mod, int& head) {
   mod = r / hb;
@@ -161,21 +179,7 @@ __global__ void __launch_bounds__(kThreads)
         int mod, head;
         qv[i] = make_uint4(0u, 0u, 0u, 0u);
         if (!query_row(p, r, hb, head0, mod, head)) continue;
-        const int64_t off = qa_offset(p, mod, b, head) + c;
-        if (g.wide_qvec && p.q_bf16) {
-          qv[i] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.qa) + off));
-        } else if (g.wide_qvec) {
-          const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
-          const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off + 4));
-          qv[i] = make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y),
-                             pack_bf16x2(y.z, y.w));
-        } else {
-          float x[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) x[e] = load_q(p.qa, p.q_bf16, off + e);
-          qv[i] = make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
-                             pack_bf16x2(x[6], x[7]));
-        }
+        qv[i] = load_q8(p, g, mod, b, head, c);
       }
       if (int4) {
         cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
@@ -268,7 +272,22 @@ constexpr int kWVStage = kWTileBytes + kWScoreBytes + kTile;  // latent, scores,
 constexpr int kWUnits = kTile * kWCols / 8 / kThreads;        // bf16 latent units of 8 a thread a tile (8)
 constexpr int kWCodeUnits = kWUnits / 4;                      // int4 units of 32 a thread a tile (2)
 
-template <int NMOD, bool INT4>
+// CLUSTER (MlaDecodeVariant::kWideCluster, the one-pass twin): no scores pass. The column blocks of one (split,
+// head block, sequence) form a thread-block cluster (sm_90), one CTA per 256 columns; each computes the partial
+// scores of its columns for every query row (both modalities' absorbed queries, held in shared memory) and the
+// tile's 64 tokens on the tensor cores, adds the RoPE scores of its share of the heads (staged from the RoPE pass's
+// region as the scores are otherwise), and the cluster sums the partials through distributed shared memory (one
+// cluster barrier a tile, the partials double-buffered), every CTA in the same order, so that all hold the same
+// scores bit for bit; the rest is this kernel's. The latent is read once, the scores region once.
+__host__ __device__ constexpr int kWQRows(int nmod) { return nmod * kWHeads; }      // cluster: query rows (modality, head)
+__host__ __device__ constexpr int kWSpStride(int nmod) { return nmod * kWHeads + 4; }  // cluster: floats per token of the partials
+__host__ __device__ constexpr int kWClusterQBytes(int nmod) { return kWQRows(nmod) * kWCStride * 2; }
+__host__ __device__ constexpr int kWClusterSpBytes(int nmod) { return kTile * kWSpStride(nmod) * 4; }
+__host__ __device__ constexpr int kWClusterBytes(int nmod) {  // stages, queries, two partial buffers, the summed scores
+  return kWVStages * kWVStage + kWClusterQBytes(nmod) + 2 * kWClusterSpBytes(nmod) + kWScoreBytes;
+}
+
+template <int NMOD, bool INT4, bool CLUSTER>
 __global__ void __launch_bounds__(kThreads)
     mla_wide_values_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -289,6 +308,12 @@ __global__ void __launch_bounds__(kThreads)
   const float* S = p.workspace + g.off_rope_ws + int64_t(b) * g.rope_ws_tokens * p.h_q;
   const uint32_t sbase = smem_addr(smem);
   const int hn = min(kWHeads, p.h_q - head0);  // a multiple of 4 (wide_geometry: h_q % 4 == 0)
+  // the heads whose scores this CTA stages: all of the block's, or (CLUSTER) its share of their RoPE scores,
+  // in pieces of 4 heads
+  const int ncb = g.wide_col_blocks;
+  const int share = CLUSTER ? (hn + 4 * ncb - 1) / (4 * ncb) * 4 : hn;
+  const int sc0 = CLUSTER ? min(hn, cb * share) : 0;
+  const int scn = CLUSTER ? min(hn - sc0, share) : hn;
   // the thread's latent units (token row, 8-column unit) and its two 16-byte pieces of the scores
   int ut[kWUnits], uc[kWUnits];
 #pragma unroll
@@ -314,8 +339,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {  // scores: 64 tokens x 8 pieces of 4 heads
       const int u = tid + i * kThreads, tt = u >> 3, q = u & 7, j = tok0 + tt;
-      const bool ok = 4 * q < hn && j >= sr.lo && j < sr.hi;
-      const float* src = ok ? S + int64_t(j - base) * p.h_q + head0 + 4 * q : S;
+      const bool ok = 4 * q < scn && j >= sr.lo && j < sr.hi;
+      const float* src = ok ? S + int64_t(j - base) * p.h_q + head0 + sc0 + 4 * q : S;
       cp_async(sa + kWTileBytes + (tt * kWSStride + 4 * q) * 4, src, 16, ok);
     }
   };
@@ -365,6 +390,19 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int m = 0; m < NMOD; ++m) l[m][0] = l[m][1] = 0.f;
 
+  // CLUSTER: the block's queries (rows modality x 32 heads, this CTA's columns) into shared memory, once
+  unsigned char* const cq = smem + kWVStages * kWVStage;
+  float* const csp = reinterpret_cast<float*>(cq + kWClusterQBytes(NMOD));  // [2][kTile][kWSpStride]
+  float* const csf = reinterpret_cast<float*>(cq + kWClusterQBytes(NMOD) + 2 * kWClusterSpBytes(NMOD));
+  const int cw = cpt * 8;  // this CTA's columns
+  if constexpr (CLUSTER) {
+    for (int u = tid; u < kWQRows(NMOD) * (kWCols / 8); u += kThreads) {
+      const int r = u / (kWCols / 8), c8 = u - r * (kWCols / 8), mod = r / kWHeads, hl = r - mod * kWHeads;
+      const uint4 v = hl < hn && 8 * c8 < cw ? load_q8(p, g, mod, b, head0 + hl, col_base + 8 * c8)
+                                             : make_uint4(0u, 0u, 0u, 0u);
+      *reinterpret_cast<uint4*>(cq + (r * kWCStride + 8 * c8) * 2) = v;
+    }
+  }
   if (t_first < t_end) {
     issue(t_first, 0);
     cp_async_commit();
@@ -383,9 +421,62 @@ __global__ void __launch_bounds__(kThreads)
     if (t + 2 < t_end) issue(t + 2, stage_at(i + 2));
     cp_async_commit();
     const unsigned char* sp = smem + st * kWVStage;
-    const float* ss = reinterpret_cast<const float*>(sp + kWTileBytes);
     const uint8_t* mods = sp + kWTileBytes + kWScoreBytes;
     const int tok0 = t * kTile;
+    if constexpr (CLUSTER) {
+      // the partial scores of this CTA's columns: rows (modality, head) x the tile's tokens, on the tensor cores;
+      // warp w: m-tile w % MT, n-tiles of 8 tokens from (w / MT) MT on
+      constexpr int MT = NMOD * 2;
+      const int smt = warp % MT, sn0 = (warp / MT) * MT;
+      float acc[MT][4];
+#pragma unroll
+      for (int n = 0; n < MT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+      const uint32_t a_addr = smem_addr(cq) + ((smt * 16 + (lane & 15)) * kWCStride + (lane >> 4) * 8) * 2;
+      const uint32_t b_addr =
+          sbase + st * kWVStage + ((sn0 * 8 + (lane & 7) + (lane >> 4) * 8) * kWCStride + ((lane >> 3) & 1) * 8) * 2;
+      for (int k = 0; k < cw; k += 16) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a_addr + k * 2, a0, a1, a2, a3);
+#pragma unroll
+        for (int n = 0; n < MT; n += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldsm_x4(b_addr + n * 8 * kWCStride * 2 + k * 2, b0, b1, b2, b3);
+          mma_bf16(acc[n], a0, a1, a2, a3, b0, b1);
+          mma_bf16(acc[n + 1], a0, a1, a2, a3, b2, b3);
+        }
+      }
+      // into this CTA's partial buffer i % 2 ([token][row]), with the RoPE scores of its share of the heads
+      const float* rope = reinterpret_cast<const float*>(sp + kWTileBytes);  // [token][kWSStride], heads sc0 on
+      float* part = csp + (i & 1) * (kTile * kWSpStride(NMOD));
+#pragma unroll
+      for (int n = 0; n < MT; ++n)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int tt = (sn0 + n) * 8 + 2 * tig + e, r = smt * 16 + gid + 8 * h;
+            const int hl = r % kWHeads;
+            float v = acc[n][2 * h + e];
+            if (hl >= sc0 && hl < sc0 + scn) v += rope[tt * kWSStride + hl - sc0];
+            part[tt * kWSpStride(NMOD) + r] = v;
+          }
+      namespace cg = cooperative_groups;
+      cg::cluster_group cluster = cg::this_cluster();
+      cluster.sync();  // every CTA's partials of this tile written (and the buffer's previous readers done)
+      // the scores: the partials summed over the cluster in rank order (the same sums in every CTA), the key's
+      // modality picking the row, the k-bias term and the scale; [token][kWSStride] as the staged scores are
+      const float scale_log2 = p.scale * kLog2e;
+      for (int u = tid; u < kTile * kWHeads; u += kThreads) {
+        const int tt = u / kWHeads, hl = u - tt * kWHeads;
+        const int m = NMOD == 2 && mods[tt] != 0 ? 1 : 0;
+        const int off = tt * kWSpStride(NMOD) + m * kWHeads + hl;
+        float v = 0.f;
+        for (int r = 0; r < ncb; ++r) v += cluster.map_shared_rank(part, r)[off];
+        csf[tt * kWSStride + hl] = hl < hn ? (v + load_qb(p, m, b, head0 + hl)) * scale_log2 : 0.f;
+      }
+      __syncthreads();  // the scores written
+    }
+    const float* ss = CLUSTER ? csf : reinterpret_cast<const float*>(sp + kWTileBytes);
     const bool full = tok0 >= sr.lo && tok0 + kTile <= sr.hi;  // (else the keys outside the range masked)
     // the thread's scores, in the score accumulators' layout (rows gid, gid + 8; tokens 8 n + 2 tig + e)
     float s[NS][4];
@@ -473,6 +564,10 @@ __global__ void __launch_bounds__(kThreads)
     store_mod(stage_at(i + 1), mod_next);
   }
   cp_async_wait<0>();
+  if constexpr (CLUSTER) {  // no CTA leaves while another may still read its partials
+    namespace cg = cooperative_groups;
+    cg::this_cluster().sync();
+  }
 
   // the partials: the split's max and masses (the first quarter's warps; all quarters hold the same), O's columns
   const Partials wp = partials(p, g.total_splits);
@@ -514,8 +609,13 @@ int wide_value_heads() { return kWHeads; }
 int wide_value_cols() { return kWCols; }
 KernelFn wide_scores_kernel() { return mla_wide_scores_kernel; }
 KernelFn wide_values_kernel(int n_mod, bool int4) {
-  if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true> : mla_wide_values_kernel<1, true>;
-  return n_mod == 2 ? mla_wide_values_kernel<2, false> : mla_wide_values_kernel<1, false>;
+  if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, false> : mla_wide_values_kernel<1, true, false>;
+  return n_mod == 2 ? mla_wide_values_kernel<2, false, false> : mla_wide_values_kernel<1, false, false>;
+}
+int wide_cluster_smem_bytes(int n_mod) { return n_mod == 2 ? kWClusterBytes(2) : kWClusterBytes(1); }
+KernelFn wide_cluster_kernel(int n_mod, bool int4) {
+  if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, true> : mla_wide_values_kernel<1, true, true>;
+  return n_mod == 2 ? mla_wide_values_kernel<2, false, true> : mla_wide_values_kernel<1, false, true>;
 }
 
 }  // namespace mla_decode_detail
