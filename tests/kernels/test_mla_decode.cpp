@@ -1423,6 +1423,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     // LLaVA-1.5-7B converted with d_kv 16 (r_kv 512, R 32: a RoPE key of 1,024 values): two sets over text
     for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}, {32, 32768}})
       cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, 512, 32, Mods::kText});
+    // ... at one sequence by the fewest tiles a split takes (the modality CTAs' default 4: 17 CTAs at 4k)
+    for (int64_t t : {4096, 32768})
+      for (int64_t mt : {1, 2, 8})
+        cfgs.push_back({f, 2, 1, t, MlaDecodeVariant::kAuto, 32, 32, 512, 32, Mods::kText, mt});
     // LLaVA-1.5-7B with d_kv 32 and 64 (r_kv 1,024 and 2,048): the scores-first kernels
     for (int64_t r_kv : {1024, 2048})
       for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
