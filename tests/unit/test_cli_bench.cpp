@@ -27,48 +27,46 @@ nlohmann::json bench_json(std::vector<std::string> extra) {
   return nlohmann::json::parse(r.out);
 }
 
+// bench with environment variable `var` set to `good` (its JSON) and to `bad` (that run), `var` restored after.
+struct EnvRequestRuns {
+  nlohmann::json good;
+  testing::CliResult bad;
+};
+EnvRequestRuns bench_with_env(const char* var, const char* good, const char* bad) {
+  const char* old = std::getenv(var);
+  const std::string saved = old ? old : "";
+  EnvRequestRuns runs;
+  ::setenv(var, good, 1);
+  runs.good = bench_json({});
+  ::setenv(var, bad, 1);
+  runs.bad = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context", "16",
+                      "--batch", "1", "--new-tokens", "2", "--json"});
+  if (old) {
+    ::setenv(var, saved.c_str(), 1);
+  } else {
+    ::unsetenv(var);
+  }
+  EXPECT_NE(runs.bad.exit_code, 0) << var << "=" << bad;
+  EXPECT_FALSE(runs.bad.crashed) << var << "=" << bad;
+  EXPECT_TRUE(runs.bad.out.empty()) << runs.bad.out;
+  return runs;
+}
+
 // VLM2MLA_DECODE_KERNEL is read before the model loads: a known name is reported in the JSON, an unknown one
 // stops the run with an error naming the variable and the choices.
 TEST(CliBench, DecodeKernelRequestIsReportedAndChecked) {
-  const char* old = std::getenv("VLM2MLA_DECODE_KERNEL");
-  const std::string saved = old ? old : "";
-  ::setenv("VLM2MLA_DECODE_KERNEL", "keys", 1);
-  nlohmann::json j = bench_json({});
-  EXPECT_EQ(j["decode_kernel_request"], "keys");
-  ::setenv("VLM2MLA_DECODE_KERNEL", "fastest", 1);
-  testing::CliResult r = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context",
-                                  "16", "--batch", "1", "--new-tokens", "2", "--json"});
-  if (old) {
-    ::setenv("VLM2MLA_DECODE_KERNEL", saved.c_str(), 1);
-  } else {
-    ::unsetenv("VLM2MLA_DECODE_KERNEL");
-  }
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_FALSE(r.crashed);
-  EXPECT_NE(r.err.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("'fastest'"), std::string::npos) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
+  const EnvRequestRuns runs = bench_with_env("VLM2MLA_DECODE_KERNEL", "keys", "fastest");
+  EXPECT_EQ(runs.good["decode_kernel_request"], "keys");
+  EXPECT_NE(runs.bad.err.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << runs.bad.err;
+  EXPECT_NE(runs.bad.err.find("'fastest'"), std::string::npos) << runs.bad.err;
 }
 
 // VLM2MLA_DECODE_COMBINE likewise: reported in the JSON, and a misspelt layout stops the run before the model loads.
 TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
-  const char* old = std::getenv("VLM2MLA_DECODE_COMBINE");
-  const std::string saved = old ? old : "";
-  ::setenv("VLM2MLA_DECODE_COMBINE", "warp", 1);
-  nlohmann::json j = bench_json({});
-  EXPECT_EQ(j["decode_combine_request"], "warp");
-  ::setenv("VLM2MLA_DECODE_COMBINE", "warps", 1);
-  testing::CliResult r = run_cli({"-q", "bench", "--model", testing::fixtures_dir() + "/text/qwen2/model", "--context",
-                                  "16", "--batch", "1", "--new-tokens", "2", "--json"});
-  if (old) {
-    ::setenv("VLM2MLA_DECODE_COMBINE", saved.c_str(), 1);
-  } else {
-    ::unsetenv("VLM2MLA_DECODE_COMBINE");
-  }
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_FALSE(r.crashed);
-  EXPECT_NE(r.err.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
+  const EnvRequestRuns runs = bench_with_env("VLM2MLA_DECODE_COMBINE", "warp", "warps");
+  EXPECT_EQ(runs.good["decode_combine_request"], "warp");
+  EXPECT_NE(runs.bad.err.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos)
+      << runs.bad.err;
 }
 
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
