@@ -279,8 +279,9 @@ constexpr int kWCodeUnits = kWUnits / 4;                      // int4 units of 3
 // region as the scores are otherwise), and the cluster sums the partials through distributed shared memory (one
 // cluster barrier a tile, the partials double-buffered), every CTA in the same order, so that all hold the same
 // scores bit for bit; the rest is this kernel's. The latent is read once, the scores region once.
-__host__ __device__ constexpr int kWQRows(int nmod) { return nmod * kWHeads; }      // cluster: query rows (modality, head)
-__host__ __device__ constexpr int kWSpStride(int nmod) { return nmod * kWHeads + 4; }  // cluster: floats per token of the partials
+// cluster: query rows (modality, head); floats per token of the partials
+__host__ __device__ constexpr int kWQRows(int nmod) { return nmod * kWHeads; }
+__host__ __device__ constexpr int kWSpStride(int nmod) { return nmod * kWHeads + 4; }
 __host__ __device__ constexpr int kWClusterQBytes(int nmod) { return kWQRows(nmod) * kWCStride * 2; }
 __host__ __device__ constexpr int kWClusterSpBytes(int nmod) { return kTile * kWSpStride(nmod) * 4; }
 __host__ __device__ constexpr int kWClusterBytes(int nmod) {  // stages, queries, two partial buffers, the summed scores
