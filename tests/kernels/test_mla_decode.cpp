@@ -1428,13 +1428,12 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       for (int64_t mt : {1, 2, 8})
         cfgs.push_back({f, 2, 1, t, MlaDecodeVariant::kAuto, 32, 32, 512, 32, Mods::kText, mt});
     // LLaVA-1.5-7B with d_kv 32 and 64 (r_kv 1,024 and 2,048): the scores-first kernels
-    for (int64_t r_kv : {1024, 2048})
-      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
-        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, r_kv, 32, Mods::kText});
-    // their one-pass twin in clusters (kWideCluster) beside them
-    for (int64_t r_kv : {1024, 2048})
-      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {8, 4096}, {8, 32768}})
-        cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kWideCluster, 32, 32, r_kv, 32, Mods::kText});
+    // and their one-pass twin in clusters (kWideCluster) beside them, from one sequence to eight
+    const std::pair<int64_t, int64_t> llava_bt[] = {{1, 4096},  {1, 32768}, {2, 16384},
+                                                    {4, 16384}, {8, 4096},  {8, 32768}};
+    for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kWideCluster})
+      for (int64_t r_kv : {1024, 2048})
+        for (auto [b, t] : llava_bt) cfgs.push_back({f, 2, b, t, v, 32, 32, r_kv, 32, Mods::kText});
     // LLaVA-NeXT-8B (Llama-3-8B: h_kv 8) at d_kv 128 (r_kv 1,024): the scores-first kernels over a GQA model
     cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 32, 8, 1024, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less

@@ -466,14 +466,35 @@ __global__ void __launch_bounds__(kThreads)
       cluster.sync();  // every CTA's partials of this tile written (and the buffer's previous readers done)
       // the scores: the partials summed over the cluster in rank order (the same sums in every CTA), the key's
       // modality picking the row, the k-bias term and the scale; [token][kWSStride] as the staged scores are
+      // (4 heads a thread: one 16-byte load from each rank, all issued before the sums, not a chain of ncb
+      // dependent remote loads per head)
       const float scale_log2 = p.scale * kLog2e;
-      for (int u = tid; u < kTile * kWHeads; u += kThreads) {
-        const int tt = u / kWHeads, hl = u - tt * kWHeads;
+      for (int u = tid; u < kTile * kWHeads / 4; u += kThreads) {
+        const int tt = u / (kWHeads / 4), hl = 4 * (u - tt * (kWHeads / 4));
         const int m = NMOD == 2 && mods[tt] != 0 ? 1 : 0;
         const int off = tt * kWSpStride(NMOD) + m * kWHeads + hl;
-        float v = 0.f;
-        for (int r = 0; r < ncb; ++r) v += cluster.map_shared_rank(part, r)[off];
-        csf[tt * kWSStride + hl] = hl < hn ? (v + load_qb(p, m, b, head0 + hl)) * scale_log2 : 0.f;
+        float4 x[8];
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+          if (r < ncb) x[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(part, r) + off);
+        float4 v = x[0];
+#pragma unroll
+        for (int r = 1; r < 8; ++r) {
+          if (r < ncb) {
+            v.x += x[r].x;
+            v.y += x[r].y;
+            v.z += x[r].z;
+            v.w += x[r].w;
+          }
+        }
+        float4 out = make_float4(0.f, 0.f, 0.f, 0.f);  // (hn: a multiple of 4, so 4 heads all in or all out)
+        if (hl < hn) {
+          out.x = (v.x + load_qb(p, m, b, head0 + hl)) * scale_log2;
+          out.y = (v.y + load_qb(p, m, b, head0 + hl + 1)) * scale_log2;
+          out.z = (v.z + load_qb(p, m, b, head0 + hl + 2)) * scale_log2;
+          out.w = (v.w + load_qb(p, m, b, head0 + hl + 3)) * scale_log2;
+        }
+        *reinterpret_cast<float4*>(csf + tt * kWSStride + hl) = out;
       }
       __syncthreads();  // the scores written
     }
