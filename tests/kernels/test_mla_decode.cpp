@@ -1037,6 +1037,26 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
       check_case(c, MlaDecodeVariant::kWideCluster, cluster_st);
     }
   }
+  {  // the fewest tiles a split takes (MlaDecodeInputs::min_tiles_per_split): fewer, longer splits, same results
+    Case c = Case::qwen7b_md_int4({0}, {4096});  // 64 tiles, over bf16 at LLaVA-1.5 d_kv 32's shape
+    c.format = MlaCacheFormat::kBf16;
+    c.window = 0;
+    c.h_q = c.h_kv = 32;
+    c.r_kv = 1024;
+    c.mods = Mods::kRuns;
+    c.seed = 3100 + seed++;
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kWide;
+    const int default_splits = MlaDecodeLaunch(in).splits();
+    in.min_tiles_per_split = 16;
+    EXPECT_EQ(MlaDecodeLaunch(in).splits(), 4) << "default " << default_splits;  // 64 tiles of 4,096 keys
+    EXPECT_GT(default_splits, 4);
+    for (MlaDecodeVariant v : {MlaDecodeVariant::kWide, MlaDecodeVariant::kWideCluster}) {
+      in.variant = v;
+      const MlaDecodeOutput got = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
+      EXPECT_LT(rel_err(got.acc, want.acc), kRelTol) << mla_decode_variant_name(v) << " " << c.str();
+    }
+  }
   st.print("wide");
   cluster_st.print("wide-cluster");
   EXPECT_EQ(st.failed, 0);
@@ -1434,6 +1454,12 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kWideCluster})
       for (int64_t r_kv : {1024, 2048})
         for (auto [b, t] : llava_bt) cfgs.push_back({f, 2, b, t, v, 32, 32, r_kv, 32, Mods::kText});
+    // ... and by the fewest tiles a split takes (default 1: at one sequence of 4k, 65 splits whose partials, 2 sets
+    // x 32 heads x r_kv floats each, outweigh the latent they read)
+    for (int64_t r_kv : {1024, 2048})
+      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {2, 16384}, {8, 4096}})
+        for (int64_t mt : {2, 4, 8, 16})
+          cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kAuto, 32, 32, r_kv, 32, Mods::kText, mt});
     // LLaVA-NeXT-8B (Llama-3-8B: h_kv 8) at d_kv 128 (r_kv 1,024): the scores-first kernels over a GQA model
     cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 32, 8, 1024, 32, Mods::kText});
     // small batches: the modality CTAs' fewest tiles per split (fewer partials and CTAs against less

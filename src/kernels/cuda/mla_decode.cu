@@ -909,7 +909,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       // values CTAs: (split, head block x column block, sequence); a few waves of them
       const int tiles = max_tiles(p.max_length);
       const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
-      size_splits(plan, tiles, 2 * int64_t(dev.sms) * plan.ctas_per_sm, per_split, kMinTilesPerSplit);
+      size_splits(plan, tiles, 2 * int64_t(dev.sms) * plan.ctas_per_sm, per_split,
+                  p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplit);
       plan.ring_splits = 0;  // (the kernels read the ring where they read the store)
     } else {
       why = why + "; scores-first kernels: " + why_wide;
