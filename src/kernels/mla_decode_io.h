@@ -65,7 +65,7 @@ struct MlaDecodeInputs {
   bool pure_splits = true;
   // CUDA only: the combine kernel's layout (params.h's MlaDecodeCombine; the same sums per split, in another
   // order, so results within rounding of each other: test WarpCombineMatchesBlockCombine). Model steps:
-  // VLM2MLA_DECODE_COMBINE=auto|block|warp (model_decode_combine()).
+  // VLM2MLA_DECODE_COMBINE=auto|block|columns|warp (model_decode_combine()).
   MlaDecodeCombine combine = MlaDecodeCombine::kAuto;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last

@@ -184,6 +184,7 @@ int MlaDecodeLaunch::column_splits() const { return impl_->plan.column_splits; }
 bool MlaDecodeLaunch::rope_scores() const { return impl_->plan.rope_scores; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
+int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks; }
 
 #else  // no CUDA kernels in this build
 
@@ -207,6 +208,7 @@ int MlaDecodeLaunch::column_splits() const { return 1; }
 bool MlaDecodeLaunch::rope_scores() const { return false; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
 bool MlaDecodeLaunch::warp_combine() const { return false; }
+int MlaDecodeLaunch::combine_chunks() const { return 1; }
 
 #endif
 
@@ -240,15 +242,18 @@ const char* mla_decode_combine_name(MlaDecodeCombine c) {
     case MlaDecodeCombine::kAuto: return "auto";
     case MlaDecodeCombine::kBlock: return "block";
     case MlaDecodeCombine::kWarp: return "warp";
+    case MlaDecodeCombine::kColumns: return "columns";
   }
   return "?";
 }
 
 MlaDecodeCombine parse_mla_decode_combine(const std::string& text, const std::string& what) {
-  for (MlaDecodeCombine c : {MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kWarp}) {
+  for (MlaDecodeCombine c :
+       {MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kWarp, MlaDecodeCombine::kColumns}) {
     if (text == mla_decode_combine_name(c)) return c;
   }
-  throw ArgumentError(detail::concat(what, ": unknown combine layout '", text, "', expected auto, block or warp"));
+  throw ArgumentError(
+      detail::concat(what, ": unknown combine layout '", text, "', expected auto, block, columns or warp"));
 }
 
 MlaDecodeCombine model_decode_combine() {

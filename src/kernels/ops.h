@@ -58,8 +58,8 @@ bool model_decode_pure_splits();
 int64_t model_decode_min_tiles();
 // Its parse (nullptr or "": 0), exposed for tests.
 int64_t parse_decode_min_tiles(const char* value);
-// Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp"; and back, ArgumentError
-// naming `what` and the choices for anything else.
+// Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp", "columns"; and back,
+// ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_combine_name(MlaDecodeCombine c);
 MlaDecodeCombine parse_mla_decode_combine(const std::string& text, const std::string& what);
 // The combine layout the models' decode steps ask for (MlaDecodeInputs::combine): VLM2MLA_DECODE_COMBINE (one
@@ -89,6 +89,8 @@ class MlaDecodeLaunch {
                                       // its tiles, as MHA models')
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
   bool warp_combine() const;          // the combine takes one warp a (sequence, head) (MlaDecodeCombine::kWarp)
+  int combine_chunks() const;         // the block combine's CTAs a (sequence, head): column chunks of a wide
+                                      // latent at small batches (1: one CTA a pair)
 
  private:
   PreparedMlaDecode* impl_;

@@ -58,9 +58,11 @@ enum class MlaDecodeVariant {
 };
 
 // How the split-KV partials are merged (the combine kernel, after every decode kernel): kBlock, one CTA of 256
-// threads a (sequence, head), its splits and columns spread over the CTA; kWarp, one warp a (sequence, head), no
-// barriers; kAuto, kWarp from half a wave of kBlock's CTAs on (b >= 19 at 28 heads on an H200), else kBlock.
-enum class MlaDecodeCombine { kAuto, kBlock, kWarp };
+// threads a (sequence, head), its splits and columns spread over the CTA; kColumns, kBlock's CTAs a (sequence,
+// head) and chunk of 256 latent columns (r_kv >= 512), the splits spread over each CTA's threads; kWarp, one warp a
+// (sequence, head), no barriers; kAuto, kWarp from half a wave of kBlock's CTAs on (b >= 19 at 28 heads on an
+// H200), else kBlock in as many column chunks (up to r_kv / 256) as fill that wave.
+enum class MlaDecodeCombine { kAuto, kBlock, kWarp, kColumns };
 
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):

@@ -296,9 +296,11 @@ constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of
 
 // smem: weights [n_mod][total_splits] (each rounded up to 4, zero tail), then float4 partial sums [256]. A
 // split's accumulator of a modality whose mass is 0 is skipped (exact: every term of it was 0), so a kernel
-// may leave it unwritten (the warp-rows kernel's modality CTAs do).
+// may leave it unwritten (the warp-rows kernel's modality CTAs do). Grid (h_q, b, column chunks): CTA z takes
+// the column quads [z cols4, (z + 1) cols4) (cols4 = r_kv / 4: one CTA a pair), its threads in groups of splits
+// where the chunk is narrower than the CTA; the masses from chunk 0.
 __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
-                                                                             int total_splits) {
+                                                                             int total_splits, int cols4) {
   extern __shared__ __align__(16) float csm[];
   const int s4 = (total_splits + 3) / 4 * 4;
   float* wts = csm;  // [n_mod][s4]
@@ -332,20 +334,22 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
   const float total = mass0 + mass1;
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
-  if (tid == 0) store_masses(p, b, head, mass0, mass1, inv);
+  if (tid == 0 && blockIdx.z == 0) store_masses(p, b, head, mass0, mass1, inv);
   __syncthreads();  // wts written
   // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
   const int nc4 = p.r_kv / 4;
-  const int nsg = nc4 >= kCombineThreads ? 1 : kCombineThreads / nc4;
-  const int sg = tid / min(nc4, kCombineThreads);
+  const int cbeg = blockIdx.z * cols4, cend = min(nc4, cbeg + cols4);  // this CTA's column quads
+  const int width = min(cend - cbeg, kCombineThreads);
+  const int nsg = kCombineThreads / width;  // (1 where the chunk is as wide as the CTA)
+  const int sg = tid / width;
   for (int m = 0; m < p.n_mod; ++m) {
     const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
                         int64_t(head) * nc4;
     const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
-    for (int c0 = 0; c0 < nc4; c0 += kCombineThreads) {
-      const int c4 = c0 + tid % min(nc4, kCombineThreads);
+    for (int c0 = cbeg; c0 < cend; c0 += kCombineThreads) {
+      const int c4 = c0 + tid % width;
       float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (sg < nsg && c4 < nc4) {
+      if (sg < nsg && c4 < cend) {
 #pragma unroll 4
         for (int s = sg; s < total_splits; s += nsg) {
           const float ws = wts[m * s4 + s];
@@ -359,21 +363,21 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
         }
       }
       if (nsg == 1) {
-        if (c4 < nc4) store_acc4(p, m, b, head, c4, a, inv);
+        if (c4 < cend) store_acc4(p, m, b, head, c4, a, inv);
         continue;
       }
       if (sg < nsg) part[tid] = a;
       __syncthreads();
-      if (tid < nc4) {
+      if (tid < width) {  // (nsg > 1: the chunk in one pass, c0 = cbeg)
         float4 t = part[tid];
         for (int k = 1; k < nsg; ++k) {
-          const float4 v = part[k * nc4 + tid];
+          const float4 v = part[k * width + tid];
           t.x += v.x;
           t.y += v.y;
           t.z += v.z;
           t.w += v.w;
         }
-        store_acc4(p, m, b, head, tid, t, inv);
+        store_acc4(p, m, b, head, c0 + tid, t, inv);
       }
       __syncthreads();
     }
@@ -981,6 +985,17 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   const int64_t pairs = int64_t(p.b) * p.h_q;
   plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
                       (p.combine == MlaDecodeCombine::kAuto && 2 * pairs >= int64_t(kCombineBlocksPerSm) * dev.sms);
+  // kAuto's block layout over fewer pairs than a wave of its CTAs: each pair's columns in chunks of at least 64
+  // quads (256 columns), as many as fill the wave (kColumns: all of them). At one sequence of LLaVA-1.5 d_kv 32
+  // (32 pairs, r_kv 1,024, 65 splits) one CTA a pair took 42 us of a 130 us decode call (Nsight Compute, H200,
+  // session 16).
+  const int64_t most_chunks = std::max<int64_t>(1, p.r_kv / 4 / 64);
+  if (p.combine == MlaDecodeCombine::kColumns) {
+    plan.combine_chunks = int(most_chunks);
+  } else if (p.combine == MlaDecodeCombine::kAuto && !plan.warp_combine) {
+    const int64_t wave = int64_t(kCombineBlocksPerSm) * dev.sms;
+    plan.combine_chunks = int(std::clamp<int64_t>(wave / std::max<int64_t>(1, pairs), 1, most_chunks));
+  }
   if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
     plan.rope_scores = true;
     g.off_rope_ws = round4(plan.workspace_floats);
@@ -1063,7 +1078,9 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
   } else {
     const int64_t combine_smem = int64_t(params.n_mod) * ((total + 3) / 4 * 4) * 4 + kCombineThreads * 16;
     VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
-    mla_decode_combine_kernel<<<dim3(params.h_q, params.b), kCombineThreads, combine_smem, stream>>>(params, total);
+    const int nc4 = params.r_kv / 4, cols4 = (nc4 + plan.combine_chunks - 1) / plan.combine_chunks;
+    mla_decode_combine_kernel<<<dim3(params.h_q, params.b, (nc4 + cols4 - 1) / cols4), kCombineThreads, combine_smem,
+                                stream>>>(params, total, cols4);
   }
   VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
 }

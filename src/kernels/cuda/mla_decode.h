@@ -39,6 +39,7 @@ struct MlaDecodePlan {
   int ctas_per_sm = 0;        // occupancy of the main kernel
   int64_t workspace_floats = 0;
   bool warp_combine = false;  // the combine kernel takes one warp a (sequence, head) (params.h, MlaDecodeCombine)
+  int combine_chunks = 1;      // the block combine's CTAs a (sequence, head): column chunks (small batches, wide r_kv)
 };
 
 MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant = MlaDecodeVariant::kAuto);
