@@ -1281,8 +1281,9 @@ TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
     const MlaDecodeOutput ref = mla_decode_ref(in, at::kDouble);
     MlaDecodeOutput block = mla_decode(in);
     block = {block.acc.clone(), block.mass.clone()};  // (views: the next call writes the same buffer)
-    // kAuto's block layout at these 128 pairs: r_kv 1,024 in 4 column chunks of 256 on the H200; kColumns: all
-    const int64_t most = std::max<int64_t>(1, in.qa.size(-1) / 256), fill = std::max<int64_t>(1, 8 * sms / 128);
+    // kAuto's block layout at these 128 pairs: r_kv 1,024 in 2 column chunks on the H200 (a quarter of a wave of
+    // 8 CTAs an SM); kColumns: all (4 of 256)
+    const int64_t most = std::max<int64_t>(1, in.qa.size(-1) / 256), fill = std::max<int64_t>(1, 2 * sms / 128);
     in.combine = MlaDecodeCombine::kAuto;
     EXPECT_EQ(MlaDecodeLaunch(in).combine_chunks(), std::clamp<int64_t>(fill, 1, most)) << what;
     for (MlaDecodeCombine other : {MlaDecodeCombine::kColumns, MlaDecodeCombine::kWarp}) {

@@ -910,11 +910,13 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
         plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
         prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
       }
-      // values CTAs: (split, head block x column block, sequence); a few waves of them
+      // values CTAs: (split, head block x column block, sequence); a few waves of them, at least 4 tiles a split
+      // (each split's partials, n_mod x h_q x r_kv floats, as large as 2-8 tiles of the latent): at one sequence
+      // of 4k, LLaVA-1.5 d_kv 32 / 64, 3-5% less time a decode call than one tile a split (H200, session 16)
       const int tiles = max_tiles(p.max_length);
       const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
       size_splits(plan, tiles, 2 * int64_t(dev.sms) * plan.ctas_per_sm, per_split,
-                  p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplit);
+                  p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplitWide);
       plan.ring_splits = 0;  // (the kernels read the ring where they read the store)
     } else {
       why = why + "; scores-first kernels: " + why_wide;
@@ -985,16 +987,17 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   const int64_t pairs = int64_t(p.b) * p.h_q;
   plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
                       (p.combine == MlaDecodeCombine::kAuto && 2 * pairs >= int64_t(kCombineBlocksPerSm) * dev.sms);
-  // kAuto's block layout over fewer pairs than a wave of its CTAs: each pair's columns in chunks of at least 64
-  // quads (256 columns), as many as fill the wave (kColumns: all of them). At one sequence of LLaVA-1.5 d_kv 32
-  // (32 pairs, r_kv 1,024, 65 splits) one CTA a pair took 42 us of a 130 us decode call (Nsight Compute, H200,
-  // session 16).
+  // kAuto's block layout over fewer pairs than a quarter of a wave of its CTAs: each pair's columns in chunks of
+  // at least 64 quads (256 columns), as many as fill that quarter (kColumns: all of them). At one sequence of
+  // LLaVA-1.5 d_kv 32 (32 pairs, r_kv 1,024, 65 splits) one CTA a pair took 42 us of a 130 us decode call
+  // (Nsight Compute); in chunks, decode calls at b = 1-2 took 5-23% less (r_kv 512-2,048), at b = 8 0.4-2% more
+  // (H200, session 16).
   const int64_t most_chunks = std::max<int64_t>(1, p.r_kv / 4 / 64);
   if (p.combine == MlaDecodeCombine::kColumns) {
     plan.combine_chunks = int(most_chunks);
   } else if (p.combine == MlaDecodeCombine::kAuto && !plan.warp_combine) {
-    const int64_t wave = int64_t(kCombineBlocksPerSm) * dev.sms;
-    plan.combine_chunks = int(std::clamp<int64_t>(wave / std::max<int64_t>(1, pairs), 1, most_chunks));
+    const int64_t quarter_wave = int64_t(kCombineBlocksPerSm) * dev.sms / 4;
+    plan.combine_chunks = int(std::clamp<int64_t>(quarter_wave / std::max<int64_t>(1, pairs), 1, most_chunks));
   }
   if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
     plan.rope_scores = true;

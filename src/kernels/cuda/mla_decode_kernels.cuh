@@ -39,6 +39,7 @@ namespace mla_decode_detail {
 constexpr int kTile = 64;            // tokens per tile
 constexpr int kMinTilesPerSplit = 1;  // tensor-core kernels: fewest tiles per split CTA (params.h)
 constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows kernel's modality CTAs
+constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
 constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
 constexpr int kThreads = kWarps * 32;
