@@ -67,6 +67,11 @@ struct MlaDecodeInputs {
   // order, so results within rounding of each other: test WarpCombineMatchesBlockCombine). Model steps:
   // VLM2MLA_DECODE_COMBINE=auto|block|columns|warp (model_decode_combine()).
   MlaDecodeCombine combine = MlaDecodeCombine::kAuto;
+  // CUDA only, the scores-first kernels (r_kv > 512): where the scores pass's grid is under a wave (one sequence of
+  // a few thousand keys), split the latent's columns over clusters of 2-8 CTAs whose products are summed through
+  // distributed shared memory (sm_90; test WideMatchesTheReference). false: one CTA a token group (model steps:
+  // VLM2MLA_DECODE_SCORE_CLUSTERS=0, model_decode_score_clusters()).
+  bool score_clusters = true;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

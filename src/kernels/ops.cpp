@@ -87,6 +87,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.pure_splits = in.pure_splits ? 1 : 0;
   p.combine = in.combine;
+  p.score_clusters = in.score_clusters ? 1 : 0;
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -185,6 +186,7 @@ bool MlaDecodeLaunch::rope_scores() const { return impl_->plan.rope_scores; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
 int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks; }
+int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
 
 #else  // no CUDA kernels in this build
 
@@ -209,6 +211,7 @@ bool MlaDecodeLaunch::rope_scores() const { return false; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
 bool MlaDecodeLaunch::warp_combine() const { return false; }
 int MlaDecodeLaunch::combine_chunks() const { return 1; }
+int MlaDecodeLaunch::score_ks() const { return 1; }
 
 #endif
 
@@ -276,6 +279,11 @@ bool model_decode_grouped_rows() {
 
 bool model_decode_pure_splits() {
   static EnvSwitch on("VLM2MLA_DECODE_PURE_SPLITS");
+  return on.enabled();
+}
+
+bool model_decode_score_clusters() {
+  static EnvSwitch on("VLM2MLA_DECODE_SCORE_CLUSTERS");
   return on.enabled();
 }
 

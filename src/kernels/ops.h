@@ -53,6 +53,9 @@ bool model_decode_grouped_rows();
 // Whether modality CTAs whose keys are all of their modality skip the per-tile bookkeeping
 // (MlaDecodeInputs::pure_splits): on unless VLM2MLA_DECODE_PURE_SPLITS=0 (read once; EnvSwitch).
 bool model_decode_pure_splits();
+// Whether the scores-first kernels' scores pass may split the latent's columns over clusters
+// (MlaDecodeInputs::score_clusters): on unless VLM2MLA_DECODE_SCORE_CLUSTERS=0 (read once; EnvSwitch).
+bool model_decode_score_clusters();
 // The fewest 64-token tiles per split CTA in the models' decode steps (MlaDecodeInputs::min_tiles_per_split):
 // VLM2MLA_DECODE_MIN_TILES (read once; 0 or unset: the plan's own; else ArgumentError naming it).
 int64_t model_decode_min_tiles();
@@ -91,6 +94,8 @@ class MlaDecodeLaunch {
   bool warp_combine() const;          // the combine takes one warp a (sequence, head) (MlaDecodeCombine::kWarp)
   int combine_chunks() const;         // the block combine's CTAs a (sequence, head): column chunks of a wide
                                       // latent at small batches (1: one CTA a pair)
+  int score_ks() const;               // the scores-first kernels' scores pass: CTAs a cluster over the latent's
+                                      // columns (1: no clusters)
 
  private:
   PreparedMlaDecode* impl_;

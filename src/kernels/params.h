@@ -135,6 +135,10 @@ struct MlaDecodeParams {
   // MlaDecodePlan::rope_scores): at least mla_decode_workspace_floats(params) floats, 16-byte aligned
   float* workspace = nullptr;
   int64_t workspace_floats = 0;
+
+  // the scores-first kernels: 1 lets the scores pass split the latent's columns over thread-block clusters where
+  // its grid is under a wave (MlaDecodePlan::score_ks); 0 keeps one CTA a (token group, head block)
+  int score_clusters = 1;
 };
 
 }  // namespace vlm2mla

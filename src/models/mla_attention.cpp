@@ -302,6 +302,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.pure_splits = model_decode_pure_splits();
   in.min_tiles_per_split = model_decode_min_tiles();
   in.combine = model_decode_combine();
+  in.score_clusters = model_decode_score_clusters();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

@@ -43,6 +43,7 @@ struct Case {
   double scale = 0.0;  // 0: 2 / sqrt(r_kv + d_rope)
   uint64_t seed = 1;
   int64_t max_length = -1;  // the grid's hint (MlaDecodeInputs::max_length); -1: the longest range
+  bool score_clusters = true;  // MlaDecodeInputs::score_clusters (the scores-first kernels' scores pass)
 
   // Qwen2.5-VL-7B's decode shapes with D = 32 and md: an int4 cache, groups of 64, a 128-position window.
   static Case qwen7b_md_int4(std::vector<int64_t> start, std::vector<int64_t> length) {
@@ -106,6 +107,7 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
   }
   in.scale = c.scale > 0 ? c.scale : 2.0 / std::sqrt(double(c.r_kv + c.d_rope));
   in.max_length = c.max_length;
+  in.score_clusters = c.score_clusters;
   switch (c.format) {
     case MlaCacheFormat::kBf16:
       in.latent = at::randn({b, t, c.r_kv}, f32).to(at::kBFloat16);
@@ -999,8 +1001,13 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
 // clear error for the shapes it does not take.
 TEST(MlaDecodeCuda, WideMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  Stats st, cluster_st;  // the scores-first kernels, and their one-pass twin (kWideCluster)
-  int seed = 0;
+  // the scores-first kernels (their scores pass in clusters over the latent's columns where its grid is small, as
+  // here), the same without those clusters, and their one-pass twin (kWideCluster)
+  Stats st, plain_st, cluster_st;
+  int seed = 0, ks_seen = 1, cc_major = 0;
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  ASSERT_EQ(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+#endif
   struct Shape {
     KvShape kv;
     bool auto_wide;  // kAuto takes the wide kernels for it
@@ -1016,6 +1023,18 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
           c.bias = seed++ % 2 == 0;
           check_case(c, MlaDecodeVariant::kWide, st);
           check_case(c, MlaDecodeVariant::kWideCluster, cluster_st);
+          {  // the scores pass with and without its clusters over the latent's columns (a small grid: with)
+            MlaDecodeInputs w = make_inputs(c, at::Device(at::kCUDA, 0));
+            w.variant = MlaDecodeVariant::kWide;
+            const int ks = MlaDecodeLaunch(w).score_ks();
+            EXPECT_EQ(ks > 1, cc_major >= 9) << ks << " " << c.str();
+            ks_seen = std::max(ks_seen, ks);
+            Case plain = c;
+            plain.score_clusters = false;
+            w.score_clusters = false;
+            EXPECT_EQ(MlaDecodeLaunch(w).score_ks(), 1) << c.str();
+            check_case(plain, MlaDecodeVariant::kWide, plain_st);
+          }
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kAuto;
           const MlaDecodeLaunch launch(in);
@@ -1061,8 +1080,11 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
     }
   }
   st.print("wide");
+  plain_st.print("wide, scores pass without clusters");
   cluster_st.print("wide-cluster");
+  std::printf("[mla_decode wide] the scores pass took clusters of up to %d CTAs\n", ks_seen);
   EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(plain_st.failed, 0);
   EXPECT_EQ(cluster_st.failed, 0);
   // what it does not take: a clear error naming the condition
   Case bad = Case::qwen7b_md_int4({0}, {100});
@@ -1540,7 +1562,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128" over bf16
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
-      ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|warp
+      ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|columns|warp
+      ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -577,6 +577,9 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 // Number of 64-aligned tiles a key range of `len` positions can touch.
 int max_tiles(int64_t len) { return len > 0 ? int((len + 62) / kTile + 1) : 0; }
+// The scores-first kernels' scores pass: its CTAs along the keys (token groups of 128, a grid-stride loop beyond
+// 1,024), enough for any key range of up to max_length keys.
+int wide_score_groups(int64_t max_length) { return std::max(1, std::min((max_tiles(max_length) + 1) / 2 + 1, 1024)); }
 
 struct FullPlan {
   MlaDecodePlan plan;
@@ -908,7 +911,16 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
         plan.smem_bytes = g.smem_bytes;
         fp.fn = wide_values_kernel(p.n_mod, int4);
         plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
-        prepare_kernel(wide_scores_kernel(), kThreads, wide_scores_smem_bytes());
+        prepare_kernel(wide_scores_kernel(false), kThreads, wide_scores_smem_bytes());
+        // the scores pass under a wave of CTAs (one sequence of a few thousand keys: 34 CTAs at 4k, latency-bound
+        // at 52 of a 130 us decode call, Nsight Compute, H200, session 16): the latent's columns over clusters
+        // of the fewest CTAs (2, 4, 8; at most one 64-column chunk each) that fill the wave
+        if (p.score_clusters && dev.major >= 9) {
+          const int64_t grid = int64_t(wide_score_groups(p.max_length)) * ((p.h_q + g.wide_hb - 1) / g.wide_hb) * p.b;
+          const int chunks = p.r_kv / wide_score_chunk_cols();
+          while (plan.score_ks < 8 && grid * plan.score_ks < dev.sms && 2 * plan.score_ks <= chunks) plan.score_ks *= 2;
+          if (plan.score_ks > 1) prepare_kernel(wide_scores_kernel(true), kThreads, wide_scores_smem_bytes());
+        }
       }
       // values CTAs: (split, head block x column block, sequence); a few waves of them, at least 4 tiles a split
       // (each split's partials, n_mod x h_q x r_kv floats, as large as 2-8 tiles of the latent): at one sequence
@@ -1054,10 +1066,27 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
                        "launching the one-pass scores-first kernel (clusters of the column blocks)");
   } else if (plan.wide) {  // the scores (into the RoPE scores' region, in place), then the values per column block
-    const int groups = std::max(1, std::min((max_tiles(params.max_length) + 1) / 2 + 1, 1024));
+    const int groups = wide_score_groups(params.max_length);
     const int score_blocks = (params.h_q + fp.geom.wide_hb - 1) / fp.geom.wide_hb;
-    wide_scores_kernel()<<<dim3(groups, score_blocks, params.b), kThreads, wide_scores_smem_bytes(), stream>>>(
-        params, fp.geom);
+    if (plan.score_ks > 1) {  // the latent's columns over clusters of score_ks CTAs
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(groups, score_blocks * plan.score_ks, params.b);
+      config.blockDim = dim3(kThreads);
+      config.dynamicSmemBytes = size_t(wide_scores_smem_bytes());
+      config.stream = stream;
+      cudaLaunchAttribute cluster;
+      cluster.id = cudaLaunchAttributeClusterDimension;
+      cluster.val.clusterDim.x = 1;
+      cluster.val.clusterDim.y = unsigned(plan.score_ks);
+      cluster.val.clusterDim.z = 1;
+      config.attrs = &cluster;
+      config.numAttrs = 1;
+      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, wide_scores_kernel(true), params, fp.geom),
+                         "launching the scores-first kernels' scores pass (clusters over the latent's columns)");
+    } else {
+      wide_scores_kernel(false)<<<dim3(groups, score_blocks, params.b), kThreads, wide_scores_smem_bytes(),
+                                  stream>>>(params, fp.geom);
+    }
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first scores kernel");
     const dim3 grid(total, plan.head_blocks * fp.geom.wide_col_blocks, params.b);
     VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");

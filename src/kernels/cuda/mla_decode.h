@@ -40,6 +40,7 @@ struct MlaDecodePlan {
   int64_t workspace_floats = 0;
   bool warp_combine = false;  // the combine kernel takes one warp a (sequence, head) (params.h, MlaDecodeCombine)
   int combine_chunks = 1;      // the block combine's CTAs a (sequence, head): column chunks (small batches, wide r_kv)
+  int score_ks = 1;            // the scores-first kernels' scores pass: CTAs a cluster over the latent's columns
 };
 
 MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant = MlaDecodeVariant::kAuto);

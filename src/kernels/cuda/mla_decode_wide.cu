@@ -146,20 +146,33 @@ __device__ __forceinline__ bool query_row(const MlaDecodeParams& p, int r, int h
 
 // ---- pass 2: the scores --------------------------------------------------------------------------------
 // Grid (token groups, head blocks, b); g.wide_hb heads a block (kWRows / n_mod, at most h_q).
+// KSPLIT (grids under a wave: one sequence of a few thousand keys): grid (token groups, head blocks x KS, b) in
+// clusters (1, KS, 1); rank r of a cluster takes chunks [r chunks / KS, (r + 1) chunks / KS) of the latent's
+// columns, and the ranks' products are summed through distributed shared memory in rank order (every CTA the
+// same order: the sums are deterministic), rank r storing tokens [r 128 / KS, (r + 1) 128 / KS) of the group.
+template <bool KSPLIT>
 __global__ void __launch_bounds__(kThreads)
     mla_wide_scores_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  namespace cg = cooperative_groups;
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kStage = (kWRows + kWTok) * kWStride * 2;  // bytes: queries, then keys
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-  const int b = blockIdx.z, hb = g.wide_hb, head0 = blockIdx.y * hb;
+  int ks = 1, rank = 0;  // KSPLIT: the cluster's CTAs (KS) and this CTA's rank
+  if constexpr (KSPLIT) {
+    ks = int(cg::this_cluster().dim_blocks().y);
+    rank = int(cg::this_cluster().block_rank());
+  }
+  const int b = blockIdx.z, hb = g.wide_hb, head0 = (KSPLIT ? blockIdx.y / ks : blockIdx.y) * hb;
   const int mt = warp & 3, c0 = (warp >> 2) * 64;  // the warp's 16 rows and 64 tokens
   const SeqRange sr = seq_range(p, b);
-  if (sr.hi <= sr.lo) return;
+  if (sr.hi <= sr.lo) return;  // (KSPLIT: the whole cluster, one sequence)
   const int base = sr.lo & ~(kTile - 1);
   const int groups = (sr.hi - base + kWTok - 1) / kWTok;
   float* S = p.workspace + g.off_rope_ws + int64_t(b) * g.rope_ws_tokens * p.h_q;
   const float scale_log2 = p.scale * kLog2e;
   const int chunks = p.r_kv / kWK;
+  // this CTA's chunks (KSPLIT: at least one a rank, wide_geometry's KS <= chunks)
+  const int ch0 = KSPLIT ? rank * chunks / ks : 0, ch1 = KSPLIT ? (rank + 1) * chunks / ks : chunks;
   const uint32_t sbase = smem_addr(smem);
 
   for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
@@ -212,12 +225,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     __syncthreads();  // the previous group's epilogue is done with the stages
-    fetch(0);
-    store(0, 0);
+    fetch(ch0);
+    store(0, ch0);
     __syncthreads();
-    for (int ch = 0; ch < chunks; ++ch) {
-      if (ch + 1 < chunks) fetch(ch + 1);
-      const uint32_t st = sbase + (ch & 1) * kStage;
+    for (int ch = ch0; ch < ch1; ++ch) {
+      if (ch + 1 < ch1) fetch(ch + 1);
+      const uint32_t st = sbase + ((ch - ch0) & 1) * kStage;
       const uint32_t a_addr = st + ((mt * 16 + (lane & 15)) * kWStride + (lane >> 4) * 8) * 2;
       const uint32_t b_addr =
           st + ((kWRows + c0 + (lane & 7) + (lane >> 4) * 8) * kWStride + ((lane >> 3) & 1) * 8) * 2;
@@ -233,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
           mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
         }
       }
-      if (ch + 1 < chunks) store((ch + 1) & 1, ch + 1);  // the other stage: every warp left it at the last barrier
+      if (ch + 1 < ch1) store((ch + 1 - ch0) & 1, ch + 1);  // the other stage: every warp left it at the last barrier
       __syncthreads();
     }
     // the products into shared memory [64 rows][128 tokens] (the stages are free after the last barrier)
@@ -249,12 +262,36 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     const int hn = min(hb, p.h_q - head0);
-    for (int idx = tid; idx < kWTok * hn; idx += kThreads) {
-      const int t = idx / hn, h = idx - t * hn, j = tok0 + t;
-      if (j >= sr.lo && j < sr.hi) {  // (the values kernel reads the key range only)
-        float* out = S + int64_t(j - base) * p.h_q + head0 + h;
-        const int m = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
-        *out = (prod[(m * hb + h) * kPS + t] + *out + load_qb(p, m, b, head0 + h)) * scale_log2;
+    if constexpr (KSPLIT) {
+      cg::cluster_group cluster = cg::this_cluster();
+      cluster.sync();  // every rank's products written
+      const int tpr = kWTok / ks, t0 = rank * tpr;  // the tokens this rank sums and stores
+      for (int idx = tid; idx < tpr * hn; idx += kThreads) {
+        const int t = t0 + idx / hn, h = idx - (idx / hn) * hn, j = tok0 + t;
+        if (j >= sr.lo && j < sr.hi) {
+          float* out = S + int64_t(j - base) * p.h_q + head0 + h;
+          const int m = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
+          const int off = (m * hb + h) * kPS + t;
+          float x[8];
+#pragma unroll
+          for (int r = 0; r < 8; ++r)
+            if (r < ks) x[r] = cluster.map_shared_rank(prod, r)[off];
+          float v = x[0];
+#pragma unroll
+          for (int r = 1; r < 8; ++r)
+            if (r < ks) v += x[r];
+          *out = (v + *out + load_qb(p, m, b, head0 + h)) * scale_log2;
+        }
+      }
+      cluster.sync();  // no CTA refills its stages (its products) while another still reads them
+    } else {
+      for (int idx = tid; idx < kWTok * hn; idx += kThreads) {
+        const int t = idx / hn, h = idx - t * hn, j = tok0 + t;
+        if (j >= sr.lo && j < sr.hi) {  // (the values kernel reads the key range only)
+          float* out = S + int64_t(j - base) * p.h_q + head0 + h;
+          const int m = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
+          *out = (prod[(m * hb + h) * kPS + t] + *out + load_qb(p, m, b, head0 + h)) * scale_log2;
+        }
       }
     }
   }
@@ -627,9 +664,12 @@ int wide_scores_smem_bytes() {
 }
 int wide_values_smem_bytes() { return kWVStages * kWVStage; }
 int wide_rows_per_block() { return kWRows; }
+int wide_score_chunk_cols() { return kWK; }
 int wide_value_heads() { return kWHeads; }
 int wide_value_cols() { return kWCols; }
-KernelFn wide_scores_kernel() { return mla_wide_scores_kernel; }
+KernelFn wide_scores_kernel(bool ksplit) {
+  return ksplit ? mla_wide_scores_kernel<true> : mla_wide_scores_kernel<false>;
+}
 KernelFn wide_values_kernel(int n_mod, bool int4) {
   if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, false> : mla_wide_values_kernel<1, true, false>;
   return n_mod == 2 ? mla_wide_values_kernel<2, false, false> : mla_wide_values_kernel<1, false, false>;
