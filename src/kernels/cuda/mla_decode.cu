@@ -914,11 +914,16 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
         prepare_kernel(wide_scores_kernel(false), kThreads, wide_scores_smem_bytes());
         // the scores pass under a wave of CTAs (one sequence of a few thousand keys: 34 CTAs at 4k, latency-bound
         // at 52 of a 130 us decode call, Nsight Compute, H200, session 16): the latent's columns over clusters
-        // of the fewest CTAs (2, 4, 8; at most one 64-column chunk each) that fill the wave
+        // of 2, 4 or 8 CTAs (at least one 64-column chunk each), as many as keep about one CTA an SM (1/8 over).
+        // Measured on the H200 (session 16): 34 CTAs in clusters of 4 (4k x 1), decode calls 9-10% less at
+        // r_kv 1,024 and 21-22% at 2,048, LLaVA-1.5-7B steps 2-3% less; 130 in clusters of 2 (16k x 1), steps
+        // 2-5% more (not taken now)
         if (p.score_clusters && dev.major >= 9) {
           const int64_t grid = int64_t(wide_score_groups(p.max_length)) * ((p.h_q + g.wide_hb - 1) / g.wide_hb) * p.b;
           const int chunks = p.r_kv / wide_score_chunk_cols();
-          while (plan.score_ks < 8 && grid * plan.score_ks < dev.sms && 2 * plan.score_ks <= chunks) plan.score_ks *= 2;
+          while (plan.score_ks < 8 && 8 * grid * 2 * plan.score_ks <= 9 * int64_t(dev.sms) &&
+                 2 * plan.score_ks <= chunks)
+            plan.score_ks *= 2;
           if (plan.score_ks > 1) prepare_kernel(wide_scores_kernel(true), kThreads, wide_scores_smem_bytes());
         }
       }
