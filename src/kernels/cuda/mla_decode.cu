@@ -1025,6 +1025,25 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   return fp;
 }
 
+// A kernel of kThreads threads over `grid` in thread-block clusters of (1, cluster_y, 1) CTAs (sm_90; grid.y a
+// multiple of cluster_y), `smem` bytes of dynamic shared memory each.
+void launch_in_clusters(KernelFn fn, dim3 grid, int cluster_y, int64_t smem, cudaStream_t stream,
+                        const MlaDecodeParams& params, const Geom& geom, const char* what) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = size_t(smem);
+  config.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.y = unsigned(cluster_y);
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fn, params, geom), what);
+}
+
 }  // namespace
 
 using namespace mla_decode_detail;
@@ -1056,37 +1075,14 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
   if (plan.wide_cluster) {  // the values kernel in clusters of the column blocks, computing the scores
     const dim3 grid(total, plan.head_blocks * fp.geom.wide_col_blocks, params.b);
     VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = size_t(plan.smem_bytes);
-    config.stream = stream;
-    cudaLaunchAttribute cluster;
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = 1;
-    cluster.val.clusterDim.y = unsigned(fp.geom.wide_col_blocks);
-    cluster.val.clusterDim.z = 1;
-    config.attrs = &cluster;
-    config.numAttrs = 1;
-    VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
+    launch_in_clusters(fp.fn, grid, fp.geom.wide_col_blocks, plan.smem_bytes, stream, params, fp.geom,
                        "launching the one-pass scores-first kernel (clusters of the column blocks)");
   } else if (plan.wide) {  // the scores (into the RoPE scores' region, in place), then the values per column block
     const int groups = wide_score_groups(params.max_length);
     const int score_blocks = (params.h_q + fp.geom.wide_hb - 1) / fp.geom.wide_hb;
     if (plan.score_ks > 1) {  // the latent's columns over clusters of score_ks CTAs
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(groups, score_blocks * plan.score_ks, params.b);
-      config.blockDim = dim3(kThreads);
-      config.dynamicSmemBytes = size_t(wide_scores_smem_bytes());
-      config.stream = stream;
-      cudaLaunchAttribute cluster;
-      cluster.id = cudaLaunchAttributeClusterDimension;
-      cluster.val.clusterDim.x = 1;
-      cluster.val.clusterDim.y = unsigned(plan.score_ks);
-      cluster.val.clusterDim.z = 1;
-      config.attrs = &cluster;
-      config.numAttrs = 1;
-      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, wide_scores_kernel(true), params, fp.geom),
+      launch_in_clusters(wide_scores_kernel(true), dim3(groups, score_blocks * plan.score_ks, params.b), plan.score_ks,
+                         wide_scores_smem_bytes(), stream, params, fp.geom,
                          "launching the scores-first kernels' scores pass (clusters over the latent's columns)");
     } else {
       wide_scores_kernel(false)<<<dim3(groups, score_blocks, params.b), kThreads, wide_scores_smem_bytes(),
