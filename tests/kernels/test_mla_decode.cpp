@@ -1059,7 +1059,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
     }
   }
   {  // the fewest tiles a split takes (MlaDecodeInputs::min_tiles_per_split): fewer, longer splits, same results
-    Case c = Case::qwen7b_md_int4({0}, {4096});  // 64 tiles, over bf16 at LLaVA-1.5 d_kv 32's shape
+    Case c = Case::qwen7b_md_int4({0}, {4096});  // one sequence of 4,096 keys, bf16, LLaVA-1.5 d_kv 32's shape
     c.format = MlaCacheFormat::kBf16;
     c.window = 0;
     c.h_q = c.h_kv = 32;
@@ -1284,8 +1284,8 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
 // same weights and sums in another order, so within float32 rounding of each other, and each within the
 // reference's tolerance. Over both stores, one and two sets (text-only: the image accumulators empty), more
 // than 32 and 64 splits (a lane's several splits; min_tiles_per_split 1 over one long sequence), wide latents
-// (r_kv 1,024: several 128-column passes a lane; the block layout in column chunks, its form below a wave of
-// its CTAs), empty key ranges, float32 outputs and bf16 model views; kAuto takes the warps from half a wave of
+// (r_kv 1,024: several 128-column passes a lane; the block layout in column chunks, its form below a quarter of
+// a wave of its CTAs), empty key ranges, float32 outputs and bf16 model views; kAuto takes the warps from half a wave of
 // the block layout's CTAs on.
 TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -1496,8 +1496,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kWideCluster})
       for (int64_t r_kv : {1024, 2048})
         for (auto [b, t] : llava_bt) cfgs.push_back({f, 2, b, t, v, 32, 32, r_kv, 32, Mods::kText});
-    // ... and by the fewest tiles a split takes (default 1: at one sequence of 4k, 65 splits whose partials, 2 sets
-    // x 32 heads x r_kv floats each, outweigh the latent they read)
+    // ... and by the fewest tiles a split takes (default 4; it was 1: at one sequence of 4k, 65 splits whose
+    // partials, 2 sets x 32 heads x r_kv floats each, outweighed the latent they read)
     for (int64_t r_kv : {1024, 2048})
       for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 32768}, {2, 16384}, {8, 4096}})
         for (int64_t mt : {2, 4, 8, 16})
