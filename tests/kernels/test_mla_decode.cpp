@@ -1285,8 +1285,8 @@ TEST(MlaDecodeCuda, ReadsAndWritesTheModelsViews) {
 // reference's tolerance. Over both stores, one and two sets (text-only: the image accumulators empty), more
 // than 32 and 64 splits (a lane's several splits; min_tiles_per_split 1 over one long sequence), wide latents
 // (r_kv 1,024: several 128-column passes a lane; the block layout in column chunks, its form below a quarter of
-// a wave of its CTAs), empty key ranges, float32 outputs and bf16 model views; kAuto takes the warps from half a wave of
-// the block layout's CTAs on.
+// a wave of its CTAs), empty key ranges, float32 outputs and bf16 model views; kAuto takes the warps from half a
+// wave of the block layout's CTAs on.
 TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
