@@ -7,7 +7,7 @@
 namespace vlm2mla {
 
 namespace {
-EnvSwitch decode_sdpa_switch("VLM2MLA_DECODE_SDPA");
+EnvSwitch decode_sdpa_switch(kEnvDecodeSdpa);
 }  // namespace
 
 bool decode_sdpa_enabled() { return decode_sdpa_switch.enabled(); }

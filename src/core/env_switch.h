@@ -1,13 +1,38 @@
 // A process-wide on/off setting for an optional fast path (a fused kernel): on unless the environment
 // variable named at construction is "0" (read once, when first asked); set() overrides both. Thread-safe;
 // constant-initialized, so a namespace-scope instance is usable from any static initializer.
+// The project's switches are named here, one constant each, and listed in kEnvSwitches: the CLI checks their
+// values before any work (check_env_switches) and bench reports them (env_switch_states).
 #pragma once
 
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace vlm2mla {
+
+inline constexpr char kEnvFusedCacheWrite[] = "VLM2MLA_FUSED_CACHE_WRITE";
+inline constexpr char kEnvFusedRope[] = "VLM2MLA_FUSED_ROPE";
+inline constexpr char kEnvFusedRmsNorm[] = "VLM2MLA_FUSED_RMS_NORM";
+inline constexpr char kEnvFusedSiluMul[] = "VLM2MLA_FUSED_SILU_MUL";
+inline constexpr char kEnvDecodeSdpa[] = "VLM2MLA_DECODE_SDPA";
+inline constexpr char kEnvKvHeadBmm[] = "VLM2MLA_KV_HEAD_BMM";
+inline constexpr char kEnvDecodeSpecialized[] = "VLM2MLA_DECODE_SPECIALIZED";
+inline constexpr char kEnvDecodeGroupedRows[] = "VLM2MLA_DECODE_GROUPED_ROWS";
+inline constexpr char kEnvDecodePureSplits[] = "VLM2MLA_DECODE_PURE_SPLITS";
+inline constexpr char kEnvDecodeScoreClusters[] = "VLM2MLA_DECODE_SCORE_CLUSTERS";
+inline constexpr const char* kEnvSwitches[] = {
+    kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
+    kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
+    kEnvDecodePureSplits,  kEnvDecodeScoreClusters};
+
+// ArgumentError naming the first switch of kEnvSwitches whose environment value is neither unset, empty, "0" nor
+// "1" (EnvSwitch reads anything but "0" as on, so a value such as "off" would silently keep a path on).
+void check_env_switches();
+// Each switch of kEnvSwitches as the environment sets it (on unless "0"), in kEnvSwitches' order.
+std::vector<std::pair<std::string, bool>> env_switch_states();
 
 class EnvSwitch {
  public:

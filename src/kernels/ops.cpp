@@ -268,22 +268,22 @@ MlaDecodeCombine model_decode_combine() {
 }
 
 bool model_decode_specialized() {
-  static EnvSwitch on("VLM2MLA_DECODE_SPECIALIZED");
+  static EnvSwitch on(kEnvDecodeSpecialized);
   return on.enabled();
 }
 
 bool model_decode_grouped_rows() {
-  static EnvSwitch on("VLM2MLA_DECODE_GROUPED_ROWS");
+  static EnvSwitch on(kEnvDecodeGroupedRows);
   return on.enabled();
 }
 
 bool model_decode_pure_splits() {
-  static EnvSwitch on("VLM2MLA_DECODE_PURE_SPLITS");
+  static EnvSwitch on(kEnvDecodePureSplits);
   return on.enabled();
 }
 
 bool model_decode_score_clusters() {
-  static EnvSwitch on("VLM2MLA_DECODE_SCORE_CLUSTERS");
+  static EnvSwitch on(kEnvDecodeScoreClusters);
   return on.enabled();
 }
 

@@ -6,7 +6,7 @@
 namespace vlm2mla {
 
 namespace {
-EnvSwitch fused_ring_write_switch("VLM2MLA_FUSED_CACHE_WRITE");
+EnvSwitch fused_ring_write_switch(kEnvFusedCacheWrite);
 }  // namespace
 
 void set_fused_ring_write(bool on) { fused_ring_write_switch.set(on); }

@@ -182,7 +182,7 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
 }
 
 namespace {
-EnvSwitch kv_head_bmm_switch("VLM2MLA_KV_HEAD_BMM");
+EnvSwitch kv_head_bmm_switch(kEnvKvHeadBmm);
 }  // namespace
 
 void set_kv_head_bmm(bool on) { kv_head_bmm_switch.set(on); }

@@ -6,8 +6,8 @@
 namespace vlm2mla {
 
 namespace {
-EnvSwitch fused_rms_norm_switch("VLM2MLA_FUSED_RMS_NORM");
-EnvSwitch fused_silu_mul_switch("VLM2MLA_FUSED_SILU_MUL");
+EnvSwitch fused_rms_norm_switch(kEnvFusedRmsNorm);
+EnvSwitch fused_silu_mul_switch(kEnvFusedSiluMul);
 }  // namespace
 
 void set_fused_rms_norm(bool on) { fused_rms_norm_switch.set(on); }

@@ -8,7 +8,7 @@
 namespace vlm2mla {
 
 namespace {
-EnvSwitch fused_rope_switch("VLM2MLA_FUSED_ROPE");
+EnvSwitch fused_rope_switch(kEnvFusedRope);
 }  // namespace
 
 void set_fused_rope(bool on) { fused_rope_switch.set(on); }

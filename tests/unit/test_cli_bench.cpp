@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/env_switch.h"
 #include "io/safetensors.h"
 #include "support/test_support.h"
 
@@ -67,6 +68,20 @@ TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
   EXPECT_EQ(runs.good["decode_combine_request"], "warp");
   EXPECT_NE(runs.bad.err.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos)
       << runs.bad.err;
+}
+
+// The fast paths' switches: reported as set (env_switches), and a value other than 0 or 1 stops any command before
+// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES is reported too and checked before the model loads.
+TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
+  const EnvRequestRuns runs = bench_with_env("VLM2MLA_FUSED_ROPE", "0", "off");
+  ASSERT_TRUE(runs.good.contains("env_switches")) << runs.good.dump();
+  EXPECT_EQ(runs.good["env_switches"]["VLM2MLA_FUSED_ROPE"], false);
+  EXPECT_EQ(runs.good["env_switches"].size(), std::size(kEnvSwitches));
+  EXPECT_NE(runs.bad.err.find("VLM2MLA_FUSED_ROPE='off': expected 0 (off) or 1 (on)"), std::string::npos)
+      << runs.bad.err;
+  const EnvRequestRuns tiles = bench_with_env("VLM2MLA_DECODE_MIN_TILES", "4", "four");
+  EXPECT_EQ(tiles.good["decode_min_tiles"], 4);
+  EXPECT_NE(tiles.bad.err.find("VLM2MLA_DECODE_MIN_TILES='four'"), std::string::npos) << tiles.bad.err;
 }
 
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "core/device_memory.h"
 #include "core/dtype.h"
+#include "core/env_switch.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -168,6 +169,8 @@ void register_bench(CLI::App& app) {
     // VLM2MLA_DECODE_COMBINE, default auto): read now, so a misspelt name stops the run before the model loads
     const char* kernel_request = mla_decode_variant_name(model_decode_variant());
     const char* combine_request = mla_decode_combine_name(model_decode_combine());
+    nlohmann::json env_switches = nlohmann::json::object();
+    for (const auto& [name, on] : env_switch_states()) env_switches[name] = on;
     auto t0 = std::chrono::steady_clock::now();
     std::string random_config = args->random_config;
     struct RemoveOnExit {
@@ -251,6 +254,10 @@ void register_bench(CLI::App& app) {
         {"decode_mode", decode_mode_name(r.decode)},
         {"decode_kernel_request", kernel_request},
         {"decode_combine_request", combine_request},
+        // the fast paths' on/off switches as the environment set them (core/env_switch.h), and the decode
+        // kernels' fewest tiles a split (VLM2MLA_DECODE_MIN_TILES; 0: the plan's own)
+        {"env_switches", env_switches},
+        {"decode_min_tiles", model_decode_min_tiles()},
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
         // "tc-codes", "wide", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
         {"decode_kernels", kernels_used},

@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "common.h"
+#include "core/env_switch.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     vlm2mla::set_log_level(quiet     ? vlm2mla::LogLevel::kQuiet
                            : verbose ? vlm2mla::LogLevel::kDebug
                                      : vlm2mla::LogLevel::kInfo);
+    vlm2mla::check_env_switches();  // a fast path's switch set to anything but 0 or 1 stops before any work
   });
   try {
     app.parse(argc, argv);
