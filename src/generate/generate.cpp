@@ -6,6 +6,7 @@
 #include "core/device_memory.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/names.h"
 #include "generate/decode_graph.h"
 #include "io/json_file.h"
 
@@ -28,11 +29,9 @@ const char* decode_mode_name(DecodeMode mode) {
 }
 
 DecodeMode decode_mode_from_name(const std::string& name, const std::string& what) {
-  for (DecodeMode m : {DecodeMode::kAuto, DecodeMode::kDynamic, DecodeMode::kStatic, DecodeMode::kGraph}) {
-    if (name == decode_mode_name(m)) return m;
-  }
-  throw ArgumentError(detail::concat(what, ": unknown decode mode '", name,
-                                     "' (expected auto, dynamic, static or graph)"));
+  return parse_choice(name, what, "decode mode",
+                      std::array{DecodeMode::kAuto, DecodeMode::kDynamic, DecodeMode::kStatic, DecodeMode::kGraph},
+                      decode_mode_name);
 }
 
 GenerateOptions load_generate_defaults(const std::string& model_dir, const TextConfig& config) {

@@ -10,6 +10,7 @@
 
 #include "core/env_switch.h"
 #include "core/error.h"
+#include "core/names.h"
 #include "kernels/ref/mla_decode_ref.h"
 #include "kvcache/quant_shape.h"
 
@@ -230,14 +231,12 @@ const char* mla_decode_variant_name(MlaDecodeVariant v) {
 }
 
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what) {
-  for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows,
-                             MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kTensorCore,
-                             MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kWide, MlaDecodeVariant::kWideCluster,
-                             MlaDecodeVariant::kGeneric}) {
-    if (text == mla_decode_variant_name(v)) return v;
-  }
-  throw ArgumentError(detail::concat(what, ": unknown decode kernel '", text,
-                                     "', expected auto, rows, rows-joint, keys, codes, wide, wide-cluster or generic"));
+  return parse_choice(text, what, "decode kernel",
+                      std::array{MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows,
+                                 MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kTensorCore,
+                                 MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kWide,
+                                 MlaDecodeVariant::kWideCluster, MlaDecodeVariant::kGeneric},
+                      mla_decode_variant_name);
 }
 
 const char* mla_decode_combine_name(MlaDecodeCombine c) {
@@ -251,12 +250,10 @@ const char* mla_decode_combine_name(MlaDecodeCombine c) {
 }
 
 MlaDecodeCombine parse_mla_decode_combine(const std::string& text, const std::string& what) {
-  for (MlaDecodeCombine c :
-       {MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kWarp, MlaDecodeCombine::kColumns}) {
-    if (text == mla_decode_combine_name(c)) return c;
-  }
-  throw ArgumentError(
-      detail::concat(what, ": unknown combine layout '", text, "', expected auto, block, columns or warp"));
+  return parse_choice(text, what, "combine layout",
+                      std::array{MlaDecodeCombine::kAuto, MlaDecodeCombine::kBlock, MlaDecodeCombine::kColumns,
+                                 MlaDecodeCombine::kWarp},
+                      mla_decode_combine_name);
 }
 
 MlaDecodeCombine model_decode_combine() {

@@ -1,6 +1,7 @@
 #include "kvcache/kv_cache.h"
 
 #include "core/error.h"
+#include "core/names.h"
 
 namespace vlm2mla {
 
@@ -17,12 +18,10 @@ const char* cache_type_name(CacheType t) {
 }
 
 CacheType cache_type_from_name(const std::string& name, const std::string& what) {
-  for (CacheType t : {CacheType::kBf16, CacheType::kFp16, CacheType::kFp32, CacheType::kInt8,
-                      CacheType::kInt4, CacheType::kInt2}) {
-    if (name == cache_type_name(t)) return t;
-  }
-  throw ArgumentError(detail::concat(what, ": unknown cache type '", name,
-                                     "' (expected bf16, fp16, fp32, int8, int4 or int2)"));
+  return parse_choice(name, what, "cache type",
+                      std::array{CacheType::kBf16, CacheType::kFp16, CacheType::kFp32, CacheType::kInt8,
+                                 CacheType::kInt4, CacheType::kInt2},
+                      cache_type_name);
 }
 
 int64_t cache_type_bits(CacheType t) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/names.h"
 
 namespace vlm2mla {
 
@@ -20,12 +21,10 @@ const char* svd_method_name(SvdMethod method) {
 }
 
 SvdMethod svd_method_from_name(const std::string& name, const std::string& what) {
-  for (SvdMethod m : {SvdMethod::kNone, SvdMethod::kJoint, SvdMethod::kSplit, SvdMethod::kWhitened,
-                      SvdMethod::kMd}) {
-    if (name == svd_method_name(m)) return m;
-  }
-  throw ArgumentError(detail::concat(what, ": unknown SVD method '", name,
-                                     "' (expected none, joint, split, whitened or md)"));
+  return parse_choice(
+      name, what, "SVD method",
+      std::array{SvdMethod::kNone, SvdMethod::kJoint, SvdMethod::kSplit, SvdMethod::kWhitened, SvdMethod::kMd},
+      svd_method_name);
 }
 
 namespace {
