@@ -52,6 +52,8 @@ void expect_contiguous(const at::Tensor& t, const char* name) {
 
 MlaDecodeShape check_mla_decode_inputs(const MlaDecodeInputs& in) {
   MlaDecodeShape s;
+  VLM2MLA_CHECK(in.wide_warps == 0 || in.wide_warps == 8 || in.wide_warps == 16, ArgumentError,
+                "mla_decode: wide_warps must be 0 (the plan's), 8 or 16, got ", in.wide_warps);
   VLM2MLA_CHECK(in.qa.defined() && in.qa.dim() == 4, ArgumentError,
                 "mla_decode: qa must be [n_mod, b, h_q, r_kv], got ",
                 in.qa.defined() ? shape_str(in.qa.sizes()) : std::string("nothing"));

@@ -72,6 +72,10 @@ struct MlaDecodeInputs {
   // distributed shared memory (sm_90; test WideMatchesTheReference). false: one CTA a token group (model steps:
   // VLM2MLA_DECODE_SCORE_CLUSTERS=0, model_decode_score_clusters()).
   bool score_clusters = true;
+  // CUDA only, the scores-first kernels: the values pass's warps a CTA, 0 (the plan's: 8), 8 or 16 (twice the warps
+  // to hide latency, each on 32 columns; test WideMatchesTheReference). Model steps: VLM2MLA_DECODE_WIDE_WARPS
+  // (model_decode_wide_warps()).
+  int64_t wide_warps = 0;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

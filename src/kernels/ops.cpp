@@ -89,6 +89,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.pure_splits = in.pure_splits ? 1 : 0;
   p.combine = in.combine;
   p.score_clusters = in.score_clusters ? 1 : 0;
+  p.wide_warps = int(in.wide_warps);  // (0, 8 or 16: check_mla_decode_inputs)
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -188,6 +189,7 @@ bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(
 bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
 int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks; }
 int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
+int MlaDecodeLaunch::wide_warps() const { return impl_->plan.wide_warps; }
 
 #else  // no CUDA kernels in this build
 
@@ -213,6 +215,7 @@ bool MlaDecodeLaunch::stores_in_place() const { return false; }
 bool MlaDecodeLaunch::warp_combine() const { return false; }
 int MlaDecodeLaunch::combine_chunks() const { return 1; }
 int MlaDecodeLaunch::score_ks() const { return 1; }
+int MlaDecodeLaunch::wide_warps() const { return 0; }
 
 #endif
 
@@ -297,6 +300,19 @@ int64_t parse_decode_min_tiles(const char* value) {
 
 int64_t model_decode_min_tiles() {
   static const int64_t n = parse_decode_min_tiles(std::getenv("VLM2MLA_DECODE_MIN_TILES"));
+  return n;
+}
+
+int64_t parse_decode_wide_warps(const char* value) {
+  if (value == nullptr || *value == '\0') return 0;
+  const std::string v(value);
+  VLM2MLA_CHECK(v == "0" || v == "8" || v == "16", ArgumentError, "VLM2MLA_DECODE_WIDE_WARPS='", v,
+                "': expected 8 or 16 warps a CTA (0 or unset: the plan's own)");
+  return std::stoll(v);
+}
+
+int64_t model_decode_wide_warps() {
+  static const int64_t n = parse_decode_wide_warps(std::getenv("VLM2MLA_DECODE_WIDE_WARPS"));
   return n;
 }
 

@@ -61,6 +61,11 @@ bool model_decode_score_clusters();
 int64_t model_decode_min_tiles();
 // Its parse (nullptr or "": 0), exposed for tests.
 int64_t parse_decode_min_tiles(const char* value);
+// The scores-first kernels' values pass in the decode steps, warps a CTA (MlaDecodeInputs::wide_warps):
+// VLM2MLA_DECODE_WIDE_WARPS, 8 or 16 (read once; 0 or unset: the plan's own; else ArgumentError naming it); and
+// its parse, exposed for tests.
+int64_t model_decode_wide_warps();
+int64_t parse_decode_wide_warps(const char* value);
 // Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp", "columns"; and back,
 // ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_combine_name(MlaDecodeCombine c);
@@ -96,6 +101,7 @@ class MlaDecodeLaunch {
                                       // latent at small batches (1: one CTA a pair)
   int score_ks() const;               // the scores-first kernels' scores pass: CTAs a cluster over the latent's
                                       // columns (1: no clusters)
+  int wide_warps() const;             // the scores-first kernels' values pass: warps a CTA (0: not those kernels)
 
  private:
   PreparedMlaDecode* impl_;

@@ -139,6 +139,9 @@ struct MlaDecodeParams {
   // the scores-first kernels: 1 lets the scores pass split the latent's columns over thread-block clusters where
   // its grid is under a wave (MlaDecodePlan::score_ks); 0 keeps one CTA a (token group, head block)
   int score_clusters = 1;
+  // the scores-first kernels' values pass: warps a CTA, 8 (2 m-tiles x 4 parts of 64 columns; 0 takes it) or 16
+  // (2 x 8 parts of 32: twice the warps, at most 128 registers a thread)
+  int wide_warps = 0;
 };
 
 }  // namespace vlm2mla

@@ -303,6 +303,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.min_tiles_per_split = model_decode_min_tiles();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
+  in.wide_warps = model_decode_wide_warps();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

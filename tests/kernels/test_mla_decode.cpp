@@ -44,6 +44,7 @@ struct Case {
   uint64_t seed = 1;
   int64_t max_length = -1;  // the grid's hint (MlaDecodeInputs::max_length); -1: the longest range
   bool score_clusters = true;  // MlaDecodeInputs::score_clusters (the scores-first kernels' scores pass)
+  int64_t wide_warps = 0;      // MlaDecodeInputs::wide_warps (their values pass: 0 the plan's, 8 or 16)
 
   // Qwen2.5-VL-7B's decode shapes with D = 32 and md: an int4 cache, groups of 64, a 128-position window.
   static Case qwen7b_md_int4(std::vector<int64_t> start, std::vector<int64_t> length) {
@@ -108,6 +109,7 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
   in.scale = c.scale > 0 ? c.scale : 2.0 / std::sqrt(double(c.r_kv + c.d_rope));
   in.max_length = c.max_length;
   in.score_clusters = c.score_clusters;
+  in.wide_warps = c.wide_warps;
   switch (c.format) {
     case MlaCacheFormat::kBf16:
       in.latent = at::randn({b, t, c.r_kv}, f32).to(at::kBFloat16);
@@ -367,6 +369,34 @@ TEST(MlaDecodeOps, MinTilesSettingParses) {
       const std::string what = e.what();
       EXPECT_NE(what.find("VLM2MLA_DECODE_MIN_TILES='" + std::string(bad) + "'"), std::string::npos) << what;
     }
+  }
+}
+
+// VLM2MLA_DECODE_WIDE_WARPS' parse: 8 or 16 (unset, empty or 0: the plan's own); anything else an error naming the
+// variable and the value; and MlaDecodeInputs::wide_warps outside {0, 8, 16} refused by name.
+TEST(MlaDecodeOps, WideWarpsSettingParses) {
+  EXPECT_EQ(parse_decode_wide_warps(nullptr), 0);
+  EXPECT_EQ(parse_decode_wide_warps(""), 0);
+  EXPECT_EQ(parse_decode_wide_warps("0"), 0);
+  EXPECT_EQ(parse_decode_wide_warps("8"), 8);
+  EXPECT_EQ(parse_decode_wide_warps("16"), 16);
+  for (const char* bad : {"12", "32", "sixteen", "16 ", "-8"}) {
+    try {
+      parse_decode_wide_warps(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const ArgumentError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("VLM2MLA_DECODE_WIDE_WARPS='" + std::string(bad) + "'"), std::string::npos) << what;
+    }
+  }
+  MlaDecodeInputs in = make_inputs(Case::qwen7b_md_int4({0}, {100}), at::Device(at::kCPU));
+  in.wide_warps = 12;
+  try {
+    mla_decode(in);
+    ADD_FAILURE() << "wide_warps 12 was accepted";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("wide_warps must be 0 (the plan's), 8 or 16, got 12"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -1003,7 +1033,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   // the scores-first kernels (their scores pass in clusters over the latent's columns where its grid is small, as
   // here), the same without those clusters, and their one-pass twin (kWideCluster)
-  Stats st, plain_st, cluster_st;
+  Stats st, plain_st, w16_st, cluster_st;
   int seed = 0, ks_seen = 1, cc_major = 0;
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   ASSERT_EQ(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
@@ -1034,6 +1064,12 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
             w.score_clusters = false;
             EXPECT_EQ(MlaDecodeLaunch(w).score_ks(), 1) << c.str();
             check_case(plain, MlaDecodeVariant::kWide, plain_st);
+            Case w16 = c;  // the values pass in 16 warps of 32 columns
+            w16.wide_warps = 16;
+            MlaDecodeInputs in16 = make_inputs(w16, at::Device(at::kCUDA, 0));
+            in16.variant = MlaDecodeVariant::kWide;
+            EXPECT_EQ(MlaDecodeLaunch(in16).wide_warps(), 16) << c.str();
+            check_case(w16, MlaDecodeVariant::kWide, w16_st);
           }
           MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
           in.variant = MlaDecodeVariant::kAuto;
@@ -1081,11 +1117,13 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   }
   st.print("wide");
   plain_st.print("wide, scores pass without clusters");
+  w16_st.print("wide, values pass in 16 warps");
   cluster_st.print("wide-cluster");
   std::printf("[mla_decode wide] the scores pass took clusters of up to %d CTAs\n", ks_seen);
   EXPECT_EQ(ks_seen > 1, cc_major >= 9);  // (three sequences of up to 1,500 keys: 42 CTAs, clusters of 2 on an H200)
   EXPECT_EQ(st.failed, 0);
   EXPECT_EQ(plain_st.failed, 0);
+  EXPECT_EQ(w16_st.failed, 0);
   EXPECT_EQ(cluster_st.failed, 0);
   // what it does not take: a clear error naming the condition
   Case bad = Case::qwen7b_md_int4({0}, {100});
@@ -1565,6 +1603,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
       ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|columns|warp
       ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group
+      ins.back().wide_warps = model_decode_wide_warps();          // VLM2MLA_DECODE_WIDE_WARPS=16: 16 warps a CTA
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -909,8 +909,9 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
         plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
       } else {
         plan.smem_bytes = g.smem_bytes;
-        fp.fn = wide_values_kernel(p.n_mod, int4);
-        plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, wide_values_smem_bytes());
+        plan.wide_warps = p.wide_warps == 16 ? 16 : 8;
+        fp.fn = wide_values_kernel(p.n_mod, int4, plan.wide_warps);
+        plan.ctas_per_sm = prepare_kernel(fp.fn, plan.wide_warps * 32, wide_values_smem_bytes());
         prepare_kernel(wide_scores_kernel(false), kThreads, wide_scores_smem_bytes());
         // the scores pass under a wave of CTAs (one sequence of a few thousand keys: 34 CTAs at 4k, latency-bound
         // at 52 of a 130 us decode call, Nsight Compute, H200, session 16): the latent's columns over clusters
@@ -1091,7 +1092,7 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first scores kernel");
     const dim3 grid(total, plan.head_blocks * fp.geom.wide_col_blocks, params.b);
     VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");
-    fp.fn<<<grid, kThreads, wide_values_smem_bytes(), stream>>>(params, fp.geom);
+    fp.fn<<<grid, plan.wide_warps * 32, wide_values_smem_bytes(), stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
   } else if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);

@@ -41,6 +41,7 @@ struct MlaDecodePlan {
   bool warp_combine = false;  // the combine kernel takes one warp a (sequence, head) (params.h, MlaDecodeCombine)
   int combine_chunks = 1;      // the block combine's CTAs a (sequence, head): column chunks (small batches, wide r_kv)
   int score_ks = 1;            // the scores-first kernels' scores pass: CTAs a cluster over the latent's columns
+  int wide_warps = 0;          // the scores-first kernels' values pass: warps a CTA (8 or 16)
 };
 
 MlaDecodePlan plan_mla_decode(const MlaDecodeParams& params, MlaDecodeVariant variant = MlaDecodeVariant::kAuto);

@@ -1839,7 +1839,7 @@ int wide_value_heads();
 int wide_value_cols();
 KernelFn wide_scores_kernel(bool ksplit);  // ksplit: the instance in clusters over the latent's columns
 int wide_score_chunk_cols();  // the scores pass's latent columns a chunk (a split's smallest share)
-KernelFn wide_values_kernel(int n_mod, bool int4);
+KernelFn wide_values_kernel(int n_mod, bool int4, int warps);  // warps: 8 or 16 a CTA (MlaDecodePlan::wide_warps)
 // Their one-pass twin (kWideCluster): the values kernel with the scores computed in clusters of column blocks.
 int wide_cluster_smem_bytes(int n_mod);
 KernelFn wide_cluster_kernel(int n_mod, bool int4);

@@ -11,7 +11,8 @@
 //   3. mla_wide_values_kernel: per (split, head block of 32, column block of 256, sequence), O_m += P_m C over
 //      its columns with the online softmax over S (the warp-rows kernel's, its max slack included), P_m the
 //      weights of modality m's keys; it writes the split-KV partials (Partials) that the combine kernel merges.
-//      8 warps: 2 m-tiles x 4 quarters of 64 columns.
+//      8 warps: 2 m-tiles x 4 parts of 64 columns (WARPS = 16: 2 m-tiles x 8 parts of 32, twice the warps to
+//      hide latency at <= 128 registers, each part's softmax computed by its own warps).
 // The latent is read twice (passes 2 and 3) and S once per column block: over bf16 about 4 r_kv + 2 h_kv R + 4 h_q
 // (r_kv / 256 + 3) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
 // keys are staged (code * scale + minimum in float32, rounded to bf16: dequant_rows' arithmetic), positions
@@ -306,8 +307,6 @@ constexpr int kWVStages = 3;
 constexpr int kWTileBytes = kTile * kWCStride * 2;
 constexpr int kWScoreBytes = kTile * kWSStride * 4;
 constexpr int kWVStage = kWTileBytes + kWScoreBytes + kTile;  // latent, scores, modality bytes
-constexpr int kWUnits = kTile * kWCols / 8 / kThreads;        // bf16 latent units of 8 a thread a tile (8)
-constexpr int kWCodeUnits = kWUnits / 4;                      // int4 units of 32 a thread a tile (2)
 
 // CLUSTER (MlaDecodeVariant::kWideCluster, the one-pass twin): no scores pass. The column blocks of one (split,
 // head block, sequence) form a thread-block cluster (sm_90), one CTA per 256 columns; each computes the partial
@@ -325,19 +324,25 @@ __host__ __device__ constexpr int kWClusterBytes(int nmod) {  // stages, queries
   return kWVStages * kWVStage + kWClusterQBytes(nmod) + 2 * kWClusterSpBytes(nmod) + kWScoreBytes;
 }
 
-template <int NMOD, bool INT4, bool CLUSTER>
-__global__ void __launch_bounds__(kThreads)
+template <int NMOD, bool INT4, bool CLUSTER, int WARPS = 8>
+__global__ void __launch_bounds__(WARPS * 32)
     mla_wide_values_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  static_assert(WARPS == 8 || WARPS == 16, "2 m-tiles x 4 or 8 column parts");
+  static_assert(!CLUSTER || WARPS == 8, "the cluster's partial scores are laid out over 8 warps");
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int NS = 8;  // 64 tokens = 8 n-tiles of scores
-  constexpr int NO = 8;  // 64 columns = 8 n-tiles of O
+  constexpr int kT = WARPS * 32;              // threads
+  constexpr int kPartCols = kWCols * 2 / WARPS;  // a warp's columns: 64 or 32
+  constexpr int NS = 8;                       // 64 tokens = 8 n-tiles of scores
+  constexpr int NO = kPartCols / 8;           // n-tiles of O a warp
+  constexpr int kUnits = kTile * kWCols / 8 / kT;  // bf16 latent units of 8 a thread a tile (8 or 4)
+  constexpr int kCodeUnits = kUnits / 4;           // int4 units of 32 a thread a tile (2 or 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
   const int split = blockIdx.x, b = blockIdx.z;
   const int hblk = blockIdx.y / g.wide_col_blocks, cb = blockIdx.y - hblk * g.wide_col_blocks;
   const int head0 = hblk * kWHeads, col_base = cb * kWCols;
-  const int mt = warp & 1, quarter = warp >> 1;
-  const int qcol = col_base + quarter * 64;           // the warp's first column
-  const bool cols_ok = qcol < p.r_kv;                 // (r_kv % 64 == 0: whole quarters)
+  const int mt = warp & 1, part = warp >> 1;
+  const int qcol = col_base + part * kPartCols;       // the warp's first column
+  const bool cols_ok = qcol < p.r_kv;                 // (r_kv % 64 == 0: whole parts)
   const int cpt = min(kWCols, p.r_kv - col_base) / 8;  // latent units a token in this block
   const SeqRange sr = seq_range(p, b);
   int t_first, t_end;
@@ -353,10 +358,10 @@ __global__ void __launch_bounds__(kThreads)
   const int sc0 = CLUSTER ? min(hn, cb * share) : 0;
   const int scn = CLUSTER ? min(hn - sc0, share) : hn;
   // the thread's latent units (token row, 8-column unit) and its two 16-byte pieces of the scores
-  int ut[kWUnits], uc[kWUnits];
+  int ut[kUnits], uc[kUnits];
 #pragma unroll
-  for (int i = 0; i < kWUnits; ++i) {
-    const int u = tid + i * kThreads;
+  for (int i = 0; i < kUnits; ++i) {
+    const int u = tid + i * kT;
     ut[i] = u / cpt;
     uc[i] = u - ut[i] * cpt;
   }
@@ -367,7 +372,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t sa = sbase + st * kWVStage;
     if constexpr (!INT4) {
 #pragma unroll
-      for (int i = 0; i < kWUnits; ++i) {
+      for (int i = 0; i < kUnits; ++i) {
         const int j = tok0 + ut[i];
         const bool ok = ut[i] < kTile && j >= sr.lo && j < sr.hi;
         const uint16_t* src = ok ? p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col_base + uc[i] * 8 : p.latent;
@@ -375,8 +380,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {  // scores: 64 tokens x 8 pieces of 4 heads
-      const int u = tid + i * kThreads, tt = u >> 3, q = u & 7, j = tok0 + tt;
+    for (int i = 0; i < kTile * 8 / kT; ++i) {  // scores: 64 tokens x 8 pieces of 4 heads
+      const int u = tid + i * kT, tt = u >> 3, q = u & 7, j = tok0 + tt;
       const bool ok = 4 * q < scn && j >= sr.lo && j < sr.hi;
       const float* src = ok ? S + int64_t(j - base) * p.h_q + head0 + sc0 + 4 * q : S;
       cp_async(sa + kWTileBytes + (tt * kWSStride + 4 * q) * 4, src, 16, ok);
@@ -384,20 +389,20 @@ __global__ void __launch_bounds__(kThreads)
   };
   // int4: the latent of tile t into registers, units of 32 codes (token ct, columns 32 cc on), then
   // (store_latent) dequantized into a stage
-  int ct[INT4 ? kWCodeUnits : 1], cc[INT4 ? kWCodeUnits : 1];
-  CodeUnit kv[INT4 ? kWCodeUnits : 1];
+  int ct[INT4 ? kCodeUnits : 1], cc[INT4 ? kCodeUnits : 1];
+  CodeUnit kv[INT4 ? kCodeUnits : 1];
   if constexpr (INT4) {
 #pragma unroll
-    for (int i = 0; i < kWCodeUnits; ++i) {
-      const int u = tid + i * kThreads;
-      ct[i] = u / (cpt / 4);  // (cpt: whole quarters of 64 columns, so whole units of 32)
+    for (int i = 0; i < kCodeUnits; ++i) {
+      const int u = tid + i * kT;
+      ct[i] = u / (cpt / 4);  // (cpt: whole parts of 64 columns, so whole units of 32)
       cc[i] = u - ct[i] * (cpt / 4);
     }
   }
   auto fetch_latent = [&](int t) {
     if constexpr (INT4) {
 #pragma unroll
-      for (int i = 0; i < kWCodeUnits; ++i)
+      for (int i = 0; i < kCodeUnits; ++i)
         kv[i] = fetch_code_unit(p, b, ct[i] < kTile ? t * kTile + ct[i] : -1, sr.lo, sr.hi, sr.qlen,
                                 col_base + cc[i] * 32);
     }
@@ -406,7 +411,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (INT4) {
       unsigned char* sp = smem + st * kWVStage;
 #pragma unroll
-      for (int i = 0; i < kWCodeUnits; ++i)
+      for (int i = 0; i < kCodeUnits; ++i)
         if (ct[i] < kTile) store_code_unit(p, kv[i], col_base + cc[i] * 32, sp + (ct[i] * kWCStride + cc[i] * 32) * 2);
     }
   };
@@ -434,7 +439,7 @@ __global__ void __launch_bounds__(kThreads)
   float* const csf = reinterpret_cast<float*>(cq + kWClusterQBytes(NMOD) + 2 * kWClusterSpBytes(NMOD));
   const int cw = cpt * 8;  // this CTA's columns
   if constexpr (CLUSTER) {
-    for (int u = tid; u < kWQRows(NMOD) * (kWCols / 8); u += kThreads) {
+    for (int u = tid; u < kWQRows(NMOD) * (kWCols / 8); u += kT) {
       const int r = u / (kWCols / 8), c8 = u - r * (kWCols / 8), mod = r / kWHeads, hl = r - mod * kWHeads;
       const uint4 v = hl < hn && 8 * c8 < cw ? load_q8(p, g, mod, b, head0 + hl, col_base + 8 * c8)
                                              : make_uint4(0u, 0u, 0u, 0u);
@@ -506,7 +511,7 @@ __global__ void __launch_bounds__(kThreads)
       // (4 heads a thread: one 16-byte load from each rank, all issued before the sums, not a chain of ncb
       // dependent remote loads per head)
       const float scale_log2 = p.scale * kLog2e;
-      for (int u = tid; u < kTile * kWHeads / 4; u += kThreads) {
+      for (int u = tid; u < kTile * kWHeads / 4; u += kT) {
         const int tt = u / (kWHeads / 4), hl = 4 * (u - tt * (kWHeads / 4));
         const int m = NMOD == 2 && mods[tt] != 0 ? 1 : 0;
         const int off = tt * kWSpStride(NMOD) + m * kWHeads + hl;
@@ -607,7 +612,7 @@ __global__ void __launch_bounds__(kThreads)
           const uint32_t a2 = pack_bf16x2(wm(2 * kk + 1, 0), wm(2 * kk + 1, 1));
           const uint32_t a3 = pack_bf16x2(wm(2 * kk + 1, 2), wm(2 * kk + 1, 3));
           const uint32_t b_addr =
-              sbase + st * kWVStage + ((kk * 16 + (lane & 15)) * kWCStride + quarter * 64 + (lane >> 4) * 8) * 2;
+              sbase + st * kWVStage + ((kk * 16 + (lane & 15)) * kWCStride + part * kPartCols + (lane >> 4) * 8) * 2;
 #pragma unroll
           for (int k = 0; k < NO; k += 2) {
             uint32_t b0, b1, b2, b3;
@@ -628,7 +633,7 @@ __global__ void __launch_bounds__(kThreads)
     cg::this_cluster().sync();
   }
 
-  // the partials: the split's max and masses (the first quarter's warps; all quarters hold the same), O's columns
+  // the partials: the split's max and masses (the first part's warps; all parts hold the same), O's columns
   const Partials wp = partials(p, g.total_splits);
 #pragma unroll
   for (int m = 0; m < NMOD; ++m)
@@ -641,7 +646,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int h = 0; h < 2; ++h) {
     const int hl = mt * 16 + gid + 8 * h, head = head0 + hl;
     if (hl >= hn) continue;
-    if (cb == 0 && quarter == 0 && tig == 0) {
+    if (cb == 0 && part == 0 && tig == 0) {
       wp.m_at(p, split, b, head) = m_run[h];
 #pragma unroll
       for (int m = 0; m < NMOD; ++m) wp.mass_at(p, split, m, b, head) = l[m][h];
@@ -670,7 +675,13 @@ int wide_value_cols() { return kWCols; }
 KernelFn wide_scores_kernel(bool ksplit) {
   return ksplit ? mla_wide_scores_kernel<true> : mla_wide_scores_kernel<false>;
 }
-KernelFn wide_values_kernel(int n_mod, bool int4) {
+KernelFn wide_values_kernel(int n_mod, bool int4, int warps) {
+  if (warps == 16) {
+    if (int4) {
+      return n_mod == 2 ? mla_wide_values_kernel<2, true, false, 16> : mla_wide_values_kernel<1, true, false, 16>;
+    }
+    return n_mod == 2 ? mla_wide_values_kernel<2, false, false, 16> : mla_wide_values_kernel<1, false, false, 16>;
+  }
   if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, false> : mla_wide_values_kernel<1, true, false>;
   return n_mod == 2 ? mla_wide_values_kernel<2, false, false> : mla_wide_values_kernel<1, false, false>;
 }
