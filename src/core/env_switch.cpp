@@ -17,10 +17,7 @@ void check_env_switches() {
 
 std::vector<std::pair<std::string, bool>> env_switch_states() {
   std::vector<std::pair<std::string, bool>> out;
-  for (const char* name : kEnvSwitches) {
-    const char* v = std::getenv(name);
-    out.emplace_back(name, !(v != nullptr && std::string(v) == "0"));
-  }
+  for (const char* name : kEnvSwitches) out.emplace_back(name, env_switch_value_on(std::getenv(name)));
   return out;
 }
 

@@ -28,6 +28,9 @@ inline constexpr const char* kEnvSwitches[] = {
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
     kEnvDecodePureSplits,  kEnvDecodeScoreClusters};
 
+// What a switch's environment value means: on unless it is "0" (unset included).
+inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }
+
 // ArgumentError naming the first switch of kEnvSwitches whose environment value is neither unset, empty, "0" nor
 // "1" (EnvSwitch reads anything but "0" as on, so a value such as "off" would silently keep a path on).
 void check_env_switches();
@@ -41,8 +44,7 @@ class EnvSwitch {
   bool enabled() const {
     int f = flag_.load();
     if (f < 0) {
-      const char* v = std::getenv(env_);
-      f = v && std::string(v) == "0" ? 0 : 1;
+      f = env_switch_value_on(std::getenv(env_)) ? 1 : 0;
       flag_ = f;
     }
     return f == 1;
