@@ -18,6 +18,7 @@
 #include "kernels/ops.h"
 #include "kernels/ref/mla_decode_ref.h"
 #include "kvcache/quant.h"
+#include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 #include <cuda_runtime_api.h>
@@ -323,16 +324,11 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRowsJoint), "rows-joint");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWide), "wide");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWideCluster), "wide-cluster");
-  try {
-    parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL");
-    ADD_FAILURE() << "an unknown name was accepted";
-  } catch (const ArgumentError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
-    EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
-    EXPECT_NE(what.find("rows, rows-joint, keys"), std::string::npos) << what;
-    EXPECT_NE(what.find("wide"), std::string::npos) << what;
-  }
+  const std::string what = testing::argument_error([] { parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL"); });
+  EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
+  EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
+  EXPECT_NE(what.find("rows, rows-joint, keys"), std::string::npos) << what;
+  EXPECT_NE(what.find("wide"), std::string::npos) << what;
   EXPECT_THROW(parse_mla_decode_variant("", "X"), ArgumentError);
 }
 
@@ -343,14 +339,10 @@ TEST(MlaDecodeOps, CombineNamesReadBack) {
     EXPECT_EQ(parse_mla_decode_combine(mla_decode_combine_name(c), "X"), c) << mla_decode_combine_name(c);
   EXPECT_STREQ(mla_decode_combine_name(MlaDecodeCombine::kWarp), "warp");
   EXPECT_STREQ(mla_decode_combine_name(MlaDecodeCombine::kColumns), "columns");
-  try {
-    parse_mla_decode_combine("warps", "VLM2MLA_DECODE_COMBINE");
-    ADD_FAILURE() << "an unknown name was accepted";
-  } catch (const ArgumentError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos) << what;
-    EXPECT_NE(what.find("auto, block, columns or warp"), std::string::npos) << what;
-  }
+  const std::string what =
+      testing::argument_error([] { parse_mla_decode_combine("warps", "VLM2MLA_DECODE_COMBINE"); });
+  EXPECT_NE(what.find("VLM2MLA_DECODE_COMBINE: unknown combine layout 'warps'"), std::string::npos) << what;
+  EXPECT_NE(what.find("auto, block, columns or warp"), std::string::npos) << what;
 }
 
 // VLM2MLA_DECODE_MIN_TILES' parse: unset or empty is the plan's own (0); anything but a whole number in [0, 2^20]
@@ -362,13 +354,8 @@ TEST(MlaDecodeOps, MinTilesSettingParses) {
   EXPECT_EQ(parse_decode_min_tiles("4"), 4);
   EXPECT_EQ(parse_decode_min_tiles("1048576"), 1 << 20);
   for (const char* bad : {"four", "4x", "-1", "1048577", " ", "99999999999999999999"}) {
-    try {
-      parse_decode_min_tiles(bad);
-      ADD_FAILURE() << "accepted '" << bad << "'";
-    } catch (const ArgumentError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("VLM2MLA_DECODE_MIN_TILES='" + std::string(bad) + "'"), std::string::npos) << what;
-    }
+    const std::string what = testing::argument_error([&] { parse_decode_min_tiles(bad); });
+    EXPECT_NE(what.find("VLM2MLA_DECODE_MIN_TILES='" + std::string(bad) + "'"), std::string::npos) << bad;
   }
 }
 
@@ -381,23 +368,13 @@ TEST(MlaDecodeOps, WideWarpsSettingParses) {
   EXPECT_EQ(parse_decode_wide_warps("8"), 8);
   EXPECT_EQ(parse_decode_wide_warps("16"), 16);
   for (const char* bad : {"12", "32", "sixteen", "16 ", "-8"}) {
-    try {
-      parse_decode_wide_warps(bad);
-      ADD_FAILURE() << "accepted '" << bad << "'";
-    } catch (const ArgumentError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("VLM2MLA_DECODE_WIDE_WARPS='" + std::string(bad) + "'"), std::string::npos) << what;
-    }
+    const std::string what = testing::argument_error([&] { parse_decode_wide_warps(bad); });
+    EXPECT_NE(what.find("VLM2MLA_DECODE_WIDE_WARPS='" + std::string(bad) + "'"), std::string::npos) << bad;
   }
   MlaDecodeInputs in = make_inputs(Case::qwen7b_md_int4({0}, {100}), at::Device(at::kCPU));
   in.wide_warps = 12;
-  try {
-    mla_decode(in);
-    ADD_FAILURE() << "wide_warps 12 was accepted";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("wide_warps must be 0 (the plan's), 8 or 16, got 12"), std::string::npos)
-        << e.what();
-  }
+  const std::string what = testing::argument_error([&] { mla_decode(in); });
+  EXPECT_NE(what.find("wide_warps must be 0 (the plan's), 8 or 16, got 12"), std::string::npos) << what;
 }
 
 // take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.

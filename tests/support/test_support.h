@@ -1,10 +1,26 @@
 // Shared helpers for the test executables.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace vlm2mla::testing {
+
+// The message of the ArgumentError that f() throws; a test failure, and "", when it throws none.
+template <class F>
+std::string argument_error(F&& f) {
+  try {
+    f();
+  } catch (const ArgumentError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no ArgumentError";
+  return "";
+}
 
 // A fresh temporary directory, removed (recursively) on destruction.
 class TempDir {

@@ -8,6 +8,7 @@
 
 #include "core/env_switch.h"
 #include "core/error.h"
+#include "support/test_support.h"
 
 namespace vlm2mla {
 namespace {
@@ -57,14 +58,9 @@ TEST(EnvSwitch, TheProjectsSwitchesAreCheckedAndReported) {
   }
   for (const char* bad : {"off", "false", "2", " 0"}) {
     ::setenv(name, bad, 1);
-    try {
-      check_env_switches();
-      ADD_FAILURE() << name << "='" << bad << "' was accepted";
-    } catch (const ArgumentError& e) {
-      EXPECT_NE(std::string(e.what()).find(std::string(name) + "='" + bad + "': expected 0 (off) or 1 (on)"),
-                std::string::npos)
-          << e.what();
-    }
+    const std::string what = testing::argument_error([] { check_env_switches(); });
+    EXPECT_NE(what.find(std::string(name) + "='" + bad + "': expected 0 (off) or 1 (on)"), std::string::npos)
+        << bad << ": " << what;
   }
   if (old) {
     ::setenv(name, saved.c_str(), 1);
