@@ -15,8 +15,8 @@
 //      hide latency at <= 128 registers, each part's softmax computed by its own warps).
 // The latent is read twice (passes 2 and 3) and S once per column block: over bf16 about 4 r_kv + 2 h_kv R + 4 h_q
 // (r_kv / 256 + 3) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
-// keys are staged (code * scale + minimum in float32, rounded to bf16: dequant_rows' arithmetic), positions
-// of the window from the bf16 ring.
+// keys are staged (code * scale + minimum in bf16 pairs, as the warp-rows kernel's), positions of the window
+// from the bf16 ring.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -37,13 +37,6 @@ constexpr int kWStride = kWK + 8;    // bf16 elements per row of a scores-kernel
 constexpr int kWCStride = kWCols + 8;  // bf16 elements per row of a values-kernel tile
 constexpr int kWSStride = kWHeads + 4;  // floats per token of a values-kernel scores tile (16-byte rows; the
                                         // threads' reads, tokens 8 n + 2 tig + e and rows gid, on distinct banks)
-
-// One 8-value unit of a bf16 latent row (zeros outside the key range). Raw loads only, so that the loads of the
-// next chunk stay in flight during the current chunk's MMAs.
-__device__ __forceinline__ uint4 fetch_bf16_unit(const MlaDecodeParams& p, int b, int j, int lo, int hi, int col) {
-  if (j < lo || j >= hi) return make_uint4(0u, 0u, 0u, 0u);
-  return __ldg(reinterpret_cast<const uint4*>(p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col));
-}
 
 // One 32-value unit of an int4 latent row as fetched: its 16 bytes of codes in one load and each 8 values' group
 // float16 scale and minimum (scale | minimum << 16; one load each where one group spans the unit, two for groups
@@ -89,16 +82,25 @@ __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, in
   return u;
 }
 
-// 8 codes (a 32-bit word) with their scale | minimum << 16 as bf16 values: code * scale + minimum in float32,
-// rounded once (dequant_rows' arithmetic).
+// 8 codes (a 32-bit word) with their scale | minimum << 16 as bf16 values, two a bf16 instruction as the
+// warp-rows kernel's store_piece: a code pair (elements i and i + 4) becomes 128 + q (nibble_pair_bf16), minus 128
+// (exact), then one bf16 FMA with the scale and minimum rounded to bf16; byte permutes put the pairs in order.
+// Against dequant_rows' float32 FMA rounded once, the scale's and minimum's roundings add at most
+// 2^-9 (|q sc| + |lo|), a few hundredths of a quantization step (until session 17: float32 FMAs, ~2x the
+// instructions).
 __device__ __forceinline__ uint4 dequant8_bf16(uint32_t codes, uint32_t sl) {
-  const float sc = half_bits_to_float(uint16_t(sl & 0xffffu)), lo = half_bits_to_float(uint16_t(sl >> 16));
-  float x[8];
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&sl));  // (scale, minimum)
+  const __nv_bfloat162 sc = __float2bfloat162_rn(f.x), lo = __float2bfloat162_rn(f.y);
+  const __nv_bfloat162 k128 = __float2bfloat162_rn(128.f);
+  uint32_t r[4];  // r[i] = (x_i, x_{i+4})
 #pragma unroll
-  for (int e = 0; e < 8; ++e)
-    x[e] = fmaf(__uint_as_float(((codes >> (4 * e)) & 15u) | 0x4B000000u) - 8388608.f, sc, lo);
-  return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
-                    pack_bf16x2(x[6], x[7]));
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t bits = nibble_pair_bf16(codes >> (4 * i));
+    const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
+    r[i] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+  return make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
+                    __byte_perm(r[2], r[3], 0x7632));
 }
 
 // The unit's 32 bf16 values (64 bytes) to dst, 16-byte aligned; col: its first column.
@@ -119,10 +121,9 @@ __device__ __forceinline__ void store_code_unit(const MlaDecodeParams& p, const 
   }
 }
 
-// Columns col .. col + 7 of modality mod's absorbed query of (sequence b, head) as 8 bf16 values: one 16-byte load
-// over bf16 queries (two over float32) where the rows allow it (Geom::wide_qvec), else element by element.
-__device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g, int mod, int b, int head, int col) {
-  const int64_t off = qa_offset(p, mod, b, head) + col;
+// 8 bf16 values of the absorbed queries from element off of qa on: one 16-byte load over bf16 queries (two over
+// float32) where the rows allow it (Geom::wide_qvec), else element by element.
+__device__ __forceinline__ uint4 load_q8_at(const MlaDecodeParams& p, const Geom& g, int64_t off) {
   if (g.wide_qvec && p.q_bf16) return __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.qa) + off));
   if (g.wide_qvec) {
     const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
@@ -134,6 +135,10 @@ __device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g
   for (int e = 0; e < 8; ++e) x[e] = load_q(p.qa, p.q_bf16, off + e);
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
                     pack_bf16x2(x[6], x[7]));
+}
+// Columns col .. col + 7 of modality mod's absorbed query of (sequence b, head).
+__device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g, int mod, int b, int head, int col) {
+  return load_q8_at(p, g, qa_offset(p, mod, b, head) + col);
 }
 
 // Query row r of a scores CTA: modality r / hb, head head0 + r % hb (valid: r < n_mod hb and head < h_q).
@@ -176,51 +181,66 @@ __global__ void __launch_bounds__(kThreads)
   const int ch0 = KSPLIT ? rank * chunks / ks : 0, ch1 = KSPLIT ? (rank + 1) * chunks / ks : chunks;
   const uint32_t sbase = smem_addr(smem);
 
+  // The thread's units of a chunk, the same in every chunk and group, so their addresses are worked out once:
+  // queries 64 rows x 8 units of 8 (2 a thread: rows tid / 8 and 32 more, columns 8 (tid % 8) on); bf16 keys
+  // 128 tokens x 8 units (4 a thread: tokens tid / 8 + 32 i, the same columns); int4 keys 128 tokens x 2 units
+  // of 32 codes (1 a thread: token tid / 2, columns 32 (tid % 2) on).
+  static_assert(kWK == 64 && kWTok * 2 == kThreads, "int4 key units: two of 32 codes a token, one a thread");
+  const bool int4 = p.format == MlaCacheFormat::kInt4;
+  int64_t q_off[2];  // the query unit's offset into qa at column 0 of the latent (-1: no such row)
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    int mod, head;
+    q_off[i] = query_row(p, (tid >> 3) + 32 * i, hb, head0, mod, head) ? qa_offset(p, mod, b, head) + (tid & 7) * 8 : -1;
+  }
+  constexpr int kUnitRows = kThreads / 8;  // rows (tokens) between a thread's units: 32
+  const uint32_t q_st = ((tid >> 3) * kWStride + (tid & 7) * 8) * 2;           // + i kUnitRows rows
+  const uint32_t k_st = ((kWRows + (tid >> 3)) * kWStride + (tid & 7) * 8) * 2;  // + i kUnitRows rows
+  const int64_t k_step = int64_t(kUnitRows) * p.r_kv;                            // elements between its key units
+  // The group's scores, each thread one head of the block and every (kThreads / hn)-th token (kEpi at a time,
+  // their loads issued together); the block's k-bias terms of that head once.
+  const int hn = min(hb, p.h_q - head0);  // (<= kWRows)
+  const int tstep = kThreads / hn, eh = tid % hn;
+  const bool epi = tid < tstep * hn;
+  const float qb0 = epi ? load_qb(p, 0, b, head0 + eh) : 0.f;
+  const float qb1 = epi && p.n_mod == 2 ? load_qb(p, 1, b, head0 + eh) : 0.f;
+
   for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
     const int tok0 = base + grp * kWTok;
-    // the thread's units of a chunk: queries 64 rows x 8 units (2 a thread, as bf16), keys 128 tokens x 8 (4 a
-    // thread; int4: 128 tokens x 2 units of 32 codes, 1 a thread)
-    static_assert(kWK == 64 && kWTok * 2 == kThreads, "int4 key units: two of 32 codes a token, one a thread");
     uint4 qv[2];
-    uint4 kv[4];   // bf16: 128 tokens x 8 units of 8 values, 4 a thread
-    CodeUnit cu;   // int4: 128 tokens x 2 units of 32 values, 1 a thread (token tid / 2, columns 32 (tid % 2) on)
-    const bool int4 = p.format == MlaCacheFormat::kInt4;
+    uint4 kv[4];   // bf16
+    CodeUnit cu;   // int4
+    // bf16: the key units' row (column 0) and which lie in the key range
+    const uint16_t* krow = p.latent + (int64_t(b) * p.t_cap + tok0 + (tid >> 3)) * p.r_kv + (tid & 7) * 8;
+    uint32_t kin = 0u;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = tok0 + (tid >> 3) + kUnitRows * i;
+      if (j >= sr.lo && j < sr.hi) kin |= 1u << i;
+    }
     auto fetch = [&](int ch) {
       const int col0 = ch * kWK;
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int u = tid + i * kThreads, r = u >> 3, c = col0 + (u & 7) * 8;
-        int mod, head;
-        qv[i] = make_uint4(0u, 0u, 0u, 0u);
-        if (!query_row(p, r, hb, head0, mod, head)) continue;
-        qv[i] = load_q8(p, g, mod, b, head, c);
-      }
+      for (int i = 0; i < 2; ++i) qv[i] = q_off[i] >= 0 ? load_q8_at(p, g, q_off[i] + col0) : make_uint4(0u, 0u, 0u, 0u);
       if (int4) {
         cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
         return;
       }
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int u = tid + i * kThreads, t = u >> 3;
-        kv[i] = fetch_bf16_unit(p, b, tok0 + t, sr.lo, sr.hi, col0 + (u & 7) * 8);
-      }
+      for (int i = 0; i < 4; ++i)
+        kv[i] = (kin >> i) & 1u ? __ldg(reinterpret_cast<const uint4*>(krow + i * k_step + col0))
+                                : make_uint4(0u, 0u, 0u, 0u);
     };
     auto store = [&](int stage, int ch) {  // chunk ch's units into stage
       unsigned char* st = smem + stage * kStage;
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int u = tid + i * kThreads, r = u >> 3;
-        *reinterpret_cast<uint4*>(st + (r * kWStride + (u & 7) * 8) * 2) = qv[i];
-      }
+      for (int i = 0; i < 2; ++i) *reinterpret_cast<uint4*>(st + q_st + i * kUnitRows * kWStride * 2) = qv[i];
       if (int4) {
         store_code_unit(p, cu, ch * kWK + (tid & 1) * 32, st + ((kWRows + (tid >> 1)) * kWStride + (tid & 1) * 32) * 2);
         return;
       }
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int u = tid + i * kThreads, t = u >> 3;
-        *reinterpret_cast<uint4*>(st + ((kWRows + t) * kWStride + (u & 7) * 8) * 2) = kv[i];
-      }
+      for (int i = 0; i < 4; ++i) *reinterpret_cast<uint4*>(st + k_st + i * kUnitRows * kWStride * 2) = kv[i];
     };
     float s[8][4];
 #pragma unroll
@@ -262,39 +282,44 @@ __global__ void __launch_bounds__(kThreads)
       prod[(r + 8) * kPS + t + 1] = s[n][3];
     }
     __syncthreads();
-    const int hn = min(hb, p.h_q - head0);
-    if constexpr (KSPLIT) {
-      cg::cluster_group cluster = cg::this_cluster();
-      cluster.sync();  // every rank's products written
-      const int tpr = kWTok / ks, t0 = rank * tpr;  // the tokens this rank sums and stores
-      for (int idx = tid; idx < tpr * hn; idx += kThreads) {
-        const int t = t0 + idx / hn, h = idx - (idx / hn) * hn, j = tok0 + t;
-        if (j >= sr.lo && j < sr.hi) {
-          float* out = S + int64_t(j - base) * p.h_q + head0 + h;
-          const int m = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
-          const int off = (m * hb + h) * kPS + t;
-          float x[8];
+    // the tokens whose scores this CTA stores: the group's (KSPLIT: this rank's share, its products summed with
+    // every rank's through distributed shared memory in rank order)
+    const int t_lo = KSPLIT ? rank * (kWTok / ks) : 0, t_hi = KSPLIT ? t_lo + kWTok / ks : kWTok;
+    if constexpr (KSPLIT) cg::this_cluster().sync();  // every rank's products written
+    if (epi) {
+      constexpr int kEpi = 8;
+      for (int tb = t_lo + tid / hn; tb < t_hi; tb += kEpi * tstep) {
+        float rope[kEpi];
+        int mod[kEpi];
+        // (loads from within the key range only: a token outside it reads the range's last and is not stored)
 #pragma unroll
-          for (int r = 0; r < 8; ++r)
-            if (r < ks) x[r] = cluster.map_shared_rank(prod, r)[off];
-          float v = x[0];
-#pragma unroll
-          for (int r = 1; r < 8; ++r)
-            if (r < ks) v += x[r];
-          *out = (v + *out + load_qb(p, m, b, head0 + h)) * scale_log2;
+        for (int k = 0; k < kEpi; ++k) {
+          const int j = min(max(tok0 + tb + k * tstep, sr.lo), sr.hi - 1);
+          rope[k] = S[int64_t(j - base) * p.h_q + head0 + eh];
+          mod[k] = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
         }
-      }
-      cluster.sync();  // no CTA refills its stages (its products) while another still reads them
-    } else {
-      for (int idx = tid; idx < kWTok * hn; idx += kThreads) {
-        const int t = idx / hn, h = idx - t * hn, j = tok0 + t;
-        if (j >= sr.lo && j < sr.hi) {  // (the values kernel reads the key range only)
-          float* out = S + int64_t(j - base) * p.h_q + head0 + h;
-          const int m = p.n_mod == 2 && p.modality[int64_t(b) * p.t_cap + j] != 0 ? 1 : 0;
-          *out = (prod[(m * hb + h) * kPS + t] + *out + load_qb(p, m, b, head0 + h)) * scale_log2;
+#pragma unroll
+        for (int k = 0; k < kEpi; ++k) {
+          const int t = tb + k * tstep, j = tok0 + t;
+          if (t >= t_hi || j < sr.lo || j >= sr.hi) continue;  // (the values kernel reads the key range only)
+          const int off = (mod[k] * hb + eh) * kPS + t;
+          float v = prod[off];
+          if constexpr (KSPLIT) {  // (every rank's loads issued before the sums)
+            cg::cluster_group cluster = cg::this_cluster();
+            float x[8];
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+              if (r < ks) x[r] = cluster.map_shared_rank(prod, r)[off];
+            v = x[0];
+#pragma unroll
+            for (int r = 1; r < 8; ++r)
+              if (r < ks) v += x[r];
+          }
+          S[int64_t(j - base) * p.h_q + head0 + eh] = (v + rope[k] + (mod[k] ? qb1 : qb0)) * scale_log2;
         }
       }
     }
+    if constexpr (KSPLIT) cg::this_cluster().sync();  // no CTA refills its stages (its products) while another reads them
   }
 }
 
@@ -357,34 +382,39 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int share = CLUSTER ? (hn + 4 * ncb - 1) / (4 * ncb) * 4 : hn;
   const int sc0 = CLUSTER ? min(hn, cb * share) : 0;
   const int scn = CLUSTER ? min(hn - sc0, share) : hn;
-  // the thread's latent units (token row, 8-column unit) and its two 16-byte pieces of the scores
-  int ut[kUnits], uc[kUnits];
+  // the thread's latent units (token row, 8-column unit): each one's offset into a tile's rows of the latent
+  // (from row 0, column col_base) and into a stage (-1: none, past the tile's rows), worked out once; and its
+  // pieces of 4 heads' scores (tokens tid / 8 + i kT / 8, heads 4 (tid % 8) on; 4 (tid % 8) < scn: in the block)
+  int u_src[kUnits], u_dst[kUnits];
 #pragma unroll
   for (int i = 0; i < kUnits; ++i) {
-    const int u = tid + i * kT;
-    ut[i] = u / cpt;
-    uc[i] = u - ut[i] * cpt;
+    const int u = tid + i * kT, t = u / cpt, c = u - t * cpt;
+    u_src[i] = t * p.r_kv + col_base + c * 8;
+    u_dst[i] = t < kTile ? (t * kWCStride + c * 8) * 2 : -1;
   }
+  const bool sc_in = 4 * (tid & 7) < scn;
+  const float* const s_src = S + head0 + sc0 + 4 * (tid & 7);  // + (token - base) h_q
+  const uint32_t s_dst = kWTileBytes + ((tid >> 3) * kWSStride + 4 * (tid & 7)) * 4;  // + stage
   auto stage_at = [&](int i) { return i % kWVStages; };
   // the cp.async part of tile t into stage st: the scores (and, bf16, the latent)
   auto issue = [&](int t, int st) {
     const int tok0 = t * kTile;
     const uint32_t sa = sbase + st * kWVStage;
+    const bool full = tok0 >= sr.lo && tok0 + kTile <= sr.hi;
     if constexpr (!INT4) {
+      const uint16_t* lat = p.latent + (int64_t(b) * p.t_cap + tok0) * p.r_kv;
 #pragma unroll
       for (int i = 0; i < kUnits; ++i) {
-        const int j = tok0 + ut[i];
-        const bool ok = ut[i] < kTile && j >= sr.lo && j < sr.hi;
-        const uint16_t* src = ok ? p.latent + (int64_t(b) * p.t_cap + j) * p.r_kv + col_base + uc[i] * 8 : p.latent;
-        if (ut[i] < kTile) cp_async(sa + (ut[i] * kWCStride + uc[i] * 8) * 2, src, 16, ok);
+        const int j = tok0 + (tid + i * kT) / cpt;
+        const bool ok = full || (j >= sr.lo && j < sr.hi);
+        if (u_dst[i] >= 0) cp_async(sa + u_dst[i], ok ? lat + u_src[i] : p.latent, 16, ok);
       }
     }
 #pragma unroll
     for (int i = 0; i < kTile * 8 / kT; ++i) {  // scores: 64 tokens x 8 pieces of 4 heads
-      const int u = tid + i * kT, tt = u >> 3, q = u & 7, j = tok0 + tt;
-      const bool ok = 4 * q < scn && j >= sr.lo && j < sr.hi;
-      const float* src = ok ? S + int64_t(j - base) * p.h_q + head0 + sc0 + 4 * q : S;
-      cp_async(sa + kWTileBytes + (tt * kWSStride + 4 * q) * 4, src, 16, ok);
+      const int tt = (tid >> 3) + i * (kT / 8), j = tok0 + tt;
+      const bool ok = sc_in && (full || (j >= sr.lo && j < sr.hi));
+      cp_async(sa + s_dst + i * (kT / 8) * kWSStride * 4, ok ? s_src + int64_t(j - base) * p.h_q : S, 16, ok);
     }
   };
   // int4: the latent of tile t into registers, units of 32 codes (token ct, columns 32 cc on), then
@@ -551,8 +581,9 @@ __global__ void __launch_bounds__(WARPS * 32)
       for (int e = 0; e < 2; ++e) {
         const int tt = 8 * n + 2 * tig + e;
         const bool ok = full || (tok0 + tt >= sr.lo && tok0 + tt < sr.hi);
-        s[n][e] = ok ? ss[tt * kWSStride + mt * 16 + gid] : -INFINITY;
-        s[n][2 + e] = ok ? ss[tt * kWSStride + mt * 16 + gid + 8] : -INFINITY;
+        const float x0 = ss[tt * kWSStride + mt * 16 + gid], x1 = ss[tt * kWSStride + mt * 16 + gid + 8];
+        s[n][e] = ok ? x0 : -INFINITY;  // (loaded either way: a select, not a branch around each load)
+        s[n][2 + e] = ok ? x1 : -INFINITY;
         mx[0] = fmaxf(mx[0], s[n][e]);
         mx[1] = fmaxf(mx[1], s[n][2 + e]);
       }
