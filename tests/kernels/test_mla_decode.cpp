@@ -490,8 +490,10 @@ struct Stats {
   }
 };
 
-void check_case(const Case& c, MlaDecodeVariant variant, Stats& st) {
+// (views: the inputs as the model passes them, as_model_views: bf16 query views, results into a bf16 buffer)
+void check_case(const Case& c, MlaDecodeVariant variant, Stats& st, bool views = false) {
   MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+  if (views) in = as_model_views(in, c.h_kv);
   in.variant = variant;
   const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
   const MlaDecodeOutput got = mla_decode(in);
@@ -1010,7 +1012,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   // the scores-first kernels (their scores pass in clusters over the latent's columns where its grid is small, as
   // here), the same without those clusters, and their one-pass twin (kWideCluster)
-  Stats st, plain_st, w16_st, cluster_st;
+  Stats st, views_st, plain_st, w16_st, cluster_st;
   int seed = 0, ks_seen = 1, cc_major = 0;
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   ASSERT_EQ(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
@@ -1029,6 +1031,7 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
           Case c = shaped_case(sh.kv, f, n_mod, m, {700, 1500, 300}, 3100 + seed);
           c.bias = seed++ % 2 == 0;
           check_case(c, MlaDecodeVariant::kWide, st);
+          check_case(c, MlaDecodeVariant::kWide, views_st, true);  // (the scores pass copies bf16 query rows)
           check_case(c, MlaDecodeVariant::kWideCluster, cluster_st);
           {  // the scores pass with and without its clusters over the latent's columns (small grids: with)
             MlaDecodeInputs w = make_inputs(c, at::Device(at::kCUDA, 0));
@@ -1093,12 +1096,14 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
     }
   }
   st.print("wide");
+  views_st.print("wide, the model's views");
   plain_st.print("wide, scores pass without clusters");
   w16_st.print("wide, values pass in 16 warps");
   cluster_st.print("wide-cluster");
   std::printf("[mla_decode wide] the scores pass took clusters of up to %d CTAs\n", ks_seen);
   EXPECT_EQ(ks_seen > 1, cc_major >= 9);  // (three sequences of up to 1,500 keys: 42 CTAs, clusters of 2 on an H200)
   EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(views_st.failed, 0);
   EXPECT_EQ(plain_st.failed, 0);
   EXPECT_EQ(w16_st.failed, 0);
   EXPECT_EQ(cluster_st.failed, 0);
