@@ -29,7 +29,6 @@ namespace mla_decode_detail {
 namespace {
 
 constexpr int kWK = 64;              // scores kernel: latent columns per chunk
-constexpr int kWSStages = 3;         // scores kernel: chunks staged (two in flight while one is multiplied)
 constexpr int kWTok = 128;           // scores kernel: tokens per CTA pass
 constexpr int kWRows = 64;           // scores kernel: query rows per CTA (4 m-tiles)
 constexpr int kWCols = 256;          // values kernel: latent columns per CTA
@@ -51,9 +50,8 @@ struct CodeUnit {
 };
 constexpr int kCodes = 1, kRing = 2;
 
-// (codes = false: all but the codes, which the caller copies itself: code_bytes)
 __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, int b, int j, int lo, int hi, int qlen,
-                                                    int col, bool codes = true) {
+                                                    int col) {
   CodeUnit u;
   u.q = make_uint4(0u, 0u, 0u, 0u);
   u.sl[0] = u.sl[1] = u.sl[2] = u.sl[3] = 0u;
@@ -66,7 +64,7 @@ __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, in
   }
   u.kind = kCodes;
   const int64_t row = int64_t(b) * p.t_cap + j;
-  if (codes) u.q = __ldg(reinterpret_cast<const uint4*>(p.latent_q + row * (p.r_kv / 2) + col / 2));
+  u.q = __ldg(reinterpret_cast<const uint4*>(p.latent_q + row * (p.r_kv / 2) + col / 2));
   const int64_t g0 = row * (p.r_kv / p.group_c);
   auto sl_at = [&](int64_t gi) {
     return uint32_t(__ldg(reinterpret_cast<const unsigned short*>(p.latent_scale + gi))) |
@@ -82,13 +80,6 @@ __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, in
     for (int k = 0; k < 4; ++k) u.sl[k] = sl_at(g0 + (col + 8 * k) / p.group_c);
   }
   return u;
-}
-
-// Where the unit's 16 bytes of codes lie (nullptr: not a quantized position of the key range).
-__device__ __forceinline__ const uint8_t* code_bytes(const MlaDecodeParams& p, int b, int j, int lo, int hi, int qlen,
-                                                     int col) {
-  if (j < lo || j >= hi || j >= qlen) return nullptr;
-  return p.latent_q + (int64_t(b) * p.t_cap + j) * (p.r_kv / 2) + col / 2;
 }
 
 // 8 codes (a 32-bit word) with their scale | minimum << 16 as bf16 values, two a bf16 instruction as the
@@ -202,22 +193,22 @@ __global__ void __launch_bounds__(kThreads)
     int mod, head;
     q_off[i] = query_row(p, (tid >> 3) + 32 * i, hb, head0, mod, head) ? qa_offset(p, mod, b, head) + (tid & 7) * 8 : -1;
   }
-  const bool q_async = g.wide_qvec && p.q_bf16;  // the queries' units by cp.async (the model's bf16 views)
-  // int4: the thread's 16-byte slot of each stage's raw codes (after the stages; only this thread reads it)
-  const uint32_t raw = sbase + kWSStages * kStage + tid * 16;
   constexpr int kUnitRows = kThreads / 8;  // rows (tokens) between a thread's units: 32
   const uint32_t q_st = ((tid >> 3) * kWStride + (tid & 7) * 8) * 2;           // + i kUnitRows rows
   const uint32_t k_st = ((kWRows + (tid >> 3)) * kWStride + (tid & 7) * 8) * 2;  // + i kUnitRows rows
   const int64_t k_step = int64_t(kUnitRows) * p.r_kv;                            // elements between its key units
   // The group's scores, each thread one head of the block and every (kThreads / hn)-th token (kEpi at a time,
-  // their loads issued together).
+  // their loads issued together); the block's k-bias terms of that head once.
   const int hn = min(hb, p.h_q - head0);  // (<= kWRows)
   const int tstep = kThreads / hn, eh = tid % hn;
   const bool epi = tid < tstep * hn;
+  const float qb0 = epi ? load_qb(p, 0, b, head0 + eh) : 0.f;
+  const float qb1 = epi && p.n_mod == 2 ? load_qb(p, 1, b, head0 + eh) : 0.f;
 
   for (int grp = blockIdx.x; grp < groups; grp += gridDim.x) {
     const int tok0 = base + grp * kWTok;
     uint4 qv[2];
+    uint4 kv[4];   // bf16
     CodeUnit cu;   // int4
     // bf16: the key units' row (column 0) and which lie in the key range
     const uint16_t* krow = p.latent + (int64_t(b) * p.t_cap + tok0 + (tid >> 3)) * p.r_kv + (tid & 7) * 8;
@@ -227,69 +218,40 @@ __global__ void __launch_bounds__(kThreads)
       const int j = tok0 + (tid >> 3) + kUnitRows * i;
       if (j >= sr.lo && j < sr.hi) kin |= 1u << i;
     }
-    // A chunk's units into a stage: by cp.async two chunks ahead (bf16 queries whose rows take 16-byte loads, and
-    // bf16 keys), else loaded into registers a chunk ahead (fetch) and stored after the current chunk's MMAs
-    // (store: float32 queries converted). int4 keys: their codes by cp.async two chunks ahead into the thread's own
-    // slot, their scales and minima into registers a chunk ahead, dequantized into the stage after the current
-    // chunk's MMAs by the thread that copied them (its own cp.async wait, no barrier).
-    auto issue = [&](int stage, int ch) {
-      const uint32_t st = sbase + stage * kStage;
-      const int col0 = ch * kWK;
-      if (q_async) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-          cp_async(st + q_st + i * kUnitRows * kWStride * 2,
-                   q_off[i] >= 0 ? static_cast<const uint16_t*>(p.qa) + q_off[i] + col0 : p.qa, 16, q_off[i] >= 0);
-      }
-      if (int4) {  // the unit's codes into the thread's own slot of the stage's raw area
-        const uint8_t* src = code_bytes(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
-        cp_async(raw + stage * kThreads * 16, src ? src : p.latent_q, 16, src != nullptr);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const bool ok = (kin >> i) & 1u;
-          cp_async(st + k_st + i * kUnitRows * kWStride * 2, ok ? krow + i * k_step + col0 : p.latent, 16, ok);
-        }
-      }
-    };
     auto fetch = [&](int ch) {
       const int col0 = ch * kWK;
-      if (!q_async) {
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-          qv[i] = q_off[i] >= 0 ? load_q8_at(p, g, q_off[i] + col0) : make_uint4(0u, 0u, 0u, 0u);
-      }
-      if (int4) cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32, false);
-    };
-    auto store = [&](int stage, int ch) {
-      unsigned char* st = smem + stage * kStage;
-      if (!q_async) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) *reinterpret_cast<uint4*>(st + q_st + i * kUnitRows * kWStride * 2) = qv[i];
-      }
+      for (int i = 0; i < 2; ++i) qv[i] = q_off[i] >= 0 ? load_q8_at(p, g, q_off[i] + col0) : make_uint4(0u, 0u, 0u, 0u);
       if (int4) {
-        cp_async_wait<1>();  // this thread's copy of the chunk's codes landed (the next chunk's may be in flight)
-        if (cu.kind == kCodes) cu.q = *reinterpret_cast<const uint4*>(smem + (raw - sbase) + stage * kThreads * 16);
-        store_code_unit(p, cu, ch * kWK + (tid & 1) * 32, st + ((kWRows + (tid >> 1)) * kWStride + (tid & 1) * 32) * 2);
+        cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
+        return;
       }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        kv[i] = (kin >> i) & 1u ? __ldg(reinterpret_cast<const uint4*>(krow + i * k_step + col0))
+                                : make_uint4(0u, 0u, 0u, 0u);
+    };
+    auto store = [&](int stage, int ch) {  // chunk ch's units into stage
+      unsigned char* st = smem + stage * kStage;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) *reinterpret_cast<uint4*>(st + q_st + i * kUnitRows * kWStride * 2) = qv[i];
+      if (int4) {
+        store_code_unit(p, cu, ch * kWK + (tid & 1) * 32, st + ((kWRows + (tid >> 1)) * kWStride + (tid & 1) * 32) * 2);
+        return;
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) *reinterpret_cast<uint4*>(st + k_st + i * kUnitRows * kWStride * 2) = kv[i];
     };
     float s[8][4];
 #pragma unroll
     for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     __syncthreads();  // the previous group's epilogue is done with the stages
-    issue(0, ch0);
-    cp_async_commit();
-    if (ch0 + 1 < ch1) issue(1, ch0 + 1);
-    cp_async_commit();
     fetch(ch0);
     store(0, ch0);
-    for (int ch = ch0, i = 0; ch < ch1; ++ch, ++i) {
+    __syncthreads();
+    for (int ch = ch0; ch < ch1; ++ch) {
       if (ch + 1 < ch1) fetch(ch + 1);
-      cp_async_wait<1>();  // chunk ch's copies landed (chunk ch + 1's may be in flight)
-      __syncthreads();     // ... every thread's, and its stores; every warp is done with chunk ch - 1's stage
-      if (ch + 2 < ch1) issue((i + 2) % kWSStages, ch + 2);  // (chunk ch - 1's stage)
-      cp_async_commit();
-      const uint32_t st = sbase + (i % kWSStages) * kStage;
+      const uint32_t st = sbase + ((ch - ch0) & 1) * kStage;
       const uint32_t a_addr = st + ((mt * 16 + (lane & 15)) * kWStride + (lane >> 4) * 8) * 2;
       const uint32_t b_addr =
           st + ((kWRows + c0 + (lane & 7) + (lane >> 4) * 8) * kWStride + ((lane >> 3) & 1) * 8) * 2;
@@ -305,13 +267,10 @@ __global__ void __launch_bounds__(kThreads)
           mma_bf16(s[n + 1], a0, a1, a2, a3, b2, b3);
         }
       }
-      // chunk ch + 1's register-held units into its stage (read after the next barrier; its last reader, chunk
-      // ch - 2, was done before this one's)
-      if (ch + 1 < ch1) store((i + 1) % kWSStages, ch + 1);
+      if (ch + 1 < ch1) store((ch + 1 - ch0) & 1, ch + 1);  // the other stage: every warp left it at the last barrier
+      __syncthreads();
     }
-    cp_async_wait<0>();
-    __syncthreads();  // every warp is done with the stages
-    // the products into shared memory [64 rows][128 tokens], over the stages
+    // the products into shared memory [64 rows][128 tokens] (the stages are free after the last barrier)
     float* prod = reinterpret_cast<float*>(smem);
     constexpr int kPS = kWTok + 4;
 #pragma unroll
@@ -328,7 +287,6 @@ __global__ void __launch_bounds__(kThreads)
     const int t_lo = KSPLIT ? rank * (kWTok / ks) : 0, t_hi = KSPLIT ? t_lo + kWTok / ks : kWTok;
     if constexpr (KSPLIT) cg::this_cluster().sync();  // every rank's products written
     if (epi) {
-      const float qb0 = load_qb(p, 0, b, head0 + eh), qb1 = p.n_mod == 2 ? load_qb(p, 1, b, head0 + eh) : 0.f;
       constexpr int kEpi = 8;
       for (int tb = t_lo + tid / hn; tb < t_hi; tb += kEpi * tstep) {
         float rope[kEpi];
@@ -736,7 +694,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 }
 
 int wide_scores_smem_bytes() {
-  const int stages = kWSStages * ((kWRows + kWTok) * kWStride * 2 + kThreads * 16);  // (and int4's raw codes)
+  const int stages = 2 * (kWRows + kWTok) * kWStride * 2;
   const int prod = kWRows * (kWTok + 4) * 4;
   return stages > prod ? stages : prod;
 }
