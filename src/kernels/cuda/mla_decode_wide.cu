@@ -11,8 +11,9 @@
 //   3. mla_wide_values_kernel: per (split, head block of 32, column block of 256, sequence), O_m += P_m C over
 //      its columns with the online softmax over S (the warp-rows kernel's, its max slack included), P_m the
 //      weights of modality m's keys; it writes the split-KV partials (Partials) that the combine kernel merges.
-//      8 warps: 2 m-tiles x 4 parts of 64 columns (WARPS = 16: 2 m-tiles x 8 parts of 32, twice the warps to
-//      hide latency at <= 128 registers, each part's softmax computed by its own warps).
+//      8 warps: 2 m-tiles x 4 parts of 64 columns (WARPS = 16: 2 m-tiles x 8 parts of 32). The parts of an
+//      m-tile share the tile's softmax: each takes the weights of its share of the tokens, and the row maxima
+//      and P (bf16) pass between them through shared memory behind two barriers of their warps.
 // The latent is read twice (passes 2 and 3) and S once per column block: over bf16 about 4 r_kv + 2 h_kv R + 4 h_q
 // (r_kv / 256 + 3) bytes a key, against the cache's 2 (r_kv + h_kv R). int4 stores are dequantized as the
 // keys are staged (code * scale + minimum in bf16 pairs, as the warp-rows kernel's), positions of the window
@@ -348,6 +349,11 @@ __host__ __device__ constexpr int kWClusterSpBytes(int nmod) { return kTile * kW
 __host__ __device__ constexpr int kWClusterBytes(int nmod) {  // stages, queries, two partial buffers, the summed scores
   return kWVStages * kWVStage + kWClusterQBytes(nmod) + 2 * kWClusterSpBytes(nmod) + kWScoreBytes;
 }
+// after those (or the stages), the shared softmax's buffers: P_m [2 m-tiles][n_mod][16 rows][kWPStride] bf16 and the
+// parts' row maxima [2][up to 8 parts][16] floats (after the tiles: the parts' row sums)
+constexpr int kWPStride = kTile + 8;  // bf16 elements per row of P (16-byte rows on distinct banks)
+__host__ __device__ constexpr int kWPBytes(int nmod) { return 2 * nmod * 16 * kWPStride * 2; }
+__host__ __device__ constexpr int kWShareBytes(int nmod) { return kWPBytes(nmod) + 2 * 8 * 16 * 4; }
 
 template <int NMOD, bool INT4, bool CLUSTER, int WARPS = 8>
 __global__ void __launch_bounds__(WARPS * 32)
@@ -361,6 +367,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int NO = kPartCols / 8;           // n-tiles of O a warp
   constexpr int kUnits = kTile * kWCols / 8 / kT;  // bf16 latent units of 8 a thread a tile (8 or 4)
   constexpr int kCodeUnits = kUnits / 4;           // int4 units of 32 a thread a tile (2 or 1)
+  constexpr int NP = WARPS / 2;                    // column parts: the warps of an m-tile
+  constexpr int NT = NS / NP;                      // n-tiles of a tile's tokens whose softmax a warp takes (2 or 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
   const int split = blockIdx.x, b = blockIdx.z;
   const int hblk = blockIdx.y / g.wide_col_blocks, cb = blockIdx.y - hblk * g.wide_col_blocks;
@@ -468,6 +476,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   float* const csp = reinterpret_cast<float*>(cq + kWClusterQBytes(NMOD));  // [2][kTile][kWSpStride]
   float* const csf = reinterpret_cast<float*>(cq + kWClusterQBytes(NMOD) + 2 * kWClusterSpBytes(NMOD));
   const int cw = cpt * 8;  // this CTA's columns
+  unsigned char* const pbuf = smem + (CLUSTER ? kWClusterBytes(NMOD) : kWVStages * kWVStage);
+  float* const pmax = reinterpret_cast<float*>(pbuf + kWPBytes(NMOD));
   if constexpr (CLUSTER) {
     for (int u = tid; u < kWQRows(NMOD) * (kWCols / 8); u += kT) {
       const int r = u / (kWCols / 8), c8 = u - r * (kWCols / 8), mod = r / kWHeads, hl = r - mod * kWHeads;
@@ -572,14 +582,19 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
     const float* ss = CLUSTER ? csf : reinterpret_cast<const float*>(sp + kWTileBytes);
     const bool full = tok0 >= sr.lo && tok0 + kTile <= sr.hi;  // (else the keys outside the range masked)
-    // the thread's scores, in the score accumulators' layout (rows gid, gid + 8; tokens 8 n + 2 tig + e)
-    float s[NS][4];
+    // The softmax of the tile, shared by the m-tile's NP warps (one per column part): each takes NT n-tiles of
+    // tokens (8 part NT on), their scores (rows gid, gid + 8; tokens 8 n + 2 tig + e), their max into pmax, and
+    // after a barrier of the NP warps the tile's max from all of them (every warp the same, so the running
+    // maxima agree); then its tokens' weights, its own share of the row sums, and P_m (the weights of modality
+    // m's keys, bf16) into pbuf, which after a second barrier every warp of the m-tile reads as its A fragments.
+    const int n0 = part * NT;
+    float s[NT][4];
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int n = 0; n < NS; ++n) {
+    for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int tt = 8 * n + 2 * tig + e;
+        const int tt = 8 * (n0 + n) + 2 * tig + e;
         const bool ok = full || (tok0 + tt >= sr.lo && tok0 + tt < sr.hi);
         const float x0 = ss[tt * kWSStride + mt * 16 + gid], x1 = ss[tt * kWSStride + mt * 16 + gid + 8];
         s[n][e] = ok ? x0 : -INFINITY;  // (loaded either way: a select, not a branch around each load)
@@ -587,6 +602,19 @@ __global__ void __launch_bounds__(WARPS * 32)
         mx[0] = fmaxf(mx[0], s[n][e]);
         mx[1] = fmaxf(mx[1], s[n][2 + e]);
       }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      if (tig == 0) pmax[(mt * NP + part) * 16 + gid + 8 * h] = mx[h];
+    }
+    named_barrier(1 + mt, NP * 32);  // the m-tile's parts' maxima written (and their last tile's P read)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = pmax[(mt * NP) * 16 + gid + 8 * h];
+#pragma unroll
+      for (int q = 1; q < NP; ++q) mx[h] = fmaxf(mx[h], pmax[(mt * NP + q) * 16 + gid + 8 * h]);
     }
     // the online softmax of the warp-rows kernel (rows_tile), its max slack included
     float m_use[2], alpha[2];
@@ -606,13 +634,22 @@ __global__ void __launch_bounds__(WARPS * 32)
             o[m][k][2 * h + 1] *= alpha[h];
           }
     }
-    // the weights, in place of the scores; img bit 2 n + e: the thread's token 8 n + 2 tig + e is an image key
+    // which modalities the tile's keys hold (keys outside the range: text, weight 0); a modality without a key
+    // in the tile adds nothing (its P_m is neither written nor multiplied)
+    bool has[NMOD];
+    has[0] = true;
+    if constexpr (NMOD == 2) {
+      const bool im_a = mods[lane] != 0, im_b = mods[lane + 32] != 0;
+      has[1] = __any_sync(0xffffffffu, im_a || im_b);
+      has[0] = __any_sync(0xffffffffu, !im_a || !im_b);
+    }
+    // the weights, in place of the scores; img bit 2 n + e: the thread's token 8 (n0 + n) + 2 tig + e is an image key
     uint32_t img = 0u;
 #pragma unroll
-    for (int n = 0; n < NS; ++n) {
+    for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const bool im = NMOD == 2 && mods[8 * n + 2 * tig + e] != 0;
+        const bool im = NMOD == 2 && mods[8 * (n0 + n) + 2 * tig + e] != 0;
         if (im) img |= 1u << (2 * n + e);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -626,22 +663,32 @@ __global__ void __launch_bounds__(WARPS * 32)
         }
       }
     }
+#pragma unroll
+    for (int m = 0; m < NMOD; ++m) {
+      if (!has[m]) continue;
+      auto wm = [&](int n, int k) {
+        const bool im = (img >> (2 * n + (k & 1))) & 1u;
+        return NMOD == 1 || im == (m == 1) ? s[n][k] : 0.f;
+      };
+      unsigned char* pm = pbuf + (mt * NMOD + m) * 16 * kWPStride * 2;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int tt = 8 * (n0 + n) + 2 * tig;
+        *reinterpret_cast<uint32_t*>(pm + (gid * kWPStride + tt) * 2) = pack_bf16x2(wm(n, 0), wm(n, 1));
+        *reinterpret_cast<uint32_t*>(pm + ((gid + 8) * kWPStride + tt) * 2) = pack_bf16x2(wm(n, 2), wm(n, 3));
+      }
+    }
+    named_barrier(1 + mt, NP * 32);  // the m-tile's P written
     if (cols_ok) {
 #pragma unroll
       for (int m = 0; m < NMOD; ++m) {
-        // a modality without a key among the warp's 64 tokens adds nothing (warp-uniform skip); P_m: the
-        // weights of modality m's keys, zeros elsewhere
-        if (NMOD == 2 && !__any_sync(0xffffffffu, m == 1 ? img != 0u : img != 0xffffu)) continue;
-        auto wm = [&](int n, int k) {
-          const bool im = (img >> (2 * n + (k & 1))) & 1u;
-          return NMOD == 1 || im == (m == 1) ? s[n][k] : 0.f;
-        };
+        if (!has[m]) continue;
+        const uint32_t a_addr =
+            smem_addr(pbuf) + (((mt * NMOD + m) * 16 + (lane & 15)) * kWPStride + (lane >> 4) * 8) * 2;
 #pragma unroll
         for (int kk = 0; kk < NS / 2; ++kk) {
-          const uint32_t a0 = pack_bf16x2(wm(2 * kk, 0), wm(2 * kk, 1));
-          const uint32_t a1 = pack_bf16x2(wm(2 * kk, 2), wm(2 * kk, 3));
-          const uint32_t a2 = pack_bf16x2(wm(2 * kk + 1, 0), wm(2 * kk + 1, 1));
-          const uint32_t a3 = pack_bf16x2(wm(2 * kk + 1, 2), wm(2 * kk + 1, 3));
+          uint32_t a0, a1, a2, a3;
+          ldsm_x4(a_addr + kk * 16 * 2, a0, a1, a2, a3);
           const uint32_t b_addr =
               sbase + st * kWVStage + ((kk * 16 + (lane & 15)) * kWCStride + part * kPartCols + (lane >> 4) * 8) * 2;
 #pragma unroll
@@ -664,7 +711,8 @@ __global__ void __launch_bounds__(WARPS * 32)
     cg::this_cluster().sync();
   }
 
-  // the partials: the split's max and masses (the first part's warps; all parts hold the same), O's columns
+  // the partials: the split's max (every part holds it) and masses (each part's sums over its own tokens, summed
+  // by the first part's warps in part order), O's columns
   const Partials wp = partials(p, g.total_splits);
 #pragma unroll
   for (int m = 0; m < NMOD; ++m)
@@ -673,6 +721,26 @@ __global__ void __launch_bounds__(WARPS * 32)
       l[m][h] += __shfl_xor_sync(0xffffffffu, l[m][h], 1);
       l[m][h] += __shfl_xor_sync(0xffffffffu, l[m][h], 2);
     }
+  float* const lsum = reinterpret_cast<float*>(pbuf);  // [2 m-tiles][n_mod][NP][16]
+  __syncthreads();  // every warp is done with the last tile's P
+  if (tig == 0) {
+#pragma unroll
+    for (int m = 0; m < NMOD; ++m)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) lsum[((mt * NMOD + m) * NP + part) * 16 + gid + 8 * h] = l[m][h];
+  }
+  __syncthreads();
+  if (part == 0) {
+#pragma unroll
+    for (int m = 0; m < NMOD; ++m)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float* ls = lsum + (mt * NMOD + m) * NP * 16 + gid + 8 * h;
+        l[m][h] = ls[0];
+#pragma unroll
+        for (int q = 1; q < NP; ++q) l[m][h] += ls[q * 16];
+      }
+  }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int hl = mt * 16 + gid + 8 * h, head = head0 + hl;
@@ -698,7 +766,7 @@ int wide_scores_smem_bytes() {
   const int prod = kWRows * (kWTok + 4) * 4;
   return stages > prod ? stages : prod;
 }
-int wide_values_smem_bytes() { return kWVStages * kWVStage; }
+int wide_values_smem_bytes() { return kWVStages * kWVStage + kWShareBytes(2); }
 int wide_rows_per_block() { return kWRows; }
 int wide_score_chunk_cols() { return kWK; }
 int wide_value_heads() { return kWHeads; }
@@ -716,7 +784,9 @@ KernelFn wide_values_kernel(int n_mod, bool int4, int warps) {
   if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, false> : mla_wide_values_kernel<1, true, false>;
   return n_mod == 2 ? mla_wide_values_kernel<2, false, false> : mla_wide_values_kernel<1, false, false>;
 }
-int wide_cluster_smem_bytes(int n_mod) { return n_mod == 2 ? kWClusterBytes(2) : kWClusterBytes(1); }
+int wide_cluster_smem_bytes(int n_mod) {
+  return n_mod == 2 ? kWClusterBytes(2) + kWShareBytes(2) : kWClusterBytes(1) + kWShareBytes(1);
+}
 KernelFn wide_cluster_kernel(int n_mod, bool int4) {
   if (int4) return n_mod == 2 ? mla_wide_values_kernel<2, true, true> : mla_wide_values_kernel<1, true, true>;
   return n_mod == 2 ? mla_wide_values_kernel<2, false, true> : mla_wide_values_kernel<1, false, true>;
