@@ -816,6 +816,10 @@ std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) 
     const int per = p.q_bf16 ? 8 : 4;
     g.wide_qvec = aligned16(p.qa) && p.qa_stride[0] % per == 0 && p.qa_stride[1] % per == 0 &&
                   p.qa_stride[2] % per == 0;
+    // else bf16 pairs on 4-byte bounds (the model's views: rows of n_mod r_kv + n_mod values, 16-byte aligned
+    // only when n_mod r_kv + n_mod is a multiple of 8)
+    g.wide_qpair = !g.wide_qvec && p.q_bf16 && reinterpret_cast<uintptr_t>(p.qa) % 4 == 0 &&
+                   p.qa_stride[0] % 2 == 0 && p.qa_stride[1] % 2 == 0 && p.qa_stride[2] % 2 == 0;
   }
   g.rope_ext = 1;
   g.smem_bytes = std::max(wide_scores_smem_bytes(), wide_values_smem_bytes());

@@ -109,6 +109,7 @@ struct Geom {
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
   int wide_col_blocks = 0;  // scores-first kernels: values CTAs across the latent columns
   int wide_qvec = 0;        // scores-first kernels: the absorbed queries load as 16-byte vectors (aligned rows)
+  int wide_qpair = 0;       // ... else as 4-byte bf16 pairs (bf16 rows on 4-byte bounds)
 };
 
 // Partials in the workspace, for S = total_splits:
