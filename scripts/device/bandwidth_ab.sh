@@ -10,8 +10,9 @@
 set -uo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/env.sh"
-test -f .deps/ready || { echo "bandwidth_ab: missing .deps: run scripts/device/prepare.sh here and carry it" >&2; exit 2; }
-test -f .baseline/BASELINE_COMMIT || { echo "bandwidth_ab: missing .baseline: run scripts/device/make_baseline.sh COMMIT here and carry it" >&2; exit 2; }
+die() { echo "bandwidth_ab: $*" >&2; exit 2; }
+test -f .deps/ready || die "missing .deps: run scripts/device/prepare.sh here and carry it"
+test -f .baseline/BASELINE_COMMIT || die "missing .baseline: run scripts/device/make_baseline.sh COMMIT here and carry it"
 if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then export CUDACXX=/usr/local/cuda/bin/nvcc; fi
 torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 t0=$SECONDS
@@ -28,7 +29,11 @@ rc_tree=$?
 wait $pid
 rc_base=$?
 for n in tree:$rc_tree baseline:$rc_base; do
-  [[ "${n#*:}" == 0 ]] || { echo "bandwidth_ab: the ${n%:*} build failed"; grep -E "error|FAILED" "$out/ab_build_${n%:*}.log" | head -30; exit 4; }
+  if [[ "${n#*:}" != 0 ]]; then
+    echo "bandwidth_ab: the ${n%:*} build failed"
+    grep -E "error|FAILED" "$out/ab_build_${n%:*}.log" | head -30
+    exit 4
+  fi
 done
 echo "both built: $((SECONDS - t0)) s (baseline $(cut -c1-12 .baseline/BASELINE_COMMIT))"
 if [[ -n "${AB_TESTS:-}" ]]; then

@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 commit="${1:-HEAD}"
-git rev-parse --verify --quiet "$commit^{commit}" >/dev/null || { echo "make_baseline: no commit '$commit'" >&2; exit 2; }
+if ! git rev-parse --verify --quiet "$commit^{commit}" >/dev/null; then
+  echo "make_baseline: no commit '$commit'" >&2
+  exit 2
+fi
 rm -rf .baseline.part .baseline
 mkdir .baseline.part
 # (docs and fixtures are not needed to build the kernel test; they would only add to what the call carries)

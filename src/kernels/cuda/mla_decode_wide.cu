@@ -198,7 +198,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     int mod, head;
-    q_off[i] = query_row(p, (tid >> 3) + 32 * i, hb, head0, mod, head) ? qa_offset(p, mod, b, head) + (tid & 7) * 8 : -1;
+    const bool row = query_row(p, (tid >> 3) + 32 * i, hb, head0, mod, head);
+    q_off[i] = row ? qa_offset(p, mod, b, head) + (tid & 7) * 8 : -1;
   }
   constexpr int kUnitRows = kThreads / 8;  // rows (tokens) between a thread's units: 32
   const uint32_t q_st = ((tid >> 3) * kWStride + (tid & 7) * 8) * 2;           // + i kUnitRows rows
@@ -228,7 +229,8 @@ __global__ void __launch_bounds__(kThreads)
     auto fetch = [&](int ch) {
       const int col0 = ch * kWK;
 #pragma unroll
-      for (int i = 0; i < 2; ++i) qv[i] = q_off[i] >= 0 ? load_q8_at(p, g, q_off[i] + col0) : make_uint4(0u, 0u, 0u, 0u);
+      for (int i = 0; i < 2; ++i)
+        qv[i] = q_off[i] >= 0 ? load_q8_at(p, g, q_off[i] + col0) : make_uint4(0u, 0u, 0u, 0u);
       if (int4) {
         cu = fetch_code_unit(p, b, tok0 + (tid >> 1), sr.lo, sr.hi, sr.qlen, col0 + (tid & 1) * 32);
         return;
@@ -298,7 +300,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int tb = t_lo + tid / hn; tb < t_hi; tb += kEpi * tstep) {
         float rope[kEpi];
         int mod[kEpi];
-        // (loads from within the key range only: a token outside it reads the range's last and is not stored)
+        // (loads from within the key range only: a token outside it reads the range's nearest and is not stored)
 #pragma unroll
         for (int k = 0; k < kEpi; ++k) {
           const int j = min(max(tok0 + tb + k * tstep, sr.lo), sr.hi - 1);
@@ -326,7 +328,8 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    if constexpr (KSPLIT) cg::this_cluster().sync();  // no CTA refills its stages (its products) while another reads them
+    // (KSPLIT: no CTA refills its stages, its products, while another still reads them)
+    if constexpr (KSPLIT) cg::this_cluster().sync();
   }
 }
 
