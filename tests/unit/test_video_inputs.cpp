@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "support/fixtures.h"
+#include "support/test_support.h"
 
 namespace vlm2mla {
 namespace {
@@ -112,12 +113,7 @@ TEST(VideoRopeIndex, BatchWithPaddingImageAndTwoVideos) {
 }
 
 std::string rope_error(const at::Tensor& ids, const at::Tensor& video_grid, const at::Tensor& seconds = {}) {
-  try {
-    qwen_rope_index(rope_config(), ids, {}, {}, video_grid, seconds);
-  } catch (const ArgumentError& e) {
-    return e.what();
-  }
-  return "";
+  return testing::argument_error([&] { qwen_rope_index(rope_config(), ids, {}, {}, video_grid, seconds); });
 }
 
 TEST(VideoRopeIndex, RunsAndGridsMustAgree) {

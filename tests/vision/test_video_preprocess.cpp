@@ -128,12 +128,7 @@ TEST(VideoPreprocess, ConfigDefaultsAndLookupOrder) {
 TEST(VideoPreprocess, BadInput) {
   const VideoProcessorConfig cfg = tiny_config();
   auto message = [&](const std::vector<std::vector<Image>>& v, const std::vector<double>& fps) {
-    try {
-      preprocess_videos(cfg, v, fps);
-    } catch (const ArgumentError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
+    return testing::argument_error([&] { preprocess_videos(cfg, v, fps); });
   };
   EXPECT_NE(message({{pattern(8, 8, 0), pattern(16, 8, 0)}}, {}).find("frame 1 is 16x8 but frame 0 is 8x8"),
             std::string::npos);
