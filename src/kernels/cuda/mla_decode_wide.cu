@@ -148,6 +148,29 @@ __device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g
   return load_q8_at(p, g, qa_offset(p, mod, b, head) + col);
 }
 
+__device__ __forceinline__ float add_values(float a, float b) { return a + b; }
+__device__ __forceinline__ float4 add_values(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
+// The sum over a thread-block cluster's first `ranks` CTAs (at most 8) of the value of type T (float or float4) at
+// element off of each one's buffer `buf` (distributed shared memory), in rank order, so that every CTA summing the
+// same element gets the same bits; every rank's load is issued before the sums (not a chain of dependent remote
+// loads).
+template <class T>
+__device__ __forceinline__ T cluster_sum(const cooperative_groups::cluster_group& cluster, float* buf, int off,
+                                         int ranks) {
+  T x[8];
+#pragma unroll
+  for (int r = 0; r < 8; ++r)
+    if (r < ranks) x[r] = *reinterpret_cast<const T*>(cluster.map_shared_rank(buf, r) + off);
+  T v = x[0];
+#pragma unroll
+  for (int r = 1; r < 8; ++r)
+    if (r < ranks) v = add_values(v, x[r]);
+  return v;
+}
+
 // Query row r of a scores CTA: modality r / hb, head head0 + r % hb (valid: r < n_mod hb and head < h_q).
 __device__ __forceinline__ bool query_row(const MlaDecodeParams& p, int r, int hb, int head0, int& mod, int& head) {
   mod = r / hb;
@@ -312,18 +335,7 @@ __global__ void __launch_bounds__(kThreads)
           const int t = tb + k * tstep, j = tok0 + t;
           if (t >= t_hi || j < sr.lo || j >= sr.hi) continue;  // (the values kernel reads the key range only)
           const int off = (mod[k] * hb + eh) * kPS + t;
-          float v = prod[off];
-          if constexpr (KSPLIT) {  // (every rank's loads issued before the sums)
-            cg::cluster_group cluster = cg::this_cluster();
-            float x[8];
-#pragma unroll
-            for (int r = 0; r < 8; ++r)
-              if (r < ks) x[r] = cluster.map_shared_rank(prod, r)[off];
-            v = x[0];
-#pragma unroll
-            for (int r = 1; r < 8; ++r)
-              if (r < ks) v += x[r];
-          }
+          const float v = KSPLIT ? cluster_sum<float>(cg::this_cluster(), prod, off, ks) : prod[off];
           S[int64_t(j - base) * p.h_q + head0 + eh] = (v + rope[k] + (mod[k] ? qb1 : qb0)) * scale_log2;
         }
       }
@@ -564,20 +576,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         const int tt = u / (kWHeads / 4), hl = 4 * (u - tt * (kWHeads / 4));
         const int m = NMOD == 2 && mods[tt] != 0 ? 1 : 0;
         const int off = tt * kWSpStride(NMOD) + m * kWHeads + hl;
-        float4 x[8];
-#pragma unroll
-        for (int r = 0; r < 8; ++r)
-          if (r < ncb) x[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(part, r) + off);
-        float4 v = x[0];
-#pragma unroll
-        for (int r = 1; r < 8; ++r) {
-          if (r < ncb) {
-            v.x += x[r].x;
-            v.y += x[r].y;
-            v.z += x[r].z;
-            v.w += x[r].w;
-          }
-        }
+        const float4 v = cluster_sum<float4>(cluster, part, off, ncb);
         float4 out = make_float4(0.f, 0.f, 0.f, 0.f);  // (hn: a multiple of 4, so 4 heads all in or all out)
         if (hl < hn) {
           out.x = (v.x + load_qb(p, m, b, head0 + hl)) * scale_log2;
