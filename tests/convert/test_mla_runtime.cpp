@@ -185,12 +185,13 @@ TEST_P(MlaRuntime, KernelStepFormEqualsTheLibtorchFormOnTheCpu) {
   const AbsorbedWeights aw = absorbed_weights(cfg, dec.weights().layers[0]);
   const at::Tensor q = at::randn({b, h_q, 1, dh});
   const at::Tensor start = at::zeros({b}, at::kInt), length = at::full({b}, len, at::kInt);
-  try {
-    mla_attention_absorbed_kernel(cfg, aw, q, static_cast<const LatentKvCache&>(*plain), 0, start, length, len, scale);
-    ADD_FAILURE() << "a float32 latent store was accepted";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("bf16 or int4"), std::string::npos) << e.what();
-  }
+  const std::string f32 = testing::argument_error(
+      [&] {
+        mla_attention_absorbed_kernel(cfg, aw, q, static_cast<const LatentKvCache&>(*plain), 0, start, length, len,
+                                      scale);
+      },
+      "a float32 latent store");
+  EXPECT_NE(f32.find("bf16 or int4"), std::string::npos) << f32;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MlaRuntime,
@@ -228,12 +229,9 @@ TEST(KvHeadProduct, EqualsTheBroadcastMatmul) {
       EXPECT_TRUE(at::equal(twin, want)) << "b " << b << (strided ? " strided" : "");
     }
   }
-  try {
-    kv_head_product(at::randn({2, 4, 7, 24}), at::randn({2, 24, 10}));
-    ADD_FAILURE() << "4 kv heads against weights of 2 were accepted";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("kv_head_product"), std::string::npos) << e.what();
-  }
+  const std::string heads = testing::argument_error(
+      [] { kv_head_product(at::randn({2, 4, 7, 24}), at::randn({2, 24, 10})); }, "4 kv heads against weights of 2");
+  EXPECT_NE(heads.find("kv_head_product"), std::string::npos) << heads;
 }
 
 // A decode step gathers every layer's kept RoPE dims at once, a long prefill chunk each layer's when asked

@@ -216,12 +216,8 @@ TEST(StaticDecodeErrors, ModesTheRunCannotHaveAreClearErrors) {
   at::Tensor mask = at::ones_like(in.input_ids);
   mask.index_put_({0, 2}, 0);
   g.decode = DecodeMode::kStatic;
-  try {
-    generate(m->decoder(), in.input_ids, mask, g);
-    ADD_FAILURE() << "expected an ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("left padding"), std::string::npos) << e.what();
-  }
+  const std::string padded = testing::argument_error([&] { generate(m->decoder(), in.input_ids, mask, g); });
+  EXPECT_NE(padded.find("left padding"), std::string::npos) << padded;
   // The same batch decodes dynamically.
   g.decode = DecodeMode::kDynamic;
   EXPECT_EQ(generate(m->decoder(), in.input_ids, mask, g).new_tokens, 3);
@@ -297,12 +293,9 @@ TEST(SyntheticCache, KeepsThePromptsImagePositions) {
   EXPECT_TRUE(mod.narrow(1, 0, 9).equal(image));
   EXPECT_FALSE(mod.narrow(1, 9, mod.size(1) - 9).any().item<bool>());
   std::unique_ptr<KvCache> other = dec.make_kv_cache(2, 12, nullptr);
-  try {
-    other->fill_synthetic(9, image.narrow(1, 0, 8));
-    ADD_FAILURE() << "a mask of the wrong shape was taken";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("image must be bool [2, 9]"), std::string::npos) << e.what();
-  }
+  const std::string shape = testing::argument_error([&] { other->fill_synthetic(9, image.narrow(1, 0, 8)); },
+                                                    "a mask of the wrong shape");
+  EXPECT_NE(shape.find("image must be bool [2, 9]"), std::string::npos) << shape;
   auto plain = Model::load(fixtures_dir() + "/vlm/qwen2_5_vl/model", LoadOptions{});
   EXPECT_FALSE(plain->decoder().visual_mask(ids).defined());  // one projection set: no modality to keep
   // what generate's synthetic_cache does with the fixture's own prompt (an image, then text)

@@ -10,15 +10,16 @@
 
 namespace vlm2mla::testing {
 
-// The message of the ArgumentError that f() throws; a test failure, and "", when it throws none.
+// The message of the ArgumentError that f() throws; a test failure (naming `expected`, what should have been
+// refused, where given), and "", when it throws none.
 template <class F>
-std::string argument_error(F&& f) {
+std::string argument_error(F&& f, const std::string& expected = "") {
   try {
     f();
   } catch (const ArgumentError& e) {
     return e.what();
   }
-  ADD_FAILURE() << "no ArgumentError";
+  ADD_FAILURE() << "no ArgumentError" << (expected.empty() ? "" : ": " + expected);
   return "";
 }
 

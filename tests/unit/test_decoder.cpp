@@ -243,13 +243,10 @@ TEST(DenseKvCache, GrowsAndAccountsBytes) {
 
 TEST(Decoder, TokenIdsOutsideVocabularyAreRejected) {
   auto m = Model::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
-  try {
-    m->decoder().embed(at::tensor({5, 320, 7}, at::kLong).view({1, 3}));
-    FAIL();
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("token id 320 at [0, 1]"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("[0, 320)"), std::string::npos) << e.what();
-  }
+  const std::string id =
+      testing::argument_error([&] { m->decoder().embed(at::tensor({5, 320, 7}, at::kLong).view({1, 3})); });
+  EXPECT_NE(id.find("token id 320 at [0, 1]"), std::string::npos) << id;
+  EXPECT_NE(id.find("[0, 320)"), std::string::npos) << id;
   EXPECT_THROW(m->decoder().embed(at::tensor({-1}, at::kLong).view({1, 1})), ArgumentError);
 }
 
