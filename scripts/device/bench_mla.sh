@@ -9,12 +9,13 @@
 # for the prompt, no prefill: bench --synthetic-cache), for long contexts of large batches.
 # BENCH_MLA_IMAGE=HxW puts one random image of that size before each prompt's text (bench --image; with a
 # synthetic cache its positions stay image tokens, which two-set models' decode reads apart).
-# BENCH_MLA_OUT names the output file under $OUT (default bench_mla.jsonl). BENCH_MLA_CONFIG: another model's
+# BENCH_MLA_OUT names the output file under $OUT (default bench_mla.jsonl); BENCH_MLA_BIN the binary (default
+# build-device/vlm2mla; bandwidth_ab.sh: the baseline's). BENCH_MLA_CONFIG: another model's
 # config (default configs/qwen2.5-vl-7b.json; e.g. configs/llava-1.5-7b.json, whose 32 kv heads give MLA D latent
 # dims per head a latent of 32 D values).
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-bin=build-device/vlm2mla
+bin="${BENCH_MLA_BIN:-build-device/vlm2mla}"
 cfg="${BENCH_MLA_CONFIG:-configs/qwen2.5-vl-7b.json}"
 grid="${BENCH_MLA_GRID:-4096:1 4096:8 4096:32 16384:8 32768:1 32768:8}"
 jsonl="$out/${BENCH_MLA_OUT:-bench_mla.jsonl}"
