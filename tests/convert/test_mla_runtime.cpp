@@ -303,15 +303,11 @@ TEST(LatentKvCache, UnusableCacheTypesAreClearErrors) {
   Converted c = converted("vlm/qwen2_5_vl");
   const TextConfig& cfg = c.model->text_config();
   CacheSpec bad{CacheType::kInt4, 64, 4};  // 64 does not divide r_kv = 3 n_kv
-  try {
-    run_generate(*c.model, c.inputs, MlaAttention::kAbsorbed, 2, bad);
-    FAIL() << "expected an error";
-  } catch (const ArgumentError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("--kv-cache: the group size must divide the row width"), std::string::npos) << what;
-    EXPECT_NE(what.find("group size 64, row width " + std::to_string(3 * cfg.num_key_value_heads)), std::string::npos)
-        << what;
-  }
+  const std::string what =
+      testing::argument_error([&] { run_generate(*c.model, c.inputs, MlaAttention::kAbsorbed, 2, bad); });
+  EXPECT_NE(what.find("--kv-cache: the group size must divide the row width"), std::string::npos) << what;
+  EXPECT_NE(what.find("group size 64, row width " + std::to_string(3 * cfg.num_key_value_heads)), std::string::npos)
+      << what;
   EXPECT_THROW(cache_type_from_name("int3", "--kv-cache"), ArgumentError);
 }
 

@@ -412,12 +412,8 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
   const Case c = cpu_cases()[1];
   const MlaDecodeInputs good = make_inputs(c, at::kCPU);
   auto expect_error = [&](MlaDecodeInputs in, const std::string& needle) {
-    try {
-      mla_decode(in);
-      ADD_FAILURE() << "no error; expected one mentioning " << needle;
-    } catch (const ArgumentError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    const std::string what = testing::argument_error([&] { mla_decode(in); }, "an error mentioning " + needle);
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
   };
   MlaDecodeInputs in = good;
   in.latent = good.latent.to(at::kFloat);
@@ -658,12 +654,8 @@ TEST(MlaDecodeCuda, Int4CodesMatchTheReference) {
   bad.group_c = 8;  // groups must be multiples of 16
   MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
   in.variant = MlaDecodeVariant::kTensorCoreCodes;
-  try {
-    mla_decode(in);
-    ADD_FAILURE() << "groups of 8 were accepted";
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("multiples of 16"), std::string::npos) << e.what();
-  }
+  const std::string groups = testing::argument_error([&] { mla_decode(in); }, "groups of 8");
+  EXPECT_NE(groups.find("multiples of 16"), std::string::npos) << groups;
   bad = Case::qwen7b_md_int4({0}, {100});
   bad.format = MlaCacheFormat::kBf16;
   in = make_inputs(bad, at::Device(at::kCUDA, 0));
@@ -982,12 +974,8 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     }
     in.variant = which == 3 || which == 6 ? MlaDecodeVariant::kTensorCoreWarpRowsJoint
                                           : MlaDecodeVariant::kTensorCoreWarpRows;
-    try {
-      mla_decode(in);
-      ADD_FAILURE() << "the warp-rows kernel accepted " << bad.str();
-    } catch (const ArgumentError& e) {
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-    }
+    const std::string why = testing::argument_error([&] { mla_decode(in); }, "the warp-rows kernel on " + bad.str());
+    EXPECT_NE(why.find(want), std::string::npos) << why;
     in.variant = MlaDecodeVariant::kAuto;  // kAuto falls back to another kernel instead (the joint layout's
                                            // wide latent: to the modality CTAs)
     if (which == 6) {
@@ -1113,12 +1101,9 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   bad.group_c = 8;
   MlaDecodeInputs in = make_inputs(bad, at::Device(at::kCUDA, 0));
   in.variant = MlaDecodeVariant::kWide;
-  try {
-    mla_decode(in);
-    ADD_FAILURE() << "the scores-first kernels accepted " << bad.str();
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("r_kv is not a multiple of 64"), std::string::npos) << e.what();
-  }
+  const std::string narrow =
+      testing::argument_error([&] { mla_decode(in); }, "the scores-first kernels on " + bad.str());
+  EXPECT_NE(narrow.find("r_kv is not a multiple of 64"), std::string::npos) << narrow;
   in.variant = MlaDecodeVariant::kAuto;  // kAuto: the generic kernel, saying why
   const MlaDecodeLaunch launch(in);
   EXPECT_EQ(std::string(launch.kernel()), "generic");
@@ -1128,12 +1113,8 @@ TEST(MlaDecodeCuda, WideMatchesTheReference) {
   wider.r_kv = 2304;
   MlaDecodeInputs win = make_inputs(wider, at::Device(at::kCUDA, 0));
   win.variant = MlaDecodeVariant::kWideCluster;
-  try {
-    mla_decode(win);
-    ADD_FAILURE() << "the one-pass scores-first kernel accepted " << wider.str();
-  } catch (const ArgumentError& e) {
-    EXPECT_NE(std::string(e.what()).find("up to 2048"), std::string::npos) << e.what();
-  }
+  const std::string wide = testing::argument_error([&] { mla_decode(win); }, "the one-pass kernel on " + wider.str());
+  EXPECT_NE(wide.find("up to 2048"), std::string::npos) << wide;
   win.variant = MlaDecodeVariant::kWide;
   EXPECT_EQ(std::string(MlaDecodeLaunch(win).kernel()), "wide");
 }
