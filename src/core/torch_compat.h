@@ -3,7 +3,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <torch/version.h>
+
+#include <string>
 
 // at::scaled_dot_product_attention exists from torch 2.0.
 #if TORCH_VERSION_MAJOR >= 2
@@ -41,6 +44,14 @@ inline at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   (void)q, (void)k, (void)v, (void)mask, (void)scale, (void)is_causal, (void)gqa;
   TORCH_CHECK(false, "scaled_dot_product_attention needs libtorch >= 2.0");
 #endif
+}
+
+// Whether a libtorch error is an allocator's refusal of memory: c10::OutOfMemoryError (CUDA), or the CPU
+// allocator's "can't allocate memory", which libtorch 1.13 raises as a plain c10::Error.
+inline bool is_out_of_memory(const c10::Error& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return true;
+  const std::string what = e.what_without_backtrace();
+  return what.find("out of memory") != std::string::npos || what.find("can't allocate memory") != std::string::npos;
 }
 
 }  // namespace vlm2mla::compat

@@ -14,8 +14,8 @@ DenseKvCache::DenseKvCache(int64_t num_layers, int64_t batch, int64_t num_kv_hea
                 "DenseKvCache: dimensions must be positive");
   auto opts = at::TensorOptions().dtype(dtype).device(device);
   for (int64_t l = 0; l < num_layers; ++l) {
-    keys_.push_back(at::zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
-    values_.push_back(at::zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
+    keys_.push_back(cache_zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
+    values_.push_back(cache_zeros({batch, num_kv_heads, capacity_, head_dim}, opts));
   }
 }
 
@@ -41,7 +41,7 @@ void DenseKvCache::grow(int64_t needed) {
   while (cap < needed) cap *= 2;
   for (size_t l = 0; l < keys_.size(); ++l) {
     for (auto* buf : {&keys_[l], &values_[l]}) {
-      at::Tensor bigger = at::zeros({batch_, num_kv_heads_, cap, head_dim_}, buf->options());
+      at::Tensor bigger = cache_zeros({batch_, num_kv_heads_, cap, head_dim_}, buf->options());
       bigger.narrow(2, 0, length_).copy_(buf->narrow(2, 0, length_));
       *buf = bigger;
     }

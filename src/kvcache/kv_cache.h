@@ -19,6 +19,11 @@ CacheType cache_type_from_name(const std::string& name, const std::string& what)
 int64_t cache_type_bits(CacheType type);  // 8, 4, 2 for the integer types, 0 for the float types
 at::ScalarType cache_float_dtype(CacheType type);  // the float types; the window dtype otherwise
 
+// at::zeros for the caches' storage: an allocator's refusal (CUDA out of memory, or the CPU allocator's) becomes an
+// ArgumentError that names the tensor, its bytes, the device and the allocator's own message, and says what takes
+// less memory, where libtorch's error reached the user as an internal one.
+at::Tensor cache_zeros(at::IntArrayRef shape, const at::TensorOptions& options);
+
 struct CacheSpec {
   CacheType type = CacheType::kBf16;
   // Integer types: values per quantization group (per token, consecutive channels) and the most

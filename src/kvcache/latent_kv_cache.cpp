@@ -15,12 +15,13 @@ LatentKvCache::LatentKvCache(const std::vector<int64_t>& ranks, int64_t rope_wid
     rope_.push_back(std::make_unique<RowStore>(batch, rope_width, capacity, spec, compute_dtype, device));
   }
   if (with_modality) {
-    modality_ = at::zeros({batch, std::max<int64_t>(capacity, 1)}, at::TensorOptions().dtype(at::kByte).device(device));
+    modality_ =
+        cache_zeros({batch, std::max<int64_t>(capacity, 1)}, at::TensorOptions().dtype(at::kByte).device(device));
   }
 }
 
 void LatentKvCache::grow_modality(int64_t capacity) {
-  at::Tensor bigger = at::zeros({batch_, capacity}, modality_.options());
+  at::Tensor bigger = cache_zeros({batch_, capacity}, modality_.options());
   bigger.narrow(1, 0, length_).copy_(modality_.narrow(1, 0, length_));
   modality_ = bigger;
 }

@@ -13,15 +13,15 @@ RowStore::RowStore(int64_t batch, int64_t n, int64_t capacity, const CacheSpec& 
       bits_(cache_type_bits(spec.type)), compute_dtype_(compute_dtype) {
   auto opts = at::TensorOptions().device(device);
   if (bits_ == 0) {
-    plain_ = at::zeros({batch, capacity_, n}, opts.dtype(cache_float_dtype(spec.type)));
+    plain_ = cache_zeros({batch, capacity_, n}, opts.dtype(cache_float_dtype(spec.type)));
     return;
   }
   check_quant_shape(n, bits_, spec.group, "--kv-cache");
   VLM2MLA_CHECK(spec.window >= 1, ArgumentError, "--kv-window must be at least 1, got ", spec.window);
-  q_.data = at::zeros({batch, capacity_, n * bits_ / 8}, opts.dtype(at::kByte));
-  q_.scale = at::zeros({batch, capacity_, n / spec.group}, opts.dtype(at::kHalf));
-  q_.lo = at::zeros({batch, capacity_, n / spec.group}, opts.dtype(at::kHalf));
-  window_ = at::zeros({batch, spec.window, n}, opts.dtype(compute_dtype));
+  q_.data = cache_zeros({batch, capacity_, n * bits_ / 8}, opts.dtype(at::kByte));
+  q_.scale = cache_zeros({batch, capacity_, n / spec.group}, opts.dtype(at::kHalf));
+  q_.lo = cache_zeros({batch, capacity_, n / spec.group}, opts.dtype(at::kHalf));
+  window_ = cache_zeros({batch, spec.window, n}, opts.dtype(compute_dtype));
 }
 
 int64_t RowStore::quantized_length(int64_t length) const {
@@ -34,7 +34,7 @@ void RowStore::grow(int64_t needed, int64_t length) {
   auto bigger = [&](at::Tensor& t) {
     std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
     shape[1] = cap;
-    at::Tensor b = at::zeros(shape, t.options());
+    at::Tensor b = cache_zeros(shape, t.options());
     b.narrow(1, 0, length).copy_(t.narrow(1, 0, length));
     t = b;
   };

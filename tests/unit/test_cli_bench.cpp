@@ -147,6 +147,20 @@ TEST(CliBench, DecodeModesTheRunCannotHaveAreClearErrors) {
   EXPECT_NE(graph.err.find("CUDA"), std::string::npos) << graph.err;
 }
 
+// More sequences and positions than memory holds: the allocator's refusal is an "out of memory" error that says
+// what takes less (it was printed as an internal libtorch error), not a crash; the KV cache's own buffers name
+// themselves (KvCache.AnAllocationThatDoesNotFitIsAClearError).
+TEST(CliBench, MoreThanMemoryHoldsIsAClearError) {
+  const std::string model = testing::fixtures_dir() + "/text/qwen2/model";
+  testing::CliResult r = run_cli({"-q", "bench", "--model", model, "--context", "1000000000", "--batch", "100000",
+                                  "--new-tokens", "2", "--synthetic-cache"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_FALSE(r.crashed);
+  EXPECT_EQ(r.err.find("internal"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: out of memory: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("a quantized --kv-cache"), std::string::npos) << r.err;
+}
+
 // --fuse-projections: auto fuses on CUDA only, on fuses on the CPU too (the same tokens, logits within
 // the GEMM's blocking of the unfused ones); the JSON says which ran; an unknown value is a clear error.
 TEST(CliBench, FuseProjectionsIsReportedAndKeepsTheResults) {

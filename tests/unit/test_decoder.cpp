@@ -241,6 +241,29 @@ TEST(DenseKvCache, GrowsAndAccountsBytes) {
   EXPECT_TRUE(kv.first.narrow(2, 3, 1).equal(k2));
 }
 
+// A cache the allocator cannot hold, at construction or when it grows: an ArgumentError naming the buffer, its size,
+// the device and what takes less memory (it was libtorch's error, printed as an internal one). The sizes here are
+// petabytes, which the CPU allocator refuses at once (nothing is touched).
+TEST(KvCache, AnAllocationThatDoesNotFitIsAClearError) {
+  const std::string dense = testing::argument_error(
+      [] { DenseKvCache(2, int64_t(1) << 16, 2, 64, int64_t(1) << 30, at::kFloat, at::kCPU); }, "a 32 PiB cache");
+  EXPECT_NE(dense.find("the KV cache does not fit on cpu"), std::string::npos) << dense;
+  EXPECT_NE(dense.find("[65536, 2, 1073741824, 64] Float buffer (33554432.00 GiB)"), std::string::npos) << dense;
+  EXPECT_NE(dense.find("can't allocate memory"), std::string::npos) << dense;  // the allocator's own words
+  EXPECT_NE(dense.find("a quantized --kv-cache"), std::string::npos) << dense;
+  DenseKvCache small(2, 1, 2, 4, 2, at::kFloat, at::kCPU);
+  const std::string grown = testing::argument_error([&] { small.reserve(int64_t(1) << 42); }, "growing to 2^42");
+  EXPECT_NE(grown.find("[1, 2, 4398046511104, 4] Float buffer"), std::string::npos) << grown;
+  EXPECT_EQ(small.capacity(), 2);  // unchanged: the failed growth left the cache as it was
+  const CacheSpec int4{CacheType::kInt4, 16, 8};
+  const std::string latent = testing::argument_error(
+      [&] { LatentKvCache({32, 32}, 16, true, int64_t(1) << 20, int64_t(1) << 36, int4, at::kFloat, at::kCPU); },
+      "a latent cache of 2^56 positions");
+  EXPECT_NE(latent.find("the KV cache does not fit on cpu: a [1048576, 68719476736, 16] Byte buffer"),
+            std::string::npos)
+      << latent;
+}
+
 TEST(Decoder, TokenIdsOutsideVocabularyAreRejected) {
   auto m = Model::load(testing::fixtures_dir() + "/text/qwen2/model", LoadOptions{});
   const std::string id =

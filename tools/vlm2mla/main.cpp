@@ -6,11 +6,13 @@
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "common.h"
 #include "core/env_switch.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/torch_compat.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"vlm2mla: vision-language models with Multi-head Latent Attention"};
@@ -43,6 +45,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   } catch (const c10::Error& e) {
+    if (vlm2mla::compat::is_out_of_memory(e)) {  // (the KV caches say which of theirs; this is any other tensor)
+      std::string what = e.what_without_backtrace();
+      std::fprintf(stderr,
+                   "error: out of memory: %s; fewer sequences or positions, or a quantized --kv-cache, take less\n",
+                   what.substr(0, what.find('\n')).c_str());
+      return 1;
+    }
     std::fprintf(stderr, "error: internal (libtorch): %s\n", e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
