@@ -1061,6 +1061,23 @@ __device__ __forceinline__ uint32_t nibble_pair_bf16(uint32_t x) {
   return r;
 }
 
+// The 8 codes of a 32-bit word as bf16 x = code * sc + lo, in element order: a code pair (elements i and i + 4)
+// becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then one bf16 FMA with the scale and minimum (sc, lo:
+// the same value in both halves); byte permutes put the pairs in element order. k128: 128 in both halves, made by
+// the caller once for all its words (the conversion is inline assembly, which the compiler does not merge).
+__device__ __forceinline__ uint4 dequant_word_bf16(uint32_t q, __nv_bfloat162 sc, __nv_bfloat162 lo,
+                                                   __nv_bfloat162 k128) {
+  uint32_t r[4];  // r[i] = (x_i, x_{i+4})
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t bits = nibble_pair_bf16(q >> (4 * i));
+    const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
+    r[i] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+  return make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
+                    __byte_perm(r[2], r[3], 0x7632));
+}
+
 // x = code * scale + lo from the thread's slot into the bf16 tile, two values per bf16 instruction: a code
 // pair (elements i and i + 4 of a 32-bit word) becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then
 // one bf16 FMA with the scale and minimum rounded to bf16; byte permutes put the pairs in element order.
@@ -1088,19 +1105,8 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
     const __nv_bfloat162 sc = half ? __high2bfloat162(sc2) : __low2bfloat162(sc2);
     const __nv_bfloat162 lo = half ? __high2bfloat162(lo2) : __low2bfloat162(lo2);
 #pragma unroll
-    for (int w2 = 0; w2 < 2; ++w2) {
-      const uint32_t q = words[half * 2 + w2];
-      uint32_t r[4];  // r[i] = (x_i, x_{i+4})
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t bits = nibble_pair_bf16(q >> (4 * i));
-        const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
-        r[i] = *reinterpret_cast<const uint32_t*>(&v);
-      }
-      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
-          make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410),
-                     __byte_perm(r[0], r[1], 0x7632), __byte_perm(r[2], r[3], 0x7632));
-    }
+    for (int w2 = 0; w2 < 2; ++w2)
+      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) = dequant_word_bf16(words[half * 2 + w2], sc, lo, k128);
   }
 }
 

@@ -84,24 +84,12 @@ __device__ __forceinline__ CodeUnit fetch_code_unit(const MlaDecodeParams& p, in
 }
 
 // 8 codes (a 32-bit word) with their scale | minimum << 16 as bf16 values, two a bf16 instruction as the
-// warp-rows kernel's store_piece: a code pair (elements i and i + 4) becomes 128 + q (nibble_pair_bf16), minus 128
-// (exact), then one bf16 FMA with the scale and minimum rounded to bf16; byte permutes put the pairs in order.
-// Against dequant_rows' float32 FMA rounded once, the scale's and minimum's roundings add at most
-// 2^-9 (|q sc| + |lo|), a few hundredths of a quantization step (until session 17: float32 FMAs, ~2x the
-// instructions).
+// warp-rows kernel's store_piece (dequant_word_bf16, the scale and minimum rounded to bf16). Against dequant_rows'
+// float32 FMA rounded once, the scale's and minimum's roundings add at most 2^-9 (|q sc| + |lo|), a few hundredths
+// of a quantization step (until session 17: float32 FMAs, ~2x the instructions).
 __device__ __forceinline__ uint4 dequant8_bf16(uint32_t codes, uint32_t sl) {
   const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&sl));  // (scale, minimum)
-  const __nv_bfloat162 sc = __float2bfloat162_rn(f.x), lo = __float2bfloat162_rn(f.y);
-  const __nv_bfloat162 k128 = __float2bfloat162_rn(128.f);
-  uint32_t r[4];  // r[i] = (x_i, x_{i+4})
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t bits = nibble_pair_bf16(codes >> (4 * i));
-    const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
-    r[i] = *reinterpret_cast<const uint32_t*>(&v);
-  }
-  return make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
-                    __byte_perm(r[2], r[3], 0x7632));
+  return dequant_word_bf16(codes, __float2bfloat162_rn(f.x), __float2bfloat162_rn(f.y), __float2bfloat162_rn(128.f));
 }
 
 // The unit's 32 bf16 values (64 bytes) to dst, 16-byte aligned; col: its first column.
