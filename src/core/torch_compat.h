@@ -54,4 +54,11 @@ inline bool is_out_of_memory(const c10::Error& e) {
   return what.find("out of memory") != std::string::npos || what.find("can't allocate memory") != std::string::npos;
 }
 
+// The first line of a libtorch error's message (CUDA's out-of-memory message goes on with advice about
+// PYTORCH_CUDA_ALLOC_CONF, which is not ours to give).
+inline std::string first_line(const c10::Error& e) {
+  const std::string what = e.what_without_backtrace();
+  return what.substr(0, what.find('\n'));
+}
+
 }  // namespace vlm2mla::compat

@@ -1,9 +1,9 @@
 #include "kvcache/kv_cache.h"
 
 #include <c10/util/Exception.h>
+#include <c10/util/accumulate.h>
 
 #include <cstdio>
-#include <string>
 
 #include "core/error.h"
 #include "core/names.h"
@@ -48,22 +48,14 @@ at::Tensor cache_zeros(at::IntArrayRef shape, const at::TensorOptions& options) 
     return at::zeros(shape, options);
   } catch (const c10::Error& e) {
     if (!compat::is_out_of_memory(e)) throw;
-    int64_t numel = 1;
-    std::string dims = "[";
-    for (size_t i = 0; i < shape.size(); ++i) {
-      numel *= shape[i];
-      dims += (i ? ", " : "") + std::to_string(shape[i]);
-    }
-    dims += "]";
-    const double bytes = static_cast<double>(numel) * c10::elementSize(options.dtype().toScalarType());
-    const double gib = bytes / static_cast<double>(int64_t(1) << 30);
+    const double bytes = static_cast<double>(c10::multiply_integers(shape)) *
+                         static_cast<double>(c10::elementSize(options.dtype().toScalarType()));
     char size[32];
-    std::snprintf(size, sizeof size, "%.2f GiB", gib);
-    std::string why = e.what_without_backtrace();
-    why = why.substr(0, why.find('\n'));
+    std::snprintf(size, sizeof size, "%.2f GiB", bytes / static_cast<double>(int64_t(1) << 30));
     throw ArgumentError(detail::concat(
-        "the KV cache does not fit on ", options.device().str(), ": a ", dims, " ",
-        c10::toString(options.dtype().toScalarType()), " buffer (", size, ") could not be allocated (", why,
+        "the KV cache does not fit on ", options.device().str(), ": a ", shape, " ",
+        c10::toString(options.dtype().toScalarType()), " buffer (", size, ") could not be allocated (",
+        compat::first_line(e),
         "); fewer sequences or positions (bench: --batch, --context, --new-tokens; generate: fewer prompts, "
         "--max-new-tokens), a quantized --kv-cache (int8, int4) or an MLA conversion with a smaller latent take less"));
   }

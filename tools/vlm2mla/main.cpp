@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <exception>
-#include <string>
 
 #include "common.h"
 #include "core/env_switch.h"
@@ -46,10 +45,9 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const c10::Error& e) {
     if (vlm2mla::compat::is_out_of_memory(e)) {  // (the KV caches say which of theirs; this is any other tensor)
-      std::string what = e.what_without_backtrace();
       std::fprintf(stderr,
                    "error: out of memory: %s; fewer sequences or positions, or a quantized --kv-cache, take less\n",
-                   what.substr(0, what.find('\n')).c_str());
+                   vlm2mla::compat::first_line(e).c_str());
       return 1;
     }
     std::fprintf(stderr, "error: internal (libtorch): %s\n", e.what_without_backtrace());
