@@ -45,7 +45,8 @@ enum class MlaCacheFormat {
 // kWideCluster (session 15): their one-pass twin: no scores pass, the values kernel's column blocks of one
 // (split, head block, sequence) in a thread-block cluster that computes the scores itself, summing each block's
 // partial scores through distributed shared memory (the latent read once). The same sizes with r_kv <= 2,048 (at
-// most 8 blocks a cluster) on compute capability >= 9.0. Not yet run on a GPU: kAuto never picks it.
+// most 8 blocks a cluster) on compute capability >= 9.0. Correct on the H200 but slower beyond one sequence
+// (docs/KERNELS.md, session 16): kAuto never picks it.
 enum class MlaDecodeVariant {
   kAuto,
   kTensorCore,
