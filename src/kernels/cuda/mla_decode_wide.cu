@@ -420,11 +420,16 @@ __global__ void __launch_bounds__(WARPS * 32)
     const bool full = tok0 >= sr.lo && tok0 + kTile <= sr.hi;
     if constexpr (!INT4) {
       const uint16_t* lat = p.latent + (int64_t(b) * p.t_cap + tok0) * p.r_kv;
+      if (full && cpt == kWCols / 8) {  // (CTA-uniform) every unit in the tile's rows and the key range: no predicates
 #pragma unroll
-      for (int i = 0; i < kUnits; ++i) {
-        const int j = tok0 + (tid + i * kT) / cpt;
-        const bool ok = full || (j >= sr.lo && j < sr.hi);
-        if (u_dst[i] >= 0) cp_async(sa + u_dst[i], ok ? lat + u_src[i] : p.latent, 16, ok);
+        for (int i = 0; i < kUnits; ++i) cp_async(sa + u_dst[i], lat + u_src[i], 16, true);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kUnits; ++i) {
+          const int j = tok0 + (tid + i * kT) / cpt;
+          const bool ok = full || (j >= sr.lo && j < sr.hi);
+          if (u_dst[i] >= 0) cp_async(sa + u_dst[i], ok ? lat + u_src[i] : p.latent, 16, ok);
+        }
       }
     }
 #pragma unroll
