@@ -999,23 +999,25 @@ struct Int4Scales {
 
 // Where a thread's piece lies in a tile (the same for every tile), packed: bits 0-6 token (127: none),
 // bit 7 RoPE key (else latent), bits 8-15 which 32-value piece of the row, bit 16 whether its second 16
-// values are the next quantization group (groups of 16), bits 17.. the group of its first value in the
-// row. Computed once per CTA, so that fetching a tile's pieces divides nothing.
+// values are the next quantization group (groups of 16), bits 17.. its scales' offset from the tile's first
+// row's (token x groups a row + the group of its first value; below 2^15: rows_geometry holds r_kv + h_kv R
+// to 640 values, so at most 64 x 40 groups a tile). Computed once per CTA, so that fetching a tile's pieces
+// divides nothing and multiplies little.
 __device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
   const int per_c = p.r_kv / 32, per_r = g.rope_ext ? 0 : g.hr / 32;  // (external RoPE scores: the latent alone)
   const int nc = kTile * per_c, nr = kTile * per_r;
-  auto pack = [](int t, bool rope, int col32, int group) {
+  auto pack = [](int t, bool rope, int col32, int group, int groups) {
     return uint32_t(t) | (rope ? 128u : 0u) | (uint32_t(col32) << 8) | (group == 16 ? 1u << 16 : 0u) |
-           (uint32_t(col32 * 32 / group) << 17);
+           (uint32_t(t * groups + col32 * 32 / group) << 17);
   };
   if (c < nc) {
     const int t = c / per_c;
-    return pack(t, false, c - t * per_c, p.group_c);
+    return pack(t, false, c - t * per_c, p.group_c, g.q_groups_c);
   }
   if (c < nc + nr) {
     c -= nc;
     const int t = c / per_r;
-    return pack(t, true, c - t * per_r, p.group_r);
+    return pack(t, true, c - t * per_r, p.group_r, g.q_groups_r);
   }
   return 127u;
 }
@@ -1027,29 +1029,48 @@ __device__ __forceinline__ uint32_t load_u32(const uint16_t* ptr) {
   return __ldg(reinterpret_cast<const unsigned int*>(ptr));
 }
 
-// Starts the copy of piece `pm` of the tile at tok0 into the thread's slot and loads its scales and minima
-// (tokens outside [vlo, vhi): zero codes, scales and minima, so zeros).
-__device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom& g, uint32_t pm, int b, int tok0,
-                                            int vlo, int vhi, uint32_t slot, Int4Scales& x) {
+// One int4 array's rows (the latent's or the RoPE key's) from a tile's first token: codes, scales and minima.
+struct Int4Rows {
+  const uint8_t* codes;
+  const uint16_t *sc, *lo;
+};
+__device__ __forceinline__ Int4Rows int4_rows(const MlaDecodeParams& p, const Geom& g, bool latent, int b,
+                                              int tok0) {
+  const int64_t row = int64_t(b) * p.t_cap + tok0;
+  if (latent) {
+    const int64_t gi = row * g.q_groups_c;
+    return {p.latent_q + row * (p.r_kv / 2), p.latent_scale + gi, p.latent_lo + gi};
+  }
+  const int64_t gi = row * g.q_groups_r;
+  return {p.k_rope_q + row * (g.hr / 2), p.k_rope_scale + gi, p.k_rope_lo + gi};
+}
+
+// Starts the copy of piece pm (piece_map) of the tile at tok0 (lat, rope: its rows) into the thread's slot and
+// loads its scales and minima (tokens outside [vlo, vhi): zero codes, scales and minima, so zeros). RKV, HR > 0:
+// r_kv and h_kv * d_rope as compile-time constants, else the runtime values.
+template <int RKV = 0, int HR = 0>
+__device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom& g, uint32_t pm, const Int4Rows& lat,
+                                            const Int4Rows& rope, int tok0, int vlo, int vhi, uint32_t slot,
+                                            Int4Scales& x) {
   x.sc = x.lo = 0u;
   const int t = pm & 127u;
   if (t == 127) return;
   const bool latent = !(pm & 128u);
-  const int col32 = (pm >> 8) & 255u, j = tok0 + t;
+  const int j = tok0 + t;
   const bool valid = j >= vlo && j < vhi;
-  const int64_t row = int64_t(b) * p.t_cap + j;
-  const uint8_t* codes = latent ? p.latent_q : p.k_rope_q;
-  cp_async(slot, valid ? codes + row * ((latent ? p.r_kv : g.hr) / 2) + col32 * 16 : codes, 16, valid);
+  const int row_bytes = latent ? (RKV > 0 ? RKV : p.r_kv) / 2 : (HR > 0 ? HR : g.hr) / 2;
+  const uint8_t* codes = (latent ? lat.codes : rope.codes) + t * row_bytes + ((pm >> 8) & 255u) * 16;
+  cp_async(slot, valid ? codes : lat.codes, 16, valid);
   if (!valid) return;
-  const uint16_t* sc = latent ? p.latent_scale : p.k_rope_scale;
-  const uint16_t* lo = latent ? p.latent_lo : p.k_rope_lo;
-  const int64_t gi = row * (latent ? g.q_groups_c : g.q_groups_r) + (pm >> 17);
+  const uint32_t gi = pm >> 17;
+  const uint16_t* sc = (latent ? lat.sc : rope.sc) + gi;
+  const uint16_t* lo = (latent ? lat.lo : rope.lo) + gi;
   if (pm & (1u << 16)) {  // groups of 16: the second 16 values are the next group; gi is even and the arrays
-    x.sc = load_u32(sc + gi);  // 4-byte aligned (rows_geometry), so one load takes both
-    x.lo = load_u32(lo + gi);
+    x.sc = load_u32(sc);  // 4-byte aligned (rows_geometry), so one load takes both
+    x.lo = load_u32(lo);
   } else {
-    x.sc = load_u16(sc + gi);
-    x.lo = load_u16(lo + gi);
+    x.sc = load_u16(sc);
+    x.lo = load_u16(lo);
   }
 }
 
@@ -1692,9 +1713,10 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
         const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
         Int4Scales x[CH];
         auto fetch = [&](int tt) {
+          const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
 #pragma unroll
           for (int k = 0; k < CH; ++k)
-            fetch_piece(p, g, pm[k], b, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+            fetch_piece<RKV, HR>(p, g, pm[k], lat, rope, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
           cp_async_commit();
         };
         auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2 (kOneStage: the one)
