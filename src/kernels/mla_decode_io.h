@@ -48,12 +48,13 @@ struct MlaDecodeInputs {
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,
   // model_decode_specialized()).
   bool specialized = true;
-  // CUDA only, with `specialized` taken, a bf16 cache and 7 query heads per kv group (Qwen2.5-VL-7B): its
-  // grouped-rows twin: each kv group's heads in 8 rows (one padding row), so that an m-tile's 16 rows are two
-  // whole groups and its RoPE product spans two groups, not three; and tiles whose 64 tokens are all valid and
-  // of the CTA's (or warp's) modality skip the per-token masks. Bit for bit the same results (test:
-  // GroupedRowsEqualTheMasked), 4-12% faster at b >= 8 (docs/KERNELS.md). false: the masked instance (model
-  // steps: VLM2MLA_DECODE_GROUPED_ROWS=0, model_decode_grouped_rows()).
+  // CUDA only, with `specialized` taken and 7 query heads per kv group (Qwen2.5-VL-7B): its grouped-rows twin
+  // (bf16 and int4 caches; not the int4 joint layout, which keeps its masked instance): each kv group's heads in
+  // 8 rows (one padding row), so that an m-tile's 16 rows are two whole groups and its RoPE product spans two
+  // groups, not three; and tiles whose 64 tokens are all valid and of the CTA's (or warp's) modality skip the
+  // per-token masks. Bit for bit the same results (test: GroupedRowsEqualTheMasked), 4-12% faster at b >= 8 over
+  // bf16, 3-8% over int4 (docs/KERNELS.md). false: the masked instance (model steps:
+  // VLM2MLA_DECODE_GROUPED_ROWS=0, model_decode_grouped_rows()).
   bool grouped_rows = true;
   // CUDA only, the warp-rows kernel's modality CTAs (two-set models): a CTA whose split holds keys of its own
   // modality only (one pass over the split's modality bytes tells, however long the split) walks every tile in

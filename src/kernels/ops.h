@@ -47,7 +47,7 @@ MlaDecodeVariant model_decode_variant();
 // Whether the models' decode steps take the warp-rows instances built for r_kv 128, h_kv * d_rope 128 and
 // d_rope 32 (MlaDecodeInputs::specialized): on unless VLM2MLA_DECODE_SPECIALIZED=0 (read once; EnvSwitch).
 bool model_decode_specialized();
-// Whether those take their grouped-rows twins over bf16 caches (MlaDecodeInputs::grouped_rows): on unless
+// Whether those take their grouped-rows twins (MlaDecodeInputs::grouped_rows): on unless
 // VLM2MLA_DECODE_GROUPED_ROWS=0 (read once; EnvSwitch).
 bool model_decode_grouped_rows();
 // Whether modality CTAs whose keys are all of their modality skip the per-tile bookkeeping

@@ -739,8 +739,8 @@ TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
 // heads per kv group in 8 rows, full tiles unmasked) give the masked instances' results bit for bit: their
 // RoPE products add the same terms and exact zeros over fewer groups, and a full tile's masks keep every
 // score. Over every modality pattern with runs of 300 tokens (many full tiles, and tiles of both modalities
-// at each run's end), ragged key ranges, in both layouts that have them (one set, modality CTAs); int4 caches
-// (twins measured slower) keep the masked instance, the bf16 joint layout the generic one.
+// at each run's end), ragged key ranges, in both layouts that have them (one set, modality CTAs), over bf16 and
+// int4 (since session 18); the int4 joint layout keeps its masked instance, the bf16 joint layout the generic one.
 TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   std::vector<SevenBCase> cases = seven_b_cases(16, 1900);
@@ -755,14 +755,15 @@ TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
     in.grouped_rows = false;
     const MlaDecodeOutput masked = mla_decode(in);
     in.grouped_rows = true;
-    const bool bf16 = c.format == MlaCacheFormat::kBf16;
+    const bool joint = c.n_mod == 2 && !k.mod_ctas;
     const char* want = k.bf16_joint ? "tc-rows"
-                       : k.mod_ctas ? (bf16 ? "tc-rows-mod-128g" : "tc-rows-mod-128")
-                                    : (bf16 ? "tc-rows-128g" : "tc-rows-128");
+                       : joint      ? "tc-rows-128"
+                       : k.mod_ctas ? "tc-rows-mod-128g"
+                                    : "tc-rows-128g";
     expect_same_bits(in, want, masked, c.str(), "from the masked instance's");
-    grouped += bf16 && !k.bf16_joint;
+    grouped += !joint;
   }
-  EXPECT_EQ(grouped, 8);  // bf16: 4 patterns x (one set, modality CTAs)
+  EXPECT_EQ(grouped, 16);  // 4 patterns x (one set, modality CTAs) x (bf16, int4)
   // grouped rows need 7 heads per kv group: with 8 (h_q 32) the masked instance
   Case eight = pattern_case(MlaCacheFormat::kBf16, Mods::kText, 32, 1, 0, 1970);
   eight.h_q = 32;
@@ -1565,7 +1566,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
-      ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128" over bf16
+      ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
       ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|columns|warp
       ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group

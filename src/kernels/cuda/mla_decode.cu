@@ -516,8 +516,8 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
   return p.format == MlaCacheFormat::kInt4 ? tc_kernel_int4(p.n_mod, mt, ntw) : tc_kernel_bf16(p.n_mod, mt, ntw);
 }
 // The warp-rows kernel; with p.specialized, the instance built for these sizes where there is one (its
-// grouped-rows twin only over a bf16 cache and where h_q is kSpecHeadsPerGroup heads per kv group, else the
-// masked one). `specialized`: the level taken (0: the generic instance).
+// grouped-rows twin where h_q is kSpecHeadsPerGroup heads per kv group and the layout has one, else the masked
+// one). `specialized`: the level taken (0: the generic instance).
 // cs: column splits (rows_geometry: r_kv > 256, so never the sizes of the specialized instances); ext: the
 // external RoPE scores (Geom::rope_ext; r_kv > 128, never those sizes either).
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, bool ext,
@@ -527,12 +527,10 @@ KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_cta
                                              : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs, ext);
   };
   const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
-  const bool grouped = p.format == MlaCacheFormat::kBf16 && p.h_q == kSpecHeadsPerGroup * p.h_kv;
+  const bool grouped = p.h_q == kSpecHeadsPerGroup * p.h_kv;
   specialized = !sizes ? 0 : p.specialized == 2 && !grouped ? 1 : p.specialized;
-  if (specialized) {
+  for (; specialized > 0; --specialized)  // (a layout without a grouped-rows twin: its masked one)
     if (KernelFn fn = get(specialized)) return fn;
-    specialized = 0;
-  }
   return get(0);
 }
 KernelFn generic_kernel(const MlaDecodeParams& p) {

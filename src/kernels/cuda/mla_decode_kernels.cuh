@@ -1896,9 +1896,10 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // sizes (one set or modality CTAs: 2 m-tiles; joint: 4, int4 only), or nullptr where there is none; the
 // caller checks the sizes. No bf16 joint instance: it spills more than its generic twin and measured slower
 // (H200, 2026-11-29: b = 32, 32k, 269 -> 289 us over random modalities), where every other one is faster.
-// specialized 2, bf16 one set or modality CTAs: the grouped-rows twin (GP 8: 7 heads per kv group,
-// kSpecGroupRows; full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 (H200, 2026-11-29); the int4
-// twins measured 1-6% slower and the unmasked ones without grouped rows no faster: not built.
+// specialized 2, one set or modality CTAs: the grouped-rows twin (GP 8: 7 heads per kv group, kSpecGroupRows;
+// full tiles unmasked, FT), 4-12% faster than level 1 at b >= 8 over bf16 (H200, 2026-11-29), 3-8% over int4
+// since its pieces' addresses come from per-tile row bases (session 18; 1-6% slower before); the unmasked ones
+// without grouped rows measured no faster: not built. (The int4 joint layout has none: rows_kernel takes level 1.)
 // cs 2: column splits, the generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
 // ext: the external RoPE scores (Geom::rope_ext), one set or modality CTAs, 2 m-tiles and 32 n-tiles of O per
 // warp, with or without column splits (rows_geometry takes no other).
@@ -1922,10 +1923,8 @@ KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool e
     constexpr int GP = kSpecGroupRows;
     if constexpr (NMOD == 1) {
       if (mt == 2 && no == 16) {
-        if constexpr (!INT4) {
-          if (specialized == 2)
-            return mla_decode_rows_kernel<1, 2, 16, false, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, GP>;
-        }
+        if (specialized == 2)
+          return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, GP>;
         if (specialized == 1) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
       }
     } else if constexpr (!MODCTA && INT4) {
