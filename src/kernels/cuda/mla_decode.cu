@@ -741,10 +741,6 @@ std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool
     }
     g.q_groups_c = p.r_kv / p.group_c;
     g.q_groups_r = g.hr / p.group_r;
-    // piece_map packs a piece's scale offset from a tile's first row in 15 bits (held by the 640 values above:
-    // at most 64 x 40 groups; checked here so that a change of those limits cannot overflow it unnoticed)
-    if (int64_t(kTile) * std::max(g.q_groups_c, g.q_groups_r) >= (int64_t(1) << 15))
-      return "too many int4 groups a row for the pieces' packed scale offsets";
   }
   mt = rows_m_tiles(rows);
   int off = tile_strides_and_queries(p, g, mt * 16);

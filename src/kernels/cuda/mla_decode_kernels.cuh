@@ -1003,6 +1003,10 @@ struct Int4Scales {
 // row's (token x groups a row + the group of its first value; below 2^15: rows_geometry holds r_kv + h_kv R
 // to 640 values, so at most 64 x 40 groups a tile). Computed once per CTA, so that fetching a tile's pieces
 // divides nothing and multiplies little.
+// (The bound from the limits themselves: a thread's pieces, at most kRowsWideChunks of 32 values, hold a row of
+// at most kThreads kRowsWideChunks / 2 values, in groups of at least 16.)
+static_assert(kTile * (kThreads * kRowsWideChunks / 2 / 16) < (1 << 15),
+              "piece_map's 15-bit scale offsets: a tile's rows hold too many int4 groups");
 __device__ __forceinline__ uint32_t piece_map(const MlaDecodeParams& p, const Geom& g, int c) {
   const int per_c = p.r_kv / 32, per_r = g.rope_ext ? 0 : g.hr / 32;  // (external RoPE scores: the latent alone)
   const int nc = kTile * per_c, nr = kTile * per_r;
