@@ -464,36 +464,83 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
   return bits;
 }
 
-// The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
-// columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
+// 8 channels of a query row from element `off` as the 4 bf16 pairs (x_k, x_{k+4}), k = 0..3 (pair order): one
+// 16-byte load where the row's bf16 values allow it (the model's query views: a product's rows), else 8 loads.
+__device__ __forceinline__ uint4 load_q8_pairs(const void* base, int bf16, int64_t off) {
+  const uint16_t* h = static_cast<const uint16_t*>(base) + off;
+  if (bf16 && (reinterpret_cast<uintptr_t>(h) & 15u) == 0) {
+    const uint4 v = *reinterpret_cast<const uint4*>(h);  // (x0 x1) (x2 x3) (x4 x5) (x6 x7)
+    return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                      __byte_perm(v.y, v.w, 0x7632));
+  }
+  float x[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = load_q(base, bf16, off + e);
+  return make_uint4(pack_bf16x2(x[0], x[4]), pack_bf16x2(x[1], x[5]), pack_bf16x2(x[2], x[6]),
+                    pack_bf16x2(x[3], x[7]));
+}
+
+// stage_queries' query rows with each 8 channels in pair order (0 4 1 5 2 6 3 7; stage_queries' `pairs`), 8
+// channels a thread and step (d_rope % 8 == 0: rows_geometry).
 template <int NMOD, int MT, int GP = 0>
-__device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
-                                              int head0, int stages, int mod1 = 0) {
+__device__ __forceinline__ void stage_queries_pairs(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
+                                                    int b, int head0, int mod1) {
   constexpr int kRows = MT * 16;
   const int tid = threadIdx.x;
-  for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
-    const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+  for (int idx = tid; idx < kRows * (p.r_kv / 8); idx += blockDim.x) {
+    const int row = idx / (p.r_kv / 8), c8 = idx - row * (p.r_kv / 8);
     int mod, head;
     row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
-    float x0 = 0.f, x1 = 0.f;
-    if (head < p.h_q) {
-      const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
-      x0 = load_q(p.qa, p.q_bf16, off);
-      x1 = load_q(p.qa, p.q_bf16, off + 1);
-    }
-    *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
+    const uint4 v = head < p.h_q ? load_q8_pairs(p.qa, p.q_bf16, qa_offset(p, mod, b, head) + 8 * c8)
+                                 : make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(smem + g.off_qlat + row * g.ql_stride + c8 * 16) = v;
   }
-  for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
-    const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
+  for (int idx = tid; idx < kRows * (g.rope_pad / 8); idx += blockDim.x) {
+    const int row = idx / (g.rope_pad / 8), c8 = idx - row * (g.rope_pad / 8);
     int mod, head;
     row_to_head<NMOD, MT, GP>(row, head0, mod, head);
-    float x0 = 0.f, x1 = 0.f;
-    if (head < p.h_q && 2 * c2 < p.d_rope) {
-      const int64_t off = qr_offset(p, b, head) + 2 * c2;
-      x0 = load_q(p.qr, p.q_bf16, off);
-      x1 = load_q(p.qr, p.q_bf16, off + 1);
+    const bool in = head < p.h_q && 8 * c8 < p.d_rope;
+    const uint4 v = in ? load_q8_pairs(p.qr, p.q_bf16, qr_offset(p, b, head) + 8 * c8) : make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(smem + g.off_qrope + row * g.qr_stride + c8 * 16) = v;
+  }
+}
+
+// The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
+// columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
+// pairs: each 8 channels in pair order (0 4 1 5 2 6 3 7), the order of the warp-rows kernel's int4 tiles
+// (store_piece): stored pair k of an 8-channel group holds channels k and k + 4.
+template <int NMOD, int MT, int GP = 0>
+__device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
+                                              int head0, int stages, int mod1 = 0, bool pairs = false) {
+  constexpr int kRows = MT * 16;
+  const int tid = threadIdx.x;
+  if (pairs) {
+    stage_queries_pairs<NMOD, MT, GP>(p, g, smem, b, head0, mod1);
+  } else {
+    for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
+      const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+      int mod, head;
+      row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
+      float x0 = 0.f, x1 = 0.f;
+      if (head < p.h_q) {
+        const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
+        x0 = load_q(p.qa, p.q_bf16, off);
+        x1 = load_q(p.qa, p.q_bf16, off + 1);
+      }
+      *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
     }
-    *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+    for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
+      const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
+      int mod, head;
+      row_to_head<NMOD, MT, GP>(row, head0, mod, head);
+      float x0 = 0.f, x1 = 0.f;
+      if (head < p.h_q && 2 * c2 < p.d_rope) {
+        const int64_t off = qr_offset(p, b, head) + 2 * c2;
+        x0 = load_q(p.qr, p.q_bf16, off);
+        x1 = load_q(p.qr, p.q_bf16, off + 1);
+      }
+      *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+    }
   }
   for (int idx = tid; idx < (g.rope_ext ? 0 : stages) * kTile; idx += blockDim.x) {  // (no RoPE tile: none)
     const int st = idx / kTile, t = idx - st * kTile;
@@ -1086,12 +1133,12 @@ __device__ __forceinline__ uint32_t nibble_pair_bf16(uint32_t x) {
   return r;
 }
 
-// The 8 codes of a 32-bit word as bf16 x = code * sc + lo, in element order: a code pair (elements i and i + 4)
-// becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then one bf16 FMA with the scale and minimum (sc, lo:
-// the same value in both halves); byte permutes put the pairs in element order. k128: 128 in both halves, made by
+// The 8 codes of a 32-bit word as bf16 x = code * sc + lo in pair order: word i of the result holds elements i
+// (low half) and i + 4 (high half). A code pair becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then one
+// bf16 FMA with the scale and minimum (sc, lo: the same value in both halves). k128: 128 in both halves, made by
 // the caller once for all its words (the conversion is inline assembly, which the compiler does not merge).
-__device__ __forceinline__ uint4 dequant_word_bf16(uint32_t q, __nv_bfloat162 sc, __nv_bfloat162 lo,
-                                                   __nv_bfloat162 k128) {
+__device__ __forceinline__ uint4 dequant_word_pairs_bf16(uint32_t q, __nv_bfloat162 sc, __nv_bfloat162 lo,
+                                                         __nv_bfloat162 k128) {
   uint32_t r[4];  // r[i] = (x_i, x_{i+4})
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -1099,13 +1146,23 @@ __device__ __forceinline__ uint4 dequant_word_bf16(uint32_t q, __nv_bfloat162 sc
     const __nv_bfloat162 v = __hfma2(__hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), k128), sc, lo);
     r[i] = *reinterpret_cast<const uint32_t*>(&v);
   }
-  return make_uint4(__byte_perm(r[0], r[1], 0x5410), __byte_perm(r[2], r[3], 0x5410), __byte_perm(r[0], r[1], 0x7632),
-                    __byte_perm(r[2], r[3], 0x7632));
+  return make_uint4(r[0], r[1], r[2], r[3]);
+}
+// The same in element order (byte permutes put the pairs in place).
+__device__ __forceinline__ uint4 dequant_word_bf16(uint32_t q, __nv_bfloat162 sc, __nv_bfloat162 lo,
+                                                   __nv_bfloat162 k128) {
+  const uint4 r = dequant_word_pairs_bf16(q, sc, lo, k128);
+  return make_uint4(__byte_perm(r.x, r.y, 0x5410), __byte_perm(r.z, r.w, 0x5410), __byte_perm(r.x, r.y, 0x7632),
+                    __byte_perm(r.z, r.w, 0x7632));
 }
 
 // x = code * scale + lo from the thread's slot into the bf16 tile, two values per bf16 instruction: a code
 // pair (elements i and i + 4 of a 32-bit word) becomes 128 + q (nibble_pair_bf16), minus 128 (exact), then
-// one bf16 FMA with the scale and minimum rounded to bf16; byte permutes put the pairs in element order.
+// one bf16 FMA with the scale and minimum rounded to bf16. The pairs stay in pair order (dequant_word_pairs_bf16:
+// each 8 channels stored as 0 4 1 5 2 6 3 7), the CTA staging its queries' channels in the same order
+// (stage_queries' `pairs`), which leaves the scores as they are, and putting O's columns back once, where its
+// partials are written: no byte permutes per tile (session 18: 4 of a word's 19 instructions). An 8-channel block
+// never spans two heads' RoPE dims: rows_geometry takes d_rope % 8 == 0 only.
 // Against dequant_rows' fp32 FMA of the float16 scale and minimum, rounded once to bf16, the scale's and
 // minimum's roundings add at most 2^-9 (|q sc| + |lo|): a few hundredths of a quantization step, well inside
 // the quantization's own error (half a step). Four bf16 instructions per two values, where float16 FMAs and
@@ -1131,7 +1188,8 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
     const __nv_bfloat162 lo = half ? __high2bfloat162(lo2) : __low2bfloat162(lo2);
 #pragma unroll
     for (int w2 = 0; w2 < 2; ++w2)
-      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) = dequant_word_bf16(words[half * 2 + w2], sc, lo, k128);
+      *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
+          dequant_word_pairs_bf16(words[half * 2 + w2], sc, lo, k128);
   }
 }
 
@@ -1432,6 +1490,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
 
   const bool ring = INT4 && split >= g.splits;
   const bool quant = INT4 && !ring;
+  // int4 tiles in pair order (store_piece): the queries' channels staged in that order, O's columns put back where
+  // the partials are written (the ring's bf16 tiles in element order)
+  const bool pairs = quant;
   int vlo, vhi, t_first, t_end;
   if (!ring) {  // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
     vlo = sr.lo;
@@ -1614,7 +1675,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
   // split's walk ran 4-14% slower where its accumulators were shared with the segment walks' loops)
   auto body = [&](auto split_pure_c) {
     constexpr bool SPLIT_PURE = decltype(split_pure_c)::value;
-    stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, kOneStage ? 1 : 2, cta_mod);
+    stage_queries<NMOD, MT, GP>(p, g, smem, b, head0, kOneStage ? 1 : 2, cta_mod, pairs);
     const RowInfo ri = row_info<NMOD, MT, GP>(p, b, head0, p.h_q / p.h_kv, mt, gid, cta_mod);
     float o[NO][4];
 #pragma unroll
@@ -1830,8 +1891,13 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       row_to_head<NMOD, MT, GP>(row, head0, mod, head, cta_mod);
       if (head >= p.h_q) continue;
       float* out = w.acc_at(p, ps, mod, b, head);
-      const float* src = acc + row * acc_stride + c4 * 4;
-      *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
+      if (pairs) {  // acc's columns in pair order: channel c at 8 (c / 8) + 2 (c % 4) + (c % 8) / 4
+        const float* src = acc + row * acc_stride + (c4 >> 1) * 8 + (c4 & 1);
+        *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[2], src[4], src[6]);
+      } else {
+        const float* src = acc + row * acc_stride + c4 * 4;
+        *reinterpret_cast<float4*>(out + c4 * 4) = make_float4(src[0], src[1], src[2], src[3]);
+      }
     }
   };
   if constexpr (kPureLoop) {
