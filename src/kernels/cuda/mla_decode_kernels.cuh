@@ -464,20 +464,36 @@ __device__ __forceinline__ uint32_t load_mods(const MlaDecodeParams& p, int b, i
   return bits;
 }
 
-// 8 channels of a query row from element `off` as the 4 bf16 pairs (x_k, x_{k+4}), k = 0..3 (pair order): one
-// 16-byte load where the row's bf16 values allow it (the model's query views: a product's rows), else 8 loads.
-__device__ __forceinline__ uint4 load_q8_pairs(const void* base, int bf16, int64_t off) {
-  const uint16_t* h = static_cast<const uint16_t*>(base) + off;
-  if (bf16 && (reinterpret_cast<uintptr_t>(h) & 15u) == 0) {
-    const uint4 v = *reinterpret_cast<const uint4*>(h);  // (x0 x1) (x2 x3) (x4 x5) (x6 x7)
-    return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
-                      __byte_perm(v.y, v.w, 0x7632));
+// 8 consecutive query values from element `off` of `base` as 4 bf16 pairs (x0 x1) (x2 x3) (x4 x5) (x6 x7): one
+// 16-byte load over bf16 queries (two over float32) where `vec` says the address allows it, four 4-byte loads of
+// bf16 pairs where `pair` does, else element by element with conversions. Shared by the wide kernel (its Geom's
+// wide_qvec / wide_qpair) and the warp-rows kernel's pair-order staging (load_q8_pairs).
+__device__ __forceinline__ uint4 load_q8_span(const void* base, int bf16, int64_t off, bool vec, bool pair) {
+  if (vec && bf16) return __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + off));
+  if (pair) {
+    const unsigned int* q2 = reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(base) + off);
+    return make_uint4(__ldg(q2), __ldg(q2 + 1), __ldg(q2 + 2), __ldg(q2 + 3));
+  }
+  if (vec) {
+    const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(base) + off));
+    const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(base) + off + 4));
+    return make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
   }
   float x[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) x[e] = load_q(base, bf16, off + e);
-  return make_uint4(pack_bf16x2(x[0], x[4]), pack_bf16x2(x[1], x[5]), pack_bf16x2(x[2], x[6]),
-                    pack_bf16x2(x[3], x[7]));
+  return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
+                    pack_bf16x2(x[6], x[7]));
+}
+
+// 8 channels of a query row from element `off` as the 4 bf16 pairs (x_k, x_{k+4}), k = 0..3 (pair order): one
+// 16-byte load where the row's bf16 values lie on a 16-byte bound (the model's query views: a product's rows), else
+// load_q8_span's element-by-element path; then 4 byte permutes.
+__device__ __forceinline__ uint4 load_q8_pairs(const void* base, int bf16, int64_t off) {
+  const bool vec = bf16 && (reinterpret_cast<uintptr_t>(static_cast<const uint16_t*>(base) + off) & 15u) == 0;
+  const uint4 v = load_q8_span(base, bf16, off, vec, false);  // (x0 x1) (x2 x3) (x4 x5) (x6 x7)
+  return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                    __byte_perm(v.y, v.w, 0x7632));
 }
 
 // stage_queries' query rows with each 8 channels in pair order (0 4 1 5 2 6 3 7; stage_queries' `pairs`), 8

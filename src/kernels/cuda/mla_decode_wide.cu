@@ -110,26 +110,11 @@ __device__ __forceinline__ void store_code_unit(const MlaDecodeParams& p, const 
   }
 }
 
-// 8 bf16 values of the absorbed queries from element off of qa on: one 16-byte load over bf16 queries (two over
-// float32) where the rows allow it (Geom::wide_qvec), four 4-byte loads of bf16 pairs where they lie on 4-byte
-// bounds (Geom::wide_qpair: the model's views; element by element with conversions until session 17), else
-// element by element.
+// 8 bf16 values of the absorbed queries from element off of qa on (load_q8_span): one 16-byte load over bf16
+// queries (two over float32) where the rows allow it (Geom::wide_qvec), four 4-byte loads of bf16 pairs where they
+// lie on 4-byte bounds (Geom::wide_qpair: the model's views), else element by element.
 __device__ __forceinline__ uint4 load_q8_at(const MlaDecodeParams& p, const Geom& g, int64_t off) {
-  if (g.wide_qvec && p.q_bf16) return __ldg(reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(p.qa) + off));
-  if (g.wide_qpair) {
-    const unsigned int* q2 = reinterpret_cast<const unsigned int*>(static_cast<const uint16_t*>(p.qa) + off);
-    return make_uint4(__ldg(q2), __ldg(q2 + 1), __ldg(q2 + 2), __ldg(q2 + 3));
-  }
-  if (g.wide_qvec) {
-    const float4 x = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off));
-    const float4 y = __ldg(reinterpret_cast<const float4*>(static_cast<const float*>(p.qa) + off + 4));
-    return make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
-  }
-  float x[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) x[e] = load_q(p.qa, p.q_bf16, off + e);
-  return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]),
-                    pack_bf16x2(x[6], x[7]));
+  return load_q8_span(p.qa, p.q_bf16, off, g.wide_qvec, g.wide_qpair);
 }
 // Columns col .. col + 7 of modality mod's absorbed query of (sequence b, head).
 __device__ __forceinline__ uint4 load_q8(const MlaDecodeParams& p, const Geom& g, int mod, int b, int head, int col) {
