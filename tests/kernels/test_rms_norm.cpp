@@ -99,8 +99,12 @@ TEST(FusedSiluMulCuda, EqualsTheLibtorchStepsBitForBit) {
     const at::Tensor g1 = both.narrow(-1, 0, 1000), u1 = both.narrow(-1, 1000, 1000);
     const at::Tensor g2 = (at::randn({5, 37}) * 8).to(o), u2 = at::randn({5, 37}).to(o);
     const at::Tensor g3 = at::randn({16, 9}).to(o).t(), u3 = at::randn({9, 16}).to(o);
-    for (const auto& [g, u] : {std::pair{g1, u1}, std::pair{g2, u2}, std::pair{g3, u3},
-                               std::pair{g2.narrow(0, 0, 0), u2.narrow(0, 0, 0)}}) {
+    // 16-byte vectors (g1, g3) and their per-element twin: a width the vectors divide, but rows that start off
+    // 16-byte bounds (g4), and more rows than the grid's 65,535 (g5: rows walked by a loop)
+    const at::Tensor g4 = both.narrow(-1, 1, 16), u4 = both.narrow(-1, 1017, 16);
+    const at::Tensor g5 = at::randn({70000, 8}).to(o), u5 = at::randn({70000, 8}).to(o);
+    for (const auto& [g, u] : {std::pair{g1, u1}, std::pair{g2, u2}, std::pair{g3, u3}, std::pair{g4, u4},
+                               std::pair{g5, u5}, std::pair{g2.narrow(0, 0, 0), u2.narrow(0, 0, 0)}}) {
       const char* why = fused_silu_mul_unusable(g, u);
       ASSERT_EQ(why, nullptr) << why;
       const at::Tensor got = fused_silu_mul(g, u), want = at::silu(g) * u;

@@ -46,17 +46,42 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict_
   }
 }
 
-// libtorch's silu (x / (1 + exp(-x)) in float32, rounded) then mul (in float32, rounded).
+// libtorch's silu (x / (1 + exp(-x)) in float32, rounded) then mul (in float32, rounded), per element.
 template <typename T>
+__device__ __forceinline__ T silu_mul_one(T g, T u) {
+  const float x = to_float(g);
+  const T s = from_float<T>(x / (1.0f + expf(-x)));
+  return from_float<T>(to_float(s) * to_float(u));
+}
+
+// V elements a thread: rows y, y + gridDim.y, ...; the columns of blockIdx.x's kThreads V. V > 1 (16 bytes of T)
+// where the width, both row strides and the three base pointers allow 16-byte accesses (launch_silu_mul_typed),
+// else V = 1: the same per-element arithmetic, so the same bits either way. (The first form, a flat grid-stride
+// loop with a 64-bit division per element, ran at ~1 TB/s on the H200: 30 us for b = 256's [256, 18944] rows.)
+template <typename T, int V>
 __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const T* __restrict__ gate, int64_t gate_stride,
                                                             const T* __restrict__ up, int64_t up_stride,
                                                             T* __restrict__ out, int64_t rows, int64_t d) {
-  const int64_t n = rows * d;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
-    const int64_t row = i / d, col = i - row * d;
-    const float g = to_float(gate[row * gate_stride + col]);
-    const T s = from_float<T>(g / (1.0f + expf(-g)));
-    out[i] = from_float<T>(to_float(s) * to_float(up[row * up_stride + col]));
+  const int64_t col = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * V;
+  if (col >= d) return;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const T* gr = gate + row * gate_stride + col;
+    const T* ur = up + row * up_stride + col;
+    T* orow = out + row * d + col;
+    if constexpr (V == 1) {
+      *orow = silu_mul_one(*gr, *ur);
+    } else {
+      static_assert(V * sizeof(T) == 16, "16-byte vectors");
+      union Vec {
+        uint4 u;
+        T e[V];
+      } gv, uv, ov;
+      gv.u = *reinterpret_cast<const uint4*>(gr);
+      uv.u = *reinterpret_cast<const uint4*>(ur);
+#pragma unroll
+      for (int k = 0; k < V; ++k) ov.e[k] = silu_mul_one(gv.e[k], uv.e[k]);
+      *reinterpret_cast<uint4*>(orow) = ov.u;
+    }
   }
 }
 
@@ -74,13 +99,28 @@ void launch_typed(const void* x, const void* r, const void* w, void* sum, void* 
       static_cast<T*>(out), d, 1.0f / float(d), eps);
 }
 
+template <typename T, int V>
+void launch_silu_mul_v(const void* gate, int64_t gate_stride, const void* up, int64_t up_stride, void* out,
+                       int64_t rows, int64_t d, cudaStream_t stream) {
+  const int64_t per_block = int64_t(kThreads) * V;
+  const dim3 grid(unsigned((d + per_block - 1) / per_block), unsigned(std::min<int64_t>(rows, 65535)));
+  silu_mul_kernel<T, V><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(gate), gate_stride,
+                                                        static_cast<const T*>(up), up_stride, static_cast<T*>(out),
+                                                        rows, d);
+}
+
 template <typename T>
 void launch_silu_mul_typed(const void* gate, int64_t gate_stride, const void* up, int64_t up_stride, void* out,
                            int64_t rows, int64_t d, cudaStream_t stream) {
-  const unsigned blocks = unsigned(std::min<int64_t>((rows * d + kThreads - 1) / kThreads, 4096));
-  silu_mul_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(gate), gate_stride,
-                                                       static_cast<const T*>(up), up_stride, static_cast<T*>(out),
-                                                       rows, d);
+  constexpr int V = 16 / sizeof(T);
+  auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  const bool vec = d % V == 0 && (rows == 1 || (gate_stride % V == 0 && up_stride % V == 0)) && aligned(gate) &&
+                   aligned(up) && aligned(out);
+  if (vec) {
+    launch_silu_mul_v<T, V>(gate, gate_stride, up, up_stride, out, rows, d, stream);
+  } else {
+    launch_silu_mul_v<T, 1>(gate, gate_stride, up, up_stride, out, rows, d, stream);
+  }
 }
 
 template <bool ADD>
