@@ -22,11 +22,12 @@ inline constexpr char kEnvKvHeadBmm[] = "VLM2MLA_KV_HEAD_BMM";
 inline constexpr char kEnvDecodeSpecialized[] = "VLM2MLA_DECODE_SPECIALIZED";
 inline constexpr char kEnvDecodeGroupedRows[] = "VLM2MLA_DECODE_GROUPED_ROWS";
 inline constexpr char kEnvDecodePureSplits[] = "VLM2MLA_DECODE_PURE_SPLITS";
+inline constexpr char kEnvDecodePureLaunch[] = "VLM2MLA_DECODE_PURE_LAUNCH";
 inline constexpr char kEnvDecodeScoreClusters[] = "VLM2MLA_DECODE_SCORE_CLUSTERS";
 inline constexpr const char* kEnvSwitches[] = {
     kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
-    kEnvDecodePureSplits,  kEnvDecodeScoreClusters};
+    kEnvDecodePureSplits,  kEnvDecodePureLaunch,  kEnvDecodeScoreClusters};
 
 // What a switch's environment value means: on unless it is "0" (unset included).
 inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }

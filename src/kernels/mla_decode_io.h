@@ -64,6 +64,12 @@ struct MlaDecodeInputs {
   // H200 (docs/KERNELS.md, "Pure splits in a loop of their own"). false: every CTA keeps the bookkeeping (model
   // steps: VLM2MLA_DECODE_PURE_SPLITS=0, model_decode_pure_splits()).
   bool pure_splits = true;
+  // CUDA only, with pure_splits: the pure splits attended by an instance of their own (the pure walk alone, in the
+  // registers of the one-set kernel), launched before the main kernel, whose CTAs then leave them; where such an
+  // instance exists (the warp-rows layouts without column splits or external RoPE scores). Same tiles and scores:
+  // the same results bit for bit (test: PureSplitsEqualTheScanned). false: one launch (model steps:
+  // VLM2MLA_DECODE_PURE_LAUNCH=0, model_decode_pure_launch()).
+  bool pure_launch = true;
   // CUDA only: the combine kernel's layout (params.h's MlaDecodeCombine; the same sums per split, in another
   // order, so results within rounding of each other: test WarpCombineMatchesBlockCombine). Model steps:
   // VLM2MLA_DECODE_COMBINE=auto|block|columns|warp (model_decode_combine()).

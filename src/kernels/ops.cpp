@@ -86,7 +86,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
-  p.pure_splits = in.pure_splits ? 1 : 0;
+  p.pure_splits = in.pure_splits ? (in.pure_launch ? 2 : 1) : 0;
   p.combine = in.combine;
   p.score_clusters = in.score_clusters ? 1 : 0;
   p.wide_warps = int(in.wide_warps);  // (0, 8 or 16: check_mla_decode_inputs)
@@ -190,6 +190,7 @@ bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
 int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks; }
 int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
 int MlaDecodeLaunch::wide_warps() const { return impl_->plan.wide_warps; }
+bool MlaDecodeLaunch::pure_launch() const { return impl_->plan.pure_launch; }
 
 #else  // no CUDA kernels in this build
 
@@ -216,6 +217,7 @@ bool MlaDecodeLaunch::warp_combine() const { return false; }
 int MlaDecodeLaunch::combine_chunks() const { return 1; }
 int MlaDecodeLaunch::score_ks() const { return 1; }
 int MlaDecodeLaunch::wide_warps() const { return 0; }
+bool MlaDecodeLaunch::pure_launch() const { return false; }
 
 #endif
 
@@ -279,6 +281,11 @@ bool model_decode_grouped_rows() {
 
 bool model_decode_pure_splits() {
   static EnvSwitch on(kEnvDecodePureSplits);
+  return on.enabled();
+}
+
+bool model_decode_pure_launch() {
+  static EnvSwitch on(kEnvDecodePureLaunch);
   return on.enabled();
 }
 

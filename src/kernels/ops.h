@@ -53,6 +53,9 @@ bool model_decode_grouped_rows();
 // Whether modality CTAs whose keys are all of their modality skip the per-tile bookkeeping
 // (MlaDecodeInputs::pure_splits): on unless VLM2MLA_DECODE_PURE_SPLITS=0 (read once; EnvSwitch).
 bool model_decode_pure_splits();
+// Whether those pure splits take a launch of their own (MlaDecodeInputs::pure_launch): on unless
+// VLM2MLA_DECODE_PURE_LAUNCH=0 (read once; EnvSwitch).
+bool model_decode_pure_launch();
 // Whether the scores-first kernels' scores pass may split the latent's columns over clusters
 // (MlaDecodeInputs::score_clusters): on unless VLM2MLA_DECODE_SCORE_CLUSTERS=0 (read once; EnvSwitch).
 bool model_decode_score_clusters();
@@ -102,6 +105,8 @@ class MlaDecodeLaunch {
   int score_ks() const;               // the scores-first kernels' scores pass: CTAs a cluster over the latent's
                                       // columns (1: no clusters)
   int wide_warps() const;             // the scores-first kernels' values pass: warps a CTA (0: not those kernels)
+  bool pure_launch() const;           // modality CTAs: the pure splits in a launch of their own
+                                      // (MlaDecodeInputs::pure_launch)
 
  private:
   PreparedMlaDecode* impl_;

@@ -89,7 +89,7 @@ struct MlaDecodeParams {
                         // unmasked) where h_q == 7 h_kv, else 1
   int pure_splits = 0;  // warp-rows kernel, modality CTAs: a CTA whose split's keys are all of its modality (a
                         // pass over the split's modality bytes tells) walks its tiles without the per-tile
-                        // modality bookkeeping
+                        // modality bookkeeping; 2: in a launch of its own where the layout has that instance
   MlaDecodeCombine combine = MlaDecodeCombine::kAuto;  // the combine kernel's layout (above)
   float scale = 1.f;   // softmax scale (1/sqrt(d_h) in METHOD.md §5)
 

@@ -300,6 +300,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.specialized = model_decode_specialized();
   in.grouped_rows = model_decode_grouped_rows();
   in.pure_splits = model_decode_pure_splits();
+  in.pure_launch = model_decode_pure_launch();
   in.min_tiles_per_split = model_decode_min_tiles();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();

@@ -788,6 +788,9 @@ TEST(MlaDecodeCuda, GroupedRowsEqualTheMasked) {
 // keys in one split of 375 tiles: with runs of 17,000 the first window is of one modality but the split is not,
 // which keeps the scanned walk; text-only, the whole split is pure, which the large batches' one split a
 // sequence is).
+// The pure splits' launch of their own (MlaDecodeInputs::pure_launch, on by default: an instance with the pure walk
+// alone, whose splits the main kernel's CTAs then leave) is compared the same way, and with the pure splits walked in
+// the one launch: every case here has an instance of it (the 7B sizes' grouped and masked ones, the generic ones).
 TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   int seed = 0, n = 0;
@@ -796,9 +799,15 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
     in.pure_splits = false;
     const std::string kernel = MlaDecodeLaunch(in).kernel();
     EXPECT_EQ(layout_of(kernel), "tc-rows-mod") << what;
+    EXPECT_FALSE(MlaDecodeLaunch(in).pure_launch()) << what;
     const MlaDecodeOutput scanned = mla_decode(in);
     in.pure_splits = true;
+    in.pure_launch = false;
+    EXPECT_FALSE(MlaDecodeLaunch(in).pure_launch()) << what;
     expect_same_bits(in, kernel.c_str(), scanned, what, "from the scanned walk's");
+    in.pure_launch = true;
+    EXPECT_TRUE(MlaDecodeLaunch(in).pure_launch()) << what;
+    expect_same_bits(in, kernel.c_str(), scanned, what + " (the pure splits' launch)", "from the scanned walk's");
     ++n;
   };
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
@@ -1568,6 +1577,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
+      ins.back().pure_launch = model_decode_pure_launch();    // VLM2MLA_DECODE_PURE_LAUNCH=0: one launch
       ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|columns|warp
       ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group
       ins.back().wide_warps = model_decode_wide_warps();          // VLM2MLA_DECODE_WIDE_WARPS=16: 16 warps a CTA

@@ -520,12 +520,16 @@ KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
 // one). `specialized`: the level taken (0: the generic instance).
 // cs: column splits (rows_geometry: r_kv > 256, so never the sizes of the specialized instances); ext: the
 // external RoPE scores (Geom::rope_ext; r_kv > 128, never those sizes either).
+// pure_only: the modality CTAs' pure splits' instance, at the level `specialized` gives (that of the main one:
+// the same geometry), or nullptr where there is none.
 KernelFn rows_kernel(const MlaDecodeParams& p, int mt, int no, bool modality_ctas, int cs, bool ext,
-                     int& specialized) {
+                     int& specialized, bool pure_only = false) {
   auto get = [&](int spec) {
-    return p.format == MlaCacheFormat::kInt4 ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec, cs, ext)
-                                             : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs, ext);
+    return p.format == MlaCacheFormat::kInt4
+               ? rows_kernel_int4(p.n_mod, mt, no, modality_ctas, spec, cs, ext, pure_only)
+               : rows_kernel_bf16(p.n_mod, mt, no, modality_ctas, spec, cs, ext, pure_only);
   };
+  if (pure_only) return get(specialized);
   const bool sizes = p.r_kv == kSpecRkv && p.h_kv * p.d_rope == kSpecHr && p.d_rope == kSpecDrope;
   const bool grouped = p.h_q == kSpecHeadsPerGroup * p.h_kv;
   specialized = !sizes ? 0 : p.specialized == 2 && !grouped ? 1 : p.specialized;
@@ -583,6 +587,7 @@ struct FullPlan {
   MlaDecodePlan plan;
   Geom geom;
   KernelFn fn = nullptr;
+  KernelFn fn_pure = nullptr;  // plan.pure_launch: the pure splits' instance
 };
 
 // Why the bf16 arrays cannot be copied in 16-byte pieces ("" if they can): both tensor-core kernels.
@@ -964,6 +969,15 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
                  : tc_kernel(p, mt, ntw, codes);
     VLM2MLA_CHECK(fp.fn != nullptr, Error, "mla_decode: no tensor-core kernel for m_tiles=", mt, ", n_tiles=", ntw);
     plan.ctas_per_sm = prepare_kernel(fp.fn, kThreads, plan.smem_bytes);
+    // the pure splits in a launch of their own (p.pure_splits 2) where their instance exists and fits as many
+    // CTAs an SM: the grid is sized by the main kernel's occupancy
+    if (plan.modality_ctas && p.pure_splits == 2) {
+      int level = plan.specialized;
+      fp.fn_pure = rows_kernel(p, mt, ntw, true, plan.column_splits, g.rope_ext != 0, level, true);
+      if (fp.fn_pure && prepare_kernel(fp.fn_pure, kThreads, plan.smem_bytes) < plan.ctas_per_sm) fp.fn_pure = nullptr;
+      plan.pure_launch = fp.fn_pure != nullptr;
+      g.pure_launch = plan.pure_launch ? 1 : 0;
+    }
     const int tiles = max_tiles(p.max_length);
     // Modality CTAs: twice the CTAs, but a tile is attended by the CTAs of the modalities it holds, mostly
     // one (images are runs of tokens): the grid is sized as if by one modality's.
@@ -1098,6 +1112,10 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
   } else if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);
+    if (plan.pure_launch) {  // the pure splits, whose CTAs the main kernel's then leave
+      fp.fn_pure<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
+      VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (pure splits)");
+    }
     fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel");
   } else {

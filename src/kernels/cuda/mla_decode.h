@@ -22,6 +22,9 @@ struct MlaDecodePlan {
                               // clusters of the column blocks, which compute the scores themselves
   bool modality_ctas = false;  // warp rows, two sets: each CTA holds one modality's rows (the partials' splits
                                // are (split, modality) pairs)
+  bool pure_launch = false;    // modality CTAs: the pure splits (keys of the CTA's modality only) attended by an
+                               // instance of their own in a launch before the main kernel's (params.h's
+                               // pure_splits 2), whose CTAs then leave them
   int specialized = 0;         // warp rows: which instance built for these sizes was taken (params.h's
                                // `specialized`: 1, 2 its grouped-rows twin), 0 the generic one
   std::string why_generic;    // when !tensor_core: the first condition that failed

@@ -104,6 +104,8 @@ struct Geom {
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
   int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
+  int pure_launch = 0;      // warp-rows kernel, modality CTAs: 1 when an instance of their own (PURE_ONLY) attends
+                            // the pure splits in a launch before this one, so the CTAs of this one leave them
   int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
@@ -1468,11 +1470,18 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // CS > 1: column splits (rows_tile): warp w is m-tile w % MT, column slice (w / MT) % CS, token part w / (MT CS);
 // generic sizes. int4: kRowsWideChunks pieces a thread, and one bf16 stage (two do not fit beside the raw slots
 // at r_kv 512): a barrier before a tile is dequantized (or, over the ring, loaded) into it.
+// PURE_ONLY (modality CTAs, p.pure_splits, g.pure_launch): the instance of the pure splits' launch. Its CTAs
+// leave every split but a pure one (whose partials the other instance's CTAs then leave, each launch finding the
+// same splits pure), and it compiles the pure walk alone: none of the scan's state, no tile modality bytes, the
+// one-set kernel's tile. One kernel holding both walks keeps the registers of the larger: over int4 its pure
+// walk ran ~26% slower than the one-set kernel over the same keys (b = 32 x 32k, text; Nsight Compute: 15% more
+// instructions, 9 spill loads a warp and tile, parameters and thread indices loaded again each tile).
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
-          int CS = 1, bool EXT = false>
+          int CS = 1, bool EXT = false, bool PURE_ONLY = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: generic sizes");
+  static_assert(!PURE_ONLY || (MODCTA && CS == 1 && !EXT), "the pure splits' instance: modality CTAs, one column");
   constexpr bool kOneStage = CS > 1 && INT4;  // one bf16 tile buffer
   constexpr int TP = kWarps / (MT * CS);  // token parts
   constexpr int TW = kTile / TP;   // tokens per warp per tile
@@ -1490,6 +1499,7 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     if (p.r_kv != RKV || g.hr != HR || p.d_rope != DR) __trap();
   }
   if (EXT != (g.rope_ext != 0)) __trap();  // the instances with the external RoPE scores take exactly those plans
+  if (PURE_ONLY && !(p.pure_splits && g.pure_launch)) __trap();  // launched by a plan with the pure launch only
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
   const int mt = warp % MT, cs = (warp / MT) % CS, part = warp / (MT * CS), c0 = part * TW;
   // column splits: the group's partial scores (float4 [CS][NS][32]) and its named barrier
@@ -1674,14 +1684,19 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
           other = other || img != want;
         }
       }
-      if (!__syncthreads_or(mine)) {  // no key of the CTA's modality: empty partials, nothing else
-        if (tid < kRows) write_header(tid, -INFINITY, 0.f);
+      if (!__syncthreads_or(mine)) {  // no key of the CTA's modality: empty partials (the scanning launch's)
+        if (!PURE_ONLY && tid < kRows) write_header(tid, -INFINITY, 0.f);
         return;
       }
       pure = !__syncthreads_or(other);
+      // with the pure splits' launch, each launch leaves the splits of the other
+      if (PURE_ONLY ? !pure : pure && g.pure_launch) return;
     }
   }
-  int t = pure ? t_first : next_tile(t_first);
+  int t = t_first;
+  if constexpr (!PURE_ONLY) {
+    if (!pure) t = next_tile(t_first);
+  }
   if (MODCTA && t >= t_end) {  // no token of the CTA's modality: empty partials, nothing else
     if (tid < kRows) write_header(tid, -INFINITY, 0.f);
     return;
@@ -1916,7 +1931,9 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
       }
     }
   };
-  if constexpr (kPureLoop) {
+  if constexpr (PURE_ONLY) {
+    body(std::true_type{});
+  } else if constexpr (kPureLoop) {
     if (pure) {
       body(std::true_type{});
     } else {
@@ -1938,13 +1955,14 @@ KernelFn tc_kernel_int4(int n_mod, int mt, int ntw);
 KernelFn tc_kernel_codes(int n_mod, int mt, int ntw);
 // The warp-rows kernel for n_mod sets (modality_ctas: one modality's rows per CTA), mt m-tiles and no output
 // n-tiles per warp: bf16 stores (mla_decode_rows_bf16.cu), int4 stores (mla_decode_rows_int4.cu).
-// specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their bf16
+// specialized (params.h): 1 the instances built for r_kv 128, h_kv * d_rope 128, d_rope 32, 2 their
 // grouped-rows twins (nullptr where there is none).
 // cs: column splits (generic instances: 2 m-tiles, 32 output n-tiles per warp); ext: the external RoPE scores.
+// pure_only: the modality CTAs' pure splits' instance (PURE_ONLY; one column split, no external RoPE scores).
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
-                          bool ext = false);
+                          bool ext = false, bool pure_only = false);
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs = 1,
-                          bool ext = false);
+                          bool ext = false, bool pure_only = false);
 // The scores-first kernels for wide latents (mla_decode_wide.cu; MlaDecodePlan::wide): their dynamic shared
 // memory, query rows per scores CTA, heads and columns per values CTA, and the kernels.
 int wide_scores_smem_bytes();
@@ -1989,10 +2007,11 @@ KernelFn tc_kernel_for(int mt, int ntw) {
 // cs 2: column splits, the generic instance with 2 m-tiles and 32 n-tiles of O per warp (r_kv up to 512).
 // ext: the external RoPE scores (Geom::rope_ext), one set or modality CTAs, 2 m-tiles and 32 n-tiles of O per
 // warp, with or without column splits (rows_geometry takes no other).
-template <int NMOD, bool INT4, bool MODCTA = false>
+template <int NMOD, bool INT4, bool MODCTA = false, bool PURE = false>
 KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool ext = false) {
+  static_assert(!PURE || (NMOD == 1 && MODCTA), "the pure splits' instances: modality CTAs");
   if (ext) {
-    if constexpr (NMOD == 1) {
+    if constexpr (NMOD == 1 && !PURE) {
       if (mt == 2 && no == 32 && !specialized) {
         if (cs == 1) return mla_decode_rows_kernel<1, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 1, true>;
         if (cs == 2) return mla_decode_rows_kernel<1, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2, true>;
@@ -2001,8 +2020,10 @@ KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool e
     return nullptr;
   }
   if (cs != 1) {
-    if (cs == 2 && mt == 2 && no == 32 && !specialized)
-      return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
+    if constexpr (!PURE) {
+      if (cs == 2 && mt == 2 && no == 32 && !specialized)
+        return mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 2>;
+    }
     return nullptr;
   }
   if (specialized) {
@@ -2010,8 +2031,9 @@ KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool e
     if constexpr (NMOD == 1) {
       if (mt == 2 && no == 16) {
         if (specialized == 2)
-          return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, GP>;
-        if (specialized == 1) return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope>;
+          return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, GP, 1, false, PURE>;
+        if (specialized == 1)
+          return mla_decode_rows_kernel<1, 2, 16, INT4, MODCTA, kSpecRkv, kSpecHr, kSpecDrope, 0, 1, false, PURE>;
       }
     } else if constexpr (!MODCTA && INT4) {
       if (mt == 4 && no == 16) {
@@ -2021,12 +2043,12 @@ KernelFn rows_kernel_for(int mt, int no, int specialized = 0, int cs = 1, bool e
     return nullptr;
   }
   if (mt == 2) {
-    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA>
-                    : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA>;
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 2, 16, INT4, MODCTA, 0, 0, 0, 0, 1, false, PURE>
+                    : mla_decode_rows_kernel<NMOD, 2, 32, INT4, MODCTA, 0, 0, 0, 0, 1, false, PURE>;
   }
   if (mt == 4) {
-    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA>
-                    : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA>;
+    return no == 16 ? mla_decode_rows_kernel<NMOD, 4, 16, INT4, MODCTA, 0, 0, 0, 0, 1, false, PURE>
+                    : mla_decode_rows_kernel<NMOD, 4, 32, INT4, MODCTA, 0, 0, 0, 0, 1, false, PURE>;
   }
   return nullptr;
 }

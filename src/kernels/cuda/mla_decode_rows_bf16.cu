@@ -5,7 +5,8 @@ namespace vlm2mla {
 namespace mla_decode_detail {
 
 KernelFn rows_kernel_bf16(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs,
-                          bool ext) {
+                          bool ext, bool pure_only) {
+  if (pure_only) return modality_ctas ? rows_kernel_for<1, false, true, true>(mt, no, specialized, cs, ext) : nullptr;
   if (modality_ctas) return rows_kernel_for<1, false, true>(mt, no, specialized, cs, ext);
   return n_mod == 1 ? rows_kernel_for<1, false>(mt, no, specialized, cs, ext)
                     : rows_kernel_for<2, false>(mt, no, specialized, cs, ext);

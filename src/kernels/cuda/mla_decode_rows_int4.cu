@@ -5,7 +5,8 @@ namespace vlm2mla {
 namespace mla_decode_detail {
 
 KernelFn rows_kernel_int4(int n_mod, int mt, int no, bool modality_ctas, int specialized, int cs,
-                          bool ext) {
+                          bool ext, bool pure_only) {
+  if (pure_only) return modality_ctas ? rows_kernel_for<1, true, true, true>(mt, no, specialized, cs, ext) : nullptr;
   if (modality_ctas) return rows_kernel_for<1, true, true>(mt, no, specialized, cs, ext);
   return n_mod == 1 ? rows_kernel_for<1, true>(mt, no, specialized, cs, ext)
                     : rows_kernel_for<2, true>(mt, no, specialized, cs, ext);
