@@ -1112,11 +1112,26 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
   } else if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);
-    if (plan.pure_launch) {  // the pure splits, whose CTAs the main kernel's then leave
+    if (plan.pure_launch) {
+      // the pure splits, whose CTAs the main kernel's then leave; the main one starts once the pure one's CTAs
+      // have all started (programmatic stream serialization; mla_decode_rows_kernel)
       fp.fn_pure<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
       VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (pure splits)");
+      cudaLaunchConfig_t config = {};
+      config.gridDim = grid;
+      config.blockDim = dim3(kThreads);
+      config.dynamicSmemBytes = size_t(plan.smem_bytes);
+      config.stream = stream;
+      cudaLaunchAttribute pdl;
+      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      pdl.val.programmaticStreamSerializationAllowed = 1;
+      config.attrs = &pdl;
+      config.numAttrs = 1;
+      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
+                         "launching the tensor-core split kernel (beside the pure splits')");
+    } else {
+      fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     }
-    fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel");
   } else {
     const dim3 grid(total, params.h_q * fp.geom.col_blocks, params.b);

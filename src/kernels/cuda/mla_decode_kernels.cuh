@@ -1476,10 +1476,9 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // one-set kernel's tile. One kernel holding both walks keeps the registers of the larger: over int4 its pure
 // walk ran ~26% slower than the one-set kernel over the same keys (b = 32 x 32k, text; Nsight Compute: 15% more
 // instructions, 9 spill loads a warp and tile, parameters and thread indices loaded again each tile).
-template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
-          int CS = 1, bool EXT = false, bool PURE_ONLY = false>
-__global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
-    mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA, int RKV, int HR, int DR, int GP, int CS, bool EXT,
+          bool PURE_ONLY>
+__device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const Geom& g) {
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: generic sizes");
   static_assert(!PURE_ONLY || (MODCTA && CS == 1 && !EXT), "the pure splits' instance: modality CTAs, one column");
   constexpr bool kOneStage = CS > 1 && INT4;  // one bf16 tile buffer
@@ -1941,6 +1940,37 @@ __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     }
   } else {
     body(std::false_type{});
+  }
+}
+
+// griddepcontrol (sm_90): a kernel lets the next one in its stream, launched with programmatic stream
+// serialization, start before it ends (once each of its CTAs has said so, or ended); that one waits for it to
+// end, its writes visible, where it calls grid_dependency_wait.
+__device__ __forceinline__ void grid_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// The warp-rows kernel (rows_kernel_body). With the pure splits' launch (g.pure_launch), its two launches overlap:
+// the pure splits' instance lets the main one start as soon as its own CTAs have all started (launch_mla_decode
+// launches the main one with programmatic stream serialization), and the main one's CTAs wait for it to end before
+// they end, so that the combine, which waits for the main one, reads the partials of both. The CTAs that leave a
+// split to the other launch (in a context of long image runs most of the pure instance's, in a text-only one all
+// of the main one's) cost no more than their scan then, beside the other launch's work.
+template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
+          int CS = 1, bool EXT = false, bool PURE_ONLY = false>
+__global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
+    mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+  if constexpr (PURE_ONLY) grid_launch_dependents();
+  rows_kernel_body<NMOD, MT, NO, INT4, MODCTA, RKV, HR, DR, GP, CS, EXT, PURE_ONLY>(p, g);
+  if constexpr (MODCTA && !PURE_ONLY) {
+    if (g.pure_launch) grid_dependency_wait();
   }
 }
 
