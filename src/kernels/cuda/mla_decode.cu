@@ -1113,10 +1113,10 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
   } else if (plan.tensor_core) {
     const dim3 grid(total, plan.head_blocks, params.b);
     if (plan.pure_launch) {
-      // the main kernel, then the pure splits' (whose CTAs the main one's leave), started once the main one's CTAs
+      // the pure splits, whose CTAs the main kernel's then leave; the main one starts once the pure one's CTAs
       // have all started (programmatic stream serialization; mla_decode_rows_kernel)
-      fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
-      VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (beside the pure splits')");
+      fp.fn_pure<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
+      VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (pure splits)");
       cudaLaunchConfig_t config = {};
       config.gridDim = grid;
       config.blockDim = dim3(kThreads);
@@ -1127,8 +1127,8 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
       pdl.val.programmaticStreamSerializationAllowed = 1;
       config.attrs = &pdl;
       config.numAttrs = 1;
-      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn_pure, params, fp.geom),
-                         "launching the tensor-core split kernel (pure splits)");
+      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
+                         "launching the tensor-core split kernel (beside the pure splits')");
     } else {
       fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     }

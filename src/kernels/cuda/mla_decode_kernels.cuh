@@ -1958,22 +1958,20 @@ __device__ __forceinline__ void grid_dependency_wait() {
 }
 
 // The warp-rows kernel (rows_kernel_body). With the pure splits' launch (g.pure_launch), its two launches overlap:
-// the main instance lets the pure one start as soon as its own CTAs have all started (launch_mla_decode launches
-// the pure one after it with programmatic stream serialization), and the pure one's CTAs wait for it to end before
-// they end, so that the combine, which waits for the pure one, reads the partials of both. The CTAs that leave a
-// split to the other launch then cost no more than their scan beside the other's work: in a context of image runs
-// (every split mixed) the pure instance's CTAs come last, beside the main one's last wave; in a text-only one the
-// main one's CTAs all leave at once and the pure one's start. (The other order, measured on the H200: b = 32 x 32k
-// with image runs took 4-5% longer than one launch, the main kernel's work waiting for the pure one's CTAs.)
+// the pure splits' instance lets the main one start as soon as its own CTAs have all started (launch_mla_decode
+// launches the main one with programmatic stream serialization), and the main one's CTAs wait for it to end before
+// they end, so that the combine, which waits for the main one, reads the partials of both. The CTAs that leave a
+// split to the other launch (in a context of long image runs most of the pure instance's, in a text-only one all
+// of the main one's) cost no more than their scan then, beside the other launch's work.
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0, int HR = 0, int DR = 0, int GP = 0,
           int CS = 1, bool EXT = false, bool PURE_ONLY = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
-  if constexpr (MODCTA && !PURE_ONLY) {
-    if (g.pure_launch) grid_launch_dependents();
-  }
+  if constexpr (PURE_ONLY) grid_launch_dependents();
   rows_kernel_body<NMOD, MT, NO, INT4, MODCTA, RKV, HR, DR, GP, CS, EXT, PURE_ONLY>(p, g);
-  if constexpr (PURE_ONLY) grid_dependency_wait();
+  if constexpr (MODCTA && !PURE_ONLY) {
+    if (g.pure_launch) grid_dependency_wait();
+  }
 }
 
 // ---- the kernels, as function pointers from the translation units that instantiate them -------------------
