@@ -1042,23 +1042,29 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   return fp;
 }
 
-// A kernel of kThreads threads over `grid` in thread-block clusters of (1, cluster_y, 1) CTAs (sm_90; grid.y a
-// multiple of cluster_y), `smem` bytes of dynamic shared memory each.
-void launch_in_clusters(KernelFn fn, dim3 grid, int cluster_y, int64_t smem, cudaStream_t stream,
-                        const MlaDecodeParams& params, const Geom& geom, const char* what) {
+// A kernel of kThreads threads over `grid`, `smem` bytes of dynamic shared memory each, launched with one
+// attribute (cudaLaunchKernelEx).
+void launch_with(KernelFn fn, dim3 grid, int64_t smem, cudaStream_t stream, cudaLaunchAttribute attr,
+                 const MlaDecodeParams& params, const Geom& geom, const char* what) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = size_t(smem);
   config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fn, params, geom), what);
+}
+
+// ... in thread-block clusters of (1, cluster_y, 1) CTAs (sm_90; grid.y a multiple of cluster_y).
+void launch_in_clusters(KernelFn fn, dim3 grid, int cluster_y, int64_t smem, cudaStream_t stream,
+                        const MlaDecodeParams& params, const Geom& geom, const char* what) {
   cudaLaunchAttribute cluster;
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim.x = 1;
   cluster.val.clusterDim.y = unsigned(cluster_y);
   cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
-  VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fn, params, geom), what);
+  launch_with(fn, grid, smem, stream, cluster, params, geom, what);
 }
 
 }  // namespace
@@ -1117,18 +1123,11 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
       // have all started (programmatic stream serialization; mla_decode_rows_kernel)
       fp.fn_pure<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
       VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (pure splits)");
-      cudaLaunchConfig_t config = {};
-      config.gridDim = grid;
-      config.blockDim = dim3(kThreads);
-      config.dynamicSmemBytes = size_t(plan.smem_bytes);
-      config.stream = stream;
       cudaLaunchAttribute pdl;
       pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
       pdl.val.programmaticStreamSerializationAllowed = 1;
-      config.attrs = &pdl;
-      config.numAttrs = 1;
-      VLM2MLA_CUDA_CHECK(cudaLaunchKernelEx(&config, fp.fn, params, fp.geom),
-                         "launching the tensor-core split kernel (beside the pure splits')");
+      launch_with(fp.fn, grid, plan.smem_bytes, stream, pdl, params, fp.geom,
+                  "launching the tensor-core split kernel (beside the pure splits')");
     } else {
       fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     }
