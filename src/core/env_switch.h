@@ -19,6 +19,7 @@ inline constexpr char kEnvFusedRmsNorm[] = "VLM2MLA_FUSED_RMS_NORM";
 inline constexpr char kEnvFusedSiluMul[] = "VLM2MLA_FUSED_SILU_MUL";
 inline constexpr char kEnvDecodeSdpa[] = "VLM2MLA_DECODE_SDPA";
 inline constexpr char kEnvKvHeadBmm[] = "VLM2MLA_KV_HEAD_BMM";
+inline constexpr char kEnvFusedRowCopy[] = "VLM2MLA_FUSED_ROW_COPY";
 inline constexpr char kEnvDecodeSpecialized[] = "VLM2MLA_DECODE_SPECIALIZED";
 inline constexpr char kEnvDecodeGroupedRows[] = "VLM2MLA_DECODE_GROUPED_ROWS";
 inline constexpr char kEnvDecodePureSplits[] = "VLM2MLA_DECODE_PURE_SPLITS";
@@ -27,7 +28,7 @@ inline constexpr char kEnvDecodeScoreClusters[] = "VLM2MLA_DECODE_SCORE_CLUSTERS
 inline constexpr const char* kEnvSwitches[] = {
     kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
-    kEnvDecodePureSplits,  kEnvDecodePureLaunch,  kEnvDecodeScoreClusters};
+    kEnvDecodePureSplits,  kEnvDecodePureLaunch,  kEnvDecodeScoreClusters, kEnvFusedRowCopy};
 
 // What a switch's environment value means: on unless it is "0" (unset included).
 inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }

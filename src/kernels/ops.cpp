@@ -2,6 +2,7 @@
 
 #include <ATen/ExpandUtils.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
+#include "kernels/cuda/row_copy.h"
 #endif
 
 namespace vlm2mla {
@@ -479,6 +481,69 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   if (u.stride(1) != 1) u = u.contiguous();
   launch_silu_mul(g.data_ptr(), g.stride(0), u.data_ptr(), u.stride(0), out.data_ptr(), g.size(0), d,
                   element_dtype(gate.scalar_type()), c10::cuda::getCurrentCUDAStream(gate.device().index()).stream());
+  return out;
+#else
+  return {};
+#endif
+}
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+namespace {
+// src's sizes and strides with the dimensions of size 1 dropped and those that lie end to end merged (dimension i
+// into i + 1 where stride_i = size_{i+1} stride_{i+1}), outermost first.
+std::vector<std::pair<int64_t, int64_t>> merged_dims(const at::Tensor& src) {
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  for (int64_t i = src.dim() - 1; i >= 0; --i) {
+    if (src.size(i) == 1) continue;
+    if (!dims.empty() && src.stride(i) == dims.back().first * dims.back().second) {
+      dims.back().first *= src.size(i);
+    } else {
+      dims.emplace_back(src.size(i), src.stride(i));
+    }
+  }
+  std::reverse(dims.begin(), dims.end());
+  return dims;
+}
+}  // namespace
+#endif
+
+const char* fused_row_copy_unusable(const at::Tensor& src) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!src.defined()) return "the tensor must be defined";
+  if (!src.is_cuda()) return "the tensor is not a CUDA tensor";
+  const at::ScalarType t = src.scalar_type();
+  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the dtype is not bf16, fp16 or float32";
+  if (src.requires_grad()) return "the tensor requires grad (no backward)";
+  if (src.is_contiguous() || src.numel() == 0) return nullptr;
+  const auto dims = merged_dims(src);
+  if (dims.size() > 4) return "more than 4 dimensions once those end to end are merged";
+  if (dims.back().second != 1) return "the innermost dimension is not contiguous";
+  return nullptr;
+#else
+  (void)src;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_contiguous(const at::Tensor& src) {
+  const char* why = fused_row_copy_unusable(src);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_contiguous: ", why,
+                " (it needs a CUDA build and a CUDA tensor of bf16, fp16 or float32 whose innermost dimension is "
+                "contiguous, at most 4 dimensions once merged); got ",
+                src.defined() ? c10::str(src.sizes(), " strides ", src.strides(), " ", src.scalar_type(), " on ",
+                                         src.device())
+                              : std::string("an undefined tensor"));
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (src.is_contiguous()) return src;
+  c10::cuda::CUDAGuard guard(src.device());
+  at::Tensor out = at::empty(src.sizes(), src.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  auto dims = merged_dims(src);
+  while (dims.size() < 4) dims.insert(dims.begin(), {int64_t(1), int64_t(0)});
+  const int64_t d[4] = {dims[0].first, dims[1].first, dims[2].first, dims[3].first};
+  const int64_t s[3] = {dims[0].second, dims[1].second, dims[2].second};
+  launch_row_copy(src.data_ptr(), out.data_ptr(), d, s, int(src.element_size()),
+                  c10::cuda::getCurrentCUDAStream(src.device().index()).stream());
   return out;
 #else
   return {};

@@ -133,6 +133,15 @@ std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const 
 const char* fused_silu_mul_unusable(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);  // ArgumentError if not usable
 
+// src.contiguous() by one launch of kernels/cuda/row_copy.h (16-byte pieces where the sizes, strides and
+// addresses allow), where libtorch's copy of a strided view takes an element a thread: the same bits. src a CUDA
+// tensor (bf16, fp16 or float32, not requiring grad) whose dimensions, once those that lie end to end in memory
+// are merged, are at most 4 with the innermost contiguous (the transposes of whole rows kv_head_product makes, a
+// product's narrowed rows). A contiguous src is returned as it is. fused_row_copy_unusable(): nullptr when
+// usable, else why not.
+const char* fused_row_copy_unusable(const at::Tensor& src);
+at::Tensor fused_contiguous(const at::Tensor& src);  // ArgumentError if not usable
+
 // A decode step's write into a quantized store with a full-precision ring (kvcache/quant.h's
 // quantized_ring_write, whose libtorch steps are its twin) in one launch (kernels/cuda/cache_write.h), the
 // same bits in the store. rows [b, 1, n] in the ring's dtype (bf16, fp16 or float32); pos [1] int64; window

@@ -107,9 +107,14 @@ AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWei
 // b = 1 nothing is copied. VLM2MLA_KV_HEAD_BMM=0 (or set_kv_head_bmm(false)) takes at::matmul's broadcast
 // instead, its twin, to compare the two inside whole decode steps (one copy of the weights against two
 // small copies: launches decide at small b, bytes at large).
+// Its two copies (x's rows by kv head, the product's back by sequence) take kernels/ops.h's fused_contiguous on
+// CUDA (one launch of 16-byte pieces, where libtorch's strided copy moved an element a thread: the same bits);
+// VLM2MLA_FUSED_ROW_COPY=0 (or set_fused_row_copy(false)) takes libtorch's, its twin.
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w);
 void set_kv_head_bmm(bool on);
 bool kv_head_bmm_enabled();
+void set_fused_row_copy(bool on);
+bool fused_row_copy_enabled();
 
 // Absorbed attention: q [b, h_q, s, d_h] (RoPE applied to the first R dims), cached latents
 // [b, t, r_kv], RoPE keys [b, t, h_kv*R], modality [b, t] (undefined = all text), mask bool

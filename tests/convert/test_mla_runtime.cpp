@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "generate/generate.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
 #include "kvcache/latent_kv_cache.h"
 #include "models/mla_attention.h"
 #include "models/model.h"
@@ -232,6 +233,38 @@ TEST(KvHeadProduct, EqualsTheBroadcastMatmul) {
   const std::string heads = testing::argument_error(
       [] { kv_head_product(at::randn({2, 4, 7, 24}), at::randn({2, 24, 10})); }, "4 kv heads against weights of 2");
   EXPECT_NE(heads.find("kv_head_product"), std::string::npos) << heads;
+}
+
+// On CUDA its two copies take the fused row copy (VLM2MLA_FUSED_ROW_COPY, on by default): the same bits as
+// libtorch's copies, so the products are equal to the bit with the switch on and off, for the decode step's
+// shapes (Qwen2.5-VL-7B: 4 kv heads of 7 query heads, d_h 128, 258 absorbed columns; q a view of a wider
+// product's rows, the results' rows narrowed from a wider buffer) over bf16 and float32.
+TEST(KvHeadProductCuda, FusedRowCopyChangesNoBits) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(6);
+  const testing::SwitchRestore bmm{set_kv_head_bmm, kv_head_bmm_enabled()};
+  const testing::SwitchRestore copy{set_fused_row_copy, fused_row_copy_enabled()};
+  set_kv_head_bmm(true);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    for (int64_t b : {1, 6}) {
+      const at::Tensor qkv = at::randn({b, 28 * 128 + 1024}, o);
+      const at::Tensor q = qkv.narrow(1, 0, 28 * 128).view({b, 4, 7, 128});
+      const at::Tensor w_in = at::randn({4, 128, 258}, o) * 0.1, w_out = at::randn({4, 258, 128}, o) * 0.1;
+      const at::Tensor ox = at::randn({b, 4, 7, 264}, o).narrow(-1, 0, 258);
+      std::vector<at::Tensor> on, off;
+      for (bool fused : {true, false}) {
+        set_fused_row_copy(fused);
+        std::vector<at::Tensor>& out = fused ? on : off;
+        out.push_back(kv_head_product(q, w_in));
+        out.push_back(kv_head_product(ox, w_out));
+      }
+      for (size_t i = 0; i < on.size(); ++i) {
+        EXPECT_TRUE(on[i].is_contiguous());
+        EXPECT_TRUE(at::equal(on[i], off[i])) << c10::toString(dtype) << " b " << b << " product " << i;
+      }
+    }
+  }
 }
 
 // A decode step gathers every layer's kept RoPE dims at once, a long prefill chunk each layer's when asked
