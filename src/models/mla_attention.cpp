@@ -147,6 +147,8 @@ QkvHeads mla_qkv_expanded(const TextConfig& c, const DecoderLayerWeights& w, con
   return out;
 }
 
+int64_t absorbed_width(int64_t n) { return (n + 7) / 8 * 8; }
+
 AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights& w) {
   const MlaConfig& m = *c.mla;
   const int64_t h_kv = c.num_key_value_heads, dh = c.head_dim, R = m.qk_rope_head_dim, d_nope = dh - R;
@@ -167,8 +169,10 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
   for (int64_t i = 0; i < sets; ++i) biased = biased && aw.b_k[static_cast<size_t>(i)].defined();
   aw.n_bias = biased ? sets : 0;
   const int64_t n = sets * r + aw.n_bias;
-  aw.w_in = at::zeros({h_kv, dh, n + n % 2}, aw.w_uk[0].options());
-  aw.w_out = at::zeros({h_kv, n, dh}, aw.w_uv[0].options());
+  // widths rounded up to 8 columns: the two products' rows then lie on 16-byte bounds (cuBLAS's aligned kernels;
+  // at 258 columns it took 2-byte-aligned ones, 13-24 us a product at b = 256-768 on the H200, session 18)
+  aw.w_in = at::zeros({h_kv, dh, absorbed_width(n)}, aw.w_uk[0].options());
+  aw.w_out = at::zeros({h_kv, absorbed_width(sets * r + sets), dh}, aw.w_uv[0].options());
   for (int64_t i = 0; i < sets; ++i) {
     const size_t si = static_cast<size_t>(i);
     aw.w_in.narrow(1, R, d_nope).narrow(2, i * r, r).copy_(aw.w_uk[si]);
@@ -292,7 +296,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
                 "the decode kernel reads bf16 or int4 latent caches, got ", cache_type_name(type),
                 " (mla_decode_kernel_usable says which caches it takes)");
   const int64_t n_mod = static_cast<int64_t>(aw.w_uk.size());
-  const int64_t r = aw.w_uk[0].size(2), n = n_mod * r + aw.n_bias;
+  const int64_t r = aw.w_uk[0].size(2);
   // One product gives every set's absorbed queries and k-bias terms: [b, h_kv, g, n_in]; the kernel reads
   // them in place through strided views (no copies), as it writes its results into the buffer that one
   // more product turns into the heads' outputs, v-biases included.
@@ -327,12 +331,13 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
     in.latent_win = cs.window();
     in.k_rope_win = ks.window();
   }
-  // [acc_0 | acc_1 | mass_0 mass_1] per head; the mass columns stay unread without v-biases
-  at::Tensor ox = at::empty({b, h_kv, g, n_mod * r + n_mod + (n_mod * r + n_mod) % 2}, q.options());
+  // [acc_0 | acc_1 | mass_0 mass_1 | zeros] per head, as wide as w_out's rows (absorbed_width): the mass columns
+  // meet zero rows without v-biases, the pad columns always (zeroed here: finite, so their products are 0)
+  at::Tensor ox = at::zeros({b, h_kv, g, aw.w_out.size(1)}, q.options());
   in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
   in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
   mla_decode(in);
-  at::Tensor o = kv_head_product(ox.narrow(-1, 0, n), aw.w_out);  // [b, h_kv, g, d_h]
+  at::Tensor o = kv_head_product(ox, aw.w_out);  // [b, h_kv, g, d_h]
   return o.reshape({b, h_q, 1, dh});
 }
 

@@ -93,12 +93,16 @@ struct AbsorbedWeights {
   std::vector<at::Tensor> b_v;   // [h_kv, d_h] or undefined
   // The decode kernel's two products over all sets at once (mla_attention_absorbed_kernel):
   //   w_in  [h_kv, d_h, n_in]:  q [.., d_h] @ w_in = [qa_0 | qa_1 | qb_0 qb_1] (rows of the first R dims,
-  //         the RoPE part, are zero; the k-bias columns only when there are biases; n_in rounded up to even)
-  //   w_out [h_kv, n_out, d_h]: [acc_0 | acc_1 | mass_0 mass_1] @ w_out = o (the v-bias rows likewise)
+  //         the RoPE part, are zero; the k-bias columns only when there are biases; n_in rounded up to 8 by zero
+  //         columns: absorbed_width)
+  //   w_out [h_kv, n_out, d_h]: [acc_0 | acc_1 | mass_0 mass_1 | 0] @ w_out = o (the v-bias rows likewise, zero
+  //         without v-biases; n_out = absorbed_width(sets * r + sets), the rows past the masses zero)
   at::Tensor w_in, w_out;
   int64_t n_bias = 0;  // bias columns/rows: the number of sets when there are biases, else 0
 };
 AbsorbedWeights absorbed_weights(const TextConfig& config, const DecoderLayerWeights& w);
+// n rounded up to a multiple of 8: the width of w_in's columns and w_out's rows (16-byte rows in bf16)
+int64_t absorbed_width(int64_t n);
 
 // x [b, h_kv, m, k] times w [h_kv, k, n] per kv head -> [b, h_kv, m, n] (contiguous), as one bmm over the
 // kv heads with the sequences' rows stacked: at::matmul(x, w.unsqueeze(0)) would expand w to a copy per
