@@ -43,6 +43,10 @@ struct MlaDecodeInputs {
   // CUDA only, tensor-core kernels: the fewest 64-token tiles a split CTA takes (fewer splits: fewer
   // partials to write and combine, less parallelism); 0: the plan's default (kMinTilesPerSplit).
   int64_t min_tiles_per_split = 0;
+  // CUDA only, tensor-core kernels: the most 64-token tiles a split CTA takes (more splits than the card's CTA
+  // slots ask for: two-set models' modality CTAs then find more of their splits pure where a context holds an
+  // image, docs/KERNELS.md); wins over min_tiles_per_split; 0: the plan's own.
+  int64_t max_tiles_per_split = 0;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,

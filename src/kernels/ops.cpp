@@ -87,6 +87,9 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.min_tiles_per_split >= 0 && in.min_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: min_tiles_per_split must be in [0, 2^20], got ", in.min_tiles_per_split);
   p.min_tiles_per_split = int(in.min_tiles_per_split);
+  VLM2MLA_CHECK(in.max_tiles_per_split >= 0 && in.max_tiles_per_split <= 1 << 20, ArgumentError,
+                "mla_decode: max_tiles_per_split must be in [0, 2^20], got ", in.max_tiles_per_split);
+  p.max_tiles_per_split = int(in.max_tiles_per_split);
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.pure_splits = in.pure_splits ? (in.pure_launch ? 2 : 1) : 0;
   p.combine = in.combine;
@@ -296,19 +299,23 @@ bool model_decode_score_clusters() {
   return on.enabled();
 }
 
-int64_t parse_decode_min_tiles(const char* value) {
+int64_t parse_decode_tiles(const char* name, const char* value) {
   if (value == nullptr || *value == '\0') return 0;
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(value, &end, 10);
-  VLM2MLA_CHECK(end != value && *end == '\0' && errno == 0 && v >= 0 && v <= (1 << 20), ArgumentError,
-                "VLM2MLA_DECODE_MIN_TILES='", value,
-                "': expected a whole number of 64-token tiles in [0, 2^20] (0: the plan's own)");
+  VLM2MLA_CHECK(end != value && *end == '\0' && errno == 0 && v >= 0 && v <= (1 << 20), ArgumentError, name,
+                "='", value, "': expected a whole number of 64-token tiles in [0, 2^20] (0: the plan's own)");
   return int64_t(v);
 }
 
 int64_t model_decode_min_tiles() {
-  static const int64_t n = parse_decode_min_tiles(std::getenv("VLM2MLA_DECODE_MIN_TILES"));
+  static const int64_t n = parse_decode_tiles(kEnvDecodeMinTiles, std::getenv(kEnvDecodeMinTiles));
+  return n;
+}
+
+int64_t model_decode_max_tiles() {
+  static const int64_t n = parse_decode_tiles(kEnvDecodeMaxTiles, std::getenv(kEnvDecodeMaxTiles));
   return n;
 }
 

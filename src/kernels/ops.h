@@ -61,9 +61,13 @@ bool model_decode_pure_launch();
 bool model_decode_score_clusters();
 // The fewest 64-token tiles per split CTA in the models' decode steps (MlaDecodeInputs::min_tiles_per_split):
 // VLM2MLA_DECODE_MIN_TILES (read once; 0 or unset: the plan's own; else ArgumentError naming it).
+constexpr const char* kEnvDecodeMinTiles = "VLM2MLA_DECODE_MIN_TILES";
 int64_t model_decode_min_tiles();
-// Its parse (nullptr or "": 0), exposed for tests.
-int64_t parse_decode_min_tiles(const char* value);
+// The most (MlaDecodeInputs::max_tiles_per_split): VLM2MLA_DECODE_MAX_TILES, read and checked the same way.
+constexpr const char* kEnvDecodeMaxTiles = "VLM2MLA_DECODE_MAX_TILES";
+int64_t model_decode_max_tiles();
+// Their parse (nullptr or "": 0; errors name the variable `name`), exposed for tests.
+int64_t parse_decode_tiles(const char* name, const char* value);
 // The scores-first kernels' values pass in the decode steps, warps a CTA (MlaDecodeInputs::wide_warps):
 // VLM2MLA_DECODE_WIDE_WARPS, 8 or 16 (read once; 0 or unset: the plan's own; else ArgumentError naming it); and
 // its parse, exposed for tests.

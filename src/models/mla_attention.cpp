@@ -315,6 +315,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.pure_splits = model_decode_pure_splits();
   in.pure_launch = model_decode_pure_launch();
   in.min_tiles_per_split = model_decode_min_tiles();
+  in.max_tiles_per_split = model_decode_max_tiles();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();

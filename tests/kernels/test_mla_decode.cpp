@@ -29,8 +29,9 @@ namespace {
 
 // Which tokens are images (n_mod == 2): random per token (every tile mixed), runs of `run` tokens
 // alternating text and image (whole tiles of one modality and tiles that straddle a run's end, as images
-// in a real context give), or all text / all image.
-enum class Mods { kRandom, kRuns, kText, kImage };
+// in a real context give), all text / all image, or a prompt's one image: `run` image tokens after 16 + (37 i mod
+// 64) text tokens in sequence i, text after them (a 1344 x 1344 image gives Qwen2.5-VL 2,304).
+enum class Mods { kRandom, kRuns, kText, kImage, kPrompt };
 
 struct Case {
   MlaCacheFormat format = MlaCacheFormat::kBf16;
@@ -68,7 +69,7 @@ struct Case {
   int64_t cap() const { return t_cap > 0 ? t_cap : *std::max_element(length.begin(), length.end()); }
   std::string str() const {
     std::string s = format == MlaCacheFormat::kBf16 ? "bf16" : "int4";
-    const char* mod_names[] = {"random", "runs", "text", "image"};
+    const char* mod_names[] = {"random", "runs", "text", "image", "prompt"};
     s += " n_mod=" + std::to_string(n_mod) + (n_mod == 2 ? std::string(" mods=") + mod_names[int(mods)] : "") + " h_q=" + std::to_string(h_q) + " h_kv=" + std::to_string(h_kv) +
          " r_kv=" + std::to_string(r_kv) + " R=" + std::to_string(d_rope) + " b=" + std::to_string(b()) +
          " t_cap=" + std::to_string(cap());
@@ -103,6 +104,12 @@ MlaDecodeInputs make_inputs(const Case& c, at::Device device) {
       case Mods::kRuns: {  // sequence i's runs start 37 i tokens later: other tile phases per sequence
         at::Tensor j = at::arange(t, f32.dtype(at::kLong)).view({1, t}) + 37 * at::arange(b, f32.dtype(at::kLong)).view({b, 1});
         in.modality = at::floor_divide(j, c.run).remainder(2).to(at::kByte);
+        break;
+      }
+      case Mods::kPrompt: {
+        const at::Tensor j = at::arange(t, f32.dtype(at::kLong)).view({1, t});
+        const at::Tensor first = 16 + (37 * at::arange(b, f32.dtype(at::kLong))).remainder(64).view({b, 1});
+        in.modality = ((j >= first) & (j < first + c.run)).to(at::kByte);
         break;
       }
     }
@@ -345,17 +352,19 @@ TEST(MlaDecodeOps, CombineNamesReadBack) {
   EXPECT_NE(what.find("auto, block, columns or warp"), std::string::npos) << what;
 }
 
-// VLM2MLA_DECODE_MIN_TILES' parse: unset or empty is the plan's own (0); anything but a whole number in [0, 2^20]
-// is an error naming the variable and the value.
-TEST(MlaDecodeOps, MinTilesSettingParses) {
-  EXPECT_EQ(parse_decode_min_tiles(nullptr), 0);
-  EXPECT_EQ(parse_decode_min_tiles(""), 0);
-  EXPECT_EQ(parse_decode_min_tiles("0"), 0);
-  EXPECT_EQ(parse_decode_min_tiles("4"), 4);
-  EXPECT_EQ(parse_decode_min_tiles("1048576"), 1 << 20);
-  for (const char* bad : {"four", "4x", "-1", "1048577", " ", "99999999999999999999"}) {
-    const std::string what = testing::argument_error([&] { parse_decode_min_tiles(bad); });
-    EXPECT_NE(what.find("VLM2MLA_DECODE_MIN_TILES='" + std::string(bad) + "'"), std::string::npos) << bad;
+// VLM2MLA_DECODE_MIN_TILES' and VLM2MLA_DECODE_MAX_TILES' parse: unset or empty is the plan's own (0); anything but
+// a whole number in [0, 2^20] is an error naming the variable and the value.
+TEST(MlaDecodeOps, TilesSettingsParse) {
+  for (const char* name : {kEnvDecodeMinTiles, kEnvDecodeMaxTiles}) {
+    EXPECT_EQ(parse_decode_tiles(name, nullptr), 0);
+    EXPECT_EQ(parse_decode_tiles(name, ""), 0);
+    EXPECT_EQ(parse_decode_tiles(name, "0"), 0);
+    EXPECT_EQ(parse_decode_tiles(name, "4"), 4);
+    EXPECT_EQ(parse_decode_tiles(name, "1048576"), 1 << 20);
+    for (const char* bad : {"four", "4x", "-1", "1048577", " ", "99999999999999999999"}) {
+      const std::string what = testing::argument_error([&] { parse_decode_tiles(name, bad); });
+      EXPECT_NE(what.find(std::string(name) + "='" + bad + "'"), std::string::npos) << bad;
+    }
   }
 }
 
@@ -837,6 +846,48 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
     compare(make_inputs(longer, at::Device(at::kCUDA, 0)), longer.str());
   }
   EXPECT_EQ(n, 24);  // per store: 2 text, 2 image, 6 runs, 2 longer splits
+}
+
+// The most tiles a split takes (MlaDecodeInputs::max_tiles_per_split) wins over the fewest: sequences of up to
+// 6,000 keys, one split each with the fewest at 2^20, 12-13 splits of at most 8 tiles with the most at 8 too, the
+// pure ones of a prompt's image (Mods::kPrompt) in the pure launch; both against the reference, both stores.
+TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kPrompt, Mods::kText}) {
+      Case c = Case::qwen7b_md_int4({0, 77, 5}, {6000, 5000, 3100});
+      c.format = f;
+      c.mods = m;
+      c.run = 2304;
+      c.seed = 2400 + seed++;
+      const std::string what = c.str();
+      MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+      in.variant = MlaDecodeVariant::kTensorCoreWarpRows;  // the modality CTAs at any batch
+      in.min_tiles_per_split = 1 << 20;
+      EXPECT_EQ(MlaDecodeLaunch(in).splits(), 1) << what;
+      const MlaDecodeOutput one = mla_decode(in);
+      in.max_tiles_per_split = 8;
+      const MlaDecodeLaunch capped(in);
+      EXPECT_GE(capped.splits(), 12) << what;  // 6,000 keys: 94-95 tiles
+      EXPECT_LE(capped.splits(), 13) << what;
+      EXPECT_EQ(capped.pure_launch(), true) << what;
+      const MlaDecodeOutput many = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
+      for (const MlaDecodeOutput* got : {&one, &many}) {
+        const double ea = rel_err(got->acc, want.acc), em = rel_err(got->mass, want.mass);
+        ++st.n;
+        st.worst_acc = std::max(st.worst_acc, ea);
+        st.worst_mass = std::max(st.worst_mass, em);
+        EXPECT_LT(ea, kRelTol) << what << (got == &one ? " (one split)" : " (splits of 8 tiles)");
+        EXPECT_LT(em, kRelTol) << what << (got == &one ? " (one split)" : " (splits of 8 tiles)");
+      }
+      // the image's modality CTAs find their tiles in the capped splits too: every head's image mass is there
+      if (m == Mods::kPrompt) EXPECT_TRUE(at::all(many.mass[1] > 0).item<bool>()) << what;
+    }
+  }
+  st.print("most tiles a split");
+  EXPECT_EQ(st.n, 8);
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
@@ -1458,6 +1509,11 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     // runs of 2304 (a 1344 x 1344 image in Qwen2.5-VL): long runs of one modality inside mixed splits
     for (int64_t b : {32, 256})
       cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kRuns, 0, 2304});
+    // a prompt's one image of 2,304 tokens in every context, as the largest batches' image runs have it (one mixed
+    // split a sequence where the plan makes one split of it: VLM2MLA_DECODE_MAX_TILES sets more)
+    for (int64_t b : {32, 256, 768})
+      if (b < 768 || f == MlaCacheFormat::kInt4)
+        cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kPrompt, 0, 2304});
     // the split-keys kernel beside kAuto's warp-rows one
     for (int64_t b : {1, 8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCore});
     cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCore});
@@ -1531,7 +1587,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
   // VLM2MLA_BANDWIDTH_ONLY=KEY keeps the configurations whose key "store/n_mod/mods/b/t/variant/r_kv/h_q" (e.g.
   // "bf16/1/random/32/32768/auto/128/28") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
-    const char* mod_names[] = {"random", "runs", "text", "image"};
+    const char* mod_names[] = {"random", "runs", "text", "image", "prompt"};
     const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint", "wide", "wide-cluster"};
     std::vector<Cfg> kept;
     for (const Cfg& cfg : cfgs) {
@@ -1574,6 +1630,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().max_length = cfg.t;
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
+      ins.back().max_tiles_per_split = model_decode_max_tiles();  // VLM2MLA_DECODE_MAX_TILES: the most a split
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
@@ -1595,9 +1652,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     const double us = ms * 1e3 / reps;
     const std::string shape = std::to_string(cfg.h_q) + "/" + std::to_string(cfg.h_kv) + "/" +
                               std::to_string(cfg.r_kv) + "/" + std::to_string(cfg.d_rope);
-    const char* mod_names[] = {"random", "runs", "text", "image"};
+    const char* mod_names[] = {"random", "runs", "text", "image", "prompt"};
     std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
-    if (cfg.n_mod == 2 && cfg.mods == Mods::kRuns && cfg.run != 576) mods += std::to_string(cfg.run);  // "runs2304"
+    if (cfg.n_mod == 2 && ((cfg.mods == Mods::kRuns && cfg.run != 576) || cfg.mods == Mods::kPrompt))
+      mods += std::to_string(cfg.run);  // "runs2304", "prompt2304"
     const std::string kernel =
         launches[0]->kernel() + (cfg.min_tiles > 0 ? " >=" + std::to_string(cfg.min_tiles) : std::string());
     std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-15s %-17s %9.1f %9.1f %8.0f\n",

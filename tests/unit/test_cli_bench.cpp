@@ -71,8 +71,8 @@ TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
 }
 
 // The fast paths' switches: reported as set (env_switches), and a value other than 0 or 1 stops any command before
-// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES and VLM2MLA_DECODE_WIDE_WARPS are reported too and
-// checked before the model loads.
+// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES and VLM2MLA_DECODE_WIDE_WARPS
+// are reported too and checked before the model loads.
 TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns runs = bench_with_env("VLM2MLA_FUSED_ROPE", "0", "off");
   ASSERT_TRUE(runs.good.contains("env_switches")) << runs.good.dump();
@@ -83,6 +83,9 @@ TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns tiles = bench_with_env("VLM2MLA_DECODE_MIN_TILES", "4", "four");
   EXPECT_EQ(tiles.good["decode_min_tiles"], 4);
   EXPECT_NE(tiles.bad.err.find("VLM2MLA_DECODE_MIN_TILES='four'"), std::string::npos) << tiles.bad.err;
+  const EnvRequestRuns most = bench_with_env("VLM2MLA_DECODE_MAX_TILES", "64", "-8");
+  EXPECT_EQ(most.good["decode_max_tiles"], 64);
+  EXPECT_NE(most.bad.err.find("VLM2MLA_DECODE_MAX_TILES='-8'"), std::string::npos) << most.bad.err;
   const EnvRequestRuns warps = bench_with_env("VLM2MLA_DECODE_WIDE_WARPS", "16", "12");
   EXPECT_EQ(warps.good["decode_wide_warps"], 16);
   EXPECT_NE(warps.bad.err.find("VLM2MLA_DECODE_WIDE_WARPS='12'"), std::string::npos) << warps.bad.err;

@@ -166,12 +166,13 @@ void register_bench(CLI::App& app) {
     }
     const LoadOptions options = args->run.load_options(ModelUse::kInference);
     // the decode kernel and combine layout asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL,
-    // VLM2MLA_DECODE_COMBINE, default auto), the fewest tiles a split and the scores-first kernels' warps
-    // (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_WIDE_WARPS): read now, so a bad value stops the run before the
-    // model loads
+    // VLM2MLA_DECODE_COMBINE, default auto), the fewest and most tiles a split and the scores-first kernels' warps
+    // (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS): read now, so a bad value stops
+    // the run before the model loads
     const char* kernel_request = mla_decode_variant_name(model_decode_variant());
     const char* combine_request = mla_decode_combine_name(model_decode_combine());
-    const int64_t min_tiles = model_decode_min_tiles(), wide_warps = model_decode_wide_warps();
+    const int64_t min_tiles = model_decode_min_tiles(), max_tiles = model_decode_max_tiles();
+    const int64_t wide_warps = model_decode_wide_warps();
     nlohmann::json env_switches = nlohmann::json::object();
     for (const auto& [name, on] : env_switch_states()) env_switches[name] = on;
     auto t0 = std::chrono::steady_clock::now();
@@ -258,10 +259,11 @@ void register_bench(CLI::App& app) {
         {"decode_kernel_request", kernel_request},
         {"decode_combine_request", combine_request},
         // the fast paths' on/off switches as the environment set them (core/env_switch.h), the decode kernels'
-        // fewest tiles a split (VLM2MLA_DECODE_MIN_TILES) and the scores-first values pass's warps
-        // (VLM2MLA_DECODE_WIDE_WARPS); 0: the plan's own
+        // fewest and most tiles a split (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES) and the scores-first
+        // values pass's warps (VLM2MLA_DECODE_WIDE_WARPS); 0: the plan's own
         {"env_switches", env_switches},
         {"decode_min_tiles", min_tiles},
+        {"decode_max_tiles", max_tiles},
         {"decode_wide_warps", wide_warps},
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
         // "tc-codes", "wide", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)

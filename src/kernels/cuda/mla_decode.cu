@@ -831,11 +831,13 @@ std::string wide_geometry(const MlaDecodeParams& p, const Device& dev, Geom& g) 
 }
 
 // The splits of a key range of `tiles` 64-token tiles: as many as `capacity` CTAs hold groups of `per_split`
-// (at least one), at most one a tile, and at least `min_tiles` tiles each; sets plan.tiles_per_split and
-// plan.splits (the last split takes what is left).
-void size_splits(MlaDecodePlan& plan, int tiles, int64_t capacity, int64_t per_split, int min_tiles) {
+// (at least one), at most one a tile, and at least `min_tiles` tiles each, but at most `max_tiles` tiles each
+// where that is positive (it wins); sets plan.tiles_per_split and plan.splits (the last split takes what is left).
+void size_splits(MlaDecodePlan& plan, int tiles, int64_t capacity, int64_t per_split, int min_tiles,
+                 int max_tiles = 0) {
   int splits = int(std::max<int64_t>(1, capacity / per_split));
   splits = std::max(1, std::min({splits, tiles, (tiles + min_tiles - 1) / min_tiles}));
+  if (max_tiles > 0) splits = std::max(splits, std::min(tiles, (tiles + max_tiles - 1) / max_tiles));
   plan.tiles_per_split = std::max(1, (tiles + splits - 1) / splits);
   plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
 }
@@ -941,7 +943,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
       const int tiles = max_tiles(p.max_length);
       const int64_t per_split = int64_t(p.b) * plan.head_blocks * g.wide_col_blocks;
       size_splits(plan, tiles, 2 * int64_t(dev.sms) * plan.ctas_per_sm, per_split,
-                  p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplitWide);
+                  p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplitWide, p.max_tiles_per_split);
       plan.ring_splits = 0;  // (the kernels read the ring where they read the store)
     } else {
       why = why + "; scores-first kernels: " + why_wide;
@@ -991,7 +993,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int min_tiles = p.min_tiles_per_split > 0 ? p.min_tiles_per_split
                           : plan.modality_ctas      ? kMinTilesPerSplitModalityCtas
                                                     : kMinTilesPerSplit;
-    size_splits(plan, tiles, capacity, per_split, min_tiles);
+    size_splits(plan, tiles, capacity, per_split, min_tiles, p.max_tiles_per_split);
   } else {
     plan.why_generic = why;
     g = Geom{};
