@@ -35,6 +35,9 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
     grow_modality(cap);
   }
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
+  // (the decoder passes a device mask only where the step holds an image token, else zeros on the host: a sync
+  // at most once per prefill with images)
+  if (!holds_image_ && image.any().item<bool>()) holds_image_ = true;
 }
 
 void LatentKvCache::write(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope) {
@@ -75,6 +78,7 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
   if (modality_.defined()) {
     modality_.zero_();
     if (image.defined()) modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
+    holds_image_ = image.defined() && image.any().item<bool>();
   }
   length_ = length;
 }

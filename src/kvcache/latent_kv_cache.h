@@ -51,6 +51,10 @@ class LatentKvCache : public KvCache {
   // uint8 [b, capacity]: grows by the rows' rule (doubling from the same start), so its capacity is
   // always theirs, as the decode kernel needs.
   const at::Tensor& modality_storage() const { return modality_; }
+  // Whether set_modality or fill_synthetic has recorded an image position in any sequence (the decode kernel's
+  // plan then takes shorter splits: mla_attention.h). set_modality_at, which a captured step replays, does not
+  // look (no sync there): its positions are the generated text. A hint for speed, never for results.
+  bool holds_image() const { return holds_image_; }
 
   int64_t bytes_allocated() const override;
   int64_t bytes_per_token() const override;
@@ -60,6 +64,7 @@ class LatentKvCache : public KvCache {
 
   std::vector<std::unique_ptr<RowStore>> latent_, rope_;
   at::Tensor modality_;  // uint8 [b, capacity] or undefined
+  bool holds_image_ = false;
 };
 
 }  // namespace vlm2mla

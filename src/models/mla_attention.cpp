@@ -316,6 +316,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.pure_launch = model_decode_pure_launch();
   in.min_tiles_per_split = model_decode_min_tiles();
   in.max_tiles_per_split = model_decode_max_tiles();
+  if (in.max_tiles_per_split == 0 && n_mod == 2 && cache.holds_image()) in.max_tiles_per_split = kImageMaxTilesPerSplit;
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();

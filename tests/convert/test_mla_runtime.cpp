@@ -311,6 +311,34 @@ TEST(LatentKvCache, BytesEqualTheAnalyticFormula) {
   EXPECT_EQ(int4.bytes_allocated(), b * cap * per_token + b * window);
 }
 
+// Whether the cache holds an image (the decode kernel's plan takes shorter splits then): set by a prefill's or a
+// synthetic fill's image positions in any sequence, kept by later text steps, never set without a modality store.
+TEST(LatentKvCache, HoldsAnImageOnceOneIsRecorded) {
+  const CacheSpec spec{CacheType::kBf16, 64, 128};
+  const at::TensorOptions mask = at::TensorOptions().dtype(at::kBool);
+  LatentKvCache c({8}, 4, true, 2, 16, spec, at::kFloat, at::kCPU);
+  EXPECT_FALSE(c.holds_image());
+  c.set_modality(at::zeros({2, 3}, mask));  // a text prompt
+  c.advance(3);
+  EXPECT_FALSE(c.holds_image());
+  at::Tensor image = at::zeros({2, 4}, mask);
+  image[1][2] = true;  // one image token in the second sequence
+  c.set_modality(image);
+  c.advance(4);
+  EXPECT_TRUE(c.holds_image());
+  c.set_modality(at::zeros({2, 1}, mask));  // a decode step's text
+  EXPECT_TRUE(c.holds_image());
+  LatentKvCache synthetic({8}, 4, true, 2, 16, spec, at::kFloat, at::kCPU);
+  synthetic.fill_synthetic(5, at::zeros({2, 5}, mask));
+  EXPECT_FALSE(synthetic.holds_image());
+  LatentKvCache with_image({8}, 4, true, 2, 16, spec, at::kFloat, at::kCPU);
+  with_image.fill_synthetic(5, at::ones({2, 5}, mask));
+  EXPECT_TRUE(with_image.holds_image());
+  LatentKvCache one_set({8}, 4, false, 2, 16, spec, at::kFloat, at::kCPU);  // no modality store
+  one_set.set_modality(at::ones({2, 3}, mask));
+  EXPECT_FALSE(one_set.holds_image());
+}
+
 TEST(LatentKvCache, QuantizedRowsRoundTripThroughTheWindowAndGrow) {
   const int64_t b = 2, n = 16;
   CacheSpec spec{CacheType::kInt8, 8, 5};
