@@ -137,6 +137,10 @@ bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Dev
 // 1,344 x 1,344 image each: int4 b = 768 5.33 -> 4.18 ms a call, bf16 b = 256 1.40 -> 1.28; over text-only
 // contexts the same cap cost 6-13%, so it applies to those with an image only).
 constexpr int64_t kImageMaxTilesPerSplit = 64;
+// The most tiles a split takes in a decode step of a model with n_sets projection sets over `cache`
+// (MlaDecodeInputs::max_tiles_per_split): VLM2MLA_DECODE_MAX_TILES where set, else kImageMaxTilesPerSplit where
+// n_sets is 2 and the cache holds an image, else 0 (the plan's own).
+int64_t mla_decode_max_tiles(const LatentKvCache& cache, int64_t n_sets);
 
 // Absorbed attention of one new token per sequence over the cache (its latest position already
 // written), on the decode kernel: q [b, h_q, 1, d_h]; keys [start[b], length) with length the cache's
