@@ -44,9 +44,14 @@ struct MlaDecodeInputs {
   // partials to write and combine, less parallelism); 0: the plan's default (kMinTilesPerSplit).
   int64_t min_tiles_per_split = 0;
   // CUDA only, tensor-core kernels: the most 64-token tiles a split CTA takes (more splits than the card's CTA
-  // slots ask for: two-set models' modality CTAs then find more of their splits pure where a context holds an
-  // image, docs/KERNELS.md); wins over min_tiles_per_split; 0: the plan's own.
+  // slots ask for); wins over min_tiles_per_split; 0: the plan's own (below).
   int64_t max_tiles_per_split = 0;
+  // CUDA only, two sets: whether some sequence's keys hold an image (a hint: the results do not depend on it).
+  // Where the plan takes the warp-rows kernel's modality CTAs, its splits then take at most
+  // kMaxTilesPerSplitImage tiles unless max_tiles_per_split says otherwise: at large batches one split a sequence
+  // is otherwise the whole context, mixed by its image, and the pure launch gets none of it (docs/KERNELS.md,
+  // "Shorter splits where a context holds an image"). Model steps: the latent cache's holds_image().
+  bool holds_image = false;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,

@@ -90,6 +90,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   VLM2MLA_CHECK(in.max_tiles_per_split >= 0 && in.max_tiles_per_split <= 1 << 20, ArgumentError,
                 "mla_decode: max_tiles_per_split must be in [0, 2^20], got ", in.max_tiles_per_split);
   p.max_tiles_per_split = int(in.max_tiles_per_split);
+  p.holds_image = in.holds_image && s.n_mod == 2 ? 1 : 0;
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.pure_splits = in.pure_splits ? (in.pure_launch ? 2 : 1) : 0;
   p.combine = in.combine;

@@ -64,8 +64,8 @@ bool model_decode_score_clusters();
 constexpr const char* kEnvDecodeMinTiles = "VLM2MLA_DECODE_MIN_TILES";
 int64_t model_decode_min_tiles();
 // The most (MlaDecodeInputs::max_tiles_per_split): VLM2MLA_DECODE_MAX_TILES, read and checked the same way; unset
-// or 0, the model's steps take kImageMaxTilesPerSplit where the cache holds an image (models/mla_attention.h) and
-// the plan's own otherwise; 1048576 (2^20) never caps.
+// or 0, the plan's own (which caps the modality CTAs' splits where the cache holds an image:
+// MlaDecodeInputs::holds_image); 1048576 (2^20) never caps.
 constexpr const char* kEnvDecodeMaxTiles = "VLM2MLA_DECODE_MAX_TILES";
 int64_t model_decode_max_tiles();
 // Their parse (nullptr or "": 0; errors name the variable `name`), exposed for tests.

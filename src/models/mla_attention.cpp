@@ -201,11 +201,6 @@ bool kv_head_bmm_enabled() { return kv_head_bmm_switch.enabled(); }
 void set_fused_row_copy(bool on) { fused_row_copy_switch.set(on); }
 bool fused_row_copy_enabled() { return fused_row_copy_switch.enabled(); }
 
-int64_t mla_decode_max_tiles(const LatentKvCache& cache, int64_t n_sets) {
-  if (const int64_t n = model_decode_max_tiles(); n > 0) return n;
-  return n_sets == 2 && cache.holds_image() ? kImageMaxTilesPerSplit : 0;
-}
-
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w) {
   VLM2MLA_CHECK(x.dim() == 4 && w.dim() == 3 && x.size(1) == w.size(0) && x.size(3) == w.size(1), ArgumentError,
                 "kv_head_product: x [b, h_kv, m, k] and w [h_kv, k, n] expected, got ", x.sizes(), " and ", w.sizes());
@@ -320,7 +315,8 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.pure_splits = model_decode_pure_splits();
   in.pure_launch = model_decode_pure_launch();
   in.min_tiles_per_split = model_decode_min_tiles();
-  in.max_tiles_per_split = mla_decode_max_tiles(cache, n_mod);
+  in.max_tiles_per_split = model_decode_max_tiles();
+  in.holds_image = n_mod == 2 && cache.holds_image();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();

@@ -133,15 +133,6 @@ class LatentKvCache;
 // a latent store in bf16 or int4 (bf16 window), and keys forming one range per sequence.
 bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Device device);
 
-// The most tiles a decode kernel split takes where the cache holds an image (H200, 32k contexts with one
-// 1,344 x 1,344 image each: int4 b = 768 5.33 -> 4.18 ms a call, bf16 b = 256 1.40 -> 1.28; over text-only
-// contexts the same cap cost 6-13%, so it applies to those with an image only).
-constexpr int64_t kImageMaxTilesPerSplit = 64;
-// The most tiles a split takes in a decode step of a model with n_sets projection sets over `cache`
-// (MlaDecodeInputs::max_tiles_per_split): VLM2MLA_DECODE_MAX_TILES where set, else kImageMaxTilesPerSplit where
-// n_sets is 2 and the cache holds an image, else 0 (the plan's own).
-int64_t mla_decode_max_tiles(const LatentKvCache& cache, int64_t n_sets);
-
 // Absorbed attention of one new token per sequence over the cache (its latest position already
 // written), on the decode kernel: q [b, h_q, 1, d_h]; keys [start[b], length) with length the cache's
 // length + 1. Returns [b, h_q, 1, d_h]. The kernel's twin is mla_attention_absorbed.
@@ -153,11 +144,10 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const Absorbe
 // The same with the key ranges on the device: keys [start[b], length[b]) (int32 [b]), max_length an
 // upper bound on length - start (it sizes the kernel's split grid): shape-static decode steps pass
 // the cache's capacity, so that one captured launch serves every step.
-// Where the cache holds an image (LatentKvCache::holds_image) and the model two projection sets, a split takes
-// at most kImageMaxTilesPerSplit 64-token tiles (VLM2MLA_DECODE_MAX_TILES, where set, instead): at the large
-// batches the plan gives each sequence one split, which an image makes mixed, and the modality CTAs' mixed walk
-// then covers the whole context; shorter splits leave most of them pure (docs/KERNELS.md, "Shorter splits
-// where a context holds an image").
+// The kernel is told whether the cache holds an image (LatentKvCache::holds_image; MlaDecodeInputs::holds_image):
+// where it takes the modality CTAs (two sets), its splits are then shorter, so that an image leaves most of them
+// pure (docs/KERNELS.md, "Shorter splits where a context holds an image"); VLM2MLA_DECODE_MAX_TILES sets the most
+// tiles a split takes for every step instead.
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
                                          const at::Tensor& start, const at::Tensor& length,

@@ -311,9 +311,9 @@ TEST(LatentKvCache, BytesEqualTheAnalyticFormula) {
   EXPECT_EQ(int4.bytes_allocated(), b * cap * per_token + b * window);
 }
 
-// Whether the cache holds an image (the decode steps then cap the kernel's splits: mla_decode_max_tiles): set by a
-// prefill's or a synthetic fill's image positions in any sequence, kept by later text steps, never set without a
-// modality store.
+// Whether the cache holds an image (the decode steps pass it on: MlaDecodeInputs::holds_image): set by a prefill's
+// or a synthetic fill's image positions in any sequence, kept by later text steps, never set without a modality
+// store.
 TEST(LatentKvCache, HoldsAnImageOnceOneIsRecorded) {
   const CacheSpec spec{CacheType::kBf16, 64, 128};
   const at::TensorOptions mask = at::TensorOptions().dtype(at::kBool);
@@ -338,15 +338,6 @@ TEST(LatentKvCache, HoldsAnImageOnceOneIsRecorded) {
   LatentKvCache one_set({8}, 4, false, 2, 16, spec, at::kFloat, at::kCPU);  // no modality store
   one_set.set_modality(at::ones({2, 3}, mask));
   EXPECT_FALSE(one_set.holds_image());
-  // the decode steps' split cap follows (VLM2MLA_DECODE_MAX_TILES, where the environment sets it, instead)
-  if (model_decode_max_tiles() == 0) {
-    EXPECT_EQ(mla_decode_max_tiles(c, 2), kImageMaxTilesPerSplit);
-    EXPECT_EQ(mla_decode_max_tiles(c, 1), 0);
-    EXPECT_EQ(mla_decode_max_tiles(synthetic, 2), 0);
-  } else {
-    EXPECT_EQ(mla_decode_max_tiles(c, 2), model_decode_max_tiles());
-    EXPECT_EQ(mla_decode_max_tiles(synthetic, 2), model_decode_max_tiles());
-  }
 }
 
 TEST(LatentKvCache, QuantizedRowsRoundTripThroughTheWindowAndGrow) {

@@ -850,7 +850,9 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
 
 // The most tiles a split takes (MlaDecodeInputs::max_tiles_per_split) wins over the fewest: sequences of up to
 // 6,000 keys, one split each with the fewest at 2^20, 12-13 splits of at most 8 tiles with the most at 8 too, the
-// pure ones of a prompt's image (Mods::kPrompt) in the pure launch; both against the reference, both stores.
+// pure ones of a prompt's image (Mods::kPrompt) in the pure launch; both against the reference, both stores. The
+// image hint (holds_image) caps the modality CTAs' splits at kMaxTilesPerSplitImage (64) where the most is unset:
+// 2 splits of the 94-95 tiles; the joint layout keeps the plan's own.
 TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
@@ -874,6 +876,16 @@ TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
       EXPECT_GE(capped.splits(), 12 + ring) << what;  // 6,000 keys: 94-95 tiles
       EXPECT_LE(capped.splits(), 13 + ring) << what;
       EXPECT_EQ(capped.pure_launch(), true) << what;
+      {  // the image hint, with the most unset: splits of at most 64 tiles (modality CTAs only)
+        MlaDecodeInputs hinted = in;
+        hinted.max_tiles_per_split = 0;
+        hinted.holds_image = true;
+        EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 2 + ring) << what;
+        hinted.variant = MlaDecodeVariant::kTensorCoreWarpRowsJoint;
+        EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 1 + ring) << what;
+        hinted.holds_image = false;
+        EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 1 + ring) << what;
+      }
       const MlaDecodeOutput many = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
       for (const MlaDecodeOutput* got : {&one, &many}) {
         const double ea = rel_err(got->acc, want.acc), em = rel_err(got->mass, want.mass);
@@ -884,7 +896,9 @@ TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
         EXPECT_LT(em, kRelTol) << what << (got == &one ? " (one split)" : " (splits of 8 tiles)");
       }
       // the image's modality CTAs find their tiles in the capped splits too: every head's image mass is there
-      if (m == Mods::kPrompt) EXPECT_TRUE(at::all(many.mass[1] > 0).item<bool>()) << what;
+      if (m == Mods::kPrompt) {
+        EXPECT_TRUE(at::all(many.mass[1] > 0).item<bool>()) << what;
+      }
     }
   }
   st.print("most tiles a split");
@@ -1632,6 +1646,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().max_tiles_per_split = model_decode_max_tiles();  // VLM2MLA_DECODE_MAX_TILES: the most a split
+      // as the model's steps pass it (its cache's holds_image): the plan's cap where the keys hold an image
+      ins.back().holds_image = cfg.n_mod == 2 && cfg.mods != Mods::kText;
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans

@@ -993,7 +993,10 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int min_tiles = p.min_tiles_per_split > 0 ? p.min_tiles_per_split
                           : plan.modality_ctas      ? kMinTilesPerSplitModalityCtas
                                                     : kMinTilesPerSplit;
-    size_splits(plan, tiles, capacity, per_split, min_tiles, p.max_tiles_per_split);
+    const int max_tiles = p.max_tiles_per_split > 0                  ? p.max_tiles_per_split
+                          : plan.modality_ctas && p.holds_image ? kMaxTilesPerSplitImage
+                                                                  : 0;
+    size_splits(plan, tiles, capacity, per_split, min_tiles, max_tiles);
   } else {
     plan.why_generic = why;
     g = Geom{};

@@ -39,6 +39,11 @@ namespace mla_decode_detail {
 constexpr int kTile = 64;            // tokens per tile
 constexpr int kMinTilesPerSplit = 1;  // tensor-core kernels: fewest tiles per split CTA (params.h)
 constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows kernel's modality CTAs
+// The most tiles a modality-CTA split takes where the keys hold an image (params.h's holds_image). Measured on the
+// H200 (docs/KERNELS.md, "Shorter splits where a context holds an image"; 32k contexts, one 2,304-token image
+// each): int4 b = 768 5,326 -> 4,184 µs a call, b = 256 2,021 -> 1,479, bf16 b = 256 1,400 -> 1,278; over
+// text-only keys the same cap cost 5-13%, hence the hint.
+constexpr int kMaxTilesPerSplitImage = 64;
 constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
 constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
