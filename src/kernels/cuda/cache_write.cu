@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
+#include "kernels/cuda/launch_check.cuh"
 #include "kvcache/quant_shape.h"
 
 namespace vlm2mla {
@@ -72,9 +73,7 @@ void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_
     case ElementDtype::kFp16: ring_write_kernel<__half><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
     case ElementDtype::kFp32: ring_write_kernel<float><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
   }
-  const cudaError_t err = cudaGetLastError();
-  VLM2MLA_CHECK(err == cudaSuccess, Error, "ring_write: launching the kernel failed: ", cudaGetErrorName(err), " (",
-                cudaGetErrorString(err), ")");
+  check_kernel_launch("ring_write");
 }
 
 }  // namespace vlm2mla

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/element.cuh"
 
 namespace vlm2mla {
@@ -85,12 +86,6 @@ __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const T* __restrict_
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  VLM2MLA_CHECK(err == cudaSuccess, Error, what, ": launching the kernel failed: ", cudaGetErrorName(err), " (",
-                cudaGetErrorString(err), ")");
-}
-
 template <typename T, bool ADD>
 void launch_typed(const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows, int d, float eps,
                   cudaStream_t stream) {
@@ -134,7 +129,7 @@ void launch_norm(const char* what, const void* x, const void* r, const void* w, 
     case ElementDtype::kFp16: launch_typed<__half, ADD>(x, r, w, sum, out, rows, int(d), eps, stream); break;
     case ElementDtype::kFp32: launch_typed<float, ADD>(x, r, w, sum, out, rows, int(d), eps, stream); break;
   }
-  check_launch(what);
+  check_kernel_launch(what);
 }
 
 }  // namespace
@@ -164,7 +159,7 @@ void launch_silu_mul(const void* gate, int64_t gate_stride, const void* up, int6
       launch_silu_mul_typed<float>(gate, gate_stride, up, up_stride, out, rows, d, stream);
       break;
   }
-  check_launch("silu_mul");
+  check_kernel_launch("silu_mul");
 }
 
 }  // namespace vlm2mla

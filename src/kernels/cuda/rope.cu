@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/element.cuh"
 
 namespace vlm2mla {
@@ -78,9 +79,7 @@ void launch_rope(const RopeParams& p, cudaStream_t stream) {
     case ElementDtype::kFp16: launch_typed<__half>(p, numel / 2, stream); break;
     case ElementDtype::kFp32: launch_typed<float>(p, numel / 2, stream); break;
   }
-  const cudaError_t err = cudaGetLastError();
-  VLM2MLA_CHECK(err == cudaSuccess, Error, "rope: launching the kernel failed: ", cudaGetErrorName(err), " (",
-                cudaGetErrorString(err), ")");
+  check_kernel_launch("rope");
 }
 
 }  // namespace vlm2mla

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/cuda/launch_check.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -45,12 +46,6 @@ __global__ void __launch_bounds__(kThreads) row_copy_kernel(const unsigned char*
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  VLM2MLA_CHECK(err == cudaSuccess, Error, what, ": launching the kernel failed: ", cudaGetErrorName(err), " (",
-                cudaGetErrorString(err), ")");
-}
-
 }  // namespace
 
 void launch_row_copy(const void* src, void* dst, const int64_t (&d)[4], const int64_t (&s)[3], int elem_bytes,
@@ -83,7 +78,7 @@ void launch_row_copy(const void* src, void* dst, const int64_t (&d)[4], const in
     case 4: row_copy_kernel<4><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
     default: row_copy_kernel<2><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
   }
-  check_launch("row_copy");
+  check_kernel_launch("row_copy");
 }
 
 }  // namespace vlm2mla
