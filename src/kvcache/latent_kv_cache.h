@@ -52,8 +52,8 @@ class LatentKvCache : public KvCache {
   // always theirs, as the decode kernel needs.
   const at::Tensor& modality_storage() const { return modality_; }
   // Whether set_modality or fill_synthetic has recorded an image position in any sequence (the decode kernel's
-  // plan then takes shorter splits: MlaDecodeInputs::holds_image). set_modality_at, which a captured step replays, does not
-  // look (no sync there): its positions are the generated text. A hint for speed, never for results.
+  // plan then takes shorter splits: MlaDecodeInputs::holds_image). set_modality_at, which a captured step replays,
+  // does not look (no sync there): its positions are the generated text. A hint for speed, never for results.
   bool holds_image() const { return holds_image_; }
 
   int64_t bytes_allocated() const override;
