@@ -47,11 +47,20 @@ struct MlaDecodeInputs {
   // slots ask for); wins over min_tiles_per_split; 0: the plan's own (below).
   int64_t max_tiles_per_split = 0;
   // CUDA only, two sets: whether some sequence's keys hold an image (a hint: the results do not depend on it).
-  // Where the plan takes the warp-rows kernel's modality CTAs, its splits then take at most
-  // kMaxTilesPerSplitImage tiles unless max_tiles_per_split says otherwise: at large batches one split a sequence
-  // is otherwise the whole context, mixed by its image, and the pure launch gets none of it (docs/KERNELS.md,
-  // "Shorter splits where a context holds an image"). Model steps: the latent cache's holds_image().
+  // Where the plan takes the warp-rows kernel's modality CTAs: the image CTAs first (image_first, below), or else
+  // splits of at most kMaxTilesPerSplitImage tiles unless max_tiles_per_split says otherwise: at large batches one
+  // split a sequence is otherwise the whole context, and a sequence's two CTAs, one short (its image), one long
+  // (its text), interleaved, no longer fit one wave (docs/KERNELS.md, "Shorter splits where a context holds an
+  // image"). Model steps: the latent cache's holds_image().
   bool holds_image = false;
+  // CUDA only, with holds_image, the modality CTAs, where the plan's own splits put every text CTA in one wave of
+  // the card's CTA slots: every sequence's image CTAs dispatched before any text CTA (the grid's z: the image CTAs'
+  // sequences, then the text CTAs'), in those splits (no cap): the short image CTAs pass through the slots first,
+  // then the text CTAs take them as in a text-only context. More CTAs than a wave (int4 at b = 768) keep the two
+  // side by side, capped (measured: image first 18% slower there). The same partials for the same splits, so the
+  // same results bit for bit (test: ImageFirstEqualsTheInterleaved). false: side by side and capped wherever
+  // (model steps: VLM2MLA_DECODE_IMAGE_FIRST=0, model_decode_image_first()).
+  bool image_first = true;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,

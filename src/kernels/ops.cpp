@@ -91,6 +91,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
                 "mla_decode: max_tiles_per_split must be in [0, 2^20], got ", in.max_tiles_per_split);
   p.max_tiles_per_split = int(in.max_tiles_per_split);
   p.holds_image = in.holds_image && s.n_mod == 2 ? 1 : 0;
+  p.image_first = p.holds_image && in.image_first ? 1 : 0;
   p.specialized = !in.specialized ? 0 : in.grouped_rows ? 2 : 1;
   p.pure_splits = in.pure_splits ? (in.pure_launch ? 2 : 1) : 0;
   p.combine = in.combine;
@@ -197,6 +198,7 @@ int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks;
 int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
 int MlaDecodeLaunch::wide_warps() const { return impl_->plan.wide_warps; }
 bool MlaDecodeLaunch::pure_launch() const { return impl_->plan.pure_launch; }
+bool MlaDecodeLaunch::image_first() const { return impl_->plan.image_first; }
 
 #else  // no CUDA kernels in this build
 
@@ -224,6 +226,7 @@ int MlaDecodeLaunch::combine_chunks() const { return 1; }
 int MlaDecodeLaunch::score_ks() const { return 1; }
 int MlaDecodeLaunch::wide_warps() const { return 0; }
 bool MlaDecodeLaunch::pure_launch() const { return false; }
+bool MlaDecodeLaunch::image_first() const { return false; }
 
 #endif
 
@@ -292,6 +295,11 @@ bool model_decode_pure_splits() {
 
 bool model_decode_pure_launch() {
   static EnvSwitch on(kEnvDecodePureLaunch);
+  return on.enabled();
+}
+
+bool model_decode_image_first() {
+  static EnvSwitch on(kEnvDecodeImageFirst);
   return on.enabled();
 }
 

@@ -56,6 +56,10 @@ bool model_decode_pure_splits();
 // Whether those pure splits take a launch of their own (MlaDecodeInputs::pure_launch): on unless
 // VLM2MLA_DECODE_PURE_LAUNCH=0 (read once; EnvSwitch).
 bool model_decode_pure_launch();
+// Whether modality CTAs over keys holding an image are dispatched image CTAs first, in the plan's own splits, where
+// those fit the text CTAs in one wave (MlaDecodeInputs::image_first): on unless VLM2MLA_DECODE_IMAGE_FIRST=0 (read
+// once; EnvSwitch).
+bool model_decode_image_first();
 // Whether the scores-first kernels' scores pass may split the latent's columns over clusters
 // (MlaDecodeInputs::score_clusters): on unless VLM2MLA_DECODE_SCORE_CLUSTERS=0 (read once; EnvSwitch).
 bool model_decode_score_clusters();
@@ -113,6 +117,8 @@ class MlaDecodeLaunch {
   int wide_warps() const;             // the scores-first kernels' values pass: warps a CTA (0: not those kernels)
   bool pure_launch() const;           // modality CTAs: the pure splits in a launch of their own
                                       // (MlaDecodeInputs::pure_launch)
+  bool image_first() const;           // modality CTAs: every image CTA dispatched before the text ones
+                                      // (MlaDecodeInputs::image_first)
 
  private:
   PreparedMlaDecode* impl_;

@@ -84,8 +84,12 @@ struct MlaDecodeParams {
   int max_length = 0;  // an upper bound on length[i] - start[i] over the batch (sizes the split-KV grid)
   int min_tiles_per_split = 0;  // tensor-core kernels: fewest 64-token tiles per split CTA; 0: the plan's own
   int max_tiles_per_split = 0;  // tensor-core kernels: most 64-token tiles per split CTA (wins over the fewest);
-                                // 0: the plan's own (kMaxTilesPerSplitImage for modality CTAs with holds_image)
+                                // 0: the plan's own (kMaxTilesPerSplitImage for modality CTAs with holds_image
+                                // where the plan does not take image_first)
   int holds_image = 0;  // two sets: 1 where some sequence's keys hold an image (a hint for the plan, not results)
+  int image_first = 0;  // with holds_image, warp-rows kernel's modality CTAs: 1 dispatches every image CTA
+                        // before the text ones, in the plan's own splits, where those fit the text CTAs in one
+                        // wave (MlaDecodeInputs::image_first)
   int specialized = 0;  // warp-rows kernel: 1 takes the instance built for r_kv 128, h_kv * d_rope 128, d_rope 32
                         // (their loop bounds and strides compile-time constants) where the sizes are those; 2
                         // bf16 caches: its grouped-rows twin (7 heads per kv group in 8 rows, full tiles

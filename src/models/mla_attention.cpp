@@ -317,6 +317,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.min_tiles_per_split = model_decode_min_tiles();
   in.max_tiles_per_split = model_decode_max_tiles();
   in.holds_image = n_mod == 2 && cache.holds_image();
+  in.image_first = model_decode_image_first();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();

@@ -851,8 +851,9 @@ TEST(MlaDecodeCuda, PureSplitsEqualTheScanned) {
 // The most tiles a split takes (MlaDecodeInputs::max_tiles_per_split) wins over the fewest: sequences of up to
 // 6,000 keys, one split each with the fewest at 2^20, 12-13 splits of at most 8 tiles with the most at 8 too, the
 // pure ones of a prompt's image (Mods::kPrompt) in the pure launch; both against the reference, both stores. The
-// image hint (holds_image) caps the modality CTAs' splits at kMaxTilesPerSplitImage (64) where the most is unset:
-// 2 splits of the 94-95 tiles; the joint layout keeps the plan's own.
+// image hint (holds_image) without the image CTAs first caps the modality CTAs' splits at kMaxTilesPerSplitImage
+// (64) where the most is unset: 2 splits of the 94-95 tiles; with them first (the default), and in the joint
+// layout, the plan's own.
 TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   Stats st;
@@ -876,11 +877,15 @@ TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
       EXPECT_GE(capped.splits(), 12 + ring) << what;  // 6,000 keys: 94-95 tiles
       EXPECT_LE(capped.splits(), 13 + ring) << what;
       EXPECT_EQ(capped.pure_launch(), true) << what;
-      {  // the image hint, with the most unset: splits of at most 64 tiles (modality CTAs only)
+      {  // the image hint, with the most unset: splits of at most 64 tiles (modality CTAs one a modality only)
         MlaDecodeInputs hinted = in;
         hinted.max_tiles_per_split = 0;
         hinted.holds_image = true;
+        EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 1 + ring) << what;  // image CTAs first: the plan's own
+        EXPECT_TRUE(MlaDecodeLaunch(hinted).image_first()) << what;
+        hinted.image_first = false;
         EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 2 + ring) << what;
+        EXPECT_FALSE(MlaDecodeLaunch(hinted).image_first()) << what;
         hinted.variant = MlaDecodeVariant::kTensorCoreWarpRowsJoint;
         EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 1 + ring) << what;
         hinted.holds_image = false;
@@ -903,6 +908,100 @@ TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
   }
   st.print("most tiles a split");
   EXPECT_EQ(st.n, 8);
+}
+
+// The image CTAs first (MlaDecodeInputs::image_first, on by default where the keys hold an image): the grid's z
+// holds every sequence's image CTAs, then the text CTAs; each CTA writes the partials of its (split, modality) as
+// when the two sit side by side in x, so that with the same splits (max_tiles_per_split fixes them) the results
+// are bit for bit the same: every modality pattern, both stores (int4 with and without its ring), the 7B-size
+// instances and the generic ones (r_kv 64), one split a sequence and many, and the pure launch's instance. With the
+// plans' own splits (side by side capped, image first not), both against the float64 reference. The plan takes
+// them only with the image hint and the modality CTAs, and where its text CTAs fit one wave (600 sequences do not:
+// side by side, capped).
+TEST(MlaDecodeCuda, ImageFirstEqualsTheInterleaved) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0, n = 0;
+  auto check = [&](MlaDecodeInputs in, const std::string& what) {
+    in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+    in.holds_image = true;
+    in.image_first = false;
+    const std::string kernel = MlaDecodeLaunch(in).kernel();
+    EXPECT_EQ(layout_of(kernel), "tc-rows-mod") << what;
+    for (int64_t most : {int64_t(8), int64_t(1) << 20}) {  // many splits a sequence; one (the fewest at 2^20)
+      in.max_tiles_per_split = most;
+      in.min_tiles_per_split = most;
+      in.image_first = false;
+      const MlaDecodeLaunch side_plan(in);
+      EXPECT_FALSE(side_plan.image_first()) << what;
+      EXPECT_TRUE(side_plan.pure_launch()) << what;
+      const int splits = side_plan.splits();
+      const MlaDecodeOutput side = mla_decode(in);
+      in.image_first = true;
+      const MlaDecodeLaunch first_plan(in);
+      EXPECT_TRUE(first_plan.image_first()) << what;
+      EXPECT_TRUE(first_plan.pure_launch()) << what;
+      EXPECT_EQ(first_plan.splits(), splits) << what;
+      expect_same_bits(in, kernel.c_str(), side, what + " (most tiles " + std::to_string(most) + ")",
+                       "from the side-by-side CTAs'");
+      in.pure_launch = false;  // the main instance alone
+      expect_same_bits(in, kernel.c_str(), side, what + " (most tiles " + std::to_string(most) + ", one launch)",
+                       "from the side-by-side CTAs'");
+      in.pure_launch = true;
+      ++n;
+    }
+    // the plans' own splits; then without the hint, none
+    in.max_tiles_per_split = 0;
+    in.min_tiles_per_split = 0;
+    const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
+    for (bool first : {false, true}) {
+      in.image_first = first;
+      const MlaDecodeOutput got = mla_decode(in);
+      const double ea = rel_err(got.acc, want.acc), em = rel_err(got.mass, want.mass);
+      ++st.n;
+      st.worst_acc = std::max(st.worst_acc, ea);
+      st.worst_mass = std::max(st.worst_mass, em);
+      EXPECT_LT(ea, kRelTol) << what << (first ? " (image first)" : " (side by side)");
+      EXPECT_LT(em, kRelTol) << what << (first ? " (image first)" : " (side by side)");
+    }
+    in.holds_image = false;
+    EXPECT_FALSE(MlaDecodeLaunch(in).image_first()) << what;
+    in.holds_image = true;
+    in.variant = MlaDecodeVariant::kTensorCoreWarpRowsJoint;
+    EXPECT_FALSE(MlaDecodeLaunch(in).image_first()) << what;
+  };
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kPrompt, Mods::kRuns, Mods::kRandom, Mods::kImage, Mods::kText}) {
+      for (int64_t r_kv : {128, 64}) {
+        Case c = pattern_case(f, m, 32, 2, seed, 2600);  // (int4: the ring at even seeds)
+        c.r_kv = r_kv;
+        c.run = m == Mods::kPrompt ? 700 : 300;
+        ++seed;
+        check(make_inputs(c, at::Device(at::kCUDA, 0)), c.str());
+      }
+    }
+    Case prompt = Case::qwen7b_md_int4({0, 77, 5}, {6000, 5000, 3100});
+    prompt.format = f;
+    prompt.mods = Mods::kPrompt;
+    prompt.run = 2304;
+    prompt.seed = 2600 + seed++;
+    check(make_inputs(prompt, at::Device(at::kCUDA, 0)), prompt.str());
+  }
+  {  // more sequences than one wave of CTAs holds: side by side, in splits of at most 64 tiles
+    Case many = pattern_case(MlaCacheFormat::kBf16, Mods::kPrompt, 32, 2, 0, 2700);
+    many.start.assign(600, 0);
+    many.length.assign(600, 5000);
+    many.run = 700;
+    MlaDecodeInputs in = make_inputs(many, at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+    in.holds_image = true;
+    const MlaDecodeLaunch wide(in);
+    EXPECT_FALSE(wide.image_first()) << many.str();
+    EXPECT_EQ(wide.splits(), 2) << many.str();  // 79 tiles
+  }
+  st.print("image CTAs first");
+  EXPECT_EQ(n, 44);     // per store: 5 patterns x 2 widths + the prompt, each at two split sizes
+  EXPECT_EQ(st.n, 44);  // the same 22 cases in the plans' own splits, side by side and image first
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
@@ -1646,8 +1745,10 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().variant = cfg.v;
       ins.back().min_tiles_per_split = cfg.min_tiles;
       ins.back().max_tiles_per_split = model_decode_max_tiles();  // VLM2MLA_DECODE_MAX_TILES: the most a split
-      // as the model's steps pass it (its cache's holds_image): the plan's cap where the keys hold an image
+      // as the model's steps pass it (its cache's holds_image): the image CTAs first, or the plan's cap, where the
+      // keys hold an image
       ins.back().holds_image = cfg.n_mod == 2 && cfg.mods != Mods::kText;
+      ins.back().image_first = model_decode_image_first();  // VLM2MLA_DECODE_IMAGE_FIRST=0: capped
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans

@@ -25,6 +25,9 @@ struct MlaDecodePlan {
   bool pure_launch = false;    // modality CTAs: the pure splits (keys of the CTA's modality only) attended by an
                                // instance of their own in a launch before the main kernel's (params.h's
                                // pure_splits 2), whose CTAs then leave them
+  bool image_first = false;    // modality CTAs over keys holding an image (params.h's image_first), the text
+                               // CTAs in one wave: the grid (split, head block, 2 b), every image CTA before the
+                               // text ones, no split cap
   int specialized = 0;         // warp rows: which instance built for these sizes was taken (params.h's
                                // `specialized`: 1, 2 its grouped-rows twin), 0 the generic one
   std::string why_generic;    // when !tensor_core: the first condition that failed

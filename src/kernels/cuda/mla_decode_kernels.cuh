@@ -111,6 +111,8 @@ struct Geom {
   int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
   int pure_launch = 0;      // warp-rows kernel, modality CTAs: 1 when an instance of their own (PURE_ONLY) attends
                             // the pure splits in a launch before this one, so the CTAs of this one leave them
+  int image_first = 0;      // warp-rows kernel, modality CTAs: 1 when the grid is (split, head block, 2 b), the
+                            // image CTAs' sequences first (dispatched first), partials at 2 split + modality as ever
   int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
@@ -1464,10 +1466,11 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
   }
 }
 
-// MODCTA (modality CTAs, two-set models): NMOD == 1's layout, the rows being the heads of one modality, that
-// of blockIdx.x % 2; split blockIdx.x / 2. The CTA attends the tokens of its modality only and skips the
+// MODCTA (modality CTAs, two-set models): NMOD == 1's layout, the rows being the heads of one modality, cta_mod
+// (blockIdx.x % 2, split blockIdx.x / 2; or, g.image_first, the image where blockIdx.z < b, split blockIdx.x:
+// the kernel says which, and the sequence b). The CTA attends the tokens of its modality only and skips the
 // tiles that hold none without loading them: all eight warps work on every tile it loads, where the joint
-// layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split blockIdx.x's, with
+// layout (NMOD == 2) idles the warps of the modality a tile lacks. Its partials are split 2 split + cta_mod's, with
 // the other modality's mass 0 (the combine then skips that accumulator, which the CTA does not write).
 // GP > 0: grouped rows (row_to_head), GP rows per kv group; and full tiles unmasked (FT): tiles whose tokens
 // are all valid and of the warp's rows' modality skip the masks (rows_tile); with two modalities' bytes the
@@ -1483,7 +1486,8 @@ __device__ __forceinline__ void piece_modalities(const uint4& v, int j0, int j_l
 // instructions, 9 spill loads a warp and tile, parameters and thread indices loaded again each tile).
 template <int NMOD, int MT, int NO, bool INT4, bool MODCTA, int RKV, int HR, int DR, int GP, int CS, bool EXT,
           bool PURE_ONLY>
-__device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const Geom& g) {
+__device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const Geom& g, const int cta_mod,
+                                                 const int split, const int b) {
   static_assert(CS == 1 || (RKV == 0 && GP == 0), "column splits: generic sizes");
   static_assert(!PURE_ONLY || (MODCTA && CS == 1 && !EXT), "the pure splits' instance: modality CTAs, one column");
   constexpr bool kOneStage = CS > 1 && INT4;  // one bf16 tile buffer
@@ -1510,9 +1514,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   float4* const xch =
       CS > 1 ? reinterpret_cast<float4*>(smem + g.off_xch) + (mt + MT * part) * CS * NS * 32 : nullptr;
   const int xbar = 1 + mt + MT * part;
-  const int cta_mod = MODCTA ? int(blockIdx.x & 1u) : 0;
   const int my_mod = MODCTA ? cta_mod : (NMOD == 2 && mt >= MH) ? 1 : 0;
-  const int split = MODCTA ? int(blockIdx.x >> 1) : int(blockIdx.x), b = blockIdx.z;
   const int head0 = blockIdx.y * (GP > 0 ? MT * (16 / NMOD) / GP * (GP - 1) : MT * (16 / NMOD));
   const uint32_t sbase = smem_addr(smem);
 
@@ -1642,7 +1644,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
     return min(t_end, win + kThreads);
   };
   const Partials w = partials(p, g.total_splits);
-  const int ps = blockIdx.x;  // the partials' split (MODCTA: split and modality)
+  const int ps = MODCTA ? 2 * split + cta_mod : split;  // the partials' split (MODCTA: split and modality)
   // A row's partials header: its mass and (once per head) the max; a modality CTA also zeroes the other
   // modality's mass, whose accumulator it does not write (the combine skips it).
   auto write_header = [&](int row, float m, float mass) {
@@ -1973,7 +1975,14 @@ template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0,
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
   if constexpr (PURE_ONLY) grid_launch_dependents();
-  rows_kernel_body<NMOD, MT, NO, INT4, MODCTA, RKV, HR, DR, GP, CS, EXT, PURE_ONLY>(p, g);
+  // blockIdx.x: 2 split + modality (MODCTA), or the split; blockIdx.z the sequence. g.image_first (MODCTA):
+  // blockIdx.x the split, blockIdx.z the image CTAs' sequences, then the text CTAs'
+  const bool image_first = MODCTA && g.image_first;
+  const bool image_z = image_first && int(blockIdx.z) < p.b;
+  rows_kernel_body<NMOD, MT, NO, INT4, MODCTA, RKV, HR, DR, GP, CS, EXT, PURE_ONLY>(
+      p, g, !MODCTA ? 0 : image_first ? (image_z ? 1 : 0) : int(blockIdx.x & 1u),
+      image_first || !MODCTA ? int(blockIdx.x) : int(blockIdx.x >> 1),
+      image_first && !image_z ? int(blockIdx.z) - p.b : int(blockIdx.z));
   if constexpr (MODCTA && !PURE_ONLY) {
     if (g.pure_launch) grid_dependency_wait();
   }
