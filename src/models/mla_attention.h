@@ -145,9 +145,10 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const Absorbe
 // upper bound on length - start (it sizes the kernel's split grid): shape-static decode steps pass
 // the cache's capacity, so that one captured launch serves every step.
 // The kernel is told whether the cache holds an image (LatentKvCache::holds_image; MlaDecodeInputs::holds_image):
-// where it takes the modality CTAs (two sets), its splits are then shorter, so that an image leaves most of them
-// pure (docs/KERNELS.md, "Shorter splits where a context holds an image"); VLM2MLA_DECODE_MAX_TILES sets the most
-// tiles a split takes for every step instead.
+// where it takes the modality CTAs (two sets), it then dispatches the image CTAs first where its splits fit the text
+// CTAs in one wave (MlaDecodeInputs::image_first; VLM2MLA_DECODE_IMAGE_FIRST=0 off), else takes shorter splits, so
+// that an image leaves most of them pure (docs/KERNELS.md, "Shorter splits where a context holds an image", "The
+// image CTAs first"); VLM2MLA_DECODE_MAX_TILES sets the most tiles a split takes for every step instead.
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
                                          const at::Tensor& start, const at::Tensor& length,

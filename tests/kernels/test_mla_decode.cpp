@@ -495,6 +495,17 @@ struct Stats {
   }
 };
 
+// got within the reference's tolerance (kRelTol, acc and mass), recorded in st; `what` names the case
+void expect_within_reference(Stats& st, const MlaDecodeOutput& got, const MlaDecodeOutput& want,
+                             const std::string& what) {
+  const double ea = rel_err(got.acc, want.acc), em = rel_err(got.mass, want.mass);
+  ++st.n;
+  st.worst_acc = std::max(st.worst_acc, ea);
+  st.worst_mass = std::max(st.worst_mass, em);
+  EXPECT_LT(ea, kRelTol) << what;
+  EXPECT_LT(em, kRelTol) << what;
+}
+
 // (views: the inputs as the model passes them, as_model_views: bf16 query views, results into a bf16 buffer)
 void check_case(const Case& c, MlaDecodeVariant variant, Stats& st, bool views = false) {
   MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
@@ -892,14 +903,8 @@ TEST(MlaDecodeCuda, MostTilesASplitWinOverTheFewest) {
         EXPECT_EQ(MlaDecodeLaunch(hinted).splits(), 1 + ring) << what;
       }
       const MlaDecodeOutput many = mla_decode(in), want = mla_decode_ref(in, at::kDouble);
-      for (const MlaDecodeOutput* got : {&one, &many}) {
-        const double ea = rel_err(got->acc, want.acc), em = rel_err(got->mass, want.mass);
-        ++st.n;
-        st.worst_acc = std::max(st.worst_acc, ea);
-        st.worst_mass = std::max(st.worst_mass, em);
-        EXPECT_LT(ea, kRelTol) << what << (got == &one ? " (one split)" : " (splits of 8 tiles)");
-        EXPECT_LT(em, kRelTol) << what << (got == &one ? " (one split)" : " (splits of 8 tiles)");
-      }
+      for (const MlaDecodeOutput* got : {&one, &many})
+        expect_within_reference(st, *got, want, what + (got == &one ? " (one split)" : " (splits of 8 tiles)"));
       // the image's modality CTAs find their tiles in the capped splits too: every head's image mass is there
       if (m == Mods::kPrompt) {
         EXPECT_TRUE(at::all(many.mass[1] > 0).item<bool>()) << what;
@@ -956,13 +961,7 @@ TEST(MlaDecodeCuda, ImageFirstEqualsTheInterleaved) {
     const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
     for (bool first : {false, true}) {
       in.image_first = first;
-      const MlaDecodeOutput got = mla_decode(in);
-      const double ea = rel_err(got.acc, want.acc), em = rel_err(got.mass, want.mass);
-      ++st.n;
-      st.worst_acc = std::max(st.worst_acc, ea);
-      st.worst_mass = std::max(st.worst_mass, em);
-      EXPECT_LT(ea, kRelTol) << what << (first ? " (image first)" : " (side by side)");
-      EXPECT_LT(em, kRelTol) << what << (first ? " (image first)" : " (side by side)");
+      expect_within_reference(st, mla_decode(in), want, what + (first ? " (image first)" : " (side by side)"));
     }
     in.holds_image = false;
     EXPECT_FALSE(MlaDecodeLaunch(in).image_first()) << what;

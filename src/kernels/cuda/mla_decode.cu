@@ -998,10 +998,10 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     // else (measured: int4 at b = 768, 1.5 waves of whole-context CTAs, 18% slower a step than the cap) each split's
     // two CTAs side by side, in splits of at most kMaxTilesPerSplitImage tiles. The most a split, where given,
     // wins over both.
+    const bool image = plan.modality_ctas && p.holds_image;
     size_splits(plan, tiles, capacity, per_split, min_tiles, p.max_tiles_per_split);
-    plan.image_first = plan.modality_ctas && p.holds_image && p.image_first &&
-                       per_split * plan.splits <= capacity;
-    if (plan.modality_ctas && p.holds_image && !plan.image_first && p.max_tiles_per_split == 0)
+    plan.image_first = image && p.image_first && per_split * plan.splits <= capacity;
+    if (image && !plan.image_first && p.max_tiles_per_split == 0)
       size_splits(plan, tiles, capacity, per_split, min_tiles, kMaxTilesPerSplitImage);
     g.image_first = plan.image_first ? 1 : 0;
   } else {
