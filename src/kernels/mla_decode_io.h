@@ -61,6 +61,11 @@ struct MlaDecodeInputs {
   // same results bit for bit (test: ImageFirstEqualsTheInterleaved). false: side by side and capped wherever
   // (model steps: VLM2MLA_DECODE_IMAGE_FIRST=0, model_decode_image_first()).
   bool image_first = true;
+  // CUDA only, two sets, optional: each sequence's segments of keys of one kind, int32 [b, K + 1] on the inputs'
+  // device, 1 <= K <= 16 (the latent cache's modality_segments, kvcache/modality_segments.h): where the plan takes
+  // the modality CTAs their splits follow them, so that an image leaves only the tiles on its edges in mixed
+  // splits; else ignored (and holds_image's cap taken). Any content gives the same keys: a hint for the plan.
+  at::Tensor split_bounds;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,

@@ -73,6 +73,15 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   at::Tensor length = keep(in.length.to(at::kInt).contiguous());
   at::Tensor start = keep(in.start.defined() ? in.start.to(at::kInt).contiguous() : at::zeros_like(length));
   at::Tensor modality = s.n_mod == 2 ? keep(in.modality.to(at::kByte).contiguous()) : at::Tensor();
+  at::Tensor split_bounds;
+  if (s.n_mod == 2 && in.split_bounds.defined()) {
+    const at::Tensor& sb = in.split_bounds;
+    VLM2MLA_CHECK(sb.scalar_type() == at::kInt && sb.dim() == 2 && sb.size(0) == s.b && sb.size(1) >= 2 &&
+                      sb.size(1) <= 17 && sb.device() == s.device,
+                  ArgumentError, "mla_decode: split_bounds must be int32 [b = ", s.b, ", K + 1] with 1 <= K <= 16 on ",
+                  s.device, ", got ", c10::toString(sb.scalar_type()), " ", sb.sizes(), " on ", sb.device());
+    split_bounds = keep(sb.contiguous());
+  }
 
   MlaDecodeParams& p = pr.params;
   p.format = in.format;
@@ -110,6 +119,10 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.start = ptr<int32_t>(start);
   p.length = ptr<int32_t>(length);
   p.modality = ptr<uint8_t>(modality);
+  if (split_bounds.defined()) {
+    p.split_bounds = ptr<int32_t>(split_bounds);
+    p.bound_segments = int(split_bounds.size(1) - 1);
+  }
   switch (in.format) {
     case MlaCacheFormat::kBf16:
       p.latent = ptr<uint16_t>(in.latent);
@@ -199,6 +212,7 @@ int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
 int MlaDecodeLaunch::wide_warps() const { return impl_->plan.wide_warps; }
 bool MlaDecodeLaunch::pure_launch() const { return impl_->plan.pure_launch; }
 bool MlaDecodeLaunch::image_first() const { return impl_->plan.image_first; }
+int MlaDecodeLaunch::bound_segments() const { return impl_->plan.bound_segments; }
 
 #else  // no CUDA kernels in this build
 
@@ -227,6 +241,7 @@ int MlaDecodeLaunch::score_ks() const { return 1; }
 int MlaDecodeLaunch::wide_warps() const { return 0; }
 bool MlaDecodeLaunch::pure_launch() const { return false; }
 bool MlaDecodeLaunch::image_first() const { return false; }
+int MlaDecodeLaunch::bound_segments() const { return 0; }
 
 #endif
 
@@ -290,6 +305,11 @@ bool model_decode_grouped_rows() {
 
 bool model_decode_pure_splits() {
   static EnvSwitch on(kEnvDecodePureSplits);
+  return on.enabled();
+}
+
+bool model_decode_segments() {
+  static EnvSwitch on(kEnvDecodeSegments);
   return on.enabled();
 }
 

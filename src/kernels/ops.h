@@ -60,6 +60,9 @@ bool model_decode_pure_launch();
 // those fit the text CTAs in one wave (MlaDecodeInputs::image_first): on unless VLM2MLA_DECODE_IMAGE_FIRST=0 (read
 // once; EnvSwitch).
 bool model_decode_image_first();
+// Whether the decode steps pass the cache's modality segments (MlaDecodeInputs::split_bounds): on unless
+// VLM2MLA_DECODE_SEGMENTS=0 (read once; EnvSwitch), which leaves the holds_image cap.
+bool model_decode_segments();
 // Whether the scores-first kernels' scores pass may split the latent's columns over clusters
 // (MlaDecodeInputs::score_clusters): on unless VLM2MLA_DECODE_SCORE_CLUSTERS=0 (read once; EnvSwitch).
 bool model_decode_score_clusters();
@@ -119,6 +122,8 @@ class MlaDecodeLaunch {
                                       // (MlaDecodeInputs::pure_launch)
   bool image_first() const;           // modality CTAs: every image CTA dispatched before the text ones
                                       // (MlaDecodeInputs::image_first)
+  int bound_segments() const;         // modality CTAs: segments a sequence the splits follow
+                                      // (MlaDecodeInputs::split_bounds), 0 where uniform
 
  private:
   PreparedMlaDecode* impl_;

@@ -90,6 +90,14 @@ struct MlaDecodeParams {
   int image_first = 0;  // with holds_image, warp-rows kernel's modality CTAs: 1 dispatches every image CTA
                         // before the text ones, in the plan's own splits, where those fit the text CTAs in one
                         // wave (MlaDecodeInputs::image_first)
+  // two sets, optional: each sequence's segments of keys of one kind (text tiles, image tiles, tiles of both; the
+  // latent cache's modality_segments), int32 [b, bound_segments + 1] tile indices (position / 64), segment k of
+  // sequence i covering tiles [split_bounds[i][k], split_bounds[i][k + 1]) (the first from the keys' first tile,
+  // the last to their end). Where the plan takes the modality CTAs, their splits follow them (split_map.h's
+  // segment_split_tiles), so that an image leaves no split mixed but the tiles on its edges; else ignored. A hint
+  // for the plan: any content gives the same keys (balance, not results).
+  const int32_t* split_bounds = nullptr;
+  int bound_segments = 0;  // 1..kMaxSplitSegments (0: no split_bounds)
   int specialized = 0;  // warp-rows kernel: 1 takes the instance built for r_kv 128, h_kv * d_rope 128, d_rope 32
                         // (their loop bounds and strides compile-time constants) where the sizes are those; 2
                         // bf16 caches: its grouped-rows twin (7 heads per kv group in 8 rows, full tiles

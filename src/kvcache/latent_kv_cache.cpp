@@ -1,6 +1,7 @@
 #include "kvcache/latent_kv_cache.h"
 
 #include "core/error.h"
+#include "kvcache/modality_segments.h"
 
 namespace vlm2mla {
 
@@ -37,7 +38,14 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
   // (the decoder passes a device mask only where the step holds an image token, else zeros on the host: a sync
   // at most once per prefill with images)
-  if (!holds_image_ && image.any().item<bool>()) holds_image_ = true;
+  const bool step_image = (!holds_image_ || s > 1) && image.any().item<bool>();
+  holds_image_ = holds_image_ || step_image;
+  if (holds_image_ && (s > 1 || step_image)) update_segments(total);
+}
+
+void LatentKvCache::update_segments(int64_t total) {
+  segments_ = vlm2mla::modality_segments(modality_.narrow(1, 0, total));
+  if (segments_.defined()) segments_ = segments_.to(modality_.device());
 }
 
 void LatentKvCache::write(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope) {
@@ -79,6 +87,8 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
     modality_.zero_();
     if (image.defined()) modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
     holds_image_ = image.defined() && image.any().item<bool>();
+    segments_ = at::Tensor();
+    if (holds_image_) update_segments(length);
   }
   length_ = length;
 }

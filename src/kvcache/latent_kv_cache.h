@@ -55,6 +55,11 @@ class LatentKvCache : public KvCache {
   // plan then takes shorter splits: MlaDecodeInputs::holds_image). set_modality_at, which a captured step replays,
   // does not look (no sync there): its positions are the generated text. A hint for speed, never for results.
   bool holds_image() const { return holds_image_; }
+  // Each sequence's segments of keys of one kind (modality_segments), int32 [b, K + 1] on the cache's device, for
+  // the decode kernel's splits (MlaDecodeInputs::split_bounds): worked out again where set_modality records a
+  // prefill chunk (s > 1) or an image, and by fill_synthetic (a sync and a copy each: prefill only); undefined
+  // while the cache holds no image or too many to follow.
+  const at::Tensor& modality_segments() const { return segments_; }
 
   int64_t bytes_allocated() const override;
   int64_t bytes_per_token() const override;
@@ -65,6 +70,8 @@ class LatentKvCache : public KvCache {
   std::vector<std::unique_ptr<RowStore>> latent_, rope_;
   at::Tensor modality_;  // uint8 [b, capacity] or undefined
   bool holds_image_ = false;
+  at::Tensor segments_;
+  void update_segments(int64_t total);
 };
 
 }  // namespace vlm2mla

@@ -11,7 +11,9 @@
 #include "generate/generate.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
+#include "kernels/split_map.h"
 #include "kvcache/latent_kv_cache.h"
+#include "kvcache/modality_segments.h"
 #include "models/mla_attention.h"
 #include "models/model.h"
 #include "support/fixtures.h"
@@ -338,6 +340,81 @@ TEST(LatentKvCache, HoldsAnImageOnceOneIsRecorded) {
   LatentKvCache one_set({8}, 4, false, 2, 16, spec, at::kFloat, at::kCPU);  // no modality store
   one_set.set_modality(at::ones({2, 3}, mask));
   EXPECT_FALSE(one_set.holds_image());
+}
+
+// Each sequence's segments of keys of one kind (kvcache/modality_segments.h): a prompt's image gives a mixed tile,
+// the image's tiles, a mixed tile and the text; an image at the end, the generated tokens' segment after it (and a
+// partial last tile alone); text only, none; more segments than allowed, none; sequences with fewer segments padded.
+// Along them, the decode kernel's splits (kernels/split_map.h) hold keys of both kinds only in one-tile splits.
+TEST(ModalitySegments, FollowAPromptsImage) {
+  const int64_t n = 16 + 2304 + 3000;
+  at::Tensor m = at::zeros({3, n}, at::kBool);
+  m[0].narrow(0, 16, 2304).fill_(true);   // text, image, text
+  m[1].narrow(0, 3000, 2320).fill_(true);  // text, then an image to the end (3000 + 2320 = n)
+  at::Tensor seg = modality_segments(m);
+  ASSERT_TRUE(seg.defined());
+  ASSERT_EQ(seg.scalar_type(), at::kInt);
+  const int32_t big = INT32_MAX;
+  // sequence 1: tiles 0-45 text, 46 both (2944-3007), 47-82 image, 83 (5312-5319, partial) image: the last run is an
+  // image, so the partial tile alone and then the generated tokens' segment from tile 84
+  const std::vector<std::vector<int32_t>> want = {
+      {0, 1, 36, 37, big, big}, {0, 46, 47, 83, 84, big}, {0, big, big, big, big, big}};
+  ASSERT_EQ(seg.size(0), 3);
+  ASSERT_EQ(seg.size(1), 6) << seg;  // K = 5 (sequence 1's)
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t k = 0; k < 6; ++k) EXPECT_EQ(seg[i][k].item<int32_t>(), want[i][k]) << i << " " << k << "\n" << seg;
+  EXPECT_FALSE(modality_segments(at::zeros({2, 500}, at::kBool)).defined());  // text only
+  EXPECT_FALSE(modality_segments(m, 4).defined());                          // sequence 1 has 5
+  EXPECT_TRUE(modality_segments(m.to(at::kByte), 5).defined());
+  EXPECT_THROW(modality_segments(at::zeros({5}, at::kBool)), ArgumentError);
+  // the splits along sequence 0's segments, at several chunk lengths: a split with both kinds is one tile
+  const at::Tensor row = seg[0].contiguous();
+  const int32_t* bounds = row.data_ptr<int32_t>();
+  const int n_seg = int(seg.size(1) - 1), hi = int(n) + 40;  // 40 generated tokens
+  for (int tps : {4, 64, 512}) {
+    const int splits = ((hi - 1) / 64 + 1 + tps - 1) / tps + n_seg;
+    for (int s = 0; s < splits; ++s) {
+      int first = 0, end = 0;
+      segment_split_tiles(0, hi, s, splits, tps, bounds, n_seg, first, end);
+      bool text = false, image = false;
+      for (int64_t j = int64_t(first) * 64; j < std::min<int64_t>(n, int64_t(end) * 64); ++j)
+        (m[0][j].item<bool>() ? image : text) = true;
+      if (text && image) EXPECT_EQ(end - first, 1) << "split " << s << " [" << first << ", " << end << ") at " << tps;
+    }
+  }
+}
+
+// The latent cache keeps them for its decode steps: none for text, set by a prefill chunk with an image (on the
+// cache's device), worked out again by a later prefill chunk, kept by decode steps; fill_synthetic sets them too.
+// (Tiles of the 300 positions: 0-1 text, 2 image, 3 both, 4 text.)
+TEST(LatentKvCache, KeepsTheModalitySegmentsOfItsPrefill) {
+  const CacheSpec spec{CacheType::kBf16, 64, 128};
+  const at::TensorOptions mask = at::TensorOptions().dtype(at::kBool);
+  LatentKvCache c({8}, 4, true, 1, 512, spec, at::kFloat, at::kCPU);
+  c.set_modality(at::zeros({1, 100}, mask));
+  c.advance(100);
+  EXPECT_FALSE(c.modality_segments().defined());
+  at::Tensor image = at::zeros({1, 200}, mask);
+  image.narrow(1, 28, 100).fill_(true);  // positions 128-227: tiles 2 (image), 3 (both)
+  c.set_modality(image);
+  c.advance(200);
+  ASSERT_TRUE(c.modality_segments().defined());
+  EXPECT_TRUE(at::equal(c.modality_segments(), at::tensor({0, 2, 3, 4, INT32_MAX}, at::kInt).view({1, 5})))
+      << c.modality_segments();
+  const at::Tensor before = c.modality_segments();
+  c.set_modality(at::zeros({1, 100}, mask));  // a text chunk: worked out again, the text run longer, the same bounds
+  c.advance(100);
+  EXPECT_FALSE(c.modality_segments().is_same(before));
+  EXPECT_TRUE(at::equal(c.modality_segments(), before)) << c.modality_segments();
+  const at::Tensor kept = c.modality_segments();
+  c.set_modality(at::zeros({1, 1}, mask));  // a decode step: kept as they are
+  EXPECT_TRUE(c.modality_segments().is_same(kept));
+  LatentKvCache synthetic({8}, 4, true, 1, 512, spec, at::kFloat, at::kCPU);
+  at::Tensor fill = at::zeros({1, 300}, mask);
+  fill.narrow(1, 64, 64).fill_(true);
+  synthetic.fill_synthetic(300, fill);
+  EXPECT_TRUE(at::equal(synthetic.modality_segments(), at::tensor({0, 1, 2, INT32_MAX}, at::kInt).view({1, 4})))
+      << synthetic.modality_segments();
 }
 
 TEST(LatentKvCache, QuantizedRowsRoundTripThroughTheWindowAndGrow) {

@@ -1003,6 +1003,72 @@ TEST(MlaDecodeCuda, ImageFirstEqualsTheInterleaved) {
   EXPECT_EQ(st.n, 44);  // the same 22 cases in the plans' own splits, side by side and image first
 }
 
+// Splits along each sequence's segments (MlaDecodeInputs::split_bounds): the modality CTAs take them (the joint
+// layout ignores them), and any bounds give the reference's results: a prompt's image (bounds on its edges, as the
+// latent cache's modality_segments gives them), bounds of no meaning (out of order, past the keys), one split of
+// the plan's own (the fewest tiles at 2^20) and its default, a max_length hint far below the lengths (more chunks
+// than splits: the last takes the rest), start offsets, int4's ring; both stores. With the image hint the image CTAs
+// go first (at any count of waves where the splits follow segments), bit for bit the side-by-side results.
+TEST(MlaDecodeCuda, SplitsAlongSegmentsMatchTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0;
+  const int32_t big = INT32_MAX;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    Case c = Case::qwen7b_md_int4({0, 77, 5}, {6000, 5000, 3100});
+    c.format = f;
+    c.mods = Mods::kPrompt;
+    c.run = 2304;
+    // sequence i's image: positions [16 + 37 i mod 64, + 2304)
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 3; ++i) {
+      const int a = 16 + (37 * i) % 64, e = a + 2304;
+      prompt.insert(prompt.end(), {0, a / 64 + 1, e / 64, e / 64 + 1, big});
+    }
+    const at::Tensor edges = at::tensor(prompt, at::kInt).view({3, 5});
+    const at::Tensor noise = at::tensor(std::vector<int32_t>{50, 3, 9000, 0, 7, 1, 1, 1, -5, 2, 40, 30}, at::kInt).view({3, 4});
+    for (const at::Tensor* bounds : {&edges, &noise}) {
+      for (int plan = 0; plan < 3; ++plan) {  // default; one split of the plan's own; a max_length hint of 64
+        c.seed = 2500 + seed++;
+        if (plan == 2) c.max_length = 64;
+        const std::string what = c.str() + (bounds == &edges ? " edges" : " noise") + " plan " + std::to_string(plan);
+        MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+        in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+        if (plan == 1) in.min_tiles_per_split = 1 << 20;
+        in.split_bounds = bounds->to(at::kCUDA);
+        const int k = int(bounds->size(1) - 1);
+        EXPECT_EQ(MlaDecodeLaunch(in).bound_segments(), k) << what;
+        const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble), got = mla_decode(in);
+        const double ea = rel_err(got.acc, want.acc), em = rel_err(got.mass, want.mass);
+        ++st.n;
+        st.worst_acc = std::max(st.worst_acc, ea);
+        st.worst_mass = std::max(st.worst_mass, em);
+        EXPECT_LT(ea, kRelTol) << what;
+        EXPECT_LT(em, kRelTol) << what;
+        {  // with the image hint: the image CTAs first, the same splits (bounded: no cap), the same bits
+          MlaDecodeInputs first = in;
+          first.holds_image = true;
+          const MlaDecodeLaunch launch(first);
+          EXPECT_TRUE(launch.image_first()) << what;
+          EXPECT_EQ(launch.splits(), MlaDecodeLaunch(in).splits()) << what;
+          expect_same_bits(first, launch.kernel(), got, what + " (image first)", "from the side-by-side CTAs'");
+        }
+        MlaDecodeInputs joint = in;
+        joint.variant = MlaDecodeVariant::kTensorCoreWarpRowsJoint;
+        EXPECT_EQ(MlaDecodeLaunch(joint).bound_segments(), 0) << what;
+        c.max_length = -1;
+      }
+    }
+    // what it does not take: a clear error naming split_bounds
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.split_bounds = at::zeros({2, 5}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA));
+    const std::string what = testing::argument_error([&] { mla_decode(in); });
+    EXPECT_NE(what.find("split_bounds must be int32 [b = 3"), std::string::npos) << what;
+  }
+  st.print("splits along segments");
+  EXPECT_EQ(st.n, 12);
+}
+
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
 struct KvShape {
   int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;

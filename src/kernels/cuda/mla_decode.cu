@@ -474,6 +474,9 @@ void check_sizes(const MlaDecodeParams& p) {
   VLM2MLA_CHECK(p.qa && p.qr && p.start && p.length && p.acc && p.mass, ArgumentError,
                 "mla_decode: qa, qr, start, length, acc and mass must be set");
   VLM2MLA_CHECK(p.n_mod == 1 || p.modality, ArgumentError, "mla_decode: two modalities need the modality array");
+  VLM2MLA_CHECK(!p.split_bounds || (p.bound_segments >= 1 && p.bound_segments <= kMaxSplitSegments), ArgumentError,
+                "mla_decode: split_bounds needs bound_segments in [1, ", kMaxSplitSegments, "] (got ", p.bound_segments,
+                ")");
   switch (p.format) {
     case MlaCacheFormat::kBf16:
       VLM2MLA_CHECK(p.latent && p.k_rope, ArgumentError, "mla_decode: the bf16 format needs latent and k_rope");
@@ -997,13 +1000,22 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     // splits, where those put every text CTA in one wave (then the short image CTAs pass through the slots first);
     // else (measured: int4 at b = 768, 1.5 waves of whole-context CTAs, 18% slower a step than the cap) each split's
     // two CTAs side by side, in splits of at most kMaxTilesPerSplitImage tiles. The most a split, where given,
-    // wins over both.
+    // wins over both. The modality CTAs' splits follow each sequence's segments where given (params.h's
+    // split_bounds): the plan's own chunks of them, and as many more splits as segments (a segment's last chunk may
+    // be short), so that every sequence's chunks fit; no cap, and the image CTAs first at any count of waves (the
+    // text segments are pure, walked as a text-only context's).
+    const bool bounded = plan.modality_ctas && p.split_bounds && p.bound_segments > 0;
     const bool image = plan.modality_ctas && p.holds_image;
     size_splits(plan, tiles, capacity, per_split, min_tiles, p.max_tiles_per_split);
-    plan.image_first = image && p.image_first && per_split * plan.splits <= capacity;
-    if (image && !plan.image_first && p.max_tiles_per_split == 0)
+    plan.image_first = image && p.image_first && (bounded || per_split * plan.splits <= capacity);
+    if (image && !plan.image_first && !bounded && p.max_tiles_per_split == 0)
       size_splits(plan, tiles, capacity, per_split, min_tiles, kMaxTilesPerSplitImage);
     g.image_first = plan.image_first ? 1 : 0;
+    if (bounded) {
+      plan.splits += p.bound_segments;
+      plan.bound_segments = p.bound_segments;
+      g.bound_segments = p.bound_segments;
+    }
   } else {
     plan.why_generic = why;
     g = Geom{};

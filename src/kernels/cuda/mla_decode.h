@@ -41,6 +41,8 @@ struct MlaDecodePlan {
   int splits = 0;             // split-KV CTAs over the main store (bf16 cache / int4 store)
   int ring_splits = 0;        // int4: CTAs over the bf16 ring (0 or 1)
   int tiles_per_split = 0;    // 64-token tiles per split (the last split takes what is left)
+  int bound_segments = 0;     // modality CTAs: > 0 where the splits follow that many segments a sequence
+                              // (params.h's split_bounds), chunks of at most tiles_per_split tiles
   int64_t smem_bytes = 0;     // dynamic shared memory per CTA
   int ctas_per_sm = 0;        // occupancy of the main kernel
   int64_t workspace_floats = 0;

@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/split_map.h"
 
 namespace vlm2mla {
 namespace mla_decode_detail {
@@ -44,6 +45,7 @@ constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows 
 // each): int4 b = 768 5,326 -> 4,184 µs a call, b = 256 2,021 -> 1,479, bf16 b = 256 1,400 -> 1,278; over
 // text-only keys the same cap cost 5-13%, hence the hint.
 constexpr int kMaxTilesPerSplitImage = 64;
+constexpr int kMaxSplitSegments = 16;  // params.h's bound_segments: the most segments a sequence the plan follows
 constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
 constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
@@ -108,6 +110,8 @@ struct Geom {
   int splits = 0;           // splits over the main store
   int ring_splits = 0;      // int4: 1 when window > 0
   int tiles_per_split = 0;
+  int bound_segments = 0;   // warp-rows kernel, modality CTAs: > 0 where the splits follow params' split_bounds
+                            // (segment_split_tiles over that many segments a sequence), else uniform
   int total_splits = 0;     // splits + ring_splits (twice that with modality CTAs): the partials' leading size
   int pure_launch = 0;      // warp-rows kernel, modality CTAs: 1 when an instance of their own (PURE_ONLY) attends
                             // the pure splits in a launch before this one, so the CTAs of this one leave them
@@ -265,19 +269,8 @@ __device__ __forceinline__ SeqRange seq_range(const MlaDecodeParams& p, int b) {
   return r;
 }
 
-// Tiles [first, end) of split `s` over keys [lo, hi): tiles are aligned to multiples of 64 positions;
-// the last split takes every remaining tile (so a too-small max_length costs balance, never keys).
-__device__ __forceinline__ void split_tiles(int lo, int hi, int s, int splits, int tiles_per_split, int& first,
-                                            int& end) {
-  if (hi <= lo) {
-    first = end = 0;
-    return;
-  }
-  const int t0 = lo / kTile, t1 = (hi - 1) / kTile + 1;
-  first = t0 + s * tiles_per_split;
-  end = (s == splits - 1) ? t1 : min(t1, first + tiles_per_split);
-  if (first > end) first = end;
-}
+// (split_tiles and segment_split_tiles, the tiles a split attends: kernels/split_map.h)
+static_assert(kTile == kSplitTileTokens, "split_map.h's tiles are the kernels'");
 
 // ---- the tensor-core kernel ----------------------------------------------------------------------------
 // Template: NMOD modalities, MT 16-row MMA tiles per CTA, NTW 8-column output tiles per warp, INT4 store.
@@ -1529,7 +1522,12 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   if (!ring) {  // keys of the main store: the bf16 cache, or the quantized positions [lo, qlen)
     vlo = sr.lo;
     vhi = INT4 ? min(sr.hi, sr.qlen) : sr.hi;
-    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+    if (MODCTA && g.bound_segments > 0) {  // the sequence's segments (params.h's split_bounds)
+      segment_split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split,
+                          p.split_bounds + int64_t(b) * (g.bound_segments + 1), g.bound_segments, t_first, t_end);
+    } else {
+      split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+    }
   } else {  // int4: the bf16 ring holds positions [qlen, hi), one split
     vlo = max(sr.lo, sr.qlen);
     vhi = sr.hi;
