@@ -1,7 +1,8 @@
 // The tiles a decode kernel split attends (kernels/split_map.h), on the host: uniform splits and splits along each
 // sequence's segments cover a sequence's key tiles exactly once, in order, whatever the bounds hold (sorted, out of
 // order, past the keys, fewer splits than chunks, empty key ranges); along sorted segments no split crosses a
-// segment's bound, and each is at most tiles_per_split long but where the last split takes the rest.
+// segment's bound, and each is at most tiles_per_split long but where the last split takes the rest; with one
+// segment they are the uniform splits, split for split.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,6 +48,17 @@ TEST(SplitMap, UniformSplitsCoverTheKeysOnce) {
     const int splits = 1 + int(rng() % 12), tps = 1 + int(rng() % 40);
     const auto got = all_splits(splits, [&](int s, int& f, int& e) { split_tiles(lo, hi, s, splits, tps, f, e); });
     expect_cover(got, lo, hi, "uniform");
+    // the uniform splits are the segments' with one segment (which reads no bounds), split for split
+    const auto one = all_splits(splits, [&](int s, int& f, int& e) {
+      segment_split_tiles(lo, hi, s, splits, tps, nullptr, 1, f, e);
+    });
+    for (int s = 0; s < splits; ++s) {
+      const bool empty = got[size_t(s)].first == got[size_t(s)].second;
+      EXPECT_EQ(empty, one[size_t(s)].first == one[size_t(s)].second) << s;
+      if (!empty) {
+        EXPECT_EQ(got[size_t(s)], one[size_t(s)]) << s;
+      }
+    }
   }
 }
 
