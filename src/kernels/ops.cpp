@@ -77,9 +77,9 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   if (s.n_mod == 2 && in.split_bounds.defined()) {
     const at::Tensor& sb = in.split_bounds;
     VLM2MLA_CHECK(sb.scalar_type() == at::kInt && sb.dim() == 2 && sb.size(0) == s.b && sb.size(1) >= 2 &&
-                      sb.size(1) <= 17 && sb.device() == s.device,
-                  ArgumentError, "mla_decode: split_bounds must be int32 [b = ", s.b, ", K + 1] with 1 <= K <= 16 on ",
-                  s.device, ", got ", c10::toString(sb.scalar_type()), " ", sb.sizes(), " on ", sb.device());
+                      sb.size(1) <= kMaxSplitSegments + 1 && sb.device() == s.device,
+                  ArgumentError, "mla_decode: split_bounds must be int32 [b = ", s.b, ", K + 1] with 1 <= K <= ",
+                  kMaxSplitSegments, " on ", s.device, ", got ", c10::toString(sb.scalar_type()), " ", sb.sizes(), " on ", sb.device());
     split_bounds = keep(sb.contiguous());
   }
 

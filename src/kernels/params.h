@@ -65,6 +65,9 @@ enum class MlaDecodeVariant {
 // H200), else kBlock in as many column chunks (up to r_kv / 256) as fill that wave.
 enum class MlaDecodeCombine { kAuto, kBlock, kWarp, kColumns };
 
+// The most segments a sequence the modality CTAs' splits follow (MlaDecodeParams::split_bounds).
+constexpr int kMaxSplitSegments = 16;
+
 // Absorbed MLA decode over a latent cache: one query token per sequence. For sequence b and query head h
 // (group g = h / (h_q / h_kv)), over the keys j in [start[b], length[b]):
 //   s_j = scale * ( qr[b,h] . k_rope_j[g] + qa[m_j,b,h] . c_j + qb[m_j,b,h] ),   p = softmax_j(s)

@@ -7,10 +7,10 @@
 
 #include <cstdint>
 
+#include "kernels/params.h"
+
 namespace vlm2mla {
 
-// The most segments a sequence the decode kernel follows (kernels' kMaxSplitSegments).
-constexpr int64_t kMaxModalitySegments = 16;
 
 // Over positions [0, n) of `modality` ([b, n], bool or uint8, nonzero image; on any device: read on the host, a
 // sync), each 64-token tile is text only, image only or both (the last tile by its positions below n); a segment is
@@ -20,6 +20,6 @@ constexpr int64_t kMaxModalitySegments = 16;
 // i holds 0, then the tile where each next segment of sequence i starts, then INT32_MAX (empty segments; the
 // kernel's last segment runs to the keys' end). Undefined where no position is an image (uniform splits serve) or
 // a sequence has more than max_segments segments (images too many to follow).
-at::Tensor modality_segments(const at::Tensor& modality, int64_t max_segments = kMaxModalitySegments);
+at::Tensor modality_segments(const at::Tensor& modality, int64_t max_segments = kMaxSplitSegments);
 
 }  // namespace vlm2mla

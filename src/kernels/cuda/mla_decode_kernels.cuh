@@ -45,7 +45,6 @@ constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows 
 // each): int4 b = 768 5,326 -> 4,184 µs a call, b = 256 2,021 -> 1,479, bf16 b = 256 1,400 -> 1,278; over
 // text-only keys the same cap cost 5-13%, hence the hint.
 constexpr int kMaxTilesPerSplitImage = 64;
-constexpr int kMaxSplitSegments = 16;  // params.h's bound_segments: the most segments a sequence the plan follows
 constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
 constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
