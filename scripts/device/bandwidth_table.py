@@ -3,7 +3,9 @@
 runs side by side: one row per case (store, modality sets and pattern, batch, tokens, kernel layout, sizes),
 the microseconds per call of each run and the last run's against the first's. The "-128" ("-128g")
 that marks the instances built for the 7B sizes (and their grouped-rows twins) is dropped from the
-kernel so that their rows meet the generic ones', and noted after the row; a run's label is its log's name unless given as LABEL=FILE.
+kernel so that their rows meet the generic ones', and noted after the row, as are the plan's marks after the
+kernel ("first": the image CTAs first; "segK": splits along K segments a sequence), so that settings that change
+the plan still meet; a run's label is its log's name unless given as LABEL=FILE.
 
   python3 scripts/device/bandwidth_table.py generic=bw_0.log specialized=bw_1.log
 """
@@ -26,9 +28,12 @@ def rows(path):
         if len(head) <= kernel_at or not head[kernel_at - 1].isdigit():
             sys.exit(f"bandwidth_table: {path}: not a bandwidth row (store n_mod [mods] b t splits kernel ...): {line}")
         kernel = head[kernel_at]
-        key = tuple(head[:kernel_at - 1] + [re.sub(r"-128g?$", "", kernel)] + head[kernel_at + 1:])
+        after = head[kernel_at + 1:]
+        plan = [x for x in after if x == "first" or re.fullmatch(r"seg\d+", x)]
+        base = re.sub(r"-128g?$", "", kernel)
+        key = tuple(head[:kernel_at - 1] + [base] + [x for x in after if x not in plan])
         out[key] = float(us)
-        names.setdefault(key, []).append(kernel)
+        names.setdefault(key, []).append(" ".join([kernel[len(base):]] + plan).strip())
     return out, names
 
 
@@ -50,7 +55,7 @@ def main():
         us = [r.get(k) for _, r, _ in runs]
         cells = " ".join(f"{u:14.1f}" if u is not None else f"{'-':>14}" for u in us)
         ratio = f"{us[-1] / us[0]:10.3f}" if us[0] and us[-1] else ""
-        marks = [f"{lab}: {n[n.rindex('-128'):]}" for lab, _, nm in runs for n in nm.get(k, [])[:1] if "-128" in n]
+        marks = [f"{lab}: {n}" for lab, _, nm in runs for n in nm.get(k, [])[:1] if n]
         print(f"{' '.join(k):{width}} {cells}  {ratio}" + ("  (" + ", ".join(marks) + ")" if marks else ""))
 
 

@@ -18,6 +18,7 @@
 #include "kernels/ops.h"
 #include "kernels/ref/mla_decode_ref.h"
 #include "kvcache/quant.h"
+#include "kvcache/modality_segments.h"
 #include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
@@ -1814,6 +1815,11 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       // keys hold an image
       ins.back().holds_image = cfg.n_mod == 2 && cfg.mods != Mods::kText;
       ins.back().image_first = model_decode_image_first();  // VLM2MLA_DECODE_IMAGE_FIRST=0: capped
+      if (cfg.n_mod == 2 && model_decode_segments()) {  // VLM2MLA_DECODE_SEGMENTS=0: uniform splits
+        // as the latent cache gives them at prefill (undefined for text alone, or more than 16 segments)
+        const at::Tensor bounds = modality_segments(ins.back().modality);
+        if (bounds.defined()) ins.back().split_bounds = bounds.to(ins.back().modality.device());
+      }
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans
@@ -1839,8 +1845,11 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
     std::string mods = std::to_string(cfg.n_mod) + (cfg.n_mod == 2 ? std::string(" ") + mod_names[int(cfg.mods)] : "");
     if (cfg.n_mod == 2 && ((cfg.mods == Mods::kRuns && cfg.run != 576) || cfg.mods == Mods::kPrompt))
       mods += std::to_string(cfg.run);  // "runs2304", "prompt2304"
+    // (the plan's choices beyond the kernel: " first", the image CTAs first; " segK", splits along K segments)
     const std::string kernel =
-        launches[0]->kernel() + (cfg.min_tiles > 0 ? " >=" + std::to_string(cfg.min_tiles) : std::string());
+        launches[0]->kernel() + (cfg.min_tiles > 0 ? " >=" + std::to_string(cfg.min_tiles) : std::string()) +
+        (launches[0]->image_first() ? " first" : "") +
+        (launches[0]->bound_segments() > 0 ? " seg" + std::to_string(launches[0]->bound_segments()) : std::string());
     std::printf("[bandwidth] %-5s %-12s %2lld %6lld %3d  %-15s %-17s %9.1f %9.1f %8.0f\n",
                 cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4", mods.c_str(), (long long)cfg.b,
                 (long long)cfg.t, launches[0]->splits(), kernel.c_str(),
