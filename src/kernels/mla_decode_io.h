@@ -67,6 +67,12 @@ struct MlaDecodeInputs {
   // the modality CTAs their splits follow them, so that an image leaves only the tiles on its edges in mixed
   // splits; else ignored (and holds_image's cap taken). Any content gives the same keys: a hint for the plan.
   at::Tensor split_bounds;
+  // CUDA only, two sets, optional: per sequence, a position from which every key is text, int32 [b] on the inputs'
+  // device (the latent cache's image_end: one past its last image position, 0 for none). The modality CTAs then
+  // read the modality bytes below it only, to find which splits are pure (a text-only context: none). Unlike the
+  // hints above, the results depend on it: it must bound the image positions (model steps:
+  // VLM2MLA_DECODE_IMAGE_END=0 leaves it out, model_decode_image_end()).
+  at::Tensor image_end;
   // CUDA only, warp-rows kernel: take the instance built for r_kv 128, h_kv * d_rope 128 and d_rope 32 where
   // the sizes are those and there is one (params.h); the same arithmetic as the generic instance, bit for bit,
   // 6-15% faster (docs/KERNELS.md). false: the generic instance (model steps: VLM2MLA_DECODE_SPECIALIZED=0,

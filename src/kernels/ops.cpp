@@ -82,6 +82,14 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
                   kMaxSplitSegments, " on ", s.device, ", got ", c10::toString(sb.scalar_type()), " ", sb.sizes(), " on ", sb.device());
     split_bounds = keep(sb.contiguous());
   }
+  at::Tensor image_end;
+  if (s.n_mod == 2 && in.image_end.defined()) {
+    const at::Tensor& ie = in.image_end;
+    VLM2MLA_CHECK(ie.scalar_type() == at::kInt && ie.dim() == 1 && ie.size(0) == s.b && ie.device() == s.device,
+                  ArgumentError, "mla_decode: image_end must be int32 [b = ", s.b, "] on ", s.device, ", got ",
+                  c10::toString(ie.scalar_type()), " ", ie.sizes(), " on ", ie.device());
+    image_end = keep(ie.contiguous());
+  }
 
   MlaDecodeParams& p = pr.params;
   p.format = in.format;
@@ -123,6 +131,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
     p.split_bounds = ptr<int32_t>(split_bounds);
     p.bound_segments = int(split_bounds.size(1) - 1);
   }
+  p.image_end = ptr<int32_t>(image_end);
   switch (in.format) {
     case MlaCacheFormat::kBf16:
       p.latent = ptr<uint16_t>(in.latent);
@@ -310,6 +319,11 @@ bool model_decode_pure_splits() {
 
 bool model_decode_segments() {
   static EnvSwitch on(kEnvDecodeSegments);
+  return on.enabled();
+}
+
+bool model_decode_image_end() {
+  static EnvSwitch on(kEnvDecodeImageEnd);
   return on.enabled();
 }
 

@@ -101,6 +101,11 @@ struct MlaDecodeParams {
   // for the plan: any content gives the same keys (balance, not results).
   const int32_t* split_bounds = nullptr;
   int bound_segments = 0;  // 1..kMaxSplitSegments (0: no split_bounds)
+  // two sets, optional: per sequence, a position from which every key is text (int32 [b]; the latent cache's
+  // image_end, one past its last image position, 0 for none). Where the modality CTAs find their splits' pure
+  // ones (pure_splits), they read the modality bytes below it only: a split wholly above it is pure text without
+  // a read. A claim the results depend on: a key at or above it recorded as an image would be taken for text.
+  const int32_t* image_end = nullptr;
   int specialized = 0;  // warp-rows kernel: 1 takes the instance built for r_kv 128, h_kv * d_rope 128, d_rope 32
                         // (their loop bounds and strides compile-time constants) where the sizes are those; 2
                         // bf16 caches: its grouped-rows twin (7 heads per kv group in 8 rows, full tiles

@@ -18,6 +18,7 @@ LatentKvCache::LatentKvCache(const std::vector<int64_t>& ranks, int64_t rope_wid
   if (with_modality) {
     modality_ =
         cache_zeros({batch, std::max<int64_t>(capacity, 1)}, at::TensorOptions().dtype(at::kByte).device(device));
+    image_end_ = at::zeros({batch}, at::TensorOptions().dtype(at::kInt).device(device));
   }
 }
 
@@ -36,11 +37,19 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
     grow_modality(cap);
   }
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
+  // (a host mask is looked at here, cheaply; the decoder's device masks hold an image or are a prefill chunk)
+  if (!image.device().is_cpu() || image.any().item<bool>()) raise_image_end(modality_.narrow(1, length_, s), length_);
   // (the decoder passes a device mask only where the step holds an image token, else zeros on the host: a sync
   // at most once per prefill with images)
   const bool step_image = (!holds_image_ || s > 1) && image.any().item<bool>();
   holds_image_ = holds_image_ || step_image;
   if (holds_image_ && (s > 1 || step_image)) update_segments(total);
+}
+
+void LatentKvCache::raise_image_end(const at::Tensor& image, int64_t first) {
+  if (image.size(1) == 0) return;
+  const at::Tensor past = at::arange(first + 1, first + image.size(1) + 1, image_end_.options());  // one past each
+  image_end_.copy_(at::maximum(image_end_, (image.to(at::kInt) * past).amax(1)));
 }
 
 void LatentKvCache::update_segments(int64_t total) {
@@ -85,7 +94,11 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
   for (size_t l = 0; l < latent_.size(); ++l) latent_[l]->fill_synthetic(length), rope_[l]->fill_synthetic(length);
   if (modality_.defined()) {
     modality_.zero_();
-    if (image.defined()) modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
+    image_end_.zero_();
+    if (image.defined()) {
+      modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
+      raise_image_end(modality_.narrow(1, 0, length), 0);
+    }
     holds_image_ = image.defined() && image.any().item<bool>();
     segments_ = at::Tensor();
     if (holds_image_) update_segments(length);
@@ -94,7 +107,9 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
 }
 
 void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& pos) {
-  if (modality_.defined()) modality_.index_copy_(1, pos, image.to(at::kByte).view({batch_, 1}));
+  if (!modality_.defined()) return;
+  modality_.index_copy_(1, pos, image.to(at::kByte).view({batch_, 1}));
+  image_end_.copy_(at::maximum(image_end_, image.to(at::kInt).view({batch_}) * (pos.to(at::kInt) + 1)));
 }
 
 void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope,

@@ -60,6 +60,12 @@ class LatentKvCache : public KvCache {
   // prefill chunk (s > 1) or an image, and by fill_synthetic (a sync and a copy each: prefill only); undefined
   // while the cache holds no image or too many to follow.
   const at::Tensor& modality_segments() const { return segments_; }
+  // Per sequence, one past the last position recorded as an image (0: none), int32 [b] on the cache's device
+  // (undefined without modality): every position from it on is text, so the decode kernel's modality CTAs read no
+  // modality bytes above it (MlaDecodeInputs::image_end). Raised by set_modality where a chunk may hold an image
+  // (on the device), by set_modality_at (on the device, no sync: a captured step replays it, and a generated token
+  // can be an image token), set by fill_synthetic; it never falls, so it bounds the image positions.
+  const at::Tensor& image_end() const { return image_end_; }
 
   int64_t bytes_allocated() const override;
   int64_t bytes_per_token() const override;
@@ -71,7 +77,9 @@ class LatentKvCache : public KvCache {
   at::Tensor modality_;  // uint8 [b, capacity] or undefined
   bool holds_image_ = false;
   at::Tensor segments_;
+  at::Tensor image_end_;  // int32 [b] where modality_ is defined
   void update_segments(int64_t total);
+  void raise_image_end(const at::Tensor& image, int64_t first);  // image [b, s] (any type) at positions first...
 };
 
 }  // namespace vlm2mla

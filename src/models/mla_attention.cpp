@@ -319,6 +319,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.holds_image = n_mod == 2 && cache.holds_image();
   in.image_first = model_decode_image_first();
   if (n_mod == 2 && model_decode_segments()) in.split_bounds = cache.modality_segments();
+  if (n_mod == 2 && model_decode_image_end()) in.image_end = cache.image_end();
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();

@@ -417,6 +417,46 @@ TEST(LatentKvCache, KeepsTheModalitySegmentsOfItsPrefill) {
       << synthetic.modality_segments();
 }
 
+// ... and each sequence's image bound (image_end: one past its last image position, 0 for none): kept through text
+// chunks and text decode steps, raised per sequence by a chunk with an image and by a captured step's image token
+// (set_modality_at, on the device), never lowered; set by fill_synthetic; undefined without modality.
+TEST(LatentKvCache, KeepsEachSequencesImageBound) {
+  const CacheSpec spec{CacheType::kBf16, 64, 128};
+  const at::TensorOptions mask = at::TensorOptions().dtype(at::kBool);
+  auto bound = [](const LatentKvCache& c) { return std::vector<int32_t>(c.image_end().data_ptr<int32_t>(),
+                                                                        c.image_end().data_ptr<int32_t>() + 2); };
+  LatentKvCache c({8}, 4, true, 2, 512, spec, at::kFloat, at::kCPU);
+  ASSERT_TRUE(c.image_end().defined());
+  EXPECT_EQ(c.image_end().scalar_type(), at::kInt);
+  c.set_modality(at::zeros({2, 100}, mask));
+  c.advance(100);
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{0, 0}));
+  at::Tensor image = at::zeros({2, 200}, mask);
+  image[0].narrow(0, 28, 100).fill_(true);  // sequence 0: positions 128-227
+  c.set_modality(image);
+  c.advance(200);
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{228, 0}));
+  c.set_modality(at::zeros({2, 1}, mask));  // a text decode step
+  c.advance(1);
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{228, 0}));
+  // a captured step's tokens at position 301: sequence 1's an image token
+  c.set_modality_at(at::tensor({0, 1}, at::kByte).to(at::kBool).view({2, 1}), at::tensor({int64_t(301)}));
+  c.advance(1);
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{228, 302}));
+  c.set_modality_at(at::zeros({2, 1}, mask), at::tensor({int64_t(302)}));
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{228, 302}));
+  at::Tensor step = at::zeros({2, 1}, mask);  // an eager step's image token at position 302
+  step[1][0] = true;
+  c.set_modality(step);
+  EXPECT_EQ(bound(c), (std::vector<int32_t>{228, 303}));
+  LatentKvCache synthetic({8}, 4, true, 2, 512, spec, at::kFloat, at::kCPU);
+  at::Tensor fill = at::zeros({2, 300}, mask);
+  fill[1].narrow(0, 64, 10).fill_(true);
+  synthetic.fill_synthetic(300, fill);
+  EXPECT_EQ(bound(synthetic), (std::vector<int32_t>{0, 74}));
+  EXPECT_FALSE(LatentKvCache({8}, 4, false, 2, 512, spec, at::kFloat, at::kCPU).image_end().defined());
+}
+
 TEST(LatentKvCache, QuantizedRowsRoundTripThroughTheWindowAndGrow) {
   const int64_t b = 2, n = 16;
   CacheSpec spec{CacheType::kInt8, 8, 5};

@@ -473,6 +473,13 @@ bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 // A kernel's layout: its name without the "-128" ("-128g") that marks the instances built for the
 // 7B sizes (MlaDecodeInputs::specialized, on by default; grouped_rows, on over bf16), which run the
 // same layouts.
+// The latent cache's image bound of a [b, t] modality (LatentKvCache::image_end): one past each sequence's last
+// image position, 0 for none.
+at::Tensor image_end_of(const at::Tensor& modality) {
+  const at::Tensor past = at::arange(1, modality.size(1) + 1, modality.options().dtype(at::kInt));
+  return (modality.to(at::kInt) * past).amax(1);
+}
+
 std::string layout_of(const std::string& kernel) {
   const size_t at = kernel.rfind("-128");
   const std::string tail = at == std::string::npos ? "" : kernel.substr(at);
@@ -1063,6 +1070,64 @@ TEST(MlaDecodeCuda, SplitsAlongSegmentsMatchTheReference) {
   }
   st.print("splits along segments");
   EXPECT_EQ(st.n, 12);
+}
+
+// The cache's image bound (MlaDecodeInputs::image_end): the modality CTAs read the modality bytes below it only,
+// and a split wholly above it is pure text without a read. Any bound at or above the last image position finds
+// the same splits pure as the full read, so the same bits: every pattern (a text-only context: bound 0), both
+// stores (int4 with its ring at even seeds), the pure splits' launch and the one launch, the exact bound and one
+// 300 positions looser, a prompt's image with the splits along its segments too; the reference's tolerance once a
+// case; a clear error for a wrong shape.
+TEST(MlaDecodeCuda, ImageEndEqualsTheFullRead) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  Stats st;
+  int seed = 0, n = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (Mods m : {Mods::kText, Mods::kPrompt, Mods::kRuns, Mods::kImage, Mods::kRandom}) {
+      Case c = pattern_case(f, m, 32, 2, seed, 2800);
+      c.run = m == Mods::kPrompt ? 700 : 300;
+      ++seed;
+      MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+      in.variant = MlaDecodeVariant::kTensorCoreWarpRows;
+      const std::string kernel = MlaDecodeLaunch(in).kernel();
+      EXPECT_EQ(layout_of(kernel), "tc-rows-mod") << c.str();
+      EXPECT_GT(MlaDecodeLaunch(in).splits(), 1) << c.str();  // splits above a prompt's image, and below it
+      const at::Tensor exact = image_end_of(in.modality);
+      if (m == Mods::kText) {
+        EXPECT_EQ(exact.max().item<int32_t>(), 0) << c.str();
+      }
+      const at::Tensor segments = m == Mods::kPrompt ? modality_segments(in.modality) : at::Tensor();
+      if (m == Mods::kPrompt) {
+        ASSERT_TRUE(segments.defined()) << c.str();
+      }
+      for (bool launch : {true, false}) {
+        for (int bounded = 0; bounded < (segments.defined() ? 2 : 1); ++bounded) {
+          in.pure_launch = launch;
+          in.split_bounds = bounded ? segments.to(in.modality.device()) : at::Tensor();
+          in.image_end = at::Tensor();
+          const MlaDecodeOutput full = mla_decode(in);
+          for (const at::Tensor& bound : {exact, exact + 300}) {
+            in.image_end = bound;
+            const std::string what = c.str() + (launch ? " pure launch" : " one launch") +
+                                     (bounded ? " segments" : "") + (bound.is_same(exact) ? " exact" : " loose");
+            expect_same_bits(in, kernel.c_str(), full, what, "from the full read's");
+            ++n;
+          }
+        }
+      }
+      in.split_bounds = at::Tensor();
+      in.image_end = exact;
+      expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), c.str());
+    }
+    // what it does not take: a clear error naming image_end
+    MlaDecodeInputs in = make_inputs(pattern_case(f, Mods::kPrompt, 32, 2, 0, 2890), at::Device(at::kCUDA, 0));
+    in.image_end = at::zeros({2}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA));
+    const std::string what = testing::argument_error([&] { mla_decode(in); });
+    EXPECT_NE(what.find("image_end must be int32 [b = 4]"), std::string::npos) << what;
+  }
+  st.print("image bound");
+  EXPECT_EQ(n, 48);     // per store: 5 patterns x 2 launches x 2 bounds, and the prompt along its segments too
+  EXPECT_EQ(st.n, 10);
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
@@ -1815,6 +1880,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
         const at::Tensor bounds = modality_segments(ins.back().modality);
         if (bounds.defined()) ins.back().split_bounds = bounds.to(ins.back().modality.device());
       }
+      // as the latent cache keeps it (VLM2MLA_DECODE_IMAGE_END=0: every split's modality bytes read)
+      if (cfg.n_mod == 2 && model_decode_image_end()) ins.back().image_end = image_end_of(ins.back().modality);
       ins.back().specialized = model_decode_specialized();  // VLM2MLA_DECODE_SPECIALIZED=0: the generic ones
       ins.back().grouped_rows = model_decode_grouped_rows();  // VLM2MLA_DECODE_GROUPED_ROWS=0: "-128"
       ins.back().pure_splits = model_decode_pure_splits();    // VLM2MLA_DECODE_PURE_SPLITS=0: every CTA scans

@@ -1662,12 +1662,16 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   // nor count, none of the scan's state live in it (tile_loop's PURE; measured: 11% faster than the one loop's
   // runtime skips, docs/KERNELS.md). int4 keeps the one loop with the skips at run time (PURE false, rpure):
   // its two loops spilled hundreds of bytes at the 128-register cap, and ran 1.3-1.5x slower.
+  // With the cache's image bound (params.h's image_end) the keys from it on are text: the pass reads the split's
+  // modality bytes below it only, and a split wholly above it (every split of a text-only context) none.
   bool pure = false;
   if constexpr (MODCTA) {
     if (p.pure_splits) {
-      const int j_lo = max(vlo, t_first * kTile), j_hi = min(vhi, t_end * kTile);
+      const int j_lo = max(vlo, t_first * kTile), j_end = min(vhi, t_end * kTile);
+      const int j_hi = p.image_end ? min(j_end, max(j_lo, p.image_end[b])) : j_end;
       const bool want = cta_mod == 1;
-      bool mine = false, other = false;
+      const bool text_above = j_end > j_hi;  // keys of the split at or above the bound: text
+      bool mine = text_above && !want, other = text_above && want;
       if (mod_pieces) {  // four 16-byte pieces in flight per thread and round
         for (int j0 = (j_lo & ~15) + tid * 16; j0 < j_hi; j0 += 4 * kThreads * 16) {
           uint4 v[4];
