@@ -37,11 +37,11 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
     grow_modality(cap);
   }
   modality_.narrow(1, length_, s).copy_(image.to(modality_.device()).to(at::kByte));
-  // (a host mask is looked at here, cheaply; the decoder's device masks hold an image or are a prefill chunk)
-  if (!image.device().is_cpu() || image.any().item<bool>()) raise_image_end(modality_.narrow(1, length_, s), length_);
   // (the decoder passes a device mask only where the step holds an image token, else zeros on the host: a sync
-  // at most once per prefill with images)
-  const bool step_image = (!holds_image_ || s > 1) && image.any().item<bool>();
+  // at most once per prefill with images; a host mask is looked at here, cheaply)
+  const bool host = image.device().is_cpu(), host_image = host && image.any().item<bool>();
+  if (!host || host_image) raise_image_end(modality_.narrow(1, length_, s), length_);
+  const bool step_image = (!holds_image_ || s > 1) && (host ? host_image : image.any().item<bool>());
   holds_image_ = holds_image_ || step_image;
   if (holds_image_ && (s > 1 || step_image)) update_segments(total);
 }
