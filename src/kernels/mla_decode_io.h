@@ -55,8 +55,8 @@ struct MlaDecodeInputs {
   bool holds_image = false;
   // CUDA only, with holds_image, the modality CTAs, where the plan's own splits put every text CTA in one wave of
   // the card's CTA slots, or where the splits follow split_bounds (no text split mixed, whatever the waves; session
-  // 22: int4 b = 768 133.7 -> 126.2 ms a step with an image): every sequence's image CTAs dispatched before any text CTA (the grid's z: the image CTAs'
-  // sequences, then the text CTAs'), in those splits (no cap): the short image CTAs pass through the slots first,
+  // 22: int4 b = 768 133.7 -> 126.2 ms a step with an image): every sequence's image CTAs dispatched before any
+  // text CTA (the grid's z: the image CTAs' sequences, then the text CTAs'), in those splits (no cap): the short image CTAs pass through the slots first,
   // then the text CTAs take them as in a text-only context. More CTAs than a wave (int4 at b = 768) keep the two
   // side by side, capped (measured: image first 18% slower there). The same partials for the same splits, so the
   // same results bit for bit (test: ImageFirstEqualsTheInterleaved). false: side by side and capped wherever

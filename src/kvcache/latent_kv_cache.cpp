@@ -40,16 +40,21 @@ void LatentKvCache::set_modality(const at::Tensor& image) {
   // (the decoder passes a device mask only where the step holds an image token, else zeros on the host: a sync
   // at most once per prefill with images; a host mask is looked at here, cheaply)
   const bool host = image.device().is_cpu(), host_image = host && image.any().item<bool>();
-  if (!host || host_image) raise_image_end(modality_.narrow(1, length_, s), length_);
+  if (!host || host_image) raise_image_end(modality_.narrow(1, length_, s), past_positions(length_, s));
   const bool step_image = (!holds_image_ || s > 1) && (host ? host_image : image.any().item<bool>());
   holds_image_ = holds_image_ || step_image;
   if (holds_image_ && (s > 1 || step_image)) update_segments(total);
 }
 
-void LatentKvCache::raise_image_end(const at::Tensor& image, int64_t first) {
+at::Tensor LatentKvCache::past_positions(int64_t first, int64_t s) const {
+  return at::arange(first + 1, first + s + 1, image_end_.options());
+}
+
+void LatentKvCache::raise_image_end(const at::Tensor& image, const at::Tensor& past) {
   if (image.size(1) == 0) return;
-  const at::Tensor past = at::arange(first + 1, first + image.size(1) + 1, image_end_.options());  // one past each
-  image_end_.copy_(at::maximum(image_end_, (image.to(at::kInt) * past).amax(1)));
+  const at::Tensor ends = image.to(at::kInt) * past;  // [b, s]: one past each image position, 0 for text
+  // (one position, a captured step's: no reduction launched)
+  image_end_.copy_(at::maximum(image_end_, image.size(1) == 1 ? ends.view({batch_}) : ends.amax(1)));
 }
 
 void LatentKvCache::update_segments(int64_t total) {
@@ -97,7 +102,7 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
     image_end_.zero_();
     if (image.defined()) {
       modality_.narrow(1, 0, length).copy_(image.to(modality_.device()).to(at::kByte));
-      raise_image_end(modality_.narrow(1, 0, length), 0);
+      raise_image_end(modality_.narrow(1, 0, length), past_positions(0, length));
     }
     holds_image_ = image.defined() && image.any().item<bool>();
     segments_ = at::Tensor();
@@ -109,7 +114,7 @@ void LatentKvCache::fill_synthetic(int64_t length, const at::Tensor& image) {
 void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& pos) {
   if (!modality_.defined()) return;
   modality_.index_copy_(1, pos, image.to(at::kByte).view({batch_, 1}));
-  image_end_.copy_(at::maximum(image_end_, image.to(at::kInt).view({batch_}) * (pos.to(at::kInt) + 1)));
+  raise_image_end(image.view({batch_, 1}), pos.to(at::kInt) + 1);
 }
 
 void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope,

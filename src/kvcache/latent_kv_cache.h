@@ -79,7 +79,9 @@ class LatentKvCache : public KvCache {
   at::Tensor segments_;
   at::Tensor image_end_;  // int32 [b] where modality_ is defined
   void update_segments(int64_t total);
-  void raise_image_end(const at::Tensor& image, int64_t first);  // image [b, s] (any type) at positions first...
+  // image [b, s] (any type) at positions whose successors are past ([s], or [1] on the device), int32
+  void raise_image_end(const at::Tensor& image, const at::Tensor& past);
+  at::Tensor past_positions(int64_t first, int64_t s) const;  // first + 1 .. first + s, int32 on the cache's device
 };
 
 }  // namespace vlm2mla
