@@ -20,6 +20,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/cache_write.h"
+#include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
@@ -572,6 +573,60 @@ const char* fused_row_copy_unusable(const at::Tensor& src) {
 #else
   (void)src;
   return "this build has no CUDA kernels";
+#endif
+}
+
+const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!x.defined() || !w.defined()) return "both tensors must be defined";
+  if (!x.is_cuda() || !w.is_cuda() || x.device() != w.device()) return "x and w are not CUDA tensors on one device";
+  const at::ScalarType t = x.scalar_type();
+  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the dtype is not bf16, fp16 or float32";
+  if (w.scalar_type() != t) return "x and w differ in dtype";
+  if (x.requires_grad() || w.requires_grad()) return "a tensor requires grad (no backward)";
+  if (x.dim() != 4 || w.dim() != 3 || x.size(1) != w.size(0) || x.size(3) != w.size(1))
+    return "the shapes do not match x [b, h, m, d] and w [h, d, n]";
+  if (!w.is_contiguous()) return "w is not contiguous";
+  if (x.stride(3) != 1) return "x's last dimension is not contiguous";
+  const int64_t v = 16 / x.element_size();
+  if (x.size(3) % v != 0 || w.size(2) % v != 0 || x.stride(0) % v != 0 || x.stride(1) % v != 0 || x.stride(2) % v != 0)
+    return "d, n or x's strides are not whole 16-byte pieces";
+  if ((reinterpret_cast<uintptr_t>(x.data_ptr()) & 15u) != 0 || (reinterpret_cast<uintptr_t>(w.data_ptr()) & 15u) != 0)
+    return "x or w is not 16-byte aligned";
+  if (!head_product_fits(x.size(3), int(x.element_size()))) return "the inner size needs more shared memory than 48 KB";
+  return nullptr;
+#else
+  (void)x;
+  (void)w;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w) {
+  const char* why = fused_head_product_unusable(x, w);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_head_product: ", why, "; got x ",
+                x.defined() ? c10::str(x.sizes(), " strides ", x.strides(), " ", x.scalar_type(), " on ", x.device())
+                            : std::string("undefined"),
+                " and w ",
+                w.defined() ? c10::str(w.sizes(), " ", w.scalar_type(), " on ", w.device()) : std::string("undefined"));
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2), w.size(2)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  HeadProductParams p;
+  p.x = x.data_ptr();
+  for (int i = 0; i < 3; ++i) p.x_stride[i] = x.stride(i);
+  p.w = w.data_ptr();
+  p.y = y.data_ptr();
+  p.b = x.size(0);
+  p.h = x.size(1);
+  p.m = x.size(2);
+  p.d = x.size(3);
+  p.n = w.size(2);
+  if (y.numel() > 0)
+    launch_head_product(p, element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return y;
+#else
+  return {};
 #endif
 }
 
