@@ -586,6 +586,7 @@ const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w
   if (x.requires_grad() || w.requires_grad()) return "a tensor requires grad (no backward)";
   if (x.dim() != 4 || w.dim() != 3 || x.size(1) != w.size(0) || x.size(3) != w.size(1))
     return "the shapes do not match x [b, h, m, d] and w [h, d, n]";
+  if (x.size(3) == 0) return "the inner size is 0";
   if (!w.is_contiguous()) return "w is not contiguous";
   if (x.stride(3) != 1) return "x's last dimension is not contiguous";
   const int64_t v = 16 / x.element_size();

@@ -32,6 +32,7 @@ TEST(FusedHeadProduct, RefusesWhatItCannotTakeAndSaysWhy) {
   expect(fused_head_product_unusable(x, w.to(at::kHalf)), "dtype");
   expect(fused_head_product_unusable(x, w.transpose(1, 2).contiguous().transpose(1, 2)), "contiguous");
   expect(fused_head_product_unusable(at::randn({2, 4, 128, 7}, o).transpose(2, 3), w), "contiguous");  // x's last dim
+  expect(fused_head_product_unusable(at::randn({2, 4, 7, 0}, o), at::randn({4, 0, 264}, o)), "inner size is 0");
   const at::Tensor wide_x = at::randn({1, 4, 7, 512}, o.dtype(at::kFloat)), wide_w = at::randn({4, 512, 64}, o.dtype(at::kFloat));
   expect(fused_head_product_unusable(wide_x, wide_w), "shared memory");  // float32, d = 512: 160 KB
   expect(fused_head_product_unusable(at::randn({2, 4, 7, 130}, o).narrow(-1, 1, 128), w), "16-byte");  // off bounds
