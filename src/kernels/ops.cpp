@@ -631,6 +631,81 @@ at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w) {
 #endif
 }
 
+const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                        const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                        const at::Tensor& latent_store, const at::Tensor& rope_store) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!latent.defined() || !k_rope.defined() || !pos.defined() || !latent_store.defined() || !rope_store.defined())
+    return "the rows, the position and both stores must be defined";
+  if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
+  const at::Device dev = latent.device();
+  for (const at::Tensor* t : {&latent, &latent_image, &image, &k_rope, &pos, &latent_store, &rope_store}) {
+    if (!t->defined()) continue;
+    if (!t->is_cuda() || t->device() != dev) return "the tensors are not CUDA tensors on one device";
+    if (t->requires_grad()) return "a tensor requires grad (no backward)";
+  }
+  const at::ScalarType dt = latent_store.scalar_type();
+  if (dt != at::kBFloat16 && dt != at::kHalf && dt != at::kFloat) return "the stores are not bf16, fp16 or float32";
+  if (rope_store.scalar_type() != dt || latent.scalar_type() != dt || k_rope.scalar_type() != dt ||
+      (latent_image.defined() && latent_image.scalar_type() != dt))
+    return "the rows' and the stores' dtypes differ";
+  if (pos.scalar_type() != at::kLong || pos.numel() != 1) return "pos must be one int64";
+  const int64_t b = latent_store.size(0);
+  auto rows_fit = [&](const at::Tensor& rows, const at::Tensor& store) {
+    return rows.dim() == 3 && store.dim() == 3 && rows.size(0) == b && store.size(0) == b && rows.size(1) == 1 &&
+           rows.size(2) == store.size(2);
+  };
+  if (!rows_fit(latent, latent_store) || !rows_fit(k_rope, rope_store) ||
+      (latent_image.defined() && !rows_fit(latent_image, latent_store)))
+    return "the rows do not match the stores' [b, 1, n]";
+  if (image.defined() && (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != b || image.size(1) != 1))
+    return "image must be bool [b, 1]";
+  const int64_t v = 16 / latent_store.element_size();
+  auto pieces = [&](const at::Tensor& t) {
+    if (t.stride(-1) != 1 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15u) != 0) return false;
+    for (int64_t i = 0; i + 1 < t.dim(); ++i)
+      if (t.stride(i) % v != 0) return false;
+    return t.size(-1) % v == 0;
+  };
+  for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
+    if (t->defined() && !pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
+  return nullptr;
+#else
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                        const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
+                        const at::Tensor& rope_store) {
+  const char* why = fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_latent_write: ", why);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(latent.device());
+  LatentWriteParams p;
+  const at::Tensor* rows[2] = {&latent, &k_rope};
+  const at::Tensor* stores[2] = {&latent_store, &rope_store};
+  for (int q = 0; q < 2; ++q) {
+    p.src[q] = rows[q]->data_ptr();
+    p.src_stride[q] = rows[q]->stride(0);
+    p.dst[q] = stores[q]->data_ptr();
+    p.dst_stride[q][0] = stores[q]->stride(0);
+    p.dst_stride[q][1] = stores[q]->stride(1);
+    p.n[q] = stores[q]->size(2);
+  }
+  if (latent_image.defined()) {
+    p.alt = latent_image.data_ptr();
+    p.alt_stride = latent_image.stride(0);
+    p.image = reinterpret_cast<const uint8_t*>(image.data_ptr());
+    p.image_stride = image.stride(0);
+  }
+  p.pos = pos.data_ptr<int64_t>();
+  p.b = latent_store.size(0);
+  launch_latent_write(p, int(latent_store.element_size()), c10::cuda::getCurrentCUDAStream(latent.device().index()).stream());
+#endif
+}
+
 at::Tensor fused_contiguous(const at::Tensor& src) {
   const char* why = fused_row_copy_unusable(src);
   VLM2MLA_CHECK(!why, ArgumentError, "fused_contiguous: ", why,

@@ -76,7 +76,7 @@ MlaRope MlaRopes::layer(int64_t l) const {
 }
 
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query) {
+                    const at::Tensor& image, bool full_query, bool defer_pick) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
@@ -104,7 +104,14 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const Mla
   out.q_rot = q_rot.reshape({b, h_q, s, R});
   if (full_query) out.q = at::cat({out.q_rot, out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
-    out.latent = pick_latent(at::ArrayRef<at::Tensor>(y).slice(2), image);  // [b, s, r_kv]
+    const at::ArrayRef<at::Tensor> sets = at::ArrayRef<at::Tensor>(y).slice(2);
+    if (defer_pick && sets.size() == 2) {  // the cache write picks (LatentKvCache::write_at)
+      out.latent = sets[0];
+      out.latent_image = sets[1];
+      out.image = image;
+    } else {
+      out.latent = pick_latent(sets, image);  // [b, s, r_kv]
+    }
   } else {
     out.k_nope = y[2].view({b, s, h_kv, d_nope});
     out.v = y[3].view({b, s, h_kv, dh});

@@ -30,7 +30,9 @@ struct MlaStep {
   at::Tensor q_rot;   // [b, h_q, s, R]: q's first R dims, rotated
   at::Tensor k_rope_pre;  // [b, s, h_kv, R] before RoPE (for observers)
   at::Tensor k_rope;  // [b, s, h_kv*R] rotated (what the latent cache stores)
-  at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined
+  at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined; with defer_pick, the text set's
+  at::Tensor latent_image;  // with defer_pick and an image mask (md): the image set's [b, s, r_kv], else undefined
+  at::Tensor image;         // ... and the mask [b, s] that picks between the two (LatentKvCache::write_at)
   at::Tensor k_nope;  // [b, s, h_kv, d_h - R] (svd none), or undefined
   at::Tensor v;       // [b, s, h_kv, d_h] (svd none), or undefined
 };
@@ -63,8 +65,10 @@ class MlaRopes {
 // h [b, s, d] (the input_layernorm output); rope this layer's (mla_ropes); image [b, s] bool selects the image
 // projection set of an md layer (ignored otherwise; undefined = all text). full_query = false leaves q
 // undefined (q_pre and q_rot hold it, unconcatenated: what the decode kernel's step takes, one copy fewer).
+// defer_pick = true leaves an md layer's choice of latent per token to the cache write (latent, latent_image and
+// image of MlaStep; LatentKvCache::write_at), where a static step's write takes it in the same launch.
 MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query = true);
+                    const at::Tensor& image, bool full_query = true, bool defer_pick = false);
 
 // Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
 // [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.

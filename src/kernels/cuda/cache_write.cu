@@ -69,7 +69,42 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
   for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = rows[e];
 }
 
+// Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
+__global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
+  const int64_t b = blockIdx.x;
+  const int q = blockIdx.y;
+  const int64_t pos = *p.pos;
+  const bool alt = q == 0 && p.alt != nullptr && p.image[b * p.image_stride] != 0;
+  const auto* src = static_cast<const unsigned char*>(alt ? p.alt : p.src[q]) +
+                    b * (alt ? p.alt_stride : p.src_stride[q]) * elem_bytes;
+  auto* dst = static_cast<unsigned char*>(p.dst[q]) + (b * p.dst_stride[q][0] + pos * p.dst_stride[q][1]) * elem_bytes;
+  const int64_t pieces = p.n[q] * elem_bytes / 16;
+  for (int64_t e = threadIdx.x; e < pieces; e += kThreads)
+    reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
+}
+
 }  // namespace
+
+void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_t stream) {
+  VLM2MLA_CHECK(elem_bytes == 2 || elem_bytes == 4, ArgumentError, "latent_write: elements of 2 or 4 bytes, got ",
+                elem_bytes);
+  VLM2MLA_CHECK(p.b >= 0 && p.b <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] && p.dst[1] && p.pos &&
+                    (!p.alt || p.image),
+                ArgumentError, "latent_write: every array must be set (the image mask with the image set's rows)");
+  const int v = 16 / elem_bytes;
+  auto aligned = [](const void* ptr) { return ptr == nullptr || (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  for (int q = 0; q < 2; ++q) {
+    VLM2MLA_CHECK(p.n[q] > 0 && p.n[q] % v == 0 && p.src_stride[q] % v == 0 && p.dst_stride[q][0] % v == 0 &&
+                      p.dst_stride[q][1] % v == 0 && aligned(p.src[q]) && aligned(p.dst[q]),
+                  ArgumentError, "latent_write: store ", q, "'s rows (", p.n[q],
+                  " elements) and strides must be whole 16-byte pieces on 16-byte bounds");
+  }
+  VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned(p.alt)), ArgumentError,
+                "latent_write: the image set's rows must lie on 16-byte bounds");
+  if (p.b == 0) return;
+  latent_write_kernel<<<dim3(unsigned(p.b), 2), kThreads, 0, stream>>>(p, elem_bytes);
+  check_kernel_launch("latent_write");
+}
 
 void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
   const char* why = p.n > 0 ? quant_shape_problem(p.n, p.bits, p.group) : "the row width must be positive";
