@@ -581,7 +581,7 @@ const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w
   if (!x.defined() || !w.defined()) return "both tensors must be defined";
   if (!x.is_cuda() || !w.is_cuda() || x.device() != w.device()) return "x and w are not CUDA tensors on one device";
   const at::ScalarType t = x.scalar_type();
-  if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat) return "the dtype is not bf16, fp16 or float32";
+  if (t != at::kBFloat16 && t != at::kHalf) return "the dtype is not bf16 or fp16 (tensor cores)";
   if (w.scalar_type() != t) return "x and w differ in dtype";
   if (x.requires_grad() || w.requires_grad()) return "a tensor requires grad (no backward)";
   if (x.dim() != 4 || w.dim() != 3 || x.size(1) != w.size(0) || x.size(3) != w.size(1))
@@ -594,7 +594,6 @@ const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w
     return "d, n or x's strides are not whole 16-byte pieces";
   if ((reinterpret_cast<uintptr_t>(x.data_ptr()) & 15u) != 0 || (reinterpret_cast<uintptr_t>(w.data_ptr()) & 15u) != 0)
     return "x or w is not 16-byte aligned";
-  if (!head_product_fits(x.size(3), int(x.element_size()))) return "the inner size needs more shared memory than 48 KB";
   return nullptr;
 #else
   (void)x;

@@ -164,10 +164,10 @@ at::Tensor fused_contiguous(const at::Tensor& src);  // ArgumentError if not usa
 
 // The per-kv-head product y[b, k, i, :] = x[b, k, i, :] w[k] of the absorbed projections (models/mla_attention.cpp's
 // kv_head_product, whose copy + bmm + copy is its twin) in one launch (kernels/cuda/head_product.h), x read in place;
-// float32 sums in order, rounded once (agreeing with cuBLAS's to the dtype's rounding). x [b, h, m, d] with its last
-// dimension contiguous, w [h, d, n] contiguous, CUDA tensors of one dtype (bf16, fp16 or float32) on one device,
-// neither requiring grad, d, n and x's strides whole 16-byte pieces, 16-byte aligned, d small enough for 48 KB of
-// shared memory (bf16: d <= 307). Returns y [b, h, m, n] contiguous. fused_head_product_unusable(): nullptr when
+// tensor-core MMAs with float32 sums, rounded once (agreeing with cuBLAS's to the dtype's rounding). x [b, h, m, d]
+// with its last dimension contiguous, w [h, d, n] contiguous, CUDA tensors of one dtype (bf16 or fp16: float32 keeps
+// the bmm) on one device, neither requiring grad, d, n and x's strides whole 16-byte pieces, 16-byte aligned, any d.
+// Returns y [b, h, m, n] contiguous. fused_head_product_unusable(): nullptr when
 // usable, else why not.
 const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w);
 at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w);  // ArgumentError if not usable
