@@ -47,7 +47,10 @@ constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows 
 // text-only keys the same cap cost 5-13%, hence the hint.
 constexpr int kMaxTilesPerSplitImage = 64;
 constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
-constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
+// kAuto: the (sequence, head block) pairs from which it takes the modality CTAs. 1 since 2026-11-30 (H200, Qwen2.5-VL-7B
+// shapes, D = 32, text-only 32k x 8 steps: bf16 7.26 -> 6.70 ms, int4 7.62 -> 7.09; 4k x 1: int4 -4%, bf16 even;
+// docs/KERNELS.md "The modality CTAs at small batches"): the joint layout stays for the sizes they do not take.
+constexpr int kModalityCtasMinPairs = 1;
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
 constexpr int kThreads = kWarps * 32;
 constexpr int kBf16Stages = 2;       // shared-memory stages of the bf16 tiles
