@@ -4,7 +4,8 @@
 # the machine has no nsys. The decode steps alone are recorded (VLM2MLA_CUDA_PROFILE=1 makes generate
 # bracket them with cudaProfilerStart/Stop); the cache is synthetic (bench --synthetic-cache).
 # PROFILE_CASES: "variant:context:batch:decode" list (variant gqa or mla:D:CACHE). Summaries go to
-# $OUT/profile_<case>.txt. Prefer the static decode mode: with graph steps, nsys's per-node tracing stretched
+# $OUT/profile_<case>.txt (profile_<case>_<PROFILE_TAG>.txt with PROFILE_TAG set, to keep the runs of several
+# settings apart). Prefer the static decode mode: with graph steps, nsys's per-node tracing stretched
 # the kernels (2026-11-29: MLA bf16 b = 256 x 32k summed 51.9 ms of kernel time a step where the same kernels untraced
 # take 43.2 ms a whole step), so their times are not comparable with the kernel benchmarks.
 set -uo pipefail
@@ -35,7 +36,7 @@ for c in ${PROFILE_CASES:-gqa:32768:8:static mla:32:bf16:32768:8:static}; do
     f=("${f[@]:1}")
   fi
   args+=(--context "${f[0]}" --batch "${f[1]}" --decode "${f[2]}")
-  name="${c//:/_}"
+  name="${c//:/_}${PROFILE_TAG:+_$PROFILE_TAG}"
   if [[ -n "$nsys" ]]; then
     VLM2MLA_CUDA_PROFILE=1 "$nsys" profile --capture-range=cudaProfilerApi --capture-range-end=stop \
       --cuda-graph-trace=node -o "/tmp/prof_$name" --force-overwrite true \

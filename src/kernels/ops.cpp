@@ -20,6 +20,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/cache_write.h"
+#include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
@@ -572,6 +573,135 @@ const char* fused_row_copy_unusable(const at::Tensor& src) {
 #else
   (void)src;
   return "this build has no CUDA kernels";
+#endif
+}
+
+const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!x.defined() || !w.defined()) return "both tensors must be defined";
+  if (!x.is_cuda() || !w.is_cuda() || x.device() != w.device()) return "x and w are not CUDA tensors on one device";
+  const at::ScalarType t = x.scalar_type();
+  if (t != at::kBFloat16 && t != at::kHalf) return "the dtype is not bf16 or fp16 (tensor cores)";
+  if (w.scalar_type() != t) return "x and w differ in dtype";
+  if (x.requires_grad() || w.requires_grad()) return "a tensor requires grad (no backward)";
+  if (x.dim() != 4 || w.dim() != 3 || x.size(1) != w.size(0) || x.size(3) != w.size(1))
+    return "the shapes do not match x [b, h, m, d] and w [h, d, n]";
+  if (x.size(3) == 0) return "the inner size is 0";
+  if (!w.is_contiguous()) return "w is not contiguous";
+  if (x.stride(3) != 1) return "x's last dimension is not contiguous";
+  const int64_t v = 16 / x.element_size();
+  if (x.size(3) % v != 0 || w.size(2) % v != 0 || x.stride(0) % v != 0 || x.stride(1) % v != 0 || x.stride(2) % v != 0)
+    return "d, n or x's strides are not whole 16-byte pieces";
+  if ((reinterpret_cast<uintptr_t>(x.data_ptr()) & 15u) != 0 || (reinterpret_cast<uintptr_t>(w.data_ptr()) & 15u) != 0)
+    return "x or w is not 16-byte aligned";
+  return nullptr;
+#else
+  (void)x;
+  (void)w;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w) {
+  const char* why = fused_head_product_unusable(x, w);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_head_product: ", why, "; got x ",
+                x.defined() ? c10::str(x.sizes(), " strides ", x.strides(), " ", x.scalar_type(), " on ", x.device())
+                            : std::string("undefined"),
+                " and w ",
+                w.defined() ? c10::str(w.sizes(), " ", w.scalar_type(), " on ", w.device()) : std::string("undefined"));
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2), w.size(2)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  HeadProductParams p;
+  p.x = x.data_ptr();
+  for (int i = 0; i < 3; ++i) p.x_stride[i] = x.stride(i);
+  p.w = w.data_ptr();
+  p.y = y.data_ptr();
+  p.b = x.size(0);
+  p.h = x.size(1);
+  p.m = x.size(2);
+  p.d = x.size(3);
+  p.n = w.size(2);
+  if (y.numel() > 0)
+    launch_head_product(p, element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return y;
+#else
+  return {};
+#endif
+}
+
+const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                        const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                        const at::Tensor& latent_store, const at::Tensor& rope_store) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!latent.defined() || !k_rope.defined() || !pos.defined() || !latent_store.defined() || !rope_store.defined())
+    return "the rows, the position and both stores must be defined";
+  if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
+  const at::Device dev = latent.device();
+  for (const at::Tensor* t : {&latent, &latent_image, &image, &k_rope, &pos, &latent_store, &rope_store}) {
+    if (!t->defined()) continue;
+    if (!t->is_cuda() || t->device() != dev) return "the tensors are not CUDA tensors on one device";
+    if (t->requires_grad()) return "a tensor requires grad (no backward)";
+  }
+  const at::ScalarType dt = latent_store.scalar_type();
+  if (dt != at::kBFloat16 && dt != at::kHalf && dt != at::kFloat) return "the stores are not bf16, fp16 or float32";
+  if (rope_store.scalar_type() != dt || latent.scalar_type() != dt || k_rope.scalar_type() != dt ||
+      (latent_image.defined() && latent_image.scalar_type() != dt))
+    return "the rows' and the stores' dtypes differ";
+  if (pos.scalar_type() != at::kLong || pos.numel() != 1) return "pos must be one int64";
+  const int64_t b = latent_store.size(0);
+  auto rows_fit = [&](const at::Tensor& rows, const at::Tensor& store) {
+    return rows.dim() == 3 && store.dim() == 3 && rows.size(0) == b && store.size(0) == b && rows.size(1) == 1 &&
+           rows.size(2) == store.size(2);
+  };
+  if (!rows_fit(latent, latent_store) || !rows_fit(k_rope, rope_store) ||
+      (latent_image.defined() && !rows_fit(latent_image, latent_store)))
+    return "the rows do not match the stores' [b, 1, n]";
+  if (image.defined() && (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != b || image.size(1) != 1))
+    return "image must be bool [b, 1]";
+  const int64_t v = 16 / latent_store.element_size();
+  auto pieces = [&](const at::Tensor& t) {
+    if (t.stride(-1) != 1 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15u) != 0) return false;
+    for (int64_t i = 0; i + 1 < t.dim(); ++i)
+      if (t.stride(i) % v != 0) return false;
+    return t.size(-1) % v == 0;
+  };
+  for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
+    if (t->defined() && !pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
+  return nullptr;
+#else
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                        const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
+                        const at::Tensor& rope_store) {
+  const char* why = fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_latent_write: ", why);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(latent.device());
+  LatentWriteParams p;
+  const at::Tensor* rows[2] = {&latent, &k_rope};
+  const at::Tensor* stores[2] = {&latent_store, &rope_store};
+  for (int q = 0; q < 2; ++q) {
+    p.src[q] = rows[q]->data_ptr();
+    p.src_stride[q] = rows[q]->stride(0);
+    p.dst[q] = stores[q]->data_ptr();
+    p.dst_stride[q][0] = stores[q]->stride(0);
+    p.dst_stride[q][1] = stores[q]->stride(1);
+    p.n[q] = stores[q]->size(2);
+  }
+  if (latent_image.defined()) {
+    p.alt = latent_image.data_ptr();
+    p.alt_stride = latent_image.stride(0);
+    p.image = reinterpret_cast<const uint8_t*>(image.data_ptr());
+    p.image_stride = image.stride(0);
+  }
+  p.pos = pos.data_ptr<int64_t>();
+  p.b = latent_store.size(0);
+  launch_latent_write(p, int(latent_store.element_size()), c10::cuda::getCurrentCUDAStream(latent.device().index()).stream());
 #endif
 }
 

@@ -162,6 +162,16 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);  // Arg
 const char* fused_row_copy_unusable(const at::Tensor& src);
 at::Tensor fused_contiguous(const at::Tensor& src);  // ArgumentError if not usable
 
+// The per-kv-head product y[b, k, i, :] = x[b, k, i, :] w[k] of the absorbed projections (models/mla_attention.cpp's
+// kv_head_product, whose copy + bmm + copy is its twin) in one launch (kernels/cuda/head_product.h), x read in place;
+// tensor-core MMAs with float32 sums, rounded once (agreeing with cuBLAS's to the dtype's rounding). x [b, h, m, d]
+// with its last dimension contiguous, w [h, d, n] contiguous, CUDA tensors of one dtype (bf16 or fp16: float32 keeps
+// the bmm) on one device, neither requiring grad, d, n and x's strides whole 16-byte pieces, 16-byte aligned, any d.
+// Returns y [b, h, m, n] contiguous. fused_head_product_unusable(): nullptr when
+// usable, else why not.
+const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w);
+at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w);  // ArgumentError if not usable
+
 // A decode step's write into a quantized store with a full-precision ring (kvcache/quant.h's
 // quantized_ring_write, whose libtorch steps are its twin) in one launch (kernels/cuda/cache_write.h), the
 // same bits in the store. rows [b, 1, n] in the ring's dtype (bf16, fp16 or float32); pos [1] int64; window
@@ -172,6 +182,20 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
                                       const QuantizedRows& q, int64_t bits, int64_t group);
 void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
                       int64_t bits, int64_t group);  // ArgumentError if not usable
+
+// A decode step's write into a latent cache's plain stores in one launch (kernels/cuda/cache_write.h's
+// launch_latent_write), where LatentKvCache::write_at's libtorch steps (its twin) are at::where choosing each
+// sequence's latent by its step token's modality, and an index_copy_ into each store: the same bits. latent [b, 1, r]
+// (the text set's, where latent_image is given), latent_image like it or undefined, image [b, 1] bool with it (the
+// step token is an image), k_rope [b, 1, n], pos [1] int64, latent_store [b, cap, r] and rope_store [b, cap, n] of
+// the rows' dtype (bf16, fp16 or float32); last dims contiguous, rows whole 16-byte pieces on 16-byte bounds; CUDA
+// tensors on one device, none requiring grad. fused_latent_write_unusable(): nullptr when usable, else why not.
+const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                        const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                        const at::Tensor& latent_store, const at::Tensor& rope_store);
+void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                        const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
+                        const at::Tensor& rope_store);  // ArgumentError if not usable
 
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's

@@ -1,6 +1,8 @@
 #include "kvcache/latent_kv_cache.h"
 
+#include "core/env_switch.h"
 #include "core/error.h"
+#include "kernels/ops.h"
 #include "kvcache/modality_segments.h"
 
 namespace vlm2mla {
@@ -117,12 +119,30 @@ void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& p
   raise_image_end(image.view({batch_, 1}), pos.to(at::kInt) + 1);
 }
 
-void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope,
-                             const at::Tensor& pos) {
+namespace {
+EnvSwitch fused_latent_write_switch(kEnvFusedLatentWrite);
+}  // namespace
+
+void set_fused_latent_write(bool on) { fused_latent_write_switch.set(on); }
+bool fused_latent_write_enabled() { return fused_latent_write_switch.enabled(); }
+
+void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
+                             const at::Tensor& latent_image, const at::Tensor& image) {
   VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
                 "LatentKvCache: layer ", layer, " out of range");
-  latent_[static_cast<size_t>(layer)]->write_at(latent, pos);
-  rope_[static_cast<size_t>(layer)]->write_at(k_rope, pos);
+  VLM2MLA_CHECK(latent_image.defined() == image.defined(), ArgumentError,
+                "LatentKvCache::write_at: the image set's latent and the image mask go together");
+  RowStore& ls = *latent_[static_cast<size_t>(layer)];
+  RowStore& rs = *rope_[static_cast<size_t>(layer)];
+  if (fused_latent_write_switch.enabled() && ls.plain().defined() && rs.plain().defined() &&
+      !fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain())) {
+    fused_latent_write(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain());  // one launch, the same bits
+    return;
+  }
+  // the twin: each sequence's latent by its step token's modality (models' by_modality), then a write a store
+  ls.write_at(latent_image.defined() ? at::where(image.to(latent.device()).unsqueeze(-1), latent_image, latent) : latent,
+              pos);
+  rs.write_at(k_rope, pos);
 }
 
 std::pair<at::Tensor, at::Tensor> LatentKvCache::read_upto(int64_t layer, const at::Tensor& last) const {

@@ -42,7 +42,12 @@ class LatentKvCache : public KvCache {
   // device): the step's modality [b, 1] (image = true), a layer's rows [b, 1, *]; reads [b, capacity, *]
   // valid up to `last`, and the modality [b, capacity] bool (undefined without modality).
   void set_modality_at(const at::Tensor& image, const at::Tensor& pos);
-  void write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos);
+  // write_at: with latent_image and image ([b, 1] bool), each sequence's row of the latent is latent_image's where
+  // its step token is an image, else latent's (the text set's). Over plain stores (bf16, fp16, float32) on CUDA, one
+  // launch writes both stores (kernels/ops.h's fused_latent_write; VLM2MLA_FUSED_LATENT_WRITE=0 or
+  // set_fused_latent_write(false) keeps at::where and an index_copy_ a store, its twin: the same bits).
+  void write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
+                const at::Tensor& latent_image = {}, const at::Tensor& image = {});
   std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;
   at::Tensor modality_all() const;
 
@@ -83,5 +88,8 @@ class LatentKvCache : public KvCache {
   void raise_image_end(const at::Tensor& image, const at::Tensor& past);
   at::Tensor past_positions(int64_t first, int64_t s) const;  // first + 1 .. first + s, int32 on the cache's device
 };
+
+void set_fused_latent_write(bool on);
+bool fused_latent_write_enabled();
 
 }  // namespace vlm2mla

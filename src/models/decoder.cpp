@@ -321,9 +321,9 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
-      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel);
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
-      latent_cache->write_at(l, st.latent, st.k_rope, in.past);
+      latent_cache->write_at(l, st.latent, st.k_rope, in.past, st.latent_image, st.image);
       if (kernel) {
         a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
                                           st.q_rot);

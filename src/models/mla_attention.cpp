@@ -76,7 +76,7 @@ MlaRope MlaRopes::layer(int64_t l) const {
 }
 
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query) {
+                    const at::Tensor& image, bool full_query, bool defer_pick) {
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
@@ -104,7 +104,14 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const Mla
   out.q_rot = q_rot.reshape({b, h_q, s, R});
   if (full_query) out.q = at::cat({out.q_rot, out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
-    out.latent = pick_latent(at::ArrayRef<at::Tensor>(y).slice(2), image);  // [b, s, r_kv]
+    const at::ArrayRef<at::Tensor> sets = at::ArrayRef<at::Tensor>(y).slice(2);
+    if (defer_pick && sets.size() == 2) {  // the cache write picks (LatentKvCache::write_at)
+      out.latent = sets[0];
+      out.latent_image = sets[1];
+      out.image = image;
+    } else {
+      out.latent = pick_latent(sets, image);  // [b, s, r_kv]
+    }
   } else {
     out.k_nope = y[2].view({b, s, h_kv, d_nope});
     out.v = y[3].view({b, s, h_kv, dh});
@@ -188,6 +195,7 @@ AbsorbedWeights absorbed_weights(const TextConfig& c, const DecoderLayerWeights&
 namespace {
 EnvSwitch kv_head_bmm_switch(kEnvKvHeadBmm);
 EnvSwitch fused_row_copy_switch(kEnvFusedRowCopy);
+EnvSwitch fused_head_product_switch(kEnvFusedHeadProduct);
 
 // t.contiguous(), by the fused row copy where it is on and takes t
 at::Tensor rows_contiguous(const at::Tensor& t) {
@@ -200,12 +208,16 @@ void set_kv_head_bmm(bool on) { kv_head_bmm_switch.set(on); }
 bool kv_head_bmm_enabled() { return kv_head_bmm_switch.enabled(); }
 void set_fused_row_copy(bool on) { fused_row_copy_switch.set(on); }
 bool fused_row_copy_enabled() { return fused_row_copy_switch.enabled(); }
+void set_fused_head_product(bool on) { fused_head_product_switch.set(on); }
+bool fused_head_product_enabled() { return fused_head_product_switch.enabled(); }
 
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w) {
   VLM2MLA_CHECK(x.dim() == 4 && w.dim() == 3 && x.size(1) == w.size(0) && x.size(3) == w.size(1), ArgumentError,
                 "kv_head_product: x [b, h_kv, m, k] and w [h_kv, k, n] expected, got ", x.sizes(), " and ", w.sizes());
   if (!kv_head_bmm_enabled()) return at::matmul(x, w.unsqueeze(0)).contiguous();
   const int64_t b = x.size(0), h_kv = x.size(1), m = x.size(2);
+  if (b * m <= kFusedHeadProductMaxRows && fused_head_product_switch.enabled() && !fused_head_product_unusable(x, w))
+    return fused_head_product(x, w);
   at::Tensor xs = rows_contiguous(x.transpose(0, 1)).view({h_kv, b * m, x.size(3)});  // no copy at b = 1
   return rows_contiguous(at::bmm(xs, w).view({h_kv, b, m, w.size(2)}).transpose(0, 1));
 }

@@ -30,7 +30,9 @@ struct MlaStep {
   at::Tensor q_rot;   // [b, h_q, s, R]: q's first R dims, rotated
   at::Tensor k_rope_pre;  // [b, s, h_kv, R] before RoPE (for observers)
   at::Tensor k_rope;  // [b, s, h_kv*R] rotated (what the latent cache stores)
-  at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined
+  at::Tensor latent;  // [b, s, r_kv] (low rank), or undefined; with defer_pick, the text set's
+  at::Tensor latent_image;  // with defer_pick and an image mask (md): the image set's [b, s, r_kv], else undefined
+  at::Tensor image;         // ... and the mask [b, s] that picks between the two (LatentKvCache::write_at)
   at::Tensor k_nope;  // [b, s, h_kv, d_h - R] (svd none), or undefined
   at::Tensor v;       // [b, s, h_kv, d_h] (svd none), or undefined
 };
@@ -63,8 +65,10 @@ class MlaRopes {
 // h [b, s, d] (the input_layernorm output); rope this layer's (mla_ropes); image [b, s] bool selects the image
 // projection set of an md layer (ignored otherwise; undefined = all text). full_query = false leaves q
 // undefined (q_pre and q_rot hold it, unconcatenated: what the decode kernel's step takes, one copy fewer).
+// defer_pick = true leaves an md layer's choice of latent per token to the cache write (latent, latent_image and
+// image of MlaStep; LatentKvCache::write_at), where a static step's write takes it in the same launch.
 MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query = true);
+                    const at::Tensor& image, bool full_query = true, bool defer_pick = false);
 
 // Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
 // [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.
@@ -114,11 +118,19 @@ int64_t absorbed_width(int64_t n);
 // Its two copies (x's rows by kv head, the product's back by sequence) take kernels/ops.h's fused_contiguous on
 // CUDA (one launch of 16-byte pieces, where libtorch's strided copy moved an element a thread: the same bits);
 // VLM2MLA_FUSED_ROW_COPY=0 (or set_fused_row_copy(false)) takes libtorch's, its twin.
+// Up to kFusedHeadProductMaxRows rows a kv head (b m: decode steps of small batches), where kernels/ops.h's
+// fused_head_product takes the sizes (CUDA, bf16 or fp16, whole 16-byte pieces), the product is one tensor-core
+// launch instead of the two copies and the bmm (float32 sums in another order than cuBLAS's: equal to the dtype's
+// rounding, not bit for bit); VLM2MLA_FUSED_HEAD_PRODUCT=0 (or set_fused_head_product(false)) keeps the bmm, its
+// twin. H200, 32k x 8: 6.3 µs a launch, where the copies and the bmm of a product took ~10.4 (docs/KERNELS.md).
+inline constexpr int64_t kFusedHeadProductMaxRows = 256;
 at::Tensor kv_head_product(const at::Tensor& x, const at::Tensor& w);
 void set_kv_head_bmm(bool on);
 bool kv_head_bmm_enabled();
 void set_fused_row_copy(bool on);
 bool fused_row_copy_enabled();
+void set_fused_head_product(bool on);
+bool fused_head_product_enabled();
 
 // Absorbed attention: q [b, h_q, s, d_h] (RoPE applied to the first R dims), cached latents
 // [b, t, r_kv], RoPE keys [b, t, h_kv*R], modality [b, t] (undefined = all text), mask bool

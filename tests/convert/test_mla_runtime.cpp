@@ -246,7 +246,9 @@ TEST(KvHeadProductCuda, FusedRowCopyChangesNoBits) {
   at::manual_seed(6);
   const testing::SwitchRestore bmm{set_kv_head_bmm, kv_head_bmm_enabled()};
   const testing::SwitchRestore copy{set_fused_row_copy, fused_row_copy_enabled()};
+  const testing::SwitchRestore head{set_fused_head_product, fused_head_product_enabled()};
   set_kv_head_bmm(true);
+  set_fused_head_product(false);  // (the copies are what this compares)
   for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
     const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
     for (int64_t b : {1, 6}) {
@@ -264,6 +266,53 @@ TEST(KvHeadProductCuda, FusedRowCopyChangesNoBits) {
       for (size_t i = 0; i < on.size(); ++i) {
         EXPECT_TRUE(on[i].is_contiguous());
         EXPECT_TRUE(at::equal(on[i], off[i])) << c10::toString(dtype) << " b " << b << " product " << i;
+      }
+    }
+  }
+}
+
+// Up to kFusedHeadProductMaxRows rows a kv head, where the sizes are whole 16-byte pieces (the model's absorbed
+// widths: 264 columns), the products take the fused kernel (VLM2MLA_FUSED_HEAD_PRODUCT, on by default): within
+// one rounding of the dtype of the bmm's (both round a float32 sum of the same products once), contiguous; more
+// rows (b = 40 x 7), float32, or sizes it does not take (258 columns), keep the bmm, bit for bit.
+TEST(KvHeadProductCuda, FusedHeadProductEqualsTheBmmToTheRounding) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(7);
+  const testing::SwitchRestore bmm{set_kv_head_bmm, kv_head_bmm_enabled()};
+  const testing::SwitchRestore head{set_fused_head_product, fused_head_product_enabled()};
+  set_kv_head_bmm(true);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    const double ulp = dtype == at::kBFloat16 ? 1.0 / 128 : 1e-5;
+    for (int64_t b : {1, 8, 40}) {
+      const at::Tensor qkv = at::randn({b, 28 * 128 + 1024}, o);
+      const at::Tensor q = qkv.narrow(1, 0, 28 * 128).view({b, 4, 7, 128});
+      const at::Tensor w_in = at::randn({4, 128, 264}, o) * 0.1, w_out = at::randn({4, 264, 128}, o) * 0.1;
+      const at::Tensor w_odd = at::randn({4, 128, 258}, o) * 0.1;
+      const at::Tensor ox = at::randn({b, 4, 7, 264}, o);
+      const std::vector<std::pair<at::Tensor, at::Tensor>> products = {{q, w_in}, {ox, w_out}, {q, w_odd}};
+      std::vector<at::Tensor> on, off;
+      for (bool fused : {true, false}) {
+        set_fused_head_product(fused);
+        for (const auto& [x, w] : products) (fused ? on : off).push_back(kv_head_product(x, w));
+      }
+      const bool takes = b * 7 <= kFusedHeadProductMaxRows && dtype == at::kBFloat16;  // float32: the bmm
+      for (size_t i = 0; i < on.size(); ++i) {
+        const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) + " product " +
+                                 std::to_string(i);
+        EXPECT_TRUE(on[i].is_contiguous()) << what;
+        const bool fused = i < 2 && takes;
+        if (!fused) {
+          EXPECT_TRUE(at::equal(on[i], off[i])) << what;
+        } else {
+          // one ulp of the value, plus both float32 sums' worst error over d terms (d 2^-23 of their magnitudes each:
+          // the tensor cores' adds need not round to nearest)
+          const auto& [x, w] = products[i];
+          const at::Tensor terms = at::matmul(x.to(at::kDouble).abs(), w.to(at::kDouble).abs().unsqueeze(0));
+          const at::Tensor diff = (on[i].to(at::kDouble) - off[i].to(at::kDouble)).abs();
+          const at::Tensor bound = off[i].to(at::kDouble).abs() * ulp + terms * (2.0 * double(x.size(3)) * 1.1921e-7);
+          EXPECT_TRUE((diff <= bound).all().item<bool>()) << what << ": worst excess " << (diff - bound).max().item<double>();
+        }
       }
     }
   }

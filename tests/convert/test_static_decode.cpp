@@ -464,6 +464,31 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   expect_unchanged("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16), &spec, true);
 }
 
+// A cache-write switch's two sides over the fixture's decode steps (static_vs_dynamic, 5 tokens): with it off, then
+// on, model m over a cache of `spec` gives identical logits; with graph, the captured step has at least `fewer`
+// launches fewer with it on (`tag` names the printed counts).
+void expect_write_switch_changes_no_logits(const char* tag, void (*set)(bool), const ModelInputs& in,
+                                           const std::string& what, const Model& m, const CacheSpec& spec, bool graph,
+                                           int64_t fewer) {
+  int64_t kernels = -1;  // the last run's captured step
+  auto run = [&](bool fused) {
+    set(fused);
+    std::vector<at::Tensor> out;
+    static_vs_dynamic(m, in, &spec, 5, graph, &out, &kernels);
+    return out;
+  };
+  const std::vector<at::Tensor> off = run(false);
+  const int64_t kernels_off = kernels;
+  const std::vector<at::Tensor> on = run(true);
+  if (graph) {
+    std::printf("[%s] %s: %ld kernels a step with the libtorch steps, %ld with the kernel\n", tag, what.c_str(),
+                long(kernels_off), long(kernels));
+    EXPECT_GT(kernels_off, 0) << what;
+    EXPECT_LE(kernels, kernels_off - fewer) << what;
+  }
+  expect_identical_logits(on, off, what, /*prompt=*/false);
+}
+
 // The fused quantized-cache write (RowStore::write_at; VLM2MLA_FUSED_CACHE_WRITE=0 turns it off): it
 // writes the twin's bits, so switching it changes no logits: not on the CPU (the steps run either way), nor
 // on a GPU over the decode steps (dynamic, and static replayed as CUDA graphs, whose cache writes it is) of
@@ -473,25 +498,10 @@ TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_fused_ring_write, fused_ring_write_enabled()};
-  int64_t kernels = -1;  // the last run's captured step
-  auto run = [&](const Model& m, const CacheSpec& spec, bool fused, bool graph) {
-    set_fused_ring_write(fused);
-    std::vector<at::Tensor> out;
-    static_vs_dynamic(m, in, &spec, 5, graph, &out, &kernels);
-    return out;
-  };
+  // the launches it removes: ~33 of the libtorch steps for each store's one, 2 stores a layer
   auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec& spec, bool graph) {
-    const std::vector<at::Tensor> off = run(m, spec, false, graph);
-    const int64_t kernels_off = kernels;
-    const std::vector<at::Tensor> on = run(m, spec, true, graph);
-    if (graph) {  // the launches it removes: ~33 of the libtorch steps for each store's one, 2 stores a layer
-      const int64_t stores = 2 * m.text_config().num_hidden_layers;
-      std::printf("[fused cache write] %s: %ld kernels a step with the libtorch steps, %ld with the kernel\n",
-                  what.c_str(), long(kernels_off), long(kernels));
-      EXPECT_GT(kernels_off, 0) << what;
-      EXPECT_LE(kernels, kernels_off - 10 * stores) << what;
-    }
-    expect_identical_logits(on, off, what, /*prompt=*/false);
+    expect_write_switch_changes_no_logits("fused cache write", set_fused_ring_write, in, what, m, spec, graph,
+                                          10 * 2 * m.text_config().num_hidden_layers);
   };
   testing::TempDir tmp;
   expect_unchanged("cpu, md, int4", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}),
@@ -504,6 +514,27 @@ TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   for (const CacheType type : {CacheType::kInt4, CacheType::kInt8, CacheType::kInt2}) {
     expect_unchanged(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 2}, true);
   }
+}
+
+// The fused latent write (LatentKvCache::write_at over plain stores; VLM2MLA_FUSED_LATENT_WRITE=0 turns it off): the
+// step's latent picked by its token's modality and both stores' rows in one launch, the twin's bits, so switching it
+// changes no logits: not on the CPU (the twin runs either way), nor on a GPU over the decode steps (dynamic, and
+// static replayed as CUDA graphs, whose writes it is) of an md-converted bf16 model over a bf16 latent cache; the
+// captured step has two launches a layer fewer (at::where and one index_copy_).
+TEST(FusedLatentWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl";
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_fused_latent_write, fused_latent_write_enabled()};
+  auto expect_unchanged = [&](const std::string& what, const Model& m, bool graph) {
+    expect_write_switch_changes_no_logits("fused latent write", set_fused_latent_write, in, what, m,
+                                          CacheSpec{CacheType::kBf16, 8, 4}, graph,
+                                          2 * m.text_config().num_hidden_layers);
+  };
+  testing::TempDir tmp;
+  expect_unchanged("cpu, md, bf16", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}), false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  expect_unchanged("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16), true);
 }
 
 }  // namespace

@@ -96,5 +96,69 @@ TEST(FusedRingWriteCuda, WritesTheTwinsBitsStepAfterStep) {
   }
 }
 
+// The fused latent write (kernels/ops.h fused_latent_write): where it is usable and why not, and on a CUDA device
+// against its twin, at::where choosing each sequence's latent by its step token's modality and an index_copy_ into
+// each store: bit for bit, with and without the image set's rows (views of a wider product's rows, as the decode
+// step's projections are), for bf16, fp16 and float32 stores, at positions across the capacity.
+TEST(FusedLatentWrite, RefusesWhatItCannotWriteAndSaysWhy) {
+  const at::Tensor rows = at::randn({2, 1, 128}), store = at::zeros({2, 16, 128}), pos = at::zeros({1}, at::kLong);
+  ASSERT_NE(fused_latent_write_unusable(rows, {}, {}, rows, pos, store, store), nullptr);
+  const std::string why = testing::argument_error([&] { fused_latent_write(rows, {}, {}, rows, pos, store, store); });
+  EXPECT_NE(why.find("fused_latent_write"), std::string::npos) << why;
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const at::TensorOptions o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor r = at::randn({2, 1, 128}, o), st = at::zeros({2, 16, 128}, o), p = pos.cuda();
+  const at::Tensor img = at::zeros({2, 1}, o.dtype(at::kBool));
+  EXPECT_EQ(fused_latent_write_unusable(r, r, img, r, p, st, st), nullptr);
+  auto expect = [](const char* got, const char* part) {
+    ASSERT_NE(got, nullptr) << part;
+    EXPECT_NE(std::string(got).find(part), std::string::npos) << got;
+  };
+  expect(fused_latent_write_unusable(r, r, {}, r, p, st, st), "go together");
+  expect(fused_latent_write_unusable(r.to(at::kFloat), {}, {}, r, p, st, st), "dtypes");
+  expect(fused_latent_write_unusable(r, {}, {}, r, p.to(at::kInt), st, st), "int64");
+  expect(fused_latent_write_unusable(r, {}, {}, r, p, st.narrow(2, 0, 64), st), "match");
+  expect(fused_latent_write_unusable(at::randn({2, 1, 130}, o).narrow(2, 1, 128), {}, {}, r, p, st, st), "16-byte");
+  expect(fused_latent_write_unusable(r, r, img.to(at::kByte), r, p, st, st), "bool");
+  expect(fused_latent_write_unusable(r, {}, {}, r.cpu(), p, st, st), "device");
+}
+
+TEST(FusedLatentWriteCuda, WritesTheTwinsBits) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(29);
+  int n = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    for (int64_t b : {1, 5}) {
+      for (bool two_sets : {false, true}) {
+        const int64_t r = 128, hr = 128, cap = 12;
+        at::Tensor lat_twin = at::randn({b, cap, r}, o), rope_twin = at::randn({b, cap, hr}, o);
+        at::Tensor lat_fused = lat_twin.clone(), rope_fused = rope_twin.clone();
+        for (int64_t p : {int64_t(0), int64_t(5), cap - 1}) {
+          // the projections' output row [q | RoPE key | latent (text) | latent (image)], as linear_group's slices
+          const at::Tensor y = at::randn({b, 1, 3584 + hr + 2 * r}, o);
+          const at::Tensor k_rope = y.narrow(2, 3584, hr).contiguous();  // (RoPE applied: a new tensor)
+          const at::Tensor text = y.narrow(2, 3584 + hr, r), image_rows = y.narrow(2, 3584 + hr + r, r);
+          const at::Tensor image = two_sets ? (at::rand({b, 1}, o.dtype(at::kFloat)) < 0.5) : at::Tensor();
+          const at::Tensor alt = two_sets ? image_rows : at::Tensor();
+          const at::Tensor pos = at::full({1}, p, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
+          const at::Tensor picked = two_sets ? at::where(image.unsqueeze(-1), image_rows, text) : text;
+          lat_twin.index_copy_(1, pos, picked);
+          rope_twin.index_copy_(1, pos, k_rope);
+          const char* why = fused_latent_write_unusable(text, alt, image, k_rope, pos, lat_fused, rope_fused);
+          ASSERT_EQ(why, nullptr) << why;
+          fused_latent_write(text, alt, image, k_rope, pos, lat_fused, rope_fused);
+          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
+                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          ASSERT_TRUE(at::equal(lat_fused, lat_twin)) << what << ": the latent store";
+          ASSERT_TRUE(at::equal(rope_fused, rope_twin)) << what << ": the RoPE key's store";
+          ++n;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
+}
+
 }  // namespace
 }  // namespace vlm2mla

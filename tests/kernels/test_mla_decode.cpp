@@ -1212,7 +1212,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   }
   st.print("warp rows");
   // which layout runs: modality CTAs where a modality's heads fill more than one m-tile (kAuto: and the batch
-  // gives 16 (sequence, head block) pairs), else the joint one
+  // gives kModalityCtasMinPairs (sequence, head block) pairs: one since 2026-11-30, 16 before), else the joint one
   auto kernel_of = [](int64_t h_q, int64_t h_kv, int64_t n_mod, MlaDecodeVariant v, int64_t b = 1) {
     Case c = Case::qwen7b_md_int4(std::vector<int64_t>(b, 0), std::vector<int64_t>(b, 100));
     c.h_q = h_q;
@@ -1223,7 +1223,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     return layout_of(MlaDecodeLaunch(in).kernel());
   };
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");
-  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 15), "tc-rows");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 1), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 16), "tc-rows");
   {  // and what mla_decode records of the kernels it ran (bench's decode_kernels)

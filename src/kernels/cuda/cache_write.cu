@@ -1,4 +1,4 @@
-// A decode step's quantized cache write in one launch (cache_write.h). One CTA per sequence: its threads
+// A decode step's quantized cache write in one launch (cache_write.h). One CTA per sequence: its warps
 // quantize the leaving ring row a group each, then, after a barrier (the slot is read before it is
 // overwritten), copy the step's rows into the slot.
 #include "kernels/cuda/cache_write.h"
@@ -15,6 +15,10 @@ namespace {
 
 constexpr int kThreads = 128;
 
+// A warp per group (groups in turn over the CTA's warps): the lanes' minima and maxima over the group's values
+// reduced by shuffles (fminf / fmaxf: the same float32 result in any order, but for the sign of a zero), then each
+// lane packs whole bytes. The first form took a group per thread, its values one after another with a runtime trip
+// count: ~11 us a launch on the H200 (two a layer; Nsight Systems, session 22), the loads' latency in series.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
   const int64_t b = blockIdx.x;
@@ -22,26 +26,32 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
   const int64_t slot = pos % p.window_size;
   const int64_t qpos = pos >= p.window_size ? pos - p.window_size : 0;
   T* ring = static_cast<T*>(p.window) + b * p.window_stride[0] + slot * p.window_stride[1];
-  const int groups = int(p.n / p.group), per_byte = 8 / p.bits;
+  const int groups = int(p.n / p.group), per_byte = 8 / p.bits, bytes = p.group / per_byte;
   const float levels = float((1 << p.bits) - 1);
   // libtorch's CUDA division by a host scalar multiplies by the scalar's float32 reciprocal (its
   // BinaryDivTrueKernel): the twin's scale is (max - min) * (1 / levels), not a division
   const float inv_levels = 1.f / levels;
   uint8_t* data = p.data + b * p.data_stride[0] + qpos * p.data_stride[1];
-  for (int g = threadIdx.x; g < groups; g += kThreads) {
+  const int lane = threadIdx.x & 31;
+  for (int g = threadIdx.x >> 5; g < groups; g += kThreads / 32) {
     const T* x = ring + int64_t(g) * p.group;
-    float lo = to_float(x[0]), hi = lo;
-    for (int i = 1; i < p.group; ++i) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = lane; i < p.group; i += 32) {
       const float v = to_float(x[i]);
       lo = fminf(lo, v);
       hi = fmaxf(hi, v);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+      hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
     }
     float scale = (hi - lo) * inv_levels;
     if (!(scale > 0.f)) scale = 1.f;
     const __half s16 = __float2half_rn(scale), l16 = __float2half_rn(lo);
     const float s = __half2float(s16), l = __half2float(l16);
-    uint8_t* d = data + int64_t(g) * p.group / per_byte;
-    for (int j = 0; j < p.group / per_byte; ++j) {
+    uint8_t* d = data + int64_t(g) * bytes;
+    for (int j = lane; j < bytes; j += 32) {
       unsigned byte = 0;
       for (int k = 0; k < per_byte; ++k) {
         const float c = fminf(fmaxf(rintf((to_float(x[j * per_byte + k]) - l) / s), 0.f), levels);
@@ -49,15 +59,52 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
       }
       d[j] = uint8_t(byte);
     }
-    p.scale[b * p.scale_stride[0] + qpos * p.scale_stride[1] + g] = __half_as_ushort(s16);
-    p.lo[b * p.lo_stride[0] + qpos * p.lo_stride[1] + g] = __half_as_ushort(l16);
+    {  // every lane stores the same halves (one transaction; a lane-0 branch made ptxas spill 8 bytes)
+      p.scale[b * p.scale_stride[0] + qpos * p.scale_stride[1] + g] = __half_as_ushort(s16);
+      p.lo[b * p.lo_stride[0] + qpos * p.lo_stride[1] + g] = __half_as_ushort(l16);
+    }
   }
   __syncthreads();  // the leaving row is read: its slot takes the step's rows
   const T* rows = static_cast<const T*>(p.rows) + b * p.rows_stride;
   for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = rows[e];
 }
 
+// Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
+__global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
+  const int64_t b = blockIdx.x;
+  const int q = blockIdx.y;
+  const int64_t pos = *p.pos;
+  const bool alt = q == 0 && p.alt != nullptr && p.image[b * p.image_stride] != 0;
+  const auto* src = static_cast<const unsigned char*>(alt ? p.alt : p.src[q]) +
+                    b * (alt ? p.alt_stride : p.src_stride[q]) * elem_bytes;
+  auto* dst = static_cast<unsigned char*>(p.dst[q]) + (b * p.dst_stride[q][0] + pos * p.dst_stride[q][1]) * elem_bytes;
+  const int64_t pieces = p.n[q] * elem_bytes / 16;
+  for (int64_t e = threadIdx.x; e < pieces; e += kThreads)
+    reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
+}
+
 }  // namespace
+
+void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_t stream) {
+  VLM2MLA_CHECK(elem_bytes == 2 || elem_bytes == 4, ArgumentError, "latent_write: elements of 2 or 4 bytes, got ",
+                elem_bytes);
+  VLM2MLA_CHECK(p.b >= 0 && p.b <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] && p.dst[1] && p.pos &&
+                    (!p.alt || p.image),
+                ArgumentError, "latent_write: every array must be set (the image mask with the image set's rows)");
+  const int v = 16 / elem_bytes;
+  auto aligned = [](const void* ptr) { return ptr == nullptr || (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
+  for (int q = 0; q < 2; ++q) {
+    VLM2MLA_CHECK(p.n[q] > 0 && p.n[q] % v == 0 && p.src_stride[q] % v == 0 && p.dst_stride[q][0] % v == 0 &&
+                      p.dst_stride[q][1] % v == 0 && aligned(p.src[q]) && aligned(p.dst[q]),
+                  ArgumentError, "latent_write: store ", q, "'s rows (", p.n[q],
+                  " elements) and strides must be whole 16-byte pieces on 16-byte bounds");
+  }
+  VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned(p.alt)), ArgumentError,
+                "latent_write: the image set's rows must lie on 16-byte bounds");
+  if (p.b == 0) return;
+  latent_write_kernel<<<dim3(unsigned(p.b), 2), kThreads, 0, stream>>>(p, elem_bytes);
+  check_kernel_launch("latent_write");
+}
 
 void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
   const char* why = p.n > 0 ? quant_shape_problem(p.n, p.bits, p.group) : "the row width must be positive";

@@ -38,4 +38,25 @@ struct RingWriteParams {
 // rows written into that slot. ArgumentError for sizes it does not take, Error when the launch fails.
 void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream);
 
+// A decode step's rows into a latent cache's plain stores (bf16, fp16 or float32) in one launch: store 0 takes each
+// sequence's latent row, or its image set's row (alt) where the sequence's step token is an image (image[b] != 0),
+// store 1 the RoPE key's row, both at position *pos. Elements in 16-byte pieces (rows whole pieces, strides and
+// addresses on 16-byte bounds: the launcher checks). Strides in elements.
+struct LatentWriteParams {
+  const void* src[2] = {nullptr, nullptr};  // [b, n_q]: the latent (the text set's where alt is given), the RoPE key
+  int64_t src_stride[2] = {0, 0};
+  const void* alt = nullptr;  // [b, n_0]: the image set's latent, or null
+  int64_t alt_stride = 0;
+  const uint8_t* image = nullptr;  // [b] bytes (bool), with alt
+  int64_t image_stride = 0;
+  void* dst[2] = {nullptr, nullptr};  // [b, cap, n_q]
+  int64_t dst_stride[2][2] = {{0, 0}, {0, 0}};
+  int64_t n[2] = {0, 0};
+  const int64_t* pos = nullptr;  // [1] on the device (< cap)
+  int64_t b = 0;
+};
+
+// ArgumentError for what it does not take, Error when the launch fails.
+void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_t stream);
+
 }  // namespace vlm2mla

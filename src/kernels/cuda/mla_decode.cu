@@ -858,7 +858,9 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   // Two-set models: its modality CTAs where a modality's heads fill its rows (h_q > 16) and, for kAuto, the
   // batch gives at least kModalityCtasMinPairs (sequence, head block) pairs, else the joint layout. Measured
   // on the H200 (docs/KERNELS.md): at b = 32 the modality CTAs take 12-16% less time on text-only keys and
-  // the same on image runs; at b = 1..8, where their twice as many CTAs take a second wave, 3-18% more.
+  // the same on image runs; at b = 1..8 they took 3-18% more when first measured (2026-11-29), and since the
+  // splits along the segments and the image bound, whole steps at 32k x 8 take 7% less with them (2026-11-30),
+  // so the threshold is now one pair.
   std::string why_rows = "not asked for";
   bool modality_ctas = false;
   const bool joint = variant == MlaDecodeVariant::kTensorCoreWarpRowsJoint;

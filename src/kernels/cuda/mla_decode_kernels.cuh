@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/cuda/tensor_core.cuh"
 #include "kernels/split_map.h"
 
 namespace vlm2mla {
@@ -46,7 +47,10 @@ constexpr int kMinTilesPerSplitModalityCtas = 4;  // the same for the warp-rows 
 // text-only keys the same cap cost 5-13%, hence the hint.
 constexpr int kMaxTilesPerSplitImage = 64;
 constexpr int kMinTilesPerSplitWide = 4;  // the same for the scores-first kernels (kWide, kWideCluster)
-constexpr int kModalityCtasMinPairs = 16;  // kAuto: (sequence, head block) pairs from which it takes them
+// kAuto: the (sequence, head block) pairs from which it takes the modality CTAs. 1 since 2026-11-30 (H200, Qwen2.5-VL-7B
+// shapes, D = 32, text-only 32k x 8 steps: bf16 7.26 -> 6.70 ms, int4 7.62 -> 7.09; 4k x 1: int4 -4%, bf16 even;
+// docs/KERNELS.md "The modality CTAs at small batches"): the joint layout stays for the sizes they do not take.
+constexpr int kModalityCtasMinPairs = 1;
 constexpr int kWarps = 8;            // tensor-core kernel: warp w scores tokens [8w, 8w + 8) of a tile
 constexpr int kThreads = kWarps * 32;
 constexpr int kBf16Stages = 2;       // shared-memory stages of the bf16 tiles
@@ -162,66 +166,8 @@ inline int64_t workspace_floats_for(const MlaDecodeParams& p, int total_splits) 
 }
 
 // ---- small device helpers -----------------------------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
-
-// cp.async of `bytes` (4, 8 or 16); when !valid the destination is zero-filled and src is not read.
-__device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int bytes, bool valid) {
-  const int n = valid ? bytes : 0;
-  if (bytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
-  } else if (bytes == 8) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
-  }
-}
-// A barrier of `threads` threads (whole warps) under hardware barrier `id` (1-15: 0 is __syncthreads'); it
-// orders their shared-memory accesses as __syncthreads does the CTA's.
-__device__ __forceinline__ void named_barrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
-               : "=r"(r0), "=r"(r1)
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-               : "=r"(r0), "=r"(r1)
-               : "r"(addr)
-               : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr)
-               : "memory");
-}
-
-// d += A (16x16, row) * B (16x8, col); bf16 inputs, fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+// smem_addr, cp_async, named_barrier, cp_async_commit / _wait, the ldmatrix loads and mma_bf16: tensor_core.cuh
+using namespace tensor_core;
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
