@@ -763,13 +763,10 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
 #endif
 }
 
-void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
-                      int64_t bits, int64_t group) {
-  const char* why = fused_ring_write_unusable(rows, pos, window, q, bits, group);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write: ", why, "; got rows ", rows.sizes(), " ", rows.scalar_type(),
-                ", window ", window.sizes(), " ", window.scalar_type(), " on ", window.device());
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(window.device());
+namespace {
+RingWriteParams ring_write_params(const at::Tensor& rows, const at::Tensor& pos, const at::Tensor& window,
+                                  const QuantizedRows& q, int64_t bits, int64_t group) {
   RingWriteParams p;
   p.rows = rows.data_ptr();
   p.rows_stride = rows.stride(0);
@@ -791,8 +788,73 @@ void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor&
   p.window_size = window.size(1);
   p.bits = int(bits);
   p.group = int(group);
-  launch_ring_write(p, element_dtype(window.scalar_type()),
+  return p;
+}
+}  // namespace
+#endif
+
+void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                      int64_t bits, int64_t group) {
+  const char* why = fused_ring_write_unusable(rows, pos, window, q, bits, group);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write: ", why, "; got rows ", rows.sizes(), " ", rows.scalar_type(),
+                ", window ", window.sizes(), " ", window.scalar_type(), " on ", window.device());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(window.device());
+  launch_ring_write(ring_write_params(rows, pos, window, q, bits, group), element_dtype(window.scalar_type()),
                     c10::cuda::getCurrentCUDAStream(window.device().index()).stream());
+#endif
+}
+
+const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                           const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                           const QuantizedStoreArrays& latent_store,
+                                           const QuantizedStoreArrays& rope_store) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
+  if (const char* why = fused_ring_write_unusable(latent, pos, latent_store.window, latent_store.q, latent_store.bits,
+                                                  latent_store.group))
+    return why;
+  if (const char* why =
+          fused_ring_write_unusable(k_rope, pos, rope_store.window, rope_store.q, rope_store.bits, rope_store.group))
+    return why;
+  if (rope_store.window.scalar_type() != latent_store.window.scalar_type() ||
+      rope_store.window.device() != latent_store.window.device() ||
+      rope_store.window.size(0) != latent_store.window.size(0))
+    return "the two stores differ in dtype, device or batch";
+  if (latent_image.defined()) {
+    if (const char* why = fused_ring_write_unusable(latent_image, pos, latent_store.window, latent_store.q,
+                                                    latent_store.bits, latent_store.group))
+      return why;
+    if (!image.is_cuda() || image.device() != latent.device()) return "the image mask is not on the rows' device";
+    if (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != latent.size(0) || image.size(1) != 1)
+      return "image must be bool [b, 1]";
+  }
+  return nullptr;
+#else
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
+                           const QuantizedStoreArrays& rope_store) {
+  const char* why = fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write_pair: ", why);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  const at::Device dev = latent_store.window.device();
+  c10::cuda::CUDAGuard guard(dev);
+  RingWritePairParams pp;
+  pp.store[0] = ring_write_params(latent, pos, latent_store.window, latent_store.q, latent_store.bits, latent_store.group);
+  pp.store[1] = ring_write_params(k_rope, pos, rope_store.window, rope_store.q, rope_store.bits, rope_store.group);
+  if (latent_image.defined()) {
+    pp.alt = latent_image.data_ptr();
+    pp.alt_stride = latent_image.stride(0);
+    pp.image = reinterpret_cast<const uint8_t*>(image.data_ptr());
+    pp.image_stride = image.stride(0);
+  }
+  launch_ring_write_pair(pp, element_dtype(latent_store.window.scalar_type()),
+                         c10::cuda::getCurrentCUDAStream(dev.index()).stream());
 #endif
 }
 

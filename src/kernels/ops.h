@@ -183,6 +183,25 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
 void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
                       int64_t bits, int64_t group);  // ArgumentError if not usable
 
+// Both quantized stores of a latent cache's layer in one launch (kernels/cuda/cache_write.h's
+// launch_ring_write_pair), each sequence's latent picked by its step token's modality: what
+// LatentKvCache::write_at's twin does in at::where and a fused_ring_write a store, the same bits. latent [b, 1, r]
+// (the text set's where latent_image is given), latent_image like it or undefined, image [b, 1] bool with it,
+// k_rope [b, 1, n]; each store's arrays as fused_ring_write takes them (each its own bits and group), both rings
+// of the rows' dtype on one device. fused_ring_write_pair_unusable(): nullptr when usable, else why not.
+struct QuantizedStoreArrays {
+  at::Tensor window;  // [b, w, n] full-precision ring
+  QuantizedRows q;
+  int64_t bits = 0, group = 0;
+};
+const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                           const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                           const QuantizedStoreArrays& latent_store,
+                                           const QuantizedStoreArrays& rope_store);
+void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
+                           const QuantizedStoreArrays& rope_store);  // ArgumentError if not usable
+
 // A decode step's write into a latent cache's plain stores in one launch (kernels/cuda/cache_write.h's
 // launch_latent_write), where LatentKvCache::write_at's libtorch steps (its twin) are at::where choosing each
 // sequence's latent by its step token's modality, and an index_copy_ into each store: the same bits. latent [b, 1, r]
