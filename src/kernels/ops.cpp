@@ -437,6 +437,12 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
 #endif
 }
 
+namespace {
+EnvSwitch rms_norm_vectors_switch(kEnvRmsNormVectors);
+}  // namespace
+void set_rms_norm_vectors(bool on) { rms_norm_vectors_switch.set(on); }
+bool rms_norm_vectors_enabled() { return rms_norm_vectors_switch.enabled(); }
+
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   const at::ScalarType t = x.scalar_type();
@@ -462,8 +468,8 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
   const int64_t d = x.size(-1);
   if (xc.numel() == 0) return out;
   launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), xc.numel() / d, d, float(eps),
-                  element_dtype(x.scalar_type()),
-                  c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                  element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream(),
+                  rms_norm_vectors_enabled());
   return out;
 #else
   (void)eps;
@@ -490,7 +496,7 @@ std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const 
   if (xc.numel() == 0) return {sum, out};
   launch_add_rms_norm(xc.data_ptr(), rc.data_ptr(), wc.data_ptr(), sum.data_ptr(), out.data_ptr(), xc.numel() / d, d,
                       float(eps), element_dtype(x.scalar_type()),
-                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream(), rms_norm_vectors_enabled());
   return {sum, out};
 #else
   (void)eps;

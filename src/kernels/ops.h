@@ -137,6 +137,11 @@ class MlaDecodeLaunch {
 // order of the float32 sum of squares. usable(): this build has the kernel and the tensors fit it (none
 // requiring grad: the kernel has no backward).
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
+// Rows of whole 16-byte vectors (up to 1,024 of them) take the kernel that holds a row in registers
+// (kernels/cuda/rms_norm.h); VLM2MLA_RMS_NORM_VECTORS=0 (or set_rms_norm_vectors(false)) takes every row element
+// by element, its twin (the same arithmetic, the sum of squares in another order).
+void set_rms_norm_vectors(bool on);
+bool rms_norm_vectors_enabled();
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
 // The residual add and the RMSNorm after it in one launch: {x + r, rms_norm(x + r) * weight}, the sum
