@@ -885,17 +885,11 @@ const char* fused_rope_unusable(const at::Tensor& x, const at::Tensor& cos, cons
 #endif
 }
 
-at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const char* why = fused_rope_unusable(x, cos, sin);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope: ", why,
-                " (it needs a CUDA build and CUDA tensors x [..., d], cos and sin broadcastable to x, of one dtype: "
-                "bf16, fp16 or float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", cos ",
-                cos.sizes(), " ", cos.scalar_type(), ", sin ", sin.sizes(), " ", sin.scalar_type());
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);  // x's strides where x is dense
-  if (out.numel() == 0) return out;
-  const at::Tensor c = cos.expand(x.sizes()), s = sin.expand(x.sizes());  // 0 strides along broadcast dims
+namespace {
+// The kernel's view of out = rope(x): cos and sin expanded to x's shape (0 strides along the dims they broadcast).
+RopeParams rope_params(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& out) {
+  const at::Tensor c = cos.expand(x.sizes()), s = sin.expand(x.sizes());
   RopeParams p{};
   p.x = x.data_ptr();
   p.cos = c.data_ptr();
@@ -910,8 +904,48 @@ at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     p.sin_stride[j] = s.stride(j);
     p.out_stride[j] = out.stride(j);
   }
-  launch_rope(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return p;
+}
+}  // namespace
+#endif
+
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const char* why = fused_rope_unusable(x, cos, sin);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope: ", why,
+                " (it needs a CUDA build and CUDA tensors x [..., d], cos and sin broadcastable to x, of one dtype: "
+                "bf16, fp16 or float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", cos ",
+                cos.sizes(), " ", cos.scalar_type(), ", sin ", sin.sizes(), " ", sin.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);  // x's strides where x is dense
+  if (out.numel() == 0) return out;
+  launch_rope(rope_params(x, cos, sin, out), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return out;
+#else
+  return {};
+#endif
+}
+
+const char* fused_rope_pair_unusable(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                     const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2) {
+  if (const char* why = fused_rope_unusable(x1, cos1, sin1)) return why;
+  if (const char* why = fused_rope_unusable(x2, cos2, sin2)) return why;
+  if (x1.device() != x2.device() || x1.scalar_type() != x2.scalar_type())
+    return "the two tensors differ in device or dtype";
+  return nullptr;
+}
+
+std::pair<at::Tensor, at::Tensor> fused_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2) {
+  const char* why = fused_rope_pair_unusable(x1, cos1, sin1, x2, cos2, sin2);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope_pair: ", why, " (got x1 ", x1.sizes(), ", x2 ",
+                x2.defined() ? c10::str(x2.sizes()) : std::string("undefined"), ")");
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x1.device());
+  at::Tensor out1 = at::empty_like(x1, at::MemoryFormat::Preserve), out2 = at::empty_like(x2, at::MemoryFormat::Preserve);
+  launch_rope_pair(rope_params(x1, cos1, sin1, out1), rope_params(x2, cos2, sin2, out2),
+                   c10::cuda::getCurrentCUDAStream(x1.device().index()).stream());
+  return {out1, out2};
 #else
   return {};
 #endif

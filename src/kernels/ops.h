@@ -232,5 +232,12 @@ inline bool fused_rope_usable(const at::Tensor& x, const at::Tensor& cos, const 
   return fused_rope_unusable(x, cos, sin) == nullptr;
 }
 at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);  // ArgumentError if not usable
+// Two rotations in one launch (kernels/cuda/rope.h's launch_rope_pair: a decode step's queries and keys), each
+// what fused_rope gives for its tensor, bit for bit; both tensors of one dtype on one device.
+const char* fused_rope_pair_unusable(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                     const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2);
+std::pair<at::Tensor, at::Tensor> fused_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2,
+                                                  const at::Tensor& sin2);  // ArgumentError if not usable
 
 }  // namespace vlm2mla

@@ -155,8 +155,8 @@ QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, con
   o.q_pre = qkv[0].view({b, s, config_.num_attention_heads, dh}).transpose(1, 2);  // [b, h_q, s, d]
   o.k_pre = qkv[1].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);  // [b, h_kv, s, d]
   o.v = qkv[2].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);      // [b, h_kv, s, d]
-  o.q = apply_rope(o.q_pre, cs);
-  o.k = apply_rope(o.k_pre, cs);
+  const at::Tensor cos = cs.cos.unsqueeze(1), sin = cs.sin.unsqueeze(1);  // [b, 1, s, d]
+  std::tie(o.q, o.k) = apply_rope_pair(o.q_pre, cos, sin, o.k_pre, cos, sin);  // one launch on CUDA
   return o;
 }
 
