@@ -11,6 +11,19 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The row's 1 / rms from each thread's part of its sum of squares: the CTA's sum (shuffles within warps, then the
+// warps' sums), then as libtorch: mean = sum * (1/d); rsqrt(mean + eps). One barrier; every thread gets it.
+__device__ __forceinline__ float row_inv_rms(float ss, float inv_d, float eps) {
+  __shared__ float warp_sums[kThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_sums[warp] = ss;
+  __syncthreads();
+  float total = lane < kThreads / 32 ? warp_sums[lane] : 0.f;
+  for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
+  return rsqrtf(total * inv_d + eps);
+}
+
 // One CTA per row: the sum of squares reduced over the CTA, then each element normalised, rounded to T
 // and multiplied by its weight (the product rounded to T), as libtorch computes `weight * normed`.
 // ADD: the row is x + r, rounded to T (libtorch's add), and stored to sum.
@@ -32,15 +45,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict_
     const float v = to_float(e);
     ss += v * v;
   }
-  __shared__ float warp_sums[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  float total = lane < kThreads / 32 ? warp_sums[lane] : 0.f;
-  for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
-  // libtorch: mean = sum * (1/d); rsqrt(mean + eps)
-  const float inv = rsqrtf(total * inv_d + eps);
+  const float inv = row_inv_rms(ss, inv_d, eps);
   for (int i = threadIdx.x; i < d; i += kThreads) {
     const T normed = from_float<T>(to_float(value(i)) * inv);
     orow[i] = from_float<T>(to_float(w[i]) * to_float(normed));
@@ -92,14 +97,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(const T* __restr
       }
     }
   }
-  __shared__ float warp_sums[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  float total = lane < kThreads / 32 ? warp_sums[lane] : 0.f;
-  for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
-  const float inv = rsqrtf(total * inv_d + eps);  // libtorch: mean = sum * (1/d); rsqrt(mean + eps)
+  const float inv = row_inv_rms(ss, inv_d, eps);
   uint4* orow = reinterpret_cast<uint4*>(out) + base;
 #pragma unroll
   for (int k = 0; k < kMaxVecs; ++k) {
