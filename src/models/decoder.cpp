@@ -318,7 +318,8 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   at::Tensor start32, length32, modality, mask;
   if (kernel) {  // the kernel takes each row's key range itself
     start32 = in.start.to(at::kInt);
-    length32 = (in.past + 1).to(at::kInt).expand({b});
+    // materialized once a step: mla_decode takes contiguous lengths, and an expanded view cost a copy a layer
+    length32 = (in.past + 1).to(at::kInt).expand({b}).contiguous();
   } else {  // keys [start, past] of the whole capacity: [b, 1, 1, capacity]
     at::Tensor j = at::arange(cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, cap});
     mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
