@@ -582,6 +582,20 @@ const char* fused_row_copy_unusable(const at::Tensor& src) {
 #endif
 }
 
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+namespace {
+// t's rows are whole 16-byte pieces on 16-byte bounds: its last dim contiguous and a whole number of pieces, its
+// other strides too, its data 16-byte aligned (what the kernels' 16-byte loads and stores take).
+bool whole_pieces(const at::Tensor& t) {
+  const int64_t v = 16 / t.element_size();
+  if (t.stride(-1) != 1 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15u) != 0) return false;
+  for (int64_t i = 0; i + 1 < t.dim(); ++i)
+    if (t.stride(i) % v != 0) return false;
+  return t.size(-1) % v == 0;
+}
+}  // namespace
+#endif
+
 const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   if (!x.defined() || !w.defined()) return "both tensors must be defined";
@@ -595,11 +609,7 @@ const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w
   if (x.size(3) == 0) return "the inner size is 0";
   if (!w.is_contiguous()) return "w is not contiguous";
   if (x.stride(3) != 1) return "x's last dimension is not contiguous";
-  const int64_t v = 16 / x.element_size();
-  if (x.size(3) % v != 0 || w.size(2) % v != 0 || x.stride(0) % v != 0 || x.stride(1) % v != 0 || x.stride(2) % v != 0)
-    return "d, n or x's strides are not whole 16-byte pieces";
-  if ((reinterpret_cast<uintptr_t>(x.data_ptr()) & 15u) != 0 || (reinterpret_cast<uintptr_t>(w.data_ptr()) & 15u) != 0)
-    return "x or w is not 16-byte aligned";
+  if (!whole_pieces(x) || !whole_pieces(w)) return "d, n or x's strides are not whole 16-byte pieces on 16-byte bounds";
   return nullptr;
 #else
   (void)x;
@@ -665,15 +675,8 @@ const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tens
     return "the rows do not match the stores' [b, 1, n]";
   if (image.defined() && (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != b || image.size(1) != 1))
     return "image must be bool [b, 1]";
-  const int64_t v = 16 / latent_store.element_size();
-  auto pieces = [&](const at::Tensor& t) {
-    if (t.stride(-1) != 1 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15u) != 0) return false;
-    for (int64_t i = 0; i + 1 < t.dim(); ++i)
-      if (t.stride(i) % v != 0) return false;
-    return t.size(-1) % v == 0;
-  };
   for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
-    if (t->defined() && !pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
+    if (t->defined() && !whole_pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
   return nullptr;
 #else
   (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;

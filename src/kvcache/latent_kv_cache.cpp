@@ -148,10 +148,13 @@ void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::
       return;
     }
   }
-  // the twin: each sequence's latent by its step token's modality (models' by_modality), then a write a store
-  ls.write_at(latent_image.defined() ? at::where(image.to(latent.device()).unsqueeze(-1), latent_image, latent) : latent,
-              pos);
+  // the twin: each sequence's latent by its step token's modality, then a write a store
+  ls.write_at(latent_image.defined() ? by_modality(latent, latent_image, image) : latent, pos);
   rs.write_at(k_rope, pos);
+}
+
+at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, const at::Tensor& image) {
+  return at::where(image.to(text.device()).unsqueeze(-1), image_result, text);
 }
 
 std::pair<at::Tensor, at::Tensor> LatentKvCache::read_upto(int64_t layer, const at::Tensor& last) const {

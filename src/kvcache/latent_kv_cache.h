@@ -93,4 +93,9 @@ class LatentKvCache : public KvCache {
 void set_fused_latent_write(bool on);
 bool fused_latent_write_enabled();
 
+// Two-set (md) models' choice per token: text's rows, image_result's where the token is an image (image [b, s] bool,
+// on any device; text and image_result [b, s, *]). The models pick latents with it, and LatentKvCache::write_at's
+// twin too, so the fused write's "the same bits" is against this one computation.
+at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, const at::Tensor& image);
+
 }  // namespace vlm2mla

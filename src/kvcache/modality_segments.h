@@ -11,7 +11,6 @@
 
 namespace vlm2mla {
 
-
 // Over positions [0, n) of `modality` ([b, n], bool or uint8, nonzero image; on any device: read on the host, a
 // sync), each 64-token tile is text only, image only or both (the last tile by its positions below n); a segment is
 // a maximal run of tiles of one kind. Where the last run is not text only, the tiles from ceil(n / 64) on (the

@@ -27,11 +27,6 @@ namespace {
 // decoder passes none for steps without image tokens): no device sync, so steps can be captured.
 bool any_image(const MlaConfig& m, const at::Tensor& image) { return m.modality_split && image.defined(); }
 
-// Per-token choice between the text (set 0) and image (set 1) results: a [b, s, n], image [b, s].
-at::Tensor by_modality(const at::Tensor& text, const at::Tensor& image_result, const at::Tensor& image) {
-  return at::where(image.to(text.device()).unsqueeze(-1), image_result, text);
-}
-
 // The kv_a_proj of each projection set a step uses: the text set, and the image set when an md layer
 // picks per token.
 void add_latent_projections(const MlaConfig& m, const DecoderLayerWeights& w, const at::Tensor& image,
