@@ -593,6 +593,11 @@ bool whole_pieces(const at::Tensor& t) {
     if (t.stride(i) % v != 0) return false;
   return t.size(-1) % v == 0;
 }
+
+// A decode step's image mask, as the fused cache writes take it: bool [b, 1] (the step token is an image).
+bool image_mask_fits(const at::Tensor& image, int64_t b) {
+  return image.scalar_type() == at::kBool && image.dim() == 2 && image.size(0) == b && image.size(1) == 1;
+}
 }  // namespace
 #endif
 
@@ -673,8 +678,7 @@ const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tens
   if (!rows_fit(latent, latent_store) || !rows_fit(k_rope, rope_store) ||
       (latent_image.defined() && !rows_fit(latent_image, latent_store)))
     return "the rows do not match the stores' [b, 1, n]";
-  if (image.defined() && (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != b || image.size(1) != 1))
-    return "image must be bool [b, 1]";
+  if (image.defined() && !image_mask_fits(image, b)) return "image must be bool [b, 1]";
   for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
     if (t->defined() && !whole_pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
   return nullptr;
@@ -835,8 +839,7 @@ const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::T
                                                     latent_store.bits, latent_store.group))
       return why;
     if (!image.is_cuda() || image.device() != latent.device()) return "the image mask is not on the rows' device";
-    if (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != latent.size(0) || image.size(1) != 1)
-      return "image must be bool [b, 1]";
+    if (!image_mask_fits(image, latent.size(0))) return "image must be bool [b, 1]";
   }
   return nullptr;
 #else
