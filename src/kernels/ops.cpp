@@ -437,6 +437,12 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
 #endif
 }
 
+namespace {
+EnvSwitch rms_norm_vectors_switch(kEnvRmsNormVectors);
+}  // namespace
+void set_rms_norm_vectors(bool on) { rms_norm_vectors_switch.set(on); }
+bool rms_norm_vectors_enabled() { return rms_norm_vectors_switch.enabled(); }
+
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   const at::ScalarType t = x.scalar_type();
@@ -462,8 +468,8 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
   const int64_t d = x.size(-1);
   if (xc.numel() == 0) return out;
   launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), xc.numel() / d, d, float(eps),
-                  element_dtype(x.scalar_type()),
-                  c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                  element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream(),
+                  rms_norm_vectors_enabled());
   return out;
 #else
   (void)eps;
@@ -490,7 +496,7 @@ std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const 
   if (xc.numel() == 0) return {sum, out};
   launch_add_rms_norm(xc.data_ptr(), rc.data_ptr(), wc.data_ptr(), sum.data_ptr(), out.data_ptr(), xc.numel() / d, d,
                       float(eps), element_dtype(x.scalar_type()),
-                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                      c10::cuda::getCurrentCUDAStream(x.device().index()).stream(), rms_norm_vectors_enabled());
   return {sum, out};
 #else
   (void)eps;
@@ -587,6 +593,11 @@ bool whole_pieces(const at::Tensor& t) {
     if (t.stride(i) % v != 0) return false;
   return t.size(-1) % v == 0;
 }
+
+// A decode step's image mask, as the fused cache writes take it: bool [b, 1] (the step token is an image).
+bool image_mask_fits(const at::Tensor& image, int64_t b) {
+  return image.scalar_type() == at::kBool && image.dim() == 2 && image.size(0) == b && image.size(1) == 1;
+}
 }  // namespace
 #endif
 
@@ -667,8 +678,7 @@ const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tens
   if (!rows_fit(latent, latent_store) || !rows_fit(k_rope, rope_store) ||
       (latent_image.defined() && !rows_fit(latent_image, latent_store)))
     return "the rows do not match the stores' [b, 1, n]";
-  if (image.defined() && (image.scalar_type() != at::kBool || image.dim() != 2 || image.size(0) != b || image.size(1) != 1))
-    return "image must be bool [b, 1]";
+  if (image.defined() && !image_mask_fits(image, b)) return "image must be bool [b, 1]";
   for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
     if (t->defined() && !whole_pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
   return nullptr;
@@ -766,13 +776,10 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
 #endif
 }
 
-void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
-                      int64_t bits, int64_t group) {
-  const char* why = fused_ring_write_unusable(rows, pos, window, q, bits, group);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write: ", why, "; got rows ", rows.sizes(), " ", rows.scalar_type(),
-                ", window ", window.sizes(), " ", window.scalar_type(), " on ", window.device());
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(window.device());
+namespace {
+RingWriteParams ring_write_params(const at::Tensor& rows, const at::Tensor& pos, const at::Tensor& window,
+                                  const QuantizedRows& q, int64_t bits, int64_t group) {
   RingWriteParams p;
   p.rows = rows.data_ptr();
   p.rows_stride = rows.stride(0);
@@ -794,8 +801,72 @@ void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor&
   p.window_size = window.size(1);
   p.bits = int(bits);
   p.group = int(group);
-  launch_ring_write(p, element_dtype(window.scalar_type()),
+  return p;
+}
+}  // namespace
+#endif
+
+void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
+                      int64_t bits, int64_t group) {
+  const char* why = fused_ring_write_unusable(rows, pos, window, q, bits, group);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write: ", why, "; got rows ", rows.sizes(), " ", rows.scalar_type(),
+                ", window ", window.sizes(), " ", window.scalar_type(), " on ", window.device());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(window.device());
+  launch_ring_write(ring_write_params(rows, pos, window, q, bits, group), element_dtype(window.scalar_type()),
                     c10::cuda::getCurrentCUDAStream(window.device().index()).stream());
+#endif
+}
+
+const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                           const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                           const QuantizedStoreArrays& latent_store,
+                                           const QuantizedStoreArrays& rope_store) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
+  if (const char* why = fused_ring_write_unusable(latent, pos, latent_store.window, latent_store.q, latent_store.bits,
+                                                  latent_store.group))
+    return why;
+  if (const char* why =
+          fused_ring_write_unusable(k_rope, pos, rope_store.window, rope_store.q, rope_store.bits, rope_store.group))
+    return why;
+  if (rope_store.window.scalar_type() != latent_store.window.scalar_type() ||
+      rope_store.window.device() != latent_store.window.device() ||
+      rope_store.window.size(0) != latent_store.window.size(0))
+    return "the two stores differ in dtype, device or batch";
+  if (latent_image.defined()) {
+    if (const char* why = fused_ring_write_unusable(latent_image, pos, latent_store.window, latent_store.q,
+                                                    latent_store.bits, latent_store.group))
+      return why;
+    if (!image.is_cuda() || image.device() != latent.device()) return "the image mask is not on the rows' device";
+    if (!image_mask_fits(image, latent.size(0))) return "image must be bool [b, 1]";
+  }
+  return nullptr;
+#else
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
+                           const QuantizedStoreArrays& rope_store) {
+  const char* why = fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write_pair: ", why);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  const at::Device dev = latent_store.window.device();
+  c10::cuda::CUDAGuard guard(dev);
+  RingWritePairParams pp;
+  pp.store[0] = ring_write_params(latent, pos, latent_store.window, latent_store.q, latent_store.bits, latent_store.group);
+  pp.store[1] = ring_write_params(k_rope, pos, rope_store.window, rope_store.q, rope_store.bits, rope_store.group);
+  if (latent_image.defined()) {
+    pp.alt = latent_image.data_ptr();
+    pp.alt_stride = latent_image.stride(0);
+    pp.image = reinterpret_cast<const uint8_t*>(image.data_ptr());
+    pp.image_stride = image.stride(0);
+  }
+  launch_ring_write_pair(pp, element_dtype(latent_store.window.scalar_type()),
+                         c10::cuda::getCurrentCUDAStream(dev.index()).stream());
 #endif
 }
 
@@ -820,17 +891,11 @@ const char* fused_rope_unusable(const at::Tensor& x, const at::Tensor& cos, cons
 #endif
 }
 
-at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const char* why = fused_rope_unusable(x, cos, sin);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope: ", why,
-                " (it needs a CUDA build and CUDA tensors x [..., d], cos and sin broadcastable to x, of one dtype: "
-                "bf16, fp16 or float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", cos ",
-                cos.sizes(), " ", cos.scalar_type(), ", sin ", sin.sizes(), " ", sin.scalar_type());
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);  // x's strides where x is dense
-  if (out.numel() == 0) return out;
-  const at::Tensor c = cos.expand(x.sizes()), s = sin.expand(x.sizes());  // 0 strides along broadcast dims
+namespace {
+// The kernel's view of out = rope(x): cos and sin expanded to x's shape (0 strides along the dims they broadcast).
+RopeParams rope_params(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& out) {
+  const at::Tensor c = cos.expand(x.sizes()), s = sin.expand(x.sizes());
   RopeParams p{};
   p.x = x.data_ptr();
   p.cos = c.data_ptr();
@@ -845,8 +910,48 @@ at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     p.sin_stride[j] = s.stride(j);
     p.out_stride[j] = out.stride(j);
   }
-  launch_rope(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return p;
+}
+}  // namespace
+#endif
+
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const char* why = fused_rope_unusable(x, cos, sin);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope: ", why,
+                " (it needs a CUDA build and CUDA tensors x [..., d], cos and sin broadcastable to x, of one dtype: "
+                "bf16, fp16 or float32); got x ", x.sizes(), " ", x.scalar_type(), " on ", x.device(), ", cos ",
+                cos.sizes(), " ", cos.scalar_type(), ", sin ", sin.sizes(), " ", sin.scalar_type());
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);  // x's strides where x is dense
+  if (out.numel() == 0) return out;
+  launch_rope(rope_params(x, cos, sin, out), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return out;
+#else
+  return {};
+#endif
+}
+
+const char* fused_rope_pair_unusable(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                     const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2) {
+  if (const char* why = fused_rope_unusable(x1, cos1, sin1)) return why;
+  if (const char* why = fused_rope_unusable(x2, cos2, sin2)) return why;
+  if (x1.device() != x2.device() || x1.scalar_type() != x2.scalar_type())
+    return "the two tensors differ in device or dtype";
+  return nullptr;
+}
+
+std::pair<at::Tensor, at::Tensor> fused_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2) {
+  const char* why = fused_rope_pair_unusable(x1, cos1, sin1, x2, cos2, sin2);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_rope_pair: ", why, " (got x1 ", x1.sizes(), ", x2 ",
+                x2.defined() ? c10::str(x2.sizes()) : std::string("undefined"), ")");
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x1.device());
+  at::Tensor out1 = at::empty_like(x1, at::MemoryFormat::Preserve), out2 = at::empty_like(x2, at::MemoryFormat::Preserve);
+  launch_rope_pair(rope_params(x1, cos1, sin1, out1), rope_params(x2, cos2, sin2, out2),
+                   c10::cuda::getCurrentCUDAStream(x1.device().index()).stream());
+  return {out1, out2};
 #else
   return {};
 #endif

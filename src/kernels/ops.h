@@ -137,6 +137,11 @@ class MlaDecodeLaunch {
 // order of the float32 sum of squares. usable(): this build has the kernel and the tensors fit it (none
 // requiring grad: the kernel has no backward).
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
+// Rows of whole 16-byte vectors (up to 1,024 of them) take the kernel that holds a row in registers
+// (kernels/cuda/rms_norm.h); VLM2MLA_RMS_NORM_VECTORS=0 (or set_rms_norm_vectors(false)) takes every row element
+// by element, its twin (the same arithmetic, the sum of squares in another order).
+void set_rms_norm_vectors(bool on);
+bool rms_norm_vectors_enabled();
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
 // The residual add and the RMSNorm after it in one launch: {x + r, rms_norm(x + r) * weight}, the sum
@@ -183,6 +188,25 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
 void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
                       int64_t bits, int64_t group);  // ArgumentError if not usable
 
+// Both quantized stores of a latent cache's layer in one launch (kernels/cuda/cache_write.h's
+// launch_ring_write_pair), each sequence's latent picked by its step token's modality: what
+// LatentKvCache::write_at's twin does in at::where and a fused_ring_write a store, the same bits. latent [b, 1, r]
+// (the text set's where latent_image is given), latent_image like it or undefined, image [b, 1] bool with it,
+// k_rope [b, 1, n]; each store's arrays as fused_ring_write takes them (each its own bits and group), both rings
+// of the rows' dtype on one device. fused_ring_write_pair_unusable(): nullptr when usable, else why not.
+struct QuantizedStoreArrays {
+  at::Tensor window;  // [b, w, n] full-precision ring
+  QuantizedRows q;
+  int64_t bits = 0, group = 0;
+};
+const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
+                                           const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
+                                           const QuantizedStoreArrays& latent_store,
+                                           const QuantizedStoreArrays& rope_store);
+void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
+                           const QuantizedStoreArrays& rope_store);  // ArgumentError if not usable
+
 // A decode step's write into a latent cache's plain stores in one launch (kernels/cuda/cache_write.h's
 // launch_latent_write), where LatentKvCache::write_at's libtorch steps (its twin) are at::where choosing each
 // sequence's latent by its step token's modality, and an index_copy_ into each store: the same bits. latent [b, 1, r]
@@ -208,5 +232,12 @@ inline bool fused_rope_usable(const at::Tensor& x, const at::Tensor& cos, const 
   return fused_rope_unusable(x, cos, sin) == nullptr;
 }
 at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);  // ArgumentError if not usable
+// Two rotations in one launch (kernels/cuda/rope.h's launch_rope_pair: a decode step's queries and keys), each
+// what fused_rope gives for its tensor, bit for bit; both tensors of one dtype on one device.
+const char* fused_rope_pair_unusable(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                     const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2);
+std::pair<at::Tensor, at::Tensor> fused_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2,
+                                                  const at::Tensor& sin2);  // ArgumentError if not usable
 
 }  // namespace vlm2mla

@@ -139,6 +139,15 @@ void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::
     fused_latent_write(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain());  // one launch, the same bits
     return;
   }
+  // quantized stores: both rings' writes and the pick in one launch, where the twin's fused ring writes would run
+  if (fused_latent_write_switch.enabled() && fused_ring_write_enabled() && ls.bits() > 0 && rs.bits() > 0) {
+    const QuantizedStoreArrays lq{ls.window(), ls.quantized(), ls.bits(), ls.spec().group};
+    const QuantizedStoreArrays rq{rs.window(), rs.quantized(), rs.bits(), rs.spec().group};
+    if (!fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, lq, rq)) {
+      fused_ring_write_pair(latent, latent_image, image, k_rope, pos, lq, rq);  // the same bits
+      return;
+    }
+  }
   // the twin: each sequence's latent by its step token's modality, then a write a store
   ls.write_at(latent_image.defined() ? by_modality(latent, latent_image, image) : latent, pos);
   rs.write_at(k_rope, pos);

@@ -44,8 +44,9 @@ class LatentKvCache : public KvCache {
   void set_modality_at(const at::Tensor& image, const at::Tensor& pos);
   // write_at: with latent_image and image ([b, 1] bool), each sequence's row of the latent is latent_image's where
   // its step token is an image, else latent's (the text set's). Over plain stores (bf16, fp16, float32) on CUDA, one
-  // launch writes both stores (kernels/ops.h's fused_latent_write; VLM2MLA_FUSED_LATENT_WRITE=0 or
-  // set_fused_latent_write(false) keeps at::where and an index_copy_ a store, its twin: the same bits).
+  // launch writes both stores (kernels/ops.h's fused_latent_write), and over quantized ones too where the fused
+  // cache write is on (fused_ring_write_pair); VLM2MLA_FUSED_LATENT_WRITE=0 or set_fused_latent_write(false) keeps
+  // at::where and each store's own write (RowStore::write_at), its twin: the same bits.
   void write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
                 const at::Tensor& latent_image = {}, const at::Tensor& image = {});
   std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;

@@ -48,6 +48,7 @@ class RowStore {
   const QuantizedRows& quantized() const { return q_; }
   const at::Tensor& window() const { return window_; }
   const CacheSpec& spec() const { return spec_; }
+  int64_t bits() const { return bits_; }  // the codes' bits, 0 for float stores
 
  private:
   void grow(int64_t needed, int64_t length);

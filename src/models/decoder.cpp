@@ -1,6 +1,8 @@
 #include "models/decoder.h"
 
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "core/error.h"
 #include "models/mla_attention.h"
@@ -153,17 +155,23 @@ QkvHeads TextDecoder::qkv_heads(const DecoderLayerWeights& w, int64_t layer, con
   o.q_pre = qkv[0].view({b, s, config_.num_attention_heads, dh}).transpose(1, 2);  // [b, h_q, s, d]
   o.k_pre = qkv[1].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);  // [b, h_kv, s, d]
   o.v = qkv[2].view({b, s, config_.num_key_value_heads, dh}).transpose(1, 2);      // [b, h_kv, s, d]
-  o.q = apply_rope(o.q_pre, cs);
-  o.k = apply_rope(o.k_pre, cs);
+  const at::Tensor cos = cs.cos.unsqueeze(1), sin = cs.sin.unsqueeze(1);  // [b, 1, s, d]
+  std::tie(o.q, o.k) = apply_rope_pair(o.q_pre, cos, sin, o.k_pre, cos, sin);  // one launch on CUDA
   return o;
 }
 
-at::Tensor TextDecoder::layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const {
+std::pair<at::Tensor, at::Tensor> TextDecoder::layer_tail_parts(const DecoderLayerWeights& w, const at::Tensor& x,
+                                                                 const at::Tensor& a) const {
   const int64_t b = a.size(0), s = a.size(2);
   // y = x + o_proj(a), h = post_attention_layernorm(y): one launch on CUDA
   auto [y, h] = add_rms_norm(x, linear(a.transpose(1, 2).reshape({b, s, -1}), w.o_proj), w.post_attention_layernorm,
                              config_.rms_norm_eps);  // [b, s, d] each
-  return y + swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj);
+  return {y, swiglu_mlp(h, w.gate_proj, w.up_proj, w.down_proj)};
+}
+
+at::Tensor TextDecoder::layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const {
+  auto [y, mlp] = layer_tail_parts(w, x, a);
+  return y + mlp;
 }
 
 at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
@@ -310,15 +318,24 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
   at::Tensor start32, length32, modality, mask;
   if (kernel) {  // the kernel takes each row's key range itself
     start32 = in.start.to(at::kInt);
-    length32 = (in.past + 1).to(at::kInt).expand({b});
+    // materialized once a step: mla_decode takes contiguous lengths, and an expanded view cost a copy a layer
+    length32 = (in.past + 1).to(at::kInt).expand({b}).contiguous();
   } else {  // keys [start, past] of the whole capacity: [b, 1, 1, capacity]
     at::Tensor j = at::arange(cap, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, cap});
     mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
     if (latent_cache) modality = latent_cache->modality_all();
   }
+  // The previous layer's MLP output, added to x in this layer's input norm (one launch on CUDA where the add and
+  // the norm took two; layer_tail_parts)
+  at::Tensor pending;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
-    at::Tensor h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    at::Tensor h;
+    if (pending.defined()) {
+      std::tie(x, h) = add_rms_norm(x, pending, w.input_layernorm, config_.rms_norm_eps);
+    } else {
+      h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
+    }
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
       MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
@@ -337,8 +354,9 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       auto [k, v] = dense->read_upto(l, in.past);
       a = attention(backend_, qkv.q, k, v, mask, scale, false);
     }
-    x = layer_tail(w, x, a);
+    std::tie(x, pending) = layer_tail_parts(w, x, a);
   }
+  if (pending.defined()) return add_rms_norm(x, pending, weights_.norm, config_.rms_norm_eps).second;
   return rms_norm(x, weights_.norm, config_.rms_norm_eps);
 }
 

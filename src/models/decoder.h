@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "attention/attention.h"
 #include "kvcache/dense_kv_cache.h"
@@ -162,6 +163,10 @@ class TextDecoder {
                      const MlaRopes& mla_ropes, const at::Tensor& visual) const;
   // o_proj and the residual, then the MLP block: x [b, s, d], a [b, h_q, s, d_h] -> [b, s, d].
   at::Tensor layer_tail(const DecoderLayerWeights& w, const at::Tensor& x, const at::Tensor& a) const;
+  // Its two terms, not yet added: {y = x + o_proj(a), the MLP's output}; a decode step adds them in the next
+  // norm's launch (add_rms_norm), the same bits as layer_tail's add and a norm after it.
+  std::pair<at::Tensor, at::Tensor> layer_tail_parts(const DecoderLayerWeights& w, const at::Tensor& x,
+                                                     const at::Tensor& a) const;
   MlaAttention mla_mode_ = MlaAttention::kAuto;
   bool decode_kernel_ = true;
 };

@@ -91,11 +91,12 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const Mla
   const at::Tensor& cos = rope.cos;  // [b, s, h_kv, R]: each kv head's kept dims; query heads use their group's
   const at::Tensor& sin = rope.sin;
   out.k_rope_pre = y[1].view({b, s, h_kv, R});  // [b, s, h_kv, R]
-  out.k_rope = apply_rope(out.k_rope_pre, cos, sin).reshape({b, s, h_kv * R});
   // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
   const int64_t groups = h_q / h_kv;
-  at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
-  at::Tensor q_rot = apply_rope(out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
+  const at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
+  auto [k_rot, q_rot] = apply_rope_pair(out.k_rope_pre, cos, sin,  // one launch on CUDA
+                                        out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
+  out.k_rope = k_rot.reshape({b, s, h_kv * R});
   out.q_rot = q_rot.reshape({b, h_q, s, R});
   if (full_query) out.q = at::cat({out.q_rot, out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {

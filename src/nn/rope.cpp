@@ -83,6 +83,13 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return x * cos + rotate_half(x) * sin;
 }
 
+std::pair<at::Tensor, at::Tensor> apply_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2) {
+  if (fused_rope_enabled() && !fused_rope_pair_unusable(x1, cos1, sin1, x2, cos2, sin2))
+    return fused_rope_pair(x1, cos1, sin1, x2, cos2, sin2);  // CUDA only
+  return {apply_rope(x1, cos1, sin1), apply_rope(x2, cos2, sin2)};
+}
+
 at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs) {
   return apply_rope(x, cs.cos.unsqueeze(1), cs.sin.unsqueeze(1));  // cos/sin [b, 1, s, d]
 }

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
 #include "models/text_config.h"
 
 namespace vlm2mla {
@@ -35,6 +37,10 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeCosSin& cs);
 // bit-identical to these libtorch steps (its twin), so on by default; set_fused_rope(false), or
 // VLM2MLA_FUSED_ROPE=0 in the environment, turn it off. CPU tensors always take the steps.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// {apply_rope(x1, cos1, sin1), apply_rope(x2, cos2, sin2)}: with the fused RoPE on, one launch for both where the
+// tensors fit it (kernels/ops.h's fused_rope_pair; the same bits as two).
+std::pair<at::Tensor, at::Tensor> apply_rope_pair(const at::Tensor& x1, const at::Tensor& cos1, const at::Tensor& sin1,
+                                                  const at::Tensor& x2, const at::Tensor& cos2, const at::Tensor& sin2);
 void set_fused_rope(bool on);
 bool fused_rope_enabled();
 

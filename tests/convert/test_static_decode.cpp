@@ -519,22 +519,27 @@ TEST(FusedCacheWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
 // The fused latent write (LatentKvCache::write_at over plain stores; VLM2MLA_FUSED_LATENT_WRITE=0 turns it off): the
 // step's latent picked by its token's modality and both stores' rows in one launch, the twin's bits, so switching it
 // changes no logits: not on the CPU (the twin runs either way), nor on a GPU over the decode steps (dynamic, and
-// static replayed as CUDA graphs, whose writes it is) of an md-converted bf16 model over a bf16 latent cache; the
-// captured step has two launches a layer fewer (at::where and one index_copy_).
+// static replayed as CUDA graphs, whose writes it is) of an md-converted bf16 model over a bf16 latent cache, and over
+// int4 and int8 ones with windows the steps cross (the quantized pair, fused_ring_write_pair); the captured step has two
+// launches a layer fewer (at::where and one index_copy_, or at::where and one store's ring write).
 TEST(FusedLatentWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl";
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_fused_latent_write, fused_latent_write_enabled()};
-  auto expect_unchanged = [&](const std::string& what, const Model& m, bool graph) {
-    expect_write_switch_changes_no_logits("fused latent write", set_fused_latent_write, in, what, m,
-                                          CacheSpec{CacheType::kBf16, 8, 4}, graph,
+  auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec& spec, bool graph) {
+    expect_write_switch_changes_no_logits("fused latent write", set_fused_latent_write, in, what, m, spec, graph,
                                           2 * m.text_config().num_hidden_layers);
   };
   testing::TempDir tmp;
-  expect_unchanged("cpu, md, bf16", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}), false);
+  expect_unchanged("cpu, md, bf16", *md_converted(name, tmp.file("mla_cpu"), LoadOptions{}),
+                   CacheSpec{CacheType::kBf16, 8, 4}, false);
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
   const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
-  expect_unchanged("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16), true);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  expect_unchanged("md, bf16 latent cache", *mla, CacheSpec{CacheType::kBf16, 8, 4}, true);
+  for (const CacheType type : {CacheType::kInt4, CacheType::kInt8}) {
+    expect_unchanged(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 2}, true);
+  }
 }
 
 }  // namespace

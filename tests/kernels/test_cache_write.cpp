@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -158,6 +159,82 @@ TEST(FusedLatentWriteCuda, WritesTheTwinsBits) {
     }
   }
   EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
+}
+
+// The quantized pair (kernels/ops.h fused_ring_write_pair): a latent cache layer's two quantized stores in one launch,
+// each sequence's latent picked by its step token's modality; against its twin, at::where and kvcache/quant.h's
+// quantized_ring_write a store (the libtorch steps), step after step across the rings' wrap: every array bit for bit,
+// with the two stores' own bits and groups, with and without the image set's rows (views of a wider product's
+// rows), for bf16, fp16 and float32 rings.
+TEST(FusedRingWritePair, RefusesWhatItCannotWriteAndSaysWhy) {
+  const Store cpu = random_store(2, 4, 8, 64, 4, 32, at::kFloat, at::kCPU);
+  const QuantizedStoreArrays cs{cpu.window, cpu.q, 4, 32};
+  const at::Tensor rows = at::randn({2, 1, 64}), pos = at::zeros({1}, at::kLong);
+  ASSERT_NE(fused_ring_write_pair_unusable(rows, {}, {}, rows, pos, cs, cs), nullptr);
+  const std::string why = testing::argument_error([&] { fused_ring_write_pair(rows, {}, {}, rows, pos, cs, cs); });
+  EXPECT_NE(why.find("fused_ring_write_pair"), std::string::npos) << why;
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const at::Device dev(at::kCUDA);
+  const Store lat = random_store(2, 4, 8, 128, 4, 32, at::kBFloat16, dev), rope = random_store(2, 4, 8, 64, 4, 16, at::kBFloat16, dev);
+  const QuantizedStoreArrays ls{lat.window, lat.q, 4, 32}, rs{rope.window, rope.q, 4, 16};
+  const at::Tensor l = at::randn({2, 1, 128}).to(dev, at::kBFloat16), k = at::randn({2, 1, 64}).to(dev, at::kBFloat16);
+  const at::Tensor img = at::zeros({2, 1}, at::TensorOptions().dtype(at::kBool).device(dev)), p = pos.to(dev);
+  EXPECT_EQ(fused_ring_write_pair_unusable(l, l, img, k, p, ls, rs), nullptr);
+  auto expect = [](const char* got, const char* part) {
+    ASSERT_NE(got, nullptr) << part;
+    EXPECT_NE(std::string(got).find(part), std::string::npos) << got;
+  };
+  expect(fused_ring_write_pair_unusable(l, l, {}, k, p, ls, rs), "go together");
+  expect(fused_ring_write_pair_unusable(k, {}, {}, l, p, ls, rs), "match");  // the rows swapped
+  expect(fused_ring_write_pair_unusable(l, l, img.to(at::kByte), k, p, ls, rs), "bool");
+  const Store rope16 = random_store(2, 4, 8, 64, 4, 16, at::kHalf, dev);
+  expect(fused_ring_write_pair_unusable(l, {}, {}, k.to(at::kHalf), p, ls, {rope16.window, rope16.q, 4, 16}),
+         "differ in dtype");
+  expect(fused_ring_write_pair_unusable(l, {}, {}, k, p, ls, {rope.window, rope.q, 4, 24}), "group");
+}
+
+TEST(FusedRingWritePairCuda, WritesTheTwinsBitsStepAfterStep) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(41);
+  const at::Device dev(at::kCUDA);
+  int steps = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (int64_t b : {1, 3}) {
+      for (bool two_sets : {false, true}) {
+        const int64_t r = 128, hr = 128, w = 4, cap = 2 * w + 5;
+        // the latent's store 4-bit in groups of 32, the RoPE key's 8-bit in groups of 16
+        Store lat_twin = random_store(b, w, cap, r, 4, 32, dtype, dev), lat_fused = lat_twin.clone();
+        Store rope_twin = random_store(b, w, cap, hr, 8, 16, dtype, dev), rope_fused = rope_twin.clone();
+        const QuantizedStoreArrays ls{lat_fused.window, lat_fused.q, 4, 32}, rs{rope_fused.window, rope_fused.q, 8, 16};
+        for (int64_t p = 0; p < cap; ++p) {
+          const at::Tensor y = (at::randn({b, 1, 3584 + hr + 2 * r}) * (1 + p % 3)).to(dev, dtype);
+          const at::Tensor k_rope = y.narrow(2, 3584, hr).contiguous();
+          const at::Tensor text = y.narrow(2, 3584 + hr, r), image_rows = y.narrow(2, 3584 + hr + r, r);
+          const at::Tensor image =
+              two_sets ? (at::rand({b, 1}, at::TensorOptions().device(dev)) < 0.5) : at::Tensor();
+          const at::Tensor alt = two_sets ? image_rows : at::Tensor();
+          const at::Tensor pos = at::full({1}, p, at::TensorOptions().dtype(at::kLong).device(dev));
+          const at::Tensor picked = two_sets ? at::where(image.unsqueeze(-1), image_rows, text) : text;
+          quantized_ring_write(picked, pos, lat_twin.window, lat_twin.q, 4, 32);
+          quantized_ring_write(k_rope, pos, rope_twin.window, rope_twin.q, 8, 16);
+          const char* why = fused_ring_write_pair_unusable(text, alt, image, k_rope, pos, ls, rs);
+          ASSERT_EQ(why, nullptr) << why;
+          fused_ring_write_pair(text, alt, image, k_rope, pos, ls, rs);
+          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
+                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          for (const auto& [f, t, store] : {std::tuple<const Store*, const Store*, const char*>{&lat_fused, &lat_twin, "latent"},
+                                            {&rope_fused, &rope_twin, "RoPE key"}}) {
+            ASSERT_TRUE(at::equal(f->window, t->window)) << what << ": the " << store << "'s ring";
+            ASSERT_TRUE(at::equal(f->q.data, t->q.data)) << what << ": the " << store << "'s codes";
+            ASSERT_TRUE(at::equal(f->q.scale, t->q.scale)) << what << ": the " << store << "'s scales";
+            ASSERT_TRUE(at::equal(f->q.lo, t->q.lo)) << what << ": the " << store << "'s minimums";
+          }
+          ++steps;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(steps, 3 * 2 * 2 * 13);  // dtypes x batches x layouts x positions
 }
 
 }  // namespace

@@ -167,5 +167,69 @@ TEST(FusedRopeCuda, LargeInputsTakeTheGridStrideLoop) {
                         }});
 }
 
+// Two rotations in one launch (fused_rope_pair, the decode steps' queries and keys): refused on the CPU and for
+// tensors of two dtypes, and on a CUDA device each output bit for bit the libtorch steps', in the models' pairs
+// (the plain query and key [b, h, 1, d] with one [b, 1, 1, d] cos; the MLA key [b, 1, h_kv, R] and the query view
+// [b, h_kv, g, 1, R] with its transposed cos), a pair past one launch's blocks, and a pair with an empty tensor.
+TEST(FusedRopePair, RefusesWhatItCannotTakeAndSaysWhy) {
+  const at::Tensor x = at::randn({1, 2, 1, 8}), c = at::randn({1, 1, 1, 8});
+  ASSERT_NE(fused_rope_pair_unusable(x, c, c, x, c, c), nullptr);
+  const std::string why = testing::argument_error([&] { fused_rope_pair(x, c, c, x, c, c); });
+  EXPECT_NE(why.find("fused_rope_pair"), std::string::npos) << why;
+  if (!has_cuda_kernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const at::TensorOptions o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor xg = at::randn({1, 2, 1, 8}, o), cg = at::randn({1, 1, 1, 8}, o);
+  EXPECT_EQ(fused_rope_pair_unusable(xg, cg, cg, xg, cg, cg), nullptr);
+  const char* dtypes = fused_rope_pair_unusable(xg, cg, cg, xg.to(at::kHalf), cg.to(at::kHalf), cg.to(at::kHalf));
+  ASSERT_NE(dtypes, nullptr);
+  EXPECT_NE(std::string(dtypes).find("dtype"), std::string::npos) << dtypes;
+  const char* odd = fused_rope_pair_unusable(xg, cg, cg, at::randn({1, 2, 1, 7}, o), cg.narrow(-1, 0, 7), cg.narrow(-1, 0, 7));
+  ASSERT_NE(odd, nullptr);
+  EXPECT_NE(std::string(odd).find("odd"), std::string::npos) << odd;
+}
+
+TEST(FusedRopePairCuda, EachOutputIsTheLibtorchStepsBitForBit) {
+  if (!has_cuda_kernels()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(17);
+  int n = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    using Rope = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+    std::vector<std::pair<Rope, Rope>> pairs;
+    for (int64_t b : {1, 8}) {
+      // plain heads: q [b, 28, 1, 128] and k [b, 4, 1, 128] (transposed views of the projections), cos [b, 1, 1, 128]
+      const at::Tensor qkv = at::randn({b, 1, (28 + 8) * 128}, o);
+      const at::Tensor q = qkv.narrow(-1, 0, 28 * 128).view({b, 1, 28, 128}).transpose(1, 2);
+      const at::Tensor k = qkv.narrow(-1, 28 * 128, 4 * 128).view({b, 1, 4, 128}).transpose(1, 2);
+      const at::Tensor cos = at::randn({b, 1, 1, 128}, o), sin = at::randn({b, 1, 1, 128}, o);
+      pairs.push_back({{q, cos, sin}, {k, cos, sin}});
+      // MLA: the key [b, 1, 4, 32] with cos of its shape, the query's kept dims [b, 4, 7, 1, 32] with cos transposed
+      const at::Tensor y = at::randn({b, 1, 28 * 128 + 4 * 32}, o);
+      const at::Tensor kr = y.narrow(-1, 28 * 128, 4 * 32).view({b, 1, 4, 32});
+      const at::Tensor qr = y.narrow(-1, 0, 28 * 128).view({b, 1, 28, 128}).transpose(1, 2).narrow(-1, 0, 32)
+                                .reshape({b, 4, 7, 1, 32});
+      const at::Tensor cm = at::randn({b, 1, 4, 32}, o), sm = at::randn({b, 1, 4, 32}, o);
+      pairs.push_back({{kr, cm, sm}, {qr, cm.transpose(1, 2).unsqueeze(2), sm.transpose(1, 2).unsqueeze(2)}});
+    }
+    // past one launch's 4,096 blocks for the first (a grid-stride loop), and an empty second
+    const at::Tensor big = at::randn({4200, 256, 8}, o), bc = at::randn({1, 256, 8}, o);
+    pairs.push_back({{big, bc, bc}, {at::randn({2, 3, 1, 8}, o), at::randn({1, 1, 1, 8}, o), at::randn({1, 1, 1, 8}, o)}});
+    pairs.push_back({{at::randn({2, 0, 8}, o), bc.narrow(1, 0, 1), bc.narrow(1, 0, 1)}, {big, bc, bc}});
+    for (const auto& [a, b] : pairs) {
+      const auto& [x1, c1, s1] = a;
+      const auto& [x2, c2, s2] = b;
+      const char* why = fused_rope_pair_unusable(x1, c1, s1, x2, c2, s2);
+      ASSERT_EQ(why, nullptr) << why;
+      const auto [out1, out2] = fused_rope_pair(x1, c1, s1, x2, c2, s2);
+      const std::string what = std::string(c10::toString(dtype)) + " " + c10::str(x1.sizes()) + " with " +
+                               c10::str(x2.sizes());
+      EXPECT_TRUE(at::equal(out1, steps(x1, c1, s1))) << what << ": the first";
+      EXPECT_TRUE(at::equal(out2, steps(x2, c2, s2))) << what << ": the second";
+      ++n;
+    }
+  }
+  EXPECT_EQ(n, 18);  // 3 dtypes x (2 batches x 2 model pairs + 2)
+}
+
 }  // namespace
 }  // namespace vlm2mla

@@ -20,8 +20,7 @@ constexpr int kThreads = 128;
 // lane packs whole bytes. The first form took a group per thread, its values one after another with a runtime trip
 // count: ~11 us a launch on the H200 (two a layer; Nsight Systems, session 22), the loads' latency in series.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
-  const int64_t b = blockIdx.x;
+__device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t b, const T* rows) {
   const int64_t pos = *p.pos;
   const int64_t slot = pos % p.window_size;
   const int64_t qpos = pos >= p.window_size ? pos - p.window_size : 0;
@@ -65,8 +64,30 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
     }
   }
   __syncthreads();  // the leaving row is read: its slot takes the step's rows
-  const T* rows = static_cast<const T*>(p.rows) + b * p.rows_stride;
   for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = rows[e];
+}
+
+// One CTA per sequence.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
+  const int64_t b = blockIdx.x;
+  ring_write_row<T>(p, b, static_cast<const T*>(p.rows) + b * p.rows_stride);
+}
+
+// Grid (b, 2): CTA (b, q) writes sequence b's row into store q, store 0's row the image set's where the sequence's
+// step token is an image.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWritePairParams pp) {
+  const int64_t b = blockIdx.x;
+  if (blockIdx.y == 1) {  // (two calls, each with its store's parameters at fixed offsets: indexing them by
+                          // blockIdx.y made ptxas spill)
+    ring_write_row<T>(pp.store[1], b, static_cast<const T*>(pp.store[1].rows) + b * pp.store[1].rows_stride);
+    return;
+  }
+  const bool alt = pp.alt != nullptr && pp.image[b * pp.image_stride] != 0;
+  ring_write_row<T>(pp.store[0], b,
+                    alt ? static_cast<const T*>(pp.alt) + b * pp.alt_stride
+                        : static_cast<const T*>(pp.store[0].rows) + b * pp.store[0].rows_stride);
 }
 
 // Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
@@ -106,14 +127,37 @@ void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_
   check_kernel_launch("latent_write");
 }
 
-void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
+namespace {
+void check_ring_write(const RingWriteParams& p, const char* what) {
   const char* why = p.n > 0 ? quant_shape_problem(p.n, p.bits, p.group) : "the row width must be positive";
-  VLM2MLA_CHECK(!why, ArgumentError, "ring_write: ", why, " (got ", p.bits, " bits, group size ", p.group,
-                ", row width ", p.n, ")");
-  VLM2MLA_CHECK(p.window_size >= 1 && p.b >= 0 && p.b <= 0x7fffffff, ArgumentError, "ring_write: window ",
-                p.window_size, ", batch ", p.b, " out of range");
-  VLM2MLA_CHECK(p.rows && p.window && p.data && p.scale && p.lo && p.pos, ArgumentError,
-                "ring_write: every array must be set");
+  VLM2MLA_CHECK(!why, ArgumentError, what, ": ", why, " (got ", p.bits, " bits, group size ", p.group, ", row width ",
+                p.n, ")");
+  VLM2MLA_CHECK(p.window_size >= 1 && p.b >= 0 && p.b <= 0x7fffffff, ArgumentError, what, ": window ", p.window_size,
+                ", batch ", p.b, " out of range");
+  VLM2MLA_CHECK(p.rows && p.window && p.data && p.scale && p.lo && p.pos, ArgumentError, what,
+                ": every array must be set");
+}
+}  // namespace
+
+void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, cudaStream_t stream) {
+  check_ring_write(pp.store[0], "ring_write_pair (the latent's store)");
+  check_ring_write(pp.store[1], "ring_write_pair (the RoPE key's store)");
+  VLM2MLA_CHECK(pp.store[0].b == pp.store[1].b && pp.store[0].pos == pp.store[1].pos, ArgumentError,
+                "ring_write_pair: the stores differ in batch (", pp.store[0].b, ", ", pp.store[1].b, ") or position");
+  VLM2MLA_CHECK(!pp.alt || pp.image, ArgumentError, "ring_write_pair: the image set's rows need the image mask");
+  const int64_t b = pp.store[0].b;
+  if (b == 0) return;
+  const dim3 grid(unsigned(b), 2);
+  switch (dtype) {
+    case ElementDtype::kBf16: ring_write_pair_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(pp); break;
+    case ElementDtype::kFp16: ring_write_pair_kernel<__half><<<grid, kThreads, 0, stream>>>(pp); break;
+    case ElementDtype::kFp32: ring_write_pair_kernel<float><<<grid, kThreads, 0, stream>>>(pp); break;
+  }
+  check_kernel_launch("ring_write_pair");
+}
+
+void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream) {
+  check_ring_write(p, "ring_write");
   if (p.b == 0) return;
   switch (dtype) {
     case ElementDtype::kBf16: ring_write_kernel<__nv_bfloat16><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;

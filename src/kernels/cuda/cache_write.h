@@ -38,6 +38,18 @@ struct RingWriteParams {
 // rows written into that slot. ArgumentError for sizes it does not take, Error when the launch fails.
 void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_t stream);
 
+// A latent cache's two quantized stores (the latent's, the RoPE key's) written in one launch, each as
+// launch_ring_write writes it, store 0's row of sequence b from alt where image[b] != 0 (the step token is an
+// image: the image set's latent) instead of store[0].rows. Both rings of one dtype, one batch, one position.
+struct RingWritePairParams {
+  RingWriteParams store[2];
+  const void* alt = nullptr;  // [b, n_0]: the image set's latent rows, or null
+  int64_t alt_stride = 0;
+  const uint8_t* image = nullptr;  // [b] bytes (bool), with alt
+  int64_t image_stride = 0;
+};
+void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, cudaStream_t stream);
+
 // A decode step's rows into a latent cache's plain stores (bf16, fp16 or float32) in one launch: store 0 takes each
 // sequence's latent row, or its image set's row (alt) where the sequence's step token is an image (image[b] != 0),
 // store 1 the RoPE key's row, both at position *pos. Elements in 16-byte pieces (rows whole pieces, strides and

@@ -27,14 +27,14 @@ __device__ __forceinline__ T rope_element(float x, float c, float y, float s) {
 //   out[i + d/2] = x[i + d/2] * cos[i + d/2] + x[i] * sin[i + d/2]
 // Rows are x's leading dims in row-major order, each tensor addressed through its own strides.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int64_t pairs) {
+__device__ __forceinline__ void rope_pairs(const RopeParams& p, int64_t pairs, int64_t block, int64_t blocks) {
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ cos_p = static_cast<const T*>(p.cos);
   const T* __restrict__ sin_p = static_cast<const T*>(p.sin);
   T* __restrict__ out = static_cast<T*>(p.out);
   const int last = p.dims - 1;
   const int64_t half = p.size[last] / 2;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * kThreads) {
+  for (int64_t i = block * kThreads + threadIdx.x; i < pairs; i += blocks * kThreads) {
     const int64_t k = i % half;
     int64_t row = i / half;
     int64_t xo = k * p.x_stride[last], co = k * p.cos_stride[last], so = k * p.sin_stride[last];
@@ -56,23 +56,70 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int6
 }
 
 template <typename T>
+__global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int64_t pairs) {
+  rope_pairs<T>(p, pairs, blockIdx.x, gridDim.x);
+}
+
+// Two tensors in one launch: blocks [0, blocks_a) rotate a's pairs, the rest b's (each its own grid-stride loop;
+// two calls, each with its tensor's parameters at fixed offsets).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) rope_pair_kernel(const RopeParams a, int64_t pairs_a, int64_t blocks_a,
+                                                             const RopeParams b, int64_t pairs_b) {
+  if (blockIdx.x < blocks_a) {
+    rope_pairs<T>(a, pairs_a, blockIdx.x, blocks_a);
+  } else {
+    rope_pairs<T>(b, pairs_b, blockIdx.x - blocks_a, gridDim.x - blocks_a);
+  }
+}
+
+int64_t rope_blocks(int64_t pairs) { return std::min<int64_t>((pairs + kThreads - 1) / kThreads, kMaxBlocks); }
+
+template <typename T>
 void launch_typed(const RopeParams& p, int64_t pairs, cudaStream_t stream) {
-  const int64_t blocks = std::min<int64_t>((pairs + kThreads - 1) / kThreads, kMaxBlocks);
-  rope_kernel<T><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(p, pairs);
+  rope_kernel<T><<<dim3(unsigned(rope_blocks(pairs))), kThreads, 0, stream>>>(p, pairs);
+}
+
+// x's elements (0 for an empty x) after the checks every launch makes.
+int64_t checked_numel(const RopeParams& p, const char* what) {
+  VLM2MLA_CHECK(p.dims >= 1 && p.dims <= kRopeMaxDims, ArgumentError, what, ": x has ", p.dims,
+                " dims; the kernel takes 1 to ", kRopeMaxDims);
+  const int64_t d = p.size[p.dims - 1];
+  VLM2MLA_CHECK(d >= 0 && d % 2 == 0, ArgumentError, what, ": the last dim (", d, ") must be even");
+  int64_t numel = 1;
+  for (int j = 0; j < p.dims; ++j) {
+    VLM2MLA_CHECK(p.size[j] >= 0, ArgumentError, what, ": size ", p.size[j], " of dim ", j, " is negative");
+    numel *= p.size[j];
+  }
+  return numel;
 }
 
 }  // namespace
 
-void launch_rope(const RopeParams& p, cudaStream_t stream) {
-  VLM2MLA_CHECK(p.dims >= 1 && p.dims <= kRopeMaxDims, ArgumentError, "rope: x has ", p.dims,
-                " dims; the kernel takes 1 to ", kRopeMaxDims);
-  const int64_t d = p.size[p.dims - 1];
-  VLM2MLA_CHECK(d >= 0 && d % 2 == 0, ArgumentError, "rope: the last dim (", d, ") must be even");
-  int64_t numel = 1;
-  for (int j = 0; j < p.dims; ++j) {
-    VLM2MLA_CHECK(p.size[j] >= 0, ArgumentError, "rope: size ", p.size[j], " of dim ", j, " is negative");
-    numel *= p.size[j];
+void launch_rope_pair(const RopeParams& a, const RopeParams& b, cudaStream_t stream) {
+  const int64_t na = checked_numel(a, "rope_pair (the first tensor)"), nb = checked_numel(b, "rope_pair (the second)");
+  VLM2MLA_CHECK(a.dtype == b.dtype, ArgumentError, "rope_pair: the two tensors differ in dtype");
+  if (na == 0 || nb == 0) {  // one launch of the other, if any
+    if (na > 0) launch_rope(a, stream);
+    if (nb > 0) launch_rope(b, stream);
+    return;
   }
+  const int64_t blocks_a = rope_blocks(na / 2), blocks = blocks_a + rope_blocks(nb / 2);
+  switch (a.dtype) {
+    case ElementDtype::kBf16:
+      rope_pair_kernel<__nv_bfloat16><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      break;
+    case ElementDtype::kFp16:
+      rope_pair_kernel<__half><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      break;
+    case ElementDtype::kFp32:
+      rope_pair_kernel<float><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      break;
+  }
+  check_kernel_launch("rope_pair");
+}
+
+void launch_rope(const RopeParams& p, cudaStream_t stream) {
+  const int64_t numel = checked_numel(p, "rope");
   if (numel == 0) return;
   switch (p.dtype) {
     case ElementDtype::kBf16: launch_typed<__nv_bfloat16>(p, numel / 2, stream); break;

@@ -34,4 +34,8 @@ struct RopeParams {
 // (none for an empty x) on `stream`; no synchronisation, so it may be captured in a CUDA graph.
 void launch_rope(const RopeParams& p, cudaStream_t stream);
 
+// Two tensors' rotations in one launch (a decode step's queries and keys), each as launch_rope computes it; both
+// of one dtype. ArgumentError as launch_rope's, naming which tensor.
+void launch_rope_pair(const RopeParams& a, const RopeParams& b, cudaStream_t stream);
+
 }  // namespace vlm2mla
