@@ -308,8 +308,15 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   __shared__ float red[32];
   const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const Partials w = partials(p, total_splits);
+  // The maxima and the masses in one round of loads (the masses wait in wts, each thread's own, until the weights
+  // are known; a split without keys may have left its masses unwritten: they are read, never used), where the
+  // masses' loads used to wait for the maximum. Each modality's sums keep their order.
   float mx = -INFINITY;
-  for (int s = tid; s < total_splits; s += blockDim.x) mx = fmaxf(mx, w.m_at(p, s, b, head));
+  for (int s = tid; s < total_splits; s += blockDim.x) {
+    mx = fmaxf(mx, w.m_at(p, s, b, head));
+    wts[s] = w.mass_at(p, s, 0, b, head);
+    if (p.n_mod == 2) wts[s4 + s] = w.mass_at(p, s, 1, b, head);
+  }
   const float M = block_max(mx, red);
   float mass_part0 = 0.f, mass_part1 = 0.f;
   for (int s = tid; s < s4; s += blockDim.x) {
@@ -317,11 +324,11 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
     if (s < total_splits) {
       const float ws = split_weight(p, w, s, b, head, M);
       if (ws != 0.f) {
-        const float a0 = w.mass_at(p, s, 0, b, head);
+        const float a0 = wts[s];
         mass_part0 += ws * a0;
         ws0 = a0 != 0.f ? ws : 0.f;
         if (p.n_mod == 2) {
-          const float a1 = w.mass_at(p, s, 1, b, head);
+          const float a1 = wts[s4 + s];
           mass_part1 += ws * a1;
           ws1 = a1 != 0.f ? ws : 0.f;
         }
@@ -336,37 +343,47 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
   if (tid == 0 && blockIdx.z == 0) store_masses(p, b, head, mass0, mass1, inv);
   __syncthreads();  // wts written
-  // acc: threads = (split group sg, column quad c4); each sums its splits, then the groups are added
+  // acc: threads = (split group sg, column quad c4); each sums its splits, both modalities' loads in the same
+  // rounds (they were a loop over the modalities, one round of loads after the other), then the groups are added
   const int nc4 = p.r_kv / 4;
   const int cbeg = blockIdx.z * cols4, cend = min(nc4, cbeg + cols4);  // this CTA's column quads
   const int width = min(cend - cbeg, kCombineThreads);
   const int nsg = kCombineThreads / width;  // (1 where the chunk is as wide as the CTA)
   const int sg = tid / width;
-  for (int m = 0; m < p.n_mod; ++m) {
-    const float4* src = reinterpret_cast<const float4*>(w.acc) + (int64_t(m) * p.b + b) * p.h_q * int64_t(nc4) +
-                        int64_t(head) * nc4;
-    const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
-    for (int c0 = cbeg; c0 < cend; c0 += kCombineThreads) {
-      const int c4 = c0 + tid % width;
-      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (sg < nsg && c4 < cend) {
+  const float4* src[2];
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    src[m] = reinterpret_cast<const float4*>(w.acc) + (int64_t(m < p.n_mod ? m : 0) * p.b + b) * p.h_q * int64_t(nc4) +
+             int64_t(head) * nc4;
+  }
+  const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+  for (int c0 = cbeg; c0 < cend; c0 += kCombineThreads) {
+    const int c4 = c0 + tid % width;
+    float4 a[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+    if (sg < nsg && c4 < cend) {
 #pragma unroll 4
-        for (int s = sg; s < total_splits; s += nsg) {
-          const float ws = wts[m * s4 + s];
+      for (int s = sg; s < total_splits; s += nsg) {
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          const float ws = m < p.n_mod ? wts[m * s4 + s] : 0.f;
           if (ws != 0.f) {
-            const float4 v = src[s * split_stride + c4];
-            a.x += ws * v.x;
-            a.y += ws * v.y;
-            a.z += ws * v.z;
-            a.w += ws * v.w;
+            const float4 v = src[m][s * split_stride + c4];
+            a[m].x += ws * v.x;
+            a[m].y += ws * v.y;
+            a[m].z += ws * v.z;
+            a[m].w += ws * v.w;
           }
         }
       }
+    }
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {  // (unrolled: a[] stays in registers)
+      if (m >= p.n_mod) break;
       if (nsg == 1) {
-        if (c4 < cend) store_acc4(p, m, b, head, c4, a, inv);
+        if (c4 < cend) store_acc4(p, m, b, head, c4, a[m], inv);
         continue;
       }
-      if (sg < nsg) part[tid] = a;
+      if (sg < nsg) part[tid] = a[m];
       __syncthreads();
       if (tid < width) {  // (nsg > 1: the chunk in one pass, c0 = cbeg)
         float4 t = part[tid];

@@ -433,76 +433,69 @@ __device__ __forceinline__ uint4 load_q8_span(const void* base, int bf16, int64_
                     pack_bf16x2(x[6], x[7]));
 }
 
-// 8 channels of a query row from element `off` as the 4 bf16 pairs (x_k, x_{k+4}), k = 0..3 (pair order): one
-// 16-byte load where the row's bf16 values lie on a 16-byte bound (the model's query views: a product's rows), else
-// load_q8_span's element-by-element path; then 4 byte permutes.
-__device__ __forceinline__ uint4 load_q8_pairs(const void* base, int bf16, int64_t off) {
-  const bool vec = bf16 && (reinterpret_cast<uintptr_t>(static_cast<const uint16_t*>(base) + off) & 15u) == 0;
-  const uint4 v = load_q8_span(base, bf16, off, vec, false);  // (x0 x1) (x2 x3) (x4 x5) (x6 x7)
-  return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
-                    __byte_perm(v.y, v.w, 0x7632));
+// 8 consecutive query values from element `off` as 4 bf16 pairs (x0 x1) .. (x6 x7), through load_q8_span with the
+// widest loads the address allows: one 16-byte load over bf16 rows on 16-byte bounds (the model's query views: a
+// product's rows), 4-byte pairs where those are aligned, two float4 loads over aligned float32 rows, else element
+// by element.
+__device__ __forceinline__ uint4 load_q8(const void* base, int bf16, int64_t off) {
+  const uintptr_t a = bf16 ? reinterpret_cast<uintptr_t>(static_cast<const uint16_t*>(base) + off)
+                           : reinterpret_cast<uintptr_t>(static_cast<const float*>(base) + off);
+  return load_q8_span(base, bf16, off, (a & 15u) == 0, bf16 && (a & 3u) == 0);
 }
 
-// stage_queries' query rows with each 8 channels in pair order (0 4 1 5 2 6 3 7; stage_queries' `pairs`), 8
-// channels a thread and step (d_rope % 8 == 0: rows_geometry).
-template <int NMOD, int MT, int GP = 0>
-__device__ __forceinline__ void stage_queries_pairs(const MlaDecodeParams& p, const Geom& g, unsigned char* smem,
-                                                    int b, int head0, int mod1) {
-  constexpr int kRows = MT * 16;
-  const int tid = threadIdx.x;
-  for (int idx = tid; idx < kRows * (p.r_kv / 8); idx += blockDim.x) {
-    const int row = idx / (p.r_kv / 8), c8 = idx - row * (p.r_kv / 8);
-    int mod, head;
-    row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
-    const uint4 v = head < p.h_q ? load_q8_pairs(p.qa, p.q_bf16, qa_offset(p, mod, b, head) + 8 * c8)
-                                 : make_uint4(0, 0, 0, 0);
-    *reinterpret_cast<uint4*>(smem + g.off_qlat + row * g.ql_stride + c8 * 16) = v;
-  }
-  for (int idx = tid; idx < kRows * (g.rope_pad / 8); idx += blockDim.x) {
-    const int row = idx / (g.rope_pad / 8), c8 = idx - row * (g.rope_pad / 8);
-    int mod, head;
-    row_to_head<NMOD, MT, GP>(row, head0, mod, head);
-    const bool in = head < p.h_q && 8 * c8 < p.d_rope;
-    const uint4 v = in ? load_q8_pairs(p.qr, p.q_bf16, qr_offset(p, b, head) + 8 * c8) : make_uint4(0, 0, 0, 0);
-    *reinterpret_cast<uint4*>(smem + g.off_qrope + row * g.qr_stride + c8 * 16) = v;
-  }
+// The pairs of channel order (x0 x1) (x2 x3) (x4 x5) (x6 x7) in pair order (x0 x4) (x1 x5) (x2 x6) (x3 x7).
+__device__ __forceinline__ uint4 to_pair_order(const uint4 v) {
+  return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                    __byte_perm(v.y, v.w, 0x7632));
 }
 
 // The block's queries in shared memory (bf16, rows in MMA order, zero rows past h_q), and zeros in the 8 pad
 // columns of the RoPE tile rows of `stages` bf16 stages (read, times zero queries, when d_rope % 16 == 8).
 // pairs: each 8 channels in pair order (0 4 1 5 2 6 3 7), the order of the warp-rows kernel's int4 tiles
 // (store_piece): stored pair k of an 8-channel group holds channels k and k + 4.
+// 8 channels a thread and piece (the tensor-core kernels' sizes: r_kv % 16 == 0, d_rope % 8 == 0), the latent's
+// pieces and then the RoPE dims' in one index space, kQueryBatch pieces a thread loaded before any is stored: at
+// the 7B sizes (32 rows, r_kv 128, R 32: 640 pieces, 3 a thread) every load of a thread is in flight at once (4
+// spilled the bf16 main instance at the 128-register cap; with 3 the 7B instances spill as before, but for 16 bytes
+// in the int4 pure one's), where a loop of
+// one piece (or, in channel order, one pair) at a time waited for each in turn (a CTA's prologue at b = 1 is
+// mostly such waits: docs/KERNELS.md, "Small-batch steps").
+constexpr int kQueryBatch = 3;
 template <int NMOD, int MT, int GP = 0>
 __device__ __forceinline__ void stage_queries(const MlaDecodeParams& p, const Geom& g, unsigned char* smem, int b,
                                               int head0, int stages, int mod1 = 0, bool pairs = false) {
   constexpr int kRows = MT * 16;
   const int tid = threadIdx.x;
-  if (pairs) {
-    stage_queries_pairs<NMOD, MT, GP>(p, g, smem, b, head0, mod1);
-  } else {
-    for (int idx = tid; idx < kRows * (p.r_kv / 2); idx += blockDim.x) {
-      const int row = idx / (p.r_kv / 2), c2 = idx - row * (p.r_kv / 2);
+  const int lat8 = p.r_kv / 8, rope8 = g.rope_pad / 8;
+  const int n_lat = kRows * lat8, n = n_lat + kRows * rope8;
+  // piece idx's place in shared memory (the loads' loop and the stores' loop each work it out: no offsets held
+  // in registers across the loads)
+  auto dst = [&](int idx) -> unsigned char* {
+    if (idx < n_lat) return smem + g.off_qlat + (idx / lat8) * g.ql_stride + (idx % lat8) * 16;
+    const int j = idx - n_lat;
+    return smem + g.off_qrope + (j / rope8) * g.qr_stride + (j % rope8) * 16;
+  };
+  for (int first = 0; first < n; first += kQueryBatch * int(blockDim.x)) {
+    uint4 v[kQueryBatch];
+#pragma unroll
+    for (int k = 0; k < kQueryBatch; ++k) {
+      const int idx = first + k * int(blockDim.x) + tid;
+      v[k] = make_uint4(0, 0, 0, 0);
       int mod, head;
-      row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
-      float x0 = 0.f, x1 = 0.f;
-      if (head < p.h_q) {
-        const int64_t off = qa_offset(p, mod, b, head) + 2 * c2;
-        x0 = load_q(p.qa, p.q_bf16, off);
-        x1 = load_q(p.qa, p.q_bf16, off + 1);
+      if (idx < n_lat) {
+        const int row = idx / lat8, c8 = idx - row * lat8;
+        row_to_head<NMOD, MT, GP>(row, head0, mod, head, mod1);
+        if (head < p.h_q) v[k] = load_q8(p.qa, p.q_bf16, qa_offset(p, mod, b, head) + 8 * c8);
+      } else if (idx < n) {
+        const int j = idx - n_lat, row = j / rope8, c8 = j - row * rope8;
+        row_to_head<NMOD, MT, GP>(row, head0, mod, head);
+        if (head < p.h_q && 8 * c8 < p.d_rope) v[k] = load_q8(p.qr, p.q_bf16, qr_offset(p, b, head) + 8 * c8);
       }
-      *reinterpret_cast<uint32_t*>(smem + g.off_qlat + row * g.ql_stride + c2 * 4) = pack_bf16x2(x0, x1);
     }
-    for (int idx = tid; idx < kRows * (g.rope_pad / 2); idx += blockDim.x) {
-      const int row = idx / (g.rope_pad / 2), c2 = idx - row * (g.rope_pad / 2);
-      int mod, head;
-      row_to_head<NMOD, MT, GP>(row, head0, mod, head);
-      float x0 = 0.f, x1 = 0.f;
-      if (head < p.h_q && 2 * c2 < p.d_rope) {
-        const int64_t off = qr_offset(p, b, head) + 2 * c2;
-        x0 = load_q(p.qr, p.q_bf16, off);
-        x1 = load_q(p.qr, p.q_bf16, off + 1);
-      }
-      *reinterpret_cast<uint32_t*>(smem + g.off_qrope + row * g.qr_stride + c2 * 4) = pack_bf16x2(x0, x1);
+#pragma unroll
+    for (int k = 0; k < kQueryBatch; ++k) {
+      const int idx = first + k * int(blockDim.x) + tid;
+      if (idx < n) *reinterpret_cast<uint4*>(dst(idx)) = pairs ? to_pair_order(v[k]) : v[k];
     }
   }
   for (int idx = tid; idx < (g.rope_ext ? 0 : stages) * kTile; idx += blockDim.x) {  // (no RoPE tile: none)
