@@ -4,8 +4,8 @@
 # VLM2MLA_CUDA_PROFILE=1), where profile_kernel.sh profiles the decode kernel of the kernel benchmark instead.
 # NCU_CASES: "variant:context:batch[:decode]" words as profile_decode.sh's (variant gqa or mla:D:CACHE; static steps
 # unless a decode mode is named; default "mla:32:bf16:4096:1"); NCU_KERNELS: a regex of the kernels (default the
-# decode kernels and their combine); NCU_LAUNCHES: how many matching launches (default 3: one layer's pure, main and combine launches);
-# NCU_SECTIONS: ncu sections (default: speed of light, launch statistics, occupancy, warp states, scheduler).
+# decode kernels and their combine); NCU_LAUNCHES: how many matching launches (default 3: one layer's pure, main
+# and combine launches); NCU_SECTIONS: ncu sections (default: speed of light, launch statistics, occupancy, warp states, scheduler).
 # NCU_TAG names the outputs ($OUT/ncu_step_<case>[_<tag>].txt). With NCU_SOURCE=1 the first matching launch is
 # also kept as a report and its source page summed by sass_mix.py (opcodes, and where the warps wait):
 # $OUT/ncu_step_<case>[_<tag>]_mix.txt, the page with its CUDA lines in ..._cuda_sass.csv.gz. Prints each launch's
