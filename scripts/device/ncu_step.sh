@@ -5,7 +5,8 @@
 # NCU_CASES: "variant:context:batch[:decode]" words as profile_decode.sh's (variant gqa or mla:D:CACHE; static steps
 # unless a decode mode is named; default "mla:32:bf16:4096:1"); NCU_KERNELS: a regex of the kernels (default the
 # decode kernels and their combine); NCU_LAUNCHES: how many matching launches (default 3: one layer's pure, main
-# and combine launches); NCU_SECTIONS: ncu sections (default: speed of light, launch statistics, occupancy, warp states, scheduler).
+# and combine launches); NCU_SECTIONS: ncu sections (default: speed of light, launch statistics, occupancy, warp
+# states, scheduler).
 # NCU_TAG names the outputs ($OUT/ncu_step_<case>[_<tag>].txt). With NCU_SOURCE=1 the first matching launch is
 # also kept as a report and its source page summed by sass_mix.py (opcodes, and where the warps wait):
 # $OUT/ncu_step_<case>[_<tag>]_mix.txt, the page with its CUDA lines in ..._cuda_sass.csv.gz. Prints each launch's
@@ -30,8 +31,10 @@ for c in ${NCU_CASES:-mla:32:bf16:4096:1}; do
     --kernel-name regex:"${NCU_KERNELS:-mla_decode_(rows|tc|combine)}" --launch-count "${NCU_LAUNCHES:-3}" \
     build-device/vlm2mla -q bench "${args[@]}" > "$out/$name.txt" 2>&1
   echo "== $c${NCU_TAG:+ ($NCU_TAG)} (rc=$?)"
-  grep -E "^  [a-z].*\(.*\)x\(|^\s+(Duration|Grid Size|Elapsed Cycles|SM Active Cycles|Achieved Occupancy|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction) " \
-    "$out/$name.txt" | sed -E 's/^  (void )?([A-Za-z_:]+)[^ ]*.*\(([0-9]+, [0-9]+, [0-9]+)\)x.*/  \2 grid (\3)/'
+  figures="Duration|Grid Size|Elapsed Cycles|SM Active Cycles|Achieved Occupancy|Eligible Warps Per Scheduler"
+  figures+="|Warp Cycles Per Issued Instruction"
+  grep -E "^  [a-z].*\(.*\)x\(|^\s+($figures) " "$out/$name.txt" |
+    sed -E 's/^  (void )?([A-Za-z_:]+)[^ ]*.*\(([0-9]+, [0-9]+, [0-9]+)\)x.*/  \2 grid (\3)/'
   if [[ "${NCU_SOURCE:-0}" == 1 ]]; then
     VLM2MLA_CUDA_PROFILE=1 timeout 300 "$ncu" --profile-from-start off --section SourceCounters --section WarpStateStats \
       --import-source no -f -o "/tmp/$name" --kernel-name regex:"${NCU_KERNELS:-mla_decode_(rows|tc|combine)}" \
