@@ -34,7 +34,7 @@ for c in ${NCU_CASES:-mla:32:bf16:4096:1}; do
   figures="Duration|Grid Size|Elapsed Cycles|SM Active Cycles|Achieved Occupancy|Eligible Warps Per Scheduler"
   figures+="|Warp Cycles Per Issued Instruction"
   grep -E "^  [a-z].*\(.*\)x\(|^\s+($figures) " "$out/$name.txt" |
-    sed -E 's/^  (void )?([A-Za-z_:]+)[^ ]*.*\(([0-9]+, [0-9]+, [0-9]+)\)x.*/  \2 grid (\3)/'
+    sed -E 's/^  (void )?([A-Za-z0-9_:]+)[^ ]*.*\(([0-9]+, [0-9]+, [0-9]+)\)x.*/  \2 grid (\3)/'
   if [[ "${NCU_SOURCE:-0}" == 1 ]]; then
     VLM2MLA_CUDA_PROFILE=1 timeout 300 "$ncu" --profile-from-start off --section SourceCounters --section WarpStateStats \
       --import-source no -f -o "/tmp/$name" --kernel-name regex:"${NCU_KERNELS:-mla_decode_(rows|tc|combine)}" \
