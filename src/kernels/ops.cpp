@@ -22,6 +22,7 @@
 #include "kernels/cuda/cache_write.h"
 #include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/cuda/pdl.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/row_copy.h"
@@ -442,6 +443,16 @@ EnvSwitch rms_norm_vectors_switch(kEnvRmsNormVectors);
 }  // namespace
 void set_rms_norm_vectors(bool on) { rms_norm_vectors_switch.set(on); }
 bool rms_norm_vectors_enabled() { return rms_norm_vectors_switch.enabled(); }
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+void set_programmatic_launch(bool on) { set_programmatic_launches(on); }
+bool programmatic_launch_enabled() { return programmatic_launches(); }
+#else
+namespace {
+EnvSwitch programmatic_launch_switch(kEnvPdl);  // (no kernels to launch: reported as the environment sets it)
+}  // namespace
+void set_programmatic_launch(bool on) { programmatic_launch_switch.set(on); }
+bool programmatic_launch_enabled() { return programmatic_launch_switch.enabled(); }
+#endif
 
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS

@@ -142,6 +142,12 @@ bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
 // by element, its twin (the same arithmetic, the sum of squares in another order).
 void set_rms_norm_vectors(bool on);
 bool rms_norm_vectors_enabled();
+// The decode step's small kernels (norms, RoPE, SiLU, the cache writes, the head products, the decode combine)
+// launch with programmatic stream serialization (kernels/cuda/pdl.cuh: a kernel's launch and scheduling overlap
+// the tail of the kernel ahead of it, which it waits for before touching memory) unless VLM2MLA_PDL=0 or
+// set_programmatic_launch(false), which launch them plainly, the twin (the same results: only when each starts).
+void set_programmatic_launch(bool on);
+bool programmatic_launch_enabled();
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
 // The residual add and the RMSNorm after it in one launch: {x + r, rms_norm(x + r) * weight}, the sum

@@ -17,6 +17,7 @@
 #include "generate/generate.h"
 #include "generate/sampling.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
 #include "kvcache/quant.h"
@@ -540,6 +541,36 @@ TEST(FusedLatentWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   for (const CacheType type : {CacheType::kInt4, CacheType::kInt8}) {
     expect_unchanged(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 2}, true);
   }
+}
+
+// The small kernels' programmatic launches (VLM2MLA_PDL=0 or set_programmatic_launch(false) launch them plainly):
+// only when each kernel starts changes, never what it computes, so switching them changes no logits: not on the
+// CPU (no kernels), nor on a GPU for a prompt and decode steps (dynamic, and static replayed as CUDA graphs, where
+// the launches become programmatic edges) of an unconverted model over a bf16 dense cache and an md-converted one
+// over bf16 and int4 latent caches.
+TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_programmatic_launch, programmatic_launch_enabled()};
+  auto run = [&](const Model& m, const CacheSpec* spec, bool on, bool graph) {
+    set_programmatic_launch(on);
+    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
+    static_vs_dynamic(m, in, spec, 4, graph, &out);
+    return out;
+  };
+  auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec* spec, bool graph) {
+    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
+    expect_identical_logits(on, off, what, /*prompt=*/true);
+  };
+  expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  const CacheSpec plain{CacheType::kBf16, 8, 4}, int4{CacheType::kInt4, 8, 4};
+  expect_unchanged("unconverted, bf16 dense cache", *Model::load(dir + "/model", bf16), &plain, true);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  expect_unchanged("md, bf16 latent cache", *mla, &plain, true);
+  expect_unchanged("md, int4 latent cache", *mla, &int4, true);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kvcache/quant_shape.h"
 
 namespace vlm2mla {
@@ -70,6 +71,8 @@ __device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t
 // One CTA per sequence.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t b = blockIdx.x;
   ring_write_row<T>(p, b, static_cast<const T*>(p.rows) + b * p.rows_stride);
 }
@@ -78,6 +81,8 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
 // step token is an image.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWritePairParams pp) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t b = blockIdx.x;
   if (blockIdx.y == 1) {  // (two calls, each with its store's parameters at fixed offsets: indexing them by
                           // blockIdx.y made ptxas spill)
@@ -92,6 +97,8 @@ __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWri
 
 // Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
 __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t b = blockIdx.x;
   const int q = blockIdx.y;
   const int64_t pos = *p.pos;
@@ -123,7 +130,7 @@ void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_
   VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned(p.alt)), ArgumentError,
                 "latent_write: the image set's rows must lie on 16-byte bounds");
   if (p.b == 0) return;
-  latent_write_kernel<<<dim3(unsigned(p.b), 2), kThreads, 0, stream>>>(p, elem_bytes);
+  launch_programmatic(latent_write_kernel, dim3(unsigned(p.b), 2), kThreads, 0, stream, p, elem_bytes);
   check_kernel_launch("latent_write");
 }
 
@@ -149,9 +156,15 @@ void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, c
   if (b == 0) return;
   const dim3 grid(unsigned(b), 2);
   switch (dtype) {
-    case ElementDtype::kBf16: ring_write_pair_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(pp); break;
-    case ElementDtype::kFp16: ring_write_pair_kernel<__half><<<grid, kThreads, 0, stream>>>(pp); break;
-    case ElementDtype::kFp32: ring_write_pair_kernel<float><<<grid, kThreads, 0, stream>>>(pp); break;
+    case ElementDtype::kBf16:
+      launch_programmatic(ring_write_pair_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, pp);
+      break;
+    case ElementDtype::kFp16:
+      launch_programmatic(ring_write_pair_kernel<__half>, grid, kThreads, 0, stream, pp);
+      break;
+    case ElementDtype::kFp32:
+      launch_programmatic(ring_write_pair_kernel<float>, grid, kThreads, 0, stream, pp);
+      break;
   }
   check_kernel_launch("ring_write_pair");
 }
@@ -160,9 +173,15 @@ void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_
   check_ring_write(p, "ring_write");
   if (p.b == 0) return;
   switch (dtype) {
-    case ElementDtype::kBf16: ring_write_kernel<__nv_bfloat16><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
-    case ElementDtype::kFp16: ring_write_kernel<__half><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
-    case ElementDtype::kFp32: ring_write_kernel<float><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
+    case ElementDtype::kBf16:
+      launch_programmatic(ring_write_kernel<__nv_bfloat16>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
+    case ElementDtype::kFp16:
+      launch_programmatic(ring_write_kernel<__half>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
+    case ElementDtype::kFp32:
+      launch_programmatic(ring_write_kernel<float>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
   }
   check_kernel_launch("ring_write");
 }
