@@ -10,7 +10,11 @@ namespace vlm2mla {
 
 namespace {
 EnvSwitch decode_sdpa_switch(kEnvDecodeSdpa);
+EnvSwitch sdpa_mask_once_switch(kEnvSdpaMaskOnce);
 }  // namespace
+
+bool sdpa_mask_once_enabled() { return sdpa_mask_once_switch.enabled(); }
+void set_sdpa_mask_once(bool on) { sdpa_mask_once_switch.set(on); }
 
 bool decode_sdpa_enabled() { return decode_sdpa_switch.enabled(); }
 void set_decode_sdpa(bool on) { decode_sdpa_switch.set(on); }

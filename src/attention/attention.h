@@ -34,6 +34,10 @@ at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Te
 // A bool mask (true = attend) as the additive mask libtorch's SDPA makes of it: 0 where true, -inf where false,
 // in `dtype`.
 at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype);
+// Whether the decoder's steps make that mask once for their layers (sdpa_mask): on unless VLM2MLA_SDPA_MASK_ONCE=0
+// (read once) or set_sdpa_mask_once(false), which leave the conversion to libtorch in every layer, its twin.
+bool sdpa_mask_once_enabled();
+void set_sdpa_mask_once(bool on);
 
 // Whether kAuto's single-token decode steps on CUDA take SDPA with the kv heads in place (where this libtorch
 // has enable_gqa): on unless VLM2MLA_DECODE_SDPA=0 (read once) or set_decode_sdpa(false), which keep the
