@@ -12,3 +12,20 @@ mkdir -p "$out"
 trap 'part="$(mktemp "${TMPDIR:-/tmp}/vlm2mla-out.XXXXXX")" &&
       tar -C "$out" --exclude="./0-all.tar.gz*" -czf "$part" . 2>/dev/null &&
       mv -f "$part" "$out/0-all.tar.gz"; rm -f "$out/0-all.tar.gz.part" "${part:-}"' EXIT
+
+# A profiling case "variant:context:batch[:decode]" (variant gqa, or mla:D:CACHE) as bench arguments: sets the array
+# `case_args` (Qwen2.5-VL-7B's config with random weights, a synthetic cache, `tokens` new tokens, no warm-up; the
+# decode mode the case names, else static). Shared by profile_decode.sh and ncu_step.sh.
+bench_case_args() {
+  local c="$1" tokens="$2" f
+  IFS=: read -r -a f <<< "$c"
+  case_args=(--random-weights configs/qwen2.5-vl-7b.json --new-tokens "$tokens" --warmup 0 --synthetic-cache
+             --device cuda --dtype bfloat16)
+  if [[ "${f[0]}" == mla ]]; then
+    case_args+=(--mla-kv-rank "${f[1]}" --mla-rope-dims 32 --kv-cache "${f[2]}" --kv-group 32 --kv-window 128)
+    f=("${f[@]:3}")
+  else
+    f=("${f[@]:1}")
+  fi
+  case_args+=(--context "${f[0]}" --batch "${f[1]}" --decode "${f[2]:-static}")
+}

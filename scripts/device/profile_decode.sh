@@ -26,16 +26,8 @@ for n, t, c in sorted(rows, key=lambda r: -r[1])[:25]:
 '
 }
 for c in ${PROFILE_CASES:-gqa:32768:8:static mla:32:bf16:32768:8:static}; do
-  IFS=: read -r -a f <<< "$c"
-  args=(--random-weights configs/qwen2.5-vl-7b.json --new-tokens "${PROFILE_TOKENS:-3}" --warmup 0 --synthetic-cache
-        --device cuda --dtype bfloat16)
-  if [[ "${f[0]}" == mla ]]; then
-    args+=(--mla-kv-rank "${f[1]}" --mla-rope-dims 32 --kv-cache "${f[2]}" --kv-group 32 --kv-window 128)
-    f=("${f[@]:3}")
-  else
-    f=("${f[@]:1}")
-  fi
-  args+=(--context "${f[0]}" --batch "${f[1]}" --decode "${f[2]}")
+  bench_case_args "$c" "${PROFILE_TOKENS:-3}"
+  args=("${case_args[@]}")
   name="${c//:/_}${PROFILE_TAG:+_$PROFILE_TAG}"
   if [[ -n "$nsys" ]]; then
     VLM2MLA_CUDA_PROFILE=1 "$nsys" profile --capture-range=cudaProfilerApi --capture-range-end=stop \
