@@ -15,20 +15,19 @@ namespace {
 // cuBLASLt's entry points, looked up in the copy this process has already loaded (libtorch's CUDA libraries load
 // theirs): no link-time dependency, so that the binaries never bring a second, possibly older, copy beside
 // libtorch's (whose cuBLAS must meet its own cuBLASLt).
+// (one list: each entry point's field and symbol)
+#define VLM2MLA_LT_FUNCTIONS(X)                                                                            \
+  X(create, cublasLtCreate) X(destroy, cublasLtDestroy) X(desc_create, cublasLtMatmulDescCreate)          \
+  X(desc_destroy, cublasLtMatmulDescDestroy) X(desc_set, cublasLtMatmulDescSetAttribute)                  \
+  X(layout_create, cublasLtMatrixLayoutCreate) X(layout_destroy, cublasLtMatrixLayoutDestroy)             \
+  X(pref_create, cublasLtMatmulPreferenceCreate) X(pref_destroy, cublasLtMatmulPreferenceDestroy)         \
+  X(pref_set, cublasLtMatmulPreferenceSetAttribute) X(heuristic, cublasLtMatmulAlgoGetHeuristic)          \
+  X(config_get, cublasLtMatmulAlgoConfigGetAttribute) X(matmul, cublasLtMatmul)
+
 struct LtApi {
-  decltype(&cublasLtCreate) create = nullptr;
-  decltype(&cublasLtDestroy) destroy = nullptr;
-  decltype(&cublasLtMatmulDescCreate) desc_create = nullptr;
-  decltype(&cublasLtMatmulDescDestroy) desc_destroy = nullptr;
-  decltype(&cublasLtMatmulDescSetAttribute) desc_set = nullptr;
-  decltype(&cublasLtMatrixLayoutCreate) layout_create = nullptr;
-  decltype(&cublasLtMatrixLayoutDestroy) layout_destroy = nullptr;
-  decltype(&cublasLtMatmulPreferenceCreate) pref_create = nullptr;
-  decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy = nullptr;
-  decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set = nullptr;
-  decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic = nullptr;
-  decltype(&cublasLtMatmulAlgoConfigGetAttribute) config_get = nullptr;
-  decltype(&cublasLtMatmul) matmul = nullptr;
+#define VLM2MLA_LT_FIELD(field, symbol) decltype(&symbol) field = nullptr;
+  VLM2MLA_LT_FUNCTIONS(VLM2MLA_LT_FIELD)
+#undef VLM2MLA_LT_FIELD
 };
 
 const LtApi& lt_api() {
@@ -46,23 +45,14 @@ const LtApi& lt_api() {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
       if (!fn) throw std::runtime_error(std::string("probe_linear_algos: cuBLASLt has no ") + symbol);
     };
-    get(a.create, "cublasLtCreate");
-    get(a.destroy, "cublasLtDestroy");
-    get(a.desc_create, "cublasLtMatmulDescCreate");
-    get(a.desc_destroy, "cublasLtMatmulDescDestroy");
-    get(a.desc_set, "cublasLtMatmulDescSetAttribute");
-    get(a.layout_create, "cublasLtMatrixLayoutCreate");
-    get(a.layout_destroy, "cublasLtMatrixLayoutDestroy");
-    get(a.pref_create, "cublasLtMatmulPreferenceCreate");
-    get(a.pref_destroy, "cublasLtMatmulPreferenceDestroy");
-    get(a.pref_set, "cublasLtMatmulPreferenceSetAttribute");
-    get(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
-    get(a.config_get, "cublasLtMatmulAlgoConfigGetAttribute");
-    get(a.matmul, "cublasLtMatmul");
+#define VLM2MLA_LT_LOOKUP(field, symbol) get(a.field, #symbol);
+    VLM2MLA_LT_FUNCTIONS(VLM2MLA_LT_LOOKUP)
+#undef VLM2MLA_LT_LOOKUP
     return a;
   }();
   return api;
 }
+#undef VLM2MLA_LT_FUNCTIONS
 
 void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
