@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "attention/attention.h"
 #include "convert/converted_fixture.h"
 #include "convert/converter.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "generate/decode_graph.h"
 #include "generate/generate.h"
 #include "generate/sampling.h"
@@ -571,6 +573,32 @@ TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
   auto mla = md_converted(name, tmp.file("mla"), bf16);
   expect_unchanged("md, bf16 latent cache", *mla, &plain, true);
   expect_unchanged("md, int4 latent cache", *mla, &int4, true);
+}
+
+// SDPA's additive mask made once a step (VLM2MLA_SDPA_MASK_ONCE=0 leaves the conversion to libtorch in every layer):
+// the values libtorch makes, so switching it changes no logits: not on the CPU (no SDPA decode path), nor on a GPU
+// over an unconverted model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs,
+// whose bool mask it is), and the captured step has at least two launches a layer fewer with it on.
+TEST(SdpaMaskOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_sdpa_mask_once, sdpa_mask_once_enabled()};
+  {
+    auto cpu = Model::load(dir + "/model", LoadOptions{});
+    std::vector<at::Tensor> off, on;
+    set_sdpa_mask_once(false);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
+    set_sdpa_mask_once(true);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
+    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+  }
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  if (!VLM2MLA_HAS_SDPA_GQA) GTEST_SKIP() << "this libtorch has no SDPA decode path (enable_gqa)";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  auto m = Model::load(dir + "/model", bf16);
+  expect_write_switch_changes_no_logits("sdpa mask once", set_sdpa_mask_once, in, "unconverted, bf16 dense cache", *m,
+                                        CacheSpec{CacheType::kBf16, 8, 4}, true,
+                                        2 * m->text_config().num_hidden_layers);
 }
 
 }  // namespace
