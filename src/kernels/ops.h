@@ -227,6 +227,16 @@ void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image
                         const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
                         const at::Tensor& rope_store);  // ArgumentError if not usable
 
+// A decode step's keys and values into a dense cache in one launch (the same kernel, a row per kv head), where
+// DenseKvCache::write_at's libtorch steps (its twin) are an index_copy_ into each: the same bits. k and v [b, h, 1, d],
+// pos [1] int64, keys and values [b, h, cap, d] of k's dtype (bf16, fp16 or float32); last dims contiguous, rows whole
+// 16-byte pieces on 16-byte bounds; CUDA tensors on one device, none requiring grad. fused_kv_write_unusable():
+// nullptr when usable, else why not.
+const char* fused_kv_write_unusable(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos,
+                                    const at::Tensor& keys, const at::Tensor& values);
+void fused_kv_write(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos, const at::Tensor& keys,
+                    const at::Tensor& values);  // ArgumentError if not usable
+
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's
 // apply_rope, its twin). x [..., d] (d even, at most 8 dims, any strides); cos and sin broadcastable to x's

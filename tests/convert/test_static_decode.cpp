@@ -601,5 +601,29 @@ TEST(SdpaMaskOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
                                         2 * m->text_config().num_hidden_layers);
 }
 
+// The fused K/V write (DenseKvCache::write_at; VLM2MLA_FUSED_KV_WRITE=0 turns it off): the twin's bits, so switching
+// it changes no logits: not on the CPU (the index_copy_ steps run either way), nor on a GPU over an unconverted
+// model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs, whose K/V writes it
+// is), and the captured step has at least one launch a layer fewer with it on.
+TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_fused_kv_write, fused_kv_write_enabled()};
+  {
+    auto cpu = Model::load(dir + "/model", LoadOptions{});
+    std::vector<at::Tensor> off, on;
+    set_fused_kv_write(false);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
+    set_fused_kv_write(true);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
+    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+  }
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  auto m = Model::load(dir + "/model", bf16);
+  expect_write_switch_changes_no_logits("fused kv write", set_fused_kv_write, in, "unconverted, bf16 dense cache", *m,
+                                        CacheSpec{CacheType::kBf16, 8, 4}, true, m->text_config().num_hidden_layers);
+}
+
 }  // namespace
 }  // namespace vlm2mla

@@ -95,17 +95,18 @@ __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWri
                         : static_cast<const T*>(pp.store[0].rows) + b * pp.store[0].rows_stride);
 }
 
-// Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
+// Grid (b heads, 2): CTA (b heads + h, q) copies sequence b's row (of head h) of store q in 16-byte pieces.
 __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
   grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
   grid_launch_dependents();
-  const int64_t b = blockIdx.x;
+  const int64_t b = blockIdx.x / p.heads, h = blockIdx.x - b * p.heads;
   const int q = blockIdx.y;
   const int64_t pos = *p.pos;
   const bool alt = q == 0 && p.alt != nullptr && p.image[b * p.image_stride] != 0;
   const auto* src = static_cast<const unsigned char*>(alt ? p.alt : p.src[q]) +
-                    b * (alt ? p.alt_stride : p.src_stride[q]) * elem_bytes;
-  auto* dst = static_cast<unsigned char*>(p.dst[q]) + (b * p.dst_stride[q][0] + pos * p.dst_stride[q][1]) * elem_bytes;
+                    (b * (alt ? p.alt_stride : p.src_stride[q]) + h * p.src_head_stride[q]) * elem_bytes;
+  auto* dst = static_cast<unsigned char*>(p.dst[q]) +
+              (b * p.dst_stride[q][0] + h * p.dst_head_stride[q] + pos * p.dst_stride[q][1]) * elem_bytes;
   const int64_t pieces = p.n[q] * elem_bytes / 16;
   for (int64_t e = threadIdx.x; e < pieces; e += kThreads)
     reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
@@ -116,21 +117,24 @@ __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWrit
 void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_t stream) {
   VLM2MLA_CHECK(elem_bytes == 2 || elem_bytes == 4, ArgumentError, "latent_write: elements of 2 or 4 bytes, got ",
                 elem_bytes);
-  VLM2MLA_CHECK(p.b >= 0 && p.b <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] && p.dst[1] && p.pos &&
-                    (!p.alt || p.image),
-                ArgumentError, "latent_write: every array must be set (the image mask with the image set's rows)");
+  VLM2MLA_CHECK(p.b >= 0 && p.heads >= 1 && p.b * p.heads <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] &&
+                    p.dst[1] && p.pos && (!p.alt || p.image) && (p.heads == 1 || !p.alt),
+                ArgumentError,
+                "latent_write: every array must be set (the image mask with the image set's rows, which take one "
+                "row a sequence), b x heads within 2^31");
   const int v = 16 / elem_bytes;
   auto aligned = [](const void* ptr) { return ptr == nullptr || (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   for (int q = 0; q < 2; ++q) {
     VLM2MLA_CHECK(p.n[q] > 0 && p.n[q] % v == 0 && p.src_stride[q] % v == 0 && p.dst_stride[q][0] % v == 0 &&
-                      p.dst_stride[q][1] % v == 0 && aligned(p.src[q]) && aligned(p.dst[q]),
+                      p.dst_stride[q][1] % v == 0 && p.src_head_stride[q] % v == 0 &&
+                      p.dst_head_stride[q] % v == 0 && aligned(p.src[q]) && aligned(p.dst[q]),
                   ArgumentError, "latent_write: store ", q, "'s rows (", p.n[q],
                   " elements) and strides must be whole 16-byte pieces on 16-byte bounds");
   }
   VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned(p.alt)), ArgumentError,
                 "latent_write: the image set's rows must lie on 16-byte bounds");
   if (p.b == 0) return;
-  launch_programmatic(latent_write_kernel, dim3(unsigned(p.b), 2), kThreads, 0, stream, p, elem_bytes);
+  launch_programmatic(latent_write_kernel, dim3(unsigned(p.b * p.heads), 2), kThreads, 0, stream, p, elem_bytes);
   check_kernel_launch("latent_write");
 }
 
