@@ -334,18 +334,19 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     mask = (j >= in.start.view({b, 1})).logical_and(j <= in.past).view({b, 1, 1, cap});
     if (latent_cache) modality = latent_cache->modality_all();
   }
-  // The previous layer's MLP output, added to x in this layer's input norm (one launch on CUDA where the add and
-  // the norm took two; layer_tail_parts)
+  // The previous layer's MLP output, added to x in the next norm (one launch on CUDA where the add and the norm took
+  // two; layer_tail_parts): each layer's input norm, then the final one.
   at::Tensor pending;
+  auto norm = [&](const at::Tensor& weight) {
+    if (!pending.defined()) return rms_norm(x, weight, config_.rms_norm_eps);
+    at::Tensor h;
+    std::tie(x, h) = add_rms_norm(x, pending, weight, config_.rms_norm_eps);
+    return h;
+  };
   at::Tensor sdpa_mask;  // the plain K/V layers' mask as SDPA's additive mask, from the first such layer on
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
-    at::Tensor h;
-    if (pending.defined()) {
-      std::tie(x, h) = add_rms_norm(x, pending, w.input_layernorm, config_.rms_norm_eps);
-    } else {
-      h = rms_norm(x, w.input_layernorm, config_.rms_norm_eps);
-    }
+    const at::Tensor h = norm(w.input_layernorm);
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
       MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
@@ -370,8 +371,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     }
     std::tie(x, pending) = layer_tail_parts(w, x, a);
   }
-  if (pending.defined()) return add_rms_norm(x, pending, weights_.norm, config_.rms_norm_eps).second;
-  return rms_norm(x, weights_.norm, config_.rms_norm_eps);
+  return norm(weights_.norm);
 }
 
 at::Tensor TextDecoder::visual_mask(const at::Tensor& input_ids) const {

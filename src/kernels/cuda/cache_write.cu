@@ -123,15 +123,14 @@ void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_
                 "latent_write: every array must be set (the image mask with the image set's rows, which take one "
                 "row a sequence), b x heads within 2^31");
   const int v = 16 / elem_bytes;
-  auto aligned = [](const void* ptr) { return ptr == nullptr || (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
   for (int q = 0; q < 2; ++q) {
     VLM2MLA_CHECK(p.n[q] > 0 && p.n[q] % v == 0 && p.src_stride[q] % v == 0 && p.dst_stride[q][0] % v == 0 &&
                       p.dst_stride[q][1] % v == 0 && p.src_head_stride[q] % v == 0 &&
-                      p.dst_head_stride[q] % v == 0 && aligned(p.src[q]) && aligned(p.dst[q]),
+                      p.dst_head_stride[q] % v == 0 && aligned16(p.src[q]) && aligned16(p.dst[q]),
                   ArgumentError, "latent_write: store ", q, "'s rows (", p.n[q],
                   " elements) and strides must be whole 16-byte pieces on 16-byte bounds");
   }
-  VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned(p.alt)), ArgumentError,
+  VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned16(p.alt)), ArgumentError,
                 "latent_write: the image set's rows must lie on 16-byte bounds");
   if (p.b == 0) return;
   launch_programmatic(latent_write_kernel, dim3(unsigned(p.b * p.heads), 2), kThreads, 0, stream, p, elem_bytes);

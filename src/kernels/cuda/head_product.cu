@@ -137,8 +137,7 @@ void launch_head_product(const HeadProductParams& p, ElementDtype dtype, cudaStr
                     p.x_stride[2] % 8 == 0,
                 ArgumentError, "head_product: d (", p.d, "), n (", p.n,
                 ") and x's strides must be multiples of 8 elements (16-byte pieces)");
-  auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
-  VLM2MLA_CHECK(aligned(p.x) && aligned(p.w) && aligned(p.y), ArgumentError,
+  VLM2MLA_CHECK(aligned16(p.x) && aligned16(p.w) && aligned16(p.y), ArgumentError,
                 "head_product: x, w and y must be 16-byte aligned");
   const int64_t blocks_z = (p.b * p.m + kRows - 1) / kRows;
   VLM2MLA_CHECK(p.h <= 65535 && blocks_z <= 65535, ArgumentError, "head_product: ", p.h, " heads or ", p.b * p.m,

@@ -1,11 +1,17 @@
-// The element-wise CUDA kernels' launch check: one error naming the kernel, the CUDA error's name and text.
+// The element-wise CUDA kernels' launch helpers: the 16-byte alignment test, and the launch check (one error naming the
+// kernel, the CUDA error's name and text).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "core/error.h"
 
 namespace vlm2mla {
+
+// Whether ptr lies on a 16-byte bound, as the kernels' 16-byte loads and stores need (a null pointer does).
+inline bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
 // Throws Error "<what>: launching the kernel failed: <name> (<text>)" where the last launch failed.
 inline void check_kernel_launch(const char* what) {

@@ -164,9 +164,8 @@ template <typename T, bool ADD>
 void launch_typed(const void* x, const void* r, const void* w, void* sum, void* out, int64_t rows, int d, float eps,
                   cudaStream_t stream, bool vectors) {
   constexpr int V = 16 / sizeof(T);
-  auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
-  if (vectors && d % V == 0 && d / V <= kThreads * kMaxVecs && aligned(x) && aligned(w) && aligned(out) &&
-      (!ADD || (aligned(r) && aligned(sum)))) {
+  if (vectors && d % V == 0 && d / V <= kThreads * kMaxVecs && aligned16(x) && aligned16(w) && aligned16(out) &&
+      (!ADD || (aligned16(r) && aligned16(sum)))) {
     launch_programmatic(rms_norm_vec_kernel<T, ADD>, dim3(unsigned(rows)), kThreads, 0, stream,
                         static_cast<const T*>(x), static_cast<const T*>(r), static_cast<const T*>(w),
                         static_cast<T*>(sum), static_cast<T*>(out), d / V, 1.0f / float(d), eps);
@@ -190,9 +189,8 @@ template <typename T>
 void launch_silu_mul_typed(const void* gate, int64_t gate_stride, const void* up, int64_t up_stride, void* out,
                            int64_t rows, int64_t d, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
-  auto aligned = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; };
-  const bool vec = d % V == 0 && (rows == 1 || (gate_stride % V == 0 && up_stride % V == 0)) && aligned(gate) &&
-                   aligned(up) && aligned(out);
+  const bool vec = d % V == 0 && (rows == 1 || (gate_stride % V == 0 && up_stride % V == 0)) && aligned16(gate) &&
+                   aligned16(up) && aligned16(out);
   if (vec) {
     launch_silu_mul_v<T, V>(gate, gate_stride, up, up_stride, out, rows, d, stream);
   } else {
