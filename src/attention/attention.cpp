@@ -1,5 +1,7 @@
 #include "attention/attention.h"
 
+#include <limits>
+
 #include "core/env_switch.h"
 #include "core/error.h"
 #include "core/torch_compat.h"
@@ -8,7 +10,11 @@ namespace vlm2mla {
 
 namespace {
 EnvSwitch decode_sdpa_switch(kEnvDecodeSdpa);
+EnvSwitch sdpa_mask_once_switch(kEnvSdpaMaskOnce);
 }  // namespace
+
+bool sdpa_mask_once_enabled() { return sdpa_mask_once_switch.enabled(); }
+void set_sdpa_mask_once(bool on) { sdpa_mask_once_switch.set(on); }
 
 bool decode_sdpa_enabled() { return decode_sdpa_switch.enabled(); }
 void set_decode_sdpa(bool on) { decode_sdpa_switch.set(on); }
@@ -47,12 +53,24 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
   return out.view({b, h_q, s_q, d_v});
 }
 
+at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype) {
+  VLM2MLA_CHECK(keep.scalar_type() == at::kBool, ArgumentError, "additive_mask takes a bool mask, got ",
+                keep.scalar_type());
+  const auto opts = at::TensorOptions().dtype(dtype).device(keep.device());
+  return at::where(keep, at::scalar_tensor(0.0, opts),
+                   at::scalar_tensor(-std::numeric_limits<double>::infinity(), opts));
+}
+
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
-                     const at::Tensor& v, const at::Tensor& mask, double scale, bool plain_causal) {
+                     const at::Tensor& v, const at::Tensor& mask, double scale, bool plain_causal,
+                     const at::Tensor& sdpa_mask) {
   switch (backend) {
     case AttentionBackend::kAuto:
       // One query over a cache: SDPA reads the kv heads (strided cache views) in place, masked or not.
-      if (decode_sdpa_taken(q)) return compat::sdpa(q, k, v, mask, scale, false, /*gqa=*/k.size(1) != q.size(1));
+      if (decode_sdpa_taken(q)) {
+        const at::Tensor& m = sdpa_mask.defined() && mask.defined() ? sdpa_mask : mask;
+        return compat::sdpa(q, k, v, m, scale, false, /*gqa=*/k.size(1) != q.size(1));
+      }
       if (q.size(2) == 1 || !VLM2MLA_HAS_SDPA) return attention_reference(q, k, v, mask, scale);
       return attention(AttentionBackend::kFused, q, k, v, mask, scale, plain_causal);
     case AttentionBackend::kReference:

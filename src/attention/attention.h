@@ -24,9 +24,20 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
                                const at::Tensor& mask, double scale);
 // `plain_causal`: the mask is exactly the causal mask of a square s_q == s_kv block (no padding, no
 // cache), which the fused path then applies itself (flash kernels) instead of reading it.
+// `sdpa_mask`: additive_mask(mask, q's dtype) where the caller made it once for several calls (a decode step's
+// layers share one mask): the SDPA decode path reads it in mask's place (the values libtorch would make of mask,
+// with a where and fills on every call); every other path reads mask.
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
                      const at::Tensor& v, const at::Tensor& mask, double scale,
-                     bool plain_causal = false);
+                     bool plain_causal = false, const at::Tensor& sdpa_mask = {});
+
+// A bool mask (true = attend) as the additive mask libtorch's SDPA makes of it: 0 where true, -inf where false,
+// in `dtype`.
+at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype);
+// Whether the decoder's steps make that mask once for their layers (sdpa_mask): on unless VLM2MLA_SDPA_MASK_ONCE=0
+// (read once) or set_sdpa_mask_once(false), which leave the conversion to libtorch in every layer, its twin.
+bool sdpa_mask_once_enabled();
+void set_sdpa_mask_once(bool on);
 
 // Whether kAuto's single-token decode steps on CUDA take SDPA with the kv heads in place (where this libtorch
 // has enable_gqa): on unless VLM2MLA_DECODE_SDPA=0 (read once) or set_decode_sdpa(false), which keep the

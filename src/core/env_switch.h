@@ -31,12 +31,16 @@ inline constexpr char kEnvDecodeImageEnd[] = "VLM2MLA_DECODE_IMAGE_END";
 inline constexpr char kEnvFusedHeadProduct[] = "VLM2MLA_FUSED_HEAD_PRODUCT";
 inline constexpr char kEnvFusedLatentWrite[] = "VLM2MLA_FUSED_LATENT_WRITE";
 inline constexpr char kEnvRmsNormVectors[] = "VLM2MLA_RMS_NORM_VECTORS";
+inline constexpr char kEnvPdl[] = "VLM2MLA_PDL";
+inline constexpr char kEnvSdpaMaskOnce[] = "VLM2MLA_SDPA_MASK_ONCE";
+inline constexpr char kEnvFusedKvWrite[] = "VLM2MLA_FUSED_KV_WRITE";
 inline constexpr const char* kEnvSwitches[] = {
     kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
     kEnvDecodePureSplits,  kEnvDecodePureLaunch,  kEnvDecodeScoreClusters, kEnvFusedRowCopy,
     kEnvDecodeImageFirst,  kEnvDecodeSegments,    kEnvDecodeImageEnd,    kEnvFusedHeadProduct,
-    kEnvFusedLatentWrite,  kEnvRmsNormVectors};
+    kEnvFusedLatentWrite,  kEnvRmsNormVectors,    kEnvPdl,               kEnvSdpaMaskOnce,
+    kEnvFusedKvWrite};
 
 // What a switch's environment value means: on unless it is "0" (unset included).
 inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }

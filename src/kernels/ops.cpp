@@ -22,6 +22,7 @@
 #include "kernels/cuda/cache_write.h"
 #include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/cuda/pdl.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/row_copy.h"
@@ -442,6 +443,16 @@ EnvSwitch rms_norm_vectors_switch(kEnvRmsNormVectors);
 }  // namespace
 void set_rms_norm_vectors(bool on) { rms_norm_vectors_switch.set(on); }
 bool rms_norm_vectors_enabled() { return rms_norm_vectors_switch.enabled(); }
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+void set_programmatic_launch(bool on) { set_programmatic_launches(on); }
+bool programmatic_launch_enabled() { return programmatic_launches(); }
+#else
+namespace {
+EnvSwitch programmatic_launch_switch(kEnvPdl);  // (no kernels to launch: reported as the environment sets it)
+}  // namespace
+void set_programmatic_launch(bool on) { programmatic_launch_switch.set(on); }
+bool programmatic_launch_enabled() { return programmatic_launch_switch.enabled(); }
+#endif
 
 bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
@@ -715,6 +726,63 @@ void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image
   p.pos = pos.data_ptr<int64_t>();
   p.b = latent_store.size(0);
   launch_latent_write(p, int(latent_store.element_size()), c10::cuda::getCurrentCUDAStream(latent.device().index()).stream());
+#endif
+}
+
+const char* fused_kv_write_unusable(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos,
+                                    const at::Tensor& keys, const at::Tensor& values) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!k.defined() || !v.defined() || !pos.defined() || !keys.defined() || !values.defined())
+    return "the rows, the position and both stores must be defined";
+  const at::Device dev = k.device();
+  for (const at::Tensor* t : {&k, &v, &pos, &keys, &values}) {
+    if (!t->is_cuda() || t->device() != dev) return "the tensors are not CUDA tensors on one device";
+    if (t->requires_grad()) return "a tensor requires grad (no backward)";
+  }
+  const at::ScalarType dt = keys.scalar_type();
+  if (dt != at::kBFloat16 && dt != at::kHalf && dt != at::kFloat) return "the stores are not bf16, fp16 or float32";
+  if (values.scalar_type() != dt || k.scalar_type() != dt || v.scalar_type() != dt)
+    return "the rows' and the stores' dtypes differ";
+  if (pos.scalar_type() != at::kLong || pos.numel() != 1) return "pos must be one int64";
+  auto rows_fit = [&](const at::Tensor& rows, const at::Tensor& store) {
+    return rows.dim() == 4 && store.dim() == 4 && rows.size(0) == store.size(0) && rows.size(1) == store.size(1) &&
+           rows.size(2) == 1 && rows.size(3) == store.size(3) && store.size(0) == keys.size(0) &&
+           store.size(1) == keys.size(1);
+  };
+  if (!rows_fit(k, keys) || !rows_fit(v, values)) return "the rows do not match the stores' [b, h, 1, d]";
+  if (keys.size(1) < 1) return "the stores have no kv heads";
+  for (const at::Tensor* t : {&k, &v, &keys, &values})
+    if (!whole_pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
+  return nullptr;
+#else
+  (void)k, (void)v, (void)pos, (void)keys, (void)values;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+void fused_kv_write(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos, const at::Tensor& keys,
+                    const at::Tensor& values) {
+  const char* why = fused_kv_write_unusable(k, v, pos, keys, values);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_kv_write: ", why);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(k.device());
+  LatentWriteParams p;
+  const at::Tensor* rows[2] = {&k, &v};
+  const at::Tensor* stores[2] = {&keys, &values};
+  for (int q = 0; q < 2; ++q) {
+    p.src[q] = rows[q]->data_ptr();
+    p.src_stride[q] = rows[q]->stride(0);
+    p.src_head_stride[q] = rows[q]->stride(1);
+    p.dst[q] = stores[q]->data_ptr();
+    p.dst_stride[q][0] = stores[q]->stride(0);
+    p.dst_stride[q][1] = stores[q]->stride(2);
+    p.dst_head_stride[q] = stores[q]->stride(1);
+    p.n[q] = stores[q]->size(3);
+  }
+  p.pos = pos.data_ptr<int64_t>();
+  p.b = keys.size(0);
+  p.heads = keys.size(1);
+  launch_latent_write(p, int(keys.element_size()), c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
 #endif
 }
 

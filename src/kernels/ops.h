@@ -142,6 +142,12 @@ bool fused_rms_norm_usable(const at::Tensor& x, const at::Tensor& weight);
 // by element, its twin (the same arithmetic, the sum of squares in another order).
 void set_rms_norm_vectors(bool on);
 bool rms_norm_vectors_enabled();
+// The decode step's small kernels (norms, RoPE, SiLU, the cache writes, the head products, the decode combine)
+// launch with programmatic stream serialization (kernels/cuda/pdl.cuh: a kernel's launch and scheduling overlap
+// the tail of the kernel ahead of it, which it waits for before touching memory) unless VLM2MLA_PDL=0 or
+// set_programmatic_launch(false), which launch them plainly, the twin (the same results: only when each starts).
+void set_programmatic_launch(bool on);
+bool programmatic_launch_enabled();
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);  // ArgumentError if not usable
 
 // The residual add and the RMSNorm after it in one launch: {x + r, rms_norm(x + r) * weight}, the sum
@@ -220,6 +226,16 @@ const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tens
 void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
                         const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
                         const at::Tensor& rope_store);  // ArgumentError if not usable
+
+// A decode step's keys and values into a dense cache in one launch (the same kernel, a row per kv head), where
+// DenseKvCache::write_at's libtorch steps (its twin) are an index_copy_ into each: the same bits. k and v [b, h, 1, d],
+// pos [1] int64, keys and values [b, h, cap, d] of k's dtype (bf16, fp16 or float32); last dims contiguous, rows whole
+// 16-byte pieces on 16-byte bounds; CUDA tensors on one device, none requiring grad. fused_kv_write_unusable():
+// nullptr when usable, else why not.
+const char* fused_kv_write_unusable(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos,
+                                    const at::Tensor& keys, const at::Tensor& values);
+void fused_kv_write(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos, const at::Tensor& keys,
+                    const at::Tensor& values);  // ArgumentError if not usable
 
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "core/env_switch.h"
 #include "core/error.h"
+#include "kernels/ops.h"
 
 namespace vlm2mla {
 
@@ -63,6 +65,13 @@ void DenseKvCache::reserve(int64_t capacity) {
   capacity_ = qkeys_[0]->capacity();
 }
 
+namespace {
+EnvSwitch fused_kv_write_switch(kEnvFusedKvWrite);
+}  // namespace
+
+void set_fused_kv_write(bool on) { fused_kv_write_switch.set(on); }
+bool fused_kv_write_enabled() { return fused_kv_write_switch.enabled(); }
+
 void DenseKvCache::write_at(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos) {
   check_layer(layer);
   VLM2MLA_CHECK(k.dim() == 4 && k.size(0) == batch_ && k.size(1) == num_kv_heads_ && k.size(2) == 1 &&
@@ -74,6 +83,10 @@ void DenseKvCache::write_at(int64_t layer, const at::Tensor& k, const at::Tensor
     const int64_t hd = num_kv_heads_ * head_dim_;
     qkeys_[l]->write_at(k.transpose(1, 2).reshape({batch_, 1, hd}), pos);
     qvalues_[l]->write_at(v.transpose(1, 2).reshape({batch_, 1, hd}), pos);
+    return;
+  }
+  if (fused_kv_write_switch.enabled() && !fused_kv_write_unusable(k, v, pos, keys_[l], values_[l])) {
+    fused_kv_write(k, v, pos, keys_[l], values_[l]);  // one launch, the same bits
     return;
   }
   keys_[l].index_copy_(2, pos, k.to(keys_[l].scalar_type()));

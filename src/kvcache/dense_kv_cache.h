@@ -52,4 +52,9 @@ class DenseKvCache : public KvCache {
   std::vector<std::unique_ptr<RowStore>> qkeys_, qvalues_;  // integer types: rows [b, cap, h_kv*d]
 };
 
+// DenseKvCache::write_at's keys and values in one launch on CUDA (kernels/ops.h's fused_kv_write; the same bits as its
+// two index_copy_, its twin): on unless VLM2MLA_FUSED_KV_WRITE=0 (read once) or set_fused_kv_write(false).
+void set_fused_kv_write(bool on);
+bool fused_kv_write_enabled();
+
 }  // namespace vlm2mla

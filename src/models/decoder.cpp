@@ -246,6 +246,15 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
     }
   }
 
+  // A padded batch's one-token steps: SDPA's additive form of the mask, made once for every layer (libtorch makes
+  // it of the bool mask in each: a where and fills)
+  at::Tensor sdpa_mask;
+  auto attend = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(q)) {
+      sdpa_mask = additive_mask(mask, q.scalar_type());
+    }
+    return attention(backend_, q, k, v, mask, scale, plain_causal, sdpa_mask);
+  };
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     // Layers kept in host memory visit the device one at a time.
     const DecoderLayerWeights staged = options_.layers_on_host
@@ -275,7 +284,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
           auto [k, v] = mla_expand(config_, w, fresh ? st.latent : lat, fresh ? st.k_rope : kr,
                                    fresh ? visual : mod);
           if (dense) std::tie(k, v) = dense->append(l, k, v);
-          a = attention(backend_, st.q, k, v, mask, scale, plain_causal);
+          a = attend(st.q, k, v);
         }
       }
     } else {
@@ -283,7 +292,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
       at::Tensor k = qkv.k, v = qkv.v;  // [b, h_kv, s, d]
       if (observer) observer->queries_keys(l, qkv.q_pre, qkv.k_pre, qkv.q, k, valid, in.image_mask);
       if (dense) std::tie(k, v) = dense->append(l, k, v);  // [b, h_kv, past + s, d]
-      a = attention(backend_, qkv.q, k, v, mask, scale, plain_causal);
+      a = attend(qkv.q, k, v);
     }
     x = layer_tail(w, x, a);
   }
@@ -334,6 +343,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     std::tie(x, h) = add_rms_norm(x, pending, weight, config_.rms_norm_eps);
     return h;
   };
+  at::Tensor sdpa_mask;  // the plain K/V layers' mask as SDPA's additive mask, from the first such layer on
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const at::Tensor h = norm(w.input_layernorm);
@@ -353,7 +363,11 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       QkvHeads qkv = qkv_heads(w, l, h, cs, mla_ropes, visual);
       dense->write_at(l, qkv.k, qkv.v, in.past);
       auto [k, v] = dense->read_upto(l, in.past);
-      a = attention(backend_, qkv.q, k, v, mask, scale, false);
+      // SDPA's additive mask made once a step (libtorch makes it of the bool mask in every layer: a where and fills)
+      if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(qkv.q)) {
+        sdpa_mask = additive_mask(mask, qkv.q.scalar_type());
+      }
+      a = attention(backend_, qkv.q, k, v, mask, scale, false, sdpa_mask);
     }
     std::tie(x, pending) = layer_tail_parts(w, x, a);
   }

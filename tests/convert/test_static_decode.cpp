@@ -10,13 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "attention/attention.h"
 #include "convert/converted_fixture.h"
 #include "convert/converter.h"
 #include "core/error.h"
+#include "core/torch_compat.h"
 #include "generate/decode_graph.h"
 #include "generate/generate.h"
 #include "generate/sampling.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
 #include "kvcache/dense_kv_cache.h"
 #include "kvcache/latent_kv_cache.h"
 #include "kvcache/quant.h"
@@ -540,6 +543,88 @@ TEST(FusedLatentWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   for (const CacheType type : {CacheType::kInt4, CacheType::kInt8}) {
     expect_unchanged(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 2}, true);
   }
+}
+
+// The small kernels' programmatic launches (VLM2MLA_PDL=0 or set_programmatic_launch(false) launch them plainly):
+// only when each kernel starts changes, never what it computes, so switching them changes no logits: not on the
+// CPU (no kernels), nor on a GPU for a prompt and decode steps (dynamic, and static replayed as CUDA graphs, where
+// the launches become programmatic edges) of an unconverted model over a bf16 dense cache and an md-converted one
+// over bf16 and int4 latent caches.
+TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_programmatic_launch, programmatic_launch_enabled()};
+  auto run = [&](const Model& m, const CacheSpec* spec, bool on, bool graph) {
+    set_programmatic_launch(on);
+    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
+    static_vs_dynamic(m, in, spec, 4, graph, &out);
+    return out;
+  };
+  auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec* spec, bool graph) {
+    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
+    expect_identical_logits(on, off, what, /*prompt=*/true);
+  };
+  expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  const CacheSpec plain{CacheType::kBf16, 8, 4}, int4{CacheType::kInt4, 8, 4};
+  expect_unchanged("unconverted, bf16 dense cache", *Model::load(dir + "/model", bf16), &plain, true);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  expect_unchanged("md, bf16 latent cache", *mla, &plain, true);
+  expect_unchanged("md, int4 latent cache", *mla, &int4, true);
+}
+
+// SDPA's additive mask made once a step (VLM2MLA_SDPA_MASK_ONCE=0 leaves the conversion to libtorch in every layer):
+// the values libtorch makes, so switching it changes no logits: not on the CPU (no SDPA decode path), nor on a GPU
+// over an unconverted model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs,
+// whose bool mask it is), and the captured step has at least two launches fewer with it on for each layer but the
+// first (libtorch's conversion, a where and its scalars' fills, runs once instead of in every layer; measured on the
+// H200 with libtorch 2.11, 2026-11-30: 51 -> 48 launches for the fixture's 2 layers).
+TEST(SdpaMaskOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_sdpa_mask_once, sdpa_mask_once_enabled()};
+  {
+    auto cpu = Model::load(dir + "/model", LoadOptions{});
+    std::vector<at::Tensor> off, on;
+    set_sdpa_mask_once(false);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
+    set_sdpa_mask_once(true);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
+    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+  }
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  if (!VLM2MLA_HAS_SDPA_GQA) GTEST_SKIP() << "this libtorch has no SDPA decode path (enable_gqa)";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  auto m = Model::load(dir + "/model", bf16);
+  expect_write_switch_changes_no_logits("sdpa mask once", set_sdpa_mask_once, in, "unconverted, bf16 dense cache", *m,
+                                        CacheSpec{CacheType::kBf16, 8, 4}, true,
+                                        2 * (m->text_config().num_hidden_layers - 1));
+}
+
+// The fused K/V write (DenseKvCache::write_at; VLM2MLA_FUSED_KV_WRITE=0 turns it off): the twin's bits, so switching
+// it changes no logits: not on the CPU (the index_copy_ steps run either way), nor on a GPU over an unconverted
+// model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs, whose K/V writes it
+// is), and the captured step has at least one launch a layer fewer with it on.
+TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_fused_kv_write, fused_kv_write_enabled()};
+  {
+    auto cpu = Model::load(dir + "/model", LoadOptions{});
+    std::vector<at::Tensor> off, on;
+    set_fused_kv_write(false);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
+    set_fused_kv_write(true);
+    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
+    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+  }
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  auto m = Model::load(dir + "/model", bf16);
+  expect_write_switch_changes_no_logits("fused kv write", set_fused_kv_write, in, "unconverted, bf16 dense cache", *m,
+                                        CacheSpec{CacheType::kBf16, 8, 4}, true, m->text_config().num_hidden_layers);
 }
 
 }  // namespace

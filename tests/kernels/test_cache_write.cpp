@@ -161,6 +161,69 @@ TEST(FusedLatentWriteCuda, WritesTheTwinsBits) {
   EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
 }
 
+// The fused K/V write (kernels/ops.h fused_kv_write): a dense cache's keys and values at one position in one launch,
+// a row per kv head; where it is usable and why not, and on a CUDA device against its twin, an index_copy_ into each
+// store: bit for bit, from views of a wider projection's rows (as the decode step's q/k/v are) and from contiguous
+// rows, for bf16, fp16 and float32 stores, at positions across the capacity.
+TEST(FusedKvWrite, RefusesWhatItCannotWriteAndSaysWhy) {
+  const at::Tensor rows = at::randn({2, 4, 1, 64}), store = at::zeros({2, 4, 16, 64}), pos = at::zeros({1}, at::kLong);
+  ASSERT_NE(fused_kv_write_unusable(rows, rows, pos, store, store), nullptr);
+  const std::string why = testing::argument_error([&] { fused_kv_write(rows, rows, pos, store, store); });
+  EXPECT_NE(why.find("fused_kv_write"), std::string::npos) << why;
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const at::TensorOptions o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor r = at::randn({2, 4, 1, 64}, o), st = at::zeros({2, 4, 16, 64}, o), p = pos.cuda();
+  EXPECT_EQ(fused_kv_write_unusable(r, r, p, st, st), nullptr);
+  auto expect = [](const char* got, const char* part) {
+    ASSERT_NE(got, nullptr) << part;
+    EXPECT_NE(std::string(got).find(part), std::string::npos) << got;
+  };
+  expect(fused_kv_write_unusable(r.to(at::kFloat), r, p, st, st), "dtypes");
+  expect(fused_kv_write_unusable(r, r, p.to(at::kInt), st, st), "int64");
+  expect(fused_kv_write_unusable(r, r, p, st.narrow(1, 0, 2), st), "match");
+  expect(fused_kv_write_unusable(at::randn({2, 4, 1, 66}, o).narrow(3, 1, 64), r, p, st, st), "16-byte");
+  expect(fused_kv_write_unusable(r, r.cpu(), p, st, st), "device");
+}
+
+TEST(FusedKvWriteCuda, WritesTheTwinsBits) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(31);
+  int n = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    for (int64_t b : {1, 3}) {
+      for (bool views : {false, true}) {
+        const int64_t h = 4, d = 128, hq = 28, cap = 10;
+        at::Tensor k_twin = at::randn({b, h, cap, d}, o), v_twin = at::randn({b, h, cap, d}, o);
+        at::Tensor k_fused = k_twin.clone(), v_fused = v_twin.clone();
+        for (int64_t p : {int64_t(0), int64_t(4), cap - 1}) {
+          at::Tensor k, v;
+          if (views) {  // [b, 1, (hq + 2 h) d] as the fused projection's output, heads split out and transposed
+            const at::Tensor y = at::randn({b, 1, (hq + 2 * h) * d}, o);
+            k = y.narrow(2, hq * d, h * d).view({b, 1, h, d}).transpose(1, 2);
+            v = y.narrow(2, (hq + h) * d, h * d).view({b, 1, h, d}).transpose(1, 2);
+          } else {
+            k = at::randn({b, h, 1, d}, o);
+            v = at::randn({b, h, 1, d}, o);
+          }
+          const at::Tensor pos = at::full({1}, p, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
+          k_twin.index_copy_(2, pos, k);
+          v_twin.index_copy_(2, pos, v);
+          const char* why = fused_kv_write_unusable(k, v, pos, k_fused, v_fused);
+          ASSERT_EQ(why, nullptr) << why;
+          fused_kv_write(k, v, pos, k_fused, v_fused);
+          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
+                                   (views ? " views" : " contiguous") + " pos " + std::to_string(p);
+          ASSERT_TRUE(at::equal(k_fused, k_twin)) << what << ": the keys";
+          ASSERT_TRUE(at::equal(v_fused, v_twin)) << what << ": the values";
+          ++n;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
+}
+
 // The quantized pair (kernels/ops.h fused_ring_write_pair): a latent cache layer's two quantized stores in one launch,
 // each sequence's latent picked by its step token's modality; against its twin, at::where and kvcache/quant.h's
 // quantized_ring_write a store (the libtorch steps), step after step across the rings' wrap: every array bit for bit,

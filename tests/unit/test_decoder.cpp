@@ -1,6 +1,8 @@
 // Strict loading, attention against a naive per-head loop, masks, the dense cache.
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <vector>
 
 #include "attention/attention.h"
 #include "core/error.h"
@@ -206,6 +208,11 @@ TEST(Attention, CudaDecodeSdpaEqualsReference) {
         const at::Tensor got = attention(AttentionBackend::kAuto, q, k, v, mask, scale);
         const at::Tensor ref = attention_reference(q, k, v, mask, scale);
         ASSERT_EQ(got.sizes(), ref.sizes()) << what;
+        if (masked) {  // the mask's additive form made once (a decode step's layers): the same bits
+          EXPECT_TRUE(at::equal(attention(AttentionBackend::kAuto, q, k, v, mask, scale, false, additive_mask(mask, t)),
+                                got))
+              << what;
+        }
         const at::Tensor truth = naive_attention(q.cpu().to(at::kDouble), k.cpu().to(at::kDouble),
                                                  v.cpu().to(at::kDouble), mask.defined() ? mask.cpu() : mask, scale);
         const double err = (got.cpu().to(at::kDouble) - truth).abs().max().item<double>();
@@ -222,6 +229,27 @@ TEST(Attention, CudaDecodeSdpaEqualsReference) {
       }
     }
   }
+}
+
+// SDPA's additive form of a bool mask: 0 where it attends, -inf elsewhere, in the dtype asked for; the reference
+// path, given it beside the bool mask, reads the bool mask (the same result as without it).
+TEST(Attention, AdditiveMaskIsZeroOrMinusInfinity) {
+  const at::Tensor keep = at::tensor({1, 0, 1, 1, 0, 0}, at::kInt).ne(0).view({2, 1, 1, 3});
+  for (at::ScalarType t : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    const at::Tensor m = additive_mask(keep, t);
+    EXPECT_EQ(m.scalar_type(), t);
+    EXPECT_EQ(m.sizes(), keep.sizes());
+    const at::Tensor f = m.to(at::kFloat).flatten();
+    const float inf = std::numeric_limits<float>::infinity();
+    const std::vector<float> want = {0.f, -inf, 0.f, 0.f, -inf, -inf};
+    for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(f[i].item<float>(), want[static_cast<size_t>(i)]) << i;
+  }
+  const std::string err = testing::argument_error([&] { additive_mask(keep.to(at::kFloat), at::kFloat); }, "a float mask");
+  EXPECT_NE(err.find("additive_mask takes a bool mask"), std::string::npos) << err;
+  at::manual_seed(3);
+  const at::Tensor q = at::randn({2, 4, 1, 8}), k = at::randn({2, 2, 3, 8}), v = at::randn({2, 2, 3, 8});
+  EXPECT_TRUE(at::equal(attention(AttentionBackend::kReference, q, k, v, keep, 0.5, false, additive_mask(keep, at::kFloat)),
+                        attention_reference(q, k, v, keep, 0.5)));
 }
 
 TEST(DenseKvCache, GrowsAndAccountsBytes) {

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kvcache/quant_shape.h"
 
 namespace vlm2mla {
@@ -70,6 +71,8 @@ __device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t
 // One CTA per sequence.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWriteParams p) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t b = blockIdx.x;
   ring_write_row<T>(p, b, static_cast<const T*>(p.rows) + b * p.rows_stride);
 }
@@ -78,6 +81,8 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
 // step token is an image.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWritePairParams pp) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t b = blockIdx.x;
   if (blockIdx.y == 1) {  // (two calls, each with its store's parameters at fixed offsets: indexing them by
                           // blockIdx.y made ptxas spill)
@@ -90,15 +95,18 @@ __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWri
                         : static_cast<const T*>(pp.store[0].rows) + b * pp.store[0].rows_stride);
 }
 
-// Grid (b, 2): CTA (b, q) copies sequence b's row of store q in 16-byte pieces.
+// Grid (b heads, 2): CTA (b heads + h, q) copies sequence b's row (of head h) of store q in 16-byte pieces.
 __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
-  const int64_t b = blockIdx.x;
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
+  const int64_t b = blockIdx.x / p.heads, h = blockIdx.x - b * p.heads;
   const int q = blockIdx.y;
   const int64_t pos = *p.pos;
   const bool alt = q == 0 && p.alt != nullptr && p.image[b * p.image_stride] != 0;
   const auto* src = static_cast<const unsigned char*>(alt ? p.alt : p.src[q]) +
-                    b * (alt ? p.alt_stride : p.src_stride[q]) * elem_bytes;
-  auto* dst = static_cast<unsigned char*>(p.dst[q]) + (b * p.dst_stride[q][0] + pos * p.dst_stride[q][1]) * elem_bytes;
+                    (b * (alt ? p.alt_stride : p.src_stride[q]) + h * p.src_head_stride[q]) * elem_bytes;
+  auto* dst = static_cast<unsigned char*>(p.dst[q]) +
+              (b * p.dst_stride[q][0] + h * p.dst_head_stride[q] + pos * p.dst_stride[q][1]) * elem_bytes;
   const int64_t pieces = p.n[q] * elem_bytes / 16;
   for (int64_t e = threadIdx.x; e < pieces; e += kThreads)
     reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
@@ -109,20 +117,23 @@ __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWrit
 void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_t stream) {
   VLM2MLA_CHECK(elem_bytes == 2 || elem_bytes == 4, ArgumentError, "latent_write: elements of 2 or 4 bytes, got ",
                 elem_bytes);
-  VLM2MLA_CHECK(p.b >= 0 && p.b <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] && p.dst[1] && p.pos &&
-                    (!p.alt || p.image),
-                ArgumentError, "latent_write: every array must be set (the image mask with the image set's rows)");
+  VLM2MLA_CHECK(p.b >= 0 && p.heads >= 1 && p.b * p.heads <= 0x7fffffff && p.src[0] && p.src[1] && p.dst[0] &&
+                    p.dst[1] && p.pos && (!p.alt || p.image) && (p.heads == 1 || !p.alt),
+                ArgumentError,
+                "latent_write: every array must be set (the image mask with the image set's rows, which take one "
+                "row a sequence), b x heads within 2^31");
   const int v = 16 / elem_bytes;
   for (int q = 0; q < 2; ++q) {
     VLM2MLA_CHECK(p.n[q] > 0 && p.n[q] % v == 0 && p.src_stride[q] % v == 0 && p.dst_stride[q][0] % v == 0 &&
-                      p.dst_stride[q][1] % v == 0 && aligned16(p.src[q]) && aligned16(p.dst[q]),
+                      p.dst_stride[q][1] % v == 0 && p.src_head_stride[q] % v == 0 &&
+                      p.dst_head_stride[q] % v == 0 && aligned16(p.src[q]) && aligned16(p.dst[q]),
                   ArgumentError, "latent_write: store ", q, "'s rows (", p.n[q],
                   " elements) and strides must be whole 16-byte pieces on 16-byte bounds");
   }
   VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned16(p.alt)), ArgumentError,
                 "latent_write: the image set's rows must lie on 16-byte bounds");
   if (p.b == 0) return;
-  latent_write_kernel<<<dim3(unsigned(p.b), 2), kThreads, 0, stream>>>(p, elem_bytes);
+  launch_programmatic(latent_write_kernel, dim3(unsigned(p.b * p.heads), 2), kThreads, 0, stream, p, elem_bytes);
   check_kernel_launch("latent_write");
 }
 
@@ -148,9 +159,15 @@ void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, c
   if (b == 0) return;
   const dim3 grid(unsigned(b), 2);
   switch (dtype) {
-    case ElementDtype::kBf16: ring_write_pair_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(pp); break;
-    case ElementDtype::kFp16: ring_write_pair_kernel<__half><<<grid, kThreads, 0, stream>>>(pp); break;
-    case ElementDtype::kFp32: ring_write_pair_kernel<float><<<grid, kThreads, 0, stream>>>(pp); break;
+    case ElementDtype::kBf16:
+      launch_programmatic(ring_write_pair_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, pp);
+      break;
+    case ElementDtype::kFp16:
+      launch_programmatic(ring_write_pair_kernel<__half>, grid, kThreads, 0, stream, pp);
+      break;
+    case ElementDtype::kFp32:
+      launch_programmatic(ring_write_pair_kernel<float>, grid, kThreads, 0, stream, pp);
+      break;
   }
   check_kernel_launch("ring_write_pair");
 }
@@ -159,9 +176,15 @@ void launch_ring_write(const RingWriteParams& p, ElementDtype dtype, cudaStream_
   check_ring_write(p, "ring_write");
   if (p.b == 0) return;
   switch (dtype) {
-    case ElementDtype::kBf16: ring_write_kernel<__nv_bfloat16><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
-    case ElementDtype::kFp16: ring_write_kernel<__half><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
-    case ElementDtype::kFp32: ring_write_kernel<float><<<unsigned(p.b), kThreads, 0, stream>>>(p); break;
+    case ElementDtype::kBf16:
+      launch_programmatic(ring_write_kernel<__nv_bfloat16>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
+    case ElementDtype::kFp16:
+      launch_programmatic(ring_write_kernel<__half>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
+    case ElementDtype::kFp32:
+      launch_programmatic(ring_write_kernel<float>, unsigned(p.b), kThreads, 0, stream, p);
+      break;
   }
   check_kernel_launch("ring_write");
 }

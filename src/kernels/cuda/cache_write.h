@@ -52,7 +52,8 @@ void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, c
 
 // A decode step's rows into a latent cache's plain stores (bf16, fp16 or float32) in one launch: store 0 takes each
 // sequence's latent row, or its image set's row (alt) where the sequence's step token is an image (image[b] != 0),
-// store 1 the RoPE key's row, both at position *pos. Elements in 16-byte pieces (rows whole pieces, strides and
+// store 1 the RoPE key's row, both at position *pos; or (heads > 1, no alt) a dense cache's keys and values, a row
+// per kv head. Elements in 16-byte pieces (rows whole pieces, strides and
 // addresses on 16-byte bounds: the launcher checks). Strides in elements.
 struct LatentWriteParams {
   const void* src[2] = {nullptr, nullptr};  // [b, n_q]: the latent (the text set's where alt is given), the RoPE key
@@ -66,6 +67,11 @@ struct LatentWriteParams {
   int64_t n[2] = {0, 0};
   const int64_t* pos = nullptr;  // [1] on the device (< cap)
   int64_t b = 0;
+  // Rows a sequence (a dense cache's kv heads: src [b, heads, n_q], dst [b, heads, cap, n_q]): CTA b * heads + h
+  // copies head h's row; 1 for a latent cache.
+  int64_t heads = 1;
+  int64_t src_head_stride[2] = {0, 0};
+  int64_t dst_head_stride[2] = {0, 0};
 };
 
 // ArgumentError for what it does not take, Error when the launch fails.

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/tensor_core.cuh"
 
 namespace vlm2mla {
@@ -50,6 +51,8 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 
 template <bool kBf16>
 __global__ void __launch_bounds__(kThreads) head_product_kernel(const HeadProductParams p) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   __shared__ __align__(16) uint16_t ws[kStages][kChunk * kWPitch];
   __shared__ __align__(16) uint16_t xs[kStages][kRows * kXPitch];
   const int64_t d = p.d, n = p.n, rows = p.b * p.m;
@@ -142,9 +145,9 @@ void launch_head_product(const HeadProductParams& p, ElementDtype dtype, cudaStr
   if (p.b == 0) return;
   const dim3 grid(unsigned((p.n + kCols - 1) / kCols), unsigned(p.h), unsigned(blocks_z));
   if (dtype == ElementDtype::kBf16) {
-    head_product_kernel<true><<<grid, kThreads, 0, stream>>>(p);
+    launch_programmatic(head_product_kernel<true>, grid, kThreads, 0, stream, p);
   } else {
-    head_product_kernel<false><<<grid, kThreads, 0, stream>>>(p);
+    launch_programmatic(head_product_kernel<false>, grid, kThreads, 0, stream, p);
   }
   check_kernel_launch("head_product");
 }

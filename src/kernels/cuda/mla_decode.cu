@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/mla_decode_kernels.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 #define VLM2MLA_CUDA_CHECK(call, what)                                                            \
   do {                                                                                            \
@@ -301,6 +302,8 @@ constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of
 // where the chunk is narrower than the CTA; the masses from chunk 0.
 __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
                                                                              int total_splits, int cols4) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   extern __shared__ __align__(16) float csm[];
   const int s4 = (total_splits + 3) / 4 * 4;
   float* wts = csm;  // [n_mod][s4]
@@ -410,6 +413,8 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
 constexpr int kCombineWarps = 8;
 __global__ void __launch_bounds__(kCombineWarps * 32) mla_decode_combine_warp_kernel(
     const __grid_constant__ MlaDecodeParams p, int total_splits) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int lane = threadIdx.x & 31;
   const int64_t pair = int64_t(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
   if (pair >= int64_t(p.b) * p.h_q) return;  // (whole warps)
@@ -1187,13 +1192,13 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     const int64_t ctas = (int64_t(params.b) * params.h_q + kCombineWarps - 1) / kCombineWarps;
     VLM2MLA_CHECK(ctas <= std::numeric_limits<int32_t>::max(), ArgumentError,
                   "mla_decode: too many (sequence, head) pairs for the combine kernel");
-    mla_decode_combine_warp_kernel<<<unsigned(ctas), kCombineWarps * 32, 0, stream>>>(params, total);
+    launch_programmatic(mla_decode_combine_warp_kernel, unsigned(ctas), kCombineWarps * 32, 0, stream, params, total);
   } else {
     const int64_t combine_smem = int64_t(params.n_mod) * ((total + 3) / 4 * 4) * 4 + kCombineThreads * 16;
     VLM2MLA_CHECK(combine_smem <= 48 * 1024, ArgumentError, "mla_decode: too many splits for the combine kernel");
     const int nc4 = params.r_kv / 4, cols4 = (nc4 + plan.combine_chunks - 1) / plan.combine_chunks;
-    mla_decode_combine_kernel<<<dim3(params.h_q, params.b, (nc4 + cols4 - 1) / cols4), kCombineThreads, combine_smem,
-                                stream>>>(params, total, cols4);
+    launch_programmatic(mla_decode_combine_kernel, dim3(params.h_q, params.b, (nc4 + cols4 - 1) / cols4),
+                        kCombineThreads, combine_smem, stream, params, total, cols4);
   }
   VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the combine kernel");
 }

@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/mla_decode.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/tensor_core.cuh"
 #include "kernels/split_map.h"
 
@@ -1890,19 +1891,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   }
 }
 
-// griddepcontrol (sm_90): a kernel lets the next one in its stream, launched with programmatic stream
-// serialization, start before it ends (once each of its CTAs has said so, or ended); that one waits for it to
-// end, its writes visible, where it calls grid_dependency_wait.
-__device__ __forceinline__ void grid_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
+// (grid_launch_dependents, grid_dependency_wait: pdl.cuh)
 
 // The warp-rows kernel (rows_kernel_body). With the pure splits' launch (g.pure_launch), its two launches overlap:
 // the pure splits' instance lets the main one start as soon as its own CTAs have all started (launch_mla_decode

@@ -3,8 +3,9 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/element.cuh"
+#include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -31,6 +32,8 @@ template <typename T, bool ADD>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ r,
                                                             const T* __restrict__ w, T* __restrict__ sum,
                                                             T* __restrict__ out, int d, float inv_d, float eps) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const T* xr = x + int64_t(blockIdx.x) * d;
   const T* rr = ADD ? r + int64_t(blockIdx.x) * d : nullptr;
   T* orow = out + int64_t(blockIdx.x) * d;
@@ -62,6 +65,8 @@ template <typename T, bool ADD>
 __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(const T* __restrict__ x, const T* __restrict__ r,
                                                                 const T* __restrict__ w, T* __restrict__ sum,
                                                                 T* __restrict__ out, int nvec, float inv_d, float eps) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   constexpr int V = 16 / sizeof(T);
   union Vec {
     uint4 u;
@@ -130,6 +135,8 @@ template <typename T, int V>
 __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const T* __restrict__ gate, int64_t gate_stride,
                                                             const T* __restrict__ up, int64_t up_stride,
                                                             T* __restrict__ out, int64_t rows, int64_t d) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   const int64_t col = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * V;
   if (col >= d) return;
   for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
@@ -159,14 +166,14 @@ void launch_typed(const void* x, const void* r, const void* w, void* sum, void* 
   constexpr int V = 16 / sizeof(T);
   if (vectors && d % V == 0 && d / V <= kThreads * kMaxVecs && aligned16(x) && aligned16(w) && aligned16(out) &&
       (!ADD || (aligned16(r) && aligned16(sum)))) {
-    rms_norm_vec_kernel<T, ADD><<<dim3(unsigned(rows)), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(r), static_cast<const T*>(w), static_cast<T*>(sum),
-        static_cast<T*>(out), d / V, 1.0f / float(d), eps);
+    launch_programmatic(rms_norm_vec_kernel<T, ADD>, dim3(unsigned(rows)), kThreads, 0, stream,
+                        static_cast<const T*>(x), static_cast<const T*>(r), static_cast<const T*>(w),
+                        static_cast<T*>(sum), static_cast<T*>(out), d / V, 1.0f / float(d), eps);
     return;
   }
-  rms_norm_kernel<T, ADD><<<dim3(unsigned(rows)), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(r), static_cast<const T*>(w), static_cast<T*>(sum),
-      static_cast<T*>(out), d, 1.0f / float(d), eps);
+  launch_programmatic(rms_norm_kernel<T, ADD>, dim3(unsigned(rows)), kThreads, 0, stream, static_cast<const T*>(x),
+                      static_cast<const T*>(r), static_cast<const T*>(w), static_cast<T*>(sum), static_cast<T*>(out), d,
+                      1.0f / float(d), eps);
 }
 
 template <typename T, int V>
@@ -174,9 +181,8 @@ void launch_silu_mul_v(const void* gate, int64_t gate_stride, const void* up, in
                        int64_t rows, int64_t d, cudaStream_t stream) {
   const int64_t per_block = int64_t(kThreads) * V;
   const dim3 grid(unsigned((d + per_block - 1) / per_block), unsigned(std::min<int64_t>(rows, 65535)));
-  silu_mul_kernel<T, V><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(gate), gate_stride,
-                                                        static_cast<const T*>(up), up_stride, static_cast<T*>(out),
-                                                        rows, d);
+  launch_programmatic(silu_mul_kernel<T, V>, grid, kThreads, 0, stream, static_cast<const T*>(gate), gate_stride,
+                      static_cast<const T*>(up), up_stride, static_cast<T*>(out), rows, d);
 }
 
 template <typename T>

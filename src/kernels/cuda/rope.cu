@@ -3,8 +3,9 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/element.cuh"
+#include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -57,6 +58,8 @@ __device__ __forceinline__ void rope_pairs(const RopeParams& p, int64_t pairs, i
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int64_t pairs) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   rope_pairs<T>(p, pairs, blockIdx.x, gridDim.x);
 }
 
@@ -65,6 +68,8 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int6
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rope_pair_kernel(const RopeParams a, int64_t pairs_a, int64_t blocks_a,
                                                              const RopeParams b, int64_t pairs_b) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   if (blockIdx.x < blocks_a) {
     rope_pairs<T>(a, pairs_a, blockIdx.x, blocks_a);
   } else {
@@ -76,7 +81,7 @@ int64_t rope_blocks(int64_t pairs) { return std::min<int64_t>((pairs + kThreads 
 
 template <typename T>
 void launch_typed(const RopeParams& p, int64_t pairs, cudaStream_t stream) {
-  rope_kernel<T><<<dim3(unsigned(rope_blocks(pairs))), kThreads, 0, stream>>>(p, pairs);
+  launch_programmatic(rope_kernel<T>, dim3(unsigned(rope_blocks(pairs))), kThreads, 0, stream, p, pairs);
 }
 
 // x's elements (0 for an empty x) after the checks every launch makes.
@@ -106,13 +111,16 @@ void launch_rope_pair(const RopeParams& a, const RopeParams& b, cudaStream_t str
   const int64_t blocks_a = rope_blocks(na / 2), blocks = blocks_a + rope_blocks(nb / 2);
   switch (a.dtype) {
     case ElementDtype::kBf16:
-      rope_pair_kernel<__nv_bfloat16><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      launch_programmatic(rope_pair_kernel<__nv_bfloat16>, dim3(unsigned(blocks)), kThreads, 0, stream, a, na / 2,
+                          blocks_a, b, nb / 2);
       break;
     case ElementDtype::kFp16:
-      rope_pair_kernel<__half><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      launch_programmatic(rope_pair_kernel<__half>, dim3(unsigned(blocks)), kThreads, 0, stream, a, na / 2, blocks_a, b,
+                          nb / 2);
       break;
     case ElementDtype::kFp32:
-      rope_pair_kernel<float><<<dim3(unsigned(blocks)), kThreads, 0, stream>>>(a, na / 2, blocks_a, b, nb / 2);
+      launch_programmatic(rope_pair_kernel<float>, dim3(unsigned(blocks)), kThreads, 0, stream, a, na / 2, blocks_a, b,
+                          nb / 2);
       break;
   }
   check_kernel_launch("rope_pair");

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -36,6 +37,8 @@ __global__ void __launch_bounds__(kThreads) row_copy_kernel(const unsigned char*
                                                             unsigned char* __restrict__ dst, uint32_t units,
                                                             uint32_t w, uint32_t d1, uint32_t d2, int64_t S0,
                                                             int64_t S1, int64_t S2) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   using T = typename Unit<U>::T;
   for (uint32_t e = blockIdx.x * kThreads + threadIdx.x; e < units; e += gridDim.x * kThreads) {
     const uint32_t row = e / w, u = e - row * w;
@@ -73,10 +76,18 @@ void launch_row_copy(const void* src, void* dst, const int64_t (&d)[4], const in
   auto* to = static_cast<unsigned char*>(dst);
   const uint32_t n = uint32_t(units), uw = uint32_t(w), d1 = uint32_t(d[1]), d2 = uint32_t(d[2]);
   switch (U) {
-    case 16: row_copy_kernel<16><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
-    case 8: row_copy_kernel<8><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
-    case 4: row_copy_kernel<4><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
-    default: row_copy_kernel<2><<<blocks, kThreads, 0, stream>>>(from, to, n, uw, d1, d2, S[0], S[1], S[2]); break;
+    case 16:
+      launch_programmatic(row_copy_kernel<16>, blocks, kThreads, 0, stream, from, to, n, uw, d1, d2, S[0], S[1], S[2]);
+      break;
+    case 8:
+      launch_programmatic(row_copy_kernel<8>, blocks, kThreads, 0, stream, from, to, n, uw, d1, d2, S[0], S[1], S[2]);
+      break;
+    case 4:
+      launch_programmatic(row_copy_kernel<4>, blocks, kThreads, 0, stream, from, to, n, uw, d1, d2, S[0], S[1], S[2]);
+      break;
+    default:
+      launch_programmatic(row_copy_kernel<2>, blocks, kThreads, 0, stream, from, to, n, uw, d1, d2, S[0], S[1], S[2]);
+      break;
   }
   check_kernel_launch("row_copy");
 }
