@@ -825,17 +825,7 @@ void l2_prefetch(const std::vector<at::Tensor>& weights, const std::vector<doubl
       spans.push_back({w.data_ptr(), w.size(0), w.stride(0) * int64_t(w.element_size()), bytes});
     }
   }
-  fork_l2_prefetch(spans.data(), int(spans.size()), c10::cuda::getCurrentCUDAStream(weights[0].device().index()).stream());
-#endif
-}
-
-void l2_prefetch_join(at::Device device) {
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-  if (!device.is_cuda()) return;
-  c10::cuda::CUDAGuard guard(device);
-  join_l2_prefetch(c10::cuda::getCurrentCUDAStream(device.index()).stream());
-#else
-  (void)device;
+  launch_l2_prefetch(spans.data(), int(spans.size()), c10::cuda::getCurrentCUDAStream(weights[0].device().index()).stream());
 #endif
 }
 

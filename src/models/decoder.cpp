@@ -58,8 +58,8 @@ int64_t l2_prefetch_mlp_percent() {
   return n;
 }
 
-bool TextDecoder::prefetch_layer_tail(const DecoderLayerWeights& w) const {
-  if (!l2_prefetch_enabled() || !w.o_proj.weight.defined() || !w.o_proj.weight.is_cuda()) return false;
+void TextDecoder::prefetch_layer_tail(const DecoderLayerWeights& w) const {
+  if (!l2_prefetch_enabled() || !w.o_proj.weight.defined() || !w.o_proj.weight.is_cuda()) return;
   std::vector<at::Tensor> weights = {w.o_proj.weight};
   std::vector<double> fractions = {1.0};
   if (const int64_t percent = l2_prefetch_mlp_percent(); percent > 0) {
@@ -68,9 +68,7 @@ bool TextDecoder::prefetch_layer_tail(const DecoderLayerWeights& w) const {
       fractions.push_back(double(percent) / 100.0);
     }
   }
-  if (l2_prefetch_unusable(weights, fractions)) return false;
-  l2_prefetch(weights, fractions);
-  return true;
+  if (!l2_prefetch_unusable(weights, fractions)) l2_prefetch(weights, fractions);
 }
 
 const char* mla_attention_name(MlaAttention mode) {
@@ -384,7 +382,6 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     return h;
   };
   at::Tensor sdpa_mask;  // the plain K/V layers' mask as SDPA's additive mask, from the first such layer on
-  bool prefetched = false;  // an L2 prefetch forked: joined before the step ends
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const at::Tensor h = norm(w.input_layernorm);
@@ -393,7 +390,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       latent_cache->write_at(l, st.latent, st.k_rope, in.past, st.latent_image, st.image);
-      prefetched = prefetch_layer_tail(w) || prefetched;  // beside the attention
+      prefetch_layer_tail(w);  // while the attention runs
       if (kernel) {
         a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
                                           st.q_rot);
@@ -404,7 +401,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     } else {  // plain K/V (unconverted, svd none, or expanded MLA) over the dense cache
       QkvHeads qkv = qkv_heads(w, l, h, cs, mla_ropes, visual);
       dense->write_at(l, qkv.k, qkv.v, in.past);
-      prefetched = prefetch_layer_tail(w) || prefetched;  // beside the attention
+      prefetch_layer_tail(w);  // while the attention runs
       auto [k, v] = dense->read_upto(l, in.past);
       // SDPA's additive mask made once a step (libtorch makes it of the bool mask in every layer: a where and fills)
       if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(qkv.q)) {
@@ -414,7 +411,6 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     }
     std::tie(x, pending) = layer_tail_parts(w, x, a);
   }
-  if (prefetched) l2_prefetch_join(dev);
   return norm(weights_.norm);
 }
 

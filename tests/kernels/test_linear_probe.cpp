@@ -157,9 +157,9 @@ TEST(LinearProbeCuda, DISABLED_CublasLtAlgorithms) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 // A disabled benchmark (test_kernels --gtest_also_run_disabled_tests --gtest_filter='*L2PrefetchedWeights*'): does a
 // projection over cold weights run faster when l2_prefetch asked for its weight while other work ran? Each launch of
-// a CUDA graph rotating through 600 MB or more of weight copies: [l2_prefetch of the copy, forked beside the wait, or
-// nothing] then a wait of ~20 µs on the GPU (at::cuda::sleep: the attention a decode step runs between, which reads
-// little), [the prefetch joined], at::linear over the copy; the wait alone timed the same way is taken off. Qwen2.5-VL-7B's o_proj whole and gate/up
+// a CUDA graph rotating through 600 MB or more of weight copies: [l2_prefetch of the copy, or nothing] then a wait of
+// ~20 µs on the GPU (at::cuda::sleep: the attention a decode step runs between, which reads little) then
+// at::linear over the copy; the wait alone timed the same way is taken off. Qwen2.5-VL-7B's o_proj whole and gate/up
 // with the head of each row (VLM2MLA_PROBE_ROWS' m, default 1,8,32), side by side in one run.
 TEST(LinearProbeCuda, DISABLED_L2PrefetchedWeights) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
@@ -189,9 +189,8 @@ TEST(LinearProbeCuda, DISABLED_L2PrefetchedWeights) {
       }, reps, stream) - t_spin;
       for (const double share : c.shares) {
         const double asked = graph_us([&](int i) {
-          l2_prefetch({w[i % copies]}, {share});  // beside the wait, joined before the GEMM
+          l2_prefetch({w[i % copies]}, {share});
           at::cuda::sleep(spin);
-          l2_prefetch_join(x.device());
           at::linear(x, w[i % copies]);
         }, reps, stream) - t_spin;
         std::printf("[l2] %-8s %3ld %8.2f %10.1f %10.1f %7.2fx\n", c.name, long(m), share, cold, asked, cold / asked);

@@ -1,16 +1,16 @@
 #include "kernels/cuda/l2_prefetch.h"
 
 #include <algorithm>
-#include <mutex>
 
 #include "core/error.h"
 #include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace vlm2mla {
 namespace {
 
-constexpr int kThreads = 32;          // a warp a CTA: the asks spread over many SMs' TMA units
-constexpr int64_t kPiece = 8 * 1024;  // bytes a prefetch instruction asks for at most
+constexpr int kThreads = 256;
+constexpr int64_t kPiece = 32 * 1024;  // bytes a prefetch instruction asks for at most
 
 struct Spans {
   const unsigned char* base[kL2PrefetchMaxSpans];
@@ -23,6 +23,7 @@ struct Spans {
 
 // Piece e of all spans' pieces a thread (grid-stride): span s, row r, piece j of the row.
 __global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(Spans p) {
+  grid_launch_dependents();  // the next kernel may be scheduled at once: this one only asks
   const int64_t total = p.first[p.n];
   for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < total; e += int64_t(gridDim.x) * kThreads) {
     int s = 0;
@@ -37,38 +38,14 @@ __global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(Spans p) {
     for (uint32_t o = 0; o < bytes; o += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(at + o));
 #endif
   }
-}
-
-void check_cuda(cudaError_t err, const char* what) {
-  VLM2MLA_CHECK(err == cudaSuccess, Error, what, " failed: ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
-}
-
-// A device's side stream and the two events of its forks and joins, made at its first fork.
-struct Side {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-  bool pending = false;  // a fork not yet joined
-};
-constexpr int kMaxDevices = 64;
-std::mutex sides_mutex;
-Side sides[kMaxDevices];
-
-Side& side_of_current_device() {
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "l2_prefetch: cudaGetDevice");
-  VLM2MLA_CHECK(device >= 0 && device < kMaxDevices, Error, "l2_prefetch: device ", device, " beyond ", kMaxDevices);
-  Side& s = sides[device];
-  if (!s.stream) {
-    check_cuda(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "l2_prefetch: cudaStreamCreate");
-    check_cuda(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming), "l2_prefetch: cudaEventCreate");
-    check_cuda(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming), "l2_prefetch: cudaEventCreate");
-  }
-  return s;
+  // Launched programmatically, this kernel may have started before the one ahead ended: it ends only after that one,
+  // so that the kernels behind it, which wait for it, wait for that one too.
+  grid_dependency_wait();
 }
 
 }  // namespace
 
-void fork_l2_prefetch(const L2PrefetchSpan* spans, int n, cudaStream_t stream) {
+void launch_l2_prefetch(const L2PrefetchSpan* spans, int n, cudaStream_t stream) {
   VLM2MLA_CHECK(n >= 0 && n <= kL2PrefetchMaxSpans, ArgumentError, "l2_prefetch: ", n, " spans, expected 0 to ",
                 kL2PrefetchMaxSpans);
   Spans p = {};
@@ -91,23 +68,10 @@ void fork_l2_prefetch(const L2PrefetchSpan* spans, int n, cudaStream_t stream) {
     ++p.n;
   }
   if (p.first[p.n] == 0) return;
-  const unsigned blocks = unsigned(std::min<int64_t>((p.first[p.n] + kThreads - 1) / kThreads, 1056));
-  std::lock_guard<std::mutex> lock(sides_mutex);
-  Side& side = side_of_current_device();
-  check_cuda(cudaEventRecord(side.fork, stream), "l2_prefetch: cudaEventRecord");
-  check_cuda(cudaStreamWaitEvent(side.stream, side.fork, 0), "l2_prefetch: cudaStreamWaitEvent");
-  l2_prefetch_kernel<<<blocks, kThreads, 0, side.stream>>>(p);
+  // a few pieces a thread over a few CTAs per SM's worth: the asks are cheap, and the TMA units queue them
+  const unsigned blocks = unsigned(std::min<int64_t>((p.first[p.n] + kThreads - 1) / kThreads, 264));
+  launch_programmatic(l2_prefetch_kernel, blocks, kThreads, 0, stream, p);
   check_kernel_launch("l2_prefetch");
-  side.pending = true;
-}
-
-void join_l2_prefetch(cudaStream_t stream) {
-  std::lock_guard<std::mutex> lock(sides_mutex);
-  Side& side = side_of_current_device();
-  if (!side.pending) return;
-  check_cuda(cudaEventRecord(side.join, side.stream), "l2_prefetch: cudaEventRecord");
-  check_cuda(cudaStreamWaitEvent(stream, side.join, 0), "l2_prefetch: cudaStreamWaitEvent");
-  side.pending = false;
 }
 
 }  // namespace vlm2mla

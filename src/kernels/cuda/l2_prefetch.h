@@ -22,13 +22,9 @@ struct L2PrefetchSpan {
 };
 constexpr int kL2PrefetchMaxSpans = 4;
 
-// One launch over n <= kL2PrefetchMaxSpans spans, in pieces of at most 8 KiB, on a stream of this file's own (one a
-// device, non-blocking) after the work `stream` holds so far: the prefetch runs beside what `stream` does next and
-// holds none of it up (a CTA that asked lasts until its bytes arrive, so on `stream` itself it would). Throws
-// ArgumentError for spans that break the rules above, Error when the launch fails.
-void fork_l2_prefetch(const L2PrefetchSpan* spans, int n, cudaStream_t stream);
-// `stream` waits for every prefetch forked on this device so far (nothing where none is outstanding). Before a
-// CUDA graph capture of `stream` ends, its forks must be joined.
-void join_l2_prefetch(cudaStream_t stream);
+// One launch (programmatic where pdl.h's switch is on: it asks for the bytes before it waits for the kernel ahead,
+// so that those bytes start on their way while that kernel ends) over n <= kL2PrefetchMaxSpans spans, in pieces
+// of at most 32 KiB. Throws ArgumentError for spans that break the rules above, Error when the launch fails.
+void launch_l2_prefetch(const L2PrefetchSpan* spans, int n, cudaStream_t stream);
 
 }  // namespace vlm2mla
