@@ -34,14 +34,13 @@ inline constexpr char kEnvRmsNormVectors[] = "VLM2MLA_RMS_NORM_VECTORS";
 inline constexpr char kEnvPdl[] = "VLM2MLA_PDL";
 inline constexpr char kEnvSdpaMaskOnce[] = "VLM2MLA_SDPA_MASK_ONCE";
 inline constexpr char kEnvFusedKvWrite[] = "VLM2MLA_FUSED_KV_WRITE";
-inline constexpr char kEnvL2Prefetch[] = "VLM2MLA_L2_PREFETCH";
 inline constexpr const char* kEnvSwitches[] = {
     kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
     kEnvDecodePureSplits,  kEnvDecodePureLaunch,  kEnvDecodeScoreClusters, kEnvFusedRowCopy,
     kEnvDecodeImageFirst,  kEnvDecodeSegments,    kEnvDecodeImageEnd,    kEnvFusedHeadProduct,
     kEnvFusedLatentWrite,  kEnvRmsNormVectors,    kEnvPdl,               kEnvSdpaMaskOnce,
-    kEnvFusedKvWrite,      kEnvL2Prefetch};
+    kEnvFusedKvWrite};
 
 // What a switch's environment value means: on unless it is "0" (unset included).
 inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }

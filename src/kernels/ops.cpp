@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -22,7 +21,6 @@
 
 #include "kernels/cuda/cache_write.h"
 #include "kernels/cuda/head_product.h"
-#include "kernels/cuda/l2_prefetch.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/pdl.h"
 #include "kernels/cuda/rms_norm.h"
@@ -785,47 +783,6 @@ void fused_kv_write(const at::Tensor& k, const at::Tensor& v, const at::Tensor& 
   p.b = keys.size(0);
   p.heads = keys.size(1);
   launch_latent_write(p, int(keys.element_size()), c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
-#endif
-}
-
-const char* l2_prefetch_unusable(const std::vector<at::Tensor>& weights, const std::vector<double>& fractions) {
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-  if (weights.size() != fractions.size()) return "one fraction a weight";
-  if (weights.size() > size_t(kL2PrefetchMaxSpans)) return "more than 4 weights";
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const at::Tensor& w = weights[i];
-    if (!w.defined() || !w.is_cuda()) return "a weight is not a CUDA tensor";
-    if (w.device() != weights[0].device()) return "the weights are not on one device";
-    if (w.dim() != 2) return "a weight is not 2-D [rows, cols]";
-    if (!(fractions[i] > 0.0 && fractions[i] <= 1.0)) return "a fraction is outside (0, 1]";
-    if (w.numel() > 0 && !whole_pieces(w)) return "a weight's rows are not whole 16-byte pieces on 16-byte bounds";
-  }
-  return nullptr;
-#else
-  (void)weights, (void)fractions;
-  return "this build has no CUDA kernels";
-#endif
-}
-
-void l2_prefetch(const std::vector<at::Tensor>& weights, const std::vector<double>& fractions) {
-  const char* why = l2_prefetch_unusable(weights, fractions);
-  VLM2MLA_CHECK(!why, ArgumentError, "l2_prefetch: ", why);
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-  if (weights.empty()) return;
-  c10::cuda::CUDAGuard guard(weights[0].device());
-  std::vector<L2PrefetchSpan> spans;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const at::Tensor& w = weights[i];
-    if (w.numel() == 0) continue;
-    const int64_t row = w.size(1) * int64_t(w.element_size());
-    if (fractions[i] == 1.0 && w.is_contiguous()) {
-      spans.push_back({w.data_ptr(), 1, 0, row * w.size(0)});
-    } else {
-      const int64_t bytes = std::min(row, (int64_t(std::ceil(fractions[i] * double(row))) + 15) / 16 * 16);
-      spans.push_back({w.data_ptr(), w.size(0), w.stride(0) * int64_t(w.element_size()), bytes});
-    }
-  }
-  launch_l2_prefetch(spans.data(), int(spans.size()), c10::cuda::getCurrentCUDAStream(weights[0].device().index()).stream());
 #endif
 }
 

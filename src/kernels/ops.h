@@ -237,15 +237,6 @@ const char* fused_kv_write_unusable(const at::Tensor& k, const at::Tensor& v, co
 void fused_kv_write(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos, const at::Tensor& keys,
                     const at::Tensor& values);  // ArgumentError if not usable
 
-// Weights pulled into the GPU's L2 ahead of the GEMMs that read them (kernels/cuda/l2_prefetch.h), in one launch
-// that changes no values: of each weight [rows, cols] (its last dimension contiguous, rows whole 16-byte pieces on
-// 16-byte bounds) the first `fraction` of every row's bytes (0 < fraction <= 1, rounded up to whole 16-byte pieces;
-// 1 over a contiguous weight: all of its bytes as one run). At most 4 weights; CUDA tensors on one device. For a
-// decode step's projections after its attention (models/decoder.h's L2 prefetch). l2_prefetch_unusable(): nullptr
-// when usable, else why not.
-const char* l2_prefetch_unusable(const std::vector<at::Tensor>& weights, const std::vector<double>& fractions);
-void l2_prefetch(const std::vector<at::Tensor>& weights, const std::vector<double>& fractions);  // ArgumentError if not usable
-
 // Fused rotary embedding (kernels/cuda/rope.h): x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x[..., d/2:], x[..., :d/2]), in one launch, bit-identical to those libtorch steps (nn/rope.h's
 // apply_rope, its twin). x [..., d] (d even, at most 8 dims, any strides); cos and sin broadcastable to x's

@@ -1,14 +1,10 @@
 #include "models/decoder.h"
 
 #include <cmath>
-#include <cstdlib>
-#include <string>
 #include <tuple>
 #include <utility>
 
-#include "core/env_switch.h"
 #include "core/error.h"
-#include "kernels/ops.h"
 #include "models/mla_attention.h"
 
 namespace vlm2mla {
@@ -35,40 +31,6 @@ TextDecoder::TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions 
       }
     }
   }
-}
-
-namespace {
-EnvSwitch l2_prefetch_switch(kEnvL2Prefetch);
-}  // namespace
-
-bool l2_prefetch_enabled() { return l2_prefetch_switch.enabled(); }
-void set_l2_prefetch(bool on) { l2_prefetch_switch.set(on); }
-
-int64_t parse_l2_prefetch_mlp(const char* value) {
-  if (value == nullptr || *value == '\0') return 0;
-  const std::string v(value);
-  const bool digits = v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
-  VLM2MLA_CHECK(digits && std::stoll(v) <= 100, ArgumentError, kEnvL2PrefetchMlp, "='", v,
-                "': expected the percent of each gate/up row the decode steps prefetch, an integer 0-100");
-  return std::stoll(v);
-}
-
-int64_t l2_prefetch_mlp_percent() {
-  static const int64_t n = parse_l2_prefetch_mlp(std::getenv(kEnvL2PrefetchMlp));
-  return n;
-}
-
-void TextDecoder::prefetch_layer_tail(const DecoderLayerWeights& w) const {
-  if (!l2_prefetch_enabled() || !w.o_proj.weight.defined() || !w.o_proj.weight.is_cuda()) return;
-  std::vector<at::Tensor> weights = {w.o_proj.weight};
-  std::vector<double> fractions = {1.0};
-  if (const int64_t percent = l2_prefetch_mlp_percent(); percent > 0) {
-    for (const LinearWeights* l : {&w.gate_proj, &w.up_proj}) {
-      weights.push_back(l->weight);
-      fractions.push_back(double(percent) / 100.0);
-    }
-  }
-  if (!l2_prefetch_unusable(weights, fractions)) l2_prefetch(weights, fractions);
 }
 
 const char* mla_attention_name(MlaAttention mode) {
@@ -390,7 +352,6 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
       latent_cache->write_at(l, st.latent, st.k_rope, in.past, st.latent_image, st.image);
-      prefetch_layer_tail(w);  // while the attention runs
       if (kernel) {
         a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
                                           st.q_rot);
@@ -401,7 +362,6 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     } else {  // plain K/V (unconverted, svd none, or expanded MLA) over the dense cache
       QkvHeads qkv = qkv_heads(w, l, h, cs, mla_ropes, visual);
       dense->write_at(l, qkv.k, qkv.v, in.past);
-      prefetch_layer_tail(w);  // while the attention runs
       auto [k, v] = dense->read_upto(l, in.past);
       // SDPA's additive mask made once a step (libtorch makes it of the bool mask in every layer: a where and fills)
       if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(qkv.q)) {

@@ -82,18 +82,6 @@ struct StaticDecodeInput {
 enum class MlaAttention { kAuto, kAbsorbed, kExpanded };
 const char* mla_attention_name(MlaAttention mode);
 
-// The decode steps' L2 prefetch (forward_static on CUDA): after a layer's projections, one launch (kernels/ops.h's
-// l2_prefetch) asks for the layer's o_proj weight and the head of each gate/up row, so that those GEMMs find them in
-// the L2 where the attention between leaves DRAM idle (small batches). A hint: the same bits with it or without. On
-// unless VLM2MLA_L2_PREFETCH=0 (read once) or set_l2_prefetch(false), its twin.
-bool l2_prefetch_enabled();
-void set_l2_prefetch(bool on);
-// The share of each gate/up row it asks for, in percent: VLM2MLA_L2_PREFETCH_MLP (read once; an integer 0-100,
-// default 0: o_proj only); ArgumentError naming the variable for anything else.
-constexpr const char* kEnvL2PrefetchMlp = "VLM2MLA_L2_PREFETCH_MLP";
-int64_t parse_l2_prefetch_mlp(const char* value);
-int64_t l2_prefetch_mlp_percent();
-
 class TextDecoder {
  public:
   TextDecoder(TextConfig config, DecoderWeights weights, LoadOptions options);
@@ -179,8 +167,6 @@ class TextDecoder {
   // norm's launch (add_rms_norm), the same bits as layer_tail's add and a norm after it.
   std::pair<at::Tensor, at::Tensor> layer_tail_parts(const DecoderLayerWeights& w, const at::Tensor& x,
                                                      const at::Tensor& a) const;
-  // The L2 prefetch above for layer w (nothing where it is off or the weights are not CUDA tensors).
-  void prefetch_layer_tail(const DecoderLayerWeights& w) const;
   MlaAttention mla_mode_ = MlaAttention::kAuto;
   bool decode_kernel_ = true;
 };

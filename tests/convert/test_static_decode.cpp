@@ -6,7 +6,6 @@
 // write switches.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
@@ -626,63 +625,6 @@ TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   auto m = Model::load(dir + "/model", bf16);
   expect_write_switch_changes_no_logits("fused kv write", set_fused_kv_write, in, "unconverted, bf16 dense cache", *m,
                                         CacheSpec{CacheType::kBf16, 8, 4}, true, m->text_config().num_hidden_layers);
-}
-
-// The decode steps' L2 prefetch (TextDecoder's prefetch_layer_tail; VLM2MLA_L2_PREFETCH=0 turns it off): a hint, so
-// switching it changes no logits: not on the CPU (where it asks for nothing), nor on a GPU over the decode steps
-// (dynamic, and static replayed as CUDA graphs, whose layers ask) of an unconverted model over a bf16 dense cache
-// and an md-converted one over a bf16 latent cache; and the captured step has exactly one launch a layer more with
-// it on (what it asks for: the o_proj weight, and the head of each gate/up row where VLM2MLA_L2_PREFETCH_MLP says).
-TEST(L2PrefetchSwitch, ChangesNoLogitsOnCpuNorGpu) {
-  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
-  const ModelInputs in = fixture_inputs(name);
-  const testing::SwitchRestore restore{set_l2_prefetch, l2_prefetch_enabled()};
-  auto run = [&](const Model& m, const CacheSpec* spec, bool on, bool graph, int64_t* kernels) {
-    set_l2_prefetch(on);
-    std::vector<at::Tensor> out;
-    static_vs_dynamic(m, in, spec, 5, graph, &out, kernels);
-    return out;
-  };
-  {
-    auto cpu = Model::load(dir + "/model", LoadOptions{});
-    expect_identical_logits(run(*cpu, nullptr, true, false, nullptr), run(*cpu, nullptr, false, false, nullptr),
-                            "cpu, unconverted", /*prompt=*/false);
-  }
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
-  testing::TempDir tmp;
-  const CacheSpec spec{CacheType::kBf16, 8, 4};
-  auto expect_one_launch_a_layer = [&](const char* what, const Model& m) {
-    int64_t kernels_off = -1, kernels_on = -1;
-    const std::vector<at::Tensor> off = run(m, &spec, false, true, &kernels_off);
-    const std::vector<at::Tensor> on = run(m, &spec, true, true, &kernels_on);
-    std::printf("[l2 prefetch] %s: %ld kernels a step without it, %ld with it\n", what, long(kernels_off),
-                long(kernels_on));
-    EXPECT_GT(kernels_off, 0) << what;
-    EXPECT_EQ(kernels_on, kernels_off + m.text_config().num_hidden_layers) << what;
-    expect_identical_logits(on, off, what, /*prompt=*/false);
-  };
-  expect_one_launch_a_layer("unconverted, bf16 dense cache", *Model::load(dir + "/model", bf16));
-  expect_one_launch_a_layer("md, bf16 latent cache", *md_converted(name, tmp.file("mla"), bf16));
-}
-
-// VLM2MLA_L2_PREFETCH_MLP's parse: unset or empty is 0 (o_proj only); a whole number 0-100 is the percent; anything
-// else is an ArgumentError naming the variable and the value.
-TEST(L2PrefetchSwitch, MlpShareParse) {
-  EXPECT_EQ(parse_l2_prefetch_mlp(nullptr), 0);
-  EXPECT_EQ(parse_l2_prefetch_mlp(""), 0);
-  EXPECT_EQ(parse_l2_prefetch_mlp("0"), 0);
-  EXPECT_EQ(parse_l2_prefetch_mlp("8"), 8);
-  EXPECT_EQ(parse_l2_prefetch_mlp("100"), 100);
-  for (const char* bad : {"101", "-1", "8%", "0.5", "abc", "1000"}) {
-    try {
-      parse_l2_prefetch_mlp(bad);
-      ADD_FAILURE() << "no error for '" << bad << "'";
-    } catch (const ArgumentError& e) {
-      EXPECT_NE(std::string(e.what()).find("VLM2MLA_L2_PREFETCH_MLP='" + std::string(bad) + "'"), std::string::npos)
-          << e.what();
-    }
-  }
 }
 
 }  // namespace

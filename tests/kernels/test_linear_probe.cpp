@@ -23,10 +23,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
-#include <ATen/cuda/Sleep.h>
-
 #include "kernels/cuda/linear_probe.h"
-#include "kernels/ops.h"
 #endif
 
 namespace vlm2mla {
@@ -153,53 +150,6 @@ TEST(LinearProbeCuda, DISABLED_CublasLtAlgorithms) {
   GTEST_SKIP() << "no CUDA kernels in this build";
 #endif
 }
-
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-// A disabled benchmark (test_kernels --gtest_also_run_disabled_tests --gtest_filter='*L2PrefetchedWeights*'): does a
-// projection over cold weights run faster when l2_prefetch asked for its weight while other work ran? Each launch of
-// a CUDA graph rotating through 600 MB or more of weight copies: [l2_prefetch of the copy, or nothing] then a wait of
-// ~20 µs on the GPU (at::cuda::sleep: the attention a decode step runs between, which reads little) then
-// at::linear over the copy; the wait alone timed the same way is taken off. Qwen2.5-VL-7B's o_proj whole and gate/up
-// with the head of each row (VLM2MLA_PROBE_ROWS' m, default 1,8,32), side by side in one run.
-TEST(LinearProbeCuda, DISABLED_L2PrefetchedWeights) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  at::manual_seed(7);
-  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
-  const int64_t spin = 40000;  // clock cycles: ~20 µs at the H200's 1.98 GHz
-  const double t_spin = graph_us([&](int) { at::cuda::sleep(spin); }, 100, stream);
-  std::printf("[l2] the wait alone: %.1f us\n", t_spin);
-  std::printf("[l2] %-8s %3s %8s %10s %10s %8s\n", "shape", "m", "share", "cold us", "asked us", "ratio");
-  struct Case {
-    const char* name;
-    int64_t n, k;
-    std::vector<double> shares;  // of each row asked for
-  };
-  const Case cases[] = {{"o_proj", 3584, 3584, {1.0}}, {"gate_up", 37888, 3584, {0.04, 0.08, 0.16}}};
-  for (const int64_t m : probe_rows()) {
-    for (const Case& c : cases) {
-      const double gb = double(c.n) * c.k * 2 / 1e9;
-      const int copies = int(std::max<int64_t>(2, int64_t(std::ceil(0.6 / gb))));
-      const int reps = gb > 0.1 ? 20 : 100;
-      const at::Tensor w = at::randn({copies, c.n, c.k}, o) / 64;
-      const at::Tensor x = at::randn({m, c.k}, o);
-      const double cold = graph_us([&](int i) {
-        at::cuda::sleep(spin);
-        at::linear(x, w[i % copies]);
-      }, reps, stream) - t_spin;
-      for (const double share : c.shares) {
-        const double asked = graph_us([&](int i) {
-          l2_prefetch({w[i % copies]}, {share});
-          at::cuda::sleep(spin);
-          at::linear(x, w[i % copies]);
-        }, reps, stream) - t_spin;
-        std::printf("[l2] %-8s %3ld %8.2f %10.1f %10.1f %7.2fx\n", c.name, long(m), share, cold, asked, cold / asked);
-      }
-    }
-  }
-}
-
-#endif
 
 }  // namespace
 }  // namespace vlm2mla

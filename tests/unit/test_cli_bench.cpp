@@ -71,8 +71,8 @@ TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
 }
 
 // The fast paths' switches: reported as set (env_switches), and a value other than 0 or 1 stops any command before
-// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS and
-// VLM2MLA_L2_PREFETCH_MLP are reported too and checked before the model loads.
+// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES and VLM2MLA_DECODE_WIDE_WARPS
+// are reported too and checked before the model loads.
 TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns runs = bench_with_env("VLM2MLA_FUSED_ROPE", "0", "off");
   ASSERT_TRUE(runs.good.contains("env_switches")) << runs.good.dump();
@@ -89,9 +89,6 @@ TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns warps = bench_with_env("VLM2MLA_DECODE_WIDE_WARPS", "16", "12");
   EXPECT_EQ(warps.good["decode_wide_warps"], 16);
   EXPECT_NE(warps.bad.err.find("VLM2MLA_DECODE_WIDE_WARPS='12'"), std::string::npos) << warps.bad.err;
-  const EnvRequestRuns share = bench_with_env("VLM2MLA_L2_PREFETCH_MLP", "8", "101");
-  EXPECT_EQ(share.good["l2_prefetch_mlp_percent"], 8);
-  EXPECT_NE(share.bad.err.find("VLM2MLA_L2_PREFETCH_MLP='101'"), std::string::npos) << share.bad.err;
 }
 
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
