@@ -575,6 +575,18 @@ TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
   expect_unchanged("md, int4 latent cache", *mla, &int4, true);
 }
 
+// A switch's two sides on the CPU, where its kernel never runs: the unconverted model at `model_dir` gives identical
+// logits over the fixture's decode steps (static_vs_dynamic, 5 tokens) with it off, then on.
+void expect_cpu_switch_changes_no_logits(void (*set)(bool), const ModelInputs& in, const std::string& model_dir) {
+  auto cpu = Model::load(model_dir, LoadOptions{});
+  std::vector<at::Tensor> off, on;
+  set(false);
+  static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
+  set(true);
+  static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
+  expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+}
+
 // SDPA's additive mask made once a step (VLM2MLA_SDPA_MASK_ONCE=0 leaves the conversion to libtorch in every layer):
 // the values libtorch makes, so switching it changes no logits: not on the CPU (no SDPA decode path), nor on a GPU
 // over an unconverted model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs,
@@ -585,15 +597,7 @@ TEST(SdpaMaskOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_sdpa_mask_once, sdpa_mask_once_enabled()};
-  {
-    auto cpu = Model::load(dir + "/model", LoadOptions{});
-    std::vector<at::Tensor> off, on;
-    set_sdpa_mask_once(false);
-    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
-    set_sdpa_mask_once(true);
-    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
-    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
-  }
+  expect_cpu_switch_changes_no_logits(set_sdpa_mask_once, in, dir + "/model");
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
   if (!VLM2MLA_HAS_SDPA_GQA) GTEST_SKIP() << "this libtorch has no SDPA decode path (enable_gqa)";
   const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
@@ -611,15 +615,7 @@ TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_fused_kv_write, fused_kv_write_enabled()};
-  {
-    auto cpu = Model::load(dir + "/model", LoadOptions{});
-    std::vector<at::Tensor> off, on;
-    set_fused_kv_write(false);
-    static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
-    set_fused_kv_write(true);
-    static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
-    expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
-  }
+  expect_cpu_switch_changes_no_logits(set_fused_kv_write, in, dir + "/model");
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
   const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
   auto m = Model::load(dir + "/model", bf16);
