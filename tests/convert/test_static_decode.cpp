@@ -440,6 +440,21 @@ TEST(FusedRopeSwitch, ChangesNoLogitsOnCpuNorGpu) {
   }
 }
 
+// A switch's two sides over a prompt and its decode steps: with `set` off, then on, model m's prompt logits and
+// `steps` decode steps' logits (static_vs_dynamic, over a cache of `spec`, static steps replayed as CUDA graphs with
+// `graph`) are identical; a mismatch names `what`.
+void expect_switch_keeps_logits(void (*set)(bool), const std::string& what, const Model& m, const ModelInputs& in,
+                                const CacheSpec* spec, int64_t steps, bool graph) {
+  auto run = [&](bool on) {
+    set(on);
+    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
+    static_vs_dynamic(m, in, spec, steps, graph, &out);
+    return out;
+  };
+  const std::vector<at::Tensor> off = run(false), on = run(true);
+  expect_identical_logits(on, off, what, /*prompt=*/true);
+}
+
 // The fused silu * up switch (on by default): bit-identical to libtorch's steps, so switching it changes
 // no logits: not on the CPU (the steps run either way), nor on a GPU, for the prompt (the vision tower's
 // and the decoder's MLPs) and decode steps (dynamic, and static replayed as CUDA graphs) of an unconverted
@@ -448,15 +463,8 @@ TEST(FusedSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_fused_silu_mul, fused_silu_mul_enabled()};
-  auto run = [&](const Model& m, const CacheSpec* spec, bool fused, bool graph) {
-    set_fused_silu_mul(fused);
-    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
-    static_vs_dynamic(m, in, spec, 3, graph, &out);
-    return out;
-  };
   auto expect_unchanged = [&](const char* what, const Model& m, const CacheSpec* spec, bool graph) {
-    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
-    expect_identical_logits(on, off, what, /*prompt=*/true);
+    expect_switch_keeps_logits(set_fused_silu_mul, what, m, in, spec, 3, graph);
   };
   expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
@@ -554,15 +562,8 @@ TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
   const ModelInputs in = fixture_inputs(name);
   const testing::SwitchRestore restore{set_programmatic_launch, programmatic_launch_enabled()};
-  auto run = [&](const Model& m, const CacheSpec* spec, bool on, bool graph) {
-    set_programmatic_launch(on);
-    std::vector<at::Tensor> out = {m.logits(in).to(at::kFloat).cpu()};
-    static_vs_dynamic(m, in, spec, 4, graph, &out);
-    return out;
-  };
   auto expect_unchanged = [&](const std::string& what, const Model& m, const CacheSpec* spec, bool graph) {
-    const std::vector<at::Tensor> off = run(m, spec, false, graph), on = run(m, spec, true, graph);
-    expect_identical_logits(on, off, what, /*prompt=*/true);
+    expect_switch_keeps_logits(set_programmatic_launch, what, m, in, spec, 4, graph);
   };
   expect_unchanged("cpu, unconverted", *Model::load(dir + "/model", LoadOptions{}), nullptr, false);
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
