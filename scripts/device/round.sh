@@ -11,7 +11,8 @@
 #   3. the decode benchmark (scripts/device/bench_mla.sh) over ROUND_GRID ("context:batch", default
 #      "4096:1 32768:8") and ROUND_VARIANTS (default "gqa mla:32:bf16 mla:32:int4"), once per setting of
 #      ROUND_ENV (space-separated VAR=VALUE words, each run on its own, several variables joined by commas as
-#      above; default: one run as the environment is), with ROUND_TOKENS new tokens (default 16); ROUND_GRID=
+#      above; default: one run as the environment is; a setting given again runs again, its file suffixed _run2,
+#      _run3, ...), with ROUND_TOKENS new tokens (default 16); ROUND_GRID=
 #      skips it. bench_mla.sh's other variables pass through (BENCH_MLA_SYNTHETIC=1 for long contexts of large
 #      batches, BENCH_MLA_DECODE, BENCH_MLA_IMAGE).
 #   4. with ROUND_LARGEST ("variant:batch" words, e.g. "gqa:64 mla:32:bf16:256 mla:32:int4:768"): each variant at
@@ -75,9 +76,18 @@ fi
 read -r -a settings <<< "${ROUND_ENV:-}"
 [[ ${#settings[@]} -gt 0 ]] || settings=("")
 [[ -n "${ROUND_GRID-4096:1 32768:8}" ]] || settings=()
+# a setting's second and later runs (ROUND_ENV="A B A B") in files of their own: _run2, _run3, ...
+declare -A runs_of=()
+suffix=""
+next_run() {  # sets suffix for a run of key $1
+  runs_of["$1"]=$(( ${runs_of["$1"]:-0} + 1 ))
+  suffix=""
+  if (( runs_of["$1"] > 1 )); then suffix="_run${runs_of["$1"]}"; fi
+}
 for setting in "${settings[@]}"; do
   name="${setting:-as-is}"
-  file="round_bench_${name//[^A-Za-z0-9_]/_}.jsonl"
+  next_run "bench $name"
+  file="round_bench_${name//[^A-Za-z0-9_]/_}${suffix}.jsonl"
   IFS=, read -r -a vars <<< "$setting"
   env "${vars[@]}" BENCH_MLA_GRID="${ROUND_GRID-4096:1 32768:8}" \
     BENCH_MLA_VARIANTS="${ROUND_VARIANTS:-gqa mla:32:bf16 mla:32:int4}" BENCH_MLA_TOKENS="${ROUND_TOKENS:-16}" \
@@ -91,7 +101,8 @@ if [[ -n "${ROUND_LARGEST:-}" ]]; then
   [[ ${#largest_settings[@]} -gt 0 ]] || largest_settings=("")
   for setting in "${largest_settings[@]}"; do
     name="${setting:-as-is}"
-    file="round_largest${setting:+_${name//[^A-Za-z0-9_]/_}}.jsonl"
+    next_run "largest $name"
+    file="round_largest${setting:+_${name//[^A-Za-z0-9_]/_}}${suffix}.jsonl"
     IFS=, read -r -a vars <<< "$setting"
     : > "$out/$file"
     for vb in $ROUND_LARGEST; do
