@@ -61,6 +61,13 @@ at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype) {
                    at::scalar_tensor(-std::numeric_limits<double>::infinity(), opts));
 }
 
+const at::Tensor& shared_sdpa_mask(at::Tensor& made, const at::Tensor& mask, const at::Tensor& q) {
+  if (!made.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(q)) {
+    made = additive_mask(mask, q.scalar_type());
+  }
+  return made;
+}
+
 at::Tensor attention(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
                      const at::Tensor& v, const at::Tensor& mask, double scale, bool plain_causal,
                      const at::Tensor& sdpa_mask) {

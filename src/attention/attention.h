@@ -38,6 +38,9 @@ at::Tensor additive_mask(const at::Tensor& keep, at::ScalarType dtype);
 // (read once) or set_sdpa_mask_once(false), which leave the conversion to libtorch in every layer, its twin.
 bool sdpa_mask_once_enabled();
 void set_sdpa_mask_once(bool on);
+// The additive mask a step's layers share (attention's sdpa_mask): made of `mask` into `made` the first time the SDPA
+// decode path takes q (where sdpa_mask_once_enabled()), then `made` as it is; undefined until one is made.
+const at::Tensor& shared_sdpa_mask(at::Tensor& made, const at::Tensor& mask, const at::Tensor& q);
 
 // Whether kAuto's single-token decode steps on CUDA take SDPA with the kv heads in place (where this libtorch
 // has enable_gqa): on unless VLM2MLA_DECODE_SDPA=0 (read once) or set_decode_sdpa(false), which keep the

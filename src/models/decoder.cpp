@@ -250,10 +250,7 @@ at::Tensor TextDecoder::forward_hidden(const DecoderInput& in, KvCache* cache,
   // it of the bool mask in each: a where and fills)
   at::Tensor sdpa_mask;
   auto attend = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-    if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(q)) {
-      sdpa_mask = additive_mask(mask, q.scalar_type());
-    }
-    return attention(backend_, q, k, v, mask, scale, plain_causal, sdpa_mask);
+    return attention(backend_, q, k, v, mask, scale, plain_causal, shared_sdpa_mask(sdpa_mask, mask, q));
   };
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     // Layers kept in host memory visit the device one at a time.
@@ -364,10 +361,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       dense->write_at(l, qkv.k, qkv.v, in.past);
       auto [k, v] = dense->read_upto(l, in.past);
       // SDPA's additive mask made once a step (libtorch makes it of the bool mask in every layer: a where and fills)
-      if (!sdpa_mask.defined() && mask.defined() && sdpa_mask_once_enabled() && decode_sdpa_taken(qkv.q)) {
-        sdpa_mask = additive_mask(mask, qkv.q.scalar_type());
-      }
-      a = attention(backend_, qkv.q, k, v, mask, scale, false, sdpa_mask);
+      a = attention(backend_, qkv.q, k, v, mask, scale, false, shared_sdpa_mask(sdpa_mask, mask, qkv.q));
     }
     std::tie(x, pending) = layer_tail_parts(w, x, a);
   }
