@@ -341,6 +341,15 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     return h;
   };
   at::Tensor sdpa_mask;  // the plain K/V layers' mask as SDPA's additive mask, from the first such layer on
+  // The decode kernel's output buffer, made (and zeroed) once for the step where every layer's has one shape
+  // (decode_output_buffer; else each layer makes its own)
+  at::Tensor decode_out;
+  if (kernel && decode_out_once_enabled() && !absorbed_.empty()) {
+    const int64_t width = absorbed_.front().w_out.size(1);
+    bool same = true;
+    for (const AbsorbedWeights& aw : absorbed_) same = same && aw.w_out.size(1) == width;
+    if (same) decode_out = decode_output_buffer(config_, absorbed_.front(), b, x.options());
+  }
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const at::Tensor h = norm(w.input_layernorm);
@@ -351,7 +360,7 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
       latent_cache->write_at(l, st.latent, st.k_rope, in.past, st.latent_image, st.image);
       if (kernel) {
         a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
-                                          st.q_rot);
+                                          st.q_rot, decode_out);
       } else {
         auto [lat, kr] = latent_cache->read_upto(l, in.past);
         a = mla_attention_absorbed(config_, aw, st.q, lat, kr, modality, mask, scale);

@@ -272,6 +272,19 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
   return out.view({b, h_q, s, dh});
 }
 
+namespace {
+EnvSwitch decode_out_once_switch(kEnvDecodeOutOnce);
+}  // namespace
+
+bool decode_out_once_enabled() { return decode_out_once_switch.enabled(); }
+void set_decode_out_once(bool on) { decode_out_once_switch.set(on); }
+
+at::Tensor decode_output_buffer(const TextConfig& c, const AbsorbedWeights& aw, int64_t b,
+                                const at::TensorOptions& options) {
+  const int64_t h_kv = c.num_key_value_heads, g = c.num_attention_heads / h_kv;
+  return at::zeros({b, h_kv, g, aw.w_out.size(1)}, options);
+}
+
 bool mla_decode_kernel_usable(const LatentKvCache& cache, int64_t layer, at::Device device) {
   if (!device.is_cuda() || !mla_decode_has_cuda()) return false;
   const RowStore& c = cache.latent_store(layer);
@@ -293,7 +306,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeights& aw, const at::Tensor& q,
                                          const LatentKvCache& cache, int64_t layer, const at::Tensor& start,
                                          const at::Tensor& length, int64_t max_length, double scale,
-                                         const at::Tensor& q_rot) {
+                                         const at::Tensor& q_rot, const at::Tensor& out) {
   const MlaConfig& m = *c.mla;
   const int64_t b = q.size(0), h_q = q.size(1), h_kv = c.num_key_value_heads, g = h_q / h_kv;
   const int64_t dh = c.head_dim, R = m.qk_rope_head_dim;
@@ -345,8 +358,13 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
     in.k_rope_win = ks.window();
   }
   // [acc_0 | acc_1 | mass_0 mass_1 | zeros] per head, as wide as w_out's rows (absorbed_width): the mass columns
-  // meet zero rows without v-biases, the pad columns always (zeroed here: finite, so their products are 0)
-  at::Tensor ox = at::zeros({b, h_kv, g, aw.w_out.size(1)}, q.options());
+  // meet zero rows without v-biases, the pad columns always (zeroed: finite, so their products are 0)
+  at::Tensor ox = out.defined() ? out : decode_output_buffer(c, aw, b, q.options());
+  VLM2MLA_CHECK(ox.sizes() == at::IntArrayRef({b, h_kv, g, aw.w_out.size(1)}) && ox.scalar_type() == q.scalar_type() &&
+                    ox.device() == q.device() && ox.is_contiguous(),
+                ArgumentError, "mla_attention_absorbed_kernel: the output buffer is ", ox.sizes(), " ",
+                ox.scalar_type(), ", expected a contiguous [", b, ", ", h_kv, ", ", g, ", ", aw.w_out.size(1), "] ",
+                q.scalar_type(), " on ", q.device(), " (decode_output_buffer)");
   in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
   in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
   mla_decode(in);

@@ -161,9 +161,21 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const Absorbe
 // CTAs in one wave (MlaDecodeInputs::image_first; VLM2MLA_DECODE_IMAGE_FIRST=0 off), else takes shorter splits, so
 // that an image leaves most of them pure (docs/KERNELS.md, "Shorter splits where a context holds an image", "The
 // image CTAs first"); VLM2MLA_DECODE_MAX_TILES sets the most tiles a split takes for every step instead.
+// out, where given: decode_output_buffer's buffer for this layer's shapes, which the kernel's results go into (each
+// call makes and zeroes its own where it is not given).
 at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const AbsorbedWeights& aw,
                                          const at::Tensor& q, const LatentKvCache& cache, int64_t layer,
                                          const at::Tensor& start, const at::Tensor& length,
-                                         int64_t max_length, double scale, const at::Tensor& q_rot = {});
+                                         int64_t max_length, double scale, const at::Tensor& q_rot = {},
+                                         const at::Tensor& out = {});
+
+// The buffer the decode kernel's results go into for b sequences and a layer of absorbed weights aw: [b, h_kv, g,
+// aw.w_out's rows], zeroed. [acc_0 | acc_1 | mass_0 mass_1 | pad] per head: every call writes the accumulators and
+// masses in full, and the pad columns (which meet w_out's zero rows) are never written, so one buffer serves every
+// layer of a step whose w_out has as many rows: shape-static steps make one a step (VLM2MLA_DECODE_OUT_ONCE=0 or
+// set_decode_out_once(false): one a layer, zeroed each time, the twin; the same bits).
+at::Tensor decode_output_buffer(const TextConfig& config, const AbsorbedWeights& aw, int64_t b, const at::TensorOptions& options);
+bool decode_out_once_enabled();
+void set_decode_out_once(bool on);
 
 }  // namespace vlm2mla

@@ -576,16 +576,17 @@ TEST(ProgrammaticLaunchSwitch, ChangesNoLogitsOnCpuNorGpu) {
   expect_unchanged("md, int4 latent cache", *mla, &int4, true);
 }
 
-// A switch's two sides on the CPU, where its kernel never runs: the unconverted model at `model_dir` gives identical
+// A switch's two sides on the CPU, where its kernel never runs: the model at `model_dir` (`what`) gives identical
 // logits over the fixture's decode steps (static_vs_dynamic, 5 tokens) with it off, then on.
-void expect_cpu_switch_changes_no_logits(void (*set)(bool), const ModelInputs& in, const std::string& model_dir) {
+void expect_cpu_switch_changes_no_logits(void (*set)(bool), const ModelInputs& in, const std::string& model_dir,
+                                         const std::string& what = "cpu, unconverted") {
   auto cpu = Model::load(model_dir, LoadOptions{});
   std::vector<at::Tensor> off, on;
   set(false);
   static_vs_dynamic(*cpu, in, nullptr, 5, false, &off);
   set(true);
   static_vs_dynamic(*cpu, in, nullptr, 5, false, &on);
-  expect_identical_logits(on, off, "cpu, unconverted", /*prompt=*/false);
+  expect_identical_logits(on, off, what, /*prompt=*/false);
 }
 
 // SDPA's additive mask made once a step (VLM2MLA_SDPA_MASK_ONCE=0 leaves the conversion to libtorch in every layer):
@@ -622,6 +623,31 @@ TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   auto m = Model::load(dir + "/model", bf16);
   expect_write_switch_changes_no_logits("fused kv write", set_fused_kv_write, in, "unconverted, bf16 dense cache", *m,
                                         CacheSpec{CacheType::kBf16, 8, 4}, true, m->text_config().num_hidden_layers);
+}
+
+// The decode kernel's output buffer made once a step (decode_output_buffer; VLM2MLA_DECODE_OUT_ONCE=0 makes and zeroes
+// one a layer, the twin): every layer writes its accumulators and masses in full and never its pad columns, so
+// switching it changes no logits: not on the CPU (no decode kernel), nor on a GPU over an md-converted model's decode
+// steps (dynamic, and static replayed as CUDA graphs, whose buffer it is) over bf16 and int4 latent caches; and the
+// captured step has one launch (the zeroing) fewer for each layer but the first where the layers' ranks agree.
+TEST(DecodeOutOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl";
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_decode_out_once, decode_out_once_enabled()};
+  testing::TempDir tmp;
+  md_converted(name, tmp.file("mla"), LoadOptions{});
+  expect_cpu_switch_changes_no_logits(set_decode_out_once, in, tmp.file("mla"), "cpu, md");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  auto m = Model::load(tmp.file("mla"), LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  const std::vector<int64_t>& ranks = m->text_config().mla->kv_lora_rank;
+  ASSERT_FALSE(ranks.empty());
+  const bool uniform = std::all_of(ranks.begin(), ranks.end(), [&](int64_t r) { return r == ranks.front(); });
+  const int64_t fewer = uniform ? m->text_config().num_hidden_layers - 1 : 0;
+  for (const CacheType type : {CacheType::kBf16, CacheType::kInt4}) {
+    expect_write_switch_changes_no_logits("decode out once", set_decode_out_once, in,
+                                          std::string("md, ") + cache_type_name(type) + " latent cache", *m,
+                                          CacheSpec{type, 8, 4}, true, fewer);
+  }
 }
 
 }  // namespace
