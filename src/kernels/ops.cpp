@@ -3,6 +3,7 @@
 #include <ATen/ExpandUtils.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/cache_write.h"
+#include "kernels/cuda/gemv.h"
 #include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
 #include "kernels/cuda/pdl.h"
@@ -550,6 +552,60 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   launch_silu_mul(g.data_ptr(), g.stride(0), u.data_ptr(), u.stride(0), out.data_ptr(), g.size(0), d,
                   element_dtype(gate.scalar_type()), c10::cuda::getCurrentCUDAStream(gate.device().index()).stream());
   return out;
+#else
+  return {};
+#endif
+}
+
+namespace {
+std::atomic<int64_t> gemv_launches{0};
+}  // namespace
+
+int64_t fused_gemv_launches() { return gemv_launches.load(); }
+
+const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!x.defined() || !weight.defined()) return "x and the weight must be defined";
+  if (!x.is_cuda()) return "x is not a CUDA tensor";
+  if (weight.device() != x.device()) return "the weight is not on x's device";
+  const at::ScalarType t = x.scalar_type();
+  if (t != at::kBFloat16 && t != at::kHalf) return "the dtype is not bf16 or fp16";
+  if (weight.scalar_type() != t) return "x and the weight differ in dtype";
+  if (weight.dim() != 2 || !weight.is_contiguous()) return "the weight is not a contiguous [out, in] matrix";
+  if (x.dim() < 1 || x.size(-1) != weight.size(1)) return "x's last size is not the weight's in-features";
+  if (x.numel() != x.size(-1)) return "x holds more than one row";
+  if (x.stride(-1) != 1) return "x's row is not contiguous";
+  if (bias.defined() && (bias.device() != x.device() || bias.scalar_type() != t || bias.dim() != 1 ||
+                         bias.size(0) != weight.size(0) || !bias.is_contiguous())) {
+    return "the bias is not a contiguous [out] tensor of x's dtype and device";
+  }
+  if (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())) {
+    return "a tensor requires grad (no backward)";
+  }
+  return gemv_unsupported(weight.size(0), weight.size(1), element_dtype(t), x.data_ptr(), weight.data_ptr());
+#else
+  (void)x, (void)weight, (void)bias;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const char* why = gemv_unusable(x, weight, bias);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemv: ", why,
+                " (it needs a CUDA build, x [..., in] holding one row, a contiguous weight [out, in] and bias [out] or "
+                "none, of one dtype (bf16 or fp16) on one device, in a multiple of 8 up to 24,576); got x ",
+                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
+                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  launch_gemv(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(),
+              weight.size(0), weight.size(1), element_dtype(x.scalar_type()),
+              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  gemv_launches.fetch_add(1);
+  return y;
 #else
   return {};
 #endif

@@ -164,6 +164,17 @@ std::pair<at::Tensor, at::Tensor> fused_add_rms_norm(const at::Tensor& x, const 
 const char* fused_silu_mul_unusable(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);  // ArgumentError if not usable
 
+// y = x W^T (+ b) for one row of x (a decode step's projection at batch 1) by one launch of kernels/cuda/gemv.h:
+// each weight row read once, float32 sums in a fixed order rounded once (at::linear, its twin, sums in cuBLAS's
+// order: the two agree within bf16 rounding, not bit for bit). x [..., in] holding one row (numel == in), weight
+// [out, in] contiguous, bias [out] or undefined; CUDA tensors of one dtype (bf16 or fp16) on one device, none
+// requiring grad; in a multiple of 8 up to 24,576. Returns [..., out]. gemv_unusable(): nullptr when usable, else
+// why not.
+const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);  // ArgumentError if not
+// How many times fused_gemv has launched its kernel in this process (for tests that check a path took it).
+int64_t fused_gemv_launches();
+
 // src.contiguous() by one launch of kernels/cuda/row_copy.h (16-byte pieces where the sizes, strides and
 // addresses allow), where libtorch's copy of a strided view takes an element a thread: the same bits. src a CUDA
 // tensor (bf16, fp16 or float32, not requiring grad) whose dimensions, once those that lie end to end in memory

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "models/mla_attention.h"
+#include "nn/layers.h"
 
 namespace vlm2mla {
 
@@ -395,7 +396,7 @@ int64_t TextDecoder::step_weight_bytes() const {
 }
 
 at::Tensor TextDecoder::lm_head(const at::Tensor& hidden) const {
-  return at::linear(hidden, weights_.lm_head);
+  return dense(hidden, weights_.lm_head);
 }
 
 }  // namespace vlm2mla

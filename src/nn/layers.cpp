@@ -8,7 +8,20 @@ namespace vlm2mla {
 namespace {
 EnvSwitch fused_rms_norm_switch(kEnvFusedRmsNorm);
 EnvSwitch fused_silu_mul_switch(kEnvFusedSiluMul);
+EnvSwitch gemv_switch(kEnvGemv);
 }  // namespace
+
+void set_gemv(bool on) { gemv_switch.set(on); }
+
+bool gemv_enabled() { return gemv_switch.enabled(); }
+
+at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  // one row on CUDA: the cheap tests first, so that other calls pay for no more than them
+  if (x.is_cuda() && x.dim() >= 1 && x.numel() == x.size(-1) && gemv_enabled() && !gemv_unusable(x, weight, bias)) {
+    return fused_gemv(x, weight, bias);
+  }
+  return at::linear(x, weight, bias);
+}
 
 void set_fused_rms_norm(bool on) { fused_rms_norm_switch.set(on); }
 
@@ -61,8 +74,8 @@ std::vector<at::Tensor> linear_group(const at::Tensor& x, at::ArrayRef<const Lin
       out.push_back(linear(x, *members[i]));
     } else {
       const LinearWeights& first = *members[i];
-      at::Tensor y = at::linear(x, rows_from(first.weight, rows),
-                                first.bias.defined() ? rows_from(first.bias, rows) : at::Tensor());  // [..., rows]
+      at::Tensor y = dense(x, rows_from(first.weight, rows),
+                           first.bias.defined() ? rows_from(first.bias, rows) : at::Tensor());  // [..., rows]
       int64_t offset = 0;
       for (size_t k = i; k < j; ++k) {
         const int64_t n = members[k]->weight.size(0);

@@ -13,10 +13,16 @@ struct LinearWeights {
   at::Tensor bias;    // [out] or undefined
 };
 
+// x [..., in] -> [..., out]: x weight^T + bias (bias [out] or undefined). at::linear, except for one row of x on
+// CUDA (a decode step's projection at batch 1), which takes kernels/ops.h's fused_gemv where it can (each weight
+// row read once; at::linear is its twin, within bf16 rounding). On by default; set_gemv(false), or VLM2MLA_GEMV=0
+// in the environment, keeps at::linear everywhere.
+at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+void set_gemv(bool on);
+bool gemv_enabled();
+
 // x [..., in] -> [..., out]
-inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
-  return at::linear(x, w.weight, w.bias);
-}
+inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) { return dense(x, w.weight, w.bias); }
 
 // Projections of one input as one GEMM. Members are adjacent when each one's weight continues the
 // one before it in memory: one storage, same dtype and device, contiguous, the same in-features, its
@@ -26,7 +32,7 @@ inline at::Tensor linear(const at::Tensor& x, const LinearWeights& w) {
 // True when every member is adjacent to the one before it: linear_group runs them as one GEMM.
 bool fusable(at::ArrayRef<const LinearWeights*> members);
 
-// x [..., in] -> one [..., out_i] per member, in order. Each run of adjacent members is one at::linear
+// x [..., in] -> one [..., out_i] per member, in order. Each run of adjacent members is one dense()
 // over their rows (the results are narrow() slices of its [..., sum out_i]); other members run
 // separately (the slow twin: the same values up to the GEMM's blocking). Host metadata only: no
 // device sync, so it can run inside a CUDA graph capture.

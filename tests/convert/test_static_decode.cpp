@@ -6,6 +6,8 @@
 // write switches.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
@@ -647,6 +649,47 @@ TEST(DecodeOutOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
     expect_write_switch_changes_no_logits("decode out once", set_decode_out_once, in,
                                           std::string("md, ") + cache_type_name(type) + " latent cache", *m,
                                           CacheSpec{type, 8, 4}, true, fewer);
+  }
+}
+
+// The one-row projection kernel (nn/layers.h's dense; VLM2MLA_GEMV=0 keeps at::linear, the twin): never taken on the
+// CPU, so switching it changes no logits there; on a GPU, over one sequence's decode steps (dynamic, and static
+// replayed as CUDA graphs) of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and
+// int4 latent caches, it is taken (its launches counted) and the logits stay within bf16 rounding of at::linear's.
+TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const testing::SwitchRestore restore{set_gemv, gemv_enabled()};
+  expect_cpu_switch_changes_no_logits(set_gemv, fixture_inputs(name), dir + "/model");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  ModelInputs one;  // text only, one sequence: the decode steps' projections take one row
+  one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
+  one.attention_mask = at::ones({1, 12}, at::kLong);
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  auto plain = Model::load(dir + "/model", bf16);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  struct Case {
+    const char* what;
+    const Model* model;
+    CacheSpec spec;
+  };
+  const Case cases[] = {{"unconverted, bf16 dense cache", plain.get(), CacheSpec{CacheType::kBf16, 8, 4}},
+                        {"md, bf16 latent cache", mla.get(), CacheSpec{CacheType::kBf16, 8, 4}},
+                        {"md, int4 latent cache", mla.get(), CacheSpec{CacheType::kInt4, 8, 4}}};
+  for (const Case& c : cases) {
+    std::vector<at::Tensor> off, on;
+    set_gemv(false);
+    const int64_t before = fused_gemv_launches();
+    static_vs_dynamic(*c.model, one, &c.spec, 5, true, &off);
+    EXPECT_EQ(fused_gemv_launches(), before) << c.what << ": the kernel ran with the switch off";
+    set_gemv(true);
+    static_vs_dynamic(*c.model, one, &c.spec, 5, true, &on);
+    EXPECT_GT(fused_gemv_launches(), before) << c.what << ": the decode steps never took the kernel";
+    ASSERT_EQ(on.size(), off.size());
+    double worst = 0;
+    for (size_t i = 0; i < on.size(); ++i) worst = std::max(worst, max_rel_error(on[i], off[i]));
+    std::printf("[gemv] %s: decode logits with the kernel vs at::linear, max rel. %.3g\n", c.what, worst);
+    EXPECT_LT(worst, 3e-2) << c.what;
   }
 }
 

@@ -1,0 +1,225 @@
+// The one-row projection kernel (kernels/ops.h's fused_gemv, kernels/cuda/gemv.h): where it is usable and its
+// refusals (each naming what is wrong); on a CUDA device, against a float64 reference and against at::linear (its
+// twin) for bf16 and fp16, with and without a bias, over in-features whose warp runs are whole, ragged or empty,
+// lanes holding 1 to 12 pieces (x in registers and in shared memory), row blocks cut short and at their cap; the
+// same bits on every run and inside a CUDA graph. And a disabled benchmark (test_kernels
+// --gtest_also_run_disabled_tests --gtest_filter='*GemvBandwidth*'): the kernel against at::linear over
+// Qwen2.5-VL-7B's decode projections at batch 1, each in a CUDA graph over cold weights, side by side in one run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "support/test_support.h"
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace vlm2mla {
+namespace {
+
+TEST(Gemv, CpuTensorsAreNotUsableAndSayWhy) {
+  const at::Tensor x = at::randn({1, 64}), w = at::randn({32, 64});
+  const char* why = gemv_unusable(x, w, at::Tensor());
+  ASSERT_NE(why, nullptr);
+  const std::string error = testing::argument_error([&] { fused_gemv(x, w, at::Tensor()); });
+  EXPECT_NE(error.find("fused_gemv"), std::string::npos) << error;
+  EXPECT_NE(error.find(why), std::string::npos) << error;
+}
+
+bool have_cuda() { return at::hasCUDA() && mla_decode_has_cuda(); }
+
+TEST(GemvCuda, RefusesWhatItCannotTakeAndSaysWhy) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = at::randn({32, 64}, o), x = at::randn({1, 64}, o);
+  EXPECT_EQ(gemv_unusable(x, w, at::Tensor()), nullptr);
+  EXPECT_EQ(gemv_unusable(x.view({64}), w, at::Tensor()), nullptr);
+  EXPECT_EQ(gemv_unusable(x.view({1, 1, 64}), w, at::randn({32}, o)), nullptr);
+  struct Case {
+    at::Tensor x, w, b;
+    const char* expect;  // a piece of the reason
+  };
+  const std::vector<Case> cases = {
+      {at::randn({2, 64}, o), w, {}, "more than one row"},
+      {x.to(at::kFloat), w.to(at::kFloat), {}, "bf16 or fp16"},
+      {x, w.to(at::kHalf), {}, "differ in dtype"},
+      {x, w.t().contiguous().t(), {}, "contiguous [out, in]"},
+      {at::randn({1, 32}, o), w, {}, "in-features"},
+      {x, w, at::randn({31}, o), "bias"},
+      {x, w, at::randn({32}, o.dtype(at::kFloat)), "bias"},
+      {at::randn({1, 72}, o).narrow(1, 4, 64), w, {}, "16-byte"},
+      {at::randn({1, 60}, o), at::randn({32, 60}, o), {}, "multiple of 8"},
+      {at::randn({1, 64}), w, {}, "not a CUDA tensor"},
+  };
+  for (const Case& c : cases) {
+    const char* why = gemv_unusable(c.x, c.w, c.b);
+    ASSERT_NE(why, nullptr) << c.expect;
+    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
+    const std::string error = testing::argument_error([&] { fused_gemv(c.x, c.w, c.b); });
+    EXPECT_NE(error.find(why), std::string::npos) << error;
+  }
+}
+
+// The kernel against float64 sums (each result within the rounding of its dtype, plus float32's summation error)
+// and against at::linear (within two of the dtype's rounding steps at the result's size).
+TEST(GemvCuda, MatchesFloat64AndAtLinear) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(11);
+  struct Shape {
+    int64_t out, in;
+  };
+  // in / 8 pieces a row over 8 warps: 8 (one a warp), 24 (3: warps 3..7 empty), 160 (20: ragged), 1000, 2048 (1 a
+  // lane), 3584 (2, ragged), 4096, 11008 (6), 18944 (10: x in shared memory), 24576 (12, the most); out 1 (one CTA
+  // of one row), short blocks (257), many rows a CTA (152064: the LM head's), the 1,024-row cap (2^20 x 8).
+  const Shape shapes[] = {{1, 8},       {3, 24},      {100, 160},    {257, 1000},  {513, 2048},
+                          {3584, 3584}, {4608, 3584}, {1000, 4096},  {777, 11008}, {3584, 18944},
+                          {300, 24576}, {152064, 3584}, {int64_t(1) << 20, 8}};
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    const auto o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    const double unit = dtype == at::kBFloat16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+    for (const Shape& s : shapes) {
+      for (const bool with_bias : {false, true}) {
+        const std::string what = std::string(dtype == at::kBFloat16 ? "bf16" : "fp16") + " " +
+                                 std::to_string(s.out) + " x " + std::to_string(s.in) + (with_bias ? " + bias" : "");
+        const at::Tensor w = at::randn({s.out, s.in}, o) / std::sqrt(double(s.in));
+        const at::Tensor x = at::randn({1, s.in}, o);
+        const at::Tensor b = with_bias ? at::randn({s.out}, o) : at::Tensor();
+        ASSERT_EQ(gemv_unusable(x, w, b), nullptr) << what;
+        const at::Tensor y = fused_gemv(x, w, b);
+        ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, s.out})) << what;
+        const at::Tensor xd = x.to(at::kDouble), wd = w.to(at::kDouble);
+        at::Tensor ref = at::matmul(xd, wd.t());
+        if (with_bias) ref = ref + b.to(at::kDouble);
+        const at::Tensor mag = at::matmul(xd.abs(), wd.abs().t());  // sum |x w|: float32 summation's scale
+        const at::Tensor yd = y.to(at::kDouble);
+        const at::Tensor bound = ref.abs() * unit + mag * (1e-6 * std::sqrt(double(s.in))) + 1e-30;
+        const double worst = ((yd - ref).abs() / bound).max().item<double>();
+        EXPECT_LE(worst, 1.0) << what << ": against float64";
+        // at::linear may round x w^T to the dtype before it adds the bias (libtorch 2.11's bf16 addmm at one row:
+        // up to 3.9 of the bound without that term), where the kernel rounds x w^T + b once
+        const at::Tensor lin = at::linear(x, w, b).to(at::kDouble);
+        const at::Tensor xw = with_bias ? at::matmul(xd, wd.t()).abs() : at::zeros_like(ref);
+        const double vs_linear =
+            ((yd - lin).abs() / ((ref.abs() * 2 + xw) * unit + mag * 1e-5 + 1e-30)).max().item<double>();
+        EXPECT_LE(vs_linear, 1.0) << what << ": against at::linear";
+      }
+    }
+  }
+}
+
+// The same bits on every call, in one row's other shapes ([in], [1, 1, in]), and replayed in a CUDA graph.
+TEST(GemvCuda, SameBitsEveryRunAndInAGraph) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(5);
+  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = at::randn({3584, 18944}, o) / 128, x = at::randn({1, 18944}, o), b = at::randn({3584}, o);
+  const at::Tensor first = fused_gemv(x, w, b);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(fused_gemv(x, w, b), first));
+  EXPECT_TRUE(at::equal(fused_gemv(x.view({18944}), w, b), first.view({3584})));
+  EXPECT_TRUE(at::equal(fused_gemv(x.view({1, 1, 18944}), w, b), first.view({1, 1, 3584})));
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  at::Tensor out;
+  {
+    c10::cuda::CUDAStreamGuard guard(stream);
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    out = fused_gemv(x, w, b);
+    graph.capture_end();
+    graph.replay();
+    stream.synchronize();
+  }
+  EXPECT_TRUE(at::equal(out, first));
+#else
+  GTEST_SKIP() << "no CUDA kernels in this build";
+#endif
+}
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+// GPU time a call of f(i), i = 0 .. reps - 1 captured as one CUDA graph on `stream`, best of 5 replays.
+template <class F>
+double graph_us(F&& f, int reps, const c10::cuda::CUDAStream& stream) {
+  c10::cuda::CUDAStreamGuard guard(stream);
+  f(0);  // warm-up (cuBLAS handles and workspaces outside the capture)
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  for (int i = 0; i < reps; ++i) f(i);
+  graph.capture_end();
+  graph.replay();
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  float best = 1e30f;
+  for (int t = 0; t < 5; ++t) {
+    cudaEventRecord(e0, stream.stream());
+    graph.replay();
+    cudaEventRecord(e1, stream.stream());
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 1000.0 * best / reps;
+}
+#endif
+
+TEST(GemvCuda, DISABLED_GemvBandwidth) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(7);
+  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+    bool bias;
+  };
+  const Shape shapes[] = {{"qkv", 4608, 3584, true},
+                          {"o_proj", 3584, 3584, false},
+                          {"gate_up", 37888, 3584, false},
+                          {"down", 3584, 18944, false},
+                          {"lm_head", 152064, 3584, false}};
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  std::printf("[gemv] %-8s %10s %10s %9s %9s %7s\n", "shape", "linear us", "gemv us", "linear GB/s", "gemv GB/s",
+              "speedup");
+  double sum_linear = 0, sum_gemv = 0;
+  for (const Shape& s : shapes) {
+    const double gb = double(s.n) * s.k * 2 / 1e9;
+    const int copies = int(std::max<int64_t>(1, int64_t(std::ceil(0.6 / gb))));
+    const int reps = gb > 0.1 ? 20 : 100;
+    const at::Tensor w = at::randn({copies, s.n, s.k}, o) / 64;
+    const at::Tensor b = s.bias ? at::randn({s.n}, o) : at::Tensor();
+    const at::Tensor x = at::randn({1, s.k}, o);
+    const double t_linear = graph_us([&](int i) { at::linear(x, w[i % copies], b); }, reps, stream);
+    const double t_gemv = graph_us([&](int i) { fused_gemv(x, w[i % copies], b); }, reps, stream);
+    const int per_layer = std::string(s.name) == "lm_head" ? 1 : 28;
+    sum_linear += t_linear * per_layer;
+    sum_gemv += t_gemv * per_layer;
+    std::printf("[gemv] %-8s %10.1f %10.1f %9.0f %9.0f %6.2fx\n", s.name, t_linear, t_gemv, gb / (t_linear * 1e-6),
+                gb / (t_gemv * 1e-6), t_linear / t_gemv);
+    c10::cuda::CUDAStreamGuard guard(stream);
+    const at::Tensor want = at::linear(x, w[0], b).to(at::kFloat), got = fused_gemv(x, w[0], b).to(at::kFloat);
+    EXPECT_LE((got - want).abs().max().item<double>(), 2e-2 * want.abs().max().item<double>() + 1e-3) << s.name;
+  }
+  std::printf("[gemv] a step's projections (28 layers and the LM head): at::linear %.2f ms, gemv %.2f ms (%.2fx)\n",
+              sum_linear / 1000, sum_gemv / 1000, sum_linear / sum_gemv);
+#else
+  GTEST_SKIP() << "no CUDA kernels in this build";
+#endif
+}
+
+}  // namespace
+}  // namespace vlm2mla
