@@ -24,6 +24,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+
+#include "support/graph_timing.h"
 #endif
 
 namespace vlm2mla {
@@ -147,64 +149,22 @@ TEST(GemvCuda, SameBitsEveryRunAndInAGraph) {
 #endif
 }
 
-#ifdef VLM2MLA_WITH_CUDA_KERNELS
-// GPU time a call of f(i), i = 0 .. reps - 1 captured as one CUDA graph on `stream`, best of 5 replays.
-template <class F>
-double graph_us(F&& f, int reps, const c10::cuda::CUDAStream& stream) {
-  c10::cuda::CUDAStreamGuard guard(stream);
-  f(0);  // warm-up (cuBLAS handles and workspaces outside the capture)
-  at::cuda::CUDAGraph graph;
-  graph.capture_begin();
-  for (int i = 0; i < reps; ++i) f(i);
-  graph.capture_end();
-  graph.replay();
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  float best = 1e30f;
-  for (int t = 0; t < 5; ++t) {
-    cudaEventRecord(e0, stream.stream());
-    graph.replay();
-    cudaEventRecord(e1, stream.stream());
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    best = std::min(best, ms);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return 1000.0 * best / reps;
-}
-#endif
-
 TEST(GemvCuda, DISABLED_GemvBandwidth) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
   at::manual_seed(7);
   const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
-  struct Shape {
-    const char* name;
-    int64_t n, k;
-    bool bias;
-  };
-  const Shape shapes[] = {{"qkv", 4608, 3584, true},
-                          {"o_proj", 3584, 3584, false},
-                          {"gate_up", 37888, 3584, false},
-                          {"down", 3584, 18944, false},
-                          {"lm_head", 152064, 3584, false}};
   const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
   std::printf("[gemv] %-8s %10s %10s %9s %9s %7s\n", "shape", "linear us", "gemv us", "linear GB/s", "gemv GB/s",
               "speedup");
   double sum_linear = 0, sum_gemv = 0;
-  for (const Shape& s : shapes) {
-    const double gb = double(s.n) * s.k * 2 / 1e9;
-    const int copies = int(std::max<int64_t>(1, int64_t(std::ceil(0.6 / gb))));
-    const int reps = gb > 0.1 ? 20 : 100;
-    const at::Tensor w = at::randn({copies, s.n, s.k}, o) / 64;
-    const at::Tensor b = s.bias ? at::randn({s.n}, o) : at::Tensor();
-    const at::Tensor x = at::randn({1, s.k}, o);
-    const double t_linear = graph_us([&](int i) { at::linear(x, w[i % copies], b); }, reps, stream);
-    const double t_gemv = graph_us([&](int i) { fused_gemv(x, w[i % copies], b); }, reps, stream);
+  for (const testing::ProjectionShape& s : testing::kQwen7bProjections) {
+    const testing::ColdProjection cold = testing::cold_projection(s, 1, o);
+    const at::Tensor &w = cold.w, &b = cold.b, &x = cold.x;
+    const int copies = cold.copies, reps = cold.reps;
+    const double gb = cold.gb;
+    const double t_linear = testing::graph_us([&](int i) { at::linear(x, w[i % copies], b); }, reps, stream);
+    const double t_gemv = testing::graph_us([&](int i) { fused_gemv(x, w[i % copies], b); }, reps, stream);
     const int per_layer = std::string(s.name) == "lm_head" ? 1 : 28;
     sum_linear += t_linear * per_layer;
     sum_gemv += t_gemv * per_layer;
