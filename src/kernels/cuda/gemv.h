@@ -1,5 +1,6 @@
 // One row times a weight matrix, y = x W^T (+ b), for the projections of a decode step at batch 1 (x [in],
-// W [out, in] row-major, bf16 or fp16, float32 sums rounded once, as cuBLAS's epilogue rounds acc + b). There the
+// W [out, in] row-major, bf16 or fp16; the float32 sum plus the bias rounded once, where libtorch's one-row bf16
+// linear was measured rounding x W^T before it adds the bias: tests/kernels/test_gemv.cpp). There the
 // GEMM is a stream of the weight's bytes, and cuBLAS's kernels for one row reach 2.4-3.9 TB/s of the H200's ~4.2
 // (o_proj and down the slowest, each with a split-K reduction launch of its own). This kernel reads each weight
 // row once in 16-byte pieces, a CTA's eight warps each taking an eighth of every row of the CTA's block and the
