@@ -174,7 +174,8 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& config, const Absorbe
 // masses in full, and the pad columns (which meet w_out's zero rows) are never written, so one buffer serves every
 // layer of a step whose w_out has as many rows: shape-static steps make one a step (VLM2MLA_DECODE_OUT_ONCE=0 or
 // set_decode_out_once(false): one a layer, zeroed each time, the twin; the same bits).
-at::Tensor decode_output_buffer(const TextConfig& config, const AbsorbedWeights& aw, int64_t b, const at::TensorOptions& options);
+at::Tensor decode_output_buffer(const TextConfig& config, const AbsorbedWeights& aw, int64_t b,
+                                const at::TensorOptions& options);
 bool decode_out_once_enabled();
 void set_decode_out_once(bool on);
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <type_traits>
 
 #include "core/error.h"
@@ -144,26 +143,11 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 // Rows a pass: ~12 pieces of 16 bytes in flight a lane where a warp's run is short, one row where it is long.
 constexpr int rows_a_pass(int nv) { return nv >= 8 ? 1 : (12 + nv - 1) / nv; }
 
-int device_sms() {
-  static std::mutex mutex;
-  static int sms[64] = {};
-  int device = 0;
-  cudaGetDevice(&device);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device < 0 || device >= 64) device = 0;
-  if (sms[device] == 0) {
-    int n = 0;
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-    sms[device] = std::max(1, n);
-  }
-  return sms[device];
-}
-
 template <typename T, int NV>
 void launch_nv(const void* x, const void* w, const void* bias, void* y, int out, int in, int run, cudaStream_t stream) {
   constexpr bool kXs = NV >= kXsFrom;
   auto kernel = gemv_kernel<T, NV, rows_a_pass(NV), kXs>;
-  const int slots = device_sms() * kCtasPerSm;
+  const int slots = current_device_sms() * kCtasPerSm;
   const int rows_per_cta = std::min(kMaxRowsPerCta, std::max(1, (out + slots - 1) / slots));
   const int ctas = (out + rows_per_cta - 1) / rows_per_cta;
   const size_t smem = size_t(kWarps) * rows_per_cta * sizeof(float) + (kXs ? size_t(in) * sizeof(T) : 0);

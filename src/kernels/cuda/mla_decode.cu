@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/mla_decode_kernels.cuh"
 #include "kernels/cuda/pdl.cuh"
 
@@ -528,8 +529,7 @@ Device device_info() {
   int dev = 0;
   VLM2MLA_CUDA_CHECK(cudaGetDevice(&dev), "cudaGetDevice");
   Device d;
-  VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev),
-                     "cudaDeviceGetAttribute(MultiProcessorCount)");
+  d.sms = current_device_sms();
   VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
                      "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
   VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev),
@@ -599,8 +599,6 @@ int chunk_for(const void* base, int64_t row_bytes, int64_t t_cap) {
   }
   return 0;
 }
-
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 // Number of 64-aligned tiles a key range of `len` positions can touch.
 int max_tiles(int64_t len) { return len > 0 ? int((len + 62) / kTile + 1) : 0; }
