@@ -157,6 +157,18 @@ MlaDecodeShape check_mla_decode_inputs(const MlaDecodeInputs& in) {
     }
   }
   if (s.n_mod == 2) expect(in.modality, "modality", {at::kByte, at::kBool}, {s.b, s.t_cap}, "[b, t_cap]", s.device);
+  VLM2MLA_CHECK(in.w_out.defined() == in.o_out.defined(), ArgumentError,
+                "mla_decode: give both w_out and o_out, or neither");
+  if (in.w_out.defined()) {
+    VLM2MLA_CHECK(in.w_out.dim() == 3 && in.w_out.size(0) == s.h_kv && in.w_out.size(1) >= s.n_mod * s.r_kv + s.n_mod,
+                  ArgumentError, "mla_decode: w_out must be bf16 [h_kv = ", s.h_kv, ", n >= n_mod * r_kv + n_mod = ",
+                  s.n_mod * s.r_kv + s.n_mod, ", d_h], got ", shape_str(in.w_out.sizes()));
+    const int64_t d_h = in.w_out.size(2);
+    expect(in.w_out, "w_out", {at::kBFloat16}, {s.h_kv, in.w_out.size(1), d_h}, "[h_kv, n, d_h]", s.device);
+    expect(in.o_out, "o_out", {at::kBFloat16}, {s.b, s.h_q, d_h}, "[b, h_q, d_h]", s.device);
+    VLM2MLA_CHECK(in.w_out.is_contiguous() && in.o_out.is_contiguous(), ArgumentError,
+                  "mla_decode: w_out and o_out must be contiguous (the combine reads and writes them in place)");
+  }
   VLM2MLA_CHECK(s.b <= INT32_MAX && s.t_cap <= INT32_MAX && s.r_kv <= INT32_MAX && hr <= INT32_MAX, ArgumentError,
                 "mla_decode: sizes beyond int32");
   return s;

@@ -119,11 +119,24 @@ struct MlaDecodeInputs {
   // there (rounded to bf16 once, from float32) and returns them; undefined: new float32 tensors.
   at::Tensor acc_out;   // [n_mod, b, h_q, r_kv]
   at::Tensor mass_out;  // [n_mod, b, h_q]
+
+  // Optional, CUDA (both or neither): the heads' outputs o = [acc_0 | .. | mass_0 ..] . w_out[kv head], the output
+  // product a model takes after the decode (mla_attention's kv_head_product over the buffer acc_out and mass_out
+  // view, its twin), computed by the combine kernel where its plan allows (small batches: MlaDecodePlan::
+  // combine_out; one launch fewer). The accumulators and masses enter the product normalized and rounded as
+  // acc_out/mass_out would hold them; float32 sums, rounded to bf16 once. w_out: bf16 [h_kv, n, d_h] contiguous,
+  // n >= n_mod * r_kv + n_mod (each set's W_uv [r_kv, d_h], then the sets' v-bias rows; rows past them unread);
+  // o_out: bf16 [b, h_q, d_h] contiguous. Where the combine writes o, MlaDecodeOutput::o is o_out and acc_out and
+  // mass_out are left unwritten; elsewhere (CPU, large batches, wide latents) o is undefined and the caller takes
+  // the product from acc and mass.
+  at::Tensor w_out;
+  at::Tensor o_out;
 };
 
 struct MlaDecodeOutput {
   at::Tensor acc;   // [n_mod, b, h_q, r_kv]: sum_{j: m_j = m} p_j c_j (float32, or acc_out)
   at::Tensor mass;  // [n_mod, b, h_q]: sum_{j: m_j = m} p_j (float32, or mass_out)
+  at::Tensor o;     // o_out where the combine wrote the heads' outputs (MlaDecodeInputs::w_out), else undefined
 };
 
 // Sizes read off the tensors.

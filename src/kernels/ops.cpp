@@ -174,7 +174,14 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
     p.acc_stride[i] = pr.out.acc.stride(i);
     p.mass_stride[i] = pr.out.mass.stride(i);
   }
+  if (in.w_out.defined()) {  // (shapes, dtypes and contiguity: check_mla_decode_inputs)
+    p.w_out = in.w_out.data_ptr();
+    p.o_out = in.o_out.data_ptr();
+    p.d_h = int(in.w_out.size(2));
+    p.w_out_rows = int(in.w_out.size(1));
+  }
   pr.plan = plan_mla_decode(p, pr.variant);
+  if (pr.plan.combine_out) pr.out.o = in.o_out;
   at::Tensor ws = keep(at::empty({std::max<int64_t>(1, pr.plan.workspace_floats)}, opts));
   p.workspace = ws.data_ptr<float>();
   p.workspace_floats = ws.numel();
@@ -183,7 +190,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
 void run_prepared(const PreparedMlaDecode& pr) {
   c10::cuda::CUDAGuard guard(pr.device);
   launch_mla_decode(pr.params, c10::cuda::getCurrentCUDAStream(pr.device.index()).stream(), pr.variant);
-  if (pr.copy_acc.defined()) {
+  if (pr.copy_acc.defined() && !pr.plan.combine_out) {  // (the combine wrote o alone: nothing to copy)
     pr.copy_acc.copy_(pr.out.acc);
     pr.copy_mass.copy_(pr.out.mass);
   }
@@ -220,6 +227,8 @@ int MlaDecodeLaunch::column_splits() const { return impl_->plan.column_splits; }
 bool MlaDecodeLaunch::rope_scores() const { return impl_->plan.rope_scores; }
 bool MlaDecodeLaunch::stores_in_place() const { return !impl_->copy_acc.defined(); }
 bool MlaDecodeLaunch::warp_combine() const { return impl_->plan.warp_combine; }
+bool MlaDecodeLaunch::combine_out() const { return impl_->plan.combine_out; }
+const std::string& MlaDecodeLaunch::why_not_combine_out() const { return impl_->plan.why_not_combine_out; }
 int MlaDecodeLaunch::combine_chunks() const { return impl_->plan.combine_chunks; }
 int MlaDecodeLaunch::score_ks() const { return impl_->plan.score_ks; }
 int MlaDecodeLaunch::wide_warps() const { return impl_->plan.wide_warps; }
@@ -249,6 +258,11 @@ int MlaDecodeLaunch::column_splits() const { return 1; }
 bool MlaDecodeLaunch::rope_scores() const { return false; }
 bool MlaDecodeLaunch::stores_in_place() const { return false; }
 bool MlaDecodeLaunch::warp_combine() const { return false; }
+bool MlaDecodeLaunch::combine_out() const { return false; }
+const std::string& MlaDecodeLaunch::why_not_combine_out() const {
+  static const std::string none;
+  return none;
+}
 int MlaDecodeLaunch::combine_chunks() const { return 1; }
 int MlaDecodeLaunch::score_ks() const { return 1; }
 int MlaDecodeLaunch::wide_warps() const { return 0; }
@@ -427,13 +441,14 @@ MlaDecodeOutput mla_decode(const MlaDecodeInputs& in) {
     if (!in.acc_out.defined()) return out;
     in.acc_out.copy_(out.acc);
     in.mass_out.copy_(out.mass);
-    return {in.acc_out, in.mass_out};
+    return {in.acc_out, in.mass_out, {}};
   }
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   MlaDecodeLaunch launch(in);
   note_kernel_used(launch.kernel());
+  if (launch.combine_out()) note_kernel_used("combine-out");  // (the combine took the output product too)
   launch.run();
-  if (in.acc_out.defined()) return {in.acc_out, in.mass_out};
+  if (in.acc_out.defined()) return {in.acc_out, in.mass_out, launch.out().o};
   return launch.out();
 #else
   throw ArgumentError("mla_decode: CUDA asked for, but this build has no CUDA");

@@ -21,7 +21,8 @@ namespace vlm2mla {
 MlaDecodeOutput mla_decode(const MlaDecodeInputs& in);
 
 // The kernels mla_decode ran since the last call (sorted, each once): "reference" for CPU tensors, else
-// MlaDecodeLaunch::kernel()'s names; and forgets them. For benchmarks: which kernel the decode steps took
+// MlaDecodeLaunch::kernel()'s names, and "combine-out" where the combine took the output product
+// (MlaDecodeInputs::w_out); and forgets them. For benchmarks: which kernel the decode steps took
 // (with CUDA graphs, those of the captured steps).
 std::vector<std::string> take_mla_decode_kernels_used();
 
@@ -116,6 +117,8 @@ class MlaDecodeLaunch {
                                       // its tiles, as MHA models')
   bool stores_in_place() const;       // the combine writes acc_out/mass_out itself (else float32, then a copy)
   bool warp_combine() const;          // the combine takes one warp a (sequence, head) (MlaDecodeCombine::kWarp)
+  bool combine_out() const;           // the combine writes the heads' outputs (MlaDecodeInputs::w_out, o_out)
+  const std::string& why_not_combine_out() const;  // w_out given and !combine_out(): why not
   int combine_chunks() const;         // the block combine's CTAs a (sequence, head): column chunks of a wide
                                       // latent at small batches (1: one CTA a pair)
   int score_ks() const;               // the scores-first kernels' scores pass: CTAs a cluster over the latent's

@@ -155,6 +155,16 @@ struct MlaDecodeParams {
   int64_t acc_stride[3] = {0, 0, 0};   // mod, b, h
   int64_t mass_stride[3] = {0, 0, 0};  // mod, b, h
 
+  // optional, the heads' outputs by the combine (MlaDecodePlan::combine_out): o [b, h_q, d_h] bf16, contiguous,
+  // = [acc_0 | .. | acc_{n_mod-1} | mass_0 .. mass_{n_mod-1}] . w_out[kv head] with the accumulators and masses
+  // normalized and rounded as acc/mass would hold them; w_out bf16 [h_kv, w_out_rows, d_h] contiguous, its first
+  // n_mod * r_kv + n_mod rows used (each set's W_uv, then the sets' v-bias rows). Where the plan takes it, acc and
+  // mass are left unwritten.
+  const void* w_out = nullptr;
+  void* o_out = nullptr;
+  int d_h = 0;
+  int w_out_rows = 0;
+
   // scratch for the split-KV partials (and the RoPE scores where the warp-rows kernel computes them apart:
   // MlaDecodePlan::rope_scores): at least mla_decode_workspace_floats(params) floats, 16-byte aligned
   float* workspace = nullptr;

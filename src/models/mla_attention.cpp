@@ -279,6 +279,13 @@ EnvSwitch decode_out_once_switch(kEnvDecodeOutOnce);
 bool decode_out_once_enabled() { return decode_out_once_switch.enabled(); }
 void set_decode_out_once(bool on) { decode_out_once_switch.set(on); }
 
+namespace {
+EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
+}  // namespace
+
+bool decode_combine_out_enabled() { return decode_combine_out_switch.enabled(); }
+void set_decode_combine_out(bool on) { decode_combine_out_switch.set(on); }
+
 at::Tensor decode_output_buffer(const TextConfig& c, const AbsorbedWeights& aw, int64_t b,
                                 const at::TensorOptions& options) {
   const int64_t h_kv = c.num_key_value_heads, g = c.num_attention_heads / h_kv;
@@ -367,7 +374,14 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
                 q.scalar_type(), " on ", q.device(), " (decode_output_buffer)");
   in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
   in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
-  mla_decode(in);
+  // the output product by the combine kernel where its plan takes it (small batches), else the head product
+  if (decode_combine_out_enabled() && ox.is_cuda() && ox.scalar_type() == at::kBFloat16 &&
+      aw.w_out.scalar_type() == at::kBFloat16 && aw.w_out.is_contiguous()) {
+    in.w_out = aw.w_out;
+    in.o_out = at::empty({b, h_q, dh}, q.options());
+  }
+  const MlaDecodeOutput res = mla_decode(in);
+  if (res.o.defined()) return res.o.view({b, h_q, 1, dh});
   at::Tensor o = kv_head_product(ox, aw.w_out);  // [b, h_kv, g, d_h]
   return o.reshape({b, h_q, 1, dh});
 }

@@ -693,5 +693,43 @@ TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
   }
 }
 
+// The combine with the output product (mla_attention_absorbed_kernel passes w_out and o_out; VLM2MLA_DECODE_COMBINE_OUT=0
+// keeps kv_head_product over the buffer, the twin): never taken on the CPU, so switching it changes no logits there; on a
+// GPU, over an md-converted model's decode steps (dynamic, and static replayed as CUDA graphs) over bf16 and int4 latent
+// caches, the combine takes it (mla_decode records "combine-out") and the logits stay within bf16 rounding of the
+// head product's.
+TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
+  const std::string name = "vlm/qwen2_5_vl";
+  const ModelInputs in = fixture_inputs(name);
+  const testing::SwitchRestore restore{set_decode_combine_out, decode_combine_out_enabled()};
+  testing::TempDir tmp;
+  md_converted(name, tmp.file("mla"), LoadOptions{});
+  expect_cpu_switch_changes_no_logits(set_decode_combine_out, in, tmp.file("mla"), "cpu, md");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  auto m = Model::load(tmp.file("mla"), LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  auto took = [] {
+    const std::vector<std::string> used = take_mla_decode_kernels_used();
+    return std::find(used.begin(), used.end(), "combine-out") != used.end();
+  };
+  for (const CacheType type : {CacheType::kBf16, CacheType::kInt4}) {
+    const std::string what = std::string("md, ") + cache_type_name(type) + " latent cache";
+    const CacheSpec spec{type, 8, 4};
+    std::vector<at::Tensor> off, on;
+    take_mla_decode_kernels_used();
+    set_decode_combine_out(false);
+    static_vs_dynamic(*m, in, &spec, 5, true, &off);
+    EXPECT_FALSE(took()) << what << ": the combine took the product with the switch off";
+    set_decode_combine_out(true);
+    static_vs_dynamic(*m, in, &spec, 5, true, &on);
+    EXPECT_TRUE(took()) << what << ": the decode steps never took the combine's product";
+    ASSERT_EQ(on.size(), off.size());
+    double worst = 0;
+    for (size_t i = 0; i < on.size(); ++i) worst = std::max(worst, max_rel_error(on[i], off[i]));
+    std::printf("[combine-out] %s: decode logits with the combine's product vs the head product, max rel. %.3g\n",
+                what.c_str(), worst);
+    EXPECT_LT(worst, 3e-2) << what;
+  }
+}
+
 }  // namespace
 }  // namespace vlm2mla

@@ -223,7 +223,7 @@ MlaDecodeOutput naive(const Case& c, const MlaDecodeInputs& in) {
       }
     }
   }
-  return {acc, mass};
+  return {acc, mass, {}};
 }
 
 double rel_err(const at::Tensor& got, const at::Tensor& want) {
@@ -416,6 +416,34 @@ TEST(MlaDecodeOps, ModelViewsTakeBf16PairStores) {
   EXPECT_FALSE(bf16_pairs_storable(rows.narrow(2, 1, 8)));  // from an odd one
   EXPECT_FALSE(bf16_pairs_storable(at::zeros({4, 7, 15}, at::kBFloat16).narrow(2, 0, 8)));  // odd row stride
   EXPECT_FALSE(bf16_pairs_storable(rows.transpose(1, 2)));   // last dim not contiguous
+}
+
+// The output product's inputs (MlaDecodeInputs::w_out, o_out): both or neither, their shapes and dtypes named; on
+// the CPU (no combine kernel) o is never written: the caller takes the product.
+TEST(MlaDecodeOps, OutputProductInputsAreCheckedAndTheCpuLeavesThemToTheCaller) {
+  const Case c = cpu_cases()[1];
+  MlaDecodeInputs in = make_inputs(c, at::kCPU);
+  const int64_t used = c.n_mod * c.r_kv + c.n_mod;
+  const at::Tensor w_out = at::zeros({c.h_kv, used, 16}, at::kBFloat16);
+  const at::Tensor o_out = at::zeros({c.b(), c.h_q, 16}, at::kBFloat16);
+  auto expect_error = [&](const at::Tensor& w, const at::Tensor& o, const std::string& needle) {
+    MlaDecodeInputs bad = in;
+    bad.w_out = w;
+    bad.o_out = o;
+    const std::string what = testing::argument_error([&] { mla_decode(bad); }, "an error mentioning " + needle);
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
+  };
+  expect_error(w_out, at::Tensor(), "give both w_out and o_out");
+  expect_error(at::Tensor(), o_out, "give both w_out and o_out");
+  expect_error(w_out.narrow(1, 0, used - 1), o_out, "w_out must be bf16 [h_kv = " + std::to_string(c.h_kv));
+  expect_error(w_out.to(at::kFloat), o_out, "w_out must be BFloat16");
+  expect_error(w_out, o_out.narrow(2, 0, 8), "o_out must be BFloat16 [b, h_q, d_h]");
+  expect_error(w_out, at::zeros({c.b(), c.h_q, 32}, at::kBFloat16).narrow(2, 0, 16), "must be contiguous");
+  in.w_out = w_out;
+  in.o_out = o_out;
+  const MlaDecodeOutput out = mla_decode(in);
+  EXPECT_FALSE(out.o.defined());
+  EXPECT_TRUE(out.acc.defined());
 }
 
 TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
@@ -1605,7 +1633,7 @@ TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
     EXPECT_EQ(block_launch.combine_chunks(), 1) << what;
     const MlaDecodeOutput ref = mla_decode_ref(in, at::kDouble);
     MlaDecodeOutput block = mla_decode(in);
-    block = {block.acc.clone(), block.mass.clone()};  // (views: the next call writes the same buffer)
+    block = {block.acc.clone(), block.mass.clone(), {}};  // (views: the next call writes the same buffer)
     // kAuto's block layout at these 128 pairs: r_kv 1,024 in 2 column chunks on the H200 (a quarter of a wave of
     // 8 CTAs an SM); kColumns: all (4 of 256)
     const int64_t most = std::max<int64_t>(1, in.qa.size(-1) / 256), fill = std::max<int64_t>(1, 2 * sms / 128);
@@ -1617,7 +1645,7 @@ TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
       EXPECT_EQ(launch.warp_combine(), other == MlaDecodeCombine::kWarp) << what;
       EXPECT_EQ(launch.combine_chunks(), other == MlaDecodeCombine::kColumns ? most : 1) << what;
       MlaDecodeOutput got = mla_decode(in);
-      got = {got.acc.clone(), got.mass.clone()};
+      got = {got.acc.clone(), got.mass.clone(), {}};
       const double pair = std::max(rel_err(got.acc, block.acc), rel_err(got.mass, block.mass));
       worst_pair = std::max(worst_pair, pair);
       EXPECT_LT(pair, views ? 4e-3 : 1e-5) << what << " [" << mla_decode_combine_name(other) << ", "
@@ -1672,6 +1700,112 @@ TEST(MlaDecodeCuda, WarpCombineMatchesBlockCombine) {
   const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble), got = mla_decode(in);
   EXPECT_LT(rel_err(got.acc, want.acc), kRelTol);
   EXPECT_LT(rel_err(got.mass, want.mass), kRelTol);
+#endif
+}
+
+// The combine with the output product (MlaDecodeInputs::w_out, o_out; MlaDecodePlan::combine_out), against the
+// product of the model's bf16 buffer that the plain combine fills (its twin: kv_head_product over that buffer), in
+// float64: o = [acc_0 | acc_1 | mass_0 mass_1] . w_out[kv head]. Its sums are the block combine's in the same order,
+// so the rows it multiplies are the buffer's bits and o is within one bf16 rounding of the float64 product (plus
+// float32 sums' error, far below it). Over both stores, one and two sets (text-only: the image accumulators empty),
+// with and without v-bias rows, b = 1 and 4 (an empty key range: zeros), r_kv 128 and 32, d_h 128 and 64 (other
+// thread layouts), w_out rows past the used ones (never read); bit for bit on a second run; and where the plan
+// leaves it (the warp combine of large batches, a wide latent's column chunks), o undefined and the plain results.
+TEST(MlaDecodeCuda, CombineOutEqualsTheProductOfTheBuffer) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  const auto bf = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA, 0);
+  // x: the buffer's rows [b, h_q, n_mod r + n_mod] from the acc_out/mass_out views
+  auto rows_of = [](const MlaDecodeInputs& in) {
+    const int64_t b = in.acc_out.size(1), h_q = in.acc_out.size(2);
+    return at::cat({in.acc_out.permute({1, 2, 0, 3}).reshape({b, h_q, -1}), in.mass_out.permute({1, 2, 0})}, -1)
+        .to(at::kDouble);
+  };
+  double worst = 0;
+  int cases = 0, seed = 0;
+  for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
+    for (int64_t n_mod : {1, 2}) {
+      for (int shape = 0; shape < 3; ++shape) {
+        Case c = shape == 2 ? Case::qwen7b_md_int4({0, 40, 300, 7}, {3000, 2100, 300, 900})  // the third is empty
+                            : Case::qwen7b_md_int4({0}, {shape == 0 ? 4000 : 700});
+        c.format = f;
+        c.n_mod = n_mod;
+        c.mods = Mods::kRuns;
+        c.run = 500;
+        c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
+        c.bias = seed % 2 == 0;
+        c.seed = 7100 + seed++;
+        int64_t d_h = 128;
+        if (shape == 1) {  // a small model: 4 heads, 2 kv heads, r_kv 32, d_h 64
+          c.h_q = 4;
+          c.h_kv = 2;
+          c.r_kv = 32;
+          c.d_rope = 8;
+          c.group_c = 32;
+          c.group_r = 16;
+          d_h = 64;
+        }
+        const MlaDecodeInputs plain = as_model_views(make_inputs(c, at::Device(at::kCUDA, 0)), c.h_kv);
+        const int64_t used = n_mod * c.r_kv + n_mod, g = c.h_q / c.h_kv;
+        at::Tensor w_out = (at::randn({c.h_kv, used + 5, d_h}, bf.dtype(at::kFloat)) / std::sqrt(double(used))).to(at::kBFloat16);
+        if (!c.bias) w_out.narrow(1, n_mod * c.r_kv, n_mod).zero_();  // (the model's rows without v-biases)
+        w_out.narrow(1, used, 5).fill_(NAN);  // never read
+        const std::string what = c.str() + " d_h=" + std::to_string(d_h);
+        mla_decode(plain);
+        const at::Tensor x = rows_of(plain);  // [b, h_q, used]
+        const at::Tensor wd = w_out.narrow(1, 0, used).to(at::kDouble);
+        const at::Tensor xg = x.view({c.b(), c.h_kv, g, used});
+        const at::Tensor ref = at::matmul(xg, wd.unsqueeze(0)).view({c.b(), c.h_q, d_h});
+        const at::Tensor mag = at::matmul(xg.abs(), wd.abs().unsqueeze(0)).view({c.b(), c.h_q, d_h});
+        MlaDecodeInputs in = as_model_views(make_inputs(c, at::Device(at::kCUDA, 0)), c.h_kv);
+        in.w_out = w_out;
+        in.o_out = at::full({c.b(), c.h_q, d_h}, 3.0, bf);
+        const MlaDecodeLaunch launch(in);
+        ASSERT_TRUE(launch.combine_out()) << what << ": " << launch.why_not_combine_out();
+        take_mla_decode_kernels_used();
+        const MlaDecodeOutput got = mla_decode(in);
+        const std::vector<std::string> used_names = take_mla_decode_kernels_used();
+        EXPECT_NE(std::find(used_names.begin(), used_names.end(), "combine-out"), used_names.end()) << what;
+        ASSERT_TRUE(got.o.defined()) << what;
+        EXPECT_EQ(got.o.data_ptr(), in.o_out.data_ptr()) << what;
+        const at::Tensor o = got.o.to(at::kDouble);
+        ASSERT_TRUE(at::isfinite(o).all().item<bool>()) << what;
+        const double err =
+            ((o - ref).abs() / (ref.abs() * std::ldexp(1.0, -8) + mag * 1e-5 + 1e-30)).max().item<double>();
+        EXPECT_LE(err, 1.0) << what << ": against the float64 product of the buffer";
+        worst = std::max(worst, err);
+        if (shape == 2) {
+          EXPECT_EQ(at::count_nonzero(got.o.select(0, 2)).item<int64_t>(), 0) << what << ": an empty range";
+        }
+        const at::Tensor first = got.o.clone();
+        mla_decode(in);
+        EXPECT_TRUE(at::equal(first, in.o_out)) << what << ": a second run";
+        ++cases;
+      }
+    }
+  }
+  std::printf("[mla_decode combine-out] %d cases, worst error %.3g of the bf16-rounding bound\n", cases, worst);
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  // where the plan leaves it: o undefined, the buffer written as without w_out
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const int64_t b_many = (4 * sms + 27) / 28;
+  Case many = Case::qwen7b_md_int4(std::vector<int64_t>(b_many, 0), std::vector<int64_t>(b_many, 300));
+  Case wide = Case::qwen7b_md_int4({0}, {2000});
+  wide.h_q = wide.h_kv = 32;
+  wide.r_kv = 1024;
+  for (const Case& c : {many, wide}) {
+    MlaDecodeInputs in = as_model_views(make_inputs(c, at::Device(at::kCUDA, 0)), c.h_kv);
+    in.w_out = at::zeros({c.h_kv, 2 * c.r_kv + 2, 128}, bf);
+    in.o_out = at::zeros({c.b(), c.h_q, 128}, bf);
+    const MlaDecodeLaunch launch(in);
+    EXPECT_FALSE(launch.combine_out()) << c.str();
+    EXPECT_NE(launch.why_not_combine_out().find(c.r_kv == 1024 ? "column" : "warp"), std::string::npos)
+        << c.str() << ": " << launch.why_not_combine_out();
+    const MlaDecodeOutput got = mla_decode(in);
+    EXPECT_FALSE(got.o.defined()) << c.str();
+    const MlaDecodeOutput want = mla_decode_ref(in, at::kDouble);
+    EXPECT_LT(rel_err(got.acc, want.acc), kRelTol) << c.str();
+  }
 #endif
 }
 

@@ -405,6 +405,200 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   }
 }
 
+// The block combine with the output product after it (MlaDecodePlan::combine_out; params.w_out, o_out): one CTA a
+// (head, sequence), its columns in one chunk. The same sums as mla_decode_combine_kernel in the same order (its split
+// groups of column quads, the groups added in order), the normalized accumulators and masses rounded as acc/mass
+// would hold them into shared memory, then o[b][head] = x . w_out[kv head] over the n_mod r_kv + n_mod rows: thread
+// (k group, 8 columns) sums its rows in order, the k groups are added in order (the same bits every run), rounded to
+// bf16 once. w_out's rows for the head's kv group are copied into shared memory (cp.async) before the kernel waits
+// for the one ahead (weights, no kernel's output), and each thread's first kCombineOutPre splits' accumulators are
+// loaded with the maxima, in one round, where the block combine loads them after two barriers.
+constexpr int kCombineOutPre = 4;
+constexpr int kCombineOutRed = 8 * kCombineThreads;  // floats of the product's partial sums (8 columns a thread)
+constexpr int64_t kCombineOutSmemCap = 113 * 1024;  // two CTAs an SM (228 KB)
+
+__host__ __device__ inline int combine_out_rows(const MlaDecodeParams& p) { return p.n_mod * p.r_kv + p.n_mod; }
+
+// Byte offsets in the kernel's dynamic shared memory: w_out's rows (bf16), x (float), the splits' weights, the
+// partial sums (also the split groups' float4 sums), and the total.
+struct CombineOutLayout {
+  int64_t w = 0, x = 0, wts = 0, red = 0, total = 0;
+};
+__host__ __device__ inline CombineOutLayout combine_out_layout(const MlaDecodeParams& p, int total_splits) {
+  CombineOutLayout l;
+  const int rows = combine_out_rows(p);
+  l.x = (int64_t(rows) * p.d_h * 2 + 15) / 16 * 16;
+  l.wts = l.x + round4(rows) * 4;
+  l.red = l.wts + int64_t(p.n_mod) * round4(total_splits) * 4;
+  l.total = l.red + int64_t(kCombineOutRed) * 4;
+  return l;
+}
+
+__device__ __forceinline__ float round_like_acc(const MlaDecodeParams& p, float v) {
+  return p.out_bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : v;
+}
+
+__global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_out_kernel(const __grid_constant__ MlaDecodeParams p,
+                                                                                 int total_splits) {
+  extern __shared__ __align__(16) unsigned char co_smem[];
+  const CombineOutLayout lay = combine_out_layout(p, total_splits);
+  __nv_bfloat16* w_rows = reinterpret_cast<__nv_bfloat16*>(co_smem);
+  float* xs = reinterpret_cast<float*>(co_smem + lay.x);
+  float* wts = reinterpret_cast<float*>(co_smem + lay.wts);
+  float* sums = reinterpret_cast<float*>(co_smem + lay.red);
+  float4* part = reinterpret_cast<float4*>(sums);
+  __shared__ float red[32];
+  const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  const int rows = combine_out_rows(p);
+  {
+    const int kv = head / (p.h_q / p.h_kv);
+    const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.w_out) + int64_t(kv) * p.w_out_rows * p.d_h;
+    const int pieces = rows * p.d_h / 8;
+    for (int i = tid; i < pieces; i += kCombineThreads) {
+      tensor_core::cp_async(tensor_core::smem_addr(w_rows + 8 * i), src + 8 * int64_t(i), 16, true);
+    }
+    tensor_core::cp_async_commit();
+  }
+  grid_dependency_wait();
+  grid_launch_dependents();
+  const int s4 = int(round4(total_splits));
+  const Partials w = partials(p, total_splits);
+  const int nc4 = p.r_kv / 4;  // <= kCombineThreads (the plan)
+  const int nsg = kCombineThreads / nc4;
+  const int sg = tid / nc4, c4 = tid % nc4;
+  const bool summing = sg < nsg;
+  const float4* src[2];
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    src[m] = reinterpret_cast<const float4*>(w.acc) + (int64_t(m < p.n_mod ? m : 0) * p.b + b) * p.h_q * int64_t(nc4) +
+             int64_t(head) * nc4;
+  }
+  const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+  float mx = -INFINITY;
+  for (int s = tid; s < total_splits; s += blockDim.x) {
+    mx = fmaxf(mx, w.m_at(p, s, b, head));
+    wts[s] = w.mass_at(p, s, 0, b, head);
+    if (p.n_mod == 2) wts[s4 + s] = w.mass_at(p, s, 1, b, head);
+  }
+  // (a modality's accumulator of a split without its keys may be unwritten: loaded, never used)
+  float4 pre[kCombineOutPre][2];
+#pragma unroll
+  for (int i = 0; i < kCombineOutPre; ++i) {
+    const int s = sg + i * nsg;
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      pre[i][m] = summing && s < total_splits && m < p.n_mod ? src[m][s * split_stride + c4]
+                                                             : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  const float M = block_max(mx, red);
+  float mass_part0 = 0.f, mass_part1 = 0.f;
+  for (int s = tid; s < s4; s += blockDim.x) {
+    float ws0 = 0.f, ws1 = 0.f;
+    if (s < total_splits) {
+      const float ws = split_weight(p, w, s, b, head, M);
+      if (ws != 0.f) {
+        const float a0 = wts[s];
+        mass_part0 += ws * a0;
+        ws0 = a0 != 0.f ? ws : 0.f;
+        if (p.n_mod == 2) {
+          const float a1 = wts[s4 + s];
+          mass_part1 += ws * a1;
+          ws1 = a1 != 0.f ? ws : 0.f;
+        }
+      }
+    }
+    wts[s] = ws0;
+    if (p.n_mod == 2) wts[s4 + s] = ws1;
+  }
+  const float mass0 = block_sum(mass_part0, red);
+  const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
+  const float total = mass0 + mass1;
+  const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
+  if (tid == 0) {
+    xs[p.n_mod * p.r_kv] = round_like_acc(p, mass0 * inv);
+    if (p.n_mod == 2) xs[p.n_mod * p.r_kv + 1] = round_like_acc(p, mass1 * inv);
+  }
+  __syncthreads();  // wts written
+  float4 a[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+  auto add = [&](float4& acc, float ws, const float4& v) {
+    acc.x += ws * v.x;
+    acc.y += ws * v.y;
+    acc.z += ws * v.z;
+    acc.w += ws * v.w;
+  };
+  if (summing) {
+#pragma unroll
+    for (int i = 0; i < kCombineOutPre; ++i) {
+      const int s = sg + i * nsg;
+      if (s < total_splits) {
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          const float ws = m < p.n_mod ? wts[m * s4 + s] : 0.f;
+          if (ws != 0.f) add(a[m], ws, pre[i][m]);
+        }
+      }
+    }
+#pragma unroll 4
+    for (int s = sg + kCombineOutPre * nsg; s < total_splits; s += nsg) {
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        const float ws = m < p.n_mod ? wts[m * s4 + s] : 0.f;
+        if (ws != 0.f) add(a[m], ws, src[m][s * split_stride + c4]);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {  // the split groups' sums added in order, normalized, rounded into x
+    if (m >= p.n_mod) break;
+    if (summing) part[tid] = a[m];
+    __syncthreads();
+    if (tid < nc4) {
+      float4 t = part[tid];
+      for (int k = 1; k < nsg; ++k) {
+        const float4 v = part[k * nc4 + tid];
+        t.x += v.x;
+        t.y += v.y;
+        t.z += v.z;
+        t.w += v.w;
+      }
+      float* x = xs + m * p.r_kv + 4 * tid;
+      x[0] = round_like_acc(p, t.x * inv);
+      x[1] = round_like_acc(p, t.y * inv);
+      x[2] = round_like_acc(p, t.z * inv);
+      x[3] = round_like_acc(p, t.w * inv);
+    }
+    __syncthreads();
+  }
+  tensor_core::cp_async_wait<0>();
+  __syncthreads();  // w_out's rows arrived in every thread's view
+  // the product: thread (k group kg, columns 8 c8 .. 8 c8 + 7), rows kg, kg + nkg, ...
+  const int c8s = p.d_h / 8, nkg = kCombineThreads / c8s;
+  const int c8 = tid % c8s, kg = tid / c8s;
+  float y[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int k = kg; k < rows; k += nkg) {
+    const float xv = xs[k];
+    const uint4 wv = *reinterpret_cast<const uint4*>(w_rows + int64_t(k) * p.d_h + 8 * c8);
+    const uint32_t pieces[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&pieces[j]));
+      y[2 * j] = fmaf(xv, f.x, y[2 * j]);
+      y[2 * j + 1] = fmaf(xv, f.y, y[2 * j + 1]);
+    }
+  }
+  float4* mine = reinterpret_cast<float4*>(sums + kg * p.d_h + 8 * c8);
+  mine[0] = make_float4(y[0], y[1], y[2], y[3]);
+  mine[1] = make_float4(y[4], y[5], y[6], y[7]);
+  __syncthreads();
+  __nv_bfloat16* o = static_cast<__nv_bfloat16*>(p.o_out) + (int64_t(b) * p.h_q + head) * p.d_h;
+  for (int c = tid; c < p.d_h; c += kCombineThreads) {
+    float t = 0.f;
+    for (int k = 0; k < nkg; ++k) t += sums[k * p.d_h + c];
+    o[c] = __float2bfloat16_rn(t);
+  }
+}
+
 // kWarp: one warp a (sequence, head), kCombineWarps pairs a CTA, no barriers. kBlock's CTA a pair (eleven barriers
 // at r_kv 128 over two sets) runs in waves of short dependent loads at large batches (7,168 CTAs at b = 256 x 28
 // heads); there the warps take 0-8% off the decode call (H200, BENCHMARKS.md session 15). Lane l takes splits l,
@@ -497,6 +691,9 @@ void check_sizes(const MlaDecodeParams& p) {
   VLM2MLA_CHECK(p.qa && p.qr && p.start && p.length && p.acc && p.mass, ArgumentError,
                 "mla_decode: qa, qr, start, length, acc and mass must be set");
   VLM2MLA_CHECK(p.n_mod == 1 || p.modality, ArgumentError, "mla_decode: two modalities need the modality array");
+  VLM2MLA_CHECK(!p.o_out == !p.w_out && (!p.o_out || (p.d_h > 0 && p.w_out_rows >= p.n_mod * p.r_kv + p.n_mod)),
+                ArgumentError, "mla_decode: o_out needs w_out (and back), d_h > 0 and w_out_rows >= n_mod * r_kv + "
+                "n_mod (got d_h=", p.d_h, ", w_out_rows=", p.w_out_rows, ")");
   VLM2MLA_CHECK(!p.split_bounds || (p.bound_segments >= 1 && p.bound_segments <= kMaxSplitSegments), ArgumentError,
                 "mla_decode: split_bounds needs bound_segments in [1, ", kMaxSplitSegments, "] (got ", p.bound_segments,
                 ")");
@@ -865,6 +1062,24 @@ void size_splits(MlaDecodePlan& plan, int tiles, int64_t capacity, int64_t per_s
   plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
 }
 
+// Why the combine cannot take the output product (params.o_out given), or nullptr.
+const char* combine_out_refusal(const MlaDecodeParams& p, const MlaDecodePlan& plan, int total_splits, const Device& dev) {
+  if (!p.w_out) return "no w_out";
+  if (plan.warp_combine) return "the combine takes a warp a (sequence, head) here (large batches)";
+  if (plan.combine_chunks != 1) return "the combine splits a pair's columns over CTAs here (a wide latent, few pairs)";
+  if (p.r_kv % 4 != 0 || p.r_kv / 4 > kCombineThreads) return "r_kv is not a multiple of 4 up to 1,024";
+  if (p.d_h < 8 || p.d_h % 8 != 0 || kCombineThreads % (p.d_h / 8) != 0) {
+    return "d_h is not 8 times a divisor of 256 (8, 16, .., 2,048)";
+  }
+  if (p.w_out_rows < combine_out_rows(p)) return "w_out has fewer rows than n_mod * r_kv + n_mod";
+  if (!aligned16(p.w_out)) return "w_out does not start on a 16-byte bound";
+  const int64_t smem = combine_out_layout(p, total_splits).total;
+  if (smem > std::min<int64_t>(kCombineOutSmemCap, dev.smem_optin)) {
+    return "w_out's rows for a kv head and the splits' weights need more than 113 KB of shared memory";
+  }
+  return nullptr;
+}
+
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   check_sizes(p);
   const Device dev = device_info();
@@ -1079,6 +1294,11 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const int64_t quarter_wave = int64_t(kCombineBlocksPerSm) * dev.sms / 4;
     plan.combine_chunks = int(std::clamp<int64_t>(quarter_wave / std::max<int64_t>(1, pairs), 1, most_chunks));
   }
+  if (p.o_out) {
+    const char* why = combine_out_refusal(p, plan, g.total_splits, dev);
+    plan.combine_out = why == nullptr;
+    if (why) plan.why_not_combine_out = why;
+  }
   if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
     plan.rope_scores = true;
     g.off_rope_ws = round4(plan.workspace_floats);
@@ -1186,7 +1406,14 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     fp.fn<<<grid, kGenericThreads, plan.smem_bytes, stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the generic split kernel");
   }
-  if (plan.warp_combine) {
+  if (plan.combine_out) {
+    const int64_t smem = combine_out_layout(params, total).total;
+    VLM2MLA_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_combine_out_kernel,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                       "cudaFuncSetAttribute(the combine with the output product's shared memory)");
+    launch_programmatic(mla_decode_combine_out_kernel, dim3(params.h_q, params.b), kCombineThreads, size_t(smem), stream,
+                        params, total);
+  } else if (plan.warp_combine) {
     const int64_t ctas = (int64_t(params.b) * params.h_q + kCombineWarps - 1) / kCombineWarps;
     VLM2MLA_CHECK(ctas <= std::numeric_limits<int32_t>::max(), ArgumentError,
                   "mla_decode: too many (sequence, head) pairs for the combine kernel");

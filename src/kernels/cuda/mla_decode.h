@@ -48,6 +48,9 @@ struct MlaDecodePlan {
   int64_t workspace_floats = 0;
   bool warp_combine = false;  // the combine kernel takes one warp a (sequence, head) (params.h, MlaDecodeCombine)
   int combine_chunks = 1;      // the block combine's CTAs a (sequence, head): column chunks (small batches, wide r_kv)
+  bool combine_out = false;    // the block combine also takes the output product (params.o_out given, one chunk a
+                               // pair, w_out's rows in shared memory): o written, acc and mass not
+  std::string why_not_combine_out;  // params.o_out given and !combine_out: why not
   int score_ks = 1;            // the scores-first kernels' scores pass: CTAs a cluster over the latent's columns
   int wide_warps = 0;          // the scores-first kernels' values pass: warps a CTA (8 or 16)
 };

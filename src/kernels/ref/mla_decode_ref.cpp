@@ -73,7 +73,7 @@ MlaDecodeOutput mla_decode_ref(const MlaDecodeInputs& in, at::ScalarType dtype) 
       mass[m][b] = pm.sum(-1);
     }
   }
-  return {acc.to(dtype), mass.to(dtype)};
+  return {acc.to(dtype), mass.to(dtype), {}};
 }
 
 }  // namespace vlm2mla
