@@ -293,37 +293,26 @@ __device__ __forceinline__ void store_masses(const MlaDecodeParams& p, int b, in
   if (p.n_mod == 2) store_out(p.mass, p.out_bf16, off + p.mass_stride[0], mass1 * inv);
 }
 
-constexpr int kCombineThreads = 256;
-constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of the block layout an SM
-
-// smem: weights [n_mod][total_splits] (each rounded up to 4, zero tail), then float4 partial sums [256]. A
-// split's accumulator of a modality whose mass is 0 is skipped (exact: every term of it was 0), so a kernel
-// may leave it unwritten (the warp-rows kernel's modality CTAs do). Grid (h_q, b, column chunks): CTA z takes
-// the column quads [z cols4, (z + 1) cols4) (cols4 = r_kv / 4: one CTA a pair), its threads in groups of splits
-// where the chunk is narrower than the CTA; the masses from chunk 0.
-__global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
-                                                                             int total_splits, int cols4) {
-  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
-  grid_launch_dependents();
-  extern __shared__ __align__(16) float csm[];
+// The block layouts' split weights: wts [n_mod][s4] (s4 = total_splits rounded up to 4, zero tail) gets each split's
+// weight 2^(m_s - M) for each modality, 0 where the split has none of its keys; returns the modalities' total masses.
+// The maxima and the masses load in one round (the masses wait in wts, each thread's own, until the weights are
+// known; a split without keys may have left its masses unwritten: they are read, never used), where the masses' loads
+// used to wait for the maximum; `between` runs after those loads are issued (more loads of the same round). Each
+// modality's sums keep their order. Every thread of the CTA calls it (block reductions).
+template <typename Between>
+__device__ __forceinline__ float2 block_split_weights(const MlaDecodeParams& p, const Partials& w, int total_splits,
+                                                      int b, int head, float* wts, float* red, Between&& between) {
   const int s4 = (total_splits + 3) / 4 * 4;
-  float* wts = csm;  // [n_mod][s4]
-  float4* part = reinterpret_cast<float4*>(csm + p.n_mod * s4);
-  __shared__ float red[32];
-  const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
-  const Partials w = partials(p, total_splits);
-  // The maxima and the masses in one round of loads (the masses wait in wts, each thread's own, until the weights
-  // are known; a split without keys may have left its masses unwritten: they are read, never used), where the
-  // masses' loads used to wait for the maximum. Each modality's sums keep their order.
   float mx = -INFINITY;
-  for (int s = tid; s < total_splits; s += blockDim.x) {
+  for (int s = threadIdx.x; s < total_splits; s += blockDim.x) {
     mx = fmaxf(mx, w.m_at(p, s, b, head));
     wts[s] = w.mass_at(p, s, 0, b, head);
     if (p.n_mod == 2) wts[s4 + s] = w.mass_at(p, s, 1, b, head);
   }
+  between();
   const float M = block_max(mx, red);
   float mass_part0 = 0.f, mass_part1 = 0.f;
-  for (int s = tid; s < s4; s += blockDim.x) {
+  for (int s = threadIdx.x; s < s4; s += blockDim.x) {
     float ws0 = 0.f, ws1 = 0.f;
     if (s < total_splits) {
       const float ws = split_weight(p, w, s, b, head, M);
@@ -343,6 +332,43 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   }
   const float mass0 = block_sum(mass_part0, red);
   const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
+  return make_float2(mass0, mass1);
+}
+
+// Split 0's accumulator row of (sequence b, head) for each modality as float4s (a one-set model's second is its
+// first), and the float4s between splits.
+__device__ __forceinline__ int64_t split_acc_rows(const MlaDecodeParams& p, const Partials& w, int b, int head,
+                                                  const float4* (&src)[2]) {
+  const int nc4 = p.r_kv / 4;
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    src[m] = reinterpret_cast<const float4*>(w.acc) + (int64_t(m < p.n_mod ? m : 0) * p.b + b) * p.h_q * int64_t(nc4) +
+             int64_t(head) * nc4;
+  }
+  return int64_t(p.n_mod) * p.b * p.h_q * nc4;
+}
+
+constexpr int kCombineThreads = 256;
+constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of the block layout an SM
+
+// smem: weights [n_mod][total_splits] (each rounded up to 4, zero tail), then float4 partial sums [256]. A
+// split's accumulator of a modality whose mass is 0 is skipped (exact: every term of it was 0), so a kernel
+// may leave it unwritten (the warp-rows kernel's modality CTAs do). Grid (h_q, b, column chunks): CTA z takes
+// the column quads [z cols4, (z + 1) cols4) (cols4 = r_kv / 4: one CTA a pair), its threads in groups of splits
+// where the chunk is narrower than the CTA; the masses from chunk 0.
+__global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(const __grid_constant__ MlaDecodeParams p,
+                                                                             int total_splits, int cols4) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
+  extern __shared__ __align__(16) float csm[];
+  const int s4 = (total_splits + 3) / 4 * 4;
+  float* wts = csm;  // [n_mod][s4]
+  float4* part = reinterpret_cast<float4*>(csm + p.n_mod * s4);
+  __shared__ float red[32];
+  const int head = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  const Partials w = partials(p, total_splits);
+  const float2 masses = block_split_weights(p, w, total_splits, b, head, wts, red, [] {});
+  const float mass0 = masses.x, mass1 = masses.y;
   const float total = mass0 + mass1;
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
   if (tid == 0 && blockIdx.z == 0) store_masses(p, b, head, mass0, mass1, inv);
@@ -355,12 +381,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
   const int nsg = kCombineThreads / width;  // (1 where the chunk is as wide as the CTA)
   const int sg = tid / width;
   const float4* src[2];
-#pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    src[m] = reinterpret_cast<const float4*>(w.acc) + (int64_t(m < p.n_mod ? m : 0) * p.b + b) * p.h_q * int64_t(nc4) +
-             int64_t(head) * nc4;
-  }
-  const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
+  const int64_t split_stride = split_acc_rows(p, w, b, head, src);  // float4s between splits
   for (int c0 = cbeg; c0 < cend; c0 += kCombineThreads) {
     const int c4 = c0 + tid % width;
     float4 a[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
@@ -461,58 +482,29 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_out_kernel
   }
   grid_dependency_wait();
   grid_launch_dependents();
-  const int s4 = int(round4(total_splits));
+  const int s4 = (total_splits + 3) / 4 * 4;
   const Partials w = partials(p, total_splits);
   const int nc4 = p.r_kv / 4;  // <= kCombineThreads (the plan)
   const int nsg = kCombineThreads / nc4;
   const int sg = tid / nc4, c4 = tid % nc4;
   const bool summing = sg < nsg;
   const float4* src[2];
-#pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    src[m] = reinterpret_cast<const float4*>(w.acc) + (int64_t(m < p.n_mod ? m : 0) * p.b + b) * p.h_q * int64_t(nc4) +
-             int64_t(head) * nc4;
-  }
-  const int64_t split_stride = int64_t(p.n_mod) * p.b * p.h_q * nc4;  // float4s between splits
-  float mx = -INFINITY;
-  for (int s = tid; s < total_splits; s += blockDim.x) {
-    mx = fmaxf(mx, w.m_at(p, s, b, head));
-    wts[s] = w.mass_at(p, s, 0, b, head);
-    if (p.n_mod == 2) wts[s4 + s] = w.mass_at(p, s, 1, b, head);
-  }
-  // (a modality's accumulator of a split without its keys may be unwritten: loaded, never used)
+  const int64_t split_stride = split_acc_rows(p, w, b, head, src);  // float4s between splits
+  // each thread's first kCombineOutPre splits' accumulators in the maxima's round of loads (a modality's accumulator
+  // of a split without its keys may be unwritten: loaded, never used)
   float4 pre[kCombineOutPre][2];
+  const float2 masses = block_split_weights(p, w, total_splits, b, head, wts, red, [&] {
 #pragma unroll
-  for (int i = 0; i < kCombineOutPre; ++i) {
-    const int s = sg + i * nsg;
+    for (int i = 0; i < kCombineOutPre; ++i) {
+      const int s = sg + i * nsg;
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
-      pre[i][m] = summing && s < total_splits && m < p.n_mod ? src[m][s * split_stride + c4]
-                                                             : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-  }
-  const float M = block_max(mx, red);
-  float mass_part0 = 0.f, mass_part1 = 0.f;
-  for (int s = tid; s < s4; s += blockDim.x) {
-    float ws0 = 0.f, ws1 = 0.f;
-    if (s < total_splits) {
-      const float ws = split_weight(p, w, s, b, head, M);
-      if (ws != 0.f) {
-        const float a0 = wts[s];
-        mass_part0 += ws * a0;
-        ws0 = a0 != 0.f ? ws : 0.f;
-        if (p.n_mod == 2) {
-          const float a1 = wts[s4 + s];
-          mass_part1 += ws * a1;
-          ws1 = a1 != 0.f ? ws : 0.f;
-        }
+      for (int m = 0; m < 2; ++m) {
+        pre[i][m] = summing && s < total_splits && m < p.n_mod ? src[m][s * split_stride + c4]
+                                                               : make_float4(0.f, 0.f, 0.f, 0.f);
       }
     }
-    wts[s] = ws0;
-    if (p.n_mod == 2) wts[s4 + s] = ws1;
-  }
-  const float mass0 = block_sum(mass_part0, red);
-  const float mass1 = p.n_mod == 2 ? block_sum(mass_part1, red) : 0.f;
+  });
+  const float mass0 = masses.x, mass1 = masses.y;
   const float total = mass0 + mass1;
   const float inv = total > 0.f ? 1.f / total : 0.f;  // an empty key range gives zeros
   if (tid == 0) {
