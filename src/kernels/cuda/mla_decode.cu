@@ -348,6 +348,19 @@ __device__ __forceinline__ int64_t split_acc_rows(const MlaDecodeParams& p, cons
   return int64_t(p.n_mod) * p.b * p.h_q * nc4;
 }
 
+// Column quad c's sum over the nsg split groups' partial sums part[k width + c], in group order.
+__device__ __forceinline__ float4 sum_split_groups(const float4* part, int c, int width, int nsg) {
+  float4 t = part[c];
+  for (int k = 1; k < nsg; ++k) {
+    const float4 v = part[k * width + c];
+    t.x += v.x;
+    t.y += v.y;
+    t.z += v.z;
+    t.w += v.w;
+  }
+  return t;
+}
+
 constexpr int kCombineThreads = 256;
 constexpr int kCombineBlocksPerSm = 2048 / kCombineThreads;  // resident CTAs of the block layout an SM
 
@@ -411,15 +424,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_kernel(con
       if (sg < nsg) part[tid] = a[m];
       __syncthreads();
       if (tid < width) {  // (nsg > 1: the chunk in one pass, c0 = cbeg)
-        float4 t = part[tid];
-        for (int k = 1; k < nsg; ++k) {
-          const float4 v = part[k * width + tid];
-          t.x += v.x;
-          t.y += v.y;
-          t.z += v.z;
-          t.w += v.w;
-        }
-        store_acc4(p, m, b, head, c0 + tid, t, inv);
+        store_acc4(p, m, b, head, c0 + tid, sum_split_groups(part, tid, width, nsg), inv);
       }
       __syncthreads();
     }
@@ -546,14 +551,7 @@ __global__ void __launch_bounds__(kCombineThreads) mla_decode_combine_out_kernel
     if (summing) part[tid] = a[m];
     __syncthreads();
     if (tid < nc4) {
-      float4 t = part[tid];
-      for (int k = 1; k < nsg; ++k) {
-        const float4 v = part[k * nc4 + tid];
-        t.x += v.x;
-        t.y += v.y;
-        t.z += v.z;
-        t.w += v.w;
-      }
+      const float4 t = sum_split_groups(part, tid, nc4, nsg);
       float* x = xs + m * p.r_kv + 4 * tid;
       x[0] = round_like_acc(p, t.x * inv);
       x[1] = round_like_acc(p, t.y * inv);
