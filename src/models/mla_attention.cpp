@@ -274,14 +274,11 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
 
 namespace {
 EnvSwitch decode_out_once_switch(kEnvDecodeOutOnce);
+EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
 }  // namespace
 
 bool decode_out_once_enabled() { return decode_out_once_switch.enabled(); }
 void set_decode_out_once(bool on) { decode_out_once_switch.set(on); }
-
-namespace {
-EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
-}  // namespace
 
 bool decode_combine_out_enabled() { return decode_combine_out_switch.enabled(); }
 void set_decode_combine_out(bool on) { decode_combine_out_switch.set(on); }

@@ -681,7 +681,7 @@ void check_sizes(const MlaDecodeParams& p) {
   VLM2MLA_CHECK(p.qa && p.qr && p.start && p.length && p.acc && p.mass, ArgumentError,
                 "mla_decode: qa, qr, start, length, acc and mass must be set");
   VLM2MLA_CHECK(p.n_mod == 1 || p.modality, ArgumentError, "mla_decode: two modalities need the modality array");
-  VLM2MLA_CHECK(!p.o_out == !p.w_out && (!p.o_out || (p.d_h > 0 && p.w_out_rows >= p.n_mod * p.r_kv + p.n_mod)),
+  VLM2MLA_CHECK(!p.o_out == !p.w_out && (!p.o_out || (p.d_h > 0 && p.w_out_rows >= combine_out_rows(p))),
                 ArgumentError, "mla_decode: o_out needs w_out (and back), d_h > 0 and w_out_rows >= n_mod * r_kv + "
                 "n_mod (got d_h=", p.d_h, ", w_out_rows=", p.w_out_rows, ")");
   VLM2MLA_CHECK(!p.split_bounds || (p.bound_segments >= 1 && p.bound_segments <= kMaxSplitSegments), ArgumentError,
@@ -1052,16 +1052,15 @@ void size_splits(MlaDecodePlan& plan, int tiles, int64_t capacity, int64_t per_s
   plan.splits = std::max(1, (tiles + plan.tiles_per_split - 1) / plan.tiles_per_split);
 }
 
-// Why the combine cannot take the output product (params.o_out given), or nullptr.
+// Why the combine cannot take the output product (params.o_out given: check_sizes has checked w_out, d_h and its rows),
+// or nullptr.
 const char* combine_out_refusal(const MlaDecodeParams& p, const MlaDecodePlan& plan, int total_splits, const Device& dev) {
-  if (!p.w_out) return "no w_out";
   if (plan.warp_combine) return "the combine takes a warp a (sequence, head) here (large batches)";
   if (plan.combine_chunks != 1) return "the combine splits a pair's columns over CTAs here (a wide latent, few pairs)";
   if (p.r_kv % 4 != 0 || p.r_kv / 4 > kCombineThreads) return "r_kv is not a multiple of 4 up to 1,024";
   if (p.d_h < 8 || p.d_h % 8 != 0 || kCombineThreads % (p.d_h / 8) != 0) {
     return "d_h is not 8 times a divisor of 256 (8, 16, .., 2,048)";
   }
-  if (p.w_out_rows < combine_out_rows(p)) return "w_out has fewer rows than n_mod * r_kv + n_mod";
   if (!aligned16(p.w_out)) return "w_out does not start on a 16-byte bound";
   const int64_t smem = combine_out_layout(p, total_splits).total;
   if (smem > std::min<int64_t>(kCombineOutSmemCap, dev.smem_optin)) {
