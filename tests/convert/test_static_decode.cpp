@@ -96,6 +96,17 @@ void expect_identical_logits(const std::vector<at::Tensor>& on, const std::vecto
   }
 }
 
+// Each of `on` within bf16 rounding of its `off` twin (max relative difference below 3e-2 over all of them): for
+// switches whose fast path sums in another order than its twin. Prints the worst under `tag`.
+void expect_logits_within_bf16(const std::vector<at::Tensor>& on, const std::vector<at::Tensor>& off,
+                               const std::string& what, const char* tag) {
+  ASSERT_EQ(on.size(), off.size()) << what;
+  double worst = 0;
+  for (size_t i = 0; i < on.size(); ++i) worst = std::max(worst, max_rel_error(on[i], off[i]));
+  std::printf("[%s] %s: decode logits with the fast path vs its twin, max rel. %.3g\n", tag, what.c_str(), worst);
+  EXPECT_LT(worst, 3e-2) << what;
+}
+
 class StaticDecode : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StaticDecode, UnconvertedStepsEqualDynamic) {
@@ -685,11 +696,7 @@ TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
     set_gemv(true);
     static_vs_dynamic(*c.model, one, &c.spec, 5, true, &on);
     EXPECT_GT(fused_gemv_launches(), before) << c.what << ": the decode steps never took the kernel";
-    ASSERT_EQ(on.size(), off.size());
-    double worst = 0;
-    for (size_t i = 0; i < on.size(); ++i) worst = std::max(worst, max_rel_error(on[i], off[i]));
-    std::printf("[gemv] %s: decode logits with the kernel vs at::linear, max rel. %.3g\n", c.what, worst);
-    EXPECT_LT(worst, 3e-2) << c.what;
+    expect_logits_within_bf16(on, off, c.what, "gemv");
   }
 }
 
@@ -722,12 +729,7 @@ TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
     set_decode_combine_out(true);
     static_vs_dynamic(*m, in, &spec, 5, true, &on);
     EXPECT_TRUE(took()) << what << ": the decode steps never took the combine's product";
-    ASSERT_EQ(on.size(), off.size());
-    double worst = 0;
-    for (size_t i = 0; i < on.size(); ++i) worst = std::max(worst, max_rel_error(on[i], off[i]));
-    std::printf("[combine-out] %s: decode logits with the combine's product vs the head product, max rel. %.3g\n",
-                what.c_str(), worst);
-    EXPECT_LT(worst, 3e-2) << what;
+    expect_logits_within_bf16(on, off, what, "combine-out");
   }
 }
 

@@ -1725,8 +1725,13 @@ TEST(MlaDecodeCuda, CombineOutEqualsTheProductOfTheBuffer) {
   for (MlaCacheFormat f : {MlaCacheFormat::kBf16, MlaCacheFormat::kInt4}) {
     for (int64_t n_mod : {1, 2}) {
       for (int shape = 0; shape < 3; ++shape) {
-        Case c = shape == 2 ? Case::qwen7b_md_int4({0, 40, 300, 7}, {3000, 2100, 300, 900})  // the third is empty
-                            : Case::qwen7b_md_int4({0}, {shape == 0 ? 4000 : 700});
+        Case c;  // shape 1: Case's own small model (4 heads, 2 kv heads, r_kv 32, R 8), with d_h 64
+        if (shape == 0) c = Case::qwen7b_md_int4({0}, {4000});
+        if (shape == 1) {
+          c.start = {0};
+          c.length = {700};
+        }
+        if (shape == 2) c = Case::qwen7b_md_int4({0, 40, 300, 7}, {3000, 2100, 300, 900});  // the third is empty
         c.format = f;
         c.n_mod = n_mod;
         c.mods = Mods::kRuns;
@@ -1734,16 +1739,7 @@ TEST(MlaDecodeCuda, CombineOutEqualsTheProductOfTheBuffer) {
         c.window = f == MlaCacheFormat::kInt4 ? 128 : 0;
         c.bias = seed % 2 == 0;
         c.seed = 7100 + seed++;
-        int64_t d_h = 128;
-        if (shape == 1) {  // a small model: 4 heads, 2 kv heads, r_kv 32, d_h 64
-          c.h_q = 4;
-          c.h_kv = 2;
-          c.r_kv = 32;
-          c.d_rope = 8;
-          c.group_c = 32;
-          c.group_r = 16;
-          d_h = 64;
-        }
+        const int64_t d_h = shape == 1 ? 64 : 128;
         const MlaDecodeInputs plain = as_model_views(make_inputs(c, at::Device(at::kCUDA, 0)), c.h_kv);
         const int64_t used = n_mod * c.r_kv + n_mod, g = c.h_q / c.h_kv;
         at::Tensor w_out = (at::randn({c.h_kv, used + 5, d_h}, bf.dtype(at::kFloat)) / std::sqrt(double(used))).to(at::kBFloat16);
