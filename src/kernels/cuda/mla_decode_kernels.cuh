@@ -121,6 +121,9 @@ struct Geom {
                             // the pure splits in a launch before this one, so the CTAs of this one leave them
   int image_first = 0;      // warp-rows kernel, modality CTAs: 1 when the grid is (split, head block, 2 b), the
                             // image CTAs' sequences first (dispatched first), partials at 2 split + modality as ever
+  int early_trigger = 0;    // warp-rows kernel: 1 when its main instance's CTAs let the combine with the output
+                            // product be scheduled from their start (params.h's early_trigger, where the plan
+                            // takes that combine)
   int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
@@ -173,6 +176,15 @@ using namespace tensor_core;
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
   return *reinterpret_cast<uint32_t*>(&v);
+}
+// 2^x by one MUFU.EX2 (ex2.approx.ftz): exp2f's PTX is ex2.approx.f32 without ftz, which ptxas wraps in a scaling
+// of its argument and result for results below 2^-126 (a compare and two predicated multiplies); above those the
+// same instruction on the same argument, so the same bits. A softmax weight below 2^-126 of its row's running max
+// becomes 0 here where exp2f kept a subnormal (against a row sum of at least 1: below a float's resolution).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);
@@ -306,6 +318,43 @@ __device__ __forceinline__ void load_bf16_rows_interior(const uint16_t* base, in
   for (int c = threadIdx.x; c < (kTile << shift); c += kThreads, src += kThreads * 16, d += d_step)
     cp_async(d, src, 16, true);
 }
+
+// load_bf16_rows_interior for the instances built for r_kv RKV and h_kv d_rope HR (bf16 tiles of the latent and
+// the RoPE key, the geometry's strides (RKV + 8) 2 and (HR + 8) 2): the thread's source bases (its sequence's rows
+// from its first piece) and its destination offsets are computed once a CTA, and a tile's copy is two address
+// adds and the unrolled cp.async of whole pieces with constant offsets (the same pieces to the same places: the
+// same bits). Nsight Compute put ~20% of the 32k x 8 kernel's instructions in the runtime loop's copies and
+// addresses (docs/bench/ncu_step_32768x8_lines_h200_2026-11-30_s27.txt).
+template <int RKV, int HR>
+struct InteriorTileCopy {
+  static constexpr int kCRow = RKV * 2, kKRow = HR * 2;            // bytes a token
+  static constexpr int kCPieces = kCRow / 16, kKPieces = kKRow / 16;  // 16-byte pieces a token
+  static constexpr int kCStride = (RKV + 8) * 2, kKStride = (HR + 8) * 2;
+  static_assert(kCRow % 16 == 0 && kKRow % 16 == 0 && kThreads % kCPieces == 0 && kThreads % kKPieces == 0 &&
+                    (kTile * kCPieces) % kThreads == 0 && (kTile * kKPieces) % kThreads == 0,
+                "interior copy: a row's pieces divide the CTA's threads, which divide the tile's pieces");
+  const char* c_src;
+  const char* k_src;
+  uint32_t c_dst, k_dst;
+  __device__ __forceinline__ InteriorTileCopy(const MlaDecodeParams& p, int b) {
+    const int tid = threadIdx.x;
+    c_src = reinterpret_cast<const char*>(p.latent) + int64_t(b) * p.t_cap * kCRow + tid * 16;
+    k_src = reinterpret_cast<const char*>(p.k_rope) + int64_t(b) * p.t_cap * kKRow + tid * 16;
+    c_dst = (tid / kCPieces) * kCStride + (tid % kCPieces) * 16;
+    k_dst = (tid / kKPieces) * kKStride + (tid % kKPieces) * 16;
+  }
+  // tokens [tok0, tok0 + 64), all valid and in order (no ring), into the tiles at ctile and ktile
+  __device__ __forceinline__ void operator()(uint32_t ctile, uint32_t ktile, int tok0) const {
+    const char* c = c_src + int64_t(tok0) * kCRow;
+    const char* k = k_src + int64_t(tok0) * kKRow;
+#pragma unroll
+    for (int i = 0; i < kTile * kCPieces / kThreads; ++i)
+      cp_async16(ctile + c_dst + i * (kThreads / kCPieces) * kCStride, c + i * kThreads * 16);
+#pragma unroll
+    for (int i = 0; i < kTile * kKPieces / kThreads; ++i)
+      cp_async16(ktile + k_dst + i * (kThreads / kKPieces) * kKStride, k + i * kThreads * 16);
+  }
+};
 
 __device__ __forceinline__ void load_bf16_tile(const MlaDecodeParams& p, const Geom& g, int b, uint32_t ctile,
                                                uint32_t ktile, int tok0, int vlo, int vhi, bool ring) {
@@ -1165,7 +1214,7 @@ __device__ __forceinline__ void running_max_step(float (&mx)[2], float (&m_run)[
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     alpha[h] = 1.f;
     if (mx[h] > m_run[h] + kMaxSlack) {  // the first finite max always (-inf + slack is -inf)
-      alpha[h] = exp2f(m_run[h] - mx[h]);
+      alpha[h] = fast_exp2(m_run[h] - mx[h]);
       m_run[h] = mx[h];
     }
     m_use[h] = m_run[h] == -INFINITY ? 0.f : m_run[h];
@@ -1358,7 +1407,7 @@ __device__ __forceinline__ void rows_tile(const MlaDecodeParams& p, const Geom& 
   for (int n = 0; n < NS; ++n) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float e0 = exp2f(s[n][2 * h] - m_use[h]), e1 = exp2f(s[n][2 * h + 1] - m_use[h]);
+      const float e0 = fast_exp2(s[n][2 * h] - m_use[h]), e1 = fast_exp2(s[n][2 * h + 1] - m_use[h]);
       s[n][2 * h] = e0;
       s[n][2 * h + 1] = e1;
       l[h] += e0 + e1;
@@ -1451,6 +1500,15 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   const uint32_t sbase = smem_addr(smem);
 
   const SeqRange sr = seq_range(p, b);
+  // the interior tiles' copy with the sizes as constants (bf16 stores, the RoPE key in the tiles; else unused)
+  constexpr bool kLeanCopy = RKV > 0 && HR > 0 && !EXT && !INT4;
+  const auto lean_copy = [&] {
+    if constexpr (kLeanCopy) {
+      return InteriorTileCopy<RKV, HR>(p, b);
+    } else {
+      return 0;
+    }
+  }();
 
   const bool ring = INT4 && split >= g.splits;
   const bool quant = INT4 && !ring;
@@ -1661,6 +1719,21 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
     float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * kLog2e;
     auto tile_c = [&](int i) { return sbase + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes; };
+    // tile tt's bf16 latent and RoPE key into the buffer at tb (the RoPE key kTile latent rows further); the
+    // instances built for the 7B sizes copy interior tiles by InteriorTileCopy (its twin: the generic instance's
+    // copy, SpecializedInstancesEqualTheGenericOnes)
+    auto copy_tile = [&](uint32_t tb, int tt) {
+      if constexpr (kLeanCopy) {
+        const uint32_t kt = tb + kTile * InteriorTileCopy<RKV, HR>::kCStride;
+        if (!ring && tt * kTile >= vlo && tt * kTile + kTile <= vhi) {
+          lean_copy(tb, kt, tt * kTile);
+        } else {
+          load_bf16_tile(p, g, b, tb, kt, tt * kTile, vlo, vhi, ring);
+        }
+      } else {
+        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tt * kTile, vlo, vhi, ring);
+      }
+    };
     // external RoPE scores (g.rope_ext): tile t's, [64][h_q] from the sequence's first tile (the ring's tiles
     // too: positions, not ring rows); only the instances with that path (rows_tile) read them
     auto rope_scores = [&](int t) -> const float* {
@@ -1717,10 +1790,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
 
       if (!quant) {
         // (kPureLoop: the driver calls a walk with a tile to attend; the loop ends at `more`)
-        if (kPureLoop || t < t_end) {
-          const uint32_t tb = tile_c(0);
-          load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, t * kTile, vlo, vhi, ring);
-        }
+        if (kPureLoop || t < t_end) copy_tile(tile_c(0), t);
         cp_async_commit();
         for (int i = 0; kPureLoop || t < t_end; ++i) {
           const int tn = next(t + 1);
@@ -1728,10 +1798,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
           const uint8_t mod_next = (kTileMods && !rpure && more) ? fetch_mod(tn) : uint8_t(0);
           cp_async_wait<0>();
           const bool full = tile_barrier(i, t);  // tile t landed; every warp is done with the previous one
-          if (more && !kOneStage) {
-            const uint32_t tb = tile_c(i + 1);
-            load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
-          }
+          if (more && !kOneStage) copy_tile(tile_c(i + 1), tn);
           cp_async_commit();
           const uint32_t tb = tile_c(i);
           const float* rsc = rope_scores(t);
@@ -1741,7 +1808,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
           if constexpr (kOneStage) {  // the next tile into the one buffer once every warp is done with it
             if (more) {
               __syncthreads();
-              load_bf16_tile(p, g, b, tile_c(0), tile_c(0) + kTile * g.c_stride, tn * kTile, vlo, vhi, ring);
+              copy_tile(tile_c(0), tn);
               cp_async_commit();
             }
           }
@@ -1903,7 +1970,9 @@ template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0,
           int CS = 1, bool EXT = false, bool PURE_ONLY = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
-  if constexpr (PURE_ONLY) grid_launch_dependents();
+  // the pure instance lets the main one start; the main one the combine with the output product, which copies its
+  // weight rows meanwhile and waits for this kernel's end (g.early_trigger)
+  if (PURE_ONLY || g.early_trigger) grid_launch_dependents();
   // blockIdx.x: 2 split + modality (MODCTA), or the split; blockIdx.z the sequence. g.image_first (MODCTA):
   // blockIdx.x the split, blockIdx.z the image CTAs' sequences, then the text CTAs'
   const bool image_first = MODCTA && g.image_first;

@@ -1,5 +1,5 @@
 // The PTX the tensor-core kernels share (the decode kernels, mla_decode_kernels.cuh, and the per-kv-head
-// product, head_product.cu): shared-memory addresses, cp.async with zero fill, named barriers, ldmatrix, and
+// product, head_product.cu): shared-memory addresses, cp.async (with zero fill), named barriers, ldmatrix, and
 // the m16n8k16 MMAs with float32 accumulators (sm_80 and later). Device code only, no libtorch.
 #pragma once
 
@@ -24,6 +24,10 @@ __device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int byte
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
   }
+}
+// cp.async of 16 valid bytes (no zero fill: no source-size operand).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
 // A barrier of `threads` threads (whole warps) under hardware barrier `id` (1-15: 0 is __syncthreads'); it
 // orders their shared-memory accesses as __syncthreads does the CTA's.
