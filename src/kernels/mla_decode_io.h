@@ -131,12 +131,6 @@ struct MlaDecodeInputs {
   // the product from acc and mass.
   at::Tensor w_out;
   at::Tensor o_out;
-  // CUDA only, with w_out where the combine takes the product after the warp-rows kernel: the decode kernel lets
-  // the combine be scheduled from its start, so that the combine's weight rows are copied while the decode runs
-  // (params.h's early_trigger; the combine still waits for the decode's end: the same results bit for bit, test
-  // CombineOutEqualsTheProductOfTheBuffer). false: the combine is scheduled once the decode kernel has ended
-  // (model steps: VLM2MLA_DECODE_EARLY_TRIGGER=0, model_decode_early_trigger()).
-  bool early_trigger = true;
 };
 
 struct MlaDecodeOutput {

@@ -179,7 +179,6 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
     p.o_out = in.o_out.data_ptr();
     p.d_h = int(in.w_out.size(2));
     p.w_out_rows = int(in.w_out.size(1));
-    p.early_trigger = in.early_trigger ? 1 : 0;
   }
   pr.plan = plan_mla_decode(p, pr.variant);
   if (pr.plan.combine_out) pr.out.o = in.o_out;
@@ -353,11 +352,6 @@ bool model_decode_pure_launch() {
 
 bool model_decode_image_first() {
   static EnvSwitch on(kEnvDecodeImageFirst);
-  return on.enabled();
-}
-
-bool model_decode_early_trigger() {
-  static EnvSwitch on(kEnvDecodeEarlyTrigger);
   return on.enabled();
 }
 

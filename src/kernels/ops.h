@@ -67,9 +67,6 @@ bool model_decode_segments();
 // Whether the decode steps pass the cache's image bound (MlaDecodeInputs::image_end), so that the modality CTAs
 // read no modality bytes above it: on unless VLM2MLA_DECODE_IMAGE_END=0 (read once; EnvSwitch).
 bool model_decode_image_end();
-// Whether the decode kernel lets the combine with the output product be scheduled from its start
-// (MlaDecodeInputs::early_trigger): on unless VLM2MLA_DECODE_EARLY_TRIGGER=0 (read once; EnvSwitch).
-bool model_decode_early_trigger();
 // Whether the scores-first kernels' scores pass may split the latent's columns over clusters
 // (MlaDecodeInputs::score_clusters): on unless VLM2MLA_DECODE_SCORE_CLUSTERS=0 (read once; EnvSwitch).
 bool model_decode_score_clusters();

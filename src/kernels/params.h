@@ -164,10 +164,6 @@ struct MlaDecodeParams {
   void* o_out = nullptr;
   int d_h = 0;
   int w_out_rows = 0;
-  // 1: where the combine takes the output product after the warp-rows kernel, that kernel's CTAs let it be
-  // scheduled from their start (griddepcontrol.launch_dependents), so that its CTAs copy their rows of w_out while
-  // the decode runs (they wait for its end before they read a partial: the same results bit for bit)
-  int early_trigger = 0;
 
   // scratch for the split-KV partials (and the RoPE scores where the warp-rows kernel computes them apart:
   // MlaDecodePlan::rope_scores): at least mla_decode_workspace_floats(params) floats, 16-byte aligned

@@ -376,7 +376,6 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
       aw.w_out.scalar_type() == at::kBFloat16 && aw.w_out.is_contiguous()) {
     in.w_out = aw.w_out;
     in.o_out = at::empty({b, h_q, dh}, q.options());
-    in.early_trigger = model_decode_early_trigger();
   }
   const MlaDecodeOutput res = mla_decode(in);
   if (res.o.defined()) return res.o.view({b, h_q, 1, dh});

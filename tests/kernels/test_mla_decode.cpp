@@ -1775,11 +1775,6 @@ TEST(MlaDecodeCuda, CombineOutEqualsTheProductOfTheBuffer) {
         const at::Tensor first = got.o.clone();
         mla_decode(in);
         EXPECT_TRUE(at::equal(first, in.o_out)) << what << ": a second run";
-        // the combine scheduled once the decode kernel has ended instead of from its start: the same bits
-        in.early_trigger = false;
-        in.o_out.fill_(3.0);
-        mla_decode(in);
-        EXPECT_TRUE(at::equal(first, in.o_out)) << what << ": without the early trigger";
         ++cases;
       }
     }

@@ -1287,7 +1287,6 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     const char* why = combine_out_refusal(p, plan, g.total_splits, dev);
     plan.combine_out = why == nullptr;
     if (why) plan.why_not_combine_out = why;
-    g.early_trigger = plan.combine_out && plan.warp_rows && p.early_trigger ? 1 : 0;
   }
   if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
     plan.rope_scores = true;

@@ -121,9 +121,6 @@ struct Geom {
                             // the pure splits in a launch before this one, so the CTAs of this one leave them
   int image_first = 0;      // warp-rows kernel, modality CTAs: 1 when the grid is (split, head block, 2 b), the
                             // image CTAs' sequences first (dispatched first), partials at 2 split + modality as ever
-  int early_trigger = 0;    // warp-rows kernel: 1 when its main instance's CTAs let the combine with the output
-                            // product be scheduled from their start (params.h's early_trigger, where the plan
-                            // takes that combine)
   int smem_bytes = 0;       // host side: the tensor-core kernels' dynamic shared memory (the geometry's sum)
   int col_blocks = 0;       // generic kernel: CTAs across the latent columns
   int wide_hb = 0;          // scores-first kernels (mla_decode_wide.cu): heads per scores CTA
@@ -1970,9 +1967,7 @@ template <int NMOD, int MT, int NO, bool INT4, bool MODCTA = false, int RKV = 0,
           int CS = 1, bool EXT = false, bool PURE_ONLY = false>
 __global__ void __launch_bounds__(kThreads, NO <= 16 ? 2 : 1)
     mla_decode_rows_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
-  // the pure instance lets the main one start; the main one the combine with the output product, which copies its
-  // weight rows meanwhile and waits for this kernel's end (g.early_trigger)
-  if (PURE_ONLY || g.early_trigger) grid_launch_dependents();
+  if constexpr (PURE_ONLY) grid_launch_dependents();
   // blockIdx.x: 2 split + modality (MODCTA), or the split; blockIdx.z the sequence. g.image_first (MODCTA):
   // blockIdx.x the split, blockIdx.z the image CTAs' sequences, then the text CTAs'
   const bool image_first = MODCTA && g.image_first;
