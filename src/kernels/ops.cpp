@@ -626,6 +626,42 @@ at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::T
 #endif
 }
 
+namespace {
+std::atomic<int64_t> gemv_silu_mul_launches{0};
+}  // namespace
+
+int64_t fused_gemv_silu_mul_launches() { return gemv_silu_mul_launches.load(); }
+
+const char* gemv_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (const char* why = gemv_unusable(x, weight, bias)) return why;
+  if (weight.size(0) % 2 != 0) return "the weight's rows are odd (the gate's rows then up's: two halves)";
+  return nullptr;
+}
+
+at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const char* why = gemv_silu_mul_unusable(x, weight, bias);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemv_silu_mul: ", why,
+                " (x [..., in] one row, a contiguous weight [2 n, in]: the gate's rows then up's, bias [2 n] or none, "
+                "as fused_gemv); got x ",
+                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
+                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = weight.size(0) / 2;
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = n;
+  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  launch_gemv_silu_mul(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(), n,
+                       weight.size(1), element_dtype(x.scalar_type()),
+                       c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  gemv_launches.fetch_add(1);
+  gemv_silu_mul_launches.fetch_add(1);
+  return y;
+#else
+  return {};
+#endif
+}
+
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 namespace {
 // src's sizes and strides with the dimensions of size 1 dropped and those that lie end to end merged (dimension i

@@ -178,6 +178,14 @@ at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::T
 // How many times fused_gemv has launched its kernel in this process (for tests that check a path took it).
 int64_t fused_gemv_launches();
 
+// fused_silu_mul of the two halves of fused_gemv(x, weight, bias) in one launch (kernels/cuda/gemv.h's
+// launch_gemv_silu_mul: the same bits as the two launches): weight [2 n, in], the gate's rows then up's (a fused
+// gate/up block), bias [2 n] or undefined; otherwise as fused_gemv. Returns [..., n]. gemv_silu_mul_unusable():
+// nullptr when usable, else why not. Counted in fused_gemv_launches() and in fused_gemv_silu_mul_launches().
+const char* gemv_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+int64_t fused_gemv_silu_mul_launches();
+
 // src.contiguous() by one launch of kernels/cuda/row_copy.h (16-byte pieces where the sizes, strides and
 // addresses allow), where libtorch's copy of a strided view takes an element a thread: the same bits. src a CUDA
 // tensor (bf16, fp16 or float32, not requiring grad) whose dimensions, once those that lie end to end in memory

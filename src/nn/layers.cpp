@@ -9,7 +9,12 @@ namespace {
 EnvSwitch fused_rms_norm_switch(kEnvFusedRmsNorm);
 EnvSwitch fused_silu_mul_switch(kEnvFusedSiluMul);
 EnvSwitch gemv_switch(kEnvGemv);
+EnvSwitch gemv_silu_mul_switch(kEnvGemvSiluMul);
 }  // namespace
+
+void set_gemv_silu_mul(bool on) { gemv_silu_mul_switch.set(on); }
+
+bool gemv_silu_mul_enabled() { return gemv_silu_mul_switch.enabled(); }
 
 void set_gemv(bool on) { gemv_switch.set(on); }
 
@@ -164,6 +169,15 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down) {
+  // one row on CUDA (the cheap tests first): SiLU x up in the gate/up projection's launch
+  if (x.is_cuda() && x.dim() >= 1 && x.numel() == x.size(-1) && gemv_silu_mul_enabled() && gemv_enabled() &&
+      fused_silu_mul_enabled() && gate.weight.defined() && up.weight.defined() &&
+      gate.weight.size(0) == up.weight.size(0) && fusable({&gate, &up})) {
+    const int64_t rows = 2 * gate.weight.size(0);
+    const at::Tensor w = rows_from(gate.weight, rows);  // the block linear_group would take
+    const at::Tensor b = gate.bias.defined() ? rows_from(gate.bias, rows) : at::Tensor();
+    if (!gemv_silu_mul_unusable(x, w, b)) return linear(fused_gemv_silu_mul(x, w, b), down);
+  }
   std::vector<at::Tensor> gate_up = linear_group(x, {&gate, &up});  // [..., i] each
   return linear(silu_mul(gate_up[0], gate_up[1]), down);
 }

@@ -700,6 +700,35 @@ TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
   }
 }
 
+// SiLU x up in the gate/up projection's launch at one row (nn/layers.h's swiglu_mlp, kernels/ops.h's
+// fused_gemv_silu_mul; VLM2MLA_GEMV_SILU_MUL=0 keeps the SiLU x up launch, the twin): never taken on the CPU, so
+// switching it changes no logits there; on a GPU, over one sequence's decode steps (dynamic, and static replayed as
+// CUDA graphs) of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and int4 latent
+// caches, it is taken (its launches counted) and gives the same logits bit for bit, one launch a layer fewer in the
+// captured step.
+TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const testing::SwitchRestore restore{set_gemv_silu_mul, gemv_silu_mul_enabled()};
+  expect_cpu_switch_changes_no_logits(set_gemv_silu_mul, fixture_inputs(name), dir + "/model");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  ModelInputs one;  // text only, one sequence: the decode steps' projections take one row
+  one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
+  one.attention_mask = at::ones({1, 12}, at::kLong);
+  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  testing::TempDir tmp;
+  auto plain = Model::load(dir + "/model", bf16);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  const int64_t fewer = plain->text_config().num_hidden_layers;
+  auto check = [&](const std::string& what, const Model& m, const CacheSpec& spec) {
+    const int64_t before = fused_gemv_silu_mul_launches();
+    expect_write_switch_changes_no_logits("gemv silu x up", set_gemv_silu_mul, one, what, m, spec, true, fewer);
+    EXPECT_GT(fused_gemv_silu_mul_launches(), before) << what << ": the decode steps never took it";
+  };
+  check("unconverted, bf16 dense cache", *plain, CacheSpec{CacheType::kBf16, 8, 4});
+  for (const CacheType type : {CacheType::kBf16, CacheType::kInt4})
+    check(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 4});
+}
+
 // The combine with the output product (mla_attention_absorbed_kernel passes w_out and o_out; VLM2MLA_DECODE_COMBINE_OUT=0
 // keeps kv_head_product over the buffer, the twin): never taken on the CPU, so switching it changes no logits there; on a
 // GPU, over an md-converted model's decode steps (dynamic, and static replayed as CUDA graphs) over bf16 and int4 latent

@@ -2,7 +2,8 @@
 // refusals (each naming what is wrong); on a CUDA device, against a float64 reference and against at::linear (its
 // twin) for bf16 and fp16, with and without a bias, over in-features whose warp runs are whole, ragged or empty,
 // lanes holding 1 to 12 pieces (x in registers and in shared memory), row blocks cut short and at their cap; the
-// same bits on every run and inside a CUDA graph. And a disabled benchmark (test_kernels
+// same bits on every run and inside a CUDA graph. Its SiLU x up epilogue (fused_gemv_silu_mul): bit for bit
+// fused_gemv then fused_silu_mul, and its refusals. And a disabled benchmark (test_kernels
 // --gtest_also_run_disabled_tests --gtest_filter='*GemvBandwidth*'): the kernel against at::linear over
 // Qwen2.5-VL-7B's decode projections at batch 1, each in a CUDA graph over cold weights, side by side in one run.
 #include <gtest/gtest.h>
@@ -147,6 +148,97 @@ TEST(GemvCuda, SameBitsEveryRunAndInAGraph) {
 #else
   GTEST_SKIP() << "no CUDA kernels in this build";
 #endif
+}
+
+// SiLU x up in the projection's launch gives the bits of fused_gemv over the fused gate/up block then fused_silu_mul
+// over the two halves, over bf16 and fp16, with and without a bias (the gate's half and up's), pairs in one CTA or
+// spread one a CTA, lanes holding x in registers or shared memory, and at the 7B gate/up sizes (2 x 18,944 rows of
+// 3,584); the same bits on a second run and in a CUDA graph.
+TEST(GemvCuda, SiluMulEpilogueEqualsTheTwoLaunches) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(23);
+  struct Shape {
+    int64_t n, in;  // pairs, in-features
+  };
+  const Shape shapes[] = {{1, 8}, {3, 24}, {100, 160}, {257, 1000}, {18944, 3584}, {777, 11008}, {300, 24576}};
+  int cases = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    const auto o = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+    for (const Shape& s : shapes) {
+      for (const bool with_bias : {false, true}) {
+        const std::string what = std::string(dtype == at::kBFloat16 ? "bf16" : "fp16") + " 2 x " +
+                                 std::to_string(s.n) + " x " + std::to_string(s.in) + (with_bias ? " + bias" : "");
+        const at::Tensor w = at::randn({2 * s.n, s.in}, o) * (3 / std::sqrt(double(s.in)));
+        const at::Tensor b = with_bias ? at::randn({2 * s.n}, o) : at::Tensor();
+        const at::Tensor x = at::randn({1, 1, s.in}, o);
+        ASSERT_EQ(gemv_silu_mul_unusable(x, w, b), nullptr) << what;
+        const at::Tensor gu = fused_gemv(x, w, b);
+        const at::Tensor want = fused_silu_mul(gu.narrow(-1, 0, s.n), gu.narrow(-1, s.n, s.n));
+        const int64_t before = fused_gemv_silu_mul_launches();
+        const at::Tensor got = fused_gemv_silu_mul(x, w, b);
+        EXPECT_EQ(fused_gemv_silu_mul_launches(), before + 1) << what;
+        ASSERT_EQ(got.sizes(), (std::vector<int64_t>{1, 1, s.n})) << what;
+        EXPECT_TRUE(at::equal(got, want)) << what;
+        EXPECT_TRUE(at::equal(fused_gemv_silu_mul(x, w, b), got)) << what << ": a second run";
+        ++cases;
+      }
+    }
+  }
+  std::printf("[gemv silu x up] %d cases bit for bit\n", cases);
+  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = at::randn({37888, 3584}, o) / 64, x = at::randn({1, 3584}, o);
+  const at::Tensor gu = fused_gemv(x, w, {});
+  const at::Tensor want = fused_silu_mul(gu.narrow(1, 0, 18944), gu.narrow(1, 18944, 18944));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the inputs made on the current stream, before the pool's runs
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  at::Tensor out;
+  {
+    c10::cuda::CUDAStreamGuard guard(stream);
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    out = fused_gemv_silu_mul(x, w, {});
+    graph.capture_end();
+    graph.replay();
+    stream.synchronize();
+  }
+  EXPECT_TRUE(at::equal(out, want)) << "7B gate/up, in a graph";
+#else
+  GTEST_SKIP() << "no CUDA kernels in this build";
+#endif
+}
+
+// What the SiLU x up epilogue refuses, each reason naming what is wrong (fused_gemv's, and odd rows).
+TEST(GemvCuda, SiluMulEpilogueRefusesWhatItCannotTakeAndSaysWhy) {
+  {
+    const at::Tensor x = at::randn({1, 64}), w = at::randn({32, 64});
+    const char* why = gemv_silu_mul_unusable(x, w, at::Tensor());
+    ASSERT_NE(why, nullptr);
+    const std::string error = testing::argument_error([&] { fused_gemv_silu_mul(x, w, at::Tensor()); });
+    EXPECT_NE(error.find("fused_gemv_silu_mul"), std::string::npos) << error;
+    EXPECT_NE(error.find(why), std::string::npos) << error;
+  }
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor x = at::randn({1, 64}, o);
+  EXPECT_EQ(gemv_silu_mul_unusable(x, at::randn({32, 64}, o), at::Tensor()), nullptr);
+  struct Case {
+    at::Tensor x, w, b;
+    const char* expect;
+  };
+  const std::vector<Case> cases = {
+      {x, at::randn({33, 64}, o), {}, "odd"},
+      {at::randn({2, 64}, o), at::randn({32, 64}, o), {}, "more than one row"},
+      {x, at::randn({32, 64}, o), at::randn({16}, o), "bias"},
+      {x, at::randn({32, 60}, o), {}, "in-features"},
+  };
+  for (const Case& c : cases) {
+    const char* why = gemv_silu_mul_unusable(c.x, c.w, c.b);
+    ASSERT_NE(why, nullptr) << c.expect;
+    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
+    const std::string error = testing::argument_error([&] { fused_gemv_silu_mul(c.x, c.w, c.b); });
+    EXPECT_NE(error.find(why), std::string::npos) << error;
+  }
 }
 
 TEST(GemvCuda, DISABLED_GemvBandwidth) {

@@ -8,6 +8,7 @@
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/row_math.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -61,7 +62,11 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x, float acc)
 // memory, and the block's rows are summed over the warps in warp order, the bias added, rounded once. x's pieces
 // are held in registers, or (XS, where a lane takes many) in shared memory, read there for each row.
 // Shared memory (dynamic): the partial sums [kWarps][rows_per_cta] floats, then with XS x's `in` elements.
-template <typename T, int NV, int RB, bool XS>
+// SILU (launch_gemv_silu_mul): w holds 2 out rows, the gate's then up's, and y[i] = silu_mul_one(gate_i, up_i) of the
+// two rows' results rounded as the plain kernel rounds them (rms_norm.cu's SiLU x up over its output, so the same
+// bits): a CTA takes the pairs [p0, p0 + rows_per_cta / 2), its block-local rows the gate rows of those pairs, then
+// their up rows.
+template <typename T, int NV, int RB, bool XS, bool SILU>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
                 int out, int in, int run, int rows_per_cta) {
@@ -69,19 +74,26 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   float* partial = reinterpret_cast<float*>(smem);  // [warp][row of the block]
   uint4* xs = reinterpret_cast<uint4*>(smem + size_t(kWarps) * rows_per_cta * sizeof(float));  // XS: x
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int r0 = blockIdx.x * rows_per_cta;
-  const int rows = min(rows_per_cta, out - r0);
+  // the block's first row (SILU: first pair), its rows (SILU: 2 np, np pairs), and block row rr's row of w
+  const int r0 = blockIdx.x * (SILU ? rows_per_cta / 2 : rows_per_cta);
+  const int np = SILU ? min(rows_per_cta / 2, out - r0) : 0;
+  const int rows = SILU ? 2 * np : min(rows_per_cta, out - r0);
+  auto w_row = [&](int rr) -> int64_t {
+    if constexpr (SILU) return rr < np ? r0 + rr : out + r0 + rr - np;
+    return r0 + rr;
+  };
   const int first = warp * run;                        // the warp's first piece of a row
   const int count = max(0, min(run, in / 8 - first));  // and how many it takes
-  const T* wrow = w + int64_t(r0) * in + int64_t(first + lane) * 8;
+  const T* wcol = w + int64_t(first + lane) * 8;
   uint4 wv[RB][NV];
   auto load_rows = [&](int r) {  // rows r .. r + RB - 1 of the block; zeros past its end and the warp's run
 #pragma unroll
     for (int b = 0; b < RB; ++b) {
+      const T* wrow = wcol + w_row(r + b) * in;
 #pragma unroll
       for (int j = 0; j < NV; ++j) {
         if (r + b < rows && lane + 32 * j < count) {
-          wv[b][j] = load_weight(wrow + int64_t(r + b) * in + 32 * j * 8);
+          wv[b][j] = load_weight(wrow + 32 * j * 8);
         } else {
           wv[b][j] = make_uint4(0u, 0u, 0u, 0u);
         }
@@ -131,25 +143,34 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < rows; i += kThreads) {
+  // block row rr's result as the plain kernel rounds it: the warps' sums in warp order, the bias, rounded once
+  auto result = [&](int rr) {
     float s = 0.f;
 #pragma unroll
-    for (int k = 0; k < kWarps; ++k) s += partial[k * rows_per_cta + i];
-    if (bias) s += to_float(bias[r0 + i]);
-    y[r0 + i] = from_float<T>(s);
+    for (int k = 0; k < kWarps; ++k) s += partial[k * rows_per_cta + rr];
+    if (bias) s += to_float(bias[w_row(rr)]);
+    return from_float<T>(s);
+  };
+  if constexpr (SILU) {
+    for (int i = threadIdx.x; i < np; i += kThreads) y[r0 + i] = silu_mul_one(result(i), result(np + i));
+  } else {
+    for (int i = threadIdx.x; i < rows; i += kThreads) y[r0 + i] = result(i);
   }
 }
 
 // Rows a pass: ~12 pieces of 16 bytes in flight a lane where a warp's run is short, one row where it is long.
 constexpr int rows_a_pass(int nv) { return nv >= 8 ? 1 : (12 + nv - 1) / nv; }
 
-template <typename T, int NV>
+// out: y's elements (SILU: pairs of w's rows)
+template <typename T, int NV, bool SILU>
 void launch_nv(const void* x, const void* w, const void* bias, void* y, int out, int in, int run, cudaStream_t stream) {
   constexpr bool kXs = NV >= kXsFrom;
-  auto kernel = gemv_kernel<T, NV, rows_a_pass(NV), kXs>;
+  auto kernel = gemv_kernel<T, NV, rows_a_pass(NV), kXs, SILU>;
   const int slots = current_device_sms() * kCtasPerSm;
-  const int rows_per_cta = std::min(kMaxRowsPerCta, std::max(1, (out + slots - 1) / slots));
-  const int ctas = (out + rows_per_cta - 1) / rows_per_cta;
+  // out's results a CTA (SILU: pairs, so twice as many rows of w)
+  const int per_cta = std::min(SILU ? kMaxRowsPerCta / 2 : kMaxRowsPerCta, std::max(1, (out + slots - 1) / slots));
+  const int rows_per_cta = (SILU ? 2 : 1) * per_cta;
+  const int ctas = (out + per_cta - 1) / per_cta;
   const size_t smem = size_t(kWarps) * rows_per_cta * sizeof(float) + (kXs ? size_t(in) * sizeof(T) : 0);
   if (smem > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -161,25 +182,35 @@ void launch_nv(const void* x, const void* w, const void* bias, void* y, int out,
                       rows_per_cta);
 }
 
-template <typename T>
+template <typename T, bool SILU>
 void launch_typed(const void* x, const void* w, const void* bias, void* y, int out, int in, cudaStream_t stream) {
   const int run = (in / 8 + kWarps - 1) / kWarps;  // pieces a warp takes of each row
   const int nv = (run + 31) / 32;
   switch (nv) {
-    case 1: return launch_nv<T, 1>(x, w, bias, y, out, in, run, stream);
-    case 2: return launch_nv<T, 2>(x, w, bias, y, out, in, run, stream);
-    case 3: return launch_nv<T, 3>(x, w, bias, y, out, in, run, stream);
-    case 4: return launch_nv<T, 4>(x, w, bias, y, out, in, run, stream);
-    case 5: return launch_nv<T, 5>(x, w, bias, y, out, in, run, stream);
-    case 6: return launch_nv<T, 6>(x, w, bias, y, out, in, run, stream);
-    case 7: return launch_nv<T, 7>(x, w, bias, y, out, in, run, stream);
-    case 8: return launch_nv<T, 8>(x, w, bias, y, out, in, run, stream);
-    case 9: return launch_nv<T, 9>(x, w, bias, y, out, in, run, stream);
-    case 10: return launch_nv<T, 10>(x, w, bias, y, out, in, run, stream);
-    case 11: return launch_nv<T, 11>(x, w, bias, y, out, in, run, stream);
+    case 1: return launch_nv<T, 1, SILU>(x, w, bias, y, out, in, run, stream);
+    case 2: return launch_nv<T, 2, SILU>(x, w, bias, y, out, in, run, stream);
+    case 3: return launch_nv<T, 3, SILU>(x, w, bias, y, out, in, run, stream);
+    case 4: return launch_nv<T, 4, SILU>(x, w, bias, y, out, in, run, stream);
+    case 5: return launch_nv<T, 5, SILU>(x, w, bias, y, out, in, run, stream);
+    case 6: return launch_nv<T, 6, SILU>(x, w, bias, y, out, in, run, stream);
+    case 7: return launch_nv<T, 7, SILU>(x, w, bias, y, out, in, run, stream);
+    case 8: return launch_nv<T, 8, SILU>(x, w, bias, y, out, in, run, stream);
+    case 9: return launch_nv<T, 9, SILU>(x, w, bias, y, out, in, run, stream);
+    case 10: return launch_nv<T, 10, SILU>(x, w, bias, y, out, in, run, stream);
+    case 11: return launch_nv<T, 11, SILU>(x, w, bias, y, out, in, run, stream);
     default:
       static_assert(kMaxVectors == 12, "one case a count");
-      return launch_nv<T, 12>(x, w, bias, y, out, in, run, stream);
+      return launch_nv<T, 12, SILU>(x, w, bias, y, out, in, run, stream);
+  }
+}
+
+template <bool SILU>
+void launch_dtype(const void* x, const void* w, const void* bias, void* y, int64_t out, int64_t in, ElementDtype dtype,
+                  cudaStream_t stream) {
+  if (dtype == ElementDtype::kBf16) {
+    launch_typed<__nv_bfloat16, SILU>(x, w, bias, y, int(out), int(in), stream);
+  } else {
+    launch_typed<__half, SILU>(x, w, bias, y, int(out), int(in), stream);
   }
 }
 
@@ -197,12 +228,16 @@ void launch_gemv(const void* x, const void* w, const void* bias, void* y, int64_
                  cudaStream_t stream) {
   const char* why = gemv_unsupported(out, in, dtype, x, w);
   VLM2MLA_CHECK(!why, ArgumentError, "launch_gemv: ", why, " (out ", out, ", in ", in, ")");
-  if (dtype == ElementDtype::kBf16) {
-    launch_typed<__nv_bfloat16>(x, w, bias, y, int(out), int(in), stream);
-  } else {
-    launch_typed<__half>(x, w, bias, y, int(out), int(in), stream);
-  }
+  launch_dtype<false>(x, w, bias, y, out, in, dtype, stream);
   check_kernel_launch("launch_gemv");
+}
+
+void launch_gemv_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t out, int64_t in,
+                          ElementDtype dtype, cudaStream_t stream) {
+  const char* why = out > int64_t(1) << 29 ? "out-features are above 2^29 pairs" : gemv_unsupported(2 * out, in, dtype, x, w);
+  VLM2MLA_CHECK(!why, ArgumentError, "launch_gemv_silu_mul: ", why, " (out ", out, " pairs, in ", in, ")");
+  launch_dtype<true>(x, w, bias, y, out, in, dtype, stream);
+  check_kernel_launch("launch_gemv_silu_mul");
 }
 
 }  // namespace vlm2mla

@@ -30,4 +30,11 @@ const char* gemv_unsupported(int64_t out, int64_t in, ElementDtype dtype, const 
 void launch_gemv(const void* x, const void* w, const void* bias, void* y, int64_t out, int64_t in, ElementDtype dtype,
                  cudaStream_t stream);
 
+// SwiGLU's first half at one row in one launch: w [2 out, in] holds the gate's rows then up's (bias [2 out] or null),
+// and y[i] = silu(g_i) * u_i with g and u the two halves of x w^T (+ bias), each rounded as launch_gemv rounds it,
+// and the SiLU and product as rms_norm.h's launch_silu_mul computes them (row_math.cuh): the bits of the two
+// launches, the SiLU x up launch gone. y contiguous [out]. Throws as launch_gemv (its conditions over 2 out rows).
+void launch_gemv_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t out, int64_t in,
+                          ElementDtype dtype, cudaStream_t stream);
+
 }  // namespace vlm2mla

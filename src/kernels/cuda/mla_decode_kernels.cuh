@@ -1703,6 +1703,33 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
     if (tid < kRows) write_header(tid, -INFINITY, 0.f);
     return;
   }
+  auto tile_c = [&](int i) { return sbase + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes; };
+  // tile tt's bf16 latent and RoPE key into the buffer at tb (the RoPE key kTile latent rows further); the
+  // instances built for the 7B sizes copy interior tiles by InteriorTileCopy (its twin: the generic instance's
+  // copy, SpecializedInstancesEqualTheGenericOnes)
+  auto copy_tile = [&](uint32_t tb, int tt) {
+    if constexpr (kLeanCopy) {
+      const uint32_t kt = tb + kTile * InteriorTileCopy<RKV, HR>::kCStride;
+      if (!ring && tt * kTile >= vlo && tt * kTile + kTile <= vhi) {
+        lean_copy(tb, kt, tt * kTile);
+      } else {
+        load_bf16_tile(p, g, b, tb, kt, tt * kTile, vlo, vhi, ring);
+      }
+    } else {
+      load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tt * kTile, vlo, vhi, ring);
+    }
+  };
+  // bf16 tiles: the first walk starts with tile t in buffer 0 (every walk copies its first tile there first), so
+  // that copy is issued here, before the queries are staged, and the two round trips overlap (a CTA's prologue at
+  // b = 1 is a chain of them); the first walk then skips it (its commit takes it into the walk's first group). The
+  // same tile into the same buffer: the same bits.
+  bool first_issued = false;
+  if constexpr (!INT4) {
+    if (t < t_end) {
+      copy_tile(tile_c(0), t);
+      first_issued = true;
+    }
+  }
 
   // The walks and the merge; SPLIT_PURE: the whole split is pure (a copy of their own: measured, the pure
   // split's walk ran 4-14% slower where its accumulators were shared with the segment walks' loops)
@@ -1715,22 +1742,6 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
     for (int i = 0; i < NO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m_run[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * kLog2e;
-    auto tile_c = [&](int i) { return sbase + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes; };
-    // tile tt's bf16 latent and RoPE key into the buffer at tb (the RoPE key kTile latent rows further); the
-    // instances built for the 7B sizes copy interior tiles by InteriorTileCopy (its twin: the generic instance's
-    // copy, SpecializedInstancesEqualTheGenericOnes)
-    auto copy_tile = [&](uint32_t tb, int tt) {
-      if constexpr (kLeanCopy) {
-        const uint32_t kt = tb + kTile * InteriorTileCopy<RKV, HR>::kCStride;
-        if (!ring && tt * kTile >= vlo && tt * kTile + kTile <= vhi) {
-          lean_copy(tb, kt, tt * kTile);
-        } else {
-          load_bf16_tile(p, g, b, tb, kt, tt * kTile, vlo, vhi, ring);
-        }
-      } else {
-        load_bf16_tile(p, g, b, tb, tb + kTile * g.c_stride, tt * kTile, vlo, vhi, ring);
-      }
-    };
     // external RoPE scores (g.rope_ext): tile t's, [64][h_q] from the sequence's first tile (the ring's tiles
     // too: positions, not ring rows); only the instances with that path (rows_tile) read them
     auto rope_scores = [&](int t) -> const float* {
@@ -1787,7 +1798,8 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
 
       if (!quant) {
         // (kPureLoop: the driver calls a walk with a tile to attend; the loop ends at `more`)
-        if (kPureLoop || t < t_end) copy_tile(tile_c(0), t);
+        if ((kPureLoop || t < t_end) && !first_issued) copy_tile(tile_c(0), t);
+        first_issued = false;  // (the next walks copy their own first tile)
         cp_async_commit();
         for (int i = 0; kPureLoop || t < t_end; ++i) {
           const int tn = next(t + 1);

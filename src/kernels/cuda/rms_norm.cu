@@ -6,24 +6,14 @@
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/row_math.cuh"
 
 namespace vlm2mla {
 namespace {
 
 constexpr int kThreads = 256;
 
-// The row's 1 / rms from each thread's part of its sum of squares: the CTA's sum (shuffles within warps, then the
-// warps' sums), then as libtorch: mean = sum * (1/d); rsqrt(mean + eps). One barrier; every thread gets it.
-__device__ __forceinline__ float row_inv_rms(float ss, float inv_d, float eps) {
-  __shared__ float warp_sums[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  float total = lane < kThreads / 32 ? warp_sums[lane] : 0.f;
-  for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
-  return rsqrtf(total * inv_d + eps);
-}
+// (row_inv_rms, silu_mul_one: row_math.cuh, shared with gemv.cu's SiLU x up epilogue)
 
 // One CTA per row: the sum of squares reduced over the CTA, then each element normalised, rounded to T
 // and multiplied by its weight (the product rounded to T), as libtorch computes `weight * normed`.
@@ -48,7 +38,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* __restrict_
     const float v = to_float(e);
     ss += v * v;
   }
-  const float inv = row_inv_rms(ss, inv_d, eps);
+  const float inv = row_inv_rms<kThreads>(ss, inv_d, eps);
   for (int i = threadIdx.x; i < d; i += kThreads) {
     const T normed = from_float<T>(to_float(value(i)) * inv);
     orow[i] = from_float<T>(to_float(w[i]) * to_float(normed));
@@ -102,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(const T* __restr
       }
     }
   }
-  const float inv = row_inv_rms(ss, inv_d, eps);
+  const float inv = row_inv_rms<kThreads>(ss, inv_d, eps);
   uint4* orow = reinterpret_cast<uint4*>(out) + base;
 #pragma unroll
   for (int k = 0; k < kMaxVecs; ++k) {
@@ -117,14 +107,6 @@ __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(const T* __restr
       orow[i] = o.u;
     }
   }
-}
-
-// libtorch's silu (x / (1 + exp(-x)) in float32, rounded) then mul (in float32, rounded), per element.
-template <typename T>
-__device__ __forceinline__ T silu_mul_one(T g, T u) {
-  const float x = to_float(g);
-  const T s = from_float<T>(x / (1.0f + expf(-x)));
-  return from_float<T>(to_float(s) * to_float(u));
 }
 
 // V elements a thread: rows y, y + gridDim.y, ...; the columns of blockIdx.x's kThreads V. V > 1 (16 bytes of T)
