@@ -714,7 +714,8 @@ TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   ModelInputs one;  // text only, one sequence: the decode steps' projections take one row
   one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
   one.attention_mask = at::ones({1, 12}, at::kLong);
-  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  bf16.fuse_projections = true;  // (as generate and bench load: gate and up one weight block)
   testing::TempDir tmp;
   auto plain = Model::load(dir + "/model", bf16);
   auto mla = md_converted(name, tmp.file("mla"), bf16);
