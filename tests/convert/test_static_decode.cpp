@@ -663,6 +663,14 @@ TEST(DecodeOutOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
   }
 }
 
+// Twelve text tokens of one sequence: the decode steps' projections take one row (the one-row kernel's paths).
+ModelInputs one_text_sequence() {
+  ModelInputs one;
+  one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
+  one.attention_mask = at::ones({1, 12}, at::kLong);
+  return one;
+}
+
 // The one-row projection kernel (nn/layers.h's dense; VLM2MLA_GEMV=0 keeps at::linear, the twin): never taken on the
 // CPU, so switching it changes no logits there; on a GPU, over one sequence's decode steps (dynamic, and static
 // replayed as CUDA graphs) of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and
@@ -672,9 +680,7 @@ TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
   const testing::SwitchRestore restore{set_gemv, gemv_enabled()};
   expect_cpu_switch_changes_no_logits(set_gemv, fixture_inputs(name), dir + "/model");
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  ModelInputs one;  // text only, one sequence: the decode steps' projections take one row
-  one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
-  one.attention_mask = at::ones({1, 12}, at::kLong);
+  const ModelInputs one = one_text_sequence();
   const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
   testing::TempDir tmp;
   auto plain = Model::load(dir + "/model", bf16);
@@ -711,9 +717,7 @@ TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const testing::SwitchRestore restore{set_gemv_silu_mul, gemv_silu_mul_enabled()};
   expect_cpu_switch_changes_no_logits(set_gemv_silu_mul, fixture_inputs(name), dir + "/model");
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  ModelInputs one;  // text only, one sequence: the decode steps' projections take one row
-  one.input_ids = at::arange(1, 13, at::kLong).mul(23).remainder(290).add(1).view({1, 12});
-  one.attention_mask = at::ones({1, 12}, at::kLong);
+  const ModelInputs one = one_text_sequence();
   LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
   bf16.fuse_projections = true;  // (as generate and bench load: gate and up one weight block)
   testing::TempDir tmp;
