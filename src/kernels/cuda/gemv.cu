@@ -64,7 +64,7 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x, float acc)
 // Shared memory (dynamic): the partial sums [kWarps][rows_per_cta] floats, then with XS x's `in` elements.
 // SILU (launch_gemv_silu_mul): w holds 2 out rows, the gate's then up's, and y[i] = silu_mul_one(gate_i, up_i) of the
 // two rows' results rounded as the plain kernel rounds them (rms_norm.cu's SiLU x up over its output, so the same
-// bits): a CTA takes the pairs [p0, p0 + rows_per_cta / 2), its block-local rows the gate rows of those pairs, then
+// bits): a CTA takes the pairs [r0, r0 + rows_per_cta / 2), its block-local rows the gate rows of those pairs, then
 // their up rows.
 template <typename T, int NV, int RB, bool XS, bool SILU>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
@@ -234,7 +234,8 @@ void launch_gemv(const void* x, const void* w, const void* bias, void* y, int64_
 
 void launch_gemv_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t out, int64_t in,
                           ElementDtype dtype, cudaStream_t stream) {
-  const char* why = out > int64_t(1) << 29 ? "out-features are above 2^29 pairs" : gemv_unsupported(2 * out, in, dtype, x, w);
+  const char* why =
+      out > int64_t(1) << 29 ? "out-features are above 2^29 pairs" : gemv_unsupported(2 * out, in, dtype, x, w);
   VLM2MLA_CHECK(!why, ArgumentError, "launch_gemv_silu_mul: ", why, " (out ", out, " pairs, in ", in, ")");
   launch_dtype<true>(x, w, bias, y, out, in, dtype, stream);
   check_kernel_launch("launch_gemv_silu_mul");
