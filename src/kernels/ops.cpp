@@ -573,7 +573,23 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 }
 
 namespace {
-std::atomic<int64_t> gemv_launches{0};
+std::atomic<int64_t> gemv_launches{0}, gemv_silu_mul_launches{0};
+
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+// y [..., n] = launch(x, weight, bias) on x's stream, by one of the one-row kernel's launches (launch_gemv,
+// launch_gemv_silu_mul: the same arguments, n the results of y); counted in fused_gemv_launches()
+at::Tensor run_gemv(decltype(&launch_gemv) launch, const at::Tensor& x, const at::Tensor& weight,
+                    const at::Tensor& bias, int64_t n) {
+  c10::cuda::CUDAGuard guard(x.device());
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = n;
+  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  launch(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(), n, weight.size(1),
+         element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  gemv_launches.fetch_add(1);
+  return y;
+}
+#endif
 }  // namespace
 
 int64_t fused_gemv_launches() { return gemv_launches.load(); }
@@ -612,23 +628,11 @@ at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::T
                 x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
                 weight.defined() ? weight.sizes() : at::IntArrayRef{});
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(x.device());
-  std::vector<int64_t> sizes = x.sizes().vec();
-  sizes.back() = weight.size(0);
-  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
-  launch_gemv(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(),
-              weight.size(0), weight.size(1), element_dtype(x.scalar_type()),
-              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-  gemv_launches.fetch_add(1);
-  return y;
+  return run_gemv(launch_gemv, x, weight, bias, weight.size(0));
 #else
   return {};
 #endif
 }
-
-namespace {
-std::atomic<int64_t> gemv_silu_mul_launches{0};
-}  // namespace
 
 int64_t fused_gemv_silu_mul_launches() { return gemv_silu_mul_launches.load(); }
 
@@ -646,15 +650,7 @@ at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, co
                 x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
                 weight.defined() ? weight.sizes() : at::IntArrayRef{});
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-  c10::cuda::CUDAGuard guard(x.device());
-  const int64_t n = weight.size(0) / 2;
-  std::vector<int64_t> sizes = x.sizes().vec();
-  sizes.back() = n;
-  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
-  launch_gemv_silu_mul(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(), n,
-                       weight.size(1), element_dtype(x.scalar_type()),
-                       c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-  gemv_launches.fetch_add(1);
+  at::Tensor y = run_gemv(launch_gemv_silu_mul, x, weight, bias, weight.size(0) / 2);
   gemv_silu_mul_launches.fetch_add(1);
   return y;
 #else
