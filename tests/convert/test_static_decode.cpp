@@ -602,6 +602,16 @@ void expect_cpu_switch_changes_no_logits(void (*set)(bool), const ModelInputs& i
   expect_identical_logits(on, off, what, /*prompt=*/false);
 }
 
+// Qwen2.5-VL's fixture md-converted into tmp, the switch `set` checked to change no logits on it on the CPU; then, where
+// there is a CUDA device with graphs, the model loaded there in bf16 for the GPU half of a switch test (else null: the
+// caller skips).
+std::shared_ptr<Model> md_model_after_cpu_check(void (*set)(bool), const ModelInputs& in, testing::TempDir& tmp) {
+  md_converted("vlm/qwen2_5_vl", tmp.file("mla"), LoadOptions{});
+  expect_cpu_switch_changes_no_logits(set, in, tmp.file("mla"), "cpu, md");
+  if (!at::hasCUDA() || !DecodeGraph::available()) return nullptr;
+  return Model::load(tmp.file("mla"), LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+}
+
 // SDPA's additive mask made once a step (VLM2MLA_SDPA_MASK_ONCE=0 leaves the conversion to libtorch in every layer):
 // the values libtorch makes, so switching it changes no logits: not on the CPU (no SDPA decode path), nor on a GPU
 // over an unconverted model's decode steps over a bf16 dense cache (dynamic, and static replayed as CUDA graphs,
@@ -644,14 +654,11 @@ TEST(FusedKvWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
 // steps (dynamic, and static replayed as CUDA graphs, whose buffer it is) over bf16 and int4 latent caches; and the
 // captured step has one launch (the zeroing) fewer for each layer but the first where the layers' ranks agree.
 TEST(DecodeOutOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
-  const std::string name = "vlm/qwen2_5_vl";
-  const ModelInputs in = fixture_inputs(name);
+  const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   const testing::SwitchRestore restore{set_decode_out_once, decode_out_once_enabled()};
   testing::TempDir tmp;
-  md_converted(name, tmp.file("mla"), LoadOptions{});
-  expect_cpu_switch_changes_no_logits(set_decode_out_once, in, tmp.file("mla"), "cpu, md");
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  auto m = Model::load(tmp.file("mla"), LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  auto m = md_model_after_cpu_check(set_decode_out_once, in, tmp);
+  if (!m) GTEST_SKIP() << "no CUDA device";
   const std::vector<int64_t>& ranks = m->text_config().mla->kv_lora_rank;
   ASSERT_FALSE(ranks.empty());
   const bool uniform = std::all_of(ranks.begin(), ranks.end(), [&](int64_t r) { return r == ranks.front(); });
@@ -740,14 +747,11 @@ TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
 // caches, the combine takes it (mla_decode records "combine-out") and the logits stay within bf16 rounding of the
 // head product's.
 TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
-  const std::string name = "vlm/qwen2_5_vl";
-  const ModelInputs in = fixture_inputs(name);
+  const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   const testing::SwitchRestore restore{set_decode_combine_out, decode_combine_out_enabled()};
   testing::TempDir tmp;
-  md_converted(name, tmp.file("mla"), LoadOptions{});
-  expect_cpu_switch_changes_no_logits(set_decode_combine_out, in, tmp.file("mla"), "cpu, md");
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  auto m = Model::load(tmp.file("mla"), LoadOptions{at::kBFloat16, at::Device(at::kCUDA)});
+  auto m = md_model_after_cpu_check(set_decode_combine_out, in, tmp);
+  if (!m) GTEST_SKIP() << "no CUDA device";
   auto took = [] {
     const std::vector<std::string> used = take_mla_decode_kernels_used();
     return std::find(used.begin(), used.end(), "combine-out") != used.end();
