@@ -712,8 +712,53 @@ bool whole_pieces(const at::Tensor& t) {
 bool image_mask_fits(const at::Tensor& image, int64_t b) {
   return image.scalar_type() == at::kBool && image.dim() == 2 && image.size(0) == b && image.size(1) == 1;
 }
+
+RopeParams rope_params(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& out);
+
+// The write kernels' view of a WriteRope (checked by write_rope_unusable): the key's rotation over k_rope's rows, the
+// queries' into the returned tensor.
+at::Tensor write_rope_params(const at::Tensor& k_rope, const WriteRope& r, RowRope& k, RopeParams& q, int64_t& pairs) {
+  k.x = k_rope.data_ptr();
+  k.x_stride = k_rope.stride(0);
+  k.cos = r.cos.data_ptr();
+  k.sin = r.sin.data_ptr();
+  for (int i = 0; i < 3; ++i) {  // [b, 1, h_kv, R]: dims 0, 2, 3
+    const int d = i == 0 ? 0 : i + 1;
+    k.cos_stride[i] = r.cos.stride(d);
+    k.sin_stride[i] = r.sin.stride(d);
+  }
+  k.dims = r.cos.size(3);
+  at::Tensor out = at::empty_like(r.q, at::MemoryFormat::Preserve);  // as fused_rope_pair's
+  q = rope_params(r.q, r.cos_q, r.sin_q, out);
+  pairs = r.q.numel() / 2;
+  return out;
+}
 }  // namespace
 #endif
+
+const char* write_rope_unusable(const at::Tensor& k_rope, const WriteRope& r) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (!k_rope.defined() || !r.cos.defined() || !r.sin.defined()) return "the RoPE key, its cos and its sin must be defined";
+  if (const char* why = fused_rope_unusable(r.q, r.cos_q, r.sin_q)) return why;
+  for (const at::Tensor* t : {&r.cos, &r.sin}) {
+    if (t->device() != k_rope.device() || t->scalar_type() != k_rope.scalar_type())
+      return "the key's cos or sin differs from its rows in device or dtype";
+    if (t->requires_grad()) return "a tensor requires grad (no backward)";
+  }
+  if (r.q.device() != k_rope.device() || r.q.scalar_type() != k_rope.scalar_type())
+    return "the queries differ from the key's rows in device or dtype";
+  if (k_rope.dim() != 3 || k_rope.size(1) != 1 || k_rope.stride(2) != 1) return "the key's rows are not [b, 1, n] with n contiguous";
+  const int64_t b = k_rope.size(0), n = k_rope.size(2);
+  for (const at::Tensor* t : {&r.cos, &r.sin})
+    if (t->dim() != 4 || t->size(0) != b || t->size(1) != 1 || t->size(2) * t->size(3) != n || t->size(3) % 2 != 0)
+      return "the key's cos and sin are not [b, 1, h_kv, R] with h_kv R its row and R even";
+  if (r.sin.sizes() != r.cos.sizes()) return "the key's cos and sin differ in shape";
+  return nullptr;
+#else
+  (void)k_rope, (void)r;
+  return "this build has no CUDA kernels";
+#endif
+}
 
 const char* fused_head_product_unusable(const at::Tensor& x, const at::Tensor& w) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
@@ -767,8 +812,11 @@ at::Tensor fused_head_product(const at::Tensor& x, const at::Tensor& w) {
 
 const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
                                         const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
-                                        const at::Tensor& latent_store, const at::Tensor& rope_store) {
+                                        const at::Tensor& latent_store, const at::Tensor& rope_store,
+                                        const WriteRope* rope) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (rope)
+    if (const char* why = write_rope_unusable(k_rope, *rope)) return why;
   if (!latent.defined() || !k_rope.defined() || !pos.defined() || !latent_store.defined() || !rope_store.defined())
     return "the rows, the position and both stores must be defined";
   if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
@@ -794,19 +842,23 @@ const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tens
     return "the rows do not match the stores' [b, 1, n]";
   if (image.defined() && !image_mask_fits(image, b)) return "image must be bool [b, 1]";
   for (const at::Tensor* t : {&latent, &latent_image, &k_rope, &latent_store, &rope_store})
-    if (t->defined() && !whole_pieces(*t)) return "a row is not whole 16-byte pieces on 16-byte bounds";
+    if (t->defined() && !(rope && t == &k_rope) && !whole_pieces(*t))  // (rotated keys are read element by element)
+      return "a row is not whole 16-byte pieces on 16-byte bounds";
   return nullptr;
 #else
-  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store,
+      (void)rope;
   return "this build has no CUDA kernels";
 #endif
 }
 
-void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
-                        const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
-                        const at::Tensor& rope_store) {
-  const char* why = fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+at::Tensor fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                              const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
+                              const at::Tensor& rope_store, const WriteRope* rope) {
+  const char* why =
+      fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store, rope);
   VLM2MLA_CHECK(!why, ArgumentError, "fused_latent_write: ", why);
+  at::Tensor q_out;
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   c10::cuda::CUDAGuard guard(latent.device());
   LatentWriteParams p;
@@ -828,8 +880,10 @@ void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image
   }
   p.pos = pos.data_ptr<int64_t>();
   p.b = latent_store.size(0);
+  if (rope) q_out = write_rope_params(k_rope, *rope, p.rope_k, p.rope_q, p.q_pairs);
   launch_latent_write(p, int(latent_store.element_size()), c10::cuda::getCurrentCUDAStream(latent.device().index()).stream());
 #endif
+  return q_out;
 }
 
 const char* fused_kv_write_unusable(const at::Tensor& k, const at::Tensor& v, const at::Tensor& pos,
@@ -992,9 +1046,11 @@ void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor&
 const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
                                            const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
                                            const QuantizedStoreArrays& latent_store,
-                                           const QuantizedStoreArrays& rope_store) {
+                                           const QuantizedStoreArrays& rope_store, const WriteRope* rope) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   if (latent_image.defined() != image.defined()) return "the image set's rows and the image mask go together";
+  if (rope)
+    if (const char* why = write_rope_unusable(k_rope, *rope)) return why;
   if (const char* why = fused_ring_write_unusable(latent, pos, latent_store.window, latent_store.q, latent_store.bits,
                                                   latent_store.group))
     return why;
@@ -1014,16 +1070,20 @@ const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::T
   }
   return nullptr;
 #else
-  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store;
+  (void)latent, (void)latent_image, (void)image, (void)k_rope, (void)pos, (void)latent_store, (void)rope_store,
+      (void)rope;
   return "this build has no CUDA kernels";
 #endif
 }
 
-void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
-                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
-                           const QuantizedStoreArrays& rope_store) {
-  const char* why = fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store);
+at::Tensor fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                                 const at::Tensor& k_rope, const at::Tensor& pos,
+                                 const QuantizedStoreArrays& latent_store, const QuantizedStoreArrays& rope_store,
+                                 const WriteRope* rope) {
+  const char* why =
+      fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, latent_store, rope_store, rope);
   VLM2MLA_CHECK(!why, ArgumentError, "fused_ring_write_pair: ", why);
+  at::Tensor q_out;
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   const at::Device dev = latent_store.window.device();
   c10::cuda::CUDAGuard guard(dev);
@@ -1036,9 +1096,11 @@ void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_im
     pp.image = reinterpret_cast<const uint8_t*>(image.data_ptr());
     pp.image_stride = image.stride(0);
   }
+  if (rope) q_out = write_rope_params(k_rope, *rope, pp.rope_k, pp.rope_q, pp.q_pairs);
   launch_ring_write_pair(pp, element_dtype(latent_store.window.scalar_type()),
                          c10::cuda::getCurrentCUDAStream(dev.index()).stream());
 #endif
+  return q_out;
 }
 
 const char* fused_rope_unusable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

@@ -216,6 +216,19 @@ const char* fused_ring_write_unusable(const at::Tensor& rows, const at::Tensor& 
 void fused_ring_write(const at::Tensor& rows, const at::Tensor& pos, at::Tensor& window, QuantizedRows& q,
                       int64_t bits, int64_t group);  // ArgumentError if not usable
 
+// The decode step's RoPE made in a fused cache write's launch (fused_latent_write, fused_ring_write_pair; what
+// nn/rope.h's apply_rope_pair and the write do in two): the RoPE key, given to the write unrotated as k_rope [b, 1, n],
+// is rotated on its way into its store by cos and sin [b, 1, h_kv, R] (n = h_kv R, R even; any strides), and the
+// queries' RoPE dims q (up to 8 dims, any strides, R last) by cos_q and sin_q (broadcastable to q) into the tensor
+// the write returns (q's shape, contiguous where q is not dense): what fused_rope_pair(k_rope, cos, sin, q, cos_q,
+// sin_q) and then the write store and return, bit for bit. All of the stores' dtype on their device.
+// write_rope_unusable(): nullptr when the writes can take it, else why not.
+struct WriteRope {
+  at::Tensor cos, sin;         // the key's
+  at::Tensor q, cos_q, sin_q;  // the queries' RoPE dims and theirs
+};
+const char* write_rope_unusable(const at::Tensor& k_rope, const WriteRope& rope);
+
 // Both quantized stores of a latent cache's layer in one launch (kernels/cuda/cache_write.h's
 // launch_ring_write_pair), each sequence's latent picked by its step token's modality: what
 // LatentKvCache::write_at's twin does in at::where and a fused_ring_write a store, the same bits. latent [b, 1, r]
@@ -227,13 +240,16 @@ struct QuantizedStoreArrays {
   QuantizedRows q;
   int64_t bits = 0, group = 0;
 };
+// With rope (WriteRope above), k_rope is rotated on its way in and the rotated queries returned; else an undefined
+// tensor.
 const char* fused_ring_write_pair_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
                                            const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
                                            const QuantizedStoreArrays& latent_store,
-                                           const QuantizedStoreArrays& rope_store);
-void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
-                           const at::Tensor& k_rope, const at::Tensor& pos, const QuantizedStoreArrays& latent_store,
-                           const QuantizedStoreArrays& rope_store);  // ArgumentError if not usable
+                                           const QuantizedStoreArrays& rope_store, const WriteRope* rope = nullptr);
+at::Tensor fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                                 const at::Tensor& k_rope, const at::Tensor& pos,
+                                 const QuantizedStoreArrays& latent_store, const QuantizedStoreArrays& rope_store,
+                                 const WriteRope* rope = nullptr);  // ArgumentError if not usable
 
 // A decode step's write into a latent cache's plain stores in one launch (kernels/cuda/cache_write.h's
 // launch_latent_write), where LatentKvCache::write_at's libtorch steps (its twin) are at::where choosing each
@@ -241,13 +257,17 @@ void fused_ring_write_pair(const at::Tensor& latent, const at::Tensor& latent_im
 // (the text set's, where latent_image is given), latent_image like it or undefined, image [b, 1] bool with it (the
 // step token is an image), k_rope [b, 1, n], pos [1] int64, latent_store [b, cap, r] and rope_store [b, cap, n] of
 // the rows' dtype (bf16, fp16 or float32); last dims contiguous, rows whole 16-byte pieces on 16-byte bounds; CUDA
-// tensors on one device, none requiring grad. fused_latent_write_unusable(): nullptr when usable, else why not.
+// tensors on one device, none requiring grad. fused_latent_write_unusable(): nullptr when usable, else why not. With
+// rope (WriteRope above), k_rope is rotated on its way in (its rows need only a contiguous last dim) and the rotated
+// queries returned; else an undefined tensor.
 const char* fused_latent_write_unusable(const at::Tensor& latent, const at::Tensor& latent_image,
                                         const at::Tensor& image, const at::Tensor& k_rope, const at::Tensor& pos,
-                                        const at::Tensor& latent_store, const at::Tensor& rope_store);
-void fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
-                        const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
-                        const at::Tensor& rope_store);  // ArgumentError if not usable
+                                        const at::Tensor& latent_store, const at::Tensor& rope_store,
+                                        const WriteRope* rope = nullptr);
+at::Tensor fused_latent_write(const at::Tensor& latent, const at::Tensor& latent_image, const at::Tensor& image,
+                              const at::Tensor& k_rope, const at::Tensor& pos, const at::Tensor& latent_store,
+                              const at::Tensor& rope_store,
+                              const WriteRope* rope = nullptr);  // ArgumentError if not usable
 
 // A decode step's keys and values into a dense cache in one launch (the same kernel, a row per kv head), where
 // DenseKvCache::write_at's libtorch steps (its twin) are an index_copy_ into each: the same bits. k and v [b, h, 1, d],

@@ -121,10 +121,33 @@ void LatentKvCache::set_modality_at(const at::Tensor& image, const at::Tensor& p
 
 namespace {
 EnvSwitch fused_latent_write_switch(kEnvFusedLatentWrite);
+EnvSwitch rope_write_switch(kEnvRopeWrite);
 }  // namespace
 
 void set_fused_latent_write(bool on) { fused_latent_write_switch.set(on); }
 bool fused_latent_write_enabled() { return fused_latent_write_switch.enabled(); }
+void set_rope_write(bool on) { rope_write_switch.set(on); }
+bool rope_write_enabled() { return rope_write_switch.enabled(); }
+
+at::Tensor LatentKvCache::write_at_rotating(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope_pre,
+                                            const at::Tensor& pos, const at::Tensor& latent_image,
+                                            const at::Tensor& image, const WriteRope& rope) {
+  VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
+                "LatentKvCache: layer ", layer, " out of range");
+  if (!rope_write_switch.enabled() || !fused_latent_write_switch.enabled()) return {};
+  RowStore& ls = *latent_[static_cast<size_t>(layer)];
+  RowStore& rs = *rope_[static_cast<size_t>(layer)];
+  if (ls.plain().defined() && rs.plain().defined()) {
+    if (fused_latent_write_unusable(latent, latent_image, image, k_rope_pre, pos, ls.plain(), rs.plain(), &rope))
+      return {};
+    return fused_latent_write(latent, latent_image, image, k_rope_pre, pos, ls.plain(), rs.plain(), &rope);
+  }
+  if (!fused_ring_write_enabled() || ls.bits() == 0 || rs.bits() == 0) return {};
+  const QuantizedStoreArrays lq{ls.window(), ls.quantized(), ls.bits(), ls.spec().group};
+  const QuantizedStoreArrays rq{rs.window(), rs.quantized(), rs.bits(), rs.spec().group};
+  if (fused_ring_write_pair_unusable(latent, latent_image, image, k_rope_pre, pos, lq, rq, &rope)) return {};
+  return fused_ring_write_pair(latent, latent_image, image, k_rope_pre, pos, lq, rq, &rope);
+}
 
 void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
                              const at::Tensor& latent_image, const at::Tensor& image) {

@@ -15,6 +15,8 @@
 
 namespace vlm2mla {
 
+struct WriteRope;  // kernels/ops.h
+
 class LatentKvCache : public KvCache {
  public:
   // kv_lora_rank: r_kv per layer; rope_width = h_kv * R; with_modality: keep each position's modality.
@@ -49,6 +51,14 @@ class LatentKvCache : public KvCache {
   // at::where and each store's own write (RowStore::write_at), its twin: the same bits.
   void write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
                 const at::Tensor& latent_image = {}, const at::Tensor& image = {});
+  // write_at with the step's RoPE in the same launch (kernels/ops.h's WriteRope; rope_write_enabled()): k_rope_pre
+  // [b, 1, h_kv R] unrotated goes in rotated by rope's cos and sin, and the queries' RoPE dims rope.q come back rotated,
+  // the bits of nn/rope.h's apply_rope_pair and write_at. Where neither fused write takes it (the switch off, a
+  // CPU cache, shapes they refuse, the fused latent write off), nothing is written and the result is undefined: the
+  // caller rotates and calls write_at, the twin.
+  at::Tensor write_at_rotating(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope_pre,
+                               const at::Tensor& pos, const at::Tensor& latent_image, const at::Tensor& image,
+                               const WriteRope& rope);
   std::pair<at::Tensor, at::Tensor> read_upto(int64_t layer, const at::Tensor& last) const;
   at::Tensor modality_all() const;
 
@@ -92,6 +102,9 @@ class LatentKvCache : public KvCache {
 
 void set_fused_latent_write(bool on);
 bool fused_latent_write_enabled();
+// The step's RoPE in the latent write's launch (LatentKvCache::write_at_rotating; VLM2MLA_ROPE_WRITE=0 off).
+void set_rope_write(bool on);
+bool rope_write_enabled();
 
 // Two-set (md) models' choice per token: text's rows, image_result's where the token is an image (image [b, s] bool,
 // on any device; text and image_result [b, s, *]). The models pick latents with it, and LatentKvCache::write_at's

@@ -356,9 +356,11 @@ at::Tensor TextDecoder::forward_static(const StaticDecodeInput& in, KvCache& cac
     const at::Tensor h = norm(w.input_layernorm);
     at::Tensor a;  // [b, h_q, 1, d]
     if (latent_cache) {  // absorbed, over the latent cache
-      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true);
+      // (the kernel's step: the RoPE in the cache write's launch where it takes it)
+      MlaStep st = mla_project(config_, w, mla_ropes.layer(l), h, visual, /*full_query=*/!kernel, /*defer_pick=*/true,
+                               /*defer_rope=*/kernel);
       const AbsorbedWeights& aw = absorbed_[static_cast<size_t>(l)];
-      latent_cache->write_at(l, st.latent, st.k_rope, in.past, st.latent_image, st.image);
+      mla_write_step(*latent_cache, l, st, in.past);
       if (kernel) {
         a = mla_attention_absorbed_kernel(config_, aw, st.q_pre, *latent_cache, l, start32, length32, cap, scale,
                                           st.q_rot, decode_out);

@@ -70,8 +70,34 @@ MlaRope MlaRopes::layer(int64_t l) const {
           cs_.sin.index_select(-1, dims).view({b, s, h_kv_, R_})};
 }
 
+void mla_apply_rope(MlaStep& st) {
+  VLM2MLA_CHECK(st.rope_deferred, ArgumentError, "mla_apply_rope: the step's RoPE was not deferred");
+  const int64_t b = st.k_rope_pre.size(0), s = st.k_rope_pre.size(1);
+  auto [k_rot, q_rot] = apply_rope_pair(st.k_rope_pre, st.cos, st.sin, st.q_rope_pre, st.cos_q, st.sin_q);
+  st.k_rope = k_rot.reshape({b, s, -1});
+  st.q_rot = q_rot.reshape({b, -1, s, st.q_rope_pre.size(-1)});
+  st.rope_deferred = false;
+}
+
+void mla_write_step(LatentKvCache& cache, int64_t layer, MlaStep& st, const at::Tensor& pos) {
+  if (st.rope_deferred) {
+    const int64_t b = st.k_rope_pre.size(0), s = st.k_rope_pre.size(1);
+    const WriteRope rope{st.cos, st.sin, st.q_rope_pre, st.cos_q, st.sin_q};
+    const at::Tensor q_rot = cache.write_at_rotating(layer, st.latent, st.k_rope_pre.reshape({b, s, -1}), pos,
+                                                     st.latent_image, st.image, rope);
+    if (q_rot.defined()) {  // written, the key rotated on its way in
+      st.q_rot = q_rot.reshape({b, -1, s, st.q_rope_pre.size(-1)});
+      st.rope_deferred = false;
+      return;
+    }
+    mla_apply_rope(st);
+  }
+  cache.write_at(layer, st.latent, st.k_rope, pos, st.latent_image, st.image);
+}
+
 MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query, bool defer_pick) {
+                    const at::Tensor& image, bool full_query, bool defer_pick, bool defer_rope) {
+  VLM2MLA_CHECK(!(full_query && defer_rope), ArgumentError, "mla_project: a full query needs its RoPE");
   const MlaConfig& m = *c.mla;
   const int64_t b = h.size(0), s = h.size(1);
   const int64_t h_q = c.num_attention_heads, h_kv = c.num_key_value_heads, dh = c.head_dim;
@@ -93,11 +119,13 @@ MlaStep mla_project(const TextConfig& c, const DecoderLayerWeights& w, const Mla
   out.k_rope_pre = y[1].view({b, s, h_kv, R});  // [b, s, h_kv, R]
   // Query head h uses kv head h / groups' dims: [b, h_kv, groups, s, R] against [b, h_kv, 1, s, R].
   const int64_t groups = h_q / h_kv;
-  const at::Tensor cos_q = cos.transpose(1, 2).unsqueeze(2), sin_q = sin.transpose(1, 2).unsqueeze(2);
-  auto [k_rot, q_rot] = apply_rope_pair(out.k_rope_pre, cos, sin,  // one launch on CUDA
-                                        out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R}), cos_q, sin_q);
-  out.k_rope = k_rot.reshape({b, s, h_kv * R});
-  out.q_rot = q_rot.reshape({b, h_q, s, R});
+  out.cos = cos;
+  out.sin = sin;
+  out.cos_q = cos.transpose(1, 2).unsqueeze(2);
+  out.sin_q = sin.transpose(1, 2).unsqueeze(2);
+  out.q_rope_pre = out.q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, s, R});
+  out.rope_deferred = true;
+  if (!defer_rope) mla_apply_rope(out);
   if (full_query) out.q = at::cat({out.q_rot, out.q_pre.narrow(-1, R, d_nope)}, -1);
   if (m.low_rank()) {
     const at::ArrayRef<at::Tensor> sets = at::ArrayRef<at::Tensor>(y).slice(2);

@@ -35,6 +35,11 @@ struct MlaStep {
   at::Tensor image;         // ... and the mask [b, s] that picks between the two (LatentKvCache::write_at)
   at::Tensor k_nope;  // [b, s, h_kv, d_h - R] (svd none), or undefined
   at::Tensor v;       // [b, s, h_kv, d_h] (svd none), or undefined
+  // With defer_rope: k_rope, q_rot (and q) left undefined, for the cache write to rotate (LatentKvCache::
+  // write_at_rotating) or mla_apply_rope: the queries' RoPE dims [b, h_kv, groups, s, R] and the cos and sin of
+  // the keys ([b, s, h_kv, R]) and of the queries ([b, h_kv, 1, s, R]).
+  bool rope_deferred = false;
+  at::Tensor q_rope_pre, cos, sin, cos_q, sin_q;
 };
 
 // A converted layer's RoPE: cos and sin of each kv head's kept dims, [b, s, h_kv, R] (any strides; query
@@ -67,8 +72,17 @@ class MlaRopes {
 // undefined (q_pre and q_rot hold it, unconcatenated: what the decode kernel's step takes, one copy fewer).
 // defer_pick = true leaves an md layer's choice of latent per token to the cache write (latent, latent_image and
 // image of MlaStep; LatentKvCache::write_at), where a static step's write takes it in the same launch.
+// defer_rope = true (with full_query = false) leaves the RoPE to the caller (MlaStep's rope_deferred fields).
 MlaStep mla_project(const TextConfig& config, const DecoderLayerWeights& w, const MlaRope& rope, const at::Tensor& h,
-                    const at::Tensor& image, bool full_query = true, bool defer_pick = false);
+                    const at::Tensor& image, bool full_query = true, bool defer_pick = false, bool defer_rope = false);
+// A deferred step's RoPE (one launch on CUDA: nn/rope.h's apply_rope_pair): sets k_rope and q_rot.
+void mla_apply_rope(MlaStep& st);
+
+class LatentKvCache;
+// A one-token step's rows into the latent cache at pos (LatentKvCache::write_at, the latent picked there where
+// defer_pick left it): a deferred RoPE made in the write's launch where the cache takes it (write_at_rotating),
+// else by mla_apply_rope first; st's k_rope and q_rot are set after.
+void mla_write_step(LatentKvCache& cache, int64_t layer, MlaStep& st, const at::Tensor& pos);
 
 // Keys and values [b, h_kv, t, d_h] of positions with latents [b, t, r_kv], rotated RoPE keys
 // [b, t, h_kv*R] and modality [b, t] (image = true; undefined = all text). Low-rank layers only.

@@ -300,5 +300,144 @@ TEST(FusedRingWritePairCuda, WritesTheTwinsBitsStepAfterStep) {
   EXPECT_EQ(steps, 3 * 2 * 2 * 13);  // dtypes x batches x layouts x positions
 }
 
+// The step's RoPE in the latent writes' launch (kernels/ops.h's WriteRope, taken by fused_latent_write and
+// fused_ring_write_pair): where it is usable and why not, and on a CUDA device against its twin, fused_rope_pair of
+// the key and the queries' RoPE dims and then the write of the rotated key: the stores and the rotated queries bit
+// for bit, from views of the fused projection's row as a decode step's are (the queries' RoPE dims a strided view by
+// kv group, the key's rows strided, cos and sin one layer's slice of every layer's), for bf16, fp16 and float32.
+struct RopeStep {
+  at::Tensor text, alt, image, k_pre, k_rot, q_rot;
+  WriteRope rope;
+};
+
+// b sequences' step with h_kv kv heads of `groups` query heads, R RoPE dims, latents of r; the twin's rotation too.
+RopeStep rope_step(int64_t b, int64_t r, bool two_sets, at::ScalarType dtype, at::Device dev) {
+  const int64_t h_kv = 4, groups = 7, h_q = h_kv * groups, dh = 128, R = 16, layers = 3;
+  const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(dev);
+  const at::Tensor y = at::randn({b, 1, h_q * dh + h_kv * R + 2 * r}, o);
+  RopeStep st;
+  const at::Tensor q_pre = y.narrow(2, 0, h_q * dh).view({b, 1, h_q, dh}).transpose(1, 2);
+  st.rope.q = q_pre.narrow(-1, 0, R).reshape({b, h_kv, groups, 1, R});
+  st.k_pre = y.narrow(2, h_q * dh, h_kv * R);
+  st.text = y.narrow(2, h_q * dh + h_kv * R, r);
+  st.alt = two_sets ? y.narrow(2, h_q * dh + h_kv * R + r, r) : at::Tensor();
+  st.image = two_sets ? (at::rand({b, 1}, at::TensorOptions().device(dev)) < 0.5) : at::Tensor();
+  st.rope.cos = at::randn({b, 1, layers, h_kv, R}, o).select(2, 1);
+  st.rope.sin = at::randn({b, 1, layers, h_kv, R}, o).select(2, 1);
+  st.rope.cos_q = st.rope.cos.transpose(1, 2).unsqueeze(2);
+  st.rope.sin_q = st.rope.sin.transpose(1, 2).unsqueeze(2);
+  auto [k_rot, q_rot] = fused_rope_pair(st.k_pre.view({b, 1, h_kv, R}), st.rope.cos, st.rope.sin, st.rope.q,
+                                        st.rope.cos_q, st.rope.sin_q);
+  st.k_rot = k_rot.reshape({b, 1, h_kv * R});
+  st.q_rot = q_rot;
+  return st;
+}
+
+TEST(WriteRope, RefusesWhatItCannotRotateAndSaysWhy) {
+  const WriteRope cpu{at::zeros({1, 1, 4, 16}), at::zeros({1, 1, 4, 16}), at::zeros({1, 4, 7, 1, 16}),
+                      at::zeros({1, 4, 1, 1, 16}), at::zeros({1, 4, 1, 1, 16})};
+  ASSERT_NE(write_rope_unusable(at::zeros({1, 1, 64}), cpu), nullptr);
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  const at::Device dev(at::kCUDA);
+  const RopeStep st = rope_step(2, 128, true, at::kBFloat16, dev);
+  EXPECT_EQ(write_rope_unusable(st.k_pre, st.rope), nullptr);
+  auto expect = [](const char* got, const char* part) {
+    ASSERT_NE(got, nullptr) << part;
+    EXPECT_NE(std::string(got).find(part), std::string::npos) << got;
+  };
+  WriteRope r = st.rope;
+  r.cos = r.cos.narrow(3, 0, 15);
+  expect(write_rope_unusable(st.k_pre, r), "[b, 1, h_kv, R]");
+  r = st.rope;
+  r.sin = r.sin.to(at::kHalf);
+  expect(write_rope_unusable(st.k_pre, r), "dtype");
+  r = st.rope;
+  r.cos_q = r.cos_q.narrow(4, 0, 8);
+  expect(write_rope_unusable(st.k_pre, r), "broadcast");
+  expect(write_rope_unusable(st.k_pre.unsqueeze(1), st.rope), "[b, 1, n]");
+  // the writes name it
+  const at::Tensor lat = at::zeros({2, 8, 128}, st.k_pre.options()), kst = at::zeros({2, 8, 64}, st.k_pre.options());
+  const at::Tensor pos = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(dev));
+  r = st.rope;
+  r.cos = r.cos.narrow(3, 0, 15);
+  expect(fused_latent_write_unusable(st.text, st.alt, st.image, st.k_pre, pos, lat, kst, &r), "[b, 1, h_kv, R]");
+  const std::string why = testing::argument_error(
+      [&] { fused_latent_write(st.text, st.alt, st.image, st.k_pre, pos, lat, kst, &r); });
+  EXPECT_NE(why.find("fused_latent_write"), std::string::npos) << why;
+}
+
+TEST(FusedLatentWriteCuda, RotatesAsTheRopePairThenTheWrite) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(43);
+  const at::Device dev(at::kCUDA);
+  int n = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(dev);
+    for (int64_t b : {1, 3}) {
+      for (bool two_sets : {false, true}) {
+        const int64_t r = 128, cap = 12;
+        at::Tensor lat_twin = at::randn({b, cap, r}, o), rope_twin = at::randn({b, cap, 64}, o);
+        at::Tensor lat_fused = lat_twin.clone(), rope_fused = rope_twin.clone();
+        for (int64_t p : {int64_t(0), int64_t(5), cap - 1}) {
+          const RopeStep st = rope_step(b, r, two_sets, dtype, dev);
+          const at::Tensor pos = at::full({1}, p, at::TensorOptions().dtype(at::kLong).device(dev));
+          fused_latent_write(st.text, st.alt, st.image, st.k_rot, pos, lat_twin, rope_twin);
+          const char* why =
+              fused_latent_write_unusable(st.text, st.alt, st.image, st.k_pre, pos, lat_fused, rope_fused, &st.rope);
+          ASSERT_EQ(why, nullptr) << why;
+          const at::Tensor q =
+              fused_latent_write(st.text, st.alt, st.image, st.k_pre, pos, lat_fused, rope_fused, &st.rope);
+          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
+                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          ASSERT_TRUE(at::equal(lat_fused, lat_twin)) << what << ": the latent store";
+          ASSERT_TRUE(at::equal(rope_fused, rope_twin)) << what << ": the RoPE key's store";
+          ASSERT_EQ(q.sizes(), st.q_rot.sizes()) << what;
+          ASSERT_TRUE(at::equal(q, st.q_rot)) << what << ": the rotated queries";
+          ++n;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
+}
+
+TEST(FusedRingWritePairCuda, RotatesAsTheRopePairThenTheWrite) {
+  if (!at::hasCUDA() || !mla_decode_has_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
+  at::manual_seed(47);
+  const at::Device dev(at::kCUDA);
+  int steps = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (int64_t b : {1, 3}) {
+      for (bool two_sets : {false, true}) {
+        const int64_t r = 128, w = 4, cap = 2 * w + 3;
+        Store lat_twin = random_store(b, w, cap, r, 4, 32, dtype, dev), lat_fused = lat_twin.clone();
+        Store rope_twin = random_store(b, w, cap, 64, 8, 16, dtype, dev), rope_fused = rope_twin.clone();
+        const QuantizedStoreArrays lt{lat_twin.window, lat_twin.q, 4, 32}, rt{rope_twin.window, rope_twin.q, 8, 16};
+        const QuantizedStoreArrays lf{lat_fused.window, lat_fused.q, 4, 32}, rf{rope_fused.window, rope_fused.q, 8, 16};
+        for (int64_t p = 0; p < cap; ++p) {
+          const RopeStep st = rope_step(b, r, two_sets, dtype, dev);
+          const at::Tensor pos = at::full({1}, p, at::TensorOptions().dtype(at::kLong).device(dev));
+          fused_ring_write_pair(st.text, st.alt, st.image, st.k_rot, pos, lt, rt);
+          const char* why = fused_ring_write_pair_unusable(st.text, st.alt, st.image, st.k_pre, pos, lf, rf, &st.rope);
+          ASSERT_EQ(why, nullptr) << why;
+          const at::Tensor q = fused_ring_write_pair(st.text, st.alt, st.image, st.k_pre, pos, lf, rf, &st.rope);
+          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
+                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          for (const auto& [f, t, store] : {std::tuple<const Store*, const Store*, const char*>{&lat_fused, &lat_twin, "latent"},
+                                            {&rope_fused, &rope_twin, "RoPE key"}}) {
+            ASSERT_TRUE(at::equal(f->window, t->window)) << what << ": the " << store << "'s ring";
+            ASSERT_TRUE(at::equal(f->q.data, t->q.data)) << what << ": the " << store << "'s codes";
+            ASSERT_TRUE(at::equal(f->q.scale, t->q.scale)) << what << ": the " << store << "'s scales";
+            ASSERT_TRUE(at::equal(f->q.lo, t->q.lo)) << what << ": the " << store << "'s minimums";
+          }
+          ASSERT_TRUE(at::equal(q, st.q_rot)) << what << ": the rotated queries";
+          ++steps;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(steps, 3 * 2 * 2 * 11);  // dtypes x batches x layouts x positions
+}
+
 }  // namespace
 }  // namespace vlm2mla

@@ -9,10 +9,14 @@
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 #include "kvcache/quant_shape.h"
 
 namespace vlm2mla {
 namespace {
+
+using rope_detail::rope_pairs;
+using rope_detail::rope_row_element;
 
 constexpr int kThreads = 128;
 
@@ -20,8 +24,9 @@ constexpr int kThreads = 128;
 // reduced by shuffles (fminf / fmaxf: the same float32 result in any order, but for the sign of a zero), then each
 // lane packs whole bytes. The first form took a group per thread, its values one after another with a runtime trip
 // count: ~11 us a launch on the H200 (two a layer; Nsight Systems, session 22), the loads' latency in series.
-template <typename T>
-__device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t b, const T* rows) {
+// row(e): element e of the step's row (a load, or the rotated key's element).
+template <typename T, typename Row>
+__device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t b, Row row) {
   const int64_t pos = *p.pos;
   const int64_t slot = pos % p.window_size;
   const int64_t qpos = pos >= p.window_size ? pos - p.window_size : 0;
@@ -65,7 +70,12 @@ __device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t
     }
   }
   __syncthreads();  // the leaving row is read: its slot takes the step's rows
-  for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = rows[e];
+  for (int64_t e = threadIdx.x; e < p.n; e += kThreads) ring[e] = row(e);
+}
+
+template <typename T>
+__device__ __forceinline__ void ring_write_row(const RingWriteParams& p, int64_t b, const T* rows) {
+  ring_write_row<T>(p, b, [rows](int64_t e) { return rows[e]; });
 }
 
 // One CTA per sequence.
@@ -78,15 +88,24 @@ __global__ void __launch_bounds__(kThreads) ring_write_kernel(const RingWritePar
 }
 
 // Grid (b, 2): CTA (b, q) writes sequence b's row into store q, store 0's row the image set's where the sequence's
-// step token is an image.
+// step token is an image. With the step's RoPE (pp.q_pairs > 0): store 1's row rotated on its way into the ring
+// (pp.rope_k), and a third row of CTAs rotating the queries (pp.rope_q) as rope.cu's kernels do.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWritePairParams pp) {
   grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
   grid_launch_dependents();
   const int64_t b = blockIdx.x;
+  if (blockIdx.y == 2) {
+    rope_pairs<T>(pp.rope_q, pp.q_pairs, blockIdx.x, gridDim.x);
+    return;
+  }
   if (blockIdx.y == 1) {  // (two calls, each with its store's parameters at fixed offsets: indexing them by
                           // blockIdx.y made ptxas spill)
-    ring_write_row<T>(pp.store[1], b, static_cast<const T*>(pp.store[1].rows) + b * pp.store[1].rows_stride);
+    if (pp.rope_k.x) {
+      ring_write_row<T>(pp.store[1], b, [&pp, b](int64_t e) { return rope_row_element<T>(pp.rope_k, b, e); });
+    } else {
+      ring_write_row<T>(pp.store[1], b, static_cast<const T*>(pp.store[1].rows) + b * pp.store[1].rows_stride);
+    }
     return;
   }
   const bool alt = pp.alt != nullptr && pp.image[b * pp.image_stride] != 0;
@@ -95,12 +114,9 @@ __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWri
                         : static_cast<const T*>(pp.store[0].rows) + b * pp.store[0].rows_stride);
 }
 
-// Grid (b heads, 2): CTA (b heads + h, q) copies sequence b's row (of head h) of store q in 16-byte pieces.
-__global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
-  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
-  grid_launch_dependents();
+// CTA (b heads + h, q) of latent_write_kernel: sequence b's row (of head h) of store q in 16-byte pieces.
+__device__ __forceinline__ void latent_write_row(const LatentWriteParams& p, int q, int elem_bytes) {
   const int64_t b = blockIdx.x / p.heads, h = blockIdx.x - b * p.heads;
-  const int q = blockIdx.y;
   const int64_t pos = *p.pos;
   const bool alt = q == 0 && p.alt != nullptr && p.image[b * p.image_stride] != 0;
   const auto* src = static_cast<const unsigned char*>(alt ? p.alt : p.src[q]) +
@@ -110,6 +126,42 @@ __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWrit
   const int64_t pieces = p.n[q] * elem_bytes / 16;
   for (int64_t e = threadIdx.x; e < pieces; e += kThreads)
     reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
+}
+
+// Grid (b heads, 2): CTA (b heads + h, q) copies sequence b's row (of head h) of store q.
+__global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWriteParams p, int elem_bytes) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
+  latent_write_row(p, int(blockIdx.y), elem_bytes);
+}
+
+// With the step's RoPE (a latent cache: heads 1): grid (b, 3), CTA (b, 0) copies the latent's row as above, CTA (b, 1)
+// stores the RoPE key's row rotated (p.rope_k, element by element), the CTAs (*, 2) rotate the queries (p.rope_q).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) latent_rope_write_kernel(const LatentWriteParams p) {
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
+  if (blockIdx.y == 2) {
+    rope_pairs<T>(p.rope_q, p.q_pairs, blockIdx.x, gridDim.x);
+  } else if (blockIdx.y == 1) {
+    const int64_t b = blockIdx.x;
+    T* dst = static_cast<T*>(p.dst[1]) + b * p.dst_stride[1][0] + *p.pos * p.dst_stride[1][1];
+    for (int64_t e = threadIdx.x; e < p.n[1]; e += kThreads) dst[e] = rope_row_element<T>(p.rope_k, b, e);
+  } else {
+    latent_write_row(p, 0, int(sizeof(T)));
+  }
+}
+
+}  // namespace
+
+namespace {
+// The step's RoPE as the writes take it: the key's rows heads x dims (dims even), the queries' pairs set.
+void check_write_rope(const RowRope& k, const RopeParams& q, int64_t n, const char* what) {
+  VLM2MLA_CHECK(k.x && k.cos && k.sin && k.dims >= 2 && k.dims % 2 == 0 && n % k.dims == 0, ArgumentError, what,
+                ": the RoPE key's rotation needs its rows, cos and sin, and an even head width dividing the row (got ",
+                k.dims, " of ", n, ")");
+  VLM2MLA_CHECK(q.x && q.cos && q.sin && q.out && q.dims >= 1 && q.dims <= kRopeMaxDims && q.size[q.dims - 1] % 2 == 0,
+                ArgumentError, what, ": the queries' rotation needs x, cos, sin, out and an even last dim");
 }
 
 }  // namespace
@@ -132,8 +184,23 @@ void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_
   }
   VLM2MLA_CHECK(!p.alt || (p.alt_stride % v == 0 && aligned16(p.alt)), ArgumentError,
                 "latent_write: the image set's rows must lie on 16-byte bounds");
+  if (p.q_pairs > 0) check_write_rope(p.rope_k, p.rope_q, p.n[1], "latent_write");
+  VLM2MLA_CHECK(p.q_pairs == 0 || (p.heads == 1 && (p.rope_q.dtype == ElementDtype::kFp32 ? 4 : 2) == elem_bytes),
+                ArgumentError,
+                "latent_write: the step's RoPE goes with a latent cache's rows (heads 1) of the queries' dtype");
   if (p.b == 0) return;
-  launch_programmatic(latent_write_kernel, dim3(unsigned(p.b * p.heads), 2), kThreads, 0, stream, p, elem_bytes);
+  if (p.q_pairs > 0) {
+    const dim3 grid(unsigned(p.b), 3);
+    switch (p.rope_q.dtype) {
+      case ElementDtype::kBf16:
+        launch_programmatic(latent_rope_write_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, p);
+        break;
+      case ElementDtype::kFp16: launch_programmatic(latent_rope_write_kernel<__half>, grid, kThreads, 0, stream, p); break;
+      case ElementDtype::kFp32: launch_programmatic(latent_rope_write_kernel<float>, grid, kThreads, 0, stream, p); break;
+    }
+  } else {
+    launch_programmatic(latent_write_kernel, dim3(unsigned(p.b * p.heads), 2), kThreads, 0, stream, p, elem_bytes);
+  }
   check_kernel_launch("latent_write");
 }
 
@@ -155,9 +222,12 @@ void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, c
   VLM2MLA_CHECK(pp.store[0].b == pp.store[1].b && pp.store[0].pos == pp.store[1].pos, ArgumentError,
                 "ring_write_pair: the stores differ in batch (", pp.store[0].b, ", ", pp.store[1].b, ") or position");
   VLM2MLA_CHECK(!pp.alt || pp.image, ArgumentError, "ring_write_pair: the image set's rows need the image mask");
+  if (pp.q_pairs > 0) check_write_rope(pp.rope_k, pp.rope_q, pp.store[1].n, "ring_write_pair");
+  VLM2MLA_CHECK(pp.q_pairs == 0 || pp.rope_q.dtype == dtype, ArgumentError,
+                "ring_write_pair: the queries' dtype differs from the rings'");
   const int64_t b = pp.store[0].b;
   if (b == 0) return;
-  const dim3 grid(unsigned(b), 2);
+  const dim3 grid(unsigned(b), pp.q_pairs > 0 ? 3 : 2);
   switch (dtype) {
     case ElementDtype::kBf16:
       launch_programmatic(ring_write_pair_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, pp);

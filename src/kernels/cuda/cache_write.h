@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/element_dtype.h"
+#include "kernels/cuda/rope.h"
 
 namespace vlm2mla {
 
@@ -47,6 +48,11 @@ struct RingWritePairParams {
   int64_t alt_stride = 0;
   const uint8_t* image = nullptr;  // [b] bytes (bool), with alt
   int64_t image_stride = 0;
+  // The step's RoPE in the same launch (q_pairs > 0): store 1's rows are rope_k's rotated (store[1].rows its x), and
+  // q_pairs pairs of rope_q rotated into its out (rope.h's launch_rope, the same bits), the grid (b, 3).
+  RowRope rope_k;
+  RopeParams rope_q{};
+  int64_t q_pairs = 0;
 };
 void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, cudaStream_t stream);
 
@@ -72,6 +78,12 @@ struct LatentWriteParams {
   int64_t heads = 1;
   int64_t src_head_stride[2] = {0, 0};
   int64_t dst_head_stride[2] = {0, 0};
+  // The step's RoPE in the same launch (q_pairs > 0; a latent cache, heads 1): store 1's row is rope_k's rotated
+  // (src[1] unread), and q_pairs pairs of rope_q rotated into its out (rope.h's launch_rope, the same bits), the grid
+  // (b, 3); rope_q.dtype is the stores'.
+  RowRope rope_k;
+  RopeParams rope_q{};
+  int64_t q_pairs = 0;
 };
 
 // ArgumentError for what it does not take, Error when the launch fails.

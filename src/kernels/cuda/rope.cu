@@ -6,55 +6,15 @@
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rope.cuh"
 
 namespace vlm2mla {
 namespace {
 
+using rope_detail::rope_pairs;
+
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;  // a grid-stride loop covers the rest
-
-// libtorch's steps for one output element: a = x * c and r = y * s each rounded to T (libtorch computes a
-// 16-bit product in float32 and rounds it; a float32 product is one rounding), then a + r in float32,
-// rounded to T. The _rn intrinsics are never contracted into an FMA, which would skip a rounding.
-template <typename T>
-__device__ __forceinline__ T rope_element(float x, float c, float y, float s) {
-  const float a = to_float(from_float<T>(__fmul_rn(x, c)));
-  const float r = to_float(from_float<T>(__fmul_rn(y, s)));
-  return from_float<T>(__fadd_rn(a, r));
-}
-
-// One thread per frequency pair (i, i + d/2) of a row: reads x's two elements once and writes
-//   out[i]       = x[i] * cos[i] + (-x[i + d/2]) * sin[i]
-//   out[i + d/2] = x[i + d/2] * cos[i + d/2] + x[i] * sin[i + d/2]
-// Rows are x's leading dims in row-major order, each tensor addressed through its own strides.
-template <typename T>
-__device__ __forceinline__ void rope_pairs(const RopeParams& p, int64_t pairs, int64_t block, int64_t blocks) {
-  const T* __restrict__ x = static_cast<const T*>(p.x);
-  const T* __restrict__ cos_p = static_cast<const T*>(p.cos);
-  const T* __restrict__ sin_p = static_cast<const T*>(p.sin);
-  T* __restrict__ out = static_cast<T*>(p.out);
-  const int last = p.dims - 1;
-  const int64_t half = p.size[last] / 2;
-  for (int64_t i = block * kThreads + threadIdx.x; i < pairs; i += blocks * kThreads) {
-    const int64_t k = i % half;
-    int64_t row = i / half;
-    int64_t xo = k * p.x_stride[last], co = k * p.cos_stride[last], so = k * p.sin_stride[last];
-    int64_t oo = k * p.out_stride[last];
-    for (int j = last - 1; j >= 0; --j) {
-      const int64_t idx = row % p.size[j];
-      row /= p.size[j];
-      xo += idx * p.x_stride[j];
-      co += idx * p.cos_stride[j];
-      so += idx * p.sin_stride[j];
-      oo += idx * p.out_stride[j];
-    }
-    const float x1 = to_float(x[xo]), x2 = to_float(x[xo + half * p.x_stride[last]]);
-    const float c1 = to_float(cos_p[co]), c2 = to_float(cos_p[co + half * p.cos_stride[last]]);
-    const float s1 = to_float(sin_p[so]), s2 = to_float(sin_p[so + half * p.sin_stride[last]]);
-    out[oo] = rope_element<T>(x1, c1, -x2, s1);
-    out[oo + half * p.out_stride[last]] = rope_element<T>(x2, c2, x1, s2);
-  }
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams p, int64_t pairs) {

@@ -30,6 +30,19 @@ struct RopeParams {
   int64_t out_stride[kRopeMaxDims];  // out's strides
 };
 
+// A row of heads x dims elements a sequence, rotated as launch_rope rotates each head's dims (pairs (k, k + dims/2)),
+// element by element where a store takes it (cache_write.h's latent and ring writes): x [b, heads * dims] through
+// x_stride, cos and sin [b, heads, dims] through their strides (0 where they broadcast).
+struct RowRope {
+  const void* x = nullptr;  // null: no rotation
+  int64_t x_stride = 0;
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  int64_t cos_stride[3] = {0, 0, 0};
+  int64_t sin_stride[3] = {0, 0, 0};
+  int64_t dims = 0;  // even
+};
+
 // Throws ArgumentError for invalid sizes (dims, odd d), Error when the launch fails. Enqueues one kernel
 // (none for an empty x) on `stream`; no synchronisation, so it may be captured in a CUDA graph.
 void launch_rope(const RopeParams& p, cudaStream_t stream);
