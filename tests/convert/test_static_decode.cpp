@@ -674,18 +674,20 @@ TEST(DecodeOutOnceSwitch, ChangesNoLogitsOnCpuNorGpu) {
 // VLM2MLA_ROPE_WRITE=0 keeps the RoPE's own launch, the twin): never taken on the CPU, so switching it changes no logits
 // there; on a GPU, over an md-converted model's decode steps (dynamic, and static replayed as CUDA graphs) over bf16,
 // int4 and int8 latent caches (plain stores and quantized ones with windows the steps cross), the same logits bit for
-// bit, and the captured step has one launch a layer fewer.
+// bit, and the captured step has one launch a layer fewer where a fused write takes the rows (bf16, int4; the int8
+// cache of this fixture's shapes takes no fused write, so the RoPE keeps its launch there: on the H200, 2026-11-30,
+// 64 -> 62 launches a step over bf16 and int4, 210 both ways over int8).
 TEST(RopeWriteSwitch, ChangesNoLogitsOnCpuNorGpu) {
   const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   const testing::SwitchRestore restore{set_rope_write, rope_write_enabled()};
   testing::TempDir tmp;
   auto m = md_model_after_cpu_check(set_rope_write, in, tmp);
   if (!m) GTEST_SKIP() << "no CUDA device";
-  const int64_t fewer = m->text_config().num_hidden_layers;
+  const int64_t layers = m->text_config().num_hidden_layers;
   for (const CacheType type : {CacheType::kBf16, CacheType::kInt4, CacheType::kInt8}) {
     expect_write_switch_changes_no_logits("rope write", set_rope_write, in,
                                           std::string("md, ") + cache_type_name(type) + " latent cache", *m,
-                                          CacheSpec{type, 8, 2}, true, fewer);
+                                          CacheSpec{type, 8, 2}, true, type == CacheType::kInt8 ? 0 : layers);
   }
 }
 

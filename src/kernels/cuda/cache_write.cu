@@ -5,6 +5,8 @@
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch_check.cuh"
@@ -99,6 +101,7 @@ __global__ void __launch_bounds__(kThreads) ring_write_pair_kernel(const RingWri
     rope_pairs<T>(pp.rope_q, pp.q_pairs, blockIdx.x, gridDim.x);
     return;
   }
+  if (b >= pp.store[0].b) return;  // (a row wider than the batch: the queries' CTAs)
   if (blockIdx.y == 1) {  // (two calls, each with its store's parameters at fixed offsets: indexing them by
                           // blockIdx.y made ptxas spill)
     if (pp.rope_k.x) {
@@ -135,14 +138,18 @@ __global__ void __launch_bounds__(kThreads) latent_write_kernel(const LatentWrit
   latent_write_row(p, int(blockIdx.y), elem_bytes);
 }
 
-// With the step's RoPE (a latent cache: heads 1): grid (b, 3), CTA (b, 0) copies the latent's row as above, CTA (b, 1)
-// stores the RoPE key's row rotated (p.rope_k, element by element), the CTAs (*, 2) rotate the queries (p.rope_q).
+// With the step's RoPE (a latent cache: heads 1): grid (rope_grid_x, 3), CTA (b, 0) copies the latent's row as above,
+// CTA (b, 1) stores the RoPE key's row rotated (p.rope_k, element by element), the CTAs (*, 2) rotate the queries
+// (p.rope_q) a pair a thread (rope_grid_x: enough of them for one pass; a first form took b CTAs, one at b = 1 doing
+// 4 rounds of loads for Qwen2.5-VL-7B's 448 pairs, and the launch it saved bought nothing).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) latent_rope_write_kernel(const LatentWriteParams p) {
   grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
   grid_launch_dependents();
   if (blockIdx.y == 2) {
     rope_pairs<T>(p.rope_q, p.q_pairs, blockIdx.x, gridDim.x);
+  } else if (blockIdx.x >= p.b) {
+    return;  // (a row wider than the batch: the queries' CTAs)
   } else if (blockIdx.y == 1) {
     const int64_t b = blockIdx.x;
     T* dst = static_cast<T*>(p.dst[1]) + b * p.dst_stride[1][0] + *p.pos * p.dst_stride[1][1];
@@ -155,6 +162,11 @@ __global__ void __launch_bounds__(kThreads) latent_rope_write_kernel(const Laten
 }  // namespace
 
 namespace {
+// The writes' grid width with the queries' rotation: the batch, or the CTAs that rotate every pair in one pass.
+int64_t rope_grid_x(int64_t b, int64_t q_pairs) {
+  return std::min<int64_t>(0x7fffffff, std::max(b, (q_pairs + kThreads - 1) / kThreads));
+}
+
 // The step's RoPE as the writes take it: the key's rows heads x dims (dims even), the queries' pairs set.
 void check_write_rope(const RowRope& k, const RopeParams& q, int64_t n, const char* what) {
   VLM2MLA_CHECK(k.x && k.cos && k.sin && k.dims >= 2 && k.dims % 2 == 0 && n % k.dims == 0, ArgumentError, what,
@@ -190,7 +202,7 @@ void launch_latent_write(const LatentWriteParams& p, int elem_bytes, cudaStream_
                 "latent_write: the step's RoPE goes with a latent cache's rows (heads 1) of the queries' dtype");
   if (p.b == 0) return;
   if (p.q_pairs > 0) {
-    const dim3 grid(unsigned(p.b), 3);
+    const dim3 grid(unsigned(rope_grid_x(p.b, p.q_pairs)), 3);
     switch (p.rope_q.dtype) {
       case ElementDtype::kBf16:
         launch_programmatic(latent_rope_write_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, p);
@@ -227,7 +239,7 @@ void launch_ring_write_pair(const RingWritePairParams& pp, ElementDtype dtype, c
                 "ring_write_pair: the queries' dtype differs from the rings'");
   const int64_t b = pp.store[0].b;
   if (b == 0) return;
-  const dim3 grid(unsigned(b), pp.q_pairs > 0 ? 3 : 2);
+  const dim3 grid(unsigned(pp.q_pairs > 0 ? rope_grid_x(b, pp.q_pairs) : b), pp.q_pairs > 0 ? 3 : 2);
   switch (dtype) {
     case ElementDtype::kBf16:
       launch_programmatic(ring_write_pair_kernel<__nv_bfloat16>, grid, kThreads, 0, stream, pp);
