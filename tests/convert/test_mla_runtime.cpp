@@ -362,6 +362,26 @@ TEST(LatentKvCache, BytesEqualTheAnalyticFormula) {
   EXPECT_EQ(int4.bytes_allocated(), b * cap * per_token + b * window);
 }
 
+// The step's RoPE in the write's launch is a CUDA kernel's: a CPU cache (or the switch off) writes nothing and returns an
+// undefined tensor, leaving the rotation and write_at to the caller (models/mla_attention.h's mla_write_step, whose
+// twin it is); the GPU's side is RopeWriteSwitch's and the kernels' tests.
+TEST(LatentKvCache, WriteAtRotatingLeavesCpuStoresToTheTwin) {
+  const int64_t b = 2, h_kv = 2, R = 8, r = 16;
+  LatentKvCache c({r}, h_kv * R, false, b, 8, CacheSpec{CacheType::kBf16, 64, 128}, at::kFloat, at::kCPU);
+  const at::Tensor before_latent = c.latent_store(0).plain().clone(), before_rope = c.rope_store(0).plain().clone();
+  const at::Tensor cos = at::randn({b, 1, h_kv, R}), sin = at::randn({b, 1, h_kv, R});
+  const WriteRope rope{cos, sin, at::randn({b, h_kv, 3, 1, R}), cos.transpose(1, 2).unsqueeze(2),
+                       sin.transpose(1, 2).unsqueeze(2)};
+  const at::Tensor q = c.write_at_rotating(0, at::randn({b, 1, r}), at::randn({b, 1, h_kv * R}), at::zeros({1}, at::kLong),
+                                           {}, {}, rope);
+  EXPECT_FALSE(q.defined());
+  EXPECT_TRUE(at::equal(c.latent_store(0).plain(), before_latent));
+  EXPECT_TRUE(at::equal(c.rope_store(0).plain(), before_rope));
+  EXPECT_THROW(c.write_at_rotating(1, at::randn({b, 1, r}), at::randn({b, 1, h_kv * R}), at::zeros({1}, at::kLong), {},
+                                   {}, rope),
+               ArgumentError);  // one layer
+}
+
 // Whether the cache holds an image (the decode steps pass it on: MlaDecodeInputs::holds_image): set by a prefill's
 // or a synthetic fill's image positions in any sequence, kept by later text steps, never set without a modality
 // store.
