@@ -229,6 +229,18 @@ TEST(FusedKvWriteCuda, WritesTheTwinsBits) {
 // quantized_ring_write a store (the libtorch steps), step after step across the rings' wrap: every array bit for bit,
 // with the two stores' own bits and groups, with and without the image set's rows (views of a wider product's
 // rows), for bf16, fp16 and float32 rings.
+// A fused pair's two stores against their twins', every array bit for bit.
+void expect_pair_equal(const Store& lat_fused, const Store& lat_twin, const Store& rope_fused, const Store& rope_twin,
+                       const std::string& what) {
+  for (const auto& [f, t, store] : {std::tuple<const Store*, const Store*, const char*>{&lat_fused, &lat_twin, "latent"},
+                                    {&rope_fused, &rope_twin, "RoPE key"}}) {
+    ASSERT_TRUE(at::equal(f->window, t->window)) << what << ": the " << store << "'s ring";
+    ASSERT_TRUE(at::equal(f->q.data, t->q.data)) << what << ": the " << store << "'s codes";
+    ASSERT_TRUE(at::equal(f->q.scale, t->q.scale)) << what << ": the " << store << "'s scales";
+    ASSERT_TRUE(at::equal(f->q.lo, t->q.lo)) << what << ": the " << store << "'s minimums";
+  }
+}
+
 TEST(FusedRingWritePair, RefusesWhatItCannotWriteAndSaysWhy) {
   const Store cpu = random_store(2, 4, 8, 64, 4, 32, at::kFloat, at::kCPU);
   const QuantizedStoreArrays cs{cpu.window, cpu.q, 4, 32};
@@ -285,13 +297,7 @@ TEST(FusedRingWritePairCuda, WritesTheTwinsBitsStepAfterStep) {
           fused_ring_write_pair(text, alt, image, k_rope, pos, ls, rs);
           const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
                                    (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
-          for (const auto& [f, t, store] : {std::tuple<const Store*, const Store*, const char*>{&lat_fused, &lat_twin, "latent"},
-                                            {&rope_fused, &rope_twin, "RoPE key"}}) {
-            ASSERT_TRUE(at::equal(f->window, t->window)) << what << ": the " << store << "'s ring";
-            ASSERT_TRUE(at::equal(f->q.data, t->q.data)) << what << ": the " << store << "'s codes";
-            ASSERT_TRUE(at::equal(f->q.scale, t->q.scale)) << what << ": the " << store << "'s scales";
-            ASSERT_TRUE(at::equal(f->q.lo, t->q.lo)) << what << ": the " << store << "'s minimums";
-          }
+          ASSERT_NO_FATAL_FAILURE(expect_pair_equal(lat_fused, lat_twin, rope_fused, rope_twin, what));
           ++steps;
         }
       }
@@ -423,13 +429,7 @@ TEST(FusedRingWritePairCuda, RotatesAsTheRopePairThenTheWrite) {
           const at::Tensor q = fused_ring_write_pair(st.text, st.alt, st.image, st.k_pre, pos, lf, rf, &st.rope);
           const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
                                    (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
-          for (const auto& [f, t, store] : {std::tuple<const Store*, const Store*, const char*>{&lat_fused, &lat_twin, "latent"},
-                                            {&rope_fused, &rope_twin, "RoPE key"}}) {
-            ASSERT_TRUE(at::equal(f->window, t->window)) << what << ": the " << store << "'s ring";
-            ASSERT_TRUE(at::equal(f->q.data, t->q.data)) << what << ": the " << store << "'s codes";
-            ASSERT_TRUE(at::equal(f->q.scale, t->q.scale)) << what << ": the " << store << "'s scales";
-            ASSERT_TRUE(at::equal(f->q.lo, t->q.lo)) << what << ": the " << store << "'s minimums";
-          }
+          ASSERT_NO_FATAL_FAILURE(expect_pair_equal(lat_fused, lat_twin, rope_fused, rope_twin, what));
           ASSERT_TRUE(at::equal(q, st.q_rot)) << what << ": the rotated queries";
           ++steps;
         }
