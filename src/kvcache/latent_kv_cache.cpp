@@ -129,24 +129,38 @@ bool fused_latent_write_enabled() { return fused_latent_write_switch.enabled(); 
 void set_rope_write(bool on) { rope_write_switch.set(on); }
 bool rope_write_enabled() { return rope_write_switch.enabled(); }
 
+bool LatentKvCache::write_fused(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope,
+                                const at::Tensor& pos, const at::Tensor& latent_image, const at::Tensor& image,
+                                const WriteRope* rope, at::Tensor* q_rot) {
+  if (!fused_latent_write_switch.enabled()) return false;
+  RowStore& ls = *latent_[static_cast<size_t>(layer)];
+  RowStore& rs = *rope_[static_cast<size_t>(layer)];
+  at::Tensor q;
+  if (ls.plain().defined() && rs.plain().defined()) {
+    if (fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain(), rope))
+      return false;
+    q = fused_latent_write(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain(), rope);
+  } else if (fused_ring_write_enabled() && ls.bits() > 0 && rs.bits() > 0) {
+    // quantized stores: both rings' writes and the pick in one launch, where the twin's fused ring writes would run
+    const QuantizedStoreArrays lq{ls.window(), ls.quantized(), ls.bits(), ls.spec().group};
+    const QuantizedStoreArrays rq{rs.window(), rs.quantized(), rs.bits(), rs.spec().group};
+    if (fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, lq, rq, rope)) return false;
+    q = fused_ring_write_pair(latent, latent_image, image, k_rope, pos, lq, rq, rope);
+  } else {
+    return false;
+  }
+  if (q_rot) *q_rot = q;
+  return true;
+}
+
 at::Tensor LatentKvCache::write_at_rotating(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope_pre,
                                             const at::Tensor& pos, const at::Tensor& latent_image,
                                             const at::Tensor& image, const WriteRope& rope) {
   VLM2MLA_CHECK(layer >= 0 && layer < static_cast<int64_t>(latent_.size()), ArgumentError,
                 "LatentKvCache: layer ", layer, " out of range");
-  if (!rope_write_switch.enabled() || !fused_latent_write_switch.enabled()) return {};
-  RowStore& ls = *latent_[static_cast<size_t>(layer)];
-  RowStore& rs = *rope_[static_cast<size_t>(layer)];
-  if (ls.plain().defined() && rs.plain().defined()) {
-    if (fused_latent_write_unusable(latent, latent_image, image, k_rope_pre, pos, ls.plain(), rs.plain(), &rope))
-      return {};
-    return fused_latent_write(latent, latent_image, image, k_rope_pre, pos, ls.plain(), rs.plain(), &rope);
-  }
-  if (!fused_ring_write_enabled() || ls.bits() == 0 || rs.bits() == 0) return {};
-  const QuantizedStoreArrays lq{ls.window(), ls.quantized(), ls.bits(), ls.spec().group};
-  const QuantizedStoreArrays rq{rs.window(), rs.quantized(), rs.bits(), rs.spec().group};
-  if (fused_ring_write_pair_unusable(latent, latent_image, image, k_rope_pre, pos, lq, rq, &rope)) return {};
-  return fused_ring_write_pair(latent, latent_image, image, k_rope_pre, pos, lq, rq, &rope);
+  at::Tensor q_rot;
+  if (rope_write_switch.enabled()) write_fused(layer, latent, k_rope_pre, pos, latent_image, image, &rope, &q_rot);
+  return q_rot;
 }
 
 void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
@@ -155,22 +169,10 @@ void LatentKvCache::write_at(int64_t layer, const at::Tensor& latent, const at::
                 "LatentKvCache: layer ", layer, " out of range");
   VLM2MLA_CHECK(latent_image.defined() == image.defined(), ArgumentError,
                 "LatentKvCache::write_at: the image set's latent and the image mask go together");
+  // one launch, the same bits
+  if (write_fused(layer, latent, k_rope, pos, latent_image, image, nullptr, nullptr)) return;
   RowStore& ls = *latent_[static_cast<size_t>(layer)];
   RowStore& rs = *rope_[static_cast<size_t>(layer)];
-  if (fused_latent_write_switch.enabled() && ls.plain().defined() && rs.plain().defined() &&
-      !fused_latent_write_unusable(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain())) {
-    fused_latent_write(latent, latent_image, image, k_rope, pos, ls.plain(), rs.plain());  // one launch, the same bits
-    return;
-  }
-  // quantized stores: both rings' writes and the pick in one launch, where the twin's fused ring writes would run
-  if (fused_latent_write_switch.enabled() && fused_ring_write_enabled() && ls.bits() > 0 && rs.bits() > 0) {
-    const QuantizedStoreArrays lq{ls.window(), ls.quantized(), ls.bits(), ls.spec().group};
-    const QuantizedStoreArrays rq{rs.window(), rs.quantized(), rs.bits(), rs.spec().group};
-    if (!fused_ring_write_pair_unusable(latent, latent_image, image, k_rope, pos, lq, rq)) {
-      fused_ring_write_pair(latent, latent_image, image, k_rope, pos, lq, rq);  // the same bits
-      return;
-    }
-  }
   // the twin: each sequence's latent by its step token's modality, then a write a store
   ls.write_at(latent_image.defined() ? by_modality(latent, latent_image, image) : latent, pos);
   rs.write_at(k_rope, pos);

@@ -88,6 +88,10 @@ class LatentKvCache : public KvCache {
 
  private:
   void grow_modality(int64_t capacity);  // keeps the committed positions
+  // The step's rows in one fused launch where one takes them (plain stores: fused_latent_write; quantized ones:
+  // fused_ring_write_pair), rope (where given) made in it: whether written, and then the rotated queries in q_rot.
+  bool write_fused(int64_t layer, const at::Tensor& latent, const at::Tensor& k_rope, const at::Tensor& pos,
+                   const at::Tensor& latent_image, const at::Tensor& image, const WriteRope* rope, at::Tensor* q_rot);
 
   std::vector<std::unique_ptr<RowStore>> latent_, rope_;
   at::Tensor modality_;  // uint8 [b, capacity] or undefined

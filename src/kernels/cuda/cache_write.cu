@@ -159,9 +159,6 @@ __global__ void __launch_bounds__(kThreads) latent_rope_write_kernel(const Laten
   }
 }
 
-}  // namespace
-
-namespace {
 // The writes' grid width with the queries' rotation: the batch, or the CTAs that rotate every pair in one pass.
 int64_t rope_grid_x(int64_t b, int64_t q_pairs) {
   return std::min<int64_t>(0x7fffffff, std::max(b, (q_pairs + kThreads - 1) / kThreads));
