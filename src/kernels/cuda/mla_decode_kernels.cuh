@@ -1730,6 +1730,29 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
       first_issued = true;
     }
   }
+  // int4 tiles: the thread's pieces of a tile (pm: where each lies, the same for every tile; codes by cp.async into
+  // its raw slots, scales and minima into x). The first walk's first fetch is issued here too, before the queries are
+  // staged, as bf16's first copy is; the walk dequantizes it as its first tile (the same pieces: the same bits).
+  uint32_t pm[CH];
+  Int4Scales x[CH];
+  const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+  auto fetch = [&](int tt) {
+    const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
+#pragma unroll
+    for (int k = 0; k < CH; ++k)
+      fetch_piece<RKV, HR>(p, g, pm[k], lat, rope, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+    cp_async_commit();
+  };
+  if constexpr (INT4) {
+    if (quant) {
+#pragma unroll
+      for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
+      if (t < t_end) {
+        fetch(t);
+        first_issued = true;
+      }
+    }
+  }
 
   // The walks and the merge; SPLIT_PURE: the whole split is pure (a copy of their own: measured, the pure
   // split's walk ran 4-14% slower where its accumulators were shared with the segment walks' loops)
@@ -1826,18 +1849,6 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
           if (!more) break;  // a pure run's end, or (kPureLoop) a long pure run next: the next walk's
         }
       } else {
-        uint32_t pm[CH];
-#pragma unroll
-        for (int k = 0; k < CH; ++k) pm[k] = piece_map(p, g, tid + k * kThreads);
-        const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
-        Int4Scales x[CH];
-        auto fetch = [&](int tt) {
-          const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
-#pragma unroll
-          for (int k = 0; k < CH; ++k)
-            fetch_piece<RKV, HR>(p, g, pm[k], lat, rope, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
-          cp_async_commit();
-        };
         auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2 (kOneStage: the one)
           cp_async_wait<0>();
           unsigned char* ct = smem + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes;
@@ -1846,7 +1857,8 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
             store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
         };
         if (t < t_end) {
-          fetch(t);
+          if (!first_issued) fetch(t);
+          first_issued = false;
           dequant(0);
         }
         for (int i = 0; t < t_end; ++i) {
