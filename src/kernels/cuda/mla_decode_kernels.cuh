@@ -1497,6 +1497,9 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   const uint32_t sbase = smem_addr(smem);
 
   const SeqRange sr = seq_range(p, b);
+  // the cache's image bound (params.h's image_end; the pure test below), loaded beside the sequence's range: the two
+  // loads in one round trip, where the test's load waited for the range's and the split's arithmetic
+  const int image_end_b = (MODCTA && p.pure_splits && p.image_end) ? p.image_end[b] : 0;
   // the interior tiles' copy with the sizes as constants (bf16 stores, the RoPE key in the tiles; else unused)
   constexpr bool kLeanCopy = RKV > 0 && HR > 0 && !EXT && !INT4;
   const auto lean_copy = [&] {
@@ -1663,7 +1666,7 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   if constexpr (MODCTA) {
     if (p.pure_splits) {
       const int j_lo = max(vlo, t_first * kTile), j_end = min(vhi, t_end * kTile);
-      const int j_hi = p.image_end ? min(j_end, max(j_lo, p.image_end[b])) : j_end;
+      const int j_hi = p.image_end ? min(j_end, max(j_lo, image_end_b)) : j_end;
       const bool want = cta_mod == 1;
       const bool text_above = j_end > j_hi;  // keys of the split at or above the bound: text
       bool mine = text_above && !want, other = text_above && want;
