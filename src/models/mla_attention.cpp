@@ -70,13 +70,20 @@ MlaRope MlaRopes::layer(int64_t l) const {
           cs_.sin.index_select(-1, dims).view({b, s, h_kv_, R_})};
 }
 
-void mla_apply_rope(MlaStep& st) {
-  VLM2MLA_CHECK(st.rope_deferred, ArgumentError, "mla_apply_rope: the step's RoPE was not deferred");
+namespace {
+// A deferred step's rotated queries ([b, h_kv, groups, s, R], however made) as MlaStep holds them: its RoPE done.
+void take_rotated_queries(MlaStep& st, const at::Tensor& q_rot) {
   const int64_t b = st.k_rope_pre.size(0), s = st.k_rope_pre.size(1);
-  auto [k_rot, q_rot] = apply_rope_pair(st.k_rope_pre, st.cos, st.sin, st.q_rope_pre, st.cos_q, st.sin_q);
-  st.k_rope = k_rot.reshape({b, s, -1});
   st.q_rot = q_rot.reshape({b, -1, s, st.q_rope_pre.size(-1)});
   st.rope_deferred = false;
+}
+}  // namespace
+
+void mla_apply_rope(MlaStep& st) {
+  VLM2MLA_CHECK(st.rope_deferred, ArgumentError, "mla_apply_rope: the step's RoPE was not deferred");
+  auto [k_rot, q_rot] = apply_rope_pair(st.k_rope_pre, st.cos, st.sin, st.q_rope_pre, st.cos_q, st.sin_q);
+  st.k_rope = k_rot.reshape({st.k_rope_pre.size(0), st.k_rope_pre.size(1), -1});
+  take_rotated_queries(st, q_rot);
 }
 
 void mla_write_step(LatentKvCache& cache, int64_t layer, MlaStep& st, const at::Tensor& pos) {
@@ -86,8 +93,7 @@ void mla_write_step(LatentKvCache& cache, int64_t layer, MlaStep& st, const at::
     const at::Tensor q_rot = cache.write_at_rotating(layer, st.latent, st.k_rope_pre.reshape({b, s, -1}), pos,
                                                      st.latent_image, st.image, rope);
     if (q_rot.defined()) {  // written, the key rotated on its way in
-      st.q_rot = q_rot.reshape({b, -1, s, st.q_rope_pre.size(-1)});
-      st.rope_deferred = false;
+      take_rotated_queries(st, q_rot);
       return;
     }
     mla_apply_rope(st);

@@ -18,6 +18,12 @@
 namespace vlm2mla {
 namespace {
 
+// A latent write test's step, as its failures name it.
+std::string step_label(at::ScalarType dtype, int64_t b, bool two_sets, int64_t p) {
+  return std::string(c10::toString(dtype)) + " b " + std::to_string(b) + (two_sets ? " two sets" : " one set") +
+         " pos " + std::to_string(p);
+}
+
 struct Store {
   at::Tensor window;
   QuantizedRows q;
@@ -149,8 +155,7 @@ TEST(FusedLatentWriteCuda, WritesTheTwinsBits) {
           const char* why = fused_latent_write_unusable(text, alt, image, k_rope, pos, lat_fused, rope_fused);
           ASSERT_EQ(why, nullptr) << why;
           fused_latent_write(text, alt, image, k_rope, pos, lat_fused, rope_fused);
-          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
-                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          const std::string what = step_label(dtype, b, two_sets, p);
           ASSERT_TRUE(at::equal(lat_fused, lat_twin)) << what << ": the latent store";
           ASSERT_TRUE(at::equal(rope_fused, rope_twin)) << what << ": the RoPE key's store";
           ++n;
@@ -224,11 +229,6 @@ TEST(FusedKvWriteCuda, WritesTheTwinsBits) {
   EXPECT_EQ(n, 36);  // 3 dtypes x 2 batches x 2 layouts x 3 positions
 }
 
-// The quantized pair (kernels/ops.h fused_ring_write_pair): a latent cache layer's two quantized stores in one launch,
-// each sequence's latent picked by its step token's modality; against its twin, at::where and kvcache/quant.h's
-// quantized_ring_write a store (the libtorch steps), step after step across the rings' wrap: every array bit for bit,
-// with the two stores' own bits and groups, with and without the image set's rows (views of a wider product's
-// rows), for bf16, fp16 and float32 rings.
 // A fused pair's two stores against their twins', every array bit for bit.
 void expect_pair_equal(const Store& lat_fused, const Store& lat_twin, const Store& rope_fused, const Store& rope_twin,
                        const std::string& what) {
@@ -241,6 +241,11 @@ void expect_pair_equal(const Store& lat_fused, const Store& lat_twin, const Stor
   }
 }
 
+// The quantized pair (kernels/ops.h fused_ring_write_pair): a latent cache layer's two quantized stores in one launch,
+// each sequence's latent picked by its step token's modality; against its twin, at::where and kvcache/quant.h's
+// quantized_ring_write a store (the libtorch steps), step after step across the rings' wrap: every array bit for bit,
+// with the two stores' own bits and groups, with and without the image set's rows (views of a wider product's
+// rows), for bf16, fp16 and float32 rings.
 TEST(FusedRingWritePair, RefusesWhatItCannotWriteAndSaysWhy) {
   const Store cpu = random_store(2, 4, 8, 64, 4, 32, at::kFloat, at::kCPU);
   const QuantizedStoreArrays cs{cpu.window, cpu.q, 4, 32};
@@ -295,8 +300,7 @@ TEST(FusedRingWritePairCuda, WritesTheTwinsBitsStepAfterStep) {
           const char* why = fused_ring_write_pair_unusable(text, alt, image, k_rope, pos, ls, rs);
           ASSERT_EQ(why, nullptr) << why;
           fused_ring_write_pair(text, alt, image, k_rope, pos, ls, rs);
-          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
-                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          const std::string what = step_label(dtype, b, two_sets, p);
           ASSERT_NO_FATAL_FAILURE(expect_pair_equal(lat_fused, lat_twin, rope_fused, rope_twin, what));
           ++steps;
         }
@@ -393,8 +397,7 @@ TEST(FusedLatentWriteCuda, RotatesAsTheRopePairThenTheWrite) {
           ASSERT_EQ(why, nullptr) << why;
           const at::Tensor q =
               fused_latent_write(st.text, st.alt, st.image, st.k_pre, pos, lat_fused, rope_fused, &st.rope);
-          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
-                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          const std::string what = step_label(dtype, b, two_sets, p);
           ASSERT_TRUE(at::equal(lat_fused, lat_twin)) << what << ": the latent store";
           ASSERT_TRUE(at::equal(rope_fused, rope_twin)) << what << ": the RoPE key's store";
           ASSERT_EQ(q.sizes(), st.q_rot.sizes()) << what;
@@ -427,8 +430,7 @@ TEST(FusedRingWritePairCuda, RotatesAsTheRopePairThenTheWrite) {
           const char* why = fused_ring_write_pair_unusable(st.text, st.alt, st.image, st.k_pre, pos, lf, rf, &st.rope);
           ASSERT_EQ(why, nullptr) << why;
           const at::Tensor q = fused_ring_write_pair(st.text, st.alt, st.image, st.k_pre, pos, lf, rf, &st.rope);
-          const std::string what = std::string(c10::toString(dtype)) + " b " + std::to_string(b) +
-                                   (two_sets ? " two sets" : " one set") + " pos " + std::to_string(p);
+          const std::string what = step_label(dtype, b, two_sets, p);
           ASSERT_NO_FATAL_FAILURE(expect_pair_equal(lat_fused, lat_twin, rope_fused, rope_twin, what));
           ASSERT_TRUE(at::equal(q, st.q_rot)) << what << ": the rotated queries";
           ++steps;
