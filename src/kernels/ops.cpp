@@ -21,6 +21,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/cache_write.h"
+#include "kernels/cuda/gemm_rows.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/head_product.h"
 #include "kernels/cuda/mla_decode.h"
@@ -594,8 +595,10 @@ at::Tensor run_gemv(decltype(&launch_gemv) launch, const at::Tensor& x, const at
 
 int64_t fused_gemv_launches() { return gemv_launches.load(); }
 
-const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
+namespace {
+// What gemv_unusable and gemm_rows_unusable share: everything but the rows of x and the kernel's own sizes.
+const char* projection_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (!x.defined() || !weight.defined()) return "x and the weight must be defined";
   if (!x.is_cuda()) return "x is not a CUDA tensor";
   if (weight.device() != x.device()) return "the weight is not on x's device";
@@ -604,8 +607,6 @@ const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const a
   if (weight.scalar_type() != t) return "x and the weight differ in dtype";
   if (weight.dim() != 2 || !weight.is_contiguous()) return "the weight is not a contiguous [out, in] matrix";
   if (x.dim() < 1 || x.size(-1) != weight.size(1)) return "x's last size is not the weight's in-features";
-  if (x.numel() != x.size(-1)) return "x holds more than one row";
-  if (x.stride(-1) != 1) return "x's row is not contiguous";
   if (bias.defined() && (bias.device() != x.device() || bias.scalar_type() != t || bias.dim() != 1 ||
                          bias.size(0) != weight.size(0) || !bias.is_contiguous())) {
     return "the bias is not a contiguous [out] tensor of x's dtype and device";
@@ -613,7 +614,18 @@ const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const a
   if (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad())) {
     return "a tensor requires grad (no backward)";
   }
-  return gemv_unsupported(weight.size(0), weight.size(1), element_dtype(t), x.data_ptr(), weight.data_ptr());
+  return nullptr;
+}
+}  // namespace
+#endif
+
+const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (const char* why = projection_unusable(x, weight, bias)) return why;
+  if (x.numel() != x.size(-1)) return "x holds more than one row";
+  if (x.stride(-1) != 1) return "x's row is not contiguous";
+  return gemv_unsupported(weight.size(0), weight.size(1), element_dtype(x.scalar_type()), x.data_ptr(),
+                          weight.data_ptr());
 #else
   (void)x, (void)weight, (void)bias;
   return "this build has no CUDA kernels";
@@ -653,6 +665,78 @@ at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, co
   at::Tensor y = run_gemv(launch_gemv_silu_mul, x, weight, bias, weight.size(0) / 2);
   gemv_silu_mul_launches.fetch_add(1);
   return y;
+#else
+  return {};
+#endif
+}
+
+namespace {
+std::atomic<int64_t> gemm_rows_launches{0};
+}  // namespace
+
+int64_t fused_gemm_rows_launches() { return gemm_rows_launches.load(); }
+
+const char* gemm_rows_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  if (const char* why = projection_unusable(x, weight, bias)) return why;
+  if (!x.is_contiguous()) return "x's rows do not lie end to end (x is not contiguous)";
+  const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
+  return gemm_rows_unsupported(rows, weight.size(0), weight.size(1), element_dtype(x.scalar_type()), x.data_ptr(),
+                               weight.data_ptr());
+#else
+  (void)x, (void)weight, (void)bias;
+  return "this build has no CUDA kernels";
+#endif
+}
+
+const char* gemm_rows_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (const char* why = gemm_rows_unusable(x, weight, bias)) return why;
+  if (weight.size(0) % 2 != 0) return "the weight's rows are odd (the gate's rows then up's: two halves)";
+  return nullptr;
+}
+
+namespace {
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+// y [..., n] = launch(x, weight, bias) on x's stream (launch_gemm_rows or launch_gemm_rows_silu_mul, n the results
+// of a row of y); counted in fused_gemm_rows_launches()
+at::Tensor run_gemm_rows(decltype(&launch_gemm_rows) launch, const at::Tensor& x, const at::Tensor& weight,
+                         const at::Tensor& bias, int64_t n) {
+  c10::cuda::CUDAGuard guard(x.device());
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = n;
+  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  launch(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(),
+         x.numel() / x.size(-1), n, weight.size(1), element_dtype(x.scalar_type()),
+         c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  gemm_rows_launches.fetch_add(1);
+  return y;
+}
+#endif
+}  // namespace
+
+at::Tensor fused_gemm_rows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const char* why = gemm_rows_unusable(x, weight, bias);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemm_rows: ", why,
+                " (it needs a CUDA build, a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [out, in] and "
+                "bias [out] or none, of one dtype (bf16 or fp16) on one device, in a multiple of 8); got x ",
+                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
+                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  return run_gemm_rows(launch_gemm_rows, x, weight, bias, weight.size(0));
+#else
+  return {};
+#endif
+}
+
+at::Tensor fused_gemm_rows_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const char* why = gemm_rows_silu_mul_unusable(x, weight, bias);
+  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemm_rows_silu_mul: ", why,
+                " (a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [2 n, in]: the gate's rows then "
+                "up's, bias [2 n] or none, as fused_gemm_rows); got x ",
+                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
+                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  return run_gemm_rows(launch_gemm_rows_silu_mul, x, weight, bias, weight.size(0) / 2);
 #else
   return {};
 #endif

@@ -186,6 +186,23 @@ const char* gemv_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight
 at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 int64_t fused_gemv_silu_mul_launches();
 
+// y = x W^T (+ b) for 2 to 16 rows of x (a decode step's projection at batches 2 to 16) by one launch of
+// kernels/cuda/gemm_rows.h: each weight element read once, on tensor cores, float32 sums in a fixed order rounded
+// once with the bias (at::linear, its twin, sums in cuBLAS's order: the two agree within bf16 rounding, not bit for
+// bit). x [..., in] holding 1 to 16 rows end to end (contiguous), weight [out, in] contiguous, bias [out] or
+// undefined; CUDA tensors of one dtype (bf16 or fp16) on one device, none requiring grad; in a multiple of 8.
+// Returns [..., out]. gemm_rows_unusable(): nullptr when usable, else why not.
+const char* gemm_rows_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+at::Tensor fused_gemm_rows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);  // ArgumentError
+// How many times fused_gemm_rows (and fused_gemm_rows_silu_mul) launched their kernel in this process.
+int64_t fused_gemm_rows_launches();
+
+// fused_silu_mul of the two halves of fused_gemm_rows(x, weight, bias) in one launch (kernels/cuda/gemm_rows.h's
+// launch_gemm_rows_silu_mul: the same bits as the two launches): weight [2 n, in], the gate's rows then up's, bias
+// [2 n] or undefined; otherwise as fused_gemm_rows. Returns [..., n]. Counted in fused_gemm_rows_launches().
+const char* gemm_rows_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+at::Tensor fused_gemm_rows_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 // src.contiguous() by one launch of kernels/cuda/row_copy.h (16-byte pieces where the sizes, strides and
 // addresses allow), where libtorch's copy of a strided view takes an element a thread: the same bits. src a CUDA
 // tensor (bf16, fp16 or float32, not requiring grad) whose dimensions, once those that lie end to end in memory

@@ -10,6 +10,9 @@ EnvSwitch fused_rms_norm_switch(kEnvFusedRmsNorm);
 EnvSwitch fused_silu_mul_switch(kEnvFusedSiluMul);
 EnvSwitch gemv_switch(kEnvGemv);
 EnvSwitch gemv_silu_mul_switch(kEnvGemvSiluMul);
+EnvSwitch gemm_rows_switch(kEnvGemmRows);
+// the most rows of x the few-row kernel takes (kernels/cuda/gemm_rows.h kGemmRowsMax; its checks hold the bound)
+constexpr int64_t kGemmRowsMax = 16;
 }  // namespace
 
 void set_gemv_silu_mul(bool on) { gemv_silu_mul_switch.set(on); }
@@ -20,11 +23,24 @@ void set_gemv(bool on) { gemv_switch.set(on); }
 
 bool gemv_enabled() { return gemv_switch.enabled(); }
 
+void set_gemm_rows(bool on) { gemm_rows_switch.set(on); }
+
+bool gemm_rows_enabled() { return gemm_rows_switch.enabled(); }
+
+namespace {
+// x's rows where x is a CUDA tensor of 1 to kGemmRowsMax of them (a decode step's), else 0: the cheap tests first, so
+// that other calls pay for no more than them
+int64_t few_cuda_rows(const at::Tensor& x) {
+  if (!x.is_cuda() || x.dim() < 1 || x.size(-1) < 1) return 0;
+  const int64_t rows = x.numel() / x.size(-1);
+  return rows <= kGemmRowsMax ? rows : 0;
+}
+}  // namespace
+
 at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  // one row on CUDA: the cheap tests first, so that other calls pay for no more than them
-  if (x.is_cuda() && x.dim() >= 1 && x.numel() == x.size(-1) && gemv_enabled() && !gemv_unusable(x, weight, bias)) {
-    return fused_gemv(x, weight, bias);
-  }
+  const int64_t rows = few_cuda_rows(x);
+  if (rows == 1 && gemv_enabled() && !gemv_unusable(x, weight, bias)) return fused_gemv(x, weight, bias);
+  if (rows > 1 && gemm_rows_enabled() && !gemm_rows_unusable(x, weight, bias)) return fused_gemm_rows(x, weight, bias);
   return at::linear(x, weight, bias);
 }
 
@@ -169,14 +185,16 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down) {
-  // one row on CUDA (the cheap tests first): SiLU x up in the gate/up projection's launch
-  if (x.is_cuda() && x.dim() >= 1 && x.numel() == x.size(-1) && gemv_silu_mul_enabled() && gemv_enabled() &&
-      fused_silu_mul_enabled() && gate.weight.defined() && up.weight.defined() &&
-      gate.weight.size(0) == up.weight.size(0) && fusable({&gate, &up})) {
+  // 1 to 16 rows on CUDA (the cheap tests first): SiLU x up in the gate/up projection's launch
+  const int64_t x_rows = few_cuda_rows(x);
+  const bool kernel_on = x_rows == 1 ? gemv_enabled() : gemm_rows_enabled();
+  if (x_rows > 0 && kernel_on && gemv_silu_mul_enabled() && fused_silu_mul_enabled() && gate.weight.defined() &&
+      up.weight.defined() && gate.weight.size(0) == up.weight.size(0) && fusable({&gate, &up})) {
     const int64_t rows = 2 * gate.weight.size(0);
     const at::Tensor w = rows_from(gate.weight, rows);  // the block linear_group would take
     const at::Tensor b = gate.bias.defined() ? rows_from(gate.bias, rows) : at::Tensor();
-    if (!gemv_silu_mul_unusable(x, w, b)) return linear(fused_gemv_silu_mul(x, w, b), down);
+    if (x_rows == 1 && !gemv_silu_mul_unusable(x, w, b)) return linear(fused_gemv_silu_mul(x, w, b), down);
+    if (x_rows > 1 && !gemm_rows_silu_mul_unusable(x, w, b)) return linear(fused_gemm_rows_silu_mul(x, w, b), down);
   }
   std::vector<at::Tensor> gate_up = linear_group(x, {&gate, &up});  // [..., i] each
   return linear(silu_mul(gate_up[0], gate_up[1]), down);

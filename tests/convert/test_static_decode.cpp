@@ -762,6 +762,44 @@ TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
     check(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 4});
 }
 
+// The few-row projection kernel (nn/layers.h's dense and swiglu_mlp at 2 to 16 rows; VLM2MLA_GEMM_ROWS=0 keeps
+// at::linear and the SiLU x up launch, the twin): never taken on the CPU, so switching it changes no logits there; on
+// a GPU, over the fixture's two sequences (text and images) decoded as one batch (dynamic, and static replayed as
+// CUDA graphs), of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and int4 latent
+// caches, it is taken (its launches counted) and the logits stay within bf16 rounding of at::linear's.
+TEST(GemmRowsSwitch, CpuUnchangedAndGpuWithinBf16) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const testing::SwitchRestore restore{set_gemm_rows, gemm_rows_enabled()};
+  const ModelInputs in = fixture_inputs(name);
+  ASSERT_GE(in.input_ids.size(0), 2) << "the fixture's batch: the kernel takes 2 rows or more";
+  expect_cpu_switch_changes_no_logits(set_gemm_rows, in, dir + "/model");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  bf16.fuse_projections = true;  // (as generate and bench load: gate and up one weight block, SiLU x up fused)
+  testing::TempDir tmp;
+  auto plain = Model::load(dir + "/model", bf16);
+  auto mla = md_converted(name, tmp.file("mla"), bf16);
+  struct Case {
+    const char* what;
+    const Model* model;
+    CacheSpec spec;
+  };
+  const Case cases[] = {{"unconverted, bf16 dense cache", plain.get(), CacheSpec{CacheType::kBf16, 8, 4}},
+                        {"md, bf16 latent cache", mla.get(), CacheSpec{CacheType::kBf16, 8, 4}},
+                        {"md, int4 latent cache", mla.get(), CacheSpec{CacheType::kInt4, 8, 4}}};
+  for (const Case& c : cases) {
+    std::vector<at::Tensor> off, on;
+    set_gemm_rows(false);
+    const int64_t before = fused_gemm_rows_launches();
+    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &off);
+    EXPECT_EQ(fused_gemm_rows_launches(), before) << c.what << ": the kernel ran with the switch off";
+    set_gemm_rows(true);
+    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &on);
+    EXPECT_GT(fused_gemm_rows_launches(), before) << c.what << ": the decode steps never took the kernel";
+    expect_logits_within_bf16(on, off, c.what, "gemm rows");
+  }
+}
+
 // The combine with the output product (mla_attention_absorbed_kernel passes w_out and o_out; VLM2MLA_DECODE_COMBINE_OUT=0
 // keeps kv_head_product over the buffer, the twin): never taken on the CPU, so switching it changes no logits there; on a
 // GPU, over an md-converted model's decode steps (dynamic, and static replayed as CUDA graphs) over bf16 and int4 latent

@@ -1,0 +1,195 @@
+#include "kernels/cuda/gemm_rows.h"
+
+#include <algorithm>
+#include <type_traits>
+
+#include "core/error.h"
+#include "kernels/cuda/element.cuh"
+#include "kernels/cuda/launch_check.cuh"
+#include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/row_math.cuh"
+#include "kernels/cuda/tensor_core.cuh"
+
+namespace vlm2mla {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kCtasPerSm = 2;
+constexpr int kTiles = 2;   // 8-row tiles of w a unit of work: 16 rows, or (SILU) 8 gate rows and their 8 up rows
+constexpr int kUnroll = 4;  // 32-wide pieces of k a warp loads before its products
+
+// A 16-byte piece of the weight, read once: no L1 allocation, the L2 asked for the 256 bytes around it.
+__device__ __forceinline__ uint4 load_weight(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    tensor_core::mma_bf16(d, a0, a1, a2, a3, b0, b1);
+  } else {
+    tensor_core::mma_fp16(d, a0, a1, a2, a3, b0, b1);
+  }
+}
+
+// CTA blockIdx.x takes the units blockIdx.x, blockIdx.x + gridDim.x, ...; a unit is kTiles tiles of 8 rows of w
+// (plain: rows 16 u .. 16 u + 15; SILU: the gate's rows 8 u .. 8 u + 7 and up's out + 8 u .. out + 8 u + 7).
+// Lane (g = lane / 4, t = lane % 4) of a warp loads, for each 32-wide piece c of k it takes (c = warp, warp + 8,
+// ...), the 8 elements k = 32 c + 8 t .. + 7 of row g of each tile and of rows g and (X16) g + 8 of x: for the
+// tensor cores' m16n8k16 products that lane's k slots {2t, 2t+1, 2t+8, 2t+9} of the first product take the piece's
+// elements 0..3 and those of the second its elements 4..7, in A (x) and B (w) alike, so that the two products sum
+// the 32 elements of k once each (a permutation of k, which a dot product does not see). Rows of x past m and of w
+// past its end are zeros. Each warp sums its pieces in order into the accumulators (rows g, g + 8; columns 2t,
+// 2t + 1 of each tile), which go to shared memory; the unit's results are the warps' sums added in warp order, the
+// bias added, rounded once (SILU: the gate's and up's results so rounded, then silu_mul_one).
+template <typename T, bool X16, bool SILU>
+__global__ void __launch_bounds__(kThreads, kCtasPerSm)
+    gemm_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
+                     int m, int out, int in, int units) {
+  __shared__ __align__(16) float partial[kWarps * kTiles * 32 * 4];  // [warp][tile][lane][accumulator]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int pieces = (in + 31) / 32;                                 // 32-wide pieces of k
+  const int iters = (pieces + kWarps * kUnroll - 1) / (kWarps * kUnroll);  // the same for every warp
+  // the weight row of tile j of unit u this lane loads, or -1 past w's end
+  auto w_row = [&](int u, int j) -> int64_t {
+    if constexpr (SILU) {
+      const int n = 8 * u + g;
+      return n < out ? int64_t(j) * out + n : -1;
+    } else {
+      const int n = 16 * u + 8 * j + g;
+      return n < out ? n : -1;
+    }
+  };
+  uint4 wv[kUnroll][kTiles];
+  auto load_w = [&](int u, int it) {
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) {
+      const int64_t row = w_row(u, j);
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) {
+        const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+        wv[i][j] = row >= 0 && k < in ? load_weight(w + row * in + k) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+  };
+  const int u0 = blockIdx.x;
+  if (u0 < units) load_w(u0, 0);  // the weights are no kernel's output: read before waiting for the kernel ahead
+  grid_dependency_wait();
+  grid_launch_dependents();
+  for (int u = u0; u < units; u += gridDim.x) {
+    float acc[kTiles][4];
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    for (int it = 0; it < iters; ++it) {
+      if (u != u0 || it > 0) load_w(u, it);
+      uint4 x0[kUnroll], x1[kUnroll];
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) {
+        const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+        x0[i] = g < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g) * in + k)) : zero;
+        if constexpr (X16) {
+          x1[i] = g + 8 < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g + 8) * in + k)) : zero;
+        } else {
+          x1[i] = zero;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) {
+#pragma unroll
+        for (int j = 0; j < kTiles; ++j) {
+          mma<T>(acc[j], x0[i].x, x1[i].x, x0[i].y, x1[i].y, wv[i][j].x, wv[i][j].y);
+          mma<T>(acc[j], x0[i].z, x1[i].z, x0[i].w, x1[i].w, wv[i][j].z, wv[i][j].w);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) {
+      reinterpret_cast<float4*>(partial)[(warp * kTiles + j) * 32 + lane] =
+          make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+    }
+    __syncthreads();
+    // result (row r of x, column c of tile j): the warps' sums in warp order, the bias, rounded once
+    auto result = [&](int r, int j, int c, int64_t wrow) {
+      const int at = j * 128 + ((r % 8) * 4 + c / 2) * 4 + (r / 8) * 2 + c % 2;
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarps; ++k) s += partial[k * kTiles * 128 + at];
+      if (bias) s += to_float(bias[wrow]);
+      return from_float<T>(s);
+    };
+    if constexpr (SILU) {
+      for (int i = threadIdx.x; i < m * 8; i += kThreads) {
+        const int r = i / 8, c = i % 8, n = 8 * u + c;
+        if (n < out) y[int64_t(r) * out + n] = silu_mul_one(result(r, 0, c, n), result(r, 1, c, int64_t(out) + n));
+      }
+    } else {
+      for (int i = threadIdx.x; i < m * 16; i += kThreads) {
+        const int r = i / 16, c = i % 16, n = 16 * u + c;
+        if (n < out) y[int64_t(r) * out + n] = result(r, c / 8, c % 8, n);
+      }
+    }
+    __syncthreads();  // the partial sums are the next unit's
+  }
+}
+
+template <typename T, bool X16, bool SILU>
+void launch_typed(const void* x, const void* w, const void* bias, void* y, int m, int out, int in,
+                  cudaStream_t stream) {
+  const int units = SILU ? (out + 7) / 8 : (out + 15) / 16;
+  const int ctas = std::min(units, current_device_sms() * kCtasPerSm);
+  launch_programmatic(gemm_rows_kernel<T, X16, SILU>, dim3(unsigned(ctas)), dim3(kThreads), 0, stream,
+                      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                      static_cast<T*>(y), m, out, in, units);
+}
+
+template <bool SILU>
+void launch_dtype(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out, int64_t in,
+                  ElementDtype dtype, cudaStream_t stream) {
+  const bool x16 = m > 8;
+  if (dtype == ElementDtype::kBf16) {
+    (x16 ? launch_typed<__nv_bfloat16, true, SILU> : launch_typed<__nv_bfloat16, false, SILU>)(
+        x, w, bias, y, int(m), int(out), int(in), stream);
+  } else {
+    (x16 ? launch_typed<__half, true, SILU> : launch_typed<__half, false, SILU>)(x, w, bias, y, int(m), int(out),
+                                                                                 int(in), stream);
+  }
+}
+
+}  // namespace
+
+const char* gemm_rows_unsupported(int64_t m, int64_t out, int64_t in, ElementDtype dtype, const void* x,
+                                  const void* w) {
+  if (dtype != ElementDtype::kBf16 && dtype != ElementDtype::kFp16) return "the dtype is not bf16 or fp16";
+  if (m < 1 || m > kGemmRowsMax) return "x's rows are not between 1 and 16";
+  if (out < 1 || out > int64_t(1) << 30) return "out-features are not between 1 and 2^30";
+  if (in < 8 || in > int64_t(1) << 30 || in % 8 != 0) return "in-features are not a multiple of 8 between 8 and 2^30";
+  if (!aligned16(x) || !aligned16(w)) return "x or the weight does not start on a 16-byte bound";
+  return nullptr;
+}
+
+void launch_gemm_rows(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out, int64_t in,
+                      ElementDtype dtype, cudaStream_t stream) {
+  const char* why = gemm_rows_unsupported(m, out, in, dtype, x, w);
+  VLM2MLA_CHECK(!why, ArgumentError, "launch_gemm_rows: ", why, " (m ", m, ", out ", out, ", in ", in, ")");
+  launch_dtype<false>(x, w, bias, y, m, out, in, dtype, stream);
+  check_kernel_launch("launch_gemm_rows");
+}
+
+void launch_gemm_rows_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out,
+                               int64_t in, ElementDtype dtype, cudaStream_t stream) {
+  const char* why = out > int64_t(1) << 29 ? "out-features are above 2^29 pairs"
+                                           : gemm_rows_unsupported(m, 2 * out, in, dtype, x, w);
+  VLM2MLA_CHECK(!why, ArgumentError, "launch_gemm_rows_silu_mul: ", why, " (m ", m, ", out ", out, " pairs, in ", in,
+                ")");
+  launch_dtype<true>(x, w, bias, y, m, out, in, dtype, stream);
+  check_kernel_launch("launch_gemm_rows_silu_mul");
+}
+
+}  // namespace vlm2mla
