@@ -11,8 +11,10 @@ EnvSwitch fused_silu_mul_switch(kEnvFusedSiluMul);
 EnvSwitch gemv_switch(kEnvGemv);
 EnvSwitch gemv_silu_mul_switch(kEnvGemvSiluMul);
 EnvSwitch gemm_rows_switch(kEnvGemmRows);
-// the most rows of x the few-row kernel takes (kernels/cuda/gemm_rows.h kGemmRowsMax; its checks hold the bound)
-constexpr int64_t kGemmRowsMax = 16;
+// the most rows of x given to the few-row kernel: it takes 16 (kernels/cuda/gemm_rows.h), but at 16 rows its second
+// row block of x's loads made a 7B step's projections 4% slower than cuBLAS's (H200, 2026-12-01: 0.96x; 1.04-1.07x
+// at 2 to 8 rows; BENCHMARKS.md)
+constexpr int64_t kGemmRowsTaken = 8;
 }  // namespace
 
 void set_gemv_silu_mul(bool on) { gemv_silu_mul_switch.set(on); }
@@ -28,12 +30,12 @@ void set_gemm_rows(bool on) { gemm_rows_switch.set(on); }
 bool gemm_rows_enabled() { return gemm_rows_switch.enabled(); }
 
 namespace {
-// x's rows where x is a CUDA tensor of 1 to kGemmRowsMax of them (a decode step's), else 0: the cheap tests first, so
+// x's rows where x is a CUDA tensor of 1 to kGemmRowsTaken of them (a decode step's), else 0: the cheap tests first, so
 // that other calls pay for no more than them
 int64_t few_cuda_rows(const at::Tensor& x) {
   if (!x.is_cuda() || x.dim() < 1 || x.size(-1) < 1) return 0;
   const int64_t rows = x.numel() / x.size(-1);
-  return rows <= kGemmRowsMax ? rows : 0;
+  return rows <= kGemmRowsTaken ? rows : 0;
 }
 }  // namespace
 

@@ -16,8 +16,8 @@ struct LinearWeights {
 // x [..., in] -> [..., out]: x weight^T + bias (bias [out] or undefined). at::linear, except for one row of x on
 // CUDA (a decode step's projection at batch 1), which takes kernels/ops.h's fused_gemv where it can (each weight
 // row read once; at::linear is its twin, within bf16 rounding). On by default; set_gemv(false), or VLM2MLA_GEMV=0
-// in the environment, keeps at::linear everywhere. Two to 16 rows on CUDA (a decode step's projections at batches
-// 2 to 16) take kernels/ops.h's fused_gemm_rows where they can (tensor cores, each weight element read once, no
+// in the environment, keeps at::linear everywhere. Two to 8 rows on CUDA (a decode step's projections at batches
+// 2 to 8) take kernels/ops.h's fused_gemm_rows where they can (tensor cores, each weight element read once, no
 // split-K launch; at::linear its twin within bf16 rounding): set_gemm_rows(false), or VLM2MLA_GEMM_ROWS=0, keeps
 // at::linear there.
 at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
@@ -79,7 +79,7 @@ bool fused_silu_mul_enabled();
 // For one row on CUDA with gate and up fused (one weight block of equal halves), the gate/up projection's launch also
 // takes SiLU x up (kernels/ops.h's fused_gemv_silu_mul, with the one-row kernel and the fused SiLU x up on: the bits
 // of the two launches, one launch fewer); for 2 to 16 rows with the few-row kernel on, fused_gemm_rows_silu_mul the
-// same way. On by default; set_gemv_silu_mul(false), or VLM2MLA_GEMV_SILU_MUL=0 in the environment, keeps the SiLU x
+// same way (2 to 8 rows). On by default; set_gemv_silu_mul(false), or VLM2MLA_GEMV_SILU_MUL=0 in the environment, keeps the SiLU x
 // up launch (the twin) at any row count.
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down);

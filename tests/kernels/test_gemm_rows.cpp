@@ -85,8 +85,8 @@ TEST(GemmRowsCuda, RefusesWhatItCannotTakeAndSaysWhy) {
 }
 
 // The kernel against float64 sums (each result within the rounding of its dtype, plus float32's summation error)
-// and against at::linear (within two of the dtype's rounding steps at the result's size), and each row the bits of
-// the launch of that row alone.
+// and against at::linear over float32 copies rounded to the dtype (within two rounding steps), and each row the bits
+// of the launch of that row alone.
 TEST(GemmRowsCuda, MatchesFloat64AndAtLinear) {
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device or no CUDA kernels in this build";
   at::manual_seed(13);
@@ -124,12 +124,17 @@ TEST(GemmRowsCuda, MatchesFloat64AndAtLinear) {
           const at::Tensor yd = y.squeeze(1).to(at::kDouble);
           const at::Tensor bound = ref.abs() * unit + mag * (1e-6 * std::sqrt(double(s.in))) + 1e-30;
           EXPECT_LE(((yd - ref).abs() / bound).max().item<double>(), 1.0) << what << ": against float64";
-          // at::linear may round x w^T to the dtype before it adds the bias, where the kernel rounds x w^T + b once
-          const at::Tensor lin = at::linear(x.squeeze(1), w, b).to(at::kDouble);
-          const at::Tensor xw = with_bias ? at::matmul(xd, wd.t()).abs() : at::zeros_like(ref);
-          const double vs_linear =
-              ((yd - lin).abs() / ((ref.abs() * 2 + xw) * unit + mag * 1e-5 + 1e-30)).max().item<double>();
-          EXPECT_LE(vs_linear, 1.0) << what << ": against at::linear";
+          // the twin: at::linear over float32 copies (float32 sums, the bias added, then rounded once to the dtype:
+          // the kernel's arithmetic in cuBLAS's order), element by element within two rounding steps and both
+          // float32 summation errors. (at::linear in the dtype itself is no twin at 2 or more rows: cuBLAS's split-K
+          // GEMMs round their partial sums to the dtype, measured up to 7.8 times the float64 bound above on the H200
+          // on 2026-12-01, where the kernel meets it.)
+          const at::Tensor lin = at::linear(x.squeeze(1).to(at::kFloat), w.to(at::kFloat),
+                                            with_bias ? b.to(at::kFloat) : at::Tensor())
+                                     .to(dtype)
+                                     .to(at::kDouble);
+          const at::Tensor twin_bound = ref.abs() * (2 * unit) + mag * (2e-6 * std::sqrt(double(s.in))) + 1e-30;
+          EXPECT_LE(((yd - lin).abs() / twin_bound).max().item<double>(), 1.0) << what << ": against at::linear";
           // a row's sums see no other row: the first row alone (launched as one row of this kernel) and the first
           // two give the same bits as in the launch of m rows
           EXPECT_TRUE(at::equal(fused_gemm_rows(x.narrow(0, 0, 1), w, b), y.narrow(0, 0, 1))) << what << ": row 0";

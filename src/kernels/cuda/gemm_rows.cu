@@ -16,8 +16,8 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kCtasPerSm = 2;
-constexpr int kTiles = 2;   // 8-row tiles of w a unit of work: 16 rows, or (SILU) 8 gate rows and their 8 up rows
-constexpr int kUnroll = 4;  // 32-wide pieces of k a warp loads before its products
+constexpr int kMaxTiles = 3;  // 8-row tiles of w a unit of work at most (the loads' registers)
+constexpr int kUnroll = 4;    // 32-wide pieces of k a warp loads before its products
 
 // A 16-byte piece of the weight, read once: no L1 allocation, the L2 asked for the 256 bytes around it.
 __device__ __forceinline__ uint4 load_weight(const void* p) {
@@ -38,8 +38,8 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
   }
 }
 
-// CTA blockIdx.x takes the units blockIdx.x, blockIdx.x + gridDim.x, ...; a unit is kTiles tiles of 8 rows of w
-// (plain: rows 16 u .. 16 u + 15; SILU: the gate's rows 8 u .. 8 u + 7 and up's out + 8 u .. out + 8 u + 7).
+// CTA blockIdx.x takes the units blockIdx.x, blockIdx.x + gridDim.x, ...; a unit is NT tiles of 8 rows of w
+// (plain: rows 8 NT u .. 8 NT u + 8 NT - 1; SILU, NT = 2: the gate's rows 8 u .. 8 u + 7 and up's out + 8 u ..).
 // Lane (g = lane / 4, t = lane % 4) of a warp loads, for each 32-wide piece c of k it takes (c = warp, warp + 8,
 // ...), the 8 elements k = 32 c + 8 t .. + 7 of row g of each tile and of rows g and (X16) g + 8 of x: for the
 // tensor cores' m16n8k16 products that lane's k slots {2t, 2t+1, 2t+8, 2t+9} of the first product take the piece's
@@ -48,11 +48,12 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
 // past its end are zeros. Each warp sums its pieces in order into the accumulators (rows g, g + 8; columns 2t,
 // 2t + 1 of each tile), which go to shared memory; the unit's results are the warps' sums added in warp order, the
 // bias added, rounded once (SILU: the gate's and up's results so rounded, then silu_mul_one).
-template <typename T, bool X16, bool SILU>
+template <typename T, int NT, bool X16, bool SILU>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     gemm_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
                      int m, int out, int in, int units) {
-  __shared__ __align__(16) float partial[kWarps * kTiles * 32 * 4];  // [warp][tile][lane][accumulator]
+  static_assert(NT >= 1 && NT <= kMaxTiles && (!SILU || NT == 2), "tiles a unit");
+  __shared__ __align__(16) float partial[kWarps * NT * 32 * 4];  // [warp][tile][lane][accumulator]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int pieces = (in + 31) / 32;                                 // 32-wide pieces of k
   const int iters = (pieces + kWarps * kUnroll - 1) / (kWarps * kUnroll);  // the same for every warp
@@ -62,14 +63,14 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       const int n = 8 * u + g;
       return n < out ? int64_t(j) * out + n : -1;
     } else {
-      const int n = 16 * u + 8 * j + g;
+      const int n = 8 * (NT * u + j) + g;
       return n < out ? n : -1;
     }
   };
-  uint4 wv[kUnroll][kTiles];
+  uint4 wv[kUnroll][NT];
   auto load_w = [&](int u, int it) {
 #pragma unroll
-    for (int j = 0; j < kTiles; ++j) {
+    for (int j = 0; j < NT; ++j) {
       const int64_t row = w_row(u, j);
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) {
@@ -83,9 +84,9 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   grid_dependency_wait();
   grid_launch_dependents();
   for (int u = u0; u < units; u += gridDim.x) {
-    float acc[kTiles][4];
+    float acc[NT][4];
 #pragma unroll
-    for (int j = 0; j < kTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     for (int it = 0; it < iters; ++it) {
       if (u != u0 || it > 0) load_w(u, it);
       uint4 x0[kUnroll], x1[kUnroll];
@@ -103,15 +104,15 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) {
 #pragma unroll
-        for (int j = 0; j < kTiles; ++j) {
+        for (int j = 0; j < NT; ++j) {
           mma<T>(acc[j], x0[i].x, x1[i].x, x0[i].y, x1[i].y, wv[i][j].x, wv[i][j].y);
           mma<T>(acc[j], x0[i].z, x1[i].z, x0[i].w, x1[i].w, wv[i][j].z, wv[i][j].w);
         }
       }
     }
 #pragma unroll
-    for (int j = 0; j < kTiles; ++j) {
-      reinterpret_cast<float4*>(partial)[(warp * kTiles + j) * 32 + lane] =
+    for (int j = 0; j < NT; ++j) {
+      reinterpret_cast<float4*>(partial)[(warp * NT + j) * 32 + lane] =
           make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
     }
     __syncthreads();
@@ -120,7 +121,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       const int at = j * 128 + ((r % 8) * 4 + c / 2) * 4 + (r / 8) * 2 + c % 2;
       float s = 0.f;
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) s += partial[k * kTiles * 128 + at];
+      for (int k = 0; k < kWarps; ++k) s += partial[k * NT * 128 + at];
       if (bias) s += to_float(bias[wrow]);
       return from_float<T>(s);
     };
@@ -130,8 +131,8 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         if (n < out) y[int64_t(r) * out + n] = silu_mul_one(result(r, 0, c, n), result(r, 1, c, int64_t(out) + n));
       }
     } else {
-      for (int i = threadIdx.x; i < m * 16; i += kThreads) {
-        const int r = i / 16, c = i % 16, n = 16 * u + c;
+      for (int i = threadIdx.x; i < m * 8 * NT; i += kThreads) {
+        const int r = i / (8 * NT), c = i % (8 * NT), n = 8 * NT * u + c;
         if (n < out) y[int64_t(r) * out + n] = result(r, c / 8, c % 8, n);
       }
     }
@@ -139,14 +140,29 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   }
 }
 
+template <typename T, int NT, bool X16, bool SILU>
+void launch_nt(const void* x, const void* w, const void* bias, void* y, int m, int out, int in, int slots,
+               cudaStream_t stream) {
+  const int units = SILU ? (out + 7) / 8 : (out + 8 * NT - 1) / (8 * NT);
+  launch_programmatic(gemm_rows_kernel<T, NT, X16, SILU>, dim3(unsigned(std::min(units, slots))), dim3(kThreads), 0,
+                      stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+                      static_cast<T*>(y), m, out, in, units);
+}
+
+// The tiles a unit: where the card's CTA slots hold all of w's tiles in units of at most kMaxTiles, one unit a CTA
+// of as many tiles as that takes (one wave: a q/k/v block of 4,608 rows in 192 CTAs of 3 tiles, where units of 2 left
+// 24 CTAs a second unit, measured 0.81x cuBLAS at 8 rows); else units of 2 tiles, the CTAs taking several in turn.
+// SILU's units are a gate tile and its up tile.
 template <typename T, bool X16, bool SILU>
 void launch_typed(const void* x, const void* w, const void* bias, void* y, int m, int out, int in,
                   cudaStream_t stream) {
-  const int units = SILU ? (out + 7) / 8 : (out + 15) / 16;
-  const int ctas = std::min(units, current_device_sms() * kCtasPerSm);
-  launch_programmatic(gemm_rows_kernel<T, X16, SILU>, dim3(unsigned(ctas)), dim3(kThreads), 0, stream,
-                      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                      static_cast<T*>(y), m, out, in, units);
+  const int slots = current_device_sms() * kCtasPerSm;
+  const int tiles = (out + 7) / 8, per_cta = (tiles + slots - 1) / slots;
+  if constexpr (!SILU) {
+    if (per_cta == 1) return launch_nt<T, 1, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
+    if (per_cta == 3) return launch_nt<T, 3, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
+  }
+  launch_nt<T, 2, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
 }
 
 template <bool SILU>
