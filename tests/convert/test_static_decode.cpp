@@ -699,17 +699,16 @@ ModelInputs one_text_sequence() {
   return one;
 }
 
-// The one-row projection kernel (nn/layers.h's dense; VLM2MLA_GEMV=0 keeps at::linear, the twin): never taken on the
-// CPU, so switching it changes no logits there; on a GPU, over one sequence's decode steps (dynamic, and static
-// replayed as CUDA graphs) of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and
-// int4 latent caches, it is taken (its launches counted) and the logits stay within bf16 rounding of at::linear's.
-TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
+// A projection kernel's switch over decode steps on a GPU (the caller checks the CPU and skips without a GPU): the
+// fixture's unconverted model over a bf16 dense cache and its md conversion over bf16 and int4 latent caches (bf16
+// weights, gate and up one block where `fuse`), each decoded from `in` (dynamic, and static replayed as CUDA graphs)
+// with the switch off (the kernel never launched: `launches` unchanged) and on (launched), the logits within bf16
+// rounding of each other (printed under `tag`).
+void expect_projection_switch_within_bf16(void (*set)(bool), int64_t (*launches)(), const ModelInputs& in, bool fuse,
+                                          const char* tag) {
   const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
-  const testing::SwitchRestore restore{set_gemv, gemv_enabled()};
-  expect_cpu_switch_changes_no_logits(set_gemv, fixture_inputs(name), dir + "/model");
-  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  const ModelInputs one = one_text_sequence();
-  const LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
+  bf16.fuse_projections = fuse;
   testing::TempDir tmp;
   auto plain = Model::load(dir + "/model", bf16);
   auto mla = md_converted(name, tmp.file("mla"), bf16);
@@ -723,15 +722,27 @@ TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
                         {"md, int4 latent cache", mla.get(), CacheSpec{CacheType::kInt4, 8, 4}}};
   for (const Case& c : cases) {
     std::vector<at::Tensor> off, on;
-    set_gemv(false);
-    const int64_t before = fused_gemv_launches();
-    static_vs_dynamic(*c.model, one, &c.spec, 5, true, &off);
-    EXPECT_EQ(fused_gemv_launches(), before) << c.what << ": the kernel ran with the switch off";
-    set_gemv(true);
-    static_vs_dynamic(*c.model, one, &c.spec, 5, true, &on);
-    EXPECT_GT(fused_gemv_launches(), before) << c.what << ": the decode steps never took the kernel";
-    expect_logits_within_bf16(on, off, c.what, "gemv");
+    set(false);
+    const int64_t before = launches();
+    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &off);
+    EXPECT_EQ(launches(), before) << c.what << ": the kernel ran with the switch off";
+    set(true);
+    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &on);
+    EXPECT_GT(launches(), before) << c.what << ": the decode steps never took the kernel";
+    expect_logits_within_bf16(on, off, c.what, tag);
   }
+}
+
+// The one-row projection kernel (nn/layers.h's dense; VLM2MLA_GEMV=0 keeps at::linear, the twin): never taken on the
+// CPU, so switching it changes no logits there; on a GPU, over one sequence's decode steps (dynamic, and static
+// replayed as CUDA graphs) of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and
+// int4 latent caches, it is taken (its launches counted) and the logits stay within bf16 rounding of at::linear's.
+TEST(GemvSwitch, CpuUnchangedAndGpuWithinBf16) {
+  const std::string name = "vlm/qwen2_5_vl", dir = fixtures_dir() + "/" + name;
+  const testing::SwitchRestore restore{set_gemv, gemv_enabled()};
+  expect_cpu_switch_changes_no_logits(set_gemv, fixture_inputs(name), dir + "/model");
+  if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
+  expect_projection_switch_within_bf16(set_gemv, fused_gemv_launches, one_text_sequence(), false, "gemv");
 }
 
 // SiLU x up in the gate/up projection's launch at one row (nn/layers.h's swiglu_mlp, kernels/ops.h's
@@ -774,30 +785,8 @@ TEST(GemmRowsSwitch, CpuUnchangedAndGpuWithinBf16) {
   ASSERT_GE(in.input_ids.size(0), 2) << "the fixture's batch: the kernel takes 2 rows or more";
   expect_cpu_switch_changes_no_logits(set_gemm_rows, in, dir + "/model");
   if (!at::hasCUDA() || !DecodeGraph::available()) GTEST_SKIP() << "no CUDA device";
-  LoadOptions bf16{at::kBFloat16, at::Device(at::kCUDA)};
-  bf16.fuse_projections = true;  // (as generate and bench load: gate and up one weight block, SiLU x up fused)
-  testing::TempDir tmp;
-  auto plain = Model::load(dir + "/model", bf16);
-  auto mla = md_converted(name, tmp.file("mla"), bf16);
-  struct Case {
-    const char* what;
-    const Model* model;
-    CacheSpec spec;
-  };
-  const Case cases[] = {{"unconverted, bf16 dense cache", plain.get(), CacheSpec{CacheType::kBf16, 8, 4}},
-                        {"md, bf16 latent cache", mla.get(), CacheSpec{CacheType::kBf16, 8, 4}},
-                        {"md, int4 latent cache", mla.get(), CacheSpec{CacheType::kInt4, 8, 4}}};
-  for (const Case& c : cases) {
-    std::vector<at::Tensor> off, on;
-    set_gemm_rows(false);
-    const int64_t before = fused_gemm_rows_launches();
-    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &off);
-    EXPECT_EQ(fused_gemm_rows_launches(), before) << c.what << ": the kernel ran with the switch off";
-    set_gemm_rows(true);
-    static_vs_dynamic(*c.model, in, &c.spec, 5, true, &on);
-    EXPECT_GT(fused_gemm_rows_launches(), before) << c.what << ": the decode steps never took the kernel";
-    expect_logits_within_bf16(on, off, c.what, "gemm rows");
-  }
+  // (gate and up one block, as generate and bench load them: SiLU x up in the kernel's launch)
+  expect_projection_switch_within_bf16(set_gemm_rows, fused_gemm_rows_launches, in, true, "gemm rows");
 }
 
 // The combine with the output product (mla_attention_absorbed_kernel passes w_out and o_out; VLM2MLA_DECODE_COMBINE_OUT=0

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "support/projection_reference.h"
 #include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
@@ -117,13 +118,9 @@ TEST(GemmRowsCuda, MatchesFloat64AndAtLinear) {
           const at::Tensor y = fused_gemm_rows(x, w, b);
           EXPECT_EQ(fused_gemm_rows_launches(), before + 1) << what;
           ASSERT_EQ(y.sizes(), (std::vector<int64_t>{m, 1, s.out})) << what;
-          const at::Tensor xd = x.squeeze(1).to(at::kDouble), wd = w.to(at::kDouble);
-          at::Tensor ref = at::matmul(xd, wd.t());
-          if (with_bias) ref = ref + b.to(at::kDouble);
-          const at::Tensor mag = at::matmul(xd.abs(), wd.abs().t());  // sum |x w|: float32 summation's scale
+          const testing::ProjectionReference r = testing::projection_reference(x.squeeze(1), w, b);
           const at::Tensor yd = y.squeeze(1).to(at::kDouble);
-          const at::Tensor bound = ref.abs() * unit + mag * (1e-6 * std::sqrt(double(s.in))) + 1e-30;
-          EXPECT_LE(((yd - ref).abs() / bound).max().item<double>(), 1.0) << what << ": against float64";
+          EXPECT_LE(testing::worst_against_float64(yd, r, unit, s.in), 1.0) << what << ": against float64";
           // the twin: at::linear over float32 copies (float32 sums, the bias added, then rounded once to the dtype:
           // the kernel's arithmetic in cuBLAS's order), element by element within two rounding steps and both
           // float32 summation errors. (at::linear in the dtype itself is no twin at 2 or more rows: cuBLAS's split-K
@@ -133,7 +130,7 @@ TEST(GemmRowsCuda, MatchesFloat64AndAtLinear) {
                                             with_bias ? b.to(at::kFloat) : at::Tensor())
                                      .to(dtype)
                                      .to(at::kDouble);
-          const at::Tensor twin_bound = ref.abs() * (2 * unit) + mag * (2e-6 * std::sqrt(double(s.in))) + 1e-30;
+          const at::Tensor twin_bound = r.ref.abs() * (2 * unit) + r.mag * (2e-6 * std::sqrt(double(s.in))) + 1e-30;
           EXPECT_LE(((yd - lin).abs() / twin_bound).max().item<double>(), 1.0) << what << ": against at::linear";
           // a row's sums see no other row: the first row alone (launched as one row of this kernel) and the first
           // two give the same bits as in the launch of m rows

@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "support/projection_reference.h"
 #include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
@@ -102,20 +103,14 @@ TEST(GemvCuda, MatchesFloat64AndAtLinear) {
         ASSERT_EQ(gemv_unusable(x, w, b), nullptr) << what;
         const at::Tensor y = fused_gemv(x, w, b);
         ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, s.out})) << what;
-        const at::Tensor xd = x.to(at::kDouble), wd = w.to(at::kDouble);
-        at::Tensor ref = at::matmul(xd, wd.t());
-        if (with_bias) ref = ref + b.to(at::kDouble);
-        const at::Tensor mag = at::matmul(xd.abs(), wd.abs().t());  // sum |x w|: float32 summation's scale
-        const at::Tensor yd = y.to(at::kDouble);
-        const at::Tensor bound = ref.abs() * unit + mag * (1e-6 * std::sqrt(double(s.in))) + 1e-30;
-        const double worst = ((yd - ref).abs() / bound).max().item<double>();
-        EXPECT_LE(worst, 1.0) << what << ": against float64";
+        const testing::ProjectionReference r = testing::projection_reference(x, w, b);
+        EXPECT_LE(testing::worst_against_float64(y, r, unit, s.in), 1.0) << what << ": against float64";
         // at::linear may round x w^T to the dtype before it adds the bias (libtorch 2.11's bf16 addmm at one row:
         // up to 3.9 of the bound without that term), where the kernel rounds x w^T + b once
         const at::Tensor lin = at::linear(x, w, b).to(at::kDouble);
-        const at::Tensor xw = with_bias ? at::matmul(xd, wd.t()).abs() : at::zeros_like(ref);
-        const double vs_linear =
-            ((yd - lin).abs() / ((ref.abs() * 2 + xw) * unit + mag * 1e-5 + 1e-30)).max().item<double>();
+        const at::Tensor xw = with_bias ? r.xw.abs() : at::zeros_like(r.ref);
+        const double vs_linear = ((y.to(at::kDouble) - lin).abs() /
+                                  ((r.ref.abs() * 2 + xw) * unit + r.mag * 1e-5 + 1e-30)).max().item<double>();
         EXPECT_LE(vs_linear, 1.0) << what << ": against at::linear";
       }
     }

@@ -8,6 +8,7 @@
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/row_math.cuh"
+#include "kernels/cuda/stream_load.cuh"
 #include "kernels/cuda/tensor_core.cuh"
 
 namespace vlm2mla {
@@ -18,15 +19,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kCtasPerSm = 2;
 constexpr int kMaxTiles = 3;  // 8-row tiles of w a unit of work at most (the loads' registers)
 constexpr int kUnroll = 4;    // 32-wide pieces of k a warp loads before its products
-
-// A 16-byte piece of the weight, read once: no L1 allocation, the L2 asked for the 256 bytes around it.
-__device__ __forceinline__ uint4 load_weight(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
 
 template <typename T>
 __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,

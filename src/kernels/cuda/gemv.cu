@@ -9,6 +9,7 @@
 #include "kernels/cuda/launch_check.cuh"
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/row_math.cuh"
+#include "kernels/cuda/stream_load.cuh"
 
 namespace vlm2mla {
 namespace {
@@ -20,15 +21,6 @@ constexpr int kMaxVectors = 12;       // 16-byte pieces of its warp's part of a 
 constexpr int kMaxRowsPerCta = 1024;  // the block's partial sums: kWarps x 1,024 floats of shared memory (32 KB)
 static_assert(kGemvMaxIn == int64_t(8) * kWarps * 32 * kMaxVectors, "gemv.h's bound");
 constexpr int kXsFrom = 9;            // lanes taking this many pieces of a row read x from shared memory
-
-// A 16-byte piece of the weight, read once: no L1 allocation, the L2 asked for the 256 bytes around it.
-__device__ __forceinline__ uint4 load_weight(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
 
 // Two packed 16-bit values as floats (exact).
 template <typename T>
