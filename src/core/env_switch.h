@@ -40,7 +40,6 @@ inline constexpr char kEnvDecodeCombineOut[] = "VLM2MLA_DECODE_COMBINE_OUT";
 inline constexpr char kEnvGemvSiluMul[] = "VLM2MLA_GEMV_SILU_MUL";
 inline constexpr char kEnvRopeWrite[] = "VLM2MLA_ROPE_WRITE";
 inline constexpr char kEnvGemmRows[] = "VLM2MLA_GEMM_ROWS";
-inline constexpr char kEnvGemmRowsEarlyTrigger[] = "VLM2MLA_GEMM_ROWS_EARLY_TRIGGER";
 inline constexpr const char* kEnvSwitches[] = {
     kEnvFusedCacheWrite,   kEnvFusedRope,         kEnvFusedRmsNorm,      kEnvFusedSiluMul,
     kEnvDecodeSdpa,        kEnvKvHeadBmm,         kEnvDecodeSpecialized, kEnvDecodeGroupedRows,
@@ -48,7 +47,7 @@ inline constexpr const char* kEnvSwitches[] = {
     kEnvDecodeImageFirst,  kEnvDecodeSegments,    kEnvDecodeImageEnd,    kEnvFusedHeadProduct,
     kEnvFusedLatentWrite,  kEnvRmsNormVectors,    kEnvPdl,               kEnvSdpaMaskOnce,
     kEnvFusedKvWrite,      kEnvDecodeOutOnce,     kEnvGemv,              kEnvDecodeCombineOut,
-    kEnvGemvSiluMul,       kEnvRopeWrite,         kEnvGemmRows,          kEnvGemmRowsEarlyTrigger};
+    kEnvGemvSiluMul,       kEnvRopeWrite,         kEnvGemmRows};
 
 // What a switch's environment value means: on unless it is "0" (unset included).
 inline bool env_switch_value_on(const char* value) { return !(value != nullptr && std::string(value) == "0"); }

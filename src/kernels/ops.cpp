@@ -672,11 +672,7 @@ at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, co
 
 namespace {
 std::atomic<int64_t> gemm_rows_launches{0};
-EnvSwitch gemm_rows_early_trigger_switch(kEnvGemmRowsEarlyTrigger);
 }  // namespace
-
-void set_gemm_rows_early_trigger(bool on) { gemm_rows_early_trigger_switch.set(on); }
-bool gemm_rows_early_trigger_enabled() { return gemm_rows_early_trigger_switch.enabled(); }
 
 int64_t fused_gemm_rows_launches() { return gemm_rows_launches.load(); }
 
@@ -711,7 +707,7 @@ at::Tensor run_gemm_rows(decltype(&launch_gemm_rows) launch, const at::Tensor& x
   at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
   launch(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(),
          x.numel() / x.size(-1), n, weight.size(1), element_dtype(x.scalar_type()),
-         c10::cuda::getCurrentCUDAStream(x.device().index()).stream(), gemm_rows_early_trigger_switch.enabled());
+         c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   gemm_rows_launches.fetch_add(1);
   return y;
 }

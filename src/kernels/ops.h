@@ -196,11 +196,6 @@ const char* gemm_rows_unusable(const at::Tensor& x, const at::Tensor& weight, co
 at::Tensor fused_gemm_rows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);  // ArgumentError
 // How many times fused_gemm_rows (and fused_gemm_rows_silu_mul) launched their kernel in this process.
 int64_t fused_gemm_rows_launches();
-// Whether the few-row kernel lets the next launch be scheduled once its CTAs have waited for the one ahead (on by
-// default, as the other programmatic kernels) or only as they end (VLM2MLA_GEMM_ROWS_EARLY_TRIGGER=0): an experiment
-// on the programmatic chain the kernel joins (docs/KERNELS.md, session 30); the same results either way.
-void set_gemm_rows_early_trigger(bool on);
-bool gemm_rows_early_trigger_enabled();
 
 // fused_silu_mul of the two halves of fused_gemm_rows(x, weight, bias) in one launch (kernels/cuda/gemm_rows.h's
 // launch_gemm_rows_silu_mul: the same bits as the two launches): weight [2 n, in], the gate's rows then up's, bias

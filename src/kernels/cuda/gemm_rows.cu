@@ -43,7 +43,7 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
 template <typename T, int NT, bool X16, bool SILU>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     gemm_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
-                     int m, int out, int in, int units, bool early_trigger) {
+                     int m, int out, int in, int units) {
   static_assert(NT >= 1 && NT <= kMaxTiles && (!SILU || NT == 2), "tiles a unit");
   __shared__ __align__(16) float partial[kWarps * NT * 32 * 4];  // [warp][tile][lane][accumulator]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -74,7 +74,6 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   const int u0 = blockIdx.x;
   if (u0 < units) load_w(u0, 0);  // the weights are no kernel's output: read before waiting for the kernel ahead
   grid_dependency_wait();
-  if (early_trigger) grid_launch_dependents();
   for (int u = u0; u < units; u += gridDim.x) {
     float acc[NT][4];
 #pragma unroll
@@ -130,16 +129,18 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     }
     __syncthreads();  // the partial sums are the next unit's
   }
-  if (!early_trigger) grid_launch_dependents();
+  // the next launch scheduled only as the CTAs end: scheduled once they had waited (as the other programmatic
+  // kernels), MLA's 32k x 8 step took 7.62 ms against 5.93 (H200, 2026-12-01; docs/KERNELS.md, session 31)
+  grid_launch_dependents();
 }
 
 template <typename T, int NT, bool X16, bool SILU>
 void launch_nt(const void* x, const void* w, const void* bias, void* y, int m, int out, int in, int slots,
-               bool early, cudaStream_t stream) {
+               cudaStream_t stream) {
   const int units = SILU ? (out + 7) / 8 : (out + 8 * NT - 1) / (8 * NT);
   launch_programmatic(gemm_rows_kernel<T, NT, X16, SILU>, dim3(unsigned(std::min(units, slots))), dim3(kThreads), 0,
                       stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-                      static_cast<T*>(y), m, out, in, units, early);
+                      static_cast<T*>(y), m, out, in, units);
 }
 
 // The tiles a unit: where the card's CTA slots hold all of w's tiles in units of at most kMaxTiles, one unit a CTA
@@ -147,27 +148,27 @@ void launch_nt(const void* x, const void* w, const void* bias, void* y, int m, i
 // 24 CTAs a second unit, measured 0.81x cuBLAS at 8 rows); else units of 2 tiles, the CTAs taking several in turn.
 // SILU's units are a gate tile and its up tile.
 template <typename T, bool X16, bool SILU>
-void launch_typed(const void* x, const void* w, const void* bias, void* y, int m, int out, int in, bool early,
+void launch_typed(const void* x, const void* w, const void* bias, void* y, int m, int out, int in,
                   cudaStream_t stream) {
   const int slots = current_device_sms() * kCtasPerSm;
   const int tiles = (out + 7) / 8, per_cta = (tiles + slots - 1) / slots;
   if constexpr (!SILU) {
-    if (per_cta == 1) return launch_nt<T, 1, X16, SILU>(x, w, bias, y, m, out, in, slots, early, stream);
-    if (per_cta == 3) return launch_nt<T, 3, X16, SILU>(x, w, bias, y, m, out, in, slots, early, stream);
+    if (per_cta == 1) return launch_nt<T, 1, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
+    if (per_cta == 3) return launch_nt<T, 3, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
   }
-  launch_nt<T, 2, X16, SILU>(x, w, bias, y, m, out, in, slots, early, stream);
+  launch_nt<T, 2, X16, SILU>(x, w, bias, y, m, out, in, slots, stream);
 }
 
 template <bool SILU>
 void launch_dtype(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out, int64_t in,
-                  ElementDtype dtype, bool early, cudaStream_t stream) {
+                  ElementDtype dtype, cudaStream_t stream) {
   const bool x16 = m > 8;
   if (dtype == ElementDtype::kBf16) {
     (x16 ? launch_typed<__nv_bfloat16, true, SILU> : launch_typed<__nv_bfloat16, false, SILU>)(
-        x, w, bias, y, int(m), int(out), int(in), early, stream);
+        x, w, bias, y, int(m), int(out), int(in), stream);
   } else {
     (x16 ? launch_typed<__half, true, SILU> : launch_typed<__half, false, SILU>)(x, w, bias, y, int(m), int(out),
-                                                                                 int(in), early, stream);
+                                                                                 int(in), stream);
   }
 }
 
@@ -184,20 +185,20 @@ const char* gemm_rows_unsupported(int64_t m, int64_t out, int64_t in, ElementDty
 }
 
 void launch_gemm_rows(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out, int64_t in,
-                      ElementDtype dtype, cudaStream_t stream, bool early_trigger) {
+                      ElementDtype dtype, cudaStream_t stream) {
   const char* why = gemm_rows_unsupported(m, out, in, dtype, x, w);
   VLM2MLA_CHECK(!why, ArgumentError, "launch_gemm_rows: ", why, " (m ", m, ", out ", out, ", in ", in, ")");
-  launch_dtype<false>(x, w, bias, y, m, out, in, dtype, early_trigger, stream);
+  launch_dtype<false>(x, w, bias, y, m, out, in, dtype, stream);
   check_kernel_launch("launch_gemm_rows");
 }
 
 void launch_gemm_rows_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out,
-                               int64_t in, ElementDtype dtype, cudaStream_t stream, bool early_trigger) {
+                               int64_t in, ElementDtype dtype, cudaStream_t stream) {
   const char* why = out > int64_t(1) << 29 ? "out-features are above 2^29 pairs"
                                            : gemm_rows_unsupported(m, 2 * out, in, dtype, x, w);
   VLM2MLA_CHECK(!why, ArgumentError, "launch_gemm_rows_silu_mul: ", why, " (m ", m, ", out ", out, " pairs, in ", in,
                 ")");
-  launch_dtype<true>(x, w, bias, y, m, out, in, dtype, early_trigger, stream);
+  launch_dtype<true>(x, w, bias, y, m, out, in, dtype, stream);
   check_kernel_launch("launch_gemm_rows_silu_mul");
 }
 

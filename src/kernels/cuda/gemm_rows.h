@@ -28,11 +28,8 @@ const char* gemm_rows_unsupported(int64_t m, int64_t out, int64_t in, ElementDty
 // y[r][n] = sum_k x[r][k] w[n][k] (+ bias[n]) for r < m, n < out: x [m, in] and y [m, out] contiguous (y overlapping
 // neither x nor w), bias [out] or null. Throws ArgumentError where gemm_rows_unsupported says why, Error when the
 // launch fails.
-// early_trigger: the kernel lets the next launch be scheduled as soon as its CTAs have waited for the one ahead (as
-// the other programmatic kernels do), else only as its CTAs end (an experiment: kernels/ops.h's
-// set_gemm_rows_early_trigger; the results are the same either way).
 void launch_gemm_rows(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out, int64_t in,
-                      ElementDtype dtype, cudaStream_t stream, bool early_trigger = true);
+                      ElementDtype dtype, cudaStream_t stream);
 
 // SwiGLU's first half at a few rows in one launch: w [2 out, in] holds the gate's rows then up's (bias [2 out] or
 // null), and y[r][i] = silu(g_ri) * u_ri with g and u the two halves of x w^T (+ bias), each rounded as
@@ -40,6 +37,6 @@ void launch_gemm_rows(const void* x, const void* w, const void* bias, void* y, i
 // the bits of launch_gemm_rows over the 2 out rows then launch_silu_mul. y contiguous [m, out]. Throws as
 // launch_gemm_rows (its conditions over 2 out rows).
 void launch_gemm_rows_silu_mul(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t out,
-                               int64_t in, ElementDtype dtype, cudaStream_t stream, bool early_trigger = true);
+                               int64_t in, ElementDtype dtype, cudaStream_t stream);
 
 }  // namespace vlm2mla
