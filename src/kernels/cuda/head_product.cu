@@ -3,7 +3,9 @@
 // dimension goes in chunks of 64 through four shared-memory stages, three chunks in flight ahead of the one
 // in use (cp.async, zero-filled past d, n and the last row): a chunk's w[k] slice (64 x 64) and its 16 rows of x (16 x 64), rows padded by 16 bytes so that
 // ldmatrix's eight row addresses fall on distinct banks; then mma.m16n8k16 (bf16 or fp16 in, float32
-// accumulators) over the chunk's 16-wide steps, and one rounding to the dtype at the end.
+// accumulators) over the chunk's 16-wide steps, and one rounding to the dtype at the end. Launched
+// programmatically, it issues the first chunks' w slices before it waits for the kernel ahead (weights: the
+// ramp's round trip to memory overlaps that kernel's tail), and its x pieces after.
 #include "kernels/cuda/head_product.h"
 
 #include <cuda_bf16.h>
@@ -51,8 +53,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 
 template <bool kBf16>
 __global__ void __launch_bounds__(kThreads) head_product_kernel(const HeadProductParams p) {
-  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
-  grid_launch_dependents();
   __shared__ __align__(16) uint16_t ws[kStages][kChunk * kWPitch];
   __shared__ __align__(16) uint16_t xs[kStages][kRows * kXPitch];
   const int64_t d = p.d, n = p.n, rows = p.b * p.m;
@@ -69,23 +69,34 @@ __global__ void __launch_bounds__(kThreads) head_product_kernel(const HeadProduc
     const int64_t bi = row / p.m, i = row - bi * p.m;
     xrow += bi * p.x_stride[0] + k * p.x_stride[1] + i * p.x_stride[2];
   }
-  auto stage = [&](int s, int64_t k0) {
+  // a chunk's stage: its w slice and its rows of x, one cp.async group (stage); the w slices of the first chunks are
+  // issued before the kernel waits for the one ahead (weights, no kernel's output), and their groups committed with
+  // their x pieces after it (a group holds every cp.async issued before its commit: the first holds the first
+  // chunks' w slices, so each chunk's pieces have landed when its group has, as before)
+  auto stage_w = [&](int s, int64_t k0) {
     for (int e = tid; e < kChunk * kPieces; e += kThreads) {
       const int j = e / kPieces, q = e % kPieces;
       const int64_t kk = k0 + j, col = c0 + q * 8;
       const bool ok = kk < d && col < n;
       cp_async(smem_addr(&ws[s][j * kWPitch + q * 8]), ok ? wk + kk * n + col : wk, 16, ok);
     }
+  };
+  auto stage_x = [&](int s, int64_t k0) {
     const bool ok = row_ok && k0 + xq * 8 < d;
     cp_async(smem_addr(&xs[s][xr * kXPitch + xq * 8]), ok ? xrow + k0 + xq * 8 : xrow, 16, ok);
     cp_async_commit();
   };
   float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
   const int64_t chunks = (d + kChunk - 1) / kChunk;
+  for (int c = 0; c < kStages - 1; ++c) {
+    if (c < chunks) stage_w(c, int64_t(c) * kChunk);
+  }
+  grid_dependency_wait();  // (pdl.cuh: launched programmatically, the kernel ahead has ended)
+  grid_launch_dependents();
   // kStages - 1 chunks in flight ahead of the one in use; empty groups past the last chunk keep the count even
   for (int c = 0; c < kStages - 1; ++c) {
     if (c < chunks) {
-      stage(c, int64_t(c) * kChunk);
+      stage_x(c, int64_t(c) * kChunk);
     } else {
       cp_async_commit();
     }
@@ -106,7 +117,8 @@ __global__ void __launch_bounds__(kThreads) head_product_kernel(const HeadProduc
     }
     const int64_t next = c + kStages - 1;  // into chunk c - 1's buffer
     if (next < chunks) {
-      stage(int(next % kStages), next * kChunk);
+      stage_w(int(next % kStages), next * kChunk);
+      stage_x(int(next % kStages), next * kChunk);
     } else {
       cp_async_commit();
     }
