@@ -57,12 +57,7 @@ TEST(GemmRowsCuda, RefusesWhatItCannotTakeAndSaysWhy) {
   EXPECT_EQ(gemm_rows_unusable(at::randn({1, 64}, o), w, at::Tensor()), nullptr);
   EXPECT_EQ(gemm_rows_unusable(at::randn({16, 1, 64}, o), w, at::randn({32}, o)), nullptr);
   EXPECT_EQ(gemm_rows_silu_mul_unusable(x, w, at::Tensor()), nullptr);
-  struct Case {
-    at::Tensor x, w, b;
-    const char* expect;  // a piece of the reason
-    bool silu = false;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<testing::ProjectionRefusal> cases = {
       {at::randn({17, 64}, o), w, {}, "rows are not between 1 and 16"},
       {at::randn({64, 4}, o).t(), w, {}, "not contiguous"},
       {x.to(at::kFloat), w.to(at::kFloat), {}, "bf16 or fp16"},
@@ -75,14 +70,14 @@ TEST(GemmRowsCuda, RefusesWhatItCannotTakeAndSaysWhy) {
       {at::randn({4, 64}), w, {}, "not a CUDA tensor"},
       {x, at::randn({33, 64}, o), {}, "odd", true},
   };
-  for (const Case& c : cases) {
-    const char* why = c.silu ? gemm_rows_silu_mul_unusable(c.x, c.w, c.b) : gemm_rows_unusable(c.x, c.w, c.b);
-    ASSERT_NE(why, nullptr) << c.expect;
-    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
-    const std::string error = testing::argument_error(
-        [&] { c.silu ? fused_gemm_rows_silu_mul(c.x, c.w, c.b) : fused_gemm_rows(c.x, c.w, c.b); });
-    EXPECT_NE(error.find(why), std::string::npos) << error;
-  }
+  testing::expect_projection_refusals(
+      cases,
+      [](const testing::ProjectionRefusal& c) {
+        return c.silu ? gemm_rows_silu_mul_unusable(c.x, c.w, c.b) : gemm_rows_unusable(c.x, c.w, c.b);
+      },
+      [](const testing::ProjectionRefusal& c) {
+        c.silu ? fused_gemm_rows_silu_mul(c.x, c.w, c.b) : fused_gemm_rows(c.x, c.w, c.b);
+      });
 }
 
 // The kernel against float64 sums (each result within the rounding of its dtype, plus float32's summation error)

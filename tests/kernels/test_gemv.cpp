@@ -51,11 +51,7 @@ TEST(GemvCuda, RefusesWhatItCannotTakeAndSaysWhy) {
   EXPECT_EQ(gemv_unusable(x, w, at::Tensor()), nullptr);
   EXPECT_EQ(gemv_unusable(x.view({64}), w, at::Tensor()), nullptr);
   EXPECT_EQ(gemv_unusable(x.view({1, 1, 64}), w, at::randn({32}, o)), nullptr);
-  struct Case {
-    at::Tensor x, w, b;
-    const char* expect;  // a piece of the reason
-  };
-  const std::vector<Case> cases = {
+  const std::vector<testing::ProjectionRefusal> cases = {
       {at::randn({2, 64}, o), w, {}, "more than one row"},
       {x.to(at::kFloat), w.to(at::kFloat), {}, "bf16 or fp16"},
       {x, w.to(at::kHalf), {}, "differ in dtype"},
@@ -67,13 +63,9 @@ TEST(GemvCuda, RefusesWhatItCannotTakeAndSaysWhy) {
       {at::randn({1, 60}, o), at::randn({32, 60}, o), {}, "multiple of 8"},
       {at::randn({1, 64}), w, {}, "not a CUDA tensor"},
   };
-  for (const Case& c : cases) {
-    const char* why = gemv_unusable(c.x, c.w, c.b);
-    ASSERT_NE(why, nullptr) << c.expect;
-    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
-    const std::string error = testing::argument_error([&] { fused_gemv(c.x, c.w, c.b); });
-    EXPECT_NE(error.find(why), std::string::npos) << error;
-  }
+  testing::expect_projection_refusals(
+      cases, [](const testing::ProjectionRefusal& c) { return gemv_unusable(c.x, c.w, c.b); },
+      [](const testing::ProjectionRefusal& c) { fused_gemv(c.x, c.w, c.b); });
 }
 
 // The kernel against float64 sums (each result within the rounding of its dtype, plus float32's summation error)
@@ -217,23 +209,15 @@ TEST(GemvCuda, SiluMulEpilogueRefusesWhatItCannotTakeAndSaysWhy) {
   const auto o = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
   const at::Tensor x = at::randn({1, 64}, o);
   EXPECT_EQ(gemv_silu_mul_unusable(x, at::randn({32, 64}, o), at::Tensor()), nullptr);
-  struct Case {
-    at::Tensor x, w, b;
-    const char* expect;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<testing::ProjectionRefusal> cases = {
       {x, at::randn({33, 64}, o), {}, "odd"},
       {at::randn({2, 64}, o), at::randn({32, 64}, o), {}, "more than one row"},
       {x, at::randn({32, 64}, o), at::randn({16}, o), "bias"},
       {x, at::randn({32, 60}, o), {}, "in-features"},
   };
-  for (const Case& c : cases) {
-    const char* why = gemv_silu_mul_unusable(c.x, c.w, c.b);
-    ASSERT_NE(why, nullptr) << c.expect;
-    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
-    const std::string error = testing::argument_error([&] { fused_gemv_silu_mul(c.x, c.w, c.b); });
-    EXPECT_NE(error.find(why), std::string::npos) << error;
-  }
+  testing::expect_projection_refusals(
+      cases, [](const testing::ProjectionRefusal& c) { return gemv_silu_mul_unusable(c.x, c.w, c.b); },
+      [](const testing::ProjectionRefusal& c) { fused_gemv_silu_mul(c.x, c.w, c.b); });
 }
 
 TEST(GemvCuda, DISABLED_GemvBandwidth) {

@@ -1,11 +1,17 @@
 // The float64 reference of a projection, y = x w^T (+ b), for the projection kernels' tests (test_gemv.cpp,
-// test_gemm_rows.cpp), and the bound a kernel that sums in float32 and rounds once to the dtype meets against it.
+// test_gemm_rows.cpp), the bound a kernel that sums in float32 and rounds once to the dtype meets against it, and
+// their refusals' check.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "support/test_support.h"
 
 namespace vlm2mla::testing {
 
@@ -30,6 +36,25 @@ inline ProjectionReference projection_reference(const at::Tensor& x, const at::T
 inline double worst_against_float64(const at::Tensor& y, const ProjectionReference& r, double unit, int64_t in) {
   const at::Tensor bound = r.ref.abs() * unit + r.mag * (1e-6 * std::sqrt(double(in))) + 1e-30;
   return ((y.to(at::kDouble) - r.ref).abs() / bound).max().item<double>();
+}
+
+// A projection a kernel refuses: its inputs and a piece of the reason the kernel's *_unusable gives.
+struct ProjectionRefusal {
+  at::Tensor x, w, b;
+  const char* expect;
+  bool silu = false;  // the SiLU x up form's (test_gemm_rows.cpp)
+};
+
+// For each case, unusable(case) gives a reason holding case.expect, and run(case) throws an ArgumentError carrying it.
+template <typename Unusable, typename Run>
+void expect_projection_refusals(const std::vector<ProjectionRefusal>& cases, Unusable unusable, Run run) {
+  for (const ProjectionRefusal& c : cases) {
+    const char* why = unusable(c);
+    ASSERT_NE(why, nullptr) << c.expect;
+    EXPECT_NE(std::string(why).find(c.expect), std::string::npos) << why;
+    const std::string error = argument_error([&] { run(c); });
+    EXPECT_NE(error.find(why), std::string::npos) << error;
+  }
 }
 
 }  // namespace vlm2mla::testing
