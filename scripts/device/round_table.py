@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The tables round.sh prints from bench_mla.sh's JSON lines: per decode step (median ms, the floor, their
 ratio, the kernel launches of a captured step, the decode kernels taken; with --against BASE.jsonl, the same
-configuration's median in BASE and this run's over it, for bandwidth_ab.sh's side-by-side steps), or with
+configuration's median in BASE and this run's over it, for bandwidth_ab.sh's side-by-side steps; a configuration
+run several times is paired by occurrence: its n-th line here against its n-th in BASE, or BASE's last), or with
 --largest per batch (median ms, ratio to the floor, tokens/s, against the first line's, peak memory). Both give
 the steps' spread beside the median: the quartiles of the steps after the first two (a CUDA graph's warm-up and
 capture), where steps at 32k took up to 1.5x the median while generate copied its history every step (until
@@ -47,8 +48,13 @@ def main():
         return (d["variant"], d.get("decode"), r.get("context", d.get("context")), r.get("batch", d.get("batch")))
 
     lines = read(a.jsonl)
-    base = {key(d): d["result"]["decode_ms_per_step_median"] for d in read(a.against) if d.get("result")} \
-        if a.against else None
+    base = None  # configuration -> BASE's medians in order, and how many of this run's lines have taken one
+    if a.against:
+        base = {}
+        for d in read(a.against):
+            if d.get("result"):
+                base.setdefault(key(d), []).append(d["result"]["decode_ms_per_step_median"])
+    taken = {}
     head = f"{'variant':14} {'context':>7} {'batch':>5} {'ms/step':>8}"
     if base is not None:
         head += f" {'base ms':>8} {'/base':>6}"
@@ -63,7 +69,9 @@ def main():
         ms, floor = r["decode_ms_per_step_median"], r["floor_ms"]
         row = f"{d['variant']:14} {r['context']:>7} {r['batch']:>5} {ms:8.2f}"
         if base is not None:
-            b = base.get(key(d))
+            medians, n = base.get(key(d), []), taken.get(key(d), 0)
+            taken[key(d)] = n + 1
+            b = medians[min(n, len(medians) - 1)] if medians else None
             row += f" {b:8.2f} {ms / b:6.3f}" if b else f" {'-':>8} {'-':>6}"
         if a.largest:
             tps = r["batch"] * 1000.0 / ms
