@@ -187,7 +187,7 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down) {
-  // 1 to 16 rows on CUDA (the cheap tests first): SiLU x up in the gate/up projection's launch
+  // 1 to kGemmRowsTaken rows on CUDA (the cheap tests first): SiLU x up in the gate/up projection's launch
   const int64_t x_rows = few_cuda_rows(x);
   const bool kernel_on = x_rows == 1 ? gemv_enabled() : gemm_rows_enabled();
   if (x_rows > 0 && kernel_on && gemv_silu_mul_enabled() && fused_silu_mul_enabled() && gate.weight.defined() &&

@@ -78,8 +78,8 @@ bool fused_silu_mul_enabled();
 // SwiGLU MLP: down(silu(gate(x)) * up(x)), gate and up as one GEMM where fused. x [..., d] -> [..., d]
 // For one row on CUDA with gate and up fused (one weight block of equal halves), the gate/up projection's launch also
 // takes SiLU x up (kernels/ops.h's fused_gemv_silu_mul, with the one-row kernel and the fused SiLU x up on: the bits
-// of the two launches, one launch fewer); for 2 to 16 rows with the few-row kernel on, fused_gemm_rows_silu_mul the
-// same way (2 to 8 rows). On by default; set_gemv_silu_mul(false), or VLM2MLA_GEMV_SILU_MUL=0 in the environment, keeps the SiLU x
+// of the two launches, one launch fewer); for 2 to 8 rows with the few-row kernel on, fused_gemm_rows_silu_mul the
+// same way. On by default; set_gemv_silu_mul(false), or VLM2MLA_GEMV_SILU_MUL=0 in the environment, keeps the SiLU x
 // up launch (the twin) at any row count.
 at::Tensor swiglu_mlp(const at::Tensor& x, const LinearWeights& gate, const LinearWeights& up,
                       const LinearWeights& down);
