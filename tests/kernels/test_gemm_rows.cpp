@@ -23,7 +23,6 @@
 #include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
@@ -150,19 +149,7 @@ TEST(GemmRowsCuda, SameBitsEveryRunAndInAGraph) {
   const at::Tensor first = fused_gemm_rows(x, w, b);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(fused_gemm_rows(x, w, b), first));
   EXPECT_TRUE(at::equal(fused_gemm_rows(x.view({8, 1, 18944}), w, b), first.view({8, 1, 3584})));
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the inputs made on the current stream, before the pool's runs
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
-  at::Tensor out;
-  {
-    c10::cuda::CUDAStreamGuard guard(stream);
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    out = fused_gemm_rows(x, w, b);
-    graph.capture_end();
-    graph.replay();
-    stream.synchronize();
-  }
-  EXPECT_TRUE(at::equal(out, first));
+  EXPECT_TRUE(at::equal(testing::replayed_in_a_graph([&] { return fused_gemm_rows(x, w, b); }), first));
 #else
   GTEST_SKIP() << "no CUDA kernels in this build";
 #endif

@@ -22,7 +22,6 @@
 #include "support/test_support.h"
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
-#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
@@ -120,18 +119,7 @@ TEST(GemvCuda, SameBitsEveryRunAndInAGraph) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(fused_gemv(x, w, b), first));
   EXPECT_TRUE(at::equal(fused_gemv(x.view({18944}), w, b), first.view({3584})));
   EXPECT_TRUE(at::equal(fused_gemv(x.view({1, 1, 18944}), w, b), first.view({1, 1, 3584})));
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
-  at::Tensor out;
-  {
-    c10::cuda::CUDAStreamGuard guard(stream);
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    out = fused_gemv(x, w, b);
-    graph.capture_end();
-    graph.replay();
-    stream.synchronize();
-  }
-  EXPECT_TRUE(at::equal(out, first));
+  EXPECT_TRUE(at::equal(testing::replayed_in_a_graph([&] { return fused_gemv(x, w, b); }), first));
 #else
   GTEST_SKIP() << "no CUDA kernels in this build";
 #endif
@@ -177,19 +165,8 @@ TEST(GemvCuda, SiluMulEpilogueEqualsTheTwoLaunches) {
   const at::Tensor w = at::randn({37888, 3584}, o) / 64, x = at::randn({1, 3584}, o);
   const at::Tensor gu = fused_gemv(x, w, {});
   const at::Tensor want = fused_silu_mul(gu.narrow(1, 0, 18944), gu.narrow(1, 18944, 18944));
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the inputs made on the current stream, before the pool's runs
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
-  at::Tensor out;
-  {
-    c10::cuda::CUDAStreamGuard guard(stream);
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    out = fused_gemv_silu_mul(x, w, {});
-    graph.capture_end();
-    graph.replay();
-    stream.synchronize();
-  }
-  EXPECT_TRUE(at::equal(out, want)) << "7B gate/up, in a graph";
+  EXPECT_TRUE(at::equal(testing::replayed_in_a_graph([&] { return fused_gemv_silu_mul(x, w, {}); }), want))
+      << "7B gate/up, in a graph";
 #else
   GTEST_SKIP() << "no CUDA kernels in this build";
 #endif

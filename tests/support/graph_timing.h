@@ -1,5 +1,6 @@
-// Shared by the kernels' disabled benchmarks: a GPU time per call measured inside a CUDA graph, and the decode
-// projections of Qwen2.5-VL-7B. Include only where VLM2MLA_WITH_CUDA_KERNELS is defined.
+// Shared by the kernels' tests and disabled benchmarks: a call's output replayed from a CUDA graph, a GPU time per
+// call measured inside one, and the decode projections of Qwen2.5-VL-7B. Include only where VLM2MLA_WITH_CUDA_KERNELS
+// is defined.
 #pragma once
 
 #include <ATen/cuda/CUDAGraph.h>
@@ -8,12 +9,29 @@
 #include <cuda_runtime_api.h>
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 namespace vlm2mla::testing {
+
+// f() (returning a tensor) captured as a CUDA graph on a pool stream and replayed once: the replay's output. Waits for
+// the device first (the inputs were made on the current stream).
+template <class F>
+at::Tensor replayed_in_a_graph(F&& f) {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  c10::cuda::CUDAStreamGuard guard(stream);
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  at::Tensor out = f();
+  graph.capture_end();
+  graph.replay();
+  stream.synchronize();
+  return out;
+}
 
 // GPU time a call of f(i), i = 0 .. reps - 1 captured as one CUDA graph on `stream`, best of 5 replays, in µs.
 template <class F>
