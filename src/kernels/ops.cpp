@@ -576,15 +576,26 @@ at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 namespace {
 std::atomic<int64_t> gemv_launches{0}, gemv_silu_mul_launches{0};
 
+// Why a SiLU x up projection's weight cannot be read as the gate's rows then up's, or nullptr (the one-row and the
+// few-row kernels' SiLU forms, after their plain form's checks).
+const char* odd_halves(const at::Tensor& weight) {
+  return weight.size(0) % 2 != 0 ? "the weight's rows are odd (the gate's rows then up's: two halves)" : nullptr;
+}
+
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
+// A projection kernel's output for x [..., in]: [..., n], contiguous, on x's device
+at::Tensor projection_output(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = n;
+  return at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
 // y [..., n] = launch(x, weight, bias) on x's stream, by one of the one-row kernel's launches (launch_gemv,
 // launch_gemv_silu_mul: the same arguments, n the results of y); counted in fused_gemv_launches()
 at::Tensor run_gemv(decltype(&launch_gemv) launch, const at::Tensor& x, const at::Tensor& weight,
                     const at::Tensor& bias, int64_t n) {
   c10::cuda::CUDAGuard guard(x.device());
-  std::vector<int64_t> sizes = x.sizes().vec();
-  sizes.back() = n;
-  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor y = projection_output(x, n);
   launch(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(), n, weight.size(1),
          element_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   gemv_launches.fetch_add(1);
@@ -650,8 +661,7 @@ int64_t fused_gemv_silu_mul_launches() { return gemv_silu_mul_launches.load(); }
 
 const char* gemv_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (const char* why = gemv_unusable(x, weight, bias)) return why;
-  if (weight.size(0) % 2 != 0) return "the weight's rows are odd (the gate's rows then up's: two halves)";
-  return nullptr;
+  return odd_halves(weight);
 }
 
 at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
@@ -691,8 +701,7 @@ const char* gemm_rows_unusable(const at::Tensor& x, const at::Tensor& weight, co
 
 const char* gemm_rows_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (const char* why = gemm_rows_unusable(x, weight, bias)) return why;
-  if (weight.size(0) % 2 != 0) return "the weight's rows are odd (the gate's rows then up's: two halves)";
-  return nullptr;
+  return odd_halves(weight);
 }
 
 namespace {
@@ -702,9 +711,7 @@ namespace {
 at::Tensor run_gemm_rows(decltype(&launch_gemm_rows) launch, const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& bias, int64_t n) {
   c10::cuda::CUDAGuard guard(x.device());
-  std::vector<int64_t> sizes = x.sizes().vec();
-  sizes.back() = n;
-  at::Tensor y = at::empty(sizes, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor y = projection_output(x, n);
   launch(x.data_ptr(), weight.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr, y.data_ptr(),
          x.numel() / x.size(-1), n, weight.size(1), element_dtype(x.scalar_type()),
          c10::cuda::getCurrentCUDAStream(x.device().index()).stream());

@@ -773,7 +773,7 @@ TEST(GemvSiluMulSwitch, ChangesNoLogitsOnCpuNorGpu) {
     check(std::string("md, ") + cache_type_name(type) + " latent cache", *mla, CacheSpec{type, 8, 4});
 }
 
-// The few-row projection kernel (nn/layers.h's dense and swiglu_mlp at 2 to 16 rows; VLM2MLA_GEMM_ROWS=0 keeps
+// The few-row projection kernel (nn/layers.h's dense and swiglu_mlp at 2 to 8 rows; VLM2MLA_GEMM_ROWS=0 keeps
 // at::linear and the SiLU x up launch, the twin): never taken on the CPU, so switching it changes no logits there; on
 // a GPU, over the fixture's two sequences (text and images) decoded as one batch (dynamic, and static replayed as
 // CUDA graphs), of an unconverted model over a bf16 dense cache and an md-converted one over bf16 and int4 latent
