@@ -309,6 +309,11 @@ at::Tensor mla_attention_absorbed(const TextConfig& c, const AbsorbedWeights& aw
 namespace {
 EnvSwitch decode_out_once_switch(kEnvDecodeOutOnce);
 EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
+// The most sequences a step whose combine takes the output product. Measured on the H200 (session 32, Qwen2.5-VL-7B
+// shapes, D = 32, 32 tokens a run, medians, two or three runs each, docs/BENCHMARKS.md): the combine's product took
+// 4% less a step at 32k x 2 and ~1% less at 4k x 1, but 2% more at 32k x 4 and 0-2% more at 16k / 32k x 8, where the
+// head product after it (its weights issued before its programmatic wait since session 31) is the faster.
+constexpr int64_t kCombineOutMostSequences = 2;
 }  // namespace
 
 bool decode_out_once_enabled() { return decode_out_once_switch.enabled(); }
@@ -405,8 +410,10 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
                 q.scalar_type(), " on ", q.device(), " (decode_output_buffer)");
   in.acc_out = ox.narrow(-1, 0, n_mod * r).view({b, h_q, n_mod, r}).permute({2, 0, 1, 3});
   in.mass_out = ox.narrow(-1, n_mod * r, n_mod).view({b, h_q, n_mod}).permute({2, 0, 1});
-  // the output product by the combine kernel where its plan takes it (small batches), else the head product
-  if (decode_combine_out_enabled() && ox.is_cuda() && ox.scalar_type() == at::kBFloat16 &&
+  // the output product by the combine kernel where its plan takes it, at most kCombineOutMostSequences sequences,
+  // else the head product
+  if (decode_combine_out_enabled() && b <= kCombineOutMostSequences && ox.is_cuda() &&
+      ox.scalar_type() == at::kBFloat16 &&
       aw.w_out.scalar_type() == at::kBFloat16 && aw.w_out.is_contiguous()) {
     in.w_out = aw.w_out;
     in.o_out = at::empty({b, h_q, dh}, q.options());

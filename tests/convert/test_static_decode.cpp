@@ -793,7 +793,7 @@ TEST(GemmRowsSwitch, CpuUnchangedAndGpuWithinBf16) {
 // keeps kv_head_product over the buffer, the twin): never taken on the CPU, so switching it changes no logits there; on a
 // GPU, over an md-converted model's decode steps (dynamic, and static replayed as CUDA graphs) over bf16 and int4 latent
 // caches, the combine takes it (mla_decode records "combine-out") and the logits stay within bf16 rounding of the
-// head product's.
+// head product's; over four sequences (more than mla_attention's kCombineOutMostSequences) it leaves it.
 TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
   const ModelInputs in = fixture_inputs("vlm/qwen2_5_vl");
   const testing::SwitchRestore restore{set_decode_combine_out, decode_combine_out_enabled()};
@@ -817,6 +817,17 @@ TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
     EXPECT_TRUE(took()) << what << ": the decode steps never took the combine's product";
     expect_logits_within_bf16(on, off, what, "combine-out");
   }
+  // more sequences than kCombineOutMostSequences (2): the head product, the switch on (the fixture's two prompts twice)
+  ModelInputs four = in;
+  for (at::Tensor ModelInputs::*t : {&ModelInputs::input_ids, &ModelInputs::attention_mask, &ModelInputs::pixel_values,
+                                     &ModelInputs::image_grid_thw}) {
+    if ((in.*t).defined()) four.*t = at::cat({in.*t, in.*t}, 0);
+  }
+  const CacheSpec spec{CacheType::kBf16, 8, 4};
+  take_mla_decode_kernels_used();
+  set_decode_combine_out(true);
+  EXPECT_LT(static_vs_dynamic(*m, four, &spec, 2, true), 3e-2) << "four sequences";
+  EXPECT_FALSE(took()) << "four sequences: the combine took the product";
 }
 
 }  // namespace
