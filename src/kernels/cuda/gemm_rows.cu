@@ -18,7 +18,8 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kCtasPerSm = 2;
 constexpr int kMaxTiles = 3;  // 8-row tiles of w a unit of work at most (the loads' registers)
-constexpr int kUnroll = 4;    // 32-wide pieces of k a warp loads before its products
+constexpr int kUnroll = 4;    // 32-wide pieces of k a warp takes a step
+constexpr int kStages = 2;    // steps of weights in flight in shared memory (kStages x NT x 16 KB a CTA)
 
 template <typename T>
 __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -59,47 +60,77 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       return n < out ? n : -1;
     }
   };
-  uint4 wv[kUnroll][NT];
-  auto load_w = [&](int u, int it) {
+  // The weights stream through a ring of kStages stages in dynamic shared memory ([stage][i][j][thread] 16-byte
+  // pieces), each thread copying (cp.async) and later reading only its own pieces, so no barrier orders them: the
+  // CTA's q-th step (unit u0 + (q / iters) gridDim.x, iteration q % iters) goes to stage q % kStages, one commit
+  // group a step; the first kStages steps are issued before the wait (weights are no kernel's output), and each
+  // step's stage is refilled with step q + kStages after the step's products. x's pieces (the kernel ahead's output)
+  // are loaded one step ahead into registers.
+  extern __shared__ __align__(16) uint4 ring[];
+  const int u0 = blockIdx.x;
+  const int steps = u0 < units ? ((units - 1 - u0) / int(gridDim.x) + 1) * iters : 0;
+  auto issue = [&](int q) {  // step q's weights into its stage (zeros past w's rows and in), then a commit group
+    if (q < steps) {
+      const int u = u0 + (q / iters) * int(gridDim.x), it = q % iters;
+      uint4* stage = ring + (q % kStages) * (kUnroll * NT * kThreads) + threadIdx.x;
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int64_t row = w_row(u, j);
+      for (int j = 0; j < NT; ++j) {
+        const int64_t row = w_row(u, j);
 #pragma unroll
-      for (int i = 0; i < kUnroll; ++i) {
-        const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
-        wv[i][j] = row >= 0 && k < in ? load_weight(w + row * in + k) : make_uint4(0u, 0u, 0u, 0u);
+        for (int i = 0; i < kUnroll; ++i) {
+          const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+          const bool valid = row >= 0 && k < in;
+          copy_weight_async(tensor_core::smem_addr(stage + (i * NT + j) * kThreads), valid ? w + row * in + k : w, valid);
+        }
+      }
+    }
+    tensor_core::cp_async_commit();  // (empty past the last step: one group a step keeps the waits' count)
+  };
+  uint4 x0[kUnroll], x1[kUnroll];
+  auto load_x = [&](int it) {
+#pragma unroll
+    for (int i = 0; i < kUnroll; ++i) {
+      const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+      const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+      x0[i] = g < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g) * in + k)) : zero;
+      if constexpr (X16) {
+        x1[i] = g + 8 < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g + 8) * in + k)) : zero;
+      } else {
+        x1[i] = zero;
       }
     }
   };
-  const int u0 = blockIdx.x;
-  if (u0 < units) load_w(u0, 0);  // the weights are no kernel's output: read before waiting for the kernel ahead
+#pragma unroll
+  for (int q = 0; q < kStages; ++q) issue(q);
   grid_dependency_wait();
+  if (steps > 0) load_x(0);
+  int q = 0;
   for (int u = u0; u < units; u += gridDim.x) {
     float acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-    for (int it = 0; it < iters; ++it) {
-      if (u != u0 || it > 0) load_w(u, it);
-      uint4 x0[kUnroll], x1[kUnroll];
+    for (int it = 0; it < iters; ++it, ++q) {
+      tensor_core::cp_async_wait<kStages - 1>();  // step q's group has landed (at most kStages - 1 newer pending)
+      uint4 wv[kUnroll][NT];
+      const uint4* stage = ring + (q % kStages) * (kUnroll * NT * kThreads) + threadIdx.x;
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) {
-        const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
-        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-        x0[i] = g < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g) * in + k)) : zero;
-        if constexpr (X16) {
-          x1[i] = g + 8 < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g + 8) * in + k)) : zero;
-        } else {
-          x1[i] = zero;
-        }
+#pragma unroll
+        for (int j = 0; j < NT; ++j) wv[i][j] = stage[(i * NT + j) * kThreads];
       }
+      uint4 xa[kUnroll], xb[kUnroll];  // this step's x, while the next step's loads
+#pragma unroll
+      for (int i = 0; i < kUnroll; ++i) xa[i] = x0[i], xb[i] = x1[i];
+      if (q + 1 < steps) load_x(it + 1 < iters ? it + 1 : 0);
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) {
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-          mma<T>(acc[j], x0[i].x, x1[i].x, x0[i].y, x1[i].y, wv[i][j].x, wv[i][j].y);
-          mma<T>(acc[j], x0[i].z, x1[i].z, x0[i].w, x1[i].w, wv[i][j].z, wv[i][j].w);
+          mma<T>(acc[j], xa[i].x, xb[i].x, xa[i].y, xb[i].y, wv[i][j].x, wv[i][j].y);
+          mma<T>(acc[j], xa[i].z, xb[i].z, xa[i].w, xb[i].w, wv[i][j].z, wv[i][j].w);
         }
       }
+      issue(q + kStages);  // into the stage just read (after its products: their registers held its pieces)
     }
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
@@ -138,8 +169,15 @@ template <typename T, int NT, bool X16, bool SILU>
 void launch_nt(const void* x, const void* w, const void* bias, void* y, int m, int out, int in, int slots,
                cudaStream_t stream) {
   const int units = SILU ? (out + 7) / 8 : (out + 8 * NT - 1) / (8 * NT);
-  launch_programmatic(gemm_rows_kernel<T, NT, X16, SILU>, dim3(unsigned(std::min(units, slots))), dim3(kThreads), 0,
-                      stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+  constexpr int smem = kStages * kUnroll * NT * kThreads * int(sizeof(uint4));  // the weights' ring
+  if constexpr (smem > 48 * 1024) {  // (gemv.cu's way: on the launch's device, each launch)
+    const cudaError_t err =
+        cudaFuncSetAttribute(gemm_rows_kernel<T, NT, X16, SILU>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    VLM2MLA_CHECK(err == cudaSuccess, Error, "launch_gemm_rows: ", smem, " bytes of shared memory a CTA: ",
+                  cudaGetErrorString(err));
+  }
+  launch_programmatic(gemm_rows_kernel<T, NT, X16, SILU>, dim3(unsigned(std::min(units, slots))), dim3(kThreads),
+                      size_t(smem), stream, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
                       static_cast<T*>(y), m, out, in, units);
 }
 

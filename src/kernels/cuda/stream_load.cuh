@@ -1,4 +1,5 @@
-// The weight loads of the projection kernels (gemv.cu, gemm_rows.cu), which stream each weight element once.
+// The weight loads of the projection kernels (gemv.cu: into registers; gemm_rows.cu: into shared memory), which
+// stream each weight element once.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,13 @@ __device__ __forceinline__ uint4 load_weight(const void* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
+}
+
+// The same piece copied into shared memory (cp.async: L1 bypassed, the L2 asked for the 256 bytes around it), or
+// zeros there where !valid (src not read); committed and waited for with tensor_core.cuh's cp_async_commit/wait.
+__device__ __forceinline__ void copy_weight_async(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
 }
 
 }  // namespace vlm2mla
