@@ -313,7 +313,7 @@ EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
 // shapes, D = 32, 32 tokens a run, medians, two or three runs each, docs/BENCHMARKS.md): the combine's product took
 // 4% less a step at 32k x 2 and ~1% less at 4k x 1, but 2% more at 32k x 4 and 0-2% more at 16k / 32k x 8, where the
 // head product after it (its weights issued before its programmatic wait since session 31) is the faster.
-constexpr int64_t kCombineOutMostSequences = 2;
+constexpr int64_t kCombineOutMostSequences = 3;
 }  // namespace
 
 bool decode_out_once_enabled() { return decode_out_once_switch.enabled(); }

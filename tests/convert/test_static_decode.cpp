@@ -817,7 +817,7 @@ TEST(DecodeCombineOutSwitch, CpuUnchangedAndGpuWithinBf16) {
     EXPECT_TRUE(took()) << what << ": the decode steps never took the combine's product";
     expect_logits_within_bf16(on, off, what, "combine-out");
   }
-  // more sequences than kCombineOutMostSequences (2): the head product, the switch on (the fixture's two prompts twice)
+  // more sequences than kCombineOutMostSequences (3): the head product, the switch on (the fixture's two prompts twice)
   ModelInputs four = in;
   for (at::Tensor ModelInputs::*t : {&ModelInputs::input_ids, &ModelInputs::attention_mask, &ModelInputs::pixel_values,
                                      &ModelInputs::image_grid_thw}) {
