@@ -310,9 +310,11 @@ namespace {
 EnvSwitch decode_out_once_switch(kEnvDecodeOutOnce);
 EnvSwitch decode_combine_out_switch(kEnvDecodeCombineOut);
 // The most sequences a step whose combine takes the output product. Measured on the H200 (session 32, Qwen2.5-VL-7B
-// shapes, D = 32, 32 tokens a run, medians, two or three runs each, docs/BENCHMARKS.md): the combine's product took
-// 4% less a step at 32k x 2 and ~1% less at 4k x 1, but 2% more at 32k x 4 and 0-2% more at 16k / 32k x 8, where the
-// head product after it (its weights issued before its programmatic wait since session 31) is the faster.
+// shapes, D = 32, the switch alternated on one binary, 2-5 runs each; docs/BENCHMARKS.md and its plot): with the
+// combine's product steps took 1-2.5% less at b = 1, 4-5% less at 32k x 2, level to 3.5% less at b = 3, but 1-2%
+// more at 32k x 4 and about 1% more at 16k / 32k x 8, where the head product after the plain combine (its weights
+// issued before its programmatic wait, and the projection after it on the few-row kernel, since session 31) is the
+// faster.
 constexpr int64_t kCombineOutMostSequences = 3;
 }  // namespace
 
@@ -413,8 +415,7 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   // the output product by the combine kernel where its plan takes it, at most kCombineOutMostSequences sequences,
   // else the head product
   if (decode_combine_out_enabled() && b <= kCombineOutMostSequences && ox.is_cuda() &&
-      ox.scalar_type() == at::kBFloat16 &&
-      aw.w_out.scalar_type() == at::kBFloat16 && aw.w_out.is_contiguous()) {
+      ox.scalar_type() == at::kBFloat16 && aw.w_out.scalar_type() == at::kBFloat16 && aw.w_out.is_contiguous()) {
     in.w_out = aw.w_out;
     in.o_out = at::empty({b, h_q, dh}, q.options());
   }

@@ -194,8 +194,8 @@ bool decode_out_once_enabled();
 void set_decode_out_once(bool on);
 
 // Whether the decode kernel's combine takes the output product too where its plan allows (MlaDecodeInputs::w_out:
-// bf16 CUDA steps of one to three sequences, one launch a layer fewer; the accumulators and masses rounded to bf16 as the
-// buffer holds them, float32 sums in another order than the head product's): on unless
+// bf16 CUDA steps of one to three sequences, one launch a layer fewer; the accumulators and masses rounded to bf16 as
+// the buffer holds them, float32 sums in another order than the head product's): on unless
 // VLM2MLA_DECODE_COMBINE_OUT=0 or set_decode_combine_out(false), which keep kv_head_product over the buffer, the
 // twin (logits within bf16 rounding of each other).
 bool decode_combine_out_enabled();
