@@ -582,6 +582,15 @@ const char* odd_halves(const at::Tensor& weight) {
   return weight.size(0) % 2 != 0 ? "the weight's rows are odd (the gate's rows then up's: two halves)" : nullptr;
 }
 
+// ArgumentError from the projection entry point fn where its kernel refuses (why not null): why, what the kernel
+// needs, and x's and the weight's sizes.
+void check_projection(const char* fn, const char* why, const char* needs, const at::Tensor& x,
+                      const at::Tensor& weight) {
+  VLM2MLA_CHECK(!why, ArgumentError, fn, ": ", why, " (", needs, "); got x ",
+                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
+                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+}
+
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 // A projection kernel's output for x [..., in]: [..., n], contiguous, on x's device
 at::Tensor projection_output(const at::Tensor& x, int64_t n) {
@@ -645,11 +654,10 @@ const char* gemv_unusable(const at::Tensor& x, const at::Tensor& weight, const a
 
 at::Tensor fused_gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const char* why = gemv_unusable(x, weight, bias);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemv: ", why,
-                " (it needs a CUDA build, x [..., in] holding one row, a contiguous weight [out, in] and bias [out] or "
-                "none, of one dtype (bf16 or fp16) on one device, in a multiple of 8 up to 24,576); got x ",
-                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
-                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  check_projection("fused_gemv", why,
+                   "it needs a CUDA build, x [..., in] holding one row, a contiguous weight [out, in] and bias [out] "
+                   "or none, of one dtype (bf16 or fp16) on one device, in a multiple of 8 up to 24,576",
+                   x, weight);
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   return run_gemv(launch_gemv, x, weight, bias, weight.size(0));
 #else
@@ -666,11 +674,10 @@ const char* gemv_silu_mul_unusable(const at::Tensor& x, const at::Tensor& weight
 
 at::Tensor fused_gemv_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const char* why = gemv_silu_mul_unusable(x, weight, bias);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemv_silu_mul: ", why,
-                " (x [..., in] one row, a contiguous weight [2 n, in]: the gate's rows then up's, bias [2 n] or none, "
-                "as fused_gemv); got x ",
-                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
-                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  check_projection("fused_gemv_silu_mul", why,
+                   "x [..., in] one row, a contiguous weight [2 n, in]: the gate's rows then up's, bias [2 n] or "
+                   "none, as fused_gemv",
+                   x, weight);
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   at::Tensor y = run_gemv(launch_gemv_silu_mul, x, weight, bias, weight.size(0) / 2);
   gemv_silu_mul_launches.fetch_add(1);
@@ -723,11 +730,10 @@ at::Tensor run_gemm_rows(decltype(&launch_gemm_rows) launch, const at::Tensor& x
 
 at::Tensor fused_gemm_rows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const char* why = gemm_rows_unusable(x, weight, bias);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemm_rows: ", why,
-                " (it needs a CUDA build, a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [out, in] and "
-                "bias [out] or none, of one dtype (bf16 or fp16) on one device, in a multiple of 8); got x ",
-                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
-                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  check_projection("fused_gemm_rows", why,
+                   "it needs a CUDA build, a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [out, in] "
+                   "and bias [out] or none, of one dtype (bf16 or fp16) on one device, in a multiple of 8",
+                   x, weight);
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   return run_gemm_rows(launch_gemm_rows, x, weight, bias, weight.size(0));
 #else
@@ -737,11 +743,10 @@ at::Tensor fused_gemm_rows(const at::Tensor& x, const at::Tensor& weight, const 
 
 at::Tensor fused_gemm_rows_silu_mul(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const char* why = gemm_rows_silu_mul_unusable(x, weight, bias);
-  VLM2MLA_CHECK(!why, ArgumentError, "fused_gemm_rows_silu_mul: ", why,
-                " (a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [2 n, in]: the gate's rows then "
-                "up's, bias [2 n] or none, as fused_gemm_rows); got x ",
-                x.defined() ? x.sizes() : at::IntArrayRef{}, ", weight ",
-                weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  check_projection("fused_gemm_rows_silu_mul", why,
+                   "a contiguous x [..., in] of 1 to 16 rows, a contiguous weight [2 n, in]: the gate's rows then "
+                   "up's, bias [2 n] or none, as fused_gemm_rows",
+                   x, weight);
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   return run_gemm_rows(launch_gemm_rows_silu_mul, x, weight, bias, weight.size(0) / 2);
 #else

@@ -66,6 +66,8 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   // group a step; the first kStages steps are issued before the wait (weights are no kernel's output), and each
   // step's stage is refilled with step q + kStages after the step's products. x's pieces (the kernel ahead's output)
   // are loaded one step ahead into registers.
+  // the first of the 8 elements of k this lane takes of piece i of step (iteration) it: w's and x's alike
+  auto k_of = [&](int it, int i) { return 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t; };
   extern __shared__ __align__(16) uint4 ring[];
   const int u0 = blockIdx.x;
   const int steps = u0 < units ? ((units - 1 - u0) / int(gridDim.x) + 1) * iters : 0;
@@ -78,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         const int64_t row = w_row(u, j);
 #pragma unroll
         for (int i = 0; i < kUnroll; ++i) {
-          const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+          const int k = k_of(it, i);
           const bool valid = row >= 0 && k < in;
           copy_weight_async(tensor_core::smem_addr(stage + (i * NT + j) * kThreads), valid ? w + row * in + k : w, valid);
         }
@@ -90,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   auto load_x = [&](int it) {
 #pragma unroll
     for (int i = 0; i < kUnroll; ++i) {
-      const int k = 32 * (warp + kWarps * (kUnroll * it + i)) + 8 * t;
+      const int k = k_of(it, i);
       const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
       x0[i] = g < m && k < in ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(g) * in + k)) : zero;
       if constexpr (X16) {
