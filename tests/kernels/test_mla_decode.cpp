@@ -759,13 +759,17 @@ MlaDecodeOutput expect_same_bits(const MlaDecodeInputs& in, const char* kernel, 
 
 // The warp-rows instances built for r_kv 128, h_kv * d_rope 128 and d_rope 32 (MlaDecodeInputs::specialized,
 // on by default) compute what the generic ones compute, bit for bit (the same arithmetic with the sizes as
-// constants), in every layout kAuto takes for those sizes (one set; two sets as modality CTAs and, int4 only,
-// joint), over bf16 and int4 stores, ragged key ranges and every modality pattern, and so stay within the
-// reference's tolerance; other sizes, and the bf16 joint layout, keep the generic instance.
+// constants; over int4, each thread's two pieces fetched at one offset of the two arrays, kFixedPieces), in every
+// layout kAuto takes for those sizes (one set; two sets as modality CTAs and, int4 only, joint), over bf16 and int4
+// stores with groups of 64, 32 and 16 (a piece's two scales in one load), ragged key ranges and every modality
+// pattern, and so stay within the reference's tolerance; other sizes, and the bf16 joint layout, keep the generic
+// instance.
 TEST(MlaDecodeCuda, SpecializedInstancesEqualTheGenericOnes) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
-  const std::vector<SevenBCase> cases = seven_b_cases(32, 1700);
-  EXPECT_EQ(cases.size(), 24u);
+  std::vector<SevenBCase> cases = seven_b_cases(32, 1700);
+  const std::vector<SevenBCase> sixteen = seven_b_cases(16, 1750);  // (odd seeds: groups of 16)
+  cases.insert(cases.end(), sixteen.begin(), sixteen.end());
+  EXPECT_EQ(cases.size(), 48u);
   for (const SevenBCase& k : cases) {
     const Case& c = k.c;
     ASSERT_TRUE(c.r_kv == 128 && c.h_kv * c.d_rope == 128 && c.d_rope == 32);

@@ -1170,16 +1170,12 @@ __device__ __forceinline__ uint4 dequant_word_bf16(uint32_t q, __nv_bfloat162 sc
 // minimum's roundings add at most 2^-9 (|q sc| + |lo|): a few hundredths of a quantization step, well inside
 // the quantization's own error (half a step). Four bf16 instructions per two values, where float16 FMAs and
 // conversions through float32 took seven (Nsight Compute's source counters, 2026-11-29).
-__device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
-                                            const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
-  const int t = pm & 127u;
-  if (t == 127) return;
-  const int col32 = (pm >> 8) & 255u;
-  unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
+// (the piece's 32 values at dst in the tile; two: groups of 16, x holding both halves' scales and minima)
+__device__ __forceinline__ void store_piece_at(unsigned char* dst, const unsigned char* slot, const Int4Scales& x,
+                                               bool two) {
   const uint4 q4 = *reinterpret_cast<const uint4*>(slot);
   const uint32_t words[4] = {q4.x, q4.y, q4.z, q4.w};
   // the two 16-value halves' scales and minima (float16 pairs; one group's value doubled) as bf16 pairs
-  const bool two = pm & (1u << 16);
   const uint32_t sc_h = two ? x.sc : __byte_perm(x.sc, 0u, 0x1010);
   const uint32_t lo_h = two ? x.lo : __byte_perm(x.lo, 0u, 0x1010);
   const __nv_bfloat162 sc2 = __float22bfloat162_rn(__half22float2(*reinterpret_cast<const __half2*>(&sc_h)));
@@ -1193,6 +1189,27 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
     for (int w2 = 0; w2 < 2; ++w2)
       *reinterpret_cast<uint4*>(dst + (half * 2 + w2) * 16) =
           dequant_word_pairs_bf16(words[half * 2 + w2], sc, lo, k128);
+  }
+}
+__device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const unsigned char* slot,
+                                            const Int4Scales& x, unsigned char* ctile, unsigned char* ktile) {
+  const int t = pm & 127u;
+  if (t == 127) return;
+  const int col32 = (pm >> 8) & 255u;
+  unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
+  store_piece_at(dst, slot, x, pm & (1u << 16));
+}
+
+// A piece's scales and minima from its group index gi (groups of 16, two: both halves' in one 4-byte load each; gi
+// even there and the arrays 4-byte aligned, rows_geometry).
+__device__ __forceinline__ void load_piece_scales(const uint16_t* sc, const uint16_t* lo, int64_t gi, bool two,
+                                                  Int4Scales& x) {
+  if (two) {
+    x.sc = load_u32(sc + gi);
+    x.lo = load_u32(lo + gi);
+  } else {
+    x.sc = load_u16(sc + gi);
+    x.lo = load_u16(lo + gi);
   }
 }
 
@@ -1736,14 +1753,37 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   // int4 tiles: the thread's pieces of a tile (pm: where each lies, the same for every tile; codes by cp.async into
   // its raw slots, scales and minima into x). The first walk's first fetch is issued here too, before the queries are
   // staged, as bf16's first copy is; the walk dequantizes it as its first tile (the same pieces: the same bits).
-  uint32_t pm[CH];
+  uint32_t pm[CH] = {};  // (set below, before the first fetch)
   Int4Scales x[CH];
   const uint32_t slot0 = sbase + g.off_raw + tid * 16;  // the thread's pieces: slot0 + k * kThreads * 16
+  // The instances built for r_kv 128 and h_kv * d_rope 128 (one column split, the RoPE key in the tiles): a thread's
+  // two pieces are the latent's and the RoPE key's 32 values at one place of one token (piece_map of tid and tid +
+  // kThreads: token tid / 4, values 32 (tid % 4) on), so both codes lie at one offset from their arrays' starts, and
+  // each tile's at 64 rows past the tile before: a tile's fetch is a row, an offset and two group indices (pm's
+  // tile-relative ones), where the generic path decodes pm and builds each array's pointers for every piece. The same
+  // pieces, scales and zeros (tokens outside [vlo, vhi)): the same bits (SpecializedInstancesEqualTheGenericOnes).
+  constexpr bool kFixedPieces = INT4 && RKV == 128 && HR == 128 && !EXT && CS == 1 && CH == 2;
+  [[maybe_unused]] const int fp_t = tid >> 2;  // (kFixedPieces) the thread's token
+  [[maybe_unused]] const int64_t fp_off0 = (int64_t(b) * p.t_cap + fp_t) * 64 + (tid & 3) * 16;  // its first codes
   auto fetch = [&](int tt) {
-    const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
+    if constexpr (kFixedPieces) {
+      const int j = tt * kTile + fp_t;
+      const bool valid = j >= vlo && j < vhi;
+      const int64_t off = fp_off0 + int64_t(tt) * (kTile * 64);
+      cp_async(slot0, valid ? p.latent_q + off : p.latent_q, 16, valid);
+      cp_async(slot0 + kThreads * 16, valid ? p.k_rope_q + off : p.k_rope_q, 16, valid);
+      x[0].sc = x[0].lo = x[1].sc = x[1].lo = 0u;
+      if (valid) {
+        const int64_t rb = int64_t(b) * p.t_cap + tt * kTile;  // the tile's first row
+        load_piece_scales(p.latent_scale, p.latent_lo, rb * g.q_groups_c + (pm[0] >> 17), pm[0] & (1u << 16), x[0]);
+        load_piece_scales(p.k_rope_scale, p.k_rope_lo, rb * g.q_groups_r + (pm[1] >> 17), pm[1] & (1u << 16), x[1]);
+      }
+    } else {
+      const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
 #pragma unroll
-    for (int k = 0; k < CH; ++k)
-      fetch_piece<RKV, HR>(p, g, pm[k], lat, rope, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+      for (int k = 0; k < CH; ++k)
+        fetch_piece<RKV, HR>(p, g, pm[k], lat, rope, tt * kTile, vlo, vhi, slot0 + k * kThreads * 16, x[k]);
+    }
     cp_async_commit();
   };
   if constexpr (INT4) {
@@ -1855,9 +1895,16 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
         auto dequant = [&](int i) {  // the thread's pieces into bf16 buffer i % 2 (kOneStage: the one)
           cp_async_wait<0>();
           unsigned char* ct = smem + g.off_tiles + (kOneStage ? 0 : (i & 1)) * g.tile_bytes;
+          if constexpr (kFixedPieces) {  // token fp_t's values 32 (tid % 4) on, in the latent's tile and the key's
+            const int at = fp_t * g.c_stride + (tid & 3) * 64;
+            store_piece_at(ct + at, smem + g.off_raw + tid * 16, x[0], pm[0] & (1u << 16));
+            store_piece_at(ct + kTile * g.c_stride + fp_t * g.k_stride + (tid & 3) * 64,
+                           smem + g.off_raw + (kThreads + tid) * 16, x[1], pm[1] & (1u << 16));
+          } else {
 #pragma unroll
-          for (int k = 0; k < CH; ++k)
-            store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+            for (int k = 0; k < CH; ++k)
+              store_piece(g, pm[k], smem + g.off_raw + (k * kThreads + tid) * 16, x[k], ct, ct + kTile * g.c_stride);
+          }
         };
         if (t < t_end) {
           if (!first_issued) fetch(t);
