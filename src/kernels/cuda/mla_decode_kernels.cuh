@@ -1763,13 +1763,14 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
   // tile-relative ones), where the generic path decodes pm and builds each array's pointers for every piece. The same
   // pieces, scales and zeros (tokens outside [vlo, vhi)): the same bits (SpecializedInstancesEqualTheGenericOnes).
   constexpr bool kFixedPieces = INT4 && RKV == 128 && HR == 128 && !EXT && CS == 1 && CH == 2;
+  constexpr int kFpRowBytes = RKV / 2;  // (kFixedPieces) a token's codes in either array: 128 values, 64 bytes
   [[maybe_unused]] const int fp_t = tid >> 2;  // (kFixedPieces) the thread's token
-  [[maybe_unused]] const int64_t fp_off0 = (int64_t(b) * p.t_cap + fp_t) * 64 + (tid & 3) * 16;  // its first codes
+  [[maybe_unused]] const int64_t fp_off0 = (int64_t(b) * p.t_cap + fp_t) * kFpRowBytes + (tid & 3) * 16;  // its codes
   auto fetch = [&](int tt) {
     if constexpr (kFixedPieces) {
       const int j = tt * kTile + fp_t;
       const bool valid = j >= vlo && j < vhi;
-      const int64_t off = fp_off0 + int64_t(tt) * (kTile * 64);
+      const int64_t off = fp_off0 + int64_t(tt) * (kTile * kFpRowBytes);
       cp_async(slot0, valid ? p.latent_q + off : p.latent_q, 16, valid);
       cp_async(slot0 + kThreads * 16, valid ? p.k_rope_q + off : p.k_rope_q, 16, valid);
       x[0].sc = x[0].lo = x[1].sc = x[1].lo = 0u;
