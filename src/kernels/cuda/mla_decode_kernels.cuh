@@ -1099,6 +1099,19 @@ __device__ __forceinline__ Int4Rows int4_rows(const MlaDecodeParams& p, const Ge
   return {p.k_rope_q + row * (g.hr / 2), p.k_rope_scale + gi, p.k_rope_lo + gi};
 }
 
+// A piece's scales and minima, sc and lo at its group (groups of 16, two: the second 16 values are the next group,
+// and both halves' come in one 4-byte load each; the group index even there and the arrays 4-byte aligned,
+// rows_geometry).
+__device__ __forceinline__ void load_piece_scales(const uint16_t* sc, const uint16_t* lo, bool two, Int4Scales& x) {
+  if (two) {
+    x.sc = load_u32(sc);
+    x.lo = load_u32(lo);
+  } else {
+    x.sc = load_u16(sc);
+    x.lo = load_u16(lo);
+  }
+}
+
 // Starts the copy of piece pm (piece_map) of the tile at tok0 (lat, rope: its rows) into the thread's slot and
 // loads its scales and minima (tokens outside [vlo, vhi): zero codes, scales and minima, so zeros). RKV, HR > 0:
 // r_kv and h_kv * d_rope as compile-time constants, else the runtime values.
@@ -1117,15 +1130,7 @@ __device__ __forceinline__ void fetch_piece(const MlaDecodeParams& p, const Geom
   cp_async(slot, valid ? codes : lat.codes, 16, valid);
   if (!valid) return;
   const uint32_t gi = pm >> 17;
-  const uint16_t* sc = (latent ? lat.sc : rope.sc) + gi;
-  const uint16_t* lo = (latent ? lat.lo : rope.lo) + gi;
-  if (pm & (1u << 16)) {  // groups of 16: the second 16 values are the next group; gi is even and the arrays
-    x.sc = load_u32(sc);  // 4-byte aligned (rows_geometry), so one load takes both
-    x.lo = load_u32(lo);
-  } else {
-    x.sc = load_u16(sc);
-    x.lo = load_u16(lo);
-  }
+  load_piece_scales((latent ? lat.sc : rope.sc) + gi, (latent ? lat.lo : rope.lo) + gi, pm & (1u << 16), x);
 }
 
 // (x & 0x000F000F) | 0x43004300 in one LOP3: the nibbles i and i + 4 of a code word (x shifted by 4 i) as
@@ -1198,19 +1203,6 @@ __device__ __forceinline__ void store_piece(const Geom& g, uint32_t pm, const un
   const int col32 = (pm >> 8) & 255u;
   unsigned char* dst = (pm & 128u) ? ktile + t * g.k_stride + col32 * 64 : ctile + t * g.c_stride + col32 * 64;
   store_piece_at(dst, slot, x, pm & (1u << 16));
-}
-
-// A piece's scales and minima from its group index gi (groups of 16, two: both halves' in one 4-byte load each; gi
-// even there and the arrays 4-byte aligned, rows_geometry).
-__device__ __forceinline__ void load_piece_scales(const uint16_t* sc, const uint16_t* lo, int64_t gi, bool two,
-                                                  Int4Scales& x) {
-  if (two) {
-    x.sc = load_u32(sc + gi);
-    x.lo = load_u32(lo + gi);
-  } else {
-    x.sc = load_u16(sc + gi);
-    x.lo = load_u16(lo + gi);
-  }
 }
 
 // The online softmax's running max of a thread's two rows (gid, gid + 8), after a tile whose scores reached mx
@@ -1776,8 +1768,9 @@ __device__ __forceinline__ void rows_kernel_body(const MlaDecodeParams& p, const
       x[0].sc = x[0].lo = x[1].sc = x[1].lo = 0u;
       if (valid) {
         const int64_t rb = int64_t(b) * p.t_cap + tt * kTile;  // the tile's first row
-        load_piece_scales(p.latent_scale, p.latent_lo, rb * g.q_groups_c + (pm[0] >> 17), pm[0] & (1u << 16), x[0]);
-        load_piece_scales(p.k_rope_scale, p.k_rope_lo, rb * g.q_groups_r + (pm[1] >> 17), pm[1] & (1u << 16), x[1]);
+        const int64_t gc = rb * g.q_groups_c + (pm[0] >> 17), gr = rb * g.q_groups_r + (pm[1] >> 17);
+        load_piece_scales(p.latent_scale + gc, p.latent_lo + gc, pm[0] & (1u << 16), x[0]);
+        load_piece_scales(p.k_rope_scale + gr, p.k_rope_lo + gr, pm[1] & (1u << 16), x[1]);
       }
     } else {
       const Int4Rows lat = int4_rows(p, g, true, b, tt * kTile), rope = int4_rows(p, g, false, b, tt * kTile);
