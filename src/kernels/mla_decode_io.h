@@ -113,6 +113,12 @@ struct MlaDecodeInputs {
   // to hide latency, each on 32 columns; test WideMatchesTheReference). Model steps: VLM2MLA_DECODE_WIDE_WARPS
   // (model_decode_wide_warps()).
   int64_t wide_warps = 0;
+  // CUDA only, the warpgroup-MMA kernel (variant kWgmma): its consumer warpgroups, 0 (the plan's), 2 or 3 (test
+  // WgmmaMatchesTheReference). Model steps: VLM2MLA_DECODE_WGMMA_CONSUMERS (model_decode_wgmma_consumers()).
+  int64_t wgmma_consumers = 0;
+  // ... and its producer warpgroups, 0 (the plan's), 1 (the consumers take its tiles in turn) or 2 (one a consumer,
+  // with 2 consumers). Model steps: VLM2MLA_DECODE_WGMMA_PRODUCERS (model_decode_wgmma_producers()).
+  int64_t wgmma_producers = 0;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

@@ -119,6 +119,8 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.combine = in.combine;
   p.score_clusters = in.score_clusters ? 1 : 0;
   p.wide_warps = int(in.wide_warps);  // (0, 8 or 16: check_mla_decode_inputs)
+  p.wgmma_consumers = int(in.wgmma_consumers);  // (0, 2 or 3: check_mla_decode_inputs)
+  p.wgmma_producers = int(in.wgmma_producers);  // (0, 1 or 2: check_mla_decode_inputs)
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -216,6 +218,9 @@ bool MlaDecodeLaunch::tensor_core() const { return impl_->plan.tensor_core; }
 const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.wide) return impl_->plan.wide_cluster ? "wide-cluster" : "wide";
+  if (impl_->plan.wgmma) {
+    return impl_->plan.wgmma_producers == 2 ? "wgmma-2p2c" : impl_->plan.wgmma_consumers == 3 ? "wgmma-1p3c" : "wgmma-1p2c";
+  }
   if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
     static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128g"};
     static const char* const kRowsMod[] = {"tc-rows-mod", "tc-rows-mod-128", "tc-rows-mod-128g"};
@@ -283,6 +288,7 @@ const char* mla_decode_variant_name(MlaDecodeVariant v) {
     case MlaDecodeVariant::kTensorCoreWarpRowsJoint: return "rows-joint";
     case MlaDecodeVariant::kWide: return "wide";
     case MlaDecodeVariant::kWideCluster: return "wide-cluster";
+    case MlaDecodeVariant::kWgmma: return "wgmma";
   }
   return "?";
 }
@@ -292,7 +298,7 @@ MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::st
                       std::array{MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCoreWarpRows,
                                  MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kTensorCore,
                                  MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kWide,
-                                 MlaDecodeVariant::kWideCluster, MlaDecodeVariant::kGeneric},
+                                 MlaDecodeVariant::kWideCluster, MlaDecodeVariant::kWgmma, MlaDecodeVariant::kGeneric},
                       mla_decode_variant_name);
 }
 
@@ -391,6 +397,32 @@ int64_t parse_decode_wide_warps(const char* value) {
 
 int64_t model_decode_wide_warps() {
   static const int64_t n = parse_decode_wide_warps(std::getenv("VLM2MLA_DECODE_WIDE_WARPS"));
+  return n;
+}
+
+int64_t parse_decode_wgmma_consumers(const char* value) {
+  if (value == nullptr || *value == '\0') return 0;
+  const std::string v(value);
+  VLM2MLA_CHECK(v == "0" || v == "2" || v == "3", ArgumentError, "VLM2MLA_DECODE_WGMMA_CONSUMERS='", v,
+                "': expected 2 or 3 consumer warpgroups (0 or unset: the plan's own)");
+  return std::stoll(v);
+}
+
+int64_t model_decode_wgmma_consumers() {
+  static const int64_t n = parse_decode_wgmma_consumers(std::getenv("VLM2MLA_DECODE_WGMMA_CONSUMERS"));
+  return n;
+}
+
+int64_t parse_decode_wgmma_producers(const char* value) {
+  if (value == nullptr || *value == '\0') return 0;
+  const std::string v(value);
+  VLM2MLA_CHECK(v == "0" || v == "1" || v == "2", ArgumentError, "VLM2MLA_DECODE_WGMMA_PRODUCERS='", v,
+                "': expected 1 or 2 producer warpgroups (0 or unset: the plan's own)");
+  return std::stoll(v);
+}
+
+int64_t model_decode_wgmma_producers() {
+  static const int64_t n = parse_decode_wgmma_producers(std::getenv("VLM2MLA_DECODE_WGMMA_PRODUCERS"));
   return n;
 }
 

@@ -37,7 +37,7 @@ bool mla_decode_has_cuda();
 // Names of the decode kernel variants (params.h): "auto", "keys" (kTensorCore, the split-keys kernel),
 // "generic", "codes" (kTensorCoreCodes), "rows" (kTensorCoreWarpRows), "rows-joint"
 // (kTensorCoreWarpRowsJoint), "wide" (kWide, the scores-first kernels), "wide-cluster" (kWideCluster, their
-// one-pass twin in thread-block clusters); and back, ArgumentError naming `what` and the choices for anything else.
+// one-pass twin in thread-block clusters), "wgmma" (kWgmma, warpgroup MMAs over int4 stores, sm_90a); and back, ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_variant_name(MlaDecodeVariant v);
 MlaDecodeVariant parse_mla_decode_variant(const std::string& text, const std::string& what);
 
@@ -86,6 +86,15 @@ int64_t parse_decode_tiles(const char* name, const char* value);
 // its parse, exposed for tests.
 int64_t model_decode_wide_warps();
 int64_t parse_decode_wide_warps(const char* value);
+// The warpgroup-MMA kernel's consumer warpgroups in the decode steps (MlaDecodeInputs::wgmma_consumers):
+// VLM2MLA_DECODE_WGMMA_CONSUMERS, 2 or 3 (read once; 0 or unset: the plan's own; else ArgumentError naming it);
+// and its parse, exposed for tests.
+int64_t model_decode_wgmma_consumers();
+int64_t parse_decode_wgmma_consumers(const char* value);
+// ... and its producer warpgroups (MlaDecodeInputs::wgmma_producers): VLM2MLA_DECODE_WGMMA_PRODUCERS, 1 or 2 (read
+// once; 0 or unset: the plan's own; else ArgumentError naming it); and its parse, exposed for tests.
+int64_t model_decode_wgmma_producers();
+int64_t parse_decode_wgmma_producers(const char* value);
 // Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp", "columns"; and back,
 // ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_combine_name(MlaDecodeCombine c);

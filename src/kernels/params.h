@@ -47,6 +47,11 @@ enum class MlaCacheFormat {
 // partial scores through distributed shared memory (the latent read once). The same sizes with r_kv <= 2,048 (at
 // most 8 blocks a cluster) on compute capability >= 9.0. Correct on the H200 but slower beyond one sequence
 // (docs/KERNELS.md, session 16): kAuto never picks it.
+// kWgmma (session 36): Hopper's warpgroup MMAs over an int4 store (mla_decode_wgmma.cu, built for sm_90a): a producer
+// warpgroup dequantizes tiles into shared memory, two consumer warpgroups score and accumulate them with wgmma, a
+// CTA a (split, modality, sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4,
+// d_rope 32, h_q 28) and groups of 32, 64 or 128 on compute capability 9.0 alone; asked for only (kAuto never
+// picks it; docs/KERNELS.md says what it measured).
 enum class MlaDecodeVariant {
   kAuto,
   kTensorCore,
@@ -55,7 +60,8 @@ enum class MlaDecodeVariant {
   kTensorCoreWarpRows,
   kTensorCoreWarpRowsJoint,
   kWide,
-  kWideCluster
+  kWideCluster,
+  kWgmma
 };
 
 // How the split-KV partials are merged (the combine kernel, after every decode kernel): kBlock, one CTA of 256
@@ -176,6 +182,9 @@ struct MlaDecodeParams {
   // the scores-first kernels' values pass: warps a CTA, 8 (2 m-tiles x 4 parts of 64 columns; 0 takes it) or 16
   // (2 x 8 parts of 32: twice the warps, at most 128 registers a thread)
   int wide_warps = 0;
+  // the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma): consumer warpgroups a CTA, 2 or 3 (0: the plan's)
+  int wgmma_consumers = 0;
+  int wgmma_producers = 0;  // ... and producer warpgroups, 1 or 2 (one a consumer; 0: the plan's)
 };
 
 }  // namespace vlm2mla

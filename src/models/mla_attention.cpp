@@ -389,6 +389,8 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.combine = model_decode_combine();
   in.score_clusters = model_decode_score_clusters();
   in.wide_warps = model_decode_wide_warps();
+  in.wgmma_consumers = model_decode_wgmma_consumers();
+  in.wgmma_producers = model_decode_wgmma_producers();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

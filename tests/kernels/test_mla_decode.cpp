@@ -325,13 +325,14 @@ TEST(MlaDecodeOps, VariantNamesReadBack) {
   for (MlaDecodeVariant v : {MlaDecodeVariant::kAuto, MlaDecodeVariant::kTensorCore, MlaDecodeVariant::kGeneric,
                              MlaDecodeVariant::kTensorCoreCodes, MlaDecodeVariant::kTensorCoreWarpRows,
                              MlaDecodeVariant::kTensorCoreWarpRowsJoint, MlaDecodeVariant::kWide,
-                             MlaDecodeVariant::kWideCluster}) {
+                             MlaDecodeVariant::kWideCluster, MlaDecodeVariant::kWgmma}) {
     EXPECT_EQ(parse_mla_decode_variant(mla_decode_variant_name(v), "X"), v) << mla_decode_variant_name(v);
   }
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRows), "rows");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kTensorCoreWarpRowsJoint), "rows-joint");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWide), "wide");
   EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWideCluster), "wide-cluster");
+  EXPECT_STREQ(mla_decode_variant_name(MlaDecodeVariant::kWgmma), "wgmma");
   const std::string what = testing::argument_error([] { parse_mla_decode_variant("fast", "VLM2MLA_DECODE_KERNEL"); });
   EXPECT_NE(what.find("VLM2MLA_DECODE_KERNEL"), std::string::npos) << what;
   EXPECT_NE(what.find("'fast'"), std::string::npos) << what;
@@ -385,6 +386,34 @@ TEST(MlaDecodeOps, WideWarpsSettingParses) {
   in.wide_warps = 12;
   const std::string what = testing::argument_error([&] { mla_decode(in); });
   EXPECT_NE(what.find("wide_warps must be 0 (the plan's), 8 or 16, got 12"), std::string::npos) << what;
+}
+
+// VLM2MLA_DECODE_WGMMA_CONSUMERS' parse: 2 or 3 (unset, empty or 0: the plan's own); anything else an error naming
+// the variable and the value; and MlaDecodeInputs::wgmma_consumers outside {0, 2, 3} refused by name (on the CPU too).
+TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
+  EXPECT_EQ(parse_decode_wgmma_consumers(nullptr), 0);
+  EXPECT_EQ(parse_decode_wgmma_consumers(""), 0);
+  EXPECT_EQ(parse_decode_wgmma_consumers("0"), 0);
+  EXPECT_EQ(parse_decode_wgmma_consumers("2"), 2);
+  EXPECT_EQ(parse_decode_wgmma_consumers("3"), 3);
+  for (const char* bad : {"1", "4", "three", "3 ", "-2"}) {
+    const std::string what = testing::argument_error([&] { parse_decode_wgmma_consumers(bad); });
+    EXPECT_NE(what.find("VLM2MLA_DECODE_WGMMA_CONSUMERS='" + std::string(bad) + "'"), std::string::npos) << bad;
+  }
+  for (const char* bad : {"3", "two"}) {
+    const std::string what = testing::argument_error([&] { parse_decode_wgmma_producers(bad); });
+    EXPECT_NE(what.find("VLM2MLA_DECODE_WGMMA_PRODUCERS='" + std::string(bad) + "'"), std::string::npos) << bad;
+  }
+  EXPECT_EQ(parse_decode_wgmma_producers(nullptr), 0);
+  EXPECT_EQ(parse_decode_wgmma_producers("2"), 2);
+  MlaDecodeInputs in = make_inputs(Case::qwen7b_md_int4({0}, {100}), at::Device(at::kCPU));
+  in.wgmma_consumers = 1;
+  std::string what = testing::argument_error([&] { mla_decode(in); });
+  EXPECT_NE(what.find("wgmma_consumers must be 0 (the plan's), 2 or 3, got 1"), std::string::npos) << what;
+  in.wgmma_consumers = 0;
+  in.wgmma_producers = 3;
+  what = testing::argument_error([&] { mla_decode(in); });
+  EXPECT_NE(what.find("wgmma_producers must be 0 (the plan's), 1 or 2, got 3"), std::string::npos) << what;
 }
 
 // take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.
@@ -1162,6 +1191,104 @@ TEST(MlaDecodeCuda, ImageEndEqualsTheFullRead) {
   EXPECT_EQ(st.n, 10);
 }
 
+// The warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, int4 stores at the 7B sizes, sm_90a): every modality pattern,
+// one set and two, groups of 32, 64 and 128, the ring (even seeds), ragged starts and lengths, with and without the
+// cache's image bound, against the float64 reference; several splits a sequence and many sequences (the producer's
+// tiles two ahead, empty and skipped tiles, both consumers); and clear errors for what it does not take.
+TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
+  if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
+  {
+    MlaDecodeInputs in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 64, 2, 0, 3100),
+                                     at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kWgmma;
+    try {
+      MlaDecodeLaunch launch(in);
+    } catch (const ArgumentError& e) {
+      const std::string what = e.what();
+      ASSERT_NE(what.find("compute capability 9.0"), std::string::npos) << what;
+      GTEST_SKIP() << what;
+    }
+  }
+  for (auto [producers, consumers] : {std::pair<int64_t, int64_t>{1, 2}, {1, 3}, {2, 2}}) {
+  Stats st;
+  int seed = 0, image_bound = 0;
+  const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c";
+  for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage, Mods::kPrompt}) {
+    for (int64_t group : {32, 64, 128}) {
+      for (int64_t n_mod : {1, 2}) {
+        if (n_mod == 1 && m != Mods::kRuns) continue;  // (one set: no modality bytes)
+        Case c = pattern_case(MlaCacheFormat::kInt4, m, group, n_mod, seed++, 3100);
+        c.run = m == Mods::kPrompt ? 700 : 300;
+        c.group_r = group == 32 ? 64 : group;  // the RoPE key's groups apart from the latent's on some
+        MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+        in.variant = MlaDecodeVariant::kWgmma;
+        in.wgmma_consumers = consumers;
+        in.wgmma_producers = producers;
+        if (n_mod == 2 && seed % 2 == 1) {
+          in.image_end = image_end_of(in.modality);
+          ++image_bound;
+        }
+        EXPECT_EQ(MlaDecodeLaunch(in).kernel(), kernel) << c.str();
+        EXPECT_GT(MlaDecodeLaunch(in).splits(), 2) << c.str();
+        expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble),
+                                c.str() + (in.image_end.defined() ? " image bound" : ""));
+      }
+    }
+  }
+  // many sequences, long and ragged (several splits each, tiles skipped by the image CTAs' bound and the text CTAs
+  // over image runs), a window that is not a multiple of 64, and one sequence whose keys all lie in the ring
+  {
+    std::vector<int64_t> start, length;
+    for (int i = 0; i < 24; ++i) {
+      start.push_back(i % 5 == 0 || i == 7 ? 0 : 37 * i);
+      length.push_back(i == 7 ? 100 : 2000 + 613 * i);
+    }
+    Case c = Case::qwen7b_md_int4(start, length);
+    c.mods = Mods::kPrompt;
+    c.run = 1200;
+    c.window = 100;
+    c.group_c = 32;
+    c.group_r = 32;
+    c.seed = 3190;
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kWgmma;
+    in.wgmma_consumers = consumers;
+    in.wgmma_producers = producers;
+    in.image_end = image_end_of(in.modality);
+    expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), c.str() + " many");
+  }
+  st.print(kernel.c_str());
+  EXPECT_EQ(st.n, 19);  // 6 runs (both set counts), 3 groups x 4 other patterns, many
+  EXPECT_GE(image_bound, 5);
+  }
+  // what it does not take, by name
+  auto refusal = [](const Case& c) {
+    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+    in.variant = MlaDecodeVariant::kWgmma;
+    return testing::argument_error([&] { MlaDecodeLaunch launch(in); }, "wgmma");
+  };
+  Case bad = pattern_case(MlaCacheFormat::kBf16, Mods::kRuns, 64, 2, 1, 3195);
+  std::string what = refusal(bad);
+  EXPECT_NE(what.find("int4 caches only"), std::string::npos) << what;
+  bad = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 64, 2, 1, 3196);
+  bad.h_q = 32;
+  what = refusal(bad);
+  EXPECT_NE(what.find("h_q 32"), std::string::npos) << what;
+  bad = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 16, 2, 1, 3197);
+  what = refusal(bad);
+  EXPECT_NE(what.find("groups of 32, 64 or 128 values, got 16"), std::string::npos) << what;
+  MlaDecodeInputs in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 64, 2, 1, 3198),
+                                   at::Device(at::kCUDA, 0));
+  in.variant = MlaDecodeVariant::kWgmma;
+  in.wgmma_consumers = 4;
+  what = testing::argument_error([&] { mla_decode(in); }, "4 consumers");
+  EXPECT_NE(what.find("wgmma_consumers must be 0 (the plan's), 2 or 3, got 4"), std::string::npos) << what;
+  in.wgmma_consumers = 3;
+  in.wgmma_producers = 2;
+  what = testing::argument_error([&] { mla_decode(in); }, "2 producers with 3 consumers");
+  EXPECT_NE(what.find("got 2 producers with 3 consumers"), std::string::npos) << what;
+}
+
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
 struct KvShape {
   int64_t h_q, h_kv, r_kv, d_rope, group_c, group_r;
@@ -1915,6 +2042,15 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
         cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCore, 28, 4, 512, 32, Mods::kText});
       }
     }
+    if (f == MlaCacheFormat::kInt4) {  // the warpgroup-MMA kernel (asked for only) beside kAuto's rows above
+      for (int64_t b : {1, 8, 32, 256}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kWgmma});
+      for (int64_t b : {8, 32, 256, 768})
+        cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kText});
+      for (int64_t b : {32, 256})
+        cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kPrompt, 0, 2304});
+      cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kRuns});
+      cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    }
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
       for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});
       cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kTensorCoreCodes, 28, 4, 128, 32, Mods::kRuns});
@@ -1962,7 +2098,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
   // "bf16/1/random/32/32768/auto/128/28") contains KEY (for a profiler run over one configuration)
   if (const char* only = std::getenv("VLM2MLA_BANDWIDTH_ONLY")) {
     const char* mod_names[] = {"random", "runs", "text", "image", "prompt"};
-    const char* variant_names[] = {"auto", "keys", "generic", "codes", "rows", "rows-joint", "wide", "wide-cluster"};
+    const char* variant_names[] = {"auto",       "keys", "generic",      "codes", "rows",
+                                   "rows-joint", "wide", "wide-cluster", "wgmma"};
     std::vector<Cfg> kept;
     for (const Cfg& cfg : cfgs) {
       const std::string key = std::string(cfg.f == MlaCacheFormat::kBf16 ? "bf16" : "int4") + "/" +
@@ -2023,6 +2160,8 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().combine = model_decode_combine();            // VLM2MLA_DECODE_COMBINE=block|columns|warp
       ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group
       ins.back().wide_warps = model_decode_wide_warps();          // VLM2MLA_DECODE_WIDE_WARPS=16: 16 warps a CTA
+      ins.back().wgmma_consumers = model_decode_wgmma_consumers();  // VLM2MLA_DECODE_WGMMA_CONSUMERS=2|3
+      ins.back().wgmma_producers = model_decode_wgmma_producers();  // VLM2MLA_DECODE_WGMMA_PRODUCERS=1|2
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -710,7 +710,7 @@ void check_sizes(const MlaDecodeParams& p) {
 struct Device {
   int sms = 0;
   int smem_optin = 0;
-  int major = 0;  // compute capability
+  int major = 0, minor = 0;  // compute capability
 };
 Device device_info() {
   int dev = 0;
@@ -721,6 +721,8 @@ Device device_info() {
                      "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
   VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev),
                      "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
+  VLM2MLA_CUDA_CHECK(cudaDeviceGetAttribute(&d.minor, cudaDevAttrComputeCapabilityMinor, dev),
+                     "cudaDeviceGetAttribute(ComputeCapabilityMinor)");
   return d;
 }
 KernelFn tc_kernel(const MlaDecodeParams& p, int mt, int ntw, bool codes) {
@@ -1069,12 +1071,119 @@ const char* combine_out_refusal(const MlaDecodeParams& p, const MlaDecodePlan& p
   return nullptr;
 }
 
+// The plan's common part once a kernel and its splits are chosen: the partials' layout, the workspace, the combine.
+void finish_plan(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
+  MlaDecodePlan& plan = fp.plan;
+  Geom& g = fp.geom;
+  g.splits = plan.splits;
+  g.ring_splits = plan.ring_splits;
+  g.tiles_per_split = plan.tiles_per_split;
+  g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
+  plan.workspace_floats = workspace_floats_for(p, g.total_splits);
+  // kAuto: one warp a (sequence, head) from half a wave of the block layout's CTAs (8 of 256 threads an SM) on.
+  // Measured on the H200 (docs/KERNELS.md, "The combine"): 2-4% less decode time at b = 32 x 28 heads (896 pairs
+  // on 132 SMs), 0-8% at b = 256, 3% at int4's b = 768; 2-5% more at b = 8 (224 pairs; 33 splits: two rounds of a
+  // lane's).
+  const int64_t pairs = int64_t(p.b) * p.h_q;
+  plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
+                      (p.combine == MlaDecodeCombine::kAuto && 2 * pairs >= int64_t(kCombineBlocksPerSm) * dev.sms);
+  // kAuto's block layout over fewer pairs than a quarter of a wave of its CTAs: each pair's columns in chunks of
+  // at least 64 quads (256 columns), as many as fill that quarter (kColumns: all of them). At one sequence of
+  // LLaVA-1.5 d_kv 32 (32 pairs, r_kv 1,024, 65 splits) one CTA a pair took 42 us of a 130 us decode call
+  // (Nsight Compute); in chunks, decode calls at b = 1-2 took 5-23% less (r_kv 512-2,048), at b = 8 0.4-2% more
+  // (H200, session 16).
+  const int64_t most_chunks = std::max<int64_t>(1, p.r_kv / 4 / 64);
+  if (p.combine == MlaDecodeCombine::kColumns) {
+    plan.combine_chunks = int(most_chunks);
+  } else if (p.combine == MlaDecodeCombine::kAuto && !plan.warp_combine) {
+    const int64_t quarter_wave = int64_t(kCombineBlocksPerSm) * dev.sms / 4;
+    plan.combine_chunks = int(std::clamp<int64_t>(quarter_wave / std::max<int64_t>(1, pairs), 1, most_chunks));
+  }
+  if (p.o_out) {
+    const char* why = combine_out_refusal(p, plan, g.total_splits, dev);
+    plan.combine_out = why == nullptr;
+    if (why) plan.why_not_combine_out = why;
+  }
+  if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
+    plan.rope_scores = true;
+    g.off_rope_ws = round4(plan.workspace_floats);
+    g.rope_ws_tokens = (p.t_cap + kTile - 1) / kTile * kTile + kTile;
+    plan.workspace_floats = g.off_rope_ws + int64_t(p.b) * g.rope_ws_tokens * p.h_q;
+  }
+}
+
+// Why the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, mla_decode_wgmma.cu) cannot take the call ("" if it can):
+// built for sm_90a and for Qwen2.5-VL-7B's sizes converted with D = 32 over int4 stores alone.
+std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
+  if (dev.major != 9 || dev.minor != 0) {
+    return "it is built for compute capability 9.0 (sm_90a: H100, H200), this device has " + std::to_string(dev.major) +
+           "." + std::to_string(dev.minor);
+  }
+  if (p.format != MlaCacheFormat::kInt4) return "it reads int4 caches only (bf16 caches: the warp-rows kernel)";
+  if (p.r_kv != kWgmmaRkv || p.h_kv != kWgmmaHkv || p.d_rope != kWgmmaDrope || p.h_q != kWgmmaHq) {
+    return "it is built for r_kv 128, h_kv 4, d_rope 32, h_q 28 (Qwen2.5-VL-7B converted with D = 32), got r_kv " +
+           std::to_string(p.r_kv) + ", h_kv " + std::to_string(p.h_kv) + ", d_rope " + std::to_string(p.d_rope) +
+           ", h_q " + std::to_string(p.h_q);
+  }
+  for (int group : {p.group_c, p.group_r}) {
+    if (group != 32 && group != 64 && group != 128) {
+      return "it takes int4 groups of 32, 64 or 128 values, got " + std::to_string(group);
+    }
+  }
+  if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
+  if (p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
+    return "latent_win/k_rope_win are not 16-byte aligned";
+  const int consumers = p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers;
+  const int producers = p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers;
+  if (consumers != 2 && consumers != 3) return "it runs 2 or 3 consumer warpgroups, got " + std::to_string(consumers);
+  if (producers != 1 && !(producers == 2 && consumers == 2)) {
+    return "it runs 1 producer warpgroup, or 2 with 2 consumers (one each), got " + std::to_string(producers) +
+           " producers with " + std::to_string(consumers) + " consumers";
+  }
+  if (wgmma_smem_bytes(consumers, producers) > dev.smem_optin) return "its shared memory exceeds the device's";
+  return "";
+}
+
+// The warpgroup-MMA kernel's plan: a CTA a (split, modality, sequence) in the modality CTAs' partials (one set: a
+// (split, sequence)), the splits sized as the modality CTAs' of the warp-rows kernel (a tile is mostly one
+// modality's: the grid as if by one modality's CTAs), the int4 ring a split of its own.
+void plan_wgmma(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
+  const std::string why = wgmma_refusal(p, dev);
+  VLM2MLA_CHECK(why.empty(), ArgumentError, "mla_decode: the wgmma kernel cannot take this call: ", why);
+  MlaDecodePlan& plan = fp.plan;
+  Geom& g = fp.geom;
+  plan.tensor_core = true;
+  plan.wgmma = true;
+  plan.modality_ctas = p.n_mod == 2;
+  plan.head_blocks = 1;
+  plan.wgmma_consumers = p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers;
+  plan.wgmma_producers = p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers;
+  plan.smem_bytes = wgmma_smem_bytes(plan.wgmma_consumers, plan.wgmma_producers);
+  fp.fn = wgmma_kernel_int4(plan.wgmma_consumers, plan.wgmma_producers);
+  plan.ctas_per_sm = prepare_kernel(fp.fn, 128 * (plan.wgmma_consumers + plan.wgmma_producers), plan.smem_bytes);
+  g.shift_c = __builtin_ctz(unsigned(p.group_c));
+  g.shift_r = __builtin_ctz(unsigned(p.group_r));
+  g.smem_bytes = int(plan.smem_bytes);
+  const int tiles = max_tiles(p.max_length);
+  const int64_t per_split = p.b;
+  plan.ring_splits = p.window > 0 ? 1 : 0;
+  const int64_t capacity = int64_t(dev.sms) * plan.ctas_per_sm - per_split * plan.ring_splits;
+  size_splits(plan, tiles, capacity, per_split,
+              p.min_tiles_per_split > 0 ? p.min_tiles_per_split : kMinTilesPerSplitModalityCtas,
+              p.max_tiles_per_split);
+}
+
 FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   check_sizes(p);
   const Device dev = device_info();
   FullPlan fp;
   MlaDecodePlan& plan = fp.plan;
   Geom& g = fp.geom;
+  if (variant == MlaDecodeVariant::kWgmma) {
+    plan_wgmma(p, dev, fp);
+    finish_plan(p, dev, fp);
+    return fp;
+  }
   int mt = 0, ntw = 0, cs = 1;
   const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
   const bool int4 = p.format == MlaCacheFormat::kInt4;
@@ -1259,41 +1368,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
     size_splits(plan, tiles, 4 * int64_t(dev.sms) * plan.ctas_per_sm, per_split, 1);
     plan.ring_splits = 0;
   }
-  g.splits = plan.splits;
-  g.ring_splits = plan.ring_splits;
-  g.tiles_per_split = plan.tiles_per_split;
-  g.total_splits = (plan.splits + plan.ring_splits) * (plan.modality_ctas ? 2 : 1);
-  plan.workspace_floats = workspace_floats_for(p, g.total_splits);
-  // kAuto: one warp a (sequence, head) from half a wave of the block layout's CTAs (8 of 256 threads an SM) on.
-  // Measured on the H200 (docs/KERNELS.md, "The combine"): 2-4% less decode time at b = 32 x 28 heads (896 pairs
-  // on 132 SMs), 0-8% at b = 256, 3% at int4's b = 768; 2-5% more at b = 8 (224 pairs; 33 splits: two rounds of a
-  // lane's).
-  const int64_t pairs = int64_t(p.b) * p.h_q;
-  plan.warp_combine = p.combine == MlaDecodeCombine::kWarp ||
-                      (p.combine == MlaDecodeCombine::kAuto && 2 * pairs >= int64_t(kCombineBlocksPerSm) * dev.sms);
-  // kAuto's block layout over fewer pairs than a quarter of a wave of its CTAs: each pair's columns in chunks of
-  // at least 64 quads (256 columns), as many as fill that quarter (kColumns: all of them). At one sequence of
-  // LLaVA-1.5 d_kv 32 (32 pairs, r_kv 1,024, 65 splits) one CTA a pair took 42 us of a 130 us decode call
-  // (Nsight Compute); in chunks, decode calls at b = 1-2 took 5-23% less (r_kv 512-2,048), at b = 8 0.4-2% more
-  // (H200, session 16).
-  const int64_t most_chunks = std::max<int64_t>(1, p.r_kv / 4 / 64);
-  if (p.combine == MlaDecodeCombine::kColumns) {
-    plan.combine_chunks = int(most_chunks);
-  } else if (p.combine == MlaDecodeCombine::kAuto && !plan.warp_combine) {
-    const int64_t quarter_wave = int64_t(kCombineBlocksPerSm) * dev.sms / 4;
-    plan.combine_chunks = int(std::clamp<int64_t>(quarter_wave / std::max<int64_t>(1, pairs), 1, most_chunks));
-  }
-  if (p.o_out) {
-    const char* why = combine_out_refusal(p, plan, g.total_splits, dev);
-    plan.combine_out = why == nullptr;
-    if (why) plan.why_not_combine_out = why;
-  }
-  if (g.rope_ext) {  // the external RoPE scores after the partials: [b][tokens][h_q], tokens covering any key range
-    plan.rope_scores = true;
-    g.off_rope_ws = round4(plan.workspace_floats);
-    g.rope_ws_tokens = (p.t_cap + kTile - 1) / kTile * kTile + kTile;
-    plan.workspace_floats = g.off_rope_ws + int64_t(p.b) * g.rope_ws_tokens * p.h_q;
-  }
+  finish_plan(p, dev, fp);
   return fp;
 }
 
@@ -1372,6 +1447,10 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     VLM2MLA_CHECK(grid.y <= 65535, ArgumentError, "mla_decode: too many head x column blocks");
     fp.fn<<<grid, plan.wide_warps * 32, wide_values_smem_bytes(), stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
+  } else if (plan.wgmma) {  // (split, modality) pairs across, the sequences down z; a producer and the consumers
+    fp.fn<<<dim3(total, 1, params.b), 128 * (plan.wgmma_consumers + plan.wgmma_producers), plan.smem_bytes, stream>>>(
+        params, fp.geom);
+    VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the wgmma split kernel");
   } else if (plan.tensor_core) {
     // (image first: the splits across, the image CTAs' sequences then the text CTAs' down z)
     const dim3 grid(plan.image_first ? total / 2 : total, plan.head_blocks, plan.image_first ? 2 * params.b : params.b);

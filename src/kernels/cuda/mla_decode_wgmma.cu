@@ -1,0 +1,616 @@
+// The warpgroup-MMA (wgmma) decode kernel over an int4 latent cache: MlaDecodeVariant::kWgmma, asked for only (the
+// warp-rows kernel, kAuto's, is its twin; both are checked against the CPU reference). Built for sm_90a alone
+// (wgmma is arch-specific: this translation unit has a library of its own, CMakeLists.txt); the plan refuses it
+// by name on any other device and for any sizes but Qwen2.5-VL-7B's converted ones (r_kv 128, h_kv 4, d_rope 32,
+// h_q 28; int4 groups of 32, 64 or 128). docs/KERNELS.md, "The wgmma decode kernel", says why and what it measured.
+//
+// Why: over an int4 store the warp-rows kernel passes keys at nearly the bf16 kernel's rate (~6.5 G keys/s on the
+// H200, 24% of the copy rate at 160 bytes a key): it is bound by the per-key instructions (mma.sync with ldmatrix
+// feeds, the dequantization, the online softmax), not by bytes. Here a warpgroup issues one m64n32k16 MMA where
+// the warp-rows kernel issues sixteen m16n8k16 ones with their feeds, and the dequantization moves to warps of its
+// own, beside the MMAs rather than in their path.
+//
+// Layout. A CTA is one (split, modality, sequence) of the modality CTAs' partials (params.h; n_mod 1: one set) in
+// warpgroups of 128 threads: NP producers, then NC consumers. NP 1: one ring of NC + 2 stages whose fills the
+// consumers take in turn (fill i to consumer i % NC); NP 2 with NC 2 (the default): two (producer, consumer) pairs,
+// each with a ring of two stages and every other tile of the split. One producer could not keep two consumers fed:
+// its warps issue about once in 3.5 cycles (dependent dequantization steps), Nsight Compute on the H200.
+//   Producer: each thread owns half (64 latent and 64 RoPE-key values) of one key of a 64-key tile; it loads a
+//   tile's codes, scales and modality byte two tiles ahead into registers, decides with the others whether the tile
+//   holds a key of the CTA's modality (a barrier's OR: a tile of none is skipped, no stage taken), dequantizes
+//   (code * scale + lo in fp32, rounded to bf16) into a 32 KB stage in the 128-byte swizzle wgmma reads (the latent
+//   as two 64-column blocks, the RoPE key as two more), with a byte a key (attend it or not), and arrives on the
+//   stage's full barrier. The int4 ring (the last `window` positions, bf16) is its own split, copied alike.
+//   Consumer (the transposed step): S^T [64 keys x 32 rows] = C [64 x 128] Qa^T + Kr [64 x 128] Qr^T, 16
+//   m64n32k16 MMAs with both operands in shared memory; the 32 rows are the 28 heads, 7 a kv group in 8 rows (row
+//   8 g + i is head 7 g + i, row 8 g + 7 zero), and Qr is block-diagonal (row n's RoPE query at its group's 32
+//   columns of the tile's 128). The online softmax runs down the columns (a row's max across the four warps
+//   through shared memory), P^T goes to shared memory in bf16, and O^T [128 x 32] += C^T P^T, 8 m64n32k16 MMAs
+//   reading the same stage as an M-major operand. The consumer then frees the stage.
+//   End: the producer posts an end mark to each consumer; the consumers merge their (max, sum, O) through shared
+//   memory and write the CTA's partials (max in log2 units with the scale and q.b_k folded in, the modality's mass
+//   and unnormalized accumulator, the other modality's mass 0), which the combine kernels read unchanged.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/mla_decode_kernels.cuh"
+
+namespace vlm2mla {
+namespace mla_decode_detail {
+namespace {
+
+constexpr int kStageBytes = 32 * 1024;   // C (2 blocks of 64 keys x 64 values) then Kr (2 more), bf16, swizzled
+constexpr int kBlockBytes = 8 * 1024;    // 64 rows x 128 bytes
+constexpr int kQBlockBytes = 4 * 1024;   // 32 rows x 128 bytes
+constexpr int kRows = 32;                // query rows (28 heads in 4 groups of 8)
+constexpr int kMergeStride = 132;        // floats a row of the merge buffer (16-byte rows, no bank conflicts)
+constexpr int kEnd = 1;                  // a stage's flag: no tile, the consumer stops
+
+// The layout for NP producer and NC consumer warpgroups (NP 1: one ring of stages the consumers take in turn; NP ==
+// NC: a ring of two stages a (producer, consumer) pair): stages, threads, shared memory (bytes from a 1,024-aligned
+// base).
+template <int NC, int NP>
+struct WgLayout {
+  static_assert(NP == 1 || NP == NC, "one producer, or one a consumer");
+  static constexpr int kStages = NP == 1 ? NC + 2 : 2 * NP;      // 4 for two consumers, 5 for three; pairs: 2 each
+  static constexpr int kRingStages = kStages / NP;
+  static constexpr int kThreads = 128 * (NC + NP);
+  static constexpr int kOffQ = kStages * kStageBytes;           // Qa (2 blocks), then Qr (2 blocks), swizzled
+  static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows bf16
+  static constexpr int kOffMerge = kOffP + NC * 4096;           // float [32][kMergeStride]
+  static constexpr int kOffRed = kOffMerge + kRows * kMergeStride * 4;  // float [NC][4 warps][32]
+  static constexpr int kOffMl = kOffRed + NC * 4 * kRows * 4;   // float [NC][2 (max, sum)][32]
+  static constexpr int kOffQb = kOffMl + NC * 2 * kRows * 4;    // float [32], q . b_k scaled to log2 units
+  static constexpr int kOffMeta = kOffQb + kRows * 4;           // per stage: 64 keep bytes, the flag (int); 128 B
+  static constexpr int kOffBar = kOffMeta + kStages * 128;      // uint64 full[kStages], empty[kStages]
+  static constexpr int kSmemBytes = kOffBar + 2 * kStages * 8 + 1024;  // + the base's alignment
+};
+
+// Named barriers: 0 is __syncthreads'; kBarProducer + k: producer k's warpgroup; kBarWg0 + c: consumer c's.
+constexpr int kBarProducer = 1, kBarConsumers = 3, kBarWg0 = 4;
+
+// ---- PTX ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// generic-proxy writes to shared memory made visible to the async proxy (the wgmma operand reads)
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// a barrier of `threads` threads that also returns whether any of them passed true
+__device__ __forceinline__ bool barrier_or(int id, int threads, bool v) {
+  uint32_t r;
+  asm volatile("{\n.reg .pred p, q;\nsetp.ne.u32 q, %1, 0;\nbar.red.or.pred p, %2, %3, q;\nselp.u32 %0, 1, 0, p;\n}\n"
+               : "=r"(r)
+               : "r"(uint32_t(v)), "r"(id), "r"(threads)
+               : "memory");
+  return r != 0;
+}
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, uint4 v) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+
+// A shared-memory matrix descriptor: start address, leading and stride byte offsets (16-byte units), and the layout
+// (1: 128-byte swizzle, 0: none). Offsets are added to the start in 16-byte units (the low 14 bits; shared
+// addresses stay below 256 KB).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint32_t swizzle128) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) |
+         (uint64_t(swizzle128) << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// keeps the compiler from moving accumulator reads or writes across the asynchronous MMAs
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D[64 x 32] (+)= A[64 x 16] B[16 x 32], bf16 operands from shared memory, fp32 accumulators. TA: A M-major
+// (else K-major); TB: B N-major (else K-major). accumulate 0: D = A B.
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));
+}
+
+// Where 16-byte chunk `c` (0-7) of row `r` of a 128-byte-swizzled block lies: the chunk index XOR the row's place
+// in its 8-row (1,024-byte) atom.
+__device__ __forceinline__ uint32_t swz(int r, int c) { return uint32_t(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+// ---- the producer's pieces ------------------------------------------------------------------------------------
+// One thread's share of a tile from the int4 store: 32 latent and 32 RoPE-key bytes (64 codes each) of one key,
+// the scales and offsets of the two 32-value chunks of each, the key's modality byte.
+struct Raw {
+  uint4 c[2], r[2];
+  uint16_t cs[2], cl[2], rs[2], rl[2];
+  uint32_t mod;
+  uint32_t in;  // the key is in the split's range (else zeros, nothing read)
+};
+
+__device__ __forceinline__ void load_raw(const MlaDecodeParams& p, const Geom& g, int b, int j, int half, int vlo,
+                                         int vhi, Raw& x) {
+  x.in = (j >= vlo && j < vhi) ? 1u : 0u;
+  x.mod = 0;
+  if (!x.in) {
+    x.c[0] = x.c[1] = x.r[0] = x.r[1] = make_uint4(0, 0, 0, 0);
+    x.cs[0] = x.cs[1] = x.rs[0] = x.rs[1] = x.cl[0] = x.cl[1] = x.rl[0] = x.rl[1] = 0;
+    return;
+  }
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  const uint4* cq = reinterpret_cast<const uint4*>(p.latent_q + row * 64 + half * 32);
+  const uint4* rq = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64 + half * 32);
+  x.c[0] = __ldg(cq);
+  x.c[1] = __ldg(cq + 1);
+  x.r[0] = __ldg(rq);
+  x.r[1] = __ldg(rq + 1);
+  const int64_t gcr = row * (128 >> g.shift_c), grr = row * (128 >> g.shift_r);
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int v = half * 64 + q * 32;
+    x.cs[q] = __ldg(p.latent_scale + gcr + (v >> g.shift_c));
+    x.cl[q] = __ldg(p.latent_lo + gcr + (v >> g.shift_c));
+    x.rs[q] = __ldg(p.k_rope_scale + grr + (v >> g.shift_r));
+    x.rl[q] = __ldg(p.k_rope_lo + grr + (v >> g.shift_r));
+  }
+  if (p.n_mod == 2) x.mod = __ldg(p.modality + row);
+}
+
+// 8 codes (one 32-bit word: element 2i in the low nibble of byte i) -> 8 bf16 values code * scale + lo, packed.
+// A code becomes a float by its bits (2^23 + code, then 2^23 off: exact, no integer-to-float conversion).
+__device__ __forceinline__ uint4 dequant8(uint32_t w, float scale, float lo) {
+  const uint32_t ev = w & 0x0F0F0F0Fu, od = (w >> 4) & 0x0F0F0F0Fu;
+  uint32_t out[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float e = __uint_as_float(__byte_perm(ev, 0x4B000000u, 0x7650u | i)) - 8388608.f;
+    const float o = __uint_as_float(__byte_perm(od, 0x4B000000u, 0x7650u | i)) - 8388608.f;
+    out[i] = pack_bf16x2(fmaf(e, scale, lo), fmaf(o, scale, lo));
+  }
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+// The thread's 64 latent and 64 RoPE-key values of key kk into the stage at `stage` (swizzled blocks: the latent's
+// half `half` is block `half`, the RoPE key's block 2 + half).
+__device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, const Raw& x) {
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const float cs = half_bits_to_float(x.cs[q]), cl = half_bits_to_float(x.cl[q]);
+    const float rs = half_bits_to_float(x.rs[q]), rl = half_bits_to_float(x.rl[q]);
+    const uint32_t cw[4] = {x.c[q].x, x.c[q].y, x.c[q].z, x.c[q].w};
+    const uint32_t rw[4] = {x.r[q].x, x.r[q].y, x.r[q].z, x.r[q].w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const int chunk = 4 * q + w;
+      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs, cl));
+      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs, rl));
+    }
+  }
+}
+
+// ---- the kernel -----------------------------------------------------------------------------------------------
+template <int NC, int NP>
+__global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
+    mla_decode_wgmma_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = WgLayout<NC, NP>;
+  constexpr int kRingStages = L::kRingStages;
+  constexpr int kWgStages = L::kStages, kOffQ = L::kOffQ, kOffP = L::kOffP, kOffMerge = L::kOffMerge;
+  constexpr int kOffRed = L::kOffRed, kOffMl = L::kOffMl, kOffQb = L::kOffQb, kOffMeta = L::kOffMeta;
+  constexpr int kOffBar = L::kOffBar;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  // the swizzle is by address bits: the stages start on a 1,024-byte bound
+  const uint32_t raw_base = smem_addr(smem_raw);
+  const uint32_t base = (raw_base + 1023u) & ~1023u;
+  unsigned char* const smem = smem_raw + (base - raw_base);
+  const int tid = threadIdx.x;
+  // the warpgroup's role, warp-uniform by construction (a role from threadIdx.x / 128 directly has ptxas
+  // serialize the MMAs: C7520)
+  const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int two = p.n_mod == 2 ? 2 : 1;
+  const int ps = int(blockIdx.x);  // the partials' split: 2 split + modality (two sets), else the split
+  const int split = ps / two, cta_mod = ps % two, b = int(blockIdx.z);
+  const Partials w = partials(p, g.total_splits);
+
+  // the CTA's keys: the store's split, or the ring ([qlen, length), rows j % window)
+  const SeqRange sr = seq_range(p, b);
+  const bool ring = split >= g.splits;
+  int vlo, vhi, t_first = 0, t_end = 0;
+  if (ring) {
+    vlo = max(sr.lo, sr.qlen);
+    vhi = sr.hi;
+    if (vhi > vlo) {
+      t_first = vlo / kTile;
+      t_end = (vhi - 1) / kTile + 1;
+    }
+  } else {
+    vlo = sr.lo;
+    vhi = min(sr.hi, sr.qlen);
+    split_tiles(vlo, vhi, split, g.splits, g.tiles_per_split, t_first, t_end);
+  }
+  // an image CTA stops at the cache's image bound (params.h's image_end: every key from it on is text)
+  if (cta_mod == 1 && p.image_end) {
+    vhi = min(vhi, p.image_end[b]);
+    t_end = vhi > vlo ? min(t_end, (vhi - 1) / kTile + 1) : t_first;
+  }
+  auto write_empty = [&](int n) {  // row n's partials for a CTA without keys
+    if (n % 8 == 7) return;
+    const int head = 7 * (n / 8) + n % 8;
+    w.m_at(p, ps, b, head) = -INFINITY;
+    w.mass_at(p, ps, cta_mod, b, head) = 0.f;
+    if (two == 2) w.mass_at(p, ps, 1 - cta_mod, b, head) = 0.f;
+  };
+  if (t_first >= t_end) {
+    if (tid < kRows) write_empty(tid);
+    return;
+  }
+
+  const uint32_t bar_full = base + kOffBar, bar_empty = base + kOffBar + kWgStages * 8;
+  if (tid == 0) {
+    for (int s = 0; s < kWgStages; ++s) {
+      mbar_init(bar_full + 8 * s, 128);  // every producer thread
+      mbar_init(bar_empty + 8 * s, 4);   // the consuming warpgroup's four warps
+    }
+  }
+  __syncthreads();
+
+  if (role < NP) {
+    // ---- producer `role`: tiles t_first + role, + NP, ..., into its ring of stages ----
+    const int pt = tid & 127, kk = pt & 63, half = pt >> 6;
+    const int ring0 = role * kRingStages, step = NP;
+    const int bar_p = kBarProducer + role;
+    int fill = 0;
+    // a stage for the next fill: wait until its last consumer freed it
+    auto take_stage = [&]() -> uint32_t {
+      const int s = ring0 + fill % kRingStages;
+      if (fill >= kRingStages) mbar_wait(bar_empty + 8 * s, uint32_t((fill / kRingStages - 1) & 1));
+      return uint32_t(s);
+    };
+    auto post = [&](uint32_t s, bool keep, int flag) {
+      unsigned char* meta = smem + kOffMeta + s * 128;
+      if (half == 0) meta[kk] = keep ? 1 : 0;
+      if (pt == 0) *reinterpret_cast<int*>(meta + 64) = flag;
+      fence_proxy_async();
+      mbar_arrive(bar_full + 8 * s);
+      ++fill;
+    };
+    auto keeps = [&](uint32_t in, uint32_t mod) { return in && (two == 1 || (mod != 0) == (cta_mod != 0)); };
+    if (!ring) {
+      // two tiles' loads in flight while one is dequantized (unrolled by three with three register sets in turn,
+      // no copies between them, it ran 1.27x slower on the H200: docs/KERNELS.md)
+      Raw cur, n1, n2;
+      const int t0 = t_first + role;
+      load_raw(p, g, b, t0 * kTile + kk, half, vlo, t0 < t_end ? vhi : vlo, cur);
+      load_raw(p, g, b, (t0 + step) * kTile + kk, half, vlo, t0 + step < t_end ? vhi : vlo, n1);
+      for (int t = t0; t < t_end; t += step) {
+        load_raw(p, g, b, (t + 2 * step) * kTile + kk, half, vlo, t + 2 * step < t_end ? vhi : vlo, n2);
+        const bool keep = keeps(cur.in, cur.mod);
+        if (barrier_or(bar_p, 128, keep)) {  // a tile without a key of the CTA's modality: skipped
+          const uint32_t s = take_stage();
+          store_raw(base + s * kStageBytes, kk, half, cur);
+          post(s, keep, 0);
+        }
+        cur = n1;
+        n1 = n2;
+      }
+    } else {
+      // the ring's bf16 rows (at most a few tiles): 16-byte copies into the swizzle
+      for (int t = t_first + role; t < t_end; t += step) {
+        const int j = t * kTile + kk;
+        const bool in = j >= vlo && j < vhi;
+        const int64_t row = int64_t(b) * p.window + (in ? j % p.window : 0);
+        const uint32_t mod = (in && two == 2) ? p.modality[int64_t(b) * p.t_cap + j] : 0;
+        const bool keep = keeps(in, mod);
+        uint4 c[8], r[8];
+        const uint4* cp = reinterpret_cast<const uint4*>(p.latent_win + row * 128 + half * 64);
+        const uint4* rp = reinterpret_cast<const uint4*>(p.k_rope_win + row * 128 + half * 64);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          c[i] = in ? __ldg(cp + i) : make_uint4(0, 0, 0, 0);
+          r[i] = in ? __ldg(rp + i) : make_uint4(0, 0, 0, 0);
+        }
+        if (barrier_or(bar_p, 128, keep)) {
+          const uint32_t s = take_stage();
+          const uint32_t stage = base + s * kStageBytes;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            st_shared_v4(stage + half * kBlockBytes + swz(kk, i), c[i]);
+            st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, i), r[i]);
+          }
+          post(s, keep, 0);
+        }
+      }
+    }
+    // one end mark to each of its consumers (one producer: the fills go round them; pairs: its own)
+    for (int e = 0; e < NC / NP; ++e) post(take_stage(), false, kEnd);
+    return;
+  }
+
+  // ---- consumers ----
+  const int c = role - NP;
+  const int ctid = tid & 127;  // in the warpgroup
+  const int c0 = tid - 128 * NP;  // in the consumers
+  const int cw = ctid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const float sl = p.scale * kLog2e;
+  // the queries, staged by the consumers' threads: Qa's and Qr's 32 rows x 16 chunks each
+  for (int idx = c0; idx < 4 * kRows * 8; idx += 128 * NC) {
+    const bool rope = idx >= 2 * kRows * 8;
+    const int k = rope ? idx - 2 * kRows * 8 : idx;
+    const int n = k >> 4, chunk16 = k & 15, blk = chunk16 >> 3, ch = chunk16 & 7;
+    const int grp = n >> 3, i = n & 7, head = 7 * grp + i;
+    const int d0 = chunk16 * 8;  // the chunk's first column of the 128
+    float v[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = 0.f;
+    if (i < 7) {
+      if (!rope) {
+        const int64_t off = qa_offset(p, cta_mod, b, head) + d0;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = load_q(p.qa, p.q_bf16, off + e);
+      } else if (d0 / 32 == grp) {  // the head's RoPE query at its group's 32 columns
+        const int64_t off = qr_offset(p, b, head) + (d0 - 32 * grp);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = load_q(p.qr, p.q_bf16, off + e);
+      }
+    }
+    const uint4 packed = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                                    pack_bf16x2(v[6], v[7]));
+    st_shared_v4(base + kOffQ + (rope ? 2 : 0) * kQBlockBytes + blk * kQBlockBytes + swz(n, ch), packed);
+  }
+  float* const qbl = reinterpret_cast<float*>(smem + kOffQb);
+  if (c0 < kRows) {
+    const int n = c0;
+    qbl[n] = n % 8 == 7 ? 0.f : load_qb(p, cta_mod, b, 7 * (n / 8) + n % 8) * sl;
+  }
+  fence_proxy_async();
+  named_barrier(kBarConsumers, 128 * NC);
+
+  // this thread's 8 columns (query rows): 8 i + 2 tig + e, i 0..3, e 0..1
+  float qb_col[8], m_run[8], l_run[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      qb_col[2 * i + e] = qbl[8 * i + 2 * tig + e];
+      m_run[2 * i + e] = -INFINITY;
+      l_run[2 * i + e] = 0.f;
+    }
+  }
+  float o[2][16];
+#pragma unroll
+  for (int mb = 0; mb < 2; ++mb)
+#pragma unroll
+    for (int e = 0; e < 16; ++e) o[mb][e] = 0.f;
+  float* const red = reinterpret_cast<float*>(smem + kOffRed) + c * 4 * kRows;
+  const uint32_t p_base = base + kOffP + c * 4096;
+  const uint32_t q_base = base + kOffQ;
+  // the descriptors' constant parts: K-major swizzled tiles and queries (sbo: 8-row groups of 1,024 bytes), the
+  // tile as an M-major operand (lbo: 64-column blocks, sbo: 8-key groups), P^T N-major without swizzle (lbo: the
+  // next 8 keys, 512 bytes; sbo: the next 8 rows, 128 bytes)
+  const uint64_t dq = smem_desc(q_base, 16, 1024, 1);
+  const uint64_t dp = smem_desc(p_base, 512, 128, 0);
+
+  // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's
+  for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
+    const int s = (NP == 1 ? 0 : c * kRingStages) + fill % kRingStages;
+    mbar_wait(bar_full + 8 * s, uint32_t((fill / kRingStages) & 1));
+    const unsigned char* meta = smem + kOffMeta + s * 128;
+    if (*reinterpret_cast<const int*>(meta + 64) == kEnd) break;
+    const uint32_t stage = base + s * kStageBytes;
+    const uint64_t dk = smem_desc(stage, 16, 1024, 1);  // K-major
+    const uint64_t dv = smem_desc(stage, 8192, 1024, 1);  // M-major
+    // scores S^T = [C | Kr] [Qa | Qr]^T
+    float sacc[16];
+#pragma unroll
+    for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
+    fence_regs(sacc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks) {
+      // k-step ks: block ks / 4 of the tile (C's two, then Kr's two), 32 bytes a step within it; the queries'
+      // block ks / 4 likewise (Qa's two, then Qr's two)
+      const uint32_t toff = uint32_t((ks >> 2) * kBlockBytes + (ks & 3) * 32) >> 4;
+      const uint32_t qoff = uint32_t((ks >> 2) * kQBlockBytes + (ks & 3) * 32) >> 4;
+      wgmma_m64n32k16<0, 0>(sacc, dk + toff, dq + qoff, ks > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    wgmma_wait0();
+    fence_regs(sacc);
+    const bool keep0 = meta[16 * cw + gid] != 0, keep1 = meta[16 * cw + gid + 8] != 0;
+    // the scores in log2 units, the masked keys -inf; the columns' maxima over the tile
+    float tmax[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 2 * i + e;
+        float& s0 = sacc[4 * i + e];
+        float& s1 = sacc[4 * i + 2 + e];
+        s0 = keep0 ? fmaf(s0, sl, qb_col[col]) : -INFINITY;
+        s1 = keep1 ? fmaf(s1, sl, qb_col[col]) : -INFINITY;
+        float mx = fmaxf(s0, s1);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        tmax[col] = mx;
+      }
+    }
+    if (gid == 0) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = tmax[2 * i + e];
+    }
+    named_barrier(kBarWg0 + c, 128);
+    float alpha[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int col = 2 * i + e, n = 8 * i + 2 * tig + e;
+        const float mx = fmaxf(fmaxf(red[n], red[kRows + n]), fmaxf(red[2 * kRows + n], red[3 * kRows + n]));
+        const float m_new = fmaxf(m_run[col], mx);
+        alpha[col] = m_run[col] == -INFINITY ? 0.f : fast_exp2(m_run[col] - m_new);
+        m_run[col] = m_new;
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        const float p0 = fast_exp2(sacc[4 * i + e] - m_use), p1 = fast_exp2(sacc[4 * i + 2 + e] - m_use);
+        sacc[4 * i + e] = p0;
+        sacc[4 * i + 2 + e] = p1;
+        l_run[col] = l_run[col] * alpha[col] + p0 + p1;
+      }
+    }
+    // P^T in bf16: key k, row n at (k / 8) 512 + (n / 8) 128 + (k % 8) 16 + (n % 8) 2
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t at = p_base + uint32_t(2 * cw * 512 + i * 128 + gid * 16 + tig * 4);
+      st_shared_u32(at, pack_bf16x2(sacc[4 * i], sacc[4 * i + 1]));
+      st_shared_u32(at + 512, pack_bf16x2(sacc[4 * i + 2], sacc[4 * i + 3]));
+    }
+#pragma unroll
+    for (int mb = 0; mb < 2; ++mb)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mb][4 * i + e] *= alpha[2 * i + (e & 1)];
+    fence_proxy_async();
+    named_barrier(kBarWg0 + c, 128);
+    // O^T += C^T P^T: m-block mb the latent's columns [64 mb, 64 mb + 64), k-step kk its keys [16 kk, 16 kk + 16)
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    wgmma_fence();
+#pragma unroll
+    for (int mb = 0; mb < 2; ++mb) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        wgmma_m64n32k16<1, 1>(o[mb], dv + uint32_t((mb * kBlockBytes + kk * 2048) >> 4), dp + uint32_t((kk * 1024) >> 4),
+                              1);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait0();
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bar_empty + 8 * s);
+  }
+
+  // ---- the two consumers' merge, then the partials ----
+  // the column sums over the warpgroup
+#pragma unroll
+  for (int col = 0; col < 8; ++col) {
+    float l = l_run[col];
+    l += __shfl_xor_sync(0xffffffffu, l, 4);
+    l += __shfl_xor_sync(0xffffffffu, l, 8);
+    l += __shfl_xor_sync(0xffffffffu, l, 16);
+    l_run[col] = l;
+  }
+  named_barrier(kBarWg0 + c, 128);  // (red's last reads of the loop)
+  if (gid == 0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = l_run[2 * i + e];
+  }
+  named_barrier(kBarWg0 + c, 128);
+  float* const ml = reinterpret_cast<float*>(smem + kOffMl);  // [consumer][max, sum][32]
+  if (cw == 0 && gid == 0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int n = 8 * i + 2 * tig + e;
+        ml[(2 * c) * kRows + n] = m_run[2 * i + e];
+        ml[(2 * c + 1) * kRows + n] = red[n] + red[kRows + n] + red[2 * kRows + n] + red[3 * kRows + n];
+      }
+    }
+  }
+  named_barrier(kBarConsumers, 128 * NC);
+  auto cta_max = [&](int n) {
+    float m = ml[n];
+#pragma unroll
+    for (int k = 1; k < NC; ++k) m = fmaxf(m, ml[2 * k * kRows + n]);
+    return m;
+  };
+  auto factor = [&](int cons, int n) {  // consumer cons's weight in the CTA's max
+    const float mc = ml[2 * cons * kRows + n];
+    return mc == -INFINITY ? 0.f : fast_exp2(mc - cta_max(n));
+  };
+  float* const merge = reinterpret_cast<float*>(smem + kOffMerge);  // [32 rows][kMergeStride], O's columns
+  for (int pass = NC - 1; pass >= 0; --pass) {  // the last consumer writes, the others add
+    if (c == pass) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int n = 8 * i + 2 * tig + (e & 1);
+          const float f = factor(c, n);
+#pragma unroll
+          for (int mb = 0; mb < 2; ++mb) {
+            const int d = 64 * mb + 16 * cw + gid + 8 * (e >> 1);
+            float& at = merge[n * kMergeStride + d];
+            at = (pass == NC - 1 ? 0.f : at) + o[mb][4 * i + e] * f;
+          }
+        }
+      }
+    }
+    named_barrier(kBarConsumers, 128 * NC);
+  }
+  const int ct = c0;
+  if (ct < kRows && ct % 8 != 7) {
+    const int n = ct, head = 7 * (n / 8) + n % 8;
+    float mass = 0.f;
+#pragma unroll
+    for (int k = 0; k < NC; ++k) mass += ml[(2 * k + 1) * kRows + n] * factor(k, n);
+    w.m_at(p, ps, b, head) = cta_max(n);
+    w.mass_at(p, ps, cta_mod, b, head) = mass;
+    if (two == 2) w.mass_at(p, ps, 1 - cta_mod, b, head) = 0.f;
+  }
+  for (int idx = ct; idx < kRows * 32; idx += 128 * NC) {
+    const int n = idx >> 5, c4 = idx & 31;
+    if (n % 8 == 7) continue;
+    const float4 v = *reinterpret_cast<const float4*>(merge + n * kMergeStride + 4 * c4);
+    *reinterpret_cast<float4*>(w.acc_at(p, ps, cta_mod, b, 7 * (n / 8) + n % 8) + 4 * c4) = v;
+  }
+#else
+  __trap();  // built for sm_90a only (CMakeLists.txt)
+#endif
+}
+
+}  // namespace
+
+KernelFn wgmma_kernel_int4(int consumers, int producers) {
+  if (producers == 2) return consumers == 2 ? mla_decode_wgmma_kernel<2, 2> : nullptr;
+  if (producers != 1) return nullptr;
+  return consumers == 3 ? mla_decode_wgmma_kernel<3, 1> : consumers == 2 ? mla_decode_wgmma_kernel<2, 1> : nullptr;
+}
+int wgmma_smem_bytes(int consumers, int producers) {
+  if (producers == 2) return WgLayout<2, 2>::kSmemBytes;
+  return consumers == 3 ? WgLayout<3, 1>::kSmemBytes : WgLayout<2, 1>::kSmemBytes;
+}
+
+}  // namespace mla_decode_detail
+}  // namespace vlm2mla
