@@ -387,12 +387,19 @@ int64_t model_decode_max_tiles() {
   return n;
 }
 
-int64_t parse_decode_wide_warps(const char* value) {
+// A count setting of the decode kernels from the environment: unset or "" is 0 (the plan's own), else one of `allowed`
+// as written ("0" among them), else ArgumentError naming the variable, the value and what was `expected`.
+int64_t parse_count_setting(const char* name, const char* value, std::initializer_list<const char*> allowed,
+                            const char* expected) {
   if (value == nullptr || *value == '\0') return 0;
   const std::string v(value);
-  VLM2MLA_CHECK(v == "0" || v == "8" || v == "16", ArgumentError, "VLM2MLA_DECODE_WIDE_WARPS='", v,
-                "': expected 8 or 16 warps a CTA (0 or unset: the plan's own)");
+  const bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return v == a; });
+  VLM2MLA_CHECK(ok, ArgumentError, name, "='", v, "': expected ", expected, " (0 or unset: the plan's own)");
   return std::stoll(v);
+}
+
+int64_t parse_decode_wide_warps(const char* value) {
+  return parse_count_setting("VLM2MLA_DECODE_WIDE_WARPS", value, {"0", "8", "16"}, "8 or 16 warps a CTA");
 }
 
 int64_t model_decode_wide_warps() {
@@ -401,11 +408,7 @@ int64_t model_decode_wide_warps() {
 }
 
 int64_t parse_decode_wgmma_consumers(const char* value) {
-  if (value == nullptr || *value == '\0') return 0;
-  const std::string v(value);
-  VLM2MLA_CHECK(v == "0" || v == "2" || v == "3", ArgumentError, "VLM2MLA_DECODE_WGMMA_CONSUMERS='", v,
-                "': expected 2 or 3 consumer warpgroups (0 or unset: the plan's own)");
-  return std::stoll(v);
+  return parse_count_setting("VLM2MLA_DECODE_WGMMA_CONSUMERS", value, {"0", "2", "3"}, "2 or 3 consumer warpgroups");
 }
 
 int64_t model_decode_wgmma_consumers() {
@@ -414,11 +417,7 @@ int64_t model_decode_wgmma_consumers() {
 }
 
 int64_t parse_decode_wgmma_producers(const char* value) {
-  if (value == nullptr || *value == '\0') return 0;
-  const std::string v(value);
-  VLM2MLA_CHECK(v == "0" || v == "1" || v == "2", ArgumentError, "VLM2MLA_DECODE_WGMMA_PRODUCERS='", v,
-                "': expected 1 or 2 producer warpgroups (0 or unset: the plan's own)");
-  return std::stoll(v);
+  return parse_count_setting("VLM2MLA_DECODE_WGMMA_PRODUCERS", value, {"0", "1", "2"}, "1 or 2 producer warpgroups");
 }
 
 int64_t model_decode_wgmma_producers() {

@@ -406,6 +406,21 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
 #pragma unroll
     for (int e = 0; e < 16; ++e) o[mb][e] = 0.f;
   float* const red = reinterpret_cast<float*>(smem + kOffRed) + c * 4 * kRows;
+  // a column's value over the warp's 8 lanes that hold it (lanes differing in gid: lane bits 2-4)
+  auto column_reduce = [](float v, auto op) {
+#pragma unroll
+    for (int m = 4; m <= 16; m *= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, m));
+    return v;
+  };
+  // the thread's 8 columns' values into this warp's row of red (lanes of gid 0 hold every column)
+  auto to_red = [&](const float (&v)[8]) {
+    if (gid == 0) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = v[2 * i + e];
+    }
+  };
   const uint32_t p_base = base + kOffP + c * 4096;
   const uint32_t q_base = base + kOffQ;
   // the descriptors' constant parts: K-major swizzled tiles and queries (sbo: 8-row groups of 1,024 bytes), the
@@ -452,19 +467,10 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         float& s1 = sacc[4 * i + 2 + e];
         s0 = keep0 ? fmaf(s0, sl, qb_col[col]) : -INFINITY;
         s1 = keep1 ? fmaf(s1, sl, qb_col[col]) : -INFINITY;
-        float mx = fmaxf(s0, s1);
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-        tmax[col] = mx;
+        tmax[col] = column_reduce(fmaxf(s0, s1), [](float a, float b) { return fmaxf(a, b); });
       }
     }
-    if (gid == 0) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = tmax[2 * i + e];
-    }
+    to_red(tmax);
     named_barrier(kBarWg0 + c, 128);
     float alpha[8];
 #pragma unroll
@@ -521,20 +527,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   // ---- the two consumers' merge, then the partials ----
   // the column sums over the warpgroup
 #pragma unroll
-  for (int col = 0; col < 8; ++col) {
-    float l = l_run[col];
-    l += __shfl_xor_sync(0xffffffffu, l, 4);
-    l += __shfl_xor_sync(0xffffffffu, l, 8);
-    l += __shfl_xor_sync(0xffffffffu, l, 16);
-    l_run[col] = l;
-  }
+  for (int col = 0; col < 8; ++col) l_run[col] = column_reduce(l_run[col], [](float a, float b) { return a + b; });
   named_barrier(kBarWg0 + c, 128);  // (red's last reads of the loop)
-  if (gid == 0) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = l_run[2 * i + e];
-  }
+  to_red(l_run);
   named_barrier(kBarWg0 + c, 128);
   float* const ml = reinterpret_cast<float*>(smem + kOffMl);  // [consumer][max, sum][32]
   if (cw == 0 && gid == 0) {
