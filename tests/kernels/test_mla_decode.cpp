@@ -1193,7 +1193,7 @@ TEST(MlaDecodeCuda, ImageEndEqualsTheFullRead) {
 
 // The warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, int4 stores at the 7B sizes, sm_90a): every modality pattern,
 // one set and two, groups of 32, 64 and 128, the ring (even seeds), ragged starts and lengths, with and without the
-// cache's image bound, against the float64 reference; several splits a sequence and many sequences (the producer's
+// cache's image bound, a third of them as the model passes them (bf16 query views), against the float64 reference; several splits a sequence and many sequences (the producer's
 // tiles two ahead, empty and skipped tiles, both consumers); and clear errors for what it does not take.
 TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
@@ -1210,56 +1210,59 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
     }
   }
   for (auto [producers, consumers] : {std::pair<int64_t, int64_t>{1, 2}, {1, 3}, {2, 2}}) {
-  Stats st;
-  int seed = 0, image_bound = 0;
-  const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c";
-  for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage, Mods::kPrompt}) {
-    for (int64_t group : {32, 64, 128}) {
-      for (int64_t n_mod : {1, 2}) {
-        if (n_mod == 1 && m != Mods::kRuns) continue;  // (one set: no modality bytes)
-        Case c = pattern_case(MlaCacheFormat::kInt4, m, group, n_mod, seed++, 3100);
-        c.run = m == Mods::kPrompt ? 700 : 300;
-        c.group_r = group == 32 ? 64 : group;  // the RoPE key's groups apart from the latent's on some
-        MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
-        in.variant = MlaDecodeVariant::kWgmma;
-        in.wgmma_consumers = consumers;
-        in.wgmma_producers = producers;
-        if (n_mod == 2 && seed % 2 == 1) {
-          in.image_end = image_end_of(in.modality);
-          ++image_bound;
+    Stats st;
+    int seed = 0, image_bound = 0;
+    const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c";
+    for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage, Mods::kPrompt}) {
+      for (int64_t group : {32, 64, 128}) {
+        for (int64_t n_mod : {1, 2}) {
+          if (n_mod == 1 && m != Mods::kRuns) continue;  // (one set: no modality bytes)
+          Case c = pattern_case(MlaCacheFormat::kInt4, m, group, n_mod, seed++, 3100);
+          c.run = m == Mods::kPrompt ? 700 : 300;
+          c.group_r = group == 32 ? 64 : group;  // the RoPE key's groups apart from the latent's on some
+          MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+          // every third case as the model passes them (bf16 query views at odd strides, results into bf16 views)
+          const bool views = seed % 3 == 0;
+          if (views) in = as_model_views(in, c.h_kv);
+          in.variant = MlaDecodeVariant::kWgmma;
+          in.wgmma_consumers = consumers;
+          in.wgmma_producers = producers;
+          if (n_mod == 2 && seed % 2 == 1) {
+            in.image_end = image_end_of(in.modality);
+            ++image_bound;
+          }
+          EXPECT_EQ(MlaDecodeLaunch(in).kernel(), kernel) << c.str();
+          EXPECT_GT(MlaDecodeLaunch(in).splits(), 2) << c.str();
+          expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble),
+                                  c.str() + (in.image_end.defined() ? " image bound" : "") + (views ? " views" : ""));
         }
-        EXPECT_EQ(MlaDecodeLaunch(in).kernel(), kernel) << c.str();
-        EXPECT_GT(MlaDecodeLaunch(in).splits(), 2) << c.str();
-        expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble),
-                                c.str() + (in.image_end.defined() ? " image bound" : ""));
       }
     }
-  }
-  // many sequences, long and ragged (several splits each, tiles skipped by the image CTAs' bound and the text CTAs
-  // over image runs), a window that is not a multiple of 64, and one sequence whose keys all lie in the ring
-  {
-    std::vector<int64_t> start, length;
-    for (int i = 0; i < 24; ++i) {
-      start.push_back(i % 5 == 0 || i == 7 ? 0 : 37 * i);
-      length.push_back(i == 7 ? 100 : 2000 + 613 * i);
+    // many sequences, long and ragged (several splits each, tiles skipped by the image CTAs' bound and the text CTAs
+    // over image runs), a window that is not a multiple of 64, and one sequence whose keys all lie in the ring
+    {
+      std::vector<int64_t> start, length;
+      for (int i = 0; i < 24; ++i) {
+        start.push_back(i % 5 == 0 || i == 7 ? 0 : 37 * i);
+        length.push_back(i == 7 ? 100 : 2000 + 613 * i);
+      }
+      Case c = Case::qwen7b_md_int4(start, length);
+      c.mods = Mods::kPrompt;
+      c.run = 1200;
+      c.window = 100;
+      c.group_c = 32;
+      c.group_r = 32;
+      c.seed = 3190;
+      MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+      in.variant = MlaDecodeVariant::kWgmma;
+      in.wgmma_consumers = consumers;
+      in.wgmma_producers = producers;
+      in.image_end = image_end_of(in.modality);
+      expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), c.str() + " many");
     }
-    Case c = Case::qwen7b_md_int4(start, length);
-    c.mods = Mods::kPrompt;
-    c.run = 1200;
-    c.window = 100;
-    c.group_c = 32;
-    c.group_r = 32;
-    c.seed = 3190;
-    MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
-    in.variant = MlaDecodeVariant::kWgmma;
-    in.wgmma_consumers = consumers;
-    in.wgmma_producers = producers;
-    in.image_end = image_end_of(in.modality);
-    expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), c.str() + " many");
-  }
-  st.print(kernel.c_str());
-  EXPECT_EQ(st.n, 19);  // 6 runs (both set counts), 3 groups x 4 other patterns, many
-  EXPECT_GE(image_bound, 5);
+    st.print(kernel.c_str());
+    EXPECT_EQ(st.n, 19);  // 6 runs (both set counts), 3 groups x 4 other patterns, many
+    EXPECT_GE(image_bound, 5);
   }
   // what it does not take, by name
   auto refusal = [](const Case& c) {
