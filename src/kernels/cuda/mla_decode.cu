@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 
 #include "core/error.h"
 #include "kernels/cuda/launch_check.cuh"
@@ -1112,6 +1113,12 @@ void finish_plan(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
   }
 }
 
+// The warpgroup-MMA kernel's consumer and producer warpgroups: those asked for, else the defaults.
+std::pair<int, int> wgmma_layout(const MlaDecodeParams& p) {
+  return {p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers,
+          p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers};
+}
+
 // Why the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, mla_decode_wgmma.cu) cannot take the call ("" if it can):
 // built for sm_90a and for Qwen2.5-VL-7B's sizes converted with D = 32 over int4 stores alone.
 std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
@@ -1133,8 +1140,7 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
   if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
   if (p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
     return "latent_win/k_rope_win are not 16-byte aligned";
-  const int consumers = p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers;
-  const int producers = p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers;
+  const auto [consumers, producers] = wgmma_layout(p);
   if (consumers != 2 && consumers != 3) return "it runs 2 or 3 consumer warpgroups, got " + std::to_string(consumers);
   if (producers != 1 && !(producers == 2 && consumers == 2)) {
     return "it runs 1 producer warpgroup, or 2 with 2 consumers (one each), got " + std::to_string(producers) +
@@ -1156,14 +1162,12 @@ void plan_wgmma(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
   plan.wgmma = true;
   plan.modality_ctas = p.n_mod == 2;
   plan.head_blocks = 1;
-  plan.wgmma_consumers = p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers;
-  plan.wgmma_producers = p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers;
+  std::tie(plan.wgmma_consumers, plan.wgmma_producers) = wgmma_layout(p);
   plan.smem_bytes = wgmma_smem_bytes(plan.wgmma_consumers, plan.wgmma_producers);
   fp.fn = wgmma_kernel_int4(plan.wgmma_consumers, plan.wgmma_producers);
   plan.ctas_per_sm = prepare_kernel(fp.fn, 128 * (plan.wgmma_consumers + plan.wgmma_producers), plan.smem_bytes);
   g.shift_c = __builtin_ctz(unsigned(p.group_c));
   g.shift_r = __builtin_ctz(unsigned(p.group_r));
-  g.smem_bytes = int(plan.smem_bytes);
   const int tiles = max_tiles(p.max_length);
   const int64_t per_split = p.b;
   plan.ring_splits = p.window > 0 ? 1 : 0;

@@ -44,7 +44,8 @@ namespace {
 constexpr int kStageBytes = 32 * 1024;   // C (2 blocks of 64 keys x 64 values) then Kr (2 more), bf16, swizzled
 constexpr int kBlockBytes = 8 * 1024;    // 64 rows x 128 bytes
 constexpr int kQBlockBytes = 4 * 1024;   // 32 rows x 128 bytes
-constexpr int kRows = 32;                // query rows (28 heads in 4 groups of 8)
+constexpr int kRows = 32;                // query rows (28 heads in 4 groups of kSpecGroupRows)
+static_assert(kRows == kWgmmaHkv * kSpecGroupRows && kWgmmaHq == kWgmmaHkv * kSpecHeadsPerGroup, "the 7B sizes' rows");
 constexpr int kMergeStride = 132;        // floats a row of the merge buffer (16-byte rows, no bank conflicts)
 constexpr int kEnd = 1;                  // a stage's flag: no tile, the consumer stops
 
@@ -257,15 +258,22 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     vhi = min(vhi, p.image_end[b]);
     t_end = vhi > vlo ? min(t_end, (vhi - 1) / kTile + 1) : t_first;
   }
-  auto write_empty = [&](int n) {  // row n's partials for a CTA without keys
-    if (n % 8 == 7) return;
-    const int head = 7 * (n / 8) + n % 8;
-    w.m_at(p, ps, b, head) = -INFINITY;
-    w.mass_at(p, ps, cta_mod, b, head) = 0.f;
+  // query row n's head: 7 heads a kv group in 8 rows (the warp-rows kernel's grouped rows), kPadHead for row 8 g + 7
+  auto row_head = [&](int n) {
+    int mod, head;
+    row_to_head<1, kRows / 16, kSpecGroupRows>(n, 0, mod, head, cta_mod);
+    return head;
+  };
+  // row n's partials header: its max and mass; the other modality's mass 0 (its accumulator unwritten)
+  auto write_header = [&](int n, float m, float mass) {
+    const int head = row_head(n);
+    if (head == kPadHead) return;
+    w.m_at(p, ps, b, head) = m;
+    w.mass_at(p, ps, cta_mod, b, head) = mass;
     if (two == 2) w.mass_at(p, ps, 1 - cta_mod, b, head) = 0.f;
   };
-  if (t_first >= t_end) {
-    if (tid < kRows) write_empty(tid);
+  if (t_first >= t_end) {  // no keys: empty partials
+    if (tid < kRows) write_header(tid, -INFINITY, 0.f);
     return;
   }
 
@@ -361,12 +369,12 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     const bool rope = idx >= 2 * kRows * 8;
     const int k = rope ? idx - 2 * kRows * 8 : idx;
     const int n = k >> 4, chunk16 = k & 15, blk = chunk16 >> 3, ch = chunk16 & 7;
-    const int grp = n >> 3, i = n & 7, head = 7 * grp + i;
+    const int grp = n / kSpecGroupRows, head = row_head(n);
     const int d0 = chunk16 * 8;  // the chunk's first column of the 128
     float v[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = 0.f;
-    if (i < 7) {
+    if (head != kPadHead) {
       if (!rope) {
         const int64_t off = qa_offset(p, cta_mod, b, head) + d0;
 #pragma unroll
@@ -384,7 +392,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   float* const qbl = reinterpret_cast<float*>(smem + kOffQb);
   if (c0 < kRows) {
     const int n = c0;
-    qbl[n] = n % 8 == 7 ? 0.f : load_qb(p, cta_mod, b, 7 * (n / 8) + n % 8) * sl;
+    const int head = row_head(n);
+    qbl[n] = head == kPadHead ? 0.f : load_qb(p, cta_mod, b, head) * sl;
   }
   fence_proxy_async();
   named_barrier(kBarConsumers, 128 * NC);
@@ -575,20 +584,17 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     named_barrier(kBarConsumers, 128 * NC);
   }
   const int ct = c0;
-  if (ct < kRows && ct % 8 != 7) {
-    const int n = ct, head = 7 * (n / 8) + n % 8;
+  if (ct < kRows) {
     float mass = 0.f;
 #pragma unroll
-    for (int k = 0; k < NC; ++k) mass += ml[(2 * k + 1) * kRows + n] * factor(k, n);
-    w.m_at(p, ps, b, head) = cta_max(n);
-    w.mass_at(p, ps, cta_mod, b, head) = mass;
-    if (two == 2) w.mass_at(p, ps, 1 - cta_mod, b, head) = 0.f;
+    for (int k = 0; k < NC; ++k) mass += ml[(2 * k + 1) * kRows + ct] * factor(k, ct);
+    write_header(ct, cta_max(ct), mass);
   }
   for (int idx = ct; idx < kRows * 32; idx += 128 * NC) {
-    const int n = idx >> 5, c4 = idx & 31;
-    if (n % 8 == 7) continue;
+    const int n = idx >> 5, c4 = idx & 31, head = row_head(n);
+    if (head == kPadHead) continue;
     const float4 v = *reinterpret_cast<const float4*>(merge + n * kMergeStride + 4 * c4);
-    *reinterpret_cast<float4*>(w.acc_at(p, ps, cta_mod, b, 7 * (n / 8) + n % 8) + 4 * c4) = v;
+    *reinterpret_cast<float4*>(w.acc_at(p, ps, cta_mod, b, head) + 4 * c4) = v;
   }
 #else
   __trap();  // built for sm_90a only (CMakeLists.txt)
