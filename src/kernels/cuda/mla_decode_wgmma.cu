@@ -18,19 +18,24 @@
 //   Producer: each thread owns half (64 latent and 64 RoPE-key values) of one key of a 64-key tile; it loads a
 //   tile's codes, scales and modality byte two tiles ahead into registers, decides with the others whether the tile
 //   holds a key of the CTA's modality (a barrier's OR: a tile of none is skipped, no stage taken), dequantizes
-//   (code * scale + lo in fp32, rounded to bf16) into a 32 KB stage in the 128-byte swizzle wgmma reads (the latent
-//   as two 64-column blocks, the RoPE key as two more), with a byte a key (attend it or not), and arrives on the
-//   stage's full barrier. The int4 ring (the last `window` positions, bf16) is its own split, copied alike.
+//   (one fp16 fused multiply-add a pair of codes, dequant8) into a 32 KB stage in the 128-byte swizzle wgmma reads
+//   (the latent as two 64-column blocks, the RoPE key as two more), with a byte a key (attend it or not), and
+//   arrives on the stage's full barrier. The int4 ring (the last `window` positions, bf16) is its own split,
+//   converted to fp16 alike. The MMAs' operands are fp16 (fp32 accumulators): the queries times a power of two
+//   the CTA picks, each 8-column chunk in the order dequant8 gives (chunk_column).
 //   Consumer (the transposed step): S^T [64 keys x 32 rows] = C [64 x 128] Qa^T + Kr [64 x 128] Qr^T, 16
 //   m64n32k16 MMAs with both operands in shared memory; the 32 rows are the 28 heads, 7 a kv group in 8 rows (row
 //   8 g + i is head 7 g + i, row 8 g + 7 zero), and Qr is block-diagonal (row n's RoPE query at its group's 32
-//   columns of the tile's 128). The online softmax runs down the columns (a row's max across the four warps
-//   through shared memory), P^T goes to shared memory in bf16, and O^T [128 x 32] += C^T P^T, 8 m64n32k16 MMAs
-//   reading the same stage as an M-major operand. The consumer then frees the stage.
+//   columns of the tile's 128). The online softmax runs down the columns with a lazy max: only when a score
+//   passes its column's running max by more than kSlack does the warpgroup (one barrier's vote) reduce the tile's
+//   maxima across its four warps and rescale O; P^T goes to shared memory in fp16, and O^T [128 x 32] += C^T P^T,
+//   8 m64n32k16 MMAs reading the same stage as an M-major operand. The consumer then frees the stage.
 //   End: the producer posts an end mark to each consumer; the consumers merge their (max, sum, O) through shared
-//   memory and write the CTA's partials (max in log2 units with the scale and q.b_k folded in, the modality's mass
+//   memory and write the CTA's partials (a reference max in log2 units with the scale and q.b_k folded in, at most
+//   kSlack below the true one, which the combines take like any split's max; the modality's mass
 //   and unnormalized accumulator, the other modality's mass 0), which the combine kernels read unchanged.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,13 +46,16 @@ namespace vlm2mla {
 namespace mla_decode_detail {
 namespace {
 
-constexpr int kStageBytes = 32 * 1024;   // C (2 blocks of 64 keys x 64 values) then Kr (2 more), bf16, swizzled
+constexpr int kStageBytes = 32 * 1024;   // C (2 blocks of 64 keys x 64 values) then Kr (2 more), fp16, swizzled
 constexpr int kBlockBytes = 8 * 1024;    // 64 rows x 128 bytes
 constexpr int kQBlockBytes = 4 * 1024;   // 32 rows x 128 bytes
 constexpr int kRows = 32;                // query rows (28 heads in 4 groups of kSpecGroupRows)
 static_assert(kRows == kWgmmaHkv * kSpecGroupRows && kWgmmaHq == kWgmmaHkv * kSpecHeadsPerGroup, "the 7B sizes' rows");
 constexpr int kMergeStride = 132;        // floats a row of the merge buffer (16-byte rows, no bank conflicts)
 constexpr int kEnd = 1;                  // a stage's flag: no tile, the consumer stops
+// A column's running max is moved (and O rescaled) only when a score passes it by more than this (log2 units): the
+// softmax weights stay below 2^kSlack (fp16's range), and most tiles skip the max's reductions and the rescale.
+constexpr float kSlack = 8.f;
 
 // The layout for NP producer and NC consumer warpgroups (NP 1: one ring of stages the consumers take in turn; NP ==
 // NC: a ring of two stages a (producer, consumer) pair): stages, threads, shared memory (bytes from a 1,024-aligned
@@ -59,12 +67,13 @@ struct WgLayout {
   static constexpr int kRingStages = kStages / NP;
   static constexpr int kThreads = 128 * (NC + NP);
   static constexpr int kOffQ = kStages * kStageBytes;           // Qa (2 blocks), then Qr (2 blocks), swizzled
-  static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows bf16
+  static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows fp16
   static constexpr int kOffMerge = kOffP + NC * 4096;           // float [32][kMergeStride]
   static constexpr int kOffRed = kOffMerge + kRows * kMergeStride * 4;  // float [NC][4 warps][32]
   static constexpr int kOffMl = kOffRed + NC * 4 * kRows * 4;   // float [NC][2 (max, sum)][32]
   static constexpr int kOffQb = kOffMl + NC * 2 * kRows * 4;    // float [32], q . b_k scaled to log2 units
-  static constexpr int kOffMeta = kOffQb + kRows * 4;           // per stage: 64 keep bytes, the flag (int); 128 B
+  static constexpr int kOffQmax = kOffQb + kRows * 4;           // uint32: the CTA's largest |query| (float bits)
+  static constexpr int kOffMeta = kOffQmax + 16;                // per stage: 64 keep bytes, the flag (int); 128 B
   static constexpr int kOffBar = kOffMeta + kStages * 128;      // uint64 full[kStages], empty[kStages]
   static constexpr int kSmemBytes = kOffBar + 2 * kStages * 8 + 1024;  // + the base's alignment
 };
@@ -126,13 +135,13 @@ __device__ __forceinline__ void fence_regs(float (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// D[64 x 32] (+)= A[64 x 16] B[16 x 32], bf16 operands from shared memory, fp32 accumulators. TA: A M-major
+// D[64 x 32] (+)= A[64 x 16] B[16 x 32], fp16 operands from shared memory, fp32 accumulators. TA: A M-major
 // (else K-major); TB: B N-major (else K-major). accumulate 0: D = A B.
 template <int TA, int TB>
 __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
@@ -181,18 +190,39 @@ __device__ __forceinline__ void load_raw(const MlaDecodeParams& p, const Geom& g
   if (p.n_mod == 2) x.mod = __ldg(p.modality + row);
 }
 
-// 8 codes (one 32-bit word: element 2i in the low nibble of byte i) -> 8 bf16 values code * scale + lo, packed.
-// A code becomes a float by its bits (2^23 + code, then 2^23 off: exact, no integer-to-float conversion).
-__device__ __forceinline__ uint4 dequant8(uint32_t w, float scale, float lo) {
-  const uint32_t ev = w & 0x0F0F0F0Fu, od = (w >> 4) & 0x0F0F0F0Fu;
-  uint32_t out[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float e = __uint_as_float(__byte_perm(ev, 0x4B000000u, 0x7650u | i)) - 8388608.f;
-    const float o = __uint_as_float(__byte_perm(od, 0x4B000000u, 0x7650u | i)) - 8388608.f;
-    out[i] = pack_bf16x2(fmaf(e, scale, lo), fmaf(o, scale, lo));
-  }
-  return make_uint4(out[0], out[1], out[2], out[3]);
+// The operands are fp16 (the int4 store's scales and offsets are fp16 already, so its values are in fp16's range),
+// and within each 8-column chunk of a row the columns lie in the order (0, 4, 1, 5, 2, 6, 3, 7): physical value p
+// holds column chunk_column(p). A word of 8 codes then gives its fp16 pairs (i, i + 4) by one shift and one mask
+// each. The queries are stored in the same order (a product over columns does not see it) and O's rows are mapped
+// back when the partials are written.
+__device__ __forceinline__ int chunk_column(int p) { return (p >> 1) + 4 * (p & 1); }
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ uint32_t hfma2(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// 8 codes (one 32-bit word: element 2i in the low nibble of byte i) -> 8 fp16 values code * scale + lo, in the chunk
+// order. Code c becomes the fp16 1 + c / 16 by its bits (0x3C00 | c << 6), and code * scale + lo = (1 + c / 16) s16
+// + l16 with s16 = 16 scale (exact) and l16 = lo - 16 scale (rounded once to fp16: at most 2^-12 (|lo| + 16 scale),
+// a 128th of the code's half step beside the offset's own rounding): one fused multiply-add a pair, rounded once.
+__device__ __forceinline__ uint4 dequant8(uint32_t w, uint32_t s16, uint32_t l16) {
+  constexpr uint32_t kMask = 0x03C003C0u, kOne = 0x3C003C00u;
+  return make_uint4(hfma2(((w << 6) & kMask) | kOne, s16, l16), hfma2(((w << 2) & kMask) | kOne, s16, l16),
+                    hfma2(((w >> 2) & kMask) | kOne, s16, l16), hfma2(((w >> 6) & kMask) | kOne, s16, l16));
+}
+
+// 8 bf16 values (columns 0-7 of a chunk, in order) -> fp16 in the chunk order (the ring's rows)
+__device__ __forceinline__ uint4 bf16_chunk_to_f16(uint4 v) {
+  const uint32_t x[4] = {v.x, v.y, v.z, v.w};
+  auto col = [&](int l) { return __uint_as_float((l & 1) ? (x[l >> 1] & 0xFFFF0000u) : (x[l >> 1] << 16)); };
+  return make_uint4(pack_half2(col(0), col(4)), pack_half2(col(1), col(5)), pack_half2(col(2), col(6)),
+                    pack_half2(col(3), col(7)));
 }
 
 // The thread's 64 latent and 64 RoPE-key values of key kk into the stage at `stage` (swizzled blocks: the latent's
@@ -202,13 +232,15 @@ __device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, cons
   for (int q = 0; q < 2; ++q) {
     const float cs = half_bits_to_float(x.cs[q]), cl = half_bits_to_float(x.cl[q]);
     const float rs = half_bits_to_float(x.rs[q]), rl = half_bits_to_float(x.rl[q]);
+    const uint32_t cs16 = pack_half2(16.f * cs, 16.f * cs), cl16 = pack_half2(cl - 16.f * cs, cl - 16.f * cs);
+    const uint32_t rs16 = pack_half2(16.f * rs, 16.f * rs), rl16 = pack_half2(rl - 16.f * rs, rl - 16.f * rs);
     const uint32_t cw[4] = {x.c[q].x, x.c[q].y, x.c[q].z, x.c[q].w};
     const uint32_t rw[4] = {x.r[q].x, x.r[q].y, x.r[q].z, x.r[q].w};
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int chunk = 4 * q + w;
-      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs, cl));
-      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs, rl));
+      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs16, cl16));
+      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs16, rl16));
     }
   }
 }
@@ -222,6 +254,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   constexpr int kRingStages = L::kRingStages;
   constexpr int kWgStages = L::kStages, kOffQ = L::kOffQ, kOffP = L::kOffP, kOffMerge = L::kOffMerge;
   constexpr int kOffRed = L::kOffRed, kOffMl = L::kOffMl, kOffQb = L::kOffQb, kOffMeta = L::kOffMeta;
+  constexpr int kOffQmax = L::kOffQmax;
   constexpr int kOffBar = L::kOffBar;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // the swizzle is by address bits: the stages start on a 1,024-byte bound
@@ -283,6 +316,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       mbar_init(bar_full + 8 * s, 128);  // every producer thread
       mbar_init(bar_empty + 8 * s, 4);   // the consuming warpgroup's four warps
     }
+    *reinterpret_cast<uint32_t*>(smem + kOffQmax) = 0u;
   }
   __syncthreads();
 
@@ -326,7 +360,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         n1 = n2;
       }
     } else {
-      // the ring's bf16 rows (at most a few tiles): 16-byte copies into the swizzle
+      // the ring's bf16 rows (at most a few tiles): to fp16 in the chunk order, into the swizzle
       for (int t = t_first + role; t < t_end; t += step) {
         const int j = t * kTile + kk;
         const bool in = j >= vlo && j < vhi;
@@ -346,8 +380,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
           const uint32_t stage = base + s * kStageBytes;
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
-            st_shared_v4(stage + half * kBlockBytes + swz(kk, i), c[i]);
-            st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, i), r[i]);
+            st_shared_v4(stage + half * kBlockBytes + swz(kk, i), bf16_chunk_to_f16(c[i]));
+            st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, i), bf16_chunk_to_f16(r[i]));
           }
           post(s, keep, 0);
         }
@@ -363,32 +397,54 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   const int ctid = tid & 127;  // in the warpgroup
   const int c0 = tid - 128 * NP;  // in the consumers
   const int cw = ctid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-  const float sl = p.scale * kLog2e;
-  // the queries, staged by the consumers' threads: Qa's and Qr's 32 rows x 16 chunks each
-  for (int idx = c0; idx < 4 * kRows * 8; idx += 128 * NC) {
-    const bool rope = idx >= 2 * kRows * 8;
-    const int k = rope ? idx - 2 * kRows * 8 : idx;
-    const int n = k >> 4, chunk16 = k & 15, blk = chunk16 >> 3, ch = chunk16 & 7;
-    const int grp = n / kSpecGroupRows, head = row_head(n);
-    const int d0 = chunk16 * 8;  // the chunk's first column of the 128
-    float v[8];
+  // the queries, staged by the consumers' threads: Qa's and Qr's 32 rows x 16 chunks each, in fp16 times a power of
+  // two that puts the CTA's largest |query| in [2^13, 2^14) (fp16's range whatever the queries' scale; the scores
+  // take the power back exactly, through s_mul)
+  auto stage_queries = [&](auto&& chunk_fn) {
+    for (int idx = c0; idx < 4 * kRows * 8; idx += 128 * NC) {
+      const bool rope = idx >= 2 * kRows * 8;
+      const int k = rope ? idx - 2 * kRows * 8 : idx;
+      const int n = k >> 4, chunk16 = k & 15;
+      const int grp = n / kSpecGroupRows, head = row_head(n);
+      const int d0 = chunk16 * 8;  // the chunk's first column of the 128
+      float v[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = 0.f;
-    if (head != kPadHead) {
-      if (!rope) {
-        const int64_t off = qa_offset(p, cta_mod, b, head) + d0;
+      for (int e = 0; e < 8; ++e) v[e] = 0.f;
+      if (head != kPadHead) {
+        if (!rope) {
+          const int64_t off = qa_offset(p, cta_mod, b, head) + d0;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = load_q(p.qa, p.q_bf16, off + e);
-      } else if (d0 / 32 == grp) {  // the head's RoPE query at its group's 32 columns
-        const int64_t off = qr_offset(p, b, head) + (d0 - 32 * grp);
+          for (int e = 0; e < 8; ++e) v[e] = load_q(p.qa, p.q_bf16, off + e);
+        } else if (d0 / 32 == grp) {  // the head's RoPE query at its group's 32 columns
+          const int64_t off = qr_offset(p, b, head) + (d0 - 32 * grp);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = load_q(p.qr, p.q_bf16, off + e);
+          for (int e = 0; e < 8; ++e) v[e] = load_q(p.qr, p.q_bf16, off + e);
+        }
       }
+      chunk_fn(rope, n, chunk16, v);
     }
-    const uint4 packed = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
-                                    pack_bf16x2(v[6], v[7]));
+  };
+  float qmax = 0.f;
+  stage_queries([&](bool, int, int, const float (&v)[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qmax = fmaxf(qmax, fabsf(v[e]));
+  });
+#pragma unroll
+  for (int m = 1; m <= 16; m *= 2) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, m));
+  uint32_t* const qmax_bits = reinterpret_cast<uint32_t*>(smem + kOffQmax);  // (0 from the barriers' set-up)
+  if (lane == 0) atomicMax(qmax_bits, __float_as_uint(qmax));  // non-negative floats order as their bits
+  named_barrier(kBarConsumers, 128 * NC);
+  int q_exp = 0;
+  frexpf(__uint_as_float(*qmax_bits), &q_exp);  // the largest |query| below 2^q_exp (q_exp 0 for 0)
+  const int q_shift = max(-64, min(64, 14 - q_exp));
+  const float q_mul = ldexpf(1.f, q_shift);
+  const float sl = p.scale * kLog2e, s_mul = ldexpf(sl, -q_shift);
+  stage_queries([&](bool rope, int n, int chunk16, const float (&v)[8]) {
+    const int blk = chunk16 >> 3, ch = chunk16 & 7;
+    const uint4 packed = make_uint4(pack_half2(v[0] * q_mul, v[4] * q_mul), pack_half2(v[1] * q_mul, v[5] * q_mul),
+                                    pack_half2(v[2] * q_mul, v[6] * q_mul), pack_half2(v[3] * q_mul, v[7] * q_mul));
     st_shared_v4(base + kOffQ + (rope ? 2 : 0) * kQBlockBytes + blk * kQBlockBytes + swz(n, ch), packed);
-  }
+  });
   float* const qbl = reinterpret_cast<float*>(smem + kOffQb);
   if (c0 < kRows) {
     const int n = c0;
@@ -465,8 +521,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     wgmma_wait0();
     fence_regs(sacc);
     const bool keep0 = meta[16 * cw + gid] != 0, keep1 = meta[16 * cw + gid + 8] != 0;
-    // the scores in log2 units, the masked keys -inf; the columns' maxima over the tile
-    float tmax[8];
+    // the scores in log2 units, the masked keys -inf; does any pass its column's running max by more than kSlack?
+    bool over = false;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
@@ -474,43 +530,62 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         const int col = 2 * i + e;
         float& s0 = sacc[4 * i + e];
         float& s1 = sacc[4 * i + 2 + e];
-        s0 = keep0 ? fmaf(s0, sl, qb_col[col]) : -INFINITY;
-        s1 = keep1 ? fmaf(s1, sl, qb_col[col]) : -INFINITY;
-        tmax[col] = column_reduce(fmaxf(s0, s1), [](float a, float b) { return fmaxf(a, b); });
+        s0 = keep0 ? fmaf(s0, s_mul, qb_col[col]) : -INFINITY;
+        s1 = keep1 ? fmaf(s1, s_mul, qb_col[col]) : -INFINITY;
+        over |= fmaxf(s0, s1) > m_run[col] + kSlack;
       }
     }
-    to_red(tmax);
-    named_barrier(kBarWg0 + c, 128);
-    float alpha[8];
+    // the warpgroup's vote (the running maxima are the same in all its threads): if so, the columns' maxima over the
+    // tile through shared memory, the running maxima moved to them, O and the sums rescaled
+    if (barrier_or(kBarWg0 + c, 128, over)) {
+      float tmax[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          tmax[2 * i + e] = column_reduce(fmaxf(sacc[4 * i + e], sacc[4 * i + 2 + e]),
+                                          [](float a, float b) { return fmaxf(a, b); });
+      to_red(tmax);
+      named_barrier(kBarWg0 + c, 128);
+      float alpha[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = 2 * i + e, n = 8 * i + 2 * tig + e;
+          const float mx = fmaxf(fmaxf(red[n], red[kRows + n]), fmaxf(red[2 * kRows + n], red[3 * kRows + n]));
+          const float m_new = fmaxf(m_run[col], mx);
+          alpha[col] = m_run[col] == -INFINITY ? 0.f : fast_exp2(m_run[col] - m_new);
+          m_run[col] = m_new;
+          l_run[col] *= alpha[col];
+        }
+      }
+#pragma unroll
+      for (int mb = 0; mb < 2; ++mb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o[mb][4 * i + e] *= alpha[2 * i + (e & 1)];
+    }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int col = 2 * i + e, n = 8 * i + 2 * tig + e;
-        const float mx = fmaxf(fmaxf(red[n], red[kRows + n]), fmaxf(red[2 * kRows + n], red[3 * kRows + n]));
-        const float m_new = fmaxf(m_run[col], mx);
-        alpha[col] = m_run[col] == -INFINITY ? 0.f : fast_exp2(m_run[col] - m_new);
-        m_run[col] = m_new;
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        const int col = 2 * i + e;
+        const float m_use = m_run[col] == -INFINITY ? 0.f : m_run[col];
         const float p0 = fast_exp2(sacc[4 * i + e] - m_use), p1 = fast_exp2(sacc[4 * i + 2 + e] - m_use);
         sacc[4 * i + e] = p0;
         sacc[4 * i + 2 + e] = p1;
-        l_run[col] = l_run[col] * alpha[col] + p0 + p1;
+        l_run[col] += p0 + p1;
       }
     }
-    // P^T in bf16: key k, row n at (k / 8) 512 + (n / 8) 128 + (k % 8) 16 + (n % 8) 2
+    // P^T in fp16: key k, row n at (k / 8) 512 + (n / 8) 128 + (k % 8) 16 + (n % 8) 2
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint32_t at = p_base + uint32_t(2 * cw * 512 + i * 128 + gid * 16 + tig * 4);
-      st_shared_u32(at, pack_bf16x2(sacc[4 * i], sacc[4 * i + 1]));
-      st_shared_u32(at + 512, pack_bf16x2(sacc[4 * i + 2], sacc[4 * i + 3]));
+      st_shared_u32(at, pack_half2(sacc[4 * i], sacc[4 * i + 1]));
+      st_shared_u32(at + 512, pack_half2(sacc[4 * i + 2], sacc[4 * i + 3]));
     }
-#pragma unroll
-    for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[mb][4 * i + e] *= alpha[2 * i + (e & 1)];
     fence_proxy_async();
     named_barrier(kBarWg0 + c, 128);
     // O^T += C^T P^T: m-block mb the latent's columns [64 mb, 64 mb + 64), k-step kk its keys [16 kk, 16 kk + 16)
@@ -574,7 +649,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
           const float f = factor(c, n);
 #pragma unroll
           for (int mb = 0; mb < 2; ++mb) {
-            const int d = 64 * mb + 16 * cw + gid + 8 * (e >> 1);
+            const int d = 64 * mb + 16 * cw + 8 * (e >> 1) + chunk_column(gid);  // O^T's row: physical gid
             float& at = merge[n * kMergeStride + d];
             at = (pass == NC - 1 ? 0.f : at) + o[mb][4 * i + e] * f;
           }
