@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (device tool; carry .deps): builds the kernel test, shows whether ptxas kept the wgmma
 # kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them), runs the wgmma
-# kernel's tests, then its bandwidth rows beside the warp-rows kernel's (kAuto) at the same sizes, once per consumer
-# layout (producers:consumers, 1:2 1:3 2:2). Logs go to $OUT.
+# kernel's tests, then its bandwidth rows once per layout (producers:consumers, 1:2 1:3 2:2), then the warp-rows
+# kernel's (its twin; kAuto's before session 37) at the same sizes. Logs go to $OUT.
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below)
 set -uo pipefail
@@ -16,16 +16,13 @@ if command -v cuobjdump >/dev/null; then
 fi
 timeout 240 "$bin" --gtest_filter="${WGMMA_TESTS:-MlaDecodeCuda.Wgmma*:MlaDecodeOps.*}" 2>&1 | tee "$out/wgmma_test.log" |
   grep -E "^\[ *(FAILED|SKIPPED|PASSED) |^\[=|mla_decode wgmma|Failure|rel err" | head -40
-# the bandwidth rows: the wgmma ones in each layout, then kAuto's (warp-rows) at the same sizes
+# the bandwidth rows: the wgmma ones in each layout, then the warp-rows kernel's at the same sizes
 for layout in ${WGMMA_LAYOUTS:-1:2 1:3 2:2}; do
   VLM2MLA_DECODE_WGMMA_PRODUCERS=${layout%:*} VLM2MLA_DECODE_WGMMA_CONSUMERS=${layout#*:} VLM2MLA_BANDWIDTH_ONLY=/wgmma/ \
     timeout 150 "$bin" --gtest_also_run_disabled_tests \
     --gtest_filter='*DISABLED_Bandwidth' 2>&1 | grep -E "^\[bandwidth\] int4|Failure"
 done
-for k in ${WGMMA_ONLY:-int4/1/random/1/32768/auto/128/28 int4/1/random/8/32768/auto/128/28 \
-    int4/1/random/32/32768/auto/128/28 int4/1/random/256/32768/auto/128/28 int4/2/text/8/32768/auto/128/28 \
-    int4/2/text/32/32768/auto/128/28 int4/2/text/256/32768/auto/128/28 int4/2/text/768/32768/auto/128/28 \
-    int4/2/prompt/32/32768/auto/128/28 int4/2/prompt/256/32768/auto/128/28 int4/2/runs/32/32768/auto/128/28}; do
+for k in ${WGMMA_ONLY:-/rows/}; do
   VLM2MLA_BANDWIDTH_ONLY=$k timeout 100 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Bandwidth' 2>&1 |
     grep -E "^\[bandwidth\] int4|Failure" | grep -v ">="
 done

@@ -19,8 +19,9 @@ enum class MlaCacheFormat {
 };
 
 // Which decode kernel runs on CUDA tensors. Closed list.
-// kAuto: the warp-rows tensor-core kernel where the sizes allow it, else the split-keys tensor-core kernel,
-// else the generic one (any r_kv % 8 == 0, any even d_rope; slower).
+// kAuto: the warpgroup-MMA kernel (kWgmma) where it takes the call (int4 stores at its sizes on sm_90a, since
+// session 37), else the warp-rows tensor-core kernel where the sizes allow it, else the split-keys tensor-core
+// kernel, else the generic one (any r_kv % 8 == 0, any even d_rope; slower).
 // kTensorCoreWarpRows (since 2026-11-29): each warp owns 16 (modality, head) rows and a share of every
 // 64-token tile, P stays in registers, one barrier per tile; int4 keys are dequantized from register
 // prefetches (docs/KERNELS.md). Needs r_kv % 16 == 0, r_kv <= 256, d_rope % 8 == 0, h_q * n_mod > 16,
@@ -48,10 +49,12 @@ enum class MlaCacheFormat {
 // most 8 blocks a cluster) on compute capability >= 9.0. Correct on the H200 but slower beyond one sequence
 // (docs/KERNELS.md, session 16): kAuto never picks it.
 // kWgmma (session 36): Hopper's warpgroup MMAs over an int4 store (mla_decode_wgmma.cu, built for sm_90a): producer
-// warpgroups dequantize tiles into shared memory, consumer warpgroups score and accumulate them with wgmma (by default
-// two (producer, consumer) pairs; wgmma_producers / wgmma_consumers below), a CTA a (split, modality, sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4,
-// d_rope 32, h_q 28) and groups of 32, 64 or 128 on compute capability 9.0 alone; asked for only (kAuto never
-// picks it; docs/KERNELS.md says what it measured).
+// warpgroups dequantize tiles into shared memory, consumer warpgroups score and accumulate them with wgmma (by
+// default two (producer, consumer) pairs; wgmma_producers / wgmma_consumers below), a CTA a (split, modality,
+// sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4, d_rope 32, h_q 28) and
+// groups of 32, 64 or 128 on compute capability 9.0 alone. kAuto's first choice since session 37 (fp16 operands and
+// a lazy max: 0.77-0.87x the warp-rows kernel's time; docs/KERNELS.md says what it measured); the warp-rows kernel
+// (kTensorCoreWarpRows) is its twin.
 enum class MlaDecodeVariant {
   kAuto,
   kTensorCore,

@@ -527,6 +527,17 @@ TEST(MlaDecodeOps, ValidationNamesTheTensorAndTheExpectedShape) {
 // ---- CUDA --------------------------------------------------------------------------------------------
 bool cuda_ready() { return mla_decode_has_cuda() && at::hasCUDA(); }
 
+// Whether device 0 runs the warpgroup-MMA kernel (compute capability 9.0), which kAuto takes for int4 stores at the
+// 7B sizes there.
+bool wgmma_device() {
+  int major = 0, minor = 0;
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+#endif
+  return major == 9 && minor == 0;
+}
+
 // A kernel's layout: its name without the "-128" ("-128g") that marks the instances built for the
 // 7B sizes (MlaDecodeInputs::specialized, on by default; grouped_rows, on over bf16), which run the
 // same layouts.
@@ -651,11 +662,13 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
           // t_cap: sometimes exactly the longest length, sometimes odd
           c.t_cap = *std::max_element(c.length.begin(), c.length.end()) + (idx % 5 == 0 ? 0 : 1 + 2 * (idx % 7));
           check_case(c, MlaDecodeVariant::kAuto, tc);
-          // its twins wherever kAuto took the warp-rows kernel: the split-keys kernel, and for the modality
-          // CTAs the joint layout
+          // its twins wherever kAuto took the warp-rows kernel (or the wgmma kernel: the warp-rows kernel too): the
+          // split-keys kernel, and for the modality CTAs the joint layout
           const std::string kernel = layout_of(MlaDecodeLaunch(make_inputs(c, at::Device(at::kCUDA, 0))).kernel());
-          if (kernel.rfind("tc-rows", 0) == 0 && takes(c, MlaDecodeVariant::kTensorCore))
+          const bool wgmma = kernel.rfind("wgmma", 0) == 0;
+          if ((wgmma || kernel.rfind("tc-rows", 0) == 0) && takes(c, MlaDecodeVariant::kTensorCore))
             check_case(c, MlaDecodeVariant::kTensorCore, keys);
+          if (wgmma) check_case(c, MlaDecodeVariant::kTensorCoreWarpRows, joint);
           // two sets: the other layout of the two (kTensorCoreWarpRows runs the modality CTAs where they can)
           if (kernel == "tc-rows-mod" && takes(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint))
             check_case(c, MlaDecodeVariant::kTensorCoreWarpRowsJoint, joint);
@@ -683,7 +696,7 @@ TEST(MlaDecodeCuda, KernelMatchesTheReferenceOverAGridOfShapes) {
   check_case(e, MlaDecodeVariant::kAuto, gen);
   tc.print("grid: tensor-core/auto");
   keys.print("grid: split-keys twin");
-  joint.print("grid: other-layout twin");
+  joint.print("grid: other-layout (or warp-rows) twin");
   gen.print("grid: generic");
   codes.print("grid: int4 on codes");
   EXPECT_GT(codes.n, 10);
@@ -1193,8 +1206,9 @@ TEST(MlaDecodeCuda, ImageEndEqualsTheFullRead) {
 
 // The warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, int4 stores at the 7B sizes, sm_90a): every modality pattern,
 // one set and two, groups of 32, 64 and 128, the ring (even seeds), ragged starts and lengths, with and without the
-// cache's image bound, a third of them as the model passes them (bf16 query views), against the float64 reference; several splits a sequence and many sequences (the producer's
-// tiles two ahead, empty and skipped tiles, both consumers); and clear errors for what it does not take.
+// cache's image bound, a third of them as the model passes them (bf16 query views), against the float64 reference;
+// several splits a sequence and many sequences (the producer's tiles two ahead, empty and skipped tiles, both
+// consumers); kAuto's choice of it; and clear errors for what it does not take.
 TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   {
@@ -1263,6 +1277,12 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
     st.print(kernel.c_str());
     EXPECT_EQ(st.n, 19);  // 6 runs (both set counts), 3 groups x 4 other patterns, many
     EXPECT_GE(image_bound, 5);
+  }
+  // kAuto takes it (the default layout) wherever it can, the warp-rows kernel where it refuses (groups of 16)
+  for (int64_t group : {64, 16}) {
+    const MlaDecodeInputs in =
+        make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, group, 2, 1, 3199), at::Device(at::kCUDA, 0));
+    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), group == 64 ? "wgmma-2p2c" : "tc-rows-mod") << group;
   }
   // what it does not take, by name
   auto refusal = [](const Case& c) {
@@ -1375,8 +1395,11 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   st.print("warp rows");
   // which layout runs: modality CTAs where a modality's heads fill more than one m-tile (kAuto: and the batch
   // gives kModalityCtasMinPairs (sequence, head block) pairs: one since 2026-11-30, 16 before), else the joint one
-  auto kernel_of = [](int64_t h_q, int64_t h_kv, int64_t n_mod, MlaDecodeVariant v, int64_t b = 1) {
+  // (over bf16 stores for kAuto at the 7B sizes: over int4 it takes the wgmma kernel on sm_90a)
+  auto kernel_of = [](int64_t h_q, int64_t h_kv, int64_t n_mod, MlaDecodeVariant v, int64_t b = 1,
+                      MlaCacheFormat f = MlaCacheFormat::kInt4) {
     Case c = Case::qwen7b_md_int4(std::vector<int64_t>(b, 0), std::vector<int64_t>(b, 100));
+    c.format = f;
     c.h_q = h_q;
     c.h_kv = h_kv;
     c.n_mod = n_mod;
@@ -1384,8 +1407,11 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     in.variant = v;
     return layout_of(MlaDecodeLaunch(in).kernel());
   };
-  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");
-  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 1), "tc-rows-mod");
+  constexpr MlaCacheFormat kBf16 = MlaCacheFormat::kBf16;
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16, kBf16), "tc-rows-mod");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 1, kBf16), "tc-rows-mod");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), wgmma_device() ? "wgmma-2p2c" : "tc-rows-mod");
+  EXPECT_EQ(kernel_of(32, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");  // (sizes the wgmma kernel refuses)
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 16), "tc-rows");
   {  // and what mla_decode records of the kernels it ran (bench's decode_kernels)
@@ -1394,9 +1420,9 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     mla_decode(make_inputs(c, at::Device(at::kCUDA, 0)));
     const std::vector<std::string> used = take_mla_decode_kernels_used();
     ASSERT_EQ(used.size(), 1u);
-    EXPECT_EQ(layout_of(used[0]), "tc-rows-mod");
+    EXPECT_EQ(layout_of(used[0]), wgmma_device() ? "wgmma-2p2c" : "tc-rows-mod");
   }
-  EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto), "tc-rows");
+  EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto, 1, kBf16), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
   for (int which = 0; which < 8; ++which) {
     Case bad = Case::qwen7b_md_int4({0}, {100});
@@ -2045,14 +2071,14 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
         cfgs.push_back({f, 2, b, t, MlaDecodeVariant::kTensorCore, 28, 4, 512, 32, Mods::kText});
       }
     }
-    if (f == MlaCacheFormat::kInt4) {  // the warpgroup-MMA kernel (asked for only) beside kAuto's rows above
-      for (int64_t b : {1, 8, 32, 256}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kWgmma});
-      for (int64_t b : {8, 32, 256, 768})
-        cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kText});
-      for (int64_t b : {32, 256})
-        cfgs.push_back({f, 2, b, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kPrompt, 0, 2304});
-      cfgs.push_back({f, 2, 32, 32768, MlaDecodeVariant::kWgmma, 28, 4, 128, 32, Mods::kRuns});
-      cfgs.push_back({f, 2, 8, 32768, MlaDecodeVariant::kAuto, 28, 4, 128, 32, Mods::kText});
+    if (f == MlaCacheFormat::kInt4) {  // the warpgroup-MMA kernel (kAuto's above, on sm_90a) beside the warp-rows one
+      for (MlaDecodeVariant v : {MlaDecodeVariant::kWgmma, MlaDecodeVariant::kTensorCoreWarpRows}) {
+        for (int64_t b : {1, 8, 32, 256}) cfgs.push_back({f, 1, b, 32768, v});
+        for (int64_t b : {8, 32, 256, 768}) cfgs.push_back({f, 2, b, 32768, v, 28, 4, 128, 32, Mods::kText});
+        for (int64_t b : {32, 256}) cfgs.push_back({f, 2, b, 32768, v, 28, 4, 128, 32, Mods::kPrompt, 0, 2304});
+        cfgs.push_back({f, 2, 32, 32768, v, 28, 4, 128, 32, Mods::kRuns});
+        cfgs.push_back({f, 1, 1, 4096, v});
+      }
     }
     if (f == MlaCacheFormat::kInt4) {  // the products on the codes, beside the dequantizing kernel
       for (int64_t b : {8, 32}) cfgs.push_back({f, 1, b, 32768, MlaDecodeVariant::kTensorCoreCodes});

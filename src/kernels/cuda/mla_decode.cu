@@ -1183,7 +1183,10 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   FullPlan fp;
   MlaDecodePlan& plan = fp.plan;
   Geom& g = fp.geom;
-  if (variant == MlaDecodeVariant::kWgmma) {
+  // kAuto over an int4 store at the sizes the warpgroup-MMA kernel is built for, on sm_90a: that kernel (0.77-0.87x
+  // the warp-rows kernel's time at 32k keys, b = 8-768, one set and two; 0.78x at one sequence; whole int4 steps
+  // 4-17% shorter: docs/KERNELS.md, session 37); anywhere else it refuses, the choices below
+  if (variant == MlaDecodeVariant::kWgmma || (variant == MlaDecodeVariant::kAuto && wgmma_refusal(p, dev).empty())) {
     plan_wgmma(p, dev, fp);
     finish_plan(p, dev, fp);
     return fp;
@@ -1191,7 +1194,8 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   int mt = 0, ntw = 0, cs = 1;
   const bool codes = variant == MlaDecodeVariant::kTensorCoreCodes;
   const bool int4 = p.format == MlaCacheFormat::kInt4;
-  // kAuto: the warp-rows kernel where it takes the sizes, else the split-keys tensor-core kernel, else generic.
+  // kAuto (where the wgmma kernel refused): the warp-rows kernel where it takes the sizes, else the split-keys
+  // tensor-core kernel, else generic.
   // Two-set models: its modality CTAs where a modality's heads fill its rows (h_q > 16) and, for kAuto, the
   // batch gives at least kModalityCtasMinPairs (sequence, head block) pairs, else the joint layout. Measured
   // on the H200 (docs/KERNELS.md): at b = 32 the modality CTAs take 12-16% less time on text-only keys and
