@@ -639,6 +639,17 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(bar_empty + 8 * s);
   };
+  auto values = [&](int s) {  // O^T over stage s alone, waited for; the stage freed
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    wgmma_fence();
+    issue_values(s);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    free_stage(s);
+  };
 
   if constexpr (!PIPE) {
     // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T,
@@ -649,15 +660,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
       scores(s);
       softmax(s, false);
       store_p();
-      fence_regs(o[0]);
-      fence_regs(o[1]);
-      wgmma_fence();
-      issue_values(s);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(o[0]);
-      fence_regs(o[1]);
-      free_stage(s);
+      values(s);
     }
   } else {
     // pipelined (pairs, three stages a ring): the next tile's S^T issued before this one's O^T, its softmax while
@@ -669,19 +672,13 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
       softmax(s, false);
       store_p();
       for (;;) {
+        if (!wait_fill(fill + 1)) {  // the end mark: this tile's O^T alone
+          values(s);
+          break;
+        }
         const int sn = stage_of(fill + 1);
         fence_regs(o[0]);
         fence_regs(o[1]);
-        if (!wait_fill(fill + 1)) {  // the end mark: this tile's O^T alone
-          wgmma_fence();
-          issue_values(s);
-          wgmma_commit();
-          wgmma_wait<0>();
-          fence_regs(o[0]);
-          fence_regs(o[1]);
-          free_stage(s);
-          break;
-        }
         fence_regs(sacc);
         wgmma_fence();
         issue_scores(sn);
