@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "core/env_switch.h"
@@ -71,8 +72,9 @@ TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
 }
 
 // The fast paths' switches: reported as set (env_switches), and a value other than 0 or 1 stops any command before
-// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES and VLM2MLA_DECODE_WIDE_WARPS
-// are reported too and checked before the model loads.
+// it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS and
+// the wgmma kernel's VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS / _PIPELINE are reported too and checked before the
+// model loads.
 TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns runs = bench_with_env("VLM2MLA_FUSED_ROPE", "0", "off");
   ASSERT_TRUE(runs.good.contains("env_switches")) << runs.good.dump();
@@ -89,6 +91,17 @@ TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns warps = bench_with_env("VLM2MLA_DECODE_WIDE_WARPS", "16", "12");
   EXPECT_EQ(warps.good["decode_wide_warps"], 16);
   EXPECT_NE(warps.bad.err.find("VLM2MLA_DECODE_WIDE_WARPS='12'"), std::string::npos) << warps.bad.err;
+  const EnvRequestRuns producers = bench_with_env("VLM2MLA_DECODE_WGMMA_PRODUCERS", "1", "4");
+  EXPECT_EQ(producers.good["decode_wgmma_producers"], 1);
+  EXPECT_NE(producers.bad.err.find("VLM2MLA_DECODE_WGMMA_PRODUCERS='4'"), std::string::npos) << producers.bad.err;
+  const EnvRequestRuns consumers = bench_with_env("VLM2MLA_DECODE_WGMMA_CONSUMERS", "3", "1");
+  EXPECT_EQ(consumers.good["decode_wgmma_consumers"], 3);
+  EXPECT_NE(consumers.bad.err.find("VLM2MLA_DECODE_WGMMA_CONSUMERS='1'"), std::string::npos) << consumers.bad.err;
+  const EnvRequestRuns pipeline = bench_with_env("VLM2MLA_DECODE_WGMMA_PIPELINE", "1", "yes");
+  EXPECT_EQ(pipeline.good["decode_wgmma_pipeline"], 1);
+  const char* pipeline_env = std::getenv("VLM2MLA_DECODE_WGMMA_PIPELINE");  // (as the environment sets it: 0 unset)
+  EXPECT_EQ(runs.good["decode_wgmma_pipeline"], pipeline_env && std::string(pipeline_env) == "1" ? 1 : 0);
+  EXPECT_NE(pipeline.bad.err.find("VLM2MLA_DECODE_WGMMA_PIPELINE='yes'"), std::string::npos) << pipeline.bad.err;
 }
 
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {
