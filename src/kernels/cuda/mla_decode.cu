@@ -1191,7 +1191,7 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
   Geom& g = fp.geom;
   // kAuto over an int4 store at the sizes the warpgroup-MMA kernel is built for, on sm_90a: that kernel (0.77-0.87x
   // the warp-rows kernel's time at 32k keys, b = 8-768, one set and two; 0.78x at one sequence; whole int4 steps
-  // 4-17% shorter: docs/KERNELS.md, session 37); anywhere else it refuses, the choices below
+  // 2-17% shorter: docs/KERNELS.md, session 37); anywhere else it refuses, the choices below
   if (variant == MlaDecodeVariant::kWgmma || (variant == MlaDecodeVariant::kAuto && wgmma_refusal(p, dev).empty())) {
     plan_wgmma(p, dev, fp);
     finish_plan(p, dev, fp);
