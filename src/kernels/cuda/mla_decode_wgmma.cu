@@ -1,9 +1,9 @@
 // The warpgroup-MMA (wgmma) decode kernel over an int4 latent cache: MlaDecodeVariant::kWgmma, kAuto's first choice
 // where it takes the call (since session 37; the warp-rows kernel is its twin; both are checked against the CPU
 // reference). Built for sm_90a alone (wgmma is arch-specific: this translation unit has a library of its own,
-// CMakeLists.txt); the plan refuses it by name on any other device and for any sizes but Qwen2.5-VL-7B's converted ones (r_kv 128, h_kv 4, d_rope 32,
-// h_q 28; int4 groups of 32, 64 or 128). docs/KERNELS.md, "The wgmma decode kernel" (sessions 36, 37), says why and
-// what it measured.
+// CMakeLists.txt); the plan refuses it by name on any other device and for any sizes but Qwen2.5-VL-7B's converted
+// ones (r_kv 128, h_kv 4, d_rope 32, h_q 28; int4 groups of 32, 64 or 128). docs/KERNELS.md, "The wgmma decode
+// kernel" (sessions 36, 37), says why and what it measured.
 //
 // Why: over an int4 store the warp-rows kernel passes keys at nearly the bf16 kernel's rate (~6.5 G keys/s on the
 // H200, 24% of the copy rate at 160 bytes a key): it is bound by the per-key instructions (mma.sync with ldmatrix
