@@ -1140,6 +1140,11 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
   if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
   if (p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
     return "latent_win/k_rope_win are not 16-byte aligned";
+  // groups of 32: a producer thread reads its two chunks' scales (offsets) as one word
+  auto aligned4 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 4 == 0; };
+  if ((p.group_c == 32 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo))) ||
+      (p.group_r == 32 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo))))
+    return "the int4 scales/offsets of groups of 32 are not 4-byte aligned";
   const auto [consumers, producers] = wgmma_layout(p);
   if (consumers != 2 && consumers != 3) return "it runs 2 or 3 consumer warpgroups, got " + std::to_string(consumers);
   if (producers != 1 && !(producers == 2 && consumers == 2)) {

@@ -169,40 +169,82 @@ __device__ __forceinline__ uint32_t swz(int r, int c) { return uint32_t(r * 128 
 
 // ---- the producer's pieces ------------------------------------------------------------------------------------
 // One thread's share of a tile from the int4 store: 32 latent and 32 RoPE-key bytes (64 codes each) of one key,
-// the scales and offsets of the two 32-value chunks of each, the key's modality byte.
+// the scales and offsets of the two 32-value chunks of each (groups of 32: an fp16 pair, the low half the first
+// chunk's; larger groups: the one value both chunks take, in the low half), the key's modality byte.
 struct Raw {
   uint4 c[2], r[2];
-  uint16_t cs[2], cl[2], rs[2], rl[2];
+  uint32_t cs, cl, rs, rl;
   uint32_t mod;
   uint32_t in;  // the key is in the split's range (else zeros, nothing read)
 };
 
-__device__ __forceinline__ void load_raw(const MlaDecodeParams& p, const Geom& g, int b, int j, int half, int vlo,
-                                         int vhi, Raw& x) {
-  x.in = (j >= vlo && j < vhi) ? 1u : 0u;
+// Where a producer thread reads: its key's codes, scales, offsets and modality byte, moved a whole tile of its
+// producer (kTile x NP keys) at a time by pointer steps (recomputing the addresses from the key each tile cost ~60
+// instructions a tile, SASS of session 37's kernel).
+struct RawSrc {
+  const uint4 *c, *r;                 // the thread's 32 latent / RoPE-key code bytes
+  const uint16_t *cs, *cl, *rs, *rl;  // its first chunk's scale and offset, latent and RoPE key
+  const uint8_t* mod;                 // null for one set
+  int j;                              // the key
+  int gc, gr;                         // scales a key (128 / group)
+  bool pair_c, pair_r;                // groups of 32: the two chunks' scales adjacent (one word); else one group
+  uint32_t sel_c, sel_r;              // the prmt selector of the second chunk's value twice (high half, or low)
+};
+
+__device__ __forceinline__ RawSrc raw_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int half) {
+  RawSrc x;
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  x.c = reinterpret_cast<const uint4*>(p.latent_q + row * 64 + half * 32);
+  x.r = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64 + half * 32);
+  x.gc = 128 >> g.shift_c;
+  x.gr = 128 >> g.shift_r;
+  const int64_t sc = row * x.gc + ((half * 64) >> g.shift_c), sr = row * x.gr + ((half * 64) >> g.shift_r);
+  x.cs = p.latent_scale + sc;
+  x.cl = p.latent_lo + sc;
+  x.rs = p.k_rope_scale + sr;
+  x.rl = p.k_rope_lo + sr;
+  x.mod = p.n_mod == 2 ? p.modality + row : nullptr;
+  x.j = j;
+  x.pair_c = g.shift_c == 5;
+  x.pair_r = g.shift_r == 5;
+  x.sel_c = x.pair_c ? 0x3232u : 0x1010u;
+  x.sel_r = x.pair_r ? 0x3232u : 0x1010u;
+  return x;
+}
+__device__ __forceinline__ void advance(RawSrc& x, int keys) {
+  x.c += keys * 4;
+  x.r += keys * 4;
+  x.cs += keys * x.gc;
+  x.cl += keys * x.gc;
+  x.rs += keys * x.gr;
+  x.rl += keys * x.gr;
+  if (x.mod) x.mod += keys;
+  x.j += keys;
+}
+// the two chunks' fp16 values: one word (groups of 32, adjacent; 4-byte aligned, wgmma_refusal), or one value (the
+// low half) that both chunks take (sel_c / sel_r pick it). Nothing here uses the loaded value: an operation on it
+// right after the load (the value put in both halves) made each tile wait for its loads (4% slower, H200).
+__device__ __forceinline__ uint32_t load_pair(const uint16_t* at, bool pair) {
+  return pair ? __ldg(reinterpret_cast<const unsigned int*>(at)) : uint32_t(__ldg(at));
+}
+
+__device__ __forceinline__ void load_raw(const RawSrc& s, int vlo, int vhi, Raw& x) {
+  x.in = (s.j >= vlo && s.j < vhi) ? 1u : 0u;
   x.mod = 0;
   if (!x.in) {
     x.c[0] = x.c[1] = x.r[0] = x.r[1] = make_uint4(0, 0, 0, 0);
-    x.cs[0] = x.cs[1] = x.rs[0] = x.rs[1] = x.cl[0] = x.cl[1] = x.rl[0] = x.rl[1] = 0;
+    x.cs = x.cl = x.rs = x.rl = 0;
     return;
   }
-  const int64_t row = int64_t(b) * p.t_cap + j;
-  const uint4* cq = reinterpret_cast<const uint4*>(p.latent_q + row * 64 + half * 32);
-  const uint4* rq = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64 + half * 32);
-  x.c[0] = __ldg(cq);
-  x.c[1] = __ldg(cq + 1);
-  x.r[0] = __ldg(rq);
-  x.r[1] = __ldg(rq + 1);
-  const int64_t gcr = row * (128 >> g.shift_c), grr = row * (128 >> g.shift_r);
-#pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    const int v = half * 64 + q * 32;
-    x.cs[q] = __ldg(p.latent_scale + gcr + (v >> g.shift_c));
-    x.cl[q] = __ldg(p.latent_lo + gcr + (v >> g.shift_c));
-    x.rs[q] = __ldg(p.k_rope_scale + grr + (v >> g.shift_r));
-    x.rl[q] = __ldg(p.k_rope_lo + grr + (v >> g.shift_r));
-  }
-  if (p.n_mod == 2) x.mod = __ldg(p.modality + row);
+  x.c[0] = __ldg(s.c);
+  x.c[1] = __ldg(s.c + 1);
+  x.r[0] = __ldg(s.r);
+  x.r[1] = __ldg(s.r + 1);
+  x.cs = load_pair(s.cs, s.pair_c);
+  x.cl = load_pair(s.cl, s.pair_c);
+  x.rs = load_pair(s.rs, s.pair_r);
+  x.rl = load_pair(s.rl, s.pair_r);
+  if (s.mod) x.mod = __ldg(s.mod);
 }
 
 // The operands are fp16 (the int4 store's scales and offsets are fp16 already, so its values are in fp16's range),
@@ -221,16 +263,31 @@ __device__ __forceinline__ uint32_t hfma2(uint32_t a, uint32_t b, uint32_t c) {
   asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
 }
+__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
 
 // 8 codes (one 32-bit word: element 2i in the low nibble of byte i) -> 8 fp16 values code * scale + lo, in the chunk
 // order. Code c becomes the fp16 1 + c / 16 by its bits (0x3C00 | c << 6), and code * scale + lo = (1 + c / 16) s16
 // + l16 with s16 = 16 scale (exact) and l16 = lo - 16 scale (rounded once to fp16: at most 2^-12 (|lo| + 16 scale),
 // a 128th of the code's half step beside the offset's own rounding): one fused multiply-add a pair, rounded once.
-__device__ __forceinline__ uint4 dequant8(uint32_t w, uint32_t s16, uint32_t l16) {
-  constexpr uint32_t kMask = 0x03C003C0u, kOne = 0x3C003C00u;
-  return make_uint4(hfma2(((w << 6) & kMask) | kOne, s16, l16), hfma2(((w << 2) & kMask) | kOne, s16, l16),
-                    hfma2(((w >> 2) & kMask) | kOne, s16, l16), hfma2(((w >> 6) & kMask) | kOne, s16, l16));
+// `one` is the fp16 pair (1, 1), 0x3C003C00, held in a register (f16_one_pair): a shift, one LOP3 ((x & mask) | one)
+// and the HFMA2 a pair. Written with both constants as immediates, ptxas made the mask and the OR two LOP3s (one
+// immediate an instruction): 4 instructions a pair, a quarter more (SASS of session 37's kernel on the H200).
+__device__ __forceinline__ uint32_t mask_or(uint32_t x, uint32_t one) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(x), "n"(0x03C003C0), "r"(one));  // (x & mask) | one
+  return d;
 }
+__device__ __forceinline__ uint4 dequant8(uint32_t w, uint32_t s16, uint32_t l16, uint32_t one) {
+  return make_uint4(hfma2(mask_or(w << 6, one), s16, l16), hfma2(mask_or(w << 2, one), s16, l16),
+                    hfma2(mask_or(w >> 2, one), s16, l16), hfma2(mask_or(w >> 6, one), s16, l16));
+}
+// The fp16 pair (1, 1) as a value ptxas cannot fold into an immediate (a shuffle's result), so that it stays in a
+// register for mask_or's LOP3.
+__device__ __forceinline__ uint32_t f16_one_pair() { return __shfl_sync(0xffffffffu, 0x3C003C00u, 0); }
 
 // 8 bf16 values (columns 0-7 of a chunk, in order) -> fp16 in the chunk order (the ring's rows)
 __device__ __forceinline__ uint4 bf16_chunk_to_f16(uint4 v) {
@@ -242,20 +299,24 @@ __device__ __forceinline__ uint4 bf16_chunk_to_f16(uint4 v) {
 
 // The thread's 64 latent and 64 RoPE-key values of key kk into the stage at `stage` (swizzled blocks: the latent's
 // half `half` is block `half`, the RoPE key's block 2 + half).
-__device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, const Raw& x) {
+__device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, const Raw& x, const RawSrc& src) {
+  const uint32_t one = f16_one_pair();  // (a shuffle a tile: taken out of the loop it cost the 1p2c layout a spill)
+  // (s, s) of chunk q's group from a pair (prmt), then s16 = 16 s (exact) and l16 = lo - 16 s (rounded once)
+  auto dup = [](uint32_t pair, uint32_t sel) { return __byte_perm(pair, 0, sel); };
+  const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
-    const float cs = half_bits_to_float(x.cs[q]), cl = half_bits_to_float(x.cl[q]);
-    const float rs = half_bits_to_float(x.rs[q]), rl = half_bits_to_float(x.rl[q]);
-    const uint32_t cs16 = pack_half2(16.f * cs, 16.f * cs), cl16 = pack_half2(cl - 16.f * cs, cl - 16.f * cs);
-    const uint32_t rs16 = pack_half2(16.f * rs, 16.f * rs), rl16 = pack_half2(rl - 16.f * rs, rl - 16.f * rs);
+    const uint32_t qc = q ? src.sel_c : 0x1010u, qr = q ? src.sel_r : 0x1010u;
+    const uint32_t cs = dup(x.cs, qc), rs = dup(x.rs, qr);
+    const uint32_t cs16 = hmul2(cs, k16), cl16 = hfma2(cs, km16, dup(x.cl, qc));
+    const uint32_t rs16 = hmul2(rs, k16), rl16 = hfma2(rs, km16, dup(x.rl, qr));
     const uint32_t cw[4] = {x.c[q].x, x.c[q].y, x.c[q].z, x.c[q].w};
     const uint32_t rw[4] = {x.r[q].x, x.r[q].y, x.r[q].z, x.r[q].w};
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int chunk = 4 * q + w;
-      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs16, cl16));
-      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs16, rl16));
+      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs16, cl16, one));
+      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs16, rl16, one));
     }
   }
 }
@@ -362,15 +423,20 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
       // two tiles' loads in flight while one is dequantized (unrolled by three with three register sets in turn,
       // no copies between them, it ran 1.27x slower on the H200: docs/KERNELS.md)
       Raw cur, n1, n2;
-      const int t0 = t_first + role;
-      load_raw(p, g, b, t0 * kTile + kk, half, vlo, t0 < t_end ? vhi : vlo, cur);
-      load_raw(p, g, b, (t0 + step) * kTile + kk, half, vlo, t0 + step < t_end ? vhi : vlo, n1);
+      const int t0 = t_first + role, keys_a_step = kTile * step;
+      // one source, moved on a tile of this producer's after each load (tiles t0, t0 + step, ...)
+      RawSrc s0 = raw_src(p, g, b, t0 * kTile + kk, half);
+      load_raw(s0, vlo, t0 < t_end ? vhi : vlo, cur);
+      advance(s0, keys_a_step);
+      load_raw(s0, vlo, t0 + step < t_end ? vhi : vlo, n1);
+      advance(s0, keys_a_step);
       for (int t = t0; t < t_end; t += step) {
-        load_raw(p, g, b, (t + 2 * step) * kTile + kk, half, vlo, t + 2 * step < t_end ? vhi : vlo, n2);
+        load_raw(s0, vlo, t + 2 * step < t_end ? vhi : vlo, n2);
+        advance(s0, keys_a_step);
         const bool keep = keeps(cur.in, cur.mod);
         if (barrier_or(bar_p, 128, keep)) {  // a tile without a key of the CTA's modality: skipped
           const uint32_t s = take_stage();
-          store_raw(base + s * kStageBytes, kk, half, cur);
+          store_raw(base + s * kStageBytes, kk, half, cur, s0);
           post(s, keep, 0);
         }
         cur = n1;
