@@ -1319,6 +1319,19 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   bad = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 16, 2, 1, 3197);
   what = refusal(bad);
   EXPECT_NE(what.find("groups of 32, 64 or 128 values, got 16"), std::string::npos) << what;
+  {  // groups of 32: a producer thread loads its two chunks' scales as one word, so they must be 4-byte aligned (the
+     // same scales, one float16 further into their buffer); kAuto takes the warp-rows kernel instead
+    MlaDecodeInputs in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 2, 1, 3194),
+                                     at::Device(at::kCUDA, 0));
+    const at::Tensor s = in.latent_q.scale;
+    at::Tensor moved = at::empty({s.numel() + 1}, s.options()).narrow(0, 1, s.numel()).view(s.sizes());
+    moved.copy_(s);
+    in.latent_q.scale = moved;
+    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), "tc-rows-mod");
+    in.variant = MlaDecodeVariant::kWgmma;
+    what = testing::argument_error([&] { MlaDecodeLaunch launch(in); }, "wgmma, misaligned scales");
+    EXPECT_NE(what.find("scales/offsets of groups of 32 are not 4-byte aligned"), std::string::npos) << what;
+  }
   MlaDecodeInputs in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 64, 2, 1, 3198),
                                    at::Device(at::kCUDA, 0));
   in.variant = MlaDecodeVariant::kWgmma;
