@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (device tool; carry .deps): builds the kernel test, shows whether ptxas kept the wgmma
 # kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them), runs the wgmma
-# kernel's tests, then its bandwidth rows once per layout (producers:consumers[:pipelined], 1:2 1:3 2:2 2:2:1),
+# kernel's tests, then its bandwidth rows once per layout (producers:consumers, default 1:2 1:3 2:2),
 # then the warp-rows kernel's (its twin; kAuto's before session 37) at the same sizes. Logs go to $OUT.
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below)
@@ -17,10 +17,9 @@ fi
 timeout 240 "$bin" --gtest_filter="${WGMMA_TESTS:-MlaDecodeCuda.Wgmma*:MlaDecodeOps.*}" 2>&1 | tee "$out/wgmma_test.log" |
   grep -E "^\[ *(FAILED|SKIPPED|PASSED) |^\[=|mla_decode wgmma|Failure|rel err" | head -40
 # the bandwidth rows: the wgmma ones in each layout, then the warp-rows kernel's at the same sizes
-for layout in ${WGMMA_LAYOUTS:-1:2 1:3 2:2 2:2:1}; do
-  IFS=: read -r producers consumers pipeline <<< "$layout"
-  VLM2MLA_DECODE_WGMMA_PRODUCERS=$producers VLM2MLA_DECODE_WGMMA_CONSUMERS=$consumers \
-    VLM2MLA_DECODE_WGMMA_PIPELINE=${pipeline:-0} VLM2MLA_BANDWIDTH_ONLY=/wgmma/ \
+for layout in ${WGMMA_LAYOUTS:-1:2 1:3 2:2}; do
+  IFS=: read -r producers consumers <<< "$layout"
+  VLM2MLA_DECODE_WGMMA_PRODUCERS=$producers VLM2MLA_DECODE_WGMMA_CONSUMERS=$consumers VLM2MLA_BANDWIDTH_ONLY=/wgmma/ \
     timeout 150 "$bin" --gtest_also_run_disabled_tests \
     --gtest_filter='*DISABLED_Bandwidth' 2>&1 | grep -E "^\[bandwidth\] int4|Failure"
 done

@@ -119,10 +119,6 @@ struct MlaDecodeInputs {
   // ... and its producer warpgroups, 0 (the plan's), 1 (the consumers take its tiles in turn) or 2 (one a consumer,
   // with 2 consumers). Model steps: VLM2MLA_DECODE_WGMMA_PRODUCERS (model_decode_wgmma_producers()).
   int64_t wgmma_producers = 0;
-  // ... and its step: 0 (one tile at a time) or 1 (pipelined: the next tile's scores and softmax while this one's
-  // values MMAs run; pairs only, 2 producers and 2 consumers, three stages each; asked for only until measured).
-  // Model steps: VLM2MLA_DECODE_WGMMA_PIPELINE (model_decode_wgmma_pipeline()).
-  int64_t wgmma_pipeline = 0;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last
   // dim contiguous, e.g. views of the buffer the output projection reads. mla_decode writes the results

@@ -121,7 +121,6 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.wide_warps = int(in.wide_warps);  // (0, 8 or 16: check_mla_decode_inputs)
   p.wgmma_consumers = int(in.wgmma_consumers);  // (0, 2 or 3: check_mla_decode_inputs)
   p.wgmma_producers = int(in.wgmma_producers);  // (0, 1 or 2: check_mla_decode_inputs)
-  p.wgmma_pipeline = int(in.wgmma_pipeline);    // (0 or 1: check_mla_decode_inputs)
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -220,7 +219,6 @@ const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.wide) return impl_->plan.wide_cluster ? "wide-cluster" : "wide";
   if (impl_->plan.wgmma) {
-    if (impl_->plan.wgmma_pipeline) return "wgmma-2p2c-pipe";
     return impl_->plan.wgmma_producers == 2 ? "wgmma-2p2c" : impl_->plan.wgmma_consumers == 3 ? "wgmma-1p3c" : "wgmma-1p2c";
   }
   if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
@@ -424,15 +422,6 @@ int64_t parse_decode_wgmma_producers(const char* value) {
 
 int64_t model_decode_wgmma_producers() {
   static const int64_t n = parse_decode_wgmma_producers(std::getenv("VLM2MLA_DECODE_WGMMA_PRODUCERS"));
-  return n;
-}
-
-int64_t parse_decode_wgmma_pipeline(const char* value) {
-  return parse_count_setting("VLM2MLA_DECODE_WGMMA_PIPELINE", value, {"0", "1"}, "1 for the pipelined step");
-}
-
-int64_t model_decode_wgmma_pipeline() {
-  static const int64_t n = parse_decode_wgmma_pipeline(std::getenv("VLM2MLA_DECODE_WGMMA_PIPELINE"));
   return n;
 }
 

@@ -95,10 +95,6 @@ int64_t parse_decode_wgmma_consumers(const char* value);
 // once; 0 or unset: the plan's own; else ArgumentError naming it); and its parse, exposed for tests.
 int64_t model_decode_wgmma_producers();
 int64_t parse_decode_wgmma_producers(const char* value);
-// ... and its step (MlaDecodeInputs::wgmma_pipeline): VLM2MLA_DECODE_WGMMA_PIPELINE, 1 for the pipelined one (read
-// once; 0 or unset: one tile at a time; else ArgumentError naming it); and its parse, exposed for tests.
-int64_t model_decode_wgmma_pipeline();
-int64_t parse_decode_wgmma_pipeline(const char* value);
 // Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp", "columns"; and back,
 // ArgumentError naming `what` and the choices for anything else.
 const char* mla_decode_combine_name(MlaDecodeCombine c);
@@ -119,7 +115,7 @@ class MlaDecodeLaunch {
   void run() const;                   // enqueues the kernels on the current CUDA stream
   const MlaDecodeOutput& out() const;  // written by run()
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
-  const char* kernel() const;         // "wgmma-2p2c" (-1p2c, -1p3c: its warpgroups; -2p2c-pipe: pipelined),
+  const char* kernel() const;         // "wgmma-2p2c" (-1p2c, -1p3c: its warpgroups),
                                       // "tc-rows", "tc-rows-mod"
                                       // (modality CTAs), "tc-keys", "tc-codes", the wide kernels' names or
                                       // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the

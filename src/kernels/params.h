@@ -188,8 +188,6 @@ struct MlaDecodeParams {
   // the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma): consumer warpgroups a CTA, 2 or 3 (0: the plan's)
   int wgmma_consumers = 0;
   int wgmma_producers = 0;  // ... and producer warpgroups, 1 or 2 (one a consumer; 0: the plan's)
-  int wgmma_pipeline = 0;   // ... 1: the pipelined step (pairs with three stages each; the next tile's scores and
-                            // softmax beside this one's values MMAs), 0: not (asked for only until measured)
 };
 
 }  // namespace vlm2mla

@@ -391,7 +391,6 @@ at::Tensor mla_attention_absorbed_kernel(const TextConfig& c, const AbsorbedWeig
   in.wide_warps = model_decode_wide_warps();
   in.wgmma_consumers = model_decode_wgmma_consumers();
   in.wgmma_producers = model_decode_wgmma_producers();
-  in.wgmma_pipeline = model_decode_wgmma_pipeline();
   if (n_mod == 2) in.modality = cache.modality_storage();
   if (type == CacheType::kBf16) {
     in.format = MlaCacheFormat::kBf16;

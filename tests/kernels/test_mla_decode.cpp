@@ -390,7 +390,7 @@ TEST(MlaDecodeOps, WideWarpsSettingParses) {
 
 // VLM2MLA_DECODE_WGMMA_CONSUMERS' parse: 2 or 3 (unset, empty or 0: the plan's own); anything else an error naming
 // the variable and the value; and MlaDecodeInputs::wgmma_consumers outside {0, 2, 3} refused by name (on the CPU too).
-// Likewise _PRODUCERS (1 or 2) and _PIPELINE (0 or 1).
+// Likewise _PRODUCERS (1 or 2).
 TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
   EXPECT_EQ(parse_decode_wgmma_consumers(nullptr), 0);
   EXPECT_EQ(parse_decode_wgmma_consumers(""), 0);
@@ -407,13 +407,6 @@ TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
   }
   EXPECT_EQ(parse_decode_wgmma_producers(nullptr), 0);
   EXPECT_EQ(parse_decode_wgmma_producers("2"), 2);
-  EXPECT_EQ(parse_decode_wgmma_pipeline(nullptr), 0);
-  EXPECT_EQ(parse_decode_wgmma_pipeline("0"), 0);
-  EXPECT_EQ(parse_decode_wgmma_pipeline("1"), 1);
-  for (const char* bad : {"2", "on", "1 "}) {
-    const std::string what = testing::argument_error([&] { parse_decode_wgmma_pipeline(bad); });
-    EXPECT_NE(what.find("VLM2MLA_DECODE_WGMMA_PIPELINE='" + std::string(bad) + "'"), std::string::npos) << bad;
-  }
   MlaDecodeInputs in = make_inputs(Case::qwen7b_md_int4({0}, {100}), at::Device(at::kCPU));
   in.wgmma_consumers = 1;
   std::string what = testing::argument_error([&] { mla_decode(in); });
@@ -422,10 +415,6 @@ TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
   in.wgmma_producers = 3;
   what = testing::argument_error([&] { mla_decode(in); });
   EXPECT_NE(what.find("wgmma_producers must be 0 (the plan's), 1 or 2, got 3"), std::string::npos) << what;
-  in.wgmma_producers = 0;
-  in.wgmma_pipeline = 2;
-  what = testing::argument_error([&] { mla_decode(in); });
-  EXPECT_NE(what.find("wgmma_pipeline must be 0 or 1, got 2"), std::string::npos) << what;
 }
 
 // take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.
@@ -1220,8 +1209,7 @@ TEST(MlaDecodeCuda, ImageEndEqualsTheFullRead) {
 // one set and two, groups of 32, 64 and 128, the ring (even seeds), ragged starts and lengths, with and without the
 // cache's image bound, a third of them as the model passes them (bf16 query views), against the float64 reference;
 // several splits a sequence and many sequences (the producer's tiles two ahead, empty and skipped tiles, both
-// consumers); each layout, and the pipelined step (MlaDecodeInputs::wgmma_pipeline); kAuto's choice of it; and clear
-// errors for what it does not take.
+// consumers); each layout; kAuto's choice of it; and clear errors for what it does not take (misaligned scales too).
 TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device (or no CUDA in this build)";
   {
@@ -1237,13 +1225,12 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
     }
   }
   struct Layout {
-    int64_t producers, consumers, pipeline;
+    int64_t producers, consumers;
   };
-  for (const auto [producers, consumers, pipeline] : {Layout{1, 2, 0}, {1, 3, 0}, {2, 2, 0}, {2, 2, 1}}) {
+  for (const auto [producers, consumers] : {Layout{1, 2}, {1, 3}, {2, 2}}) {
     Stats st;
     int seed = 0, image_bound = 0;
-    const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c" +
-                               (pipeline ? "-pipe" : "");
+    const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c";
     for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage, Mods::kPrompt}) {
       for (int64_t group : {32, 64, 128}) {
         for (int64_t n_mod : {1, 2}) {
@@ -1258,7 +1245,6 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
           in.variant = MlaDecodeVariant::kWgmma;
           in.wgmma_consumers = consumers;
           in.wgmma_producers = producers;
-          in.wgmma_pipeline = pipeline;
           if (n_mod == 2 && seed % 2 == 1) {
             in.image_end = image_end_of(in.modality);
             ++image_bound;
@@ -1289,7 +1275,6 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
       in.variant = MlaDecodeVariant::kWgmma;
       in.wgmma_consumers = consumers;
       in.wgmma_producers = producers;
-      in.wgmma_pipeline = pipeline;
       in.image_end = image_end_of(in.modality);
       expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), c.str() + " many");
     }
@@ -1342,13 +1327,6 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   in.wgmma_producers = 2;
   what = testing::argument_error([&] { mla_decode(in); }, "2 producers with 3 consumers");
   EXPECT_NE(what.find("got 2 producers with 3 consumers"), std::string::npos) << what;
-  in.wgmma_consumers = 2;
-  in.wgmma_producers = 1;
-  in.wgmma_pipeline = 1;
-  what = testing::argument_error([&] { mla_decode(in); }, "the pipelined step with one producer");
-  EXPECT_NE(what.find("pipelined step runs 2 producer and 2 consumer warpgroups (pairs), got 1 producers"),
-            std::string::npos)
-      << what;
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
@@ -2230,7 +2208,6 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().wide_warps = model_decode_wide_warps();          // VLM2MLA_DECODE_WIDE_WARPS=16: 16 warps a CTA
       ins.back().wgmma_consumers = model_decode_wgmma_consumers();  // VLM2MLA_DECODE_WGMMA_CONSUMERS=2|3
       ins.back().wgmma_producers = model_decode_wgmma_producers();  // VLM2MLA_DECODE_WGMMA_PRODUCERS=1|2
-      ins.back().wgmma_pipeline = model_decode_wgmma_pipeline();    // VLM2MLA_DECODE_WGMMA_PIPELINE=0|1
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

@@ -73,7 +73,7 @@ TEST(CliBench, DecodeCombineRequestIsReportedAndChecked) {
 
 // The fast paths' switches: reported as set (env_switches), and a value other than 0 or 1 stops any command before
 // it starts, naming the variable; VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS and
-// the wgmma kernel's VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS / _PIPELINE are reported too and checked before the
+// the wgmma kernel's VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS are reported too and checked before the
 // model loads.
 TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   const EnvRequestRuns runs = bench_with_env("VLM2MLA_FUSED_ROPE", "0", "off");
@@ -93,9 +93,6 @@ TEST(CliBench, EnvSwitchesAreReportedAndChecked) {
   count_setting("VLM2MLA_DECODE_WIDE_WARPS", "decode_wide_warps", "16", 16, "12");
   count_setting("VLM2MLA_DECODE_WGMMA_PRODUCERS", "decode_wgmma_producers", "1", 1, "4");
   count_setting("VLM2MLA_DECODE_WGMMA_CONSUMERS", "decode_wgmma_consumers", "3", 3, "1");
-  count_setting("VLM2MLA_DECODE_WGMMA_PIPELINE", "decode_wgmma_pipeline", "1", 1, "yes");
-  const char* pipeline_env = std::getenv("VLM2MLA_DECODE_WGMMA_PIPELINE");  // (as the environment sets it: 0 unset)
-  EXPECT_EQ(runs.good["decode_wgmma_pipeline"], pipeline_env && std::string(pipeline_env) == "1" ? 1 : 0);
 }
 
 TEST(CliBench, JsonReportsStepsModeAndTheCacheAsAllocated) {

@@ -167,15 +167,14 @@ void register_bench(CLI::App& app) {
     const LoadOptions options = args->run.load_options(ModelUse::kInference);
     // the decode kernel and combine layout asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL,
     // VLM2MLA_DECODE_COMBINE, default auto), the fewest and most tiles a split, the scores-first kernels' warps and
-    // the wgmma kernel's layout and step (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES,
-    // VLM2MLA_DECODE_WIDE_WARPS, VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS / _PIPELINE): read now, so a bad value
+    // the wgmma kernel's layout (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS,
+    // VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS): read now, so a bad value
     // stops the run before the model loads
     const char* kernel_request = mla_decode_variant_name(model_decode_variant());
     const char* combine_request = mla_decode_combine_name(model_decode_combine());
     const int64_t min_tiles = model_decode_min_tiles(), max_tiles = model_decode_max_tiles();
     const int64_t wide_warps = model_decode_wide_warps();
     const int64_t wgmma_producers = model_decode_wgmma_producers(), wgmma_consumers = model_decode_wgmma_consumers();
-    const int64_t wgmma_pipeline = model_decode_wgmma_pipeline();
     nlohmann::json env_switches = nlohmann::json::object();
     for (const auto& [name, on] : env_switch_states()) env_switches[name] = on;
     auto t0 = std::chrono::steady_clock::now();
@@ -270,7 +269,6 @@ void register_bench(CLI::App& app) {
         {"decode_wide_warps", wide_warps},
         {"decode_wgmma_producers", wgmma_producers},  // (0: the plan's)
         {"decode_wgmma_consumers", wgmma_consumers},
-        {"decode_wgmma_pipeline", wgmma_pipeline},
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
         // "tc-codes", "wide", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)
         {"decode_kernels", kernels_used},

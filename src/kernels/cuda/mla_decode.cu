@@ -1151,11 +1151,7 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
     return "it runs 1 producer warpgroup, or 2 with 2 consumers (one each), got " + std::to_string(producers) +
            " producers with " + std::to_string(consumers) + " consumers";
   }
-  if (p.wgmma_pipeline && !(producers == 2 && consumers == 2)) {
-    return "its pipelined step runs 2 producer and 2 consumer warpgroups (pairs), got " + std::to_string(producers) +
-           " producers with " + std::to_string(consumers) + " consumers";
-  }
-  if (wgmma_smem_bytes(consumers, producers, p.wgmma_pipeline != 0) > dev.smem_optin)
+  if (wgmma_smem_bytes(consumers, producers) > dev.smem_optin)
     return "its shared memory exceeds the device's";
   return "";
 }
@@ -1173,9 +1169,8 @@ void plan_wgmma(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
   plan.modality_ctas = p.n_mod == 2;
   plan.head_blocks = 1;
   std::tie(plan.wgmma_consumers, plan.wgmma_producers) = wgmma_layout(p);
-  plan.wgmma_pipeline = p.wgmma_pipeline != 0;
-  plan.smem_bytes = wgmma_smem_bytes(plan.wgmma_consumers, plan.wgmma_producers, plan.wgmma_pipeline);
-  fp.fn = wgmma_kernel_int4(plan.wgmma_consumers, plan.wgmma_producers, plan.wgmma_pipeline);
+  plan.smem_bytes = wgmma_smem_bytes(plan.wgmma_consumers, plan.wgmma_producers);
+  fp.fn = wgmma_kernel_int4(plan.wgmma_consumers, plan.wgmma_producers);
   plan.ctas_per_sm = prepare_kernel(fp.fn, 128 * (plan.wgmma_consumers + plan.wgmma_producers), plan.smem_bytes);
   g.shift_c = __builtin_ctz(unsigned(p.group_c));
   g.shift_r = __builtin_ctz(unsigned(p.group_r));

@@ -2085,8 +2085,8 @@ constexpr int kWgmmaRkv = 128, kWgmmaHkv = 4, kWgmmaDrope = 32, kWgmmaHq = 28;
 // (the defaults: two producers and two consumers, 512 threads, measured fastest of the three layouts on the H200,
 // docs/KERNELS.md)
 constexpr int kWgmmaDefaultConsumers = 2, kWgmmaDefaultProducers = 2;
-KernelFn wgmma_kernel_int4(int consumers, int producers, bool pipelined);
-int wgmma_smem_bytes(int consumers, int producers, bool pipelined);
+KernelFn wgmma_kernel_int4(int consumers, int producers);
+int wgmma_smem_bytes(int consumers, int producers);
 // Their one-pass twin (kWideCluster): the values kernel with the scores computed in clusters of column blocks.
 int wide_cluster_smem_bytes(int n_mod);
 KernelFn wide_cluster_kernel(int n_mod, bool int4);

@@ -31,10 +31,6 @@
 //   passes its column's running max by more than kSlack does the warpgroup (one barrier's vote) reduce the tile's
 //   maxima across its four warps and rescale O; P^T goes to shared memory in fp16, and O^T [128 x 32] += C^T P^T,
 //   8 m64n32k16 MMAs reading the same stage as an M-major operand. The consumer then frees the stage.
-//   PIPE (MlaDecodeInputs::wgmma_pipeline, pairs only, asked for only until measured): three stages a pair, and the
-//   consumer issues the next tile's S^T before this tile's O^T, runs the next softmax while O^T's MMAs run
-//   (wgmma.wait_group 1), then writes the next P^T once they are done; registers moved from the producers to the
-//   consumers (setmaxnreg 112 / 144: ptxas spilled at 128 each).
 //   End: the producer posts an end mark to each consumer; the consumers merge their (max, sum, O) through shared
 //   memory and write the CTA's partials (a reference max in log2 units with the scale and q.b_k folded in, at most
 //   kSlack below the true one, which the combines take like any split's max; the modality's mass
@@ -61,33 +57,27 @@ constexpr int kEnd = 1;                  // a stage's flag: no tile, the consume
 // A column's running max is moved (and O rescaled) only when a score passes it by more than this (log2 units): the
 // softmax weights stay below 2^kSlack (fp16's range), and most tiles skip the max's reductions and the rescale.
 constexpr float kSlack = 8.f;
-// The pipelined step's registers a thread (setmaxnreg): producers and consumers, 2 warpgroups each, 64 K in all
-constexpr int kPipeProducerRegs = 112, kPipeConsumerRegs = 144;
-static_assert(2 * 128 * (kPipeProducerRegs + kPipeConsumerRegs) <= 65536, "the register file");
 
 // The layout for NP producer and NC consumer warpgroups (NP 1: one ring of stages the consumers take in turn; NP ==
-// NC: a ring of two stages a (producer, consumer) pair, three for the pipelined step, PIPE): stages, threads, shared
-// memory (bytes from a 1,024-aligned base). PIPE's six stages leave no room for the merge buffer beside them: it
-// takes the stages' place once every tile is done (the consumers' barrier before the merge).
-template <int NC, int NP, bool PIPE>
+// NC: a ring of two stages a (producer, consumer) pair): stages, threads, shared memory (bytes from a 1,024-aligned
+// base).
+template <int NC, int NP>
 struct WgLayout {
   static_assert(NP == 1 || NP == NC, "one producer, or one a consumer");
-  static_assert(!PIPE || NP == NC, "the pipelined step runs in pairs");
-  static constexpr int kStages = NP == 1 ? NC + 2 : (PIPE ? 3 : 2) * NP;  // 4 / 5 for 2 / 3 consumers; pairs: 2 each
+  static constexpr int kStages = NP == 1 ? NC + 2 : 2 * NP;  // 4 / 5 for 2 / 3 consumers; pairs: 2 each
   static constexpr int kRingStages = kStages / NP;
   static constexpr int kThreads = 128 * (NC + NP);
   static constexpr int kOffQ = kStages * kStageBytes;           // Qa (2 blocks), then Qr (2 blocks), swizzled
   static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows fp16
   static constexpr int kMergeBytes = kRows * kMergeStride * 4;
-  static constexpr int kOffMerge = PIPE ? 0 : kOffP + NC * 4096;  // float [32][kMergeStride]
-  static constexpr int kOffRed = PIPE ? kOffP + NC * 4096 : kOffMerge + kMergeBytes;  // float [NC][4 warps][32]
+  static constexpr int kOffMerge = kOffP + NC * 4096;            // float [32][kMergeStride]
+  static constexpr int kOffRed = kOffMerge + kMergeBytes;        // float [NC][4 warps][32]
   static constexpr int kOffMl = kOffRed + NC * 4 * kRows * 4;   // float [NC][2 (max, sum)][32]
   static constexpr int kOffQb = kOffMl + NC * 2 * kRows * 4;    // float [32], q . b_k scaled to log2 units
   static constexpr int kOffQmax = kOffQb + kRows * 4;           // uint32: the CTA's largest |query| (float bits)
   static constexpr int kOffMeta = kOffQmax + 16;                // per stage: 64 keep bytes, the flag (int); 128 B
   static constexpr int kOffBar = kOffMeta + kStages * 128;      // uint64 full[kStages], empty[kStages]
   static constexpr int kSmemBytes = kOffBar + 2 * kStages * 8 + 1024;  // + the base's alignment
-  static_assert(!PIPE || kMergeBytes <= kOffQ, "the merge buffer in the stages' place");
 };
 
 // Named barriers: 0 is __syncthreads'; kBarProducer + k: producer k's warpgroup; kBarWg0 + c: consumer c's.
@@ -322,11 +312,11 @@ __device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, cons
 }
 
 // ---- the kernel -----------------------------------------------------------------------------------------------
-template <int NC, int NP, bool PIPE>
-__global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
+template <int NC, int NP>
+__global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     mla_decode_wgmma_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ Geom g) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = WgLayout<NC, NP, PIPE>;
+  using L = WgLayout<NC, NP>;
   constexpr int kRingStages = L::kRingStages;
   constexpr int kWgStages = L::kStages, kOffQ = L::kOffQ, kOffP = L::kOffP, kOffMerge = L::kOffMerge;
   constexpr int kOffRed = L::kOffRed, kOffMl = L::kOffMl, kOffQb = L::kOffQb, kOffMeta = L::kOffMeta;
@@ -397,8 +387,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
   __syncthreads();
 
   if (role < NP) {
-    // the pipelined step's consumers hold a tile's scores beside O while its MMAs run: registers moved to them
-    if constexpr (PIPE) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kPipeProducerRegs));
     // ---- producer `role`: tiles t_first + role, + NP, ..., into its ring of stages ----
     const int pt = tid & 127, kk = pt & 63, half = pt >> 6;
     const int ring0 = role * kRingStages, step = NP;
@@ -489,7 +477,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
   }
 
   // ---- consumers ----
-  if constexpr (PIPE) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kPipeConsumerRegs));
   const int c = role - NP;
   const int ctid = tid & 127;  // in the warpgroup
   const int c0 = tid - 128 * NP;  // in the consumers
@@ -592,9 +579,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
   const uint64_t dp = smem_desc(p_base, 512, 128, 0);
 
   // the pieces of a tile's step. S^T [64 keys x 32 rows] of stage s into sacc; the online softmax over it (the
-  // scores masked and in log2 units, the lazy max's vote and, when it passes, the maxima's reduction and O's rescale:
-  // `values_in_flight` says O^T's MMAs of the tile before may still run, so the rescale waits for them), leaving the
-  // weights in sacc; the weights into P^T; O^T += C^T P^T over stage s
+  // scores masked and in log2 units, the lazy max's vote and, when it passes, the maxima's reduction and O's
+  // rescale), leaving the weights in sacc; the weights into P^T; O^T += C^T P^T over stage s
   float sacc[16];
   auto stage_of = [&](int fill) { return (NP == 1 ? 0 : c * kRingStages) + fill % kRingStages; };
   // waits for fill `fill`: true for a tile, false for the producer's end mark
@@ -603,7 +589,11 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
     mbar_wait(bar_full + 8 * s, uint32_t((fill / kRingStages) & 1));
     return *reinterpret_cast<const int*>(smem + kOffMeta + s * 128 + 64) != kEnd;
   };
-  auto issue_scores = [&](int s) {  // (no commit)
+  auto scores = [&](int s) {  // S^T of stage s, waited for
+#pragma unroll
+    for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
+    fence_regs(sacc);
+    wgmma_fence();
     const uint64_t dk = smem_desc(base + s * kStageBytes, 16, 1024, 1);  // K-major
 #pragma unroll
     for (int ks = 0; ks < 16; ++ks) {
@@ -613,8 +603,18 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
       const uint32_t qoff = uint32_t((ks >> 2) * kQBlockBytes + (ks & 3) * 32) >> 4;
       wgmma_m64n32k16<0, 0>(sacc, dk + toff, dq + qoff, ks > 0 ? 1 : 0);
     }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(sacc);
   };
-  auto issue_values = [&](int s) {  // (no commit)
+  auto free_stage = [&](int s) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bar_empty + 8 * s);
+  };
+  auto values = [&](int s) {  // O^T over stage s, waited for; the stage freed
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    wgmma_fence();
     // m-block mb the latent's columns [64 mb, 64 mb + 64), k-step kk its keys [16 kk, 16 kk + 16)
     const uint64_t dv = smem_desc(base + s * kStageBytes, 8192, 1024, 1);  // M-major
 #pragma unroll
@@ -625,8 +625,13 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
                               1);
       }
     }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(o[0]);
+    fence_regs(o[1]);
+    free_stage(s);
   };
-  auto softmax = [&](int s, bool values_in_flight) {
+  auto softmax = [&](int s) {
     const unsigned char* meta = smem + kOffMeta + s * 128;
     const bool keep0 = meta[16 * cw + gid] != 0, keep1 = meta[16 * cw + gid + 8] != 0;
     // the scores in log2 units, the masked keys -inf; does any pass its column's running max by more than kSlack?
@@ -668,11 +673,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
           l_run[col] *= alpha[col];
         }
       }
-      if (values_in_flight) {
-        wgmma_wait<0>();
-        fence_regs(o[0]);
-        fence_regs(o[1]);
-      }
 #pragma unroll
       for (int mb = 0; mb < 2; ++mb)
 #pragma unroll
@@ -704,78 +704,16 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
     fence_proxy_async();
     named_barrier(kBarWg0 + c, 128);
   };
-  auto scores = [&](int s) {  // S^T of stage s, waited for
-#pragma unroll
-    for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
-    fence_regs(sacc);
-    wgmma_fence();
-    issue_scores(s);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(sacc);
-  };
-  auto free_stage = [&](int s) {
-    __syncwarp();
-    if (lane == 0) mbar_arrive(bar_empty + 8 * s);
-  };
-  auto values = [&](int s) {  // O^T over stage s alone, waited for; the stage freed
-    fence_regs(o[0]);
-    fence_regs(o[1]);
-    wgmma_fence();
-    issue_values(s);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(o[0]);
-    fence_regs(o[1]);
-    free_stage(s);
-  };
 
-  if constexpr (!PIPE) {
-    // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T,
-    // the softmax, P^T, O^T, the stage freed.
-    for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
-      if (!wait_fill(fill)) break;
-      const int s = stage_of(fill);
-      scores(s);
-      softmax(s, false);
-      store_p();
-      values(s);
-    }
-  } else {
-    // pipelined (pairs, three stages a ring): the next tile's S^T issued before this one's O^T, its softmax while
-    // O^T's MMAs run (FlashAttention-3's overlap within a warpgroup), its P^T written once they are done
-    static_assert(NP == NC && kRingStages == 3, "the pipelined step: pairs with three stages each");
-    if (wait_fill(0)) {
-      int fill = 0, s = stage_of(0);
-      scores(s);
-      softmax(s, false);
-      store_p();
-      for (;;) {
-        if (!wait_fill(fill + 1)) {  // the end mark: this tile's O^T alone
-          values(s);
-          break;
-        }
-        const int sn = stage_of(fill + 1);
-        fence_regs(o[0]);
-        fence_regs(o[1]);
-        fence_regs(sacc);
-        wgmma_fence();
-        issue_scores(sn);
-        wgmma_commit();
-        issue_values(s);
-        wgmma_commit();
-        wgmma_wait<1>();  // the scores (the groups complete in order)
-        fence_regs(sacc);
-        softmax(sn, true);
-        wgmma_wait<0>();
-        fence_regs(o[0]);
-        fence_regs(o[1]);
-        free_stage(s);
-        store_p();  // (P^T's last reader, this tile's O^T, is done)
-        ++fill;
-        s = sn;
-      }
-    }
+  // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T, the
+  // softmax, P^T, O^T, the stage freed.
+  for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
+    if (!wait_fill(fill)) break;
+    const int s = stage_of(fill);
+    scores(s);
+    softmax(s);
+    store_p();
+    values(s);
   }
 
   // ---- the two consumers' merge, then the partials ----
@@ -848,19 +786,16 @@ __global__ void __launch_bounds__(WgLayout<NC, NP, PIPE>::kThreads, 1)
 
 }  // namespace
 
-KernelFn wgmma_kernel_int4(int consumers, int producers, bool pipelined) {
-  if (producers == 2) {
-    if (consumers != 2) return nullptr;
-    return pipelined ? mla_decode_wgmma_kernel<2, 2, true> : mla_decode_wgmma_kernel<2, 2, false>;
-  }
-  if (producers != 1 || pipelined) return nullptr;
-  return consumers == 3   ? mla_decode_wgmma_kernel<3, 1, false>
-         : consumers == 2 ? mla_decode_wgmma_kernel<2, 1, false>
+KernelFn wgmma_kernel_int4(int consumers, int producers) {
+  if (producers == 2) return consumers == 2 ? mla_decode_wgmma_kernel<2, 2> : nullptr;
+  if (producers != 1) return nullptr;
+  return consumers == 3   ? mla_decode_wgmma_kernel<3, 1>
+         : consumers == 2 ? mla_decode_wgmma_kernel<2, 1>
                           : nullptr;
 }
-int wgmma_smem_bytes(int consumers, int producers, bool pipelined) {
-  if (producers == 2) return pipelined ? WgLayout<2, 2, true>::kSmemBytes : WgLayout<2, 2, false>::kSmemBytes;
-  return consumers == 3 ? WgLayout<3, 1, false>::kSmemBytes : WgLayout<2, 1, false>::kSmemBytes;
+int wgmma_smem_bytes(int consumers, int producers) {
+  if (producers == 2) return WgLayout<2, 2>::kSmemBytes;
+  return consumers == 3 ? WgLayout<3, 1>::kSmemBytes : WgLayout<2, 1>::kSmemBytes;
 }
 
 }  // namespace mla_decode_detail
