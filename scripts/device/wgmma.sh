@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (device tool; carry .deps): builds the kernel test, shows whether ptxas kept the wgmma
-# kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them), runs the wgmma
-# kernel's tests, then its bandwidth rows once per layout (producers:consumers, default 1:2 1:3 2:2),
-# then the warp-rows kernel's (its twin; kAuto's before session 37) at the same sizes. Logs go to $OUT.
+# kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them) and its loops' static
+# instruction mix (sass_loops.py, all instances in $out/wgmma_sass_loops.txt), runs the wgmma kernel's tests, then
+# its bandwidth rows once per layout (producers:consumers, default 1:2 1:3 2:2), then the warp-rows kernel's (its
+# twin; kAuto's before session 37) at the same sizes. Logs go to $OUT.
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below)
 set -uo pipefail
@@ -13,6 +14,9 @@ bin=build-device/tests/test_kernels
 if command -v cuobjdump >/dev/null; then
   cuobjdump -sass build-device/libvlm2mla_cuda_sm90a.a >"$out/wgmma.sass" 2>&1
   echo "SASS: $(grep -c HGMMA "$out/wgmma.sass") HGMMA, $(grep -c 'WARPGROUP.DEPBAR' "$out/wgmma.sass") WARPGROUP.DEPBAR"
+  # each instance's size, spills and largest loops with their opcode mix (the default layout's printed)
+  python3 scripts/device/sass_loops.py "$out/wgmma.sass" --filter mla_decode_wgmma_kernel >"$out/wgmma_sass_loops.txt" 2>&1
+  python3 scripts/device/sass_loops.py "$out/wgmma.sass" --filter 'kernelILi2ELi2E' --loops 2 --top 8 2>&1 | cut -c1-160
 fi
 timeout 240 "$bin" --gtest_filter="${WGMMA_TESTS:-MlaDecodeCuda.Wgmma*:MlaDecodeOps.*}" 2>&1 | tee "$out/wgmma_test.log" |
   grep -E "^\[ *(FAILED|SKIPPED|PASSED) |^\[=|mla_decode wgmma|Failure|rel err" | head -40
