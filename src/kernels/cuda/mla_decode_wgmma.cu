@@ -426,9 +426,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       };
       // two tiles' loads in flight while one is dequantized, in three register sets taken in turn (the loop unrolled
       // by three: no copies between them). Session 36 measured this 1.27x slower than one set and two copies (code
-      // size, with its longer dequantization); with this one (~375 instructions a tile, 54 of them the copies) it
-      // takes 2.5% less time at b = 32-768 (H200, session 38), and loading one tile ahead instead (two sets,
-      // unrolled by two) gained nothing
+      // size, with its longer dequantization); with this one (the copying loop: ~375 instructions a tile, 54 of them
+      // the copies; this one ~340) it takes 2.5% less time at b = 32-768 (H200, session 38), and loading one tile
+      // ahead instead (two sets, unrolled by two) gained nothing
       Raw A, B, C;
       load_next(A);
       load_next(B);
