@@ -1,16 +1,17 @@
 set terminal pngcairo size 1300,620 font 'Sans,11'
-set output "docs/plots/progress_floor_ratio_h200_s22_s33.png"
-set multiplot layout 1,2 title "Decode steps over their floor (weights + cache at the copy rate), Qwen2.5-VL-7B shapes, D = 32, H200, sessions 22-33 (lower is better; issue 5's goal: 1.3x)" noenhanced
+set output "docs/plots/progress_floor_ratio_h200_s22_s38.png"
+set multiplot layout 1,2 title "Decode steps over their floor (weights + cache at the copy rate), Qwen2.5-VL-7B shapes, D = 32, H200, sessions 22-38 (lower is better; issue 5's goal: 1.3x)" noenhanced
 set grid
 set key top right noenhanced
 set xlabel 'session'
 set ylabel 'step / floor'
-set xrange [21.5:33.5]
-set xtics 22,1,33
+set xrange [21.5:38.5]
+set xtics 22,1,38
 set yrange [0.9:2.3]
 set datafile missing "NaN"
 # From BENCHMARKS.md's "Where things stand" table (each session's own rows there); a range is given as its middle;
-# NaN: not measured that session (sessions 23 and 27 timed MLA only; 30 measured int4's change alone).
+# NaN: not measured that session (sessions 23 and 27 timed MLA only; 30, 37 and 38 measured int4's changes alone;
+# 34-36 timed no whole steps: the wgmma kernel was probed and rebuilt, then taken by kAuto over int4 in 37).
 $k4 << EOD
 session gqa bf16 int4
 22 1.51 1.64 1.79
@@ -24,6 +25,8 @@ session gqa bf16 int4
 31 1.22 1.31 1.36
 32 1.22 1.30 1.35
 33 1.22 1.31 1.38
+37 NaN NaN 1.35
+38 NaN NaN 1.33
 EOD
 $k32x8 << EOD
 session gqa bf16 int4
@@ -39,6 +42,8 @@ session gqa bf16 int4
 31 1.08 1.355 1.66
 32 1.11 1.34 1.65
 33 1.10 1.35 1.62
+37 NaN NaN 1.535
+38 NaN NaN 1.50
 EOD
 set title '4k x 1' noenhanced
 plot $k4 using 1:2 with linespoints lw 2 pt 7 title 'GQA (original)', \
