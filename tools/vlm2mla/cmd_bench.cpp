@@ -168,8 +168,7 @@ void register_bench(CLI::App& app) {
     // the decode kernel and combine layout asked of converted models' CUDA steps (VLM2MLA_DECODE_KERNEL,
     // VLM2MLA_DECODE_COMBINE, default auto), the fewest and most tiles a split, the scores-first kernels' warps and
     // the wgmma kernel's layout (VLM2MLA_DECODE_MIN_TILES, VLM2MLA_DECODE_MAX_TILES, VLM2MLA_DECODE_WIDE_WARPS,
-    // VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS): read now, so a bad value
-    // stops the run before the model loads
+    // VLM2MLA_DECODE_WGMMA_PRODUCERS / _CONSUMERS): read now, so a bad value stops the run before the model loads
     const char* kernel_request = mla_decode_variant_name(model_decode_variant());
     const char* combine_request = mla_decode_combine_name(model_decode_combine());
     const int64_t min_tiles = model_decode_min_tiles(), max_tiles = model_decode_max_tiles();

@@ -1,4 +1,4 @@
-// The element-wise CUDA kernels' launch helpers: the 16-byte alignment test, and the launch check (one error naming the
+// The element-wise CUDA kernels' launch helpers: the 16- and 4-byte alignment tests, and the launch check (one error naming the
 // kernel, the CUDA error's name and text).
 #pragma once
 
@@ -12,6 +12,8 @@ namespace vlm2mla {
 
 // Whether ptr lies on a 16-byte bound, as the kernels' 16-byte loads and stores need (a null pointer does).
 inline bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+// ... on a 4-byte bound, as a 32-bit load of two float16 values needs
+inline bool aligned4(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 3u) == 0; }
 
 // The current device's streaming multiprocessors (what a grid of one wave is sized by); Error where CUDA cannot say.
 inline int current_device_sms() {

@@ -947,7 +947,6 @@ std::string rows_geometry_with(const MlaDecodeParams& p, const Device& dev, bool
     for (int group : {p.group_c, p.group_r})
       if (group != 16 && group % 32 != 0) return "an int4 group is neither 16 nor a multiple of 32";
     // groups of 16: a piece loads its two groups' scales (and minima) as one 32-bit word (fetch_piece)
-    auto aligned4 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
     if (p.group_c == 16 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo)))
       return "latent_scale/latent_lo are not 4-byte aligned (groups of 16 load two scales at once)";
     if (p.group_r == 16 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))
@@ -1141,7 +1140,6 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
   if (p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
     return "latent_win/k_rope_win are not 16-byte aligned";
   // groups of 32: a producer thread reads its two chunks' scales (offsets) as one word
-  auto aligned4 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 4 == 0; };
   if ((p.group_c == 32 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo))) ||
       (p.group_r == 32 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo))))
     return "the int4 scales/offsets of groups of 32 are not 4-byte aligned";
@@ -1151,8 +1149,7 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
     return "it runs 1 producer warpgroup, or 2 with 2 consumers (one each), got " + std::to_string(producers) +
            " producers with " + std::to_string(consumers) + " consumers";
   }
-  if (wgmma_smem_bytes(consumers, producers) > dev.smem_optin)
-    return "its shared memory exceeds the device's";
+  if (wgmma_smem_bytes(consumers, producers) > dev.smem_optin) return "its shared memory exceeds the device's";
   return "";
 }
 
