@@ -178,7 +178,6 @@ struct RawSrc {
   int j;                              // the key
   int gc, gr;                         // scales a key (128 / group)
   bool pair_c, pair_r;                // groups of 32: the two chunks' scales adjacent (one word); else one group
-  uint32_t sel_c, sel_r;              // the prmt selector of the second chunk's value twice (high half, or low)
 };
 
 __device__ __forceinline__ RawSrc raw_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int half) {
@@ -197,8 +196,6 @@ __device__ __forceinline__ RawSrc raw_src(const MlaDecodeParams& p, const Geom& 
   x.j = j;
   x.pair_c = g.shift_c == 5;
   x.pair_r = g.shift_r == 5;
-  x.sel_c = x.pair_c ? 0x3232u : 0x1010u;
-  x.sel_r = x.pair_r ? 0x3232u : 0x1010u;
   return x;
 }
 __device__ __forceinline__ void advance(RawSrc& x, int keys) {
@@ -212,7 +209,7 @@ __device__ __forceinline__ void advance(RawSrc& x, int keys) {
   x.j += keys;
 }
 // the two chunks' fp16 values: one word (groups of 32, adjacent; 4-byte aligned, wgmma_refusal), or one value (the
-// low half) that both chunks take (sel_c / sel_r pick it). Nothing here uses the loaded value: an operation on it
+// low half) that both chunks take (store_raw picks the half). Nothing here uses the loaded value: an operation on it
 // right after the load (the value put in both halves) made each tile wait for its loads (4% slower, H200).
 __device__ __forceinline__ uint32_t load_pair(const uint16_t* at, bool pair) {
   return pair ? __ldg(reinterpret_cast<const unsigned int*>(at)) : uint32_t(__ldg(at));
@@ -296,7 +293,8 @@ __device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, cons
   const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
-    const uint32_t qc = q ? src.sel_c : 0x1010u, qr = q ? src.sel_r : 0x1010u;
+    // the prmt selector of chunk q's value twice: the high half for the second chunk of a pair, else the low
+    const uint32_t qc = q && src.pair_c ? 0x3232u : 0x1010u, qr = q && src.pair_r ? 0x3232u : 0x1010u;
     const uint32_t cs = dup(x.cs, qc), rs = dup(x.rs, qr);
     const uint32_t cs16 = hmul2(cs, k16), cl16 = hfma2(cs, km16, dup(x.cl, qc));
     const uint32_t rs16 = hmul2(rs, k16), rl16 = hfma2(rs, km16, dup(x.rl, qr));
