@@ -56,8 +56,8 @@ MlaDecodeShape check_mla_decode_inputs(const MlaDecodeInputs& in) {
                 "mla_decode: wide_warps must be 0 (the plan's), 8 or 16, got ", in.wide_warps);
   VLM2MLA_CHECK(in.wgmma_consumers == 0 || in.wgmma_consumers == 2 || in.wgmma_consumers == 3, ArgumentError,
                 "mla_decode: wgmma_consumers must be 0 (the plan's), 2 or 3, got ", in.wgmma_consumers);
-  VLM2MLA_CHECK(in.wgmma_producers == 0 || in.wgmma_producers == 1 || in.wgmma_producers == 2, ArgumentError,
-                "mla_decode: wgmma_producers must be 0 (the plan's), 1 or 2, got ", in.wgmma_producers);
+  VLM2MLA_CHECK(in.wgmma_producers >= -1 && in.wgmma_producers <= 2, ArgumentError,
+                "mla_decode: wgmma_producers must be 0 (the plan's), 1, 2 or -1 (none), got ", in.wgmma_producers);
   VLM2MLA_CHECK(in.qa.defined() && in.qa.dim() == 4, ArgumentError,
                 "mla_decode: qa must be [n_mod, b, h_q, r_kv], got ",
                 in.qa.defined() ? shape_str(in.qa.sizes()) : std::string("nothing"));

@@ -116,8 +116,9 @@ struct MlaDecodeInputs {
   // CUDA only, the warpgroup-MMA kernel (variant kWgmma): its consumer warpgroups, 0 (the plan's), 2 or 3 (test
   // WgmmaMatchesTheReference). Model steps: VLM2MLA_DECODE_WGMMA_CONSUMERS (model_decode_wgmma_consumers()).
   int64_t wgmma_consumers = 0;
-  // ... and its producer warpgroups, 0 (the plan's), 1 (the consumers take its tiles in turn) or 2 (one a consumer,
-  // with 2 consumers). Model steps: VLM2MLA_DECODE_WGMMA_PRODUCERS (model_decode_wgmma_producers()).
+  // ... and its producer warpgroups, 0 (the plan's), 1 (the consumers take its tiles in turn), 2 (one a consumer,
+  // with 2 consumers) or -1: none (2 consumers that dequantize their own tiles into the MMAs' A registers). Model
+  // steps: VLM2MLA_DECODE_WGMMA_PRODUCERS (model_decode_wgmma_producers(); "none" for -1).
   int64_t wgmma_producers = 0;
 
   // Optional destinations (both or neither): float32 or bf16 (one dtype), any strides with acc_out's last

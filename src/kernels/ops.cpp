@@ -120,7 +120,7 @@ void prepare(const MlaDecodeInputs& in, PreparedMlaDecode& pr) {
   p.score_clusters = in.score_clusters ? 1 : 0;
   p.wide_warps = int(in.wide_warps);  // (0, 8 or 16: check_mla_decode_inputs)
   p.wgmma_consumers = int(in.wgmma_consumers);  // (0, 2 or 3: check_mla_decode_inputs)
-  p.wgmma_producers = int(in.wgmma_producers);  // (0, 1 or 2: check_mla_decode_inputs)
+  p.wgmma_producers = int(in.wgmma_producers);  // (0, 1, 2 or -1: check_mla_decode_inputs)
   p.scale = float(in.scale);
   p.qa = qa.data_ptr();
   p.qr = qr.data_ptr();
@@ -219,7 +219,11 @@ const char* MlaDecodeLaunch::kernel() const {
   if (!impl_->plan.tensor_core) return "generic";
   if (impl_->plan.wide) return impl_->plan.wide_cluster ? "wide-cluster" : "wide";
   if (impl_->plan.wgmma) {
-    return impl_->plan.wgmma_producers == 2 ? "wgmma-2p2c" : impl_->plan.wgmma_consumers == 3 ? "wgmma-1p3c" : "wgmma-1p2c";
+    const MlaDecodePlan& pl = impl_->plan;
+    return pl.wgmma_producers == 0   ? "wgmma-0p2c"
+           : pl.wgmma_producers == 2 ? "wgmma-2p2c"
+           : pl.wgmma_consumers == 3 ? "wgmma-1p3c"
+                                     : "wgmma-1p2c";
   }
   if (impl_->plan.warp_rows) {  // by the instance taken (the plan's `specialized` level)
     static const char* const kRows[] = {"tc-rows", "tc-rows-128", "tc-rows-128g"};
@@ -417,7 +421,9 @@ int64_t model_decode_wgmma_consumers() {
 }
 
 int64_t parse_decode_wgmma_producers(const char* value) {
-  return parse_count_setting("VLM2MLA_DECODE_WGMMA_PRODUCERS", value, {"0", "1", "2"}, "1 or 2 producer warpgroups");
+  if (value != nullptr && std::string(value) == "none") return -1;  // the consumers dequantize their own tiles
+  return parse_count_setting("VLM2MLA_DECODE_WGMMA_PRODUCERS", value, {"0", "1", "2"},
+                             "1 or 2 producer warpgroups, or none");
 }
 
 int64_t model_decode_wgmma_producers() {

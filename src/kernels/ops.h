@@ -115,7 +115,7 @@ class MlaDecodeLaunch {
   void run() const;                   // enqueues the kernels on the current CUDA stream
   const MlaDecodeOutput& out() const;  // written by run()
   bool tensor_core() const;           // which kernel the plan picked: a tensor-core one, or the generic one
-  const char* kernel() const;         // "wgmma-2p2c" (-1p2c, -1p3c: its warpgroups),
+  const char* kernel() const;         // "wgmma-0p2c" (-2p2c, -1p2c, -1p3c: its warpgroups),
                                       // "tc-rows", "tc-rows-mod"
                                       // (modality CTAs), "tc-keys", "tc-codes", the wide kernels' names or
                                       // "generic" (params.h's variants); "-128" after tc-rows[-mod]: the

@@ -187,7 +187,9 @@ struct MlaDecodeParams {
   int wide_warps = 0;
   // the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma): consumer warpgroups a CTA, 2 or 3 (0: the plan's)
   int wgmma_consumers = 0;
-  int wgmma_producers = 0;  // ... and producer warpgroups, 1 or 2 (one a consumer; 0: the plan's)
+  // ... and producer warpgroups, 1 or 2 (one a consumer), or -1: none (kWgmmaNoProducers: the consumers dequantize
+  // their own tiles into the MMAs' A registers); 0: the plan's
+  int wgmma_producers = 0;
 };
 
 }  // namespace vlm2mla

@@ -401,12 +401,13 @@ TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
     const std::string what = testing::argument_error([&] { parse_decode_wgmma_consumers(bad); });
     EXPECT_NE(what.find("VLM2MLA_DECODE_WGMMA_CONSUMERS='" + std::string(bad) + "'"), std::string::npos) << bad;
   }
-  for (const char* bad : {"3", "two"}) {
+  for (const char* bad : {"3", "two", "-1", "None"}) {
     const std::string what = testing::argument_error([&] { parse_decode_wgmma_producers(bad); });
     EXPECT_NE(what.find("VLM2MLA_DECODE_WGMMA_PRODUCERS='" + std::string(bad) + "'"), std::string::npos) << bad;
   }
   EXPECT_EQ(parse_decode_wgmma_producers(nullptr), 0);
   EXPECT_EQ(parse_decode_wgmma_producers("2"), 2);
+  EXPECT_EQ(parse_decode_wgmma_producers("none"), -1);
   MlaDecodeInputs in = make_inputs(Case::qwen7b_md_int4({0}, {100}), at::Device(at::kCPU));
   in.wgmma_consumers = 1;
   std::string what = testing::argument_error([&] { mla_decode(in); });
@@ -414,7 +415,10 @@ TEST(MlaDecodeOps, WgmmaConsumersSettingParses) {
   in.wgmma_consumers = 0;
   in.wgmma_producers = 3;
   what = testing::argument_error([&] { mla_decode(in); });
-  EXPECT_NE(what.find("wgmma_producers must be 0 (the plan's), 1 or 2, got 3"), std::string::npos) << what;
+  EXPECT_NE(what.find("wgmma_producers must be 0 (the plan's), 1, 2 or -1 (none), got 3"), std::string::npos) << what;
+  in.wgmma_producers = -2;
+  what = testing::argument_error([&] { mla_decode(in); });
+  EXPECT_NE(what.find("got -2"), std::string::npos) << what;
 }
 
 // take_mla_decode_kernels_used: what ran since the last call, each name once, then nothing.
@@ -1227,10 +1231,12 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   struct Layout {
     int64_t producers, consumers;
   };
-  for (const auto [producers, consumers] : {Layout{1, 2}, {1, 3}, {2, 2}}) {
+  // (producers -1: none, the consumers dequantize their own tiles into the MMAs' registers: "wgmma-0p2c")
+  for (const auto [producers, consumers] : {Layout{1, 2}, {1, 3}, {2, 2}, {-1, 2}}) {
     Stats st;
     int seed = 0, image_bound = 0;
-    const std::string kernel = "wgmma-" + std::to_string(producers) + "p" + std::to_string(consumers) + "c";
+    const std::string kernel =
+        "wgmma-" + std::to_string(std::max<int64_t>(producers, 0)) + "p" + std::to_string(consumers) + "c";
     for (Mods m : {Mods::kRuns, Mods::kRandom, Mods::kText, Mods::kImage, Mods::kPrompt}) {
       for (int64_t group : {32, 64, 128}) {
         for (int64_t n_mod : {1, 2}) {
@@ -1286,7 +1292,7 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   for (int64_t group : {64, 16}) {
     const MlaDecodeInputs in =
         make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, group, 2, 1, 3199), at::Device(at::kCUDA, 0));
-    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), group == 64 ? "wgmma-2p2c" : "tc-rows-mod") << group;
+    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), group == 64 ? "wgmma-0p2c" : "tc-rows-mod") << group;
   }
   // what it does not take, by name
   auto refusal = [](const Case& c) {
@@ -1304,16 +1310,20 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   bad = pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 16, 2, 1, 3197);
   what = refusal(bad);
   EXPECT_NE(what.find("groups of 32, 64 or 128 values, got 16"), std::string::npos) << what;
-  {  // groups of 32: a producer thread loads its two chunks' scales as one word, so they must be 4-byte aligned (the
-     // same scales, one float16 further into their buffer); kAuto takes the warp-rows kernel instead
+  {  // groups of 32: a producer thread loads its two chunks' scales as one word, so with producers they must be 4-byte
+     // aligned (the same scales, one float16 further into their buffer): refused then; kAuto's layout (no producers)
+     // takes them, and matches the reference
     MlaDecodeInputs in = make_inputs(pattern_case(MlaCacheFormat::kInt4, Mods::kRuns, 32, 2, 1, 3194),
                                      at::Device(at::kCUDA, 0));
     const at::Tensor s = in.latent_q.scale;
     at::Tensor moved = at::empty({s.numel() + 1}, s.options()).narrow(0, 1, s.numel()).view(s.sizes());
     moved.copy_(s);
     in.latent_q.scale = moved;
-    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), "tc-rows-mod");
+    EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), "wgmma-0p2c");
+    Stats st;
+    expect_within_reference(st, mla_decode(in), mla_decode_ref(in, at::kDouble), "misaligned scales, no producers");
     in.variant = MlaDecodeVariant::kWgmma;
+    in.wgmma_producers = 2;
     what = testing::argument_error([&] { MlaDecodeLaunch launch(in); }, "wgmma, misaligned scales");
     EXPECT_NE(what.find("scales/offsets of groups of 32 are not 4-byte aligned"), std::string::npos) << what;
   }
@@ -1327,6 +1337,9 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   in.wgmma_producers = 2;
   what = testing::argument_error([&] { mla_decode(in); }, "2 producers with 3 consumers");
   EXPECT_NE(what.find("got 2 producers with 3 consumers"), std::string::npos) << what;
+  in.wgmma_producers = -1;  // none: built with 2 consumers only
+  what = testing::argument_error([&] { mla_decode(in); }, "no producers with 3 consumers");
+  EXPECT_NE(what.find("got 0 producers with 3 consumers"), std::string::npos) << what;
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
@@ -1427,7 +1440,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
   constexpr MlaCacheFormat kBf16 = MlaCacheFormat::kBf16;
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16, kBf16), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 1, kBf16), "tc-rows-mod");
-  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), wgmma_device() ? "wgmma-2p2c" : "tc-rows-mod");
+  EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kAuto, 16), wgmma_device() ? "wgmma-0p2c" : "tc-rows-mod");
   EXPECT_EQ(kernel_of(32, 4, 2, MlaDecodeVariant::kAuto, 16), "tc-rows-mod");  // (sizes the wgmma kernel refuses)
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows-mod");
   EXPECT_EQ(kernel_of(28, 4, 2, MlaDecodeVariant::kTensorCoreWarpRowsJoint, 16), "tc-rows");
@@ -1437,7 +1450,7 @@ TEST(MlaDecodeCuda, WarpRowsMatchTheReference) {
     mla_decode(make_inputs(c, at::Device(at::kCUDA, 0)));
     const std::vector<std::string> used = take_mla_decode_kernels_used();
     ASSERT_EQ(used.size(), 1u);
-    EXPECT_EQ(layout_of(used[0]), wgmma_device() ? "wgmma-2p2c" : "tc-rows-mod");
+    EXPECT_EQ(layout_of(used[0]), wgmma_device() ? "wgmma-0p2c" : "tc-rows-mod");
   }
   EXPECT_EQ(kernel_of(28, 4, 1, MlaDecodeVariant::kAuto, 1, kBf16), "tc-rows");
   EXPECT_EQ(kernel_of(12, 4, 2, MlaDecodeVariant::kTensorCoreWarpRows), "tc-rows");  // 12 heads: joint
@@ -2207,7 +2220,7 @@ TEST(MlaDecodeCuda, DISABLED_Bandwidth) {
       ins.back().score_clusters = model_decode_score_clusters();  // VLM2MLA_DECODE_SCORE_CLUSTERS=0: one CTA a group
       ins.back().wide_warps = model_decode_wide_warps();          // VLM2MLA_DECODE_WIDE_WARPS=16: 16 warps a CTA
       ins.back().wgmma_consumers = model_decode_wgmma_consumers();  // VLM2MLA_DECODE_WGMMA_CONSUMERS=2|3
-      ins.back().wgmma_producers = model_decode_wgmma_producers();  // VLM2MLA_DECODE_WGMMA_PRODUCERS=1|2
+      ins.back().wgmma_producers = model_decode_wgmma_producers();  // VLM2MLA_DECODE_WGMMA_PRODUCERS=1|2|none
       launches.push_back(std::make_unique<MlaDecodeLaunch>(ins.back()));
     }
     for (int s = 0; s < sets; ++s) launches[s]->run();  // warm-up

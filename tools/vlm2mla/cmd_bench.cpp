@@ -266,7 +266,7 @@ void register_bench(CLI::App& app) {
         {"decode_min_tiles", min_tiles},
         {"decode_max_tiles", max_tiles},
         {"decode_wide_warps", wide_warps},
-        {"decode_wgmma_producers", wgmma_producers},  // (0: the plan's)
+        {"decode_wgmma_producers", wgmma_producers},  // (0: the plan's; -1: none)
         {"decode_wgmma_consumers", wgmma_consumers},
         // the absorbed-MLA decode kernels the run's CUDA steps took ("tc-rows", "tc-rows-mod", "tc-keys",
         // "tc-codes", "wide", "generic"); none for unconverted models, nor on the CPU (its steps take the libtorch form)

@@ -1115,7 +1115,7 @@ void finish_plan(const MlaDecodeParams& p, const Device& dev, FullPlan& fp) {
 // The warpgroup-MMA kernel's consumer and producer warpgroups: those asked for, else the defaults.
 std::pair<int, int> wgmma_layout(const MlaDecodeParams& p) {
   return {p.wgmma_consumers > 0 ? p.wgmma_consumers : kWgmmaDefaultConsumers,
-          p.wgmma_producers > 0 ? p.wgmma_producers : kWgmmaDefaultProducers};
+          p.wgmma_producers > 0 ? p.wgmma_producers : p.wgmma_producers < 0 ? 0 : kWgmmaDefaultProducers};
 }
 
 // Why the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma, mla_decode_wgmma.cu) cannot take the call ("" if it can):
@@ -1139,14 +1139,15 @@ std::string wgmma_refusal(const MlaDecodeParams& p, const Device& dev) {
   if (!aligned16(p.latent_q) || !aligned16(p.k_rope_q)) return "the int4 codes are not 16-byte aligned";
   if (p.window > 0 && !(aligned16(p.latent_win) && aligned16(p.k_rope_win)))
     return "latent_win/k_rope_win are not 16-byte aligned";
-  // groups of 32: a producer thread reads its two chunks' scales (offsets) as one word
-  if ((p.group_c == 32 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo))) ||
-      (p.group_r == 32 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo))))
-    return "the int4 scales/offsets of groups of 32 are not 4-byte aligned";
   const auto [consumers, producers] = wgmma_layout(p);
+  // groups of 32: a producer thread reads its two chunks' scales (offsets) as one word (without producers, each
+  // consumer thread reads one group's)
+  if (producers > 0 && ((p.group_c == 32 && !(aligned4(p.latent_scale) && aligned4(p.latent_lo))) ||
+                        (p.group_r == 32 && !(aligned4(p.k_rope_scale) && aligned4(p.k_rope_lo)))))
+    return "the int4 scales/offsets of groups of 32 are not 4-byte aligned (for its producer warpgroups)";
   if (consumers != 2 && consumers != 3) return "it runs 2 or 3 consumer warpgroups, got " + std::to_string(consumers);
-  if (producers != 1 && !(producers == 2 && consumers == 2)) {
-    return "it runs 1 producer warpgroup, or 2 with 2 consumers (one each), got " + std::to_string(producers) +
+  if (producers != 1 && !((producers == 2 || producers == 0) && consumers == 2)) {
+    return "it runs 1 producer warpgroup, or 2 or none with 2 consumers, got " + std::to_string(producers) +
            " producers with " + std::to_string(consumers) + " consumers";
   }
   if (wgmma_smem_bytes(consumers, producers) > dev.smem_optin) return "its shared memory exceeds the device's";

@@ -21,7 +21,7 @@ struct MlaDecodePlan {
   bool wide_cluster = false;  // wide: their one-pass twin (kWideCluster): RoPE scores, then the values kernel in
                               // clusters of the column blocks, which compute the scores themselves
   int wgmma_consumers = 0;     // wgmma: its consumer warpgroups (2 or 3)
-  int wgmma_producers = 0;     // wgmma: its producer warpgroups (1, or 2: one a consumer)
+  int wgmma_producers = 0;     // wgmma: its producer warpgroups (1, or 2: one a consumer; 0: none, register A)
   bool wgmma = false;          // tensor core: the warpgroup-MMA kernel over int4 stores (MlaDecodeVariant::kWgmma), a
                               // CTA a (split, modality, sequence) as the modality CTAs (modality_ctas set for two sets)
   bool modality_ctas = false;  // warp rows, two sets: each CTA holds one modality's rows (the partials' splits

@@ -2079,12 +2079,13 @@ KernelFn wide_scores_kernel(bool ksplit);  // ksplit: the instance in clusters o
 int wide_score_chunk_cols();  // the scores pass's latent columns a chunk (a split's smallest share)
 KernelFn wide_values_kernel(int n_mod, bool int4, int warps);  // warps: 8 or 16 a CTA (MlaDecodePlan::wide_warps)
 // The warpgroup-MMA kernel over int4 stores (mla_decode_wgmma.cu, built for sm_90a; MlaDecodePlan::wgmma): one
-// producer warpgroup with 2 or 3 consumers, or 2 producers with 2 consumers (a pair each); 128 (producers +
+// producer warpgroup with 2 or 3 consumers, 2 producers with 2 consumers (a pair each), or no producers with 2
+// consumers (each dequantizing its own tiles into the MMAs' A registers); 128 (producers +
 // consumers) threads a CTA; nullptr for another count. Its dynamic shared memory, and the sizes it is built for.
 constexpr int kWgmmaRkv = 128, kWgmmaHkv = 4, kWgmmaDrope = 32, kWgmmaHq = 28;
-// (the defaults: two producers and two consumers, 512 threads, measured fastest of the three layouts on the H200,
-// docs/KERNELS.md)
-constexpr int kWgmmaDefaultConsumers = 2, kWgmmaDefaultProducers = 2;
+// (the defaults since session 39: no producers and two consumers, 256 threads, 0.87-0.93x the time of two producers
+// and two consumers from 8 sequences on the H200, docs/KERNELS.md)
+constexpr int kWgmmaDefaultConsumers = 2, kWgmmaDefaultProducers = 0;
 KernelFn wgmma_kernel_int4(int consumers, int producers);
 int wgmma_smem_bytes(int consumers, int producers);
 // Their one-pass twin (kWideCluster): the values kernel with the scores computed in clusters of column blocks.

@@ -39,6 +39,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "kernels/cuda/mla_decode_kernels.cuh"
@@ -58,16 +59,19 @@ constexpr int kEnd = 1;                  // a stage's flag: no tile, the consume
 // softmax weights stay below 2^kSlack (fp16's range), and most tiles skip the max's reductions and the rescale.
 constexpr float kSlack = 8.f;
 
+constexpr int kLatentBytes = 2 * kBlockBytes;  // NP 0: a consumer's latent tile (C's two blocks of a stage), fp16
+
 // The layout for NP producer and NC consumer warpgroups (NP 1: one ring of stages the consumers take in turn; NP ==
-// NC: a ring of two stages a (producer, consumer) pair): stages, threads, shared memory (bytes from a 1,024-aligned
-// base).
+// NC: a ring of two stages a (producer, consumer) pair; NP 0: no producers, two latent tiles a consumer): stages,
+// threads, shared memory (bytes from a 1,024-aligned base).
 template <int NC, int NP>
 struct WgLayout {
-  static_assert(NP == 1 || NP == NC, "one producer, or one a consumer");
-  static constexpr int kStages = NP == 1 ? NC + 2 : 2 * NP;  // 4 / 5 for 2 / 3 consumers; pairs: 2 each
-  static constexpr int kRingStages = kStages / NP;
+  static_assert(NP == 0 || NP == 1 || NP == NC, "no producers, one, or one a consumer");
+  static constexpr int kStages = NP == 0 ? 0 : NP == 1 ? NC + 2 : 2 * NP;  // 4 / 5 for 2 / 3 consumers; pairs: 2 each
+  static constexpr int kRingStages = NP == 0 ? 1 : kStages / NP;
   static constexpr int kThreads = 128 * (NC + NP);
-  static constexpr int kOffQ = kStages * kStageBytes;           // Qa (2 blocks), then Qr (2 blocks), swizzled
+  // Qa (2 blocks), then Qr (2 blocks), swizzled; after the stages (NP 0: after the consumers' latent tiles)
+  static constexpr int kOffQ = NP == 0 ? NC * 2 * kLatentBytes : kStages * kStageBytes;
   static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows fp16
   static constexpr int kMergeBytes = kRows * kMergeStride * 4;
   static constexpr int kOffMerge = kOffP + NC * 4096;            // float [32][kMergeStride]
@@ -151,6 +155,35 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));
+}
+
+// The same with A [64 x 16] from registers (NP 0): a[0] (row gid, columns 2 tig, + 1), a[1] (row gid + 8, the same),
+// a[2] (row gid, columns 2 tig + 8, + 9), a[3] (row gid + 8, the same), rows 16 w + ... in warp w of the warpgroup;
+// the low half the lower column. B K-major.
+__device__ __forceinline__ void wgmma_m64n32k16_ra(float (&d)[16], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                   uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(accumulate));
+}
+template <int N>
+__device__ __forceinline__ void fence_words(uint4 (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(x[i].x), "+r"(x[i].y), "+r"(x[i].z), "+r"(x[i].w)::"memory");
+}
+// four 8 x 8 fp16 matrices from the MMA fragment layout (lane 4 r + c of matrix m's register: row r, columns 2 c,
+// 2 c + 1), row r of matrix m to the address lane 8 m + r gives
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
+__device__ __forceinline__ void st_shared_u16(uint32_t addr, uint16_t v) {
+  asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"(v) : "memory");
 }
 
 // Where 16-byte chunk `c` (0-7) of row `r` of a 128-byte-swizzled block lies: the chunk index XOR the row's place
@@ -309,6 +342,104 @@ __device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, cons
   }
 }
 
+// ---- no producers (NP 0): each consumer thread dequantizes its share of its own tiles into wgmma's A registers ----
+// A consumer thread (warp w, lane gid * 4 + tig of its warpgroup) holds rows gid and gid + 8 of its warp's 16 in
+// S^T's A operand: keys kk0 = 16 w + gid and kk0 + 8 of the tile. Of each it takes the latent's values [32 tig,
+// 32 tig + 32) and the RoPE key's: one 16-byte word of codes each (a group of 32, 64 or 128 holds them whole: one
+// scale and one offset each). Dequantized (dequant8) they are 8 16-byte chunks a key, each 8 columns in the chunk
+// order, 4 of the latent's then 4 of the RoPE key's: pairs 0-31 (pair 4 w + i: chunk w's i-th fp16 pair, columns
+// i and i + 4 of the chunk). MMA k-step ks takes pairs 2 ks (columns 2 tig, + 1 of its 16) and 2 ks + 1 (columns
+// 2 tig + 8, + 9): the queries are staged to match (ra_column). The latent's chunks also go to the consumer's own
+// latent tile in shared memory, in the stages' layout, for O^T's MMAs.
+struct RawRa {
+  uint4 c[2], r[2];  // keys kk0, kk0 + 8: the latent's and the RoPE key's code words
+  uint32_t cs[2], cl[2], rs[2], rl[2];  // their scale and offset (fp16 bits in the low half)
+  uint32_t mod[2], in[2];
+};
+struct RaSrc {
+  const uint4 *c, *r;                 // key kk0's code words (kk0 + 8's: 8 rows on)
+  const uint16_t *cs, *cl, *rs, *rl;  // its scale and offset, latent and RoPE key
+  const uint8_t* mod;                 // null for one set
+  int j;                              // key kk0
+  int gc, gr;                         // scales a key (128 / group)
+};
+__device__ __forceinline__ RaSrc ra_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int tig) {
+  RaSrc x;
+  const int64_t row = int64_t(b) * p.t_cap + j;
+  x.c = reinterpret_cast<const uint4*>(p.latent_q + row * 64) + tig;
+  x.r = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64) + tig;
+  x.gc = 128 >> g.shift_c;
+  x.gr = 128 >> g.shift_r;
+  const int64_t sc = row * x.gc + ((32 * tig) >> g.shift_c), sr = row * x.gr + ((32 * tig) >> g.shift_r);
+  x.cs = p.latent_scale + sc;
+  x.cl = p.latent_lo + sc;
+  x.rs = p.k_rope_scale + sr;
+  x.rl = p.k_rope_lo + sr;
+  x.mod = p.n_mod == 2 ? p.modality + row : nullptr;
+  x.j = j;
+  return x;
+}
+__device__ __forceinline__ void advance(RaSrc& x, int keys) {
+  x.c += keys * 4;
+  x.r += keys * 4;
+  x.cs += keys * x.gc;
+  x.cl += keys * x.gc;
+  x.rs += keys * x.gr;
+  x.rl += keys * x.gr;
+  if (x.mod) x.mod += keys;
+  x.j += keys;
+}
+__device__ __forceinline__ void load_ra(const RaSrc& s, int vlo, int vhi, RawRa& x) {
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int j = s.j + 8 * k;
+    x.in[k] = (j >= vlo && j < vhi) ? 1u : 0u;
+    x.mod[k] = 0;
+    if (!x.in[k]) {
+      x.c[k] = x.r[k] = make_uint4(0, 0, 0, 0);
+      x.cs[k] = x.cl[k] = x.rs[k] = x.rl[k] = 0;
+      continue;
+    }
+    x.c[k] = __ldg(s.c + 32 * k);
+    x.r[k] = __ldg(s.r + 32 * k);
+    x.cs[k] = __ldg(s.cs + 8 * k * s.gc);
+    x.cl[k] = __ldg(s.cl + 8 * k * s.gc);
+    x.rs[k] = __ldg(s.rs + 8 * k * s.gr);
+    x.rl[k] = __ldg(s.rl + 8 * k * s.gr);
+    if (s.mod) x.mod[k] = __ldg(s.mod + 8 * k);
+  }
+}
+// key k's (0: kk0, 1: kk0 + 8) 8 chunks, the latent's 4 then the RoPE key's
+__device__ __forceinline__ void dequant_ra(const RawRa& x, int k, uint4 (&d)[8]) {
+  const uint32_t one = f16_one_pair();
+  const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
+  auto dup = [](uint32_t v) { return __byte_perm(v, 0, 0x1010); };
+  const uint32_t cs = dup(x.cs[k]), rs = dup(x.rs[k]);
+  const uint32_t cs16 = hmul2(cs, k16), cl16 = hfma2(cs, km16, dup(x.cl[k]));
+  const uint32_t rs16 = hmul2(rs, k16), rl16 = hfma2(rs, km16, dup(x.rl[k]));
+  const uint32_t cw[4] = {x.c[k].x, x.c[k].y, x.c[k].z, x.c[k].w};
+  const uint32_t rw[4] = {x.r[k].x, x.r[k].y, x.r[k].z, x.r[k].w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    d[w] = dequant8(cw[w], cs16, cl16, one);
+    d[4 + w] = dequant8(rw[w], rs16, rl16, one);
+  }
+}
+// pair i (0-3) of a chunk
+__device__ __forceinline__ uint32_t pair_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+// The query column (0-255, S^T's k) that value f (0-127) of the latent (rope 0) or RoPE key (rope 1) meets in the
+// thread layout above: its chunk w = 4 rope + (f / 8) % 4 of thread tig = f / 32, pair i = f % 4, half e = (f / 4) % 2
+// (chunk order), pair 4 w + i at k-step (4 w + i) / 2.
+__device__ __forceinline__ int ra_column(int rope, int f) {
+  const int t = f >> 5, w = 4 * rope + ((f >> 3) & 3), i = f & 3, e = (f >> 2) & 1, pr = 4 * w + i;
+  return 16 * (pr >> 1) + 2 * t + 8 * (pr & 1) + e;
+}
+// ... and back, for the latent's columns k < 128 (the consumer's latent tile holds them in this order: O^T's rows)
+__device__ __forceinline__ int ra_feature(int k) {
+  const int r = k & 15, pr = 2 * (k >> 4) + (r >> 3), t = (r & 7) >> 1, e = r & 1;
+  return 32 * t + 8 * (pr >> 2) + (pr & 3) + 4 * e;
+}
+
 // ---- the kernel -----------------------------------------------------------------------------------------------
 template <int NC, int NP>
 __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
@@ -384,7 +515,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   }
   __syncthreads();
 
-  if (role < NP) {
+  // a key is attended when in the range and, with two sets, of the CTA's modality
+  auto keeps = [&](uint32_t in, uint32_t mod) { return in && (two == 1 || (mod != 0) == (cta_mod != 0)); };
+  if (NP > 0 && role < NP) {  // (NP 0: none, and no code)
     // ---- producer `role`: tiles t_first + role, + NP, ..., into its ring of stages ----
     const int pt = tid & 127, kk = pt & 63, half = pt >> 6;
     const int ring0 = role * kRingStages, step = NP;
@@ -404,7 +537,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       mbar_arrive(bar_full + 8 * s);
       ++fill;
     };
-    auto keeps = [&](uint32_t in, uint32_t mod) { return in && (two == 1 || (mod != 0) == (cta_mod != 0)); };
     if (!ring) {
       const int t0 = t_first + role, keys_a_step = kTile * step;
       RawSrc s0 = raw_src(p, g, b, t0 * kTile + kk, half);
@@ -470,7 +602,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       }
     }
     // one end mark to each of its consumers (one producer: the fills go round them; pairs: its own)
-    for (int e = 0; e < NC / NP; ++e) post(take_stage(), false, kEnd);
+    for (int e = 0; e < NC / (NP > 0 ? NP : 1); ++e) post(take_stage(), false, kEnd);
     return;
   }
 
@@ -522,6 +654,15 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   const float q_mul = ldexpf(1.f, q_shift);
   const float sl = p.scale * kLog2e, s_mul = ldexpf(sl, -q_shift);
   stage_queries([&](bool rope, int n, int chunk16, const float (&v)[8]) {
+    if constexpr (NP == 0) {  // each value at its column of the register layout (ra_column), fp16 by fp16
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int k = ra_column(rope ? 1 : 0, 8 * chunk16 + e);
+        st_shared_u16(base + kOffQ + (k >> 6) * kQBlockBytes + swz(n, (k & 63) >> 3) + 2 * (k & 7),
+                      __half_as_ushort(__float2half_rn(v[e] * q_mul)));
+      }
+      return;
+    }
     const int blk = chunk16 >> 3, ch = chunk16 & 7;
     const uint4 packed = make_uint4(pack_half2(v[0] * q_mul, v[4] * q_mul), pack_half2(v[1] * q_mul, v[5] * q_mul),
                                     pack_half2(v[2] * q_mul, v[6] * q_mul), pack_half2(v[3] * q_mul, v[7] * q_mul));
@@ -609,12 +750,12 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(bar_empty + 8 * s);
   };
-  auto values = [&](int s) {  // O^T over stage s, waited for; the stage freed
+  auto values = [&](uint32_t tile) {  // O^T over the latent tile at `tile` (a stage's first block), waited for
     fence_regs(o[0]);
     fence_regs(o[1]);
     wgmma_fence();
     // m-block mb the latent's columns [64 mb, 64 mb + 64), k-step kk its keys [16 kk, 16 kk + 16)
-    const uint64_t dv = smem_desc(base + s * kStageBytes, 8192, 1024, 1);  // M-major
+    const uint64_t dv = smem_desc(tile, 8192, 1024, 1);  // M-major
 #pragma unroll
     for (int mb = 0; mb < 2; ++mb) {
 #pragma unroll
@@ -627,11 +768,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     wgmma_wait<0>();
     fence_regs(o[0]);
     fence_regs(o[1]);
-    free_stage(s);
   };
-  auto softmax = [&](int s) {
-    const unsigned char* meta = smem + kOffMeta + s * 128;
-    const bool keep0 = meta[16 * cw + gid] != 0, keep1 = meta[16 * cw + gid + 8] != 0;
+  auto softmax = [&](bool keep0, bool keep1) {  // keys 16 cw + gid and + 8 attended?
     // the scores in log2 units, the masked keys -inf; does any pass its column's running max by more than kSlack?
     bool over = false;
 #pragma unroll
@@ -703,15 +841,121 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     named_barrier(kBarWg0 + c, 128);
   };
 
-  // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T, the
-  // softmax, P^T, O^T, the stage freed.
-  for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
-    if (!wait_fill(fill)) break;
-    const int s = stage_of(fill);
-    scores(s);
-    softmax(s);
-    store_p();
-    values(s);
+  if constexpr (NP > 0) {
+    // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T,
+    // the softmax, P^T, O^T, the stage freed.
+    for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
+      if (!wait_fill(fill)) break;
+      const int s = stage_of(fill);
+      const unsigned char* meta = smem + kOffMeta + s * 128;
+      scores(s);
+      softmax(meta[16 * cw + gid] != 0, meta[16 * cw + gid + 8] != 0);
+      store_p();
+      values(base + s * kStageBytes);
+      free_stage(s);
+    }
+  } else {
+    // no producers: tiles t_first + c, + NC, ..., each dequantized by this warpgroup into S^T's A registers (keys
+    // kk0 and kk0 + 8, values [32 tig, + 32) of each: the layout above ra_src) and its latent into one of the
+    // consumer's two latent tiles (the other may still be read by a slower warp's O^T MMAs of the tile before: the
+    // softmax's vote is the warpgroup's only barrier between them)
+    const int kk0 = 16 * cw + gid;
+    const int sm_key = 16 * cw + (lane & 7) + 8 * ((lane >> 3) & 1);  // the latent tile's row this lane addresses
+    const uint32_t latent0 = base + uint32_t(c * 2 * kLatentBytes);
+    int buf = 0;
+    // a tile whose keys are all of the other modality (two sets) is skipped, by the warpgroup's vote; none is needed
+    // from `pure_from` on: one set, or a text CTA past the cache's image bound (every tile of the range then has a
+    // key the CTA attends)
+    const int pure_from = two == 1 ? 0 : (cta_mod == 0 && p.image_end) ? p.image_end[b] : INT_MAX;
+    auto vote = [&](bool k0, bool k1, int t) {
+      return t * kTile >= pure_from || barrier_or(kBarWg0 + c, 128, k0 || k1);
+    };
+    auto step = [&](bool k0, bool k1, uint4 (&d0)[8], uint4 (&d1)[8]) {
+      const uint32_t tile = latent0 + uint32_t(buf * kLatentBytes);
+      buf ^= 1;
+      // the latent's k-steps (0-7) as S^T's MMAs take them: column k of the tile is k-step k / 16's (ra_feature
+      // maps O^T's rows back); the A registers of a k-step are four 8 x 8 matrices (keys 0-7 and 8-15 of the warp's,
+      // columns 16 ks + [0, 8) and + [8, 16)), stored by one stmatrix: lane 8 m + r gives matrix m's row r
+#pragma unroll
+      for (int ks = 0; ks < 8; ++ks) {
+        const int w = ks >> 1, i = 2 * (ks & 1);
+        const uint32_t at = tile + uint32_t((ks >> 2) * kBlockBytes) + swz(sm_key, 2 * (ks & 3) + (lane >> 4));
+        stmatrix_x4(at, pair_of(d0[w], i), pair_of(d1[w], i), pair_of(d0[w], i + 1), pair_of(d1[w], i + 1));
+      }
+      // S^T = A Q^T, A the 16 k-steps' registers: pairs 2 ks and 2 ks + 1 of each key
+#pragma unroll
+      for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
+      fence_regs(sacc);
+      fence_words(d0);
+      fence_words(d1);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 16; ++ks) {
+        const int w = ks >> 1, i = 2 * (ks & 1);
+        const uint32_t qoff = uint32_t((ks >> 2) * kQBlockBytes + (ks & 3) * 32) >> 4;
+        wgmma_m64n32k16_ra(sacc, pair_of(d0[w], i), pair_of(d1[w], i), pair_of(d0[w], i + 1), pair_of(d1[w], i + 1),
+                           dq + qoff, ks > 0 ? 1 : 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(sacc);
+      softmax(k0, k1);
+      store_p();  // (its fence and barrier also publish the latent tile to the MMAs)
+      // (left in flight, for the next S^T's wait to take, ptxas serialized the kernel's MMAs: 54 waits in the SASS,
+      // 1.3x the time; H200, session 39)
+      values(tile);
+    };
+    if (!ring) {
+      const int t0 = t_first + c, keys_a_step = kTile * NC;
+      RaSrc src = ra_src(p, g, b, t0 * kTile + kk0, tig);
+      int tl = t0;  // the next tile to load
+      auto load_next = [&](RawRa& x) {
+        load_ra(src, vlo, tl < t_end ? vhi : vlo, x);
+        advance(src, keys_a_step);
+        tl += NC;
+      };
+      auto process = [&](const RawRa& x, int t) {
+        const bool k0 = keeps(x.in[0], x.mod[0]), k1 = keeps(x.in[1], x.mod[1]);
+        if (!vote(k0, k1, t)) return;
+        uint4 d0[8], d1[8];
+        dequant_ra(x, 0, d0);
+        dequant_ra(x, 1, d1);
+        step(k0, k1, d0, d1);
+      };
+      // the next tile's loads in flight while one is processed, then copied to its set (unrolled by two, without
+      // the copies, the loop's code was twice the size and the kernel 3-4% slower: H200, session 39)
+      RawRa x;
+      load_next(x);
+      for (int t = t0; t < t_end; t += NC) {
+        RawRa next;
+        load_next(next);
+        process(x, t);
+        x = next;
+      }
+    } else {
+      // the ring's bf16 rows (at most a few tiles): to fp16 in the chunk order
+      for (int t = t_first + c; t < t_end; t += NC) {
+        bool kp[2];
+        uint4 d[2][8];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const int j = t * kTile + kk0 + 8 * k;
+          const bool in = j >= vlo && j < vhi;
+          const int64_t row = int64_t(b) * p.window + (in ? j % p.window : 0);
+          const uint32_t mod = (in && two == 2) ? p.modality[int64_t(b) * p.t_cap + j] : 0;
+          kp[k] = keeps(in, mod);
+          const uint4* cp = reinterpret_cast<const uint4*>(p.latent_win + row * 128 + 32 * tig);
+          const uint4* rp = reinterpret_cast<const uint4*>(p.k_rope_win + row * 128 + 32 * tig);
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            d[k][w] = in ? bf16_chunk_to_f16(__ldg(cp + w)) : make_uint4(0, 0, 0, 0);
+            d[k][4 + w] = in ? bf16_chunk_to_f16(__ldg(rp + w)) : make_uint4(0, 0, 0, 0);
+          }
+        }
+        if (!vote(kp[0], kp[1], t)) continue;
+        step(kp[0], kp[1], d[0], d[1]);
+      }
+    }
   }
 
   // ---- the two consumers' merge, then the partials ----
@@ -755,7 +999,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
           const float f = factor(c, n);
 #pragma unroll
           for (int mb = 0; mb < 2; ++mb) {
-            const int d = 64 * mb + 16 * cw + 8 * (e >> 1) + chunk_column(gid);  // O^T's row: physical gid
+            // O^T's row 64 mb + 16 cw + 8 (e / 2) + gid: the chunk order's column (NP 0: ra_feature's)
+            const int d = NP == 0 ? ra_feature(64 * mb + 16 * cw + 8 * (e >> 1) + gid)
+                                  : 64 * mb + 16 * cw + 8 * (e >> 1) + chunk_column(gid);
             float& at = merge[n * kMergeStride + d];
             at = (pass == NC - 1 ? 0.f : at) + o[mb][4 * i + e] * f;
           }
@@ -785,6 +1031,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
 }  // namespace
 
 KernelFn wgmma_kernel_int4(int consumers, int producers) {
+  if (producers == 0) {
+    return consumers == 2 ? mla_decode_wgmma_kernel<2, 0> : nullptr;  // (3: ptxas spills 664 bytes at 168 registers)
+  }
   if (producers == 2) return consumers == 2 ? mla_decode_wgmma_kernel<2, 2> : nullptr;
   if (producers != 1) return nullptr;
   return consumers == 3   ? mla_decode_wgmma_kernel<3, 1>
@@ -792,6 +1041,7 @@ KernelFn wgmma_kernel_int4(int consumers, int producers) {
                           : nullptr;
 }
 int wgmma_smem_bytes(int consumers, int producers) {
+  if (producers == 0) return WgLayout<2, 0>::kSmemBytes;
   if (producers == 2) return WgLayout<2, 2>::kSmemBytes;
   return consumers == 3 ? WgLayout<3, 1>::kSmemBytes : WgLayout<2, 1>::kSmemBytes;
 }
