@@ -48,10 +48,10 @@ enum class MlaCacheFormat {
 // partial scores through distributed shared memory (the latent read once). The same sizes with r_kv <= 2,048 (at
 // most 8 blocks a cluster) on compute capability >= 9.0. Correct on the H200 but slower beyond one sequence
 // (docs/KERNELS.md, session 16): kAuto never picks it.
-// kWgmma (session 36): Hopper's warpgroup MMAs over an int4 store (mla_decode_wgmma.cu, built for sm_90a): producer
-// warpgroups dequantize tiles into shared memory, consumer warpgroups score and accumulate them with wgmma (by
-// default two (producer, consumer) pairs; wgmma_producers / wgmma_consumers below), a CTA a (split, modality,
-// sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4, d_rope 32, h_q 28) and
+// kWgmma (session 36): Hopper's warpgroup MMAs over an int4 store (mla_decode_wgmma.cu, built for sm_90a): consumer
+// warpgroups score and accumulate tiles with wgmma, dequantized by producer warpgroups into shared memory or (by
+// default from two sequences, session 39) by the consumers themselves into the MMAs' A registers
+// (wgmma_producers / wgmma_consumers below), a CTA a (split, modality, sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4, d_rope 32, h_q 28) and
 // groups of 32, 64 or 128 on compute capability 9.0 alone. kAuto's first choice since session 37 (fp16 operands and
 // a lazy max: 0.77-0.87x the warp-rows kernel's time; docs/KERNELS.md says what it measured); the warp-rows kernel
 // (kTensorCoreWarpRows) is its twin.

@@ -2083,8 +2083,8 @@ KernelFn wide_values_kernel(int n_mod, bool int4, int warps);  // warps: 8 or 16
 // consumers (each dequantizing its own tiles into the MMAs' A registers); 128 (producers +
 // consumers) threads a CTA; nullptr for another count. Its dynamic shared memory, and the sizes it is built for.
 constexpr int kWgmmaRkv = 128, kWgmmaHkv = 4, kWgmmaDrope = 32, kWgmmaHq = 28;
-// (the defaults since session 39: no producers and two consumers, 256 threads, 0.87-0.93x the time of two producers
-// and two consumers from 8 sequences on the H200, docs/KERNELS.md)
+// (the defaults since session 39: no producers and two consumers, 256 threads, 0.88-0.94x the time of two producers
+// and two consumers from 8 sequences on the H200, docs/KERNELS.md; at one sequence the plan takes two producers)
 constexpr int kWgmmaDefaultConsumers = 2, kWgmmaDefaultProducers = 0;
 KernelFn wgmma_kernel_int4(int consumers, int producers);
 int wgmma_smem_bytes(int consumers, int producers);

@@ -12,10 +12,15 @@
 // own, beside the MMAs rather than in their path.
 //
 // Layout. A CTA is one (split, modality, sequence) of the modality CTAs' partials (params.h; n_mod 1: one set) in
-// warpgroups of 128 threads: NP producers, then NC consumers. NP 1: one ring of NC + 2 stages whose fills the
-// consumers take in turn (fill i to consumer i % NC); NP 2 with NC 2 (the default): two (producer, consumer) pairs,
-// each with a ring of two stages and every other tile of the split. One producer could not keep two consumers fed:
-// its warps issue about once in 3.5 cycles (dependent dequantization steps), Nsight Compute on the H200.
+// warpgroups of 128 threads: NP producers, then NC consumers. NP 0 with NC 2 (kAuto's default from two sequences,
+// session 39): no producers; each consumer takes every other tile of the split and dequantizes it itself, into the
+// A registers of its S^T MMAs (wgmma's A from registers; the layout above ra_src), and stores the latent's part by
+// stmatrix into a latent tile of its own for O^T's MMAs: half the shared-memory traffic a tile of the layouts with
+// producers (Nsight Compute had their L1 at 85% of its throughput), 0.88-0.94x their time from 8 sequences. NP 1:
+// one ring of NC + 2 stages whose fills the consumers take in turn (fill i to consumer i % NC); NP 2 with NC 2
+// (kAuto's at one sequence): two (producer, consumer) pairs, each with a ring of two stages and every other tile of
+// the split. One producer could not keep two consumers fed: its warps issue about once in 3.5 cycles (dependent
+// dequantization steps), Nsight Compute on the H200.
 //   Producer: each thread owns half (64 latent and 64 RoPE-key values) of one key of a 64-key tile; it loads a
 //   tile's codes, scales and modality byte two tiles ahead into registers, decides with the others whether the tile
 //   holds a key of the CTA's modality (a barrier's OR: a tile of none is skipped, no stage taken), dequantizes
@@ -31,6 +36,10 @@
 //   passes its column's running max by more than kSlack does the warpgroup (one barrier's vote) reduce the tile's
 //   maxima across its four warps and rescale O; P^T goes to shared memory in fp16, and O^T [128 x 32] += C^T P^T,
 //   8 m64n32k16 MMAs reading the same stage as an M-major operand. The consumer then frees the stage.
+//   Without producers (NP 0) a consumer loads its next tile's codes, scales and modality bytes into registers while
+//   it processes one (a warpgroup vote skips a tile of none of the CTA's keys where one may lack them), and its
+//   step is the one above with S^T's A operand in registers: the queries' columns in the order of those registers
+//   (ra_column), O^T's rows mapped back at the merge (ra_feature).
 //   End: the producer posts an end mark to each consumer; the consumers merge their (max, sum, O) through shared
 //   memory and write the CTA's partials (a reference max in log2 units with the scale and q.b_k folded in, at most
 //   kSlack below the true one, which the combines take like any split's max; the modality's mass
@@ -638,6 +647,16 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       chunk_fn(rope, n, chunk16, v);
     }
   };
+  // NP 0: the first tile's loads issued before the queries are staged (their latency behind the staging; a split
+  // of a few tiles, as at one sequence, waited for them after it)
+  const int kk0 = 16 * cw + gid;  // NP 0: this thread's keys in a tile, kk0 and kk0 + 8
+  RaSrc src{};
+  RawRa first{};
+  if (NP == 0 && !ring) {
+    src = ra_src(p, g, b, (t_first + c) * kTile + kk0, tig);
+    load_ra(src, vlo, t_first + c < t_end ? vhi : vlo, first);
+    advance(src, kTile * NC);
+  }
   float qmax = 0.f;
   stage_queries([&](bool, int, int, const float (&v)[8]) {
 #pragma unroll
@@ -859,7 +878,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     // kk0 and kk0 + 8, values [32 tig, + 32) of each: the layout above ra_src) and its latent into one of the
     // consumer's two latent tiles (the other may still be read by a slower warp's O^T MMAs of the tile before: the
     // softmax's vote is the warpgroup's only barrier between them)
-    const int kk0 = 16 * cw + gid;
     const int sm_key = 16 * cw + (lane & 7) + 8 * ((lane >> 3) & 1);  // the latent tile's row this lane addresses
     const uint32_t latent0 = base + uint32_t(c * 2 * kLatentBytes);
     int buf = 0;
@@ -907,8 +925,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     };
     if (!ring) {
       const int t0 = t_first + c, keys_a_step = kTile * NC;
-      RaSrc src = ra_src(p, g, b, t0 * kTile + kk0, tig);
-      int tl = t0;  // the next tile to load
+      int tl = t0 + NC;  // the next tile to load (the first's loads are in `first`)
       auto load_next = [&](RawRa& x) {
         load_ra(src, vlo, tl < t_end ? vhi : vlo, x);
         advance(src, keys_a_step);
@@ -924,8 +941,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       };
       // the next tile's loads in flight while one is processed, then copied to its set (unrolled by two, without
       // the copies, the loop's code was twice the size and the kernel 3-4% slower: H200, session 39)
-      RawRa x;
-      load_next(x);
+      RawRa x = first;
       for (int t = t0; t < t_end; t += NC) {
         RawRa next;
         load_next(next);
