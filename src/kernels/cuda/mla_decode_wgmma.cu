@@ -210,37 +210,33 @@ struct Raw {
   uint32_t in;  // the key is in the split's range (else zeros, nothing read)
 };
 
-// Where a producer thread reads: its key's codes, scales, offsets and modality byte, moved a whole tile of its
-// producer (kTile x NP keys) at a time by pointer steps (recomputing the addresses from the key each tile cost ~60
-// instructions a tile, SASS of session 37's kernel).
-struct RawSrc {
-  const uint4 *c, *r;                 // the thread's 32 latent / RoPE-key code bytes
-  const uint16_t *cs, *cl, *rs, *rl;  // its first chunk's scale and offset, latent and RoPE key
+// Where a thread reads a key's codes, scales, offsets and modality byte from value v0 of its latent and RoPE-key rows
+// on, moved a whole tile of its warpgroup's keys at a time by pointer steps (recomputing the addresses from the key
+// each tile cost ~60 instructions a tile, SASS of session 37's kernel).
+struct KeySrc {
+  const uint4 *c, *r;                 // the codes from value v0, latent / RoPE key
+  const uint16_t *cs, *cl, *rs, *rl;  // value v0's group's scale and offset, latent and RoPE key
   const uint8_t* mod;                 // null for one set
   int j;                              // the key
   int gc, gr;                         // scales a key (128 / group)
-  bool pair_c, pair_r;                // groups of 32: the two chunks' scales adjacent (one word); else one group
 };
-
-__device__ __forceinline__ RawSrc raw_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int half) {
-  RawSrc x;
+__device__ __forceinline__ KeySrc key_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int v0) {
+  KeySrc x;
   const int64_t row = int64_t(b) * p.t_cap + j;
-  x.c = reinterpret_cast<const uint4*>(p.latent_q + row * 64 + half * 32);
-  x.r = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64 + half * 32);
+  x.c = reinterpret_cast<const uint4*>(p.latent_q + row * 64 + v0 / 2);
+  x.r = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64 + v0 / 2);
   x.gc = 128 >> g.shift_c;
   x.gr = 128 >> g.shift_r;
-  const int64_t sc = row * x.gc + ((half * 64) >> g.shift_c), sr = row * x.gr + ((half * 64) >> g.shift_r);
+  const int64_t sc = row * x.gc + (v0 >> g.shift_c), sr = row * x.gr + (v0 >> g.shift_r);
   x.cs = p.latent_scale + sc;
   x.cl = p.latent_lo + sc;
   x.rs = p.k_rope_scale + sr;
   x.rl = p.k_rope_lo + sr;
   x.mod = p.n_mod == 2 ? p.modality + row : nullptr;
   x.j = j;
-  x.pair_c = g.shift_c == 5;
-  x.pair_r = g.shift_r == 5;
   return x;
 }
-__device__ __forceinline__ void advance(RawSrc& x, int keys) {
+__device__ __forceinline__ void advance(KeySrc& x, int keys) {
   x.c += keys * 4;
   x.r += keys * 4;
   x.cs += keys * x.gc;
@@ -249,6 +245,17 @@ __device__ __forceinline__ void advance(RawSrc& x, int keys) {
   x.rl += keys * x.gr;
   if (x.mod) x.mod += keys;
   x.j += keys;
+}
+// A producer thread's: half `half` of its key (64 latent and 64 RoPE-key values, two 32-value chunks each)
+struct RawSrc : KeySrc {
+  bool pair_c, pair_r;  // groups of 32: the two chunks' scales adjacent (one word); else one group
+};
+__device__ __forceinline__ RawSrc raw_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int half) {
+  RawSrc x;
+  static_cast<KeySrc&>(x) = key_src(p, g, b, j, 64 * half);
+  x.pair_c = g.shift_c == 5;
+  x.pair_r = g.shift_r == 5;
+  return x;
 }
 // the two chunks' fp16 values: one word (groups of 32, adjacent; 4-byte aligned, wgmma_refusal), or one value (the
 // low half) that both chunks take (store_raw picks the half). Nothing here uses the loaded value: an operation on it
@@ -365,40 +372,11 @@ struct RawRa {
   uint32_t cs[2], cl[2], rs[2], rl[2];  // their scale and offset (fp16 bits in the low half)
   uint32_t mod[2], in[2];
 };
-struct RaSrc {
-  const uint4 *c, *r;                 // key kk0's code words (kk0 + 8's: 8 rows on)
-  const uint16_t *cs, *cl, *rs, *rl;  // its scale and offset, latent and RoPE key
-  const uint8_t* mod;                 // null for one set
-  int j;                              // key kk0
-  int gc, gr;                         // scales a key (128 / group)
-};
-__device__ __forceinline__ RaSrc ra_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int tig) {
-  RaSrc x;
-  const int64_t row = int64_t(b) * p.t_cap + j;
-  x.c = reinterpret_cast<const uint4*>(p.latent_q + row * 64) + tig;
-  x.r = reinterpret_cast<const uint4*>(p.k_rope_q + row * 64) + tig;
-  x.gc = 128 >> g.shift_c;
-  x.gr = 128 >> g.shift_r;
-  const int64_t sc = row * x.gc + ((32 * tig) >> g.shift_c), sr = row * x.gr + ((32 * tig) >> g.shift_r);
-  x.cs = p.latent_scale + sc;
-  x.cl = p.latent_lo + sc;
-  x.rs = p.k_rope_scale + sr;
-  x.rl = p.k_rope_lo + sr;
-  x.mod = p.n_mod == 2 ? p.modality + row : nullptr;
-  x.j = j;
-  return x;
+// a consumer thread's (NP 0): key kk0 from value 32 tig on (key kk0 + 8's: 8 rows on)
+__device__ __forceinline__ KeySrc ra_src(const MlaDecodeParams& p, const Geom& g, int b, int j, int tig) {
+  return key_src(p, g, b, j, 32 * tig);
 }
-__device__ __forceinline__ void advance(RaSrc& x, int keys) {
-  x.c += keys * 4;
-  x.r += keys * 4;
-  x.cs += keys * x.gc;
-  x.cl += keys * x.gc;
-  x.rs += keys * x.gr;
-  x.rl += keys * x.gr;
-  if (x.mod) x.mod += keys;
-  x.j += keys;
-}
-__device__ __forceinline__ void load_ra(const RaSrc& s, int vlo, int vhi, RawRa& x) {
+__device__ __forceinline__ void load_ra(const KeySrc& s, int vlo, int vhi, RawRa& x) {
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
     const int j = s.j + 8 * k;
@@ -650,7 +628,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   // NP 0: the first tile's loads issued before the queries are staged (their latency behind the staging; a split
   // of a few tiles, as at one sequence, waited for them after it)
   const int kk0 = 16 * cw + gid;  // NP 0: this thread's keys in a tile, kk0 and kk0 + 8
-  RaSrc src{};
+  KeySrc src{};
   RawRa first{};
   if (NP == 0 && !ring) {
     src = ra_src(p, g, b, (t_first + c) * kTile + kk0, tig);
