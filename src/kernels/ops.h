@@ -91,8 +91,9 @@ int64_t parse_decode_wide_warps(const char* value);
 // and its parse, exposed for tests.
 int64_t model_decode_wgmma_consumers();
 int64_t parse_decode_wgmma_consumers(const char* value);
-// ... and its producer warpgroups (MlaDecodeInputs::wgmma_producers): VLM2MLA_DECODE_WGMMA_PRODUCERS, 1 or 2 (read
-// once; 0 or unset: the plan's own; else ArgumentError naming it); and its parse, exposed for tests.
+// ... and its producer warpgroups (MlaDecodeInputs::wgmma_producers): VLM2MLA_DECODE_WGMMA_PRODUCERS, 1 or 2, or
+// "none" (-1: the consumers dequantize their own tiles) (read once; 0 or unset: the plan's own; else ArgumentError
+// naming it); and its parse, exposed for tests.
 int64_t model_decode_wgmma_producers();
 int64_t parse_decode_wgmma_producers(const char* value);
 // Names of the combine layouts (params.h's MlaDecodeCombine): "auto", "block", "warp", "columns"; and back,
