@@ -918,7 +918,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         step(k0, k1, d0, d1);
       };
       // the next tile's loads in flight while one is processed, then copied to its set (unrolled by two, without
-      // the copies, the loop's code was twice the size and the kernel 3-4% slower: H200, session 39)
+      // the copies, the loop's code was twice the size and the kernel 3.5-4.5% slower: H200, session 39)
       RawRa x = first;
       for (int t = t0; t < t_end; t += NC) {
         RawRa next;
