@@ -3,7 +3,8 @@
 # kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them) and its loops' static
 # instruction mix (sass_loops.py, all instances in $out/wgmma_sass_loops.txt), runs the wgmma kernel's tests, then
 # its bandwidth rows once per layout (producers:consumers, default 1:2 1:3 2:2), then the warp-rows kernel's (its
-# twin; kAuto's before session 37) at the same sizes. Logs go to $OUT.
+# twin; kAuto's before session 37) at the same sizes. Logs go to $OUT (the bandwidth rows also to
+# wgmma_bandwidth.txt: a call's output tail may not hold them all).
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below)
 set -uo pipefail
@@ -25,9 +26,9 @@ for layout in ${WGMMA_LAYOUTS:-1:2 1:3 2:2}; do
   IFS=: read -r producers consumers <<< "$layout"
   VLM2MLA_DECODE_WGMMA_PRODUCERS=$producers VLM2MLA_DECODE_WGMMA_CONSUMERS=$consumers VLM2MLA_BANDWIDTH_ONLY=/wgmma/ \
     timeout 150 "$bin" --gtest_also_run_disabled_tests \
-    --gtest_filter='*DISABLED_Bandwidth' 2>&1 | grep -E "^\[bandwidth\] int4|Failure"
+    --gtest_filter='*DISABLED_Bandwidth' 2>&1 | grep -E "^\[bandwidth\] int4|Failure" | tee -a "$out/wgmma_bandwidth.txt"
 done
 for k in ${WGMMA_ONLY:-/rows/}; do
   VLM2MLA_BANDWIDTH_ONLY=$k timeout 100 "$bin" --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Bandwidth' 2>&1 |
-    grep -E "^\[bandwidth\] int4|Failure" | grep -v ">="
+    grep -E "^\[bandwidth\] int4|Failure" | grep -v ">=" | tee -a "$out/wgmma_bandwidth.txt"
 done
