@@ -2,8 +2,8 @@
 # Run ON THE GPU MACHINE (device tool; carry .deps): builds the kernel test, shows whether ptxas kept the wgmma
 # kernel's MMAs asynchronous (a WARPGROUP.DEPBAR after every HGMMA means it serialized them) and its loops' static
 # instruction mix (sass_loops.py, all instances in $out/wgmma_sass_loops.txt), runs the wgmma kernel's tests, then
-# its bandwidth rows once per layout (producers:consumers, default 1:2 1:3 2:2; none:2 the layout without producers,
-# kAuto's from two sequences), then the warp-rows kernel's (its twin; kAuto's before session 37) at the same sizes.
+# its bandwidth rows once per layout (producers:consumers, WGMMA_LAYOUTS, default "2:2 none:2": kAuto's two, 2p2c at
+# one sequence and 0p2c from two; 1:2 and 1:3 too), then the warp-rows kernel's (its twin; kAuto's before session 37) at the same sizes.
 # Logs go to $OUT (the bandwidth rows also to wgmma_bandwidth.txt: a call's output tail may not hold them all).
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below;
@@ -24,7 +24,7 @@ fi
 timeout 240 "$bin" --gtest_filter="${WGMMA_TESTS:-MlaDecodeCuda.Wgmma*:MlaDecodeOps.*}" 2>&1 | tee "$out/wgmma_test.log" |
   grep -E "^\[ *(FAILED|SKIPPED|PASSED) |^\[=|mla_decode wgmma|Failure|rel err" | head -40
 # the bandwidth rows: the wgmma ones in each layout, then the warp-rows kernel's at the same sizes
-for layout in ${WGMMA_LAYOUTS:-1:2 1:3 2:2}; do
+for layout in ${WGMMA_LAYOUTS:-2:2 none:2}; do
   IFS=: read -r producers consumers <<< "$layout"
   VLM2MLA_DECODE_WGMMA_PRODUCERS=$producers VLM2MLA_DECODE_WGMMA_CONSUMERS=$consumers VLM2MLA_BANDWIDTH_ONLY=/wgmma/ \
     timeout 150 "$bin" --gtest_also_run_disabled_tests \
