@@ -4,7 +4,8 @@
 # instruction mix (sass_loops.py, all instances in $out/wgmma_sass_loops.txt), runs the wgmma kernel's tests, then
 # its bandwidth rows once per layout (producers:consumers, WGMMA_LAYOUTS, default "2:2 none:2": kAuto's two, 2p2c at
 # one sequence and 0p2c from two; 1:2 and 1:3 too), then the warp-rows kernel's (its twin; kAuto's before session
-# 37) at the same sizes. Logs go to $OUT (the bandwidth rows also to wgmma_bandwidth.txt: a call's output tail may not hold them all).
+# 37) at the same sizes. Logs go to $OUT (the bandwidth rows also to wgmma_bandwidth.txt: a call's output tail may
+# not hold them all).
 #
 #   device run: bash scripts/device/wgmma.sh            (carry: [".deps"]; WGMMA_ONLY: bandwidth keys, see below;
 #   WGMMA_SASS_FILTER: the instance whose loops are printed, default kernelILi2ELi0E, the 0p2c one)
