@@ -504,6 +504,21 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
 
   // a key is attended when in the range and, with two sets, of the CTA's modality
   auto keeps = [&](uint32_t in, uint32_t mod) { return in && (two == 1 || (mod != 0) == (cta_mod != 0)); };
+  // key j of the ring (the int4 store's last `window` positions, bf16, row j % window): n 16-byte words of its latent
+  // and of its RoPE key from value v0 on into c and r (zeros out of the range); whether the CTA attends it
+  auto ring_key = [&](int j, int v0, int n, uint4* c, uint4* r) {
+    const bool in = j >= vlo && j < vhi;
+    const int64_t row = int64_t(b) * p.window + (in ? j % p.window : 0);
+    const uint32_t mod = (in && two == 2) ? p.modality[int64_t(b) * p.t_cap + j] : 0;
+    const uint4* cp = reinterpret_cast<const uint4*>(p.latent_win + row * 128 + v0);
+    const uint4* rp = reinterpret_cast<const uint4*>(p.k_rope_win + row * 128 + v0);
+#pragma unroll
+    for (int i = 0; i < n; ++i) {
+      c[i] = in ? __ldg(cp + i) : make_uint4(0, 0, 0, 0);
+      r[i] = in ? __ldg(rp + i) : make_uint4(0, 0, 0, 0);
+    }
+    return keeps(in, mod);
+  };
   if (NP > 0 && role < NP) {  // (NP 0: none, and no code)
     // ---- producer `role`: tiles t_first + role, + NP, ..., into its ring of stages ----
     const int pt = tid & 127, kk = pt & 63, half = pt >> 6;
@@ -563,19 +578,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     } else {
       // the ring's bf16 rows (at most a few tiles): to fp16 in the chunk order, into the swizzle
       for (int t = t_first + role; t < t_end; t += step) {
-        const int j = t * kTile + kk;
-        const bool in = j >= vlo && j < vhi;
-        const int64_t row = int64_t(b) * p.window + (in ? j % p.window : 0);
-        const uint32_t mod = (in && two == 2) ? p.modality[int64_t(b) * p.t_cap + j] : 0;
-        const bool keep = keeps(in, mod);
         uint4 c[8], r[8];
-        const uint4* cp = reinterpret_cast<const uint4*>(p.latent_win + row * 128 + half * 64);
-        const uint4* rp = reinterpret_cast<const uint4*>(p.k_rope_win + row * 128 + half * 64);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          c[i] = in ? __ldg(cp + i) : make_uint4(0, 0, 0, 0);
-          r[i] = in ? __ldg(rp + i) : make_uint4(0, 0, 0, 0);
-        }
+        const bool keep = ring_key(t * kTile + kk, 64 * half, 8, c, r);
         if (barrier_or(bar_p, 128, keep)) {
           const uint32_t s = take_stage();
           const uint32_t stage = base + s * kStageBytes;
@@ -933,17 +937,12 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         uint4 d[2][8];
 #pragma unroll
         for (int k = 0; k < 2; ++k) {
-          const int j = t * kTile + kk0 + 8 * k;
-          const bool in = j >= vlo && j < vhi;
-          const int64_t row = int64_t(b) * p.window + (in ? j % p.window : 0);
-          const uint32_t mod = (in && two == 2) ? p.modality[int64_t(b) * p.t_cap + j] : 0;
-          kp[k] = keeps(in, mod);
-          const uint4* cp = reinterpret_cast<const uint4*>(p.latent_win + row * 128 + 32 * tig);
-          const uint4* rp = reinterpret_cast<const uint4*>(p.k_rope_win + row * 128 + 32 * tig);
+          uint4 cw[4], rw[4];
+          kp[k] = ring_key(t * kTile + kk0 + 8 * k, 32 * tig, 4, cw, rw);
 #pragma unroll
           for (int w = 0; w < 4; ++w) {
-            d[k][w] = in ? bf16_chunk_to_f16(__ldg(cp + w)) : make_uint4(0, 0, 0, 0);
-            d[k][4 + w] = in ? bf16_chunk_to_f16(__ldg(rp + w)) : make_uint4(0, 0, 0, 0);
+            d[k][w] = bf16_chunk_to_f16(cw[w]);  // (zeros stay zeros)
+            d[k][4 + w] = bf16_chunk_to_f16(rw[w]);
           }
         }
         if (!vote(kp[0], kp[1], t)) continue;
