@@ -1391,10 +1391,10 @@ FullPlan make_plan(const MlaDecodeParams& p, MlaDecodeVariant variant) {
 // A kernel of kThreads threads over `grid`, `smem` bytes of dynamic shared memory each, launched with one
 // attribute (cudaLaunchKernelEx).
 void launch_with(KernelFn fn, dim3 grid, int64_t smem, cudaStream_t stream, cudaLaunchAttribute attr,
-                 const MlaDecodeParams& params, const Geom& geom, const char* what) {
+                 const MlaDecodeParams& params, const Geom& geom, const char* what, int threads = kThreads) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
+  config.blockDim = dim3(unsigned(threads));
   config.dynamicSmemBytes = size_t(smem);
   config.stream = stream;
   config.attrs = &attr;
@@ -1464,8 +1464,18 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     fp.fn<<<grid, plan.wide_warps * 32, wide_values_smem_bytes(), stream>>>(params, fp.geom);
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the scores-first values kernel");
   } else if (plan.wgmma) {  // (split, modality) pairs across, the sequences down z; a producer and the consumers
-    fp.fn<<<dim3(total, 1, params.b), 128 * (plan.wgmma_consumers + plan.wgmma_producers), plan.smem_bytes, stream>>>(
-        params, fp.geom);
+    const dim3 grid(total, 1, params.b);
+    const int threads = 128 * (plan.wgmma_consumers + plan.wgmma_producers);
+    if (programmatic_launches()) {
+      // (pdl.cuh: its launch and its CTAs' start behind the kernel ahead; it waits for that one's results first)
+      cudaLaunchAttribute pdl;
+      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      pdl.val.programmaticStreamSerializationAllowed = 1;
+      launch_with(fp.fn, grid, plan.smem_bytes, stream, pdl, params, fp.geom, "launching the wgmma split kernel",
+                  threads);
+    } else {
+      fp.fn<<<grid, threads, plan.smem_bytes, stream>>>(params, fp.geom);
+    }
     VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the wgmma split kernel");
   } else if (plan.tensor_core) {
     // (image first: the splits across, the image CTAs' sequences then the text CTAs' down z)
