@@ -188,6 +188,9 @@ __device__ __forceinline__ void fence_words(uint4 (&x)[N]) {
 #pragma unroll
   for (int i = 0; i < K; ++i) asm volatile("" : "+r"(x[i].x), "+r"(x[i].y), "+r"(x[i].z), "+r"(x[i].w)::"memory");
 }
+// Whether an optional step argument (nullptr: none) is a callable to run
+template <typename F>
+constexpr bool kGiven = !std::is_same_v<std::decay_t<F>, std::nullptr_t>;
 // four 8 x 8 fp16 matrices from the MMA fragment layout (lane 4 r + c of matrix m's register: row r, columns 2 c,
 // 2 c + 1), row r of matrix m to the address lane 8 m + r gives
 __device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
@@ -325,6 +328,12 @@ __device__ __forceinline__ uint4 dequant8(uint32_t w, uint32_t s16, uint32_t l16
   return make_uint4(hfma2(mask_or(w << 6, one), s16, l16), hfma2(mask_or(w << 2, one), s16, l16),
                     hfma2(mask_or(w >> 2, one), s16, l16), hfma2(mask_or(w >> 6, one), s16, l16));
 }
+// dequant8's operands from a group's scale s and offset lo, each as an fp16 pair (s, s), (lo, lo): s16 = 16 s (exact)
+// and l16 = lo - 16 s (rounded once)
+__device__ __forceinline__ uint2 dequant_operands(uint32_t s, uint32_t lo) {
+  const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
+  return make_uint2(hmul2(s, k16), hfma2(s, km16, lo));
+}
 // The fp16 pair (1, 1) as a value ptxas cannot fold into an immediate (a shuffle's result), so that it stays in a
 // register for mask_or's LOP3.
 __device__ __forceinline__ uint32_t f16_one_pair() { return __shfl_sync(0xffffffffu, 0x3C003C00u, 0); }
@@ -341,23 +350,21 @@ __device__ __forceinline__ uint4 bf16_chunk_to_f16(uint4 v) {
 // half `half` is block `half`, the RoPE key's block 2 + half).
 __device__ __forceinline__ void store_raw(uint32_t stage, int kk, int half, const Raw& x, const RawSrc& src) {
   const uint32_t one = f16_one_pair();  // (a shuffle a tile: taken out of the loop it cost the 1p2c layout a spill)
-  // (s, s) of chunk q's group from a pair (prmt), then s16 = 16 s (exact) and l16 = lo - 16 s (rounded once)
+  // (s, s) and (lo, lo) of chunk q's group from a pair (prmt), then dequant8's operands
   auto dup = [](uint32_t pair, uint32_t sel) { return __byte_perm(pair, 0, sel); };
-  const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
     // the prmt selector of chunk q's value twice: the high half for the second chunk of a pair, else the low
     const uint32_t qc = q && src.pair_c ? 0x3232u : 0x1010u, qr = q && src.pair_r ? 0x3232u : 0x1010u;
-    const uint32_t cs = dup(x.cs, qc), rs = dup(x.rs, qr);
-    const uint32_t cs16 = hmul2(cs, k16), cl16 = hfma2(cs, km16, dup(x.cl, qc));
-    const uint32_t rs16 = hmul2(rs, k16), rl16 = hfma2(rs, km16, dup(x.rl, qr));
+    const uint2 co = dequant_operands(dup(x.cs, qc), dup(x.cl, qc));
+    const uint2 ro = dequant_operands(dup(x.rs, qr), dup(x.rl, qr));
     const uint32_t cw[4] = {x.c[q].x, x.c[q].y, x.c[q].z, x.c[q].w};
     const uint32_t rw[4] = {x.r[q].x, x.r[q].y, x.r[q].z, x.r[q].w};
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int chunk = 4 * q + w;
-      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], cs16, cl16, one));
-      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], rs16, rl16, one));
+      st_shared_v4(stage + half * kBlockBytes + swz(kk, chunk), dequant8(cw[w], co.x, co.y, one));
+      st_shared_v4(stage + (2 + half) * kBlockBytes + swz(kk, chunk), dequant8(rw[w], ro.x, ro.y, one));
     }
   }
 }
@@ -403,14 +410,12 @@ __device__ __forceinline__ void load_ra(const KeySrc& s, int vlo, int vhi, RawRa
 // key k's (0: kk0, 1: kk0 + 8) 4 chunks of the latent (half 0, into d[0..3]) or of the RoPE key (half 1, d[4..7])
 __device__ __forceinline__ void dequant_ra_half(const RawRa& x, int k, int half, uint4 (&d)[8]) {
   const uint32_t one = f16_one_pair();
-  const uint32_t k16 = 0x4C004C00u, km16 = 0xCC00CC00u;  // the fp16 pairs (16, 16), (-16, -16)
-  auto dup = [](uint32_t v) { return __byte_perm(v, 0, 0x1010); };
-  const uint32_t s = dup(half ? x.rs[k] : x.cs[k]);
-  const uint32_t s16 = hmul2(s, k16), l16 = hfma2(s, km16, dup(half ? x.rl[k] : x.cl[k]));
+  auto dup = [](uint32_t v) { return __byte_perm(v, 0, 0x1010); };  // (v, v) from v's low half
+  const uint2 op = dequant_operands(dup(half ? x.rs[k] : x.cs[k]), dup(half ? x.rl[k] : x.cl[k]));
   const uint4 v = half ? x.r[k] : x.c[k];
   const uint32_t cw[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-  for (int w = 0; w < 4; ++w) d[4 * half + w] = dequant8(cw[w], s16, l16, one);
+  for (int w = 0; w < 4; ++w) d[4 * half + w] = dequant8(cw[w], op.x, op.y, one);
 }
 // pair i (0-3) of a chunk
 __device__ __forceinline__ uint32_t pair_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
@@ -774,7 +779,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       }
     }
     wgmma_commit();
-    if constexpr (!std::is_same_v<std::decay_t<decltype(ahead)>, std::nullptr_t>) ahead();
+    if constexpr (kGiven<decltype(ahead)>) ahead();
     wgmma_wait<0>();
     fence_regs(o[0]);
     fence_regs(o[1]);
@@ -882,7 +887,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     // late: nullptr (the RoPE key's chunks in d0, d1 already), or what dequantizes them into d0[4..7], d1[4..7]
     // while the latent's 8 MMAs run (S^T's MMAs then in two groups)
     auto step = [&](bool k0, bool k1, uint4 (&d0)[8], uint4 (&d1)[8], auto&& late, auto&& ahead) {
-      constexpr bool kLate = !std::is_same_v<std::decay_t<decltype(late)>, std::nullptr_t>;
+      constexpr bool kLate = kGiven<decltype(late)>;
       const uint32_t tile = latent0 + uint32_t(buf * kLatentBytes);
       buf ^= 1;
       // the latent's k-steps (0-7) as S^T's MMAs take them: column k of the tile is k-step k / 16's (ra_feature
