@@ -51,8 +51,9 @@ enum class MlaCacheFormat {
 // kWgmma (session 36): Hopper's warpgroup MMAs over an int4 store (mla_decode_wgmma.cu, built for sm_90a): consumer
 // warpgroups score and accumulate tiles with wgmma, dequantized by producer warpgroups into shared memory or (by
 // default from two sequences, session 39) by the consumers themselves into the MMAs' A registers
-// (wgmma_producers / wgmma_consumers below), a CTA a (split, modality, sequence). Built for the sizes of Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4, d_rope 32, h_q 28) and
-// groups of 32, 64 or 128 on compute capability 9.0 alone. kAuto's first choice since session 37 (fp16 operands and
+// (wgmma_producers / wgmma_consumers below), a CTA a (split, modality, sequence). Built for the sizes of
+// Qwen2.5-VL-7B converted with D = 32 (r_kv 128, h_kv 4, d_rope 32, h_q 28) and groups of 32, 64 or 128 on compute
+// capability 9.0 alone. kAuto's first choice since session 37 (fp16 operands and
 // a lazy max: 0.77-0.87x the warp-rows kernel's time; docs/KERNELS.md says what it measured); the warp-rows kernel
 // (kTensorCoreWarpRows) is its twin.
 enum class MlaDecodeVariant {
@@ -187,7 +188,7 @@ struct MlaDecodeParams {
   int wide_warps = 0;
   // the warpgroup-MMA kernel (MlaDecodeVariant::kWgmma): consumer warpgroups a CTA, 2 or 3 (0: the plan's)
   int wgmma_consumers = 0;
-  // ... and producer warpgroups, 1 or 2 (one a consumer), or -1: none (kWgmmaNoProducers: the consumers dequantize
+  // ... and producer warpgroups, 1 or 2 (one a consumer), or -1: none (the consumers dequantize
   // their own tiles into the MMAs' A registers); 0: the plan's
   int wgmma_producers = 0;
 };

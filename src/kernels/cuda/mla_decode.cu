@@ -1468,11 +1468,8 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
     const int threads = 128 * (plan.wgmma_consumers + plan.wgmma_producers);
     if (programmatic_launches()) {
       // (pdl.cuh: its launch and its CTAs' start behind the kernel ahead; it waits for that one's results first)
-      cudaLaunchAttribute pdl;
-      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      pdl.val.programmaticStreamSerializationAllowed = 1;
-      launch_with(fp.fn, grid, plan.smem_bytes, stream, pdl, params, fp.geom, "launching the wgmma split kernel",
-                  threads);
+      launch_with(fp.fn, grid, plan.smem_bytes, stream, programmatic_serialization(), params, fp.geom,
+                  "launching the wgmma split kernel", threads);
     } else {
       fp.fn<<<grid, threads, plan.smem_bytes, stream>>>(params, fp.geom);
     }
@@ -1485,10 +1482,7 @@ void launch_mla_decode(const MlaDecodeParams& params, cudaStream_t stream, MlaDe
       // have all started (programmatic stream serialization; mla_decode_rows_kernel)
       fp.fn_pure<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);
       VLM2MLA_CUDA_CHECK(cudaGetLastError(), "launching the tensor-core split kernel (pure splits)");
-      cudaLaunchAttribute pdl;
-      pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      pdl.val.programmaticStreamSerializationAllowed = 1;
-      launch_with(fp.fn, grid, plan.smem_bytes, stream, pdl, params, fp.geom,
+      launch_with(fp.fn, grid, plan.smem_bytes, stream, programmatic_serialization(), params, fp.geom,
                   "launching the tensor-core split kernel (beside the pure splits')");
     } else {
       fp.fn<<<grid, kThreads, plan.smem_bytes, stream>>>(params, fp.geom);

@@ -30,6 +30,14 @@ __device__ __forceinline__ void grid_dependency_wait() {
 
 // (whether launch_programmatic sets the attribute: programmatic_launches(), pdl.h)
 
+// The launch attribute of programmatic stream serialization (for cudaLaunchKernelEx)
+inline cudaLaunchAttribute programmatic_serialization() {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  return attr;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization where
 // programmatic_launches() (the kernel calls grid_dependency_wait first).
 template <typename... Params, typename... Args>
@@ -44,9 +52,7 @@ void launch_programmatic(void (*kernel)(Params...), dim3 grid, dim3 block, size_
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr = programmatic_serialization();
   config.attrs = &attr;
   config.numAttrs = 1;
   cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);  // (errors: the caller's check_kernel_launch)
