@@ -32,10 +32,11 @@
 //   Consumer (the transposed step): S^T [64 keys x 32 rows] = C [64 x 128] Qa^T + Kr [64 x 128] Qr^T, 16
 //   m64n32k16 MMAs with both operands in shared memory; the 32 rows are the 28 heads, 7 a kv group in 8 rows (row
 //   8 g + i is head 7 g + i, row 8 g + 7 zero), and Qr is block-diagonal (row n's RoPE query at its group's 32
-//   columns of the tile's 128). The online softmax runs down the columns with a lazy max: only when a score
-//   passes its column's running max by more than kSlack does the warpgroup (one barrier's vote) reduce the tile's
-//   maxima across its four warps and rescale O; P^T goes to shared memory in fp16, and O^T [128 x 32] += C^T P^T,
-//   8 m64n32k16 MMAs reading the same stage as an M-major operand. The consumer then frees the stage.
+//   columns of the tile's 128). The online softmax runs down the columns with a lazy max: the tile's weights go to
+//   P^T (shared memory, fp16, two buffers a consumer) from the running maxima, and the warpgroup barrier that
+//   publishes them also votes whether a score passed its column's max by more than kSlack; only then (rarely) are
+//   the tile's maxima reduced across its four warps, O rescaled and the weights written again. O^T [128 x 32] +=
+//   C^T P^T, 8 m64n32k16 MMAs reading the same stage as an M-major operand. The consumer then frees the stage.
 //   Without producers (NP 0) a consumer loads its next tile's codes, scales and modality bytes into registers while
 //   it processes one (a warpgroup vote skips a tile of none of the CTA's keys where one may lack them), and its
 //   step is the one above with S^T's A operand in registers: the queries' columns in the order of those registers
@@ -73,6 +74,8 @@ constexpr int kEnd = 1;                  // a stage's flag: no tile, the consume
 constexpr float kSlack = 8.f;
 
 constexpr int kLatentBytes = 2 * kBlockBytes;  // NP 0: a consumer's latent tile (C's two blocks of a stage), fp16
+constexpr int kPBytes = 4096;                  // a tile's P^T, 64 keys x 32 rows, fp16
+constexpr int kBufBytes = kLatentBytes + kPBytes;  // NP 0: a latent tile and the P^T of its weights
 
 // The layout for NP producer and NC consumer warpgroups (NP 1: one ring of stages the consumers take in turn; NP ==
 // NC: a ring of two stages a (producer, consumer) pair; NP 0: no producers, two latent tiles a consumer): stages,
@@ -84,10 +87,10 @@ struct WgLayout {
   static constexpr int kRingStages = NP == 0 ? 1 : kStages / NP;
   static constexpr int kThreads = 128 * (NC + NP);
   // Qa (2 blocks), then Qr (2 blocks), swizzled; after the stages (NP 0: after the consumers' latent tiles)
-  static constexpr int kOffQ = NP == 0 ? NC * 2 * kLatentBytes : kStages * kStageBytes;
-  static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // P^T of each consumer, 64 keys x 32 rows fp16
+  static constexpr int kOffQ = NP == 0 ? NC * 2 * kBufBytes : kStages * kStageBytes;
+  static constexpr int kOffP = kOffQ + 4 * kQBlockBytes;        // NP > 0: two P^T a consumer (NP 0: in its buffers)
   static constexpr int kMergeBytes = kRows * kMergeStride * 4;
-  static constexpr int kOffMerge = kOffP + NC * 4096;            // float [32][kMergeStride]
+  static constexpr int kOffMerge = kOffP + (NP == 0 ? 0 : NC * 2 * kPBytes);  // float [32][kMergeStride]
   static constexpr int kOffRed = kOffMerge + kMergeBytes;        // float [NC][4 warps][32]
   static constexpr int kOffMl = kOffRed + NC * 4 * kRows * 4;   // float [NC][2 (max, sum)][32]
   static constexpr int kOffQb = kOffMl + NC * 2 * kRows * 4;    // float [32], q . b_k scaled to log2 units
@@ -136,13 +139,19 @@ __device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
 
-// A shared-memory matrix descriptor: start address, leading and stride byte offsets (16-byte units), and the layout
-// (1: 128-byte swizzle, 0: none). Offsets are added to the start in 16-byte units (the low 14 bits; shared
-// addresses stay below 256 KB).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint32_t swizzle128) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) |
-         (uint64_t(swizzle128) << 62);
+// A shared-memory matrix descriptor as its two 32-bit words: lo holds the start address and the leading byte offset
+// (16-byte units, bits 0-13 and 16-29), hi the stride byte offset and the layout (1: 128-byte swizzle, 0: none; bits
+// 0-13 and 30-31). An operand's hi is a constant; a byte offset (/ 16) added to lo moves its start (shared addresses
+// stay below 256 KB: the 14-bit field does not carry). Kept as two words, a descriptor a tile is one 32-bit add from
+// the tile's address: as one 64-bit value, each of a tile's 16 took a 64-bit add and its carry, moves and two
+// register-to-uniform copies (SASS of session 41's first try).
+struct SmemDesc {
+  uint32_t lo, hi;
+};
+__device__ __forceinline__ SmemDesc smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint32_t swizzle128) {
+  return {((addr & 0x3FFFF) >> 4) | ((lbo >> 4) << 16), (sbo >> 4) | (swizzle128 << 30)};
 }
+__device__ __forceinline__ SmemDesc operator+(SmemDesc d, uint32_t off16) { return {d.lo + off16, d.hi}; }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -160,28 +169,28 @@ __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 // D[64 x 32] (+)= A[64 x 16] B[16 x 32], fp16 operands from shared memory, fp32 accumulators. TA: A M-major
 // (else K-major); TB: B N-major (else K-major). accumulate 0: D = A B.
 template <int TA, int TB>
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], SmemDesc a, SmemDesc b, int accumulate) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %20, 0;\nmov.b64 da, {%16, %17};\nmov.b64 db, {%18, %19};\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, da, db, p, 1, 1, %21, %22;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));
+      : "r"(a.lo), "r"(a.hi), "r"(b.lo), "r"(b.hi), "r"(accumulate), "n"(TA), "n"(TB));
 }
 
 // The same with A [64 x 16] from registers (NP 0): a[0] (row gid, columns 2 tig, + 1), a[1] (row gid + 8, the same),
 // a[2] (row gid, columns 2 tig + 8, + 9), a[3] (row gid + 8, the same), rows 16 w + ... in warp w of the warpgroup;
 // the low half the lower column. B K-major.
 __device__ __forceinline__ void wgmma_m64n32k16_ra(float (&d)[16], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                   uint64_t b, int accumulate) {
+                                                   SmemDesc b, int accumulate) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %22, 0;\nmov.b64 db, {%20, %21};\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, db, p, 1, 1, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(accumulate));
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.lo), "r"(b.hi), "r"(accumulate));
 }
 template <int K, int N>  // the first K of x
 __device__ __forceinline__ void fence_words(uint4 (&x)[N]) {
@@ -684,21 +693,20 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   fence_proxy_async();
   named_barrier(kBarConsumers, 128 * NC);
 
-  // this thread's 8 columns (query rows): 8 i + 2 tig + e, i 0..3, e 0..1
-  // the running maxima start at kNoMax, finite (no column's "none yet" test a tile: a score of -inf stays below it
-  // and gives a weight 0, the first finite one passes it and its factor exp2(kNoMax - m) is 0), and are kept
-  // with kSlack added too (m_lim, the vote's bound); the merge writes kNoMax as -inf
+  // this thread's 8 columns (query rows): 8 i + 2 tig + e, i 0..3, e 0..1. The loop keeps the scores as the MMAs
+  // give them (raw: s_mul puts them in log2 units) and each column's running max in log2 units without its q . b_k,
+  // a constant of the column that no weight sees (the merge adds it back). The maxima start at kNoMax, finite (no
+  // column's "none yet" test a tile: a score of -inf stays below it and gives a weight 0, the first finite one
+  // passes it and its factor exp2(kNoMax - m) is 0); lim is the vote's bound, m_run + kSlack in raw units (-inf
+  // from kNoMax: any finite score passes it). The merge writes kNoMax as -inf.
   constexpr float kNoMax = -1e30f;
-  float qb_col[8], m_run[8], l_run[8], m_lim[8];
+  const float inv_s_mul = 1.f / s_mul;
+  float m_run[8], l_run[8], lim[8];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      qb_col[2 * i + e] = qbl[8 * i + 2 * tig + e];
-      m_run[2 * i + e] = kNoMax;
-      m_lim[2 * i + e] = kNoMax + kSlack;
-      l_run[2 * i + e] = 0.f;
-    }
+  for (int col = 0; col < 8; ++col) {
+    m_run[col] = kNoMax;
+    lim[col] = (kNoMax + kSlack) * inv_s_mul;
+    l_run[col] = 0.f;
   }
   float o[2][16];
 #pragma unroll
@@ -721,18 +729,22 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         for (int e = 0; e < 2; ++e) red[cw * kRows + 8 * i + 2 * tig + e] = v[2 * i + e];
     }
   };
-  const uint32_t p_base = base + kOffP + c * 4096;
+  // P^T: two buffers a consumer, taken in turn, so that a tile's weights may be written before the barrier that
+  // follows the tile before's O^T MMAs in every warp (a slower warp's may still read the other); NP 0: beside the
+  // latent tile of each of its two buffers (one address for both, one switch a tile)
   const uint32_t q_base = base + kOffQ;
   // the descriptors' constant parts: K-major swizzled tiles and queries (sbo: 8-row groups of 1,024 bytes), the
   // tile as an M-major operand (lbo: 64-column blocks, sbo: 8-key groups), P^T N-major without swizzle (lbo: the
   // next 8 keys, 512 bytes; sbo: the next 8 rows, 128 bytes)
-  const uint64_t dq = smem_desc(q_base, 16, 1024, 1);
-  const uint64_t dp = smem_desc(p_base, 512, 128, 0);
+  const SmemDesc dq = smem_desc(q_base, 16, 1024, 1);
 
   // the pieces of a tile's step. S^T [64 keys x 32 rows] of stage s into sacc; the online softmax over it (the
-  // scores masked and in log2 units, the lazy max's vote and, when it passes, the maxima's reduction and O's
-  // rescale), leaving the weights in sacc; the weights into P^T; O^T += C^T P^T over stage s
+  // scores masked, the weights into P^T, the lazy max's vote and, when it passes, the maxima's reduction and O's
+  // rescale); O^T += C^T P^T over stage s. S^T's first MMA ignores what sacc holds (scale-d 0): it is set once here,
+  // for the register fences, and holds the tile before's scores after that.
   float sacc[16];
+#pragma unroll
+  for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
   auto stage_of = [&](int fill) { return (NP == 1 ? 0 : c * kRingStages) + fill % kRingStages; };
   // waits for fill `fill`: true for a tile, false for the producer's end mark
   auto wait_fill = [&](int fill) {
@@ -741,11 +753,9 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     return *reinterpret_cast<const int*>(smem + kOffMeta + s * 128 + 64) != kEnd;
   };
   auto scores = [&](int s) {  // S^T of stage s, waited for
-#pragma unroll
-    for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
     fence_regs(sacc);
     wgmma_fence();
-    const uint64_t dk = smem_desc(base + s * kStageBytes, 16, 1024, 1);  // K-major
+    const SmemDesc dk = smem_desc(base + s * kStageBytes, 16, 1024, 1);  // K-major
 #pragma unroll
     for (int ks = 0; ks < 16; ++ks) {
       // k-step ks: block ks / 4 of the tile (C's two, then Kr's two), 32 bytes a step within it; the queries'
@@ -762,20 +772,21 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(bar_empty + 8 * s);
   };
-  // O^T over the latent tile at `tile` (a stage's first block), waited for; `ahead` (nullptr or a callable) runs
-  // while its MMAs do
-  auto values = [&](uint32_t tile, auto&& ahead) {
+  // O^T over the latent tile at `tile` (a stage's first block) and the weights in P^T at `pt`, waited for; `ahead`
+  // (nullptr or a callable) runs while its MMAs do
+  auto values = [&](uint32_t tile, uint32_t pt, auto&& ahead) {
     fence_regs(o[0]);
     fence_regs(o[1]);
     wgmma_fence();
     // m-block mb the latent's columns [64 mb, 64 mb + 64), k-step kk its keys [16 kk, 16 kk + 16)
-    const uint64_t dv = smem_desc(tile, 8192, 1024, 1);  // M-major
+    const SmemDesc dv = smem_desc(tile, 8192, 1024, 1);  // M-major
+    const SmemDesc dp = smem_desc(pt, 512, 128, 0);
 #pragma unroll
     for (int mb = 0; mb < 2; ++mb) {
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        wgmma_m64n32k16<1, 1>(o[mb], dv + uint32_t((mb * kBlockBytes + kk * 2048) >> 4), dp + uint32_t((kk * 1024) >> 4),
-                              1);
+        wgmma_m64n32k16<1, 1>(o[mb], dv + uint32_t((mb * kBlockBytes + kk * 2048) >> 4),
+                              dp + uint32_t((kk * 1024) >> 4), 1);
       }
     }
     wgmma_commit();
@@ -784,23 +795,42 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     fence_regs(o[0]);
     fence_regs(o[1]);
   };
-  auto softmax = [&](bool keep0, bool keep1) {  // keys 16 cw + gid and + 8 attended?
-    // the scores in log2 units, the masked keys -inf; does any pass its column's running max by more than kSlack?
+  // the weights exp2(s s_mul - m_run) of the tile's scores into P^T (key k, row n at (k / 8) 512 + (n / 8) 128 +
+  // (k % 8) 16 + (n % 8) 2 from pt, fp16), their column sums into sum
+  auto put_p = [&](uint32_t pt, float (&sum)[8]) {
+    const uint32_t at = pt + uint32_t(2 * cw * 512 + gid * 16 + tig * 4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float w[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) w[e] = fast_exp2(fmaf(sacc[4 * i + e], s_mul, -m_run[2 * i + (e & 1)]));
+      sum[2 * i] = w[0] + w[2];
+      sum[2 * i + 1] = w[1] + w[3];
+      st_shared_u32(at + i * 128, pack_half2(w[0], w[1]));
+      st_shared_u32(at + i * 128 + 512, pack_half2(w[2], w[3]));
+    }
+  };
+  // The online softmax of a tile (keys 16 cw + gid and + 8 attended?) with its weights in P^T, visible to the MMAs.
+  // The weights are written from the running maxima, then one warpgroup barrier both publishes them and takes the
+  // lazy max's vote: did any score pass its column's bound? Rarely so (a column's first tiles, a score kSlack above
+  // its max): the tile's column maxima through shared memory, the running maxima moved to them, O and the sums
+  // rescaled, the weights written again and a second barrier.
+  auto softmax = [&](bool keep0, bool keep1, uint32_t pt) {
     bool over = false;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int col = 2 * i + e;
         float& s0 = sacc[4 * i + e];
         float& s1 = sacc[4 * i + 2 + e];
-        s0 = keep0 ? fmaf(s0, s_mul, qb_col[col]) : -INFINITY;
-        s1 = keep1 ? fmaf(s1, s_mul, qb_col[col]) : -INFINITY;
-        over |= fmaxf(s0, s1) > m_lim[col];
+        s0 = keep0 ? s0 : -INFINITY;
+        s1 = keep1 ? s1 : -INFINITY;
+        over |= fmaxf(s0, s1) > lim[2 * i + e];
       }
     }
-    // the warpgroup's vote (the running maxima are the same in all its threads): if so, the columns' maxima over the
-    // tile through shared memory, the running maxima moved to them, O and the sums rescaled
+    float sum[8];
+    put_p(pt, sum);
+    fence_proxy_async();
     if (barrier_or(kBarWg0 + c, 128, over)) {
       float tmax[8];
 #pragma unroll
@@ -818,10 +848,10 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         for (int e = 0; e < 2; ++e) {
           const int col = 2 * i + e, n = 8 * i + 2 * tig + e;
           const float mx = fmaxf(fmaxf(red[n], red[kRows + n]), fmaxf(red[2 * kRows + n], red[3 * kRows + n]));
-          const float m_new = fmaxf(m_run[col], mx);
+          const float m_new = fmaxf(m_run[col], mx * s_mul);
           alpha[col] = fast_exp2(m_run[col] - m_new);  // (0 from kNoMax)
           m_run[col] = m_new;
-          m_lim[col] = m_new + kSlack;
+          lim[col] = (m_new + kSlack) * inv_s_mul;
           l_run[col] *= alpha[col];
         }
       }
@@ -831,51 +861,35 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         for (int i = 0; i < 4; ++i)
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mb][4 * i + e] *= alpha[2 * i + (e & 1)];
+      put_p(pt, sum);
+      fence_proxy_async();
+      named_barrier(kBarWg0 + c, 128);
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int col = 2 * i + e;
-        const float p0 = fast_exp2(sacc[4 * i + e] - m_run[col]), p1 = fast_exp2(sacc[4 * i + 2 + e] - m_run[col]);
-        sacc[4 * i + e] = p0;
-        sacc[4 * i + 2 + e] = p1;
-        l_run[col] += p0 + p1;
-      }
-    }
-  };
-  // P^T in fp16 (key k, row n at (k / 8) 512 + (n / 8) 128 + (k % 8) 16 + (n % 8) 2), then visible to the MMAs
-  auto store_p = [&]() {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t at = p_base + uint32_t(2 * cw * 512 + i * 128 + gid * 16 + tig * 4);
-      st_shared_u32(at, pack_half2(sacc[4 * i], sacc[4 * i + 1]));
-      st_shared_u32(at + 512, pack_half2(sacc[4 * i + 2], sacc[4 * i + 3]));
-    }
-    fence_proxy_async();
-    named_barrier(kBarWg0 + c, 128);
+    for (int col = 0; col < 8; ++col) l_run[col] += sum[col];
   };
 
   if constexpr (NP > 0) {
     // the fills taken: one producer's c, c + NC, ...; a pair's all of its producer's. A tile's step in turn: S^T,
     // the softmax, P^T, O^T, the stage freed.
-    for (int fill = NP == 1 ? c : 0;; fill += NP == 1 ? NC : 1) {
+    const uint32_t p_base = base + kOffP + c * 2 * kPBytes;
+    for (int fill = NP == 1 ? c : 0, pbuf = 0;; fill += NP == 1 ? NC : 1, pbuf ^= 1) {
       if (!wait_fill(fill)) break;
       const int s = stage_of(fill);
       const unsigned char* meta = smem + kOffMeta + s * 128;
+      const uint32_t pt = p_base + uint32_t(pbuf * kPBytes);
       scores(s);
-      softmax(meta[16 * cw + gid] != 0, meta[16 * cw + gid + 8] != 0);
-      store_p();
-      values(base + s * kStageBytes, nullptr);
+      softmax(meta[16 * cw + gid] != 0, meta[16 * cw + gid + 8] != 0, pt);
+      values(base + s * kStageBytes, pt, nullptr);
       free_stage(s);
     }
   } else {
     // no producers: tiles t_first + c, + NC, ..., each dequantized by this warpgroup into S^T's A registers (keys
     // kk0 and kk0 + 8, values [32 tig, + 32) of each: the layout above ra_src) and its latent into one of the
-    // consumer's two latent tiles (the other may still be read by a slower warp's O^T MMAs of the tile before: the
-    // softmax's vote is the warpgroup's only barrier between them)
+    // consumer's two buffers (the other's latent tile and P^T may still be read by a slower warp's O^T MMAs of the
+    // tile before: the softmax's barrier is the warpgroup's only one between them)
     const int sm_key = 16 * cw + (lane & 7) + 8 * ((lane >> 3) & 1);  // the latent tile's row this lane addresses
-    const uint32_t latent0 = base + uint32_t(c * 2 * kLatentBytes);
+    const uint32_t latent0 = base + uint32_t(c * 2 * kBufBytes);
     int buf = 0;
     // a tile whose keys are all of the other modality (two sets) is skipped, by the warpgroup's vote; none is needed
     // from `pure_from` on: one set, or a text CTA past the cache's image bound (every tile of the range then has a
@@ -888,7 +902,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     // while the latent's 8 MMAs run (S^T's MMAs then in two groups)
     auto step = [&](bool k0, bool k1, uint4 (&d0)[8], uint4 (&d1)[8], auto&& late, auto&& ahead) {
       constexpr bool kLate = kGiven<decltype(late)>;
-      const uint32_t tile = latent0 + uint32_t(buf * kLatentBytes);
+      const uint32_t tile = latent0 + uint32_t(buf * kBufBytes), pt = tile + kLatentBytes;
       buf ^= 1;
       // the latent's k-steps (0-7) as S^T's MMAs take them: column k of the tile is k-step k / 16's (ra_feature
       // maps O^T's rows back); the A registers of a k-step are four 8 x 8 matrices (keys 0-7 and 8-15 of the warp's,
@@ -900,8 +914,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
         stmatrix_x4(at, pair_of(d0[w], i), pair_of(d1[w], i), pair_of(d0[w], i + 1), pair_of(d1[w], i + 1));
       }
       // S^T = A Q^T, A the 16 k-steps' registers: pairs 2 ks and 2 ks + 1 of each key
-#pragma unroll
-      for (int e = 0; e < 16; ++e) sacc[e] = 0.f;
       fence_regs(sacc);
       fence_words<kLate ? 4 : 8>(d0);
       fence_words<kLate ? 4 : 8>(d1);
@@ -925,11 +937,10 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       wgmma_commit();
       wgmma_wait<0>();
       fence_regs(sacc);
-      softmax(k0, k1);
-      store_p();  // (its fence and barrier also publish the latent tile to the MMAs)
+      softmax(k0, k1, pt);  // (its fence and barrier also publish the latent tile to the MMAs)
       // (left in flight, for the next S^T's wait to take, ptxas serialized the kernel's MMAs: 54 waits in the SASS,
       // 1.3x the time; H200, session 39)
-      values(tile, ahead);
+      values(tile, pt, ahead);
     };
     if (!ring) {
       const int t0 = t_first + c, keys_a_step = kTile * NC;
@@ -1008,7 +1019,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int n = 8 * i + 2 * tig + e;
-        ml[(2 * c) * kRows + n] = m_run[2 * i + e] == kNoMax ? -INFINITY : m_run[2 * i + e];
+        ml[(2 * c) * kRows + n] = m_run[2 * i + e] == kNoMax ? -INFINITY : m_run[2 * i + e] + qbl[n];
         ml[(2 * c + 1) * kRows + n] = red[n] + red[kRows + n] + red[2 * kRows + n] + red[3 * kRows + n];
       }
     }
