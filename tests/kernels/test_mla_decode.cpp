@@ -23,6 +23,8 @@
 
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
 #include <cuda_runtime_api.h>
+
+#include "support/graph_timing.h"
 #endif
 
 namespace vlm2mla {
@@ -1348,6 +1350,43 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
   in.wgmma_producers = -1;  // none: built with 2 consumers only
   what = testing::argument_error([&] { mla_decode(in); }, "no producers with 3 consumers");
   EXPECT_NE(what.find("got 0 producers with 3 consumers"), std::string::npos) << what;
+}
+
+// The wgmma kernel replayed from a captured CUDA graph, as the models' decode steps run it, launched programmatically
+// (it waits for the kernel ahead before it reads anything) and plainly: the bits of its eager call, in kAuto's two
+// layouts (no producers from two sequences, two producer warpgroups at one), with the cache's image bound.
+TEST(MlaDecodeCuda, WgmmaInAGraphEqualsEager) {
+  if (!cuda_ready() || !wgmma_device()) GTEST_SKIP() << "no device of compute capability 9.0 (or no CUDA in this build)";
+#ifdef VLM2MLA_WITH_CUDA_KERNELS
+  const testing::SwitchRestore restore{set_programmatic_launch, programmatic_launch_enabled()};
+  int n = 0;
+  for (const bool programmatic : {true, false}) {
+    set_programmatic_launch(programmatic);
+    for (const bool one : {false, true}) {
+      Case c = one ? Case::qwen7b_md_int4({0}, {3000}) : Case::qwen7b_md_int4({0, 150, 0, 5}, {3000, 1234, 65, 2900});
+      c.mods = Mods::kPrompt;
+      c.run = 700;
+      c.seed = 3300 + n;
+      MlaDecodeInputs in = make_inputs(c, at::Device(at::kCUDA, 0));
+      in.image_end = image_end_of(in.modality);
+      // (as a captured step passes it: no read of the lengths back to the host)
+      in.max_length = *std::max_element(c.length.begin(), c.length.end());
+      const std::string what = std::string(one ? "one sequence" : "four sequences") +
+                               (programmatic ? ", programmatic" : ", plain");
+      EXPECT_EQ(layout_of(MlaDecodeLaunch(in).kernel()), one ? "wgmma-2p2c" : "wgmma-0p2c") << what;
+      auto both = [&] {
+        const MlaDecodeOutput out = mla_decode(in);
+        return at::cat({out.acc.flatten(), out.mass.flatten()});
+      };
+      const at::Tensor eager = both();
+      const at::Tensor replayed = testing::replayed_in_a_graph(both);
+      EXPECT_TRUE(at::equal(replayed, eager)) << what << ": largest difference "
+                                              << (replayed - eager).abs().max().item<float>();
+      ++n;
+    }
+  }
+  EXPECT_EQ(n, 4);
+#endif
 }
 
 // A kernel shape beyond Qwen2.5-VL-7B's: heads, latent and RoPE widths, int4 group sizes.
