@@ -1356,7 +1356,9 @@ TEST(MlaDecodeCuda, WgmmaMatchesTheReference) {
 // (it waits for the kernel ahead before it reads anything) and plainly: the bits of its eager call, in kAuto's two
 // layouts (no producers from two sequences, two producer warpgroups at one), with the cache's image bound.
 TEST(MlaDecodeCuda, WgmmaInAGraphEqualsEager) {
-  if (!cuda_ready() || !wgmma_device()) GTEST_SKIP() << "no device of compute capability 9.0 (or no CUDA in this build)";
+  if (!cuda_ready() || !wgmma_device()) {
+    GTEST_SKIP() << "no device of compute capability 9.0 (or no CUDA in this build)";
+  }
 #ifdef VLM2MLA_WITH_CUDA_KERNELS
   const testing::SwitchRestore restore{set_programmatic_launch, programmatic_launch_enabled()};
   int n = 0;

@@ -697,8 +697,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
   // give them (raw: s_mul puts them in log2 units) and each column's running max in log2 units without its q . b_k,
   // a constant of the column that no weight sees (the merge adds it back). The maxima start at kNoMax, finite (no
   // column's "none yet" test a tile: a score of -inf stays below it and gives a weight 0, the first finite one
-  // passes it and its factor exp2(kNoMax - m) is 0); lim is the vote's bound, m_run + kSlack in raw units (-inf
-  // from kNoMax: any finite score passes it). The merge writes kNoMax as -inf.
+  // passes it and its factor exp2(kNoMax - m) is 0); lim is the vote's bound, m_run + kSlack in raw units (from
+  // kNoMax, -1e30 / s_mul or -inf: every score of log2 value above -1e30 passes it). The merge writes kNoMax as -inf.
   constexpr float kNoMax = -1e30f;
   const float inv_s_mul = 1.f / s_mul;
   float m_run[8], l_run[8], lim[8];
