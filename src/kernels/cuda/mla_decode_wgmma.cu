@@ -796,7 +796,8 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     fence_regs(o[1]);
   };
   // the weights exp2(s s_mul - m_run) of the tile's scores into P^T (key k, row n at (k / 8) 512 + (n / 8) 128 +
-  // (k % 8) 16 + (n % 8) 2 from pt, fp16), their column sums into sum
+  // (k % 8) 16 + (n % 8) 2 from pt, fp16), visible to the MMAs after the warpgroup's next barrier; their column sums
+  // into sum
   auto put_p = [&](uint32_t pt, float (&sum)[8]) {
     const uint32_t at = pt + uint32_t(2 * cw * 512 + gid * 16 + tig * 4);
 #pragma unroll
@@ -809,6 +810,7 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
       st_shared_u32(at + i * 128, pack_half2(w[0], w[1]));
       st_shared_u32(at + i * 128 + 512, pack_half2(w[2], w[3]));
     }
+    fence_proxy_async();
   };
   // The online softmax of a tile (keys 16 cw + gid and + 8 attended?) with its weights in P^T, visible to the MMAs.
   // The weights are written from the running maxima, then one warpgroup barrier both publishes them and takes the
@@ -830,7 +832,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
     }
     float sum[8];
     put_p(pt, sum);
-    fence_proxy_async();
     if (barrier_or(kBarWg0 + c, 128, over)) {
       float tmax[8];
 #pragma unroll
@@ -862,7 +863,6 @@ __global__ void __launch_bounds__(WgLayout<NC, NP>::kThreads, 1)
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mb][4 * i + e] *= alpha[2 * i + (e & 1)];
       put_p(pt, sum);
-      fence_proxy_async();
       named_barrier(kBarWg0 + c, 128);
     }
 #pragma unroll
